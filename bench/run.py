@@ -1,0 +1,364 @@
+"""`make bench`: run every workload against Moorage's sidecar and the SDK's in-memory backend.
+
+Environment knobs (all optional):
+
+  BENCH_TARGETS    comma list of targets, table columns in that order (default "moorage,inmemory";
+                   "inmemory,inmemory" checks the harness itself / its noise, no sidecar needed)
+  BENCH_WORKLOADS  comma list of workload names (default: all)
+  BENCH_N          HelloCities instances (200)     BENCH_FANOUT   fan-out width (200)
+  BENCH_SIGNALS    entity signals (300)            BENCH_REPEATS  measured runs per workload (5)
+  BENCH_TIMEOUT    seconds per run before it counts as failed (60)
+  BENCH_POLL       seconds between status polls (0.005)
+  BENCH_WORKER_{THREADS,ORCHESTRATIONS,ACTIVITIES,ENTITIES}  worker concurrency options
+  BENCH_PROFILE    comma list of roles to run under `py-spy record` (backend, worker), e.g. "backend"
+  BENCH_PROFILE_DIR  where profiles go (default bench/out/profiles, git-ignored); BENCH_PYSPY path to py-spy
+  BENCH_KEEP=1     keep the temp dir (SQLite db, process logs)
+"""
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from durabletask.client import TaskHubGrpcClient
+
+from bench import procs
+from bench.worker_main import default_concurrency, quiet_logger
+from bench.workloads import Measurement, RunContext, Workload, selected_workloads
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+# --------------------------------------------------------------------------- targets
+@dataclass
+class Target:
+    key: str            # "moorage" | "inmemory"
+    label: str          # column header
+
+    def command(self, port: int, workdir: Path) -> list[str]:
+        if self.key == "moorage":
+            return [sys.executable, "-m", "moorage", "sidecar", "--port", str(port),
+                    "--store", f"sqlite:///{workdir}/bench.db"]
+        if self.key == "inmemory":
+            return [sys.executable, "-m", "bench.inmemory_server", "--port", str(port)]
+        raise SystemExit(f"unknown target {self.key!r} (known: moorage, inmemory)")
+
+    def after_run(self, workdir: Path) -> str:
+        if self.key != "moorage":
+            return ""
+        sizes = {p.name: p.stat().st_size for p in workdir.glob("bench.db*") if p.is_file()}
+        if not sizes:
+            return "no SQLite file was created at the --store path"
+        return "SQLite files: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sorted(sizes.items()))
+
+
+def parse_targets() -> list[Target]:
+    keys = [k.strip() for k in _env("BENCH_TARGETS", "moorage,inmemory").split(",") if k.strip()]
+    pretty = {"moorage": "moorage", "inmemory": "in-memory"}
+    targets, seen = [], {}
+    for k in keys:
+        seen[k] = seen.get(k, 0) + 1
+        label = pretty.get(k, k) + (f"#{seen[k]}" if seen[k] > 1 else "")
+        targets.append(Target(k, label))
+    return targets
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class RunRecord:
+    m: Measurement
+    cpu: dict[str, float]  # role -> CPU seconds used during the run
+
+
+@dataclass
+class WorkloadResult:
+    runs: list[RunRecord] = field(default_factory=list)
+    error: str | None = None
+
+    def median(self, unit: str) -> float | None:
+        if self.error or not self.runs:
+            return None
+        return statistics.median(r.m.rate(unit) for r in self.runs)
+
+    def cpu_ms_per_op(self, unit: str, role: str) -> float | None:
+        if self.error or not self.runs:
+            return None
+        return statistics.median(1000 * r.cpu[role] / r.m.ops[unit] for r in self.runs)
+
+
+# --------------------------------------------------------------------------- profiling
+def _pyspy() -> str | None:
+    cand = os.environ.get("BENCH_PYSPY") or shutil.which("py-spy")
+    if not cand:
+        sib = Path(sys.executable).parent / "py-spy"
+        cand = str(sib) if sib.exists() else None
+    return cand
+
+
+def maybe_profiled(role: str, target: Target, argv: list[str]) -> tuple[list[str], bool]:
+    roles = {r.strip() for r in _env("BENCH_PROFILE", "").split(",") if r.strip()}
+    if role not in roles:
+        return argv, False
+    spy = _pyspy()
+    if spy is None:
+        raise SystemExit("BENCH_PROFILE is set but py-spy was not found (pip install py-spy, or set BENCH_PYSPY)")
+    out = Path(_env("BENCH_PROFILE_DIR", str(REPO / "bench" / "out" / "profiles"))).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{target.label}-{role}.collapsed.txt"
+    print(f"  profiling {target.label} {role} with py-spy -> {path}")
+    return [spy, "record", "--rate", "200", "--format", "raw", "--threads", "--output", str(path),
+            "--", *argv], True
+
+
+# --------------------------------------------------------------------------- running
+def run_target(target: Target, workloads: list[Workload], workdir: Path) -> dict[str, WorkloadResult]:
+    results: dict[str, WorkloadResult] = {}
+    tdir = workdir / target.label
+    tdir.mkdir()
+    repeats = int(_env("BENCH_REPEATS", "5"))
+    timeout = float(_env("BENCH_TIMEOUT", "60"))
+    poll = float(_env("BENCH_POLL", "0.005"))
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+    backend = worker = client = None
+    try:
+        # Start the backend on a free port (retry: the port could be taken between probe and bind).
+        for attempt in range(3):
+            port = procs.free_port()
+            address = f"localhost:{port}"
+            argv, profiled = maybe_profiled("backend", target, target.command(port, tdir))
+            backend = procs.ManagedProcess(f"{target.label} backend", argv, tdir / f"backend-{attempt}.log",
+                                           env=env, cwd=str(REPO), profiled=profiled)
+            try:
+                procs.wait_for_grpc(address, backend, timeout=60)
+                break
+            except Exception as e:
+                print(f"  {target.label}: backend did not come up ({e}); log tail:\n{backend.log_tail()}")
+                backend.stop()
+                backend = None
+        if backend is None:
+            raise RuntimeError(f"{target.label}: backend failed to start")
+        print(f"  {target.label}: backend pid {backend.pid} on {address}: {' '.join(target.command(port, tdir))}")
+
+        conc = default_concurrency()
+        wargv = [sys.executable, "-m", "bench.worker_main", "--address", address,
+                 *[a for k, v in conc.items() for a in (f"--{k}", str(v))]]
+        wargv, wprof = maybe_profiled("worker", target, wargv)
+        worker = procs.ManagedProcess(f"{target.label} worker", wargv, tdir / "worker.log",
+                                      env=env, cwd=str(REPO), profiled=wprof)
+        client = TaskHubGrpcClient(host_address=address, logger=quiet_logger("bench-client"))
+        ctx = RunContext(client=client, timeout=timeout, poll_interval=poll)
+
+        for w in workloads:
+            res = results[w.name] = WorkloadResult()
+            try:
+                w.warmup(ctx)
+                for i in range(repeats):
+                    cpu0 = {"backend": backend.cpu_seconds(), "worker": worker.cpu_seconds(),
+                            "client": procs.self_cpu_seconds()}
+                    m = w.run_once(ctx)
+                    cpu1 = {"backend": backend.cpu_seconds(), "worker": worker.cpu_seconds(),
+                            "client": procs.self_cpu_seconds()}
+                    rec = RunRecord(m, {k: cpu1[k] - cpu0[k] for k in cpu0})
+                    res.runs.append(rec)
+                    rates = "  ".join(f"{m.rate(u):8.1f} {u}" for u in w.metrics)
+                    cpu = " ".join(f"{k} {v:.2f}s" for k, v in rec.cpu.items())
+                    notes = (" " + " ".join(f"{k}={v}" for k, v in m.notes.items())) if m.notes else ""
+                    print(f"  {target.label:>10} {w.name:<16} run {i + 1}/{repeats}: {m.seconds:7.3f}s  {rates}"
+                          f"   cpu: {cpu}{notes}", flush=True)
+            except Exception as e:  # a failed workload is reported, and the run exits non-zero
+                res.error = f"{type(e).__name__}: {e}"
+                print(f"  {target.label:>10} {w.name:<16} FAILED: {res.error}", flush=True)
+                if not isinstance(e, AssertionError) and os.environ.get("BENCH_TRACEBACK"):
+                    traceback.print_exc()
+            for p in (backend, worker):
+                if not p.alive():
+                    raise RuntimeError(f"{p.name} died (exit code {p.proc.returncode}); log tail:\n{p.log_tail()}")
+    except Exception as e:
+        msg = f"{type(e).__name__}: {e}"
+        print(f"  {target.label}: ABORTED: {msg}")
+        for w in workloads:
+            r = results.setdefault(w.name, WorkloadResult())
+            if r.error is None and len(r.runs) < repeats:
+                r.error = f"aborted: {msg.splitlines()[0]}"
+    finally:
+        if client is not None:
+            client.close()
+        for p in (worker, backend):
+            if p is not None:
+                p.stop()
+    failed = any(r.error for r in results.values())
+    if failed:
+        for name, log in (("backend", sorted(tdir.glob("backend-*.log"))[-1:]), ("worker", [tdir / "worker.log"])):
+            for lp in log:
+                if lp.exists():
+                    tail = lp.read_text(errors="replace").splitlines()[-25:]
+                    print(f"  --- {target.label} {name} log tail ({lp}) ---")
+                    print("\n".join("    " + ln for ln in tail))
+    note = target.after_run(tdir)
+    if note:
+        print(f"  {target.label}: {note}")
+    return results
+
+
+# --------------------------------------------------------------------------- reporting
+def environment(targets: list[Target], workloads: list[Workload]) -> list[str]:
+    def ver(pkg: str) -> str:
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return "not installed"
+
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:
+        commit = "?"
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count()
+    conc = default_concurrency()
+    return [
+        f"cpus: {os.cpu_count()} (usable {affinity}) {cpu_model}",
+        f"python: {platform.python_version()} ({platform.python_implementation()}) on {platform.platform()}",
+        f"durabletask: {ver('durabletask')}  grpcio: {ver('grpcio')}  protobuf: {ver('protobuf')}  "
+        f"moorage: {ver('moorage')} @ {commit}",
+        f"targets: {', '.join(t.label for t in targets)}",
+        "worker: TaskHubGrpcWorker in its own process, ConcurrencyOptions("
+        f"threads={conc['threads']}, orchestrations={conc['orchestrations']}, "
+        f"activities={conc['activities']}, entities={conc['entities']})",
+        f"runs: 1 warm-up + {_env('BENCH_REPEATS', '5')} measured per workload (median); "
+        f"completion by polling get_orchestration_state / get_entity every {_env('BENCH_POLL', '0.005')}s",
+        *[f"workload {w.name}: {w.description}" for w in workloads],
+    ]
+
+
+def fmt_rate(v: float | None) -> str:
+    return "FAILED" if v is None else f"{v:,.1f}"
+
+
+def table(targets: list[Target], workloads: list[Workload],
+          results: dict[str, dict[str, WorkloadResult]]) -> list[str]:
+    first, last = targets[0], targets[-1]
+    header = ["workload", *[f"{t.label} (ops/s)" for t in targets]]
+    if len(targets) >= 2:
+        header.append(f"ratio {first.label}/{last.label}")
+    rows = []
+    for w in workloads:
+        for unit in w.metrics:
+            vals = [results[t.label][w.name].median(unit) for t in targets]
+            row = [f"{w.name} ({unit})", *[fmt_rate(v) for v in vals]]
+            if len(targets) >= 2:
+                a, b = vals[0], vals[-1]
+                row.append("-" if a is None or b is None or b == 0 else f"{a / b:.2f}")
+            rows.append(row)
+    return _render(header, rows)
+
+
+def cpu_table(targets: list[Target], workloads: list[Workload],
+              results: dict[str, dict[str, WorkloadResult]]) -> list[str]:
+    header = ["workload", *[f"{t.label} {role}" for t in targets for role in ("backend", "worker", "client")]]
+    rows = []
+    for w in workloads:
+        unit = w.metrics[-1]  # per activity / signal: the finest-grained op
+        row = [f"{w.name} (CPU ms per {_singular(unit)})"]
+        for t in targets:
+            r = results[t.label][w.name]
+            for role in ("backend", "worker", "client"):
+                v = r.cpu_ms_per_op(unit, role)
+                row.append("-" if v is None else f"{v:.2f}")
+        rows.append(row)
+    return _render(header, rows)
+
+
+def _singular(unit: str) -> str:
+    word = unit.split("/")[0]
+    return word[:-3] + "y" if word.endswith("ies") else word.rstrip("s")
+
+
+def _render(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(wd) if i == 0 else c.rjust(wd)
+                                 for i, (c, wd) in enumerate(zip(cells, widths))) + " |"
+
+    sep = "|" + "|".join("-" * (wd + 1) + (":" if i else "-") for i, wd in enumerate(widths)) + "|"
+    return [line(header), sep, *[line(r) for r in rows]]
+
+
+# --------------------------------------------------------------------------- main
+def main() -> int:
+    def on_term(signum, frame):  # SIGTERM/SIGHUP: unwind through the finally blocks
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+
+    targets = parse_targets()
+    workloads = selected_workloads()
+    print("== Moorage benchmark ==")
+    for line in environment(targets, workloads):
+        print(line)
+    sys.stdout.flush()
+
+    workdir = Path(tempfile.mkdtemp(prefix="moorage-bench-"))
+    results: dict[str, dict[str, WorkloadResult]] = {}
+    t_start = time.perf_counter()
+    try:
+        for t in targets:
+            print(f"\n== target {t.label} ==", flush=True)
+            results[t.label] = run_target(t, workloads, workdir)
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping child processes", file=sys.stderr)
+        procs.stop_all()
+        return 130
+    finally:
+        procs.stop_all()
+        failed_any = any(r.error for tr in results.values() for r in tr.values())
+        if os.environ.get("BENCH_KEEP") or failed_any:
+            print(f"\n(work dir kept: {workdir})")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    print(f"\n== results (median of {_env('BENCH_REPEATS', '5')} runs; higher is better; "
+          f"total {time.perf_counter() - t_start:.0f}s) ==")
+    for line in table(targets, workloads, results):
+        print(line)
+    print("\n== CPU time per operation during the measured runs (ms; median) ==")
+    for line in cpu_table(targets, workloads, results):
+        print(line)
+    failures = [(t, w, r.error) for t, tr in results.items() for w, r in tr.items() if r.error]
+    if failures:
+        print("\nFAILED:")
+        for t, w, e in failures:
+            print(f"  {t} {w}: {e}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
