@@ -11,6 +11,7 @@ Environment knobs (all optional):
   BENCH_POLL       seconds between status polls (0.005)
   BENCH_WORKER_{THREADS,ORCHESTRATIONS,ACTIVITIES,ENTITIES}  worker concurrency options
   BENCH_PROFILE    comma list of roles to run under `py-spy record` (backend, worker), e.g. "backend"
+  BENCH_PYSPY_ARGS extra py-spy record flags (e.g. "--gil", "--native")
   BENCH_PROFILE_DIR  where profiles go (default bench/out/profiles, git-ignored); BENCH_PYSPY path to py-spy
   BENCH_KEEP=1     keep the temp dir (SQLite db, process logs)
 """
@@ -120,7 +121,11 @@ def maybe_profiled(role: str, target: Target, argv: list[str]) -> tuple[list[str
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{target.label}-{role}.collapsed.txt"
     print(f"  profiling {target.label} {role} with py-spy -> {path}")
-    return [spy, "record", "--rate", "200", "--format", "raw", "--threads", "--output", str(path),
+    # py-spy's default mode samples threads it thinks are active; threads blocked inside C calls
+    # (queue.get, cq.poll, lock acquire) often still show up, so profile_summary separates those
+    # "waiting" leaves.  BENCH_PYSPY_ARGS="--gil" keeps only GIL holders (pure Python CPU).
+    extra = _env("BENCH_PYSPY_ARGS", "").split()
+    return [spy, "record", "--rate", "200", "--format", "raw", "--threads", *extra, "--output", str(path),
             "--", *argv], True
 
 
@@ -147,9 +152,13 @@ def run_target(target: Target, workloads: list[Workload], workdir: Path) -> dict
                 procs.wait_for_grpc(address, backend, timeout=60)
                 break
             except Exception as e:
-                print(f"  {target.label}: backend did not come up ({e}); log tail:\n{backend.log_tail()}")
                 backend.stop()
+                tail = backend.log_tail()
                 backend = None
+                port_clash = any(s in tail.lower() for s in ("address already in use", "failed to bind", "errno 98"))
+                print(f"  {target.label}: backend did not come up ({e}); log tail:\n{tail}")
+                if not port_clash:
+                    break
         if backend is None:
             raise RuntimeError(f"{target.label}: backend failed to start")
         print(f"  {target.label}: backend pid {backend.pid} on {address}: {' '.join(target.command(port, tdir))}")
@@ -205,11 +214,11 @@ def run_target(target: Target, workloads: list[Workload], workdir: Path) -> dict
     if failed:
         for name, log in (("backend", sorted(tdir.glob("backend-*.log"))[-1:]), ("worker", [tdir / "worker.log"])):
             for lp in log:
-                if lp.exists():
+                if lp.exists() and lp.stat().st_size:
                     tail = lp.read_text(errors="replace").splitlines()[-25:]
                     print(f"  --- {target.label} {name} log tail ({lp}) ---")
                     print("\n".join("    " + ln for ln in tail))
-    note = target.after_run(tdir)
+    note = target.after_run(tdir) if results and not all(r.error and not r.runs for r in results.values()) else ""
     if note:
         print(f"  {target.label}: {note}")
     return results
