@@ -1,0 +1,345 @@
+"""Shared helpers for the Moorage sidecar end-to-end tests.
+
+The sidecar under test is always a separate process (``python -m moorage sidecar ...``); with
+``MOORAGE_TEST_BACKEND=inmemory`` the SDK's reference in-memory backend is launched instead (see
+``tests/inmemory_sidecar.py``) so that the tests themselves can be validated against reference semantics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2
+
+import durabletask.internal.orchestrator_service_pb2 as pb
+import durabletask.internal.orchestrator_service_pb2_grpc as stubs
+from durabletask import client as dt_client
+from durabletask import worker as dt_worker
+from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
+from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+PYTHON = sys.executable
+
+BACKEND = os.environ.get("MOORAGE_TEST_BACKEND", "sidecar").strip().lower() or "sidecar"
+IS_INMEMORY = BACKEND == "inmemory"
+if BACKEND not in ("sidecar", "inmemory"):
+    raise RuntimeError(f"MOORAGE_TEST_BACKEND must be 'sidecar' or 'inmemory', not {BACKEND!r}")
+
+FLAVOURS = ("grpc", "dts")
+
+# Keep reconnects after a sidecar restart fast: gRPC's own channel backoff and the SDK worker's loop.
+CHANNEL_OPTIONS = GrpcChannelOptions(raw_options=[
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+])
+WORKER_RESILIENCY = GrpcWorkerResiliencyOptions(
+    hello_timeout_seconds=5.0,
+    reconnect_backoff_base_seconds=0.1,
+    reconnect_backoff_cap_seconds=1.0,
+)
+
+T = TypeVar("T")
+
+# The SDK builds a fresh stderr-logging Logger per client/worker unless given one; route them through logging instead.
+SDK_CLIENT_LOGGER = logging.getLogger("sdk.client")
+SDK_WORKER_LOGGER = logging.getLogger("sdk.worker")
+SDK_CLIENT_LOGGER.setLevel(logging.WARNING)
+SDK_WORKER_LOGGER.setLevel(logging.WARNING)
+
+
+def sidecar_only(reason: str = "only meaningful on the Moorage sidecar"):
+    """Skip a test on the in-memory reference backend."""
+    return pytest.mark.skipif(IS_INMEMORY, reason=f"in-memory backend: {reason}")
+
+
+def uid(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.1,
+               message: str | Callable[[], str] = "condition not met") -> T:
+    """Poll ``predicate`` until it returns a truthy value; return that value or fail the test."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+            last_exc = None
+        except grpc.RpcError as exc:  # transient while a sidecar restarts
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            if last_exc is not None:
+                text += f" (last error: {last_exc!r})"
+            pytest.fail(f"timed out after {timeout}s: {text}")
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The sidecar process
+# ---------------------------------------------------------------------------------------------------------------------
+
+LIVE_SIDECARS: list["SidecarProcess"] = []
+
+
+class SidecarProcess:
+    """One sidecar (or in-memory stand-in) process in its own process group."""
+
+    def __init__(self, workdir: Path, *, db_path: Path | None = None, port: int | None = None,
+                 task_hubs: Sequence[str] | None = None, lease_seconds: float | None = None,
+                 extra_args: Sequence[str] = ()):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.db_path = Path(db_path) if db_path else self.workdir / "moorage.db"
+        self.port = port or free_port()
+        self.task_hubs = list(task_hubs) if task_hubs else None
+        self.lease_seconds = lease_seconds
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.stderr_path = self.workdir / "sidecar.stderr.log"
+        self.stdout_path = self.workdir / "sidecar.stdout.log"
+
+    # -- command line ---------------------------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        if IS_INMEMORY:
+            cmd = [PYTHON, str(TESTS_DIR / "inmemory_sidecar.py")]
+        else:
+            cmd = [PYTHON, "-m", "moorage", "sidecar"]
+        cmd += ["--port", str(self.port), "--store", f"sqlite:///{self.db_path.resolve()}"]
+        if self.task_hubs:
+            cmd += ["--task-hubs", ",".join(self.task_hubs)]
+        if self.lease_seconds is not None:
+            cmd += ["--lease-seconds", f"{self.lease_seconds:g}"]
+        return cmd + self.extra_args
+
+    @property
+    def address(self) -> str:
+        return f"localhost:{self.port}"
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> "SidecarProcess":
+        assert self.proc is None or self.proc.poll() is not None, "sidecar already running"
+        self.starts += 1
+        with open(self.stderr_path, "ab") as err, open(self.stdout_path, "ab") as out:
+            header = f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode()
+            err.write(header)
+            err.flush()
+            env = dict(os.environ)
+            env.setdefault("PYTHONUNBUFFERED", "1")
+            self.proc = subprocess.Popen(
+                self.command(), cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                start_new_session=True, env=env)
+        if self not in LIVE_SIDECARS:
+            LIVE_SIDECARS.append(self)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        channel = grpc.insecure_channel(self.address)
+        try:
+            while True:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"sidecar exited with code {self.proc.returncode} before becoming ready; "
+                        f"stderr tail:\n{self.stderr_tail()}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RuntimeError(
+                        f"sidecar on port {self.port} not ready after {timeout}s; stderr tail:\n{self.stderr_tail()}")
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=min(0.5, remaining))
+                except grpc.FutureTimeoutError:
+                    continue
+                try:
+                    stubs.TaskHubSidecarServiceStub(channel).Hello(empty_pb2.Empty(), timeout=5)
+                    return
+                except grpc.RpcError as exc:
+                    if exc.code() == grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                        time.sleep(0.1)
+                        continue
+                    raise RuntimeError(f"sidecar Hello failed: {exc!r}; stderr tail:\n{self.stderr_tail()}")
+        finally:
+            channel.close()
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _signal_group(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (the sidecar and any children) and reap it."""
+        if self.proc is None:
+            return
+        self._signal_group(signal.SIGKILL)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; always leaves no process of the group behind."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+        self._signal_group(signal.SIGKILL)  # children may outlive the leader
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        if self in LIVE_SIDECARS:
+            LIVE_SIDECARS.remove(self)
+
+    def restart(self, timeout: float = 30.0) -> "SidecarProcess":
+        """Start again on the same port and the same database file (after ``kill()`` or ``stop()``)."""
+        if self.is_running():
+            self.stop()
+        return self.start(timeout)
+
+    def stderr_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "<no stderr file>"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def channel(self, hub: str | None = None) -> grpc.Channel:
+        ch = grpc.insecure_channel(self.address)
+        if hub is not None:
+            from durabletask.internal.grpc_interceptor import DefaultClientInterceptorImpl
+            ch = grpc.intercept_channel(ch, DefaultClientInterceptorImpl([("taskhub", hub)]))
+        return ch
+
+    def stub(self, hub: str | None = None) -> tuple[grpc.Channel, Any]:
+        ch = self.channel(hub)
+        return ch, stubs.TaskHubSidecarServiceStub(ch)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# SDK clients and workers of both flavours
+# ---------------------------------------------------------------------------------------------------------------------
+
+def new_client(port: int, flavour: str = "grpc", hub: str = "default"):
+    if flavour == "grpc":
+        return dt_client.TaskHubGrpcClient(host_address=f"localhost:{port}", channel_options=CHANNEL_OPTIONS,
+                                           logger=SDK_CLIENT_LOGGER)
+    if flavour == "dts":
+        return DurableTaskSchedulerClient(host_address=f"http://localhost:{port}", taskhub=hub,
+                                          token_credential=None, secure_channel=False,
+                                          channel_options=CHANNEL_OPTIONS, logger=SDK_CLIENT_LOGGER)
+    raise ValueError(flavour)
+
+
+def new_async_client(port: int, flavour: str = "grpc", hub: str = "default"):
+    if flavour == "grpc":
+        return dt_client.AsyncTaskHubGrpcClient(host_address=f"localhost:{port}", channel_options=CHANNEL_OPTIONS,
+                                                logger=SDK_CLIENT_LOGGER)
+    from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
+    return AsyncDurableTaskSchedulerClient(host_address=f"http://localhost:{port}", taskhub=hub,
+                                           token_credential=None, secure_channel=False,
+                                           channel_options=CHANNEL_OPTIONS, logger=SDK_CLIENT_LOGGER)
+
+
+def new_worker(port: int, flavour: str = "grpc", hub: str = "default", **kwargs: Any):
+    kwargs.setdefault("channel_options", CHANNEL_OPTIONS)
+    kwargs.setdefault("resiliency_options", WORKER_RESILIENCY)
+    kwargs.setdefault("logger", SDK_WORKER_LOGGER)
+    if flavour == "grpc":
+        return dt_worker.TaskHubGrpcWorker(host_address=f"localhost:{port}", **kwargs)
+    if flavour == "dts":
+        return DurableTaskSchedulerWorker(host_address=f"http://localhost:{port}", taskhub=hub,
+                                          token_credential=None, secure_channel=False, **kwargs)
+    raise ValueError(flavour)
+
+
+def register(worker: Any, orchestrators: Iterable[Any] = (), activities: Iterable[Any] = (),
+             entities: Iterable[Any] = ()) -> None:
+    for fn in orchestrators:
+        worker.add_orchestrator(fn)
+    for fn in activities:
+        worker.add_activity(fn)
+    for ent in entities:
+        if isinstance(ent, tuple):
+            worker.add_entity(ent[1], name=ent[0])
+        else:
+            worker.add_entity(ent)
+
+
+def status_of(client: Any, instance_id: str) -> dt_client.OrchestrationStatus | None:
+    state = client.get_orchestration_state(instance_id, fetch_payloads=False)
+    return state.runtime_status if state else None
+
+
+def wait_status(client: Any, instance_id: str, status: dt_client.OrchestrationStatus, timeout: float = 20.0):
+    return wait_until(lambda: status_of(client, instance_id) == status, timeout=timeout,
+                      message=lambda: f"{instance_id} never reached {status}; now {status_of(client, instance_id)}")
+
+
+def complete(client: Any, instance_id: str, timeout: float = 30.0) -> dt_client.OrchestrationState:
+    state = client.wait_for_orchestration_completion(instance_id, timeout=timeout)
+    assert state is not None, f"instance {instance_id} does not exist"
+    return state
+
+
+def assert_completed(state: dt_client.OrchestrationState) -> None:
+    assert state.runtime_status == dt_client.OrchestrationStatus.COMPLETED, (
+        f"{state.instance_id}: {state.runtime_status}, failure={state.failure_details}")
+
+
+def raw_get_instance(sidecar: SidecarProcess, instance_id: str, hub: str | None = None,
+                     payloads: bool = True) -> pb.GetInstanceResponse:
+    ch, stub = sidecar.stub(hub)
+    try:
+        return stub.GetInstance(pb.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=payloads),
+                                timeout=10)
+    finally:
+        ch.close()
+
+
+def hello_ok(sidecar: SidecarProcess, hub: str | None = None) -> bool:
+    ch, stub = sidecar.stub(hub)
+    try:
+        stub.Hello(empty_pb2.Empty(), timeout=5)
+        return True
+    finally:
+        ch.close()
