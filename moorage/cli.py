@@ -1,0 +1,49 @@
+"""The ``moorage`` command. Every flag can also be set by the environment variable shown in ``--help``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from moorage import logs
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+def main() -> None:
+    """Moorage: durable AI agents on the Durable Task protocol."""
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, envvar="MOORAGE_PORT", show_envvar=True,
+              help="gRPC port of the Durable Task protocol (the DTS emulator's is 8080).")
+@click.option("--host", default="0.0.0.0", envvar="MOORAGE_HOST", show_envvar=True, help="Address to listen on.")
+@click.option("--store", default="sqlite:///./moorage.db", envvar="MOORAGE_STORE", show_envvar=True,
+              help="Where state lives: sqlite:///relative/path.db or sqlite:////absolute/path.db.")
+@click.option("--task-hubs", default="default", envvar="MOORAGE_TASK_HUBS", show_envvar=True,
+              help="Comma-separated task hubs to serve; clients choose one with the 'taskhub' metadata.")
+@click.option("--lease-seconds", type=click.FloatRange(0.1, 3600), default=10.0, envvar="MOORAGE_LEASE_SECONDS",
+              show_envvar=True,
+              help="How long a work item of a vanished worker stays locked before another worker gets it.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              envvar="MOORAGE_LOG_LEVEL", show_envvar=True, help="Log verbosity.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="MOORAGE_LOG_FORMAT",
+              show_envvar=True, help="Log line format.")
+def sidecar(port: int, host: str, store: str, task_hubs: str, lease_seconds: float, log_level: str,
+            log_format: str) -> None:
+    """Run the durable Durable Task sidecar (point DTS-emulator code at localhost:PORT)."""
+    from moorage.sidecar.server import SidecarConfig, serve
+
+    logs.setup(log_level, log_format)
+    hubs = [h.strip() for h in task_hubs.split(",") if h.strip()]
+    if not hubs:
+        raise click.BadParameter("at least one task hub is needed", param_hint="--task-hubs")
+    try:
+        asyncio.run(serve(SidecarConfig(port=port, host=host, store=store, task_hubs=hubs,
+                                        lease_seconds=lease_seconds)))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+if __name__ == "__main__":
+    main()

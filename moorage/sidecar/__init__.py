@@ -1,0 +1,1 @@
+"""The Moorage sidecar: a durable Durable Task protocol server (TaskHubSidecarService)."""

@@ -1,0 +1,796 @@
+"""Durable Task state transitions, one function per transition, each run inside one store transaction.
+
+This is the one place that decides what an orchestrator action, an activity result or an entity batch does
+to durable state (the role of durabletask-go's ``runtimestate.go``). Functions take a ``StoreTx`` and plain
+values and return plain values; they know neither SQL nor gRPC. Every function records in ``Effects`` which
+instances changed and whether new work appeared, so the server can wake waiters and work-item streams.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import durabletask.internal.orchestrator_service_pb2 as pb
+from google.protobuf import timestamp_pb2, wrappers_pb2
+
+from moorage.sidecar.store.base import ActivityRow, EntityRow, InstanceQuery, InstanceRow, LockRequest, StoreTx
+
+TERMINAL = frozenset({pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED,
+                      pb.ORCHESTRATION_STATUS_TERMINATED})
+MAX_ENTITY_BATCH = 100
+
+
+class NotFound(Exception):
+    """The named instance or entity does not exist (gRPC NOT_FOUND)."""
+
+
+class AlreadyExists(Exception):
+    """An instance with that id is live (gRPC ALREADY_EXISTS)."""
+
+
+class Precondition(Exception):
+    """The instance is not in a state that allows the request (gRPC FAILED_PRECONDITION)."""
+
+
+@dataclass
+class Effects:
+    """What a transition changed, for waking waiters and streams after the commit."""
+
+    changed: set[str] = field(default_factory=set)
+    work: bool = False
+
+
+@dataclass
+class Filters:
+    """Work-item filters of one stream; ``None`` accepts everything of that kind."""
+
+    orchestrations: dict[str, frozenset[str]] | None = None
+    activities: dict[str, frozenset[str]] | None = None
+    entities: frozenset[str] | None = None
+
+    @staticmethod
+    def _match(table: dict[str, frozenset[str]] | None, name: str, version: str | None) -> bool:
+        if table is None:
+            return True
+        versions = table.get(name)
+        if versions is None:
+            return False
+        return not versions or (version or "") in versions
+
+    def orchestration(self, name: str, version: str | None) -> bool:
+        return self._match(self.orchestrations, name, version)
+
+    def activity(self, name: str, version: str | None) -> bool:
+        return self._match(self.activities, name, version)
+
+    def entity(self, entity_id: str) -> bool:
+        return self.entities is None or entity_name(entity_id) in self.entities
+
+
+@dataclass
+class Lease:
+    """What a work-item stream is granted: an id for the lease and how long it lasts."""
+
+    owner: str
+    now: float
+    until: float
+
+
+def entity_name(entity_id: str) -> str:
+    parts = entity_id.split("@")
+    return parts[1].lower() if len(parts) >= 3 else entity_id
+
+
+def now() -> float:
+    return time.time()
+
+
+def ts(t: float | None = None) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(datetime.fromtimestamp(t if t is not None else time.time(), tz=timezone.utc))
+    return stamp
+
+
+def from_ts(stamp: timestamp_pb2.Timestamp) -> float:
+    return stamp.seconds + stamp.nanos / 1e9
+
+
+def sv(value: str | None) -> wrappers_pb2.StringValue | None:
+    return wrappers_pb2.StringValue(value=value) if value is not None else None
+
+
+def event(t: float | None = None, event_id: int = -1, **kind: object) -> pb.HistoryEvent:
+    return pb.HistoryEvent(eventId=event_id, timestamp=ts(t), **kind)  # type: ignore[arg-type]
+
+
+def _failure(details: pb.TaskFailureDetails | None) -> bytes | None:
+    return details.SerializeToString() if details is not None else None
+
+
+def failure_details(blob: bytes | None) -> pb.TaskFailureDetails | None:
+    if blob is None:
+        return None
+    details = pb.TaskFailureDetails()
+    details.ParseFromString(blob)
+    return details
+
+
+# -- instances ---------------------------------------------------------------------------------------------
+
+
+def create_instance(tx: StoreTx, fx: Effects, *, instance_id: str, name: str, input: str | None,
+                    version: str | None = None, tags: dict[str, str] | None = None,
+                    scheduled_start: float | None = None, reuse_statuses: frozenset[int] | None = None,
+                    parent: tuple[str, int, str, str | None] | None = None,
+                    execution_id: str | None = None) -> InstanceRow:
+    """Create an instance and queue its ``executionStarted``.
+
+    A live instance with the same id is refused unless ``reuse_statuses`` names its status; a finished
+    one is replaced (as the DTS backends do by default).
+    """
+    if not instance_id:
+        raise ValueError("instance id must not be empty")
+    if not name:
+        raise ValueError("orchestration name must not be empty")
+    existing = tx.get_instance(instance_id)
+    if existing is not None:
+        replaceable = existing.status in TERMINAL if reuse_statuses is None else existing.status in reuse_statuses
+        if not replaceable:
+            raise AlreadyExists(f"orchestration instance '{instance_id}' already exists with status "
+                                f"{pb.OrchestrationStatus.Name(existing.status)}")
+        tx.delete_instance(instance_id)
+    t = now()
+    row = InstanceRow(
+        instance_id=instance_id, name=name, status=pb.ORCHESTRATION_STATUS_PENDING, created_at=t,
+        last_updated_at=t, version=version, execution_id=execution_id or uuid.uuid4().hex, input=input,
+        tags=dict(tags or {}), scheduled_start_at=scheduled_start,
+        parent_instance_id=parent[0] if parent else None, parent_task_id=parent[1] if parent else None,
+    )
+    tx.put_instance(row)
+    started = pb.ExecutionStartedEvent(
+        name=name, version=sv(version), input=sv(input),
+        orchestrationInstance=pb.OrchestrationInstance(instanceId=instance_id, executionId=sv(row.execution_id)),
+        tags=row.tags,
+    )
+    if scheduled_start:
+        started.scheduledStartTimestamp.CopyFrom(ts(scheduled_start))
+    if parent:
+        started.parentInstance.CopyFrom(pb.ParentInstanceInfo(
+            taskScheduledId=parent[1], name=sv(parent[2]), version=sv(parent[3]),
+            orchestrationInstance=pb.OrchestrationInstance(instanceId=parent[0])))
+    tx.add_inbox(instance_id, event(t, executionStarted=started), visible_at=scheduled_start or 0.0)
+    fx.changed.add(instance_id)
+    fx.work = True
+    return row
+
+
+def get_instance(tx: StoreTx, instance_id: str) -> InstanceRow | None:
+    if not instance_id:
+        raise ValueError("instance id must not be empty")
+    return tx.get_instance(instance_id)
+
+
+def _require(tx: StoreTx, instance_id: str) -> InstanceRow:
+    row = get_instance(tx, instance_id)
+    if row is None:
+        raise NotFound(f"orchestration instance '{instance_id}' not found")
+    return row
+
+
+def raise_event(tx: StoreTx, fx: Effects, instance_id: str, name: str, input: str | None) -> None:
+    row = _require(tx, instance_id)
+    if not name:
+        raise ValueError("event name must not be empty")
+    if row.status in TERMINAL:
+        return  # as DTS: events to finished instances are dropped
+    tx.add_inbox(instance_id, event(eventRaised=pb.EventRaisedEvent(name=name, input=sv(input))))
+    fx.work = True
+
+
+def _finish_unstarted(tx: StoreTx, fx: Effects, row: InstanceRow, status: int, output: str | None) -> None:
+    """Finish an instance no worker has seen yet (e.g. its scheduled start lies in the future)."""
+    t = now()
+    row.status, row.output, row.completed_at, row.last_updated_at = status, output, t, t
+    tx.delete_inbox(row.instance_id)
+    tx.put_instance(row)
+    _notify_parent(tx, fx, row)
+    fx.changed.add(row.instance_id)
+
+
+def terminate(tx: StoreTx, fx: Effects, instance_id: str, output: str | None, recursive: bool) -> None:
+    row = _require(tx, instance_id)
+    _terminate(tx, fx, row, output, recursive)
+
+
+def _terminate(tx: StoreTx, fx: Effects, row: InstanceRow, output: str | None, recursive: bool) -> None:
+    if row.status in TERMINAL:
+        return
+    if recursive:
+        for child in tx.child_instances(row.instance_id):
+            _terminate(tx, fx, child, output, True)
+    if row.status == pb.ORCHESTRATION_STATUS_PENDING and not tx.get_history(row.instance_id) \
+            and row.lease_token is None:
+        _finish_unstarted(tx, fx, row, pb.ORCHESTRATION_STATUS_TERMINATED, output)
+        return
+    tx.add_inbox(row.instance_id, event(executionTerminated=pb.ExecutionTerminatedEvent(
+        input=sv(output), recurse=recursive)))
+    fx.work = True
+
+
+def suspend(tx: StoreTx, fx: Effects, instance_id: str, reason: str | None) -> None:
+    row = _require(tx, instance_id)
+    if row.status in TERMINAL:
+        raise Precondition(f"orchestration instance '{instance_id}' has already finished")
+    tx.add_inbox(instance_id, event(executionSuspended=pb.ExecutionSuspendedEvent(input=sv(reason))))
+    fx.work = True
+
+
+def resume(tx: StoreTx, fx: Effects, instance_id: str, reason: str | None) -> None:
+    row = _require(tx, instance_id)
+    if row.status in TERMINAL:
+        raise Precondition(f"orchestration instance '{instance_id}' has already finished")
+    tx.add_inbox(instance_id, event(executionResumed=pb.ExecutionResumedEvent(input=sv(reason))))
+    fx.work = True
+
+
+def restart(tx: StoreTx, fx: Effects, instance_id: str, new_id: bool) -> str:
+    row = _require(tx, instance_id)
+    if row.status not in TERMINAL:
+        raise Precondition(f"orchestration instance '{instance_id}' is not in a terminal state")
+    target = uuid.uuid4().hex if new_id else instance_id
+    create_instance(tx, fx, instance_id=target, name=row.name, input=row.input, version=row.version,
+                    tags=row.tags, reuse_statuses=frozenset(TERMINAL))
+    return target
+
+
+def rewind(tx: StoreTx, fx: Effects, instance_id: str, reason: str | None) -> None:
+    row = _require(tx, instance_id)
+    if row.status != pb.ORCHESTRATION_STATUS_FAILED:
+        raise Precondition(f"orchestration instance '{instance_id}' is not in a failed state")
+    _prepare_rewind(tx, fx, row, reason)
+
+
+def _prepare_rewind(tx: StoreTx, fx: Effects, row: InstanceRow, reason: str | None) -> None:
+    t = now()
+    row.status = pb.ORCHESTRATION_STATUS_RUNNING
+    row.output, row.failure, row.completed_at, row.last_updated_at = None, None, None, t
+    row.lease_token = row.lease_owner = None
+    row.lease_until = None
+    row.leased_inbox = []
+    tx.put_instance(row)
+    tx.add_inbox(row.instance_id, event(t, executionRewound=pb.ExecutionRewoundEvent(reason=sv(reason))))
+    fx.changed.add(row.instance_id)
+    fx.work = True
+
+
+def purge(tx: StoreTx, fx: Effects, instance_id: str, recursive: bool) -> int:
+    row = tx.get_instance(instance_id)
+    if row is None or row.status not in TERMINAL:
+        return 0
+    count = 0
+    if recursive:
+        for child in tx.child_instances(instance_id):
+            count += purge(tx, fx, child.instance_id, True)
+    tx.delete_instance(instance_id)
+    fx.changed.add(instance_id)
+    return count + 1
+
+
+def purge_matching(tx: StoreTx, fx: Effects, q: InstanceQuery, recursive: bool, limit: int) -> tuple[int, bool]:
+    rows = tx.query_instances(q, None, limit + 1)
+    count = sum(purge(tx, fx, r.instance_id, recursive) for r in rows[:limit])
+    return count, len(rows) <= limit
+
+
+# -- orchestrator work items ---------------------------------------------------------------------------------
+
+
+@dataclass
+class OrchestratorItem:
+    row: InstanceRow
+    past: list[pb.HistoryEvent]
+    new: list[pb.HistoryEvent]
+
+
+def _batch(row: InstanceRow, events: list[pb.HistoryEvent]) -> list[pb.HistoryEvent]:
+    """The new events a worker sees: always opened by ``orchestratorStarted`` at the lease time."""
+    if events and events[0].HasField("orchestratorStarted"):
+        return events
+    return [event(row.lease_started_at, orchestratorStarted=pb.OrchestratorStartedEvent()), *events]
+
+
+def lease_orchestrations(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, limit: int) -> list[OrchestratorItem]:
+    items: list[OrchestratorItem] = []
+    if limit <= 0:
+        return items
+    for row in tx.instances_with_work(lease.now, limit * 4 + 8):
+        if len(items) >= limit:
+            break
+        if row.status in TERMINAL:
+            tx.delete_inbox(row.instance_id)  # arrivals after the end are dropped
+            continue
+        if not filters.orchestration(row.name, row.version):
+            continue
+        inbox = tx.get_inbox(row.instance_id, now=lease.now)
+        past = tx.get_history(row.instance_id)
+        if not past and not any(e.HasField("executionStarted") for _, e in inbox):
+            continue  # its start is scheduled later; hold what arrived early
+        row.lease_token = uuid.uuid4().hex
+        row.lease_owner, row.lease_until, row.lease_started_at = lease.owner, lease.until, lease.now
+        row.leased_inbox = [i for i, _ in inbox]
+        tx.put_instance(row)
+        items.append(OrchestratorItem(row, past, _batch(row, [e for _, e in inbox])))
+    return items
+
+
+def abandon_orchestration(tx: StoreTx, fx: Effects, token: str) -> None:
+    instance_id = tx.find_by_lease("orchestration", token)
+    if instance_id is None:
+        return
+    row = tx.get_instance(instance_id)
+    assert row is not None
+    row.lease_token = row.lease_owner = None
+    row.lease_until = None
+    row.leased_inbox = []
+    tx.put_instance(row)
+    fx.work = True
+
+
+def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorResponse) -> bool:
+    """Apply a worker's orchestrator result. Returns False for a stale completion token (ignored)."""
+    instance_id = tx.find_by_lease("orchestration", res.completionToken)
+    if instance_id is None or (res.instanceId and res.instanceId != instance_id):
+        return False
+    row = tx.get_instance(instance_id)
+    assert row is not None
+    t = now()
+    leased = row.leased_inbox
+    new_events = _batch(row, [e for _, e in tx.get_inbox(instance_id, ids=leased)])
+    tx.delete_inbox(instance_id, leased)
+    row.lease_token = row.lease_owner = None
+    row.lease_until = None
+    row.leased_inbox = []
+    row.last_updated_at = t
+    if row.status == pb.ORCHESTRATION_STATUS_PENDING:
+        row.status = pb.ORCHESTRATION_STATUS_RUNNING
+    for e in new_events:
+        if e.HasField("executionSuspended"):
+            row.status = pb.ORCHESTRATION_STATUS_SUSPENDED
+        elif e.HasField("executionResumed") and row.status == pb.ORCHESTRATION_STATUS_SUSPENDED:
+            row.status = pb.ORCHESTRATION_STATUS_RUNNING
+    if res.HasField("customStatus"):
+        row.custom_status = res.customStatus.value
+
+    history = list(new_events)
+    replaced: list[pb.HistoryEvent] | None = None
+    continued = False
+    for action in res.actions:
+        kind = action.WhichOneof("orchestratorActionType")
+        if kind == "scheduleTask":
+            a = action.scheduleTask
+            history.append(event(t, action.id, taskScheduled=pb.TaskScheduledEvent(
+                name=a.name, version=a.version if a.HasField("version") else None,
+                input=a.input if a.HasField("input") else None, tags=a.tags)))
+            tx.add_activity(ActivityRow(
+                id=None, instance_id=instance_id, execution_id=row.execution_id, name=a.name, task_id=action.id,
+                input=a.input.value if a.HasField("input") else None,
+                version=a.version.value if a.HasField("version") else None, tags=dict(a.tags)))
+            fx.work = True
+        elif kind == "createTimer":
+            fire_at = action.createTimer.fireAt
+            history.append(event(t, action.id, timerCreated=pb.TimerCreatedEvent(fireAt=fire_at)))
+            tx.add_inbox(instance_id, event(t, timerFired=pb.TimerFiredEvent(fireAt=fire_at, timerId=action.id)),
+                         visible_at=from_ts(fire_at))
+            fx.work = True
+        elif kind == "createSubOrchestration":
+            a = action.createSubOrchestration
+            child_id = a.instanceId or f"{instance_id}:{action.id:04d}"
+            history.append(event(t, action.id, subOrchestrationInstanceCreated=pb.SubOrchestrationInstanceCreatedEvent(
+                instanceId=child_id, name=a.name, version=a.version if a.HasField("version") else None,
+                input=a.input if a.HasField("input") else None, tags=a.tags)))
+            try:
+                create_instance(tx, fx, instance_id=child_id, name=a.name,
+                                input=a.input.value if a.HasField("input") else None,
+                                version=a.version.value if a.HasField("version") else None, tags=dict(a.tags),
+                                parent=(instance_id, action.id, row.name, row.version))
+            except (AlreadyExists, ValueError) as exc:
+                tx.add_inbox(instance_id, event(t, subOrchestrationInstanceFailed=pb.SubOrchestrationInstanceFailedEvent(
+                    taskScheduledId=action.id,
+                    failureDetails=pb.TaskFailureDetails(errorType=type(exc).__name__, errorMessage=str(exc),
+                                                         isNonRetriable=True))))
+        elif kind == "sendEvent":
+            a = action.sendEvent
+            history.append(event(t, action.id, eventSent=pb.EventSentEvent(
+                instanceId=a.instance.instanceId, name=a.name, input=a.data if a.HasField("data") else None)))
+            target = tx.get_instance(a.instance.instanceId) if a.instance.instanceId else None
+            if target is not None and target.status not in TERMINAL:
+                tx.add_inbox(target.instance_id, event(t, eventRaised=pb.EventRaisedEvent(
+                    name=a.name, input=a.data if a.HasField("data") else None)))
+                fx.work = True
+        elif kind == "sendEntityMessage":
+            history.append(_entity_message(tx, fx, action.id, action.sendEntityMessage, t))
+        elif kind == "terminateOrchestration":
+            a = action.terminateOrchestration
+            target = tx.get_instance(a.instanceId)
+            if target is not None:
+                _terminate(tx, fx, target, a.reason.value if a.HasField("reason") else None, a.recurse)
+        elif kind == "completeOrchestration":
+            a = action.completeOrchestration
+            if a.orchestrationStatus == pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW:
+                _continue_as_new(tx, fx, row, a, t)
+                continued = True
+            else:
+                row.status = a.orchestrationStatus
+                row.output = a.result.value if a.HasField("result") else None
+                row.failure = _failure(a.failureDetails) if a.HasField("failureDetails") else None
+                if row.status in TERMINAL:
+                    row.completed_at = t
+        elif kind == "rewindOrchestration":
+            replaced = list(action.rewindOrchestration.newHistory)
+            _apply_rewind(tx, fx, row, replaced, t)
+
+    if continued:
+        tx.replace_history(instance_id, [])
+    elif replaced is not None:
+        tx.replace_history(instance_id, [*replaced, event(t, orchestratorCompleted=pb.OrchestratorCompletedEvent())])
+    else:
+        history.append(event(t, orchestratorCompleted=pb.OrchestratorCompletedEvent()))
+        if row.status in TERMINAL:
+            history.append(event(t, executionCompleted=pb.ExecutionCompletedEvent(
+                orchestrationStatus=row.status, result=sv(row.output), failureDetails=failure_details(row.failure))))
+        tx.append_history(instance_id, history)
+    tx.put_instance(row)
+    if row.status in TERMINAL:
+        tx.delete_inbox(instance_id)
+        _notify_parent(tx, fx, row)
+        _release_locks_of(tx, fx, instance_id)
+    fx.changed.add(instance_id)
+    if tx.get_inbox(instance_id, now=t):
+        fx.work = True
+    return True
+
+
+def _continue_as_new(tx: StoreTx, fx: Effects, row: InstanceRow, a: pb.CompleteOrchestrationAction, t: float) -> None:
+    """New history = orchestratorStarted, executionStarted, carried-over events, then new arrivals."""
+    arrivals = [e for _, e in tx.get_inbox(row.instance_id) if not e.HasField("timerFired")]
+    tx.delete_inbox(row.instance_id)
+    row.input = a.result.value if a.HasField("result") else None
+    if a.HasField("newVersion"):
+        row.version = a.newVersion.value
+    row.output, row.failure, row.completed_at = None, None, None
+    row.execution_id = uuid.uuid4().hex
+    row.status = pb.ORCHESTRATION_STATUS_RUNNING
+    started = pb.ExecutionStartedEvent(
+        name=row.name, version=sv(row.version), input=sv(row.input), tags=row.tags,
+        orchestrationInstance=pb.OrchestrationInstance(instanceId=row.instance_id, executionId=sv(row.execution_id)))
+    if row.parent_instance_id:
+        started.parentInstance.CopyFrom(pb.ParentInstanceInfo(
+            taskScheduledId=row.parent_task_id or 0,
+            orchestrationInstance=pb.OrchestrationInstance(instanceId=row.parent_instance_id)))
+    tx.add_inbox(row.instance_id, event(t, orchestratorStarted=pb.OrchestratorStartedEvent()))
+    tx.add_inbox(row.instance_id, event(t, executionStarted=started))
+    for e in [*a.carryoverEvents, *arrivals]:
+        tx.add_inbox(row.instance_id, e)
+    fx.work = True
+
+
+def _apply_rewind(tx: StoreTx, fx: Effects, row: InstanceRow, new_history: list[pb.HistoryEvent], t: float) -> None:
+    """The worker rewrote the history of a failed instance: rewind its failed children and replay it."""
+    row.status = pb.ORCHESTRATION_STATUS_RUNNING
+    row.output, row.failure, row.completed_at = None, None, None
+    created = {e.eventId: e.subOrchestrationInstanceCreated for e in new_history
+               if e.HasField("subOrchestrationInstanceCreated")}
+    done = {e.subOrchestrationInstanceCompleted.taskScheduledId for e in new_history
+            if e.HasField("subOrchestrationInstanceCompleted")}
+    reason = next((e.executionRewound.reason.value for e in reversed(new_history)
+                   if e.HasField("executionRewound") and e.executionRewound.HasField("reason")), None)
+    for task_id, info in created.items():
+        if task_id in done:
+            continue
+        child = tx.get_instance(info.instanceId)
+        if child is None:
+            create_instance(tx, fx, instance_id=info.instanceId, name=info.name,
+                            input=info.input.value if info.HasField("input") else None,
+                            version=info.version.value if info.HasField("version") else None,
+                            parent=(row.instance_id, task_id, row.name, row.version))
+        elif child.status == pb.ORCHESTRATION_STATUS_FAILED:
+            _prepare_rewind(tx, fx, child, reason)
+    tx.add_inbox(row.instance_id, event(t, orchestratorStarted=pb.OrchestratorStartedEvent()))
+    fx.work = True
+
+
+def _notify_parent(tx: StoreTx, fx: Effects, row: InstanceRow) -> None:
+    if not row.parent_instance_id or row.parent_task_id is None:
+        return
+    parent = tx.get_instance(row.parent_instance_id)
+    if parent is None or parent.status in TERMINAL:
+        return
+    if row.status == pb.ORCHESTRATION_STATUS_COMPLETED:
+        e = event(subOrchestrationInstanceCompleted=pb.SubOrchestrationInstanceCompletedEvent(
+            taskScheduledId=row.parent_task_id, result=sv(row.output)))
+    else:
+        details = failure_details(row.failure) or pb.TaskFailureDetails(
+            errorType="OrchestrationTerminated" if row.status == pb.ORCHESTRATION_STATUS_TERMINATED else "Failed",
+            errorMessage=f"sub-orchestration '{row.instance_id}' ended as "
+                         f"{pb.OrchestrationStatus.Name(row.status)}")
+        e = event(subOrchestrationInstanceFailed=pb.SubOrchestrationInstanceFailedEvent(
+            taskScheduledId=row.parent_task_id, failureDetails=details))
+    tx.add_inbox(parent.instance_id, e)
+    fx.work = True
+
+
+# -- activities ----------------------------------------------------------------------------------------------
+
+
+def lease_activities(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, limit: int) -> list[ActivityRow]:
+    items: list[ActivityRow] = []
+    if limit <= 0:
+        return items
+    for row in tx.available_activities(lease.now, limit * 4 + 8):
+        if len(items) >= limit:
+            break
+        if not filters.activity(row.name, row.version):
+            continue
+        row.lease_token, row.lease_owner, row.lease_until = uuid.uuid4().hex, lease.owner, lease.until
+        tx.update_activity_lease(row)
+        items.append(row)
+    return items
+
+
+def complete_activity(tx: StoreTx, fx: Effects, res: pb.ActivityResponse) -> bool:
+    row = tx.find_activity(res.completionToken)
+    if row is None or (res.instanceId and res.instanceId != row.instance_id):
+        return False
+    assert row.id is not None
+    tx.delete_activity(row.id)
+    inst = tx.get_instance(row.instance_id)
+    if inst is None or inst.status in TERMINAL or inst.execution_id != row.execution_id:
+        return True
+    if res.HasField("failureDetails"):
+        e = event(taskFailed=pb.TaskFailedEvent(taskScheduledId=row.task_id, failureDetails=res.failureDetails))
+    else:
+        e = event(taskCompleted=pb.TaskCompletedEvent(taskScheduledId=row.task_id,
+                                                      result=res.result if res.HasField("result") else None))
+    tx.add_inbox(row.instance_id, e)
+    fx.work = True
+    return True
+
+
+def abandon_activity(tx: StoreTx, fx: Effects, token: str) -> None:
+    row = tx.find_activity(token)
+    if row is None:
+        return
+    row.lease_token = row.lease_owner = None
+    row.lease_until = None
+    tx.update_activity_lease(row)
+    fx.work = True
+
+
+# -- entities ----------------------------------------------------------------------------------------------------
+
+
+def signal_entity(tx: StoreTx, fx: Effects, entity_id: str, name: str, input: str | None, request_id: str,
+                  scheduled: float | None) -> None:
+    if not entity_id or entity_id.count("@") < 2 or not entity_id.startswith("@"):
+        raise ValueError(f"entity id {entity_id!r} is not of the form @name@key")
+    if not name:
+        raise ValueError("operation name must not be empty")
+    e = event(entityOperationSignaled=pb.EntityOperationSignaledEvent(
+        requestId=request_id or uuid.uuid4().hex, operation=name, input=sv(input),
+        targetInstanceId=sv(entity_id), scheduledTime=ts(scheduled) if scheduled else None))
+    tx.add_entity_message(entity_id, e, visible_at=scheduled or 0.0)
+    fx.work = True
+
+
+def _entity_message(tx: StoreTx, fx: Effects, action_id: int, msg: pb.SendEntityMessageAction,
+                    t: float) -> pb.HistoryEvent:
+    kind = msg.WhichOneof("EntityMessageType")
+    if kind == "entityOperationSignaled":
+        m = msg.entityOperationSignaled
+        visible = from_ts(m.scheduledTime) if m.HasField("scheduledTime") else 0.0
+        tx.add_entity_message(m.targetInstanceId.value, event(t, entityOperationSignaled=m), visible_at=visible)
+        fx.work = True
+        return event(t, action_id, entityOperationSignaled=m)
+    if kind == "entityOperationCalled":
+        m = msg.entityOperationCalled
+        visible = from_ts(m.scheduledTime) if m.HasField("scheduledTime") else 0.0
+        tx.add_entity_message(m.targetInstanceId.value, event(t, entityOperationCalled=m), visible_at=visible)
+        fx.work = True
+        return event(t, action_id, entityOperationCalled=m)
+    if kind == "entityLockRequested":
+        m = msg.entityLockRequested
+        tx.add_lock_request(LockRequest(id=None, critical_section_id=m.criticalSectionId,
+                                        parent_instance_id=m.parentInstanceId.value, lock_set=list(m.lockSet)))
+        _grant_locks(tx, fx)
+        return event(t, action_id, entityLockRequested=m)
+    if kind == "entityUnlockSent":
+        m = msg.entityUnlockSent
+        ent = tx.get_entity(m.targetInstanceId.value)
+        if ent is not None and ent.locked_by == m.criticalSectionId:
+            ent.locked_by = ent.locked_by_instance = None
+            _put_or_drop_entity(tx, ent)
+            fx.work = True
+        _grant_locks(tx, fx)
+        return event(t, action_id, entityUnlockSent=m)
+    raise ValueError(f"unknown entity message {kind!r}")
+
+
+def _put_or_drop_entity(tx: StoreTx, ent: EntityRow) -> None:
+    """An entity with no state, no lock and no lease is gone, as in DTS."""
+    if ent.state is None and ent.locked_by is None and ent.lease_token is None \
+            and tx.count_entity_messages(ent.entity_id) == 0:
+        tx.delete_entity(ent.entity_id)
+    else:
+        tx.put_entity(ent)
+
+
+def _grant_locks(tx: StoreTx, fx: Effects) -> None:
+    for req in tx.lock_requests():
+        entities = [tx.get_entity(eid) or EntityRow(entity_id=eid, last_modified_at=now()) for eid in req.lock_set]
+        if any(e.locked_by is not None for e in entities):
+            continue
+        for ent in entities:
+            ent.locked_by, ent.locked_by_instance = req.critical_section_id, req.parent_instance_id
+            tx.put_entity(ent)
+        assert req.id is not None
+        tx.delete_lock_request(req.id)
+        parent = tx.get_instance(req.parent_instance_id)
+        if parent is not None and parent.status not in TERMINAL:
+            tx.add_inbox(parent.instance_id, event(entityLockGranted=pb.EntityLockGrantedEvent(
+                criticalSectionId=req.critical_section_id)))
+            fx.work = True
+
+
+def _release_locks_of(tx: StoreTx, fx: Effects, instance_id: str) -> None:
+    """A finished orchestration holds no critical section and waits for none."""
+    released = False
+    for req in tx.lock_requests():
+        if req.parent_instance_id == instance_id and req.id is not None:
+            tx.delete_lock_request(req.id)
+    for req_entity in _entities_locked_by(tx, instance_id):
+        req_entity.locked_by = req_entity.locked_by_instance = None
+        _put_or_drop_entity(tx, req_entity)
+        released = True
+    if released:
+        _grant_locks(tx, fx)
+        fx.work = True
+
+
+def _entities_locked_by(tx: StoreTx, instance_id: str) -> list[EntityRow]:
+    out, after = [], None
+    while True:
+        page = tx.query_entities(None, None, None, after, 500)
+        out.extend(e for e in page if e.locked_by_instance == instance_id)
+        if len(page) < 500:
+            return out
+        after = page[-1].entity_id
+
+
+@dataclass
+class EntityItem:
+    row: EntityRow
+    operations: list[pb.HistoryEvent]
+
+
+def lease_entities(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, limit: int) -> list[EntityItem]:
+    items: list[EntityItem] = []
+    if limit <= 0:
+        return items
+    for entity_id in tx.entities_with_work(lease.now, limit * 4 + 8):
+        if len(items) >= limit:
+            break
+        if not filters.entity(entity_id):
+            continue
+        ent = tx.get_entity(entity_id) or EntityRow(entity_id=entity_id, last_modified_at=lease.now)
+        msgs = tx.get_entity_messages(entity_id, now=lease.now)
+        if ent.locked_by is not None:  # inside a critical section only the lock holder's calls run
+            msgs = [(i, e) for i, e in msgs if e.HasField("entityOperationCalled")
+                    and e.entityOperationCalled.parentInstanceId.value == ent.locked_by_instance]
+        msgs = msgs[:MAX_ENTITY_BATCH]
+        if not msgs:
+            continue
+        ent.lease_token, ent.lease_owner, ent.lease_until = uuid.uuid4().hex, lease.owner, lease.until
+        ent.leased_inbox = [i for i, _ in msgs]
+        tx.put_entity(ent)
+        items.append(EntityItem(ent, [e for _, e in msgs]))
+    return items
+
+
+def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool:
+    entity_id = tx.find_by_lease("entity", res.completionToken)
+    if entity_id is None:
+        return False
+    ent = tx.get_entity(entity_id)
+    assert ent is not None
+    t = now()
+    ops = tx.get_entity_messages(entity_id, ids=ent.leased_inbox)
+    ent.lease_token = ent.lease_owner = None
+    ent.lease_until = None
+    ent.leased_inbox = []
+    if res.HasField("failureDetails") and not res.results:
+        _put_or_drop_entity(tx, ent)  # the whole batch failed: keep its messages for another try
+        fx.work = True
+        return True
+    done = ops[:len(res.results)]
+    for (_, op), result in zip(done, res.results):
+        if not op.HasField("entityOperationCalled"):
+            continue
+        call = op.entityOperationCalled
+        parent = tx.get_instance(call.parentInstanceId.value)
+        if parent is None or parent.status in TERMINAL:
+            continue
+        if result.HasField("failure"):
+            e = event(t, entityOperationFailed=pb.EntityOperationFailedEvent(
+                requestId=call.requestId, failureDetails=result.failure.failureDetails))
+        else:
+            e = event(t, entityOperationCompleted=pb.EntityOperationCompletedEvent(
+                requestId=call.requestId, output=result.success.result if result.success.HasField("result") else None))
+        tx.add_inbox(parent.instance_id, e)
+        fx.work = True
+    tx.delete_entity_messages(entity_id, [i for i, _ in done])
+    for action in res.actions:
+        kind = action.WhichOneof("operationActionType")
+        if kind == "sendSignal":
+            a = action.sendSignal
+            signal_entity(tx, fx, a.instanceId, a.name, a.input.value if a.HasField("input") else None, "",
+                          from_ts(a.scheduledTime) if a.HasField("scheduledTime") else None)
+        elif kind == "startNewOrchestration":
+            a = action.startNewOrchestration
+            try:
+                create_instance(tx, fx, instance_id=a.instanceId or uuid.uuid4().hex, name=a.name,
+                                input=a.input.value if a.HasField("input") else None,
+                                version=a.version.value if a.HasField("version") else None,
+                                scheduled_start=from_ts(a.scheduledTime) if a.HasField("scheduledTime") else None)
+            except AlreadyExists:
+                pass  # a retried batch re-issues the same start; the first one stands
+    ent.state = res.entityState.value if res.HasField("entityState") else None
+    ent.last_modified_at = t
+    _put_or_drop_entity(tx, ent)
+    if tx.count_entity_messages(entity_id):
+        fx.work = True
+    return True
+
+
+def abandon_entity(tx: StoreTx, fx: Effects, token: str) -> None:
+    entity_id = tx.find_by_lease("entity", token)
+    if entity_id is None:
+        return
+    ent = tx.get_entity(entity_id)
+    assert ent is not None
+    ent.lease_token = ent.lease_owner = None
+    ent.lease_until = None
+    ent.leased_inbox = []
+    tx.put_entity(ent)
+    fx.work = True
+
+
+def clean_entities(tx: StoreTx, fx: Effects, remove_empty: bool, release_orphaned: bool) -> tuple[int, int]:
+    removed = released = 0
+    after = None
+    while True:
+        page = tx.query_entities(None, None, None, after, 500)
+        for ent in page:
+            if release_orphaned and ent.locked_by_instance:
+                owner = tx.get_instance(ent.locked_by_instance)
+                if owner is None or owner.status in TERMINAL:
+                    ent.locked_by = ent.locked_by_instance = None
+                    tx.put_entity(ent)
+                    released += 1
+                    fx.work = True
+            if remove_empty and ent.state is None and ent.locked_by is None and ent.lease_token is None \
+                    and tx.count_entity_messages(ent.entity_id) == 0:
+                tx.delete_entity(ent.entity_id)
+                removed += 1
+        if len(page) < 500:
+            break
+        after = page[-1].entity_id
+    if released:
+        _grant_locks(tx, fx)
+    return removed, released
+
+
+Transition = Callable[[StoreTx], object]

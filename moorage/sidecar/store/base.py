@@ -1,0 +1,262 @@
+"""The one store interface.
+
+The engine (``moorage.sidecar.engine``) owns every Durable Task state transition; a store only offers
+transactional primitives over rows. A transition is a plain function ``fn(tx) -> result`` that the store
+runs inside one transaction (``Store.run``), so a transition is all-or-nothing and durable once ``run``
+returns. Stores may batch several concurrent transitions into one commit (group commit) as long as each
+still sees its own effects and a failing one rolls back alone.
+
+Rows carry protobuf ``HistoryEvent`` objects, never gRPC types; the store knows nothing of gRPC.
+Times are float seconds since the epoch (UTC).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import durabletask.internal.orchestrator_service_pb2 as pb
+
+T = TypeVar("T")
+
+
+@dataclass
+class InstanceRow:
+    """One orchestration instance (its latest execution)."""
+
+    instance_id: str
+    name: str
+    status: int
+    created_at: float
+    last_updated_at: float
+    version: str | None = None
+    execution_id: str = ""
+    input: str | None = None
+    output: str | None = None
+    custom_status: str | None = None
+    failure: bytes | None = None  # serialized TaskFailureDetails
+    completed_at: float | None = None
+    scheduled_start_at: float | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    parent_instance_id: str | None = None
+    parent_task_id: int | None = None
+    # lease: who holds the instance's current orchestrator work item
+    lease_token: str | None = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    leased_inbox: list[int] = field(default_factory=list)
+    lease_started_at: float | None = None  # the orchestratorStarted time the worker saw
+
+
+@dataclass
+class ActivityRow:
+    """A scheduled activity: durable until its result is recorded."""
+
+    id: int | None
+    instance_id: str
+    execution_id: str
+    name: str
+    task_id: int
+    input: str | None
+    version: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    lease_token: str | None = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+
+
+@dataclass
+class EntityRow:
+    """A durable entity: its state, the critical section holding it, its batch lease."""
+
+    entity_id: str
+    state: str | None = None
+    last_modified_at: float = 0.0
+    locked_by: str | None = None  # critical section id
+    locked_by_instance: str | None = None  # orchestration owning that critical section
+    lease_token: str | None = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    leased_inbox: list[int] = field(default_factory=list)
+
+
+@dataclass
+class LockRequest:
+    """A critical section waiting for every entity of its lock set."""
+
+    id: int | None
+    critical_section_id: str
+    parent_instance_id: str
+    lock_set: list[str]
+
+
+@dataclass
+class InstanceQuery:
+    """Filters shared by query, purge and list-ids."""
+
+    statuses: Sequence[int] = ()
+    created_from: float | None = None
+    created_to: float | None = None
+    completed_from: float | None = None
+    completed_to: float | None = None
+    id_prefix: str | None = None
+    terminal_only: bool = False
+
+
+class StoreTx(abc.ABC):
+    """Primitives available inside one transaction of one task hub."""
+
+    hub: str
+
+    # -- instances -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_instance(self, instance_id: str) -> InstanceRow | None: ...
+
+    @abc.abstractmethod
+    def put_instance(self, row: InstanceRow) -> None:
+        """Insert or replace."""
+
+    @abc.abstractmethod
+    def delete_instance(self, instance_id: str) -> None:
+        """Remove the instance with its history, inbox and activities."""
+
+    @abc.abstractmethod
+    def query_instances(self, q: InstanceQuery, after: tuple[Any, ...] | None, limit: int,
+                        order: str = "created") -> list[InstanceRow]:
+        """Matching instances ordered by (created_at, id) or (completed_at, id), strictly after `after`."""
+
+    @abc.abstractmethod
+    def child_instances(self, parent_instance_id: str) -> list[InstanceRow]: ...
+
+    # -- history ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_history(self, instance_id: str) -> list[pb.HistoryEvent]: ...
+
+    @abc.abstractmethod
+    def append_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None: ...
+
+    @abc.abstractmethod
+    def replace_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None: ...
+
+    # -- orchestration inbox (new events) -------------------------------------------------------
+    @abc.abstractmethod
+    def add_inbox(self, instance_id: str, event: pb.HistoryEvent, visible_at: float = 0.0) -> None: ...
+
+    @abc.abstractmethod
+    def get_inbox(self, instance_id: str, now: float | None = None,
+                  ids: Sequence[int] | None = None) -> list[tuple[int, pb.HistoryEvent]]:
+        """Inbox rows in arrival order: visible ones (``now``), the given ``ids``, or all."""
+
+    @abc.abstractmethod
+    def delete_inbox(self, instance_id: str, ids: Sequence[int] | None = None) -> None:
+        """Delete the given rows, or the whole inbox of the instance."""
+
+    @abc.abstractmethod
+    def instances_with_work(self, now: float, limit: int) -> list[InstanceRow]:
+        """Unleased (or lease-expired) non-terminal instances with a visible inbox row, oldest first."""
+
+    # -- activities ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def add_activity(self, row: ActivityRow) -> None: ...
+
+    @abc.abstractmethod
+    def available_activities(self, now: float, limit: int) -> list[ActivityRow]: ...
+
+    @abc.abstractmethod
+    def find_activity(self, lease_token: str) -> ActivityRow | None: ...
+
+    @abc.abstractmethod
+    def update_activity_lease(self, row: ActivityRow) -> None: ...
+
+    @abc.abstractmethod
+    def delete_activity(self, activity_id: int) -> None: ...
+
+    # -- entities --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_entity(self, entity_id: str) -> EntityRow | None: ...
+
+    @abc.abstractmethod
+    def put_entity(self, row: EntityRow) -> None: ...
+
+    @abc.abstractmethod
+    def delete_entity(self, entity_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def query_entities(self, prefix: str | None, modified_from: float | None, modified_to: float | None,
+                       after: str | None, limit: int) -> list[EntityRow]: ...
+
+    @abc.abstractmethod
+    def add_entity_message(self, entity_id: str, event: pb.HistoryEvent, visible_at: float = 0.0) -> None: ...
+
+    @abc.abstractmethod
+    def get_entity_messages(self, entity_id: str, now: float | None = None,
+                            ids: Sequence[int] | None = None) -> list[tuple[int, pb.HistoryEvent]]: ...
+
+    @abc.abstractmethod
+    def delete_entity_messages(self, entity_id: str, ids: Sequence[int]) -> None: ...
+
+    @abc.abstractmethod
+    def count_entity_messages(self, entity_id: str) -> int: ...
+
+    @abc.abstractmethod
+    def entities_with_work(self, now: float, limit: int) -> list[str]:
+        """Ids of unleased (or lease-expired) entities with a visible message, oldest first."""
+
+    @abc.abstractmethod
+    def find_by_lease(self, kind: str, lease_token: str) -> str | None:
+        """The instance or entity id ('orchestration' | 'entity') holding a lease token."""
+
+    # -- critical sections -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def add_lock_request(self, req: LockRequest) -> None: ...
+
+    @abc.abstractmethod
+    def lock_requests(self) -> list[LockRequest]: ...
+
+    @abc.abstractmethod
+    def delete_lock_request(self, request_id: int) -> None: ...
+
+    # -- leases ------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def renew_leases(self, owners: Sequence[str], until: float) -> None:
+        """Extend every lease held by one of ``owners`` (live work-item streams)."""
+
+    @abc.abstractmethod
+    def next_due(self, now: float) -> float | None:
+        """Earliest future time at which delayed work becomes visible (timers, delayed signals)."""
+
+    # -- dashboard / metrics ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Backlog sizes: pending orchestration events, activities, entity messages, leased items."""
+
+
+class Store(abc.ABC):
+    """A durable store shared by every task hub of a sidecar."""
+
+    @abc.abstractmethod
+    async def run(self, hub: str, fn: Callable[[StoreTx], T]) -> T:
+        """Run ``fn`` in one transaction of ``hub``; durable when this returns."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+def open_store(url: str) -> Store:
+    """Open a store from its URL (``sqlite:///path/to.db``)."""
+    if url.startswith("sqlite:"):
+        from moorage.sidecar.store.sqlite import SqliteStore
+
+        path = url[len("sqlite:"):]
+        if path.startswith("///"):
+            path = path[3:]
+        elif path.startswith("//"):
+            path = path[2:]
+        if not path:
+            raise ValueError(f"store URL {url!r} names no file: use sqlite:///path/to/moorage.db")
+        return SqliteStore(path)
+    if url.startswith(("postgres://", "postgresql://")):
+        raise ValueError("the PostgreSQL store is not implemented yet; use sqlite:///path/to/moorage.db")
+    raise ValueError(f"unknown store URL {url!r}: expected sqlite:///path/to/moorage.db")

@@ -1,0 +1,99 @@
+-- Moorage SQLite schema. Every table is keyed by task hub.
+CREATE TABLE IF NOT EXISTS instances (
+  hub TEXT NOT NULL,
+  instance_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  version TEXT,
+  execution_id TEXT NOT NULL DEFAULT '',
+  status INTEGER NOT NULL,
+  input TEXT,
+  output TEXT,
+  custom_status TEXT,
+  failure BLOB,
+  created_at REAL NOT NULL,
+  last_updated_at REAL NOT NULL,
+  completed_at REAL,
+  scheduled_start_at REAL,
+  tags TEXT,
+  parent_instance_id TEXT,
+  parent_task_id INTEGER,
+  lease_token TEXT,
+  lease_owner TEXT,
+  lease_until REAL,
+  leased_inbox TEXT,
+  lease_started_at REAL,
+  PRIMARY KEY (hub, instance_id)
+);
+CREATE INDEX IF NOT EXISTS instances_created ON instances (hub, created_at, instance_id);
+CREATE INDEX IF NOT EXISTS instances_completed ON instances (hub, completed_at, instance_id);
+CREATE INDEX IF NOT EXISTS instances_parent ON instances (hub, parent_instance_id);
+CREATE INDEX IF NOT EXISTS instances_lease ON instances (lease_token);
+
+CREATE TABLE IF NOT EXISTS history (
+  hub TEXT NOT NULL,
+  instance_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  event BLOB NOT NULL,
+  PRIMARY KEY (hub, instance_id, seq)
+);
+
+CREATE TABLE IF NOT EXISTS inbox (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  hub TEXT NOT NULL,
+  instance_id TEXT NOT NULL,
+  visible_at REAL NOT NULL,
+  event BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inbox_instance ON inbox (hub, instance_id, id);
+CREATE INDEX IF NOT EXISTS inbox_visible ON inbox (hub, visible_at);
+
+CREATE TABLE IF NOT EXISTS activities (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  hub TEXT NOT NULL,
+  instance_id TEXT NOT NULL,
+  execution_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  version TEXT,
+  task_id INTEGER NOT NULL,
+  input TEXT,
+  tags TEXT,
+  lease_token TEXT,
+  lease_owner TEXT,
+  lease_until REAL
+);
+CREATE INDEX IF NOT EXISTS activities_hub ON activities (hub, lease_until, id);
+CREATE INDEX IF NOT EXISTS activities_instance ON activities (hub, instance_id);
+CREATE INDEX IF NOT EXISTS activities_lease ON activities (lease_token);
+
+CREATE TABLE IF NOT EXISTS entities (
+  hub TEXT NOT NULL,
+  entity_id TEXT NOT NULL,
+  state TEXT,
+  last_modified_at REAL NOT NULL,
+  locked_by TEXT,
+  locked_by_instance TEXT,
+  lease_token TEXT,
+  lease_owner TEXT,
+  lease_until REAL,
+  leased_inbox TEXT,
+  PRIMARY KEY (hub, entity_id)
+);
+CREATE INDEX IF NOT EXISTS entities_lease ON entities (lease_token);
+
+CREATE TABLE IF NOT EXISTS entity_inbox (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  hub TEXT NOT NULL,
+  entity_id TEXT NOT NULL,
+  visible_at REAL NOT NULL,
+  event BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entity_inbox_entity ON entity_inbox (hub, entity_id, id);
+CREATE INDEX IF NOT EXISTS entity_inbox_visible ON entity_inbox (hub, visible_at);
+
+CREATE TABLE IF NOT EXISTS lock_requests (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  hub TEXT NOT NULL,
+  critical_section_id TEXT NOT NULL,
+  parent_instance_id TEXT NOT NULL,
+  lock_set TEXT NOT NULL
+);

@@ -1,0 +1,406 @@
+"""SQLite store: one file, WAL, ``synchronous=FULL``, group commit on one writer thread.
+
+Every transition runs on a single writer thread. The thread takes whatever transitions are queued, runs each
+inside its own SAVEPOINT of one transaction and commits them together: one fsync acknowledges a whole batch,
+so concurrency buys throughput without trading away durability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from importlib import resources
+from typing import Any, TypeVar
+
+import durabletask.internal.orchestrator_service_pb2 as pb
+
+from moorage.sidecar.store.base import (
+    ActivityRow,
+    EntityRow,
+    InstanceQuery,
+    InstanceRow,
+    LockRequest,
+    Store,
+    StoreTx,
+)
+
+T = TypeVar("T")
+log = logging.getLogger("moorage.store.sqlite")
+
+_TERMINAL = (pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED, pb.ORCHESTRATION_STATUS_TERMINATED)
+_MAX_BATCH = 256
+
+_INSTANCE_COLS = (
+    "instance_id, name, version, execution_id, status, input, output, custom_status, failure, created_at, "
+    "last_updated_at, completed_at, scheduled_start_at, tags, parent_instance_id, parent_task_id, lease_token, "
+    "lease_owner, lease_until, leased_inbox, lease_started_at"
+)
+
+
+def _event(blob: bytes) -> pb.HistoryEvent:
+    ev = pb.HistoryEvent()
+    ev.ParseFromString(blob)
+    return ev
+
+
+def _instance(r: sqlite3.Row) -> InstanceRow:
+    return InstanceRow(
+        instance_id=r[0], name=r[1], version=r[2], execution_id=r[3], status=r[4], input=r[5], output=r[6],
+        custom_status=r[7], failure=r[8], created_at=r[9], last_updated_at=r[10], completed_at=r[11],
+        scheduled_start_at=r[12], tags=json.loads(r[13]) if r[13] else {}, parent_instance_id=r[14],
+        parent_task_id=r[15], lease_token=r[16], lease_owner=r[17], lease_until=r[18],
+        leased_inbox=json.loads(r[19]) if r[19] else [], lease_started_at=r[20],
+    )
+
+
+_ACTIVITY_COLS = "id, instance_id, execution_id, name, version, task_id, input, tags, lease_token, lease_owner, lease_until"
+
+
+def _activity(r: sqlite3.Row) -> ActivityRow:
+    return ActivityRow(
+        id=r[0], instance_id=r[1], execution_id=r[2], name=r[3], version=r[4], task_id=r[5], input=r[6],
+        tags=json.loads(r[7]) if r[7] else {}, lease_token=r[8], lease_owner=r[9], lease_until=r[10],
+    )
+
+
+_ENTITY_COLS = ("entity_id, state, last_modified_at, locked_by, locked_by_instance, lease_token, lease_owner, "
+                "lease_until, leased_inbox")
+
+
+def _entity(r: sqlite3.Row) -> EntityRow:
+    return EntityRow(
+        entity_id=r[0], state=r[1], last_modified_at=r[2], locked_by=r[3], locked_by_instance=r[4],
+        lease_token=r[5], lease_owner=r[6], lease_until=r[7], leased_inbox=json.loads(r[8]) if r[8] else [],
+    )
+
+
+class _Tx(StoreTx):
+    def __init__(self, db: sqlite3.Connection, hub: str) -> None:
+        self.db = db
+        self.hub = hub
+
+    def _q(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        return self.db.execute(sql, (self.hub, *args))
+
+    # -- instances
+    def get_instance(self, instance_id: str) -> InstanceRow | None:
+        r = self._q(f"SELECT {_INSTANCE_COLS} FROM instances WHERE hub=? AND instance_id=?", instance_id).fetchone()
+        return _instance(r) if r else None
+
+    def put_instance(self, row: InstanceRow) -> None:
+        self._q(
+            f"INSERT OR REPLACE INTO instances (hub, {_INSTANCE_COLS}) VALUES "
+            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            row.instance_id, row.name, row.version, row.execution_id, row.status, row.input, row.output,
+            row.custom_status, row.failure, row.created_at, row.last_updated_at, row.completed_at,
+            row.scheduled_start_at, json.dumps(row.tags) if row.tags else None, row.parent_instance_id,
+            row.parent_task_id, row.lease_token, row.lease_owner, row.lease_until,
+            json.dumps(row.leased_inbox) if row.leased_inbox else None, row.lease_started_at,
+        )
+
+    def delete_instance(self, instance_id: str) -> None:
+        for table in ("instances", "history", "inbox", "activities"):
+            self._q(f"DELETE FROM {table} WHERE hub=? AND instance_id=?", instance_id)
+
+    def query_instances(self, q: InstanceQuery, after: tuple[Any, ...] | None, limit: int,
+                        order: str = "created") -> list[InstanceRow]:
+        where, args = ["hub=?"], []
+        if q.statuses:
+            where.append(f"status IN ({','.join('?' * len(q.statuses))})")
+            args.extend(int(s) for s in q.statuses)
+        if q.terminal_only:
+            where.append(f"status IN ({','.join('?' * len(_TERMINAL))})")
+            args.extend(_TERMINAL)
+        for col, op, val in (("created_at", ">=", q.created_from), ("created_at", "<", q.created_to),
+                             ("completed_at", ">=", q.completed_from), ("completed_at", "<", q.completed_to)):
+            if val is not None:
+                where.append(f"{col} {op} ?")
+                args.append(val)
+        if q.id_prefix:
+            where.append("substr(instance_id, 1, ?) = ?")
+            args.extend((len(q.id_prefix), q.id_prefix))
+        col = "created_at" if order == "created" else "completed_at"
+        if order != "created":
+            where.append("completed_at IS NOT NULL")
+        if after is not None:
+            where.append(f"({col}, instance_id) > (?, ?)")
+            args.extend(after)
+        sql = (f"SELECT {_INSTANCE_COLS} FROM instances WHERE {' AND '.join(where)} "
+               f"ORDER BY {col}, instance_id LIMIT ?")
+        return [_instance(r) for r in self._q(sql, *args, limit)]
+
+    def child_instances(self, parent_instance_id: str) -> list[InstanceRow]:
+        rows = self._q(f"SELECT {_INSTANCE_COLS} FROM instances WHERE hub=? AND parent_instance_id=?",
+                       parent_instance_id)
+        return [_instance(r) for r in rows]
+
+    # -- history
+    def get_history(self, instance_id: str) -> list[pb.HistoryEvent]:
+        rows = self._q("SELECT event FROM history WHERE hub=? AND instance_id=? ORDER BY seq", instance_id)
+        return [_event(r[0]) for r in rows]
+
+    def append_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None:
+        start = self._q("SELECT COALESCE(MAX(seq), -1) + 1 FROM history WHERE hub=? AND instance_id=?",
+                        instance_id).fetchone()[0]
+        self.db.executemany(
+            "INSERT INTO history (hub, instance_id, seq, event) VALUES (?,?,?,?)",
+            [(self.hub, instance_id, start + i, e.SerializeToString()) for i, e in enumerate(events)],
+        )
+
+    def replace_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None:
+        self._q("DELETE FROM history WHERE hub=? AND instance_id=?", instance_id)
+        self.append_history(instance_id, events)
+
+    # -- inbox
+    def add_inbox(self, instance_id: str, event: pb.HistoryEvent, visible_at: float = 0.0) -> None:
+        self._q("INSERT INTO inbox (hub, instance_id, visible_at, event) VALUES (?,?,?,?)",
+                instance_id, visible_at, event.SerializeToString())
+
+    def get_inbox(self, instance_id: str, now: float | None = None,
+                  ids: Sequence[int] | None = None) -> list[tuple[int, pb.HistoryEvent]]:
+        if ids is not None:
+            if not ids:
+                return []
+            rows = self._q(f"SELECT id, event FROM inbox WHERE hub=? AND instance_id=? AND id IN "
+                           f"({','.join('?' * len(ids))}) ORDER BY id", instance_id, *ids)
+        elif now is not None:
+            rows = self._q("SELECT id, event FROM inbox WHERE hub=? AND instance_id=? AND visible_at<=? ORDER BY id",
+                           instance_id, now)
+        else:
+            rows = self._q("SELECT id, event FROM inbox WHERE hub=? AND instance_id=? ORDER BY id", instance_id)
+        return [(r[0], _event(r[1])) for r in rows]
+
+    def delete_inbox(self, instance_id: str, ids: Sequence[int] | None = None) -> None:
+        if ids is None:
+            self._q("DELETE FROM inbox WHERE hub=? AND instance_id=?", instance_id)
+        elif ids:
+            self._q(f"DELETE FROM inbox WHERE hub=? AND instance_id=? AND id IN ({','.join('?' * len(ids))})",
+                    instance_id, *ids)
+
+    def instances_with_work(self, now: float, limit: int) -> list[InstanceRow]:
+        rows = self._q(
+            f"SELECT {', '.join('i.' + c.strip() for c in _INSTANCE_COLS.split(','))} FROM "
+            "(SELECT instance_id, MIN(id) AS first FROM inbox WHERE hub=?1 AND visible_at<=?2 GROUP BY instance_id) b "
+            "JOIN instances i ON i.hub=?1 AND i.instance_id=b.instance_id "
+            "WHERE (i.lease_until IS NULL OR i.lease_until < ?2) ORDER BY b.first LIMIT ?3",
+            now, limit,
+        )
+        return [_instance(r) for r in rows]
+
+    # -- activities
+    def add_activity(self, row: ActivityRow) -> None:
+        cur = self._q(
+            "INSERT INTO activities (hub, instance_id, execution_id, name, version, task_id, input, tags) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            row.instance_id, row.execution_id, row.name, row.version, row.task_id, row.input,
+            json.dumps(row.tags) if row.tags else None,
+        )
+        row.id = cur.lastrowid
+
+    def available_activities(self, now: float, limit: int) -> list[ActivityRow]:
+        rows = self._q(f"SELECT {_ACTIVITY_COLS} FROM activities WHERE hub=? AND "
+                       "(lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?", now, limit)
+        return [_activity(r) for r in rows]
+
+    def find_activity(self, lease_token: str) -> ActivityRow | None:
+        r = self._q(f"SELECT {_ACTIVITY_COLS} FROM activities WHERE hub=? AND lease_token=?", lease_token).fetchone()
+        return _activity(r) if r else None
+
+    def update_activity_lease(self, row: ActivityRow) -> None:
+        self.db.execute("UPDATE activities SET lease_token=?, lease_owner=?, lease_until=? WHERE hub=? AND id=?",
+                        (row.lease_token, row.lease_owner, row.lease_until, self.hub, row.id))
+
+    def delete_activity(self, activity_id: int) -> None:
+        self._q("DELETE FROM activities WHERE hub=? AND id=?", activity_id)
+
+    # -- entities
+    def get_entity(self, entity_id: str) -> EntityRow | None:
+        r = self._q(f"SELECT {_ENTITY_COLS} FROM entities WHERE hub=? AND entity_id=?", entity_id).fetchone()
+        return _entity(r) if r else None
+
+    def put_entity(self, row: EntityRow) -> None:
+        self._q(f"INSERT OR REPLACE INTO entities (hub, {_ENTITY_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                row.entity_id, row.state, row.last_modified_at, row.locked_by, row.locked_by_instance,
+                row.lease_token, row.lease_owner, row.lease_until,
+                json.dumps(row.leased_inbox) if row.leased_inbox else None)
+
+    def delete_entity(self, entity_id: str) -> None:
+        self._q("DELETE FROM entities WHERE hub=? AND entity_id=?", entity_id)
+
+    def query_entities(self, prefix: str | None, modified_from: float | None, modified_to: float | None,
+                       after: str | None, limit: int) -> list[EntityRow]:
+        where, args = ["hub=?"], []
+        if prefix:
+            where.append("substr(entity_id, 1, ?) = ?")
+            args.extend((len(prefix), prefix))
+        if modified_from is not None:
+            where.append("last_modified_at >= ?")
+            args.append(modified_from)
+        if modified_to is not None:
+            where.append("last_modified_at < ?")
+            args.append(modified_to)
+        if after is not None:
+            where.append("entity_id > ?")
+            args.append(after)
+        rows = self._q(f"SELECT {_ENTITY_COLS} FROM entities WHERE {' AND '.join(where)} ORDER BY entity_id LIMIT ?",
+                       *args, limit)
+        return [_entity(r) for r in rows]
+
+    def add_entity_message(self, entity_id: str, event: pb.HistoryEvent, visible_at: float = 0.0) -> None:
+        self._q("INSERT INTO entity_inbox (hub, entity_id, visible_at, event) VALUES (?,?,?,?)",
+                entity_id, visible_at, event.SerializeToString())
+
+    def get_entity_messages(self, entity_id: str, now: float | None = None,
+                            ids: Sequence[int] | None = None) -> list[tuple[int, pb.HistoryEvent]]:
+        if ids is not None:
+            if not ids:
+                return []
+            rows = self._q(f"SELECT id, event FROM entity_inbox WHERE hub=? AND entity_id=? AND id IN "
+                           f"({','.join('?' * len(ids))}) ORDER BY id", entity_id, *ids)
+        else:
+            rows = self._q("SELECT id, event FROM entity_inbox WHERE hub=? AND entity_id=? AND visible_at<=? "
+                           "ORDER BY id", entity_id, now if now is not None else float("inf"))
+        return [(r[0], _event(r[1])) for r in rows]
+
+    def delete_entity_messages(self, entity_id: str, ids: Sequence[int]) -> None:
+        if ids:
+            self._q(f"DELETE FROM entity_inbox WHERE hub=? AND entity_id=? AND id IN ({','.join('?' * len(ids))})",
+                    entity_id, *ids)
+
+    def count_entity_messages(self, entity_id: str) -> int:
+        return self._q("SELECT COUNT(*) FROM entity_inbox WHERE hub=? AND entity_id=?", entity_id).fetchone()[0]
+
+    def entities_with_work(self, now: float, limit: int) -> list[str]:
+        rows = self._q(
+            "SELECT b.entity_id FROM (SELECT entity_id, MIN(id) AS first FROM entity_inbox "
+            "WHERE hub=?1 AND visible_at<=?2 GROUP BY entity_id) b "
+            "LEFT JOIN entities e ON e.hub=?1 AND e.entity_id=b.entity_id "
+            "WHERE e.lease_until IS NULL OR e.lease_until < ?2 ORDER BY b.first LIMIT ?3", now, limit)
+        return [r[0] for r in rows]
+
+    def find_by_lease(self, kind: str, lease_token: str) -> str | None:
+        table, col = ("instances", "instance_id") if kind == "orchestration" else ("entities", "entity_id")
+        r = self._q(f"SELECT {col} FROM {table} WHERE hub=? AND lease_token=?", lease_token).fetchone()
+        return r[0] if r else None
+
+    # -- critical sections
+    def add_lock_request(self, req: LockRequest) -> None:
+        cur = self._q("INSERT INTO lock_requests (hub, critical_section_id, parent_instance_id, lock_set) "
+                      "VALUES (?,?,?,?)", req.critical_section_id, req.parent_instance_id, json.dumps(req.lock_set))
+        req.id = cur.lastrowid
+
+    def lock_requests(self) -> list[LockRequest]:
+        rows = self._q("SELECT id, critical_section_id, parent_instance_id, lock_set FROM lock_requests "
+                       "WHERE hub=? ORDER BY id")
+        return [LockRequest(id=r[0], critical_section_id=r[1], parent_instance_id=r[2], lock_set=json.loads(r[3]))
+                for r in rows]
+
+    def delete_lock_request(self, request_id: int) -> None:
+        self._q("DELETE FROM lock_requests WHERE hub=? AND id=?", request_id)
+
+    # -- leases
+    def renew_leases(self, owners: Sequence[str], until: float) -> None:
+        if not owners:
+            return
+        marks = ",".join("?" * len(owners))
+        for table in ("instances", "activities", "entities"):
+            self.db.execute(f"UPDATE {table} SET lease_until=? WHERE hub=? AND lease_owner IN ({marks}) "
+                            "AND lease_until IS NOT NULL", (until, self.hub, *owners))
+
+    def next_due(self, now: float) -> float | None:
+        candidates = [
+            self._q("SELECT MIN(visible_at) FROM inbox WHERE hub=? AND visible_at>?", now).fetchone()[0],
+            self._q("SELECT MIN(visible_at) FROM entity_inbox WHERE hub=? AND visible_at>?", now).fetchone()[0],
+        ]
+        due = [c for c in candidates if c is not None]
+        return min(due) if due else None
+
+    def counts(self) -> dict[str, int]:
+        one = lambda sql: self._q(sql).fetchone()[0]  # noqa: E731
+        return {
+            "orchestration_events_pending": one("SELECT COUNT(*) FROM inbox WHERE hub=?"),
+            "orchestrations_active": one("SELECT COUNT(*) FROM instances WHERE hub=? AND lease_token IS NOT NULL"),
+            "activities_pending": one("SELECT COUNT(*) FROM activities WHERE hub=? AND lease_token IS NULL"),
+            "activities_active": one("SELECT COUNT(*) FROM activities WHERE hub=? AND lease_token IS NOT NULL"),
+            "entity_messages_pending": one("SELECT COUNT(*) FROM entity_inbox WHERE hub=?"),
+            "entities_active": one("SELECT COUNT(*) FROM entities WHERE hub=? AND lease_token IS NOT NULL"),
+        }
+
+
+class SqliteStore(Store):
+    """The embedded store. Safe to kill -9 at any moment: what ``run`` acknowledged is on disk."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(resources.files("moorage.sidecar.store").joinpath("schema.sql").read_text())
+        self._thread = threading.Thread(target=self._loop, name="moorage-sqlite-writer", daemon=True)
+        self._thread.start()
+
+    async def run(self, hub: str, fn: Callable[[StoreTx], T]) -> T:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put((hub, fn, fut, loop))
+        return await fut
+
+    def _loop(self) -> None:
+        db = self._db
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                batch.append(nxt)
+            outcomes: list[tuple[bool, Any]] = []
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                for hub, fn, _fut, _loop in batch:
+                    db.execute("SAVEPOINT op")
+                    try:
+                        outcomes.append((True, fn(_Tx(db, hub))))
+                        db.execute("RELEASE op")
+                    except BaseException as exc:  # one failing transition must not sink the batch
+                        db.execute("ROLLBACK TO op")
+                        db.execute("RELEASE op")
+                        outcomes.append((False, exc))
+                db.execute("COMMIT")
+            except BaseException as exc:  # the commit itself failed: nothing in the batch happened
+                log.exception("sqlite commit failed")
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                outcomes = [(False, exc)] * len(batch)
+            for (_hub, _fn, fut, loop), (ok, value) in zip(batch, outcomes):
+                loop.call_soon_threadsafe(_resolve, fut, ok, value)
+
+    async def close(self) -> None:
+        self._queue.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._db.close()
+
+
+def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
