@@ -103,6 +103,10 @@ class InstanceQuery:
     completed_to: float | None = None
     id_prefix: str | None = None
     terminal_only: bool = False
+    names: Sequence[str] = ()
+    id_contains: str | None = None  # text search on the instance id (dashboard)
+    tags: dict[str, str] = field(default_factory=dict)  # every tag must match
+    newest_first: bool = False
 
 
 class StoreTx(abc.ABC):

@@ -124,14 +124,24 @@ class _Tx(StoreTx):
         if q.id_prefix:
             where.append("substr(instance_id, 1, ?) = ?")
             args.extend((len(q.id_prefix), q.id_prefix))
+        if q.names:
+            where.append(f"name IN ({','.join('?' * len(q.names))})")
+            args.extend(q.names)
+        if q.id_contains:
+            where.append("instr(instance_id, ?) > 0")
+            args.append(q.id_contains)
+        for key, value in q.tags.items():
+            where.append("json_extract(tags, ?) = ?")
+            args.extend((f"$.{json.dumps(key)}", value))
         col = "created_at" if order == "created" else "completed_at"
         if order != "created":
             where.append("completed_at IS NOT NULL")
+        cmp, direction = ("<", "DESC") if q.newest_first else (">", "ASC")
         if after is not None:
-            where.append(f"({col}, instance_id) > (?, ?)")
+            where.append(f"({col}, instance_id) {cmp} (?, ?)")
             args.extend(after)
         sql = (f"SELECT {_INSTANCE_COLS} FROM instances WHERE {' AND '.join(where)} "
-               f"ORDER BY {col}, instance_id LIMIT ?")
+               f"ORDER BY {col} {direction}, instance_id {direction} LIMIT ?")
         return [_instance(r) for r in self._q(sql, *args, limit)]
 
     def child_instances(self, parent_instance_id: str) -> list[InstanceRow]:
