@@ -19,6 +19,7 @@ from helpers import (
     FLAVOURS,
     IS_INMEMORY,
     LIVE_SIDECARS,
+    SidecarFactory,
     SidecarProcess,
     new_async_client,
     new_client,
@@ -46,24 +47,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
 # ---------------------------------------------------------------------------------------------------------------------
 # Sidecar processes
 # ---------------------------------------------------------------------------------------------------------------------
-
-class SidecarFactory:
-    def __init__(self, base: Path):
-        self.base = base
-        self.created: list[SidecarProcess] = []
-
-    def __call__(self, name: str = "sidecar", *, start: bool = True, **kwargs: Any) -> SidecarProcess:
-        workdir = self.base / f"{name}-{len(self.created)}"
-        sc = SidecarProcess(workdir, **kwargs)
-        self.created.append(sc)
-        if start:
-            sc.start()
-        return sc
-
-    def close(self) -> None:
-        for sc in reversed(self.created):
-            sc.stop()
-
 
 @pytest.fixture
 def sidecar_factory(tmp_path: Path) -> Iterator[SidecarFactory]:

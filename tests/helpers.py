@@ -63,9 +63,13 @@ SDK_CLIENT_LOGGER.setLevel(logging.WARNING)
 SDK_WORKER_LOGGER.setLevel(logging.WARNING)
 
 
+# MOORAGE_TEST_NO_SKIP=1 runs sidecar-only tests on the in-memory backend too (to see them fail there).
+NO_SKIP = os.environ.get("MOORAGE_TEST_NO_SKIP", "") not in ("", "0")
+
+
 def sidecar_only(reason: str = "only meaningful on the Moorage sidecar"):
     """Skip a test on the in-memory reference backend."""
-    return pytest.mark.skipif(IS_INMEMORY, reason=f"in-memory backend: {reason}")
+    return pytest.mark.skipif(IS_INMEMORY and not NO_SKIP, reason=f"in-memory backend: {reason}")
 
 
 def uid(prefix: str = "t") -> str:
@@ -253,6 +257,24 @@ class SidecarProcess:
     def stub(self, hub: str | None = None) -> tuple[grpc.Channel, Any]:
         ch = self.channel(hub)
         return ch, stubs.TaskHubSidecarServiceStub(ch)
+
+
+class SidecarFactory:
+    def __init__(self, base: Path):
+        self.base = base
+        self.created: list[SidecarProcess] = []
+
+    def __call__(self, name: str = "sidecar", *, start: bool = True, **kwargs: Any) -> SidecarProcess:
+        workdir = self.base / f"{name}-{len(self.created)}"
+        sc = SidecarProcess(workdir, **kwargs)
+        self.created.append(sc)
+        if start:
+            sc.start()
+        return sc
+
+    def close(self) -> None:
+        for sc in reversed(self.created):
+            sc.stop()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
