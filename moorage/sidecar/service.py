@@ -320,7 +320,6 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
             instanceIds=[r.instance_id for r in rows[:size]],
             lastInstanceKey=sv(_key(last.completed_at or 0.0, last.instance_id) if last else None))
 
-    @_rpc
     async def StreamInstanceHistory(self, request: pb.StreamInstanceHistoryRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.HistoryChunk]:
         hub = await self._hub(context)
 
@@ -329,6 +328,8 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
                 raise engine.NotFound(f"orchestration instance '{request.instanceId}' not found")
             return tx.get_history(request.instanceId)
 
+        if not request.instanceId:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "instance id must not be empty")
         try:
             history = await self._read(hub, read)
         except engine.NotFound as exc:
