@@ -52,8 +52,10 @@ class Target:
 
     def command(self, port: int, workdir: Path) -> list[str]:
         if self.key == "moorage":
-            return [sys.executable, "-m", "moorage", "sidecar", "--port", str(port),
-                    "--store", f"sqlite:///{workdir}/bench.db"]
+            # workdir is absolute, so this is sqlite:////abs/path/bench.db.  Logging at warning for
+            # both backends (the in-memory launcher too): per-request log lines are not what we measure.
+            return [sys.executable, "-m", "moorage", "sidecar", "--host", "127.0.0.1", "--port", str(port),
+                    "--store", f"sqlite:///{workdir}/bench.db", "--log-level", "warning"]
         if self.key == "inmemory":
             return [sys.executable, "-m", "bench.inmemory_server", "--port", str(port)]
         raise SystemExit(f"unknown target {self.key!r} (known: moorage, inmemory)")
@@ -144,7 +146,7 @@ def run_target(target: Target, workloads: list[Workload], workdir: Path) -> dict
         # Start the backend on a free port (retry: the port could be taken between probe and bind).
         for attempt in range(3):
             port = procs.free_port()
-            address = f"localhost:{port}"
+            address = f"127.0.0.1:{port}"
             argv, profiled = maybe_profiled("backend", target, target.command(port, tdir))
             backend = procs.ManagedProcess(f"{target.label} backend", argv, tdir / f"backend-{attempt}.log",
                                            env=env, cwd=str(REPO), profiled=profiled)
@@ -326,6 +328,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
 
     targets = parse_targets()
     workloads = selected_workloads()
