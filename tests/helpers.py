@@ -153,7 +153,9 @@ class SidecarProcess:
             header = f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode()
             err.write(header)
             err.flush()
-            env = dict(os.environ)
+            # hermetic: no MOORAGE_* settings (port, store, hubs, lease) leak in from the caller's environment
+            env = {k: v for k, v in os.environ.items()
+                   if not k.startswith("MOORAGE_") or k == "MOORAGE_LOG_LEVEL"}
             env.setdefault("PYTHONUNBUFFERED", "1")
             self.proc = subprocess.Popen(
                 self.command(), cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -365,3 +367,66 @@ def hello_ok(sidecar: SidecarProcess, hub: str | None = None) -> bool:
         return True
     finally:
         ch.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A hand-driven worker speaking the raw protocol
+# ---------------------------------------------------------------------------------------------------------------------
+
+class RawWorker:
+    """Opens one GetWorkItems stream and hands out its work items (health pings skipped)."""
+
+    def __init__(self, sidecar: SidecarProcess, hub: str | None = None,
+                 request: pb.GetWorkItemsRequest | None = None):
+        import queue
+        import threading
+
+        self.channel, self.stub = sidecar.stub(hub)
+        self._queue: "queue.Queue[Any]" = queue.Queue()
+        self._stream = self.stub.GetWorkItems(request or pb.GetWorkItemsRequest())
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for item in self._stream:
+                if item.HasField("healthPing"):
+                    continue
+                self._queue.put(item)
+        except grpc.RpcError as exc:
+            self._queue.put(exc)
+        self._queue.put(None)
+
+    def next(self, timeout: float = 15.0, kind: str | None = None) -> pb.WorkItem:
+        import queue
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"no {kind or 'work item'} within {timeout}s")
+            try:
+                item = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if item is None or isinstance(item, Exception):
+                pytest.fail(f"work item stream ended: {item!r}")
+            if kind is None or item.WhichOneof("request") == kind:
+                return item
+            pytest.fail(f"expected a {kind} work item, got {item.WhichOneof('request')}: {item}")
+
+    def nothing_for(self, seconds: float) -> bool:
+        import queue
+        try:
+            item = self._queue.get(timeout=seconds)
+        except queue.Empty:
+            return True
+        self._queue.put(item)
+        return False
+
+    def close(self) -> None:
+        try:
+            self._stream.cancel()
+        except Exception:
+            pass
+        self._thread.join(timeout=5)
+        self.channel.close()
