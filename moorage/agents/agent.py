@@ -1,0 +1,94 @@
+"""The agent definition: a name, instructions, a model, tools, and session settings."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any
+
+from durabletask.task import RetryPolicy
+
+from .models import ChatModel, default_model
+from .tools import Tool, as_tool
+
+DEFAULT_SESSION_TTL = timedelta(days=14)
+DEFAULT_LLM_RETRY = RetryPolicy(first_retry_interval=timedelta(seconds=1), max_number_of_attempts=3,
+                                backoff_coefficient=2.0, max_retry_interval=timedelta(seconds=30))
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+class Agent:
+    """A durable agent.
+
+    ``Agent(name="Joker", instructions="You are good at telling jokes.", model=OpenAIChatModel(model="gpt-4o-mini"))``
+
+    Args:
+        name: The agent's name. Its sessions are the entities ``dafx-<name>`` (entity names are case-insensitive).
+        instructions: The system prompt.
+        model: A chat model (``OpenAIChatModel``, ``OfflineChatModel``, or anything with ``complete()``);
+            default: whatever the environment configures (see ``moorage.agents.models.default_model``).
+        tools: Python functions (or :class:`~moorage.agents.tools.Tool`) the model may call.
+        description: What the agent does (for routing and dashboards).
+        response_schema: Default structured output for every turn (a Pydantic model or a JSON Schema dict);
+            a run's own ``response_schema`` wins.
+        session_ttl: Idle time after which a session is deleted (default 14 days; ``None`` keeps sessions).
+        max_iterations: Most model calls in one turn (tool-call rounds plus the final answer).
+        llm_retry: Retry policy for a failed model call (default: 3 attempts, exponential backoff).
+        tool_retry: Retry policy for a tool that raises (default: none — the error goes back to the model).
+        structured_output_attempts: Extra model calls allowed when a structured reply does not validate.
+        options: Default Chat Completions options (``temperature``, ``max_tokens``, ...).
+    """
+
+    def __init__(self, name: str, instructions: str | None = None, model: ChatModel | None = None,
+                 tools: Iterable[Callable[..., Any] | Tool] = (), *, description: str | None = None,
+                 response_schema: Any = None, session_ttl: timedelta | None = DEFAULT_SESSION_TTL,
+                 max_iterations: int = 16, llm_retry: RetryPolicy | None = DEFAULT_LLM_RETRY,
+                 tool_retry: RetryPolicy | None = None, structured_output_attempts: int = 2,
+                 options: dict[str, Any] | None = None):
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"invalid agent name {name!r}: use 1-100 letters, digits, '_', '-' or '.', "
+                             "starting with a letter or digit")
+        if session_ttl is not None and session_ttl <= timedelta(0):
+            raise ValueError("session_ttl must be positive (or None to keep sessions forever)")
+        if max_iterations < 1:
+            raise ValueError("max_iterations must be at least 1")
+        self.name = name
+        self.instructions = instructions
+        self._model = model
+        self.tools: list[Tool] = [as_tool(t) for t in tools]
+        names = [t.name for t in self.tools]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"agent {name!r} has more than one tool named {sorted(dupes)}")
+        self.tool_map = {t.name: t for t in self.tools}
+        self.description = description
+        self.response_schema = response_schema
+        self.session_ttl = session_ttl
+        self.max_iterations = max_iterations
+        self.llm_retry = llm_retry
+        self.tool_retry = tool_retry
+        self.structured_output_attempts = max(0, structured_output_attempts)
+        self.options = dict(options or {})
+
+    @property
+    def model(self) -> ChatModel:
+        if self._model is None:
+            self._model = default_model()
+        return self._model
+
+    @property
+    def entity_name(self) -> str:
+        return entity_name(self.name)
+
+    def __repr__(self) -> str:
+        return f"Agent(name={self.name!r}, model={self._model!r}, tools={[t.name for t in self.tools]})"
+
+
+def entity_name(agent_name: str) -> str:
+    """The entity that holds an agent's sessions: ``dafx-<name>`` (Agent Framework's convention)."""
+    return f"dafx-{agent_name}"
+
+
+__all__ = ["Agent", "DEFAULT_LLM_RETRY", "DEFAULT_SESSION_TTL", "entity_name"]

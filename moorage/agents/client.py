@@ -1,0 +1,347 @@
+"""Clients: talk to agents (and start/await orchestrations) from any process, synchronously or with asyncio.
+
+    client = AgentClient()                       # DURABLE_TASK_SCHEDULER_CONNECTION_STRING or the local sidecar
+    joker = client.get_agent("Joker")
+    session = joker.new_session()
+    print(joker.run("Tell me a joke about sailors.", session=session).text)
+    print(joker.run("Another one, shorter.", session=session).text)
+
+A run signals the session entity with Agent Framework's request shape and waits for the turn orchestration,
+whose instance id is derived from (agent, session, correlation id), with ``WaitForInstanceCompletion`` — no
+polling. :class:`AsyncAgentClient` is the same on ``asyncio``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from durabletask.client import EntityQuery, OrchestrationState, OrchestrationStatus
+
+from ..connection import load_settings
+from .orchestration import AgentSession, build_request, session_key
+from .response import AgentResponse, AgentRunError
+from .runtime import session_entity_id, turn_instance_id
+from .serialization import MoorageDataConverter
+from .state import history, load_state, text_of
+
+DEFAULT_TIMEOUT = 300.0
+
+
+@dataclass
+class RunHandle:
+    """A turn that was sent and may still be running."""
+
+    agent_name: str
+    session_id: str
+    correlation_id: str
+    instance_id: str
+    response_schema: Any = None
+
+
+@dataclass
+class SessionInfo:
+    """One session of an agent, as stored (schema 1.1.0 state)."""
+
+    agent_name: str
+    session_id: str
+    state: dict[str, Any]
+    last_modified: datetime | None = None
+
+    @property
+    def conversation_history(self) -> list[dict[str, Any]]:
+        return history(self.state)
+
+    @property
+    def turns(self) -> int:
+        return sum(1 for e in self.conversation_history if e.get("$type") == "response")
+
+    @property
+    def last_response_text(self) -> str:
+        for entry in reversed(self.conversation_history):
+            if entry.get("$type") == "response":
+                return text_of(entry.get("messages") or [])
+        return ""
+
+    @property
+    def is_running(self) -> bool:
+        mo = (self.state.get("data", {}).get("extensionData") or {}).get("moorage") or {}
+        return bool(mo.get("active"))
+
+
+def _prepare_run(agent_name: str, message: Any, session: Any, response_schema: Any, enable_tool_calls: bool,
+                 options: dict[str, Any] | None, role: str) -> tuple[RunHandle, dict[str, Any]]:
+    key = session_key(session) or uuid.uuid4().hex
+    corr = uuid.uuid4().hex
+    request = build_request(message, corr, response_schema=response_schema, enable_tool_calls=enable_tool_calls,
+                            options=options, role=role)
+    handle = RunHandle(agent_name, key, corr, turn_instance_id(agent_name, key, corr), response_schema)
+    return handle, request
+
+
+def _response_from_state(state: OrchestrationState | None, handle: RunHandle) -> AgentResponse:
+    if state is None:
+        raise AgentRunError(f"turn {handle.instance_id} does not exist")
+    if state.runtime_status == OrchestrationStatus.COMPLETED:
+        output = state.get_output() or {}
+        return AgentResponse.from_output(output, handle.response_schema)
+    details = state.failure_details
+    message = details.message if details is not None else f"turn ended as {state.runtime_status.name}"
+    code = details.error_type if details is not None else state.runtime_status.name
+    raise AgentRunError(f"agent {handle.agent_name!r} session {handle.session_id!r}: {message}", code=code)
+
+
+def _session_info(agent_name: str, md: Any) -> SessionInfo:
+    return SessionInfo(agent_name=agent_name, session_id=md.id.key, state=load_state(md.get_state()),
+                       last_modified=getattr(md, "last_modified", None))
+
+
+class AgentHandle:
+    """``client.get_agent(name)``: run turns and manage sessions of one agent."""
+
+    def __init__(self, client: AgentClient, name: str):
+        self._client = client
+        self.name = name
+
+    def new_session(self) -> AgentSession:
+        return AgentSession(self.name, uuid.uuid4().hex)
+
+    create_session = new_session
+
+    def get_session(self, session_id: str) -> AgentSession:
+        return AgentSession(self.name, session_key(session_id) or session_id)
+
+    def run(self, message: Any = None, *, session: Any = None, **kwargs: Any) -> AgentResponse:
+        return self._client.run(self.name, message, session=session, **kwargs)
+
+    def start_run(self, message: Any = None, *, session: Any = None, **kwargs: Any) -> RunHandle:
+        return self._client.start_run(self.name, message, session=session, **kwargs)
+
+    def sessions(self) -> list[SessionInfo]:
+        return self._client.list_sessions(self.name)
+
+
+class AgentClient:
+    """Synchronous client (wraps ``durabletask.azuremanaged``'s ``DurableTaskSchedulerClient``)."""
+
+    def __init__(self, connection_string: str | None = None, *, client: Any = None):
+        if client is None:
+            from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+
+            settings = load_settings(connection_string)
+            client = DurableTaskSchedulerClient(**settings.sdk_kwargs(), data_converter=MoorageDataConverter())
+        self._client = client
+
+    @property
+    def durable(self) -> Any:
+        """The underlying Durable Task client."""
+        return self._client
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get_agent(self, name: str) -> AgentHandle:
+        return AgentHandle(self, name)
+
+    # -- turns ------------------------------------------------------------------------------------------------------
+
+    def start_run(self, agent: str, message: Any = None, *, session: Any = None, response_schema: Any = None,
+                  enable_tool_calls: bool = True, options: dict[str, Any] | None = None,
+                  role: str = "user") -> RunHandle:
+        """Send one message to a session (default: a new session) and return without waiting."""
+        handle, request = _prepare_run(agent, message, session, response_schema, enable_tool_calls, options, role)
+        self._client.signal_entity(session_entity_id(agent, handle.session_id), "run", request)
+        return handle
+
+    def wait_for_response(self, handle: RunHandle, *, timeout: float = DEFAULT_TIMEOUT) -> AgentResponse:
+        """Wait for a turn (``WaitForInstanceCompletion`` on its deterministic instance id)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no response from agent {handle.agent_name!r} within {timeout}s "
+                                   f"(turn {handle.instance_id})")
+            state = self._client.wait_for_orchestration_completion(handle.instance_id, timeout=remaining)
+            if state is not None:
+                return _response_from_state(state, handle)
+            # The turn does not exist yet (queued behind another turn, and the backend does not wait for
+            # instances that do not exist yet): back off and ask again.
+            time.sleep(min(delay, max(remaining, 0)))
+            delay = min(delay * 2, 0.5)
+
+    def run(self, agent: str, message: Any = None, *, session: Any = None, response_schema: Any = None,
+            enable_tool_calls: bool = True, options: dict[str, Any] | None = None, role: str = "user",
+            timeout: float = DEFAULT_TIMEOUT) -> AgentResponse:
+        """Run one turn and return its :class:`AgentResponse` (raises :class:`AgentRunError` if it failed).
+
+        ``message``: a string, or a list of strings and content parts (e.g. ``moorage.agents.image(url)``).
+        ``session``: an :class:`AgentSession` or session id (default: a new session; see ``response.session_id``).
+        """
+        handle = self.start_run(agent, message, session=session, response_schema=response_schema,
+                                enable_tool_calls=enable_tool_calls, options=options, role=role)
+        return self.wait_for_response(handle, timeout=timeout)
+
+    # -- sessions ---------------------------------------------------------------------------------------------------
+
+    def get_session(self, agent: str, session: Any) -> SessionInfo | None:
+        key = session_key(session)
+        assert key is not None
+        md = self._client.get_entity(session_entity_id(agent, key), include_state=True)
+        if md is None or not md.get_state():
+            return None
+        return _session_info(agent, md)
+
+    def list_sessions(self, agent: str) -> list[SessionInfo]:
+        prefix = f"@{session_entity_id(agent, 'x').entity}@"
+        found = self._client.get_all_entities(EntityQuery(instance_id_starts_with=prefix, include_state=True))
+        return [_session_info(agent, md) for md in found if md.get_state()]
+
+    def delete_session(self, agent: str, session: Any) -> None:
+        """Delete a session (its conversation is gone; a running turn's answer is dropped)."""
+        self._client.signal_entity(session_entity_id(agent, session_key(session) or ""), "delete")
+
+    def reset_session(self, agent: str, session: Any) -> None:
+        """Forget a session's conversation but keep the session."""
+        self._client.signal_entity(session_entity_id(agent, session_key(session) or ""), "reset")
+
+    # -- orchestrations ---------------------------------------------------------------------------------------------
+
+    def start_orchestration(self, orchestrator: Any, input: Any = None, *, instance_id: str | None = None) -> str:
+        from .worker import orchestration_name
+
+        return self._client.schedule_new_orchestration(orchestration_name(orchestrator), input=input,
+                                                       instance_id=instance_id)
+
+    def wait_for_orchestration(self, instance_id: str, *, timeout: float = DEFAULT_TIMEOUT) -> OrchestrationState:
+        state = self._client.wait_for_orchestration_completion(instance_id, timeout=timeout)
+        if state is None:
+            raise KeyError(f"orchestration {instance_id!r} does not exist")
+        return state
+
+    def get_orchestration(self, instance_id: str) -> OrchestrationState | None:
+        return self._client.get_orchestration_state(instance_id)
+
+    def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        self._client.raise_orchestration_event(instance_id, name, data=data)
+
+
+class AsyncAgentHandle:
+    def __init__(self, client: AsyncAgentClient, name: str):
+        self._client = client
+        self.name = name
+
+    def new_session(self) -> AgentSession:
+        return AgentSession(self.name, uuid.uuid4().hex)
+
+    create_session = new_session
+
+    async def run(self, message: Any = None, *, session: Any = None, **kwargs: Any) -> AgentResponse:
+        return await self._client.run(self.name, message, session=session, **kwargs)
+
+
+class AsyncAgentClient:
+    """The asyncio twin of :class:`AgentClient` (wraps ``AsyncDurableTaskSchedulerClient``)."""
+
+    def __init__(self, connection_string: str | None = None, *, client: Any = None):
+        if client is None:
+            from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
+
+            settings = load_settings(connection_string)
+            client = AsyncDurableTaskSchedulerClient(**settings.sdk_kwargs(asynchronous=True),
+                                                     data_converter=MoorageDataConverter())
+        self._client = client
+
+    @property
+    def durable(self) -> Any:
+        return self._client
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> AsyncAgentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def get_agent(self, name: str) -> AsyncAgentHandle:
+        return AsyncAgentHandle(self, name)
+
+    async def start_run(self, agent: str, message: Any = None, *, session: Any = None, response_schema: Any = None,
+                        enable_tool_calls: bool = True, options: dict[str, Any] | None = None,
+                        role: str = "user") -> RunHandle:
+        handle, request = _prepare_run(agent, message, session, response_schema, enable_tool_calls, options, role)
+        await self._client.signal_entity(session_entity_id(agent, handle.session_id), "run", request)
+        return handle
+
+    async def wait_for_response(self, handle: RunHandle, *, timeout: float = DEFAULT_TIMEOUT) -> AgentResponse:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.01
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"no response from agent {handle.agent_name!r} within {timeout}s "
+                                   f"(turn {handle.instance_id})")
+            state = await self._client.wait_for_orchestration_completion(handle.instance_id, timeout=remaining)
+            if state is not None:
+                return _response_from_state(state, handle)
+            await asyncio.sleep(min(delay, max(remaining, 0)))
+            delay = min(delay * 2, 0.5)
+
+    async def run(self, agent: str, message: Any = None, *, session: Any = None, response_schema: Any = None,
+                  enable_tool_calls: bool = True, options: dict[str, Any] | None = None, role: str = "user",
+                  timeout: float = DEFAULT_TIMEOUT) -> AgentResponse:
+        handle = await self.start_run(agent, message, session=session, response_schema=response_schema,
+                                      enable_tool_calls=enable_tool_calls, options=options, role=role)
+        return await self.wait_for_response(handle, timeout=timeout)
+
+    async def get_session(self, agent: str, session: Any) -> SessionInfo | None:
+        key = session_key(session)
+        assert key is not None
+        md = await self._client.get_entity(session_entity_id(agent, key), include_state=True)
+        if md is None or not md.get_state():
+            return None
+        return _session_info(agent, md)
+
+    async def list_sessions(self, agent: str) -> list[SessionInfo]:
+        prefix = f"@{session_entity_id(agent, 'x').entity}@"
+        found = await self._client.get_all_entities(EntityQuery(instance_id_starts_with=prefix, include_state=True))
+        return [_session_info(agent, md) for md in found if md.get_state()]
+
+    async def delete_session(self, agent: str, session: Any) -> None:
+        await self._client.signal_entity(session_entity_id(agent, session_key(session) or ""), "delete")
+
+    async def reset_session(self, agent: str, session: Any) -> None:
+        await self._client.signal_entity(session_entity_id(agent, session_key(session) or ""), "reset")
+
+    async def start_orchestration(self, orchestrator: Any, input: Any = None, *,
+                                  instance_id: str | None = None) -> str:
+        from .worker import orchestration_name
+
+        return await self._client.schedule_new_orchestration(orchestration_name(orchestrator), input=input,
+                                                             instance_id=instance_id)
+
+    async def wait_for_orchestration(self, instance_id: str, *,
+                                     timeout: float = DEFAULT_TIMEOUT) -> OrchestrationState:
+        state = await self._client.wait_for_orchestration_completion(instance_id, timeout=timeout)
+        if state is None:
+            raise KeyError(f"orchestration {instance_id!r} does not exist")
+        return state
+
+    async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        await self._client.raise_orchestration_event(instance_id, name, data=data)
+
+
+__all__ = ["AgentClient", "AgentHandle", "AsyncAgentClient", "RunHandle", "SessionInfo"]

@@ -1,0 +1,369 @@
+"""Session state in the Agent Framework durable-agent state schema 1.1.0, as plain JSON-ready dicts.
+
+    {"schemaVersion": "1.1.0",
+     "data": {"conversationHistory": [
+         {"$type": "request", "correlationId": "...", "createdAt": "...", "messages": [...], "responseType": "text"},
+         {"$type": "response", "correlationId": "...", "createdAt": "...", "messages": [...], "usage": {...}}],
+       "extensionData": {"moorage": {...}}}}
+
+Messages are ``{"role", "contents": [{"$type": "text", "text": ...}, {"$type": "functionCall", ...}, ...],
+"createdAt"?, "authorName"?}``. Moorage's own bookkeeping (the running turn, queued requests, TTL) lives under
+``data.extensionData.moorage``, which the schema reserves for extensions and Agent Framework round-trips.
+
+This module is also where history becomes Chat Completions messages for the model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .structured import normalize_response_format
+
+SCHEMA_VERSION = "1.1.0"
+EXT_KEY = "moorage"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime) -> str:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.isoformat()
+
+
+def parse_iso(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# State documents
+# ---------------------------------------------------------------------------------------------------------------------
+
+def new_state() -> dict[str, Any]:
+    return {"schemaVersion": SCHEMA_VERSION, "data": {"conversationHistory": []}}
+
+
+def load_state(raw: Any) -> dict[str, Any]:
+    """A state document from whatever the entity holds (None, a dict, or a JSON string)."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raw = None
+    if not isinstance(raw, dict) or "schemaVersion" not in raw:
+        return new_state()
+    data = raw.setdefault("data", {})
+    if not isinstance(data, dict):
+        raw["data"] = data = {}
+    if not isinstance(data.get("conversationHistory"), list):
+        data["conversationHistory"] = []
+    return raw
+
+
+def history(state: dict[str, Any]) -> list[dict[str, Any]]:
+    return state["data"]["conversationHistory"]
+
+
+def ext(state: dict[str, Any]) -> dict[str, Any]:
+    """Moorage's bookkeeping inside ``data.extensionData``."""
+    data = state["data"]
+    extension = data.get("extensionData")
+    if not isinstance(extension, dict):
+        extension = data["extensionData"] = {}
+    mo = extension.get(EXT_KEY)
+    if not isinstance(mo, dict):
+        mo = extension[EXT_KEY] = {}
+    mo.setdefault("active", None)
+    mo.setdefault("pending", [])
+    return mo
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Run requests (Agent Framework's request shape, plus Moorage extensions)
+# ---------------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class RunRequest:
+    """A parsed ``run`` operation input.
+
+    Agent Framework fields: ``message``, ``role``, ``correlationId``, ``request_response_format``,
+    ``response_format``, ``enable_tool_calls``, ``wait_for_response``, ``created_at``, ``orchestrationId``,
+    ``options``. Moorage adds ``contents`` (multimodal input: a list of schema contents, e.g.
+    ``{"$type": "uri", "uri": "https://.../cat.png", "mediaType": "image/png"}``) and ``replyTo``
+    (``{"instanceId", "event"}``: an orchestration to send the response to as an external event).
+    """
+
+    correlation_id: str
+    role: str = "user"
+    contents: list[dict[str, Any]] = field(default_factory=list)
+    response_format: dict[str, Any] | None = None
+    request_response_format: str = "text"
+    enable_tool_calls: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+    orchestration_id: str | None = None
+    reply_to: dict[str, Any] | None = None
+    created_at: str | None = None
+
+    @classmethod
+    def parse(cls, raw: Any) -> RunRequest:
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except json.JSONDecodeError:
+                raw = {"message": raw}
+        if not isinstance(raw, dict):
+            raise ValueError("a run request must be a JSON object with at least 'message' and 'correlationId'")
+        corr = raw.get("correlationId") or raw.get("correlation_id")
+        if not corr or not isinstance(corr, str):
+            raise ValueError("correlationId is required in a run request")
+        role = str(raw.get("role") or "user").strip().lower() or "user"
+        if role not in ("user", "system", "assistant", "developer"):
+            raise ValueError(f"unsupported role {role!r} in run request")
+        contents: list[dict[str, Any]] = []
+        message = raw.get("message")
+        if message is not None and not isinstance(message, str):
+            raise ValueError("'message' must be a string")
+        if message:
+            contents.append({"$type": "text", "text": message})
+        extra = raw.get("contents")
+        if extra is not None:
+            if not isinstance(extra, list) or not all(isinstance(c, dict) and c.get("$type") for c in extra):
+                raise ValueError("'contents' must be a list of objects with a '$type'")
+            contents.extend(extra)
+        rf = normalize_response_format(raw.get("response_format"))
+        rrf = str(raw.get("request_response_format") or ("json" if rf else "text"))
+        if rf is None and rrf == "json":
+            rf = {"type": "json_object"}
+        options = raw.get("options") if isinstance(raw.get("options"), dict) else {}
+        reply_to = raw.get("replyTo") if isinstance(raw.get("replyTo"), dict) else None
+        created = raw.get("created_at") or raw.get("createdAt")
+        return cls(
+            correlation_id=corr,
+            role=role,
+            contents=contents,
+            response_format=rf,
+            request_response_format="json" if rf else "text",
+            enable_tool_calls=bool(raw.get("enable_tool_calls", True)),
+            options=dict(options or {}),
+            orchestration_id=raw.get("orchestrationId") or None,
+            reply_to=reply_to,
+            created_at=created if isinstance(created, str) else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form (Agent Framework's field names)."""
+        text = "".join(c.get("text") or "" for c in self.contents if c.get("$type") == "text")
+        others = [c for c in self.contents if c.get("$type") != "text"]
+        out: dict[str, Any] = {
+            "message": text,
+            "role": self.role,
+            "correlationId": self.correlation_id,
+            "request_response_format": self.request_response_format,
+            "enable_tool_calls": self.enable_tool_calls,
+            "wait_for_response": True,
+            "options": self.options,
+        }
+        if others:
+            out["contents"] = self.contents  # keep order when mixing text and media
+            out["message"] = ""
+        if self.response_format is not None:
+            out["response_format"] = self.response_format
+        if self.created_at:
+            out["created_at"] = self.created_at
+        if self.orchestration_id:
+            out["orchestrationId"] = self.orchestration_id
+        if self.reply_to:
+            out["replyTo"] = self.reply_to
+        return out
+
+    def to_entry(self, now: datetime) -> dict[str, Any]:
+        created = self.created_at or iso(now)
+        entry: dict[str, Any] = {
+            "$type": "request",
+            "correlationId": self.correlation_id,
+            "createdAt": created,
+            "messages": [{"role": self.role, "contents": self.contents, "createdAt": created}],
+            "responseType": self.request_response_format,
+        }
+        if self.response_format is not None and self.response_format.get("schema") is not None:
+            entry["responseSchema"] = self.response_format["schema"]
+        if self.orchestration_id:
+            entry["orchestrationId"] = self.orchestration_id
+        return entry
+
+
+def response_entry(correlation_id: str, messages: list[dict[str, Any]], usage: dict[str, Any] | None,
+                   created_at: str, *, is_error: bool = False) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "$type": "response",
+        "correlationId": correlation_id,
+        "createdAt": created_at,
+        "messages": messages,
+    }
+    if usage is not None:
+        entry["usage"] = usage
+    if is_error:
+        entry["extensionData"] = {EXT_KEY: {"isError": True}}
+    return entry
+
+
+def is_error_entry(entry: dict[str, Any]) -> bool:
+    if entry.get("$type") != "response":
+        return False
+    extension = entry.get("extensionData") or {}
+    if isinstance(extension, dict) and (extension.get(EXT_KEY) or {}).get("isError"):
+        return True
+    contents = [c for m in entry.get("messages") or [] for c in m.get("contents") or []]
+    return bool(contents) and all(c.get("$type") == "error" for c in contents)
+
+
+def empty_usage() -> dict[str, int]:
+    return {"inputTokenCount": 0, "outputTokenCount": 0, "totalTokenCount": 0}
+
+
+def add_usage(total: dict[str, Any], usage: dict[str, Any] | None) -> None:
+    if not usage:
+        return
+    for key in ("inputTokenCount", "outputTokenCount", "totalTokenCount"):
+        total[key] = (total.get(key) or 0) + int(usage.get(key) or 0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Schema messages <-> Chat Completions messages
+# ---------------------------------------------------------------------------------------------------------------------
+
+def text_of(messages: list[dict[str, Any]], role: str | None = "assistant") -> str:
+    """The text of the last message (of ``role``) that has text."""
+    for msg in reversed(messages):
+        if role is not None and msg.get("role") != role:
+            continue
+        parts = [c.get("text") or "" for c in msg.get("contents") or [] if c.get("$type") == "text"]
+        if parts:
+            return "".join(parts)
+    return ""
+
+
+def _result_text(result: Any) -> str:
+    if isinstance(result, str):
+        return result
+    return json.dumps(result, default=str, ensure_ascii=False)
+
+
+def _media_part(content: dict[str, Any]) -> dict[str, Any] | None:
+    uri = content.get("uri") or ""
+    media = content.get("mediaType") or ""
+    if media.startswith("image/") or uri.startswith("data:image/"):
+        return {"type": "image_url", "image_url": {"url": uri}}
+    if media.startswith("audio/") and uri.startswith("data:"):
+        fmt = media.split("/", 1)[1]
+        data = uri.split(",", 1)[1] if "," in uri else ""
+        return {"type": "input_audio", "input_audio": {"data": data, "format": fmt}}
+    if uri:
+        return {"type": "text", "text": f"[{media or 'file'}: {uri}]"}
+    return None
+
+
+def message_to_chat(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """One schema message -> zero or more Chat Completions messages."""
+    role = message.get("role") or "user"
+    contents = message.get("contents") or []
+    if role == "tool":
+        out = []
+        for c in contents:
+            if c.get("$type") == "functionResult":
+                out.append({"role": "tool", "tool_call_id": c.get("callId") or "", "content": _result_text(c.get("result"))})
+        return out
+    texts: list[str] = []
+    parts: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for c in contents:
+        kind = c.get("$type")
+        if kind == "text":
+            texts.append(c.get("text") or "")
+            parts.append({"type": "text", "text": c.get("text") or ""})
+        elif kind in ("uri", "data"):
+            part = _media_part(c)
+            if part is not None:
+                parts.append(part)
+        elif kind == "functionCall":
+            args = c.get("arguments")
+            calls.append({"id": c.get("callId") or "", "type": "function",
+                          "function": {"name": c.get("name") or "",
+                                       "arguments": args if isinstance(args, str) else json.dumps(args or {})}})
+        elif kind == "functionResult":
+            results.append({"role": "tool", "tool_call_id": c.get("callId") or "", "content": _result_text(c.get("result"))})
+        # reasoning, usage, error, hosted*: not replayed to the model
+    out: list[dict[str, Any]] = []
+    if role == "assistant":
+        if calls or texts:
+            msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
+            if calls:
+                msg["tool_calls"] = calls
+            out.append(msg)
+    elif parts:
+        if all(p["type"] == "text" for p in parts):
+            out.append({"role": role, "content": "".join(texts)})
+        else:
+            out.append({"role": role, "content": parts})
+    out.extend(results)
+    return out
+
+
+def history_to_chat(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The replayable conversation: every request and successful response, as Chat Completions messages."""
+    out: list[dict[str, Any]] = []
+    for entry in entries:
+        if is_error_entry(entry):
+            continue
+        for message in entry.get("messages") or []:
+            out.extend(message_to_chat(message))
+    return _drop_dangling_tool_calls(out)
+
+
+def _drop_dangling_tool_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat Completions rejects an assistant tool call without its tool result; drop such calls."""
+    answered = {m.get("tool_call_id") for m in messages if m.get("role") == "tool"}
+    out = []
+    for m in messages:
+        if m.get("role") == "assistant" and m.get("tool_calls"):
+            calls = [c for c in m["tool_calls"] if c.get("id") in answered]
+            if not calls:
+                if m.get("content"):
+                    out.append({"role": "assistant", "content": m["content"]})
+                continue
+            m = dict(m, tool_calls=calls)
+        out.append(m)
+    return out
+
+
+def assistant_message(text: str | None, tool_calls: list[dict[str, Any]] | None = None,
+                      author_name: str | None = None, created_at: str | None = None) -> dict[str, Any]:
+    """A schema assistant message from a model reply (``tool_calls`` in the normalised model form)."""
+    contents: list[dict[str, Any]] = []
+    if text:
+        contents.append({"$type": "text", "text": text})
+    for call in tool_calls or []:
+        try:
+            args = json.loads(call.get("arguments") or "{}")
+        except json.JSONDecodeError:
+            args = {"__raw__": call.get("arguments")}
+        contents.append({"$type": "functionCall", "callId": call.get("id") or "", "name": call.get("name") or "",
+                         "arguments": args if isinstance(args, dict) else {"value": args}})
+    msg: dict[str, Any] = {"role": "assistant", "contents": contents}
+    if author_name:
+        msg["authorName"] = author_name
+    if created_at:
+        msg["createdAt"] = created_at
+    return msg

@@ -1,0 +1,168 @@
+"""``AgentWorker``: hosts agents (and the orchestrations that call them) on a Durable Task backend."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
+from durabletask.worker import ConcurrencyOptions
+
+from ..connection import load_settings
+from .agent import Agent
+from .orchestration import AgentOrchestrationContext
+from .runtime import make_llm_activity, make_session_entity, make_tool_activity, make_turn_orchestrator
+from .serialization import MoorageDataConverter
+
+logger = logging.getLogger("moorage.agents")
+
+
+class AgentWorker:
+    """Hosts agents on the backend named by the connection string.
+
+    ``AgentWorker(agents=[joker]).run()`` — the connection string comes from
+    ``DURABLE_TASK_SCHEDULER_CONNECTION_STRING`` (default: the local sidecar,
+    ``Endpoint=http://localhost:8080;Authentication=None;TaskHub=default``).
+
+    Orchestrations registered with :meth:`orchestration` get a context with ``ctx.get_agent(name)``; plain
+    activities, orchestrators and entities can be added as on the SDK's worker. ``start()`` / ``stop()`` run it in
+    the background (also as a context manager); ``run()`` blocks until SIGINT/SIGTERM.
+    """
+
+    def __init__(self, agents: Iterable[Agent] = (), *, connection_string: str | None = None,
+                 concurrency_options: ConcurrencyOptions | None = None, logger: logging.Logger | None = None,
+                 **worker_kwargs: Any):
+        self.settings = load_settings(connection_string)
+        self._worker = DurableTaskSchedulerWorker(
+            **self.settings.sdk_kwargs(),
+            concurrency_options=concurrency_options,
+            data_converter=worker_kwargs.pop("data_converter", None) or MoorageDataConverter(),
+            logger=logger,
+            **worker_kwargs,
+        )
+        self.agents: dict[str, Agent] = {}
+        self._started = False
+        for agent in agents:
+            self.add_agent(agent)
+
+    @property
+    def sdk_worker(self) -> DurableTaskSchedulerWorker:
+        """The underlying ``durabletask`` worker."""
+        return self._worker
+
+    def add_agent(self, agent: Agent) -> Agent:
+        if not isinstance(agent, Agent):
+            raise TypeError(f"expected an Agent, got {type(agent).__name__}")
+        key = agent.name.lower()
+        if key in self.agents:
+            raise ValueError(f"an agent named {agent.name!r} is already registered (agent names are case-insensitive)")
+        if self._started:
+            raise RuntimeError("add agents before starting the worker")
+        self._worker.add_entity(make_session_entity(agent), name=agent.entity_name)
+        self._worker.add_orchestrator(make_turn_orchestrator(agent))
+        self._worker.add_activity(make_llm_activity(agent))
+        self._worker.add_activity(make_tool_activity(agent))
+        self.agents[key] = agent
+        return agent
+
+    # -- user code --------------------------------------------------------------------------------------------------
+
+    def orchestration(self, fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+        """Register an orchestrator whose ``ctx`` has ``get_agent``::
+
+            @worker.orchestration
+            def chain(ctx, topic): ...
+
+        The orchestration's name is the function's name unless ``name=`` is given.
+        """
+        def register(f: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(f)
+            def orchestrator(ctx: Any, input: Any) -> Any:
+                return f(AgentOrchestrationContext(ctx), input)
+
+            orchestrator.__name__ = name or f.__name__
+            self._worker.add_orchestrator(orchestrator)
+            f.__moorage_orchestration_name__ = orchestrator.__name__  # type: ignore[attr-defined]
+            return f
+
+        return register(fn) if fn is not None else register
+
+    def activity(self, fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+        """Register an activity ``fn(ctx, input)`` (name: the function's, or ``name=``)."""
+        def register(f: Callable[..., Any]) -> Callable[..., Any]:
+            if name and name != f.__name__:
+                @functools.wraps(f)
+                def activity(ctx: Any, input: Any) -> Any:
+                    return f(ctx, input)
+
+                activity.__name__ = name
+                self._worker.add_activity(activity)
+            else:
+                self._worker.add_activity(f)
+            return f
+
+        return register(fn) if fn is not None else register
+
+    def add_orchestrator(self, fn: Callable[..., Any]) -> str:
+        return self._worker.add_orchestrator(fn)
+
+    def add_activity(self, fn: Callable[..., Any]) -> str:
+        return self._worker.add_activity(fn)
+
+    def add_entity(self, fn: Any, name: str | None = None) -> str:
+        return self._worker.add_entity(fn, name=name)
+
+    # -- lifecycle --------------------------------------------------------------------------------------------------
+
+    def start(self) -> AgentWorker:
+        if not self._started:
+            self._worker.start()
+            self._started = True
+        return self
+
+    def stop(self) -> None:
+        if self._started:
+            self._worker.stop()
+            self._started = False
+
+    def __enter__(self) -> AgentWorker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def run(self) -> None:
+        """Start and block until SIGINT or SIGTERM, then stop cleanly."""
+        done = threading.Event()
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: done.set())
+        names = ", ".join(a.name for a in self.agents.values()) or "(no agents)"
+        logger.info("agent worker serving %s on %s (task hub %s)", names, self.settings.endpoint,
+                    self.settings.taskhub)
+        self.start()
+        try:
+            while not done.wait(0.5):
+                pass
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def orchestration_name(fn: Any) -> str:
+    """The registered name of a function decorated with ``@worker.orchestration``."""
+    if isinstance(fn, str):
+        return fn
+    return getattr(fn, "__moorage_orchestration_name__", None) or fn.__name__
+
+
+__all__ = ["AgentWorker", "orchestration_name"]
+
+_ = inspect  # kept for typing helpers

@@ -1,0 +1,185 @@
+"""The one connection string: the Durable Task Scheduler form, for the embedded sidecar and for Azure alike.
+
+    Endpoint=http://localhost:8080;Authentication=None;TaskHub=default
+    Endpoint=https://my-scheduler.westus2.durabletask.io;Authentication=DefaultAzure;TaskHub=my-hub
+
+``DURABLE_TASK_SCHEDULER_CONNECTION_STRING`` supplies it when none is given; without that variable the local
+sidecar is used. :func:`parse_connection_string` turns it into what
+``durabletask.azuremanaged``'s ``DurableTaskSchedulerWorker`` / ``DurableTaskSchedulerClient`` take.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+ENV_VAR = "DURABLE_TASK_SCHEDULER_CONNECTION_STRING"
+DEFAULT_CONNECTION_STRING = "Endpoint=http://localhost:8080;Authentication=None;TaskHub=default"
+
+# Authentication values the official DTS SDKs accept (case-insensitive) -> azure-identity credential class name.
+_CREDENTIALS = {
+    "defaultazure": "DefaultAzureCredential",
+    "managedidentity": "ManagedIdentityCredential",
+    "workloadidentity": "WorkloadIdentityCredential",
+    "environment": "EnvironmentCredential",
+    "azurecli": "AzureCliCredential",
+    "azurepowershell": "AzurePowerShellCredential",
+    "visualstudiocode": "VisualStudioCodeCredential",
+    "interactivebrowser": "InteractiveBrowserCredential",
+}
+_KNOWN_KEYS = {"endpoint", "authentication", "taskhub", "clientid", "tenantid", "tokenfilepath",
+               "additionallyallowedtenants"}
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """A parsed connection string."""
+
+    endpoint: str
+    host_address: str
+    taskhub: str
+    secure_channel: bool
+    authentication: str = "None"
+    client_id: str | None = None
+    tenant_id: str | None = None
+    token_file_path: str | None = None
+
+    def token_credential(self, *, asynchronous: bool = False) -> Any | None:
+        """The azure-identity credential the string asks for (``azure.identity.aio`` one when ``asynchronous``);
+        None for ``Authentication=None``."""
+        kind = self.authentication.replace(" ", "").lower()
+        if kind == "none":
+            return None
+        try:
+            if asynchronous:
+                import azure.identity.aio as identity  # type: ignore[import-not-found]
+            else:
+                import azure.identity as identity  # type: ignore[import-not-found,no-redef]
+        except ImportError as exc:  # pragma: no cover - azure-identity ships with durabletask-azuremanaged
+            raise RuntimeError(
+                f"Authentication={self.authentication} needs the azure-identity package (pip install azure-identity)"
+            ) from exc
+        cls = getattr(identity, _CREDENTIALS[kind])
+        kwargs: dict[str, Any] = {}
+        if kind == "defaultazure" and self.client_id:
+            kwargs["managed_identity_client_id"] = self.client_id
+        elif kind == "managedidentity" and self.client_id:
+            kwargs["client_id"] = self.client_id
+        elif kind == "workloadidentity":
+            if self.client_id:
+                kwargs["client_id"] = self.client_id
+            if self.tenant_id:
+                kwargs["tenant_id"] = self.tenant_id
+            if self.token_file_path:
+                kwargs["token_file_path"] = self.token_file_path
+        return cls(**kwargs)
+
+    def sdk_kwargs(self, *, asynchronous: bool = False) -> dict[str, Any]:
+        """Keyword arguments for ``DurableTaskSchedulerWorker`` / ``DurableTaskSchedulerClient`` (or, with
+        ``asynchronous``, ``AsyncDurableTaskSchedulerClient``)."""
+        return {
+            "host_address": self.host_address,
+            "taskhub": self.taskhub,
+            "secure_channel": self.secure_channel,
+            "token_credential": self.token_credential(asynchronous=asynchronous),
+        }
+
+
+def parse_connection_string(connection_string: str) -> ConnectionSettings:
+    """Parse ``Endpoint=...;Authentication=...;TaskHub=...``; raise ValueError saying what is wrong."""
+    if not isinstance(connection_string, str) or not connection_string.strip():
+        raise ValueError("connection string is empty; expected e.g. " + DEFAULT_CONNECTION_STRING)
+    values: dict[str, str] = {}
+    for part in connection_string.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise ValueError(f"connection string segment {part!r} is not Key=Value "
+                             f"(expected e.g. {DEFAULT_CONNECTION_STRING})")
+        key, value = part.split("=", 1)
+        key = key.strip().lower()
+        if key not in _KNOWN_KEYS:
+            raise ValueError(f"unknown connection string key {key!r}; known keys: Endpoint, Authentication, "
+                             "TaskHub, ClientID, TenantId, TokenFilePath")
+        values[key] = value.strip()
+
+    endpoint = values.get("endpoint")
+    if not endpoint:
+        raise ValueError("connection string has no Endpoint (e.g. Endpoint=http://localhost:8080)")
+    taskhub = values.get("taskhub")
+    if not taskhub:
+        raise ValueError("connection string has no TaskHub (e.g. TaskHub=default)")
+    authentication = values.get("authentication", "None") or "None"
+    if authentication.replace(" ", "").lower() not in _CREDENTIALS and authentication.lower() != "none":
+        raise ValueError(f"unsupported Authentication={authentication!r}; use None, DefaultAzure, ManagedIdentity, "
+                         "WorkloadIdentity, Environment, AzureCLI, AzurePowerShell, VisualStudioCode or "
+                         "InteractiveBrowser")
+
+    if "://" not in endpoint:
+        endpoint_url = "http://" + endpoint
+    else:
+        endpoint_url = endpoint
+    parts = urlsplit(endpoint_url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https", "grpc", "grpcs"):
+        raise ValueError(f"Endpoint scheme {parts.scheme!r} is not supported; use http:// or https://")
+    if not parts.hostname:
+        raise ValueError(f"Endpoint {endpoint!r} has no host name")
+    secure = scheme in ("https", "grpcs")
+    try:
+        port = parts.port or (443 if secure else 80)
+    except ValueError as exc:
+        raise ValueError(f"Endpoint {endpoint!r} has an invalid port") from exc
+    host = parts.hostname
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return ConnectionSettings(
+        endpoint=endpoint,
+        host_address=f"{host}:{port}",
+        taskhub=taskhub,
+        secure_channel=secure,
+        authentication=authentication,
+        client_id=values.get("clientid"),
+        tenant_id=values.get("tenantid"),
+        token_file_path=values.get("tokenfilepath"),
+    )
+
+
+def resolve_connection_string(connection_string: str | None = None) -> str:
+    """The given string, else ``$DURABLE_TASK_SCHEDULER_CONNECTION_STRING``, else the local sidecar."""
+    if connection_string:
+        return connection_string
+    return os.environ.get(ENV_VAR) or DEFAULT_CONNECTION_STRING
+
+
+def load_settings(connection_string: str | None = None) -> ConnectionSettings:
+    return parse_connection_string(resolve_connection_string(connection_string))
+
+
+def new_client(connection_string: str | None = None, **kwargs: Any) -> Any:
+    """A ``DurableTaskSchedulerClient`` for the connection string (or the environment's)."""
+    from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+
+    return DurableTaskSchedulerClient(**load_settings(connection_string).sdk_kwargs(), **kwargs)
+
+
+def new_async_client(connection_string: str | None = None, **kwargs: Any) -> Any:
+    """An ``AsyncDurableTaskSchedulerClient`` for the connection string (or the environment's)."""
+    from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
+
+    return AsyncDurableTaskSchedulerClient(**load_settings(connection_string).sdk_kwargs(asynchronous=True), **kwargs)
+
+
+__all__ = [
+    "ConnectionSettings",
+    "DEFAULT_CONNECTION_STRING",
+    "ENV_VAR",
+    "load_settings",
+    "new_async_client",
+    "new_client",
+    "parse_connection_string",
+    "resolve_connection_string",
+]
