@@ -108,6 +108,20 @@ def wait_until(predicate: Callable[[], T], timeout: float = 20.0, interval: floa
 # ---------------------------------------------------------------------------------------------------------------------
 
 LIVE_SIDECARS: list["SidecarProcess"] = []
+_HELP_TEXT: str | None = None
+
+
+def sidecar_help() -> str:
+    """``python -m moorage sidecar --help`` (cached): used to pass optional flags only when they exist."""
+    global _HELP_TEXT
+    if _HELP_TEXT is None:
+        try:
+            out = subprocess.run([PYTHON, "-m", "moorage", "sidecar", "--help"], cwd=str(REPO_ROOT),
+                                 capture_output=True, text=True, timeout=60)
+            _HELP_TEXT = out.stdout + out.stderr
+        except Exception as exc:  # the sidecar may not exist yet
+            _HELP_TEXT = f"<help failed: {exc!r}>"
+    return _HELP_TEXT
 
 
 class SidecarProcess:
@@ -139,6 +153,8 @@ class SidecarProcess:
             cmd += ["--task-hubs", ",".join(self.task_hubs)]
         if self.lease_seconds is not None:
             cmd += ["--lease-seconds", f"{self.lease_seconds:g}"]
+        if not IS_INMEMORY and "--dashboard-port" in sidecar_help():
+            cmd += ["--dashboard-port", "0"]  # its default is a fixed port (8082): never use fixed ports
         return cmd + self.extra_args
 
     @property
@@ -171,7 +187,7 @@ class SidecarProcess:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        channel = grpc.insecure_channel(self.address)
+        channel = self.channel(self.task_hubs[0] if self.task_hubs else None)
         try:
             while True:
                 if self.proc is not None and self.proc.poll() is not None:

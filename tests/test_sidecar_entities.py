@@ -150,7 +150,7 @@ def entity_state(client, eid, default=None):
     if md is None:
         return default
     try:
-        return md.get_state(int)
+        return md.get_typed_state(int)
     except (TypeError, ValueError):  # exists without state: the SDK cannot convert '' to int
         return None
 
@@ -273,7 +273,7 @@ def test_get_entity(env):
     assert md is not None and md.id == eid
     assert md.includes_state is False
     md = env.get_entity(eid, include_state=True)
-    assert md.get_state(int) == 9
+    assert md.get_typed_state(int) == 9
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -334,7 +334,7 @@ def test_query_entities_paging(entity_store):
 
     # the SDK helper, with states
     got = client.get_all_entities(EntityQuery(instance_id_starts_with="@counter@page-", page_size=10))
-    assert sorted((str(m.id), m.get_state(int)) for m in got) == sorted((str(e), i) for i, e in enumerate(ids))
+    assert sorted((str(m.id), m.get_typed_state(int)) for m in got) == sorted((str(e), i) for i, e in enumerate(ids))
     got = client.get_all_entities(EntityQuery(instance_id_starts_with="@counter@page-", include_state=False))
     assert len(got) == 25 and all(not m.includes_state for m in got)
     got = client.get_all_entities(EntityQuery(instance_id_starts_with="@account@"))

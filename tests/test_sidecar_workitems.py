@@ -73,7 +73,7 @@ def test_work_item_filters_by_name(fresh_sidecar, make_worker, make_client):
     make_worker(fresh_sidecar, orchestrators=[orch_b], activities=[remote_act], entities=[ent_b], filters=True)
     assert complete(c, b).get_output() == "B"
     assert complete(c, r).get_output() == "remote:1"
-    wait_until(lambda: (m := c.get_entity(eid)) is not None and m.get_state(int) == 5,
+    wait_until(lambda: (m := c.get_entity(eid)) is not None and m.get_typed_state(int) == 5,
                message="entity operation never ran on the worker that registered the entity")
 
 
@@ -203,7 +203,7 @@ def test_abandon_entity_work_item_is_redelivered(fresh_sidecar, make_client):
             results=[pb.OperationResult(success=pb.OperationResultSuccess())],
             entityState=wrappers_pb2.StringValue(value="3"),
             completionToken=again.completionToken), timeout=10)
-        wait_until(lambda: (m := c.get_entity(eid)) is not None and m.get_state(int) == 3,
+        wait_until(lambda: (m := c.get_entity(eid)) is not None and m.get_typed_state(int) == 3,
                    message="entity state not stored after the redelivered batch completed")
     finally:
         raw.close()
