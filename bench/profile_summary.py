@@ -42,11 +42,29 @@ def _func(frame: str) -> str:
     return f"{name} ({short})"
 
 
+def _bucket(frames: list[str], app: str) -> str:
+    """Classify a stack by the innermost interesting frame: gRPC internals, SQLite, app code, ..."""
+    for f in reversed(frames):
+        if "grpc/_cython" in f or "cygrpc" in f or "grpc/_server" in f or "grpc/aio" in f or "grpc/_channel" in f:
+            return "grpc (server/channel internals, incl. socket syscalls)"
+        if "sqlite3" in f or "_sqlite3" in f or "_pysqlite" in f or ("libsqlite" in f):
+            return "sqlite3 (C library / driver)"
+        if "protobuf" in f or "_message.abi3" in f or "_upb" in f:
+            return "protobuf"
+        if app and app in f:
+            return f"app code ({app}) itself"
+        if "asyncio/" in f or "_asynciomodule" in f or "selectors.py" in f:
+            return "asyncio event loop"
+    return "other (interpreter, threads, imports)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("path", type=Path)
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--grep", default="")
+    ap.add_argument("--app", default="moorage/",
+                    help="path fragment of the code under test, for the 'where does CPU go' split")
     ap.add_argument("--include-waiting", action="store_true",
                     help="keep samples whose leaf is a known blocking call (see WAITING)")
     args = ap.parse_args()
@@ -55,6 +73,7 @@ def main() -> None:
     waiting = 0
     incl: Counter[str] = Counter()
     threads: Counter[str] = Counter()
+    buckets: Counter[str] = Counter()
     total = 0
     for line in args.path.read_text(errors="replace").splitlines():
         m = _LINE.match(line)
@@ -78,6 +97,7 @@ def main() -> None:
             continue
         if thread:
             threads[thread] += n
+        buckets[_bucket(frames, args.app)] += n
         if funcs:
             self_c[funcs[-1]] += n
         for f in set(funcs):
@@ -90,6 +110,9 @@ def main() -> None:
         print(f"{waiting} ({100 * waiting / total:.1f}%) were blocked in a known waiting call and are left out; "
               f"percentages below are of the remaining {total - waiting}")
         total -= waiting
+    print(f"\nwhere samples are (deepest matching frame decides; app = frames containing {args.app!r}):")
+    for b, n in buckets.most_common():
+        print(f"  {100 * n / total:5.1f}%  {b}")
     if threads:
         print("\nby thread:")
         for t, n in threads.most_common(10):

@@ -13,6 +13,8 @@ Environment knobs (all optional):
   BENCH_PROFILE    comma list of roles to run under `py-spy record` (backend, worker), e.g. "backend"
   BENCH_PYSPY_ARGS extra py-spy record flags (e.g. "--gil", "--native")
   BENCH_PROFILE_DIR  where profiles go (default bench/out/profiles, git-ignored); BENCH_PYSPY path to py-spy
+  BENCH_STORE_DIR  directory for the sidecar's SQLite file (default: the temp dir, on disk;
+                   /dev/shm shows what fsync costs)
   BENCH_KEEP=1     keep the temp dir (SQLite db, process logs)
 """
 from __future__ import annotations
@@ -54,16 +56,26 @@ class Target:
         if self.key == "moorage":
             # workdir is absolute, so this is sqlite:////abs/path/bench.db.  Logging at warning for
             # both backends (the in-memory launcher too): per-request log lines are not what we measure.
+            # BENCH_STORE_DIR puts the db elsewhere, e.g. /dev/shm (tmpfs: fsync is free) to measure
+            # what durability costs.
+            store_dir = Path(os.environ.get("BENCH_STORE_DIR") or workdir)
+            if store_dir != workdir:
+                store_dir = Path(tempfile.mkdtemp(prefix="moorage-bench-", dir=store_dir))
+            self.store_dir = store_dir
             return [sys.executable, "-m", "moorage", "sidecar", "--host", "127.0.0.1", "--port", str(port),
-                    "--store", f"sqlite:///{workdir}/bench.db", "--log-level", "warning"]
+                    "--store", f"sqlite:///{store_dir}/bench.db", "--log-level", "warning"]
         if self.key == "inmemory":
             return [sys.executable, "-m", "bench.inmemory_server", "--port", str(port)]
         raise SystemExit(f"unknown target {self.key!r} (known: moorage, inmemory)")
 
+    store_dir: Path | None = None
+
     def after_run(self, workdir: Path) -> str:
-        if self.key != "moorage":
+        if self.key != "moorage" or self.store_dir is None:
             return ""
-        sizes = {p.name: p.stat().st_size for p in workdir.glob("bench.db*") if p.is_file()}
+        sizes = {p.name: p.stat().st_size for p in self.store_dir.glob("bench.db*") if p.is_file()}
+        if self.store_dir != workdir:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
         if not sizes:
             return "no SQLite file was created at the --store path"
         return "SQLite files: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sorted(sizes.items()))
@@ -147,7 +159,8 @@ def run_target(target: Target, workloads: list[Workload], workdir: Path) -> dict
         for attempt in range(3):
             port = procs.free_port()
             address = f"127.0.0.1:{port}"
-            argv, profiled = maybe_profiled("backend", target, target.command(port, tdir))
+            cmd = target.command(port, tdir)
+            argv, profiled = maybe_profiled("backend", target, cmd)
             backend = procs.ManagedProcess(f"{target.label} backend", argv, tdir / f"backend-{attempt}.log",
                                            env=env, cwd=str(REPO), profiled=profiled)
             try:
@@ -163,7 +176,7 @@ def run_target(target: Target, workloads: list[Workload], workdir: Path) -> dict
                     break
         if backend is None:
             raise RuntimeError(f"{target.label}: backend failed to start")
-        print(f"  {target.label}: backend pid {backend.pid} on {address}: {' '.join(target.command(port, tdir))}")
+        print(f"  {target.label}: backend pid {backend.pid} on {address}: {' '.join(cmd)}")
 
         conc = default_concurrency()
         wargv = [sys.executable, "-m", "bench.worker_main", "--address", address,
