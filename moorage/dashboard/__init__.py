@@ -1,0 +1,93 @@
+"""The Moorage dashboard: orchestrations, entities, agent sessions and workers of every task hub, on port 8082.
+
+It runs inside the sidecar's asyncio loop (``uvicorn.Server.serve()`` as a task) and shares its ``Service``, so
+it reads the same store and its actions are the engine's own transitions. ``start_dashboard`` is all the sidecar
+calls; starlette and uvicorn are imported only then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+log = logging.getLogger("moorage.dashboard")
+
+DEFAULT_PORT = 8082
+
+
+class Dashboard:
+    """A running dashboard: ``port`` is the bound port; ``await stop()`` ends it."""
+
+    def __init__(self, server: Any, task: asyncio.Task[None], sampler_task: asyncio.Task[None], port: int) -> None:
+        self._server = server
+        self._task = task
+        self._sampler_task = sampler_task
+        self.port = port
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        self._sampler_task.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), 3.0)
+        except (asyncio.TimeoutError, Exception):
+            self._server.force_exit = True
+            self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._sampler_task
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def start_dashboard(service: Any, host: str, port: int, actions: bool = False) -> Dashboard | None:
+    """Serve the dashboard on ``host:port`` (port 0: no dashboard). A busy port costs the dashboard, not the
+    sidecar: the error is logged and the gRPC server goes on."""
+    if port <= 0:
+        return None
+    import uvicorn
+
+    from .app import create_app
+    from .metrics import Sampler
+
+    try:
+        sock = _bind(host, port)
+    except OSError as exc:
+        log.error("dashboard disabled: cannot listen on %s:%s (%s); choose another --dashboard-port", host, port,
+                  exc)
+        return None
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # the sidecar owns SIGTERM/SIGINT
+            yield
+
+    sampler = Sampler(service)
+    app = create_app(service, actions=actions, sampler=sampler)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", ws="none",
+                            timeout_graceful_shutdown=2, server_header=False)
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="moorage-dashboard")
+    sampler_task = asyncio.create_task(sampler.run(), name="moorage-dashboard-sampler")
+    bound = sock.getsockname()[1]
+    shown = "localhost" if host in ("0.0.0.0", "::", "") else host
+    log.info("dashboard listening url=http://%s:%s actions=%s", shown, bound,
+             "enabled" if actions else "read-only")
+    return Dashboard(server, task, sampler_task, bound)
+
+
+__all__ = ["DEFAULT_PORT", "Dashboard", "start_dashboard"]

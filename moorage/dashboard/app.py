@@ -1,0 +1,685 @@
+"""The dashboard's HTTP app: a JSON API under ``/api`` and the single-page UI at ``/``.
+
+It shares the sidecar's ``Service``: reads go through ``Service._read`` and actions through ``Service._run``
+with the engine's transitions, so an action from the dashboard is the very transition a gRPC client would cause
+(same transaction, same wake-ups). Every API error is JSON ``{"error": "..."}`` with a 4xx status that says what
+was wrong; actions answer 403 unless the sidecar was started with ``--dashboard-actions``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import durabletask.internal.orchestrator_service_pb2 as pb
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from moorage.sidecar import engine
+from moorage.sidecar.engine import TERMINAL
+from moorage.sidecar.store.base import InstanceQuery, StoreTx
+
+from . import views
+from .metrics import KINDS, Sampler
+
+log = logging.getLogger("moorage.dashboard")
+
+STATIC = Path(__file__).resolve().parent / "static"
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+FLOW_MAX_NODES = 200
+AGENT_SCAN_CAP = 1000
+READ_ONLY = ("the dashboard is read-only: start the sidecar with --dashboard-actions to enable actions")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _ok(body: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def api(fn: Handler) -> Handler:
+    """Map bad input and engine errors to JSON 4xx; never let one request take the sidecar down."""
+
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except ApiError as exc:
+            return _error(exc.status, exc.message)
+        except engine.NotFound as exc:
+            return _error(404, str(exc))
+        except (engine.AlreadyExists, engine.Precondition) as exc:
+            return _error(409, str(exc))
+        except ValueError as exc:
+            return _error(400, str(exc))
+        except Exception as exc:  # a bug answers 500, it does not kill the sidecar
+            log.exception("dashboard %s %s failed", request.method, request.url.path)
+            return _error(500, f"{type(exc).__name__}: {exc}")
+
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+class Guard:
+    """ASGI middleware: read-only unless actions are enabled; mutating requests must be same-origin JSON."""
+
+    def __init__(self, app: ASGIApp, actions: bool) -> None:
+        self.app = app
+        self.actions = actions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS") \
+                and scope["path"].startswith("/api/"):
+            problem = self._check(scope)
+            if problem is not None:
+                await _error(*problem)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _check(self, scope: Scope) -> tuple[int, str] | None:
+        if not self.actions:
+            return 403, READ_ONLY
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        origin = headers.get("origin")
+        if origin and origin != "null" and urlsplit(origin).netloc != headers.get("host", ""):
+            return 403, f"cross-origin request from {origin} refused"
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if headers.get("content-length", "0") not in ("", "0") and ctype != "application/json":
+            return 415, "send the request body as application/json"
+        return None
+
+
+# -- request helpers ---------------------------------------------------------------------------------------------
+
+
+def _hub(request: Request) -> Any:
+    service = request.app.state.service
+    name = request.query_params.get("hub") or ("default" if "default" in service.hubs else next(iter(service.hubs)))
+    hub = service.hubs.get(name)
+    if hub is None:
+        raise ApiError(404, f"task hub not found: {name!r} (this sidecar serves {', '.join(service.hubs)})")
+    return hub
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+def _str(body: dict[str, Any], key: str, required: bool = False) -> str | None:
+    value = body.get(key)
+    if value is None or value == "":
+        if required:
+            raise ApiError(400, f"'{key}' is required")
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, f"'{key}' must be a string")
+    return value
+
+
+def _payload(body: dict[str, Any], key: str) -> str | None:
+    """A JSON value from the body, serialized as the SDKs do; absent or null -> no payload."""
+    if key not in body or body[key] is None:
+        return None
+    return json.dumps(body[key])
+
+
+def _page_size(request: Request) -> int:
+    raw = request.query_params.get("page_size")
+    if raw is None:
+        return DEFAULT_PAGE
+    try:
+        size = int(raw)
+    except ValueError:
+        raise ApiError(400, f"page_size must be an integer, not {raw!r}") from None
+    if not 1 <= size <= MAX_PAGE:
+        raise ApiError(400, f"page_size must be between 1 and {MAX_PAGE}")
+    return size
+
+
+def _key(t: float, ident: str) -> str:
+    return f"{t!r}|{ident}"
+
+
+def _parse_key(token: str) -> tuple[float, str]:
+    t, sep, ident = token.partition("|")
+    try:
+        if not sep:
+            raise ValueError
+        return float(t), ident
+    except ValueError:
+        raise ApiError(400, f"malformed continuation token {token!r}") from None
+
+
+def _service(request: Request) -> Any:
+    return request.app.state.service
+
+
+# -- meta --------------------------------------------------------------------------------------------------------
+
+
+@api
+async def info(request: Request) -> Response:
+    service = _service(request)
+    hubs = list(service.hubs)
+    return _ok({"hubs": hubs, "defaultHub": "default" if "default" in hubs else hubs[0],
+                "actions": request.app.state.actions, "statuses": views.STATUSES,
+                "version": request.app.state.version})
+
+
+# -- orchestrations ----------------------------------------------------------------------------------------------
+
+
+def _instance_query(request: Request) -> InstanceQuery:
+    p = request.query_params
+    statuses: list[int] = []
+    for raw in p.getlist("status"):
+        statuses.extend(views.status_value(s) for s in raw.split(",") if s.strip())
+    names = [n.strip() for n in p.getlist("name") if n.strip()]
+    tags: dict[str, str] = {}
+    for raw in p.getlist("tag"):
+        key, sep, value = raw.partition("=")
+        if not sep or not key.strip():
+            raise ApiError(400, f"tag filter {raw!r} must look like key=value")
+        tags[key.strip()] = value.strip()
+    created_from = views.parse_time(p["created_from"], "created_from") if p.get("created_from") else None
+    created_to = views.parse_time(p["created_to"], "created_to") if p.get("created_to") else None
+    if created_from is not None and created_to is not None and created_to < created_from:
+        raise ApiError(400, "created_to is before created_from")
+    return InstanceQuery(statuses=tuple(statuses), names=tuple(names), tags=tags,
+                         id_contains=p.get("q", "").strip() or None, created_from=created_from,
+                         created_to=created_to, newest_first=p.get("order", "newest") != "oldest")
+
+
+@api
+async def list_orchestrations(request: Request) -> Response:
+    hub = _hub(request)
+    q = _instance_query(request)
+    size = _page_size(request)
+    token = request.query_params.get("continuation")
+    after = _parse_key(token) if token else None
+
+    def read(tx: StoreTx) -> tuple[list[Any], dict[int, int]]:
+        return tx.query_instances(q, after, size + 1), tx.count_instances_by_status()
+
+    rows, counts = await _service(request)._read(hub, read)
+    now = time.time()
+    more = len(rows) > size
+    rows = rows[:size]
+    return _ok({
+        "hub": hub.name,
+        "items": [views.instance_json(r, payloads=False, now=now) for r in rows],
+        "next": _key(rows[-1].created_at, rows[-1].instance_id) if more else None,
+        "statusCounts": {views.status_name(s): n for s, n in sorted(counts.items())},
+    })
+
+
+@api
+async def start_orchestration(request: Request) -> Response:
+    hub = _hub(request)
+    body = await _body(request)
+    name = _str(body, "name", required=True)
+    instance_id = _str(body, "instanceId") or uuid.uuid4().hex
+    tags = body.get("tags") or {}
+    if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise ApiError(400, "'tags' must be an object of string values")
+    scheduled = _str(body, "scheduledStartAt")
+    scheduled_t = views.parse_time(scheduled, "scheduledStartAt") if scheduled else None
+    row = await _service(request)._run(
+        hub, engine.create_instance, instance_id=instance_id, name=name, input=_payload(body, "input"),
+        version=_str(body, "version"), tags=tags, scheduled_start=scheduled_t)
+    log.info("dashboard started instance=%s name=%s hub=%s", row.instance_id, name, hub.name)
+    return _ok({"instanceId": row.instance_id, "instance": views.instance_json(row)}, status=201)
+
+
+def _flow(tx: StoreTx, row: Any) -> dict[str, Any]:
+    """The tree of parent/child instances around ``row``: climb to the root, then walk down (bounded)."""
+    root = row
+    seen = {row.instance_id}
+    while root.parent_instance_id and root.parent_instance_id not in seen:
+        parent = tx.get_instance(root.parent_instance_id)
+        if parent is None:
+            break
+        seen.add(parent.instance_id)
+        root = parent
+    count = 0
+    now = time.time()
+
+    def node(r: Any, depth: int) -> dict[str, Any]:
+        nonlocal count
+        count += 1
+        out = {k: v for k, v in views.instance_json(r, payloads=False, now=now).items()
+               if k in ("instanceId", "name", "status", "createdAt", "completedAt", "durationMs")}
+        out["children"] = []
+        out["current"] = r.instance_id == row.instance_id
+        if depth < 20:
+            for child in sorted(tx.child_instances(r.instance_id), key=lambda c: c.created_at):
+                if count >= FLOW_MAX_NODES:
+                    out["truncated"] = True
+                    break
+                out["children"].append(node(child, depth + 1))
+        return out
+
+    tree = node(root, 0)
+    missing_parent = root.parent_instance_id if root.parent_instance_id else None
+    return {"root": tree, "missingParent": missing_parent, "nodes": count}
+
+
+@api
+async def get_orchestration(request: Request) -> Response:
+    hub = _hub(request)
+    instance_id = request.path_params["instance_id"]
+
+    def read(tx: StoreTx) -> dict[str, Any]:
+        row = tx.get_instance(instance_id)
+        if row is None:
+            raise engine.NotFound(f"orchestration instance '{instance_id}' not found in task hub '{hub.name}'")
+        history = tx.get_history(instance_id)
+        now = time.time()
+        pending = [e for _, e in tx.get_inbox(instance_id)]
+        return {"instance": views.instance_json(row, now=now), "history": views.history_json(history),
+                "timeline": views.timeline(row, history, now), "flow": _flow(tx, row),
+                "pendingEvents": [{"type": e.WhichOneof("eventType"), "timestamp": views.iso(engine.from_ts(e.timestamp))}
+                                  for e in pending]}
+
+    return _ok(await _service(request)._read(hub, read))
+
+
+ORCH_ACTIONS = ("suspend", "resume", "terminate", "restart", "rewind", "purge", "raise-event")
+
+
+@api
+async def orchestration_action(request: Request) -> Response:
+    hub = _hub(request)
+    instance_id = request.path_params["instance_id"]
+    action = request.path_params["action"]
+    if action not in ORCH_ACTIONS:
+        raise ApiError(404, f"unknown action {action!r}: expected one of {', '.join(ORCH_ACTIONS)}")
+    body = await _body(request)
+    return await _orchestration_action(request, hub, instance_id, action, body)
+
+
+async def _orchestration_action(request: Request, hub: Any, instance_id: str, action: str,
+                                body: dict[str, Any]) -> Response:
+    service = _service(request)
+    result: dict[str, Any] = {"instanceId": instance_id, "action": action}
+    if action == "suspend":
+        await service._run(hub, engine.suspend, instance_id, _str(body, "reason"))
+    elif action == "resume":
+        await service._run(hub, engine.resume, instance_id, _str(body, "reason"))
+    elif action == "terminate":
+        reason = _str(body, "reason")
+        await service._run(hub, engine.terminate, instance_id, json.dumps(reason) if reason else None,
+                           bool(body.get("recursive", True)))
+    elif action == "restart":
+        result["newInstanceId"] = await service._run(hub, engine.restart, instance_id,
+                                                     bool(body.get("newInstanceId", False)))
+    elif action == "rewind":
+        await service._run(hub, engine.rewind, instance_id, _str(body, "reason"))
+    elif action == "raise-event":
+        name = _str(body, "name", required=True)
+        await service._run(hub, engine.raise_event, instance_id, name, _payload(body, "input"))
+    elif action == "purge":
+        recursive = bool(body.get("recursive", True))
+
+        def purge(tx: StoreTx, fx: engine.Effects) -> int:
+            row = tx.get_instance(instance_id)
+            if row is None:
+                raise engine.NotFound(f"orchestration instance '{instance_id}' not found")
+            if row.status not in TERMINAL:
+                raise engine.Precondition(f"orchestration instance '{instance_id}' is "
+                                          f"{views.status_name(row.status)}; only finished instances can be purged")
+            return engine.purge(tx, fx, instance_id, recursive)
+
+        result["purged"] = await service._run(hub, purge)
+    log.info("dashboard action=%s instance=%s hub=%s", action, instance_id, hub.name)
+    return _ok(result, status=202 if action != "purge" else 200)
+
+
+@api
+async def purge_orchestration(request: Request) -> Response:
+    hub = _hub(request)
+    return await _orchestration_action(request, hub, request.path_params["instance_id"], "purge",
+                                       await _body(request))
+
+
+# -- entities ----------------------------------------------------------------------------------------------------
+
+
+@api
+async def list_entities(request: Request) -> Response:
+    hub = _hub(request)
+    size = _page_size(request)
+    p = request.query_params
+    name = p.get("name", "").strip().lower()
+    text = p.get("q", "").strip().lower()
+    prefix = f"@{name}@" if name else None
+    after = p.get("continuation") or None
+    include_empty = p.get("include_empty") in ("1", "true")
+
+    def read(tx: StoreTx) -> tuple[list[dict[str, Any]], str | None]:
+        out: list[dict[str, Any]] = []
+        cursor = after
+        scanned = 0
+        while len(out) <= size and scanned < 20 * (size + 1):
+            page = tx.query_entities(prefix, None, None, cursor, size + 1)
+            for ent in page:
+                cursor = ent.entity_id
+                scanned += 1
+                if ent.state is None and not include_empty:
+                    continue
+                if text and text not in ent.entity_id.lower():
+                    continue
+                out.append(views.entity_json(ent, tx.count_entity_messages(ent.entity_id), state=False))
+                if len(out) > size:
+                    break
+            if len(page) < size + 1:
+                cursor = None
+                break
+        more = len(out) > size
+        out = out[:size]
+        if more:
+            return out, out[-1]["entityId"]
+        return out, (cursor if cursor and scanned >= 20 * (size + 1) else None)
+
+    items, token = await _service(request)._read(hub, read)
+    return _ok({"hub": hub.name, "items": items, "next": token})
+
+
+def _require_entity(tx: StoreTx, entity_id: str) -> Any:
+    ent = tx.get_entity(entity_id)
+    if ent is None:
+        raise engine.NotFound(f"entity '{entity_id}' not found")
+    return ent
+
+
+@api
+async def get_entity(request: Request) -> Response:
+    hub = _hub(request)
+    entity_id = request.path_params["entity_id"]
+
+    def read(tx: StoreTx) -> dict[str, Any]:
+        ent = _require_entity(tx, entity_id)
+        msgs = tx.get_entity_messages(entity_id)
+        out = views.entity_json(ent, len(msgs), state=True)
+        out["stateRaw"] = ent.state
+        out["pendingOperations"] = [_entity_message(e) for _, e in msgs[:100]]
+        return out
+
+    return _ok(await _service(request)._read(hub, read))
+
+
+def _entity_message(e: pb.HistoryEvent) -> dict[str, Any]:
+    kind = e.WhichOneof("eventType")
+    m = getattr(e, kind) if kind else None
+    has = m is not None and "scheduledTime" in m.DESCRIPTOR.fields_by_name and m.HasField("scheduledTime")
+    scheduled = m.scheduledTime if has else None
+    return {"type": kind, "operation": getattr(m, "operation", None),
+            "timestamp": views.iso(engine.from_ts(e.timestamp)),
+            "scheduledTime": views.iso(engine.from_ts(scheduled)) if scheduled is not None else None}
+
+
+@api
+async def signal_entity(request: Request) -> Response:
+    hub = _hub(request)
+    entity_id = request.path_params["entity_id"]
+    body = await _body(request)
+    operation = _str(body, "operation", required=True)
+    scheduled = _str(body, "scheduledTime")
+    request_id = uuid.uuid4().hex
+    await _service(request)._run(hub, engine.signal_entity, entity_id, operation, _payload(body, "input"),
+                                 request_id, views.parse_time(scheduled, "scheduledTime") if scheduled else None)
+    log.info("dashboard signal entity=%s operation=%s hub=%s", entity_id, operation, hub.name)
+    return _ok({"entityId": entity_id, "operation": operation, "requestId": request_id}, status=202)
+
+
+# -- agents ------------------------------------------------------------------------------------------------------
+
+
+def _agent_entity(agent: str) -> str:
+    name = agent.strip().lower()
+    if not name:
+        raise ApiError(400, "agent name must not be empty")
+    return f"{views.AGENT_PREFIX}{name}"
+
+
+@api
+async def list_agents(request: Request) -> Response:
+    hub = _hub(request)
+    prefix = f"@{views.AGENT_PREFIX}"
+
+    def read(tx: StoreTx) -> list[dict[str, Any]]:
+        agents: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            first = tx.query_entities(prefix, None, None, cursor, 1)
+            if not first:
+                return agents
+            name, _ = views.split_entity_id(first[0].entity_id)
+            sessions, last, capped = 0, 0.0, False
+            running = errors = 0
+            scan: str | None = None
+            own = f"@{name}@"
+            while True:
+                page = tx.query_entities(own, None, None, scan, 200)
+                for ent in page:
+                    if ent.state is None:
+                        continue
+                    sessions += 1
+                    last = max(last, ent.last_modified_at)
+                if len(page) < 200 or sessions >= AGENT_SCAN_CAP:
+                    capped = len(page) == 200
+                    break
+                scan = page[-1].entity_id
+            agents.append({"agent": name[len(views.AGENT_PREFIX):], "entityName": name, "sessions": sessions,
+                           "sessionsCapped": capped, "lastActiveAt": views.iso(last) if last else None})
+            cursor = own + "\U0010ffff"  # skip past this agent's sessions
+
+    return _ok({"hub": hub.name, "agents": await _service(request)._read(hub, read)})
+
+
+@api
+async def list_sessions(request: Request) -> Response:
+    hub = _hub(request)
+    name = _agent_entity(request.path_params["agent"])
+    size = _page_size(request)
+    after = request.query_params.get("continuation") or None
+
+    def read(tx: StoreTx) -> tuple[list[dict[str, Any]], str | None]:
+        page = tx.query_entities(f"@{name}@", None, None, after, size + 1)
+        more = len(page) > size
+        page = page[:size]
+        items = [views.session_summary(e) for e in page if e.state is not None]
+        return items, page[-1].entity_id if more else None
+
+    items, token = await _service(request)._read(hub, read)
+    items.sort(key=lambda s: s["lastModifiedAt"] or "", reverse=True)
+    return _ok({"hub": hub.name, "agent": name[len(views.AGENT_PREFIX):], "items": items, "next": token})
+
+
+def _session_id(request: Request) -> str:
+    session = request.path_params["session"]
+    if not session:
+        raise ApiError(400, "session id must not be empty")
+    return f"@{_agent_entity(request.path_params['agent'])}@{session}"
+
+
+@api
+async def get_session(request: Request) -> Response:
+    hub = _hub(request)
+    entity_id = _session_id(request)
+
+    def read(tx: StoreTx) -> dict[str, Any]:
+        ent = tx.get_entity(entity_id)
+        if ent is None or ent.state is None:
+            raise engine.NotFound(f"agent session '{entity_id}' not found")
+        out = views.session_summary(ent)
+        out["conversation"] = views.conversation(ent.state, out["agent"], out["sessionId"])
+        out["backlog"] = tx.count_entity_messages(entity_id)
+        out["state"] = views.parse_json(ent.state)
+        return out
+
+    return _ok(await _service(request)._read(hub, read))
+
+
+SESSION_ACTIONS = {"reset": "reset", "delete": "delete"}
+
+
+@api
+async def session_action(request: Request) -> Response:
+    hub = _hub(request)
+    entity_id = _session_id(request)
+    action = request.path_params["action"]
+    if action not in SESSION_ACTIONS:
+        raise ApiError(404, f"unknown session action {action!r}: expected reset or delete")
+    return await _session_signal(request, hub, entity_id, SESSION_ACTIONS[action])
+
+
+@api
+async def delete_session(request: Request) -> Response:
+    return await _session_signal(request, _hub(request), _session_id(request), "delete")
+
+
+async def _session_signal(request: Request, hub: Any, entity_id: str, operation: str) -> Response:
+    request_id = uuid.uuid4().hex
+
+    def signal(tx: StoreTx, fx: engine.Effects) -> None:
+        ent = tx.get_entity(entity_id)
+        if ent is None or ent.state is None:
+            raise engine.NotFound(f"agent session '{entity_id}' not found")
+        engine.signal_entity(tx, fx, entity_id, operation, None, request_id, None)
+
+    await _service(request)._run(hub, signal)
+    log.info("dashboard session %s entity=%s hub=%s", operation, entity_id, hub.name)
+    return _ok({"entityId": entity_id, "operation": operation, "requestId": request_id}, status=202)
+
+
+# -- workers & metrics -------------------------------------------------------------------------------------------
+
+
+def _filters_json(filters: Any) -> dict[str, Any]:
+    def table(t: dict[str, frozenset[str]] | None) -> list[str] | None:
+        if t is None:
+            return None
+        return sorted(f"{n}@{','.join(sorted(v))}" if v else n for n, v in t.items())
+
+    return {"orchestrations": table(filters.orchestrations), "activities": table(filters.activities),
+            "entities": sorted(filters.entities) if filters.entities is not None else None}
+
+
+@api
+async def metrics(request: Request) -> Response:
+    hub = _hub(request)
+    sampler: Sampler = request.app.state.sampler
+    sampler.sample_if_stale(hub.name)
+
+    def read(tx: StoreTx) -> tuple[dict[str, int], dict[int, int]]:
+        return tx.counts(), tx.count_instances_by_status()
+
+    counts, statuses = await _service(request)._read(hub, read)
+    workers = []
+    for owner, stream in list(hub.streams.items()):
+        since = sampler.first_seen.setdefault(owner, time.time())
+        workers.append({
+            "id": owner.split("/", 1)[-1], "stream": owner, "connectedSince": views.iso(since),
+            "capacity": {KINDS[k]: v for k, v in stream.caps.items()},
+            "active": {KINDS[k]: len(v) for k, v in stream.inflight.items()},
+            "filters": _filters_json(stream.filters),
+        })
+    work = {
+        "orchestration": {"pendingEvents": counts.get("orchestration_events_pending", 0),
+                          "active": counts.get("orchestrations_active", 0)},
+        "activity": {"pending": counts.get("activities_pending", 0), "active": counts.get("activities_active", 0)},
+        "entity": {"pendingMessages": counts.get("entity_messages_pending", 0),
+                   "active": counts.get("entities_active", 0)},
+    }
+    for k, kind in KINDS.items():
+        work[kind]["dispatched"] = hub.dispatched.get(k, 0)
+        work[kind]["completed"] = hub.completed.get(k, 0)
+    return _ok({"hub": hub.name, "workers": workers, "workItems": work, "backlog": counts,
+                "instances": {views.status_name(s): n for s, n in sorted(statuses.items())},
+                "throughput": sampler.throughput(hub.name)})
+
+
+# -- the app -----------------------------------------------------------------------------------------------------
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def api_not_found(request: Request) -> Response:
+    return _error(404, f"no API route {request.method} {request.url.path}")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith("/api/"):
+        message = {404: f"no API route {request.url.path}",
+                   405: f"method {request.method} not allowed on {request.url.path}"}.get(exc.status_code, exc.detail)
+        return _error(exc.status_code, message)
+    return Response(exc.detail, status_code=exc.status_code, media_type="text/plain")
+
+
+def create_app(service: Any, actions: bool = False, sampler: Sampler | None = None) -> Starlette:
+    from moorage import __version__
+
+    routes = [
+        Route("/", index),
+        Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+        Route("/api/info", info),
+        Route("/api/orchestrations", list_orchestrations, methods=["GET"]),
+        Route("/api/orchestrations", start_orchestration, methods=["POST"]),
+        Route("/api/orchestrations/{instance_id:path}/{action}", orchestration_action, methods=["POST"]),
+        Route("/api/orchestrations/{instance_id:path}", get_orchestration, methods=["GET"]),
+        Route("/api/orchestrations/{instance_id:path}", purge_orchestration, methods=["DELETE"]),
+        Route("/api/entities", list_entities, methods=["GET"]),
+        Route("/api/entities/{entity_id:path}/signal", signal_entity, methods=["POST"]),
+        Route("/api/entities/{entity_id:path}", get_entity, methods=["GET"]),
+        Route("/api/agents", list_agents, methods=["GET"]),
+        Route("/api/agents/{agent}/sessions", list_sessions, methods=["GET"]),
+        Route("/api/agents/{agent}/sessions/{session:path}/{action}", session_action, methods=["POST"]),
+        Route("/api/agents/{agent}/sessions/{session:path}", get_session, methods=["GET"]),
+        Route("/api/agents/{agent}/sessions/{session:path}", delete_session, methods=["DELETE"]),
+        Route("/api/metrics", metrics, methods=["GET"]),
+        Route("/api/{rest:path}", api_not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    ]
+    app = Starlette(routes=routes, middleware=[Middleware(Guard, actions=actions)],
+                    exception_handlers={HTTPException: _http_error})
+    app.state.service = service
+    app.state.actions = actions
+    app.state.sampler = sampler or Sampler(service)
+    app.state.version = __version__
+    return app

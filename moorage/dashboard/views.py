@@ -1,0 +1,420 @@
+"""JSON views of the store's rows for the dashboard: instances, history, timelines, flows, entities, agents.
+
+Pure functions over plain rows and protobuf history events; no I/O, no HTTP. Times are ISO 8601 strings in UTC
+(``...Z``) and durations are milliseconds, so the browser needs no date parsing of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import durabletask.internal.orchestrator_service_pb2 as pb
+from google.protobuf import json_format
+
+from moorage.sidecar import engine
+from moorage.sidecar.store.base import EntityRow, InstanceRow
+
+STATUS_PREFIX = "ORCHESTRATION_STATUS_"
+STATUSES = [n[len(STATUS_PREFIX):] for n in pb.OrchestrationStatus.keys()]
+TERMINAL_NAMES = {"COMPLETED", "FAILED", "TERMINATED"}
+AGENT_PREFIX = "dafx-"
+PREVIEW_CHARS = 240
+
+
+def iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str, what: str) -> float:
+    """ISO 8601 (a naive time is UTC) or epoch seconds -> epoch seconds; ValueError says what was wrong."""
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{what} must be an ISO 8601 time such as 2025-01-31T12:00:00Z, not {value!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def status_name(status: int) -> str:
+    try:
+        return pb.OrchestrationStatus.Name(status)[len(STATUS_PREFIX):]  # type: ignore[arg-type]
+    except ValueError:
+        return str(status)
+
+
+def status_value(name: str) -> int:
+    key = name.strip().upper()
+    if key.startswith(STATUS_PREFIX):
+        key = key[len(STATUS_PREFIX):]
+    if key not in STATUSES:
+        raise ValueError(f"unknown status {name!r}: expected one of {', '.join(STATUSES)}")
+    return pb.OrchestrationStatus.Value(STATUS_PREFIX + key)
+
+
+def failure_json(details: pb.TaskFailureDetails | None) -> dict[str, Any] | None:
+    if details is None:
+        return None
+    out: dict[str, Any] = {"errorType": details.errorType, "errorMessage": details.errorMessage}
+    if details.HasField("stackTrace"):
+        out["stackTrace"] = details.stackTrace.value
+    if details.HasField("innerFailure"):
+        out["innerFailure"] = failure_json(details.innerFailure)
+    if details.isNonRetriable:
+        out["isNonRetriable"] = True
+    return out
+
+
+# -- instances ---------------------------------------------------------------------------------------------------
+
+
+def instance_json(row: InstanceRow, payloads: bool = True, now: float | None = None) -> dict[str, Any]:
+    status = status_name(row.status)
+    end = row.completed_at if row.completed_at else (now if status not in TERMINAL_NAMES else row.last_updated_at)
+    out: dict[str, Any] = {
+        "instanceId": row.instance_id,
+        "name": row.name,
+        "version": row.version,
+        "status": status,
+        "createdAt": iso(row.created_at),
+        "lastUpdatedAt": iso(row.last_updated_at),
+        "completedAt": iso(row.completed_at),
+        "scheduledStartAt": iso(row.scheduled_start_at),
+        "durationMs": round((end - row.created_at) * 1000) if end else None,
+        "executionId": row.execution_id,
+        "parentInstanceId": row.parent_instance_id,
+        "tags": row.tags,
+        "customStatus": row.custom_status,
+        "failure": failure_json(engine.failure_details(row.failure)),
+    }
+    if payloads:
+        out["input"] = row.input
+        out["output"] = row.output
+    return out
+
+
+# -- history -----------------------------------------------------------------------------------------------------
+
+
+def _value(msg: Any, name: str) -> str | None:
+    return getattr(msg, name).value if msg.HasField(name) else None
+
+
+def history_json(events: list[pb.HistoryEvent]) -> list[dict[str, Any]]:
+    """Every event with its kind, time and fields (payloads are the JSON strings the SDKs wrote)."""
+    out = []
+    for i, e in enumerate(events):
+        kind = e.WhichOneof("eventType") or "unknown"
+        body = getattr(e, kind) if kind != "unknown" else None
+        details = json_format.MessageToDict(body) if body is not None else {}
+        out.append({"index": i, "eventId": e.eventId, "type": kind, "timestamp": iso(engine.from_ts(e.timestamp)),
+                    "details": details})
+    return out
+
+
+def _t(e: pb.HistoryEvent) -> float:
+    return engine.from_ts(e.timestamp)
+
+
+def timeline(row: InstanceRow, events: list[pb.HistoryEvent], now: float) -> dict[str, Any]:
+    """Spans (activities, timers, sub-orchestrations, entity calls, locks, suspensions) and points (events raised,
+    sent, signals, terminations, rewinds) of the current execution, paired by task id / request id."""
+    items: list[dict[str, Any]] = []
+    by_task: dict[int, dict[str, Any]] = {}
+    by_timer: dict[int, dict[str, Any]] = {}
+    by_request: dict[str, dict[str, Any]] = {}
+    by_lock: dict[str, dict[str, Any]] = {}
+    suspended: dict[str, Any] | None = None
+    start = row.created_at
+    end: float | None = row.completed_at
+
+    def span(kind: str, name: str, t: float, **extra: Any) -> dict[str, Any]:
+        item = {"kind": kind, "name": name, "start": t, "end": None, "status": "running", **extra}
+        items.append(item)
+        return item
+
+    def close(item: dict[str, Any] | None, t: float, status: str, **extra: Any) -> None:
+        if item is None or item["end"] is not None:
+            return
+        item["end"], item["status"] = t, status
+        item.update(extra)
+
+    for e in events:
+        kind = e.WhichOneof("eventType")
+        t = _t(e)
+        if kind == "executionStarted":
+            start = t
+        elif kind == "taskScheduled":
+            a = e.taskScheduled
+            by_task[e.eventId] = span("activity", a.name, t, taskId=e.eventId, input=_value(a, "input"))
+        elif kind == "taskCompleted":
+            close(by_task.get(e.taskCompleted.taskScheduledId), t, "completed", output=_value(e.taskCompleted, "result"))
+        elif kind == "taskFailed":
+            close(by_task.get(e.taskFailed.taskScheduledId), t, "failed",
+                  failure=failure_json(e.taskFailed.failureDetails))
+        elif kind == "subOrchestrationInstanceCreated":
+            a = e.subOrchestrationInstanceCreated
+            by_task[e.eventId] = span("suborchestration", a.name, t, taskId=e.eventId, instanceId=a.instanceId,
+                                      input=_value(a, "input"))
+        elif kind == "subOrchestrationInstanceCompleted":
+            a = e.subOrchestrationInstanceCompleted
+            close(by_task.get(a.taskScheduledId), t, "completed", output=_value(a, "result"))
+        elif kind == "subOrchestrationInstanceFailed":
+            a = e.subOrchestrationInstanceFailed
+            close(by_task.get(a.taskScheduledId), t, "failed", failure=failure_json(a.failureDetails))
+        elif kind == "timerCreated":
+            fire_at = engine.from_ts(e.timerCreated.fireAt)
+            by_timer[e.eventId] = span("timer", "timer", t, taskId=e.eventId,
+                                       fireAt=iso(fire_at))
+        elif kind == "timerFired":
+            # the fired event carries its creation time; the timer ends when it was due
+            close(by_timer.get(e.timerFired.timerId), engine.from_ts(e.timerFired.fireAt), "completed")
+        elif kind == "eventRaised":
+            items.append({"kind": "event", "name": e.eventRaised.name, "start": t, "end": t, "status": "received",
+                          "input": _value(e.eventRaised, "input")})
+        elif kind == "eventSent":
+            a = e.eventSent
+            items.append({"kind": "event-sent", "name": a.name, "start": t, "end": t, "status": "sent",
+                          "instanceId": a.instanceId, "input": _value(a, "input")})
+        elif kind == "entityOperationCalled":
+            a = e.entityOperationCalled
+            by_request[a.requestId] = span("entity", a.operation, t, entityId=_value(a, "targetInstanceId"),
+                                           input=_value(a, "input"))
+        elif kind == "entityOperationCompleted":
+            a = e.entityOperationCompleted
+            close(by_request.get(a.requestId), t, "completed", output=_value(a, "output"))
+        elif kind == "entityOperationFailed":
+            a = e.entityOperationFailed
+            close(by_request.get(a.requestId), t, "failed", failure=failure_json(a.failureDetails))
+        elif kind == "entityOperationSignaled":
+            a = e.entityOperationSignaled
+            items.append({"kind": "signal", "name": a.operation, "start": t, "end": t, "status": "sent",
+                          "entityId": _value(a, "targetInstanceId"), "input": _value(a, "input")})
+        elif kind == "entityLockRequested":
+            a = e.entityLockRequested
+            by_lock[a.criticalSectionId] = span("lock", ", ".join(a.lockSet) or "lock", t)
+        elif kind == "entityLockGranted":
+            close(by_lock.get(e.entityLockGranted.criticalSectionId), t, "completed")
+        elif kind == "executionSuspended":
+            suspended = span("suspended", "suspended", t, reason=_value(e.executionSuspended, "input"))
+        elif kind == "executionResumed":
+            close(suspended, t, "completed")
+            suspended = None
+        elif kind == "executionTerminated":
+            items.append({"kind": "terminated", "name": "terminated", "start": t, "end": t, "status": "terminated",
+                          "reason": _value(e.executionTerminated, "input")})
+        elif kind == "executionRewound":
+            items.append({"kind": "rewound", "name": "rewound", "start": t, "end": t, "status": "rewound",
+                          "reason": _value(e.executionRewound, "reason")})
+        elif kind == "executionCompleted":
+            end = t
+    finished = end is not None
+    last = end if finished else now
+    for item in items:
+        if item["end"] is None and finished:
+            item["status"] = "cancelled" if item["kind"] != "suspended" else "completed"
+            item["end"] = last
+        open_end = item["end"] if item["end"] is not None else now
+        item["durationMs"] = round((open_end - item["start"]) * 1000)
+        item["offsetMs"] = round((item["start"] - start) * 1000)
+        item["start"] = iso(item["start"])
+        item["end"] = iso(item["end"])
+    items.sort(key=lambda i: (i["offsetMs"], i.get("taskId", 1 << 30)))
+    return {"start": iso(start), "end": iso(end), "durationMs": round((last - start) * 1000), "items": items}
+
+
+# -- entities ----------------------------------------------------------------------------------------------------
+
+
+def split_entity_id(entity_id: str) -> tuple[str, str]:
+    parts = entity_id.split("@", 2)
+    if len(parts) == 3 and parts[0] == "":
+        return parts[1], parts[2]
+    return entity_id, ""
+
+
+def parse_json(raw: str | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, TypeError):
+        return raw
+
+
+def preview(raw: str | None, limit: int = PREVIEW_CHARS) -> str | None:
+    if raw is None:
+        return None
+    return raw if len(raw) <= limit else raw[:limit] + "…"
+
+
+def entity_json(row: EntityRow, backlog: int, state: bool) -> dict[str, Any]:
+    name, key = split_entity_id(row.entity_id)
+    out: dict[str, Any] = {
+        "entityId": row.entity_id, "name": name, "key": key, "lastModifiedAt": iso(row.last_modified_at),
+        "backlog": backlog, "lockedBy": row.locked_by, "lockedByInstance": row.locked_by_instance,
+        "stateSize": len(row.state) if row.state is not None else 0,
+        "agent": name[len(AGENT_PREFIX):] if name.startswith(AGENT_PREFIX) else None,
+    }
+    if state:
+        out["state"] = parse_json(row.state)
+    else:
+        out["statePreview"] = preview(row.state)
+    return out
+
+
+# -- agents ------------------------------------------------------------------------------------------------------
+
+
+def _content(c: Any) -> dict[str, Any]:
+    if not isinstance(c, dict):
+        return {"type": "unknown", "content": c}
+    out = {k: v for k, v in c.items() if k != "$type"}
+    out["type"] = c.get("$type") or "unknown"
+    return out
+
+
+def _message(m: Any) -> dict[str, Any]:
+    if not isinstance(m, dict):
+        return {"role": "unknown", "contents": [{"type": "unknown", "content": m}]}
+    return {"role": m.get("role") or "unknown", "authorName": m.get("authorName"), "createdAt": m.get("createdAt"),
+            "contents": [_content(c) for c in m.get("contents") or [] if c is not None]}
+
+
+def _is_error(entry: dict[str, Any], messages: list[dict[str, Any]]) -> bool:
+    ext = entry.get("extensionData") if isinstance(entry.get("extensionData"), dict) else {}
+    if isinstance(ext.get("moorage"), dict) and ext["moorage"].get("isError"):
+        return True
+    contents = [c for m in messages for c in m["contents"]]
+    return bool(contents) and all(c["type"] == "error" for c in contents)
+
+
+def _ms_between(a: str | None, b: str | None) -> int | None:
+    if not a or not b:
+        return None
+    try:
+        return round((parse_time(b, "time") - parse_time(a, "time")) * 1000)
+    except ValueError:
+        return None
+
+
+def _turn_id(agent: str | None, session: str | None, corr: str) -> str | None:
+    """The instance id of the Moorage turn orchestration that answered a request (see moorage.agents)."""
+    if not agent or session is None or not corr:
+        return None
+    try:
+        from moorage.agents.runtime import turn_instance_id
+    except ImportError:  # pragma: no cover - the agents package is part of moorage
+        return None
+    return turn_instance_id(agent, session, corr)
+
+
+def conversation(raw_state: str | None, agent: str | None = None, session: str | None = None) -> dict[str, Any]:
+    """An agent session (Agent Framework durable-agent state 1.1.0) as turns: the request, its response with
+    usage, the tool calls and their results, errors; plus totals and Moorage's running/queued bookkeeping."""
+    state = parse_json(raw_state)
+    if not isinstance(state, dict):
+        return {"schemaVersion": None, "turns": [], "totals": _totals([]), "active": None, "pending": 0,
+                "valid": False}
+    data = state.get("data") if isinstance(state.get("data"), dict) else {}
+    entries = data.get("conversationHistory") if isinstance(data.get("conversationHistory"), list) else []
+    turns: list[dict[str, Any]] = []
+    by_corr: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        kind = entry.get("$type") or entry.get("json_type")
+        corr = entry.get("correlationId") or ""
+        messages = [_message(m) for m in entry.get("messages") or []]
+        if kind == "request":
+            turn = {"correlationId": corr, "createdAt": entry.get("createdAt"),
+                    "orchestrationId": entry.get("orchestrationId"), "responseType": entry.get("responseType"),
+                    "turnInstanceId": _turn_id(agent, session, corr),
+                    "request": {"createdAt": entry.get("createdAt"), "messages": messages},
+                    "responses": [], "usage": None, "isError": False, "durationMs": None}
+            turns.append(turn)
+            if corr:
+                by_corr[corr] = turn
+        elif kind == "response":
+            turn = by_corr.get(corr)
+            if turn is None:  # a response without its request (trimmed history): a turn of its own
+                turn = {"correlationId": corr, "createdAt": entry.get("createdAt"), "orchestrationId": None,
+                        "responseType": None, "turnInstanceId": _turn_id(agent, session, corr), "request": None, "responses": [], "usage": None, "isError": False,
+                        "durationMs": None}
+                turns.append(turn)
+                if corr:
+                    by_corr[corr] = turn
+            usage = entry.get("usage") if isinstance(entry.get("usage"), dict) else None
+            is_error = _is_error(entry, messages)
+            turn["responses"].append({"createdAt": entry.get("createdAt"), "messages": messages, "usage": usage,
+                                      "isError": is_error})
+            if usage:
+                total = turn["usage"] or {"inputTokenCount": 0, "outputTokenCount": 0, "totalTokenCount": 0}
+                for k in total:
+                    total[k] += int(usage.get(k) or 0)
+                turn["usage"] = total
+            turn["isError"] = turn["isError"] or is_error
+            turn["durationMs"] = _ms_between(turn["createdAt"], entry.get("createdAt"))
+    ext = data.get("extensionData") if isinstance(data.get("extensionData"), dict) else {}
+    mo = ext.get("moorage") if isinstance(ext.get("moorage"), dict) else {}
+    active = mo.get("active")
+    pending = mo.get("pending") if isinstance(mo.get("pending"), list) else []
+    for turn in turns:
+        if not turn["responses"]:
+            turn["status"] = "running" if _active_corr(active) == turn["correlationId"] else "no response"
+        else:
+            turn["status"] = "error" if turn["isError"] else "completed"
+    return {"schemaVersion": state.get("schemaVersion"), "turns": turns, "totals": _totals(turns),
+            "active": active, "pending": len(pending), "valid": "schemaVersion" in state}
+
+
+def _active_corr(active: Any) -> str | None:
+    if isinstance(active, dict):
+        return active.get("correlationId") or active.get("correlation_id")
+    return active if isinstance(active, str) else None
+
+
+def _totals(turns: list[dict[str, Any]]) -> dict[str, Any]:
+    usage = {"inputTokenCount": 0, "outputTokenCount": 0, "totalTokenCount": 0}
+    messages = tool_calls = errors = 0
+    for turn in turns:
+        for k in usage:
+            usage[k] += int((turn.get("usage") or {}).get(k) or 0)
+        blocks = ([turn["request"]] if turn.get("request") else []) + turn["responses"]
+        for block in blocks:
+            messages += len(block["messages"])
+            tool_calls += sum(1 for m in block["messages"] for c in m["contents"] if c["type"] == "functionCall")
+        errors += 1 if turn.get("isError") else 0
+    return {"turns": len(turns), "messages": messages, "toolCalls": tool_calls, "errors": errors, "usage": usage}
+
+
+def session_summary(row: EntityRow) -> dict[str, Any]:
+    name, key = split_entity_id(row.entity_id)
+    conv = conversation(row.state, name[len(AGENT_PREFIX):], key)
+    last_text = None
+    for turn in reversed(conv["turns"]):
+        for block in [*reversed(turn["responses"]), turn["request"]]:
+            if not block:
+                continue
+            for m in reversed(block["messages"]):
+                texts = [c.get("text") or "" for c in m["contents"] if c["type"] == "text"]
+                if texts:
+                    last_text = preview("".join(texts), 160)
+                    break
+            if last_text:
+                break
+        if last_text:
+            break
+    status = "running" if conv["active"] else ("error" if conv["turns"] and conv["turns"][-1]["isError"] else "idle")
+    return {"sessionId": key, "entityId": row.entity_id, "agent": name[len(AGENT_PREFIX):],
+            "lastModifiedAt": iso(row.last_modified_at), "totals": conv["totals"], "lastMessage": last_text,
+            "status": status, "pending": conv["pending"]}
