@@ -236,6 +236,18 @@ class StoreTx(abc.ABC):
     def counts(self) -> dict[str, int]:
         """Backlog sizes: pending orchestration events, activities, entity messages, leased items."""
 
+    def count_instances_by_status(self) -> dict[int, int]:
+        """How many instances of the hub are in each status (dashboard). Stores should override this scan."""
+        out: dict[int, int] = {}
+        after: tuple[Any, ...] | None = None
+        while True:
+            page = self.query_instances(InstanceQuery(), after, 1000)
+            for r in page:
+                out[r.status] = out.get(r.status, 0) + 1
+            if len(page) < 1000:
+                return out
+            after = (page[-1].created_at, page[-1].instance_id)
+
 
 class Store(abc.ABC):
     """A durable store shared by every task hub of a sidecar."""

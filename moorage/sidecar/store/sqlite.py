@@ -341,6 +341,9 @@ class _Tx(StoreTx):
             "entities_active": one("SELECT COUNT(*) FROM entities WHERE hub=? AND lease_token IS NOT NULL"),
         }
 
+    def count_instances_by_status(self) -> dict[int, int]:
+        return {r[0]: r[1] for r in self._q("SELECT status, COUNT(*) FROM instances WHERE hub=? GROUP BY status")}
+
 
 class SqliteStore(Store):
     """The embedded store. Safe to kill -9 at any moment: what ``run`` acknowledged is on disk."""
