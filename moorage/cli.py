@@ -25,12 +25,16 @@ def main() -> None:
 @click.option("--lease-seconds", type=click.FloatRange(0.1, 3600), default=10.0, envvar="MOORAGE_LEASE_SECONDS",
               show_envvar=True,
               help="How long a work item of a vanished worker stays locked before another worker gets it.")
+@click.option("--dashboard-port", type=click.IntRange(0, 65535), default=8082, envvar="MOORAGE_DASHBOARD_PORT",
+              show_envvar=True, help="HTTP port of the dashboard (the DTS emulator's is 8082); 0 turns it off.")
+@click.option("--dashboard-actions/--no-dashboard-actions", default=False, envvar="MOORAGE_DASHBOARD_ACTIONS",
+              show_envvar=True, help="Let the dashboard act (start, terminate, purge, signal, ...); read-only otherwise.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               envvar="MOORAGE_LOG_LEVEL", show_envvar=True, help="Log verbosity.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="MOORAGE_LOG_FORMAT",
               show_envvar=True, help="Log line format.")
-def sidecar(port: int, host: str, store: str, task_hubs: str, lease_seconds: float, log_level: str,
-            log_format: str) -> None:
+def sidecar(port: int, host: str, store: str, task_hubs: str, lease_seconds: float, dashboard_port: int,
+            dashboard_actions: bool, log_level: str, log_format: str) -> None:
     """Run the durable Durable Task sidecar (point DTS-emulator code at localhost:PORT)."""
     from moorage.sidecar.server import SidecarConfig, serve
 
@@ -40,7 +44,8 @@ def sidecar(port: int, host: str, store: str, task_hubs: str, lease_seconds: flo
         raise click.BadParameter("at least one task hub is needed", param_hint="--task-hubs")
     try:
         asyncio.run(serve(SidecarConfig(port=port, host=host, store=store, task_hubs=hubs,
-                                        lease_seconds=lease_seconds)))
+                                        lease_seconds=lease_seconds, dashboard_port=dashboard_port,
+                                        dashboard_actions=dashboard_actions)))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import durabletask.internal.orchestrator_service_pb2_grpc as pb_grpc
 import grpc
 
+from moorage.dashboard import start_dashboard
 from moorage.sidecar.service import Service
 from moorage.sidecar.store.base import open_store
 
@@ -25,6 +26,8 @@ class SidecarConfig:
     store: str = "sqlite:///./moorage.db"
     task_hubs: list[str] = field(default_factory=lambda: ["default"])
     lease_seconds: float = 10.0
+    dashboard_port: int = 0  # 0: no dashboard (the CLI's default is 8082)
+    dashboard_actions: bool = False
 
 
 async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> None:
@@ -42,6 +45,7 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
         raise SystemExit(f"cannot listen on {address}")
     await server.start()
     renewer = asyncio.create_task(service.renew_leases_forever())
+    dashboard = await start_dashboard(service, config.host, config.dashboard_port, config.dashboard_actions)
     log.info("sidecar listening address=%s store=%s hubs=%s lease_seconds=%s", address, config.store,
              ",".join(config.task_hubs), config.lease_seconds)
     if ready is not None:
@@ -56,6 +60,8 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     await stop.wait()
     log.info("sidecar stopping")
     service.stopping.set()
+    if dashboard is not None:
+        await dashboard.stop()
     await server.stop(grace=2.0)
     renewer.cancel()
     await store.close()
