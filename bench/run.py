@@ -15,6 +15,7 @@ Environment knobs (all optional):
   BENCH_PROFILE_DIR  where profiles go (default bench/out/profiles, git-ignored); BENCH_PYSPY path to py-spy
   BENCH_STORE_DIR  directory for the sidecar's SQLite file (default: the temp dir, on disk;
                    /dev/shm shows what fsync costs)
+  BENCH_INTERLEAVE 1 (default): both targets up at once, runs alternate; 0: one target after the other
   BENCH_KEEP=1     keep the temp dir (SQLite db, process logs)
 """
 from __future__ import annotations
@@ -63,7 +64,9 @@ class Target:
                 store_dir = Path(tempfile.mkdtemp(prefix="moorage-bench-", dir=store_dir))
             self.store_dir = store_dir
             return [sys.executable, "-m", "moorage", "sidecar", "--host", "127.0.0.1", "--port", str(port),
-                    "--store", f"sqlite:///{store_dir}/bench.db", "--log-level", "warning"]
+                    "--store", f"sqlite:///{store_dir}/bench.db", "--log-level", "warning",
+                    # the dashboard would take a fixed port (8082) and is not what we measure
+                    "--dashboard-port", "0"]
         if self.key == "inmemory":
             return [sys.executable, "-m", "bench.inmemory_server", "--port", str(port)]
         raise SystemExit(f"unknown target {self.key!r} (known: moorage, inmemory)")
@@ -144,98 +147,160 @@ def maybe_profiled(role: str, target: Target, argv: list[str]) -> tuple[list[str
 
 
 # --------------------------------------------------------------------------- running
-def run_target(target: Target, workloads: list[Workload], workdir: Path) -> dict[str, WorkloadResult]:
-    results: dict[str, WorkloadResult] = {}
-    tdir = workdir / target.label
-    tdir.mkdir()
-    repeats = int(_env("BENCH_REPEATS", "5"))
-    timeout = float(_env("BENCH_TIMEOUT", "60"))
-    poll = float(_env("BENCH_POLL", "0.005"))
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+class Session:
+    """One target: its backend process, its worker process and a client, plus its results."""
 
-    backend = worker = client = None
-    try:
-        # Start the backend on a free port (retry: the port could be taken between probe and bind).
-        for attempt in range(3):
-            port = procs.free_port()
-            address = f"127.0.0.1:{port}"
-            cmd = target.command(port, tdir)
-            argv, profiled = maybe_profiled("backend", target, cmd)
-            backend = procs.ManagedProcess(f"{target.label} backend", argv, tdir / f"backend-{attempt}.log",
-                                           env=env, cwd=str(REPO), profiled=profiled)
-            try:
-                procs.wait_for_grpc(address, backend, timeout=60)
-                break
-            except Exception as e:
-                backend.stop()
-                tail = backend.log_tail()
-                backend = None
-                port_clash = any(s in tail.lower() for s in ("address already in use", "failed to bind", "errno 98"))
-                print(f"  {target.label}: backend did not come up ({e}); log tail:\n{tail}")
-                if not port_clash:
+    def __init__(self, target: Target, workloads: list[Workload], workdir: Path):
+        self.t = target
+        self.label = target.label
+        self.dir = workdir / target.label
+        self.dir.mkdir()
+        self.results: dict[str, WorkloadResult] = {w.name: WorkloadResult() for w in workloads}
+        self.backend: procs.ManagedProcess | None = None
+        self.worker: procs.ManagedProcess | None = None
+        self.client: TaskHubGrpcClient | None = None
+        self.ctx: RunContext | None = None
+        self.dead: str | None = None  # why this session cannot run anything more
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        try:
+            # A free port; retried only if the backend says the port was taken in between.
+            for attempt in range(3):
+                port = procs.free_port()
+                address = f"127.0.0.1:{port}"
+                cmd = self.t.command(port, self.dir)
+                argv, profiled = maybe_profiled("backend", self.t, cmd)
+                self.backend = procs.ManagedProcess(f"{self.label} backend", argv, self.dir / f"backend-{attempt}.log",
+                                                    env=env, cwd=str(REPO), profiled=profiled)
+                try:
+                    procs.wait_for_grpc(address, self.backend, timeout=60)
                     break
-        if backend is None:
-            raise RuntimeError(f"{target.label}: backend failed to start")
-        print(f"  {target.label}: backend pid {backend.pid} on {address}: {' '.join(cmd)}")
+                except Exception as e:
+                    self.backend.stop()
+                    tail = self.backend.log_tail()
+                    self.backend = None
+                    clash = any(x in tail.lower() for x in ("address already in use", "failed to bind", "errno 98"))
+                    print(f"  {self.label}: backend did not come up ({e}); log tail:\n{tail}")
+                    if not clash:
+                        break
+            if self.backend is None:
+                raise RuntimeError("backend failed to start")
+            print(f"  {self.label}: backend pid {self.backend.pid} on {address}: {' '.join(cmd)}")
+            conc = default_concurrency()
+            wargv = [sys.executable, "-m", "bench.worker_main", "--address", address,
+                     *[a for k, v in conc.items() for a in (f"--{k}", str(v))]]
+            wargv, wprof = maybe_profiled("worker", self.t, wargv)
+            self.worker = procs.ManagedProcess(f"{self.label} worker", wargv, self.dir / "worker.log",
+                                               env=env, cwd=str(REPO), profiled=wprof)
+            self.client = TaskHubGrpcClient(host_address=address, logger=quiet_logger("bench-client"))
+            self.ctx = RunContext(client=self.client, timeout=float(_env("BENCH_TIMEOUT", "60")),
+                                  poll_interval=float(_env("BENCH_POLL", "0.005")))
+        except Exception as e:
+            self._kill(f"{type(e).__name__}: {e}")
 
-        conc = default_concurrency()
-        wargv = [sys.executable, "-m", "bench.worker_main", "--address", address,
-                 *[a for k, v in conc.items() for a in (f"--{k}", str(v))]]
-        wargv, wprof = maybe_profiled("worker", target, wargv)
-        worker = procs.ManagedProcess(f"{target.label} worker", wargv, tdir / "worker.log",
-                                      env=env, cwd=str(REPO), profiled=wprof)
-        client = TaskHubGrpcClient(host_address=address, logger=quiet_logger("bench-client"))
-        ctx = RunContext(client=client, timeout=timeout, poll_interval=poll)
+    def _kill(self, why: str) -> None:
+        self.dead = why
+        print(f"  {self.label}: ABORTED: {why}", flush=True)
+        for r in self.results.values():
+            if r.error is None:
+                r.error = f"aborted: {why.splitlines()[0]}"
 
-        for w in workloads:
-            res = results[w.name] = WorkloadResult()
+    def _check_alive(self) -> None:
+        for p in (self.backend, self.worker):
+            if p is not None and not p.alive():
+                self._kill(f"{p.name} died (exit code {p.proc.returncode}); log tail:\n{p.log_tail()}")
+                return
+
+    def _fail(self, w: Workload, e: Exception) -> None:
+        res = self.results[w.name]
+        res.error = f"{type(e).__name__}: {e}"
+        print(f"  {self.label:>10} {w.name:<16} FAILED: {res.error}", flush=True)
+        if os.environ.get("BENCH_TRACEBACK"):
+            traceback.print_exc()
+        self._check_alive()
+
+    def usable(self, w: Workload) -> bool:
+        return self.dead is None and self.results[w.name].error is None
+
+    def warmup(self, w: Workload) -> None:
+        if not self.usable(w):
+            return
+        try:
+            w.warmup(self.ctx)
+        except Exception as e:  # a failed workload is reported, and the run exits non-zero
+            self._fail(w, e)
+
+    def run_once(self, w: Workload, i: int, repeats: int) -> None:
+        if not self.usable(w):
+            return
+        assert self.backend is not None and self.worker is not None
+        try:
+            cpu0 = {"backend": self.backend.cpu_seconds(), "worker": self.worker.cpu_seconds(),
+                    "client": procs.self_cpu_seconds()}
+            m = w.run_once(self.ctx)
+            cpu1 = {"backend": self.backend.cpu_seconds(), "worker": self.worker.cpu_seconds(),
+                    "client": procs.self_cpu_seconds()}
+        except Exception as e:
+            self._fail(w, e)
+            return
+        rec = RunRecord(m, {k: cpu1[k] - cpu0[k] for k in cpu0})
+        self.results[w.name].runs.append(rec)
+        rates = "  ".join(f"{m.rate(u):8.1f} {u}" for u in w.metrics)
+        cpu = " ".join(f"{k} {v:.2f}s" for k, v in rec.cpu.items())
+        notes = (" " + " ".join(f"{k}={v}" for k, v in m.notes.items())) if m.notes else ""
+        print(f"  {self.label:>10} {w.name:<16} run {i + 1}/{repeats}: {m.seconds:7.3f}s  {rates}"
+              f"   cpu: {cpu}{notes}", flush=True)
+
+    def stop(self) -> None:
+        if self.client is not None:
             try:
-                w.warmup(ctx)
-                for i in range(repeats):
-                    cpu0 = {"backend": backend.cpu_seconds(), "worker": worker.cpu_seconds(),
-                            "client": procs.self_cpu_seconds()}
-                    m = w.run_once(ctx)
-                    cpu1 = {"backend": backend.cpu_seconds(), "worker": worker.cpu_seconds(),
-                            "client": procs.self_cpu_seconds()}
-                    rec = RunRecord(m, {k: cpu1[k] - cpu0[k] for k in cpu0})
-                    res.runs.append(rec)
-                    rates = "  ".join(f"{m.rate(u):8.1f} {u}" for u in w.metrics)
-                    cpu = " ".join(f"{k} {v:.2f}s" for k, v in rec.cpu.items())
-                    notes = (" " + " ".join(f"{k}={v}" for k, v in m.notes.items())) if m.notes else ""
-                    print(f"  {target.label:>10} {w.name:<16} run {i + 1}/{repeats}: {m.seconds:7.3f}s  {rates}"
-                          f"   cpu: {cpu}{notes}", flush=True)
-            except Exception as e:  # a failed workload is reported, and the run exits non-zero
-                res.error = f"{type(e).__name__}: {e}"
-                print(f"  {target.label:>10} {w.name:<16} FAILED: {res.error}", flush=True)
-                if not isinstance(e, AssertionError) and os.environ.get("BENCH_TRACEBACK"):
-                    traceback.print_exc()
-            for p in (backend, worker):
-                if not p.alive():
-                    raise RuntimeError(f"{p.name} died (exit code {p.proc.returncode}); log tail:\n{p.log_tail()}")
-    except Exception as e:
-        msg = f"{type(e).__name__}: {e}"
-        print(f"  {target.label}: ABORTED: {msg}")
-        for w in workloads:
-            r = results.setdefault(w.name, WorkloadResult())
-            if r.error is None and len(r.runs) < repeats:
-                r.error = f"aborted: {msg.splitlines()[0]}"
-    finally:
-        if client is not None:
-            client.close()
-        for p in (worker, backend):
+                self.client.close()
+            except Exception:
+                pass
+        for p in (self.worker, self.backend):
             if p is not None:
                 p.stop()
-    failed = any(r.error for r in results.values())
-    if failed:
-        for name, log in (("backend", sorted(tdir.glob("backend-*.log"))[-1:]), ("worker", [tdir / "worker.log"])):
-            for lp in log:
+        if any(r.error for r in self.results.values()):
+            logs = sorted(self.dir.glob("backend-*.log"))[-1:] + [self.dir / "worker.log"]
+            for lp in logs:
                 if lp.exists() and lp.stat().st_size:
                     tail = lp.read_text(errors="replace").splitlines()[-25:]
-                    print(f"  --- {target.label} {name} log tail ({lp}) ---")
+                    print(f"  --- {self.label} log tail ({lp}) ---")
                     print("\n".join("    " + ln for ln in tail))
-    note = target.after_run(tdir) if results and not all(r.error and not r.runs for r in results.values()) else ""
-    if note:
-        print(f"  {target.label}: {note}")
+        if self.backend is not None or any(r.runs for r in self.results.values()):
+            note = self.t.after_run(self.dir)
+            if note:
+                print(f"  {self.label}: {note}")
+
+
+def run_all(targets: list[Target], workloads: list[Workload], workdir: Path) -> dict[str, dict[str, WorkloadResult]]:
+    """BENCH_INTERLEAVE=1 (default): all targets up at once, runs alternate between them (A B, B A, ...)
+    so that load from elsewhere on the machine hits both sides alike; 0: one target after the other."""
+    repeats = int(_env("BENCH_REPEATS", "5"))
+    interleave = _env("BENCH_INTERLEAVE", "1") != "0"
+    groups = [targets] if interleave else [[t] for t in targets]
+    results: dict[str, dict[str, WorkloadResult]] = {}
+    for group in groups:
+        sessions: list[Session] = []
+        try:
+            for t in group:
+                print(f"\n== start {t.label} ==", flush=True)
+                s = Session(t, workloads, workdir)
+                sessions.append(s)
+                results[t.label] = s.results
+                s.start()
+            for w in workloads:
+                print(f"\n== {w.name}: {w.description} ==", flush=True)
+                for s in sessions:
+                    s.warmup(w)
+                for i in range(repeats):
+                    for s in (sessions if i % 2 == 0 else sessions[::-1]):
+                        s.run_once(w, i, repeats)
+        finally:
+            print()
+            for s in sessions:
+                s.stop()
     return results
 
 
@@ -274,10 +339,21 @@ def environment(targets: list[Target], workloads: list[Workload]) -> list[str]:
         "worker: TaskHubGrpcWorker in its own process, ConcurrencyOptions("
         f"threads={conc['threads']}, orchestrations={conc['orchestrations']}, "
         f"activities={conc['activities']}, entities={conc['entities']})",
-        f"runs: 1 warm-up + {_env('BENCH_REPEATS', '5')} measured per workload (median); "
+        f"load average at start: {_loadavg()} (other work on this machine skews results; "
+        "see the in-memory column and the CPU-per-op table)",
+        f"runs: 1 warm-up + {_env('BENCH_REPEATS', '5')} measured per workload and target (median), "
+        + ("targets interleaved (A B, B A, ...)" if _env("BENCH_INTERLEAVE", "1") != "0" else "targets one after the other")
+        + "; "
         f"completion by polling get_orchestration_state / get_entity every {_env('BENCH_POLL', '0.005')}s",
         *[f"workload {w.name}: {w.description}" for w in workloads],
     ]
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
 
 
 def fmt_rate(v: float | None) -> str:
@@ -354,9 +430,7 @@ def main() -> int:
     results: dict[str, dict[str, WorkloadResult]] = {}
     t_start = time.perf_counter()
     try:
-        for t in targets:
-            print(f"\n== target {t.label} ==", flush=True)
-            results[t.label] = run_target(t, workloads, workdir)
+        results = run_all(targets, workloads, workdir)
     except KeyboardInterrupt:
         print("\ninterrupted; stopping child processes", file=sys.stderr)
         procs.stop_all()
@@ -370,7 +444,7 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     print(f"\n== results (median of {_env('BENCH_REPEATS', '5')} runs; higher is better; "
-          f"total {time.perf_counter() - t_start:.0f}s) ==")
+          f"total {time.perf_counter() - t_start:.0f}s; load average now {_loadavg()}) ==")
     for line in table(targets, workloads, results):
         print(line)
     print("\n== CPU time per operation during the measured runs (ms; median) ==")
