@@ -161,6 +161,7 @@ class Session:
         self.client: TaskHubGrpcClient | None = None
         self.ctx: RunContext | None = None
         self.dead: str | None = None  # why this session cannot run anything more
+        self.startup_log_shown = False
 
     def start(self) -> None:
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -182,6 +183,7 @@ class Session:
                     self.backend = None
                     clash = any(x in tail.lower() for x in ("address already in use", "failed to bind", "errno 98"))
                     print(f"  {self.label}: backend did not come up ({e}); log tail:\n{tail}")
+                    self.startup_log_shown = True
                     if not clash:
                         break
             if self.backend is None:
@@ -262,7 +264,8 @@ class Session:
             if p is not None:
                 p.stop()
         if any(r.error for r in self.results.values()):
-            logs = sorted(self.dir.glob("backend-*.log"))[-1:] + [self.dir / "worker.log"]
+            logs = [] if self.startup_log_shown else sorted(self.dir.glob("backend-*.log"))[-1:]
+            logs.append(self.dir / "worker.log")
             for lp in logs:
                 if lp.exists() and lp.stat().st_size:
                     tail = lp.read_text(errors="replace").splitlines()[-25:]
