@@ -14,6 +14,7 @@ polling. :class:`AsyncAgentClient` is the same on ``asyncio``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -133,7 +134,8 @@ class AgentClient:
             from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
             settings = load_settings(connection_string)
-            client = DurableTaskSchedulerClient(**settings.sdk_kwargs(), data_converter=MoorageDataConverter())
+            client = DurableTaskSchedulerClient(**settings.sdk_kwargs(), data_converter=MoorageDataConverter(),
+                                                logger=logging.getLogger("moorage.durabletask.client"))
         self._client = client
 
     @property
@@ -259,7 +261,8 @@ class AsyncAgentClient:
 
             settings = load_settings(connection_string)
             client = AsyncDurableTaskSchedulerClient(**settings.sdk_kwargs(asynchronous=True),
-                                                     data_converter=MoorageDataConverter())
+                                                     data_converter=MoorageDataConverter(),
+                                                     logger=logging.getLogger("moorage.durabletask.client"))
         self._client = client
 
     @property

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import signal
 import threading
@@ -42,7 +41,8 @@ class AgentWorker:
             **self.settings.sdk_kwargs(),
             concurrency_options=concurrency_options,
             data_converter=worker_kwargs.pop("data_converter", None) or MoorageDataConverter(),
-            logger=logger,
+            # The SDK's default is an INFO stderr logger per worker; use the application's logging config instead.
+            logger=logger or logging.getLogger("moorage.durabletask.worker"),
             **worker_kwargs,
         )
         self.agents: dict[str, Agent] = {}
@@ -164,5 +164,3 @@ def orchestration_name(fn: Any) -> str:
 
 
 __all__ = ["AgentWorker", "orchestration_name"]
-
-_ = inspect  # kept for typing helpers
