@@ -640,14 +640,10 @@ async def index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-async def api_not_found(request: Request) -> Response:
-    return _error(404, f"no API route {request.method} {request.url.path}")
-
-
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if request.url.path.startswith("/api/"):
-        message = {404: f"no API route {request.url.path}",
+        message = {404: f"no API route {request.method} {request.url.path}",
                    405: f"method {request.method} not allowed on {request.url.path}"}.get(exc.status_code, exc.detail)
         return _error(exc.status_code, message)
     return Response(exc.detail, status_code=exc.status_code, media_type="text/plain")
@@ -674,7 +670,6 @@ def create_app(service: Any, actions: bool = False, sampler: Sampler | None = No
         Route("/api/agents/{agent}/sessions/{session:path}", get_session, methods=["GET"]),
         Route("/api/agents/{agent}/sessions/{session:path}", delete_session, methods=["DELETE"]),
         Route("/api/metrics", metrics, methods=["GET"]),
-        Route("/api/{rest:path}", api_not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(Guard, actions=actions)],
                     exception_handlers={HTTPException: _http_error})

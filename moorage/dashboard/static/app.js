@@ -425,8 +425,10 @@ function instancePage(instanceId, q) {
       ['Tags', Object.keys(inst.tags || {}).length ? Object.entries(inst.tags).map(([k, v]) => h('span', { class: 'tag' }, `${k}=${v}`)) : h('span', { class: 'muted' }, 'none')],
       inst.customStatus ? ['Custom status', h('span', { class: 'mono' }, inst.customStatus)] : null,
     ].filter(Boolean);
+    const half = Math.ceil(kv.length / 2);
+    const col = (items) => h('dl', { class: 'kv' }, items.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
     return h('div', { class: 'panel' },
-      h('dl', { class: 'kv', id: 'summary' }, kv.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
+      h('div', { class: 'grid cols-2', id: 'summary' }, col(kv.slice(0, half)), col(kv.slice(half))),
       inst.failure ? failureBox(inst.failure) : null);
   }
 
@@ -471,8 +473,8 @@ function instancePage(instanceId, q) {
     });
     return h('div', { class: 'panel flush' }, grid,
       h('div', { class: 'legend', style: { padding: '10px 12px' } },
-        `Started ${fmtTime(tl.start)}`, tl.end ? `Ended ${fmtTime(tl.end)}` : 'Still running', `Total ${fmtDur(tl.durationMs)}`,
-        h('span', {}, 'Click a row for its input and output.')));
+        h('span', {}, `Started ${fmtTime(tl.start)}`), h('span', {}, tl.end ? `Ended ${fmtTime(tl.end)}` : 'Still running'),
+        h('span', {}, `Total ${fmtDur(tl.durationMs)}`), h('span', {}, 'Click a row for its input and output.')));
   }
 
   function historyView() {
@@ -812,7 +814,8 @@ function renderMessage(body, m, results, shown) {
       const r = results[x.callId];
       if (r) shown.add(x.callId);
       parts.push(h('div', { class: 'tool', 'data-tool': x.name },
-        h('div', {}, '🔧 ', h('span', { class: 'tname' }, x.name), h('span', { class: 'muted mono' }, `  ${x.callId || ''}`)),
+        h('div', { class: 'thead' }, h('span', { class: 'kind k-tool' }, 'tool call'), h('span', { class: 'tname' }, x.name),
+          h('span', { class: 'muted mono' }, x.callId || '')),
         h('div', { class: 'lab' }, 'Arguments'), h('pre', {}, pretty(x.arguments)),
         h('div', { class: 'lab' }, 'Result'), r ? h('pre', { 'data-result': '1' }, pretty(r.result)) : h('span', { class: 'muted' }, 'no result')));
     } else if (x.type === 'functionResult') {
@@ -824,7 +827,7 @@ function renderMessage(body, m, results, shown) {
     } else if (x.type === 'reasoning') {
       parts.push(h('details', {}, h('summary', { class: 'muted' }, 'Reasoning'), h('div', { class: 'bubble' }, x.text || '')));
     } else if (x.type === 'uri' || x.type === 'data') {
-      parts.push(h('div', { class: 'bubble' }, `📎 ${x.mediaType || 'file'} `, h('span', { class: 'mono' }, (x.uri || '').slice(0, 120))));
+      parts.push(h('div', { class: 'bubble' }, h('span', { class: 'kind' }, x.mediaType || 'file'), ' ', h('span', { class: 'mono' }, (x.uri || '').slice(0, 120))));
     } else if (x.type === 'usage') {
       // shown in the turn header
     } else {
@@ -859,7 +862,8 @@ function workersPage() {
       h('div', { class: 'grid cols-2' },
         h('div', { class: 'panel' }, h('h2', {}, 'Throughput (completed work items per second)'), spark(m.throughput.series),
           h('div', { class: 'legend' }, h('span', { style: { color: '#2563eb' } }, '● orchestrations'), h('span', { style: { color: '#16a34a' } }, '● activities'),
-            h('span', { style: { color: '#d97706' } }, '● entities'))),
+            h('span', { style: { color: '#d97706' } }, '● entities'),
+            h('span', { class: 'grow' }), h('span', {}, `last ${Math.round(m.throughput.series.length * m.throughput.intervalSeconds)} s · peak ${peak(m.throughput.series).toFixed(2)}/s`))),
         h('div', { class: 'panel flush' }, h('table', { id: 'work-items' },
           h('thead', {}, h('tr', {}, h('th', {}, 'Work items'), h('th', { class: 'num' }, 'Pending'), h('th', { class: 'num' }, 'Active'),
             h('th', { class: 'num' }, 'Dispatched'), h('th', { class: 'num' }, 'Completed'))),
@@ -921,11 +925,11 @@ function spark(series) {
       svg.append(pl);
     }
   }
-  const label = document.createElementNS(ns, 'text');
-  label.setAttribute('x', 6); label.setAttribute('y', 14); label.setAttribute('font-size', '12'); label.setAttribute('fill', '#6b7280');
-  label.textContent = `max ${max.toFixed(2)}/s`;
-  svg.append(label);
   return svg;
+}
+
+function peak(series) {
+  return Math.max(0, ...series.flatMap((s) => [s.orchestration, s.activity, s.entity]));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
