@@ -1,0 +1,209 @@
+"""The OpenAPI 3.1 description of the gateway's HTTP API (served at /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("moorage")
+    except Exception:  # pragma: no cover - running from a source tree without metadata
+        return "0.0.0"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "Bad request: malformed JSON, a missing or invalid field", 404: "Unknown agent, thread, run, "
+            "instance or entity", 409: "Conflict (an instance id in use, a state that forbids the operation)",
+            413: "The request body is over the size limit", 500: "The agent's turn failed (see error.message)",
+            503: "The Durable Task backend cannot be reached", 504: "A wait ran out"}
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+P_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+          "description": "The agent's name (e.g. Joker)."}
+P_THREAD = {"name": "threadId", "in": "path", "required": True, "schema": {"type": "string"}}
+P_CORR = {"name": "correlationId", "in": "path", "required": True, "schema": {"type": "string"}}
+P_INSTANCE = {"name": "instanceId", "in": "path", "required": True, "schema": {"type": "string"}}
+Q_WAIT = {"name": "wait", "in": "query", "schema": {"type": "boolean", "default": True},
+          "description": "false: answer 202 at once with the run's status URL (Location)."}
+Q_STREAM = {"name": "stream", "in": "query", "schema": {"type": "boolean", "default": False},
+            "description": "true (or Accept: text/event-stream): stream the answer as server-sent events."}
+Q_TIMEOUT = {"name": "timeout", "in": "query", "schema": {"type": "number", "default": 300},
+             "description": "Seconds to wait for the answer; when they run out the answer is 202 + status URL."}
+ANY = {"description": "Any JSON value."}
+
+
+def openapi_spec(server_url: str = "") -> dict[str, Any]:
+    run_post = {
+        "parameters": [Q_WAIT, Q_STREAM, Q_TIMEOUT],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": _ref("RunRequest"), "example": {"message": "Tell me a joke about pirates"}},
+            "text/plain": {"schema": {"type": "string"}}}},
+        "responses": {
+            "200": _json(_ref("RunResponse"), "The answer."),
+            "202": _json(_ref("RunAccepted"), "Accepted (wait=false, or the timeout ran out); poll Location."),
+            **_errors(400, 404, 413, 500, 503),
+        },
+    }
+    run_post["responses"]["200"]["content"]["text/event-stream"] = {
+        "schema": {"type": "string"},
+        "description": "With stream=true: events `started` {threadId, correlationId}, `chunk` {text, sequence} "
+                       "(in order, before the turn completes), then `completed` (a RunResponse) or `error`."}
+    spec: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "Moorage gateway", "version": _version(),
+                 "description": "Run durable agents and drive orchestrations and entities over HTTP. The same "
+                                "operations exist over gRPC (moorage.v1.AgentService, proto/moorage/v1/agents.proto)."},
+        "paths": {
+            "/api/agents": {"get": {"summary": "Known agents", "operationId": "listAgents",
+                                    "responses": {"200": _json({"type": "object", "properties": {
+                                        "agents": {"type": "array", "items": _ref("AgentInfo")}}}, "Agents.")}}},
+            "/api/agents/{name}/threads": {
+                "parameters": [P_NAME],
+                "post": {"summary": "Start a new thread with a message", "operationId": "runNewThread", **run_post},
+                "get": {"summary": "List the agent's threads", "operationId": "listThreads",
+                        "parameters": [{"name": "pageSize", "in": "query", "schema": {"type": "integer"}},
+                                       {"name": "continuationToken", "in": "query", "schema": {"type": "string"}}],
+                        "responses": {"200": _json(_ref("ThreadPage"), "A page of threads."), **_errors(400, 404)}},
+            },
+            "/api/agents/{name}/threads/{threadId}": {
+                "parameters": [P_NAME, P_THREAD],
+                "post": {"summary": "Send the next message of a thread", "operationId": "runThread", **run_post},
+                "get": {"summary": "A thread with its history", "operationId": "getThread",
+                        "responses": {"200": _json(_ref("Thread"), "The thread."), **_errors(400, 404)}},
+                "delete": {"summary": "Delete a thread", "operationId": "deleteThread",
+                           "responses": {"204": {"description": "Deleted."}, **_errors(400, 404)}},
+            },
+            "/api/agents/{name}/threads/{threadId}/runs/{correlationId}": {
+                "parameters": [P_NAME, P_THREAD, P_CORR],
+                "get": {"summary": "The status of a turn, and its answer once done", "operationId": "getRun",
+                        "parameters": [{"name": "wait", "in": "query", "schema": {"type": "number"},
+                                        "description": "Seconds to wait for the turn to finish."}],
+                        "responses": {"200": _json(_ref("RunResponse"), "Done."),
+                                      "202": _json(_ref("RunAccepted"), "Still pending or running."),
+                                      **_errors(400, 404, 500)}},
+            },
+            "/api/orchestrations/{name}": {
+                "post": {"summary": "Start an orchestration; the body is its input", "operationId": "startOrchestration",
+                         "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                                        {"name": "instanceId", "in": "query", "schema": {"type": "string"}},
+                                        {"name": "startAt", "in": "query", "schema": {"type": "string",
+                                                                                       "format": "date-time"}},
+                                        {"name": "version", "in": "query", "schema": {"type": "string"}}],
+                         "requestBody": {"content": {"application/json": {"schema": ANY}}},
+                         "responses": {"202": _json(_ref("InstanceUrls"), "Started."), **_errors(400, 409, 413)}}},
+            "/api/instances/{instanceId}": {
+                "get": {"summary": "An orchestration instance's status", "operationId": "getInstance",
+                        "parameters": [P_INSTANCE, {"name": "wait", "in": "query", "schema": {"type": "number"},
+                                                    "description": "Seconds to wait for it to finish."}],
+                        "responses": {"200": _json(_ref("Instance"), "Finished (completed, failed, terminated)."),
+                                      "202": _json(_ref("Instance"), "Pending, running or suspended."),
+                                      **_errors(400, 404)}}},
+            "/api/instances/{instanceId}/events/{eventName}": {
+                "post": {"summary": "Raise an event; the body is its data", "operationId": "raiseEvent",
+                         "parameters": [P_INSTANCE, {"name": "eventName", "in": "path", "required": True,
+                                                     "schema": {"type": "string"}}],
+                         "requestBody": {"content": {"application/json": {"schema": ANY}}},
+                         "responses": {"202": {"description": "Delivered."}, **_errors(400, 404, 413)}}},
+            "/api/instances/{instanceId}/terminate": {
+                "post": {"summary": "Terminate an instance", "operationId": "terminate",
+                         "parameters": [P_INSTANCE, {"name": "reason", "in": "query", "schema": {"type": "string"}}],
+                         "requestBody": {"content": {"application/json": {"schema": {
+                             "type": "object", "properties": {"output": ANY}}}}},
+                         "responses": {"202": {"description": "Terminating."}, **_errors(400, 404, 409)}}},
+            "/api/instances/{instanceId}/suspend": {
+                "post": {"summary": "Suspend an instance", "operationId": "suspend",
+                         "parameters": [P_INSTANCE, {"name": "reason", "in": "query", "schema": {"type": "string"}}],
+                         "responses": {"202": {"description": "Suspending."}, **_errors(400, 404, 409)}}},
+            "/api/instances/{instanceId}/resume": {
+                "post": {"summary": "Resume a suspended instance", "operationId": "resume",
+                         "parameters": [P_INSTANCE, {"name": "reason", "in": "query", "schema": {"type": "string"}}],
+                         "responses": {"202": {"description": "Resuming."}, **_errors(400, 404, 409)}}},
+            "/api/entities/{name}/{key}": {
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                               {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "post": {"summary": "Signal an entity operation; the body is its input", "operationId": "signalEntity",
+                         "parameters": [{"name": "op", "in": "query", "required": True, "schema": {"type": "string"}},
+                                        {"name": "signalAt", "in": "query", "schema": {"type": "string",
+                                                                                        "format": "date-time"}}],
+                         "requestBody": {"content": {"application/json": {"schema": ANY}}},
+                         "responses": {"202": {"description": "Signalled."}, **_errors(400, 413)}},
+                "get": {"summary": "An entity's state", "operationId": "getEntity",
+                        "responses": {"200": _json(_ref("Entity"), "The entity."), **_errors(400, 404)}},
+            },
+            "/healthz": {"get": {"summary": "Liveness", "operationId": "health",
+                                 "responses": {"200": {"description": "Serving."}}}},
+        },
+        "components": {"schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["code", "message", "status"], "properties": {
+                    "code": {"type": "string", "description": "The gRPC status name (NOT_FOUND, ...)."},
+                    "message": {"type": "string"}, "status": {"type": "integer"},
+                    "reason": {"type": "string", "description": "e.g. AgentNotFound, ThreadNotFound, BadJson."}}}}},
+            "AgentInfo": {"type": "object", "properties": {"name": {"type": "string"},
+                                                           "description": {"type": "string"},
+                                                           "registeredAt": {"type": "string"}}},
+            "RunRequest": {"type": "object", "required": ["message"], "properties": {
+                "message": {"type": "string"},
+                "correlationId": {"type": "string", "description": "Idempotency key of the turn."},
+                "responseSchema": {"description": "A JSON Schema for a structured answer (or \"json\")."},
+                "options": {"type": "object", "description": "Chat options (temperature, max_tokens, ...)."},
+                "enableToolCalls": {"type": "boolean"}}},
+            "Usage": {"type": "object", "properties": {"inputTokenCount": {"type": "integer"},
+                                                       "outputTokenCount": {"type": "integer"},
+                                                       "totalTokenCount": {"type": "integer"}}},
+            "RunResponse": {"type": "object", "required": ["threadId", "response", "correlationId"], "properties": {
+                "threadId": {"type": "string"}, "response": {"type": "string"},
+                "correlationId": {"type": "string"}, "agent": {"type": "string"},
+                "status": {"type": "string", "enum": ["completed"]}, "value": ANY, "usage": _ref("Usage"),
+                "createdAt": {"type": "string"}, "messages": {"type": "array", "items": {"type": "object"}}}},
+            "RunAccepted": {"type": "object", "properties": {
+                "threadId": {"type": "string"}, "correlationId": {"type": "string"}, "agent": {"type": "string"},
+                "status": {"type": "string", "enum": ["pending", "running"]},
+                "statusQueryGetUri": {"type": "string"}}},
+            "Message": {"type": "object", "properties": {
+                "role": {"type": "string"}, "text": {"type": "string"}, "correlationId": {"type": "string"},
+                "createdAt": {"type": "string"}, "authorName": {"type": "string"},
+                "contents": {"type": "array", "items": {"type": "object"}}}},
+            "Thread": {"type": "object", "properties": {
+                "agent": {"type": "string"}, "threadId": {"type": "string"},
+                "messages": {"type": "array", "items": _ref("Message")},
+                "runningCorrelationId": {"type": "string"}, "lastModifiedAt": {"type": "string"},
+                "state": {"type": "object", "description": "Durable-agent state, schema 1.1.0."}}},
+            "ThreadPage": {"type": "object", "properties": {
+                "threads": {"type": "array", "items": {"type": "object", "properties": {
+                    "agent": {"type": "string"}, "threadId": {"type": "string"},
+                    "lastModifiedAt": {"type": "string"}}}},
+                "continuationToken": {"type": "string"}}},
+            "InstanceUrls": {"type": "object", "properties": {k: {"type": "string"} for k in (
+                "id", "instanceId", "statusQueryGetUri", "sendEventPostUri", "terminatePostUri", "suspendPostUri",
+                "resumePostUri")}},
+            "Instance": {"type": "object", "properties": {
+                "name": {"type": "string"}, "instanceId": {"type": "string"},
+                "runtimeStatus": {"type": "string", "enum": ["Pending", "Running", "Completed", "Failed",
+                                                             "Terminated", "Suspended", "ContinuedAsNew",
+                                                             "Canceled"]},
+                "input": ANY, "output": ANY, "customStatus": ANY, "createdTime": {"type": "string"},
+                "lastUpdatedTime": {"type": "string"}, "failureDetails": {"type": ["object", "null"]}}},
+            "Entity": {"type": "object", "properties": {
+                "name": {"type": "string"}, "key": {"type": "string"}, "state": ANY,
+                "lastModifiedAt": {"type": "string"}, "backlog": {"type": "integer"}}},
+        }},
+    }
+    if server_url:
+        spec["servers"] = [{"url": server_url}]
+    return spec
+
+
+__all__ = ["openapi_spec"]

@@ -1,0 +1,161 @@
+"""Run the gateway: inside ``moorage sidecar`` (sharing its gRPC server and event loop) or alone
+(``moorage gateway``) against any Durable Task backend named by a connection string, DTS included."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from moorage.gateway.core import Gateway
+from moorage.gateway.grpc_service import add_to_server
+from moorage.gateway.http import DEFAULT_MAX_BODY_BYTES, create_app
+
+log = logging.getLogger("moorage.gateway")
+
+DEFAULT_HTTP_PORT = 7071  # what Azure Functions users' curl commands already use
+DEFAULT_GRPC_PORT = 8081  # standalone only; inside the sidecar AgentService shares the sidecar's port
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class GatewayConfig:
+    connection_string: str | None = None
+    host: str = "0.0.0.0"
+    http_port: int | None = DEFAULT_HTTP_PORT  # None: no HTTP server
+    grpc_port: int | None = DEFAULT_GRPC_PORT  # standalone: None = no gRPC server
+    agents: list[str] = field(default_factory=list)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"gateway: cannot listen for HTTP on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class _Uvicorn:
+    """uvicorn in the caller's event loop, without its own signal handling (the host process owns signals)."""
+
+    def __init__(self, app: object, sock: socket.socket):
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:  # type: ignore[override]
+                yield
+
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+                                timeout_graceful_shutdown=2)
+        self.server = Server(config)
+        self.sock = sock
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]), name="moorage-gateway-http")
+        for _ in range(500):
+            if self.server.started or self.task.done():
+                break
+            await asyncio.sleep(0.01)
+        if self.task.done():
+            self.task.result()
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(self.task, 5)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self.task.cancel()
+            except SystemExit:
+                pass
+        self.sock.close()
+
+
+class GatewayRuntime:
+    """A running gateway (its HTTP server; its gRPC services live on whichever server they were added to)."""
+
+    def __init__(self, gateway: Gateway, config: GatewayConfig):
+        self.gateway = gateway
+        self.config = config
+        self.http: _Uvicorn | None = None
+        self.http_port: int | None = None
+
+    async def start_http(self, *, fatal: bool = True) -> None:
+        """Serve HTTP on the configured port. ``fatal=False`` (inside the sidecar): a busy port costs the HTTP API,
+        not the process — the error is logged and gRPC goes on."""
+        if self.config.http_port is None:
+            return
+        try:
+            sock = _bind(self.config.host, self.config.http_port)
+        except SystemExit as exc:
+            if fatal:
+                raise
+            log.error("%s; the gateway's HTTP API is off (choose another --http-port)", exc)
+            return
+        self.http_port = sock.getsockname()[1]
+        self.http = _Uvicorn(create_app(self.gateway, max_body_bytes=self.config.max_body_bytes), sock)
+        await self.http.start()
+        log.info("gateway HTTP listening address=%s:%s (OpenAPI at /openapi.json)", self.config.host, self.http_port)
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
+        await self.gateway.close()
+
+
+def attach(server: grpc.aio.Server, config: GatewayConfig) -> GatewayRuntime:
+    """Add AgentService (and the stream sink) to a grpc.aio server that is not started yet; call
+    ``await runtime.start_http()`` once the loop runs and ``await runtime.stop()`` at shutdown."""
+    gateway = Gateway(config.connection_string, agents=config.agents)
+    add_to_server(gateway, server)
+    return GatewayRuntime(gateway, config)
+
+
+async def serve(config: GatewayConfig, ready: asyncio.Event | None = None) -> None:
+    """The standalone gateway: its own gRPC server and HTTP server, until SIGTERM/SIGINT."""
+    server = grpc.aio.server(options=[
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+    ])
+    runtime = attach(server, config)
+    if config.grpc_port is not None:
+        address = f"{config.host}:{config.grpc_port}"
+        if server.add_insecure_port(address) == 0:
+            raise SystemExit(f"gateway: cannot listen for gRPC on {address}")
+        await server.start()
+        log.info("gateway gRPC listening address=%s backend=%s hub=%s", address, runtime.gateway.settings.endpoint,
+                 runtime.gateway.settings.taskhub)
+    await runtime.start_http()
+    if ready is not None:
+        ready.set()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await stop.wait()
+    log.info("gateway stopping")
+    await runtime.stop()
+    await server.stop(grace=2.0)
+
+
+__all__ = ["DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "GatewayConfig", "GatewayRuntime", "attach", "serve"]
