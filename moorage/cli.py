@@ -29,12 +29,15 @@ def main() -> None:
               show_envvar=True, help="HTTP port of the dashboard (the DTS emulator's is 8082); 0 turns it off.")
 @click.option("--dashboard-actions/--no-dashboard-actions", default=False, envvar="MOORAGE_DASHBOARD_ACTIONS",
               show_envvar=True, help="Let the dashboard act (start, terminate, purge, signal, ...); read-only otherwise.")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=7071, envvar="MOORAGE_HTTP_PORT",
+              show_envvar=True, help="HTTP port of the gateway's API (/api/agents/..., Azure Functions' port, so "
+              "durable-agent curl commands work unchanged); 0 turns it off. Its gRPC AgentService shares --port.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               envvar="MOORAGE_LOG_LEVEL", show_envvar=True, help="Log verbosity.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="MOORAGE_LOG_FORMAT",
               show_envvar=True, help="Log line format.")
 def sidecar(port: int, host: str, store: str, task_hubs: str, lease_seconds: float, dashboard_port: int,
-            dashboard_actions: bool, log_level: str, log_format: str) -> None:
+            dashboard_actions: bool, http_port: int, log_level: str, log_format: str) -> None:
     """Run the durable Durable Task sidecar (point DTS-emulator code at localhost:PORT)."""
     from moorage.sidecar.server import SidecarConfig, serve
 
@@ -45,9 +48,46 @@ def sidecar(port: int, host: str, store: str, task_hubs: str, lease_seconds: flo
     try:
         asyncio.run(serve(SidecarConfig(port=port, host=host, store=store, task_hubs=hubs,
                                         lease_seconds=lease_seconds, dashboard_port=dashboard_port,
-                                        dashboard_actions=dashboard_actions)))
+                                        dashboard_actions=dashboard_actions, http_port=http_port)))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.option("--connection-string", default=None, envvar="DURABLE_TASK_SCHEDULER_CONNECTION_STRING",
+              show_envvar=True, help="The backend, e.g. Endpoint=http://localhost:8080;Authentication=None;"
+              "TaskHub=default or a DTS scheduler's (default: the local sidecar).")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=8081, envvar="MOORAGE_GATEWAY_GRPC_PORT",
+              show_envvar=True, help="gRPC port of moorage.v1.AgentService; 0 turns it off.")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=7071, envvar="MOORAGE_HTTP_PORT",
+              show_envvar=True, help="HTTP port of the API (/api/agents/..., /openapi.json); 0 turns it off.")
+@click.option("--host", default="0.0.0.0", envvar="MOORAGE_HOST", show_envvar=True, help="Address to listen on.")
+@click.option("--agents", default="", envvar="MOORAGE_AGENTS", show_envvar=True,
+              help="Comma-separated agent names to accept even before a worker registers them.")
+@click.option("--max-body-bytes", type=click.IntRange(1024, 1 << 30), default=4 * 1024 * 1024,
+              envvar="MOORAGE_MAX_BODY_BYTES", show_envvar=True, help="Largest HTTP request body (413 above).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              envvar="MOORAGE_LOG_LEVEL", show_envvar=True, help="Log verbosity.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="MOORAGE_LOG_FORMAT",
+              show_envvar=True, help="Log line format.")
+def gateway(connection_string: str | None, grpc_port: int, http_port: int, host: str, agents: str,
+            max_body_bytes: int, log_level: str, log_format: str) -> None:
+    """Run the gateway alone (gRPC AgentService + HTTP API) against any Durable Task backend, DTS included.
+
+    `moorage sidecar` already runs one; use this one in front of a DTS scheduler or a remote sidecar."""
+    from moorage.connection import load_settings
+    from moorage.gateway import GatewayConfig, serve
+
+    logs.setup(log_level, log_format)
+    if not grpc_port and not http_port:
+        raise click.BadParameter("--grpc-port and --http-port are both 0: nothing to serve", param_hint="--http-port")
+    try:
+        load_settings(connection_string)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--connection-string") from None
+    asyncio.run(serve(GatewayConfig(connection_string=connection_string, host=host, http_port=http_port or None,
+                                    grpc_port=grpc_port or None, max_body_bytes=max_body_bytes,
+                                    agents=[a.strip() for a in agents.split(",") if a.strip()])))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""Start and stop the sidecar: the gRPC server, the store and the lease keeper, in one asyncio loop."""
+"""Start and stop the sidecar: the gRPC server, the store and the lease keeper, in one asyncio loop.
+
+The gateway (``moorage.gateway``) runs in the same loop: its gRPC ``moorage.v1.AgentService`` is served on the
+sidecar's own port (one port, both protocols) and its HTTP API on ``http_port``."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import durabletask.internal.orchestrator_service_pb2_grpc as pb_grpc
 import grpc
@@ -13,6 +17,9 @@ import grpc
 from moorage.dashboard import start_dashboard
 from moorage.sidecar.service import Service
 from moorage.sidecar.store.base import open_store
+
+if TYPE_CHECKING:
+    from moorage.gateway.server import GatewayRuntime
 
 log = logging.getLogger("moorage.sidecar")
 
@@ -28,6 +35,8 @@ class SidecarConfig:
     lease_seconds: float = 10.0
     dashboard_port: int = 0  # 0: no dashboard (the CLI's default is 8082)
     dashboard_actions: bool = False
+    http_port: int = 0  # the gateway's HTTP API; 0: none (the CLI's default is 7071, as Azure Functions')
+    gateway: bool = True  # serve moorage.v1.AgentService on the gRPC port
 
 
 async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> None:
@@ -41,11 +50,15 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     ])
     pb_grpc.add_TaskHubSidecarServiceServicer_to_server(service, server)
     address = f"{config.host}:{config.port}"
-    if server.add_insecure_port(address) == 0:
+    bound = server.add_insecure_port(address)
+    if bound == 0:
         raise SystemExit(f"cannot listen on {address}")
+    gateway = _attach_gateway(server, config, bound) if config.gateway else None
     await server.start()
     renewer = asyncio.create_task(service.renew_leases_forever())
     dashboard = await start_dashboard(service, config.host, config.dashboard_port, config.dashboard_actions)
+    if gateway is not None:
+        await gateway.start_http(fatal=False)
     log.info("sidecar listening address=%s store=%s hubs=%s lease_seconds=%s", address, config.store,
              ",".join(config.task_hubs), config.lease_seconds)
     if ready is not None:
@@ -62,6 +75,18 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     service.stopping.set()
     if dashboard is not None:
         await dashboard.stop()
+    if gateway is not None:
+        await gateway.stop()
     await server.stop(grace=2.0)
     renewer.cancel()
     await store.close()
+
+
+def _attach_gateway(server: grpc.aio.Server, config: SidecarConfig, port: int) -> GatewayRuntime:
+    """AgentService on this server, talking to this sidecar's first task hub over loopback."""
+    from moorage.gateway import GatewayConfig, attach
+
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "", "::", "[::]") else config.host
+    return attach(server, GatewayConfig(
+        connection_string=f"Endpoint=http://{host}:{port};Authentication=None;TaskHub={config.task_hubs[0]}",
+        host=config.host, http_port=config.http_port or None, grpc_port=None))
