@@ -101,7 +101,8 @@ class BackendProcess:
         if IS_INMEMORY:
             cmd = [PYTHON, str(HERE / "inmemory_backend.py")]
         else:
-            cmd = [PYTHON, "-m", "moorage", "sidecar"]
+            cmd = [PYTHON, "-m", "moorage", "sidecar", "--dashboard-port", "0", "--http-port", "0",
+                   "--log-level", "warning"]
         cmd += ["--port", str(self.port), "--store", f"sqlite:///{self.db}"]
         if self.lease_seconds is not None:
             cmd += ["--lease-seconds", f"{self.lease_seconds:g}"]

@@ -1,0 +1,81 @@
+"""Kill -9 the worker in the middle of a turn: after a restart no completed LLM call or tool call runs again, the
+interrupted tool call is retried with the same idempotency key, and the turn finishes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from agent_testkit import IS_INMEMORY, PYTHON, REPO_ROOT, call, uid, wait_until
+
+HERE = Path(__file__).resolve().parent
+
+pytestmark = pytest.mark.skipif(
+    IS_INMEMORY, reason="the in-memory backend has no work-item leases: a killed worker's activity is lost")
+
+
+def start_worker(cs: str, base_url: str, directory: Path, agent: str) -> subprocess.Popen[bytes]:
+    log = open(directory / "worker.log", "ab")
+    return subprocess.Popen(
+        [PYTHON, str(HERE / "crash_worker.py"), "--connection-string", cs, "--base-url", base_url,
+         "--dir", str(directory), "--agent", agent],
+        cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_sigkill_mid_turn_repeats_no_completed_call(cs, client, llm, tmp_path):
+    agent = uid("Booker")
+    llm.add(tool_calls=[call("reserve_table", {"restaurant": "The Anchor", "people": 2})])
+    llm.add(tool_calls=[call("charge_card", {"amount_cents": 4200})])
+    llm.add("Booked The Anchor for two and charged 42.00.")
+
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(start_worker(cs, llm.base_url, tmp_path, agent))
+        handle = client.start_run(agent, "Book dinner for two at The Anchor and pay the deposit.")
+        # The turn reaches the second tool call, which blocks: kill -9 the worker there.
+        wait_until(lambda: (tmp_path / "charge_card.blocked").exists(), timeout=60,
+                   message=f"the turn never reached charge_card; worker log:\n{(tmp_path / 'worker.log').read_bytes()[-3000:]!r}")
+        os.killpg(procs[0].pid, signal.SIGKILL)
+        procs[0].wait(timeout=10)
+        assert llm.count == 2
+        assert len(lines(tmp_path / "reserve_table.log")) == 1
+        assert len(lines(tmp_path / "charge_card.log")) == 1
+
+        # A new worker process picks the turn up (once the dead worker's lease runs out) and finishes it.
+        procs.append(start_worker(cs, llm.base_url, tmp_path, agent))
+        response = client.wait_for_response(handle, timeout=60)
+        assert response.text == "Booked The Anchor for two and charged 42.00."
+
+        # Nothing that completed ran again: one request per scripted reply, one reservation.
+        assert llm.count == 3
+        reserve = lines(tmp_path / "reserve_table.log")
+        assert len(reserve) == 1
+        # The interrupted call ran again, in the new process, with the same idempotency key.
+        charge = lines(tmp_path / "charge_card.log")
+        assert len(charge) == 2
+        (pid1, key1), (pid2, key2) = (c.split() for c in charge)
+        assert pid1 != pid2 and key1 == key2 == (tmp_path / "charge_card.blocked").read_text()
+        assert key1.startswith(handle.instance_id + ":")
+        assert reserve[0].split()[1] != key1
+        # The third model call saw both tool results.
+        tool_results = [m["content"] for m in llm.requests[2]["messages"] if m["role"] == "tool"]
+        assert tool_results[0].startswith("reserved The Anchor for 2") and tool_results[1] == "charged 4200 cents"
+        # The session holds the finished turn.
+        info = client.get_session(agent, handle.session_id)
+        assert info.turns == 1 and info.last_response_text == response.text and not info.is_running
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
