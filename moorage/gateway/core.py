@@ -576,7 +576,7 @@ class Gateway:
                         name, thread_id, correlation_id, "completed", response=text_of(entry.get("messages") or []),
                         usage=_usage(entry.get("usage")), created_at=str(entry.get("createdAt") or ""),
                         messages=list(entry.get("messages") or [])))
-        if (name.lower(), thread_id, correlation_id) in self._runs or (md is not None and md.backlog_queue_size):
+        if (name.lower(), thread_id, correlation_id) in self._runs:  # sent by this gateway, not yet seen by the entity
             return RunStatusView(name, thread_id, correlation_id, "pending")
         if md is None and (name.lower(), thread_id) not in self._threads:
             raise not_found(f"agent {name!r} has no thread {thread_id!r}", reason="ThreadNotFound")

@@ -88,26 +88,37 @@ class HttpApi:
     # -- helpers ----------------------------------------------------------------------------------------------------
 
     async def body(self, request: Request) -> bytes:
+        """The request body, at most ``max_body_bytes`` (413 above). An oversized body that is not too huge is
+        read and dropped before answering, so that clients still sending it see the 413 rather than a reset."""
         limit = self.max_body_bytes
+        drain_cap = max(4 * limit, 16 * 1024 * 1024)
         declared = request.headers.get("content-length")
+        size: int | None = None
         if declared is not None:
             try:
                 size = int(declared)
             except ValueError:
                 raise invalid(f"Content-Length {declared!r} is not a number") from None
-            if size > limit:
-                raise GatewayError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                   f"the request body is {size} bytes; the limit is {limit} bytes",
-                                   http_status=413, reason="BodyTooLarge")
+        too_large = GatewayError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                 f"the request body is {size if size is not None else 'over'} bytes; the limit is "
+                                 f"{limit} bytes", http_status=413, reason="BodyTooLarge")
+        if size is not None and size > limit:
+            expects = request.headers.get("expect", "").lower() == "100-continue"
+            if size <= drain_cap and not expects:
+                async for _ in request.stream():
+                    pass
+            raise too_large
         parts: list[bytes] = []
         total = 0
         async for chunk in request.stream():
             total += len(chunk)
             if total > limit:
-                raise GatewayError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                   f"the request body is over the limit of {limit} bytes", http_status=413,
-                                   reason="BodyTooLarge")
+                if total > drain_cap:
+                    raise too_large
+                continue
             parts.append(chunk)
+        if total > limit:
+            raise too_large
         return b"".join(parts)
 
     async def json_body(self, request: Request) -> Any:

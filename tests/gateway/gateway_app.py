@@ -1,0 +1,160 @@
+"""What the gateway tests run behind the gateway: the agent "Joker" on a scripted model that streams, the
+orchestration "wait_for_approval", the entity "counter", and the agent registry.
+
+The scripted model keeps context the way a real one would: it answers "what is my name?" from an earlier turn
+and "another one about the same topic" with the topic of an earlier turn, and says which turn it is on.
+A message containing ``[gate:TOKEN]`` streams its first word, then waits until the test opens ``GATES[TOKEN]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from typing import Any
+
+from moorage.agents import Agent
+from moorage.agents.models import ModelRequest, ModelResponse
+
+GATES: dict[str, threading.Event] = {}
+_GATE = re.compile(r"\[gate:([A-Za-z0-9_-]+)\]")
+JOKES = {
+    "pirates": "Why couldn't the pirate play cards? Because he was standing on the deck.",
+    "sailors": "What do sailors eat for breakfast? Bagels, boiled on the sea.",
+}
+OTHER_JOKES = {
+    "pirates": "How much did the pirate pay for his earrings? A buccaneer.",
+    "sailors": "Why do sailors keep calm? They know how to ride out a storm.",
+}
+
+
+def _text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content or "")
+
+
+class ScriptedModel:
+    """A deterministic chat model with ``complete`` and ``stream(request, on_text)``."""
+
+    chunk_delay = 0.02
+
+    def reply(self, request: ModelRequest) -> str:
+        users = [_text(m) for m in request.messages if m.get("role") == "user"]
+        last = users[-1] if users else ""
+        low = last.lower()
+        name = topic = None
+        for text in users:
+            m = re.search(r"my name is (\w+)", text, re.I)
+            if m:
+                name = m.group(1)
+            m = re.search(r"about (\w+)", text, re.I)
+            if m and m.group(1).lower() not in ("the", "a", "an"):
+                topic = m.group(1).lower()
+        if "what is my name" in low:
+            body = f"Your name is {name}." if name else "You have not told me your name."
+        elif "same topic" in low and topic:
+            body = f"Another one about {topic}: {OTHER_JOKES.get(topic, 'I am out of jokes about ' + topic + '.')}"
+        elif "joke" in low and topic:
+            body = JOKES.get(topic, f"A joke about {topic}: it is still being written.")
+        else:
+            body = f"You said: {_GATE.sub('', last).strip()}"
+        return f"[turn {len(users)}] {body}"
+
+    def _response(self, text: str, request: ModelRequest) -> ModelResponse:
+        words_in = sum(len(_text(m).split()) for m in request.messages)
+        words_out = len(text.split())
+        return ModelResponse(text=text, usage={"inputTokenCount": words_in, "outputTokenCount": words_out,
+                                               "totalTokenCount": words_in + words_out},
+                             model="scripted", finish_reason="stop")
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        return self._response(self.reply(request), request)
+
+    def stream(self, request: ModelRequest, on_text: Any) -> ModelResponse:
+        text = self.reply(request)
+        users = [_text(m) for m in request.messages if m.get("role") == "user"]
+        gate = _GATE.search(users[-1]) if users else None
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            on_text(word if i == 0 else " " + word)
+            if i == 0 and gate is not None:
+                event = GATES.setdefault(gate.group(1), threading.Event())
+                if not event.wait(60):
+                    raise TimeoutError(f"gate {gate.group(1)} never opened")
+            else:
+                time.sleep(self.chunk_delay)
+        return self._response(text, request)
+
+
+def wait_for_approval(ctx: Any, input: Any) -> Any:
+    approval = yield ctx.wait_for_external_event("approve")
+    return {"input": input, "approval": approval}
+
+
+def counter(ctx: Any, input: Any) -> Any:
+    state = ctx.get_state(int, 0)
+    if ctx.operation == "add":
+        state += int(input or 0)
+        ctx.set_state(state)
+    elif ctx.operation == "reset":
+        ctx.set_state(0)
+    elif ctx.operation == "delete":
+        ctx.set_state(None)
+    return state
+
+
+def joker() -> Agent:
+    return Agent(name="Joker", instructions="You are good at telling jokes.", model=ScriptedModel(),
+                 description="Tells jokes (scripted test model).")
+
+
+class AppWorker:
+    """The worker process's content, run in the test process (SDK worker threads)."""
+
+    def __init__(self, grpc_port: int, taskhub: str = "default"):
+        from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
+
+        from moorage.agents.runtime import make_session_entity, make_tool_activity, make_turn_orchestrator
+        from moorage.agents.serialization import MoorageDataConverter
+        from moorage.connection import load_settings
+        from moorage.gateway import registry
+        from moorage.gateway.streaming import ChunkPublisher, make_streaming_llm_activity
+
+        self.connection_string = f"Endpoint=http://localhost:{grpc_port};Authentication=None;TaskHub={taskhub}"
+        settings = load_settings(self.connection_string)
+        logger = logging.getLogger("moorage.tests.gateway.worker")
+        logger.setLevel(logging.WARNING)
+        self.worker = DurableTaskSchedulerWorker(**settings.sdk_kwargs(), data_converter=MoorageDataConverter(),
+                                                 logger=logger)
+        self.publisher = ChunkPublisher(f"localhost:{grpc_port}")
+        self.agents = [joker()]
+        for agent in self.agents:
+            self.worker.add_entity(make_session_entity(agent), name=agent.entity_name)
+            self.worker.add_orchestrator(make_turn_orchestrator(agent))
+            self.worker.add_activity(make_streaming_llm_activity(agent, self.publisher))
+            self.worker.add_activity(make_tool_activity(agent))
+        registry.install(self.worker, self.agents)
+        self.worker.add_orchestrator(wait_for_approval)
+        self.worker.add_entity(counter, name="counter")
+
+    def start(self) -> AppWorker:
+        from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+
+        from moorage.connection import load_settings
+        from moorage.gateway import registry
+
+        self.worker.start()
+        client = DurableTaskSchedulerClient(**load_settings(self.connection_string).sdk_kwargs(),
+                                            logger=logging.getLogger("moorage.tests.gateway.client"))
+        try:
+            registry.register(client, self.agents)
+        finally:
+            client.close()
+        return self
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.publisher.close()
