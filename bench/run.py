@@ -48,6 +48,19 @@ def _env(name: str, default: str) -> str:
 
 
 # --------------------------------------------------------------------------- targets
+_HELP: list[str] = []
+
+
+def _sidecar_help() -> str:
+    if not _HELP:
+        try:
+            _HELP.append(subprocess.run([sys.executable, "-m", "moorage", "sidecar", "--help"], cwd=str(REPO),
+                                        capture_output=True, text=True, timeout=60).stdout)
+        except Exception:
+            _HELP.append("")
+    return _HELP[0]
+
+
 @dataclass
 class Target:
     key: str            # "moorage" | "inmemory"
@@ -63,10 +76,12 @@ class Target:
             if store_dir != workdir:
                 store_dir = Path(tempfile.mkdtemp(prefix="moorage-bench-", dir=store_dir))
             self.store_dir = store_dir
+            # Side services on fixed ports (dashboard 8082, gateway HTTP 7071) are off: free ports only,
+            # and they are not what we measure.  Only flags this sidecar version has are passed.
+            extra = [a for flag in ("--dashboard-port", "--http-port") if flag in _sidecar_help()
+                     for a in (flag, "0")]
             return [sys.executable, "-m", "moorage", "sidecar", "--host", "127.0.0.1", "--port", str(port),
-                    "--store", f"sqlite:///{store_dir}/bench.db", "--log-level", "warning",
-                    # the dashboard would take a fixed port (8082) and is not what we measure
-                    "--dashboard-port", "0"]
+                    "--store", f"sqlite:///{store_dir}/bench.db", "--log-level", "warning", *extra]
         if self.key == "inmemory":
             return [sys.executable, "-m", "bench.inmemory_server", "--port", str(port)]
         raise SystemExit(f"unknown target {self.key!r} (known: moorage, inmemory)")
