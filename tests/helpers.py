@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -153,8 +154,11 @@ class SidecarProcess:
             cmd += ["--task-hubs", ",".join(self.task_hubs)]
         if self.lease_seconds is not None:
             cmd += ["--lease-seconds", f"{self.lease_seconds:g}"]
-        if not IS_INMEMORY and "--dashboard-port" in sidecar_help():
-            cmd += ["--dashboard-port", "0"]  # its default is a fixed port (8082): never use fixed ports
+        if not IS_INMEMORY:
+            # extra listeners (dashboard 8082, HTTP gateway 7071, ...) default to fixed ports: turn them off (0)
+            for opt in sorted(set(re.findall(r"(--[a-z][a-z-]*-port)\b", sidecar_help()))):
+                if opt not in self.extra_args:
+                    cmd += [opt, "0"]
         return cmd + self.extra_args
 
     @property
