@@ -21,6 +21,17 @@ from .serialization import MoorageDataConverter
 logger = logging.getLogger("moorage.agents")
 
 
+class _QuietStop(logging.Filter):
+    """Drops the SDK's warning about its own stream being cancelled while the worker stops on purpose."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.stopping and "Locally cancelled by application" in record.getMessage())
+
+
 class AgentWorker:
     """Hosts agents on the backend named by the connection string.
 
@@ -37,12 +48,16 @@ class AgentWorker:
                  concurrency_options: ConcurrencyOptions | None = None, logger: logging.Logger | None = None,
                  **worker_kwargs: Any):
         self.settings = load_settings(connection_string)
+        sdk_logger = logger or logging.getLogger("moorage.durabletask.worker")
+        self._quiet = _QuietStop()
+        sdk_logger.addFilter(self._quiet)
+        self._sdk_logger = sdk_logger
         self._worker = DurableTaskSchedulerWorker(
             **self.settings.sdk_kwargs(),
             concurrency_options=concurrency_options,
             data_converter=worker_kwargs.pop("data_converter", None) or MoorageDataConverter(),
             # The SDK's default is an INFO stderr logger per worker; use the application's logging config instead.
-            logger=logger or logging.getLogger("moorage.durabletask.worker"),
+            logger=sdk_logger,
             **worker_kwargs,
         )
         self.agents: dict[str, Agent] = {}
@@ -127,8 +142,12 @@ class AgentWorker:
 
     def stop(self) -> None:
         if self._started:
-            self._worker.stop()
-            self._started = False
+            self._quiet.stopping = True
+            try:
+                self._worker.stop()
+            finally:
+                self._started = False
+                self._quiet.stopping = False
 
     def __enter__(self) -> AgentWorker:
         return self.start()

@@ -133,10 +133,9 @@ class BackendProcess:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"backend not ready after {timeout}s\n{self.tail()}")
                 try:
-                    grpc.channel_ready_future(channel).result(timeout=0.5)
-                    stubs.TaskHubSidecarServiceStub(channel).Hello(empty_pb2.Empty(), timeout=5)
+                    stubs.TaskHubSidecarServiceStub(channel).Hello(empty_pb2.Empty(), timeout=1, wait_for_ready=True)
                     return
-                except (grpc.FutureTimeoutError, grpc.RpcError):
+                except grpc.RpcError:
                     time.sleep(0.05)
         finally:
             channel.close()

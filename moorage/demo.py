@@ -1,0 +1,145 @@
+"""``python -m moorage.demo`` (``make run``): a durable agent conversation end to end on the embedded sidecar.
+
+Starts ``python -m moorage sidecar`` on a free port with a SQLite store (a temporary file unless ``--store`` is
+given), hosts the Joker agent on an :class:`~moorage.agents.AgentWorker`, holds a short multi-turn conversation
+through :class:`~moorage.agents.AgentClient`, prints it, and shuts everything down.
+
+The model is the offline model (no network, no credentials) unless ``--model env`` asks for the one the
+environment configures (``OPENAI_API_KEY`` / ``AZURE_OPENAI_ENDPOINT`` ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROMPTS = (
+    "Tell me a joke about a pirate.",
+    "Now one about a lighthouse keeper.",
+    "Which of the two did you like better, and why?",
+)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+    import grpc
+    from google.protobuf import empty_pb2
+
+    import durabletask.internal.orchestrator_service_pb2_grpc as stubs
+
+    deadline = time.monotonic() + timeout
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the sidecar exited with code {proc.returncode}:\n{_tail(log)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the sidecar did not become ready in {timeout:g}s:\n{_tail(log)}")
+            try:
+                stubs.TaskHubSidecarServiceStub(channel).Hello(empty_pb2.Empty(), timeout=1, wait_for_ready=True)
+                return
+            except grpc.RpcError:
+                time.sleep(0.05)
+    finally:
+        channel.close()
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=15)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m moorage.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", default=None,
+                        help="sidecar store, e.g. sqlite:///./moorage.db (default: a temporary file)")
+    parser.add_argument("--model", choices=["offline", "env"], default="offline",
+                        help="offline: the built-in offline model; env: the model the environment configures")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from moorage.agents import Agent, AgentClient, AgentWorker, OfflineChatModel
+    from moorage.agents.models import default_model
+
+    workdir = Path(tempfile.mkdtemp(prefix="moorage-demo-"))
+    store = args.store or f"sqlite:///{workdir / 'moorage.db'}"
+    port = _free_port()
+    log = workdir / "sidecar.log"
+    cmd = [sys.executable, "-m", "moorage", "sidecar", "--port", str(port), "--host", "127.0.0.1", "--store", store,
+           "--dashboard-port", "0", "--http-port", "0", "--log-level", "warning"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
+    print(f"Starting the embedded sidecar on 127.0.0.1:{port} (store {store})")
+    with open(log, "ab") as out:
+        sidecar = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+                                   start_new_session=True)
+    worker = None
+    try:
+        _wait_ready(port, sidecar, log)
+        connection_string = f"Endpoint=http://127.0.0.1:{port};Authentication=None;TaskHub=default"
+        model = OfflineChatModel() if args.model == "offline" else default_model()
+        joker = Agent(name="Joker", instructions="You are good at telling jokes.", model=model)
+        worker = AgentWorker(agents=[joker], connection_string=connection_string)
+        worker.start()
+        print(f"Agent worker hosting 'Joker' on {model!r}\n")
+        with AgentClient(connection_string) as client:
+            agent = client.get_agent("Joker")
+            session = agent.new_session()
+            for prompt in PROMPTS:
+                print(f"You:   {prompt}")
+                started = time.perf_counter()
+                response = agent.run(prompt, session=session, timeout=120)
+                elapsed = (time.perf_counter() - started) * 1000
+                print(f"Joker: {response.text}")
+                print(f"       ({elapsed:.0f} ms, {response.usage.get('totalTokenCount', 0)} tokens)\n")
+            info = client.get_session("Joker", session)
+            turns = info.turns if info else 0
+            print(f"Session @dafx-joker@{session.session_id} holds {turns} turns "
+                  f"(Agent Framework durable-agent state schema {info.state['schemaVersion'] if info else '?'}).")
+        return 0 if turns == len(PROMPTS) else 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if worker is not None:
+            worker.stop()
+        _stop(sidecar)
+        if args.store is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        print("Stopped the worker and the sidecar.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
