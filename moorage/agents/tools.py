@@ -24,6 +24,7 @@ import enum
 import inspect
 import json
 import re
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,7 +132,7 @@ def _is_tool_context(annotation: Any) -> bool:
     if isinstance(annotation, str):
         return annotation.split(".")[-1] == "ToolContext"
     origin = typing.get_origin(annotation)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:
         return any(_is_tool_context(a) for a in typing.get_args(annotation) if a is not type(None))
     return False
 
