@@ -44,6 +44,10 @@ def _func(frame: str) -> str:
 
 def _bucket(frames: list[str], app: str) -> str:
     """Classify a stack by the innermost interesting frame: gRPC internals, SQLite, app code, ..."""
+    if frames and frames[-1].startswith("Handle._run (") and "asyncio/events.py" in frames[-1]:
+        # The leaf is an event-loop callback with no Python frame below it: native code run as an
+        # asyncio callback, i.e. grpc.aio's Cython core in an aio server (py-spy without --native).
+        return "native code run by event-loop callbacks (grpc.aio Cython core)"
     for f in reversed(frames):
         if "grpc/_cython" in f or "cygrpc" in f or "grpc/_server" in f or "grpc/aio" in f or "grpc/_channel" in f:
             return "grpc (server/channel internals, incl. socket syscalls)"
@@ -126,4 +130,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import signal
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet when piped into head
     main()

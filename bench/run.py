@@ -16,11 +16,13 @@ Environment knobs (all optional):
   BENCH_STORE_DIR  directory for the sidecar's SQLite file (default: the temp dir, on disk;
                    /dev/shm shows what fsync costs)
   BENCH_INTERLEAVE 1 (default): both targets up at once, runs alternate; 0: one target after the other
+  BENCH_SQLTRACE=1 count the sidecar's SQLite statements per operation (diagnostic; slows it down)
   BENCH_KEEP=1     keep the temp dir (SQLite db, process logs)
 """
 from __future__ import annotations
 
 import importlib.metadata as md
+import json
 import os
 import platform
 import shutil
@@ -49,6 +51,10 @@ def _env(name: str, default: str) -> str:
 
 # --------------------------------------------------------------------------- targets
 _HELP: list[str] = []
+
+
+def sqltrace_on() -> bool:
+    return _env("BENCH_SQLTRACE", "0") not in ("", "0")
 
 
 def _sidecar_help() -> str:
@@ -80,7 +86,10 @@ class Target:
             # and they are not what we measure.  Only flags this sidecar version has are passed.
             extra = [a for flag in ("--dashboard-port", "--http-port") if flag in _sidecar_help()
                      for a in (flag, "0")]
-            return [sys.executable, "-m", "moorage", "sidecar", "--host", "127.0.0.1", "--port", str(port),
+            launcher = [sys.executable, "-m", "moorage"]
+            if sqltrace_on():
+                launcher = [sys.executable, "-m", "bench.sqltrace", str(workdir / "sqltrace.json"), "-m", "moorage"]
+            return [*launcher, "sidecar", "--host", "127.0.0.1", "--port", str(port),
                     "--store", f"sqlite:///{store_dir}/bench.db", "--log-level", "warning", *extra]
         if self.key == "inmemory":
             return [sys.executable, "-m", "bench.inmemory_server", "--port", str(port)]
@@ -115,6 +124,7 @@ def parse_targets() -> list[Target]:
 class RunRecord:
     m: Measurement
     cpu: dict[str, float]  # role -> CPU seconds used during the run
+    sql: dict[str, int] | None = None  # BENCH_SQLTRACE: statements by kind during the run
 
 
 @dataclass
@@ -248,20 +258,43 @@ class Session:
         except Exception as e:  # a failed workload is reported, and the run exits non-zero
             self._fail(w, e)
 
+    def _sql_snapshot(self) -> dict[str, int] | None:
+        """BENCH_SQLTRACE: ask the traced sidecar (bench.sqltrace) for its statement counts."""
+        path = self.dir / "sqltrace.json"
+        if self.t.key != "moorage" or not sqltrace_on() or self.backend is None:
+            return None
+        prev = json.loads(path.read_text())["seq"] if path.exists() else 0
+        os.kill(self.backend.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                data = json.loads(path.read_text())
+                if data["seq"] > prev:
+                    return data["counts"]
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.01)
+        raise RuntimeError("the traced sidecar did not dump its SQL counts")
+
     def run_once(self, w: Workload, i: int, repeats: int) -> None:
         if not self.usable(w):
             return
         assert self.backend is not None and self.worker is not None
         try:
+            sql0 = self._sql_snapshot()
             cpu0 = {"backend": self.backend.cpu_seconds(), "worker": self.worker.cpu_seconds(),
                     "client": procs.self_cpu_seconds()}
             m = w.run_once(self.ctx)
             cpu1 = {"backend": self.backend.cpu_seconds(), "worker": self.worker.cpu_seconds(),
                     "client": procs.self_cpu_seconds()}
+            sql1 = self._sql_snapshot()
         except Exception as e:
             self._fail(w, e)
             return
-        rec = RunRecord(m, {k: cpu1[k] - cpu0[k] for k in cpu0})
+        sql = None
+        if sql0 is not None and sql1 is not None:
+            sql = {k: v - sql0.get(k, 0) for k, v in sql1.items() if v - sql0.get(k, 0)}
+        rec = RunRecord(m, {k: cpu1[k] - cpu0[k] for k in cpu0}, sql)
         self.results[w.name].runs.append(rec)
         rates = "  ".join(f"{m.rate(u):8.1f} {u}" for u in w.metrics)
         cpu = " ".join(f"{k} {v:.2f}s" for k, v in rec.cpu.items())
@@ -412,6 +445,25 @@ def cpu_table(targets: list[Target], workloads: list[Workload],
     return _render(header, rows)
 
 
+def sql_report(targets: list[Target], workloads: list[Workload],
+               results: dict[str, dict[str, WorkloadResult]], top: int = 12) -> list[str]:
+    out = []
+    for t in targets:
+        for w in workloads:
+            runs = [r for r in results[t.label][w.name].runs if r.sql is not None]
+            if not runs:
+                continue
+            unit = w.metrics[-1]
+            kinds = sorted({k for r in runs for k in r.sql})
+            per = {k: statistics.median(r.sql.get(k, 0) / r.m.ops[unit] for r in runs) for k in kinds}
+            total = statistics.median(sum(r.sql.values()) / r.m.ops[unit] for r in runs)
+            out.append(f"{t.label} {w.name}: {total:.1f} statements per {_singular(unit)}, "
+                       f"{per.get('COMMIT', 0):.2f} commits per {_singular(unit)}")
+            for k, v in sorted(per.items(), key=lambda kv: -kv[1])[:top]:
+                out.append(f"    {v:7.2f}  {k}")
+    return out
+
+
 def _singular(unit: str) -> str:
     word = unit.split("/")[0]
     return word[:-3] + "y" if word.endswith("ies") else word.rstrip("s")
@@ -438,6 +490,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
 
     targets = parse_targets()
+    if sqltrace_on() and "backend" in _env("BENCH_PROFILE", ""):
+        raise SystemExit("BENCH_SQLTRACE and BENCH_PROFILE=backend cannot be combined")
     workloads = selected_workloads()
     print("== Moorage benchmark ==")
     for line in environment(targets, workloads):
@@ -468,6 +522,10 @@ def main() -> int:
     print("\n== CPU time per operation during the measured runs (ms; median) ==")
     for line in cpu_table(targets, workloads, results):
         print(line)
+    if sqltrace_on():
+        print("\n== SQLite statements per operation (BENCH_SQLTRACE; median over runs; traced runs are slower) ==")
+        for line in sql_report(targets, workloads, results):
+            print(line)
     failures = [(t, w, r.error) for t, tr in results.items() for w, r in tr.items() if r.error]
     if failures:
         print("\nFAILED:")
