@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench sidecar clean
+.PHONY: install run test bench sidecar screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# Dashboard screenshots in docs/ (needs Debian's chromium and npm ci --prefix tests/dashboard/browser).
+screenshots: $(STAMP)
+	npm ci --prefix tests/dashboard/browser --no-audit --no-fund --loglevel=error
+	$(BIN)/python tests/dashboard/screenshots.py docs
 
 clean:
 	rm -rf $(VENV) *.egg-info

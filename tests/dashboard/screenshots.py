@@ -43,14 +43,16 @@ def main() -> int:
 
             def load() -> None:
                 n = 0
-                while not stop.is_set() and n < 40:
+                while not stop.is_set() and n < 30:
+                    order = n % 5 != 4
                     iid = scenario.client.schedule_new_orchestration(
-                        process_order if n % 4 == 0 else charge_card, input={"id": f"L-{n}"} if n % 4 == 0 else f"L-{n}",
-                        instance_id=f"load-{uuid.uuid4().hex[:6]}")
-                    if n % 4 == 0:
+                        process_order if order else charge_card, input={"id": f"L-{n}"} if order else f"L-{n}",
+                        instance_id=f"order-{uuid.uuid4().hex[:6]}" if order else f"charge-{uuid.uuid4().hex[:6]}",
+                        tags={"team": "shop"} if order else None)
+                    if order:
                         threading.Timer(1.5, lambda i=iid: scenario.client.raise_orchestration_event(i, "approve", data="ok")).start()
                     n += 1
-                    time.sleep(0.2)
+                    time.sleep(0.25)
 
             loader = threading.Thread(target=load)
             loader.start()

@@ -54,6 +54,10 @@ async function api(path, opts = {}) {
 
 const enc = encodeURIComponent;
 
+function fill(el, ...kids) {
+  el.replaceChildren(...kids.flat().filter((k) => k !== null && k !== undefined && k !== false));
+}
+
 function pad(n, w = 2) { return String(n).padStart(w, '0'); }
 
 function fmtTime(iso) {
@@ -214,7 +218,10 @@ function orchestrationsPage(q) {
   let tokens = [null];  // continuation token of each page seen so far
   let pageIndex = 0;
   let data = null;
+  let form = null;  // built once, so a refresh never disturbs what is being typed
   const root = h('div');
+  const chipsBox = h('div');
+  const tableBox = h('div');
 
   function hashFor(f) {
     const p = new URLSearchParams();
@@ -263,24 +270,33 @@ function orchestrationsPage(q) {
           },
         }, h('span', { class: `dot s-${s}` }), s.replace(/_/g, ' ').toLowerCase(), h('b', {}, num(counts[s] || 0)))));
 
-    const f = {};
-    const inp = (name, attrs) => (f[name] = h('input', { ...attrs, name }));
-    const apply = (ev) => {
-      ev.preventDefault();
-      go(hashFor({ ...filters, name: f.name.value.trim(), q: f.q.value.trim(), tags: f.tags.value.trim(),
-        from: f.from.value, to: f.to.value }));
-    };
-    const form = h('form', { class: 'panel filters', onsubmit: apply, id: 'filters' },
-      h('label', { class: 'field wide' }, 'Instance ID contains', inp('q', { type: 'search', placeholder: 'text in the id' })),
-      h('label', { class: 'field' }, 'Name', inp('name', { type: 'text', placeholder: 'exact orchestration name' })),
-      h('label', { class: 'field' }, 'Tags', inp('tags', { type: 'text', placeholder: 'key=value, key2=value2' })),
-      h('label', { class: 'field' }, 'Created from', inp('from', { type: 'datetime-local' })),
-      h('label', { class: 'field' }, 'Created to', inp('to', { type: 'datetime-local' })),
-      h('div', { class: 'actions' },
-        h('button', { type: 'submit', class: 'primary' }, 'Apply'),
-        h('button', { type: 'button', onclick: () => go('#/orchestrations') }, 'Reset')));
-    f.q.value = filters.q; f.name.value = filters.name; f.tags.value = filters.tags;
-    f.from.value = filters.from; f.to.value = filters.to;
+    if (!form) {
+      const f = {};
+      const inp = (name, attrs) => (f[name] = h('input', { ...attrs, name }));
+      const apply = (ev) => {
+        ev.preventDefault();
+        go(hashFor({ ...filters, name: f.name.value.trim(), q: f.q.value.trim(), tags: f.tags.value.trim(),
+          from: f.from.value, to: f.to.value }));
+      };
+      form = h('form', { class: 'panel filters', onsubmit: apply, id: 'filters' },
+        h('label', { class: 'field wide' }, 'Instance ID contains', inp('q', { type: 'search', placeholder: 'text in the id' })),
+        h('label', { class: 'field' }, 'Name', inp('name', { type: 'text', placeholder: 'exact orchestration name' })),
+        h('label', { class: 'field' }, 'Tags', inp('tags', { type: 'text', placeholder: 'key=value, key2=value2' })),
+        h('label', { class: 'field' }, 'Created from', inp('from', { type: 'datetime-local' })),
+        h('label', { class: 'field' }, 'Created to', inp('to', { type: 'datetime-local' })),
+        h('div', { class: 'actions' },
+          h('button', { type: 'submit', class: 'primary' }, 'Apply'),
+          h('button', { type: 'button', onclick: () => go('#/orchestrations') }, 'Reset')));
+      f.q.value = filters.q; f.name.value = filters.name; f.tags.value = filters.tags;
+      f.from.value = filters.from; f.to.value = filters.to;
+      fill(root,
+        h('div', { class: 'page-head' },
+          h('div', { class: 'grow' }, h('h1', {}, 'Orchestrations'),
+            h('p', { class: 'sub' }, `Task hub ${app.hub} · newest first`)),
+          h('div', { class: 'actions' }, actionButton('New orchestration', newOrchestration, { class: 'primary', name: 'new-orchestration' }))),
+        chipsBox, form, tableBox);
+    }
+    fill(chipsBox, chips);
 
     const rows = data ? data.items : [];
     const table = h('div', { class: 'panel flush' },
@@ -305,12 +321,7 @@ function orchestrationsPage(q) {
         h('button', { class: 'small', disabled: pageIndex === 0, 'data-page': 'prev', onclick: () => { pageIndex -= 1; load().catch(showError); } }, '‹ Previous'),
         h('button', { class: 'small', disabled: !(data && data.next), 'data-page': 'next', onclick: () => { pageIndex += 1; load().catch(showError); } }, 'Next ›')));
 
-    root.replaceChildren(
-      h('div', { class: 'page-head' },
-        h('div', { class: 'grow' }, h('h1', {}, 'Orchestrations'),
-          h('p', { class: 'sub' }, `Task hub ${app.hub} · newest first`)),
-        h('div', { class: 'actions' }, actionButton('New orchestration', newOrchestration, { class: 'primary', name: 'new-orchestration' }))),
-      chips, form, table);
+    fill(tableBox, table);
   }
 
   return { root, load, refresh: load, title: 'Orchestrations' };
@@ -520,7 +531,7 @@ function instancePage(instanceId, q) {
   function draw() {
     const inst = data.instance;
     const body = { timeline: timelineView, history: historyView, flow: flowView, io: ioView }[tab] || timelineView;
-    root.replaceChildren(
+    fill(root, 
       h('div', { class: 'crumbs' }, h('a', { href: '#/orchestrations' }, 'Orchestrations'), ' / ', inst.name),
       h('div', { class: 'page-head' },
         h('div', { class: 'grow' }, h('div', { class: 'title-id', id: 'instance-id' }, inst.instanceId),
@@ -535,7 +546,7 @@ function instancePage(instanceId, q) {
 
 function failureBox(f) {
   return h('div', { class: 'failure' }, h('b', {}, f.errorType || 'Error'), ': ', f.errorMessage || '',
-    f.stackTrace ? h('pre', {}, f.stackTrace) : null,
+    f.stackTrace ? h('details', {}, h('summary', {}, 'Stack trace'), h('pre', {}, f.stackTrace)) : null,
     f.innerFailure ? h('div', { style: { marginTop: '8px' } }, 'Caused by: ', failureBox(f.innerFailure)) : null);
 }
 
@@ -581,26 +592,32 @@ function entitiesPage(q) {
     draw();
   }
 
+  let form = null;
+  const tableBox = h('div');
+
   function draw() {
-    const f = {};
-    const form = h('form', { class: 'panel filters', onsubmit: (ev) => {
-      ev.preventDefault();
-      const p = new URLSearchParams();
-      if (f.name.value.trim()) p.set('name', f.name.value.trim());
-      if (f.q.value.trim()) p.set('q', f.q.value.trim());
-      go(`#/entities${p.toString() ? '?' + p : ''}`);
-    } },
-    h('label', { class: 'field' }, 'Entity name', f.name = h('input', { type: 'text', placeholder: 'e.g. counter' })),
-    h('label', { class: 'field wide' }, 'ID contains', f.q = h('input', { type: 'search', placeholder: 'text in the entity id' })),
-    h('div', { class: 'actions' }, h('button', { class: 'primary', type: 'submit' }, 'Apply'),
-      h('button', { type: 'button', onclick: () => go('#/entities') }, 'Reset')));
-    f.name.value = filters.name; f.q.value = filters.q;
+    if (!form) {
+      const f = {};
+      form = h('form', { class: 'panel filters', onsubmit: (ev) => {
+        ev.preventDefault();
+        const p = new URLSearchParams();
+        if (f.name.value.trim()) p.set('name', f.name.value.trim());
+        if (f.q.value.trim()) p.set('q', f.q.value.trim());
+        go(`#/entities${p.toString() ? '?' + p : ''}`);
+      } },
+      h('label', { class: 'field' }, 'Entity name', f.name = h('input', { type: 'text', name: 'name', placeholder: 'e.g. counter' })),
+      h('label', { class: 'field wide' }, 'ID contains', f.q = h('input', { type: 'search', name: 'q', placeholder: 'text in the entity id' })),
+      h('div', { class: 'actions' }, h('button', { class: 'primary', type: 'submit' }, 'Apply'),
+        h('button', { type: 'button', onclick: () => go('#/entities') }, 'Reset')));
+      f.name.value = filters.name; f.q.value = filters.q;
+      fill(root,
+        h('div', { class: 'page-head' }, h('div', { class: 'grow' }, h('h1', {}, 'Entities'),
+          h('p', { class: 'sub' }, `Durable entities of task hub ${app.hub}; agent sessions are the dafx-* entities.`)),
+        h('div', { class: 'actions' }, actionButton('Signal an entity', () => signalModal(null, load), { name: 'signal-any' }))),
+        form, tableBox);
+    }
     const items = data ? data.items : [];
-    root.replaceChildren(
-      h('div', { class: 'page-head' }, h('div', { class: 'grow' }, h('h1', {}, 'Entities'),
-        h('p', { class: 'sub' }, `Durable entities of task hub ${app.hub}; agent sessions are the dafx-* entities.`)),
-      h('div', { class: 'actions' }, actionButton('Signal an entity', () => signalModal(null, load), { name: 'signal-any' }))),
-      form,
+    fill(tableBox,
       h('div', { class: 'panel flush' }, h('table', { id: 'entities' },
         h('thead', {}, h('tr', {}, h('th', {}, 'Entity ID'), h('th', {}, 'Name'), h('th', {}, 'Key'), h('th', {}, 'Last modified'),
           h('th', { class: 'num' }, 'Backlog'), h('th', {}, 'Locked by'), h('th', {}, 'State'))),
@@ -652,7 +669,7 @@ function entityPage(entityId) {
   async function load() { data = await api(`entities/${enc(entityId)}`); draw(); }
   function draw() {
     const e = data;
-    root.replaceChildren(
+    fill(root, 
       h('div', { class: 'crumbs' }, h('a', { href: '#/entities' }, 'Entities'), ' / ', e.name),
       h('div', { class: 'page-head' },
         h('div', { class: 'grow' }, h('div', { class: 'title-id' }, e.entityId), h('p', { class: 'sub' }, `Entity ${e.name} · key ${e.key}`)),
@@ -711,7 +728,7 @@ function agentsPage(agent) {
           h('td', { class: 'nowrap', title: s.lastModifiedAt }, ago(s.lastModifiedAt)))) :
             h('tr', {}, h('td', { colspan: 8, class: 'empty' }, 'No sessions.')))));
     }
-    root.replaceChildren(
+    fill(root, 
       h('div', { class: 'page-head' }, h('div', { class: 'grow' }, h('h1', {}, agent ? `Agent ${agent}` : 'Agents'),
         h('p', { class: 'sub' }, agent ? 'Sessions, most recently active first. Open one to read the conversation.' : 'Pick an agent to see its sessions.'))),
       cards, table);
@@ -743,13 +760,13 @@ function sessionPage(agent, sessionId, q) {
 
   function draw() {
     if (gone) {
-      root.replaceChildren(h('div', { class: 'crumbs' }, h('a', { href: '#/agents' }, 'Agents'), ' / ', h('a', { href: `#/agents/${enc(agent)}` }, agent)),
+      fill(root, h('div', { class: 'crumbs' }, h('a', { href: '#/agents' }, 'Agents'), ' / ', h('a', { href: `#/agents/${enc(agent)}` }, agent)),
         h('div', { class: 'panel empty', id: 'session-gone' }, `Session ${sessionId} was deleted.`));
       return;
     }
     const c = data.conversation;
     const t = c.totals;
-    root.replaceChildren(
+    fill(root, 
       h('div', { class: 'crumbs' }, h('a', { href: '#/agents' }, 'Agents'), ' / ', h('a', { href: `#/agents/${enc(agent)}` }, agent), ' / ', sessionId),
       h('div', { class: 'page-head' },
         h('div', { class: 'grow' }, h('div', { class: 'title-id', id: 'session-id' }, sessionId),
@@ -851,7 +868,7 @@ function workersPage() {
   function draw() {
     const w = m.workItems;
     const tp = m.throughput.perSecond;
-    root.replaceChildren(
+    fill(root, 
       h('div', { class: 'page-head' }, h('div', { class: 'grow' }, h('h1', {}, 'Workers & metrics'),
         h('p', { class: 'sub' }, `Task hub ${m.hub} · work items dispatched to connected workers, backlog and throughput.`))),
       h('div', { class: 'grid cols-4', id: 'metric-cards' },
@@ -967,7 +984,7 @@ async function route() {
     await page.load();
   } catch (e) {
     if (seq !== app.seq) return;
-    page.root.replaceChildren(h('div', { class: 'banner bad', id: 'error' }, e.message));
+    page.fill(root, h('div', { class: 'banner bad', id: 'error' }, e.message));
   }
 }
 
