@@ -7,6 +7,7 @@ The sidecar under test is always a separate process (``python -m moorage sidecar
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -109,6 +110,22 @@ def wait_until(predicate: Callable[[], T], timeout: float = 20.0, interval: floa
 # ---------------------------------------------------------------------------------------------------------------------
 
 LIVE_SIDECARS: list["SidecarProcess"] = []
+
+
+def die_with_parent() -> None:
+    """Popen preexec_fn: have the kernel SIGKILL the child if the test process dies (Linux only; best effort)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for sc in list(LIVE_SIDECARS):
+        sc.kill()
 _HELP_TEXT: str | None = None
 
 
@@ -179,7 +196,7 @@ class SidecarProcess:
             env.setdefault("PYTHONUNBUFFERED", "1")
             self.proc = subprocess.Popen(
                 self.command(), cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True, env=env)
+                start_new_session=True, env=env, preexec_fn=die_with_parent)
         if self not in LIVE_SIDECARS:
             LIVE_SIDECARS.append(self)
         try:

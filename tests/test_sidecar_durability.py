@@ -21,6 +21,7 @@ from helpers import (
     TESTS_DIR,
     assert_completed,
     complete,
+    die_with_parent,
     new_client,
     sidecar_only,
     status_of,
@@ -198,7 +199,7 @@ def test_worker_sigkill_mid_activity_is_redelivered_after_lease(sidecar_factory,
     proc = subprocess.Popen([PYTHON, str(TESTS_DIR / "worker_proc.py"), "--port", str(sc.port),
                              "--activity-sleep", "300"],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=die_with_parent)
     client = new_client(sc.port)
     try:
         iid = client.schedule_new_orchestration("lease_orch", input={"dir": str(markers)}, instance_id=uid("lease"))
