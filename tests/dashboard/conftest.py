@@ -1,5 +1,5 @@
 """Fixtures of the dashboard tests: one real sidecar (dashboard with actions, hubs default+other) and one worker
-for the whole session, filled once with the scenario of ``dash_scenario``; every process is killed at the end."""
+per test module, filled once with the scenario of ``dash_scenario``; every process is killed at the end."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class Dash:
         return self.stack.http
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
     stack = Stack(tmp_path_factory.mktemp("dashboard")).start()
     scenario = None
