@@ -81,6 +81,16 @@ def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> 
         time.sleep(0.1)
 
 
+def sidecar_env() -> dict[str, str]:
+    """The caller's environment without MOORAGE_* settings, and no side service on a fixed port (the gateway's
+    HTTP API defaults to 7071): tests use free ports only. An env var, not a flag, so it is harmless where the
+    option does not exist."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["MOORAGE_HTTP_PORT"] = "0"
+    return env
+
+
 class Stack:
     """One sidecar process with the dashboard on a free port."""
 
@@ -104,8 +114,7 @@ class Stack:
                "--log-level", "info"]
         if self.actions:
             cmd.append("--dashboard-actions")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
-        env["PYTHONUNBUFFERED"] = "1"
+        env = sidecar_env()
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(cmd, cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                          start_new_session=True, env=env)

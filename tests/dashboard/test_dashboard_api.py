@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dash_scenario import FLAKY, REPO, Stack, free_port, wait_for
+from dash_scenario import FLAKY, REPO, Stack, free_port, sidecar_env, wait_for
 
 
 def iso(dt: datetime) -> str:
@@ -485,7 +485,7 @@ def test_busy_dashboard_port_costs_only_the_dashboard(tmp_path: Path):
     try:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
-                                    cwd=str(REPO))
+                                    cwd=str(REPO), env=sidecar_env())
         try:
             wait_for(lambda: "dashboard disabled" in log_path.read_text(), 30, "the dashboard's error")
             wait_for(lambda: "sidecar listening" in log_path.read_text(), 30, "the sidecar")
