@@ -6,7 +6,7 @@ Environment knobs (all optional):
                    "inmemory,inmemory" checks the harness itself / its noise, no sidecar needed)
   BENCH_WORKLOADS  comma list of workload names (default: all)
   BENCH_N          HelloCities instances (200)     BENCH_FANOUT   fan-out width (200)
-  BENCH_SIGNALS    entity signals (300)            BENCH_REPEATS  measured runs per workload (5)
+  BENCH_SIGNALS    entity signals (300)            BENCH_REPEATS  measured runs per workload (7)
   BENCH_TIMEOUT    seconds per run before it counts as failed (60)
   BENCH_POLL       seconds between status polls (0.005)
   BENCH_WORKER_{THREADS,ORCHESTRATIONS,ACTIVITIES,ENTITIES}  worker concurrency options
@@ -328,7 +328,7 @@ class Session:
 def run_all(targets: list[Target], workloads: list[Workload], workdir: Path) -> dict[str, dict[str, WorkloadResult]]:
     """BENCH_INTERLEAVE=1 (default): all targets up at once, runs alternate between them (A B, B A, ...)
     so that load from elsewhere on the machine hits both sides alike; 0: one target after the other."""
-    repeats = int(_env("BENCH_REPEATS", "5"))
+    repeats = int(_env("BENCH_REPEATS", "7"))
     interleave = _env("BENCH_INTERLEAVE", "1") != "0"
     groups = [targets] if interleave else [[t] for t in targets]
     results: dict[str, dict[str, WorkloadResult]] = {}
@@ -392,7 +392,7 @@ def environment(targets: list[Target], workloads: list[Workload]) -> list[str]:
         f"activities={conc['activities']}, entities={conc['entities']})",
         f"load average at start: {_loadavg()} (other work on this machine skews results; "
         "see the in-memory column and the CPU-per-op table)",
-        f"runs: 1 warm-up + {_env('BENCH_REPEATS', '5')} measured per workload and target (median), "
+        f"runs: 1 warm-up + {_env('BENCH_REPEATS', '7')} measured per workload and target (median), "
         + ("targets interleaved (A B, B A, ...)" if _env("BENCH_INTERLEAVE", "1") != "0" else "targets one after the other")
         + "; "
         f"completion by polling get_orchestration_state / get_entity every {_env('BENCH_POLL', '0.005')}s",
@@ -515,7 +515,7 @@ def main() -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    print(f"\n== results (median of {_env('BENCH_REPEATS', '5')} runs; higher is better; "
+    print(f"\n== results (median of {_env('BENCH_REPEATS', '7')} runs; higher is better; "
           f"total {time.perf_counter() - t_start:.0f}s; load average now {_loadavg()}) ==")
     for line in table(targets, workloads, results):
         print(line)
