@@ -3,7 +3,9 @@
 Environment knobs (all optional):
 
   BENCH_TARGETS    comma list of targets, table columns in that order (default "moorage,inmemory";
-                   "inmemory,inmemory" checks the harness itself / its noise, no sidecar needed)
+                   "inmemory,inmemory" checks the harness itself / its noise, no sidecar needed;
+                   "moorage,moorage=/tmp/old" compares with the sidecar of another checkout, e.g. a
+                   `mkdir /tmp/old && git archive <commit> | tar -x -C /tmp/old`)
   BENCH_WORKLOADS  comma list of workload names (default: all)
   BENCH_N          HelloCities instances (200)     BENCH_FANOUT   fan-out width (200)
   BENCH_SIGNALS    entity signals (300)            BENCH_REPEATS  measured runs per workload (7)
@@ -50,27 +52,34 @@ def _env(name: str, default: str) -> str:
 
 
 # --------------------------------------------------------------------------- targets
-_HELP: list[str] = []
+_HELP: dict[str, str] = {}
 
 
 def sqltrace_on() -> bool:
     return _env("BENCH_SQLTRACE", "0") not in ("", "0")
 
 
-def _sidecar_help() -> str:
-    if not _HELP:
+def _sidecar_help(src: Path) -> str:
+    if str(src) not in _HELP:
         try:
-            _HELP.append(subprocess.run([sys.executable, "-m", "moorage", "sidecar", "--help"], cwd=str(REPO),
-                                        capture_output=True, text=True, timeout=60).stdout)
+            _HELP[str(src)] = subprocess.run([sys.executable, "-m", "moorage", "sidecar", "--help"], cwd=str(src),
+                                             env=_child_env(src), capture_output=True, text=True, timeout=60).stdout
         except Exception:
-            _HELP.append("")
-    return _HELP[0]
+            _HELP[str(src)] = ""
+    return _HELP[str(src)]
+
+
+def _child_env(src: Path) -> dict[str, str]:
+    """PYTHONPATH: the sidecar's source checkout first (it wins over the editable install), then bench/."""
+    parts = [str(src), str(REPO)] if src != REPO else [str(REPO)]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([*parts, os.environ.get("PYTHONPATH", "")]))
 
 
 @dataclass
 class Target:
     key: str            # "moorage" | "inmemory"
     label: str          # column header
+    src: Path = REPO    # checkout whose `moorage` package runs (BENCH_TARGETS=moorage=/other/checkout)
 
     def command(self, port: int, workdir: Path) -> list[str]:
         if self.key == "moorage":
@@ -84,11 +93,13 @@ class Target:
             self.store_dir = store_dir
             # Side services on fixed ports (dashboard 8082, gateway HTTP 7071) are off: free ports only,
             # and they are not what we measure.  Only flags this sidecar version has are passed.
-            extra = [a for flag in ("--dashboard-port", "--http-port") if flag in _sidecar_help()
+            extra = [a for flag in ("--dashboard-port", "--http-port") if flag in _sidecar_help(self.src)
                      for a in (flag, "0")]
             launcher = [sys.executable, "-m", "moorage"]
             if sqltrace_on():
-                launcher = [sys.executable, "-m", "bench.sqltrace", str(workdir / "sqltrace.json"), "-m", "moorage"]
+                # by path, so this checkout's bench/ runs whatever checkout's moorage is benchmarked
+                launcher = [sys.executable, str(REPO / "bench" / "sqltrace.py"), str(workdir / "sqltrace.json"),
+                            "-m", "moorage"]
             return [*launcher, "sidecar", "--host", "127.0.0.1", "--port", str(port),
                     "--store", f"sqlite:///{store_dir}/bench.db", "--log-level", "warning", *extra]
         if self.key == "inmemory":
@@ -112,10 +123,21 @@ def parse_targets() -> list[Target]:
     keys = [k.strip() for k in _env("BENCH_TARGETS", "moorage,inmemory").split(",") if k.strip()]
     pretty = {"moorage": "moorage", "inmemory": "in-memory"}
     targets, seen = [], {}
-    for k in keys:
-        seen[k] = seen.get(k, 0) + 1
-        label = pretty.get(k, k) + (f"#{seen[k]}" if seen[k] > 1 else "")
-        targets.append(Target(k, label))
+    for spec in keys:
+        k, _, src = spec.partition("=")
+        if src:  # moorage=/path/to/checkout: that checkout's sidecar (e.g. a `git worktree` of an older commit)
+            path = Path(src).resolve()
+            try:
+                rev = subprocess.run(["git", "-C", str(path), "describe", "--always", "--dirty"],
+                                     capture_output=True, text=True, timeout=10).stdout.strip()
+            except Exception:
+                rev = ""
+            base = f"{pretty.get(k, k)}@{rev or path.name}"
+        else:
+            path, base = REPO, pretty.get(k, k)
+        seen[base] = seen.get(base, 0) + 1
+        label = base + (f"#{seen[base]}" if seen[base] > 1 else "")
+        targets.append(Target(k, label, path))
     return targets
 
 
@@ -189,7 +211,7 @@ class Session:
         self.startup_log_shown = False
 
     def start(self) -> None:
-        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = _child_env(REPO)
         try:
             # A free port; retried only if the backend says the port was taken in between.
             for attempt in range(3):
@@ -198,7 +220,8 @@ class Session:
                 cmd = self.t.command(port, self.dir)
                 argv, profiled = maybe_profiled("backend", self.t, cmd)
                 self.backend = procs.ManagedProcess(f"{self.label} backend", argv, self.dir / f"backend-{attempt}.log",
-                                                    env=env, cwd=str(REPO), profiled=profiled)
+                                                    env=_child_env(self.t.src), cwd=str(self.t.src),
+                                                    profiled=profiled)
                 try:
                     procs.wait_for_grpc(address, self.backend, timeout=60)
                     break
