@@ -207,8 +207,10 @@ class SidecarProcess:
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait (bounded) until the gRPC channel is ready (grpc.channel_ready_future) and Hello answers."""
         deadline = time.monotonic() + timeout
         channel = self.channel(self.task_hubs[0] if self.task_hubs else None)
+        ready = grpc.channel_ready_future(channel)
         try:
             while True:
                 if self.proc is not None and self.proc.poll() is not None:
@@ -220,7 +222,7 @@ class SidecarProcess:
                     raise RuntimeError(
                         f"sidecar on port {self.port} not ready after {timeout}s; stderr tail:\n{self.stderr_tail()}")
                 try:
-                    grpc.channel_ready_future(channel).result(timeout=min(0.5, remaining))
+                    ready.result(timeout=min(0.5, remaining))
                 except grpc.FutureTimeoutError:
                     continue
                 try:
@@ -232,6 +234,7 @@ class SidecarProcess:
                         continue
                     raise RuntimeError(f"sidecar Hello failed: {exc!r}; stderr tail:\n{self.stderr_tail()}")
         finally:
+            ready.cancel()
             channel.close()
 
     def is_running(self) -> bool:
