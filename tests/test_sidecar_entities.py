@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -46,6 +47,15 @@ def counter(ctx: entities.EntityContext, inp):
     if ctx.operation == "fail":
         raise ValueError("entity operation failed on purpose")
     raise ValueError(f"unknown operation {ctx.operation}")
+
+
+def relay(ctx: entities.EntityContext, inp):
+    """Entity side effects: signal another entity, start an orchestration."""
+    if ctx.operation == "forward":
+        ctx.signal_entity(entities.EntityInstanceId("counter", inp["key"]), "add", inp["amount"])
+    elif ctx.operation == "start":
+        ctx.schedule_new_orchestration("call_counter", input=inp["key"], instance_id=inp["iid"])
+    ctx.set_state((ctx.get_state(int, 0) or 0) + 1)
 
 
 class Account(entities.DurableEntity):
@@ -118,7 +128,7 @@ def transfer(ctx: task.OrchestrationContext, inp: dict):
 
 ORCHS = [call_counter, call_failing, signal_from_orch, locked_increments, transfer]
 ACTS = [slow_echo]
-ENTS = [counter, Account]
+ENTS = [counter, Account, relay]
 
 
 @pytest.fixture(scope="module", params=FLAVOURS)
@@ -262,6 +272,29 @@ def test_critical_section_over_two_entities(env):
         assert_completed(complete(env, iid, timeout=60))
     assert entity_state(env, ea) == 100 - 30 + 2
     assert entity_state(env, eb) == 30 - 2
+
+
+def test_concurrent_signals_none_lost(env):
+    eid = entities.EntityInstanceId("counter", uid("many"))
+    with ThreadPoolExecutor(5) as pool:
+        list(pool.map(lambda _: env.signal_entity(eid, "add", 1), range(60)))
+    wait_entity(env, eid, 60, timeout=30)
+    time.sleep(0.5)
+    assert entity_state(env, eid) == 60
+
+
+def test_entity_signals_entity_and_starts_orchestration(env):
+    key = uid("relay")
+    r = entities.EntityInstanceId("relay", key)
+    env.signal_entity(r, "forward", {"key": key, "amount": 4})
+    wait_entity(env, entities.EntityInstanceId("counter", key), 4)
+    iid = f"{key}-orch"
+    env.signal_entity(r, "start", {"key": key, "iid": iid})
+    state = wait_until(lambda: env.get_orchestration_state(iid), message="entity never started the orchestration")
+    state = complete(env, iid)
+    assert_completed(state)
+    assert state.get_output() == [14, 19, 19]
+    wait_entity(env, r, 2)
 
 
 def test_get_entity(env):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
 from datetime import timedelta
 
@@ -159,7 +160,31 @@ def catches(ctx: task.OrchestrationContext, _):
     return "no error?"
 
 
-ALL_ORCHS = [sequence, child, parent, timer_orch, two_events, fan_out, race, retrying, counter_cas,
+def collect(ctx: task.OrchestrationContext, n: int):
+    items = []
+    for _ in range(n):
+        items.append((yield ctx.wait_for_external_event("item")))
+    return items
+
+
+def failing_child_parent(ctx: task.OrchestrationContext, _):
+    try:
+        yield ctx.call_sub_orchestrator(failing, instance_id=f"{ctx.instance_id}-child")
+    except task.TaskFailedError as e:
+        return f"child failed: {e.details.message}"
+    return "child succeeded?"
+
+
+def sender(ctx: task.OrchestrationContext, target: str):
+    ctx.send_event(target, "ping", data={"from": ctx.instance_id})
+    return "sent"
+
+
+def receiver(ctx: task.OrchestrationContext, _):
+    return (yield ctx.wait_for_external_event("ping"))
+
+
+ALL_ORCHS = [collect, failing_child_parent, sender, receiver, sequence, child, parent, timer_orch, two_events, fan_out, race, retrying, counter_cas,
              cas_with_events, status_orch, versioned_child, versioned, failing, catches]
 ALL_ACTS = [hello, double, flaky, boom]
 
@@ -254,6 +279,41 @@ def test_when_all_fan_out(env):
     state = complete(env, iid)
     assert_completed(state)
     assert state.get_output() == [2 * i for i in range(10)]
+
+
+def test_when_all_fan_out_100(env):
+    iid = env.schedule_new_orchestration(fan_out, input=100, instance_id=uid("fanout100"))
+    state = complete(env, iid, timeout=60)
+    assert_completed(state)
+    assert state.get_output() == [2 * i for i in range(100)]
+
+
+def test_burst_of_events_each_delivered_once(env):
+    iid = env.schedule_new_orchestration(collect, input=30, instance_id=uid("burst"))
+    env.wait_for_orchestration_start(iid, timeout=10)
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda i: env.raise_orchestration_event(iid, "item", data=i), range(30)))
+    state = complete(env, iid)
+    assert_completed(state)
+    assert sorted(state.get_output()) == list(range(30))
+
+
+def test_sub_orchestration_failure_reaches_parent(env):
+    iid = env.schedule_new_orchestration(failing_child_parent, instance_id=uid("subfail"))
+    state = complete(env, iid)
+    assert_completed(state)
+    assert "kaboom from activity" in state.get_output()
+    assert env.get_orchestration_state(f"{iid}-child").runtime_status == OrchestrationStatus.FAILED
+
+
+def test_send_event_between_orchestrations(env):
+    target = env.schedule_new_orchestration(receiver, instance_id=uid("recv"))
+    env.wait_for_orchestration_start(target, timeout=10)
+    src = env.schedule_new_orchestration(sender, input=target, instance_id=uid("send"))
+    assert complete(env, src).get_output() == "sent"
+    state = complete(env, target)
+    assert_completed(state)
+    assert state.get_output() == {"from": src}
 
 
 def test_when_any_event_wins(env):
