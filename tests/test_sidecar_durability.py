@@ -10,8 +10,10 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import grpc
 import pytest
 
+import durabletask.internal.orchestrator_service_pb2 as pb
 from durabletask import entities, task
 from durabletask.client import OrchestrationStatus
 
@@ -252,3 +254,34 @@ def test_orchestrator_item_of_vanished_stream_is_redelivered(sidecar_factory, ma
     finally:
         client.close()
         raw.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# graceful shutdown
+# ----------------------------------------------------------------------------------------------------------------------
+
+def test_sigterm_ends_work_item_streams_with_ok_and_exits(sidecar_factory, make_client):
+    """On SIGTERM, open GetWorkItems streams end with status OK (old Python workers stop for good on CANCELLED),
+    the process exits by itself, and what was stored is there after a restart."""
+    sc = sidecar_factory("sigterm")
+    c = make_client(sc)
+    iid = c.schedule_new_orchestration("never_run", input=1, instance_id=uid("kept"))
+    ch, stub = sc.stub()
+    try:
+        stream = stub.GetWorkItems(pb.GetWorkItemsRequest())
+        first = next(iter(stream))  # the pending orchestration (or a health ping): the stream is live
+        assert first.WhichOneof("request") in ("orchestratorRequest", "healthPing")
+        os.killpg(sc.proc.pid, signal.SIGTERM)
+        try:
+            for _ in stream:
+                pass
+        except grpc.RpcError as e:
+            pytest.fail(f"work-item stream ended with {e.code()} ({e.details()}) instead of OK")
+        assert stream.code() == grpc.StatusCode.OK
+    finally:
+        ch.close()
+    assert sc.proc.wait(timeout=15) == 0, f"exit code {sc.proc.returncode}"
+    sc.restart()
+    c2 = make_client(sc)
+    st = c2.get_orchestration_state(iid)
+    assert st is not None and st.get_input() == 1
