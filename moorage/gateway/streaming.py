@@ -1,20 +1,23 @@
 """Live text of a running turn: workers publish it, the gateway hands it to whoever is streaming that turn.
 
     worker (LLM activity)                          gateway
-    model.stream(request, on_text) ──PublishChunks──▶ StreamHub ──▶ RunStream / SSE subscribers
+    model.complete() → current_text_sink()(delta) ──PublishChunks──▶ StreamHub ──▶ RunStream / SSE subscribers
 
 The durable answer is the turn orchestration's output; chunks are a best-effort preview of it, delivered once to
 the callers streaming at that moment (not stored, not replayed after a crash, repeated if the model call is
 retried). Every stream ends with the complete answer, so a caller that missed chunks still gets all the text.
 
 Worker side: :class:`ChunkPublisher` sends chunks to the gateway's ``AgentStreamSink`` (the sidecar's port when the
-gateway runs inside ``moorage sidecar``), and :func:`make_streaming_llm_activity` is an agent's model-call activity
-that streams when its model has ``stream(request, on_text) -> ModelResponse``.
+gateway runs inside ``moorage sidecar``); :func:`enable_streaming` wraps an ``AgentWorker``'s model-call activities so
+that, during a call, :func:`current_text_sink` returns a callback publishing to it. A model streams by calling that
+callback with each delta from inside its ``complete()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import os
 import threading
@@ -139,14 +142,18 @@ class ChunkPublisher:
             return 0
 
     def sender(self, agent: str, thread_id: str, correlation_id: str) -> Callable[[str], None]:
-        """An ``on_text(delta)`` callback for one model call."""
+        """An ``on_text(delta)`` callback for one model call. Streaming callers subscribe before the turn is
+        sent, so when nobody took the first chunk nobody is listening: the rest is not sent."""
         seq = 0
+        listening = True
 
         def on_text(text: str) -> None:
-            nonlocal seq
-            if not text:
+            nonlocal seq, listening
+            if not text or not listening:
                 return
-            self.publish([Chunk(agent, thread_id, correlation_id, text, seq)])
+            delivered = self.publish([Chunk(agent, thread_id, correlation_id, text, seq)])
+            if seq == 0 and delivered == 0:
+                listening = False
             seq += 1
 
         return on_text
@@ -158,32 +165,65 @@ class ChunkPublisher:
             self._stub = None
 
 
-def make_streaming_llm_activity(agent: Any, publisher: ChunkPublisher) -> Callable[[Any, Any], Any]:
-    """The model-call activity of ``agent`` (same name, input and output as
-    ``moorage.agents.runtime.make_llm_activity``), streaming the text to the gateway when the model has
-    ``stream(request, on_text) -> ModelResponse``; models without it answer whole, as before."""
-    from moorage.agents.models import ModelRequest
-    from moorage.agents.runtime import llm_activity_name
+_SINK: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar("moorage_text_sink",
+                                                                                     default=None)
 
-    def llm_call(actx: Any, inp: dict[str, Any]) -> dict[str, Any]:
-        messages = list(inp.get("messages") or [])
-        if agent.instructions:
-            messages.insert(0, {"role": "system", "content": agent.instructions})
-        tools = [t.openai_schema() for t in agent.tools] if inp.get("tools") else []
-        options = {**agent.options, **(inp.get("options") or {})}
-        request = ModelRequest(messages=messages, tools=tools, response_format=inp.get("responseFormat"),
-                               options=options)
-        model = agent.model
-        stream = getattr(model, "stream", None)
-        if callable(stream) and publisher.endpoint and inp.get("sessionId") and inp.get("correlationId"):
-            result = stream(request, publisher.sender(agent.name, inp["sessionId"], inp["correlationId"]))
-        else:
-            result = model.complete(request)
-        return result.to_dict()
 
-    llm_call.__name__ = llm_activity_name(agent.name)
+def current_text_sink() -> Callable[[str], None] | None:
+    """Inside a model call of a turn: a callback that takes each piece of the answer's text as the model produces
+    it (None when the call is not being streamed). A streaming-capable model's ``complete()`` calls it per delta
+    and still returns the whole response."""
+    return _SINK.get()
+
+
+@contextmanager
+def text_sink(sink: Callable[[str], None] | None) -> Iterator[None]:
+    token = _SINK.set(sink)
+    try:
+        yield
+    finally:
+        _SINK.reset(token)
+
+
+def streaming_activity(fn: Callable[[Any, Any], Any], agent_name: str,
+                       publisher: ChunkPublisher) -> Callable[[Any, Any], Any]:
+    """Wrap an agent's model-call activity so that, while it runs, :func:`current_text_sink` publishes to the
+    gateway (turn identified by the activity input's ``sessionId`` and ``correlationId``)."""
+
+    @functools.wraps(fn)
+    def llm_call(actx: Any, inp: Any) -> Any:
+        session = inp.get("sessionId") if isinstance(inp, dict) else None
+        corr = inp.get("correlationId") if isinstance(inp, dict) else None
+        if not publisher.endpoint or not session or not corr:
+            return fn(actx, inp)
+        with text_sink(publisher.sender(agent_name, session, corr)):
+            return fn(actx, inp)
+
     return llm_call
 
 
-__all__ = ["Chunk", "ChunkPublisher", "STREAM_ENDPOINT_ENV", "StreamHub", "default_stream_endpoint",
-           "make_streaming_llm_activity"]
+def enable_streaming(agent_worker: Any, publisher: ChunkPublisher | None = None) -> ChunkPublisher:
+    """Let the agents of an ``AgentWorker`` (not started yet) stream their answers to the gateway: each agent's
+    model-call activity is wrapped with :func:`streaming_activity`. The publisher defaults to
+    ``$MOORAGE_STREAM_ENDPOINT`` or the worker's own endpoint (the gateway inside the sidecar)."""
+    from moorage.agents.runtime import llm_activity_name
+
+    if publisher is None:
+        publisher = ChunkPublisher(default_stream_endpoint(_connection_string(agent_worker.settings)))
+    registry = getattr(agent_worker.sdk_worker, "_registry", None)
+    activities = getattr(registry, "activities", None)
+    if not isinstance(activities, dict):
+        raise RuntimeError("this durabletask version keeps its activities elsewhere; streaming cannot be enabled")
+    for agent in agent_worker.agents.values():
+        name = llm_activity_name(agent.name)
+        if name in activities:
+            activities[name] = streaming_activity(activities[name], agent.name, publisher)
+    return publisher
+
+
+def _connection_string(settings: Any) -> str:
+    return f"Endpoint={settings.endpoint};Authentication={settings.authentication};TaskHub={settings.taskhub}"
+
+
+__all__ = ["Chunk", "ChunkPublisher", "STREAM_ENDPOINT_ENV", "StreamHub", "current_text_sink",
+           "default_stream_endpoint", "enable_streaming", "streaming_activity", "text_sink"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from moorage.agents import Agent
 from moorage.agents.models import ModelRequest, ModelResponse
+from moorage.gateway.streaming import current_text_sink
 
 GATES: dict[str, threading.Event] = {}
 _GATE = re.compile(r"\[gate:([A-Za-z0-9_-]+)\]")
@@ -37,7 +38,7 @@ def _text(message: dict[str, Any]) -> str:
 
 
 class ScriptedModel:
-    """A deterministic chat model with ``complete`` and ``stream(request, on_text)``."""
+    """A deterministic chat model; ``complete`` streams through ``current_text_sink()`` when one is set."""
 
     chunk_delay = 0.02
 
@@ -71,7 +72,11 @@ class ScriptedModel:
                              model="scripted", finish_reason="stop")
 
     def complete(self, request: ModelRequest) -> ModelResponse:
-        return self._response(self.reply(request), request)
+        """Streams word by word to the turn's text sink when the gateway streams this turn."""
+        sink = current_text_sink()
+        if sink is None:
+            return self._response(self.reply(request), request)
+        return self.stream(request, sink)
 
     def stream(self, request: ModelRequest, on_text: Any) -> ModelResponse:
         text = self.reply(request)
@@ -112,30 +117,18 @@ def joker() -> Agent:
 
 
 class AppWorker:
-    """The worker process's content, run in the test process (SDK worker threads)."""
+    """The worker process's content, run in the test process (an ``AgentWorker``, SDK worker threads)."""
 
     def __init__(self, grpc_port: int, taskhub: str = "default"):
-        from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
-
-        from moorage.agents.runtime import make_session_entity, make_tool_activity, make_turn_orchestrator
-        from moorage.agents.serialization import MoorageDataConverter
-        from moorage.connection import load_settings
+        from moorage.agents import AgentWorker
         from moorage.gateway import registry
-        from moorage.gateway.streaming import ChunkPublisher, make_streaming_llm_activity
+        from moorage.gateway.streaming import enable_streaming
 
         self.connection_string = f"Endpoint=http://localhost:{grpc_port};Authentication=None;TaskHub={taskhub}"
-        settings = load_settings(self.connection_string)
-        logger = logging.getLogger("moorage.tests.gateway.worker")
-        logger.setLevel(logging.WARNING)
-        self.worker = DurableTaskSchedulerWorker(**settings.sdk_kwargs(), data_converter=MoorageDataConverter(),
-                                                 logger=logger)
-        self.publisher = ChunkPublisher(f"localhost:{grpc_port}")
         self.agents = [joker()]
-        for agent in self.agents:
-            self.worker.add_entity(make_session_entity(agent), name=agent.entity_name)
-            self.worker.add_orchestrator(make_turn_orchestrator(agent))
-            self.worker.add_activity(make_streaming_llm_activity(agent, self.publisher))
-            self.worker.add_activity(make_tool_activity(agent))
+        self.worker = AgentWorker(self.agents, connection_string=self.connection_string,
+                                  logger=logging.getLogger("moorage.tests.gateway.worker"))
+        self.publisher = enable_streaming(self.worker)
         registry.install(self.worker, self.agents)
         self.worker.add_orchestrator(wait_for_approval)
         self.worker.add_entity(counter, name="counter")

@@ -23,13 +23,15 @@ class SSE:
     def events(self) -> Iterator[tuple[str, Any]]:
         kind, data = None, []
         while True:
-            line = self.response.fp.readline()
+            line = self.response.readline()
             if not line:
                 return
             line = line.decode().rstrip("\r\n")
             if not line:
                 if kind is not None:
                     yield kind, json.loads("\n".join(data)) if data else None
+                    if kind in ("completed", "error"):
+                        return
                 kind, data = None, []
                 continue
             if line.startswith("event:"):

@@ -1,0 +1,155 @@
+package dev.moorage.client;
+
+import dev.moorage.v1.AgentServiceGrpc;
+import dev.moorage.v1.GetEntityRequest;
+import dev.moorage.v1.GetOrchestrationRequest;
+import dev.moorage.v1.ListAgentsRequest;
+import dev.moorage.v1.RaiseEventRequest;
+import dev.moorage.v1.ResumeRequest;
+import dev.moorage.v1.SignalEntityRequest;
+import dev.moorage.v1.StartOrchestrationRequest;
+import dev.moorage.v1.SuspendRequest;
+import dev.moorage.v1.TerminateRequest;
+import dev.moorage.v1.WaitForOrchestrationRequest;
+import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
+import io.grpc.StatusRuntimeException;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Supplier;
+
+/**
+ * Talks to Moorage's gateway over gRPC ({@code moorage.v1.AgentService}).
+ *
+ * <pre>{@code
+ * try (MoorageClient client = MoorageClient.connect("localhost:8080")) {
+ *   AgentThread thread = client.agent("Joker").newThread();
+ *   System.out.println(thread.run("Tell me a joke about pirates").text());
+ * }
+ * }</pre>
+ */
+public final class MoorageClient implements AutoCloseable {
+  private static final int MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+  private final ManagedChannel channel;
+  final AgentServiceGrpc.AgentServiceBlockingStub stub;
+
+  private MoorageClient(ManagedChannel channel) {
+    this.channel = channel;
+    this.stub = AgentServiceGrpc.newBlockingStub(channel);
+  }
+
+  /**
+   * Connects to the gateway's gRPC address: "host:port" (the sidecar's port when the gateway runs inside it), or
+   * "https://host[:port]" for TLS.
+   */
+  public static MoorageClient connect(String address) {
+    boolean secure = false;
+    String target = address;
+    for (String[] p : new String[][] {{"https://", "1"}, {"grpcs://", "1"}, {"http://", ""}, {"grpc://", ""}}) {
+      if (target.startsWith(p[0])) {
+        target = target.substring(p[0].length());
+        secure = !p[1].isEmpty();
+        break;
+      }
+    }
+    target = target.replaceAll("/+$", "");
+    if (!target.substring(target.lastIndexOf(']') + 1).contains(":")) target += secure ? ":443" : ":80";
+    ManagedChannelBuilder<?> builder = ManagedChannelBuilder.forTarget(target).maxInboundMessageSize(MAX_MESSAGE_BYTES);
+    if (secure) builder.useTransportSecurity();
+    else builder.usePlaintext();
+    return new MoorageClient(builder.build());
+  }
+
+  /** Wraps an existing channel (custom credentials, interceptors, ...). */
+  public static MoorageClient of(ManagedChannel channel) {
+    return new MoorageClient(channel);
+  }
+
+  static <T> T call(Supplier<T> rpc) {
+    try {
+      return rpc.get();
+    } catch (StatusRuntimeException e) {
+      throw MoorageException.from(e);
+    }
+  }
+
+  /** The agent named {@code name} (e.g. "Joker"). */
+  public Agent agent(String name) {
+    return new Agent(this, name);
+  }
+
+  /** Names of the agents the gateway knows. */
+  public List<String> agents() {
+    return call(() -> stub.listAgents(ListAgentsRequest.getDefaultInstance())).getAgentsList().stream()
+        .map(a -> a.getName()).toList();
+  }
+
+  // -- orchestrations -------------------------------------------------------------------------------------------
+
+  /** Starts an orchestration ({@code input} encoded as JSON with Gson); returns its instance id. */
+  public String startOrchestration(String name, Object input) {
+    return startOrchestration(name, input, "");
+  }
+
+  public String startOrchestration(String name, Object input, String instanceId) {
+    StartOrchestrationRequest req = StartOrchestrationRequest.newBuilder().setName(name)
+        .setInputJson(Json.dumps(input)).setInstanceId(instanceId == null ? "" : instanceId).build();
+    return call(() -> stub.startOrchestration(req)).getInstanceId();
+  }
+
+  public Orchestration getOrchestration(String instanceId) {
+    return Orchestration.from(call(() -> stub.getOrchestration(
+        GetOrchestrationRequest.newBuilder().setInstanceId(instanceId).build())));
+  }
+
+  /** Waits until the instance finishes; DEADLINE_EXCEEDED after {@code timeout}. */
+  public Orchestration waitForOrchestration(String instanceId, Duration timeout) {
+    return Orchestration.from(call(() -> stub.waitForOrchestration(WaitForOrchestrationRequest.newBuilder()
+        .setInstanceId(instanceId).setTimeoutSeconds(timeout.toMillis() / 1000.0).build())));
+  }
+
+  public void raiseEvent(String instanceId, String eventName, Object data) {
+    call(() -> stub.raiseEvent(RaiseEventRequest.newBuilder().setInstanceId(instanceId).setEventName(eventName)
+        .setDataJson(Json.dumps(data)).build()));
+  }
+
+  public void terminate(String instanceId, Object output) {
+    call(() -> stub.terminate(TerminateRequest.newBuilder().setInstanceId(instanceId)
+        .setOutputJson(Json.dumps(output)).setRecursive(true).build()));
+  }
+
+  public void suspend(String instanceId, String reason) {
+    call(() -> stub.suspend(SuspendRequest.newBuilder().setInstanceId(instanceId)
+        .setReason(reason == null ? "" : reason).build()));
+  }
+
+  public void resume(String instanceId, String reason) {
+    call(() -> stub.resume(ResumeRequest.newBuilder().setInstanceId(instanceId)
+        .setReason(reason == null ? "" : reason).build()));
+  }
+
+  // -- entities -------------------------------------------------------------------------------------------------
+
+  /** Sends a one-way operation ({@code input} encoded as JSON) to the entity name/key. */
+  public void signalEntity(String name, String key, String operation, Object input) {
+    call(() -> stub.signalEntity(SignalEntityRequest.newBuilder().setName(name).setKey(key).setOperation(operation)
+        .setInputJson(Json.dumps(input)).build()));
+  }
+
+  /** Reads an entity; NOT_FOUND when it has no state. */
+  public Entity getEntity(String name, String key) {
+    return Entity.from(call(() -> stub.getEntity(GetEntityRequest.newBuilder().setName(name).setKey(key).build())));
+  }
+
+  @Override
+  public void close() {
+    channel.shutdown();
+    try {
+      channel.awaitTermination(5, TimeUnit.SECONDS);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
+  }
+}
