@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Generator
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,13 +32,15 @@ from durabletask.entities import EntityContext, EntityInstanceId
 from .agent import Agent, entity_name
 from .models import ModelRequest
 from .state import (
+    RawSession,
     RunRequest,
+    dump_compact,
+    entry_to_chat,
+    iter_body_entries,
+    split_raw,
     add_usage,
     assistant_message,
     empty_usage,
-    ext,
-    history,
-    history_to_chat,
     iso,
     load_state,
     parse_iso,
@@ -82,9 +86,31 @@ def session_entity_id(agent_name: str, session_id: str) -> EntityInstanceId:
 # The session entity
 # ---------------------------------------------------------------------------------------------------------------------
 
+def _read_raw(ctx: EntityContext) -> str | None:
+    """The entity's stored state as JSON text, without parsing it (the SDK keeps it serialised)."""
+    shim = getattr(ctx, "_state", None)
+    if shim is not None and isinstance(getattr(shim, "_current_state", None), (str, type(None))):
+        return shim._current_state  # type: ignore[no-any-return]
+    value = ctx.get_state()  # pragma: no cover - other SDK versions
+    return None if value is None else value if isinstance(value, str) else dump_compact(value)
+
+
+def _write_raw(ctx: EntityContext, raw: str | None) -> None:
+    shim = getattr(ctx, "_state", None)
+    if shim is not None and hasattr(shim, "_current_state"):
+        shim._current_state = raw  # the SDK commits / rolls back this field per operation
+    else:  # pragma: no cover - other SDK versions
+        ctx.set_state(None if raw is None else json.loads(raw))
+
+
 def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
     turn_name = turn_orchestration_name(agent.name)
     ttl = agent.session_ttl
+    default_rf = None
+    if agent.response_schema is not None:
+        from .structured import normalize_response_format
+
+        default_rf = normalize_response_format(agent.response_schema)
 
     def touch(ctx: EntityContext, mo: dict[str, Any], now: datetime) -> None:
         mo["lastActivityAt"] = iso(now)
@@ -97,70 +123,63 @@ def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
         mo["expiryCheckAt"] = iso(at)
         ctx.signal_entity(ctx.entity_id, "_expire", None, signal_time=at)
 
-    def begin(ctx: EntityContext, state: dict[str, Any], req: RunRequest, now: datetime) -> str:
+    def begin(ctx: EntityContext, session: RawSession, req: RunRequest, now: datetime) -> str:
         session_id = ctx.entity_id.key
-        entries = history(state)
-        entries.append(req.to_entry(now))
+        session.append(req.to_entry(now))
         instance_id = turn_instance_id(agent.name, session_id, req.correlation_id)
-        mo = ext(state)
-        mo["active"] = {"correlationId": req.correlation_id, "instanceId": instance_id, "startedAt": iso(now)}
-        rf = req.response_format
-        if rf is None and agent.response_schema is not None:
-            from .structured import normalize_response_format
-
-            rf = normalize_response_format(agent.response_schema)
+        session.mo["active"] = {"correlationId": req.correlation_id, "instanceId": instance_id,
+                                "startedAt": iso(now)}
         ctx.schedule_new_orchestration(turn_name, input={
             "agent": agent.name,
             "sessionId": session_id,
             "correlationId": req.correlation_id,
-            "messages": history_to_chat(entries),
-            "responseFormat": rf,
+            # The history is not copied into the turn's input (it would be stored and replayed with every step);
+            # the model-call activity reads it from this entity (see HistoryReader).
+            "responseFormat": req.response_format if req.response_format is not None else default_rf,
             "enableToolCalls": req.enable_tool_calls,
             "options": req.options,
             "replyTo": req.reply_to,
         }, instance_id=instance_id)
         return instance_id
 
-    def known(state: dict[str, Any], corr: str) -> str | None:
-        mo = ext(state)
+    def known(session: RawSession, corr: str) -> str | None:
+        mo = session.mo
         if mo.get("active") and mo["active"].get("correlationId") == corr:
             return "running"
         if any(p.get("correlationId") == corr for p in mo.get("pending") or []):
             return "queued"
-        if any(e.get("correlationId") == corr for e in history(state)):
+        if session.has_correlation(corr):
             return "done"
         return None
 
-    def op_run(ctx: EntityContext, raw_state: Any, input: Any) -> dict[str, Any]:
+    def op_run(ctx: EntityContext, session: RawSession, input: Any) -> dict[str, Any]:
         req = RunRequest.parse(input)
-        state = load_state(raw_state)
-        mo = ext(state)
+        mo = session.mo
         now = utc_now()
         instance_id = turn_instance_id(agent.name, ctx.entity_id.key, req.correlation_id)
-        seen = known(state, req.correlation_id)
+        seen = known(session, req.correlation_id)
         if seen is not None:  # a re-delivered or repeated request: one turn per correlation id
             return {"status": seen, "instanceId": instance_id, "duplicate": True}
         if mo.get("active"):
             mo["pending"].append(req.to_dict())
             touch(ctx, mo, now)
-            ctx.set_state(state)
+            _write_raw(ctx, session.to_raw())
             return {"status": "queued", "instanceId": instance_id, "position": len(mo["pending"])}
-        begin(ctx, state, req, now)
+        begin(ctx, session, req, now)
         touch(ctx, mo, now)
-        ctx.set_state(state)
+        _write_raw(ctx, session.to_raw())
         return {"status": "started", "instanceId": instance_id}
 
-    def op_complete(ctx: EntityContext, raw_state: Any, input: Any) -> None:
-        if raw_state is None:
+    def op_complete(ctx: EntityContext, session: RawSession, input: Any) -> None:
+        if not session.exists:
             return None  # the session was deleted while the turn ran
-        state = load_state(raw_state)
-        mo = ext(state)
+        mo = session.mo
         active = mo.get("active") or {}
         corr = (input or {}).get("correlationId")
         if not corr or active.get("correlationId") != corr:
             return None  # stale or repeated completion
         if not active.get("discard"):
-            history(state).append(input["response"])
+            session.append(input["response"])
         mo["active"] = None
         now = utc_now()
         while mo["pending"]:
@@ -168,63 +187,59 @@ def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
                 nxt = RunRequest.parse(mo["pending"].pop(0))
             except ValueError:
                 continue
-            begin(ctx, state, nxt, now)
+            begin(ctx, session, nxt, now)
             break
         touch(ctx, mo, now)
-        ctx.set_state(state)
+        _write_raw(ctx, session.to_raw())
         return None
 
-    def op_reset(ctx: EntityContext, raw_state: Any) -> None:
-        if raw_state is None:
+    def op_reset(ctx: EntityContext, session: RawSession) -> None:
+        if not session.exists:
             return None
-        state = load_state(raw_state)
-        mo = ext(state)
-        state["data"]["conversationHistory"] = []
+        mo = session.mo
+        session.clear_history()
         mo["pending"] = []
         if mo.get("active"):
             mo["active"]["discard"] = True
         touch(ctx, mo, utc_now())
-        ctx.set_state(state)
+        _write_raw(ctx, session.to_raw())
         return None
 
-    def op_expire(ctx: EntityContext, raw_state: Any) -> None:
-        if raw_state is None:
+    def op_expire(ctx: EntityContext, session: RawSession) -> None:
+        if not session.exists:
             return None
-        state = load_state(raw_state)
-        mo = ext(state)
+        mo = session.mo
         mo["expiryCheckAt"] = None
-        if ttl is None:
-            ctx.set_state(state)
-            return None
         now = utc_now()
-        last = parse_iso(mo.get("lastActivityAt")) or now
-        if mo.get("active") or mo.get("pending"):
-            schedule_expiry(ctx, mo, now + ttl)
-        elif now >= last + ttl - timedelta(milliseconds=50):
-            logger.info("session %s of agent %s expired after %s idle", ctx.entity_id.key, agent.name, ttl)
-            ctx.set_state(None)
-            return None
-        else:
-            schedule_expiry(ctx, mo, last + ttl)
-        ctx.set_state(state)
+        if ttl is not None:
+            last = parse_iso(mo.get("lastActivityAt")) or now
+            if mo.get("active") or mo.get("pending"):
+                schedule_expiry(ctx, mo, now + ttl)
+            elif now >= last + ttl - timedelta(milliseconds=50):
+                logger.info("session %s of agent %s expired after %s idle", ctx.entity_id.key, agent.name, ttl)
+                _write_raw(ctx, None)
+                return None
+            else:
+                schedule_expiry(ctx, mo, last + ttl)
+        _write_raw(ctx, session.to_raw())
         return None
 
     def session_entity(ctx: EntityContext, input: Any) -> Any:
         op = ctx.operation
-        raw_state = ctx.get_state()
-        if op == "run":
-            return op_run(ctx, raw_state, input)
-        if op == "_complete":
-            return op_complete(ctx, raw_state, input)
-        if op == "reset":
-            return op_reset(ctx, raw_state)
         if op == "delete":
-            ctx.set_state(None)
+            _write_raw(ctx, None)
             return None
+        session = RawSession(_read_raw(ctx))
+        if op == "run":
+            return op_run(ctx, session, input)
+        if op == "_complete":
+            return op_complete(ctx, session, input)
+        if op == "reset":
+            return op_reset(ctx, session)
         if op == "_expire":
-            return op_expire(ctx, raw_state)
+            return op_expire(ctx, session)
         if op == "get":
-            return load_state(raw_state) if raw_state is not None else None
+            return load_state(session.to_raw()) if session.exists else None
         raise ValueError(f"agent session {ctx.entity_id} has no operation {op!r}; supported: run, reset, delete, get")
 
     session_entity.__name__ = entity_name(agent.name)
@@ -235,9 +250,74 @@ def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
 # Activities
 # ---------------------------------------------------------------------------------------------------------------------
 
-def make_llm_activity(agent: Agent) -> Callable[[task.ActivityContext, Any], Any]:
+class HistoryReader:
+    """Reads a session's conversation (as Chat Completions messages) for the model-call activity.
+
+    Turns on a session are serialised, so while a turn runs the entity's history is exactly the conversation up to
+    the turn's request: every model call of the turn, and its re-execution after a crash, sees the same history.
+    Reading it here (one ``GetEntity``) instead of passing it through the orchestration keeps the turn's own
+    history small. The history only grows by appending, so what was converted for a session's previous turn is
+    kept (per session, a bounded cache) and only the new entries are parsed.
+    """
+
+    def __init__(self, client_factory: Callable[[], Any], cache_size: int = 64):
+        self._factory = client_factory
+        self._client: Any = None
+        self._lock = threading.Lock()
+        # entity id -> (history body text, [(type, correlationId)], [chat messages per entry])
+        self._sessions: OrderedDict[str, tuple[str, list[tuple[str, str]], list[list[dict[str, Any]]]]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _sdk(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._factory()
+        return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            self._sessions.clear()
+        if client is not None:
+            client.close()
+
+    def read(self, agent_name: str, session_id: str, correlation_id: str) -> list[dict[str, Any]]:
+        entity = session_entity_id(agent_name, session_id)
+        key = str(entity)
+        md = self._sdk().get_entity(entity, include_state=True)
+        raw = md.get_state() if md is not None else None
+        split = split_raw(raw) if raw else None
+        body = split[1] if split is not None else RawSession(raw).body
+        with self._lock:
+            cached = self._sessions.get(key)
+        if cached is not None and body.startswith(cached[0]):
+            prev_body, ids, chats = cached[0], list(cached[1]), list(cached[2])
+            start = len(prev_body)
+        else:
+            ids, chats, start = [], [], 0
+        for entry, _end in iter_body_entries(body, start):
+            ids.append((entry.get("$type") or "", entry.get("correlationId") or ""))
+            chats.append(entry_to_chat(entry))
+        with self._lock:
+            self._sessions[key] = (body, ids, chats)
+            self._sessions.move_to_end(key)
+            while len(self._sessions) > self._cache_size:
+                self._sessions.popitem(last=False)
+        # Up to and including this turn's request (nothing later should be there; be strict anyway).
+        end = next((i for i in range(len(ids) - 1, -1, -1) if ids[i] == ("request", correlation_id)), None)
+        if end is None:
+            raise LookupError(f"session {key} has no request {correlation_id!r} (was it reset or deleted?)")
+        return [m for chat in chats[:end + 1] for m in chat]
+
+
+def make_llm_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[task.ActivityContext, Any], Any]:
     def llm_call(actx: task.ActivityContext, inp: dict[str, Any]) -> dict[str, Any]:
-        messages = list(inp.get("messages") or [])
+        if "messages" in inp:  # explicit conversation
+            messages = list(inp.get("messages") or [])
+        else:
+            messages = list(history_reader.read(agent.name, inp["sessionId"], inp["correlationId"]))
+            messages.extend(inp.get("turnMessages") or [])
         if agent.instructions:
             messages.insert(0, {"role": "system", "content": agent.instructions})
         tools = [t.openai_schema() for t in agent.tools] if inp.get("tools") else []
@@ -300,7 +380,8 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
     def turn(ctx: task.OrchestrationContext, inp: dict[str, Any]) -> Generator[task.Task[Any], Any, Any]:
         session_id = inp["sessionId"]
         corr = inp["correlationId"]
-        messages: list[dict[str, Any]] = list(inp.get("messages") or [])
+        # Only the messages this turn adds (tool calls, results, corrections); the activity prepends the history.
+        messages: list[dict[str, Any]] = []
         rf = inp.get("responseFormat")
         tools_on = bool(inp.get("enableToolCalls", True)) and bool(agent.tools)
         options = inp.get("options") or {}
@@ -315,7 +396,7 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
         try:
             for _ in range(agent.max_iterations):
                 reply = yield ctx.call_activity(llm_name, input={
-                    "messages": messages, "tools": tools_on, "responseFormat": rf, "options": options,
+                    "turnMessages": messages, "tools": tools_on, "responseFormat": rf, "options": options,
                     "sessionId": session_id, "correlationId": corr,
                 }, retry_policy=agent.llm_retry)
                 add_usage(usage, reply.get("usage"))

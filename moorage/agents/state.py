@@ -325,11 +325,8 @@ def history_to_chat(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The replayable conversation: every request and successful response, as Chat Completions messages."""
     out: list[dict[str, Any]] = []
     for entry in entries:
-        if is_error_entry(entry):
-            continue
-        for message in entry.get("messages") or []:
-            out.extend(message_to_chat(message))
-    return _drop_dangling_tool_calls(out)
+        out.extend(entry_to_chat(entry))
+    return out
 
 
 def _drop_dangling_tool_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -367,3 +364,102 @@ def assistant_message(text: str | None, tool_calls: list[dict[str, Any]] | None 
     if created_at:
         msg["createdAt"] = created_at
     return msg
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The stored form: one canonical JSON layout that can be appended to without parsing the history
+# ---------------------------------------------------------------------------------------------------------------------
+#
+#   {"schemaVersion":"1.1.0","data":{"extensionData":{...},"conversationHistory":[<entry>,<entry>,...]}}
+#
+# It is ordinary schema-1.1.0 JSON (readers see no difference), but the small, often-rewritten part (Moorage's
+# bookkeeping) comes first and the history comes last, so the session entity can rewrite the one and append to the
+# other by string splicing: a turn's cost does not grow with the length of the conversation. Any other layout
+# (e.g. written by Agent Framework itself) is parsed once and rewritten in this form.
+
+_RAW_PREFIX = '{"schemaVersion":"' + SCHEMA_VERSION + '","data":{"extensionData":'
+_RAW_HISTORY = ',"conversationHistory":['
+_RAW_SUFFIX = ']}}'
+_DECODER = json.JSONDecoder()
+
+
+def dump_compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class RawSession:
+    """A session's stored state held as its JSON text, edited without parsing the history."""
+
+    def __init__(self, raw: str | None):
+        self.exists = bool(raw)
+        self.extension: dict[str, Any] = {}
+        self.body = ""  # the history entries, comma-separated JSON
+        if not raw:
+            return
+        split = split_raw(raw)
+        if split is not None:
+            self.extension, self.body = split
+            return
+        state = load_state(raw)  # another layout: parse once, store canonically from now on
+        extension = state["data"].get("extensionData")
+        self.extension = extension if isinstance(extension, dict) else {}
+        self.body = ",".join(dump_compact(e) for e in history(state))
+
+    @property
+    def mo(self) -> dict[str, Any]:
+        mo = self.extension.get(EXT_KEY)
+        if not isinstance(mo, dict):
+            mo = self.extension[EXT_KEY] = {}
+        mo.setdefault("active", None)
+        mo.setdefault("pending", [])
+        return mo
+
+    def append(self, entry: dict[str, Any]) -> None:
+        text = dump_compact(entry)
+        self.body = f"{self.body},{text}" if self.body else text
+
+    def has_correlation(self, correlation_id: str) -> bool:
+        return f'"correlationId":{dump_compact(correlation_id)}' in self.body
+
+    def clear_history(self) -> None:
+        self.body = ""
+
+    def entries(self) -> list[dict[str, Any]]:
+        return json.loads(f"[{self.body}]") if self.body else []
+
+    def to_raw(self) -> str:
+        return f"{_RAW_PREFIX}{dump_compact(self.extension)}{_RAW_HISTORY}{self.body}{_RAW_SUFFIX}"
+
+
+def split_raw(raw: str) -> tuple[dict[str, Any], str] | None:
+    """(extensionData, history body) of a canonically stored state, or None for any other layout."""
+    if not raw.startswith(_RAW_PREFIX) or not raw.endswith(_RAW_SUFFIX):
+        return None
+    try:
+        extension, end = _DECODER.raw_decode(raw, len(_RAW_PREFIX))
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(extension, dict) or not raw.startswith(_RAW_HISTORY, end):
+        return None
+    return extension, raw[end + len(_RAW_HISTORY):len(raw) - len(_RAW_SUFFIX)]
+
+
+def iter_body_entries(body: str, start: int = 0) -> Any:
+    """Yield (entry, end offset) for each entry of a history body from ``start``."""
+    i, n = start, len(body)
+    while i < n:
+        if body[i] in ", \n\t\r":
+            i += 1
+            continue
+        entry, i = _DECODER.raw_decode(body, i)
+        yield entry, i
+
+
+def entry_to_chat(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """One history entry as Chat Completions messages ([] for failed turns)."""
+    if is_error_entry(entry):
+        return []
+    out: list[dict[str, Any]] = []
+    for message in entry.get("messages") or []:
+        out.extend(message_to_chat(message))
+    return _drop_dangling_tool_calls(out)

@@ -15,7 +15,7 @@ from durabletask.worker import ConcurrencyOptions
 from ..connection import load_settings
 from .agent import Agent
 from .orchestration import AgentOrchestrationContext
-from .runtime import make_llm_activity, make_session_entity, make_tool_activity, make_turn_orchestrator
+from .runtime import HistoryReader, make_llm_activity, make_session_entity, make_tool_activity, make_turn_orchestrator
 from .serialization import MoorageDataConverter
 
 logger = logging.getLogger("moorage.agents")
@@ -62,8 +62,15 @@ class AgentWorker:
         )
         self.agents: dict[str, Agent] = {}
         self._started = False
+        self._history = HistoryReader(self._new_client)
         for agent in agents:
             self.add_agent(agent)
+
+    def _new_client(self) -> Any:
+        from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+
+        return DurableTaskSchedulerClient(**self.settings.sdk_kwargs(), data_converter=MoorageDataConverter(),
+                                          logger=logging.getLogger("moorage.durabletask.client"))
 
     @property
     def sdk_worker(self) -> DurableTaskSchedulerWorker:
@@ -80,7 +87,7 @@ class AgentWorker:
             raise RuntimeError("add agents before starting the worker")
         self._worker.add_entity(make_session_entity(agent), name=agent.entity_name)
         self._worker.add_orchestrator(make_turn_orchestrator(agent))
-        self._worker.add_activity(make_llm_activity(agent))
+        self._worker.add_activity(make_llm_activity(agent, self._history))
         self._worker.add_activity(make_tool_activity(agent))
         self.agents[key] = agent
         return agent
@@ -148,6 +155,7 @@ class AgentWorker:
             finally:
                 self._started = False
                 self._quiet.stopping = False
+                self._history.close()
 
     def __enter__(self) -> AgentWorker:
         return self.start()
