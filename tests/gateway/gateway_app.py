@@ -121,33 +121,23 @@ class AppWorker:
 
     def __init__(self, grpc_port: int, taskhub: str = "default"):
         from moorage.agents import AgentWorker
-        from moorage.gateway import registry
-        from moorage.gateway.streaming import enable_streaming
+        from moorage.gateway.worker import expose
 
         self.connection_string = f"Endpoint=http://localhost:{grpc_port};Authentication=None;TaskHub={taskhub}"
-        self.agents = [joker()]
-        self.worker = AgentWorker(self.agents, connection_string=self.connection_string,
+        self.worker = AgentWorker([joker()], connection_string=self.connection_string,
                                   logger=logging.getLogger("moorage.tests.gateway.worker"))
-        self.publisher = enable_streaming(self.worker)
-        registry.install(self.worker, self.agents)
+        self.publisher = expose(self.worker)
         self.worker.add_orchestrator(wait_for_approval)
         self.worker.add_entity(counter, name="counter")
 
     def start(self) -> AppWorker:
-        from durabletask.azuremanaged.client import DurableTaskSchedulerClient
-
-        from moorage.connection import load_settings
-        from moorage.gateway import registry
+        from moorage.gateway.worker import announce
 
         self.worker.start()
-        client = DurableTaskSchedulerClient(**load_settings(self.connection_string).sdk_kwargs(),
-                                            logger=logging.getLogger("moorage.tests.gateway.client"))
-        try:
-            registry.register(client, self.agents)
-        finally:
-            client.close()
+        announce(self.worker)
         return self
 
     def stop(self) -> None:
         self.worker.stop()
-        self.publisher.close()
+        if self.publisher is not None:
+            self.publisher.close()

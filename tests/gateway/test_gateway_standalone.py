@@ -1,0 +1,99 @@
+"""``moorage gateway``: the gateway alone, against a backend named by a connection string (here the test sidecar)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gateway_stack import PYTHON, REPO_ROOT, Http, Stack, free_port
+
+from moorage.client import Client, UnavailableError
+
+
+class Gateway:
+    def __init__(self, workdir: Path, connection_string: str, *extra: str):
+        self.grpc_port = free_port()
+        self.http_port = free_port()
+        self.log = workdir / f"gateway-{self.http_port}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MOORAGE_", "DURABLE_TASK_"))}
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [PYTHON, "-m", "moorage", "gateway", "--connection-string", connection_string, "--grpc-port",
+                 str(self.grpc_port), "--http-port", str(self.http_port), "--host", "127.0.0.1",
+                 "--log-level", "warning", *extra],
+                cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, env=env)
+        self.http = Http(f"http://127.0.0.1:{self.http_port}")
+        deadline = time.monotonic() + 30
+        while True:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if self.http.request("GET", "/healthz", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def gateway(stack: Stack, tmp_path: Path) -> Iterator[Gateway]:
+    gw = Gateway(tmp_path, f"Endpoint=http://localhost:{stack.grpc_port};Authentication=None;TaskHub=default")
+    try:
+        yield gw
+    finally:
+        gw.stop()
+        assert gw.proc.returncode == 0, gw.log.read_text()  # a clean stop on SIGTERM
+
+
+def test_standalone_gateway_serves_http_and_grpc(gateway: Gateway) -> None:
+    status, _, first = gateway.http.request("POST", "/api/agents/Joker/threads", {"message": "My name is Lin"})
+    assert status == 200, first
+    status, _, second = gateway.http.request("POST", f"/api/agents/Joker/threads/{first['threadId']}",
+                                             {"message": "What is my name?"})
+    assert status == 200 and second["response"] == "[turn 2] Your name is Lin.", second
+    with Client(f"127.0.0.1:{gateway.grpc_port}") as client:
+        res = client.agent("Joker").run("What is my name?", thread_id=first["threadId"])
+        assert res.text == "[turn 3] Your name is Lin."
+        # The worker publishes live text to the sidecar's own gateway, not to this one: the answer comes whole.
+        chunks = list(client.agent("Joker").stream("Tell me a joke about pirates"))
+        assert len(chunks) == 1 and chunks[0].startswith("[turn 1] Why couldn't the pirate")
+        iid = client.start_orchestration("wait_for_approval", "x")
+        client.raise_event(iid, "approve", "yes")
+        assert client.wait_for_orchestration(iid, 20).output == {"input": "x", "approval": "yes"}
+
+
+def test_standalone_gateway_with_unreachable_backend_says_so(tmp_path: Path) -> None:
+    dead = free_port()
+    gw = Gateway(tmp_path, f"Endpoint=http://127.0.0.1:{dead};Authentication=None;TaskHub=default",
+                 "--agents", "Joker")
+    try:
+        status, _, body = gw.http.request("POST", "/api/agents/Joker/threads", {"message": "hi"}, timeout=60)
+        assert status == 503, body
+        assert body["error"]["code"] == "UNAVAILABLE" and "unavailable" in body["error"]["message"]
+        with Client(f"127.0.0.1:{gw.grpc_port}") as client, pytest.raises(UnavailableError):
+            client.get_orchestration("x")
+        assert gw.proc.poll() is None  # still serving
+    finally:
+        gw.stop()
+
+
+def test_bad_connection_string_is_a_usage_error() -> None:
+    proc = subprocess.run([PYTHON, "-m", "moorage", "gateway", "--connection-string", "Endpoint=;TaskHub=x",
+                           "--grpc-port", "0", "--http-port", str(free_port())], cwd=str(REPO_ROOT),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "connection string has no Endpoint" in proc.stderr
