@@ -5,7 +5,8 @@ Environment knobs (all optional):
   BENCH_TARGETS    comma list of targets, table columns in that order (default "moorage,inmemory";
                    "inmemory,inmemory" checks the harness itself / its noise, no sidecar needed;
                    "moorage,moorage=/tmp/old" compares with the sidecar of another checkout, e.g. a
-                   `mkdir /tmp/old && git archive <commit> | tar -x -C /tmp/old`)
+                   `mkdir /tmp/old && git archive <commit> | tar -x -C /tmp/old`;
+                   "moorage-tmpfs" is the sidecar with its SQLite file on /dev/shm: what fsync costs)
   BENCH_WORKLOADS  comma list of workload names (default: all)
   BENCH_N          HelloCities instances (200)     BENCH_FANOUT   fan-out width (200)
   BENCH_SIGNALS    entity signals (300)            BENCH_REPEATS  measured runs per workload (7)
@@ -80,6 +81,7 @@ class Target:
     key: str            # "moorage" | "inmemory"
     label: str          # column header
     src: Path = REPO    # checkout whose `moorage` package runs (BENCH_TARGETS=moorage=/other/checkout)
+    store_base: str | None = None  # "moorage-tmpfs": the SQLite file on /dev/shm, where fsync is free
 
     def command(self, port: int, workdir: Path) -> list[str]:
         if self.key == "moorage":
@@ -87,7 +89,7 @@ class Target:
             # both backends (the in-memory launcher too): per-request log lines are not what we measure.
             # BENCH_STORE_DIR puts the db elsewhere, e.g. /dev/shm (tmpfs: fsync is free) to measure
             # what durability costs.
-            store_dir = Path(os.environ.get("BENCH_STORE_DIR") or workdir)
+            store_dir = Path(self.store_base or os.environ.get("BENCH_STORE_DIR") or workdir)
             if store_dir != workdir:
                 store_dir = Path(tempfile.mkdtemp(prefix="moorage-bench-", dir=store_dir))
             self.store_dir = store_dir
@@ -125,6 +127,12 @@ def parse_targets() -> list[Target]:
     targets, seen = [], {}
     for spec in keys:
         k, _, src = spec.partition("=")
+        store_base = None
+        if k == "moorage-tmpfs":
+            k, store_base = "moorage", "/dev/shm"
+            pretty = {**pretty, "moorage": "moorage-tmpfs"}
+        else:
+            pretty = {"moorage": "moorage", "inmemory": "in-memory"}
         if src:  # moorage=/path/to/checkout: that checkout's sidecar (e.g. a `git worktree` of an older commit)
             path = Path(src).resolve()
             try:
@@ -137,7 +145,7 @@ def parse_targets() -> list[Target]:
             path, base = REPO, pretty.get(k, k)
         seen[base] = seen.get(base, 0) + 1
         label = base + (f"#{seen[base]}" if seen[base] > 1 else "")
-        targets.append(Target(k, label, path))
+        targets.append(Target(k, label, path, store_base))
     return targets
 
 
