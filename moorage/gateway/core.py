@@ -502,20 +502,24 @@ class Gateway:
             await self.send_run(run)
             yield "started", run
             waiter = asyncio.ensure_future(self._wait_instance(run.instance_id, timeout))
-            seen = 0
+            seen = 0  # chunks are renumbered per turn: a turn with tool calls has several model calls
+
+            def renumber(c: Chunk) -> Chunk:
+                nonlocal seen
+                seen += 1
+                return Chunk(c.agent, c.thread_id, c.correlation_id, c.text, seen - 1)
+
             try:
                 while True:
                     getter = asyncio.ensure_future(queue.get())
                     done, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
                     if getter in done:
-                        seen += 1
-                        yield "chunk", getter.result()
+                        yield "chunk", renumber(getter.result())
                         continue
                     getter.cancel()
                     break
                 while not queue.empty():
-                    seen += 1
-                    yield "chunk", queue.get_nowait()
+                    yield "chunk", renumber(queue.get_nowait())
                 st = waiter.result()
             finally:
                 if not waiter.done():

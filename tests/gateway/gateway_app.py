@@ -3,7 +3,8 @@ orchestration "wait_for_approval", the entity "counter", and the agent registry.
 
 The scripted model keeps context the way a real one would: it answers "what is my name?" from an earlier turn
 and "another one about the same topic" with the topic of an earlier turn, and says which turn it is on.
-A message containing ``[gate:TOKEN]`` streams its first word, then waits until the test opens ``GATES[TOKEN]``.
+A message containing ``[gate:TOKEN]`` streams its first word, then waits until the test opens ``GATES[TOKEN]``;
+one containing ``[fail]`` makes the model call fail.
 """
 
 from __future__ import annotations
@@ -72,7 +73,11 @@ class ScriptedModel:
                              model="scripted", finish_reason="stop")
 
     def complete(self, request: ModelRequest) -> ModelResponse:
-        """Streams word by word to the turn's text sink when the gateway streams this turn."""
+        """Streams word by word to the turn's text sink when the gateway streams this turn. A message with
+        ``[fail]`` fails the model call (the agent has no retries: the turn fails at once)."""
+        users = [_text(m) for m in request.messages if m.get("role") == "user"]
+        if users and "[fail]" in users[-1]:
+            raise RuntimeError("the scripted model was asked to fail")
         sink = current_text_sink()
         if sink is None:
             return self._response(self.reply(request), request)
@@ -113,7 +118,7 @@ def counter(ctx: Any, input: Any) -> Any:
 
 def joker() -> Agent:
     return Agent(name="Joker", instructions="You are good at telling jokes.", model=ScriptedModel(),
-                 description="Tells jokes (scripted test model).")
+                 description="Tells jokes (scripted test model).", llm_retry=None)
 
 
 class AppWorker:

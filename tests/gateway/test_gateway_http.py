@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -409,3 +410,44 @@ def test_openapi_describes_every_route(http: Http) -> None:
                 assert method.lower() in spec["paths"][path], (method, path)
     status, _, health = http.request("GET", "/healthz")
     assert status == 200 and health == {"status": "ok", "taskHub": "default"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Failed and slow turns
+# ---------------------------------------------------------------------------------------------------------------------
+
+def test_failed_turn_is_500_with_the_turns_error(http: Http, stack: Stack) -> None:
+    status, _, body = http.request("POST", "/api/agents/Joker/threads", {"message": "[fail] please"})
+    assert status == 500, body
+    message = _error(body, "INTERNAL", "AgentRunFailed")
+    assert "the scripted model was asked to fail" in message
+    # the thread lives on: the next turn works and sees the failed one's request
+    thread_id = re.search(r"on thread (\w+)", message).group(1)
+    status, _, ok = http.request("POST", f"/api/agents/Joker/threads/{thread_id}", {"message": "again"})
+    assert status == 200 and ok["response"] == "[turn 2] You said: again", ok
+    # the status URL of a failed turn answers the same error
+    _, _, started = http.request("POST", f"/api/agents/Joker/threads/{thread_id}?wait=false", {"message": "[fail]"})
+    path = started["statusQueryGetUri"][len(http.base):]
+    status, _, err = http.request("GET", path + "?wait=20")
+    assert status == 500 and err["error"]["reason"] == "AgentRunFailed", err
+    # and a stream ends with an error event
+    sse = SSE(stack.http_base, f"/api/agents/Joker/threads/{thread_id}", {"message": "[fail] streamed"})
+    try:
+        events = list(sse.events())
+    finally:
+        sse.close()
+    assert events[0][0] == "started" and events[-1][0] == "error", events
+    assert events[-1][1]["code"] == "INTERNAL" and "asked to fail" in events[-1][1]["message"]
+
+
+def test_run_that_outlasts_its_timeout_becomes_202(http: Http) -> None:
+    token = _uid("gate")
+    GATES[token] = threading.Event()
+    try:
+        status, headers, body = http.request("POST", "/api/agents/Joker/threads?timeout=0.3",
+                                             {"message": f"[gate:{token}] slow"})
+        assert status == 202 and body["status"] == "running", body
+    finally:
+        GATES[token].set()
+    status, _, done = http.request("GET", headers["location"][len(http.base):] + "?wait=20")
+    assert status == 200 and done["response"] == "[turn 1] You said: slow", done

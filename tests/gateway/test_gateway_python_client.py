@@ -208,3 +208,21 @@ def test_async_client(stack: Stack) -> None:
                 await client.agent("Nobody").run("x")
 
     asyncio.run(main())
+
+
+def test_failed_and_timed_out_turns(client: Client) -> None:
+    from moorage.client import RunFailedError
+
+    joker = client.agent("Joker")
+    with pytest.raises(RunFailedError, match="asked to fail"):
+        joker.run("[fail]")
+    handle = joker.start("[fail] later")
+    status = joker.result(handle, wait=20)
+    assert status.status == "failed" and "asked to fail" in status.error["message"]
+    token = _uid("gate")
+    GATES[token] = threading.Event()
+    try:
+        with pytest.raises(TimeoutExpiredError, match="correlation id"):
+            joker.run(f"[gate:{token}] slow", timeout=0.3)
+    finally:
+        GATES[token].set()
