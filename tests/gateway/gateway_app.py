@@ -9,6 +9,7 @@ one containing ``[fail]`` makes the model call fail.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -65,7 +66,15 @@ class ScriptedModel:
             body = f"You said: {_GATE.sub('', last).strip()}"
         return f"[turn {len(users)}] {body}"
 
+    def _structured(self, text: str, request: ModelRequest) -> str:
+        """With a response schema: a JSON object whose string properties all hold the reply."""
+        schema = (request.response_format or {}).get("schema") or {}
+        props = schema.get("properties") or {}
+        return json.dumps({k: text if (v or {}).get("type") == "string" else None for k, v in props.items()})
+
     def _response(self, text: str, request: ModelRequest) -> ModelResponse:
+        if request.response_format is not None:
+            text = self._structured(text, request)
         words_in = sum(len(_text(m).split()) for m in request.messages)
         words_out = len(text.split())
         return ModelResponse(text=text, usage={"inputTokenCount": words_in, "outputTokenCount": words_out,

@@ -451,3 +451,14 @@ def test_run_that_outlasts_its_timeout_becomes_202(http: Http) -> None:
         GATES[token].set()
     status, _, done = http.request("GET", headers["location"][len(http.base):] + "?wait=20")
     assert status == 200 and done["response"] == "[turn 1] You said: slow", done
+
+
+def test_structured_answer_with_a_response_schema(http: Http) -> None:
+    schema = {"type": "object", "properties": {"joke": {"type": "string"}}, "required": ["joke"]}
+    status, _, body = http.request("POST", "/api/agents/Joker/threads",
+                                   {"message": "Tell me a joke about pirates", "responseSchema": schema})
+    assert status == 200, body
+    assert body["value"]["joke"].startswith("[turn 1] Why couldn't the pirate"), body
+    status, _, err = http.request("POST", "/api/agents/Joker/threads",
+                                  {"message": "x", "responseSchema": {"type": "no-such-type"}})
+    assert status == 400 and "JSON Schema" in _error(err, "INVALID_ARGUMENT")

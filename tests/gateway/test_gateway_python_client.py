@@ -226,3 +226,9 @@ def test_failed_and_timed_out_turns(client: Client) -> None:
             joker.run(f"[gate:{token}] slow", timeout=0.3)
     finally:
         GATES[token].set()
+
+
+def test_structured_answer(client: Client) -> None:
+    schema = {"type": "object", "properties": {"joke": {"type": "string"}}, "required": ["joke"]}
+    res = client.agent("Joker").run("Tell me a joke about sailors", response_schema=schema)
+    assert res.value == {"joke": "[turn 1] What do sailors eat for breakfast? Bagels, boiled on the sea."}
