@@ -65,6 +65,10 @@ class Filters:
         return self._match(self.orchestrations, name, version)
 
     def activity(self, name: str, version: str | None) -> bool:
+        # The Python SDK schedules activities without a version while its auto-generated filters list one:
+        # an unversioned activity is matched by name alone, or such a worker would never get its activities.
+        if version is None and self.activities is not None:
+            return name in self.activities
         return self._match(self.activities, name, version)
 
     def entity(self, entity_id: str) -> bool:
