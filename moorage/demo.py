@@ -79,6 +79,48 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=15)
 
 
+class EmbeddedSidecar:
+    """``python -m moorage sidecar`` on a free local port as a child process (a context manager)."""
+
+    def __init__(self, store: str | None = None, *, extra_args: tuple[str, ...] = ()):
+        self.workdir = Path(tempfile.mkdtemp(prefix="moorage-"))
+        self.store = store or f"sqlite:///{self.workdir / 'moorage.db'}"
+        self.port = _free_port()
+        self.log = self.workdir / "sidecar.log"
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def connection_string(self) -> str:
+        return f"Endpoint=http://127.0.0.1:{self.port};Authentication=None;TaskHub=default"
+
+    def start(self) -> EmbeddedSidecar:
+        cmd = [sys.executable, "-m", "moorage", "sidecar", "--port", str(self.port), "--host", "127.0.0.1",
+               "--store", self.store, "--dashboard-port", "0", "--http-port", "0", "--log-level", "warning",
+               *self.extra_args]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+                                         start_new_session=True)
+        try:
+            _wait_ready(self.port, self.proc, self.log)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedSidecar:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m moorage.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,21 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     from moorage.agents import Agent, AgentClient, AgentWorker, OfflineChatModel
     from moorage.agents.models import default_model
 
-    workdir = Path(tempfile.mkdtemp(prefix="moorage-demo-"))
-    store = args.store or f"sqlite:///{workdir / 'moorage.db'}"
-    port = _free_port()
-    log = workdir / "sidecar.log"
-    cmd = [sys.executable, "-m", "moorage", "sidecar", "--port", str(port), "--host", "127.0.0.1", "--store", store,
-           "--dashboard-port", "0", "--http-port", "0", "--log-level", "warning"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
-    print(f"Starting the embedded sidecar on 127.0.0.1:{port} (store {store})")
-    with open(log, "ab") as out:
-        sidecar = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
-                                   start_new_session=True)
+    sidecar = EmbeddedSidecar(args.store)
+    print(f"Starting the embedded sidecar on 127.0.0.1:{sidecar.port} (store {sidecar.store})")
     worker = None
     try:
-        _wait_ready(port, sidecar, log)
-        connection_string = f"Endpoint=http://127.0.0.1:{port};Authentication=None;TaskHub=default"
+        sidecar.start()
+        connection_string = sidecar.connection_string
         model = OfflineChatModel() if args.model == "offline" else default_model()
         joker = Agent(name="Joker", instructions="You are good at telling jokes.", model=model)
         worker = AgentWorker(agents=[joker], connection_string=connection_string)
@@ -135,9 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if worker is not None:
             worker.stop()
-        _stop(sidecar)
-        if args.store is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+        sidecar.stop()
         print("Stopped the worker and the sidecar.")
 
 

@@ -36,8 +36,6 @@ from .state import (
     RunRequest,
     dump_compact,
     entry_to_chat,
-    iter_body_entries,
-    split_raw,
     add_usage,
     assistant_message,
     empty_usage,
@@ -125,7 +123,9 @@ def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
 
     def begin(ctx: EntityContext, session: RawSession, req: RunRequest, now: datetime) -> str:
         session_id = ctx.entity_id.key
-        session.append(req.to_entry(now))
+        request_entry = req.to_entry(now)
+        session.append(request_entry)
+        base, recent = session.take_recent()
         instance_id = turn_instance_id(agent.name, session_id, req.correlation_id)
         session.mo["active"] = {"correlationId": req.correlation_id, "instanceId": instance_id,
                                 "startedAt": iso(now)}
@@ -133,8 +133,10 @@ def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
             "agent": agent.name,
             "sessionId": session_id,
             "correlationId": req.correlation_id,
-            # The history is not copied into the turn's input (it would be stored and replayed with every step);
-            # the model-call activity reads it from this entity (see HistoryReader).
+            # Not the whole history (it would be stored and replayed with every step of every turn): the entries
+            # added since the previous turn's request, on top of which a worker that ran that turn has the rest
+            # cached; any other worker reads it from this entity (see HistoryReader).
+            "history": {"base": base, "recent": recent, "version": int(session.mo.get("version") or 0)},
             "responseFormat": req.response_format if req.response_format is not None else default_rf,
             "enableToolCalls": req.enable_tool_calls,
             "options": req.options,
@@ -251,22 +253,23 @@ def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
 # ---------------------------------------------------------------------------------------------------------------------
 
 class HistoryReader:
-    """Reads a session's conversation (as Chat Completions messages) for the model-call activity.
+    """The conversation a turn's model calls see, as Chat Completions messages.
 
-    Turns on a session are serialised, so while a turn runs the entity's history is exactly the conversation up to
-    the turn's request: every model call of the turn, and its re-execution after a crash, sees the same history.
-    Reading it here (one ``GetEntity``) instead of passing it through the orchestration keeps the turn's own
-    history small. The history only grows by appending, so what was converted for a session's previous turn is
-    kept (per session, a bounded cache) and only the new entries are parsed.
+    Turns on a session are serialised, so while a turn runs the session's history is exactly the conversation up
+    to the turn's request: every model call of the turn, and its re-execution after a crash, sees the same history.
+    The turn's input names that history as (base version, recent entries, version). A worker that served the
+    session's previous turn has the base cached and only converts the recent entries; any other worker reads the
+    session entity once (``GetEntity``). So neither the orchestration history nor the model-call work grows with the
+    length of the conversation.
     """
 
-    def __init__(self, client_factory: Callable[[], Any], cache_size: int = 64):
+    def __init__(self, client_factory: Callable[[], Any], cache_size: int = 256):
         self._factory = client_factory
         self._client: Any = None
         self._lock = threading.Lock()
-        # entity id -> (history body text, [(type, correlationId)], [chat messages per entry])
-        self._sessions: OrderedDict[str, tuple[str, list[tuple[str, str]], list[list[dict[str, Any]]]]] = OrderedDict()
+        self._sessions: OrderedDict[str, tuple[int, list[dict[str, Any]]]] = OrderedDict()  # key -> (version, chat)
         self._cache_size = cache_size
+        self.reads = 0  # GetEntity calls (for tests)
 
     def _sdk(self) -> Any:
         if self._client is None:
@@ -282,33 +285,43 @@ class HistoryReader:
         if client is not None:
             client.close()
 
-    def read(self, agent_name: str, session_id: str, correlation_id: str) -> list[dict[str, Any]]:
-        entity = session_entity_id(agent_name, session_id)
-        key = str(entity)
-        md = self._sdk().get_entity(entity, include_state=True)
-        raw = md.get_state() if md is not None else None
-        split = split_raw(raw) if raw else None
-        body = split[1] if split is not None else RawSession(raw).body
+    def _remember(self, key: str, version: int, chat: list[dict[str, Any]]) -> None:
         with self._lock:
-            cached = self._sessions.get(key)
-        if cached is not None and body.startswith(cached[0]):
-            prev_body, ids, chats = cached[0], list(cached[1]), list(cached[2])
-            start = len(prev_body)
-        else:
-            ids, chats, start = [], [], 0
-        for entry, _end in iter_body_entries(body, start):
-            ids.append((entry.get("$type") or "", entry.get("correlationId") or ""))
-            chats.append(entry_to_chat(entry))
-        with self._lock:
-            self._sessions[key] = (body, ids, chats)
+            self._sessions[key] = (version, chat)
             self._sessions.move_to_end(key)
             while len(self._sessions) > self._cache_size:
                 self._sessions.popitem(last=False)
+
+    def read(self, agent_name: str, session_id: str, correlation_id: str,
+             described: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        entity = session_entity_id(agent_name, session_id)
+        key = str(entity)
+        if described:
+            version = int(described.get("version") or 0)
+            base = int(described.get("base") or 0)
+            with self._lock:
+                cached = self._sessions.get(key)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            base_chat = [] if base == 0 else (cached[1] if cached is not None and cached[0] == base else None)
+            if base_chat is not None:
+                chat = base_chat + [m for e in described.get("recent") or [] for m in entry_to_chat(e)]
+                self._remember(key, version, chat)
+                return chat
+        self.reads += 1
+        md = self._sdk().get_entity(entity, include_state=True)
+        raw = md.get_state() if md is not None else None
+        entries = RawSession(raw).entries()
         # Up to and including this turn's request (nothing later should be there; be strict anyway).
-        end = next((i for i in range(len(ids) - 1, -1, -1) if ids[i] == ("request", correlation_id)), None)
+        end = next((i for i in range(len(entries) - 1, -1, -1)
+                    if entries[i].get("$type") == "request" and entries[i].get("correlationId") == correlation_id),
+                   None)
         if end is None:
             raise LookupError(f"session {key} has no request {correlation_id!r} (was it reset or deleted?)")
-        return [m for chat in chats[:end + 1] for m in chat]
+        chat = [m for e in entries[:end + 1] for m in entry_to_chat(e)]
+        if described and end == len(entries) - 1:
+            self._remember(key, int(described.get("version") or 0), chat)
+        return chat
 
 
 def make_llm_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[task.ActivityContext, Any], Any]:
@@ -316,7 +329,8 @@ def make_llm_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[
         if "messages" in inp:  # explicit conversation
             messages = list(inp.get("messages") or [])
         else:
-            messages = list(history_reader.read(agent.name, inp["sessionId"], inp["correlationId"]))
+            messages = list(history_reader.read(agent.name, inp["sessionId"], inp["correlationId"],
+                                                inp.get("history")))
             messages.extend(inp.get("turnMessages") or [])
         if agent.instructions:
             messages.insert(0, {"role": "system", "content": agent.instructions})
@@ -392,12 +406,13 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
         error: dict[str, Any] | None = None
         structured_retries = 0
         now = iso(ctx.current_utc_datetime)
+        history_ref = inp.get("history")  # how the model-call activity finds the conversation (HistoryReader)
 
         try:
             for _ in range(agent.max_iterations):
                 reply = yield ctx.call_activity(llm_name, input={
                     "turnMessages": messages, "tools": tools_on, "responseFormat": rf, "options": options,
-                    "sessionId": session_id, "correlationId": corr,
+                    "sessionId": session_id, "correlationId": corr, "history": history_ref,
                 }, retry_policy=agent.llm_retry)
                 add_usage(usage, reply.get("usage"))
                 calls = reply.get("toolCalls") or []

@@ -414,15 +414,37 @@ class RawSession:
         mo.setdefault("pending", [])
         return mo
 
+    # History versions: every change of the history bumps ``mo["version"]``; version 0 is the empty history.
+    # ``mo["mark"]`` remembers (version, body offset) right after the last turn's request was appended, so the next
+    # turn can tell a worker "the history you saw at <mark version>, plus these few entries" (see
+    # ``take_recent``) instead of making it read the whole conversation.
+
     def append(self, entry: dict[str, Any]) -> None:
         text = dump_compact(entry)
         self.body = f"{self.body},{text}" if self.body else text
+        mo = self.mo
+        mo["version"] = int(mo.get("version") or 0) + 1
+
+    def take_recent(self) -> tuple[int, list[dict[str, Any]]]:
+        """(mark version, entries appended since the mark); then moves the mark to the end of the history."""
+        mo = self.mo
+        mark = mo.get("mark") or {"version": 0, "offset": 0}
+        offset = int(mark.get("offset") or 0)
+        recent = [e for e, _ in iter_body_entries(self.body, offset)] if offset <= len(self.body) else None
+        base = int(mark.get("version") or 0)
+        if recent is None:  # inconsistent mark: describe the whole history
+            base, recent = 0, self.entries()
+        mo["mark"] = {"version": int(mo.get("version") or 0), "offset": len(self.body)}
+        return base, recent
 
     def has_correlation(self, correlation_id: str) -> bool:
         return f'"correlationId":{dump_compact(correlation_id)}' in self.body
 
     def clear_history(self) -> None:
         self.body = ""
+        mo = self.mo
+        mo["version"] = int(mo.get("version") or 0) + 1
+        mo["mark"] = {"version": 0, "offset": 0}  # the next turn starts from the empty history
 
     def entries(self) -> list[dict[str, Any]]:
         return json.loads(f"[{self.body}]") if self.body else []

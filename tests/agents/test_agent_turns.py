@@ -306,3 +306,25 @@ def test_async_client(workers, cs, llm, model):
     r1, r2, r3, info = asyncio.run(main())
     assert (r1.text, r2.text, r3.text) == ("echo x", "echo y", "echo z")
     assert info.turns == 2
+
+
+def test_history_comes_from_the_worker_cache_or_the_entity(workers, client, llm, model):
+    """A worker that served a session's previous turn does not re-read the conversation; a fresh worker reads it
+    from the session entity once and the model still sees everything."""
+    agent = Agent(name=uid("Cache"), model=model)
+    llm.responder = lambda body: {"text": f"reply {sum(1 for m in body['messages'] if m['role'] == 'user')}"}
+    first = workers([agent])
+    session = uid("s")
+    for i in range(3):
+        assert client.run(agent.name, f"q{i}", session=session, timeout=30).text == f"reply {i + 1}"
+    assert first._history.reads == 0
+    first.stop()
+    second = workers([agent])
+    assert client.run(agent.name, "q3", session=session, timeout=30).text == "reply 4"
+    assert [m["content"] for m in llm.requests[-1]["messages"]] == ["q0", "reply 1", "q1", "reply 2", "q2",
+                                                                    "reply 3", "q3"]
+    assert second._history.reads == 1
+    client.reset_session(agent.name, session)
+    wait_until(lambda: client.get_session(agent.name, session).turns == 0)
+    assert client.run(agent.name, "fresh", session=session, timeout=30).text == "reply 1"
+    assert second._history.reads == 1
