@@ -11,7 +11,9 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -51,6 +53,13 @@ class ModelResponse:
     def to_dict(self) -> dict[str, Any]:
         return {"text": self.text, "toolCalls": self.tool_calls, "usage": self.usage, "model": self.model,
                 "finishReason": self.finish_reason}
+
+
+def current_text_sink() -> Callable[[str], None] | None:
+    """Where a streaming model sends text deltas during this model call (set by the gateway's streaming wrapper,
+    ``moorage.gateway.streaming``); None when nobody streams this call."""
+    module = sys.modules.get("moorage.gateway.streaming")  # no sink can be set unless it was imported
+    return module.current_text_sink() if module is not None else None
 
 
 @runtime_checkable
@@ -181,6 +190,9 @@ class OpenAIChatModel:
         rf = openai_response_format(request.response_format)
         if rf is not None:
             kwargs["response_format"] = rf
+        sink = current_text_sink()
+        if sink is not None:
+            return self._complete_streaming(model, request.messages, kwargs, sink)
         completion = self.client.chat.completions.create(model=model, messages=request.messages, **kwargs)
         choice = completion.choices[0]
         message = choice.message
@@ -193,6 +205,48 @@ class OpenAIChatModel:
         return ModelResponse(text=message.content, tool_calls=calls, usage=_usage_from_openai(completion.usage),
                              model=getattr(completion, "model", None) or model,
                              finish_reason=getattr(choice, "finish_reason", None))
+
+
+    def _complete_streaming(self, model: str, messages: list[dict[str, Any]], kwargs: dict[str, Any],
+                            sink: Callable[[str], None]) -> ModelResponse:
+        """Stream the reply, handing each text delta to ``sink``; return the whole response as usual."""
+        import openai
+
+        try:
+            stream = self.client.chat.completions.create(model=model, messages=messages, stream=True,
+                                                         stream_options={"include_usage": True}, **kwargs)
+        except openai.BadRequestError:  # servers without stream_options
+            stream = self.client.chat.completions.create(model=model, messages=messages, stream=True, **kwargs)
+        text: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
+        usage: dict[str, Any] | None = None
+        finish: str | None = None
+        served_model: str | None = None
+        for chunk in stream:
+            served_model = getattr(chunk, "model", None) or served_model
+            if getattr(chunk, "usage", None) is not None:
+                usage = _usage_from_openai(chunk.usage)
+            for choice in chunk.choices or []:
+                delta = choice.delta
+                if delta is not None and delta.content:
+                    text.append(delta.content)
+                    try:
+                        sink(delta.content)
+                    except Exception:  # a preview must never break the call
+                        logger.debug("text sink failed", exc_info=True)
+                for tc in (delta.tool_calls if delta is not None else None) or []:
+                    slot = calls.setdefault(tc.index if tc.index is not None else len(calls),
+                                            {"id": "", "name": "", "arguments": ""})
+                    if tc.id:
+                        slot["id"] = tc.id
+                    if tc.function is not None:
+                        slot["name"] += tc.function.name or ""
+                        slot["arguments"] += tc.function.arguments or ""
+                if choice.finish_reason:
+                    finish = choice.finish_reason
+        tool_calls = [dict(c, arguments=c["arguments"] or "{}") for _, c in sorted(calls.items())]
+        return ModelResponse(text="".join(text) if text else None, tool_calls=tool_calls, usage=usage,
+                             model=served_model or model, finish_reason=finish)
 
 
 class AzureOpenAIChatModel(OpenAIChatModel):
@@ -252,6 +306,10 @@ class OfflineChatModel:
                 body = f"I would answer \"{snippet}\" here, but no language model is configured."
             text = (f"{self.PREFIX} (turn {turn} of this conversation) {body} "
                     "Set OPENAI_API_KEY or AZURE_OPENAI_ENDPOINT to use a real model.")
+        sink = current_text_sink()
+        if sink is not None:
+            for i, word in enumerate(text.split(" ")):
+                sink(word if i == 0 else " " + word)
         words_in = sum(len(str(m.get("content") or "").split()) for m in request.messages)
         words_out = len(text.split())
         return ModelResponse(text=text, usage={"inputTokenCount": words_in, "outputTokenCount": words_out,

@@ -204,7 +204,39 @@ class ScriptedLLM:
                 except json.JSONDecodeError:
                     return self._send(400, {"error": {"message": "bad json"}})
                 status, payload = llm._answer(body)
+                if status == 200 and body.get("stream"):
+                    return self._send_stream(payload, bool((body.get("stream_options") or {}).get("include_usage")))
                 self._send(status, payload)
+
+            def _send_stream(self, payload: dict[str, Any], include_usage: bool) -> None:
+                """The completion as Server-Sent Events, in the chunk shapes the OpenAI API streams."""
+                message = payload["choices"][0]["message"]
+                base = {"id": payload["id"], "object": "chat.completion.chunk", "created": payload["created"],
+                        "model": payload["model"]}
+
+                def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+                    return dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": finish}])
+
+                events = [chunk({"role": "assistant", "content": ""})]
+                text = message.get("content") or ""
+                for i in range(0, len(text), 7):
+                    events.append(chunk({"content": text[i:i + 7]}))
+                for n, call in enumerate(message.get("tool_calls") or []):
+                    args = call["function"]["arguments"]
+                    events.append(chunk({"tool_calls": [{"index": n, "id": call["id"], "type": "function",
+                                                         "function": {"name": call["function"]["name"],
+                                                                      "arguments": ""}}]}))
+                    for i in range(0, len(args), 5):
+                        events.append(chunk({"tool_calls": [{"index": n, "function": {"arguments": args[i:i + 5]}}]}))
+                events.append(chunk({}, payload["choices"][0]["finish_reason"]))
+                if include_usage:
+                    events.append(dict(base, choices=[], usage=payload["usage"]))
+                data = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()

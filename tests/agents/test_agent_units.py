@@ -242,3 +242,33 @@ def test_openai_model_configuration(monkeypatch):
     assert OpenAIChatModel(model="gpt-4o").azure_endpoint is None  # an OpenAI key wins over Azure env
     local = OpenAIChatModel(model="llama3", base_url="http://127.0.0.1:1/v1")
     assert local.azure_endpoint is None and str(local.client.base_url).startswith("http://127.0.0.1:1/v1")
+
+
+def test_openai_model_streams_text_and_tool_calls_to_the_sink(llm):
+    """With a text sink set (the gateway's streaming wrapper does that around a model call), OpenAIChatModel streams
+    from the server (SSE through the real openai client), hands each text delta to the sink and still returns the
+    whole response, tool calls included."""
+    import moorage.gateway.streaming as streaming
+    from agent_testkit import call
+
+    model = OpenAIChatModel(model="m", base_url=llm.base_url, api_key="k", max_retries=0)
+    llm.add("The quick brown fox jumps over the lazy dog.")
+    llm.add(tool_calls=[call("lookup", {"query": "a longer argument string"}), call("other", {})])
+    deltas: list[str] = []
+    req = ModelRequest(messages=[{"role": "user", "content": "hi"}])
+    with streaming.text_sink(deltas.append):
+        text = model.complete(req)
+        tools = model.complete(req)
+    assert len(deltas) > 3 and "".join(deltas) == text.text == "The quick brown fox jumps over the lazy dog."
+    assert text.usage and text.usage["totalTokenCount"] > 0 and text.finish_reason == "stop"
+    assert [(c["name"], json.loads(c["arguments"])) for c in tools.tool_calls] == [
+        ("lookup", {"query": "a longer argument string"}), ("other", {})]
+    assert all(c["id"] for c in tools.tool_calls)
+    assert llm.requests[0]["stream"] is True and llm.requests[0]["stream_options"] == {"include_usage": True}
+    # Without a sink: no streaming.
+    llm.add("plain")
+    assert model.complete(req).text == "plain" and not llm.requests[-1].get("stream")
+    deltas.clear()
+    with streaming.text_sink(deltas.append):
+        offline = OfflineChatModel().complete(req)
+    assert "".join(deltas) == offline.text
