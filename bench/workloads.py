@@ -234,7 +234,8 @@ class EntitySignals(Workload):
         state = None
         while True:
             md = c.get_entity(eid, include_state=True)
-            state = md.get_state(int) if md is not None else None
+            raw = md.get_state() if md is not None else None  # raw JSON; "" / None before the first batch
+            state = json.loads(raw) if raw else None
             if state == n:
                 break
             if state is not None and state > n:
