@@ -42,11 +42,14 @@ class AgentWorker:
     Orchestrations registered with :meth:`orchestration` get a context with ``ctx.get_agent(name)``; plain
     activities, orchestrators and entities can be added as on the SDK's worker. ``start()`` / ``stop()`` run it in
     the background (also as a context manager); ``run()`` blocks until SIGINT/SIGTERM.
+
+    ``work_item_filters`` (default on) tells the backend which work this worker can take, so workers hosting
+    different agents can share a task hub; turn it off for a backend that does not support work-item filters.
     """
 
     def __init__(self, agents: Iterable[Agent] = (), *, connection_string: str | None = None,
                  concurrency_options: ConcurrencyOptions | None = None, logger: logging.Logger | None = None,
-                 **worker_kwargs: Any):
+                 work_item_filters: bool = True, **worker_kwargs: Any):
         self.settings = load_settings(connection_string)
         sdk_logger = logger or logging.getLogger("moorage.durabletask.worker")
         self._quiet = _QuietStop()
@@ -62,6 +65,7 @@ class AgentWorker:
         )
         self.agents: dict[str, Agent] = {}
         self._started = False
+        self._work_item_filters = work_item_filters
         self._history = HistoryReader(self._new_client)
         for agent in agents:
             self.add_agent(agent)
@@ -143,6 +147,10 @@ class AgentWorker:
 
     def start(self) -> AgentWorker:
         if not self._started:
+            if self._work_item_filters:
+                # Ask only for work this worker can do (its agents, orchestrations, activities, entities), so
+                # workers hosting different agents can share one task hub.
+                self._worker.use_work_item_filters()
             self._worker.start()
             self._started = True
         return self

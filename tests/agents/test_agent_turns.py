@@ -328,3 +328,15 @@ def test_history_comes_from_the_worker_cache_or_the_entity(workers, client, llm,
     wait_until(lambda: client.get_session(agent.name, session).turns == 0)
     assert client.run(agent.name, "fresh", session=session, timeout=30).text == "reply 1"
     assert second._history.reads == 1
+
+
+def test_workers_with_different_agents_share_a_task_hub(workers, client, llm, model):
+    """Work-item filters: each worker only gets the work of the agents it hosts."""
+    a = Agent(name=uid("OnlyA"), instructions="I am A.", model=model)
+    b = Agent(name=uid("OnlyB"), instructions="I am B.", model=model)
+    llm.responder = lambda body: {"text": body["messages"][0]["content"]}
+    workers([a])
+    workers([b])
+    for _ in range(4):
+        assert client.run(a.name, "who?", timeout=30).text == "I am A."
+        assert client.run(b.name, "who?", timeout=30).text == "I am B."
