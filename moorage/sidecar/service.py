@@ -151,7 +151,7 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         return result
 
     async def _read(self, hub: Hub, fn: Callable[[StoreTx], T]) -> T:
-        return await self.store.run(hub.name, fn)
+        return await self.store.read(hub.name, fn)
 
     def _apply(self, hub: Hub, fx: Effects) -> None:
         for instance_id in fx.changed:
@@ -401,7 +401,7 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
                     engine.lease_entities(tx, fx, lease, stream.filters, min(room["e"], per_round)),
                     tx.next_due(t))
 
-        orchs, acts, ents, next_due = await self.store.run(hub.name, lease_all)
+        orchs, acts, ents, next_due = await self.store.run(hub.name, lease_all, durable=False)
         items: list[pb.WorkItem] = []
         for o in orchs:
             token = o.row.lease_token
@@ -573,7 +573,8 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
                 if owners:
                     until = time.time() + self.lease_seconds
                     try:
-                        await self.store.run(hub.name, lambda tx, o=owners, u=until: tx.renew_leases(o, u))
+                        await self.store.run(hub.name, lambda tx, o=owners, u=until: tx.renew_leases(o, u),
+                                             durable=False)
                     except Exception:
                         log.exception("lease renewal failed hub=%s", hub.name)
             try:

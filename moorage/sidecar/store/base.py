@@ -253,8 +253,16 @@ class Store(abc.ABC):
     """A durable store shared by every task hub of a sidecar."""
 
     @abc.abstractmethod
-    async def run(self, hub: str, fn: Callable[[StoreTx], T]) -> T:
-        """Run ``fn`` in one transaction of ``hub``; durable when this returns."""
+    async def run(self, hub: str, fn: Callable[[StoreTx], T], durable: bool = True) -> T:
+        """Run ``fn`` in one transaction of ``hub``; durable when this returns.
+
+        ``durable=False`` is for soft state that is safe to lose on a power cut, such as leases (a lost lease
+        only means the item is handed out again): the store may skip its fsync for such a transaction.
+        """
+
+    @abc.abstractmethod
+    async def read(self, hub: str, fn: Callable[[StoreTx], T]) -> T:
+        """Run a read-only ``fn`` on a consistent snapshot of acknowledged state."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

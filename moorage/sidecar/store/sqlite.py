@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 import durabletask.internal.orchestrator_service_pb2 as pb
@@ -354,16 +355,36 @@ class SqliteStore(Store):
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._synchronous = "FULL"
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(resources.files("moorage.sidecar.store").joinpath("schema.sql").read_text())
+        # Reads run right on the caller's thread (the event loop) from a second, read-only connection: WAL lets
+        # them see the last commit without queueing behind writes, and a short indexed query costs less than a
+        # hop to the writer thread and back.
+        self._reader = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True,
+                                       isolation_level=None, check_same_thread=False)
+        self._reader.execute("PRAGMA busy_timeout=5000")
         self._thread = threading.Thread(target=self._loop, name="moorage-sqlite-writer", daemon=True)
         self._thread.start()
 
-    async def run(self, hub: str, fn: Callable[[StoreTx], T]) -> T:
+    async def run(self, hub: str, fn: Callable[[StoreTx], T], durable: bool = True) -> T:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put((hub, fn, fut, loop))
+        self._queue.put((hub, fn, fut, loop, durable))
         return await fut
+
+    async def read(self, hub: str, fn: Callable[[StoreTx], T]) -> T:
+        db = self._reader
+        db.execute("BEGIN")
+        try:
+            return fn(_Tx(db, hub))
+        finally:
+            db.execute("COMMIT")
+
+    def _set_synchronous(self, level: str) -> None:
+        if level != self._synchronous:
+            self._db.execute(f"PRAGMA synchronous={level}")
+            self._synchronous = level
 
     def _loop(self) -> None:
         db = self._db
@@ -383,8 +404,10 @@ class SqliteStore(Store):
                 batch.append(nxt)
             outcomes: list[tuple[bool, Any]] = []
             try:
+                # A batch of soft state alone (leases) skips the fsync; any durable transition makes it FULL.
+                self._set_synchronous("FULL" if any(item[4] for item in batch) else "NORMAL")
                 db.execute("BEGIN IMMEDIATE")
-                for hub, fn, _fut, _loop in batch:
+                for hub, fn, _fut, _loop, _durable in batch:
                     db.execute("SAVEPOINT op")
                     try:
                         outcomes.append((True, fn(_Tx(db, hub))))
@@ -401,19 +424,24 @@ class SqliteStore(Store):
                 except sqlite3.Error:
                     pass
                 outcomes = [(False, exc)] * len(batch)
-            for (_hub, _fn, fut, loop), (ok, value) in zip(batch, outcomes):
-                loop.call_soon_threadsafe(_resolve, fut, ok, value)
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+            for (_hub, _fn, fut, loop, _durable), (ok, value) in zip(batch, outcomes):
+                by_loop.setdefault(loop, []).append((fut, ok, value))
+            for loop, results in by_loop.items():  # one wake-up of each loop per batch
+                loop.call_soon_threadsafe(_resolve_all, results)
 
     async def close(self) -> None:
         self._queue.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._reader.close()
         self._db.close()
 
 
-def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if fut.done():
-        return
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
+def _resolve_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in results:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
