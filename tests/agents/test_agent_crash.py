@@ -9,7 +9,20 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from agent_testkit import IS_INMEMORY, PYTHON, REPO_ROOT, call, uid, wait_until
+from agent_testkit import (
+    CHANNEL_OPTIONS,
+    IS_INMEMORY,
+    PYTHON,
+    REPO_ROOT,
+    SDK_LOGGER,
+    WORKER_RESILIENCY,
+    BackendProcess,
+    call,
+    uid,
+    wait_until,
+)
+
+from moorage.agents import Agent, AgentClient, AgentWorker
 
 HERE = Path(__file__).resolve().parent
 
@@ -79,3 +92,37 @@ def test_sigkill_mid_turn_repeats_no_completed_call(cs, client, llm, tmp_path):
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait()
+
+
+def test_conversation_survives_a_sidecar_kill(tmp_path, llm, model):
+    """SIGKILL the sidecar between and during turns, restart it on the same store: the conversation, the running
+    turn and the queued turn all survive, and the worker reconnects by itself."""
+    sidecar = BackendProcess(tmp_path / "own-sidecar", lease_seconds=2).start()
+    worker = None
+    client = None
+    try:
+        agent = Agent(name=uid("Survivor"), model=model)
+        llm.responder = lambda body: {"text": f"answer {sum(1 for m in body['messages'] if m['role'] == 'user')}",
+                                      "delay": 0.3}
+        worker = AgentWorker([agent], connection_string=sidecar.connection_string, logger=SDK_LOGGER,
+                             channel_options=CHANNEL_OPTIONS, resiliency_options=WORKER_RESILIENCY).start()
+        client = AgentClient(sidecar.connection_string)
+        session = uid("s")
+        assert client.run(agent.name, "one", session=session, timeout=30).text == "answer 1"
+        # Acknowledged: a second turn is running (model call in flight), a third is queued behind it.
+        h2 = client.start_run(agent.name, "two", session=session)
+        h3 = client.start_run(agent.name, "three", session=session)
+        wait_until(lambda: llm.count >= 2, timeout=20)
+        sidecar.kill()
+        sidecar.start()
+        assert client.wait_for_response(h2, timeout=60).text == "answer 2"
+        assert client.wait_for_response(h3, timeout=60).text == "answer 3"
+        info = client.get_session(agent.name, session)
+        assert info.turns == 3
+        assert [e["$type"] for e in info.conversation_history] == ["request", "response"] * 3
+    finally:
+        if client is not None:
+            client.close()
+        if worker is not None:
+            worker.stop()
+        sidecar.stop()
