@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from moorage.agents import Agent
-from moorage.agents.models import ModelRequest, ModelResponse
+from moorage.agents.models import ModelRequest, ModelResponse, OfflineChatModel
 from moorage.gateway.streaming import current_text_sink
 
 GATES: dict[str, threading.Event] = {}
@@ -138,7 +138,9 @@ class AppWorker:
         from moorage.gateway.worker import expose
 
         self.connection_string = f"Endpoint=http://localhost:{grpc_port};Authentication=None;TaskHub={taskhub}"
-        self.worker = AgentWorker([joker()], connection_string=self.connection_string,
+        offline = Agent(name="Offline", instructions="You answer questions.", model=OfflineChatModel(),
+                        llm_retry=None)
+        self.worker = AgentWorker([joker(), offline], connection_string=self.connection_string,
                                   logger=logging.getLogger("moorage.tests.gateway.worker"))
         self.publisher = expose(self.worker)
         self.worker.add_orchestrator(wait_for_approval)

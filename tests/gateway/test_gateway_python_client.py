@@ -174,7 +174,7 @@ def test_errors_map_to_grpc_status_codes(client: Client, stack: Stack) -> None:
         from google.protobuf import empty_pb2
 
         dt_grpc.TaskHubSidecarServiceStub(ch).Hello(empty_pb2.Empty())
-    assert [a.name for a in client.agents()] == ["Joker"]
+    assert [a.name for a in client.agents()] == ["Joker", "Offline"]
 
 
 def test_async_client(stack: Stack) -> None:
@@ -232,3 +232,11 @@ def test_structured_answer(client: Client) -> None:
     schema = {"type": "object", "properties": {"joke": {"type": "string"}}, "required": ["joke"]}
     res = client.agent("Joker").run("Tell me a joke about sailors", response_schema=schema)
     assert res.value == {"joke": "[turn 1] What do sailors eat for breakfast? Bagels, boiled on the sea."}
+
+
+def test_the_offline_model_streams_through_the_gateway(client: Client) -> None:
+    """The product's own OfflineChatModel (not the test's scripted one) streams word by word."""
+    stream = client.agent("Offline").stream("What is a moorage?")
+    chunks = list(stream)
+    assert len(chunks) > 5 and "".join(chunks) == stream.result.text
+    assert stream.result.text.startswith("[offline model]")
