@@ -59,7 +59,7 @@ def uid(prefix: str = "") -> str:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
-               message: str = "condition not met") -> Any:
+               message: str | Callable[[], str] = "condition not met") -> Any:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -69,7 +69,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s: {message}")
+            raise AssertionError(f"timed out after {timeout}s: {message() if callable(message) else message}")
         time.sleep(interval)
 
 

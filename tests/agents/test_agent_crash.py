@@ -38,6 +38,24 @@ def start_worker(cs: str, base_url: str, directory: Path, agent: str) -> subproc
         cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
 
 
+def diagnose(client, handle, directory: Path, what: str, backend=None) -> str:
+    """Everything worth seeing when a crash test times out."""
+    parts = [what]
+    try:
+        st = client.get_orchestration(handle.instance_id)
+        parts.append(f"turn {handle.instance_id}: {st.runtime_status if st else 'does not exist'}"
+                     f"{' ' + str(st.failure_details) if st and st.failure_details else ''}")
+        info = client.get_session(handle.agent_name, handle.session_id)
+        parts.append(f"session: {info.state if info else None}")
+    except Exception as exc:  # the backend may be down
+        parts.append(f"(could not read state: {exc!r})")
+    for log in sorted(directory.glob("*.log")):
+        parts.append(f"--- {log.name}:\n{log.read_text(errors='replace')[-3000:]}")
+    if backend is not None:
+        parts.append(f"--- backend log:\n{backend.tail(40)}")
+    return "\n".join(parts)
+
+
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -54,7 +72,7 @@ def test_sigkill_mid_turn_repeats_no_completed_call(cs, client, llm, tmp_path):
         handle = client.start_run(agent, "Book dinner for two at The Anchor and pay the deposit.")
         # The turn reaches the second tool call, which blocks: kill -9 the worker there.
         wait_until(lambda: (tmp_path / "charge_card.blocked").exists(), timeout=60,
-                   message=f"the turn never reached charge_card; worker log:\n{(tmp_path / 'worker.log').read_bytes()[-3000:]!r}")
+                   message=lambda: diagnose(client, handle, tmp_path, "the turn never reached charge_card"))
         os.killpg(procs[0].pid, signal.SIGKILL)
         procs[0].wait(timeout=10)
         assert llm.count == 2
@@ -63,7 +81,10 @@ def test_sigkill_mid_turn_repeats_no_completed_call(cs, client, llm, tmp_path):
 
         # A new worker process picks the turn up (once the dead worker's lease runs out) and finishes it.
         procs.append(start_worker(cs, llm.base_url, tmp_path, agent))
-        response = client.wait_for_response(handle, timeout=60)
+        try:
+            response = client.wait_for_response(handle, timeout=60)
+        except Exception as exc:
+            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}"))
         assert response.text == "Booked The Anchor for two and charged 42.00."
 
         # Nothing that completed ran again: one request per scripted reply, one reservation.
@@ -115,8 +136,12 @@ def test_conversation_survives_a_sidecar_kill(tmp_path, llm, model):
         wait_until(lambda: llm.count >= 2, timeout=20)
         sidecar.kill()
         sidecar.start()
-        assert client.wait_for_response(h2, timeout=60).text == "answer 2"
-        assert client.wait_for_response(h3, timeout=60).text == "answer 3"
+        try:
+            assert client.wait_for_response(h2, timeout=60).text == "answer 2"
+            assert client.wait_for_response(h3, timeout=60).text == "answer 3"
+        except Exception as exc:
+            raise AssertionError(diagnose(client, h2, tmp_path, f"turns lost after the sidecar restart: {exc!r}",
+                                          sidecar))
         info = client.get_session(agent.name, session)
         assert info.turns == 3
         assert [e["$type"] for e in info.conversation_history] == ["request", "response"] * 3
