@@ -370,8 +370,7 @@ def make_tool_activity(agent: Agent) -> Callable[[task.ActivityContext, Any], An
             bound = tool_obj.bind(args)
         except Exception as exc:  # pydantic.ValidationError: tell the model, do not retry
             return {"error": "invalid arguments", "result": f"Error: invalid arguments for {name}: {exc}"}
-        del bound
-        result = tool_obj.invoke(args, context)  # exceptions fail the activity (tool_retry applies)
+        result = tool_obj.call_bound(bound, context)  # exceptions fail the activity (tool_retry applies)
         return {"result": to_jsonable(result)}
 
     tool_call.__name__ = tool_activity_name(agent.name)

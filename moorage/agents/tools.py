@@ -205,8 +205,12 @@ class Tool:
         return {name: getattr(model, name) for name in type(model).model_fields}
 
     def invoke(self, arguments: dict[str, Any], context: ToolContext | None = None) -> Any:
-        """Run the tool (an async tool runs on its own event loop) with the context set."""
-        kwargs = self.bind(arguments)
+        """Validate the arguments and run the tool (an async tool runs on its own event loop) with the context set."""
+        return self.call_bound(self.bind(arguments), context)
+
+    def call_bound(self, kwargs: dict[str, Any], context: ToolContext | None = None) -> Any:
+        """Run the tool with arguments already validated by :meth:`bind`."""
+        kwargs = dict(kwargs)
         if self.context_param and context is not None:
             kwargs[self.context_param] = context
         token = _current.set(context)
