@@ -78,6 +78,14 @@ def _prepare_run(agent_name: str, message: Any, session: Any, response_schema: A
                  options: dict[str, Any] | None, role: str) -> tuple[RunHandle, dict[str, Any]]:
     key = session_key(session) or uuid.uuid4().hex
     corr = uuid.uuid4().hex
+    options = dict(options or {})
+    # Agent Framework passes these inside options.
+    if response_schema is None:
+        response_schema = options.pop("response_format", None)
+    options.pop("response_format", None)
+    if "enable_tool_calls" in options:
+        enable_tool_calls = bool(options.pop("enable_tool_calls"))
+    options.pop("wait_for_response", None)
     request = build_request(message, corr, response_schema=response_schema, enable_tool_calls=enable_tool_calls,
                             options=options, role=role)
     handle = RunHandle(agent_name, key, corr, turn_instance_id(agent_name, key, corr), response_schema)

@@ -340,3 +340,18 @@ def test_workers_with_different_agents_share_a_task_hub(workers, client, llm, mo
     for _ in range(4):
         assert client.run(a.name, "who?", timeout=30).text == "I am A."
         assert client.run(b.name, "who?", timeout=30).text == "I am B."
+
+
+def test_agent_framework_style_options(workers, client, llm, model):
+    def secret() -> str:
+        """A tool that must not be offered."""
+        return "s"
+
+    agent = Agent(name=uid("Opts"), model=model, tools=[secret])
+    workers([agent])
+    llm.add(json={"is_spam": False, "reason": "fine"})
+    r = client.get_agent(agent.name).run("hi", options={"response_format": SpamResult, "enable_tool_calls": False,
+                                                        "temperature": 0.2, "max_tokens": 50, "bogus": 1})
+    assert r.value == SpamResult(is_spam=False, reason="fine")
+    body = llm.requests[0]
+    assert "tools" not in body and body["temperature"] == 0.2 and body["max_tokens"] == 50 and "bogus" not in body
