@@ -113,7 +113,9 @@ class OpenAIChatModel:
         self.azure_endpoint = (azure_endpoint or env.get("AZURE_OPENAI_ENDPOINT")) if use_azure else None
         self.api_version = api_version or env.get("AZURE_OPENAI_API_VERSION") or self.DEFAULT_AZURE_API_VERSION
         if self.azure_endpoint:
-            self.model = deployment or model or env.get("AZURE_OPENAI_DEPLOYMENT_NAME") or ""
+            # The deployment the environment names wins over a generic model name (the same code then runs on
+            # OpenAI with model=... and on Azure with AZURE_OPENAI_DEPLOYMENT_NAME).
+            self.model = deployment or env.get("AZURE_OPENAI_DEPLOYMENT_NAME") or model or ""
             if not self.model:
                 raise ValueError("Azure OpenAI needs a deployment: pass deployment=... or set "
                                  "AZURE_OPENAI_DEPLOYMENT_NAME")
