@@ -13,10 +13,10 @@ serialised marker ``{"__response_schema_type__": "pydantic_model", "module": ...
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import re
+import sys
 from typing import Any
 
 from pydantic import BaseModel
@@ -42,15 +42,21 @@ def model_path(cls: type) -> str:
 
 
 def import_model(path: str | None) -> type[BaseModel] | None:
-    """``module:qualname`` -> the Pydantic class, or None when it cannot be imported here."""
+    """``module:qualname`` -> the Pydantic class, or None when it is not available here.
+
+    Only modules this process has already imported are looked at: the name comes from a request, and a request
+    must not make a worker import arbitrary code. (A worker that hosts the orchestration or code that uses the
+    model has imported it; otherwise the reply is still required to be JSON matching the schema sent along.)"""
     if not path or ":" not in path:
         return None
     module_name, qualname = path.split(":", 1)
+    obj: Any = sys.modules.get(module_name)
+    if obj is None:
+        return None
     try:
-        obj: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
             obj = getattr(obj, part)
-    except Exception:
+    except AttributeError:
         return None
     return obj if _is_model_class(obj) else None
 

@@ -272,3 +272,14 @@ def test_openai_model_streams_text_and_tool_calls_to_the_sink(llm):
     with streaming.text_sink(deltas.append):
         offline = OfflineChatModel().complete(req)
     assert "".join(deltas) == offline.text
+
+
+def test_response_format_marker_never_imports_modules():
+    """A request naming a module this process has not imported does not make it import anything."""
+    import sys
+
+    assert "antigravity" not in sys.modules
+    rf = normalize_response_format({"__response_schema_type__": "pydantic_model", "module": "antigravity",
+                                    "qualname": "X"})
+    assert rf == {"type": "json_object", "model": "antigravity:X"}
+    assert "antigravity" not in sys.modules
