@@ -334,6 +334,11 @@ def make_llm_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[
             messages.extend(inp.get("turnMessages") or [])
         if agent.instructions:
             messages.insert(0, {"role": "system", "content": agent.instructions})
+        rf = inp.get("responseFormat")
+        if rf is not None and rf.get("type") == "json_object" and not any(
+                "json" in str(m.get("content") or "").lower() for m in messages):
+            # The Chat Completions API rejects JSON mode unless a message asks for JSON.
+            messages.insert(0, {"role": "system", "content": "Reply with a JSON object."})
         tools = [t.openai_schema() for t in agent.tools] if inp.get("tools") else []
         options = {**agent.options, **(inp.get("options") or {})}
         result = agent.model.complete(ModelRequest(messages=messages, tools=tools,
