@@ -355,3 +355,14 @@ def test_agent_framework_style_options(workers, client, llm, model):
     assert r.value == SpamResult(is_spam=False, reason="fine")
     body = llm.requests[0]
     assert "tools" not in body and body["temperature"] == 0.2 and body["max_tokens"] == 50 and "bogus" not in body
+
+
+def test_json_mode(workers, client, llm, model):
+    agent = Agent(name=uid("Json"), model=model)
+    workers([agent])
+    llm.add(json={"anything": [1, 2]})
+    r = client.run(agent.name, "list two numbers", response_schema="json", timeout=30)
+    assert r.value == {"anything": [1, 2]}
+    body = llm.requests[0]
+    assert body["response_format"] == {"type": "json_object"}
+    assert body["messages"][0] == {"role": "system", "content": "Reply with a JSON object."}
