@@ -65,6 +65,16 @@ def _tail(path: Path, n: int = 30) -> str:
         return "(no log)"
 
 
+def _die_with_parent() -> None:
+    """The embedded sidecar does not outlive this process, however it ends (Linux; best effort elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
         return
@@ -101,7 +111,7 @@ class EmbeddedSidecar:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=_die_with_parent)
         try:
             _wait_ready(self.port, self.proc, self.log)
         except BaseException:

@@ -9,6 +9,7 @@ agents under test talk to it through the real ``openai`` client. It records ever
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -46,6 +47,25 @@ WORKER_RESILIENCY = GrpcWorkerResiliencyOptions(hello_timeout_seconds=5.0, recon
                                                 reconnect_backoff_cap_seconds=1.0)
 SDK_LOGGER = logging.getLogger("moorage.tests.sdk")
 SDK_LOGGER.setLevel(logging.WARNING)
+
+
+def die_with_parent() -> None:
+    """Popen preexec_fn: the kernel SIGKILLs the child if the test process dies (Linux; best effort)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+LIVE_BACKENDS: list[BackendProcess] = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for backend in list(LIVE_BACKENDS):
+        backend.kill()
 
 
 def free_port() -> int:
@@ -113,7 +133,9 @@ class BackendProcess:
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.command(), cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=log, start_new_session=True, env=env)
+                                         stderr=log, start_new_session=True, env=env, preexec_fn=die_with_parent)
+        if self not in LIVE_BACKENDS:
+            LIVE_BACKENDS.append(self)
         try:
             self._wait_ready(timeout)
         except BaseException:

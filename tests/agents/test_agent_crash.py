@@ -18,6 +18,7 @@ from agent_testkit import (
     WORKER_RESILIENCY,
     BackendProcess,
     call,
+    die_with_parent,
     uid,
     wait_until,
 )
@@ -35,7 +36,8 @@ def start_worker(cs: str, base_url: str, directory: Path, agent: str) -> subproc
     return subprocess.Popen(
         [PYTHON, str(HERE / "crash_worker.py"), "--connection-string", cs, "--base-url", base_url,
          "--dir", str(directory), "--agent", agent],
-        cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        preexec_fn=die_with_parent)
 
 
 def diagnose(client, handle, directory: Path, what: str, backend=None) -> str:

@@ -8,7 +8,7 @@ import os
 import subprocess
 
 import pytest
-from agent_testkit import PYTHON, REPO_ROOT
+from agent_testkit import PYTHON, REPO_ROOT, die_with_parent
 
 EXAMPLES = REPO_ROOT / "examples"
 
@@ -47,7 +47,8 @@ def run_example(name: str, cs: str, llm, *args: str, timeout: float = 90) -> str
     for key in ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_DEPLOYMENT_NAME", "AZURE_OPENAI_API_KEY"):
         env.pop(key, None)
     proc = subprocess.run([PYTHON, str(EXAMPLES / name), *args], env=env, cwd=str(REPO_ROOT),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=die_with_parent)
     assert proc.returncode == 0, f"{name} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc.stdout
 
