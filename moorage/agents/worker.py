@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -179,8 +180,12 @@ class AgentWorker:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: done.set())
         names = ", ".join(a.name for a in self.agents.values()) or "(no agents)"
-        logger.info("agent worker serving %s on %s (task hub %s)", names, self.settings.endpoint,
-                    self.settings.taskhub)
+        message = (f"agent worker serving {names} on {self.settings.endpoint} (task hub {self.settings.taskhub}); "
+                   "Ctrl+C stops it")
+        if logging.getLogger().handlers:
+            logger.info(message)
+        else:  # no logging configured: say it anyway, this is the program's main loop
+            print(f"moorage: {message}", file=sys.stderr, flush=True)
         self.start()
         try:
             while not done.wait(0.5):
