@@ -136,7 +136,8 @@ def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
             # Not the whole history (it would be stored and replayed with every step of every turn): the entries
             # added since the previous turn's request, on top of which a worker that ran that turn has the rest
             # cached; any other worker reads it from this entity (see HistoryReader).
-            "history": {"base": base, "recent": recent, "version": int(session.mo.get("version") or 0)},
+            "history": {"epoch": session.mo["epoch"], "base": base, "recent": recent,
+                        "version": int(session.mo.get("version") or 0)},
             "responseFormat": req.response_format if req.response_format is not None else default_rf,
             "enableToolCalls": req.enable_tool_calls,
             "options": req.options,
@@ -295,7 +296,7 @@ class HistoryReader:
     def read(self, agent_name: str, session_id: str, correlation_id: str,
              described: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         entity = session_entity_id(agent_name, session_id)
-        key = str(entity)
+        key = f"{entity}#{(described or {}).get('epoch', '')}"
         if described:
             version = int(described.get("version") or 0)
             base = int(described.get("base") or 0)

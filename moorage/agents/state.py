@@ -16,6 +16,7 @@ This module is also where history becomes Chat Completions messages for the mode
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -412,6 +413,8 @@ class RawSession:
             mo = self.extension[EXT_KEY] = {}
         mo.setdefault("active", None)
         mo.setdefault("pending", [])
+        if "epoch" not in mo:  # this incarnation of the session (a deleted and re-created one gets another)
+            mo["epoch"] = uuid.uuid4().hex[:16]
         return mo
 
     # History versions: every change of the history bumps ``mo["version"]``; version 0 is the empty history.

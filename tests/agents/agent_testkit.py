@@ -13,6 +13,7 @@ import atexit
 import json
 import logging
 import os
+import ctypes
 import signal
 import socket
 import subprocess
@@ -50,13 +51,22 @@ SDK_LOGGER.setLevel(logging.WARNING)
 
 
 def die_with_parent() -> None:
-    """Popen preexec_fn: the kernel SIGKILLs the child if the test process dies (Linux; best effort)."""
-    try:
-        import ctypes
+    """Popen preexec_fn: have the kernel SIGKILL the child if the test process dies (Linux only; best effort).
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+    Runs between fork and exec, so it only calls into a libc loaded beforehand: a dlopen or an import in the
+    child of a multi-threaded parent can deadlock on a lock another thread held at the fork."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _load_libc() -> "ctypes.CDLL | None":
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
 
 
 LIVE_BACKENDS: list[BackendProcess] = []

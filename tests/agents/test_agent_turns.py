@@ -366,3 +366,17 @@ def test_json_mode(workers, client, llm, model):
     body = llm.requests[0]
     assert body["response_format"] == {"type": "json_object"}
     assert body["messages"][0] == {"role": "system", "content": "Reply with a JSON object."}
+
+
+def test_deleted_and_recreated_session_starts_fresh(workers, client, llm, model):
+    agent = Agent(name=uid("Again"), model=model)
+    workers([agent])
+    llm.responder = lambda body: {"text": f"seen {[m['content'] for m in body['messages']]}"}
+    session = uid("s")
+    client.run(agent.name, "old one", session=session, timeout=30)
+    client.run(agent.name, "old two", session=session, timeout=30)
+    client.delete_session(agent.name, session)
+    wait_until(lambda: client.get_session(agent.name, session) is None)
+    assert client.run(agent.name, "new one", session=session, timeout=30).text == "seen ['new one']"
+    second = client.run(agent.name, "new two", session=session, timeout=30).text
+    assert "old" not in second and "new one" in second
