@@ -486,8 +486,11 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
         }
         # A call, not a signal: when the turn completes, the session already holds the response (read-your-writes
         # for clients that look at the session right after a run).
-        yield ctx.call_entity(session_entity_id(agent.name, session_id), "_complete",
-                              input={"correlationId": corr, "instanceId": ctx.instance_id, "response": entry})
+        try:
+            yield ctx.call_entity(session_entity_id(agent.name, session_id), "_complete",
+                                  input={"correlationId": corr, "instanceId": ctx.instance_id, "response": entry})
+        except task.TaskFailedError as exc:  # still answer whoever waits for this turn
+            logger.error("turn %s: the session did not take the response: %s", ctx.instance_id, exc)
         reply_to = inp.get("replyTo")
         if isinstance(reply_to, dict) and reply_to.get("instanceId") and reply_to.get("event"):
             ctx.send_event(reply_to["instanceId"], reply_to["event"], data=output)
