@@ -30,14 +30,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform.startswith("linux") else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()  # loaded here: a dlopen between fork and exec can deadlock in a threaded parent
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     os.setsid()
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed even if the harness is SIGKILLed
-        except OSError:
-            pass
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed even if the harness is SIGKILLed
 
 
 class ManagedProcess:

@@ -8,6 +8,7 @@ The sidecar under test is always a separate process (``python -m moorage sidecar
 from __future__ import annotations
 
 import atexit
+import ctypes
 import logging
 import os
 import re
@@ -113,13 +114,22 @@ LIVE_SIDECARS: list["SidecarProcess"] = []
 
 
 def die_with_parent() -> None:
-    """Popen preexec_fn: have the kernel SIGKILL the child if the test process dies (Linux only; best effort)."""
+    """Popen preexec_fn: have the kernel SIGKILL the child if the test process dies (Linux only; best effort).
+
+    Runs between fork and exec, so it only calls into a libc loaded beforehand: a dlopen or an import in the
+    child of a multi-threaded parent can deadlock on a lock another thread held at the fork."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _load_libc() -> "ctypes.CDLL | None":
     try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
 
 
 @atexit.register

@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import durabletask.internal.orchestrator_service_pb2 as pb
 from google.protobuf import timestamp_pb2, wrappers_pb2
@@ -22,6 +21,8 @@ from moorage.sidecar.store.base import ActivityRow, EntityRow, InstanceQuery, In
 TERMINAL = frozenset({pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED,
                       pb.ORCHESTRATION_STATUS_TERMINATED})
 MAX_ENTITY_BATCH = 100
+ORCH, ACTIVITY, ENTITY = "o", "a", "e"
+KINDS = (ORCH, ACTIVITY, ENTITY)
 
 
 class NotFound(Exception):
@@ -41,7 +42,10 @@ class Effects:
     """What a transition changed, for waking waiters and streams after the commit."""
 
     changed: set[str] = field(default_factory=set)
-    work: bool = False
+    work: set[str] = field(default_factory=set)  # kinds of new work: ORCH, ACTIVITY, ENTITY
+
+    def wake(self, *kinds: str) -> None:
+        self.work.update(kinds)
 
 
 @dataclass
@@ -94,9 +98,10 @@ def now() -> float:
 
 
 def ts(t: float | None = None) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(datetime.fromtimestamp(t if t is not None else time.time(), tz=timezone.utc))
-    return stamp
+    if t is None:
+        t = time.time()
+    seconds = int(t // 1)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=int((t - seconds) * 1e9))
 
 
 def from_ts(stamp: timestamp_pb2.Timestamp) -> float:
@@ -168,7 +173,7 @@ def create_instance(tx: StoreTx, fx: Effects, *, instance_id: str, name: str, in
             orchestrationInstance=pb.OrchestrationInstance(instanceId=parent[0])))
     tx.add_inbox(instance_id, event(t, executionStarted=started), visible_at=scheduled_start or 0.0)
     fx.changed.add(instance_id)
-    fx.work = True
+    fx.wake(ORCH)
     return row
 
 
@@ -192,7 +197,7 @@ def raise_event(tx: StoreTx, fx: Effects, instance_id: str, name: str, input: st
     if row.status in TERMINAL:
         return  # as DTS: events to finished instances are dropped
     tx.add_inbox(instance_id, event(eventRaised=pb.EventRaisedEvent(name=name, input=sv(input))))
-    fx.work = True
+    fx.wake(ORCH)
 
 
 def _finish_unstarted(tx: StoreTx, fx: Effects, row: InstanceRow, status: int, output: str | None) -> None:
@@ -222,7 +227,7 @@ def _terminate(tx: StoreTx, fx: Effects, row: InstanceRow, output: str | None, r
         return
     tx.add_inbox(row.instance_id, event(executionTerminated=pb.ExecutionTerminatedEvent(
         input=sv(output), recurse=recursive)))
-    fx.work = True
+    fx.wake(ORCH)
 
 
 def suspend(tx: StoreTx, fx: Effects, instance_id: str, reason: str | None) -> None:
@@ -230,7 +235,7 @@ def suspend(tx: StoreTx, fx: Effects, instance_id: str, reason: str | None) -> N
     if row.status in TERMINAL:
         raise Precondition(f"orchestration instance '{instance_id}' has already finished")
     tx.add_inbox(instance_id, event(executionSuspended=pb.ExecutionSuspendedEvent(input=sv(reason))))
-    fx.work = True
+    fx.wake(ORCH)
 
 
 def resume(tx: StoreTx, fx: Effects, instance_id: str, reason: str | None) -> None:
@@ -238,7 +243,7 @@ def resume(tx: StoreTx, fx: Effects, instance_id: str, reason: str | None) -> No
     if row.status in TERMINAL:
         raise Precondition(f"orchestration instance '{instance_id}' has already finished")
     tx.add_inbox(instance_id, event(executionResumed=pb.ExecutionResumedEvent(input=sv(reason))))
-    fx.work = True
+    fx.wake(ORCH)
 
 
 def restart(tx: StoreTx, fx: Effects, instance_id: str, new_id: bool) -> str:
@@ -268,7 +273,7 @@ def _prepare_rewind(tx: StoreTx, fx: Effects, row: InstanceRow, reason: str | No
     tx.put_instance(row)
     tx.add_inbox(row.instance_id, event(t, executionRewound=pb.ExecutionRewoundEvent(reason=sv(reason))))
     fx.changed.add(row.instance_id)
-    fx.work = True
+    fx.wake(ORCH)
 
 
 def purge(tx: StoreTx, fx: Effects, instance_id: str, recursive: bool) -> int:
@@ -332,25 +337,22 @@ def lease_orchestrations(tx: StoreTx, fx: Effects, lease: Lease, filters: Filter
 
 
 def abandon_orchestration(tx: StoreTx, fx: Effects, token: str) -> None:
-    instance_id = tx.find_by_lease("orchestration", token)
-    if instance_id is None:
+    row = tx.leased_instance(token)
+    if row is None:
         return
-    row = tx.get_instance(instance_id)
-    assert row is not None
     row.lease_token = row.lease_owner = None
     row.lease_until = None
     row.leased_inbox = []
     tx.put_instance(row)
-    fx.work = True
+    fx.wake(ORCH)
 
 
 def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorResponse) -> bool:
     """Apply a worker's orchestrator result. Returns False for a stale completion token (ignored)."""
-    instance_id = tx.find_by_lease("orchestration", res.completionToken)
-    if instance_id is None or (res.instanceId and res.instanceId != instance_id):
+    row = tx.leased_instance(res.completionToken)
+    if row is None or (res.instanceId and res.instanceId != row.instance_id):
         return False
-    row = tx.get_instance(instance_id)
-    assert row is not None
+    instance_id = row.instance_id
     t = now()
     leased = row.leased_inbox
     new_events = _batch(row, [e for _, e in tx.get_inbox(instance_id, ids=leased)])
@@ -383,13 +385,14 @@ def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorRespons
                 id=None, instance_id=instance_id, execution_id=row.execution_id, name=a.name, task_id=action.id,
                 input=a.input.value if a.HasField("input") else None,
                 version=a.version.value if a.HasField("version") else None, tags=dict(a.tags)))
-            fx.work = True
+            fx.wake(ACTIVITY)
         elif kind == "createTimer":
             fire_at = action.createTimer.fireAt
             history.append(event(t, action.id, timerCreated=pb.TimerCreatedEvent(fireAt=fire_at)))
-            tx.add_inbox(instance_id, event(t, timerFired=pb.TimerFiredEvent(fireAt=fire_at, timerId=action.id)),
-                         visible_at=from_ts(fire_at))
-            fx.work = True
+            due = from_ts(fire_at)  # stamped with its fire time, as it is delivered then
+            tx.add_inbox(instance_id, event(due, timerFired=pb.TimerFiredEvent(fireAt=fire_at, timerId=action.id)),
+                         visible_at=due)
+            fx.wake(ORCH)
         elif kind == "createSubOrchestration":
             a = action.createSubOrchestration
             child_id = a.instanceId or f"{instance_id}:{action.id:04d}"
@@ -414,7 +417,7 @@ def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorRespons
             if target is not None and target.status not in TERMINAL:
                 tx.add_inbox(target.instance_id, event(t, eventRaised=pb.EventRaisedEvent(
                     name=a.name, input=a.data if a.HasField("data") else None)))
-                fx.work = True
+                fx.wake(ORCH)
         elif kind == "sendEntityMessage":
             history.append(_entity_message(tx, fx, action.id, action.sendEntityMessage, t))
         elif kind == "terminateOrchestration":
@@ -453,8 +456,8 @@ def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorRespons
         _notify_parent(tx, fx, row)
         _release_locks_of(tx, fx, instance_id)
     fx.changed.add(instance_id)
-    if tx.get_inbox(instance_id, now=t):
-        fx.work = True
+    if tx.has_inbox(instance_id, t):  # arrivals held while the work item was out
+        fx.wake(ORCH)
     return True
 
 
@@ -479,7 +482,7 @@ def _continue_as_new(tx: StoreTx, fx: Effects, row: InstanceRow, a: pb.CompleteO
     tx.add_inbox(row.instance_id, event(t, executionStarted=started))
     for e in [*a.carryoverEvents, *arrivals]:
         tx.add_inbox(row.instance_id, e)
-    fx.work = True
+    fx.wake(ORCH)
 
 
 def _apply_rewind(tx: StoreTx, fx: Effects, row: InstanceRow, new_history: list[pb.HistoryEvent], t: float) -> None:
@@ -504,7 +507,7 @@ def _apply_rewind(tx: StoreTx, fx: Effects, row: InstanceRow, new_history: list[
         elif child.status == pb.ORCHESTRATION_STATUS_FAILED:
             _prepare_rewind(tx, fx, child, reason)
     tx.add_inbox(row.instance_id, event(t, orchestratorStarted=pb.OrchestratorStartedEvent()))
-    fx.work = True
+    fx.wake(ORCH)
 
 
 def _notify_parent(tx: StoreTx, fx: Effects, row: InstanceRow) -> None:
@@ -524,7 +527,7 @@ def _notify_parent(tx: StoreTx, fx: Effects, row: InstanceRow) -> None:
         e = event(subOrchestrationInstanceFailed=pb.SubOrchestrationInstanceFailedEvent(
             taskScheduledId=row.parent_task_id, failureDetails=details))
     tx.add_inbox(parent.instance_id, e)
-    fx.work = True
+    fx.wake(ORCH)
 
 
 # -- activities ----------------------------------------------------------------------------------------------
@@ -560,7 +563,7 @@ def complete_activity(tx: StoreTx, fx: Effects, res: pb.ActivityResponse) -> boo
         e = event(taskCompleted=pb.TaskCompletedEvent(taskScheduledId=row.task_id,
                                                       result=res.result if res.HasField("result") else None))
     tx.add_inbox(row.instance_id, e)
-    fx.work = True
+    fx.wake(ORCH)
     return True
 
 
@@ -571,7 +574,7 @@ def abandon_activity(tx: StoreTx, fx: Effects, token: str) -> None:
     row.lease_token = row.lease_owner = None
     row.lease_until = None
     tx.update_activity_lease(row)
-    fx.work = True
+    fx.wake(ACTIVITY)
 
 
 # -- entities ----------------------------------------------------------------------------------------------------
@@ -587,7 +590,7 @@ def signal_entity(tx: StoreTx, fx: Effects, entity_id: str, name: str, input: st
         requestId=request_id or uuid.uuid4().hex, operation=name, input=sv(input),
         targetInstanceId=sv(entity_id), scheduledTime=ts(scheduled) if scheduled else None))
     tx.add_entity_message(entity_id, e, visible_at=scheduled or 0.0)
-    fx.work = True
+    fx.wake(ENTITY)
 
 
 def _entity_message(tx: StoreTx, fx: Effects, action_id: int, msg: pb.SendEntityMessageAction,
@@ -597,13 +600,13 @@ def _entity_message(tx: StoreTx, fx: Effects, action_id: int, msg: pb.SendEntity
         m = msg.entityOperationSignaled
         visible = from_ts(m.scheduledTime) if m.HasField("scheduledTime") else 0.0
         tx.add_entity_message(m.targetInstanceId.value, event(t, entityOperationSignaled=m), visible_at=visible)
-        fx.work = True
+        fx.wake(ENTITY)
         return event(t, action_id, entityOperationSignaled=m)
     if kind == "entityOperationCalled":
         m = msg.entityOperationCalled
         visible = from_ts(m.scheduledTime) if m.HasField("scheduledTime") else 0.0
         tx.add_entity_message(m.targetInstanceId.value, event(t, entityOperationCalled=m), visible_at=visible)
-        fx.work = True
+        fx.wake(ENTITY)
         return event(t, action_id, entityOperationCalled=m)
     if kind == "entityLockRequested":
         m = msg.entityLockRequested
@@ -617,7 +620,7 @@ def _entity_message(tx: StoreTx, fx: Effects, action_id: int, msg: pb.SendEntity
         if ent is not None and ent.locked_by == m.criticalSectionId:
             ent.locked_by = ent.locked_by_instance = None
             _put_or_drop_entity(tx, ent)
-            fx.work = True
+            fx.wake(ENTITY)
         _grant_locks(tx, fx)
         return event(t, action_id, entityUnlockSent=m)
     raise ValueError(f"unknown entity message {kind!r}")
@@ -646,7 +649,7 @@ def _grant_locks(tx: StoreTx, fx: Effects) -> None:
         if parent is not None and parent.status not in TERMINAL:
             tx.add_inbox(parent.instance_id, event(entityLockGranted=pb.EntityLockGrantedEvent(
                 criticalSectionId=req.critical_section_id)))
-            fx.work = True
+            fx.wake(ORCH)
 
 
 def _release_locks_of(tx: StoreTx, fx: Effects, instance_id: str) -> None:
@@ -661,7 +664,7 @@ def _release_locks_of(tx: StoreTx, fx: Effects, instance_id: str) -> None:
         released = True
     if released:
         _grant_locks(tx, fx)
-        fx.work = True
+        fx.wake(ENTITY)
 
 
 def _entities_locked_by(tx: StoreTx, instance_id: str) -> list[EntityRow]:
@@ -705,11 +708,10 @@ def lease_entities(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, lim
 
 
 def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool:
-    entity_id = tx.find_by_lease("entity", res.completionToken)
-    if entity_id is None:
+    ent = tx.leased_entity(res.completionToken)
+    if ent is None:
         return False
-    ent = tx.get_entity(entity_id)
-    assert ent is not None
+    entity_id = ent.entity_id
     t = now()
     ops = tx.get_entity_messages(entity_id, ids=ent.leased_inbox)
     ent.lease_token = ent.lease_owner = None
@@ -717,7 +719,7 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
     ent.leased_inbox = []
     if res.HasField("failureDetails") and not res.results:
         _put_or_drop_entity(tx, ent)  # the whole batch failed: keep its messages for another try
-        fx.work = True
+        fx.wake(ENTITY)
         return True
     done = ops[:len(res.results)]
     for (_, op), result in zip(done, res.results):
@@ -734,7 +736,7 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
             e = event(t, entityOperationCompleted=pb.EntityOperationCompletedEvent(
                 requestId=call.requestId, output=result.success.result if result.success.HasField("result") else None))
         tx.add_inbox(parent.instance_id, e)
-        fx.work = True
+        fx.wake(ORCH)
     tx.delete_entity_messages(entity_id, [i for i, _ in done])
     for action in res.actions:
         kind = action.WhichOneof("operationActionType")
@@ -755,21 +757,19 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
     ent.last_modified_at = t
     _put_or_drop_entity(tx, ent)
     if tx.count_entity_messages(entity_id):
-        fx.work = True
+        fx.wake(ENTITY)
     return True
 
 
 def abandon_entity(tx: StoreTx, fx: Effects, token: str) -> None:
-    entity_id = tx.find_by_lease("entity", token)
-    if entity_id is None:
+    ent = tx.leased_entity(token)
+    if ent is None:
         return
-    ent = tx.get_entity(entity_id)
-    assert ent is not None
     ent.lease_token = ent.lease_owner = None
     ent.lease_until = None
     ent.leased_inbox = []
     tx.put_entity(ent)
-    fx.work = True
+    fx.wake(ENTITY)
 
 
 def clean_entities(tx: StoreTx, fx: Effects, remove_empty: bool, release_orphaned: bool) -> tuple[int, int]:
@@ -784,7 +784,7 @@ def clean_entities(tx: StoreTx, fx: Effects, remove_empty: bool, release_orphane
                     ent.locked_by = ent.locked_by_instance = None
                     tx.put_entity(ent)
                     released += 1
-                    fx.work = True
+                    fx.wake(ENTITY)
             if remove_empty and ent.state is None and ent.locked_by is None and ent.lease_token is None \
                     and tx.count_entity_messages(ent.entity_id) == 0:
                 tx.delete_entity(ent.entity_id)

@@ -53,6 +53,10 @@ class Stream:
     filters: Filters
     caps: dict[str, int]
     inflight: dict[str, set[str]] = field(default_factory=lambda: {"o": set(), "a": set(), "e": set()})
+    # the hub's work generation per kind when this stream last found that queue empty: no new work since
+    # means no need to look again until a timeout (expired leases, timers coming due)
+    seen: dict[str, int] = field(default_factory=lambda: {"o": -1, "a": -1, "e": -1})
+    next_due: float | None = None  # when delayed work (timers, delayed signals) next becomes visible
 
 
 @dataclass
@@ -63,6 +67,7 @@ class Hub:
     waiters: dict[str, int] = field(default_factory=dict)
     streams: dict[str, Stream] = field(default_factory=dict)
     tokens: dict[str, tuple[str, str]] = field(default_factory=dict)  # completion token -> (owner, kind)
+    generation: dict[str, int] = field(default_factory=lambda: {"o": 0, "a": 0, "e": 0})
     dispatched: dict[str, int] = field(default_factory=lambda: {"o": 0, "a": 0, "e": 0})
     completed: dict[str, int] = field(default_factory=lambda: {"o": 0, "a": 0, "e": 0})
 
@@ -159,6 +164,8 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
             if sig is not None:
                 sig.fire()
         if fx.work:
+            for kind in fx.work:
+                hub.generation[kind] += 1
             hub.work.fire()
 
     # -- instances ---------------------------------------------------------------------------------------------
@@ -358,10 +365,11 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         hub.streams[stream.owner] = stream
         log.info("worker connected stream=%s hub=%s peer=%s", stream.owner, hub.name, context.peer())
         last_sent = time.monotonic()
+        look_everywhere = True
         try:
             while not self.stopping.is_set():
                 wake = hub.work.current()
-                items, next_due = await self._lease(hub, stream)
+                items = await self._lease(hub, stream, look_everywhere)
                 for item in items:
                     yield item
                 if items:
@@ -373,14 +381,16 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
                     last_sent = time.monotonic()
                     continue
                 timeout = min(idle, max(self.lease_seconds / 2, 0.05))
-                if next_due is not None:
-                    timeout = min(timeout, max(next_due - time.time(), 0.0) + 0.001)
+                if stream.next_due is not None:
+                    timeout = min(timeout, max(stream.next_due - time.time(), 0.0) + 0.001)
                 stop = asyncio.ensure_future(self.stopping.wait())
+                woken = asyncio.ensure_future(wake.wait())
                 try:
-                    await asyncio.wait([asyncio.ensure_future(wake.wait()), stop], timeout=timeout,
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait([woken, stop], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     stop.cancel()
+                    woken.cancel()
+                look_everywhere = not wake.is_set()  # a timeout: leases may have lapsed, timers come due
         finally:
             hub.streams.pop(stream.owner, None)
             for kind in stream.inflight.values():
@@ -388,20 +398,29 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
                     hub.tokens.pop(token, None)
             log.info("worker disconnected stream=%s hub=%s", stream.owner, hub.name)
 
-    async def _lease(self, hub: Hub, stream: Stream) -> tuple[list[pb.WorkItem], float | None]:
+    async def _lease(self, hub: Hub, stream: Stream, everywhere: bool) -> list[pb.WorkItem]:
         t = time.time()
         lease = Lease(owner=stream.owner, now=t, until=t + self.lease_seconds)
-        room = {k: stream.caps[k] - len(stream.inflight[k]) for k in stream.caps}
-        per_round = 64
+        generation = dict(hub.generation)
+        want = {k: min(stream.caps[k] - len(stream.inflight[k]), 64)
+                if everywhere or generation[k] != stream.seen[k] else 0 for k in stream.caps}
+        if not any(n > 0 for n in want.values()):
+            return []
 
         def lease_all(tx: StoreTx) -> tuple[Any, Any, Any, float | None]:
             fx = Effects()
-            return (engine.lease_orchestrations(tx, fx, lease, stream.filters, min(room["o"], per_round)),
-                    engine.lease_activities(tx, fx, lease, stream.filters, min(room["a"], per_round)),
-                    engine.lease_entities(tx, fx, lease, stream.filters, min(room["e"], per_round)),
-                    tx.next_due(t))
+            orchs = engine.lease_orchestrations(tx, fx, lease, stream.filters, want["o"])
+            acts = engine.lease_activities(tx, fx, lease, stream.filters, want["a"])
+            ents = engine.lease_entities(tx, fx, lease, stream.filters, want["e"])
+            due = None if orchs or acts or ents else tx.next_due(t)
+            return orchs, acts, ents, due
 
         orchs, acts, ents, next_due = await self.store.run(hub.name, lease_all, durable=False)
+        if not (orchs or acts or ents):
+            stream.next_due = next_due
+        for kind, got in (("o", orchs), ("a", acts), ("e", ents)):
+            if want[kind] > 0 and len(got) < want[kind]:
+                stream.seen[kind] = generation[kind]  # drained as far as this stream can tell
         items: list[pb.WorkItem] = []
         for o in orchs:
             token = o.row.lease_token
@@ -421,7 +440,7 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
             items.append(pb.WorkItem(completionToken=e.row.lease_token, entityRequestV2=pb.EntityRequest(
                 instanceId=e.row.entity_id, entityState=sv(e.row.state), operationRequests=e.operations)))
             self._track(hub, stream, e.row.lease_token, "e")
-        return items, next_due
+        return items
 
     def _track(self, hub: Hub, stream: Stream, token: str | None, kind: str) -> None:
         assert token is not None

@@ -154,6 +154,10 @@ class StoreTx(abc.ABC):
         """Inbox rows in arrival order: visible ones (``now``), the given ``ids``, or all."""
 
     @abc.abstractmethod
+    def has_inbox(self, instance_id: str, now: float) -> bool:
+        """Whether a visible inbox row waits for the instance."""
+
+    @abc.abstractmethod
     def delete_inbox(self, instance_id: str, ids: Sequence[int] | None = None) -> None:
         """Delete the given rows, or the whole inbox of the instance."""
 
@@ -209,8 +213,12 @@ class StoreTx(abc.ABC):
         """Ids of unleased (or lease-expired) entities with a visible message, oldest first."""
 
     @abc.abstractmethod
-    def find_by_lease(self, kind: str, lease_token: str) -> str | None:
-        """The instance or entity id ('orchestration' | 'entity') holding a lease token."""
+    def leased_instance(self, lease_token: str) -> InstanceRow | None:
+        """The instance whose orchestrator work item carries this completion token."""
+
+    @abc.abstractmethod
+    def leased_entity(self, lease_token: str) -> EntityRow | None:
+        """The entity whose batch carries this completion token."""
 
     # -- critical sections -------------------------------------------------------------------------
     @abc.abstractmethod

@@ -30,12 +30,12 @@ CREATE INDEX IF NOT EXISTS instances_parent ON instances (hub, parent_instance_i
 CREATE INDEX IF NOT EXISTS instances_lease ON instances (lease_token);
 
 CREATE TABLE IF NOT EXISTS history (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
   hub TEXT NOT NULL,
   instance_id TEXT NOT NULL,
-  seq INTEGER NOT NULL,
-  event BLOB NOT NULL,
-  PRIMARY KEY (hub, instance_id, seq)
+  event BLOB NOT NULL
 );
+CREATE INDEX IF NOT EXISTS history_instance ON history (hub, instance_id, id);
 
 CREATE TABLE IF NOT EXISTS inbox (
   id INTEGER PRIMARY KEY AUTOINCREMENT,

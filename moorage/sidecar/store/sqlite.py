@@ -152,16 +152,12 @@ class _Tx(StoreTx):
 
     # -- history
     def get_history(self, instance_id: str) -> list[pb.HistoryEvent]:
-        rows = self._q("SELECT event FROM history WHERE hub=? AND instance_id=? ORDER BY seq", instance_id)
+        rows = self._q("SELECT event FROM history WHERE hub=? AND instance_id=? ORDER BY id", instance_id)
         return [_event(r[0]) for r in rows]
 
     def append_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None:
-        start = self._q("SELECT COALESCE(MAX(seq), -1) + 1 FROM history WHERE hub=? AND instance_id=?",
-                        instance_id).fetchone()[0]
-        self.db.executemany(
-            "INSERT INTO history (hub, instance_id, seq, event) VALUES (?,?,?,?)",
-            [(self.hub, instance_id, start + i, e.SerializeToString()) for i, e in enumerate(events)],
-        )
+        self.db.executemany("INSERT INTO history (hub, instance_id, event) VALUES (?,?,?)",
+                            [(self.hub, instance_id, e.SerializeToString()) for e in events])
 
     def replace_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None:
         self._q("DELETE FROM history WHERE hub=? AND instance_id=?", instance_id)
@@ -185,6 +181,10 @@ class _Tx(StoreTx):
         else:
             rows = self._q("SELECT id, event FROM inbox WHERE hub=? AND instance_id=? ORDER BY id", instance_id)
         return [(r[0], _event(r[1])) for r in rows]
+
+    def has_inbox(self, instance_id: str, now: float) -> bool:
+        return self._q("SELECT 1 FROM inbox WHERE hub=? AND instance_id=? AND visible_at<=? LIMIT 1",
+                       instance_id, now).fetchone() is not None
 
     def delete_inbox(self, instance_id: str, ids: Sequence[int] | None = None) -> None:
         if ids is None:
@@ -294,10 +294,13 @@ class _Tx(StoreTx):
             "WHERE e.lease_until IS NULL OR e.lease_until < ?2 ORDER BY b.first LIMIT ?3", now, limit)
         return [r[0] for r in rows]
 
-    def find_by_lease(self, kind: str, lease_token: str) -> str | None:
-        table, col = ("instances", "instance_id") if kind == "orchestration" else ("entities", "entity_id")
-        r = self._q(f"SELECT {col} FROM {table} WHERE hub=? AND lease_token=?", lease_token).fetchone()
-        return r[0] if r else None
+    def leased_instance(self, lease_token: str) -> InstanceRow | None:
+        r = self._q(f"SELECT {_INSTANCE_COLS} FROM instances WHERE hub=? AND lease_token=?", lease_token).fetchone()
+        return _instance(r) if r else None
+
+    def leased_entity(self, lease_token: str) -> EntityRow | None:
+        r = self._q(f"SELECT {_ENTITY_COLS} FROM entities WHERE hub=? AND lease_token=?", lease_token).fetchone()
+        return _entity(r) if r else None
 
     # -- critical sections
     def add_lock_request(self, req: LockRequest) -> None:
