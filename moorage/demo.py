@@ -11,6 +11,7 @@ environment configures (``OPENAI_API_KEY`` / ``AZURE_OPENAI_ENDPOINT`` ...).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import shutil
@@ -65,14 +66,21 @@ def _tail(path: Path, n: int = 30) -> str:
         return "(no log)"
 
 
-def _die_with_parent() -> None:
-    """The embedded sidecar does not outlive this process, however it ends (Linux; best effort elsewhere)."""
+def _load_libc() -> ctypes.CDLL | None:
     try:
-        import ctypes
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+
+_LIBC = _load_libc()
+
+
+def _die_with_parent() -> None:
+    """Popen preexec_fn: the embedded sidecar does not outlive this process, however it ends (Linux). Runs between
+    fork and exec, so it only calls into the libc loaded beforehand (no imports or dlopen there)."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
