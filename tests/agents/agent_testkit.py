@@ -10,10 +10,10 @@ agents under test talk to it through the real ``openai`` client. It records ever
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import logging
 import os
-import ctypes
 import signal
 import socket
 import subprocess

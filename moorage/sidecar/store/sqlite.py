@@ -1,19 +1,13 @@
-"""SQLite store: one file, WAL, ``synchronous=FULL``, group commit on one writer thread.
-
-Every transition runs on a single writer thread. The thread takes whatever transitions are queued, runs each
-inside its own SAVEPOINT of one transaction and commits them together: one fsync acknowledges a whole batch,
-so concurrency buys throughput without trading away durability.
-"""
+"""SQLite store: one file, WAL, ``synchronous=FULL``, group commit."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,7 +28,6 @@ T = TypeVar("T")
 log = logging.getLogger("moorage.store.sqlite")
 
 _TERMINAL = (pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED, pb.ORCHESTRATION_STATUS_TERMINATED)
-_MAX_BATCH = 256
 
 _INSTANCE_COLS = (
     "instance_id, name, version, execution_id, status, input, output, custom_status, failure, created_at, "
@@ -350,31 +343,76 @@ class _Tx(StoreTx):
 
 
 class SqliteStore(Store):
-    """The embedded store. Safe to kill -9 at any moment: what ``run`` acknowledged is on disk."""
+    """The embedded store. Safe to kill -9 at any moment: what ``run`` acknowledged is on disk.
+
+    Transitions execute right away on the event loop's thread, each in a SAVEPOINT of the open transaction, and
+    their callers wait for the commit. The commit (the fsync) runs on a helper thread once per batch: every
+    transition that arrived since the last commit shares it (group commit), and transitions that arrive while
+    it runs wait for the next one. So durability costs one fsync per batch, not one per call, and no call pays
+    a thread hop of its own.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._synchronous = "FULL"
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(resources.files("moorage.sidecar.store").joinpath("schema.sql").read_text())
-        # Reads run right on the caller's thread (the event loop) from a second, read-only connection: WAL lets
-        # them see the last commit without queueing behind writes, and a short indexed query costs less than a
-        # hop to the writer thread and back.
+        # Reads use a second, read-only connection: WAL lets them see the last commit (only acknowledged
+        # state) without waiting for a commit in flight.
         self._reader = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True,
                                        isolation_level=None, check_same_thread=False)
         self._reader.execute("PRAGMA busy_timeout=5000")
-        self._thread = threading.Thread(target=self._loop, name="moorage-sqlite-writer", daemon=True)
-        self._thread.start()
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moorage-sqlite-commit")
+        self._batch: list[asyncio.Future[Any]] = []
+        self._batch_durable = False  # whether the open batch commits with an fsync
+        self._batch_closed: asyncio.Future[None] | None = None
+        self._committing: asyncio.Future[None] | None = None
+        self._open = False  # a transaction is open and its commit is scheduled
+        self._closed = False
 
     async def run(self, hub: str, fn: Callable[[StoreTx], T], durable: bool = True) -> T:
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put((hub, fn, fut, loop, durable))
-        return await fut
+        while True:
+            if self._committing is not None:  # the connection is busy committing the previous batch
+                pending = self._committing
+            elif self._open and durable and not self._batch_durable:
+                pending = self._batch_closed  # a soft-state batch without fsync: take the next one
+            else:
+                break
+            assert pending is not None
+            if pending.done():  # finished, but its callbacks have not run yet: let them
+                await asyncio.sleep(0)
+            else:
+                await asyncio.shield(pending)
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        db = self._db
+        if not self._open:
+            # The safety level can only change between transactions, so a batch takes the one of its first
+            # transition: soft state alone (leases) skips the fsync, a durable transition makes it FULL.
+            level = "FULL" if durable else "NORMAL"
+            if level != self._synchronous:
+                db.execute(f"PRAGMA synchronous={level}")
+                self._synchronous = level
+            db.execute("BEGIN IMMEDIATE")
+            self._open, self._batch_durable = True, durable
+            self._batch_closed = loop.create_future()
+            loop.call_soon(self._commit_batch, loop)  # after the callbacks ready now: they join this batch
+        db.execute("SAVEPOINT op")
+        try:
+            result = fn(_Tx(db, hub))
+            db.execute("RELEASE op")
+        except BaseException:  # this transition alone is undone; the batch goes on
+            db.execute("ROLLBACK TO op")
+            db.execute("RELEASE op")
+            raise
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._batch.append(fut)
+        await fut
+        return result
 
     async def read(self, hub: str, fn: Callable[[StoreTx], T]) -> T:
         db = self._reader
@@ -384,67 +422,47 @@ class SqliteStore(Store):
         finally:
             db.execute("COMMIT")
 
-    def _set_synchronous(self, level: str) -> None:
-        if level != self._synchronous:
-            self._db.execute(f"PRAGMA synchronous={level}")
-            self._synchronous = level
+    def _commit_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._open:
+            return  # close() committed it already
+        batch, closed = self._batch, self._batch_closed
+        self._batch, self._open = [], False
+        self._committing = loop.run_in_executor(self._committer, self._commit)
+        self._committing.add_done_callback(lambda done: self._committed(done, batch, closed))
 
-    def _loop(self) -> None:
-        db = self._db
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < _MAX_BATCH:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                batch.append(nxt)
-            outcomes: list[tuple[bool, Any]] = []
+    def _commit(self) -> None:
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            log.exception("sqlite commit failed: the batch is rolled back")
             try:
-                # A batch of soft state alone (leases) skips the fsync; any durable transition makes it FULL.
-                self._set_synchronous("FULL" if any(item[4] for item in batch) else "NORMAL")
-                db.execute("BEGIN IMMEDIATE")
-                for hub, fn, _fut, _loop, _durable in batch:
-                    db.execute("SAVEPOINT op")
-                    try:
-                        outcomes.append((True, fn(_Tx(db, hub))))
-                        db.execute("RELEASE op")
-                    except BaseException as exc:  # one failing transition must not sink the batch
-                        db.execute("ROLLBACK TO op")
-                        db.execute("RELEASE op")
-                        outcomes.append((False, exc))
-                db.execute("COMMIT")
-            except BaseException as exc:  # the commit itself failed: nothing in the batch happened
-                log.exception("sqlite commit failed")
-                try:
-                    db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                outcomes = [(False, exc)] * len(batch)
-            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-            for (_hub, _fn, fut, loop, _durable), (ok, value) in zip(batch, outcomes):
-                by_loop.setdefault(loop, []).append((fut, ok, value))
-            for loop, results in by_loop.items():  # one wake-up of each loop per batch
-                loop.call_soon_threadsafe(_resolve_all, results)
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+
+    def _committed(self, done: asyncio.Future[None], batch: list[asyncio.Future[Any]],
+                   closed: asyncio.Future[None]) -> None:
+        self._committing = None
+        exc = done.exception()
+        for fut in batch:
+            if fut.done():
+                continue
+            if exc is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(exc)
+        if not closed.done():
+            closed.set_result(None)
 
     async def close(self) -> None:
-        self._queue.put(None)
-        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        while self._committing is not None:
+            await asyncio.sleep(0.001)
+        self._closed = True
+        if self._open:  # a batch begun in this very loop turn: commit it now
+            self._commit_batch(asyncio.get_running_loop())
+            while self._committing is not None:
+                await asyncio.sleep(0.001)
+        self._committer.shutdown(wait=True)
         self._reader.close()
         self._db.close()
-
-
-def _resolve_all(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    for fut, ok, value in results:
-        if fut.done():
-            continue
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
