@@ -72,7 +72,7 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
             pass
     await stop.wait()
     log.info("sidecar stopping")
-    service.stopping.set()
+    service.stop()
     if dashboard is not None:
         await dashboard.stop()
     if gateway is not None:

@@ -34,17 +34,38 @@ HISTORY_CHUNK_BYTES = 2 * 1024 * 1024
 
 
 class Signal:
-    """A broadcast wake-up: take ``current()`` before looking, then wait on it, and no firing is missed."""
+    """A broadcast wake-up without tasks: note ``generation`` before looking, then ``wait(generation, …)``,
+    and no firing in between is missed."""
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def current(self) -> asyncio.Event:
-        return self._event
+        self.generation = 0
+        self._waiters: list[asyncio.Future[None]] = []
 
     def fire(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
+        self.generation += 1
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait(self, seen: int, timeout: float) -> bool:
+        """Wait until fired after ``seen`` or ``timeout`` seconds pass; True if fired."""
+        if self.generation != seen:
+            return True
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(fut)
+        timer = loop.call_later(max(timeout, 0.0), _settle, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+        return self.generation != seen
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 @dataclass
@@ -136,6 +157,12 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         self.lease_seconds = lease_seconds
         self.stopping = asyncio.Event()
 
+    def stop(self) -> None:
+        """End every work-item stream with OK (they notice on their next wake-up, which this is)."""
+        self.stopping.set()
+        for hub in self.hubs.values():
+            hub.work.fire()
+
     # -- plumbing --------------------------------------------------------------------------------------------
 
     async def _hub(self, context: grpc.aio.ServicerContext) -> Hub:
@@ -209,7 +236,7 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         hub.waiters[request.instanceId] = hub.waiters.get(request.instanceId, 0) + 1
         try:
             while True:
-                wake = sig.current()
+                seen = sig.generation
                 row = await self._read(hub, lambda tx: tx.get_instance(request.instanceId))
                 if row is not None and done(row):
                     return pb.GetInstanceResponse(exists=True,
@@ -218,10 +245,7 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
                 if timeout <= 0:
                     await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                                         f"timed out waiting for instance '{request.instanceId}' to {what}")
-                try:
-                    await asyncio.wait_for(wake.wait(), timeout)
-                except asyncio.TimeoutError:
-                    pass
+                await sig.wait(seen, timeout)
         finally:
             hub.waiters[request.instanceId] -= 1
             if not hub.waiters[request.instanceId]:
@@ -368,7 +392,7 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         look_everywhere = True
         try:
             while not self.stopping.is_set():
-                wake = hub.work.current()
+                seen = hub.work.generation
                 items = await self._lease(hub, stream, look_everywhere)
                 for item in items:
                     yield item
@@ -383,14 +407,8 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
                 timeout = min(idle, max(self.lease_seconds / 2, 0.05))
                 if stream.next_due is not None:
                     timeout = min(timeout, max(stream.next_due - time.time(), 0.0) + 0.001)
-                stop = asyncio.ensure_future(self.stopping.wait())
-                woken = asyncio.ensure_future(wake.wait())
-                try:
-                    await asyncio.wait([woken, stop], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    stop.cancel()
-                    woken.cancel()
-                look_everywhere = not wake.is_set()  # a timeout: leases may have lapsed, timers come due
+                # a timeout: leases may have lapsed, timers come due, so look everywhere next time
+                look_everywhere = not await hub.work.wait(seen, timeout)
         finally:
             hub.streams.pop(stream.owner, None)
             for kind in stream.inflight.values():
