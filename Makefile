@@ -21,10 +21,12 @@ sidecar: $(STAMP)
 	$(BIN)/moorage sidecar
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra
+	bash scripts/test-deps.sh
+	PATH="$$PATH:/usr/local/go/bin" $(BIN)/python -m pytest -q -ra
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.agent_turns
 
 # Dashboard screenshots in docs/ (needs Debian's chromium and npm ci --prefix tests/dashboard/browser).
 screenshots: $(STAMP)

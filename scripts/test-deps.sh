@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# What the tests need besides Python packages: Debian's Chromium for the dashboard's browser test, and each thin
+# client's own dependencies (npm, Go modules, Maven artifacts), fetched once so the tests themselves need no network.
+# Idempotent; `make test` runs it. apt-get runs only as root; elsewhere the tests that need a missing tool skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v chromium >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium $(command -v npm >/dev/null 2>&1 || echo nodejs npm) >/dev/null
+  else
+    echo "test-deps: chromium or npm missing and not root: the browser test will skip" >&2
+  fi
+fi
+if command -v npm >/dev/null 2>&1; then
+  [ -d tests/dashboard/browser/node_modules ] || npm ci --prefix tests/dashboard/browser --no-audit --no-fund --loglevel=error
+  [ -d client/js/node_modules ] || npm ci --prefix client/js --no-audit --no-fund --loglevel=error   # installs and builds dist/ (tsc)
+fi
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then export PATH="$PATH:/usr/local/go/bin"; fi
+if command -v go >/dev/null 2>&1; then
+  (cd client/go && GOFLAGS=-buildvcs=false go mod download && GOFLAGS=-buildvcs=false go test -count=1 -run XXX ./... >/dev/null)
+fi
+if command -v mvn >/dev/null 2>&1 && [ ! -d client/java/target/classes ]; then
+  (cd client/java && env -u MOORAGE_TEST_GRPC mvn -B -q test)   # resolves, generates (protoc), compiles
+fi
