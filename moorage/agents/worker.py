@@ -46,11 +46,14 @@ class AgentWorker:
 
     ``work_item_filters`` (default on) tells the backend which work this worker can take, so workers hosting
     different agents can share a task hub; turn it off for a backend that does not support work-item filters.
+
+    ``gateway`` (default on) makes the agents reachable through the gateway with no extra code: the worker
+    streams answers to it and announces its agents when it starts (``moorage.gateway.worker``).
     """
 
     def __init__(self, agents: Iterable[Agent] = (), *, connection_string: str | None = None,
                  concurrency_options: ConcurrencyOptions | None = None, logger: logging.Logger | None = None,
-                 work_item_filters: bool = True, **worker_kwargs: Any):
+                 work_item_filters: bool = True, gateway: bool = True, **worker_kwargs: Any):
         self.settings = load_settings(connection_string)
         sdk_logger = logger or logging.getLogger("moorage.durabletask.worker")
         self._quiet = _QuietStop()
@@ -67,6 +70,7 @@ class AgentWorker:
         self.agents: dict[str, Agent] = {}
         self._started = False
         self._work_item_filters = work_item_filters
+        self._gateway = gateway
         self._history = HistoryReader(self._new_client)
         for agent in agents:
             self.add_agent(agent)
@@ -148,12 +152,23 @@ class AgentWorker:
 
     def start(self) -> AgentWorker:
         if not self._started:
+            if self._gateway:
+                from moorage.gateway.worker import expose
+
+                expose(self)
             if self._work_item_filters:
                 # Ask only for work this worker can do (its agents, orchestrations, activities, entities), so
                 # workers hosting different agents can share one task hub.
                 self._worker.use_work_item_filters()
             self._worker.start()
             self._started = True
+            if self._gateway:
+                from moorage.gateway.worker import announce
+
+                try:
+                    announce(self)
+                except Exception as exc:  # the agents still run; only the gateway's list of them is stale
+                    self._sdk_logger.warning("could not announce agents to the gateway: %s", exc)
         return self
 
     def stop(self) -> None:

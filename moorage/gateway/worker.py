@@ -8,8 +8,9 @@
     worker.start()
     announce(worker)        # after start: tell the gateway which agents this worker hosts
 
-Without ``announce`` the gateway still serves agents that already have threads (or that ``moorage gateway
---agents`` names); without ``expose`` streaming callers get each answer as one chunk.
+``AgentWorker.start()`` calls both itself unless built with ``gateway=False``; they stay public for workers
+assembled by hand. Without ``announce`` the gateway still serves agents that already have threads (or that
+``moorage gateway --agents`` names); without ``expose`` streaming callers get each answer as one chunk.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ def expose(agent_worker: Any, *, stream_endpoint: str | None = None, stream: boo
     """Prepare an ``AgentWorker`` (not started yet): host the ``moorage-agent`` registry entity and, unless
     ``stream=False``, wrap its agents' model calls so that streaming models publish their text to the gateway
     (``stream_endpoint``, default ``$MOORAGE_STREAM_ENDPOINT`` or the worker's own endpoint)."""
+    if getattr(agent_worker, "_gateway_exposed", None) is not None:  # AgentWorker.start() does this itself
+        return agent_worker._gateway_exposed or None
     registry.install(agent_worker, list(agent_worker.agents.values()))
-    if not stream:
-        return None
-    publisher = ChunkPublisher(stream_endpoint) if stream_endpoint else None
-    return enable_streaming(agent_worker, publisher)
+    publisher = None
+    if stream:
+        publisher = enable_streaming(agent_worker, ChunkPublisher(stream_endpoint) if stream_endpoint else None)
+    agent_worker._gateway_exposed = publisher or False
+    return publisher
 
 
 def announce(agent_worker: Any) -> None:
