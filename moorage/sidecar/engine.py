@@ -183,6 +183,14 @@ def get_instance(tx: StoreTx, instance_id: str) -> InstanceRow | None:
     return tx.get_instance(instance_id)
 
 
+def _release(row: InstanceRow | EntityRow | ActivityRow) -> None:
+    """Clear a work item's lease: it may be handed out again."""
+    row.lease_token = row.lease_owner = None
+    row.lease_until = None
+    if not isinstance(row, ActivityRow):
+        row.leased_inbox = []
+
+
 def _require(tx: StoreTx, instance_id: str) -> InstanceRow:
     row = get_instance(tx, instance_id)
     if row is None:
@@ -267,9 +275,7 @@ def _prepare_rewind(tx: StoreTx, fx: Effects, row: InstanceRow, reason: str | No
     t = now()
     row.status = pb.ORCHESTRATION_STATUS_RUNNING
     row.output, row.failure, row.completed_at, row.last_updated_at = None, None, None, t
-    row.lease_token = row.lease_owner = None
-    row.lease_until = None
-    row.leased_inbox = []
+    _release(row)
     tx.put_instance(row)
     tx.add_inbox(row.instance_id, event(t, executionRewound=pb.ExecutionRewoundEvent(reason=sv(reason))))
     fx.changed.add(row.instance_id)
@@ -340,9 +346,7 @@ def abandon_orchestration(tx: StoreTx, fx: Effects, token: str) -> None:
     row = tx.leased_instance(token)
     if row is None:
         return
-    row.lease_token = row.lease_owner = None
-    row.lease_until = None
-    row.leased_inbox = []
+    _release(row)
     tx.put_instance(row)
     fx.wake(ORCH)
 
@@ -357,9 +361,7 @@ def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorRespons
     leased = row.leased_inbox
     new_events = _batch(row, [e for _, e in tx.get_inbox(instance_id, ids=leased)])
     tx.delete_inbox(instance_id, leased)
-    row.lease_token = row.lease_owner = None
-    row.lease_until = None
-    row.leased_inbox = []
+    _release(row)
     row.last_updated_at = t
     if row.status == pb.ORCHESTRATION_STATUS_PENDING:
         row.status = pb.ORCHESTRATION_STATUS_RUNNING
@@ -571,8 +573,7 @@ def abandon_activity(tx: StoreTx, fx: Effects, token: str) -> None:
     row = tx.find_activity(token)
     if row is None:
         return
-    row.lease_token = row.lease_owner = None
-    row.lease_until = None
+    _release(row)
     tx.update_activity_lease(row)
     fx.wake(ACTIVITY)
 
@@ -714,9 +715,7 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
     entity_id = ent.entity_id
     t = now()
     ops = tx.get_entity_messages(entity_id, ids=ent.leased_inbox)
-    ent.lease_token = ent.lease_owner = None
-    ent.lease_until = None
-    ent.leased_inbox = []
+    _release(ent)
     if res.HasField("failureDetails") and not res.results:
         _put_or_drop_entity(tx, ent)  # the whole batch failed: keep its messages for another try
         fx.wake(ENTITY)
@@ -765,9 +764,7 @@ def abandon_entity(tx: StoreTx, fx: Effects, token: str) -> None:
     ent = tx.leased_entity(token)
     if ent is None:
         return
-    ent.lease_token = ent.lease_owner = None
-    ent.lease_until = None
-    ent.leased_inbox = []
+    _release(ent)
     tx.put_entity(ent)
     fx.wake(ENTITY)
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import time
 import uuid
 
-from gateway_stack import Http, Stack
+from pathlib import Path
+
+from gateway_stack import Stack
 
 from moorage import Agent, AgentWorker, OfflineChatModel
 
 
-def test_plain_agent_worker_is_announced_and_answers(stack: Stack, http: Http) -> None:
+def test_plain_agent_worker_is_announced_and_answers(tmp_path: Path) -> None:
+    stack = Stack(tmp_path).start(with_worker=False)  # its own sidecar: the shared one's agent list stays as is
+    http = stack.http
     name = f"Plain{uuid.uuid4().hex[:8]}"
     status, _, body = http.request("POST", f"/api/agents/{name}/threads", {"message": "hi"})
     assert status == 404, body  # unknown before any worker hosts it
@@ -18,8 +22,8 @@ def test_plain_agent_worker_is_announced_and_answers(stack: Stack, http: Http) -
     worker = AgentWorker([Agent(name=name, instructions="Be brief.", model=OfflineChatModel())],
                          connection_string=f"Endpoint=http://localhost:{stack.grpc_port};Authentication=None;"
                                            "TaskHub=default")
-    worker.start()
     try:
+        worker.start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             status, _, body = http.request("GET", "/api/agents")
@@ -34,3 +38,4 @@ def test_plain_agent_worker_is_announced_and_answers(stack: Stack, http: Http) -
         assert "offline" in body["response"].lower()
     finally:
         worker.stop()
+        stack.stop()
