@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from moorage.sidecar import engine
 from moorage.sidecar.engine import TERMINAL
+from moorage.sidecar.service import page_token, parse_page_token
 from moorage.sidecar.store.base import InstanceQuery, StoreTx
 
 from . import views
@@ -169,20 +170,6 @@ def _page_size(request: Request) -> int:
     return size
 
 
-def _key(t: float, ident: str) -> str:
-    return f"{t!r}|{ident}"
-
-
-def _parse_key(token: str) -> tuple[float, str]:
-    t, sep, ident = token.partition("|")
-    try:
-        if not sep:
-            raise ValueError
-        return float(t), ident
-    except ValueError:
-        raise ApiError(400, f"malformed continuation token {token!r}") from None
-
-
 def _service(request: Request) -> Any:
     return request.app.state.service
 
@@ -229,7 +216,7 @@ async def list_orchestrations(request: Request) -> Response:
     q = _instance_query(request)
     size = _page_size(request)
     token = request.query_params.get("continuation")
-    after = _parse_key(token) if token else None
+    after = parse_page_token(token) if token else None
 
     def read(tx: StoreTx) -> tuple[list[Any], dict[int, int]]:
         return tx.query_instances(q, after, size + 1), tx.count_instances_by_status()
@@ -241,7 +228,7 @@ async def list_orchestrations(request: Request) -> Response:
     return _ok({
         "hub": hub.name,
         "items": [views.instance_json(r, payloads=False, now=now) for r in rows],
-        "next": _key(rows[-1].created_at, rows[-1].instance_id) if more else None,
+        "next": page_token(rows[-1].created_at, rows[-1].instance_id) if more else None,
         "statusCounts": {views.status_name(s): n for s, n in sorted(counts.items())},
     })
 

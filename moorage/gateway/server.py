@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import grpc
 from moorage.gateway.core import Gateway
 from moorage.gateway.grpc_service import add_to_server
 from moorage.gateway.http import DEFAULT_MAX_BODY_BYTES, create_app
+from moorage.shutdown import wait_for_stop_signal
 
 log = logging.getLogger("moorage.gateway")
 
@@ -145,14 +145,7 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None) -> No
     await runtime.start_http()
     if ready is not None:
         ready.set()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
-    await stop.wait()
+    await wait_for_stop_signal()
     log.info("gateway stopping")
     await runtime.stop()
     await server.stop(grace=2.0)

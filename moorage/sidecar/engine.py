@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import durabletask.internal.orchestrator_service_pb2 as pb
@@ -22,7 +21,6 @@ TERMINAL = frozenset({pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS
                       pb.ORCHESTRATION_STATUS_TERMINATED})
 MAX_ENTITY_BATCH = 100
 ORCH, ACTIVITY, ENTITY = "o", "a", "e"
-KINDS = (ORCH, ACTIVITY, ENTITY)
 
 
 class NotFound(Exception):
@@ -793,5 +791,3 @@ def clean_entities(tx: StoreTx, fx: Effects, remove_empty: bool, release_orphane
         _grant_locks(tx, fx)
     return removed, released
 
-
-Transition = Callable[[StoreTx], object]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -15,6 +14,7 @@ import durabletask.internal.orchestrator_service_pb2_grpc as pb_grpc
 import grpc
 
 from moorage.dashboard import start_dashboard
+from moorage.shutdown import wait_for_stop_signal
 from moorage.sidecar.service import Service
 from moorage.sidecar.store.base import open_store
 
@@ -63,14 +63,7 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
              ",".join(config.task_hubs), config.lease_seconds)
     if ready is not None:
         ready.set()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
-    await stop.wait()
+    await wait_for_stop_signal()
     log.info("sidecar stopping")
     service.stop()
     if dashboard is not None:

@@ -329,10 +329,10 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
                           created_from=_time(query.createdTimeFrom, query, "createdTimeFrom"),
                           created_to=_time(query.createdTimeTo, query, "createdTimeTo"),
                           id_prefix=query.instanceIdPrefix.value if query.HasField("instanceIdPrefix") else None)
-        after = _parse_key(query.continuationToken.value) if query.HasField("continuationToken") else None
+        after = parse_page_token(query.continuationToken.value) if query.HasField("continuationToken") else None
         size = query.maxInstanceCount if query.maxInstanceCount > 0 else DEFAULT_PAGE
         rows = await self._read(hub, lambda tx: tx.query_instances(q, after, size + 1))
-        token = _key(rows[size - 1].created_at, rows[size - 1].instance_id) if len(rows) > size else None
+        token = page_token(rows[size - 1].created_at, rows[size - 1].instance_id) if len(rows) > size else None
         return pb.QueryInstancesResponse(
             orchestrationState=[_state(r, query.fetchInputsAndOutputs) for r in rows[:size]],
             continuationToken=sv(token))
@@ -343,13 +343,13 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         q = InstanceQuery(statuses=tuple(request.runtimeStatus), terminal_only=True,
                           completed_from=_time(request.completedTimeFrom, request, "completedTimeFrom"),
                           completed_to=_time(request.completedTimeTo, request, "completedTimeTo"))
-        after = _parse_key(request.lastInstanceKey.value) if request.HasField("lastInstanceKey") else None
+        after = parse_page_token(request.lastInstanceKey.value) if request.HasField("lastInstanceKey") else None
         size = request.pageSize if request.pageSize > 0 else DEFAULT_PAGE
         rows = await self._read(hub, lambda tx: tx.query_instances(q, after, size + 1, order="completed"))
         last = rows[size - 1] if len(rows) > size else None
         return pb.ListInstanceIdsResponse(
             instanceIds=[r.instance_id for r in rows[:size]],
-            lastInstanceKey=sv(_key(last.completed_at or 0.0, last.instance_id) if last else None))
+            lastInstanceKey=sv(page_token(last.completed_at or 0.0, last.instance_id) if last else None))
 
     async def StreamInstanceHistory(self, request: pb.StreamInstanceHistoryRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.HistoryChunk]:
         hub = await self._hub(context)
@@ -620,11 +620,12 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
                 pass
 
 
-def _key(t: float, instance_id: str) -> str:
+def page_token(t: float, instance_id: str) -> str:
+    """A paging cursor after (time, id); QueryInstances, ListInstanceIds and the dashboard share it."""
     return f"{t!r}|{instance_id}"
 
 
-def _parse_key(token: str) -> tuple[float, str] | None:
+def parse_page_token(token: str) -> tuple[float, str] | None:
     if not token or token == "0":
         return None
     t, sep, instance_id = token.partition("|")
