@@ -400,7 +400,8 @@ def test_openapi_describes_every_route(http: Http) -> None:
     app = create_app(Gateway("Endpoint=http://localhost:1;Authentication=None;TaskHub=default"))
     for route in app.routes:
         assert isinstance(route, Route)
-        path = route.path.replace("{thread_id}", "{threadId}").replace("{correlation_id}", "{correlationId}") \
+        path = route.path.replace("{thread_id}", "{threadId}").replace("{session_id}", "{sessionId}") \
+            .replace("{correlation_id}", "{correlationId}") \
             .replace("{instance_id}", "{instanceId}").replace("{event_name}", "{eventName}")
         if path == "/openapi.json":
             continue
