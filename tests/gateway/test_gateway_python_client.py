@@ -167,7 +167,7 @@ def test_errors_map_to_grpc_status_codes(client: Client, stack: Stack) -> None:
             list(stub.RunStream(pb.RunRequest(agent="Nobody", message="hi")))
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
         with pytest.raises(grpc.RpcError) as info:
-            stub.GetRunResult(pb.GetRunResultRequest(agent="Joker", thread_id="missing", correlation_id="x"))
+            stub.GetRunResult(pb.GetRunResultRequest(agent="Joker", session_id="missing", correlation_id="x"))
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
         # the Durable Task protocol still answers on the same port
         from durabletask.internal import orchestrator_service_pb2_grpc as dt_grpc
