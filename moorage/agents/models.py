@@ -68,7 +68,11 @@ _OPENAI_MISSING = ("OpenAIChatModel / AzureOpenAIChatModel need the openai packa
 
 
 def _require_openai() -> None:
-    if importlib.util.find_spec("openai") is None:
+    try:
+        found = importlib.util.find_spec("openai") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
         raise ImportError(_OPENAI_MISSING, name="openai")
 
 
