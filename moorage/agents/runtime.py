@@ -1,8 +1,8 @@
 """The durable machinery behind an agent: the session entity, the turn orchestration and its activities.
 
-For an agent named ``Joker``:
+For an agent named ``Joker`` (names and shapes: :mod:`moorage.agents.protocol`):
 
-* entity ``dafx-joker`` (key = session id) holds the conversation in the Agent Framework durable-agent state
+* its session entity (key = session id) holds the conversation in the Agent Framework durable-agent state
   schema 1.1.0. Operations: ``run`` (Agent Framework's request shape), ``reset``, ``delete``, plus internal
   ``_complete`` (a turn's response) and ``_expire`` (the idle-TTL check, a delayed self-signal).
 * orchestration ``moorage.agent_turn:Joker`` runs one turn. Every model call is the activity
@@ -249,7 +249,7 @@ class SessionEntity:
 
 
 def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
-    """The entity function the worker registers as ``dafx-<agent>`` (see :class:`SessionEntity`)."""
+    """The entity function the worker registers under ``protocol.entity_name(agent)`` (see :class:`SessionEntity`)."""
     entity = SessionEntity(agent)
 
     def session_entity(ctx: EntityContext, input: Any) -> Any:

@@ -37,13 +37,13 @@ def test_docs_example(stack: Stack) -> None:
     from moorage.client import Client
 
     client = Client(stack.grpc_address)                       # e.g. "localhost:8080"
-    thread = client.agent("Joker").thread()
-    print(thread.run("Tell me a joke about pirates").text)
-    print(thread.run("Tell me another one about the same topic").text)
+    session = client.agent("Joker").new_session()
+    print(session.run("Tell me a joke about pirates").text)
+    print(session.run("Tell me another one about the same topic").text)
     for text in client.agent("Joker").stream("Tell me a joke about sailors"):
         print(text, end="", flush=True)
     # docs:end
-    assert thread.history().messages[-1].text.startswith("[turn 2] Another one about pirates")
+    assert session.history().messages[-1].text.startswith("[turn 2] Another one about pirates")
     client.close()
 
 
