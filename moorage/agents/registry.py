@@ -2,8 +2,8 @@
 
 The gateway is a Durable Task *client*: it cannot see which agents the workers host. Workers announce them by
 hosting this entity (:func:`install`) and signalling ``register`` for each agent when they start (:func:`register`,
-see ``moorage.agents.exposure``); the gateway reads it to answer ``GET /api/agents`` and to tell an unknown agent (404) from one whose worker is merely busy. Agents
-that already have sessions, and agents named by ``moorage gateway --agents``, count as known too.
+see ``moorage.agents.exposure``); the gateway reads it to answer ``GET /api/agents`` and to tell an unknown agent
+(404) from one whose worker is merely busy. Agents that already have sessions, and agents named by ``moorage gateway --agents``, count as known too.
 """
 
 from __future__ import annotations

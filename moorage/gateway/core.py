@@ -458,7 +458,8 @@ class Gateway:
         except (ValueError, TypeError) as exc:
             raise invalid(str(exc)) from None
         request["created_at"] = datetime.now(timezone.utc).isoformat()
-        return PreparedRun(name, session_id, corr, protocol.turn_instance_id(name, session_id, corr), request, new_session)
+        return PreparedRun(name, session_id, corr, protocol.turn_instance_id(name, session_id, corr), request,
+                           new_session)
 
     async def send_run(self, run: PreparedRun) -> None:
         await self._call(f"sending the message to agent {run.agent!r}", self.client.signal_entity(

@@ -102,7 +102,8 @@ def openapi_spec(server_url: str = "") -> dict[str, Any]:
     }
     run_post["responses"]["200"]["content"]["text/event-stream"] = {
         "schema": {"type": "string"},
-        "description": "With stream=true: events `started` {sessionId, threadId, correlationId}, `chunk` {text, sequence} "
+        "description": "With stream=true: events `started` {sessionId, threadId, correlationId}, "
+                       "`chunk` {text, sequence} "
                        "(in order, before the turn completes), then `completed` (a RunResponse) or `error`."}
     spec: dict[str, Any] = {
         "openapi": "3.1.0",
