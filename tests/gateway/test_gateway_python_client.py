@@ -90,6 +90,39 @@ def test_thread_helper_and_stream(client: Client) -> None:
         thread.history()
 
 
+def test_session_names_and_their_thread_aliases(client: Client) -> None:
+    """The session noun throughout; the thread names still work and mean the same objects and values."""
+    import moorage.client as mc
+
+    assert mc.Thread is mc.AgentSession and mc.Agent is mc.AgentHandle
+    assert mc.AsyncThread is mc.AsyncAgentSession and mc.AsyncAgent is mc.AsyncAgentHandle
+    joker = client.agent("Joker")
+    assert isinstance(joker, mc.AgentHandle)
+    session = joker.new_session()
+    first = session.run("My name is Ada")
+    assert session.session_id == session.id == first.session_id == first.thread_id
+    second = joker.run("What is my name?", session_id=first.session_id)
+    assert second.session_id == first.session_id and second.text == "[turn 2] Your name is Ada."
+    third = joker.run("What is my name?", thread_id=first.session_id)  # the old keyword
+    assert third.session_id == first.session_id and third.text.startswith("[turn 3]")
+    with pytest.raises(ValueError, match="thread_id is the old name"):
+        joker.run("hi", session_id=first.session_id, thread_id="another")
+    handle = joker.start("again", session_id=first.session_id)
+    assert handle.session_id == handle.thread_id == first.session_id
+    assert joker.result(handle, wait=20).status == "completed"
+    stored = joker.session(first.session_id)
+    assert stored.session_id == stored.thread_id == first.session_id and len(stored.messages) == 8
+    summary = next(s for s in joker.sessions(page_size=1000) if s.session_id == first.session_id)
+    assert summary.thread_id == first.session_id
+    stream = joker.stream("streamed", session_id=first.session_id)
+    assert "".join(stream).startswith("[turn 5]")
+    assert stream.session_id == stream.thread_id == first.session_id
+    assert isinstance(joker.thread(first.session_id), mc.AgentSession)
+    session.delete()
+    with pytest.raises(NotFoundError):
+        joker.session(first.session_id)
+
+
 def test_start_and_fetch_result_by_correlation_id(client: Client) -> None:
     joker = client.agent("Joker")
     handle = joker.start("Tell me a joke about sailors", correlation_id=_uid("corr"))
