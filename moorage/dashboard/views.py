@@ -337,8 +337,8 @@ def conversation(raw_state: str | None, agent: str | None = None, session: str |
             turn = by_corr.get(corr)
             if turn is None:  # a response without its request (trimmed history): a turn of its own
                 turn = {"correlationId": corr, "createdAt": entry.get("createdAt"), "orchestrationId": None,
-                        "responseType": None, "turnInstanceId": _turn_id(agent, session, corr), "request": None, "responses": [], "usage": None, "isError": False,
-                        "durationMs": None}
+                        "responseType": None, "turnInstanceId": _turn_id(agent, session, corr), "request": None,
+                        "responses": [], "usage": None, "isError": False, "durationMs": None}
                 turns.append(turn)
                 if corr:
                     by_corr[corr] = turn
