@@ -15,10 +15,9 @@ from google.protobuf import json_format
 
 from moorage.sidecar import engine
 from moorage.sidecar.store.base import EntityRow, InstanceRow
+from moorage.sidecar.terms import STATUS_PREFIX, TERMINAL_STATUSES, status_name
 
-STATUS_PREFIX = "ORCHESTRATION_STATUS_"
 STATUSES = [n[len(STATUS_PREFIX):] for n in pb.OrchestrationStatus.keys()]
-TERMINAL_NAMES = {"COMPLETED", "FAILED", "TERMINATED"}
 AGENT_PREFIX = "dafx-"
 PREVIEW_CHARS = 240
 
@@ -43,13 +42,6 @@ def parse_time(value: str, what: str) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.timestamp()
-
-
-def status_name(status: int) -> str:
-    try:
-        return pb.OrchestrationStatus.Name(status)[len(STATUS_PREFIX):]  # type: ignore[arg-type]
-    except ValueError:
-        return str(status)
 
 
 def status_value(name: str) -> int:
@@ -79,7 +71,8 @@ def failure_json(details: pb.TaskFailureDetails | None) -> dict[str, Any] | None
 
 def instance_json(row: InstanceRow, payloads: bool = True, now: float | None = None) -> dict[str, Any]:
     status = status_name(row.status)
-    end = row.completed_at if row.completed_at else (now if status not in TERMINAL_NAMES else row.last_updated_at)
+    end = row.completed_at if row.completed_at else (
+        now if row.status not in TERMINAL_STATUSES else row.last_updated_at)
     out: dict[str, Any] = {
         "instanceId": row.instance_id,
         "name": row.name,

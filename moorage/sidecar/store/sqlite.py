@@ -23,11 +23,12 @@ from moorage.sidecar.store.base import (
     Store,
     StoreTx,
 )
+from moorage.sidecar.terms import TERMINAL_STATUSES
 
 T = TypeVar("T")
 log = logging.getLogger("moorage.store.sqlite")
 
-_TERMINAL = (pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED, pb.ORCHESTRATION_STATUS_TERMINATED)
+_TERMINAL = tuple(sorted(TERMINAL_STATUSES))  # as SQL parameters
 
 _INSTANCE_COLS = (
     "instance_id, name, version, execution_id, status, input, output, custom_status, failure, created_at, "
