@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import durabletask.internal.orchestrator_service_pb2 as pb
@@ -375,13 +375,45 @@ def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorRespons
     row = tx.leased_instance(res.completionToken)
     if row is None or (res.instanceId and res.instanceId != row.instance_id):
         return False
-    instance_id = row.instance_id
-    t = now()
+    turn = _OrchestratorTurn(row=row, t=now())
+    _take_leased_events(tx, turn)
+    if res.HasField("customStatus"):
+        row.custom_status = res.customStatus.value
+    for action in res.actions:
+        _apply_action(tx, fx, turn, action)
+    _record_history(tx, turn)
+    tx.put_instance(row)
+    if row.status in TERMINAL_STATUSES:
+        _close_finished(tx, fx, row)
+    fx.changed.add(row.instance_id)
+    if tx.has_inbox(row.instance_id, turn.t):  # arrivals held while the work item was out
+        fx.wake(ORCHESTRATION)
+    return True
+
+
+@dataclass
+class _OrchestratorTurn:
+    """One orchestrator result being applied: the instance, the time, and the history it adds or replaces."""
+
+    row: InstanceRow
+    t: float
+    history: list[pb.HistoryEvent] = field(default_factory=list)  # appended: the batch, then one per action
+    replaced: list[pb.HistoryEvent] | None = None  # a rewind's new history
+    continued: bool = False  # continue-as-new: the history starts over
+
+    @property
+    def instance_id(self) -> str:
+        return self.row.instance_id
+
+
+def _take_leased_events(tx: StoreTx, turn: _OrchestratorTurn) -> None:
+    """Consume the inbox rows the worker saw, release the lease, and let those events move the status."""
+    row = turn.row
     leased = row.leased_inbox
-    new_events = _batch(row, [e for _, e in tx.get_inbox(instance_id, ids=leased)])
-    tx.delete_inbox(instance_id, leased)
+    new_events = _batch(row, [e for _, e in tx.get_inbox(row.instance_id, ids=leased)])
+    tx.delete_inbox(row.instance_id, leased)
     _release(row)
-    row.last_updated_at = t
+    row.last_updated_at = turn.t
     if row.status == pb.ORCHESTRATION_STATUS_PENDING:
         row.status = pb.ORCHESTRATION_STATUS_RUNNING
     for e in new_events:
@@ -389,97 +421,131 @@ def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorRespons
             row.status = pb.ORCHESTRATION_STATUS_SUSPENDED
         elif e.HasField("executionResumed") and row.status == pb.ORCHESTRATION_STATUS_SUSPENDED:
             row.status = pb.ORCHESTRATION_STATUS_RUNNING
-    if res.HasField("customStatus"):
-        row.custom_status = res.customStatus.value
+    turn.history.extend(new_events)
 
-    history = list(new_events)
-    replaced: list[pb.HistoryEvent] | None = None
-    continued = False
-    for action in res.actions:
-        kind = action.WhichOneof("orchestratorActionType")
-        if kind == "scheduleTask":
-            a = action.scheduleTask
-            history.append(event(t, action.id, taskScheduled=pb.TaskScheduledEvent(
-                name=a.name, version=a.version if a.HasField("version") else None,
-                input=a.input if a.HasField("input") else None, tags=a.tags)))
-            tx.add_activity(ActivityRow(
-                id=None, instance_id=instance_id, execution_id=row.execution_id, name=a.name, task_id=action.id,
-                input=a.input.value if a.HasField("input") else None,
-                version=a.version.value if a.HasField("version") else None, tags=dict(a.tags)))
-            fx.wake(ACTIVITY)
-        elif kind == "createTimer":
-            fire_at = action.createTimer.fireAt
-            history.append(event(t, action.id, timerCreated=pb.TimerCreatedEvent(fireAt=fire_at)))
-            due = from_ts(fire_at)  # stamped with its fire time, as it is delivered then
-            tx.add_inbox(instance_id, event(due, timerFired=pb.TimerFiredEvent(fireAt=fire_at, timerId=action.id)),
-                         visible_at=due)
-            fx.wake(ORCHESTRATION)
-        elif kind == "createSubOrchestration":
-            a = action.createSubOrchestration
-            child_id = a.instanceId or f"{instance_id}:{action.id:04d}"
-            history.append(event(t, action.id, subOrchestrationInstanceCreated=pb.SubOrchestrationInstanceCreatedEvent(
-                instanceId=child_id, name=a.name, version=a.version if a.HasField("version") else None,
-                input=a.input if a.HasField("input") else None, tags=a.tags)))
-            try:
-                create_instance(tx, fx, instance_id=child_id, name=a.name,
-                                input=a.input.value if a.HasField("input") else None,
-                                version=a.version.value if a.HasField("version") else None, tags=dict(a.tags),
-                                parent=(instance_id, action.id, row.name, row.version))
-            except (AlreadyExists, ValueError) as exc:
-                tx.add_inbox(instance_id, event(t, subOrchestrationInstanceFailed=pb.SubOrchestrationInstanceFailedEvent(
-                    taskScheduledId=action.id,
-                    failureDetails=pb.TaskFailureDetails(errorType=type(exc).__name__, errorMessage=str(exc),
-                                                         isNonRetriable=True))))
-        elif kind == "sendEvent":
-            a = action.sendEvent
-            history.append(event(t, action.id, eventSent=pb.EventSentEvent(
-                instanceId=a.instance.instanceId, name=a.name, input=a.data if a.HasField("data") else None)))
-            target = tx.get_instance(a.instance.instanceId) if a.instance.instanceId else None
-            if target is not None and target.status not in TERMINAL_STATUSES:
-                tx.add_inbox(target.instance_id, event(t, eventRaised=pb.EventRaisedEvent(
-                    name=a.name, input=a.data if a.HasField("data") else None)))
-                fx.wake(ORCHESTRATION)
-        elif kind == "sendEntityMessage":
-            history.append(_entity_message(tx, fx, action.id, action.sendEntityMessage, t))
-        elif kind == "terminateOrchestration":
-            a = action.terminateOrchestration
-            target = tx.get_instance(a.instanceId)
-            if target is not None:
-                _terminate(tx, fx, target, a.reason.value if a.HasField("reason") else None, a.recurse)
-        elif kind == "completeOrchestration":
-            a = action.completeOrchestration
-            if a.orchestrationStatus == pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW:
-                _continue_as_new(tx, fx, row, a, t)
-                continued = True
-            else:
-                row.status = a.orchestrationStatus
-                row.output = a.result.value if a.HasField("result") else None
-                row.failure = _failure(a.failureDetails) if a.HasField("failureDetails") else None
-                if row.status in TERMINAL_STATUSES:
-                    row.completed_at = t
-        elif kind == "rewindOrchestration":
-            replaced = list(action.rewindOrchestration.newHistory)
-            _apply_rewind(tx, fx, row, replaced, t)
 
-    if continued:
-        tx.replace_history(instance_id, [])
-    elif replaced is not None:
-        tx.replace_history(instance_id, [*replaced, event(t, orchestratorCompleted=pb.OrchestratorCompletedEvent())])
-    else:
-        history.append(event(t, orchestratorCompleted=pb.OrchestratorCompletedEvent()))
-        if row.status in TERMINAL_STATUSES:
-            history.append(event(t, executionCompleted=pb.ExecutionCompletedEvent(
-                orchestrationStatus=row.status, result=sv(row.output), failureDetails=failure_details(row.failure))))
-        tx.append_history(instance_id, history)
-    tx.put_instance(row)
-    if row.status in TERMINAL_STATUSES:
-        tx.delete_inbox(instance_id)
-        _notify_parent(tx, fx, row)
-        _release_locks_of(tx, fx, instance_id)
-    fx.changed.add(instance_id)
-    if tx.has_inbox(instance_id, t):  # arrivals held while the work item was out
+def _apply_action(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
+    kind = action.WhichOneof("orchestratorActionType")
+    step = _ACTIONS.get(kind or "")
+    if step is not None:
+        step(tx, fx, turn, action)
+
+
+def _schedule_task(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
+    a = action.scheduleTask
+    turn.history.append(event(turn.t, action.id, taskScheduled=pb.TaskScheduledEvent(
+        name=a.name, version=a.version if a.HasField("version") else None,
+        input=a.input if a.HasField("input") else None, tags=a.tags)))
+    tx.add_activity(ActivityRow(
+        id=None, instance_id=turn.instance_id, execution_id=turn.row.execution_id, name=a.name, task_id=action.id,
+        input=a.input.value if a.HasField("input") else None,
+        version=a.version.value if a.HasField("version") else None, tags=dict(a.tags)))
+    fx.wake(ACTIVITY)
+
+
+def _create_timer(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
+    fire_at = action.createTimer.fireAt
+    turn.history.append(event(turn.t, action.id, timerCreated=pb.TimerCreatedEvent(fireAt=fire_at)))
+    due = from_ts(fire_at)  # stamped with its fire time, as it is delivered then
+    tx.add_inbox(turn.instance_id, event(due, timerFired=pb.TimerFiredEvent(fireAt=fire_at, timerId=action.id)),
+                 visible_at=due)
+    fx.wake(ORCHESTRATION)
+
+
+def _create_sub_orchestration(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn,
+                              action: pb.OrchestratorAction) -> None:
+    a = action.createSubOrchestration
+    row, t = turn.row, turn.t
+    child_id = a.instanceId or f"{row.instance_id}:{action.id:04d}"
+    turn.history.append(event(t, action.id, subOrchestrationInstanceCreated=pb.SubOrchestrationInstanceCreatedEvent(
+        instanceId=child_id, name=a.name, version=a.version if a.HasField("version") else None,
+        input=a.input if a.HasField("input") else None, tags=a.tags)))
+    try:
+        create_instance(tx, fx, instance_id=child_id, name=a.name,
+                        input=a.input.value if a.HasField("input") else None,
+                        version=a.version.value if a.HasField("version") else None, tags=dict(a.tags),
+                        parent=(row.instance_id, action.id, row.name, row.version))
+    except (AlreadyExists, ValueError) as exc:
+        tx.add_inbox(row.instance_id, event(t, subOrchestrationInstanceFailed=pb.SubOrchestrationInstanceFailedEvent(
+            taskScheduledId=action.id,
+            failureDetails=pb.TaskFailureDetails(errorType=type(exc).__name__, errorMessage=str(exc),
+                                                 isNonRetriable=True))))
+
+
+def _send_event(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
+    a = action.sendEvent
+    turn.history.append(event(turn.t, action.id, eventSent=pb.EventSentEvent(
+        instanceId=a.instance.instanceId, name=a.name, input=a.data if a.HasField("data") else None)))
+    target = tx.get_instance(a.instance.instanceId) if a.instance.instanceId else None
+    if target is not None and target.status not in TERMINAL_STATUSES:
+        tx.add_inbox(target.instance_id, event(turn.t, eventRaised=pb.EventRaisedEvent(
+            name=a.name, input=a.data if a.HasField("data") else None)))
         fx.wake(ORCHESTRATION)
-    return True
+
+
+def _send_entity_message(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
+    turn.history.append(_entity_message(tx, fx, action.id, action.sendEntityMessage, turn.t))
+
+
+def _terminate_other(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
+    a = action.terminateOrchestration
+    target = tx.get_instance(a.instanceId)
+    if target is not None:
+        _terminate(tx, fx, target, a.reason.value if a.HasField("reason") else None, a.recurse)
+
+
+def _complete(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
+    a = action.completeOrchestration
+    row = turn.row
+    if a.orchestrationStatus == pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW:
+        _continue_as_new(tx, fx, row, a, turn.t)
+        turn.continued = True
+        return
+    row.status = a.orchestrationStatus
+    row.output = a.result.value if a.HasField("result") else None
+    row.failure = _failure(a.failureDetails) if a.HasField("failureDetails") else None
+    if row.status in TERMINAL_STATUSES:
+        row.completed_at = turn.t
+
+
+def _rewind_history(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
+    turn.replaced = list(action.rewindOrchestration.newHistory)
+    _apply_rewind(tx, fx, turn.row, turn.replaced, turn.t)
+
+
+_ACTIONS: dict[str, Callable[[StoreTx, Effects, _OrchestratorTurn, pb.OrchestratorAction], None]] = {
+    "scheduleTask": _schedule_task,
+    "createTimer": _create_timer,
+    "createSubOrchestration": _create_sub_orchestration,
+    "sendEvent": _send_event,
+    "sendEntityMessage": _send_entity_message,
+    "terminateOrchestration": _terminate_other,
+    "completeOrchestration": _complete,
+    "rewindOrchestration": _rewind_history,
+}
+
+
+def _record_history(tx: StoreTx, turn: _OrchestratorTurn) -> None:
+    """Continue-as-new starts the history over, a rewind replaces it, anything else appends to it."""
+    row, t = turn.row, turn.t
+    if turn.continued:
+        tx.replace_history(row.instance_id, [])
+    elif turn.replaced is not None:
+        tx.replace_history(row.instance_id, [*turn.replaced,
+                                             event(t, orchestratorCompleted=pb.OrchestratorCompletedEvent())])
+    else:
+        turn.history.append(event(t, orchestratorCompleted=pb.OrchestratorCompletedEvent()))
+        if row.status in TERMINAL_STATUSES:
+            turn.history.append(event(t, executionCompleted=pb.ExecutionCompletedEvent(
+                orchestrationStatus=row.status, result=sv(row.output), failureDetails=failure_details(row.failure))))
+        tx.append_history(row.instance_id, turn.history)
+
+
+def _close_finished(tx: StoreTx, fx: Effects, row: InstanceRow) -> None:
+    """A finished instance drops what still arrives, tells its parent, and gives up its entity locks."""
+    tx.delete_inbox(row.instance_id)
+    _notify_parent(tx, fx, row)
+    _release_locks_of(tx, fx, row.instance_id)
 
 
 def _continue_as_new(tx: StoreTx, fx: Effects, row: InstanceRow, a: pb.CompleteOrchestrationAction, t: float) -> None:
