@@ -141,6 +141,12 @@ async def _body(request: Request) -> dict[str, Any]:
     return body
 
 
+def _required(body: dict[str, Any], key: str) -> str:
+    value = _str(body, key, required=True)
+    assert value is not None
+    return value
+
+
 def _str(body: dict[str, Any], key: str, required: bool = False) -> str | None:
     value = body.get(key)
     if value is None or value == "":
@@ -239,7 +245,7 @@ async def list_orchestrations(request: Request) -> Response:
 async def start_orchestration(request: Request) -> Response:
     hub = _hub(request)
     body = await _body(request)
-    name = _str(body, "name", required=True)
+    name = _required(body, "name")
     instance_id = _str(body, "instanceId") or uuid.uuid4().hex
     tags = body.get("tags") or {}
     if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
@@ -338,7 +344,7 @@ async def _orchestration_action(request: Request, hub: str, instance_id: str, ac
     elif action == "rewind":
         await core.run(hub, engine.rewind, instance_id, _str(body, "reason"))
     elif action == "raise-event":
-        name = _str(body, "name", required=True)
+        name = _required(body, "name")
         await core.run(hub, engine.raise_event, instance_id, name, _payload(body, "input"))
     elif action == "purge":
         result["purged"] = await core.run(hub, engine.purge_instance, instance_id, bool(body.get("recursive", True)))
@@ -423,7 +429,7 @@ def _entity_message(e: pb.HistoryEvent) -> dict[str, Any]:
     kind = e.WhichOneof("eventType")
     m = getattr(e, kind) if kind else None
     has = m is not None and "scheduledTime" in m.DESCRIPTOR.fields_by_name and m.HasField("scheduledTime")
-    scheduled = m.scheduledTime if has else None
+    scheduled = m.scheduledTime if m is not None and has else None
     return {"type": kind, "operation": getattr(m, "operation", None),
             "timestamp": views.iso(engine.from_ts(e.timestamp)),
             "scheduledTime": views.iso(engine.from_ts(scheduled)) if scheduled is not None else None}
@@ -434,7 +440,7 @@ async def signal_entity(request: Request) -> Response:
     hub = _hub(request)
     entity_id = request.path_params["entity_id"]
     body = await _body(request)
-    operation = _str(body, "operation", required=True)
+    operation = _required(body, "operation")
     scheduled = _str(body, "scheduledTime")
     request_id = uuid.uuid4().hex
     await _core(request).run(hub, engine.signal_entity, entity_id, operation, _payload(body, "input"),
@@ -591,7 +597,7 @@ async def metrics(request: Request) -> Response:
         "active": {k.value: v for k, v in w.active.items()},
         "filters": _filters_json(w.filters),
     } for w in core.workers(hub)]
-    work: dict[str, dict[str, int]] = {
+    work: dict[WorkKind, dict[str, int]] = {
         WorkKind.ORCHESTRATION: {"pendingEvents": counts.get("orchestration_events_pending", 0),
                                  "active": counts.get("orchestrations_active", 0)},
         WorkKind.ACTIVITY: {"pending": counts.get("activities_pending", 0),

@@ -14,6 +14,7 @@ lapse after ``lease_seconds`` and its items go to another stream.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -76,6 +77,10 @@ class Signal:
 def _settle(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _renew(tx: StoreTx, owners: list[str], until: float) -> None:
+    tx.renew_leases(owners, until)
 
 
 def _per_kind(value: int) -> dict[WorkKind, int]:
@@ -356,7 +361,7 @@ class SidecarCore:
                 if owners:
                     until = time.time() + self.lease_seconds
                     try:
-                        await self.store.run(h.name, lambda tx, o=owners, u=until: tx.renew_leases(o, u),
+                        await self.store.run(h.name, functools.partial(_renew, owners=owners, until=until),
                                              durable=False)
                     except Exception:
                         log.exception("lease renewal failed hub=%s", h.name)

@@ -537,7 +537,8 @@ def _record_history(tx: StoreTx, turn: _OrchestratorTurn) -> None:
         turn.history.append(event(t, orchestratorCompleted=pb.OrchestratorCompletedEvent()))
         if row.status in TERMINAL_STATUSES:
             turn.history.append(event(t, executionCompleted=pb.ExecutionCompletedEvent(
-                orchestrationStatus=row.status, result=sv(row.output), failureDetails=failure_details(row.failure))))
+                orchestrationStatus=row.status,  # type: ignore[arg-type]
+                result=sv(row.output), failureDetails=failure_details(row.failure))))
         tx.append_history(row.instance_id, turn.history)
 
 
@@ -760,7 +761,8 @@ def _release_locks_of(tx: StoreTx, fx: Effects, instance_id: str) -> None:
 
 
 def _entities_locked_by(tx: StoreTx, instance_id: str) -> list[EntityRow]:
-    out, after = [], None
+    out: list[EntityRow] = []
+    after: str | None = None
     while True:
         page = tx.query_entities(None, None, None, after, 500)
         out.extend(e for e in page if e.locked_by_instance == instance_id)
@@ -920,7 +922,9 @@ class LeasedWork:
         return bool(self.orchestrations or self.activities or self.entities)
 
     def count(self, kind: WorkKind) -> int:
-        return len({ORCHESTRATION: self.orchestrations, ACTIVITY: self.activities, ENTITY: self.entities}[kind])
+        if kind is ORCHESTRATION:
+            return len(self.orchestrations)
+        return len(self.activities) if kind is ACTIVITY else len(self.entities)
 
 
 def lease_work(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, want: Mapping[WorkKind, int]) -> LeasedWork:
