@@ -141,7 +141,7 @@ class SidecarCore:
     def __init__(self, store: Store, hubs: Sequence[str], lease_seconds: float) -> None:
         if not hubs:
             raise ValueError("a sidecar serves at least one task hub")
-        self.store = store
+        self._store = store
         self.lease_seconds = lease_seconds
         self._hubs = {name: _Hub(name) for name in hubs}
         self._stopping = asyncio.Event()
@@ -181,14 +181,14 @@ class SidecarCore:
         """Run an engine transition in one durable transaction of ``hub``, then wake whoever it concerns."""
         h = self._hub(hub)
         fx = Effects()
-        result = await self.store.run(hub, lambda tx: transition(tx, fx, *args, **kwargs))
+        result = await self._store.run(hub, lambda tx: transition(tx, fx, *args, **kwargs))
         self._wake(h, fx.changed, fx.work)
         return result
 
     async def read(self, hub: str, query: Callable[[StoreTx], T]) -> T:
         """Run a read-only ``query`` on a consistent snapshot of ``hub``'s acknowledged state."""
         self._hub(hub)
-        return await self.store.read(hub, query)
+        return await self._store.read(hub, query)
 
     async def wait_instance(self, hub: str, instance_id: str, done: Callable[[InstanceRow], bool],
                             timeout: float | None) -> InstanceRow | None:
@@ -202,7 +202,7 @@ class SidecarCore:
         try:
             while True:
                 seen = sig.generation
-                row = await self.store.read(hub, lambda tx: tx.get_instance(instance_id))
+                row = await self._store.read(hub, lambda tx: tx.get_instance(instance_id))
                 if row is not None and done(row):
                     return row
                 wait = RECHECK_SECONDS if deadline is None else min(RECHECK_SECONDS, deadline - time.monotonic())
@@ -272,7 +272,7 @@ class SidecarCore:
                 if everywhere or generation[kind] != stream.seen[kind] else 0 for kind in WorkKind}
         if not any(n > 0 for n in want.values()):
             return LeasedWork([], [], [])
-        leased = await self.store.run(
+        leased = await self._store.run(
             stream.hub, lambda tx: engine.lease_work(tx, Effects(), lease, stream.filters, want), durable=False)
         if not leased:
             stream.next_due = leased.next_due
@@ -361,7 +361,7 @@ class SidecarCore:
                 if owners:
                     until = time.time() + self.lease_seconds
                     try:
-                        await self.store.run(h.name, functools.partial(_renew, owners=owners, until=until),
+                        await self._store.run(h.name, functools.partial(_renew, owners=owners, until=until),
                                              durable=False)
                     except Exception:
                         log.exception("lease renewal failed hub=%s", h.name)
@@ -369,10 +369,6 @@ class SidecarCore:
                 await asyncio.wait_for(self._stopping.wait(), self.lease_seconds / 3)
             except asyncio.TimeoutError:
                 pass
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     def stop(self) -> None:
         """End every work-item stream (they notice on their next wake-up, which this is) and the lease keeper."""
