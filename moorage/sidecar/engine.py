@@ -3,7 +3,7 @@
 This is the one place that decides what an orchestrator action, an activity result or an entity batch does
 to durable state (the role of durabletask-go's ``runtimestate.go``). Functions take a ``StoreTx`` and plain
 values and return plain values; they know neither SQL nor gRPC. Every function records in ``Effects`` which
-instances changed and whether new work appeared, so the server can wake waiters and work-item streams.
+instances changed and whether new work appeared, so the core can wake waiters and work-item streams.
 """
 
 from __future__ import annotations
