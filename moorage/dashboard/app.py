@@ -2,8 +2,8 @@
 
 It uses the sidecar core's public API (``moorage.sidecar.core.SidecarCore``): reads go through ``read`` and
 every action is a named engine transition run by ``run``, so an action from the dashboard is the very transition
-a gRPC client would cause (same transaction, same wake-ups). Every API error is JSON ``{"error": "..."}`` with a 4xx status that says what
-was wrong; actions answer 403 unless the sidecar was started with ``--dashboard-actions``.
+a gRPC client would cause (same transaction, same wake-ups). Every API error is JSON ``{"error": "..."}`` with a
+4xx status that says what was wrong; actions answer 403 unless the sidecar was started with ``--dashboard-actions``.
 """
 
 from __future__ import annotations
@@ -473,7 +473,6 @@ async def list_agents(request: Request) -> Response:
                 return agents
             name, _ = views.split_entity_id(first[0].entity_id)
             sessions, last, capped = 0, 0.0, False
-            running = errors = 0
             scan: str | None = None
             own = f"@{name}@"
             while True:

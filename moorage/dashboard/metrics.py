@@ -8,6 +8,7 @@ hub, from which the dashboard derives items/second.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -49,7 +50,7 @@ class Sampler:
         self.sample_if_stale(hub)
         samples = list(self.samples.get(hub, ()))
         series = []
-        for prev, cur in zip(samples, samples[1:]):
+        for prev, cur in itertools.pairwise(samples):
             dt = cur.t - prev.t
             if dt <= 0:
                 continue

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Concatenate, ParamSpec, TypeVar
 
 from moorage.sidecar import engine
-from moorage.sidecar.engine import Effects, Filters, LeasedWork, Lease
+from moorage.sidecar.engine import Effects, Filters, Lease, LeasedWork
 from moorage.sidecar.store.base import Change, InstanceRow, Store, StoreTx
 from moorage.sidecar.terms import WorkKind
 
@@ -367,7 +367,7 @@ class SidecarCore:
                         log.exception("lease renewal failed hub=%s", h.name)
             try:
                 await asyncio.wait_for(self._stopping.wait(), self.lease_seconds / 3)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def stop(self) -> None:

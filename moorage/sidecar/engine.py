@@ -20,7 +20,6 @@ from moorage.sidecar.store.base import ActivityRow, EntityRow, InstanceQuery, In
 from moorage.sidecar.terms import TERMINAL_STATUSES, WorkKind, status_name
 
 MAX_ENTITY_BATCH = 100
-ORCHESTRATION, ACTIVITY, ENTITY = WorkKind.ORCHESTRATION, WorkKind.ACTIVITY, WorkKind.ENTITY
 
 
 class NotFound(Exception):
@@ -145,7 +144,7 @@ def create_instance(tx: StoreTx, fx: Effects, *, instance_id: str, name: str, in
         raise ValueError("orchestration name must not be empty")
     existing = tx.get_instance(instance_id)
     if existing is not None:
-        replaceable = existing.status in TERMINAL_STATUSES if reuse_statuses is None else existing.status in reuse_statuses
+        replaceable = existing.status in (TERMINAL_STATUSES if reuse_statuses is None else reuse_statuses)
         if not replaceable:
             raise AlreadyExists(f"orchestration instance '{instance_id}' already exists with status "
                                 f"{pb.OrchestrationStatus.Name(existing.status)}")
@@ -171,7 +170,7 @@ def create_instance(tx: StoreTx, fx: Effects, *, instance_id: str, name: str, in
             orchestrationInstance=pb.OrchestrationInstance(instanceId=parent[0])))
     tx.add_inbox(instance_id, event(t, executionStarted=started), visible_at=scheduled_start or 0.0)
     fx.changed.add(instance_id)
-    fx.wake(ORCHESTRATION)
+    fx.wake(WorkKind.ORCHESTRATION)
     return row
 
 
@@ -203,7 +202,7 @@ def raise_event(tx: StoreTx, fx: Effects, instance_id: str, name: str, input: st
     if row.status in TERMINAL_STATUSES:
         return  # as DTS: events to finished instances are dropped
     tx.add_inbox(instance_id, event(eventRaised=pb.EventRaisedEvent(name=name, input=sv(input))))
-    fx.wake(ORCHESTRATION)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def _finish_unstarted(tx: StoreTx, fx: Effects, row: InstanceRow, status: int, output: str | None) -> None:
@@ -233,7 +232,7 @@ def _terminate(tx: StoreTx, fx: Effects, row: InstanceRow, output: str | None, r
         return
     tx.add_inbox(row.instance_id, event(executionTerminated=pb.ExecutionTerminatedEvent(
         input=sv(output), recurse=recursive)))
-    fx.wake(ORCHESTRATION)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def suspend(tx: StoreTx, fx: Effects, instance_id: str, reason: str | None) -> None:
@@ -241,7 +240,7 @@ def suspend(tx: StoreTx, fx: Effects, instance_id: str, reason: str | None) -> N
     if row.status in TERMINAL_STATUSES:
         raise Precondition(f"orchestration instance '{instance_id}' has already finished")
     tx.add_inbox(instance_id, event(executionSuspended=pb.ExecutionSuspendedEvent(input=sv(reason))))
-    fx.wake(ORCHESTRATION)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def resume(tx: StoreTx, fx: Effects, instance_id: str, reason: str | None) -> None:
@@ -249,7 +248,7 @@ def resume(tx: StoreTx, fx: Effects, instance_id: str, reason: str | None) -> No
     if row.status in TERMINAL_STATUSES:
         raise Precondition(f"orchestration instance '{instance_id}' has already finished")
     tx.add_inbox(instance_id, event(executionResumed=pb.ExecutionResumedEvent(input=sv(reason))))
-    fx.wake(ORCHESTRATION)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def restart(tx: StoreTx, fx: Effects, instance_id: str, new_id: bool) -> str:
@@ -277,7 +276,7 @@ def _prepare_rewind(tx: StoreTx, fx: Effects, row: InstanceRow, reason: str | No
     tx.put_instance(row)
     tx.add_inbox(row.instance_id, event(t, executionRewound=pb.ExecutionRewoundEvent(reason=sv(reason))))
     fx.changed.add(row.instance_id)
-    fx.wake(ORCHESTRATION)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def purge(tx: StoreTx, fx: Effects, instance_id: str, recursive: bool) -> int:
@@ -367,7 +366,7 @@ def abandon_orchestration(tx: StoreTx, fx: Effects, token: str) -> None:
         return
     _release(row)
     tx.put_instance(row)
-    fx.wake(ORCHESTRATION)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorResponse) -> bool:
@@ -387,7 +386,7 @@ def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorRespons
         _close_finished(tx, fx, row)
     fx.changed.add(row.instance_id)
     if tx.has_inbox(row.instance_id, turn.t):  # arrivals held while the work item was out
-        fx.wake(ORCHESTRATION)
+        fx.wake(WorkKind.ORCHESTRATION)
     return True
 
 
@@ -440,7 +439,7 @@ def _schedule_task(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb
         id=None, instance_id=turn.instance_id, execution_id=turn.row.execution_id, name=a.name, task_id=action.id,
         input=a.input.value if a.HasField("input") else None,
         version=a.version.value if a.HasField("version") else None, tags=dict(a.tags)))
-    fx.wake(ACTIVITY)
+    fx.wake(WorkKind.ACTIVITY)
 
 
 def _create_timer(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
@@ -449,7 +448,7 @@ def _create_timer(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.
     due = from_ts(fire_at)  # stamped with its fire time, as it is delivered then
     tx.add_inbox(turn.instance_id, event(due, timerFired=pb.TimerFiredEvent(fireAt=fire_at, timerId=action.id)),
                  visible_at=due)
-    fx.wake(ORCHESTRATION)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def _create_sub_orchestration(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn,
@@ -480,7 +479,7 @@ def _send_event(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.Or
     if target is not None and target.status not in TERMINAL_STATUSES:
         tx.add_inbox(target.instance_id, event(turn.t, eventRaised=pb.EventRaisedEvent(
             name=a.name, input=a.data if a.HasField("data") else None)))
-        fx.wake(ORCHESTRATION)
+        fx.wake(WorkKind.ORCHESTRATION)
 
 
 def _send_entity_message(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
@@ -570,7 +569,7 @@ def _continue_as_new(tx: StoreTx, fx: Effects, row: InstanceRow, a: pb.CompleteO
     tx.add_inbox(row.instance_id, event(t, executionStarted=started))
     for e in [*a.carryoverEvents, *arrivals]:
         tx.add_inbox(row.instance_id, e)
-    fx.wake(ORCHESTRATION)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def _apply_rewind(tx: StoreTx, fx: Effects, row: InstanceRow, new_history: list[pb.HistoryEvent], t: float) -> None:
@@ -595,7 +594,7 @@ def _apply_rewind(tx: StoreTx, fx: Effects, row: InstanceRow, new_history: list[
         elif child.status == pb.ORCHESTRATION_STATUS_FAILED:
             _prepare_rewind(tx, fx, child, reason)
     tx.add_inbox(row.instance_id, event(t, orchestratorStarted=pb.OrchestratorStartedEvent()))
-    fx.wake(ORCHESTRATION)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def _notify_parent(tx: StoreTx, fx: Effects, row: InstanceRow) -> None:
@@ -615,7 +614,7 @@ def _notify_parent(tx: StoreTx, fx: Effects, row: InstanceRow) -> None:
         e = event(subOrchestrationInstanceFailed=pb.SubOrchestrationInstanceFailedEvent(
             taskScheduledId=row.parent_task_id, failureDetails=details))
     tx.add_inbox(parent.instance_id, e)
-    fx.wake(ORCHESTRATION)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 # -- activities ----------------------------------------------------------------------------------------------
@@ -651,7 +650,7 @@ def complete_activity(tx: StoreTx, fx: Effects, res: pb.ActivityResponse) -> boo
         e = event(taskCompleted=pb.TaskCompletedEvent(taskScheduledId=row.task_id,
                                                       result=res.result if res.HasField("result") else None))
     tx.add_inbox(row.instance_id, e)
-    fx.wake(ORCHESTRATION)
+    fx.wake(WorkKind.ORCHESTRATION)
     return True
 
 
@@ -661,7 +660,7 @@ def abandon_activity(tx: StoreTx, fx: Effects, token: str) -> None:
         return
     _release(row)
     tx.update_activity_lease(row)
-    fx.wake(ACTIVITY)
+    fx.wake(WorkKind.ACTIVITY)
 
 
 # -- entities ----------------------------------------------------------------------------------------------------
@@ -683,7 +682,7 @@ def signal_entity(tx: StoreTx, fx: Effects, entity_id: str, name: str, input: st
         requestId=request_id or uuid.uuid4().hex, operation=name, input=sv(input),
         targetInstanceId=sv(entity_id), scheduledTime=ts(scheduled) if scheduled else None))
     tx.add_entity_message(entity_id, e, visible_at=scheduled or 0.0)
-    fx.wake(ENTITY)
+    fx.wake(WorkKind.ENTITY)
 
 
 def _entity_message(tx: StoreTx, fx: Effects, action_id: int, msg: pb.SendEntityMessageAction,
@@ -693,13 +692,13 @@ def _entity_message(tx: StoreTx, fx: Effects, action_id: int, msg: pb.SendEntity
         m = msg.entityOperationSignaled
         visible = from_ts(m.scheduledTime) if m.HasField("scheduledTime") else 0.0
         tx.add_entity_message(m.targetInstanceId.value, event(t, entityOperationSignaled=m), visible_at=visible)
-        fx.wake(ENTITY)
+        fx.wake(WorkKind.ENTITY)
         return event(t, action_id, entityOperationSignaled=m)
     if kind == "entityOperationCalled":
         m = msg.entityOperationCalled
         visible = from_ts(m.scheduledTime) if m.HasField("scheduledTime") else 0.0
         tx.add_entity_message(m.targetInstanceId.value, event(t, entityOperationCalled=m), visible_at=visible)
-        fx.wake(ENTITY)
+        fx.wake(WorkKind.ENTITY)
         return event(t, action_id, entityOperationCalled=m)
     if kind == "entityLockRequested":
         m = msg.entityLockRequested
@@ -713,7 +712,7 @@ def _entity_message(tx: StoreTx, fx: Effects, action_id: int, msg: pb.SendEntity
         if ent is not None and ent.locked_by == m.criticalSectionId:
             ent.locked_by = ent.locked_by_instance = None
             _put_or_drop_entity(tx, ent)
-            fx.wake(ENTITY)
+            fx.wake(WorkKind.ENTITY)
         _grant_locks(tx, fx)
         return event(t, action_id, entityUnlockSent=m)
     raise ValueError(f"unknown entity message {kind!r}")
@@ -742,7 +741,7 @@ def _grant_locks(tx: StoreTx, fx: Effects) -> None:
         if parent is not None and parent.status not in TERMINAL_STATUSES:
             tx.add_inbox(parent.instance_id, event(entityLockGranted=pb.EntityLockGrantedEvent(
                 criticalSectionId=req.critical_section_id)))
-            fx.wake(ORCHESTRATION)
+            fx.wake(WorkKind.ORCHESTRATION)
 
 
 def _release_locks_of(tx: StoreTx, fx: Effects, instance_id: str) -> None:
@@ -757,7 +756,7 @@ def _release_locks_of(tx: StoreTx, fx: Effects, instance_id: str) -> None:
         released = True
     if released:
         _grant_locks(tx, fx)
-        fx.wake(ENTITY)
+        fx.wake(WorkKind.ENTITY)
 
 
 def _entities_locked_by(tx: StoreTx, instance_id: str) -> list[EntityRow]:
@@ -811,7 +810,7 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
     _release(ent)
     if res.HasField("failureDetails") and not res.results:
         _put_or_drop_entity(tx, ent)  # the whole batch failed: keep its messages for another try
-        fx.wake(ENTITY)
+        fx.wake(WorkKind.ENTITY)
         return True
     done = ops[:len(res.results)]
     for (_, op), result in zip(done, res.results):
@@ -828,7 +827,7 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
             e = event(t, entityOperationCompleted=pb.EntityOperationCompletedEvent(
                 requestId=call.requestId, output=result.success.result if result.success.HasField("result") else None))
         tx.add_inbox(parent.instance_id, e)
-        fx.wake(ORCHESTRATION)
+        fx.wake(WorkKind.ORCHESTRATION)
     tx.delete_entity_messages(entity_id, [i for i, _ in done])
     for action in res.actions:
         kind = action.WhichOneof("operationActionType")
@@ -849,12 +848,13 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
     ent.last_modified_at = t
     _put_or_drop_entity(tx, ent)
     if tx.count_entity_messages(entity_id):
-        fx.wake(ENTITY)
+        fx.wake(WorkKind.ENTITY)
     return True
 
 
 def entity_page(tx: StoreTx, prefix: str | None, modified_from: float | None, modified_to: float | None,
-                after: str | None, size: int, include_transient: bool) -> tuple[list[tuple[EntityRow, int]], str | None]:
+                after: str | None, size: int,
+                include_transient: bool) -> tuple[list[tuple[EntityRow, int]], str | None]:
     """One page of QueryEntities: entities (with their backlog) in id order after ``after``, and the cursor of the
     next page (``None`` on the last). Transient entities (no state yet) count only with ``include_transient``."""
     out: list[tuple[EntityRow, int]] = []
@@ -877,7 +877,7 @@ def abandon_entity(tx: StoreTx, fx: Effects, token: str) -> None:
         return
     _release(ent)
     tx.put_entity(ent)
-    fx.wake(ENTITY)
+    fx.wake(WorkKind.ENTITY)
 
 
 def clean_entities(tx: StoreTx, fx: Effects, remove_empty: bool, release_orphaned: bool) -> tuple[int, int]:
@@ -892,7 +892,7 @@ def clean_entities(tx: StoreTx, fx: Effects, remove_empty: bool, release_orphane
                     ent.locked_by = ent.locked_by_instance = None
                     tx.put_entity(ent)
                     released += 1
-                    fx.wake(ENTITY)
+                    fx.wake(WorkKind.ENTITY)
             if remove_empty and ent.state is None and ent.locked_by is None and ent.lease_token is None \
                     and tx.count_entity_messages(ent.entity_id) == 0:
                 tx.delete_entity(ent.entity_id)
@@ -922,16 +922,17 @@ class LeasedWork:
         return bool(self.orchestrations or self.activities or self.entities)
 
     def count(self, kind: WorkKind) -> int:
-        if kind is ORCHESTRATION:
+        if kind is WorkKind.ORCHESTRATION:
             return len(self.orchestrations)
-        return len(self.activities) if kind is ACTIVITY else len(self.entities)
+        return len(self.activities) if kind is WorkKind.ACTIVITY else len(self.entities)
 
 
 def lease_work(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, want: Mapping[WorkKind, int]) -> LeasedWork:
     """Lease up to ``want[kind]`` items of each kind to one stream (0: do not look at that queue)."""
-    work = LeasedWork(orchestrations=lease_orchestrations(tx, fx, lease, filters, want.get(ORCHESTRATION, 0)),
-                      activities=lease_activities(tx, fx, lease, filters, want.get(ACTIVITY, 0)),
-                      entities=lease_entities(tx, fx, lease, filters, want.get(ENTITY, 0)))
+    work = LeasedWork(
+        orchestrations=lease_orchestrations(tx, fx, lease, filters, want.get(WorkKind.ORCHESTRATION, 0)),
+        activities=lease_activities(tx, fx, lease, filters, want.get(WorkKind.ACTIVITY, 0)),
+        entities=lease_entities(tx, fx, lease, filters, want.get(WorkKind.ENTITY, 0)))
     if not work:
         work.next_due = tx.next_due(lease.now)
     return work
