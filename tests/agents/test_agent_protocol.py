@@ -70,6 +70,7 @@ def test_nothing_else_spells_the_entity_prefix() -> None:
     """One owner: the literal lives in protocol.py (the dashboard's static UI text aside)."""
     found = subprocess.run(["git", "grep", "-n", "dafx-", "--", "moorage/*.py", "moorage/**/*.py"], cwd=REPO,
                            capture_output=True, text=True, check=False).stdout
+    assert "moorage/agents/protocol.py:" in found, "git grep found nothing: the check would be vacuous"
     offenders = [line for line in found.splitlines() if not line.startswith("moorage/agents/protocol.py:")]
     assert not offenders, "\n".join(offenders)
     assert re.search(r'ENTITY_PREFIX = "dafx-"', (REPO / "moorage/agents/protocol.py").read_text())
