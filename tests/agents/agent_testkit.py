@@ -1,7 +1,5 @@
-"""Test kit for the agent tests: the backend process, a scripted OpenAI-compatible HTTP server, small helpers.
-
-The backend is the real sidecar (``python -m moorage sidecar --port P --store sqlite:///...``) in its own process;
-``MOORAGE_TEST_BACKEND=inmemory`` swaps in the SDK's in-memory backend (tests/agents/inmemory_backend.py).
+"""Test kit of the agent tests: a scripted OpenAI-compatible HTTP server and its tool-call helper. The backend process,
+ports, waits and SDK options come from the shared kit (``tests/kit``).
 
 :class:`ScriptedLLM` is a real HTTP server (stdlib) serving ``POST /v1/chat/completions`` from a script, so the
 agents under test talk to it through the real ``openai`` client. It records every request.
@@ -9,197 +7,27 @@ agents under test talk to it through the real ``openai`` client. It records ever
 
 from __future__ import annotations
 
-import atexit
-import ctypes
 import json
-import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-import grpc
-from google.protobuf import empty_pb2
-
-import durabletask.internal.orchestrator_service_pb2_grpc as stubs
-from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
-
-HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent.parent
-PYTHON = sys.executable
-BACKEND = (os.environ.get("MOORAGE_TEST_BACKEND", "sidecar").strip().lower() or "sidecar")
-IS_INMEMORY = BACKEND == "inmemory"
-
-# Fast reconnects (the SIGKILL / restart tests) and quiet SDK loggers.
-CHANNEL_OPTIONS = GrpcChannelOptions(raw_options=[
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-])
-WORKER_RESILIENCY = GrpcWorkerResiliencyOptions(hello_timeout_seconds=5.0, reconnect_backoff_base_seconds=0.1,
-                                                reconnect_backoff_cap_seconds=1.0)
-SDK_LOGGER = logging.getLogger("moorage.tests.sdk")
-SDK_LOGGER.setLevel(logging.WARNING)
-
-
-def die_with_parent() -> None:
-    """Popen preexec_fn: have the kernel SIGKILL the child if the test process dies (Linux only; best effort).
-
-    Runs between fork and exec, so it only calls into a libc loaded beforehand: a dlopen or an import in the
-    child of a multi-threaded parent can deadlock on a lock another thread held at the fork."""
-    if _LIBC is not None:
-        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _load_libc() -> "ctypes.CDLL | None":
-    try:
-        return ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:
-        return None
-
-
-_LIBC = _load_libc()
-
-
-LIVE_BACKENDS: list[BackendProcess] = []
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for backend in list(LIVE_BACKENDS):
-        backend.kill()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def uid(prefix: str = "") -> str:
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
-               message: str | Callable[[], str] = "condition not met") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except grpc.RpcError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s: {message() if callable(message) else message}")
-        time.sleep(interval)
-
-
-def connection_string(port: int, taskhub: str = "default") -> str:
-    return f"Endpoint=http://localhost:{port};Authentication=None;TaskHub={taskhub}"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Backend process
-# ---------------------------------------------------------------------------------------------------------------------
-
-class BackendProcess:
-    """The sidecar (or the in-memory stand-in) in its own process group."""
-
-    def __init__(self, workdir: Path, *, lease_seconds: float | None = None):
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.db = self.workdir / "agents.db"
-        self.lease_seconds = lease_seconds
-        self.log = self.workdir / "backend.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def connection_string(self) -> str:
-        return connection_string(self.port)
-
-    def command(self) -> list[str]:
-        if IS_INMEMORY:
-            cmd = [PYTHON, str(HERE / "inmemory_backend.py")]
-        else:
-            cmd = [PYTHON, "-m", "moorage", "sidecar", "--dashboard-port", "0", "--http-port", "0",
-                   "--log-level", "warning"]
-        cmd += ["--port", str(self.port), "--store", f"sqlite:///{self.db}"]
-        if self.lease_seconds is not None:
-            cmd += ["--lease-seconds", f"{self.lease_seconds:g}"]
-        return cmd
-
-    def start(self, timeout: float = 30.0) -> BackendProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_") or k == "MOORAGE_LOG_LEVEL"}
-        env["PYTHONUNBUFFERED"] = "1"
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=log, start_new_session=True, env=env, preexec_fn=die_with_parent)
-        if self not in LIVE_BACKENDS:
-            LIVE_BACKENDS.append(self)
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        channel = grpc.insecure_channel(f"localhost:{self.port}")
-        try:
-            while True:
-                assert self.proc is not None
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"backend exited with {self.proc.returncode}: {' '.join(self.command())}\n"
-                                       f"{self.tail()}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"backend not ready after {timeout}s\n{self.tail()}")
-                try:
-                    stubs.TaskHubSidecarServiceStub(channel).Hello(empty_pb2.Empty(), timeout=1, wait_for_ready=True)
-                    return
-                except grpc.RpcError:
-                    time.sleep(0.05)
-        finally:
-            channel.close()
-
-    def tail(self, n: int = 60) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def is_running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group (no clean shutdown)."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=10)
-
+from kit import (  # noqa: F401  (re-exported for the test modules)
+    BACKEND,
+    CHANNEL_OPTIONS,
+    IS_INMEMORY,
+    PYTHON,
+    REPO_ROOT,
+    WORKER_RESILIENCY,
+    ManagedProcess,
+    SidecarProcess,
+    die_with_parent,
+    uid,
+    wait_until,
+)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Scripted OpenAI-compatible server

@@ -8,8 +8,9 @@ import subprocess
 import textwrap
 
 import pytest
-from gateway_stack import REPO_ROOT, Stack
-from langs import require_tool
+from kit import REPO_ROOT
+from kit.gateway_stack import Stack
+from kit.toolchains import require_tool
 
 DOC = REPO_ROOT / "docs" / "clients.md"
 _BLOCK = re.compile(r"<!-- test: ([\w-]+) -->\s*\n```\w*\n(.*?)\n```", re.S)

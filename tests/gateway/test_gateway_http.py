@@ -9,8 +9,8 @@ import uuid
 from typing import Any
 
 import pytest
-from gateway_app import GATES
-from gateway_stack import Http, Stack
+from kit.gateway_app import GATES
+from kit.gateway_stack import Http, Stack
 from sse import SSE
 
 

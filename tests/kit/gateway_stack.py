@@ -1,29 +1,20 @@
-"""The stack under test: ``python -m moorage sidecar --port P --http-port Q --store sqlite:///...`` (gateway inside)
-plus the Python worker of :mod:`gateway_app`, on free ports; everything it starts is stopped by :meth:`stop`."""
+"""The gateway's stack under test, shared by tests/gateway and tests/clients: ``python -m moorage sidecar --port P
+--http-port Q --store sqlite:///...`` (gateway inside) plus the Python worker of :mod:`kit.gateway_app`, on free
+ports; everything it starts is stopped by :meth:`Stack.stop`."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent.parent
-PYTHON = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .ports import free_port
+from .sidecar import SidecarProcess
+from .waits import wait_until
 
 
 class Http:
@@ -57,12 +48,16 @@ class Stack:
     def __init__(self, workdir: Path):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.grpc_port = free_port()
         self.http_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.sidecar = SidecarProcess(self.workdir, db_path=self.workdir / "gateway.db",
+                                      extra_args=["--http-port", str(self.http_port), "--log-level", "warning"])
+        self.grpc_port = self.sidecar.port
         self.worker: Any = None
-        self.log_path = self.workdir / "sidecar.log"
         self.http = Http(f"http://127.0.0.1:{self.http_port}")
+
+    @property
+    def proc(self) -> Any:
+        return self.sidecar.proc
 
     @property
     def grpc_address(self) -> str:
@@ -72,22 +67,13 @@ class Stack:
     def http_base(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def command(self) -> list[str]:
-        return [PYTHON, "-m", "moorage", "sidecar", "--port", str(self.grpc_port), "--http-port",
-                str(self.http_port), "--dashboard-port", "0", "--store",
-                f"sqlite:///{(self.workdir / 'gateway.db').resolve()}", "--log-level", "warning"]
-
     def start(self, with_worker: bool = True) -> Stack:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
-        env["PYTHONUNBUFFERED"] = "1"
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=log, start_new_session=True, env=env)
+        self.sidecar.start()
         try:
-            self._wait_ready()
+            wait_until(self._healthy, timeout=30, transient=(OSError,),
+                       message=lambda: f"the gateway never answered /healthz:\n{self.log_tail()}")
             if with_worker:
-                sys.path.insert(0, str(HERE))
-                from gateway_app import AppWorker
+                from .gateway_app import AppWorker
 
                 self.worker = AppWorker(self.grpc_port).start()
                 self._wait_registered()
@@ -96,20 +82,10 @@ class Stack:
             raise
         return self
 
-    def _wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"sidecar exited ({self.proc.returncode}):\n{self.log_tail()}")
-            try:
-                status, _, _ = self.http.request("GET", "/healthz", timeout=2)
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"sidecar not ready after {timeout}s:\n{self.log_tail()}")
-            time.sleep(0.1)
+    def _healthy(self) -> bool:
+        if not self.sidecar.is_running():
+            raise RuntimeError(f"sidecar exited ({self.sidecar.process.returncode}):\n{self.log_tail()}")
+        return self.http.request("GET", "/healthz", timeout=2)[0] == 200
 
     def _wait_registered(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -121,10 +97,7 @@ class Stack:
         raise RuntimeError(f"agent Joker never registered:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "<no log>"
+        return self.sidecar.stderr_tail(lines)
 
     def env(self) -> dict[str, str]:
         """Environment for a client test in another language."""
@@ -139,14 +112,4 @@ class Stack:
                 self.worker.stop()
             finally:
                 self.worker = None
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(5)
-        self.proc = None
+        self.sidecar.stop(grace=10)

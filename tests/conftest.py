@@ -1,0 +1,50 @@
+"""What every suite shares: the test pyramid's markers and the gateway stack (used by tests/gateway and
+tests/clients, started once per session when a test asks for it).
+
+The pyramid: a test module that starts no process declares ``pytestmark = pytest.mark.unit``; every other test is
+marked ``e2e`` here, so ``pytest -m "not e2e"`` runs the fast layer (engine, store conformance, pure units) in
+seconds and a new test lands in the end-to-end layer unless it says otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import pytest
+from kit.gateway_stack import Http, Stack
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("unit") is None:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One sidecar (gateway inside, free gRPC and HTTP ports) and one worker hosting the agent "Joker", the
+    orchestration "wait_for_approval" and the entity "counter" (:mod:`kit.gateway_app`)."""
+    s = Stack(tmp_path_factory.mktemp("gateway")).start()
+    try:
+        yield s
+    except BaseException:
+        print(s.log_tail(80), file=sys.stderr)
+        raise
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def http(stack: Stack) -> Http:
+    if stack.proc is None or stack.proc.poll() is not None:
+        pytest.fail(f"the gateway's sidecar died earlier:\n{stack.log_tail()}")
+    return stack.http
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "stack" in getattr(item, "funcargs", {}):
+        report.sections.append(("gateway sidecar log tail", item.funcargs["stack"].log_tail(60)))
