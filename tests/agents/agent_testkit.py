@@ -15,20 +15,6 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from kit import (  # noqa: F401  (re-exported for the test modules)
-    BACKEND,
-    CHANNEL_OPTIONS,
-    IS_INMEMORY,
-    PYTHON,
-    REPO_ROOT,
-    WORKER_RESILIENCY,
-    ManagedProcess,
-    SidecarProcess,
-    die_with_parent,
-    uid,
-    wait_until,
-)
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Scripted OpenAI-compatible server
 # ---------------------------------------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from agent_testkit import BACKEND, CHANNEL_OPTIONS, SDK_LOGGER, WORKER_RESILIENCY, ScriptedLLM, SidecarProcess
+from agent_testkit import ScriptedLLM
+from kit import BACKEND, CHANNEL_OPTIONS, WORKER_RESILIENCY, SidecarProcess
+from kit import SDK_WORKER_LOGGER as SDK_LOGGER
 
 from moorage.agents import AgentClient, AgentWorker, OpenAIChatModel
 

@@ -6,17 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from agent_testkit import (
+from agent_testkit import call
+from kit import (
     CHANNEL_OPTIONS,
     IS_INMEMORY,
     PYTHON,
-    SDK_LOGGER,
     WORKER_RESILIENCY,
     ManagedProcess,
     SidecarProcess,
-    call,
     uid,
     wait_until,
+)
+from kit import (
+    SDK_WORKER_LOGGER as SDK_LOGGER,
 )
 
 from moorage.agents import Agent, AgentClient, AgentWorker

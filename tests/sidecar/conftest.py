@@ -13,19 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from helpers import (
-    BACKEND,
-    FLAVOURS,
-    IS_INMEMORY,
-    LIVE_SIDECARS,
-    SidecarFactory,
-    SidecarProcess,
-    new_async_client,
-    new_client,
-    new_worker,
-    register,
-)
+from helpers import FLAVOURS, new_async_client, new_client, new_worker, register
+from kit import BACKEND, IS_INMEMORY, LIVE_SIDECARS, SidecarFactory, SidecarProcess
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -15,24 +15,13 @@ from durabletask import worker as dt_worker
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 from google.protobuf import empty_pb2
-from kit import (  # noqa: F401  (re-exported for the test modules)
-    BACKEND,
+from kit import (
     CHANNEL_OPTIONS,
-    IS_INMEMORY,
-    LIVE_SIDECARS,
-    NO_SKIP,
-    PYTHON,
     SDK_CLIENT_LOGGER,
     SDK_WORKER_LOGGER,
     TESTS_DIR,
     WORKER_RESILIENCY,
-    ManagedProcess,
-    SidecarFactory,
     SidecarProcess,
-    die_with_parent,
-    free_port,
-    sidecar_only,
-    uid,
     wait_until,
 )
 

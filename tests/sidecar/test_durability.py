@@ -14,20 +14,8 @@ import grpc
 import pytest
 from durabletask import entities, task
 from durabletask.client import OrchestrationStatus
-from helpers import (
-    PYTHON,
-    SIDECAR_TESTS_DIR,
-    ManagedProcess,
-    RawWorker,
-    assert_completed,
-    complete,
-    new_client,
-    sidecar_only,
-    status_of,
-    uid,
-    wait_status,
-    wait_until,
-)
+from helpers import SIDECAR_TESTS_DIR, RawWorker, assert_completed, complete, new_client, status_of, wait_status
+from kit import PYTHON, ManagedProcess, sidecar_only, uid, wait_until
 
 pytestmark = [pytest.mark.timeout(180), sidecar_only("the in-memory backend is neither durable nor leased")]
 

@@ -20,8 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from durabletask import task  # noqa: E402
-
-from helpers import new_worker  # noqa: E402
+from helpers import new_worker
 
 ACTIVITY_SLEEP = 0.0
 
