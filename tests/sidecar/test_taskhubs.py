@@ -35,7 +35,7 @@ def box(ctx, inp):
 
 @pytest.fixture(scope="module")
 def hubs_sidecar(tmp_path_factory):
-    from helpers import SidecarFactory
+    from kit import SidecarFactory
     factory = SidecarFactory(tmp_path_factory.mktemp("hubs"))
     try:
         yield factory("hubs", task_hubs=["a", "b"])
