@@ -120,16 +120,16 @@ class SidecarProcess:
         if self not in LIVE_SIDECARS:
             LIVE_SIDECARS.append(self)
         try:
-            self._wait_ready(timeout)
+            self.wait_ready(timeout)
         except BaseException:
-            self.stop()
+            self.kill()
             raise
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
-        """Until the process answers ``Hello`` (or exits, or the time is up)."""
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until the process answers ``Hello`` on its first hub (or exits, or the time is up)."""
         deadline = time.monotonic() + timeout
-        channel = grpc.insecure_channel(self.address)
+        channel = self.channel(self.task_hubs[0] if self.task_hubs else None)
         ready = grpc.channel_ready_future(channel)
         try:
             while True:
