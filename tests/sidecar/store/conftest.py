@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from kit.stores import StoreUnderTest, sqlite_store
 
 STORES = ["sqlite"]
