@@ -16,7 +16,7 @@ DOC = REPO_ROOT / "docs" / "clients.md"
 _BLOCK = re.compile(r"<!-- test: ([\w-]+) -->\s*\n```\w*\n(.*?)\n```", re.S)
 
 SOURCES = {
-    "python": REPO_ROOT / "tests" / "gateway" / "test_gateway_python_client.py",
+    "python": REPO_ROOT / "tests" / "clients" / "test_python_client.py",
     "js": REPO_ROOT / "client" / "js" / "test" / "client.test.mjs",
     "go": REPO_ROOT / "client" / "go" / "moorage_test.go",
     "java": REPO_ROOT / "client" / "java" / "src" / "test" / "java" / "dev" / "moorage" / "client" / "MoorageClientTest.java",

@@ -1,7 +1,7 @@
 """Fixtures for the Moorage sidecar end-to-end tests.
 
 Default: the real sidecar, ``python -m moorage sidecar --port P --store sqlite:///.../moorage.db``.
-``MOORAGE_TEST_BACKEND=inmemory``: the SDK's in-memory reference backend (tests/inmemory_sidecar.py), to validate
+``MOORAGE_TEST_BACKEND=inmemory``: the SDK's in-memory reference backend (tests/kit/inmemory_backend.py), to validate
 the tests themselves; tests that only make sense on the sidecar skip there.
 """
 
