@@ -14,7 +14,6 @@ from typing import Any
 
 import durabletask.internal.orchestrator_service_pb2_grpc as stubs
 import grpc
-import pytest
 from google.protobuf import empty_pb2
 
 from .paths import PYTHON, REPO_ROOT
@@ -36,8 +35,10 @@ INMEMORY_LAUNCHER = Path(__file__).resolve().parent / "inmemory_backend.py"
 LIVE_SIDECARS: list[SidecarProcess] = []
 
 
-def sidecar_only(reason: str = "only meaningful on the Moorage sidecar") -> pytest.MarkDecorator:
-    """Skip a test on the in-memory reference backend."""
+def sidecar_only(reason: str = "only meaningful on the Moorage sidecar") -> Any:
+    """Skip a test on the in-memory reference backend (a ``pytest.mark.skipif``)."""
+    import pytest  # here, not at the top: bench/ imports the kit's process plumbing without pytest
+
     return pytest.mark.skipif(IS_INMEMORY and not NO_SKIP, reason=f"in-memory backend: {reason}")
 
 
