@@ -24,7 +24,7 @@ test: $(STAMP)
 	bash scripts/test-deps.sh
 	PATH="$$PATH:/usr/local/go/bin" $(BIN)/python -m pytest -q -ra
 
-# The fast layer only (engine, store conformance, pure units; no process started): seconds.
+# The fast layer only (engine, store conformance, pure units; no server, no gRPC): seconds.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -ra -m "not e2e"
 

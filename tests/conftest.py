@@ -1,9 +1,11 @@
 """What every suite shares: the test pyramid's markers and the gateway stack (used by tests/gateway and
 tests/clients, started once per session when a test asks for it).
 
-The pyramid: a test module that starts no process declares ``pytestmark = pytest.mark.unit``; every other test is
-marked ``e2e`` here, so ``pytest -m "not e2e"`` runs the fast layer (engine, store conformance, pure units) in
-seconds and a new test lands in the end-to-end layer unless it says otherwise.
+The pyramid: a test module that needs no server (no sidecar, worker, gateway, gRPC) declares
+``pytestmark = pytest.mark.unit``; every other test is marked ``e2e`` here, so ``pytest -m "not e2e"`` runs the fast
+layer (engine, store conformance, pure units) in seconds, and a new test lands in the end-to-end layer unless it
+says otherwise. (The conformance suite's crash tests do start a short-lived child that SIGKILLs itself: that is
+the store's own process, not a server.)
 """
 
 from __future__ import annotations
