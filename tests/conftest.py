@@ -14,7 +14,8 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from kit.gateway_stack import Http, Stack
+from kit.gateway_stack import Stack
+from kit.http import Http
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -12,39 +12,27 @@ from __future__ import annotations
 import json
 import logging
 import time
-import urllib.error
-import urllib.request
 import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import kit.http
 from kit import SidecarProcess, free_port, wait_until
 
 log = logging.getLogger("dashboard.tests")
 
 
-class Http:
-    """A tiny JSON client for the dashboard API (urllib: no extra test dependency)."""
+class Http(kit.http.Http):
+    """The dashboard API's view of the kit's JSON client: ``status, body = http.request(...)``; every request with a
+    body says it is JSON (the dashboard refuses other content types)."""
 
-    def __init__(self, base: str) -> None:
-        self.base = base.rstrip("/")
-
-    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        hdrs = {"Content-Type": "application/json"} if data is not None else {}
+    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,  # type: ignore[override]
+                headers: dict[str, str] | None = None, timeout: float = 15.0) -> tuple[int, Any]:
+        hdrs = {"Content-Type": "application/json"} if (raw is not None or body is not None) else {}
         hdrs.update(headers or {})
-        req = urllib.request.Request(self.base + path, data=data, method=method, headers=hdrs)
-        try:
-            with urllib.request.urlopen(req, timeout=15) as res:
-                status, text = res.status, res.read()
-        except urllib.error.HTTPError as exc:
-            status, text = exc.code, exc.read()
-        try:
-            return status, json.loads(text) if text else None
-        except ValueError:
-            return status, text.decode(errors="replace")
+        status, _, parsed = super().request(method, path, body, raw=raw, headers=hdrs, timeout=timeout)
+        return status, parsed
 
     def get(self, path: str) -> tuple[int, Any]:
         return self.request("GET", path)

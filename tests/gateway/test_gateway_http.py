@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 from kit.gateway_app import GATES
-from kit.gateway_stack import Http, Stack
+from kit.gateway_stack import Stack
+from kit.http import Http
 from sse import SSE
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from kit import PYTHON, REPO_ROOT, ManagedProcess, free_port, hermetic_env, wait_until
-from kit.gateway_stack import Http, Stack
+from kit.gateway_stack import Stack
+from kit.http import Http
 
 from moorage.client import Client, UnavailableError
 

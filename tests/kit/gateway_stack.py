@@ -4,44 +4,15 @@ ports; everything it starts is stopped by :meth:`Stack.stop`."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .http import Http
 from .ports import free_port
 from .sidecar import SidecarProcess
 from .waits import wait_until
-
-
-class Http:
-    """A tiny JSON HTTP client (stdlib): ``status, headers, body = http.request("POST", "/api/...", {...})``."""
-
-    def __init__(self, base: str):
-        self.base = base.rstrip("/")
-
-    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-                headers: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[int, dict[str, str], Any]:
-        data = raw
-        hdrs = dict(headers or {})
-        if body is not None and raw is None:
-            data = json.dumps(body).encode()
-            hdrs.setdefault("Content-Type", "application/json")
-        req = urllib.request.Request(self.base + path, data=data, method=method, headers=hdrs)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                status, rh, payload = resp.status, dict(resp.headers), resp.read()
-        except urllib.error.HTTPError as exc:
-            status, rh, payload = exc.code, dict(exc.headers), exc.read()
-        text = payload.decode() if payload else ""
-        try:
-            parsed: Any = json.loads(text) if text else None
-        except json.JSONDecodeError:
-            parsed = text
-        return status, rh, parsed
 
 
 class Stack:
