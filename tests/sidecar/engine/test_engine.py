@@ -18,12 +18,14 @@ from google.protobuf import wrappers_pb2
 from kit.stores import sqlite_store
 
 from moorage.sidecar import engine
-from moorage.sidecar.engine import ACTIVITY, ENTITY, ORCH, Effects, Filters, Lease
+from moorage.sidecar.engine import Effects, Filters, Lease
 from moorage.sidecar.store.base import InstanceQuery, InstanceRow, Store, StoreTx
+from moorage.sidecar.terms import WorkKind
 
 pytestmark = pytest.mark.unit
 
 T = TypeVar("T")
+ORCH, ACTIVITY, ENTITY = WorkKind.ORCHESTRATION, WorkKind.ACTIVITY, WorkKind.ENTITY
 HUB = "default"
 LEASE_SECONDS = 30.0
 RUNNING, COMPLETED, FAILED, TERMINATED, PENDING, SUSPENDED = (
@@ -491,6 +493,27 @@ def test_purge_removes_only_finished_instances(run_hub) -> None:
         assert await h.look(lambda tx: tx.get_instance("done")) is None and await h.history("done") == []
         assert (await h.do(engine.purge, "done", False))[0] == 0
         assert (await h.instance("live")).status == PENDING
+
+    run_hub(body)
+
+
+def test_purge_instance_says_why_and_purge_many_batches(run_hub) -> None:
+    async def body(h: Hub) -> None:
+        with pytest.raises(engine.NotFound):
+            await h.do(engine.purge_instance, "nobody", False)
+        await h.start("live")
+        with pytest.raises(engine.Precondition, match="only finished instances"):
+            await h.do(engine.purge_instance, "live", False)
+        for iid in ("d1", "d2"):
+            await h.start(iid)
+            await h.do(engine.terminate, iid, None, False)
+        assert (await h.do(engine.purge_instance, "d1", False))[0] == 1
+        assert (await h.do(engine.purge_many, ["d2", "live", "nobody"], False))[0] == 1
+        assert [r.instance_id for r in await h.look(lambda tx: tx.query_instances(InstanceQuery(), None, 10))] == \
+            ["live"]
+        with pytest.raises(engine.NotFound):
+            await h.look(lambda tx: engine.get_history(tx, "d1"))
+        assert await h.look(lambda tx: engine.get_history(tx, "live")) == []
 
     run_hub(body)
 
