@@ -19,7 +19,18 @@ import pytest
 from kit import PYTHON, ManagedProcess
 from kit.stores import StoreUnderTest
 
-from moorage.sidecar.store.base import ActivityRow, EntityRow, InstanceQuery, InstanceRow, LockRequest, Store, StoreTx
+from moorage.sidecar.store.base import (
+    ActivityRow,
+    Change,
+    EntityRow,
+    InstanceQuery,
+    InstanceRow,
+    LockRequest,
+    Store,
+    StoreTx,
+)
+from moorage.sidecar.store.paging import page_token, parse_page_token
+from moorage.sidecar.terms import WorkKind
 
 pytestmark = pytest.mark.unit
 
@@ -462,7 +473,10 @@ def _all_pages(t: StoreTx, q: InstanceQuery, size: int, order: str = "created") 
         if len(page) < size:
             return seen
         last = page[-1]
-        after = (last.created_at if order == "created" else last.completed_at, last.instance_id)
+        at = last.created_at if order == "created" else last.completed_at
+        assert at is not None
+        # through the token clients hold: the store's times must survive it exactly, or ties lose or repeat rows
+        after = parse_page_token(page_token(at, last.instance_id))
 
 
 def _fill_for_queries(t: StoreTx) -> None:
@@ -473,6 +487,7 @@ def _fill_for_queries(t: StoreTx) -> None:
             f"job-{n:02d}", created=1000.0 + n // 3, status=status, name="even" if n % 2 == 0 else "odd",
             completed_at=2000.0 - n if status != RUNNING else None, tags={"team": "a" if n < 6 else "b"}))
     t.put_instance(instance("zz-other", created=900.0, status=PENDING, name="even", tags={"team": "a", "x": "1"}))
+    t.put_instance(instance("zz|pipe", created=1000.1 + 1e-7, status=PENDING, name="odd"))  # a "|" and a fine time
 
 
 def test_query_pages_cover_everything_once(store_factory: StoreUnderTest) -> None:
@@ -480,7 +495,7 @@ def test_query_pages_cover_everything_once(store_factory: StoreUnderTest) -> Non
         await tx(store, _fill_for_queries)
 
         def check(t: StoreTx) -> None:
-            everything = ["zz-other"] + [f"job-{n:02d}" for n in range(12)]
+            everything = ["zz-other", "job-00", "job-01", "job-02", "zz|pipe"] + [f"job-{n:02d}" for n in range(3, 12)]
             for size in (1, 2, 5, 13, 100):
                 assert _all_pages(t, InstanceQuery(), size) == everything, size
             assert _all_pages(t, InstanceQuery(newest_first=True), 4) == list(reversed(everything))
@@ -501,15 +516,15 @@ def test_query_filters(store_factory: StoreUnderTest) -> None:
 
         def check(t: StoreTx) -> None:
             assert ids(t, statuses=[RUNNING]) == ["job-02", "job-06", "job-10"]
-            assert ids(t, statuses=[RUNNING, PENDING]) == ["job-02", "job-06", "job-10", "zz-other"]
+            assert ids(t, statuses=[RUNNING, PENDING]) == ["job-02", "job-06", "job-10", "zz-other", "zz|pipe"]
             assert len(ids(t, terminal_only=True)) == 9 and "job-02" not in ids(t, terminal_only=True)
             assert ids(t, created_from=1003.0) == ["job-09", "job-10", "job-11"]
             assert ids(t, created_to=1000.0) == ["zz-other"]
             assert ids(t, completed_from=1995.0, completed_to=1999.0) == ["job-03", "job-04", "job-05"]
-            assert ids(t, id_prefix="zz") == ["zz-other"] and ids(t, id_prefix="job-1") == ["job-10", "job-11"]
+            assert ids(t, id_prefix="zz-") == ["zz-other"] and ids(t, id_prefix="job-1") == ["job-10", "job-11"]
             assert ids(t, id_prefix="%") == [] and ids(t, id_contains="_") == []  # no LIKE wildcards
             assert ids(t, id_contains="-0") == [f"job-0{n}" for n in range(10)]
-            assert ids(t, names=["odd"]) == [f"job-{n:02d}" for n in range(1, 12, 2)]
+            assert ids(t, names=["odd"]) == [f"job-{n:02d}" for n in range(1, 12, 2)] + ["zz|pipe"]
             assert ids(t, tags={"team": "a", "x": "1"}) == ["zz-other"]
             assert ids(t, tags={"team": "b"}, statuses=[COMPLETED]) == ["job-08"]
             assert ids(t, tags={"missing": "y"}) == []
@@ -605,6 +620,41 @@ def test_committed_state_survives_reopening(store_factory: StoreUnderTest) -> No
 
     store_factory.run(write, url)
     store_factory.run(check, url)
+
+
+def test_change_listeners_hear_only_other_processes_commits(store_factory: StoreUnderTest) -> None:
+    """Two stores on one URL stand for two sidecar processes. A shared store reports B's commits to A's listeners
+    (``Change``: hub, instances, kinds of work); nobody hears about its own commits; a store only one process
+    uses (``shared=False``) calls no listener at all."""
+    url = store_factory.fresh_url()
+
+    async def body(a: Store) -> None:
+        heard: list[Change] = []
+        a.subscribe(heard.append)
+        a.subscribe(lambda change: 1 / 0)  # a failing listener must not stop the others or the store
+        await tx(a, lambda t: t.put_instance(instance("from-a")))
+        b = store_factory.open(url)
+        try:
+            b_heard: list[Change] = []
+            b.subscribe(b_heard.append)
+            await tx(b, lambda t: (t.put_instance(instance("from-b")), t.add_inbox("from-b", raised("x"))))
+            if store_factory.shared:
+                deadline = asyncio.get_running_loop().time() + 10
+                while not any("from-b" in c.instances for c in heard):
+                    assert asyncio.get_running_loop().time() < deadline, f"no Change for B's commit: {heard}"
+                    await asyncio.sleep(0.02)
+                change = next(c for c in heard if "from-b" in c.instances)
+                assert change.hub == HUB and WorkKind.ORCHESTRATION in change.work
+            await tx(a, lambda t: t.put_instance(instance("from-a-2")))
+            await asyncio.sleep(0.2)  # let any notification in flight arrive
+            assert not any("from-a" in c.instances or "from-a-2" in c.instances for c in heard), heard
+            assert not any("from-b" in c.instances for c in b_heard), b_heard
+            if not store_factory.shared:
+                assert heard == [] and b_heard == []
+        finally:
+            await b.close()
+
+    store_factory.run(body, url)
 
 
 # -- crash consistency (SIGKILL, not close) ---------------------------------------------------------------------
