@@ -9,8 +9,9 @@ import uuid
 from typing import Any
 
 import pytest
-from gateway_app import GATES
-from gateway_stack import Http, Stack
+from kit.gateway_app import GATES
+from kit.gateway_stack import Stack
+from kit.http import Http
 from sse import SSE
 
 

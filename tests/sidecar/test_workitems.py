@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import time
 
+import durabletask.internal.orchestrator_service_pb2 as pb
 import grpc
 import pytest
-from google.protobuf import wrappers_pb2
-
-import durabletask.internal.orchestrator_service_pb2 as pb
 from durabletask import entities, task
 from durabletask.client import OrchestrationStatus
 from durabletask.worker import VersionFailureStrategy, VersioningOptions, VersionMatchStrategy
-
-from helpers import (
-    RawWorker,
-    assert_completed,
-    complete,
-    sidecar_only,
-    status_of,
-    uid,
-    wait_until,
-)
+from google.protobuf import wrappers_pb2
+from helpers import RawWorker, assert_completed, complete, status_of
+from kit import sidecar_only, uid, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

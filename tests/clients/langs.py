@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from gateway_stack import REPO_ROOT, Stack
-
-CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; skip (locally) or fail (in CI, where every toolchain must be there) without it."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed: the {name} client tests need it (CI installs it in .ci/run)"
-        if CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+from kit import REPO_ROOT
+from kit.gateway_stack import Stack
 
 
 def run_suite(stack: Stack, cmd: list[str], cwd: Path, *, timeout: float = 600.0,

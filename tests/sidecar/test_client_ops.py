@@ -7,27 +7,13 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
+import durabletask.internal.orchestrator_service_pb2 as pb
 import grpc
 import pytest
-
-import durabletask.internal.orchestrator_service_pb2 as pb
 from durabletask import task
 from durabletask.client import OrchestrationQuery, OrchestrationStatus
-
-from helpers import (
-    FLAVOURS,
-    SidecarFactory,
-    assert_completed,
-    complete,
-    new_client,
-    new_worker,
-    register,
-    sidecar_only,
-    status_of,
-    uid,
-    wait_status,
-    wait_until,
-)
+from helpers import FLAVOURS, assert_completed, complete, new_client, new_worker, register, status_of, wait_status
+from kit import SidecarFactory, sidecar_only, uid, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import durabletask.internal.orchestrator_service_pb2 as pb
 import grpc
 import pytest
-from google.protobuf import empty_pb2, wrappers_pb2
-
-import durabletask.internal.orchestrator_service_pb2 as pb
 from durabletask import task
-
-from helpers import IS_INMEMORY, NO_SKIP, assert_completed, complete, uid
+from google.protobuf import empty_pb2, wrappers_pb2
+from helpers import assert_completed, complete
+from kit import IS_INMEMORY, NO_SKIP, uid
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,8 +1,13 @@
-"""Launch the SDK's reference in-memory backend as a stand-in for the Moorage sidecar.
+"""The SDK's in-memory reference backend as a process, standing in for ``python -m moorage sidecar``.
 
-Used only by the test suite when ``MOORAGE_TEST_BACKEND=inmemory``: it accepts the same command line as
-``python -m moorage sidecar`` (``--store``, ``--task-hubs`` and ``--lease-seconds`` are accepted and ignored),
-so the tests themselves can be validated against the SDK's reference semantics.
+Used when ``MOORAGE_TEST_BACKEND=inmemory``, to check the end-to-end tests themselves against the reference
+semantics. It takes the sidecar's command line: ``--port`` and ``--host`` are used; ``--store``, ``--task-hubs``,
+``--lease-seconds`` and any other sidecar flag are accepted and ignored. It has no work-item leases: an activity in
+flight on a killed worker is lost, so crash tests are sidecar-only.
+
+    python tests/kit/inmemory_backend.py --port PORT [--host 127.0.0.1] [--max-workers N]
+
+Standalone on purpose (no kit imports): it runs as a script.
 """
 
 from __future__ import annotations
@@ -14,21 +19,20 @@ import sys
 import threading
 from concurrent import futures
 
-import grpc
-
 import durabletask.internal.orchestrator_service_pb2_grpc as stubs
+import grpc
 from durabletask.testing.in_memory_backend import InMemoryOrchestrationBackend
 
 
 class _Backend(InMemoryOrchestrationBackend):
-    """The reference backend with a thread pool large enough for many blocking waiters."""
+    """The reference backend with a thread pool large enough for many blocking waiters, on a chosen host."""
 
     def __init__(self, port: int, host: str, max_workers: int):
         super().__init__(port=port)
         self._host = host
         self._max_workers = max_workers
 
-    def start(self) -> str:  # same as the base class, but with a bigger pool and a chosen host
+    def start(self) -> str:  # as the base class, with a bigger pool and a chosen host
         self._shutdown_event.clear()
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self._max_workers),
@@ -43,14 +47,11 @@ class _Backend(InMemoryOrchestrationBackend):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--store", default=None)
-    parser.add_argument("--task-hubs", default=None)
-    parser.add_argument("--lease-seconds", default=None)
     parser.add_argument("--max-workers", type=int, default=600)
-    args = parser.parse_args(argv)
+    args, _ignored = parser.parse_known_args(argv)  # the sidecar's other flags: --store, --task-hubs, ...
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
 from durabletask import task
-from durabletask.grpc_options import GrpcChannelOptions
-
 from durabletask.client import TaskHubGrpcClient
-
-from helpers import CHANNEL_OPTIONS, SDK_CLIENT_LOGGER, assert_completed, complete, uid
+from durabletask.grpc_options import GrpcChannelOptions
+from helpers import assert_completed, complete
+from kit import CHANNEL_OPTIONS, SDK_CLIENT_LOGGER, uid
 
 pytestmark = pytest.mark.timeout(120)
 

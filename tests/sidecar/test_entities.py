@@ -6,23 +6,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
 import durabletask.internal.orchestrator_service_pb2 as pb
+import pytest
 from durabletask import entities, task
-from durabletask.client import EntityQuery, OrchestrationStatus
-
-from helpers import (
-    FLAVOURS,
-    SidecarFactory,
-    assert_completed,
-    complete,
-    new_client,
-    new_worker,
-    register,
-    uid,
-    wait_until,
-)
+from durabletask.client import EntityQuery
+from helpers import FLAVOURS, assert_completed, complete, new_client, new_worker, register
+from kit import SidecarFactory, uid, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

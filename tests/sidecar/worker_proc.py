@@ -1,6 +1,6 @@
 """A Durable Task worker in a process of its own, for tests that SIGKILL a worker mid-activity.
 
-    python tests/worker_proc.py --port PORT [--hub HUB] [--activity-sleep SECONDS]
+    python tests/sidecar/worker_proc.py --port PORT [--hub HUB] [--activity-sleep SECONDS]
 
 Registers ``lease_orch`` (calls ``marker_act`` once) and ``marker_act``, which creates the marker file
 ``<input.dir>/<instance id>.<pid>`` and then sleeps ``--activity-sleep`` seconds before returning ``done-by-<pid>``.
@@ -20,8 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from durabletask import task  # noqa: E402
-
-from helpers import new_worker  # noqa: E402
+from helpers import new_worker
 
 ACTIVITY_SLEEP = 0.0
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SIDECAR = Path(__file__).resolve().parents[1] / "moorage" / "sidecar"
+import pytest
+
+pytestmark = pytest.mark.unit  # no server, no gRPC: the fast layer
+
+SIDECAR = Path(__file__).resolve().parents[2] / "moorage" / "sidecar"
 FRONT_ENDS = ("moorage.gateway", "moorage.dashboard", "moorage.agents", "moorage.client", "moorage.server")
 GRPC_FACE = {"service.py"}
 

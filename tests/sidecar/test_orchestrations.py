@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-
 from durabletask import task
 from durabletask.client import OrchestrationStatus
-
 from helpers import (
     FLAVOURS,
-    new_client,
-    new_worker,
-    register,
     assert_completed,
     complete,
+    new_client,
+    new_worker,
     raw_get_instance,
-    sidecar_only,
+    register,
     status_of,
-    uid,
     wait_status,
-    wait_until,
 )
+from kit import sidecar_only, uid, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

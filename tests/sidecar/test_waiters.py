@@ -6,11 +6,10 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from durabletask import task
 from durabletask.client import OrchestrationQuery, OrchestrationStatus
-
-from helpers import assert_completed, complete, uid, wait_until
+from helpers import assert_completed, complete
+from kit import uid, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 

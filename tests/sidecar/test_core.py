@@ -19,6 +19,8 @@ from moorage.sidecar.store.base import Change, InstanceRow, StoreTx
 from moorage.sidecar.store.sqlite import SqliteStore
 from moorage.sidecar.terms import TERMINAL_STATUSES, WorkKind
 
+pytestmark = pytest.mark.unit  # no server, no gRPC: the fast layer
+
 T = TypeVar("T")
 SLOW = 60.0  # lease_seconds: the streams' own re-look comes only after 30 s, so a quick answer means a wake-up
 

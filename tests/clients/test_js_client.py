@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
-from gateway_stack import REPO_ROOT, Stack
-from langs import require_tool, run_suite
+from kit import REPO_ROOT
+from kit.gateway_stack import Stack
+from kit.toolchains import require_tool
+from langs import run_suite
 
 JS = REPO_ROOT / "client" / "js"
 

@@ -4,33 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 
+import durabletask.internal.orchestrator_service_pb2 as pb
 import grpc
 import pytest
-
-import durabletask.internal.orchestrator_service_pb2 as pb
 from durabletask import entities, task
 from durabletask.client import OrchestrationStatus
-
-from helpers import (
-    PYTHON,
-    RawWorker,
-    TESTS_DIR,
-    assert_completed,
-    complete,
-    die_with_parent,
-    new_client,
-    sidecar_only,
-    status_of,
-    uid,
-    wait_status,
-    wait_until,
-)
+from helpers import SIDECAR_TESTS_DIR, RawWorker, assert_completed, complete, new_client, status_of, wait_status
+from kit import PYTHON, ManagedProcess, sidecar_only, uid, wait_until
 
 pytestmark = [pytest.mark.timeout(180), sidecar_only("the in-memory backend is neither durable nor leased")]
 
@@ -197,17 +182,13 @@ def test_worker_sigkill_mid_activity_is_redelivered_after_lease(sidecar_factory,
     sc = sidecar_factory("lease", lease_seconds=2)
     markers = tmp_path / "markers"
     markers.mkdir()
-    log = open(tmp_path / "worker1.log", "wb")
-    proc = subprocess.Popen([PYTHON, str(TESTS_DIR / "worker_proc.py"), "--port", str(sc.port),
-                             "--activity-sleep", "300"],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, preexec_fn=die_with_parent)
+    proc = ManagedProcess([PYTHON, SIDECAR_TESTS_DIR / "worker_proc.py", "--port", str(sc.port),
+                           "--activity-sleep", "300"], tmp_path / "worker1.log").start()
     client = new_client(sc.port)
     try:
         iid = client.schedule_new_orchestration("lease_orch", input={"dir": str(markers)}, instance_id=uid("lease"))
         wait_until(lambda: proc.pid in _markers(markers, iid), timeout=30,
-                   message=lambda: f"worker 1 never started the activity; log:\n"
-                                   f"{(tmp_path / 'worker1.log').read_text(errors='replace')[-3000:]}")
+                   message=lambda: f"worker 1 never started the activity; log:\n{proc.log_tail(40)}")
 
         # a second worker connects while worker 1 is alive and busy: the activity stays with worker 1
         make_worker(sc, orchestrators=[lease_orch], activities=[marker_act])
@@ -215,8 +196,7 @@ def test_worker_sigkill_mid_activity_is_redelivered_after_lease(sidecar_factory,
         assert set(_markers(markers, iid)) == {proc.pid}, "activity handed out while its worker was alive"
         assert status_of(client, iid) == OrchestrationStatus.RUNNING
 
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        proc.kill()
 
         state = complete(client, iid, timeout=60)
         assert_completed(state)
@@ -224,13 +204,7 @@ def test_worker_sigkill_mid_activity_is_redelivered_after_lease(sidecar_factory,
         assert set(_markers(markers, iid)) == {proc.pid, os.getpid()}
     finally:
         client.close()
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
-        log.close()
+        proc.stop()
 
 
 def test_orchestrator_item_of_vanished_stream_is_redelivered(sidecar_factory, make_worker, tmp_path):

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import time
 
+import durabletask.internal.orchestrator_service_pb2 as pb
 import grpc
 import pytest
-from google.protobuf import empty_pb2
-
-import durabletask.internal.orchestrator_service_pb2 as pb
 from durabletask import entities, task
 from durabletask.client import OrchestrationQuery, OrchestrationStatus
-
-from helpers import IS_INMEMORY, NO_SKIP, RawWorker, assert_completed, complete, status_of, uid, wait_until
+from google.protobuf import empty_pb2
+from helpers import RawWorker, assert_completed, complete, status_of
+from kit import IS_INMEMORY, NO_SKIP, uid, wait_until
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -36,7 +35,7 @@ def box(ctx, inp):
 
 @pytest.fixture(scope="module")
 def hubs_sidecar(tmp_path_factory):
-    from helpers import SidecarFactory
+    from kit import SidecarFactory
     factory = SidecarFactory(tmp_path_factory.mktemp("hubs"))
     try:
         yield factory("hubs", task_hubs=["a", "b"])

@@ -9,8 +9,8 @@ import uuid
 
 import grpc
 import pytest
-from gateway_app import GATES
-from gateway_stack import Stack
+from kit.gateway_app import GATES
+from kit.gateway_stack import Stack
 
 from moorage.client import (
     AlreadyExistsError,
