@@ -927,12 +927,14 @@ class LeasedWork:
         return len(self.activities) if kind is WorkKind.ACTIVITY else len(self.entities)
 
 
-def lease_work(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, want: Mapping[WorkKind, int]) -> LeasedWork:
-    """Lease up to ``want[kind]`` items of each kind to one stream (0: do not look at that queue)."""
+def lease_work(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, want: Mapping[WorkKind, int],
+               look_ahead: bool = True) -> LeasedWork:
+    """Lease up to ``want[kind]`` items of each kind to one stream (0: do not look at that queue); with
+    ``look_ahead``, an empty lease also says when delayed work next becomes visible."""
     work = LeasedWork(
         orchestrations=lease_orchestrations(tx, fx, lease, filters, want.get(WorkKind.ORCHESTRATION, 0)),
         activities=lease_activities(tx, fx, lease, filters, want.get(WorkKind.ACTIVITY, 0)),
         entities=lease_entities(tx, fx, lease, filters, want.get(WorkKind.ENTITY, 0)))
-    if not work:
+    if not work and look_ahead:
         work.next_due = tx.next_due(lease.now)
     return work
