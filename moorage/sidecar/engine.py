@@ -750,24 +750,13 @@ def _release_locks_of(tx: StoreTx, fx: Effects, instance_id: str) -> None:
     for req in tx.lock_requests():
         if req.parent_instance_id == instance_id and req.id is not None:
             tx.delete_lock_request(req.id)
-    for req_entity in _entities_locked_by(tx, instance_id):
+    for req_entity in tx.entities_locked_by(instance_id):
         req_entity.locked_by = req_entity.locked_by_instance = None
         _put_or_drop_entity(tx, req_entity)
         released = True
     if released:
         _grant_locks(tx, fx)
         fx.wake(WorkKind.ENTITY)
-
-
-def _entities_locked_by(tx: StoreTx, instance_id: str) -> list[EntityRow]:
-    out: list[EntityRow] = []
-    after: str | None = None
-    while True:
-        page = tx.query_entities(None, None, None, after, 500)
-        out.extend(e for e in page if e.locked_by_instance == instance_id)
-        if len(page) < 500:
-            return out
-        after = page[-1].entity_id
 
 
 @dataclass

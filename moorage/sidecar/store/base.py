@@ -216,6 +216,18 @@ class StoreTx(abc.ABC):
     def entities_with_work(self, now: float, limit: int) -> list[str]:
         """Ids of unleased (or lease-expired) entities with a visible message, oldest first."""
 
+    def entities_locked_by(self, instance_id: str) -> list[EntityRow]:
+        """Entities whose critical section the orchestration ``instance_id`` holds. This default pages through every
+        entity; stores should override it with an indexed lookup (it runs each time an orchestration finishes)."""
+        out: list[EntityRow] = []
+        after: str | None = None
+        while True:
+            page = self.query_entities(None, None, None, after, 500)
+            out.extend(e for e in page if e.locked_by_instance == instance_id)
+            if len(page) < 500:
+                return out
+            after = page[-1].entity_id
+
     @abc.abstractmethod
     def leased_instance(self, lease_token: str) -> InstanceRow | None:
         """The instance whose orchestrator work item carries this completion token."""

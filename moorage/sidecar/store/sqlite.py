@@ -290,6 +290,10 @@ class _Tx(StoreTx):
             "WHERE e.lease_until IS NULL OR e.lease_until < ?2 ORDER BY b.first LIMIT ?3", now, limit)
         return [r[0] for r in rows]
 
+    def entities_locked_by(self, instance_id: str) -> list[EntityRow]:
+        rows = self._q(f"SELECT {_ENTITY_COLS} FROM entities WHERE hub=? AND locked_by_instance=?", instance_id)
+        return [_entity(r) for r in rows]
+
     def leased_instance(self, lease_token: str) -> InstanceRow | None:
         r = self._q(f"SELECT {_INSTANCE_COLS} FROM instances WHERE hub=? AND lease_token=?", lease_token).fetchone()
         return _instance(r) if r else None
