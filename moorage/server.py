@@ -12,14 +12,13 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-import durabletask.internal.orchestrator_service_pb2_grpc as pb_grpc
 import grpc
 
 from moorage.dashboard import start_dashboard
 from moorage.gateway import GatewayConfig, GatewayRuntime, attach
 from moorage.shutdown import wait_for_stop_signal
 from moorage.sidecar.core import SidecarCore
-from moorage.sidecar.service import Service
+from moorage.sidecar.service import Service, add_to_server
 from moorage.sidecar.store.base import open_store
 
 log = logging.getLogger("moorage.sidecar")
@@ -49,7 +48,7 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
     ])
-    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(Service(core), server)
+    add_to_server(Service(core), server)
     address = f"{config.host}:{config.port}"
     bound = server.add_insecure_port(address)
     if bound == 0:

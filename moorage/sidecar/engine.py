@@ -325,7 +325,7 @@ def purge_matching(tx: StoreTx, fx: Effects, q: InstanceQuery, recursive: bool, 
 @dataclass
 class OrchestratorItem:
     row: InstanceRow
-    past: list[pb.HistoryEvent]
+    past: list[bytes]  # serialized HistoryEvents, as the store keeps them: sent on without a parse
     new: list[pb.HistoryEvent]
 
 
@@ -349,7 +349,7 @@ def lease_orchestrations(tx: StoreTx, fx: Effects, lease: Lease, filters: Filter
         if not filters.orchestration(row.name, row.version):
             continue
         inbox = tx.get_inbox(row.instance_id, now=lease.now)
-        past = tx.get_history(row.instance_id)
+        past = tx.get_history_bytes(row.instance_id)
         if not past and not any(e.HasField("executionStarted") for _, e in inbox):
             continue  # its start is scheduled later; hold what arrived early
         row.lease_token = uuid.uuid4().hex

@@ -95,12 +95,69 @@ def _value(msg: Any, name: str) -> Any:
     return getattr(msg, name).value if msg.HasField(name) else None
 
 
-def _work_items(work: LeasedWork) -> Iterator[pb.WorkItem]:
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field_tag(message: Any, name: str) -> bytes:
+    """The wire tag of a length-delimited field (a message or a repeated message)."""
+    return _varint(message.DESCRIPTOR.fields_by_name[name].number << 3 | 2)
+
+
+_PAST_EVENTS = _field_tag(pb.OrchestratorRequest, "pastEvents")
+_ORCHESTRATOR_REQUEST = _field_tag(pb.WorkItem, "orchestratorRequest")
+
+
+def orchestrator_work_item(o: engine.OrchestratorItem) -> bytes:
+    """The serialized ``WorkItem`` of a leased orchestration, its ``pastEvents`` spliced in as the store keeps them.
+
+    A repeated message field is, on the wire, each element's tag, length and bytes one after the other, and a
+    parser takes a message's fields in any order; so the history is never parsed nor re-serialized here (for a
+    long history that is most of a dispatch's cost). Equal, once parsed, to building the message normally."""
+    req = pb.OrchestratorRequest(
+        instanceId=o.row.instance_id, executionId=sv(o.row.execution_id), newEvents=o.new,
+        entityParameters=pb.OrchestratorEntityParameters(entityMessageReorderWindow=duration_pb2.Duration(seconds=30)))
+    inner = b"".join([req.SerializeToString(), *(b for e in o.past for b in (_PAST_EVENTS, _varint(len(e)), e))])
+    return b"".join([_ORCHESTRATOR_REQUEST, _varint(len(inner)), inner,
+                     pb.WorkItem(completionToken=o.row.lease_token).SerializeToString()])
+
+
+def _serialize_work_item(item: pb.WorkItem | bytes) -> bytes:
+    return item if isinstance(item, bytes) else item.SerializeToString()
+
+
+def add_to_server(service: Service, server: grpc.aio.Server) -> None:
+    """Register ``service`` as the generated ``add_TaskHubSidecarServiceServicer_to_server`` does, except that
+    GetWorkItems may also yield an already serialized ``WorkItem`` (``orchestrator_work_item``)."""
+
+    class _Recorder:
+        def __init__(self) -> None:
+            self.name: str = ""
+            self.handlers: dict[str, Any] = {}
+
+        def add_generic_rpc_handlers(self, handlers: Any) -> None:
+            pass  # the same handlers come through add_registered_method_handlers
+
+        def add_registered_method_handlers(self, name: str, handlers: dict[str, Any]) -> None:
+            self.name, self.handlers = name, dict(handlers)
+
+    rec = _Recorder()
+    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(service, rec)
+    rec.handlers["GetWorkItems"] = grpc.unary_stream_rpc_method_handler(
+        service.GetWorkItems, request_deserializer=pb.GetWorkItemsRequest.FromString,
+        response_serializer=_serialize_work_item)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(rec.name, rec.handlers),))
+    server.add_registered_method_handlers(rec.name, rec.handlers)
+
+
+def _work_items(work: LeasedWork) -> Iterator[pb.WorkItem | bytes]:
     for o in work.orchestrations:
-        yield pb.WorkItem(completionToken=o.row.lease_token, orchestratorRequest=pb.OrchestratorRequest(
-            instanceId=o.row.instance_id, executionId=sv(o.row.execution_id), pastEvents=o.past, newEvents=o.new,
-            entityParameters=pb.OrchestratorEntityParameters(
-                entityMessageReorderWindow=duration_pb2.Duration(seconds=30))))
+        yield orchestrator_work_item(o)
     for a in work.activities:
         yield pb.WorkItem(completionToken=a.lease_token, activityRequest=pb.ActivityRequest(
             name=a.name, version=sv(a.version), input=sv(a.input), taskId=a.task_id, tags=a.tags,
@@ -281,7 +338,7 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
 
     # -- work items ---------------------------------------------------------------------------------------------
 
-    async def GetWorkItems(self, request: pb.GetWorkItemsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WorkItem]:
+    async def GetWorkItems(self, request: pb.GetWorkItemsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WorkItem | bytes]:
         hub = await self._hub(context)
         stream = self.core.open_stream(hub, _filters(request), {
             WorkKind.ORCHESTRATION: request.maxConcurrentOrchestrationWorkItems,

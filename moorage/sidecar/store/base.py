@@ -142,6 +142,12 @@ class StoreTx(abc.ABC):
     @abc.abstractmethod
     def get_history(self, instance_id: str) -> list[pb.HistoryEvent]: ...
 
+    def get_history_bytes(self, instance_id: str) -> list[bytes]:
+        """The history as serialized ``HistoryEvent``s, for a work item's ``pastEvents``: a store that keeps them
+        serialized should return them as stored (no parse here, no re-serialization on the way out, which is most
+        of what dispatching a long history costs). This default serializes ``get_history``."""
+        return [e.SerializeToString() for e in self.get_history(instance_id)]
+
     @abc.abstractmethod
     def append_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None: ...
 

@@ -150,6 +150,10 @@ class _Tx(StoreTx):
         rows = self._q("SELECT event FROM history WHERE hub=? AND instance_id=? ORDER BY id", instance_id)
         return [_event(r[0]) for r in rows]
 
+    def get_history_bytes(self, instance_id: str) -> list[bytes]:
+        rows = self._q("SELECT event FROM history WHERE hub=? AND instance_id=? ORDER BY id", instance_id)
+        return [r[0] for r in rows]
+
     def append_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None:
         self.db.executemany("INSERT INTO history (hub, instance_id, event) VALUES (?,?,?)",
                             [(self.hub, instance_id, e.SerializeToString()) for e in events])
