@@ -32,12 +32,15 @@ def main() -> None:
 @click.option("--http-port", type=click.IntRange(0, 65535), default=7071, envvar="MOORAGE_HTTP_PORT",
               show_envvar=True, help="HTTP port of the gateway's API (/api/agents/..., Azure Functions' port, so "
               "durable-agent curl commands work unchanged); 0 turns it off. Its gRPC AgentService shares --port.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=9090, envvar="MOORAGE_METRICS_PORT",
+              show_envvar=True, help="HTTP port of /metrics (Prometheus), /healthz, /readyz and /scale (KEDA's "
+              "metrics-api scaler); it serves counts only, never instance data; 0 turns it off.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               envvar="MOORAGE_LOG_LEVEL", show_envvar=True, help="Log verbosity.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="MOORAGE_LOG_FORMAT",
               show_envvar=True, help="Log line format.")
 def sidecar(port: int, host: str, store: str, task_hubs: str, lease_seconds: float, dashboard_port: int,
-            dashboard_actions: bool, http_port: int, log_level: str, log_format: str) -> None:
+            dashboard_actions: bool, http_port: int, metrics_port: int, log_level: str, log_format: str) -> None:
     """Run the durable Durable Task sidecar (point DTS-emulator code at localhost:PORT)."""
     from moorage.server import SidecarConfig, serve
 
@@ -48,7 +51,8 @@ def sidecar(port: int, host: str, store: str, task_hubs: str, lease_seconds: flo
     try:
         asyncio.run(serve(SidecarConfig(port=port, host=host, store=store, task_hubs=hubs,
                                         lease_seconds=lease_seconds, dashboard_port=dashboard_port,
-                                        dashboard_actions=dashboard_actions, http_port=http_port)))
+                                        dashboard_actions=dashboard_actions, http_port=http_port,
+                                        metrics_port=metrics_port)))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -88,6 +92,43 @@ def gateway(connection_string: str | None, grpc_port: int, http_port: int, host:
     asyncio.run(serve(GatewayConfig(connection_string=connection_string, host=host, http_port=http_port or None,
                                     grpc_port=grpc_port or None, max_body_bytes=max_body_bytes,
                                     agents=[a.strip() for a in agents.split(",") if a.strip()])))
+
+
+@main.command()
+@click.argument("target", envvar="MOORAGE_WORKER_TARGET")
+@click.option("--connection-string", default=None, envvar="DURABLE_TASK_SCHEDULER_CONNECTION_STRING",
+              show_envvar=True, help="The backend for agents the module lists (an AgentWorker it builds keeps its "
+              "own), e.g. Endpoint=http://sidecar:8080;Authentication=None;TaskHub=default or a DTS scheduler's "
+              "with Authentication=ManagedIdentity (default: the local sidecar).")
+@click.option("--host", default="0.0.0.0", envvar="MOORAGE_HOST", show_envvar=True,
+              help="Address of the metrics/probe listener.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=9090, envvar="MOORAGE_METRICS_PORT",
+              show_envvar=True, help="HTTP port of /metrics, /healthz and /readyz; 0 turns it off.")
+@click.option("--grace-seconds", type=click.FloatRange(0, 3600), default=30.0, envvar="MOORAGE_GRACE_SECONDS",
+              show_envvar=True, help="On SIGTERM, how long in-flight work items may take to finish before they are "
+              "abandoned (keep it below the pod's terminationGracePeriodSeconds).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              envvar="MOORAGE_LOG_LEVEL", show_envvar=True, help="Log verbosity.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="MOORAGE_LOG_FORMAT",
+              show_envvar=True, help="Log line format.")
+def worker(target: str, connection_string: str | None, host: str, metrics_port: int, grace_seconds: float,
+           log_level: str, log_format: str) -> None:
+    """Run the agents TARGET (MODULE:ATTR) names: an AgentWorker, an Agent, a list of agents, or a function
+    returning one; SIGTERM drains and exits 0."""
+    from moorage.agents.hosting import LoadError, load_worker, serve_worker
+    from moorage.observability.tracing import configure_tracing
+
+    logs.setup(log_level, log_format)
+    configure_tracing("moorage-worker")
+    try:
+        agent_worker = load_worker(target, connection_string)
+    except (LoadError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="TARGET") from None
+    try:
+        code = serve_worker(agent_worker, host=host, metrics_port=metrics_port, grace_seconds=grace_seconds)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{metrics_port}: {exc}") from None
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ port (one port, both protocols) and its HTTP API on ``http_port``; the dashboard
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -17,6 +18,8 @@ import grpc
 
 from moorage.dashboard import start_dashboard
 from moorage.gateway import GatewayConfig, GatewayRuntime, attach
+from moorage.observability.ops import ops_app, start_in_loop
+from moorage.observability.sidecar_metrics import sidecar_registry
 from moorage.shutdown import wait_for_stop_signal
 from moorage.sidecar.core import SidecarCore
 from moorage.sidecar.service import Service
@@ -38,12 +41,15 @@ class SidecarConfig:
     dashboard_actions: bool = False
     http_port: int = 0  # the gateway's HTTP API; 0: none (the CLI's default is 7071, as Azure Functions')
     gateway: bool = True  # serve moorage.v1.AgentService on the gRPC port
+    metrics_port: int = 0  # /metrics, /healthz, /readyz, /scale; 0: none (the CLI's default is 9090)
 
 
 async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT; streams end with OK so workers reconnect rather than give up."""
-    store = open_store(config.store)
+    registry, metrics = sidecar_registry()
+    store = metrics.timed(open_store(config.store))
     core = SidecarCore(store, config.task_hubs, config.lease_seconds)
+    metrics.attach(core)
     server = grpc.aio.server(options=[
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -60,13 +66,17 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     dashboard = await start_dashboard(core, config.host, config.dashboard_port, config.dashboard_actions)
     if gateway is not None:
         await gateway.start_http(fatal=False)
+    ops = await start_in_loop(ops_app(registry, functools.partial(_readiness, core), refresh=metrics.refresh,
+                                      scale=metrics.scale), config.host, config.metrics_port)
     log.info("sidecar listening address=%s store=%s hubs=%s lease_seconds=%s", address, config.store,
              ",".join(config.task_hubs), config.lease_seconds)
     if ready is not None:
         ready.set()
     await wait_for_stop_signal()
     log.info("sidecar stopping")
-    core.stop()
+    core.stop()  # /readyz answers 503 from now on
+    if ops is not None:
+        await ops.stop()
     if dashboard is not None:
         await dashboard.stop()
     if gateway is not None:
@@ -74,6 +84,17 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     await server.stop(grace=2.0)
     renewer.cancel()
     await store.close()
+
+
+async def _readiness(core: SidecarCore) -> dict[str, bool]:
+    """``/readyz``: the hubs are open and the store answers a read."""
+    try:
+        await core.read(core.default_hub, lambda tx: tx.get_instance(""))
+        store_ok = True
+    except Exception as exc:
+        log.warning("readiness: the store did not answer: %s", exc)
+        store_ok = False
+    return {"hubs_open": core.is_open, "store_reachable": store_ok}
 
 
 def _attach_gateway(server: grpc.aio.Server, config: SidecarConfig, port: int) -> GatewayRuntime:

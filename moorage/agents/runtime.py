@@ -29,6 +29,8 @@ from typing import Any
 from durabletask import task
 from durabletask.entities import EntityContext, EntityInstanceId
 
+from moorage.observability import agent_telemetry as telemetry
+
 from .agent import Agent, entity_name
 from .models import ModelRequest
 from .state import (
@@ -342,8 +344,10 @@ def make_llm_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[
             messages.insert(0, {"role": "system", "content": "Reply with a JSON object."})
         tools = [t.openai_schema() for t in agent.tools] if inp.get("tools") else []
         options = {**agent.options, **(inp.get("options") or {})}
-        result = agent.model.complete(ModelRequest(messages=messages, tools=tools,
-                                                   response_format=inp.get("responseFormat"), options=options))
+        with telemetry.model_call(agent.name, agent.model, inp.get("sessionId")) as call:
+            result = agent.model.complete(ModelRequest(messages=messages, tools=tools,
+                                                       response_format=inp.get("responseFormat"), options=options))
+            call.done(result.model, result.usage, result.finish_reason)
         return result.to_dict()
 
     llm_call.__name__ = llm_activity_name(agent.name)
@@ -353,6 +357,13 @@ def make_llm_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[
 def make_tool_activity(agent: Agent) -> Callable[[task.ActivityContext, Any], Any]:
     def tool_call(actx: task.ActivityContext, inp: dict[str, Any]) -> dict[str, Any]:
         name = inp.get("name") or ""
+        with telemetry.tool_call(agent.name, name, inp.get("callId") or "") as call:
+            result = run_tool(actx, inp, name)
+            if "error" in result:
+                call.failed(result["error"])
+        return result
+
+    def run_tool(actx: task.ActivityContext, inp: dict[str, Any], name: str) -> dict[str, Any]:
         tool_obj = agent.tool_map.get(name)
         if tool_obj is None:
             return {"error": f"unknown tool {name!r}", "result": f"Error: there is no tool named {name!r}"}
@@ -494,6 +505,8 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
         reply_to = inp.get("replyTo")
         if isinstance(reply_to, dict) and reply_to.get("instanceId") and reply_to.get("event"):
             ctx.send_event(reply_to["instanceId"], reply_to["event"], data=output)
+        if not ctx.is_replaying:  # the turn's last episode runs once live
+            telemetry.turn_finished(agent.name, ok=error is None)
         if error is not None:
             raise AgentTurnFailed(error["code"], error["message"])
         return output

@@ -171,6 +171,22 @@ class AgentWorker:
                     self._sdk_logger.warning("could not announce agents to the gateway: %s", exc)
         return self
 
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def connected(self) -> bool:
+        """Whether the work-item stream to the backend is open now (``/readyz`` of ``moorage worker``).
+
+        A private seam of the SDK (``TaskHubGrpcWorker._response_stream``, set while a stream is open, None while
+        it reconnects); ``tests/deploy/test_worker_process.py`` fails if an SDK release renames it."""
+        stream = getattr(self._worker, "_response_stream", None)
+        if not self._started or stream is None:
+            return False
+        is_active = getattr(stream, "is_active", None)
+        return bool(is_active()) if callable(is_active) else True
+
     def stop(self) -> None:
         if self._started:
             self._quiet.stopping = True

@@ -40,9 +40,16 @@ class Effects:
 
     changed: set[str] = field(default_factory=set)
     work: set[WorkKind] = field(default_factory=set)  # the queues that got new work
+    # items leased again because their previous holder's lease ran out (a worker died or hung): /metrics
+    expired: dict[WorkKind, int] = field(default_factory=dict)
 
     def wake(self, *kinds: WorkKind) -> None:
         self.work.update(kinds)
+
+    def lease_expired(self, kind: WorkKind, previous_token: str | None) -> None:
+        """Note a re-lease of an item whose earlier lease (``previous_token``) lapsed; a fresh item has none."""
+        if previous_token is not None:
+            self.expired[kind] = self.expired.get(kind, 0) + 1
 
 
 @dataclass
@@ -352,6 +359,7 @@ def lease_orchestrations(tx: StoreTx, fx: Effects, lease: Lease, filters: Filter
         past = tx.get_history(row.instance_id)
         if not past and not any(e.HasField("executionStarted") for _, e in inbox):
             continue  # its start is scheduled later; hold what arrived early
+        fx.lease_expired(WorkKind.ORCHESTRATION, row.lease_token)
         row.lease_token = uuid.uuid4().hex
         row.lease_owner, row.lease_until, row.lease_started_at = lease.owner, lease.until, lease.now
         row.leased_inbox = [i for i, _ in inbox]
@@ -629,6 +637,7 @@ def lease_activities(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, l
             break
         if not filters.activity(row.name, row.version):
             continue
+        fx.lease_expired(WorkKind.ACTIVITY, row.lease_token)
         row.lease_token, row.lease_owner, row.lease_until = uuid.uuid4().hex, lease.owner, lease.until
         tx.update_activity_lease(row)
         items.append(row)
@@ -793,6 +802,7 @@ def lease_entities(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, lim
         msgs = msgs[:MAX_ENTITY_BATCH]
         if not msgs:
             continue
+        fx.lease_expired(WorkKind.ENTITY, ent.lease_token)
         ent.lease_token, ent.lease_owner, ent.lease_until = uuid.uuid4().hex, lease.owner, lease.until
         ent.leased_inbox = [i for i, _ in msgs]
         tx.put_entity(ent)

@@ -16,6 +16,7 @@ import durabletask.internal.orchestrator_service_pb2 as pb
 
 from moorage.sidecar.store.base import (
     ActivityRow,
+    Backlog,
     EntityRow,
     InstanceQuery,
     InstanceRow,
@@ -23,7 +24,7 @@ from moorage.sidecar.store.base import (
     Store,
     StoreTx,
 )
-from moorage.sidecar.terms import TERMINAL_STATUSES
+from moorage.sidecar.terms import TERMINAL_STATUSES, WorkKind
 
 T = TypeVar("T")
 log = logging.getLogger("moorage.store.sqlite")
@@ -340,6 +341,27 @@ class _Tx(StoreTx):
             "entity_messages_pending": one("SELECT COUNT(*) FROM entity_inbox WHERE hub=?"),
             "entities_active": one("SELECT COUNT(*) FROM entities WHERE hub=? AND lease_token IS NOT NULL"),
         }
+
+    def backlog(self, now: float) -> Backlog:
+        one = lambda sql: self._q(sql, now).fetchone()[0]  # noqa: E731
+        return Backlog(
+            pending={
+                WorkKind.ORCHESTRATION: one(
+                    "SELECT COUNT(DISTINCT b.instance_id) FROM inbox b JOIN instances i ON i.hub=b.hub AND "
+                    "i.instance_id=b.instance_id WHERE b.hub=?1 AND b.visible_at<=?2 AND "
+                    "(i.lease_until IS NULL OR i.lease_until < ?2)"),
+                WorkKind.ACTIVITY: one(
+                    "SELECT COUNT(*) FROM activities WHERE hub=?1 AND (lease_until IS NULL OR lease_until < ?2)"),
+                WorkKind.ENTITY: one(
+                    "SELECT COUNT(DISTINCT b.entity_id) FROM entity_inbox b LEFT JOIN entities e ON e.hub=b.hub AND "
+                    "e.entity_id=b.entity_id WHERE b.hub=?1 AND b.visible_at<=?2 AND "
+                    "(e.lease_until IS NULL OR e.lease_until < ?2)"),
+            },
+            in_flight={
+                WorkKind.ORCHESTRATION: one("SELECT COUNT(*) FROM instances WHERE hub=?1 AND lease_until >= ?2"),
+                WorkKind.ACTIVITY: one("SELECT COUNT(*) FROM activities WHERE hub=?1 AND lease_until >= ?2"),
+                WorkKind.ENTITY: one("SELECT COUNT(*) FROM entities WHERE hub=?1 AND lease_until >= ?2"),
+            })
 
     def count_instances_by_status(self) -> dict[int, int]:
         return {r[0]: r[1] for r in self._q("SELECT status, COUNT(*) FROM instances WHERE hub=? GROUP BY status")}
