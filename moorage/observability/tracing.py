@@ -30,7 +30,11 @@ def configure_tracing(default_service_name: str) -> bool:
     from opentelemetry import trace
     from opentelemetry.sdk.resources import OTELResourceDetector, Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SpanExporter,
+    )
 
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or default_service_name}).merge(
         OTELResourceDetector().detect())
@@ -38,7 +42,9 @@ def configure_tracing(default_service_name: str) -> bool:
     for name in exporters:
         exporter: SpanExporter
         if name == "otlp":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                OTLPSpanExporter,
+            )
 
             exporter = OTLPSpanExporter()  # reads OTEL_EXPORTER_OTLP_* itself
         elif name == "console":

@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 from durabletask import task
-from prometheus_client.parser import text_string_to_metric_families
-
 from helpers import (
     IS_INMEMORY,
     RawWorker,
@@ -26,6 +24,7 @@ from helpers import (
     uid,
     wait_until,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.skipif(IS_INMEMORY, reason="metrics are the Moorage sidecar's")
 
@@ -65,7 +64,7 @@ def metered(sidecar_factory: SidecarFactory) -> tuple[SidecarProcess, int]:
 
 
 def test_probes_answer_and_readyz_names_its_checks(metered: tuple[SidecarProcess, int]) -> None:
-    sc, port = metered
+    _, port = metered
     assert get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
     status, body = get(f"http://127.0.0.1:{port}/readyz")
     assert status == 200
