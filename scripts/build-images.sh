@@ -40,15 +40,16 @@ if [ -z "${BASE:-}" ]; then
   fi
 fi
 
-rm -rf build/wheels && mkdir -p build/wheels
+# build/wheels is a cache: dependency wheels stay, the project's own wheel is rebuilt every time
+mkdir -p build/wheels && rm -f build/wheels/moorage-*.whl
 host_py=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 if [ "$BASE" = "$LOCAL_BASE" ] && [ "$host_py" = "3.11" ]; then
   echo "build-images: wheels on the host (Python $host_py)" >&2
-  "$PYTHON" -m pip wheel -q -w build/wheels . 2>&1 | grep -v "^\s*$" | grep -iv "deprecat\|setuptools\|\*\*\*\|!!\|^ " >&2 || true
+  "$PYTHON" -m pip wheel -q --find-links build/wheels -w build/wheels . 2>&1 | grep -v "^\s*$" | grep -iv "deprecat\|setuptools\|\*\*\*\|!!\|^ " >&2 || true
 else
   echo "build-images: wheels inside $BASE" >&2
   podman --runtime runc run --rm --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 --network host -v "$PWD:/src:Z" -w /src "$BASE" \
-    sh -c 'python3 -m pip wheel -q -w build/wheels .'
+    sh -c 'python3 -m pip wheel -q --find-links build/wheels -w build/wheels .'
 fi
 ls build/wheels/moorage-*.whl >/dev/null
 
