@@ -55,12 +55,10 @@ ls build/wheels/moorage-*.whl >/dev/null
 
 REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 VERSION=$("$PYTHON" -c 'import tomllib; print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')
-for target in sidecar worker; do
+for target in sidecar worker example-joker; do
   echo "build-images: moorage-$target:$TAG (base $BASE)" >&2
   podman build -q "${BUILD_FLAGS[@]}" -f deploy/images/Containerfile --target "$target" \
     --build-arg BASE="$BASE" --build-arg VERSION="$VERSION" --build-arg REVISION="$REVISION" \
     -t "localhost/moorage-$target:$TAG" . >/dev/null
 done
-podman build -q "${BUILD_FLAGS[@]}" -f deploy/images/Containerfile.joker \
-  --build-arg WORKER="localhost/moorage-worker:$TAG" -t "localhost/moorage-example-joker:$TAG" . >/dev/null
 podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "moorage-(sidecar|worker|example-joker):$TAG" >&2
