@@ -48,7 +48,8 @@ class AgentWorker:
     different agents can share a task hub; turn it off for a backend that does not support work-item filters.
 
     ``gateway`` (default on) makes the agents reachable through the gateway with no extra code: the worker
-    streams answers to it and announces its agents when it starts (``moorage.gateway.worker``).
+    streams answers to it and announces its agents when it starts (:mod:`moorage.agents.exposure`);
+    ``gateway_exposure`` is then the stream publisher (False: exposed without streaming; None: not exposed).
     """
 
     def __init__(self, agents: Iterable[Agent] = (), *, connection_string: str | None = None,
@@ -71,6 +72,7 @@ class AgentWorker:
         self._started = False
         self._work_item_filters = work_item_filters
         self._gateway = gateway
+        self.gateway_exposure: Any = None
         self._history = HistoryReader(self._new_client)
         for agent in agents:
             self.add_agent(agent)
@@ -153,7 +155,7 @@ class AgentWorker:
     def start(self) -> AgentWorker:
         if not self._started:
             if self._gateway:
-                from moorage.gateway.worker import expose
+                from .exposure import expose
 
                 expose(self)
             if self._work_item_filters:
@@ -163,7 +165,7 @@ class AgentWorker:
             self._worker.start()
             self._started = True
             if self._gateway:
-                from moorage.gateway.worker import announce
+                from .exposure import announce
 
                 try:
                     announce(self)
@@ -177,15 +179,10 @@ class AgentWorker:
 
     @property
     def connected(self) -> bool:
-        """Whether the work-item stream to the backend is open now (``/readyz`` of ``moorage worker``).
+        """Whether the work-item stream to the backend is open now (``/readyz`` of ``moorage worker``)."""
+        from .. import _sdk
 
-        A private seam of the SDK (``TaskHubGrpcWorker._response_stream``, set while a stream is open, None while
-        it reconnects); ``tests/deploy/test_worker_process.py`` fails if an SDK release renames it."""
-        stream = getattr(self._worker, "_response_stream", None)
-        if not self._started or stream is None:
-            return False
-        is_active = getattr(stream, "is_active", None)
-        return bool(is_active()) if callable(is_active) else True
+        return self._started and _sdk.work_item_stream_open(self._worker)
 
     def stop(self) -> None:
         if self._started:

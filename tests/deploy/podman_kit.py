@@ -10,7 +10,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from helpers import REPO_ROOT
+from kit import REPO_ROOT
 
 RUNTIME = ["--runtime", os.environ.get("MOORAGE_TEST_OCI_RUNTIME", "runc")]
 RUN_FLAGS = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096", "--network", "host"]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from helpers import REPO_ROOT
+from kit import REPO_ROOT
 
 CHART = REPO_ROOT / "deploy" / "helm" / "moorage"
 K8S_VERSION = "1.30.0"

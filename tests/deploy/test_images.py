@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port, wait_until
+from kit import free_port, wait_until
 from podman_kit import RUN_FLAGS, Container, build_images, cannot_run, podman
 
 pytestmark = [pytest.mark.skipif(cannot_run() is not None, reason=str(cannot_run())), pytest.mark.timeout(900)]

@@ -13,17 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import (
+from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
+from kit import (
+    CHANNEL_OPTIONS,
     IS_INMEMORY,
     PYTHON,
     REPO_ROOT,
     SidecarFactory,
     SidecarProcess,
-    assert_completed,
-    complete,
     die_with_parent,
     free_port,
-    new_client,
     uid,
     wait_until,
 )
@@ -157,7 +156,7 @@ def test_sigterm_finishes_the_work_item_in_flight(sidecar_factory: SidecarFactor
     marks.touch()
     env = {"MARKS": str(marks)}
     w = WorkerProcess("drain_app:worker", HERE, sc, tmp_path / "w1.log", "--grace-seconds", "20", env=env)
-    client = new_client(sc.port)
+    client = TaskHubGrpcClient(host_address=f"localhost:{sc.port}", channel_options=CHANNEL_OPTIONS)
     try:
         wait_until(w.ready, timeout=30, message=w.tail)
         iid = client.schedule_new_orchestration("slow", input=3.0, instance_id=uid("drain"))
@@ -167,7 +166,8 @@ def test_sigterm_finishes_the_work_item_in_flight(sidecar_factory: SidecarFactor
         # a new worker runs the rest of the orchestration; the activity does not run again
         w2 = WorkerProcess("drain_app:worker", HERE, sc, tmp_path / "w2.log", env=env)
         try:
-            assert_completed(complete(client, iid, timeout=60))
+            state = client.wait_for_orchestration_completion(iid, timeout=60)
+            assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
             assert marks.read_text().splitlines() == ["start 1", "done 1"]
             assert w2.terminate() == 0
         finally:
@@ -183,7 +183,7 @@ def test_grace_period_abandons_what_is_still_running(sidecar_factory: SidecarFac
     marks.touch()
     w = WorkerProcess("drain_app:worker", HERE, sc, tmp_path / "w.log", "--grace-seconds", "1",
                       env={"MARKS": str(marks)})
-    client = new_client(sc.port)
+    client = TaskHubGrpcClient(host_address=f"localhost:{sc.port}", channel_options=CHANNEL_OPTIONS)
     try:
         wait_until(w.ready, timeout=30, message=w.tail)
         iid = client.schedule_new_orchestration("slow", input=30.0, instance_id=uid("abandon"))
@@ -192,7 +192,7 @@ def test_grace_period_abandons_what_is_still_running(sidecar_factory: SidecarFac
         assert "abandoned" in w.tail()
         assert "done" not in marks.read_text()
         state = client.get_orchestration_state(iid)
-        assert state is not None and state.runtime_status.name != "COMPLETED"
+        assert state is not None and state.runtime_status != OrchestrationStatus.COMPLETED
     finally:
         client.close()
         w.kill()
