@@ -12,6 +12,10 @@ which SDK version (``pyproject.toml`` pins the range those tests pass on). Each 
   the gateway's streaming can wrap model calls of a worker whose agents were added already.
 * :func:`work_item_stream_open` — whether a worker's ``GetWorkItems`` stream is open now
   (``TaskHubGrpcWorker._response_stream``, None while it reconnects), for ``moorage worker``'s ``/readyz``.
+* :func:`schedule_orchestration_in_trace` — an entity's ``schedule_new_orchestration`` that also records the current
+  span as the new orchestration's parent (the SDK leaves ``StartNewOrchestrationAction.parentTraceContext`` empty,
+  and an orchestration without a parent trace context does not link its activities' spans either), through
+  ``EntityContext._state._operation_actions``; without the private the orchestration simply starts untraced.
 * :func:`encode_custom_object` — the SDK's JSON ``default`` hook (``durabletask.serialization._encode_custom_object``),
   so Moorage's converter encodes everything the SDK's does, plus Pydantic models.
 """
@@ -125,3 +129,17 @@ def work_item_stream_open(sdk_worker: Any) -> bool:
         return False
     is_active = getattr(stream, "is_active", None)
     return bool(is_active()) if callable(is_active) else True
+
+
+def schedule_orchestration_in_trace(ctx: Any, name: str, *, input: Any, instance_id: str) -> str:
+    """``ctx.schedule_new_orchestration`` whose action carries the current span as the orchestration's parent."""
+    from durabletask.internal import tracing
+
+    instance_id = ctx.schedule_new_orchestration(name, input=input, instance_id=instance_id)
+    trace_context = tracing.get_current_trace_context()
+    actions = getattr(getattr(ctx, "_state", None), "_operation_actions", None)
+    if trace_context is not None and actions:
+        last = actions[-1]
+        if last.HasField("startNewOrchestration") and last.startNewOrchestration.instanceId == instance_id:
+            last.startNewOrchestration.parentTraceContext.CopyFrom(trace_context)
+    return instance_id

@@ -199,8 +199,8 @@ class SessionEntity:
         instance_id = turn_instance_id(self.agent.name, session_id, req.correlation_id)
         session.mo["active"] = {"correlationId": req.correlation_id, "instanceId": instance_id,
                                 "startedAt": iso(now)}
-        ctx.schedule_new_orchestration(self.turn_name, input=self.turn_input(session, session_id, req),
-                                       instance_id=instance_id)
+        _sdk.schedule_orchestration_in_trace(ctx, self.turn_name, input=self.turn_input(session, session_id, req),
+                                             instance_id=instance_id)
         return instance_id
 
     def turn_input(self, session: RawSession, session_id: str, req: RunRequest) -> dict[str, Any]:

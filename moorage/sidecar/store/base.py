@@ -52,6 +52,9 @@ class InstanceRow:
     lease_until: float | None = None
     leased_inbox: list[int] = field(default_factory=list)
     lease_started_at: float | None = None  # the orchestratorStarted time the worker saw
+    # the worker's OrchestrationTraceContext (serialized): its orchestration span id and start, handed back on
+    # every later work item so one span covers the whole orchestration
+    trace_context: bytes | None = None
 
 
 @dataclass
@@ -69,6 +72,7 @@ class ActivityRow:
     lease_token: str | None = None
     lease_owner: str | None = None
     lease_until: float | None = None
+    trace_context: bytes | None = None  # the scheduling orchestration's W3C TraceContext (serialized)
 
 
 @dataclass
