@@ -42,9 +42,11 @@ def main() -> None:
 def sidecar(port: int, host: str, store: str, task_hubs: str, lease_seconds: float, dashboard_port: int,
             dashboard_actions: bool, http_port: int, metrics_port: int, log_level: str, log_format: str) -> None:
     """Run the durable Durable Task sidecar (point DTS-emulator code at localhost:PORT)."""
+    from moorage.observability.tracing import configure_tracing
     from moorage.server import SidecarConfig, serve
 
     logs.setup(log_level, log_format)
+    configure_tracing("moorage-sidecar")  # the embedded gateway's Durable Task client calls, if OTEL_* asks
     hubs = [h.strip() for h in task_hubs.split(",") if h.strip()]
     if not hubs:
         raise click.BadParameter("at least one task hub is needed", param_hint="--task-hubs")
@@ -81,8 +83,10 @@ def gateway(connection_string: str | None, grpc_port: int, http_port: int, host:
     `moorage sidecar` already runs one; use this one in front of a DTS scheduler or a remote sidecar."""
     from moorage.connection import load_settings
     from moorage.gateway import GatewayConfig, serve
+    from moorage.observability.tracing import configure_tracing
 
     logs.setup(log_level, log_format)
+    configure_tracing("moorage-gateway")
     if not grpc_port and not http_port:
         raise click.BadParameter("--grpc-port and --http-port are both 0: nothing to serve", param_hint="--http-port")
     try:

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from kit import REPO_ROOT
 
 CHART = REPO_ROOT / "deploy" / "helm" / "moorage"

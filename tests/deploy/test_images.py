@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from kit import free_port, wait_until
 from podman_kit import RUN_FLAGS, Container, build_images, cannot_run, podman
 

@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
-from kit import CHANNEL_OPTIONS, IS_INMEMORY, PYTHON, SidecarFactory, die_with_parent, uid, wait_until
+from kit import (
+    CHANNEL_OPTIONS,
+    IS_INMEMORY,
+    PYTHON,
+    SidecarFactory,
+    die_with_parent,
+    uid,
+)
 
 from moorage.agents import AgentClient
 
@@ -39,7 +46,9 @@ def client_spans() -> Iterator[Any]:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter,
+    )
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
