@@ -20,7 +20,6 @@ from moorage.sidecar.store.base import EntityRow, InstanceRow
 from moorage.sidecar.terms import STATUS_PREFIX, TERMINAL_STATUSES, status_name
 
 STATUSES = [n[len(STATUS_PREFIX):] for n in pb.OrchestrationStatus.keys()]
-AGENT_PREFIX = protocol.ENTITY_PREFIX  # the agents' session protocol owns it; kept here for the app's routes
 PREVIEW_CHARS = 240
 
 
