@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from moorage.gateway._proto import agents_pb2 as pb
+from moorage._proto import agents_pb2 as pb
 
 DEFAULT_ADDRESS = "localhost:8080"
 ADDRESS_ENV = "MOORAGE_ADDRESS"
