@@ -59,12 +59,15 @@ def load_worker(target: str, connection_string: str | None = None) -> AgentWorke
         agents = list(value)
         if agents and all(isinstance(a, Agent) for a in agents):
             return AgentWorker(agents=agents, connection_string=connection_string)
-    raise LoadError(f"{target} is a {type(value).__name__}; expected an AgentWorker, an Agent, a list of agents, "
-                    "or a function returning one of those")
+    raise LoadError(
+        f"{target} is a {type(value).__name__}; expected an AgentWorker, an Agent, a list of agents, "
+        "or a function returning one of those"
+    )
 
 
-def serve_worker(worker: AgentWorker, *, host: str = "0.0.0.0", metrics_port: int = 0,
-                 grace_seconds: float = 30.0) -> int:
+def serve_worker(
+    worker: AgentWorker, *, host: str = "0.0.0.0", metrics_port: int = 0, grace_seconds: float = 30.0
+) -> int:
     """Run ``worker`` until SIGTERM/SIGINT, then drain (module docstring); the process's exit status."""
     from prometheus_client import REGISTRY
 
@@ -82,8 +85,9 @@ def serve_worker(worker: AgentWorker, *, host: str = "0.0.0.0", metrics_port: in
             signal.signal(sig, lambda *_: stop.set())
     names = ", ".join(a.name for a in worker.agents.values()) or "(no agents)"
     worker.start()
-    log.info("worker serving agents=%s endpoint=%s taskhub=%s", names, worker.settings.endpoint,
-             worker.settings.taskhub)
+    log.info(
+        "worker serving agents=%s endpoint=%s taskhub=%s", names, worker.settings.endpoint, worker.settings.taskhub
+    )
     stop.wait()
     draining.set()
     log.info("worker draining: no new work items; in-flight ones get %ss to finish", grace_seconds)
@@ -91,8 +95,11 @@ def serve_worker(worker: AgentWorker, *, host: str = "0.0.0.0", metrics_port: in
     stopper.start()
     stopper.join(grace_seconds)
     if stopper.is_alive():
-        log.warning("worker stopped after the %ss grace period; work items still running are abandoned (their "
-                    "leases lapse and another worker runs them)", grace_seconds)
+        log.warning(
+            "worker stopped after the %ss grace period; work items still running are abandoned (their "
+            "leases lapse and another worker runs them)",
+            grace_seconds,
+        )
         logging.shutdown()
         os._exit(0)  # the SDK's threads would keep running what it abandoned
     if ops is not None:

@@ -22,14 +22,25 @@ from opentelemetry.trace import Span, Status, StatusCode
 from prometheus_client import Counter, Histogram
 
 TURNS = Counter("moorage_agent_turns", "Agent turns finished, by outcome (ok or error).", ["agent", "outcome"])
-MODEL_CALLS = Counter("moorage_agent_model_calls", "Model calls made (each attempt), by outcome.",
-                      ["agent", "model", "outcome"])
-MODEL_SECONDS = Histogram("moorage_agent_model_call_seconds", "Duration of one model call.", ["agent", "model"],
-                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
-TOKENS = Counter("moorage_agent_tokens", "Tokens the model reported, by direction (input or output).",
-                 ["agent", "model", "direction"])
-TOOL_CALLS = Counter("moorage_agent_tool_calls", "Tool calls made (each attempt), by outcome (ok or error).",
-                     ["agent", "tool", "outcome"])
+MODEL_CALLS = Counter(
+    "moorage_agent_model_calls", "Model calls made (each attempt), by outcome.", ["agent", "model", "outcome"]
+)
+MODEL_SECONDS = Histogram(
+    "moorage_agent_model_call_seconds",
+    "Duration of one model call.",
+    ["agent", "model"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+TOKENS = Counter(
+    "moorage_agent_tokens",
+    "Tokens the model reported, by direction (input or output).",
+    ["agent", "model", "direction"],
+)
+TOOL_CALLS = Counter(
+    "moorage_agent_tool_calls",
+    "Tool calls made (each attempt), by outcome (ok or error).",
+    ["agent", "tool", "outcome"],
+)
 
 _tracer = trace.get_tracer("moorage.agents")
 
@@ -60,8 +71,10 @@ class ModelCall:
             self.span.set_attribute("gen_ai.response.model", response_model)
         if finish_reason:
             self.span.set_attribute("gen_ai.response.finish_reasons", [finish_reason])
-        for key, attr in (("inputTokenCount", "gen_ai.usage.input_tokens"),
-                          ("outputTokenCount", "gen_ai.usage.output_tokens")):
+        for key, attr in (
+            ("inputTokenCount", "gen_ai.usage.input_tokens"),
+            ("outputTokenCount", "gen_ai.usage.output_tokens"),
+        ):
             value = self.usage.get(key)
             if isinstance(value, int):
                 self.span.set_attribute(attr, value)
@@ -70,9 +83,16 @@ class ModelCall:
 @contextlib.contextmanager
 def model_call(agent: str, model: Any, session_id: str | None) -> Iterator[ModelCall]:
     requested = model_name(model)
-    with _tracer.start_as_current_span(f"chat {requested}", kind=trace.SpanKind.CLIENT, attributes={
-            "gen_ai.operation.name": "chat", "gen_ai.request.model": requested, "gen_ai.agent.name": agent,
-            "gen_ai.conversation.id": session_id or ""}) as span:
+    with _tracer.start_as_current_span(
+        f"chat {requested}",
+        kind=trace.SpanKind.CLIENT,
+        attributes={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": requested,
+            "gen_ai.agent.name": agent,
+            "gen_ai.conversation.id": session_id or "",
+        },
+    ) as span:
         call = ModelCall(agent, requested, span)
         start = time.perf_counter()
         outcome = "error"
@@ -104,9 +124,16 @@ class ToolCall:
 @contextlib.contextmanager
 def tool_call(agent: str, tool: str, call_id: str) -> Iterator[ToolCall]:
     """Around one tool call; a tool that raises, or that ``failed()``, counts as a failure."""
-    with _tracer.start_as_current_span(f"execute_tool {tool}", kind=trace.SpanKind.INTERNAL, attributes={
-            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool, "gen_ai.tool.call.id": call_id,
-            "gen_ai.agent.name": agent}) as span:
+    with _tracer.start_as_current_span(
+        f"execute_tool {tool}",
+        kind=trace.SpanKind.INTERNAL,
+        attributes={
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": tool,
+            "gen_ai.tool.call.id": call_id,
+            "gen_ai.agent.name": agent,
+        },
+    ) as span:
         call = ToolCall(span)
         try:
             yield call

@@ -33,8 +33,12 @@ Checks = Callable[[], Awaitable[Mapping[str, bool]]]
 ScaleValue = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
-def ops_app(registry: CollectorRegistry, ready: Checks,
-            refresh: Callable[[], Awaitable[None]] | None = None, scale: ScaleValue | None = None) -> Any:
+def ops_app(
+    registry: CollectorRegistry,
+    ready: Checks,
+    refresh: Callable[[], Awaitable[None]] | None = None,
+    scale: ScaleValue | None = None,
+) -> Any:
     """The Starlette app. ``refresh`` runs before each scrape (to read what the collectors report from the store,
     which only the event loop may touch); ``scale`` answers ``/scale``."""
     from starlette.applications import Starlette
@@ -66,8 +70,14 @@ def ops_app(registry: CollectorRegistry, ready: Checks,
             return JSONResponse({"error": "this process has no backlog to report"}, status_code=404)
         return JSONResponse(dict(await asyncio.wait_for(scale(), PROBE_TIMEOUT)))
 
-    return Starlette(routes=[Route("/metrics", metrics), Route("/healthz", healthz), Route("/readyz", readyz),
-                             Route("/scale", scale_value)])
+    return Starlette(
+        routes=[
+            Route("/metrics", metrics),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/scale", scale_value),
+        ]
+    )
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -90,18 +100,28 @@ def _server(app: Any) -> Any:
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:  # type: ignore[override]  # the process owns its signals
+        def capture_signals(self) -> Iterator[None]:  # the process owns its signals
             yield
 
-    return Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", ws="none",
-                                 timeout_graceful_shutdown=1, server_header=False))
+    return Server(
+        uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            ws="none",
+            timeout_graceful_shutdown=1,
+            server_header=False,
+        )
+    )
 
 
 class OpsListener:
     """A running operations listener; ``port`` is the bound port."""
 
-    def __init__(self, server: Any, port: int, task: asyncio.Task[None] | None = None,
-                 thread: threading.Thread | None = None) -> None:
+    def __init__(
+        self, server: Any, port: int, task: asyncio.Task[None] | None = None, thread: threading.Thread | None = None
+    ) -> None:
         self._server = server
         self._task = task
         self._thread = thread
@@ -128,8 +148,9 @@ async def start_in_loop(app: Any, host: str, port: int) -> OpsListener | None:
     try:
         sock = bind(host, port)
     except OSError as exc:
-        log.error("metrics/probes disabled: cannot listen on %s:%s (%s); choose another --metrics-port", host, port,
-                  exc)
+        log.error(
+            "metrics/probes disabled: cannot listen on %s:%s (%s); choose another --metrics-port", host, port, exc
+        )
         return None
     server = _server(app)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="moorage-ops")
@@ -144,8 +165,7 @@ def start_in_thread(app: Any, host: str, port: int) -> OpsListener | None:
         return None
     sock = bind(host, port)
     server = _server(app)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), name="moorage-ops",
-                              daemon=True)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), name="moorage-ops", daemon=True)
     thread.start()
     bound = sock.getsockname()[1]
     log.info("metrics and probes listening url=http://%s:%s/metrics", host, bound)

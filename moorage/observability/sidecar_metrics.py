@@ -69,8 +69,13 @@ class SidecarMetrics(Collector):
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.store_seconds = Histogram("moorage_store_seconds", "Duration of one store transaction or read.",
-                                       ["operation"], buckets=STORE_BUCKETS, registry=registry)
+        self.store_seconds = Histogram(
+            "moorage_store_seconds",
+            "Duration of one store transaction or read.",
+            ["operation"],
+            buckets=STORE_BUCKETS,
+            registry=registry,
+        )
         self._core: SidecarCore | None = None
         self._backlog: dict[str, Backlog] = {}
         registry.register(self)
@@ -96,19 +101,26 @@ class SidecarMetrics(Collector):
         if core is None:
             return
         labels = ["hub", "kind"]
-        pending = GaugeMetricFamily("moorage_work_items_pending",
-                                    "Work items a worker could take now (scheduled ones excluded).", labels=labels)
-        in_flight = GaugeMetricFamily("moorage_work_items_in_flight", "Work items leased to a worker now.",
-                                      labels=labels)
-        dispatched = CounterMetricFamily("moorage_work_items_dispatched",
-                                         "Work items handed to workers by this sidecar.", labels=labels)
-        completed = CounterMetricFamily("moorage_work_items_completed",
-                                        "Work items settled (completed or abandoned) at this sidecar.", labels=labels)
-        expired = CounterMetricFamily("moorage_lease_expiries",
-                                      "Work items handed out again because their holder's lease lapsed.",
-                                      labels=labels)
-        workers = GaugeMetricFamily("moorage_connected_workers", "Work-item streams connected to this sidecar.",
-                                    labels=["hub"])
+        pending = GaugeMetricFamily(
+            "moorage_work_items_pending", "Work items a worker could take now (scheduled ones excluded).", labels=labels
+        )
+        in_flight = GaugeMetricFamily(
+            "moorage_work_items_in_flight", "Work items leased to a worker now.", labels=labels
+        )
+        dispatched = CounterMetricFamily(
+            "moorage_work_items_dispatched", "Work items handed to workers by this sidecar.", labels=labels
+        )
+        completed = CounterMetricFamily(
+            "moorage_work_items_completed",
+            "Work items settled (completed or abandoned) at this sidecar.",
+            labels=labels,
+        )
+        expired = CounterMetricFamily(
+            "moorage_lease_expiries", "Work items handed out again because their holder's lease lapsed.", labels=labels
+        )
+        workers = GaugeMetricFamily(
+            "moorage_connected_workers", "Work-item streams connected to this sidecar.", labels=["hub"]
+        )
         for hub in core.hub_names:
             backlog = self._backlog.get(hub)
             counters = core.counters(hub)
@@ -126,11 +138,15 @@ class SidecarMetrics(Collector):
     async def scale(self) -> dict[str, Any]:
         """``/scale``: the backlog summed over kinds, per hub and overall, for KEDA's ``metrics-api`` scaler."""
         await self.refresh()
-        hubs = {hub: {"pending": sum(b.pending.values()), "inFlight": sum(b.in_flight.values())}
-                for hub, b in self._backlog.items()}
-        return {"pending": sum(h["pending"] for h in hubs.values()),
-                "inFlight": sum(h["inFlight"] for h in hubs.values()),
-                "hubs": hubs}
+        hubs = {
+            hub: {"pending": sum(b.pending.values()), "inFlight": sum(b.in_flight.values())}
+            for hub, b in self._backlog.items()
+        }
+        return {
+            "pending": sum(h["pending"] for h in hubs.values()),
+            "inFlight": sum(h["inFlight"] for h in hubs.values()),
+            "hubs": hubs,
+        }
 
 
 def sidecar_registry() -> tuple[CollectorRegistry, SidecarMetrics]:

@@ -37,7 +37,8 @@ def configure_tracing(default_service_name: str) -> bool:
     )
 
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or default_service_name}).merge(
-        OTELResourceDetector().detect())
+        OTELResourceDetector().detect()
+    )
     provider = TracerProvider(resource=resource)
     for name in exporters:
         exporter: SpanExporter
