@@ -126,8 +126,10 @@ def worker(target: str, connection_string: str | None, host: str, metrics_port: 
     configure_tracing("moorage-worker")
     try:
         agent_worker = load_worker(target, connection_string)
-    except (LoadError, ValueError) as exc:
+    except LoadError as exc:
         raise click.BadParameter(str(exc), param_hint="TARGET") from None
+    except ValueError as exc:  # the connection string (the module's AgentWorker may have read it from the env)
+        raise click.BadParameter(str(exc), param_hint="--connection-string") from None
     try:
         code = serve_worker(agent_worker, host=host, metrics_port=metrics_port, grace_seconds=grace_seconds)
     except OSError as exc:

@@ -44,13 +44,18 @@ def load_worker(target: str, connection_string: str | None = None) -> AgentWorke
         value: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise LoadError(f"cannot import module {module_name!r}: {exc}") from exc
+    except Exception as exc:  # the module's own code failed: say where, not a traceback of the loader
+        raise LoadError(f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
     for part in attr_path.split("."):
         try:
             value = getattr(value, part)
         except AttributeError:
             raise LoadError(f"module {module_name!r} has no attribute {attr_path!r}") from None
     if callable(value) and not isinstance(value, (AgentWorker, Agent)):
-        value = value()
+        try:
+            value = value()
+        except Exception as exc:
+            raise LoadError(f"{target}() failed: {type(exc).__name__}: {exc}") from exc
     if isinstance(value, AgentWorker):
         return value
     if isinstance(value, Agent):

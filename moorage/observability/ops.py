@@ -68,7 +68,10 @@ def ops_app(
     async def scale_value(_: Request) -> Response:
         if scale is None:
             return JSONResponse({"error": "this process has no backlog to report"}, status_code=404)
-        return JSONResponse(dict(await asyncio.wait_for(scale(), PROBE_TIMEOUT)))
+        try:
+            return JSONResponse(dict(await asyncio.wait_for(scale(), PROBE_TIMEOUT)))
+        except Exception as exc:  # an autoscaler reading an error keeps its replicas rather than scaling to zero
+            return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=503)
 
     return Starlette(
         routes=[

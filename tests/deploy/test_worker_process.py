@@ -203,9 +203,19 @@ def test_grace_period_abandons_what_is_still_running(sidecar_factory: SidecarFac
     ("no_such_module_xyz:agents", "cannot import module 'no_such_module_xyz'"),
     ("drain_app:missing", "has no attribute 'missing'"),
     ("drain_app:os", "expected an AgentWorker, an Agent, a list of agents"),
+    ("broken_app:agents", "importing module 'broken_app' failed: RuntimeError: boom at import"),
 ])
 def test_bad_targets_are_named(target: str, message: str) -> None:
     r = subprocess.run([sys.executable, "-m", "moorage", "worker", target, "--metrics-port", "0"], cwd=HERE,
                        capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 2, r.stderr
     assert message in r.stderr
+
+
+def test_a_bad_connection_string_is_named() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
+    env["DURABLE_TASK_SCHEDULER_CONNECTION_STRING"] = "Endpoint=http://localhost:1;Authentication=Bogus;TaskHub=x"
+    r = subprocess.run([sys.executable, "-m", "moorage", "worker", "drain_app:worker", "--metrics-port", "0"],
+                       cwd=HERE, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 2, r.stderr
+    assert "--connection-string" in r.stderr and "unsupported Authentication='Bogus'" in r.stderr
