@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kit import REPO_ROOT, free_port, wait_until
+from kit import free_port, wait_until
 from podman_kit import build_images, cannot_run
 from test_helm_chart import HELM, render
 

@@ -215,7 +215,7 @@ def test_bad_targets_are_named(target: str, message: str) -> None:
 def test_a_bad_connection_string_is_named() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
     env["DURABLE_TASK_SCHEDULER_CONNECTION_STRING"] = "Endpoint=http://localhost:1;Authentication=Bogus;TaskHub=x"
-    r = subprocess.run([sys.executable, "-m", "moorage", "worker", "drain_app:worker", "--metrics-port", "0"],
-                       cwd=HERE, env=env, capture_output=True, text=True, timeout=60, check=False)
+    r = subprocess.run([sys.executable, "-m", "moorage", "worker", "joker:joker_agent", "--metrics-port", "0"],
+                       cwd=REPO_ROOT / "examples", env=env, capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 2, r.stderr
     assert "--connection-string" in r.stderr and "unsupported Authentication='Bogus'" in r.stderr
