@@ -183,7 +183,8 @@ async def info(request: Request) -> Response:
     hubs = list(service.hubs)
     return _ok({"hubs": hubs, "defaultHub": "default" if "default" in hubs else hubs[0],
                 "actions": request.app.state.actions, "statuses": views.STATUSES,
-                "version": request.app.state.version})
+                "version": request.app.state.version,
+                "security": getattr(request.app.state, "security", {"auth": False, "unauthenticatedExposed": False})})
 
 
 # -- orchestrations ----------------------------------------------------------------------------------------------

@@ -42,18 +42,17 @@ def _quoted(text: str) -> bytes:
 
 
 class BearerAuth:
-    """ASGI middleware: authenticate every HTTP request except ``open_paths`` (exact paths, or prefixes ending in
-    ``/``). ``hub_of(scope)`` names the task hub a request is for; the principal lands in
-    ``scope["state"]["principal"]``."""
+    """ASGI middleware: authenticate every HTTP request except ``open_paths`` (exact) and ``open_prefixes``.
+    ``hub_of(scope)`` names the task hub a request is for; the principal lands in ``scope["state"]["principal"]``."""
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator, *, hub_of: HubOfRequest,
-                 open_paths: Iterable[str] = ("/healthz", "/readyz"), realm: str = "moorage") -> None:
+                 open_paths: Iterable[str] = ("/healthz", "/readyz"), open_prefixes: Iterable[str] = (),
+                 realm: str = "moorage") -> None:
         self.app = app
         self.authenticator = authenticator
         self.hub_of = hub_of
-        paths = list(open_paths)
-        self.open_exact = frozenset(p for p in paths if not p.endswith("/"))
-        self.open_prefixes = tuple(p for p in paths if p.endswith("/"))
+        self.open_exact = frozenset(open_paths)
+        self.open_prefixes = tuple(open_prefixes)
         self.realm = realm
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
