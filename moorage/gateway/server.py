@@ -117,7 +117,8 @@ class GatewayRuntime:
         security = self.config.security
         app: Any = create_app(self.gateway, max_body_bytes=min(self.config.max_body_bytes, security.max_payload_bytes))
         hub = self.gateway.settings.taskhub
-        app = BearerAuth(app, security.authenticator, hub_of=lambda scope: hub, open_paths=("/healthz",))
+        app = BearerAuth(app, security.authenticator, hub_of=lambda scope: hub, open_paths=("/healthz",),
+                         render=_render_error)
         tls = security.tls
         self.http = _Uvicorn(app, sock, **(tls.uvicorn_kwargs() if tls else {}))
         await self.http.start()
@@ -137,6 +138,16 @@ def attach(server: grpc.aio.Server, config: GatewayConfig) -> GatewayRuntime:
     runtime = _new_runtime(config)
     add_to_server(runtime.gateway, server)
     return runtime
+
+
+def _render_error(status: int, message: str) -> bytes:
+    """Refusals in the HTTP API's own error shape."""
+    import json
+
+    from moorage.gateway.errors import GatewayError
+
+    code = grpc.StatusCode.PERMISSION_DENIED if status == 403 else grpc.StatusCode.UNAUTHENTICATED
+    return json.dumps(GatewayError(code, message, http_status=status).to_json()).encode()
 
 
 def _new_runtime(config: GatewayConfig) -> GatewayRuntime:

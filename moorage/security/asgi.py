@@ -21,18 +21,25 @@ from moorage.security.policy import AuthError, Authenticator, PermissionDenied
 log = logging.getLogger("moorage.security")
 
 HubOfRequest = Callable[[Scope], "str | None"]
+Render = Callable[[int, str], bytes]  # (HTTP status, message) -> JSON body in the wrapped API's own error shape
 
 
-def _json(status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> tuple[dict[str, Any], bytes]:
-    body = json.dumps({"error": message}).encode()
+def plain_error(status: int, message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
+def _json(status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = (),
+          render: Render = plain_error) -> tuple[dict[str, Any], bytes]:
+    body = render(status, message)
     start = {"type": "http.response.start", "status": status,
              "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                          *headers]}
     return start, body
 
 
-async def _respond(send: Send, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    start, body = _json(status, message, headers)
+async def _respond(send: Send, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = (),
+                   render: Render = plain_error) -> None:
+    start, body = _json(status, message, headers, render)
     await send(start)
     await send({"type": "http.response.body", "body": body})
 
@@ -47,8 +54,9 @@ class BearerAuth:
 
     def __init__(self, app: ASGIApp, authenticator: Authenticator, *, hub_of: HubOfRequest,
                  open_paths: Iterable[str] = ("/healthz", "/readyz"), open_prefixes: Iterable[str] = (),
-                 realm: str = "moorage") -> None:
+                 realm: str = "moorage", render: Render = plain_error) -> None:
         self.app = app
+        self.render = render
         self.authenticator = authenticator
         self.hub_of = hub_of
         self.open_exact = frozenset(open_paths)
@@ -76,12 +84,12 @@ class BearerAuth:
             log.info("http request refused method=%s path=%s hub=%s status=%d reason=%s", scope.get("method"),
                      path, hub, 403 if forbidden else 401, exc)
             if forbidden:
-                await _respond(send, 403, str(exc))
+                await _respond(send, 403, str(exc), render=self.render)
             else:
                 challenge = f'Bearer realm="{self.realm}"'.encode()
                 if authorization:
                     challenge += b', error="invalid_token", error_description="' + _quoted(str(exc)) + b'"'
-                await _respond(send, 401, str(exc), [(b"www-authenticate", challenge)])
+                await _respond(send, 401, str(exc), [(b"www-authenticate", challenge)], render=self.render)
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
@@ -145,4 +153,4 @@ def query_hub(default: Callable[[], str | None]) -> HubOfRequest:
     return hub_of
 
 
-__all__ = ["BearerAuth", "BodyLimit", "query_hub"]
+__all__ = ["BearerAuth", "BodyLimit", "Render", "plain_error", "query_hub"]

@@ -1,0 +1,133 @@
+"""A real ``moorage sidecar`` process with security flags, and the clients to poke each of its listeners."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import grpc
+from helpers import die_with_parent, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SecureSidecar:
+    """``moorage sidecar`` with its gRPC, gateway HTTP and dashboard ports on free ports, and ``args``."""
+
+    def __init__(self, workdir: Path, args: list[str], *, hubs: str = "default", log_level: str = "debug",
+                 env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port, self.http_port, self.dashboard_port = free_port(), free_port(), free_port()
+        self.args = args
+        self.hubs = hubs
+        self.log_level = log_level
+        self.env = env or {}
+        self.log_path = workdir / "sidecar.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def tls(self) -> bool:
+        return "--tls-cert" in self.args
+
+    def start(self, timeout: float = 30.0) -> SecureSidecar:
+        cmd = [sys.executable, "-m", "moorage", "sidecar", "--port", str(self.port), "--http-port",
+               str(self.http_port), "--dashboard-port", str(self.dashboard_port), "--task-hubs", self.hubs,
+               "--store", f"sqlite:///{self.workdir / 'moorage.db'}", "--log-level", self.log_level,
+               "--dashboard-actions", *self.args]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
+        env.update(self.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         start_new_session=True, env=env, preexec_fn=die_with_parent)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sidecar exited {self.proc.returncode}:\n{self.log()[-3000:]}")
+            text = self.log()
+            if "sidecar listening" in text and "gateway HTTP listening" in text and "dashboard listening" in text:
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"sidecar not ready after {timeout}s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, 8), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:  # children may outlive the leader
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    # -- gRPC ----------------------------------------------------------------------------------------------------
+
+    def channel(self, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+        address = f"localhost:{self.port}"
+        return grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+
+    # -- HTTP ----------------------------------------------------------------------------------------------------
+
+    def url(self, which: str, path: str) -> str:
+        port = self.http_port if which == "gateway" else self.dashboard_port
+        return f"{'https' if self.tls else 'http'}://localhost:{port}{path}"
+
+
+def http(url: str, *, token: str | None = None, method: str = "GET", body: Any = None,
+         headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None,
+         raw: bytes | None = None) -> tuple[int, dict[str, str], Any]:
+    """(status, headers (lower-case), JSON body or text) without raising on 4xx/5xx."""
+    hdrs = dict(headers or {})
+    data = raw
+    if body is not None:
+        data = json.dumps(body).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    if token is not None:
+        hdrs["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+    try:
+        with urllib.request.urlopen(request, timeout=20, context=context) as response:
+            status, rheaders, payload = response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        status, rheaders, payload = exc.code, dict(exc.headers), exc.read()
+    lower = {k.lower(): v for k, v in rheaders.items()}
+    try:
+        return status, lower, json.loads(payload)
+    except ValueError:
+        return status, lower, payload.decode(errors="replace")
+
+
+JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}")
+
+
+def error_text(body: Any) -> str:
+    """The message of an error body: the gateway's ``{"error": {"message": ...}}`` or the dashboard's
+    ``{"error": "..."}``."""
+    err = body.get("error") if isinstance(body, dict) else body
+    return str(err.get("message") if isinstance(err, dict) else err)
