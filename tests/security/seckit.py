@@ -129,20 +129,39 @@ class Issuer:
     def token(self, *, key: SigningKey | None = None, audience: str = AUDIENCE, expires_in: float = 3600,
               issuer: str | None = None, subject: str = "worker-identity", kid: str | None = None,
               extra: dict[str, Any] | None = None) -> str:
+        return mint(key or self.keys[0], issuer or self.issuer, audience=audience, expires_in=expires_in,
+                    subject=subject, kid=kid, extra=extra)
+
+    def save_key(self, path: Path, key: SigningKey | None = None) -> Path:
+        """Write a signing key (PEM, kid and alg in the file name's sidecar JSON) for a worker process."""
         key = key or self.keys[0]
-        now = int(time.time())
-        claims: dict[str, Any] = {"aud": audience, "iss": issuer or self.issuer, "sub": subject,
-                                  "oid": subject, "iat": now, "nbf": now - 5, "exp": now + int(expires_in)}
-        claims.update(extra or {})
-        return jwt.encode(claims, key.private, algorithm=key.alg,
-                          headers={"kid": kid if kid is not None else key.kid})
+        path.write_bytes(_pem_key(key.private))
+        path.with_suffix(".json").write_text(json.dumps({"kid": key.kid, "alg": key.alg, "issuer": self.issuer}))
+        return path
+
+
+def load_key(path: Path) -> tuple[SigningKey, str]:
+    """(key, issuer) saved by ``Issuer.save_key``."""
+    meta = json.loads(path.with_suffix(".json").read_text())
+    private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    return SigningKey(meta["kid"], meta["alg"], private), meta["issuer"]
+
+
+def mint(key: SigningKey, issuer: str, *, audience: str = AUDIENCE, expires_in: float = 3600,
+         subject: str = "worker-identity", kid: str | None = None, extra: dict[str, Any] | None = None) -> str:
+    now = int(time.time())
+    claims: dict[str, Any] = {"aud": audience, "iss": issuer, "sub": subject, "oid": subject, "iat": now,
+                              "nbf": now - 5, "exp": now + int(expires_in)}
+    claims.update(extra or {})
+    return jwt.encode(claims, key.private, algorithm=key.alg, headers={"kid": kid if kid is not None else key.kid})
 
 
 class JwtCredential:
     """An ``azure.core.credentials.TokenCredential`` (sync, and ``get_token`` awaitable via ``AsyncJwtCredential``)
-    that mints a JWT for the requested scope, as Entra ID does; counts its calls."""
+    that mints a JWT for the requested scope, as Entra ID does; records the scopes asked for."""
 
-    def __init__(self, issuer: Issuer, **token_kwargs: Any) -> None:
+    def __init__(self, key: SigningKey, issuer: str, **token_kwargs: Any) -> None:
+        self.key = key
         self.issuer = issuer
         self.token_kwargs = token_kwargs
         self.scopes: list[str] = []
@@ -155,7 +174,7 @@ class JwtCredential:
         audience = scope[: -len("/.default")] if scope.endswith("/.default") else scope
         kwargs_ = {"audience": audience, **self.token_kwargs}
         expires_in = kwargs_.get("expires_in", 3600)
-        return AccessToken(self.issuer.token(**kwargs_), int(time.time() + expires_in))
+        return AccessToken(mint(self.key, self.issuer, **kwargs_), int(time.time() + expires_in))
 
 
 class AsyncJwtCredential(JwtCredential):
