@@ -5,12 +5,16 @@ Task Scheduler takes them (Entra ID), TLS and mutual TLS, the safe-default liste
 (gRPC) and ``BearerAuth`` (HTTP), and its ``tls`` to the listeners. Docs: ``docs/security.md``.
 """
 
-from moorage.security.config import DEFAULT_MAX_PAYLOAD_BYTES, SecurityConfig, is_loopback
+from moorage.security.config import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    SecurityConfig,
+    is_loopback,
+)
 from moorage.security.jwt import DEFAULT_AUDIENCE, JwksVerifier, JwtRejected
 from moorage.security.policy import (
     ANONYMOUS,
-    AuthError,
     Authenticator,
+    AuthError,
     PermissionDenied,
     Principal,
     Unauthenticated,
@@ -19,7 +23,19 @@ from moorage.security.tls import ServerTls, grpc_channel_credentials
 from moorage.security.tokens import TokenFile
 
 __all__ = [
-    "ANONYMOUS", "AuthError", "Authenticator", "DEFAULT_AUDIENCE", "DEFAULT_MAX_PAYLOAD_BYTES", "JwksVerifier",
-    "JwtRejected", "PermissionDenied", "Principal", "SecurityConfig", "ServerTls", "TokenFile", "Unauthenticated",
-    "grpc_channel_credentials", "is_loopback",
+    "ANONYMOUS",
+    "DEFAULT_AUDIENCE",
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "AuthError",
+    "Authenticator",
+    "JwksVerifier",
+    "JwtRejected",
+    "PermissionDenied",
+    "Principal",
+    "SecurityConfig",
+    "ServerTls",
+    "TokenFile",
+    "Unauthenticated",
+    "grpc_channel_credentials",
+    "is_loopback",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from moorage.security.policy import AuthError, Authenticator, PermissionDenied
+from moorage.security.policy import Authenticator, AuthError, PermissionDenied
 
 log = logging.getLogger("moorage.security")
 

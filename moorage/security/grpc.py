@@ -23,7 +23,12 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from moorage.security.policy import AuthError, Authenticator, PermissionDenied, Principal
+from moorage.security.policy import (
+    Authenticator,
+    AuthError,
+    PermissionDenied,
+    Principal,
+)
 
 log = logging.getLogger("moorage.security")
 
@@ -191,4 +196,4 @@ def _wrap(handler: grpc.RpcMethodHandler,
     return grpc.stream_stream_rpc_method_handler(stream_stream, deserializer, serializer)
 
 
-__all__ = ["CallGuard", "OPEN_METHOD_PREFIXES"]
+__all__ = ["OPEN_METHOD_PREFIXES", "CallGuard"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from seckit import JwtCredential, load_key, mint  # noqa: E402
+from seckit import JwtCredential, load_key, mint
 
 
 def main() -> int:

@@ -46,7 +46,7 @@ class Pki:
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         self.cert = (x509.CertificateBuilder().subject_name(_name(self.name)).issuer_name(_name(self.name))
                      .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
                      .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
@@ -66,7 +66,7 @@ class Pki:
               ) -> tuple[Path, Path]:
         """(certificate file, key file) for a server (SANs ``hosts``) or a client."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         sans: list[x509.GeneralName] = []
         for h in hosts:
             try:
@@ -171,7 +171,7 @@ class JwtCredential:
 
         self.scopes.extend(scopes)
         scope = scopes[0] if scopes else AUDIENCE + "/.default"
-        audience = scope[: -len("/.default")] if scope.endswith("/.default") else scope
+        audience = scope.removesuffix("/.default")
         kwargs_ = {"audience": audience, **self.token_kwargs}
         expires_in = kwargs_.get("expires_in", 3600)
         return AccessToken(mint(self.key, self.issuer, **kwargs_), int(time.time() + expires_in))

@@ -11,15 +11,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import durabletask.internal.orchestrator_service_pb2 as pb
+import durabletask.internal.orchestrator_service_pb2_grpc as stubs
 import grpc
 import pytest
 from google.protobuf import empty_pb2
 from helpers import wait_until
-from secure_stack import JWT_RE, SecureSidecar, error_text, http
 from seckit import Issuer, new_key
-
-import durabletask.internal.orchestrator_service_pb2 as pb
-import durabletask.internal.orchestrator_service_pb2_grpc as stubs
+from secure_stack import JWT_RE, SecureSidecar, error_text, http
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,13 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import durabletask.internal.orchestrator_service_pb2_grpc as stubs
 import grpc
 import pytest
 from google.protobuf import empty_pb2
 from helpers import free_port
 from secure_stack import REPO_ROOT, SecureSidecar, error_text, http
-
-import durabletask.internal.orchestrator_service_pb2_grpc as stubs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -54,7 +53,7 @@ def test_default_is_loopback_only_and_says_so(tmp_path: Path):
 
 def test_other_addresses_without_auth_are_refused(tmp_path: Path):
     proc = subprocess.run([sys.executable, "-m", "moorage", "sidecar", "--host", "0.0.0.0", "--port", "0",
-                           "--store", f"sqlite:///{tmp_path / 'm.db'}"], cwd=str(REPO_ROOT), capture_output=True,
+                           "--store", f"sqlite:///{tmp_path / 'm.db'}"], cwd=str(REPO_ROOT), capture_output=True, check=False,
                           text=True, timeout=60, env={k: v for k, v in os.environ.items()
                                                       if not k.startswith("MOORAGE_")})
     assert proc.returncode == 2
@@ -84,7 +83,7 @@ def test_allow_unauthenticated_is_loud(tmp_path: Path):
 ])
 def test_bad_security_flags_stop_the_start(tmp_path: Path, args: list[str], message: str):
     proc = subprocess.run([sys.executable, "-m", "moorage", "sidecar", "--port", "0", "--store",
-                           f"sqlite:///{tmp_path / 'm.db'}", *args], cwd=str(REPO_ROOT), capture_output=True,
+                           f"sqlite:///{tmp_path / 'm.db'}", *args], cwd=str(REPO_ROOT), capture_output=True, check=False,
                           text=True, timeout=60, env={k: v for k, v in os.environ.items()
                                                       if not k.startswith("MOORAGE_")})
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr

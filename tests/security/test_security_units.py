@@ -148,7 +148,7 @@ def test_jwks_over_http_is_cached_and_refetched_for_a_new_kid(issuer: Issuer):
     hits: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             hits.append(self.path)
             body = issuer.jwks_file.read_bytes()
             self.send_response(200)
