@@ -103,9 +103,11 @@ class ChunkPublisher:
     for a model call to fail.
     """
 
-    def __init__(self, endpoint: str | None = None, *, timeout: float = 2.0):
+    def __init__(self, endpoint: str | None = None, *, timeout: float = 2.0,
+                 metadata: list[tuple[str, str]] | None = None):
         self.endpoint = endpoint if endpoint is not None else default_stream_endpoint()
         self.timeout = timeout
+        self.metadata = metadata or None  # the bearer token of a sidecar with auth (ConnectionSettings.auth_metadata)
         self._lock = threading.Lock()
         self._stub: Any = None
         self._channel: Any = None
@@ -132,7 +134,7 @@ class ChunkPublisher:
         try:
             resp = self._get_stub().PublishChunks(pb.PublishChunksRequest(chunks=[
                 pb.RunChunk(agent=c.agent, thread_id=c.thread_id, correlation_id=c.correlation_id, text=c.text,
-                            sequence=c.sequence) for c in chunks]), timeout=self.timeout)
+                            sequence=c.sequence) for c in chunks]), timeout=self.timeout, metadata=self.metadata)
             return int(resp.delivered)
         except Exception as exc:  # grpc.RpcError and anything else: never fail the model call
             if not self._warned:
@@ -209,7 +211,8 @@ def enable_streaming(agent_worker: Any, publisher: ChunkPublisher | None = None)
     from moorage.agents.runtime import llm_activity_name
 
     if publisher is None:
-        publisher = ChunkPublisher(default_stream_endpoint(_connection_string(agent_worker.settings)))
+        publisher = ChunkPublisher(default_stream_endpoint(_connection_string(agent_worker.settings)),
+                                   metadata=agent_worker.settings.auth_metadata())
     registry = getattr(agent_worker.sdk_worker, "_registry", None)
     activities = getattr(registry, "activities", None)
     if not isinstance(activities, dict):
