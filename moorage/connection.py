@@ -132,6 +132,17 @@ class ConnectionSettings:
         }
 
 
+def bearer_metadata(token: str | None = None, metadata: list[tuple[str, str]] | None = None
+                    ) -> list[tuple[str, str]]:
+    """``metadata`` plus ``authorization: Bearer <token>`` for ``token`` (default ``$MOORAGE_TOKEN``), unless
+    the metadata already carries an authorization: how Moorage's own gRPC stubs authenticate."""
+    out = list(metadata or [])
+    token = token if token is not None else os.environ.get(TOKEN_ENV_VAR)
+    if token and not any(k.lower() == "authorization" for k, _ in out):
+        out.append(("authorization", f"Bearer {token}"))
+    return out
+
+
 def parse_connection_string(connection_string: str) -> ConnectionSettings:
     """Parse ``Endpoint=...;Authentication=...;TaskHub=...``; raise ValueError saying what is wrong."""
     if not isinstance(connection_string, str) or not connection_string.strip():
@@ -234,6 +245,7 @@ __all__ = [
     "ENV_VAR",
     "StaticTokenCredential",
     "TOKEN_ENV_VAR",
+    "bearer_metadata",
     "load_settings",
     "new_async_client",
     "new_client",

@@ -23,6 +23,7 @@ from moorage.client._types import (
     target,
     translate,
 )
+from moorage.connection import bearer_metadata
 from moorage.gateway._proto import agents_pb2 as pb
 from moorage.gateway._proto import agents_pb2_grpc as pb_grpc
 
@@ -43,7 +44,8 @@ class Client:
     """
 
     def __init__(self, address: str | None = None, *, credentials: grpc.ChannelCredentials | None = None,
-                 metadata: list[tuple[str, str]] | None = None, channel: grpc.Channel | None = None):
+                 metadata: list[tuple[str, str]] | None = None, token: str | None = None,
+                 channel: grpc.Channel | None = None):
         if channel is None:
             addr, secure = target(address)
             options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -54,7 +56,7 @@ class Client:
                 channel = grpc.insecure_channel(addr, options)
         self._channel = channel
         self._stub = pb_grpc.AgentServiceStub(channel)
-        self._metadata = list(metadata or [])
+        self._metadata = bearer_metadata(token, metadata)  # token: a sidecar's --auth-token-file, or a JWT
 
     def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         try:

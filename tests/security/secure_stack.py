@@ -17,8 +17,12 @@ from typing import Any
 
 import grpc
 from helpers import die_with_parent, free_port
+from seckit import Issuer, Pki
+
+from moorage.security import grpc_channel_credentials
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "tls-test-static-token-9d2e"
 
 
 class SecureSidecar:
@@ -131,3 +135,36 @@ def error_text(body: Any) -> str:
     ``{"error": "..."}``."""
     err = body.get("error") if isinstance(body, dict) else body
     return str(err.get("message") if isinstance(err, dict) else err)
+
+
+class TlsEnv:
+    def __init__(self, root: Path, *, mutual: bool) -> None:
+        self.pki = Pki(root / "pki")
+        self.cert, self.key = self.pki.issue("server")
+        self.client_cert, self.client_key = self.pki.issue("worker", client=True)
+        self.issuer = Issuer(root / "jwks.json")
+        tokens = root / "tokens"
+        tokens.write_text(f"{TOKEN}\n")
+        args = ["--tls-cert", str(self.cert), "--tls-key", str(self.key), "--auth-token-file", str(tokens),
+                "--auth-jwks", str(self.issuer.jwks_file), "--auth-issuer", self.issuer.issuer]
+        if mutual:
+            args += ["--tls-client-ca", str(self.pki.ca_file)]
+        self.sidecar = SecureSidecar(root / "sc", args, log_level="debug")
+        self.mutual = mutual
+
+    def grpc_credentials(self, *, client_cert: bool = True) -> grpc.ChannelCredentials:
+        if self.mutual and client_cert:
+            return grpc_channel_credentials(str(self.pki.ca_file), str(self.client_cert), str(self.client_key))
+        return grpc_channel_credentials(str(self.pki.ca_file))
+
+    def ssl_context(self, *, client_cert: bool = True) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.pki.ca_file))
+        if self.mutual and client_cert:
+            context.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return context
+
+    def client_env(self) -> dict[str, str]:
+        """What the thin clients' checks read."""
+        return {"MOORAGE_TEST_SECURE_GRPC": f"localhost:{self.sidecar.port}", "MOORAGE_TEST_TOKEN": TOKEN,
+                "MOORAGE_TEST_CA": str(self.pki.ca_file), "MOORAGE_TEST_CLIENT_CERT": str(self.client_cert),
+                "MOORAGE_TEST_CLIENT_KEY": str(self.client_key)}

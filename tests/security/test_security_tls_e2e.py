@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,42 +15,14 @@ import durabletask.internal.orchestrator_service_pb2_grpc as stubs
 import grpc
 import pytest
 from google.protobuf import empty_pb2
-from seckit import Issuer, Pki
-from secure_stack import JWT_RE, SecureSidecar, http
+from seckit import Pki
+from secure_stack import JWT_RE, TOKEN, TlsEnv, http
 
 from moorage.security import grpc_channel_credentials
 
 pytestmark = pytest.mark.timeout(180)
 
-TOKEN = "tls-test-static-token-9d2e"
 HERE = Path(__file__).resolve().parent
-
-
-class TlsEnv:
-    def __init__(self, root: Path, *, mutual: bool) -> None:
-        self.pki = Pki(root / "pki")
-        self.cert, self.key = self.pki.issue("server")
-        self.client_cert, self.client_key = self.pki.issue("worker", client=True)
-        self.issuer = Issuer(root / "jwks.json")
-        tokens = root / "tokens"
-        tokens.write_text(f"{TOKEN}\n")
-        args = ["--tls-cert", str(self.cert), "--tls-key", str(self.key), "--auth-token-file", str(tokens),
-                "--auth-jwks", str(self.issuer.jwks_file), "--auth-issuer", self.issuer.issuer]
-        if mutual:
-            args += ["--tls-client-ca", str(self.pki.ca_file)]
-        self.sidecar = SecureSidecar(root / "sc", args, log_level="debug")
-        self.mutual = mutual
-
-    def grpc_credentials(self, *, client_cert: bool = True) -> grpc.ChannelCredentials:
-        if self.mutual and client_cert:
-            return grpc_channel_credentials(str(self.pki.ca_file), str(self.client_cert), str(self.client_key))
-        return grpc_channel_credentials(str(self.pki.ca_file))
-
-    def ssl_context(self, *, client_cert: bool = True) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=str(self.pki.ca_file))
-        if self.mutual and client_cert:
-            context.load_cert_chain(str(self.client_cert), str(self.client_key))
-        return context
 
 
 @pytest.fixture(scope="module")
