@@ -248,6 +248,27 @@ def test_oversized_payloads_name_the_limit(env: Env):
     assert code == 413 and "200000" in error_text(body), body
 
 
+def test_streamed_text_reaches_the_gateway_with_the_workers_token(env: Env):
+    """An AgentWorker streams model output to the gateway's sink on the sidecar port; under auth it sends the
+    connection string's token (and without one the sink refuses it)."""
+    from moorage.connection import parse_connection_string
+    from moorage.gateway.streaming import Chunk, ChunkPublisher
+
+    settings = parse_connection_string(f"Endpoint=http://localhost:{env.sidecar.port};Authentication=None;"
+                                       f"TaskHub=default;Token={STATIC}")
+    chunk = Chunk("Joker", "session-1", "corr-1", "hello", 0)
+    with_token = ChunkPublisher(settings.host_address, metadata=settings.auth_metadata())
+    without = ChunkPublisher(settings.host_address)
+    try:
+        with_token.publish([chunk])
+        without.publish([chunk])
+        assert not with_token._warned, "the authenticated publisher was refused"
+        assert without._warned, "the sink accepted chunks without a token"
+    finally:
+        with_token.close()
+        without.close()
+
+
 def test_no_secret_in_any_log_line_at_debug_level(env: Env):
     """After every case above ran against this debug-level sidecar (this test runs last in the module)."""
     creds = [t for t in env.credentials().values() if t] + [STATIC, ORDERS_ONLY, ROTATED]
