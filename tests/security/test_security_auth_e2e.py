@@ -176,6 +176,22 @@ def test_dashboard_page_and_health_stay_open_and_reveal_nothing(env: Env):
         assert http(env.sidecar.url("dashboard", path))[0] == 401
 
 
+def test_dashboard_page_asks_for_the_token_once_per_tab(env: Env):
+    """In Debian's headless Chromium (as tests/dashboard/test_dashboard_browser.py): the token form, a wrong
+    token, the right one, a reload, a new tab."""
+    import shutil
+    import subprocess
+
+    browser_dir = Path(__file__).resolve().parents[1] / "dashboard" / "browser"
+    if not Path("/usr/bin/chromium").exists() or shutil.which("node") is None \
+            or not (browser_dir / "node_modules" / "playwright-core").is_dir():
+        pytest.skip("browser test: needs /usr/bin/chromium, node and npm ci --prefix tests/dashboard/browser")
+    script = Path(__file__).resolve().parent / "clients" / "dashboard_token.mjs"
+    proc = subprocess.run(["node", str(script), env.sidecar.url("dashboard", ""), STATIC], cwd=str(browser_dir),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0 and "0 failed" in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_dashboard_action_with_token(env: Env):
     code, _, body = http(env.sidecar.url("dashboard", "/api/orchestrations?hub=default"), method="POST",
                          body={"name": "nobody-runs-this", "instanceId": "auth-dash-1"}, token=STATIC)
