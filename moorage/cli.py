@@ -105,7 +105,7 @@ def main() -> None:
 def sidecar(port: int, host: str | None, store: str, task_hubs: str, lease_seconds: float, dashboard_port: int,
             dashboard_actions: bool, http_port: int, log_level: str, log_format: str, **security: Any) -> None:
     """Run the durable Durable Task sidecar (point DTS-emulator code at localhost:PORT)."""
-    from moorage.sidecar.server import SidecarConfig, serve
+    from moorage.server import SidecarConfig, serve
 
     logs.setup(log_level, log_format)
     security_config = _security(security)

@@ -1,8 +1,9 @@
 """The Moorage dashboard: orchestrations, entities, agent sessions and workers of every task hub, on port 8082.
 
-It runs inside the sidecar's asyncio loop (``uvicorn.Server.serve()`` as a task) and shares its ``Service``, so
-it reads the same store and its actions are the engine's own transitions. ``start_dashboard`` is all the sidecar
-calls; starlette and uvicorn are imported only then.
+It runs inside the sidecar's asyncio loop (``uvicorn.Server.serve()`` as a task) over the sidecar core
+(``moorage.sidecar.core.SidecarCore``), so it reads the same store and its actions are the engine's own
+transitions. ``start_dashboard`` is all the composition root (``moorage.server``) calls; starlette and uvicorn are
+imported only then.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from moorage.security import SecurityConfig
+    from moorage.sidecar.core import SidecarCore
 
 log = logging.getLogger("moorage.dashboard")
 
@@ -54,8 +59,8 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def start_dashboard(service: Any, host: str, port: int, actions: bool = False, *,
-                          security: Any = None) -> Dashboard | None:
+async def start_dashboard(core: SidecarCore, host: str, port: int, actions: bool = False, *,
+                          security: SecurityConfig | None = None) -> Dashboard | None:
     """Serve the dashboard on ``host:port`` (port 0: no dashboard). A busy port costs the dashboard, not the
     sidecar: the error is logged and the gRPC server goes on. ``security`` (a ``moorage.security.SecurityConfig``):
     tokens for every ``/api/`` call (the page and its static files stay open: they hold no data), TLS, the body
@@ -82,11 +87,11 @@ async def start_dashboard(service: Any, host: str, port: int, actions: bool = Fa
     from moorage.security import SecurityConfig
 
     security = security or SecurityConfig()
-    sampler = Sampler(service)
-    app = create_app(service, actions=actions, sampler=sampler)
+    sampler = Sampler(core)
+    app = create_app(core, actions=actions, sampler=sampler)
     app.state.security = {"auth": security.authenticator.enabled,
                           "unauthenticatedExposed": security.unauthenticated_exposed}
-    config = uvicorn.Config(_secured(app, service, security), log_config=None, access_log=False, lifespan="off",
+    config = uvicorn.Config(_secured(app, core, security), log_config=None, access_log=False, lifespan="off",
                             ws="none", timeout_graceful_shutdown=2, server_header=False,
                             **(security.tls.uvicorn_kwargs() if security.tls else {}))
     server = _Server(config)
@@ -99,17 +104,14 @@ async def start_dashboard(service: Any, host: str, port: int, actions: bool = Fa
     return Dashboard(server, task, sampler_task, bound)
 
 
-def _secured(app: Any, service: Any, security: Any) -> Any:
+def _secured(app: Any, core: SidecarCore, security: SecurityConfig) -> Any:
     """The app behind the body limit and, for ``/api/``, the bearer check (the hub is ``?hub=``, as the page
     sends it; without one, the sidecar's default hub)."""
     from moorage.security.asgi import BearerAuth, BodyLimit, query_hub
 
-    def default_hub() -> str | None:
-        hubs = list(service.hubs)
-        return "default" if "default" in hubs else (hubs[0] if hubs else None)
-
-    secured = BearerAuth(app, security.authenticator, hub_of=query_hub(default_hub),
-                         open_paths=("/", "/healthz", "/favicon.ico"), open_prefixes=("/static/",), realm="moorage-dashboard")
+    secured = BearerAuth(app, security.authenticator, hub_of=query_hub(lambda: core.default_hub),
+                         open_paths=("/", "/healthz", "/favicon.ico"), open_prefixes=("/static/",),
+                         realm="moorage-dashboard")
     return BodyLimit(secured, max_body_bytes=security.max_payload_bytes)
 
 

@@ -13,13 +13,17 @@ Times are float seconds since the epoch (UTC).
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import durabletask.internal.orchestrator_service_pb2 as pb
 
+from moorage.sidecar.terms import WorkKind
+
 T = TypeVar("T")
+log = logging.getLogger("moorage.store")
 
 
 @dataclass
@@ -257,8 +261,38 @@ class StoreTx(abc.ABC):
             after = (page[-1].created_at, page[-1].instance_id)
 
 
+@dataclass(frozen=True)
+class Change:
+    """What another process committed to a shared store: the instances it changed and the kinds of work it added.
+
+    The sidecar core applies it exactly like the effects of a local transition (wake that instance's waiters,
+    wake the streams that lease that kind of work)."""
+
+    hub: str
+    instances: frozenset[str]
+    work: frozenset[WorkKind]
+
+
 class Store(abc.ABC):
-    """A durable store shared by every task hub of a sidecar."""
+    """A durable store shared by every task hub of a sidecar.
+
+    A store several sidecar processes share (PostgreSQL) tells ``subscribe``d listeners about commits made by the
+    *other* processes, so their waiters and streams wake without polling; a store only one process uses (SQLite)
+    never calls them, as the process that commits already knows.
+    """
+
+    def subscribe(self, listener: Callable[[Change], None]) -> None:
+        """Call ``listener`` with each ``Change`` another process commits; it may be called from any thread (the
+        sidecar core hands it to its own event loop)."""
+        self.__dict__.setdefault("_listeners", []).append(listener)
+
+    def _changed(self, change: Change) -> None:
+        """Hand ``change`` to every listener; one failing listener neither stops the others nor the store."""
+        for listener in self.__dict__.get("_listeners", ()):
+            try:
+                listener(change)
+            except Exception:
+                log.exception("store change listener failed hub=%s", change.hub)
 
     @abc.abstractmethod
     async def run(self, hub: str, fn: Callable[[StoreTx], T], durable: bool = True) -> T:

@@ -1,28 +1,29 @@
-"""Start and stop the sidecar: the gRPC server, the store and the lease keeper, in one asyncio loop.
+"""The composition root of ``moorage sidecar``: one asyncio loop serving the Durable Task sidecar, the gateway
+and the dashboard.
 
-The gateway (``moorage.gateway``) runs in the same loop: its gRPC ``moorage.v1.AgentService`` is served on the
-sidecar's own port (one port, both protocols) and its HTTP API on ``http_port``."""
+Only this module knows all three. The sidecar (``moorage.sidecar``: core, gRPC face, store) knows no front end;
+the gateway is a Durable Task client of it — its gRPC ``moorage.v1.AgentService`` is served on the sidecar's own
+port (one port, both protocols) and its HTTP API on ``http_port``; the dashboard reads and acts through the core.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import durabletask.internal.orchestrator_service_pb2_grpc as pb_grpc
 import grpc
 
 from moorage.dashboard import start_dashboard
+from moorage.gateway import GatewayConfig, GatewayRuntime, attach
 from moorage.security import SecurityConfig
 from moorage.security.grpc import CallGuard
 from moorage.security.sockets import PrivateSocket
 from moorage.shutdown import wait_for_stop_signal
+from moorage.sidecar.core import SidecarCore
 from moorage.sidecar.service import Service
 from moorage.sidecar.store.base import open_store
-
-if TYPE_CHECKING:
-    from moorage.gateway.server import GatewayRuntime
 
 log = logging.getLogger("moorage.sidecar")
 
@@ -51,7 +52,7 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     tls = security.tls
     security.announce(host)
     store = open_store(config.store)
-    service = Service(store, config.task_hubs, config.lease_seconds)
+    core = SidecarCore(store, config.task_hubs, config.lease_seconds)
     gateway_hub = config.task_hubs[0]
     guard = CallGuard(authenticator, hub_of=lambda method, hub: gateway_hub if method.startswith("/moorage.v1.")
                       else hub or "default")
@@ -60,7 +61,7 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
         ("grpc.max_receive_message_length", security.max_payload_bytes),
         ("grpc.so_reuseport", 0),
     ])
-    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(service, server)
+    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(Service(core), server)
     address = f"{host}:{config.port}"
     bound = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
     if bound == 0:
@@ -71,8 +72,8 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     gateway = _attach_gateway(server, config, host, bound, private, authenticator.internal_token) \
         if config.gateway else None
     await server.start()
-    renewer = asyncio.create_task(service.renew_leases_forever())
-    dashboard = await start_dashboard(service, host, config.dashboard_port, config.dashboard_actions,
+    renewer = asyncio.create_task(core.renew_leases_forever())
+    dashboard = await start_dashboard(core, host, config.dashboard_port, config.dashboard_actions,
                                       security=security)
     if gateway is not None:
         await gateway.start_http(fatal=False)
@@ -82,7 +83,7 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
         ready.set()
     await wait_for_stop_signal()
     log.info("sidecar stopping")
-    service.stop()
+    core.stop()
     if dashboard is not None:
         await dashboard.stop()
     if gateway is not None:
@@ -99,8 +100,6 @@ def _attach_gateway(server: grpc.aio.Server, config: SidecarConfig, host: str, p
     """AgentService on this server, talking to this sidecar's first task hub: over loopback, or — with auth or
     TLS on — over a private Unix socket with the process's internal token (no certificate to trust, no token to
     configure)."""
-    from moorage.gateway import GatewayConfig, attach
-
     if private is not None:
         endpoint, token = private.address, f";Token={internal_token}"
     else:
