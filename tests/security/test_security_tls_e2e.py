@@ -15,6 +15,7 @@ import durabletask.internal.orchestrator_service_pb2_grpc as stubs
 import grpc
 import pytest
 from google.protobuf import empty_pb2
+from helpers import wait_until
 from seckit import Pki
 from secure_stack import JWT_RE, TOKEN, TlsEnv, http
 
@@ -146,6 +147,9 @@ def test_embedded_gateway_runs_a_turn_behind_tls_and_auth(tls_env: TlsEnv, tmp_p
                                    "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(tls_env.pki.ca_file)})
     try:
         assert worker.stdout is not None and worker.stdout.readline().strip() == "started"
+        # the worker announces its agents with a signal to the gateway's registry entity: wait until it is in
+        wait_until(lambda: "Pirate" in str(http(tls_env.sidecar.url("gateway", "/api/agents"), token=TOKEN,
+                                                 context=tls_env.ssl_context())[2]), timeout=30)
         status, _, body = http(tls_env.sidecar.url("gateway", "/api/agents/Pirate/threads"), method="POST",
                                body={"message": "Ahoy"}, token=TOKEN, context=tls_env.ssl_context())
         assert status == 200, body
