@@ -152,8 +152,8 @@ def parse_connection_string(connection_string: str) -> ConnectionSettings:
         part = part.strip()
         if not part:
             continue
-        if "=" not in part:
-            raise ValueError(f"connection string segment {part!r} is not Key=Value "
+        if "=" not in part:  # not echoed: a mistyped Token=... segment is a secret
+            raise ValueError(f"a connection string segment ({len(part)} characters) is not Key=Value "
                              f"(expected e.g. {DEFAULT_CONNECTION_STRING})")
         key, value = part.split("=", 1)
         key = key.strip().lower()

@@ -30,7 +30,7 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 @dataclass
 class GatewayConfig:
-    connection_string: str | None = None
+    connection_string: str | None = field(default=None, repr=False)  # may hold Token=...
     host: str | None = None  # None: every address with auth configured, loopback without (SecurityConfig)
     http_port: int | None = DEFAULT_HTTP_PORT  # None: no HTTP server
     grpc_port: int | None = DEFAULT_GRPC_PORT  # standalone: None = no gRPC server
@@ -56,7 +56,7 @@ def _bind(host: str, port: int) -> socket.socket:
 class _Uvicorn:
     """uvicorn in the caller's event loop, without its own signal handling (the host process owns signals)."""
 
-    def __init__(self, app: object, sock: socket.socket, **config_kwargs: Any):
+    def __init__(self, app: Any, sock: socket.socket, **config_kwargs: Any):
         import uvicorn
 
         class Server(uvicorn.Server):
