@@ -68,6 +68,8 @@ class CallGuard(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: Authenticator | None = None, *, hub_of: HubOf | None = None) -> None:
         self.authenticator = authenticator if authenticator is not None and authenticator.enabled else None
         self.hub_of = hub_of or _default_hub_of
+        # method -> (the service's handler, our wrapper): registered handlers do not change, so wrap each once
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails],
                                                              Awaitable[grpc.RpcMethodHandler]],
@@ -76,9 +78,14 @@ class CallGuard(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method: str = handler_call_details.method  # type: ignore[attr-defined]
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         check = None if (self.authenticator is None or method.startswith(OPEN_METHOD_PREFIXES)) else \
             self._checker(method)
-        return _wrap(handler, check)
+        wrapped = _wrap(handler, check)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     def _checker(self, method: str) -> Callable[[grpc.aio.ServicerContext], Awaitable[Principal]]:
         authenticator = self.authenticator

@@ -6,6 +6,7 @@ takes its token from the connection string."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -68,8 +69,16 @@ def test_allow_unauthenticated_is_loud(tmp_path: Path):
         assert "UNAUTHENTICATED: listening on 0.0.0.0 with no authentication (--allow-unauthenticated)" in sc.log()
         status, _, info = http(sc.url("dashboard", "/api/info"))
         assert status == 200 and info["security"]["unauthenticatedExposed"] is True
-        status, _, script = http(sc.url("dashboard", "/static/app.js"))
-        assert "unauthenticated-banner" in script
+        browser_dir = REPO_ROOT / "tests" / "dashboard" / "browser"
+        if Path("/usr/bin/chromium").exists() and shutil.which("node") \
+                and (browser_dir / "node_modules" / "playwright-core").is_dir():
+            proc = subprocess.run(["node", str(Path(__file__).parent / "clients" / "dashboard_banner.mjs"),
+                                   sc.url("dashboard", "")], cwd=str(browser_dir), capture_output=True, text=True,
+                                  timeout=120, check=False)
+            assert proc.returncode == 0 and "ok - banner shown" in proc.stdout, proc.stdout + proc.stderr
+        else:  # no browser here: at least the page's script renders the banner from /api/info
+            status, _, script = http(sc.url("dashboard", "/static/app.js"))
+            assert "unauthenticated-banner" in script
     finally:
         sc.stop()
 
