@@ -7,17 +7,23 @@ PyJWT (with ``cryptography``) does the verifying; this module only keeps the key
 fetched again when a token names a ``kid`` the cache does not hold (keys rotate) — at most once per
 ``min_refresh_seconds`` so that tokens with made-up ``kid``s cannot turn the sidecar into a JWKS-fetching loop —
 and when the cache is older than ``max_age_seconds``. Fetches run in a thread: they never block the event loop.
+
+A worker sends the same token with every call for as long as it lives (about an hour for Entra ID), and PyJWT
+takes about a millisecond to decode one, so verified tokens are remembered (by SHA-256, up to ``cache_size``)
+until their ``exp`` (plus the leeway) or until the key set changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import threading
 import time
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +45,7 @@ class JwtRejected(Exception):
 class JwksVerifier:
     def __init__(self, source: str, *, audience: str = DEFAULT_AUDIENCE, issuer: str | None = None,
                  leeway_seconds: float = DEFAULT_LEEWAY_SECONDS, min_refresh_seconds: float = 5.0,
-                 max_age_seconds: float = 3600.0, fetch_timeout: float = 5.0) -> None:
+                 max_age_seconds: float = 3600.0, fetch_timeout: float = 5.0, cache_size: int = 4096) -> None:
         if not audience:
             raise ValueError("--auth-audience must not be empty")
         self.source = source
@@ -55,6 +61,9 @@ class JwksVerifier:
         self._attempted_at = -1e9
         self._file_stamp: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by every load: verified tokens of an older key set are checked again
+        self._verified: OrderedDict[bytes, tuple[int, float, dict[str, Any]]] = OrderedDict()
+        self.cache_size = cache_size
         try:
             self._load()
         except (OSError, ValueError) as exc:
@@ -98,6 +107,8 @@ class JwksVerifier:
             raise ValueError("the JWKS holds no RSA or EC key")
         self._keys = usable
         self._loaded_at = time.monotonic()
+        self._generation += 1
+        self._verified.clear()
 
     def _file_changed(self) -> bool:
         if self.is_url:
@@ -134,6 +145,24 @@ class JwksVerifier:
 
     async def verify(self, token: str) -> dict[str, Any]:
         """The token's claims if it is acceptable; else JwtRejected saying why."""
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        hit = self._verified.get(digest)
+        if hit is not None and not self._file_changed():
+            generation, valid_until, claims = hit
+            if generation == self._generation and time.time() < valid_until:
+                self._verified.move_to_end(digest)
+                return claims
+            del self._verified[digest]
+        generation = self._generation  # a key set loaded meanwhile makes this entry stale, not trusted
+        claims = await self._verify(token)
+        exp = claims.get("exp")
+        if isinstance(exp, (int, float)):
+            self._verified[digest] = (generation, float(exp) + self.leeway, claims)
+            while len(self._verified) > self.cache_size:
+                self._verified.popitem(last=False)
+        return claims
+
+    async def _verify(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:

@@ -141,6 +141,21 @@ def test_jwks_refreshed_on_unknown_kid(issuer: Issuer):
     assert run(v.verify(token))["sub"] == "worker-identity"
 
 
+def test_verified_tokens_are_remembered_until_exp_or_a_key_change(issuer: Issuer):
+    v = verifier(issuer, leeway_seconds=0)
+    short = issuer.token(expires_in=2)
+    run(v.verify(short))
+    run(v.verify(short))  # from the cache
+    time.sleep(2.5)
+    with pytest.raises(JwtRejected, match="expired"):
+        run(v.verify(short))
+    token = issuer.token(key=issuer.keys[1])
+    run(v.verify(token))
+    issuer.publish([issuer.keys[0]])  # the key that signed it is withdrawn
+    with pytest.raises(JwtRejected, match="not in the configured JWKS"):
+        run(v.verify(token))
+
+
 def test_jwks_over_http_is_cached_and_refetched_for_a_new_kid(issuer: Issuer):
     import http.server
     import threading
