@@ -1,4 +1,6 @@
-"""A real ``moorage sidecar`` process with security flags, and the clients to poke each of its listeners."""
+"""A real ``moorage sidecar`` process with security flags, and the clients to poke each of its listeners.
+
+The security tests take the shared kit's helpers (free ports, waits, dying with the parent) from here only."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from helpers import die_with_parent, free_port
+from helpers import die_with_parent, free_port, wait_until  # the shared test kit
 from seckit import Issuer, Pki
 
 from moorage.security import grpc_channel_credentials
@@ -168,3 +170,6 @@ class TlsEnv:
         return {"MOORAGE_TEST_SECURE_GRPC": f"localhost:{self.sidecar.port}", "MOORAGE_TEST_TOKEN": TOKEN,
                 "MOORAGE_TEST_CA": str(self.pki.ca_file), "MOORAGE_TEST_CLIENT_CERT": str(self.client_cert),
                 "MOORAGE_TEST_CLIENT_KEY": str(self.client_key)}
+
+
+__all__ = ["JWT_RE", "REPO_ROOT", "TOKEN", "SecureSidecar", "TlsEnv", "error_text", "free_port", "http", "wait_until"]

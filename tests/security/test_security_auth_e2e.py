@@ -16,9 +16,8 @@ import durabletask.internal.orchestrator_service_pb2_grpc as stubs
 import grpc
 import pytest
 from google.protobuf import empty_pb2
-from helpers import wait_until
 from seckit import Issuer, new_key
-from secure_stack import JWT_RE, SecureSidecar, error_text, http
+from secure_stack import JWT_RE, SecureSidecar, error_text, http, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,8 +16,14 @@ import durabletask.internal.orchestrator_service_pb2_grpc as stubs
 import grpc
 import pytest
 from google.protobuf import empty_pb2
-from helpers import free_port
-from secure_stack import REPO_ROOT, SecureSidecar, error_text, http
+from secure_stack import (
+    REPO_ROOT,
+    SecureSidecar,
+    error_text,
+    free_port,
+    http,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -133,8 +139,7 @@ def test_standalone_gateway_requires_auth_and_authenticates_to_its_backend(tmp_p
                                "--auth-token-file", str(front_tokens), "--log-level", "debug"],
                               cwd=str(REPO_ROOT), stdout=log, stderr=log, env=env, start_new_session=True)
     try:
-        from helpers import wait_until
-
+        
         wait_until(lambda: "gateway HTTP listening" in log_path.read_text(), timeout=30)
         url = f"http://localhost:{http_port}/api/agents"
         assert http(url)[0] == 401

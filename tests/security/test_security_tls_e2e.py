@@ -15,9 +15,8 @@ import durabletask.internal.orchestrator_service_pb2_grpc as stubs
 import grpc
 import pytest
 from google.protobuf import empty_pb2
-from helpers import wait_until
 from seckit import Pki
-from secure_stack import JWT_RE, TOKEN, TlsEnv, http
+from secure_stack import JWT_RE, TOKEN, TlsEnv, http, wait_until
 
 from moorage.security import grpc_channel_credentials
 
