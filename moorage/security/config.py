@@ -51,15 +51,21 @@ class SecurityConfig:
     def tls_configured(self) -> bool:
         return bool(self.tls_cert)
 
+    @property
+    def callers_authenticated(self) -> bool:
+        """Tokens, JWTs or client certificates (mutual TLS) — any of them keeps strangers out."""
+        return self.auth_configured or bool(self.tls_client_ca)
+
     def resolve_host(self, host: str | None) -> str:
         """The address to listen on. None: every address with auth, loopback without. A non-loopback address
         without auth needs ``allow_unauthenticated``; ValueError otherwise."""
         if not host:
-            return ANY_HOST if self.auth_configured else LOOPBACK_HOST
-        if not self.auth_configured and not is_loopback(host) and not self.allow_unauthenticated:
+            return ANY_HOST if self.callers_authenticated else LOOPBACK_HOST
+        if not self.callers_authenticated and not is_loopback(host) and not self.allow_unauthenticated:
             raise ValueError(
                 f"refusing to listen on {host} without authentication: anyone who can reach it could run, read and "
-                "purge everything. Configure --auth-token-file or --auth-jwks, or pass --allow-unauthenticated "
+                "purge everything. Configure --auth-token-file, --auth-jwks or --tls-client-ca, or pass "
+                "--allow-unauthenticated "
                 "(MOORAGE_ALLOW_UNAUTHENTICATED=true) to accept that on a trusted network")
         return host
 
@@ -101,6 +107,8 @@ class SecurityConfig:
         auth = self.authenticator
         if auth.enabled:
             log.info("authentication required on every listener %s", auth.describe())
+        elif self.tls_client_ca:
+            log.info("callers authenticated by client certificate only (mutual TLS, --tls-client-ca)")
         elif is_loopback(host):
             log.warning("no authentication configured: listening on %s (loopback) only; configure "
                         "--auth-token-file or --auth-jwks to listen on other addresses", host)
@@ -115,7 +123,7 @@ class SecurityConfig:
     @property
     def unauthenticated_exposed(self) -> bool:
         """For the dashboard banner: listening beyond loopback with no authentication."""
-        return not self.auth_configured and self.allow_unauthenticated
+        return not self.callers_authenticated and self.allow_unauthenticated
 
 
 __all__ = ["ANY_HOST", "DEFAULT_MAX_PAYLOAD_BYTES", "LOOPBACK_HOST", "SecurityConfig", "is_loopback"]

@@ -15,6 +15,8 @@ from typing import Any
 
 import grpc
 
+from moorage.security.tokens import warn_if_readable_by_others
+
 
 def _read(path: str, what: str) -> bytes:
     try:
@@ -39,6 +41,7 @@ class ServerTls:
         except (ssl.SSLError, OSError) as exc:
             raise ValueError(f"--tls-cert/--tls-key do not load ({exc}); they must be PEM and belong together") \
                 from None
+        warn_if_readable_by_others(Path(self.key_file), "the TLS key")
         if self.client_ca_file:
             try:
                 context.load_verify_locations(self.client_ca_file)

@@ -56,6 +56,16 @@ def parse_token_file(text: str, source: str = "token file") -> list[TokenEntry]:
     return entries
 
 
+def warn_if_readable_by_others(path: Path, what: str) -> None:
+    """Secrets in a file anyone on the machine can read are everyone's: say so (chmod 600)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning("%s %s is accessible to other users (mode %o); chmod 600 it", what, path, mode & 0o777)
+
+
 def _digest(token: str) -> bytes:
     # Comparing fixed-length digests keeps compare_digest's time independent of the tokens' lengths too.
     return hashlib.sha256(token.encode("utf-8")).digest()
@@ -77,6 +87,7 @@ class TokenFile:
         if not self._entries:
             raise ValueError(f"the token file {self.path} holds no token (one token per line)")
         log.info("auth token file loaded path=%s tokens=%d", self.path, len(self._entries))
+        warn_if_readable_by_others(self.path, "the token file")
 
     def _read(self) -> list[TokenEntry]:
         st = os.stat(self.path)
@@ -121,4 +132,4 @@ class TokenFile:
         return found
 
 
-__all__ = ["TokenEntry", "TokenFile", "parse_token_file"]
+__all__ = ["TokenEntry", "TokenFile", "parse_token_file", "warn_if_readable_by_others"]

@@ -241,6 +241,20 @@ def test_safe_default_host(tmp_path: Path):
         SecurityConfig().resolve_host("0.0.0.0")
     assert SecurityConfig(allow_unauthenticated=True).resolve_host("0.0.0.0") == "0.0.0.0"
     assert SecurityConfig(auth_token_file=str(f)).resolve_host(None) == "0.0.0.0"
+    # client certificates authenticate callers too
+    assert SecurityConfig(tls_cert="c", tls_key="k", tls_client_ca="ca").resolve_host("10.0.0.5") == "10.0.0.5"
+
+
+def test_world_readable_secrets_are_called_out(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    f = tmp_path / "tokens"
+    f.write_text("t\n")
+    f.chmod(0o644)
+    TokenFile(f)
+    assert "accessible to other users (mode 644)" in caplog.text
+    caplog.clear()
+    f.chmod(0o600)
+    TokenFile(f)
+    assert "accessible to other users" not in caplog.text
 
 
 def test_tls_config_is_checked_at_start(tmp_path: Path):
