@@ -64,8 +64,8 @@ class BearerAuth:
         self.realm = realm
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.authenticator.enabled:
-            await self.app(scope, receive, send)
+        if scope["type"] not in ("http", "websocket") or not self.authenticator.enabled:
+            await self.app(scope, receive, send)  # lifespan
             return
         path: str = scope.get("path", "")
         if path in self.open_exact or path.startswith(self.open_prefixes) or scope.get("method") == "OPTIONS":
@@ -81,6 +81,10 @@ class BearerAuth:
             principal = await self.authenticator.authenticate(authorization, hub)
         except AuthError as exc:
             forbidden = isinstance(exc, PermissionDenied)
+            if scope["type"] == "websocket":  # closing before accepting answers the upgrade with 403
+                log.info("websocket refused path=%s hub=%s reason=%s", path, hub, exc)
+                await send({"type": "websocket.close", "code": 1008})
+                return
             log.info("http request refused method=%s path=%s hub=%s status=%d reason=%s", scope.get("method"),
                      path, hub, 403 if forbidden else 401, exc)
             if forbidden:
