@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench sidecar screenshots clean
+.PHONY: install run test test-fast bench sidecar screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ sidecar: $(STAMP)
 test: $(STAMP)
 	bash scripts/test-deps.sh
 	PATH="$$PATH:/usr/local/go/bin" $(BIN)/python -m pytest -q -ra
+
+# The fast layer only (engine, store conformance, pure units; no server, no gRPC): seconds.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m "not e2e"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

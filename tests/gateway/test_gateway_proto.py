@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import re
 
-from gateway_stack import REPO_ROOT
+import pytest
+from kit import REPO_ROOT
+
+pytestmark = pytest.mark.unit  # no process: the fast layer
 
 PROTO = REPO_ROOT / "proto" / "moorage" / "v1" / "agents.proto"
 

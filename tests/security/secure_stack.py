@@ -5,9 +5,7 @@ The security tests take the shared kit's helpers (free ports, waits, dying with 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import ssl
 import subprocess
 import sys
@@ -18,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from helpers import die_with_parent, free_port, wait_until  # the shared test kit
+from kit import ManagedProcess, free_port, hermetic_env, wait_until
 from seckit import Issuer, Pki
 
 from moorage.security import grpc_channel_credentials
@@ -36,31 +34,28 @@ class SecureSidecar:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port, self.http_port, self.dashboard_port = free_port(), free_port(), free_port()
         self.args = args
-        self.hubs = hubs
-        self.log_level = log_level
-        self.env = env or {}
         self.log_path = workdir / "sidecar.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        cmd = [sys.executable, "-m", "moorage", "sidecar", "--port", str(self.port), "--http-port",
+               str(self.http_port), "--dashboard-port", str(self.dashboard_port), "--task-hubs", hubs,
+               "--store", f"sqlite:///{workdir / 'moorage.db'}", "--log-level", log_level,
+               "--dashboard-actions", *args]
+        self.process = ManagedProcess(cmd, self.log_path, name="secure-sidecar",
+                                      env=hermetic_env(env, keep=()))
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.proc
 
     @property
     def tls(self) -> bool:
         return "--tls-cert" in self.args
 
     def start(self, timeout: float = 30.0) -> SecureSidecar:
-        cmd = [sys.executable, "-m", "moorage", "sidecar", "--port", str(self.port), "--http-port",
-               str(self.http_port), "--dashboard-port", str(self.dashboard_port), "--task-hubs", self.hubs,
-               "--store", f"sqlite:///{self.workdir / 'moorage.db'}", "--log-level", self.log_level,
-               "--dashboard-actions", *self.args]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
-        env.update(self.env)
-        env["PYTHONUNBUFFERED"] = "1"
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True, env=env, preexec_fn=die_with_parent)
+        self.process.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sidecar exited {self.proc.returncode}:\n{self.log()[-3000:]}")
+            if not self.process.is_running():
+                raise RuntimeError(f"sidecar exited {self.process.returncode}:\n{self.log()[-3000:]}")
             text = self.log()
             if "sidecar listening" in text and "gateway HTTP listening" in text and "dashboard listening" in text:
                 return self
@@ -75,22 +70,7 @@ class SecureSidecar:
             return ""
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        for sig, wait in ((signal.SIGTERM, 8), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:  # children may outlive the leader
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self.process.stop(grace=8)
 
     # -- gRPC ----------------------------------------------------------------------------------------------------
 
@@ -172,4 +152,5 @@ class TlsEnv:
                 "MOORAGE_TEST_CLIENT_KEY": str(self.client_key)}
 
 
-__all__ = ["JWT_RE", "REPO_ROOT", "TOKEN", "SecureSidecar", "TlsEnv", "error_text", "free_port", "http", "wait_until"]
+__all__ = ["JWT_RE", "REPO_ROOT", "TOKEN", "ManagedProcess", "SecureSidecar", "TlsEnv", "error_text", "free_port",
+           "hermetic_env", "http", "wait_until"]

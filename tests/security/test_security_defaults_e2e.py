@@ -5,7 +5,6 @@ takes its token from the connection string."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -18,9 +17,11 @@ import pytest
 from google.protobuf import empty_pb2
 from secure_stack import (
     REPO_ROOT,
+    ManagedProcess,
     SecureSidecar,
     error_text,
     free_port,
+    hermetic_env,
     http,
     wait_until,
 )
@@ -61,8 +62,7 @@ def test_default_is_loopback_only_and_says_so(tmp_path: Path):
 def test_other_addresses_without_auth_are_refused(tmp_path: Path):
     proc = subprocess.run([sys.executable, "-m", "moorage", "sidecar", "--host", "0.0.0.0", "--port", "0",
                            "--store", f"sqlite:///{tmp_path / 'm.db'}"], cwd=str(REPO_ROOT), capture_output=True, check=False,
-                          text=True, timeout=60, env={k: v for k, v in os.environ.items()
-                                                      if not k.startswith("MOORAGE_")})
+                          text=True, timeout=60, env=hermetic_env(keep=()))
     assert proc.returncode == 2
     assert "refusing to listen on 0.0.0.0 without authentication" in proc.stderr
     assert "--allow-unauthenticated" in proc.stderr
@@ -99,8 +99,7 @@ def test_allow_unauthenticated_is_loud(tmp_path: Path):
 def test_bad_security_flags_stop_the_start(tmp_path: Path, args: list[str], message: str):
     proc = subprocess.run([sys.executable, "-m", "moorage", "sidecar", "--port", "0", "--store",
                            f"sqlite:///{tmp_path / 'm.db'}", *args], cwd=str(REPO_ROOT), capture_output=True, check=False,
-                          text=True, timeout=60, env={k: v for k, v in os.environ.items()
-                                                      if not k.startswith("MOORAGE_")})
+                          text=True, timeout=60, env=hermetic_env(keep=()))
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -130,16 +129,13 @@ def test_standalone_gateway_requires_auth_and_authenticates_to_its_backend(tmp_p
     sc = SecureSidecar(tmp_path / "sc", ["--auth-token-file", str(backend_tokens)]).start()
     grpc_port, http_port = free_port(), free_port()
     log_path = tmp_path / "gateway.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
-    env["MOORAGE_TOKEN"] = "backend-secret-aa11"  # the DTS-style connection string stays Authentication=None
-    with open(log_path, "wb") as log:
-        gw = subprocess.Popen([sys.executable, "-m", "moorage", "gateway", "--connection-string",
-                               f"Endpoint=http://localhost:{sc.port};Authentication=None;TaskHub=default",
-                               "--grpc-port", str(grpc_port), "--http-port", str(http_port),
-                               "--auth-token-file", str(front_tokens), "--log-level", "debug"],
-                              cwd=str(REPO_ROOT), stdout=log, stderr=log, env=env, start_new_session=True)
+    # the DTS-style connection string stays Authentication=None; the backend's token comes from MOORAGE_TOKEN
+    gw = ManagedProcess([sys.executable, "-m", "moorage", "gateway", "--connection-string",
+                         f"Endpoint=http://localhost:{sc.port};Authentication=None;TaskHub=default",
+                         "--grpc-port", str(grpc_port), "--http-port", str(http_port),
+                         "--auth-token-file", str(front_tokens), "--log-level", "debug"], log_path,
+                        env=hermetic_env({"MOORAGE_TOKEN": "backend-secret-aa11"}, keep=())).start()
     try:
-        
         wait_until(lambda: "gateway HTTP listening" in log_path.read_text(), timeout=30)
         url = f"http://localhost:{http_port}/api/agents"
         assert http(url)[0] == 401
@@ -158,6 +154,5 @@ def test_standalone_gateway_requires_auth_and_authenticates_to_its_backend(tmp_p
         text = log_path.read_text() + sc.log()
         assert "backend-secret-aa11" not in text and "front-secret-bb22" not in text
     finally:
-        os.killpg(gw.pid, 9)
-        gw.wait(10)
+        gw.stop()
         sc.stop()

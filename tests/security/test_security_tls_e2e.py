@@ -5,7 +5,6 @@ agent turn through a sidecar that requires JWTs; the embedded gateway working be
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +15,15 @@ import grpc
 import pytest
 from google.protobuf import empty_pb2
 from seckit import Pki
-from secure_stack import JWT_RE, TOKEN, TlsEnv, http, wait_until
+from secure_stack import (
+    JWT_RE,
+    TOKEN,
+    ManagedProcess,
+    TlsEnv,
+    hermetic_env,
+    http,
+    wait_until,
+)
 
 from moorage.security import grpc_channel_credentials
 
@@ -99,8 +106,7 @@ def _run_sdk(env: TlsEnv, *extra: str) -> tuple[dict, str]:
     proc = subprocess.run(
         [sys.executable, str(HERE / "sdk_e2e.py"), str(env.sidecar.port), str(key_file), *extra],
         capture_output=True, text=True, timeout=150, check=False,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")},
-             "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(env.pki.ca_file)})
+        env=hermetic_env({"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(env.pki.ca_file)}, keep=()))
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert lines, proc.stdout + proc.stderr[-4000:]
@@ -141,11 +147,12 @@ def test_embedded_gateway_runs_a_turn_behind_tls_and_auth(tls_env: TlsEnv, tmp_p
         " connection_string=cs)\n"
         "w.start(); print('started', flush=True)\n"
         "time.sleep(120)\n")
-    worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**{k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")},
-                                   "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(tls_env.pki.ca_file)})
+    log = tmp_path / "worker.log"
+    worker = ManagedProcess([sys.executable, "-c", code], log, name="pirate-worker", env=hermetic_env(
+        {"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(tls_env.pki.ca_file)}, keep=())).start()
     try:
-        assert worker.stdout is not None and worker.stdout.readline().strip() == "started"
+        wait_until(lambda: "started" in log.read_text() or not worker.is_running(), timeout=60)
+        assert worker.is_running(), worker.log_tail()
         # the worker announces its agents with a signal to the gateway's registry entity: wait until it is in
         wait_until(lambda: "Pirate" in str(http(tls_env.sidecar.url("gateway", "/api/agents"), token=TOKEN,
                                                  context=tls_env.ssl_context())[2]), timeout=30)
@@ -157,5 +164,4 @@ def test_embedded_gateway_runs_a_turn_behind_tls_and_auth(tls_env: TlsEnv, tmp_p
                                body={"message": "Ahoy"}, context=tls_env.ssl_context())
         assert status == 401
     finally:
-        worker.kill()
-        worker.wait(10)
+        worker.stop()

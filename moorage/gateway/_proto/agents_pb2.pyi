@@ -61,9 +61,9 @@ class ListAgentsResponse(_message.Message):
     def __init__(self, agents: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ...) -> None: ...
 
 class RunRequest(_message.Message):
-    __slots__ = ("agent", "thread_id", "message", "correlation_id", "response_schema_json", "options_json", "enable_tool_calls", "timeout_seconds")
+    __slots__ = ("agent", "session_id", "message", "correlation_id", "response_schema_json", "options_json", "enable_tool_calls", "timeout_seconds")
     AGENT_FIELD_NUMBER: _ClassVar[int]
-    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -71,14 +71,14 @@ class RunRequest(_message.Message):
     ENABLE_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     agent: str
-    thread_id: str
+    session_id: str
     message: str
     correlation_id: str
     response_schema_json: str
     options_json: str
     enable_tool_calls: bool
     timeout_seconds: float
-    def __init__(self, agent: _Optional[str] = ..., thread_id: _Optional[str] = ..., message: _Optional[str] = ..., correlation_id: _Optional[str] = ..., response_schema_json: _Optional[str] = ..., options_json: _Optional[str] = ..., enable_tool_calls: bool = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, agent: _Optional[str] = ..., session_id: _Optional[str] = ..., message: _Optional[str] = ..., correlation_id: _Optional[str] = ..., response_schema_json: _Optional[str] = ..., options_json: _Optional[str] = ..., enable_tool_calls: bool = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("input_tokens", "output_tokens", "total_tokens")
@@ -91,9 +91,9 @@ class Usage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class RunResponse(_message.Message):
-    __slots__ = ("agent", "thread_id", "correlation_id", "response", "value_json", "usage", "created_at", "messages_json")
+    __slots__ = ("agent", "session_id", "correlation_id", "response", "value_json", "usage", "created_at", "messages_json")
     AGENT_FIELD_NUMBER: _ClassVar[int]
-    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -101,38 +101,38 @@ class RunResponse(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_JSON_FIELD_NUMBER: _ClassVar[int]
     agent: str
-    thread_id: str
+    session_id: str
     correlation_id: str
     response: str
     value_json: str
     usage: Usage
     created_at: str
     messages_json: str
-    def __init__(self, agent: _Optional[str] = ..., thread_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., response: _Optional[str] = ..., value_json: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., created_at: _Optional[str] = ..., messages_json: _Optional[str] = ...) -> None: ...
+    def __init__(self, agent: _Optional[str] = ..., session_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., response: _Optional[str] = ..., value_json: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., created_at: _Optional[str] = ..., messages_json: _Optional[str] = ...) -> None: ...
 
 class RunStarted(_message.Message):
-    __slots__ = ("agent", "thread_id", "correlation_id")
+    __slots__ = ("agent", "session_id", "correlation_id")
     AGENT_FIELD_NUMBER: _ClassVar[int]
-    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     agent: str
-    thread_id: str
+    session_id: str
     correlation_id: str
-    def __init__(self, agent: _Optional[str] = ..., thread_id: _Optional[str] = ..., correlation_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, agent: _Optional[str] = ..., session_id: _Optional[str] = ..., correlation_id: _Optional[str] = ...) -> None: ...
 
 class RunChunk(_message.Message):
-    __slots__ = ("agent", "thread_id", "correlation_id", "text", "sequence")
+    __slots__ = ("agent", "session_id", "correlation_id", "text", "sequence")
     AGENT_FIELD_NUMBER: _ClassVar[int]
-    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     agent: str
-    thread_id: str
+    session_id: str
     correlation_id: str
     text: str
     sequence: int
-    def __init__(self, agent: _Optional[str] = ..., thread_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., text: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
+    def __init__(self, agent: _Optional[str] = ..., session_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., text: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class RunStreamEvent(_message.Message):
     __slots__ = ("started", "chunk", "completed")
@@ -145,28 +145,28 @@ class RunStreamEvent(_message.Message):
     def __init__(self, started: _Optional[_Union[RunStarted, _Mapping]] = ..., chunk: _Optional[_Union[RunChunk, _Mapping]] = ..., completed: _Optional[_Union[RunResponse, _Mapping]] = ...) -> None: ...
 
 class StartRunResponse(_message.Message):
-    __slots__ = ("agent", "thread_id", "correlation_id", "status")
+    __slots__ = ("agent", "session_id", "correlation_id", "status")
     AGENT_FIELD_NUMBER: _ClassVar[int]
-    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     agent: str
-    thread_id: str
+    session_id: str
     correlation_id: str
     status: RunStatus
-    def __init__(self, agent: _Optional[str] = ..., thread_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ...) -> None: ...
+    def __init__(self, agent: _Optional[str] = ..., session_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ...) -> None: ...
 
 class GetRunResultRequest(_message.Message):
-    __slots__ = ("agent", "thread_id", "correlation_id", "wait_seconds")
+    __slots__ = ("agent", "session_id", "correlation_id", "wait_seconds")
     AGENT_FIELD_NUMBER: _ClassVar[int]
-    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     agent: str
-    thread_id: str
+    session_id: str
     correlation_id: str
     wait_seconds: float
-    def __init__(self, agent: _Optional[str] = ..., thread_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, agent: _Optional[str] = ..., session_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class RunError(_message.Message):
     __slots__ = ("code", "message")
@@ -187,12 +187,12 @@ class GetRunResultResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[RunStatus, str]] = ..., result: _Optional[_Union[RunResponse, _Mapping]] = ..., error: _Optional[_Union[RunError, _Mapping]] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
-    __slots__ = ("agent", "thread_id")
+    __slots__ = ("agent", "session_id")
     AGENT_FIELD_NUMBER: _ClassVar[int]
-    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     agent: str
-    thread_id: str
-    def __init__(self, agent: _Optional[str] = ..., thread_id: _Optional[str] = ...) -> None: ...
+    session_id: str
+    def __init__(self, agent: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "text", "correlation_id", "created_at", "author_name", "contents_json")
@@ -211,20 +211,20 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[str] = ..., text: _Optional[str] = ..., correlation_id: _Optional[str] = ..., created_at: _Optional[str] = ..., author_name: _Optional[str] = ..., contents_json: _Optional[str] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("agent", "thread_id", "messages", "running_correlation_id", "last_modified_at", "state_json")
+    __slots__ = ("agent", "session_id", "messages", "running_correlation_id", "last_modified_at", "state_json")
     AGENT_FIELD_NUMBER: _ClassVar[int]
-    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     RUNNING_CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_MODIFIED_AT_FIELD_NUMBER: _ClassVar[int]
     STATE_JSON_FIELD_NUMBER: _ClassVar[int]
     agent: str
-    thread_id: str
+    session_id: str
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
     running_correlation_id: str
     last_modified_at: str
     state_json: str
-    def __init__(self, agent: _Optional[str] = ..., thread_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., running_correlation_id: _Optional[str] = ..., last_modified_at: _Optional[str] = ..., state_json: _Optional[str] = ...) -> None: ...
+    def __init__(self, agent: _Optional[str] = ..., session_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., running_correlation_id: _Optional[str] = ..., last_modified_at: _Optional[str] = ..., state_json: _Optional[str] = ...) -> None: ...
 
 class ListSessionsRequest(_message.Message):
     __slots__ = ("agent", "page_size", "continuation_token")
@@ -237,14 +237,14 @@ class ListSessionsRequest(_message.Message):
     def __init__(self, agent: _Optional[str] = ..., page_size: _Optional[int] = ..., continuation_token: _Optional[str] = ...) -> None: ...
 
 class SessionSummary(_message.Message):
-    __slots__ = ("agent", "thread_id", "last_modified_at")
+    __slots__ = ("agent", "session_id", "last_modified_at")
     AGENT_FIELD_NUMBER: _ClassVar[int]
-    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_MODIFIED_AT_FIELD_NUMBER: _ClassVar[int]
     agent: str
-    thread_id: str
+    session_id: str
     last_modified_at: str
-    def __init__(self, agent: _Optional[str] = ..., thread_id: _Optional[str] = ..., last_modified_at: _Optional[str] = ...) -> None: ...
+    def __init__(self, agent: _Optional[str] = ..., session_id: _Optional[str] = ..., last_modified_at: _Optional[str] = ...) -> None: ...
 
 class ListSessionsResponse(_message.Message):
     __slots__ = ("sessions", "continuation_token")
@@ -255,12 +255,12 @@ class ListSessionsResponse(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[SessionSummary, _Mapping]]] = ..., continuation_token: _Optional[str] = ...) -> None: ...
 
 class DeleteSessionRequest(_message.Message):
-    __slots__ = ("agent", "thread_id")
+    __slots__ = ("agent", "session_id")
     AGENT_FIELD_NUMBER: _ClassVar[int]
-    THREAD_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     agent: str
-    thread_id: str
-    def __init__(self, agent: _Optional[str] = ..., thread_id: _Optional[str] = ...) -> None: ...
+    session_id: str
+    def __init__(self, agent: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class DeleteSessionResponse(_message.Message):
     __slots__ = ()

@@ -137,7 +137,7 @@ class AgentServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def Run(self, request, context):
-        """Runs one turn of a conversation and waits for the answer. An empty thread_id starts a new thread.
+        """Runs one turn of a conversation and waits for the answer. An empty session_id starts a new session.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,7 +151,7 @@ class AgentServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def StartRun(self, request, context):
-        """Starts a turn without waiting. Fetch the answer later with GetRunResult (thread id + correlation id).
+        """Starts a turn without waiting. Fetch the answer later with GetRunResult (session id + correlation id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -165,21 +165,21 @@ class AgentServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def GetSession(self, request, context):
-        """One thread with its history.
+        """One session with its history.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListSessions(self, request, context):
-        """The threads of an agent (or of every agent), ordered by agent and thread id, a page at a time.
+        """The sessions of an agent (or of every agent), ordered by agent and session id, a page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteSession(self, request, context):
-        """Deletes a thread and its history.
+        """Deletes a session and its history.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
