@@ -13,6 +13,8 @@ import pytest
 from moorage.security import Authenticator, TokenFile
 from moorage.security.asgi import BearerAuth, BodyLimit
 
+pytestmark = pytest.mark.unit
+
 
 async def _echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "websocket":

@@ -15,6 +15,8 @@ from moorage.connection import (
 
 BASE = "Endpoint=https://moorage.internal:8080;TaskHub=default"
 
+pytestmark = pytest.mark.unit
+
 
 def test_token_in_the_connection_string(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("MOORAGE_TOKEN", raising=False)

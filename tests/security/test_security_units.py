@@ -22,6 +22,8 @@ from moorage.security import (
 )
 from moorage.security.tokens import parse_token_file
 
+pytestmark = pytest.mark.unit  # no sidecar, no gRPC (a local HTTP server stands in for a JWKS URL)
+
 
 def run(coro):
     return asyncio.run(coro)
