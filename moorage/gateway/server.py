@@ -9,7 +9,7 @@ import logging
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -20,6 +20,9 @@ from moorage.security import SecurityConfig
 from moorage.security.asgi import BearerAuth
 from moorage.security.grpc import CallGuard
 from moorage.shutdown import wait_for_stop_signal
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 log = logging.getLogger("moorage.gateway")
 
@@ -56,12 +59,12 @@ def _bind(host: str, port: int) -> socket.socket:
 class _Uvicorn:
     """uvicorn in the caller's event loop, without its own signal handling (the host process owns signals)."""
 
-    def __init__(self, app: Any, sock: socket.socket, **config_kwargs: Any):
+    def __init__(self, app: ASGIApp, sock: socket.socket, **config_kwargs: Any):
         import uvicorn
 
         class Server(uvicorn.Server):
             @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:  # type: ignore[override]
+            def capture_signals(self) -> Iterator[None]:
                 yield
 
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
@@ -115,7 +118,8 @@ class GatewayRuntime:
             return
         self.http_port = sock.getsockname()[1]
         security = self.config.security
-        app: Any = create_app(self.gateway, max_body_bytes=min(self.config.max_body_bytes, security.max_payload_bytes))
+        app: ASGIApp = create_app(self.gateway,
+                                  max_body_bytes=min(self.config.max_body_bytes, security.max_payload_bytes))
         hub = self.gateway.settings.taskhub
         app = BearerAuth(app, security.authenticator, hub_of=lambda scope: hub, open_paths=("/healthz",),
                          render=_render_error)
