@@ -58,7 +58,7 @@ class StaticTokenCredential:
 
 
 class AsyncStaticTokenCredential(StaticTokenCredential):
-    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
         return StaticTokenCredential.get_token(self, *scopes, **kwargs)
 
     async def close(self) -> None:
@@ -240,11 +240,11 @@ def new_async_client(connection_string: str | None = None, **kwargs: Any) -> Any
 
 
 __all__ = [
-    "ConnectionSettings",
     "DEFAULT_CONNECTION_STRING",
     "ENV_VAR",
-    "StaticTokenCredential",
     "TOKEN_ENV_VAR",
+    "ConnectionSettings",
+    "StaticTokenCredential",
     "bearer_metadata",
     "load_settings",
     "new_async_client",

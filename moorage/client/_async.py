@@ -8,6 +8,8 @@ from typing import Any
 
 import grpc
 
+from moorage._proto import agents_pb2 as pb
+from moorage._proto import agents_pb2_grpc as pb_grpc
 from moorage.client._types import (
     AgentInfo,
     Entity,
@@ -24,8 +26,6 @@ from moorage.client._types import (
     target,
     translate,
 )
-from moorage._proto import agents_pb2 as pb
-from moorage._proto import agents_pb2_grpc as pb_grpc
 from moorage.connection import bearer_metadata
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024

@@ -28,17 +28,21 @@ def plain_error(status: int, message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
-def _json(status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = (),
-          render: Render = plain_error) -> tuple[dict[str, Any], bytes]:
+def _json(
+    status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = (), render: Render = plain_error
+) -> tuple[dict[str, Any], bytes]:
     body = render(status, message)
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                         *headers]}
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+    }
     return start, body
 
 
-async def _respond(send: Send, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = (),
-                   render: Render = plain_error) -> None:
+async def _respond(
+    send: Send, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = (), render: Render = plain_error
+) -> None:
     start, body = _json(status, message, headers, render)
     await send(start)
     await send({"type": "http.response.body", "body": body})
@@ -52,9 +56,17 @@ class BearerAuth:
     """ASGI middleware: authenticate every HTTP request except ``open_paths`` (exact) and ``open_prefixes``.
     ``hub_of(scope)`` names the task hub a request is for; the principal lands in ``scope["state"]["principal"]``."""
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator, *, hub_of: HubOfRequest,
-                 open_paths: Iterable[str] = ("/healthz", "/readyz"), open_prefixes: Iterable[str] = (),
-                 realm: str = "moorage", render: Render = plain_error) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        authenticator: Authenticator,
+        *,
+        hub_of: HubOfRequest,
+        open_paths: Iterable[str] = ("/healthz", "/readyz"),
+        open_prefixes: Iterable[str] = (),
+        realm: str = "moorage",
+        render: Render = plain_error,
+    ) -> None:
         self.app = app
         self.render = render
         self.authenticator = authenticator
@@ -85,8 +97,14 @@ class BearerAuth:
                 log.info("websocket refused path=%s hub=%s reason=%s", path, hub, exc)
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            log.info("http request refused method=%s path=%s hub=%s status=%d reason=%s", scope.get("method"),
-                     path, hub, 403 if forbidden else 401, exc)
+            log.info(
+                "http request refused method=%s path=%s hub=%s status=%d reason=%s",
+                scope.get("method"),
+                path,
+                hub,
+                403 if forbidden else 401,
+                exc,
+            )
             if forbidden:
                 await _respond(send, 403, str(exc), render=self.render)
             else:

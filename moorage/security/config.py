@@ -66,7 +66,8 @@ class SecurityConfig:
                 f"refusing to listen on {host} without authentication: anyone who can reach it could run, read and "
                 "purge everything. Configure --auth-token-file, --auth-jwks or --tls-client-ca, or pass "
                 "--allow-unauthenticated "
-                "(MOORAGE_ALLOW_UNAUTHENTICATED=true) to accept that on a trusted network")
+                "(MOORAGE_ALLOW_UNAUTHENTICATED=true) to accept that on a trusted network"
+            )
         return host
 
     def check(self) -> None:
@@ -85,8 +86,11 @@ class SecurityConfig:
         """Built once (it loads the token file and the JWKS); raises ValueError for unreadable ones."""
         self.check()
         tokens = TokenFile(self.auth_token_file) if self.auth_token_file else None
-        jwks = JwksVerifier(self.auth_jwks, audience=self.auth_audience or DEFAULT_AUDIENCE,
-                            issuer=self.auth_issuer) if self.auth_jwks else None
+        jwks = (
+            JwksVerifier(self.auth_jwks, audience=self.auth_audience or DEFAULT_AUDIENCE, issuer=self.auth_issuer)
+            if self.auth_jwks
+            else None
+        )
         return Authenticator(tokens, jwks)
 
     @cached_property
@@ -110,15 +114,24 @@ class SecurityConfig:
         elif self.tls_client_ca:
             log.info("callers authenticated by client certificate only (mutual TLS, --tls-client-ca)")
         elif is_loopback(host):
-            log.warning("no authentication configured: listening on %s (loopback) only; configure "
-                        "--auth-token-file or --auth-jwks to listen on other addresses", host)
+            log.warning(
+                "no authentication configured: listening on %s (loopback) only; configure "
+                "--auth-token-file or --auth-jwks to listen on other addresses",
+                host,
+            )
         else:
-            log.warning("UNAUTHENTICATED: listening on %s with no authentication (--allow-unauthenticated); anyone "
-                        "who can reach these ports can read, run and purge everything", host)
+            log.warning(
+                "UNAUTHENTICATED: listening on %s with no authentication (--allow-unauthenticated); anyone "
+                "who can reach these ports can read, run and purge everything",
+                host,
+            )
         tls = self.tls
         if tls is not None:
-            log.info("TLS on every listener cert=%s mutual_tls=%s", tls.cert_file,
-                     "required" if tls.client_ca_file else "off")
+            log.info(
+                "TLS on every listener cert=%s mutual_tls=%s",
+                tls.cert_file,
+                "required" if tls.client_ca_file else "off",
+            )
 
     @property
     def unauthenticated_exposed(self) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -35,6 +35,7 @@ log = logging.getLogger("moorage.security")
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 HubOf = Callable[[str, "str | None"], "str | None"]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic in the stubs only
 
 
 class _Undecodable:
@@ -69,20 +70,23 @@ class CallGuard(grpc.aio.ServerInterceptor):
         self.authenticator = authenticator if authenticator is not None and authenticator.enabled else None
         self.hub_of = hub_of or _default_hub_of
         # method -> (the service's handler, our wrapper): registered handlers do not change, so wrap each once
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails],
-                                                             Awaitable[grpc.RpcMethodHandler]],
-                                handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        check = None if (self.authenticator is None or method.startswith(OPEN_METHOD_PREFIXES)) else \
-            self._checker(method)
+        check = (
+            None if (self.authenticator is None or method.startswith(OPEN_METHOD_PREFIXES)) else self._checker(method)
+        )
         wrapped = _wrap(handler, check)
         self._wrapped[method] = (handler, wrapped)
         return wrapped
@@ -97,8 +101,11 @@ class CallGuard(grpc.aio.ServerInterceptor):
             try:
                 return await authenticator.authenticate(authorization, hub)
             except AuthError as exc:
-                code = grpc.StatusCode.PERMISSION_DENIED if isinstance(exc, PermissionDenied) \
+                code = (
+                    grpc.StatusCode.PERMISSION_DENIED
+                    if isinstance(exc, PermissionDenied)
                     else grpc.StatusCode.UNAUTHENTICATED
+                )
                 log.info("grpc call refused method=%s hub=%s status=%s reason=%s", method, hub, code.name, exc)
                 await context.abort(code, str(exc))
                 raise AssertionError("unreachable") from None
@@ -123,8 +130,9 @@ def _safe_deserializer(deserializer: Callable[[bytes], Any] | None) -> Callable[
 
 async def _refuse_undecodable(request: Any, context: grpc.aio.ServicerContext) -> None:
     if isinstance(request, _Undecodable):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                            f"the request bytes are not a valid {request.type_name} protobuf message")
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"the request bytes are not a valid {request.type_name} protobuf message"
+        )
 
 
 async def _checked_iterator(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -133,13 +141,14 @@ async def _checked_iterator(requests: AsyncIterator[Any], context: grpc.aio.Serv
         yield request
 
 
-def _wrap(handler: grpc.RpcMethodHandler,
-          check: Callable[[grpc.aio.ServicerContext], Awaitable[Principal]] | None) -> grpc.RpcMethodHandler:
+def _wrap(handler: Handler, check: Callable[[grpc.aio.ServicerContext], Awaitable[Principal]] | None) -> Handler:
+    """The same kind of handler around the service's behaviour; the behaviours are grpc.aio coroutines or async
+    generators, which the (sync-minded) grpc stubs cannot express, hence ``Any``."""
     deserializer = _safe_deserializer(handler.request_deserializer)
     serializer = handler.response_serializer
 
     if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
+        inner_uu: Any = handler.unary_unary
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if check is not None:
@@ -151,8 +160,9 @@ def _wrap(handler: grpc.RpcMethodHandler,
         return grpc.unary_unary_rpc_method_handler(unary_unary, deserializer, serializer)
 
     if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
+        inner_us: Any = handler.unary_stream
         if inspect.isasyncgenfunction(inner_us):
+
             async def unary_stream_gen(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 if check is not None:
                     await check(context)
@@ -172,7 +182,7 @@ def _wrap(handler: grpc.RpcMethodHandler,
         return grpc.unary_stream_rpc_method_handler(unary_stream, deserializer, serializer)
 
     if handler.stream_unary is not None:
-        inner_su = handler.stream_unary
+        inner_su: Any = handler.stream_unary
 
         async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
             if check is not None:
@@ -182,11 +192,13 @@ def _wrap(handler: grpc.RpcMethodHandler,
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, deserializer, serializer)
 
-    inner_ss = handler.stream_stream
+    inner_ss: Any = handler.stream_stream
     assert inner_ss is not None
     if inspect.isasyncgenfunction(inner_ss):
-        async def stream_stream_gen(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-                                    ) -> AsyncIterator[Any]:
+
+        async def stream_stream_gen(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
             if check is not None:
                 await check(context)
             async for item in inner_ss(_checked_iterator(requests, context), context):

@@ -43,9 +43,18 @@ class JwtRejected(Exception):
 
 
 class JwksVerifier:
-    def __init__(self, source: str, *, audience: str = DEFAULT_AUDIENCE, issuer: str | None = None,
-                 leeway_seconds: float = DEFAULT_LEEWAY_SECONDS, min_refresh_seconds: float = 5.0,
-                 max_age_seconds: float = 3600.0, fetch_timeout: float = 5.0, cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        audience: str = DEFAULT_AUDIENCE,
+        issuer: str | None = None,
+        leeway_seconds: float = DEFAULT_LEEWAY_SECONDS,
+        min_refresh_seconds: float = 5.0,
+        max_age_seconds: float = 3600.0,
+        fetch_timeout: float = 5.0,
+        cache_size: int = 4096,
+    ) -> None:
         if not audience:
             raise ValueError("--auth-audience must not be empty")
         self.source = source
@@ -72,8 +81,13 @@ class JwksVerifier:
             # A URL may be unreachable while the pod starts; tokens are refused until it answers.
             log.warning("JWKS not loaded yet, will retry on the first token source=%s error=%s", source, exc)
         else:
-            log.info("JWKS loaded source=%s keys=%d audience=%s issuer=%s", source, len(self._keys), audience,
-                     self.issuer or "(any)")
+            log.info(
+                "JWKS loaded source=%s keys=%d audience=%s issuer=%s",
+                source,
+                len(self._keys),
+                audience,
+                self.issuer or "(any)",
+            )
 
     # -- the key set -------------------------------------------------------------------------------------------
 
@@ -92,7 +106,7 @@ class JwksVerifier:
             raise ValueError(f"not JSON ({exc})") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
             # a configuration error, reported as ValueError like every other one
-            raise ValueError("not a JWKS (expected an object with a 'keys' array)")  # noqa: TRY004
+            raise ValueError("not a JWKS (expected an object with a 'keys' array)")
         return doc
 
     def _load(self) -> None:
@@ -124,8 +138,9 @@ class JwksVerifier:
         with self._lock:
             now = time.monotonic()
             stale = now - self._loaded_at > self.max_age
-            due = self._file_changed() or ((unknown_kid or stale or not self._keys)
-                                           and now - self._attempted_at >= self.min_refresh)
+            due = self._file_changed() or (
+                (unknown_kid or stale or not self._keys) and now - self._attempted_at >= self.min_refresh
+            )
             if not due:
                 return
             before = len(self._keys)
@@ -185,8 +200,15 @@ class JwksVerifier:
         last: Exception | None = None
         for key in keys:
             try:
-                return jwt.decode(token, key.key, algorithms=[alg], audience=self.audience, issuer=self.issuer,
-                                  leeway=self.leeway, options={"require": required})
+                return jwt.decode(
+                    token,
+                    key.key,
+                    algorithms=[alg],
+                    audience=self.audience,
+                    issuer=self.issuer,
+                    leeway=self.leeway,
+                    options={"require": required},
+                )
             except jwt.InvalidSignatureError as exc:
                 last = exc  # try the next key without a kid
             except jwt.ExpiredSignatureError:

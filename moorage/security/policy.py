@@ -63,8 +63,10 @@ class Authenticator:
         if self.tokens is not None:
             parts.append(f"token-file={self.tokens.path}")
         if self.jwks is not None:
-            parts.append(f"jwks={self.jwks.source} audience={self.jwks.audience}"
-                         + (f" issuer={self.jwks.issuer}" if self.jwks.issuer else ""))
+            parts.append(
+                f"jwks={self.jwks.source} audience={self.jwks.audience}"
+                + (f" issuer={self.jwks.issuer}" if self.jwks.issuer else "")
+            )
         return " ".join(parts) or "none"
 
     async def authenticate(self, authorization: str | None, hub: str | None) -> Principal:
@@ -115,5 +117,12 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
-__all__ = ["ANONYMOUS", "AuthError", "Authenticator", "PermissionDenied", "Principal", "Unauthenticated",
-           "bearer_token"]
+__all__ = [
+    "ANONYMOUS",
+    "AuthError",
+    "Authenticator",
+    "PermissionDenied",
+    "Principal",
+    "Unauthenticated",
+    "bearer_token",
+]

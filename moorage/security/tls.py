@@ -39,8 +39,9 @@ class ServerTls:
         except FileNotFoundError as exc:
             raise ValueError(f"TLS file not found: {exc.filename}") from None
         except (ssl.SSLError, OSError) as exc:
-            raise ValueError(f"--tls-cert/--tls-key do not load ({exc}); they must be PEM and belong together") \
-                from None
+            raise ValueError(
+                f"--tls-cert/--tls-key do not load ({exc}); they must be PEM and belong together"
+            ) from None
         warn_if_readable_by_others(Path(self.key_file), "the TLS key")
         if self.client_ca_file:
             try:
@@ -63,8 +64,9 @@ class ServerTls:
         return kwargs
 
 
-def grpc_channel_credentials(ca_file: str | None = None, cert_file: str | None = None,
-                             key_file: str | None = None) -> grpc.ChannelCredentials:
+def grpc_channel_credentials(
+    ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None
+) -> grpc.ChannelCredentials:
     """Client credentials: trust ``ca_file`` (default: the system roots, or ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH``)
     and present ``cert_file``/``key_file`` for mutual TLS."""
     if (cert_file is None) != (key_file is None):
@@ -72,7 +74,8 @@ def grpc_channel_credentials(ca_file: str | None = None, cert_file: str | None =
     return grpc.ssl_channel_credentials(
         root_certificates=_read(ca_file, "the CA file") if ca_file else None,
         private_key=_read(key_file, "the client key") if key_file else None,
-        certificate_chain=_read(cert_file, "the client certificate") if cert_file else None)
+        certificate_chain=_read(cert_file, "the client certificate") if cert_file else None,
+    )
 
 
 __all__ = ["ServerTls", "grpc_channel_credentials"]

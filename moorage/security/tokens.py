@@ -44,8 +44,10 @@ def parse_token_file(text: str, source: str = "token file") -> list[TokenEntry]:
             continue
         parts = line.split()
         if len(parts) > 2:
-            raise ValueError(f"{source} line {number}: expected 'TOKEN' or 'TOKEN hub1,hub2', found {len(parts)} "
-                             "fields (tokens cannot contain spaces)")
+            raise ValueError(
+                f"{source} line {number}: expected 'TOKEN' or 'TOKEN hub1,hub2', found {len(parts)} "
+                "fields (tokens cannot contain spaces)"
+            )
         hubs: frozenset[str] | None = None
         if len(parts) == 2:
             names = [h.strip() for h in parts[1].split(",") if h.strip()]
@@ -111,12 +113,17 @@ class TokenFile:
                 entries = self._read()
             except (OSError, ValueError) as exc:
                 detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                log.error("auth token file not reloaded, keeping the previous %d tokens path=%s error=%s",
-                          len(self._entries), self.path, detail)
+                log.error(
+                    "auth token file not reloaded, keeping the previous %d tokens path=%s error=%s",
+                    len(self._entries),
+                    self.path,
+                    detail,
+                )
                 return
             if not entries:
-                log.error("auth token file now holds no token; keeping the previous %d path=%s",
-                          len(self._entries), self.path)
+                log.error(
+                    "auth token file now holds no token; keeping the previous %d path=%s", len(self._entries), self.path
+                )
                 return
             self._entries = entries
             log.info("auth token file reloaded path=%s tokens=%d", self.path, len(entries))

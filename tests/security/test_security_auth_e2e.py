@@ -116,7 +116,7 @@ def test_grpc_hub_scoped_token_reaches_its_own_hub(env: Env):
 @pytest.mark.parametrize("case", ["missing", "static", "jwt-es256", "expired", "orders-only"])
 def test_grpc_gateway_agent_service(env: Env, case: str):
     """moorage.v1.AgentService shares the port and the guard (its hub is the gateway's, the first one)."""
-    from moorage.gateway._proto import agents_pb2, agents_pb2_grpc
+    from moorage._proto import agents_pb2, agents_pb2_grpc
 
     token = env.credentials()[case]
     code, _, message = EXPECTED[case]

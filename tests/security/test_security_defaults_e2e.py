@@ -142,7 +142,7 @@ def test_standalone_gateway_requires_auth_and_authenticates_to_its_backend(tmp_p
         assert http(url, token="backend-secret-aa11")[0] == 401  # the backend's token is not the front door's
         status, _, body = http(url, token="front-secret-bb22")
         assert status == 200, body  # and the gateway reached the authenticated backend
-        from moorage.gateway._proto import agents_pb2, agents_pb2_grpc
+        from moorage._proto import agents_pb2, agents_pb2_grpc
 
         with grpc.insecure_channel(f"localhost:{grpc_port}") as ch:
             stub = agents_pb2_grpc.AgentServiceStub(ch)
