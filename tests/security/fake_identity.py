@@ -33,8 +33,16 @@ class FakeIdentityEndpoint:
                 resource = query.get("resource", "")
                 expires = int(time.time()) + 3600
                 token = mint(outer.key, outer.issuer, audience=resource, subject=query.get("client_id", "system-mi"))
-                self._send(200, {"access_token": token, "expires_on": str(expires), "resource": resource,
-                                 "token_type": "Bearer", "client_id": query.get("client_id", "")})
+                self._send(
+                    200,
+                    {
+                        "access_token": token,
+                        "expires_on": str(expires),
+                        "resource": resource,
+                        "token_type": "Bearer",
+                        "client_id": query.get("client_id", ""),
+                    },
+                )
 
             def _send(self, status: int, doc: dict[str, Any]) -> None:
                 body = json.dumps(doc).encode()

@@ -13,8 +13,10 @@ from moorage.agents import Agent, AgentClient, AgentWorker, OfflineChatModel
 def main() -> int:
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     connection_string = sys.argv[1]
-    worker = AgentWorker(agents=[Agent(name="Helper", instructions="Be brief.", model=OfflineChatModel())],
-                         connection_string=connection_string)
+    worker = AgentWorker(
+        agents=[Agent(name="Helper", instructions="Be brief.", model=OfflineChatModel())],
+        connection_string=connection_string,
+    )
     worker.start()
     try:
         with AgentClient(connection_string) as client:

@@ -26,8 +26,9 @@ def main() -> int:
     parser.add_argument("--audience", default=None)
     parser.add_argument("--only-client", action="store_true")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
-                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG, stream=sys.stderr, format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+    )
 
     import grpc
     from durabletask import task
@@ -41,8 +42,9 @@ def main() -> int:
     out: dict[str, object] = {}
 
     if args.only_client:
-        client = DurableTaskSchedulerClient(host_address=address, taskhub="default", token_credential=credential,
-                                            secure_channel=True)
+        client = DurableTaskSchedulerClient(
+            host_address=address, taskhub="default", token_credential=credential, secure_channel=True
+        )
         try:
             client.get_orchestration_state("whatever")
             out["client"] = "ok"
@@ -60,18 +62,22 @@ def main() -> int:
             results.append((yield ctx.call_activity(greet, input=name)))
         return results
 
-    worker = DurableTaskSchedulerWorker(host_address=address, taskhub="default", token_credential=credential,
-                                        secure_channel=True)
+    worker = DurableTaskSchedulerWorker(
+        host_address=address, taskhub="default", token_credential=credential, secure_channel=True
+    )
     worker.add_orchestrator(chain)
     worker.add_activity(greet)
     worker.start()
-    client = DurableTaskSchedulerClient(host_address=address, taskhub="default", token_credential=credential,
-                                        secure_channel=True)
+    client = DurableTaskSchedulerClient(
+        host_address=address, taskhub="default", token_credential=credential, secure_channel=True
+    )
     try:
         iid = client.schedule_new_orchestration(chain, input=["Tokyo", "Seattle", "London"])
         state = client.wait_for_orchestration_completion(iid, timeout=60)
-        out["orchestration"] = {"status": state.runtime_status.name if state else None,
-                                "output": json.loads(state.serialized_output) if state else None}
+        out["orchestration"] = {
+            "status": state.runtime_status.name if state else None,
+            "output": json.loads(state.serialized_output) if state else None,
+        }
     finally:
         worker.stop()
 
@@ -84,11 +90,17 @@ def main() -> int:
     agent_worker = AgentWorker(
         agents=[Agent(name="Joker", instructions="You are good at telling jokes.", model=OfflineChatModel())],
         connection_string=f"Endpoint=https://localhost:{args.port};Authentication=None;TaskHub=default;"
-                          f"Token={jwt_token}")
+        f"Token={jwt_token}",
+    )
     agent_worker.start()
     try:
-        sdk_client = DurableTaskSchedulerClient(host_address=address, taskhub="default", token_credential=credential,
-                                                secure_channel=True, data_converter=MoorageDataConverter())
+        sdk_client = DurableTaskSchedulerClient(
+            host_address=address,
+            taskhub="default",
+            token_credential=credential,
+            secure_channel=True,
+            data_converter=MoorageDataConverter(),
+        )
         with AgentClient(client=sdk_client) as agents:
             joker = agents.get_agent("Joker")
             session = joker.new_session()

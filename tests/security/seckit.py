@@ -25,13 +25,15 @@ ISSUER = "https://login.microsoftonline.com/00000000-0000-0000-0000-000000000001
 
 # -- certificates ----------------------------------------------------------------------------------------------
 
+
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
 def _pem_key(key: Any) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 @dataclass
@@ -47,23 +49,40 @@ class Pki:
         self.root.mkdir(parents=True, exist_ok=True)
         self.key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
-        self.cert = (x509.CertificateBuilder().subject_name(_name(self.name)).issuer_name(_name(self.name))
-                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                     .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                     .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                                  content_commitment=False, key_encipherment=False,
-                                                  data_encipherment=False, key_agreement=False,
-                                                  encipher_only=False, decipher_only=False), critical=True)
-                     .sign(self.key, hashes.SHA256()))
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(self.name))
+            .issuer_name(_name(self.name))
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
         self.ca_file.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
     @property
     def ca_file(self) -> Path:
         return self.root / f"{self.name}.pem"
 
-    def issue(self, cn: str, *, client: bool = False, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
-              ) -> tuple[Path, Path]:
+    def issue(
+        self, cn: str, *, client: bool = False, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
+    ) -> tuple[Path, Path]:
         """(certificate file, key file) for a server (SANs ``hosts``) or a client."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
@@ -73,13 +92,20 @@ class Pki:
                 sans.append(x509.IPAddress(ipaddress.ip_address(h)))
             except ValueError:
                 sans.append(x509.DNSName(h))
-        builder = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(self.cert.subject)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .add_extension(x509.ExtendedKeyUsage(
-                       [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]),
-                       critical=False))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]),
+                critical=False,
+            )
+        )
         if not client:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
@@ -91,6 +117,7 @@ class Pki:
 
 
 # -- JWTs ------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class SigningKey:
@@ -126,11 +153,26 @@ class Issuer:
         tmp.write_text(json.dumps({"keys": [k.jwk() for k in self.keys]}))
         tmp.replace(self.jwks_file)
 
-    def token(self, *, key: SigningKey | None = None, audience: str = AUDIENCE, expires_in: float = 3600,
-              issuer: str | None = None, subject: str = "worker-identity", kid: str | None = None,
-              extra: dict[str, Any] | None = None) -> str:
-        return mint(key or self.keys[0], issuer or self.issuer, audience=audience, expires_in=expires_in,
-                    subject=subject, kid=kid, extra=extra)
+    def token(
+        self,
+        *,
+        key: SigningKey | None = None,
+        audience: str = AUDIENCE,
+        expires_in: float = 3600,
+        issuer: str | None = None,
+        subject: str = "worker-identity",
+        kid: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        return mint(
+            key or self.keys[0],
+            issuer or self.issuer,
+            audience=audience,
+            expires_in=expires_in,
+            subject=subject,
+            kid=kid,
+            extra=extra,
+        )
 
     def save_key(self, path: Path, key: SigningKey | None = None) -> Path:
         """Write a signing key (PEM, kid and alg in the file name's sidecar JSON) for a worker process."""
@@ -147,11 +189,26 @@ def load_key(path: Path) -> tuple[SigningKey, str]:
     return SigningKey(meta["kid"], meta["alg"], private), meta["issuer"]
 
 
-def mint(key: SigningKey, issuer: str, *, audience: str = AUDIENCE, expires_in: float = 3600,
-         subject: str = "worker-identity", kid: str | None = None, extra: dict[str, Any] | None = None) -> str:
+def mint(
+    key: SigningKey,
+    issuer: str,
+    *,
+    audience: str = AUDIENCE,
+    expires_in: float = 3600,
+    subject: str = "worker-identity",
+    kid: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
     now = int(time.time())
-    claims: dict[str, Any] = {"aud": audience, "iss": issuer, "sub": subject, "oid": subject, "iat": now,
-                              "nbf": now - 5, "exp": now + int(expires_in)}
+    claims: dict[str, Any] = {
+        "aud": audience,
+        "iss": issuer,
+        "sub": subject,
+        "oid": subject,
+        "iat": now,
+        "nbf": now - 5,
+        "exp": now + int(expires_in),
+    }
     claims.update(extra or {})
     return jwt.encode(claims, key.private, algorithm=key.alg, headers={"kid": kid if kid is not None else key.kid})
 

@@ -28,19 +28,41 @@ TOKEN = "tls-test-static-token-9d2e"
 class SecureSidecar:
     """``moorage sidecar`` with its gRPC, gateway HTTP and dashboard ports on free ports, and ``args``."""
 
-    def __init__(self, workdir: Path, args: list[str], *, hubs: str = "default", log_level: str = "debug",
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        args: list[str],
+        *,
+        hubs: str = "default",
+        log_level: str = "debug",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port, self.http_port, self.dashboard_port = free_port(), free_port(), free_port()
         self.args = args
         self.log_path = workdir / "sidecar.log"
-        cmd = [sys.executable, "-m", "moorage", "sidecar", "--port", str(self.port), "--http-port",
-               str(self.http_port), "--dashboard-port", str(self.dashboard_port), "--task-hubs", hubs,
-               "--store", f"sqlite:///{workdir / 'moorage.db'}", "--log-level", log_level,
-               "--dashboard-actions", *args]
-        self.process = ManagedProcess(cmd, self.log_path, name="secure-sidecar",
-                                      env=hermetic_env(env, keep=()))
+        cmd = [
+            sys.executable,
+            "-m",
+            "moorage",
+            "sidecar",
+            "--port",
+            str(self.port),
+            "--http-port",
+            str(self.http_port),
+            "--dashboard-port",
+            str(self.dashboard_port),
+            "--task-hubs",
+            hubs,
+            "--store",
+            f"sqlite:///{workdir / 'moorage.db'}",
+            "--log-level",
+            log_level,
+            "--dashboard-actions",
+            *args,
+        ]
+        self.process = ManagedProcess(cmd, self.log_path, name="secure-sidecar", env=hermetic_env(env, keep=()))
 
     @property
     def proc(self) -> subprocess.Popen[bytes] | None:
@@ -85,9 +107,16 @@ class SecureSidecar:
         return f"{'https' if self.tls else 'http'}://localhost:{port}{path}"
 
 
-def http(url: str, *, token: str | None = None, method: str = "GET", body: Any = None,
-         headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None,
-         raw: bytes | None = None) -> tuple[int, dict[str, str], Any]:
+def http(
+    url: str,
+    *,
+    token: str | None = None,
+    method: str = "GET",
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, dict[str, str], Any]:
     """(status, headers (lower-case), JSON body or text) without raising on 4xx/5xx."""
     hdrs = dict(headers or {})
     data = raw
@@ -127,8 +156,18 @@ class TlsEnv:
         self.issuer = Issuer(root / "jwks.json")
         tokens = root / "tokens"
         tokens.write_text(f"{TOKEN}\n")
-        args = ["--tls-cert", str(self.cert), "--tls-key", str(self.key), "--auth-token-file", str(tokens),
-                "--auth-jwks", str(self.issuer.jwks_file), "--auth-issuer", self.issuer.issuer]
+        args = [
+            "--tls-cert",
+            str(self.cert),
+            "--tls-key",
+            str(self.key),
+            "--auth-token-file",
+            str(tokens),
+            "--auth-jwks",
+            str(self.issuer.jwks_file),
+            "--auth-issuer",
+            self.issuer.issuer,
+        ]
         if mutual:
             args += ["--tls-client-ca", str(self.pki.ca_file)]
         self.sidecar = SecureSidecar(root / "sc", args, log_level="debug")
@@ -147,10 +186,25 @@ class TlsEnv:
 
     def client_env(self) -> dict[str, str]:
         """What the thin clients' checks read."""
-        return {"MOORAGE_TEST_SECURE_GRPC": f"localhost:{self.sidecar.port}", "MOORAGE_TEST_TOKEN": TOKEN,
-                "MOORAGE_TEST_CA": str(self.pki.ca_file), "MOORAGE_TEST_CLIENT_CERT": str(self.client_cert),
-                "MOORAGE_TEST_CLIENT_KEY": str(self.client_key)}
+        return {
+            "MOORAGE_TEST_SECURE_GRPC": f"localhost:{self.sidecar.port}",
+            "MOORAGE_TEST_TOKEN": TOKEN,
+            "MOORAGE_TEST_CA": str(self.pki.ca_file),
+            "MOORAGE_TEST_CLIENT_CERT": str(self.client_cert),
+            "MOORAGE_TEST_CLIENT_KEY": str(self.client_key),
+        }
 
 
-__all__ = ["JWT_RE", "REPO_ROOT", "TOKEN", "ManagedProcess", "SecureSidecar", "TlsEnv", "error_text", "free_port",
-           "hermetic_env", "http", "wait_until"]
+__all__ = [
+    "JWT_RE",
+    "REPO_ROOT",
+    "TOKEN",
+    "ManagedProcess",
+    "SecureSidecar",
+    "TlsEnv",
+    "error_text",
+    "free_port",
+    "hermetic_env",
+    "http",
+    "wait_until",
+]

@@ -26,20 +26,31 @@ async def _echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         body += msg.get("body", b"")
         if not msg.get("more_body"):
             break
-    payload = json.dumps({"len": len(body), "principal": getattr(scope.get("state", {}).get("principal"), "subject",
-                                                                  None)}).encode()
+    payload = json.dumps(
+        {"len": len(body), "principal": getattr(scope.get("state", {}).get("principal"), "subject", None)}
+    ).encode()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": payload})
 
 
-def _call(app: Any, path: str, *, token: str | None = None, kind: str = "http", method: str = "GET",
-          chunks: list[bytes] | None = None, headers: list[tuple[bytes, bytes]] | None = None) -> list[dict]:
+def _call(
+    app: Any,
+    path: str,
+    *,
+    token: str | None = None,
+    kind: str = "http",
+    method: str = "GET",
+    chunks: list[bytes] | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> list[dict]:
     hdrs = list(headers or [])
     if token:
         hdrs.append((b"authorization", f"Bearer {token}".encode()))
     scope = {"type": kind, "path": path, "method": method, "headers": hdrs, "query_string": b""}
-    pending = [{"type": "http.request", "body": c, "more_body": i < len(chunks or []) - 1}
-               for i, c in enumerate(chunks or [b""])]
+    pending = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks or []) - 1}
+        for i, c in enumerate(chunks or [b""])
+    ]
     sent: list[dict] = []
 
     async def receive() -> dict:
@@ -56,8 +67,13 @@ def _call(app: Any, path: str, *, token: str | None = None, kind: str = "http", 
 def app(tmp_path: Path) -> Any:
     f = tmp_path / "tokens"
     f.write_text("good\nlimited other\n")
-    return BearerAuth(_echo_app, Authenticator(TokenFile(f)), hub_of=lambda scope: "default",
-                      open_paths=("/healthz",), open_prefixes=("/static/",))
+    return BearerAuth(
+        _echo_app,
+        Authenticator(TokenFile(f)),
+        hub_of=lambda scope: "default",
+        open_paths=("/healthz",),
+        open_prefixes=("/static/",),
+    )
 
 
 def test_open_paths_and_accepted_token(app: Any):

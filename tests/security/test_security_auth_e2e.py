@@ -32,9 +32,20 @@ class Env:
         self.token_file = root / "tokens"
         self.write_tokens(f"# test tokens\n{STATIC}\n{ORDERS_ONLY} orders\n")
         self.issuer = Issuer(root / "jwks.json")
-        self.sidecar = SecureSidecar(root / "sc", [
-            "--auth-token-file", str(self.token_file), "--auth-jwks", str(self.issuer.jwks_file),
-            "--auth-issuer", self.issuer.issuer, "--max-payload-bytes", "200000"], hubs="default,orders")
+        self.sidecar = SecureSidecar(
+            root / "sc",
+            [
+                "--auth-token-file",
+                str(self.token_file),
+                "--auth-jwks",
+                str(self.issuer.jwks_file),
+                "--auth-issuer",
+                self.issuer.issuer,
+                "--max-payload-bytes",
+                "200000",
+            ],
+            hubs="default,orders",
+        )
 
     def write_tokens(self, text: str) -> None:
         tmp = self.token_file.with_suffix(".new")
@@ -182,21 +193,37 @@ def test_dashboard_page_asks_for_the_token_once_per_tab(env: Env):
     import subprocess
 
     browser_dir = Path(__file__).resolve().parents[1] / "dashboard" / "browser"
-    if not Path("/usr/bin/chromium").exists() or shutil.which("node") is None \
-            or not (browser_dir / "node_modules" / "playwright-core").is_dir():
+    if (
+        not Path("/usr/bin/chromium").exists()
+        or shutil.which("node") is None
+        or not (browser_dir / "node_modules" / "playwright-core").is_dir()
+    ):
         pytest.skip("browser test: needs /usr/bin/chromium, node and npm ci --prefix tests/dashboard/browser")
     script = Path(__file__).resolve().parent / "clients" / "dashboard_token.mjs"
-    proc = subprocess.run(["node", str(script), env.sidecar.url("dashboard", ""), STATIC], cwd=str(browser_dir),
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        ["node", str(script), env.sidecar.url("dashboard", ""), STATIC],
+        cwd=str(browser_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0 and "0 failed" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_dashboard_action_with_token(env: Env):
-    code, _, body = http(env.sidecar.url("dashboard", "/api/orchestrations?hub=default"), method="POST",
-                         body={"name": "nobody-runs-this", "instanceId": "auth-dash-1"}, token=STATIC)
+    code, _, body = http(
+        env.sidecar.url("dashboard", "/api/orchestrations?hub=default"),
+        method="POST",
+        body={"name": "nobody-runs-this", "instanceId": "auth-dash-1"},
+        token=STATIC,
+    )
     assert code in (200, 201), body
-    code, _, body = http(env.sidecar.url("dashboard", "/api/orchestrations?hub=default"), method="POST",
-                         body={"name": "nobody-runs-this", "instanceId": "auth-dash-2"})
+    code, _, body = http(
+        env.sidecar.url("dashboard", "/api/orchestrations?hub=default"),
+        method="POST",
+        body={"name": "nobody-runs-this", "instanceId": "auth-dash-2"},
+    )
     assert code == 401
 
 
@@ -204,11 +231,11 @@ def test_token_rotated_in_the_file(env: Env):
     """Rotation without restart: the new token works, the old one stops working, on every listener."""
     env.write_tokens(f"{ROTATED}\n{ORDERS_ONLY} orders\n")
     try:
+
         def grpc_ok(token: str) -> bool:
             with env.sidecar.channel() as ch:
                 try:
-                    stubs.TaskHubSidecarServiceStub(ch).Hello(empty_pb2.Empty(), metadata=_metadata(token),
-                                                              timeout=10)
+                    stubs.TaskHubSidecarServiceStub(ch).Hello(empty_pb2.Empty(), metadata=_metadata(token), timeout=10)
                     return True
                 except grpc.RpcError as exc:
                     assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -230,7 +257,7 @@ def test_signing_key_rotation_picked_up_from_the_jwks(env: Env):
     rotated = new_key("ES256")
     token = env.issuer.token(key=rotated)
     assert http(env.sidecar.url("gateway", "/api/agents"), token=token)[0] == 401
-    env.issuer.publish(env.issuer.keys + [rotated])
+    env.issuer.publish([*env.issuer.keys, rotated])
     assert http(env.sidecar.url("gateway", "/api/agents"), token=token)[0] == 200
 
 
@@ -251,15 +278,23 @@ def test_oversized_payloads_name_the_limit(env: Env):
     with env.sidecar.channel() as ch:
         stub = stubs.TaskHubSidecarServiceStub(ch)
         with pytest.raises(grpc.RpcError) as ei:
-            stub.StartInstance(pb.CreateInstanceRequest(instanceId="too-big", name="n", input={"value": big}),
-                               metadata=_metadata(STATIC), timeout=10)
+            stub.StartInstance(
+                pb.CreateInstanceRequest(instanceId="too-big", name="n", input={"value": big}),
+                metadata=_metadata(STATIC),
+                timeout=10,
+            )
         assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "200000" in ei.value.details(), ei.value.details()
-    code, _, body = http(env.sidecar.url("gateway", "/api/agents/Joker/threads"), method="POST",
-                         body={"message": big}, token=STATIC)
+    code, _, body = http(
+        env.sidecar.url("gateway", "/api/agents/Joker/threads"), method="POST", body={"message": big}, token=STATIC
+    )
     assert code == 413 and "200000" in error_text(body), body
-    code, _, body = http(env.sidecar.url("dashboard", "/api/orchestrations?hub=default"), method="POST",
-                         body={"name": "n", "input": big}, token=STATIC)
+    code, _, body = http(
+        env.sidecar.url("dashboard", "/api/orchestrations?hub=default"),
+        method="POST",
+        body={"name": "n", "input": big},
+        token=STATIC,
+    )
     assert code == 413 and "200000" in error_text(body), body
 
 
@@ -269,8 +304,9 @@ def test_streamed_text_reaches_the_gateway_with_the_workers_token(env: Env):
     from moorage.connection import parse_connection_string
     from moorage.gateway.streaming import Chunk, ChunkPublisher
 
-    settings = parse_connection_string(f"Endpoint=http://localhost:{env.sidecar.port};Authentication=None;"
-                                       f"TaskHub=default;Token={STATIC}")
+    settings = parse_connection_string(
+        f"Endpoint=http://localhost:{env.sidecar.port};Authentication=None;TaskHub=default;Token={STATIC}"
+    )
     chunk = Chunk("Joker", "session-1", "corr-1", "hello", 0)
     with_token = ChunkPublisher(settings.host_address, metadata=settings.auth_metadata())
     without = ChunkPublisher(settings.host_address)

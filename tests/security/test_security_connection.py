@@ -56,8 +56,10 @@ def test_entra_authentication_values_build_azure_identity_credentials(monkeypatc
     s = parse_connection_string(f"{BASE};Authentication=ManagedIdentity;ClientID=00000000-0000-0000-0000-00000000abcd")
     assert s.token is None
     assert isinstance(s.token_credential(), azure.identity.ManagedIdentityCredential)
-    w = parse_connection_string(f"{BASE};Authentication=WorkloadIdentity;ClientID=c;TenantId=t;"
-                                "TokenFilePath=/var/run/secrets/azure/tokens/azure-identity-token")
+    w = parse_connection_string(
+        f"{BASE};Authentication=WorkloadIdentity;ClientID=c;TenantId=t;"
+        "TokenFilePath=/var/run/secrets/azure/tokens/azure-identity-token"
+    )
     assert isinstance(w.token_credential(), azure.identity.WorkloadIdentityCredential)
 
 

@@ -60,9 +60,26 @@ def test_default_is_loopback_only_and_says_so(tmp_path: Path):
 
 
 def test_other_addresses_without_auth_are_refused(tmp_path: Path):
-    proc = subprocess.run([sys.executable, "-m", "moorage", "sidecar", "--host", "0.0.0.0", "--port", "0",
-                           "--store", f"sqlite:///{tmp_path / 'm.db'}"], cwd=str(REPO_ROOT), capture_output=True, check=False,
-                          text=True, timeout=60, env=hermetic_env(keep=()))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "moorage",
+            "sidecar",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--store",
+            f"sqlite:///{tmp_path / 'm.db'}",
+        ],
+        cwd=str(REPO_ROOT),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+        env=hermetic_env(keep=()),
+    )
     assert proc.returncode == 2
     assert "refusing to listen on 0.0.0.0 without authentication" in proc.stderr
     assert "--allow-unauthenticated" in proc.stderr
@@ -76,11 +93,19 @@ def test_allow_unauthenticated_is_loud(tmp_path: Path):
         status, _, info = http(sc.url("dashboard", "/api/info"))
         assert status == 200 and info["security"]["unauthenticatedExposed"] is True
         browser_dir = REPO_ROOT / "tests" / "dashboard" / "browser"
-        if Path("/usr/bin/chromium").exists() and shutil.which("node") \
-                and (browser_dir / "node_modules" / "playwright-core").is_dir():
-            proc = subprocess.run(["node", str(Path(__file__).parent / "clients" / "dashboard_banner.mjs"),
-                                   sc.url("dashboard", "")], cwd=str(browser_dir), capture_output=True, text=True,
-                                  timeout=120, check=False)
+        if (
+            Path("/usr/bin/chromium").exists()
+            and shutil.which("node")
+            and (browser_dir / "node_modules" / "playwright-core").is_dir()
+        ):
+            proc = subprocess.run(
+                ["node", str(Path(__file__).parent / "clients" / "dashboard_banner.mjs"), sc.url("dashboard", "")],
+                cwd=str(browser_dir),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
             assert proc.returncode == 0 and "ok - banner shown" in proc.stdout, proc.stdout + proc.stderr
         else:  # no browser here: at least the page's script renders the banner from /api/info
             status, _, script = http(sc.url("dashboard", "/static/app.js"))
@@ -89,17 +114,26 @@ def test_allow_unauthenticated_is_loud(tmp_path: Path):
         sc.stop()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--auth-token-file", "/nonexistent/tokens"], "cannot read the token file"),
-    (["--auth-jwks", "/nonexistent/jwks.json"], "cannot load the JWKS"),
-    (["--tls-cert", "/nonexistent/c.pem"], "--tls-cert and --tls-key go together"),
-    (["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"], "TLS file not found"),
-    (["--auth-issuer", "https://x"], "--auth-issuer needs --auth-jwks"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--auth-token-file", "/nonexistent/tokens"], "cannot read the token file"),
+        (["--auth-jwks", "/nonexistent/jwks.json"], "cannot load the JWKS"),
+        (["--tls-cert", "/nonexistent/c.pem"], "--tls-cert and --tls-key go together"),
+        (["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"], "TLS file not found"),
+        (["--auth-issuer", "https://x"], "--auth-issuer needs --auth-jwks"),
+    ],
+)
 def test_bad_security_flags_stop_the_start(tmp_path: Path, args: list[str], message: str):
-    proc = subprocess.run([sys.executable, "-m", "moorage", "sidecar", "--port", "0", "--store",
-                           f"sqlite:///{tmp_path / 'm.db'}", *args], cwd=str(REPO_ROOT), capture_output=True, check=False,
-                          text=True, timeout=60, env=hermetic_env(keep=()))
+    proc = subprocess.run(
+        [sys.executable, "-m", "moorage", "sidecar", "--port", "0", "--store", f"sqlite:///{tmp_path / 'm.db'}", *args],
+        cwd=str(REPO_ROOT),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+        env=hermetic_env(keep=()),
+    )
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -107,14 +141,16 @@ def test_bad_security_flags_stop_the_start(tmp_path: Path, args: list[str], mess
 def test_env_vars_configure_auth(tmp_path: Path):
     tokens = tmp_path / "tokens"
     tokens.write_text("env-token-1234\n")
-    sc = SecureSidecar(tmp_path / "sc", [], env={"MOORAGE_AUTH_TOKEN_FILE": str(tokens),
-                                                 "MOORAGE_MAX_PAYLOAD_BYTES": "5000"}).start()
+    sc = SecureSidecar(
+        tmp_path / "sc", [], env={"MOORAGE_AUTH_TOKEN_FILE": str(tokens), "MOORAGE_MAX_PAYLOAD_BYTES": "5000"}
+    ).start()
     try:
         assert "address=0.0.0.0:" in sc.log()  # with auth, every address by default
         assert http(sc.url("gateway", "/api/agents"))[0] == 401
         assert http(sc.url("gateway", "/api/agents"), token="env-token-1234")[0] == 200
-        status, _, body = http(sc.url("dashboard", "/api/orchestrations"), method="POST",
-                               body={"name": "x" * 6000}, token="env-token-1234")
+        status, _, body = http(
+            sc.url("dashboard", "/api/orchestrations"), method="POST", body={"name": "x" * 6000}, token="env-token-1234"
+        )
         assert status == 413 and "5000" in error_text(body)
     finally:
         sc.stop()
@@ -130,11 +166,26 @@ def test_standalone_gateway_requires_auth_and_authenticates_to_its_backend(tmp_p
     grpc_port, http_port = free_port(), free_port()
     log_path = tmp_path / "gateway.log"
     # the DTS-style connection string stays Authentication=None; the backend's token comes from MOORAGE_TOKEN
-    gw = ManagedProcess([sys.executable, "-m", "moorage", "gateway", "--connection-string",
-                         f"Endpoint=http://localhost:{sc.port};Authentication=None;TaskHub=default",
-                         "--grpc-port", str(grpc_port), "--http-port", str(http_port),
-                         "--auth-token-file", str(front_tokens), "--log-level", "debug"], log_path,
-                        env=hermetic_env({"MOORAGE_TOKEN": "backend-secret-aa11"}, keep=())).start()
+    gw = ManagedProcess(
+        [
+            sys.executable,
+            "-m",
+            "moorage",
+            "gateway",
+            "--connection-string",
+            f"Endpoint=http://localhost:{sc.port};Authentication=None;TaskHub=default",
+            "--grpc-port",
+            str(grpc_port),
+            "--http-port",
+            str(http_port),
+            "--auth-token-file",
+            str(front_tokens),
+            "--log-level",
+            "debug",
+        ],
+        log_path,
+        env=hermetic_env({"MOORAGE_TOKEN": "backend-secret-aa11"}, keep=()),
+    ).start()
     try:
         wait_until(lambda: "gateway HTTP listening" in log_path.read_text(), timeout=30)
         url = f"http://localhost:{http_port}/api/agents"
@@ -149,8 +200,9 @@ def test_standalone_gateway_requires_auth_and_authenticates_to_its_backend(tmp_p
             with pytest.raises(grpc.RpcError) as ei:
                 stub.ListAgents(agents_pb2.ListAgentsRequest(), timeout=10)
             assert ei.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            stub.ListAgents(agents_pb2.ListAgentsRequest(), metadata=[("authorization", "Bearer front-secret-bb22")],
-                            timeout=10)
+            stub.ListAgents(
+                agents_pb2.ListAgentsRequest(), metadata=[("authorization", "Bearer front-secret-bb22")], timeout=10
+            )
         text = log_path.read_text() + sc.log()
         assert "backend-secret-aa11" not in text and "front-secret-bb22" not in text
     finally:

@@ -26,10 +26,18 @@ def test_agent_turn_with_a_container_apps_managed_identity(tmp_path: Path):
     sc.start()
     try:
         with FakeIdentityEndpoint(issuer.keys[0], issuer.issuer) as identity:
-            cs = f"Endpoint=http://localhost:{sc.port};Authentication=ManagedIdentity;ClientID={CLIENT_ID};" \
-                 "TaskHub=default"
-            proc = subprocess.run([sys.executable, str(HERE / "managed_identity_worker.py"), cs], capture_output=True,
-                                  text=True, timeout=150, check=False, env=hermetic_env(identity.env(), keep=()))
+            cs = (
+                f"Endpoint=http://localhost:{sc.port};Authentication=ManagedIdentity;ClientID={CLIENT_ID};"
+                "TaskHub=default"
+            )
+            proc = subprocess.run(
+                [sys.executable, str(HERE / "managed_identity_worker.py"), cs],
+                capture_output=True,
+                text=True,
+                timeout=150,
+                check=False,
+                env=hermetic_env(identity.env(), keep=()),
+            )
             assert proc.returncode == 0, proc.stderr[-4000:]
             result = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
             assert "offline" in result["text"].lower()
@@ -51,16 +59,24 @@ def test_a_foreign_tenants_token_is_refused(tmp_path: Path):
     sc = SecureSidecar(tmp_path / "sc", ["--auth-jwks", str(issuer.jwks_file)]).start()
     try:
         with FakeIdentityEndpoint(new_key("RS256"), "https://login.microsoftonline.com/other/v2.0") as identity:
-            code = ("import sys, grpc\n"
-                    "from moorage.connection import new_client\n"
-                    "c = new_client(sys.argv[1])\n"
-                    "try:\n"
-                    "    c.get_orchestration_state('x'); print('OK')\n"
-                    "except grpc.RpcError as e:\n"
-                    "    print(e.code().name, e.details())\n")
+            code = (
+                "import sys, grpc\n"
+                "from moorage.connection import new_client\n"
+                "c = new_client(sys.argv[1])\n"
+                "try:\n"
+                "    c.get_orchestration_state('x'); print('OK')\n"
+                "except grpc.RpcError as e:\n"
+                "    print(e.code().name, e.details())\n"
+            )
             cs = f"Endpoint=http://localhost:{sc.port};Authentication=ManagedIdentity;TaskHub=default"
-            proc = subprocess.run([sys.executable, "-c", code, cs], capture_output=True, text=True, timeout=60,
-                                  check=False, env=hermetic_env(identity.env(), keep=()))
+            proc = subprocess.run(
+                [sys.executable, "-c", code, cs],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                env=hermetic_env(identity.env(), keep=()),
+            )
             assert proc.stdout.startswith("UNAUTHENTICATED"), proc.stdout + proc.stderr[-3000:]
             assert "is not in the configured JWKS" in proc.stdout
     finally:

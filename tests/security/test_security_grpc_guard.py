@@ -38,12 +38,15 @@ async def _ss(reqs: AsyncIterator[Any], ctx: Any) -> AsyncIterator[Any]:
 
 def _handlers() -> grpc.GenericRpcHandler:
     d, s = SV.FromString, SV.SerializeToString
-    return grpc.method_handlers_generic_handler("t.T", {
-        "UU": grpc.unary_unary_rpc_method_handler(_uu, d, s),
-        "US": grpc.unary_stream_rpc_method_handler(_us, d, s),
-        "SU": grpc.stream_unary_rpc_method_handler(_su, d, s),
-        "SS": grpc.stream_stream_rpc_method_handler(_ss, d, s),
-    })
+    return grpc.method_handlers_generic_handler(
+        "t.T",
+        {
+            "UU": grpc.unary_unary_rpc_method_handler(_uu, d, s),
+            "US": grpc.unary_stream_rpc_method_handler(_us, d, s),
+            "SU": grpc.stream_unary_rpc_method_handler(_su, d, s),
+            "SS": grpc.stream_stream_rpc_method_handler(_ss, d, s),
+        },
+    )
 
 
 async def _scenario(tmp_path: Path) -> dict[str, Any]:
@@ -66,12 +69,13 @@ async def _scenario(tmp_path: Path) -> dict[str, Any]:
             out["su"] = (await su(iter([SV(value="c"), SV(value="d")]), metadata=GOOD)).value
             out["ss"] = [m.value async for m in ss(iter([SV(value="e")]), metadata=GOOD)]
             codes = {}
-            for name, call in [("uu-none", lambda: uu(SV(value="a"))),
-                               ("uu-hub", lambda: uu(SV(value="a"), metadata=[("authorization", "Bearer other-hub")])),
-                               ("su-none", lambda: su(iter([SV(value="c")]))),
-                               ("uu-garbage", lambda: ch.unary_unary("/t.T/UU", **raw)(b"\xff\xff\xff", metadata=GOOD)),
-                               ("su-garbage", lambda: ch.stream_unary("/t.T/SU", **raw)(iter([b"\xff\xff\xff"]),
-                                                                                         metadata=GOOD))]:
+            for name, call in [
+                ("uu-none", lambda: uu(SV(value="a"))),
+                ("uu-hub", lambda: uu(SV(value="a"), metadata=[("authorization", "Bearer other-hub")])),
+                ("su-none", lambda: su(iter([SV(value="c")]))),
+                ("uu-garbage", lambda: ch.unary_unary("/t.T/UU", **raw)(b"\xff\xff\xff", metadata=GOOD)),
+                ("su-garbage", lambda: ch.stream_unary("/t.T/SU", **raw)(iter([b"\xff\xff\xff"]), metadata=GOOD)),
+            ]:
                 try:
                     await call()
                     codes[name] = "OK"

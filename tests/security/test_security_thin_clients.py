@@ -28,8 +28,16 @@ def _tool(name: str) -> str:
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 500) -> str:
-    proc = subprocess.run(cmd, cwd=str(cwd), env={**os.environ, **env}, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        cmd,
+        cwd=str(cwd),
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
     return out
@@ -106,6 +114,9 @@ def test_java_client(mtls: TlsEnv):
     mvn = _tool("mvn")
     java = REPO_ROOT / "client" / "java"
     offline = ["-o"] if (Path.home() / ".m2" / "repository" / "io" / "grpc").is_dir() else []
-    out = _run([mvn, "-B", *offline, "test", "-Dtest=SecureConnectionTest", "-Dsurefire.failIfNoSpecifiedTests=false"],
-               java, mtls.client_env())
+    out = _run(
+        [mvn, "-B", *offline, "test", "-Dtest=SecureConnectionTest", "-Dsurefire.failIfNoSpecifiedTests=false"],
+        java,
+        mtls.client_env(),
+    )
     assert "Tests run: 1, Failures: 0, Errors: 0, Skipped: 0" in out, out[-4000:]

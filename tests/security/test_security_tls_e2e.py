@@ -67,8 +67,10 @@ def test_grpc_over_tls(tls_env: TlsEnv):
         _hello(plain)
     assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
     other_ca = Pki(tls_env.sidecar.workdir / "other-pki", name="other-ca")
-    with tls_env.sidecar.channel(grpc_channel_credentials(str(other_ca.ca_file))) as untrusted, \
-            pytest.raises(grpc.RpcError) as ei:
+    with (
+        tls_env.sidecar.channel(grpc_channel_credentials(str(other_ca.ca_file))) as untrusted,
+        pytest.raises(grpc.RpcError) as ei,
+    ):
         _hello(untrusted)
     assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
 
@@ -90,8 +92,10 @@ def test_both_http_listeners_over_tls(tls_env: TlsEnv):
 def test_mutual_tls_requires_a_client_certificate(mtls_env: TlsEnv):
     with mtls_env.sidecar.channel(mtls_env.grpc_credentials()) as ch:
         _hello(ch)
-    with mtls_env.sidecar.channel(mtls_env.grpc_credentials(client_cert=False)) as ch, \
-            pytest.raises(grpc.RpcError) as ei:
+    with (
+        mtls_env.sidecar.channel(mtls_env.grpc_credentials(client_cert=False)) as ch,
+        pytest.raises(grpc.RpcError) as ei,
+    ):
         _hello(ch)
     assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
     for which, path in (("gateway", "/api/agents"), ("dashboard", "/api/info")):
@@ -105,8 +109,12 @@ def _run_sdk(env: TlsEnv, *extra: str) -> tuple[dict, str]:
     key_file = env.issuer.save_key(env.sidecar.workdir / "signing-key.pem")
     proc = subprocess.run(
         [sys.executable, str(HERE / "sdk_e2e.py"), str(env.sidecar.port), str(key_file), *extra],
-        capture_output=True, text=True, timeout=150, check=False,
-        env=hermetic_env({"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(env.pki.ca_file)}, keep=()))
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+        env=hermetic_env({"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(env.pki.ca_file)}, keep=()),
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert lines, proc.stdout + proc.stderr[-4000:]
@@ -116,8 +124,10 @@ def _run_sdk(env: TlsEnv, *extra: str) -> tuple[dict, str]:
 def test_official_sdk_worker_and_client_with_token_credential(tls_env: TlsEnv):
     """DurableTaskSchedulerWorker/Client(token_credential=..., secure_channel=True), as written for Azure DTS."""
     result, client_log = _run_sdk(tls_env)
-    assert result["orchestration"] == {"status": "COMPLETED",
-                                       "output": ["Hello, Tokyo!", "Hello, Seattle!", "Hello, London!"]}
+    assert result["orchestration"] == {
+        "status": "COMPLETED",
+        "output": ["Hello, Tokyo!", "Hello, Seattle!", "Hello, London!"],
+    }
     assert result["agent"]["text"], result
     assert "offline" in result["agent"]["text"].lower()
     assert result["scopes"] == ["https://durabletask.io/.default"]  # what the SDK asks Entra ID for
@@ -146,22 +156,43 @@ def test_embedded_gateway_runs_a_turn_behind_tls_and_auth(tls_env: TlsEnv, tmp_p
         "w = AgentWorker(agents=[Agent(name='Pirate', instructions='Talk like a pirate.', model=OfflineChatModel())],"
         " connection_string=cs)\n"
         "w.start(); print('started', flush=True)\n"
-        "time.sleep(120)\n")
+        "time.sleep(120)\n"
+    )
     log = tmp_path / "worker.log"
-    worker = ManagedProcess([sys.executable, "-c", code], log, name="pirate-worker", env=hermetic_env(
-        {"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(tls_env.pki.ca_file)}, keep=())).start()
+    worker = ManagedProcess(
+        [sys.executable, "-c", code],
+        log,
+        name="pirate-worker",
+        env=hermetic_env({"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(tls_env.pki.ca_file)}, keep=()),
+    ).start()
     try:
         wait_until(lambda: "started" in log.read_text() or not worker.is_running(), timeout=60)
         assert worker.is_running(), worker.log_tail()
         # the worker announces its agents with a signal to the gateway's registry entity: wait until it is in
-        wait_until(lambda: "Pirate" in str(http(tls_env.sidecar.url("gateway", "/api/agents"), token=TOKEN,
-                                                 context=tls_env.ssl_context())[2]), timeout=30)
-        status, _, body = http(tls_env.sidecar.url("gateway", "/api/agents/Pirate/threads"), method="POST",
-                               body={"message": "Ahoy"}, token=TOKEN, context=tls_env.ssl_context())
+        wait_until(
+            lambda: (
+                "Pirate"
+                in str(
+                    http(tls_env.sidecar.url("gateway", "/api/agents"), token=TOKEN, context=tls_env.ssl_context())[2]
+                )
+            ),
+            timeout=30,
+        )
+        status, _, body = http(
+            tls_env.sidecar.url("gateway", "/api/agents/Pirate/threads"),
+            method="POST",
+            body={"message": "Ahoy"},
+            token=TOKEN,
+            context=tls_env.ssl_context(),
+        )
         assert status == 200, body
         assert body["response"] and "offline" in body["response"].lower()
-        status, _, body = http(tls_env.sidecar.url("gateway", "/api/agents/Pirate/threads"), method="POST",
-                               body={"message": "Ahoy"}, context=tls_env.ssl_context())
+        status, _, body = http(
+            tls_env.sidecar.url("gateway", "/api/agents/Pirate/threads"),
+            method="POST",
+            body={"message": "Ahoy"},
+            context=tls_env.ssl_context(),
+        )
         assert status == 401
     finally:
         worker.stop()

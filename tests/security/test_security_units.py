@@ -31,6 +31,7 @@ def run(coro):
 
 # -- token file ------------------------------------------------------------------------------------------------
 
+
 def test_token_file_parses_tokens_hubs_and_comments(tmp_path: Path):
     f = tmp_path / "tokens"
     f.write_text("# a comment\n\nalpha\nbeta  orders,billing\n")
@@ -78,6 +79,7 @@ def test_token_file_broken_rewrite_keeps_last_good_set(tmp_path: Path, caplog: p
 
 # -- JWT -------------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def issuer(tmp_path: Path) -> Issuer:
     return Issuer(tmp_path / "jwks.json")
@@ -95,16 +97,19 @@ def test_jwt_rs256_and_es256_accepted(issuer: Issuer):
         assert claims["sub"] == f"s-{key.alg}" and claims["aud"] == AUDIENCE
 
 
-@pytest.mark.parametrize("case,expected", [
-    ("expired", "JWT expired"),
-    ("audience", "audience is not 'https://durabletask.io'"),
-    ("issuer", "issuer is not"),
-    ("foreign-key", "signature does not verify"),
-    ("unknown-kid", "is not in the configured JWKS"),
-    ("not-jwt", "not a well-formed JWT"),
-    ("hs256", "algorithm 'HS256' is not accepted"),
-    ("future", "not valid yet"),
-])
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("expired", "JWT expired"),
+        ("audience", "audience is not 'https://durabletask.io'"),
+        ("issuer", "issuer is not"),
+        ("foreign-key", "signature does not verify"),
+        ("unknown-kid", "is not in the configured JWKS"),
+        ("not-jwt", "not a well-formed JWT"),
+        ("hs256", "algorithm 'HS256' is not accepted"),
+        ("future", "not valid yet"),
+    ],
+)
 def test_jwt_rejections_say_why(issuer: Issuer, case: str, expected: str):
     import jwt as pyjwt
 
@@ -139,7 +144,7 @@ def test_jwks_refreshed_on_unknown_kid(issuer: Issuer):
     token = issuer.token(key=rotated)
     with pytest.raises(JwtRejected, match="not in the configured JWKS"):
         run(v.verify(token))
-    issuer.publish(issuer.keys + [rotated])
+    issuer.publish([*issuer.keys, rotated])
     assert run(v.verify(token))["sub"] == "worker-identity"
 
 
@@ -186,7 +191,7 @@ def test_jwks_over_http_is_cached_and_refetched_for_a_new_kid(issuer: Issuer):
             run(v.verify(issuer.token()))
         assert len(hits) == 1, "known kids must come from the cache"
         rotated = new_key("RS256")
-        issuer.publish(issuer.keys + [rotated])
+        issuer.publish([*issuer.keys, rotated])
         run(v.verify(issuer.token(key=rotated)))
         assert len(hits) == 2
     finally:
@@ -206,6 +211,7 @@ def test_jwks_unknown_kid_refetch_is_rate_limited(issuer: Issuer):
 
 # -- policy ----------------------------------------------------------------------------------------------------
 
+
 def test_authenticator_static_and_jwt_with_hubs(tmp_path: Path, issuer: Issuer):
     f = tmp_path / "tokens"
     f.write_text("all-hubs\nlimited orders\n")
@@ -217,10 +223,14 @@ def test_authenticator_static_and_jwt_with_hubs(tmp_path: Path, issuer: Issuer):
     p = run(auth.authenticate(f"Bearer {issuer.token(subject='wi-123')}", "anything"))
     assert p.kind == "jwt" and p.subject == "jwt:wi-123"
     assert run(auth.authenticate(f"Bearer {auth.internal_token}", "x")).kind == "internal"
-    for header, message in [(None, "missing credentials"), ("", "missing credentials"),
-                            ("Basic dXNlcjpwYXNz", "not 'Bearer <token>'"), ("Bearer ", "token is empty"),
-                            ("Bearer nope", "neither an accepted static token nor a JWT"),
-                            ("just-a-secret", "not 'Bearer <token>'")]:
+    for header, message in [
+        (None, "missing credentials"),
+        ("", "missing credentials"),
+        ("Basic dXNlcjpwYXNz", "not 'Bearer <token>'"),
+        ("Bearer ", "token is empty"),
+        ("Bearer nope", "neither an accepted static token nor a JWT"),
+        ("just-a-secret", "not 'Bearer <token>'"),
+    ]:
         with pytest.raises(Unauthenticated) as ei:
             run(auth.authenticate(header, "x"))
         assert message in str(ei.value), (header, str(ei.value))
@@ -232,6 +242,7 @@ def test_no_auth_means_anonymous():
 
 
 # -- safe defaults, TLS config ---------------------------------------------------------------------------------
+
 
 def test_safe_default_host(tmp_path: Path):
     f = tmp_path / "tokens"
