@@ -41,7 +41,9 @@ class Client:
             print(session.run("Another one about the same topic"))
 
     ``address``: ``host:port`` of the gateway's gRPC (the sidecar's port when the gateway runs inside it;
-    default ``$MOORAGE_ADDRESS`` or ``localhost:8080``); ``https://`` for TLS.
+    default ``$MOORAGE_ADDRESS`` or ``localhost:8080``); ``https://`` for TLS. ``token``: the bearer token of a
+    sidecar with authentication (default ``$MOORAGE_TOKEN``); ``credentials`` for a private CA or mutual TLS
+    (``moorage.security.grpc_channel_credentials``).
     """
 
     def __init__(self, address: str | None = None, *, credentials: grpc.ChannelCredentials | None = None,
