@@ -28,9 +28,10 @@ def security_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Accept JWTs (RS256/ES256) signed by a key of this JWKS, a file or an https:// URL "
                      "(Entra ID: https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys)."),
         click.option("--auth-audience", default=DEFAULT_AUDIENCE, envvar="MOORAGE_AUTH_AUDIENCE", show_envvar=True,
-                     help="The audience JWTs must carry (what the DTS SDKs request)."),
+                     help="The audience JWTs must carry (what the DTS SDKs request); several: comma-separated."),
         click.option("--auth-issuer", default=None, envvar="MOORAGE_AUTH_ISSUER", show_envvar=True,
-                     help="The issuer JWTs must carry (Entra ID: https://login.microsoftonline.com/<tenant>/v2.0); "
+                     help="The issuer JWTs must carry; several: comma-separated (Entra ID v1 and v2 tokens: "
+                     "https://sts.windows.net/<tenant>/,https://login.microsoftonline.com/<tenant>/v2.0); "
                      "default: any issuer the JWKS signs for."),
         click.option("--tls-cert", type=click.Path(dir_okay=False), default=None, envvar="MOORAGE_TLS_CERT",
                      show_envvar=True, help="PEM certificate (chain): serve gRPC and every HTTP listener over TLS."),

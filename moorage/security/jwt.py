@@ -55,7 +55,9 @@ class JwksVerifier:
         fetch_timeout: float = 5.0,
         cache_size: int = 4096,
     ) -> None:
-        if not audience:
+        self.audiences = _listed(audience)
+        self.issuers = _listed(issuer)
+        if not self.audiences:
             raise ValueError("--auth-audience must not be empty")
         self.source = source
         self.is_url = source.lower().startswith(("https://", "http://"))
@@ -204,8 +206,8 @@ class JwksVerifier:
                     token,
                     key.key,
                     algorithms=[alg],
-                    audience=self.audience,
-                    issuer=self.issuer,
+                    audience=self.audiences,
+                    issuer=self.issuers or None,
                     leeway=self.leeway,
                     options={"require": required},
                 )
@@ -214,9 +216,9 @@ class JwksVerifier:
             except jwt.ExpiredSignatureError:
                 raise JwtRejected("JWT expired") from None
             except jwt.InvalidAudienceError:
-                raise JwtRejected(f"JWT audience is not {self.audience!r}") from None
+                raise JwtRejected(f"JWT audience is not {' or '.join(map(repr, self.audiences))}") from None
             except jwt.InvalidIssuerError:
-                raise JwtRejected(f"JWT issuer is not {self.issuer!r}") from None
+                raise JwtRejected(f"JWT issuer is not {' or '.join(map(repr, self.issuers))}") from None
             except jwt.ImmatureSignatureError:
                 raise JwtRejected("JWT is not valid yet (nbf/iat in the future)") from None
             except jwt.MissingRequiredClaimError as exc:
@@ -227,6 +229,12 @@ class JwksVerifier:
                 raise JwtRejected(f"JWT rejected: {type(exc).__name__}") from None
         assert last is not None
         raise JwtRejected("JWT signature does not verify with the configured JWKS")
+
+
+def _listed(value: str | None) -> list[str]:
+    """``a,b`` → ``["a", "b"]``: Entra ID issues v1 and v2 tokens with different issuers, and an API may accept
+    more than one audience."""
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
 def looks_like_jwt(token: str) -> bool:

@@ -131,6 +131,18 @@ def test_jwt_rejections_say_why(issuer: Issuer, case: str, expected: str):
     assert token not in str(ei.value)
 
 
+def test_jwt_several_issuers_and_audiences(issuer: Issuer):
+    """Entra ID v1 tokens carry ``https://sts.windows.net/<tenant>/``, v2 ``.../v2.0``: accept both when listed."""
+    v1 = "https://sts.windows.net/00000000-0000-0000-0000-000000000001/"
+    v = verifier(issuer, issuer=f"{v1}, {ISSUER}", audience=f"{AUDIENCE},api://moorage")
+    run(v.verify(issuer.token(issuer=v1)))
+    run(v.verify(issuer.token(audience="api://moorage")))
+    with pytest.raises(JwtRejected, match="issuer is not 'https://sts.windows.net/"):
+        run(v.verify(issuer.token(issuer="https://elsewhere/")))
+    with pytest.raises(JwtRejected, match="audience is not 'https://durabletask.io' or 'api://moorage'"):
+        run(v.verify(issuer.token(audience="api://other")))
+
+
 def test_jwt_small_clock_skew_is_allowed(issuer: Issuer):
     v = verifier(issuer)
     run(v.verify(issuer.token(expires_in=-20)))  # 20 s past exp, inside the 60 s leeway
