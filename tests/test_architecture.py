@@ -20,8 +20,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
                        "moorage.observability.ops"),
     "moorage.client": ("moorage._proto", "moorage.connection"),
     "moorage.gateway": ("moorage.agents", "moorage._sdk", "moorage._proto", "moorage.connection", "moorage.shutdown",
-                        "moorage.sidecar.terms"),
-    "moorage.dashboard": ("moorage.sidecar", "moorage.agents.protocol"),
+                        "moorage.sidecar.terms", "moorage.security"),
+    "moorage.dashboard": ("moorage.sidecar", "moorage.agents.protocol", "moorage.security"),
+    "moorage.security": (),
     "moorage.observability": ("moorage.sidecar.core", "moorage.sidecar.store.base", "moorage.sidecar.terms"),
 }
 EVERYWHERE = ("moorage.__version__",)
