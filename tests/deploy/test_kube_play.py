@@ -5,8 +5,9 @@ answering one agent turn through the sidecar's gateway with the chart's auth tok
 only Deployments, the Secret and the PVC are played (Services, PDBs and the ServiceAccount mean nothing to it);
 pods share the host network, so the chart's ports come from free ones and the container ``ports`` lists go (host
 networking refuses port mappings), probes then name their port by number; the worker reaches the sidecar on
-127.0.0.1 instead of its Service name; and the worker's ``MOORAGE_TOKEN`` is given by value (podman's
-``secretKeyRef`` reads only its own JSON secrets). Runtime settings go through CONTAINERS_CONF (runc, ulimits),
+127.0.0.1 instead of its Service name; the worker's ``MOORAGE_TOKEN`` is given by value (podman's
+``secretKeyRef`` reads only its own JSON secrets); and the Secret's data is given so that podman's secret volume
+(which writes the base64 text instead of the bytes) holds the token. Runtime settings go through CONTAINERS_CONF (runc, ulimits),
 as ``kube play`` has no flags for them."""
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ def adapt(docs: list[dict[str, Any]], grpc: int) -> tuple[list[dict[str, Any]], 
     """(the Secret, the rest to play, the token) — see the module docstring for why each change."""
     secrets = [d for d in docs if d["kind"] == "Secret"]
     token = base64.b64decode(secrets[0]["data"]["token"]).decode()
+    # podman 4.3 writes a secret volume's files as the base64 text of the data, not the decoded bytes; the chart's
+    # token (48 letters and digits) is itself valid base64, so giving it as the data makes the file hold the token
+    assert len(token) % 4 == 0 and token.isalnum()
+    secrets[0]["data"] = {"token": token, "tokens": token}
     rest = [d for d in docs if d["kind"] in ("PersistentVolumeClaim", "Deployment")]
     for d in rest:
         if d["kind"] != "Deployment":
@@ -100,6 +105,9 @@ def test_rendered_deployments_answer_an_agent_turn(tmp_path: Path) -> None:
                           "-d", '{"message": "Tell me a joke about pirates"}')
         assert code == 200, (code, body, logs())
         assert "offline model" in json.loads(body)["response"]
+        code, _ = curl("-X", "POST", f"http://127.0.0.1:{http}/api/agents/Joker/threads",
+                       "-H", "content-type: application/json", "-d", '{"message": "hi"}')
+        assert code == 401  # the chart's default: nothing without the token
         user = subprocess.run(["podman", "inspect", "rel-moorage-sidecar-pod-0-sidecar", "--format",
                                "{{.Config.User}}"], env=env, capture_output=True, text=True, timeout=60, check=True)
         assert user.stdout.strip().split(":")[0] == "65532"  # the chart's runAsUser
