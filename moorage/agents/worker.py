@@ -173,6 +173,17 @@ class AgentWorker:
                     self._sdk_logger.warning("could not announce agents to the gateway: %s", exc)
         return self
 
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def connected(self) -> bool:
+        """Whether the work-item stream to the backend is open now (``/readyz`` of ``moorage worker``)."""
+        from .. import _sdk
+
+        return self._started and _sdk.work_item_stream_open(self._worker)
+
     def stop(self) -> None:
         if self._started:
             self._quiet.stopping = True
@@ -192,7 +203,7 @@ class AgentWorker:
     def run(self) -> None:
         """Start and block until SIGINT or SIGTERM, then stop cleanly."""
         done = threading.Event()
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: done.set())

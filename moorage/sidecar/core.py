@@ -27,7 +27,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from moorage.sidecar import engine
 from moorage.sidecar.engine import Effects, Filters, Lease, LeasedWork
-from moorage.sidecar.store.base import Change, InstanceRow, Store, StoreTx
+from moorage.sidecar.store.base import Backlog, Change, InstanceRow, Store, StoreTx
 from moorage.sidecar.terms import WorkKind
 
 T = TypeVar("T")
@@ -107,6 +107,7 @@ class Counters:
 
     dispatched: Mapping[WorkKind, int]
     completed: Mapping[WorkKind, int]
+    lease_expiries: Mapping[WorkKind, int]  # items handed out again because their holder's lease lapsed
 
 
 @dataclass(eq=False)
@@ -142,6 +143,7 @@ class _Hub:
     generation: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
     dispatched: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
     completed: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
+    lease_expiries: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
 
 
 class SidecarCore:
@@ -206,13 +208,14 @@ class SidecarCore:
         t = time.time()
         lease = Lease(owner=stream.id, now=t, until=t + self.lease_seconds)
         asked: dict[WorkKind, int] = {}
+        lease_fx = Effects()
 
         def body(tx: StoreTx) -> tuple[T, LeasedWork | None]:
             result = transition(tx, fx, *args, **kwargs)
             asked.update({kind: n if kind in fx.work else 0 for kind, n in want.items()})
             if not any(asked.values()):
                 return result, None
-            return result, engine.lease_work(tx, Effects(), lease, stream.filters, asked, look_ahead=False)
+            return result, engine.lease_work(tx, lease_fx, lease, stream.filters, asked, look_ahead=False)
 
         for kind, n in want.items():
             stream.reserved[kind] += n
@@ -221,6 +224,8 @@ class SidecarCore:
         finally:
             for kind, n in want.items():
                 stream.reserved[kind] -= n
+        for kind, n in lease_fx.expired.items():
+            h.lease_expiries[kind] += n
         if leased is not None:
             self._deliver(h, stream, leased, asked, generation)
         self._wake(h, fx.changed, fx.work)
@@ -359,14 +364,17 @@ class SidecarCore:
         want = {kind: free[kind] if everywhere or generation[kind] != stream.seen[kind] else 0 for kind in WorkKind}
         if not any(n > 0 for n in want.values()):
             return LeasedWork([], [], [])
+        fx = Effects()
         for kind, n in want.items():
             stream.reserved[kind] += n
         try:
             leased = await self._store.run(
-                stream.hub, lambda tx: engine.lease_work(tx, Effects(), lease, stream.filters, want), durable=False)
+                stream.hub, lambda tx: engine.lease_work(tx, fx, lease, stream.filters, want), durable=False)
         finally:
             for kind, n in want.items():
                 stream.reserved[kind] -= n
+        for kind, n in fx.expired.items():
+            h.lease_expiries[kind] += n
         if not leased:
             stream.next_due = leased.next_due
         for kind in WorkKind:
@@ -420,7 +428,18 @@ class SidecarCore:
     def counters(self, hub: str) -> Counters:
         """A copy of ``hub``'s dispatched/completed counters."""
         h = self._hub(hub)
-        return Counters(dispatched=dict(h.dispatched), completed=dict(h.completed))
+        return Counters(dispatched=dict(h.dispatched), completed=dict(h.completed),
+                        lease_expiries=dict(h.lease_expiries))
+
+    async def backlog(self, hub: str) -> Backlog:
+        """Work items of ``hub`` waiting for a worker and held by one now, per kind, as the store sees them (so, on
+        a shared store, those of every replica): what an autoscaler scales workers on."""
+        return await self.read(hub, lambda tx: tx.backlog(time.time()))
+
+    @property
+    def is_open(self) -> bool:
+        """True until ``stop()``: the hubs take work (``/readyz``)."""
+        return not self._stopping.is_set()
 
     # -- wake-ups --------------------------------------------------------------------------------------------
 

@@ -122,6 +122,8 @@ def orchestrator_work_item(o: engine.OrchestratorItem) -> bytes:
     req = pb.OrchestratorRequest(
         instanceId=o.row.instance_id, executionId=sv(o.row.execution_id), newEvents=o.new,
         entityParameters=pb.OrchestratorEntityParameters(entityMessageReorderWindow=duration_pb2.Duration(seconds=30)))
+    if o.row.trace_context:
+        req.orchestrationTraceContext.ParseFromString(o.row.trace_context)
     inner = b"".join([req.SerializeToString(), *(b for e in o.past for b in (_PAST_EVENTS, _varint(len(e)), e))])
     return b"".join([_ORCHESTRATOR_REQUEST, _varint(len(inner)), inner,
                      pb.WorkItem(completionToken=o.row.lease_token).SerializeToString()])
@@ -159,9 +161,12 @@ def _work_items(work: LeasedWork) -> Iterator[pb.WorkItem | bytes]:
     for o in work.orchestrations:
         yield orchestrator_work_item(o)
     for a in work.activities:
-        yield pb.WorkItem(completionToken=a.lease_token, activityRequest=pb.ActivityRequest(
+        activity = pb.ActivityRequest(
             name=a.name, version=sv(a.version), input=sv(a.input), taskId=a.task_id, tags=a.tags,
-            orchestrationInstance=pb.OrchestrationInstance(instanceId=a.instance_id, executionId=sv(a.execution_id))))
+            orchestrationInstance=pb.OrchestrationInstance(instanceId=a.instance_id, executionId=sv(a.execution_id)))
+        if a.trace_context:
+            activity.parentTraceContext.ParseFromString(a.trace_context)
+        yield pb.WorkItem(completionToken=a.lease_token, activityRequest=activity)
     for e in work.entities:
         yield pb.WorkItem(completionToken=e.row.lease_token, entityRequestV2=pb.EntityRequest(
             instanceId=e.row.entity_id, entityState=sv(e.row.state), operationRequests=e.operations))
@@ -201,7 +206,8 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
             hub, engine.create_instance, instance_id=request.instanceId or uuid.uuid4().hex, name=request.name,
             input=_value(request, "input"), version=_value(request, "version"), tags=dict(request.tags),
             scheduled_start=_time(request.scheduledStartTimestamp, request, "scheduledStartTimestamp"),
-            reuse_statuses=reuse, execution_id=_value(request, "executionId"))
+            reuse_statuses=reuse, execution_id=_value(request, "executionId"),
+            trace_context=request.parentTraceContext if request.HasField("parentTraceContext") else None)
         log.info("started instance=%s name=%s hub=%s", row.instance_id, row.name, hub)
         return pb.CreateInstanceResponse(instanceId=row.instance_id)
 
