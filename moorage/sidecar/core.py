@@ -7,8 +7,8 @@ that transaction calls for. It knows neither gRPC nor SQL (the shape of durablet
 its executor alone uses).
 
 Waiting costs no threads: instance waiters and work-item streams are coroutines parked on ``Signal``s that a
-commit fires. A transition that makes work appears also leases that work, in its own transaction, to a stream that
-can take it (the stream that completed the item it settles, or one waiting for work), and hands it to that stream:
+commit fires. A transition that makes orchestration or activity work also leases that work, in its own
+transaction, to a stream that can take it (the stream that completed the item it settles, or one waiting for work), and hands it to that stream:
 so a work item costs the transition that made it and the one that settles it, not a third one to lease it. Streams keep their leases alive while they live (``renew_leases_forever``); a dead worker's leases
 lapse after ``lease_seconds`` and its items go to another stream.
 """
@@ -204,6 +204,11 @@ class SidecarCore:
             return result
         # Decided here, on the loop, so that the transaction touches no core state (a store may run it elsewhere).
         want = self._free(stream, token)
+        # Entity messages are not leased this way: a stream that leases them a moment later takes every message that
+        # arrived meanwhile in one batch, where leasing at once makes a batch per message (measured on
+        # entity_signals: +14-20% sidecar and +12-35% worker CPU per signal, whether leased by the signal or by the
+        # completion of the batch before).
+        want[WorkKind.ENTITY] = 0
         generation = dict(h.generation)
         t = time.time()
         lease = Lease(owner=stream.id, now=t, until=t + self.lease_seconds)
