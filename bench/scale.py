@@ -33,22 +33,22 @@ async def dispatch_cost(store: SqliteStore, sizes: tuple[int, ...] = (10, 100, 1
     for size in sizes:
         iid = f"hist-{size}"
         fx = engine.Effects()
-        await store.run(HUB, lambda tx: engine.create_instance(tx, fx, instance_id=iid, name="o", input=None))
+        await store.run(HUB, lambda tx, fx=fx, iid=iid: engine.create_instance(tx, fx, instance_id=iid, name="o", input=None))
         history = [event(event_id=i, taskScheduled=pb.TaskScheduledEvent(name="act", input=sv(f'"payload-{i}"')))
                    for i in range(size)]
-        await store.run(HUB, lambda tx: tx.append_history(iid, history))
+        await store.run(HUB, lambda tx, iid=iid, history=history: tx.append_history(iid, history))
         samples, size_bytes = [], 0
         for _ in range(7):
             t = time.time()
             c0 = time.process_time()
-            items = await store.run(HUB, lambda tx: engine.lease_orchestrations(
+            items = await store.run(HUB, lambda tx, t=t: engine.lease_orchestrations(
                 tx, engine.Effects(), Lease("bench", t, t + 10), Filters(), 1), durable=False)
             (item,) = items
             size_bytes = len(_serialize(next(service._work_items(engine.LeasedWork([item], [], [])))))
             samples.append(time.process_time() - c0)
             token = item.row.lease_token
-            await store.run(HUB, lambda tx: engine.abandon_orchestration(tx, engine.Effects(), token), durable=False)
-        await store.run(HUB, lambda tx: tx.delete_instance(iid))
+            await store.run(HUB, lambda tx, token=token: engine.abandon_orchestration(tx, engine.Effects(), token), durable=False)
+        await store.run(HUB, lambda tx, iid=iid: tx.delete_instance(iid))
         samples.sort()
         print(f"dispatch, history {size:5d} events: {1e3 * samples[3]:6.2f} ms CPU ({size_bytes} bytes)")
 
@@ -64,7 +64,7 @@ async def grown_store_costs(store: SqliteStore, entities: int = 10_000, instance
     n = 50
     t0 = time.perf_counter()
     for i in range(n):
-        await store.run(HUB, lambda tx: engine._release_locks_of(tx, engine.Effects(), f"x{i}"))
+        await store.run(HUB, lambda tx, i=i: engine._release_locks_of(tx, engine.Effects(), f"x{i}"))
     t1 = time.perf_counter()
     for _ in range(n):
         await store.run(HUB, lambda tx: tx.renew_leases(["default/bench"], time.time() + 10), durable=False)
