@@ -34,7 +34,12 @@ agent_registry_entity.__name__ = REGISTRY_ENTITY
 
 
 def registration(agent: Any) -> dict[str, Any]:
+    """What a worker announces about an agent (``type``, ``httpEndpointEnabled`` and ``mcpToolEnabled`` are what
+    Agent Framework's ``/api/health`` lists)."""
     return {"name": agent.name, "description": getattr(agent, "description", None) or "",
+            "type": type(agent).__name__,
+            "httpEndpointEnabled": bool(getattr(agent, "http_endpoint", True)),
+            "mcpToolEnabled": bool(getattr(agent, "mcp_tool", True)),
             "registeredAt": datetime.now(timezone.utc).isoformat()}
 
 

@@ -369,10 +369,10 @@ class Gateway:
 
     # -- agents -----------------------------------------------------------------------------------------------------
 
-    async def list_agents(self) -> list[dict[str, str]]:
+    async def list_agents(self) -> list[dict[str, Any]]:
         found = await self._call("listing agents", self.client.get_all_entities(
             EntityQuery(instance_id_starts_with=f"@{REGISTRY_ENTITY}@", include_state=True)))
-        agents: dict[str, dict[str, str]] = {}
+        agents: dict[str, dict[str, Any]] = {}
         for md in found:
             try:
                 info = json.loads(md.get_state() or "null") or {}
@@ -380,7 +380,10 @@ class Gateway:
                 info = {}
             name = str(info.get("name") or md.id.key)
             agents[name.lower()] = {"name": name, "description": str(info.get("description") or ""),
-                                    "registeredAt": str(info.get("registeredAt") or "")}
+                                    "registeredAt": str(info.get("registeredAt") or ""),
+                                    "type": str(info.get("type") or "Agent"),
+                                    "httpEndpointEnabled": info.get("httpEndpointEnabled", True) is not False,
+                                    "mcpToolEnabled": info.get("mcpToolEnabled", True) is not False}
         for low, name in self._configured.items():
             agents.setdefault(low, {"name": name, "description": "", "registeredAt": ""})
         return sorted(agents.values(), key=lambda a: a["name"].lower())
@@ -433,7 +436,10 @@ class Gateway:
 
     async def prepare_run(self, agent: str, session_id: str | None, message: Any, *,
                           correlation_id: str | None = None, response_schema: Any = None,
-                          options: Any = None, enable_tool_calls: bool | None = None) -> PreparedRun:
+                          options: Any = None, enable_tool_calls: bool | None = None, role: str = "user",
+                          create: bool = False) -> PreparedRun:
+        """Check and build a turn request. ``session_id`` None starts a new session; a given one must exist unless
+        ``create`` (Agent Framework's Function App API names the session of a first turn itself)."""
         if not isinstance(message, str) or not message.strip():
             raise invalid("message must be a non-empty string", reason="EmptyMessage")
         if options is MISSING or options is None:
@@ -445,7 +451,9 @@ class Gateway:
             check_id(correlation_id, "correlation id")
         name = await self.require_agent(agent)
         new_session = not session_id
-        if session_id:
+        if session_id and create:
+            check_id(session_id, "session id")
+        elif session_id:
             await self.require_session(name, session_id)
         else:
             session_id = uuid.uuid4().hex
@@ -453,7 +461,8 @@ class Gateway:
         try:
             request = protocol.build_request(message, corr, response_schema=schema,
                                     enable_tool_calls=True if enable_tool_calls is None else bool(enable_tool_calls),
-                                    options=options)
+                                    options=options, role=role)
+            protocol.RunRequest.parse(request)  # the entity's own check (e.g. the role), answered here as a 400
         except (ValueError, TypeError) as exc:
             raise invalid(str(exc)) from None
         request["created_at"] = datetime.now(timezone.utc).isoformat()
@@ -623,6 +632,12 @@ class Gateway:
         return {"agent": name, "sessionId": session_id, "threadId": session_id, "messages": messages,
                 "runningCorrelationId": running,
                 "lastModifiedAt": _iso(md.last_modified), "state": state}
+
+    async def message_count(self, agent: str, session_id: str) -> int:
+        """The number of history entries (requests and responses) of a session: Agent Framework's
+        ``message_count``."""
+        md = await self._session_metadata(agent, session_id)
+        return len(history(load_state(md.get_state()))) if md is not None else 0
 
     async def list_sessions(self, agent: str | None = None, page_size: int = 0,
                             continuation_token: str | None = None) -> dict[str, Any]:

@@ -14,6 +14,9 @@
     GET    /api/entities/{name}/{key}
     GET    /openapi.json, /healthz
 
+Agent Framework's Function App routes (``POST /api/agents/{name}/run``, ``GET /api/health``) are served as it ships
+them; their rules live in :mod:`moorage.gateway.functionapp`.
+
 Every ``/sessions`` route is also served at ``/threads`` (the durable-agents announcement's name, so its ``curl``
 commands work unchanged): same handlers, same answers. Answers carry the session id as ``sessionId`` and, for
 those clients, as ``threadId`` too (and the ``x-ms-thread-id`` header).
@@ -38,6 +41,7 @@ from starlette.routing import Route
 
 from moorage.gateway.core import MISSING, Gateway, PreparedRun, parse_time
 from moorage.gateway.errors import GatewayError, invalid
+from moorage.gateway.functionapp import FunctionAppApi
 from moorage.gateway.openapi import openapi_spec
 
 log = logging.getLogger("moorage.gateway")
@@ -373,8 +377,15 @@ def _guard(handler: Any) -> Any:
 
 def create_app(gateway: Gateway, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
     api = HttpApi(gateway, max_body_bytes=max_body_bytes)
+    fapp = FunctionAppApi(gateway, api.body)
     g = _guard
     routes = [Route("/api/agents", g(api.list_agents), methods=["GET"])]
+    # Agent Framework's AgentFunctionApp routes, as it ships them (moorage.gateway.functionapp)
+    routes += [
+        Route("/api/agents/{name}/run", g(fapp.run), methods=["POST"]),
+        Route("/api/agents/{name}/run/{session_id}/{correlation_id}", g(fapp.run_status), methods=["GET"]),
+        Route("/api/health", g(fapp.health), methods=["GET"]),
+    ]
     # /sessions, and /threads: the same routes under the durable-agents name (documented aliases)
     for noun, param in (("sessions", "session_id"), ("threads", "thread_id")):
         base, item = f"/api/agents/{{name}}/{noun}", f"/api/agents/{{name}}/{noun}/{{{param}}}"

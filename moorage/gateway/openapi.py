@@ -88,6 +88,41 @@ def _session_paths(noun: str, p_id: dict[str, Any], run_post: dict[str, Any]) ->
     }
 
 
+
+def _function_app_paths() -> dict[str, Any]:
+    """Agent Framework's AgentFunctionApp routes (rules: moorage.gateway.functionapp)."""
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    q = [{"name": n, "in": "query", "schema": {"type": "string"}}
+         for n in ("session_id", "thread_id", "sessionId", "wait_for_response", "waitForResponse", "timeout")]
+    result = {"type": "object", "properties": {k: {"type": "string"} for k in (
+        "response", "message", "session_id", "status", "correlation_id", "statusQueryGetUri", "error")} | {
+        "message_count": {"type": "integer"}}}
+    answers = {"200": {"description": "status success", "content": {"application/json": {"schema": result},
+                                                                    "text/plain": {"schema": {"type": "string"}}}},
+               "202": {"description": "status accepted (not waiting); statusQueryGetUri answers later"},
+               "400": {"description": '{"error": "..."}: no message, bad JSON, conflicting session ids'},
+               "500": {"description": "status failed or timeout"}}
+    return {
+        "/api/agents/{name}/run": {"post": {
+            "summary": "A turn, as Agent Framework's Function App takes it", "operationId": "functionAppRun",
+            "parameters": [name, {"name": "x-ms-wait-for-response", "in": "header", "schema": {"type": "string"}},
+                           *q],
+            "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                "message": {"type": "string"}, "session_id": {"type": "string"}, "thread_id": {"type": "string"},
+                "role": {"type": "string"}, "response_format": ANY, "enable_tool_calls": {"type": "boolean"},
+                "wait_for_response": {"type": "boolean"}}}}, "text/plain": {"schema": {"type": "string"}}}},
+            "responses": answers}},
+        "/api/agents/{name}/run/{sessionId}/{correlationId}": {"get": {
+            "summary": "The answer of a Function App turn (202 while it runs)", "operationId": "functionAppRunStatus",
+            "parameters": [name, {"name": "sessionId", "in": "path", "required": True, "schema": {"type": "string"}},
+                           {"name": "correlationId", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {**answers, "404": {"description": "no such turn"}}}},
+        "/api/health": {"get": {"summary": "Agent Framework's health check", "operationId": "functionAppHealth",
+                                "responses": {"200": {"description": '{"status": "healthy", "agents": '
+                                                                     '[{name, type, http_endpoint_enabled, '
+                                                                     'mcp_tool_enabled}], "agent_count"}'}}}},
+    }
+
 def openapi_spec(server_url: str = "") -> dict[str, Any]:
     run_post = {
         "parameters": [Q_WAIT, Q_STREAM, Q_TIMEOUT],
@@ -164,6 +199,7 @@ def openapi_spec(server_url: str = "") -> dict[str, Any]:
                 "get": {"summary": "An entity's state", "operationId": "getEntity",
                         "responses": {"200": _json(_ref("Entity"), "The entity."), **_errors(400, 404)}},
             },
+            **_function_app_paths(),
             "/healthz": {"get": {"summary": "Liveness", "operationId": "health",
                                  "responses": {"200": {"description": "Serving."}}}},
         },

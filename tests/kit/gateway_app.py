@@ -3,7 +3,8 @@ orchestration "wait_for_approval", the entity "counter", and the agent registry.
 
 The scripted model keeps context the way a real one would: it answers "what is my name?" from an earlier turn
 and "another one about the same topic" with the topic of an earlier turn, and says which turn it is on.
-A message containing ``[gate:TOKEN]`` streams its first word, then waits until the test opens ``GATES[TOKEN]``;
+A message containing ``[gate:TOKEN]`` streams its first word (or, not streamed, answers nothing yet), then waits
+until the test opens ``GATES[TOKEN]``;
 one containing ``[fail]`` makes the model call fail.
 """
 
@@ -89,6 +90,9 @@ class ScriptedModel:
             raise RuntimeError("the scripted model was asked to fail")
         sink = current_text_sink()
         if sink is None:
+            gate = _GATE.search(users[-1]) if users else None
+            if gate is not None and not GATES.setdefault(gate.group(1), threading.Event()).wait(60):
+                raise TimeoutError(f"gate {gate.group(1)} never opened")
             return self._response(self.reply(request), request)
         return self.stream(request, sink)
 
