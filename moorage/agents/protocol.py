@@ -49,8 +49,29 @@ COMPLETE_OPERATION = "_complete"
 EXPIRE_OPERATION = "_expire"
 PUBLIC_OPERATIONS = (RUN_OPERATION, RESET_OPERATION, DELETE_OPERATION, GET_OPERATION)
 """The operations a caller may signal (``_complete`` and ``_expire`` are the runtime's own)."""
+_OPERATIONS = {op.lower(): op for op in (*PUBLIC_OPERATIONS, COMPLETE_OPERATION, EXPIRE_OPERATION)}
+
+
+def normalize_operation(name: str | None) -> str:
+    """An entity operation name as the runtime knows it: matched case-insensitively, because Agent Framework's
+    .NET agents send ``Run`` (and older ones ``RunAgent``) where Python sends ``run``. Unknown names come back as
+    they are, for the entity to reject."""
+    raw = name or ""
+    low = raw.lower()
+    if low == "runagent":
+        return RUN_OPERATION
+    return _OPERATIONS.get(low, raw)
+
 
 SCHEMA_VERSION = "1.1.0"
+"""The schema version Moorage writes (Agent Framework Python's)."""
+READ_SCHEMA_MAJOR = 1
+"""Sessions written in any 1.x version are read (1.1.0 by Agent Framework Python, 1.2.0 by .NET): the fields
+Moorage understands are the schema's ``conversationHistory`` entries (``request``/``response`` with ``messages``,
+``correlationId``, ``createdAt``, ``responseType``, ``responseSchema``, ``orchestrationId``, ``usage``) and the
+content types ``text``, ``data``, ``uri``, ``functionCall``, ``functionResult``, ``error`` (kept, not replayed:
+``reasoning``, ``usage``, ``hostedFile``, ``hostedVectorStore``, ``unknown``). Other properties of ``data`` (e.g.
+.NET's ``expirationTime``) are kept under ``data.extensionData`` so that nothing written by others is lost."""
 EXT_KEY = "moorage"
 """Moorage's key under the schema's ``extensionData`` (on the state and on response entries)."""
 
@@ -155,9 +176,25 @@ class RunRequest:
         if not corr or not isinstance(corr, str):
             raise ValueError("correlationId is required in a run request")
         role = str(raw.get("role") or "user").strip().lower() or "user"
+        contents: list[dict[str, Any]] = []
+        dotnet = raw.get("messages")  # .NET's RunRequest: {"messages": [ChatMessage, ...], "enableToolCalls", ...}
+        if isinstance(dotnet, list) and dotnet and raw.get("message") is None:
+            first = dotnet[0] if isinstance(dotnet[0], dict) else {}
+            role = str(_role_name(first.get("role")) or "user").strip().lower() or "user"
+            for m in dotnet:
+                for c in (m.get("contents") if isinstance(m, dict) else None) or []:
+                    if isinstance(c, dict) and c.get("$type"):
+                        contents.append(c)
+                    elif isinstance(c, dict) and isinstance(c.get("text"), str):
+                        contents.append({"$type": "text", "text": c["text"]})
+                if isinstance(m, dict) and isinstance(m.get("text"), str) and not m.get("contents"):
+                    contents.append({"$type": "text", "text": m["text"]})
+            if "enable_tool_calls" not in raw and "enableToolCalls" in raw:
+                raw = {**raw, "enable_tool_calls": raw["enableToolCalls"]}
+            if "response_format" not in raw and isinstance(raw.get("responseFormat"), dict):
+                raw = {**raw, "response_format": raw["responseFormat"]}
         if role not in ("user", "system", "assistant", "developer"):
             raise ValueError(f"unsupported role {role!r} in run request")
-        contents: list[dict[str, Any]] = []
         message = raw.get("message")
         if message is not None and not isinstance(message, str):
             raise ValueError("'message' must be a string")
@@ -229,6 +266,13 @@ class RunRequest:
         if self.orchestration_id:
             entry["orchestrationId"] = self.orchestration_id
         return entry
+
+
+def _role_name(role: Any) -> str | None:
+    """A chat role as .NET may serialise it: a string, or ``{"value": "user"}``."""
+    if isinstance(role, dict):
+        role = role.get("value") or role.get("Value")
+    return role if isinstance(role, str) else None
 
 
 def message_contents(message: Any) -> list[dict[str, Any]]:
@@ -411,7 +455,7 @@ __all__ = [
     "COMPLETE_OPERATION", "DELETE_OPERATION", "ENTITY_PREFIX", "EXPIRE_OPERATION", "EXT_KEY", "GET_OPERATION",
     "LLM_PREFIX", "PUBLIC_OPERATIONS", "RESET_OPERATION", "RESPONSE_EVENT_PREFIX", "RUN_OPERATION", "RunRequest",
     "SCHEMA_VERSION", "TOOL_PREFIX", "TURN_PREFIX", "TurnOutput", "USAGE_KEYS", "add_usage", "agent_of_entity",
-    "bookkeeping", "build_request", "empty_usage", "entity_name", "is_error_entry", "is_error_response", "is_queued",
+    "READ_SCHEMA_MAJOR", "bookkeeping", "build_request", "empty_usage", "normalize_operation", "entity_name", "is_error_entry", "is_error_response", "is_queued",
     "is_session_entity", "llm_activity_name", "message_contents", "queued_requests", "response_entry",
     "response_event_name", "running_correlation", "session_entity_id", "session_instance_id", "sessions_prefix",
     "tool_activity_name", "turn_instance_id", "turn_orchestration_name", "usage_counts",

@@ -48,6 +48,7 @@ from .protocol import (
     empty_usage,
     entity_name,
     llm_activity_name,
+    normalize_operation,
     response_entry,
     response_event_name,
     session_entity_id,
@@ -90,7 +91,7 @@ class SessionEntity:
                                         if agent.response_schema is not None else None)
 
     def __call__(self, ctx: EntityContext, input: Any) -> Any:
-        op = ctx.operation
+        op = normalize_operation(ctx.operation)
         if op == DELETE_OPERATION:
             _sdk.write_entity_state_text(ctx, None)
             return None

@@ -16,13 +16,17 @@ This module is also where history becomes Chat Completions messages for the mode
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import datetime, timezone
 from typing import Any
 
 # The request/response shapes and the bookkeeping rules are the protocol's (re-exported here for old imports).
-from .protocol import (EXT_KEY, SCHEMA_VERSION, RunRequest, add_usage, empty_usage, is_error_entry,  # noqa: F401
+from .protocol import (EXT_KEY, READ_SCHEMA_MAJOR, SCHEMA_VERSION, RunRequest, add_usage, empty_usage, is_error_entry,  # noqa: F401
                        response_entry)
+
+
+logger = logging.getLogger("moorage.agents")
 
 
 def utc_now() -> datetime:
@@ -62,12 +66,22 @@ def load_state(raw: Any) -> dict[str, Any]:
             raw = None
     if not isinstance(raw, dict) or "schemaVersion" not in raw:
         return new_state()
+    if _major(raw.get("schemaVersion")) != READ_SCHEMA_MAJOR:
+        logger.warning("session state in schema version %r: reading the fields of schema %d.x it shares",
+                       raw.get("schemaVersion"), READ_SCHEMA_MAJOR)
     data = raw.setdefault("data", {})
     if not isinstance(data, dict):
         raw["data"] = data = {}
     if not isinstance(data.get("conversationHistory"), list):
         data["conversationHistory"] = []
     return raw
+
+
+def _major(version: Any) -> int | None:
+    try:
+        return int(str(version).split(".", 1)[0])
+    except ValueError:
+        return None
 
 
 def history(state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -249,10 +263,14 @@ class RawSession:
         if split is not None:
             self.extension, self.body = split
             return
-        state = load_state(raw)  # another layout: parse once, store canonically from now on
-        extension = state["data"].get("extensionData")
+        state = load_state(raw)  # another layout (e.g. Agent Framework's): parse once, store canonically from now on
+        data = state["data"]
+        extension = data.get("extensionData")
         self.extension = extension if isinstance(extension, dict) else {}
-        self.body = ",".join(dump_compact(e) for e in history(state))
+        for key, value in data.items():  # what others wrote beside the history (.NET: expirationTime) is kept
+            if key not in ("conversationHistory", "extensionData"):
+                self.extension.setdefault(key, value)
+        self.body = ",".join(dump_compact(e) for e in history(state) if isinstance(e, dict))
 
     @property
     def mo(self) -> dict[str, Any]:
