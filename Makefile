@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench sidecar screenshots clean
+.PHONY: install run lint test test-fast bench sidecar screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,12 @@ sidecar: $(STAMP)
 test: $(STAMP)
 	bash scripts/test-deps.sh
 	PATH="$$PATH:/usr/local/go/bin" $(BIN)/python -m pytest -q -ra
+
+# Guard rails: ruff (lint + format) and mypy over the package; `make test` runs them first.
+lint: $(STAMP)
+	$(BIN)/ruff check moorage
+	$(BIN)/ruff format --check moorage
+	$(BIN)/mypy
 
 # The fast layer only (engine, store conformance, pure units; no server, no gRPC): seconds.
 test-fast: $(STAMP)

@@ -57,7 +57,7 @@ def entity_state_text_supported(ctx: Any) -> bool:
 def read_entity_state_text(ctx: Any) -> str | None:
     """The entity's stored state as JSON text, without parsing it (the SDK keeps it serialised)."""
     if entity_state_text_supported(ctx):
-        return _state_shim(ctx)._current_state  # type: ignore[no-any-return]
+        return _state_shim(ctx)._current_state
     value = ctx.get_state()
     return None if value is None else value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
@@ -102,7 +102,7 @@ def _sdk_encoder() -> Callable[[Any], Any]:
     hook = getattr(serialization, "_encode_custom_object", None)
     if not callable(hook):
         raise SdkSeamError("durabletask.serialization._encode_custom_object", "the JSON default hook is gone")
-    return hook  # type: ignore[no-any-return]
+    return hook
 
 
 def encode_custom_object(o: Any) -> Any:

@@ -438,7 +438,7 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
                         {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
                         for c in calls]})
                     produced.append(assistant_message(reply_text, calls, author_name=agent.name))
-                    tasks = [ctx.call_activity(tool_name, input={
+                    tasks: list[task.Task[Any]] = [ctx.call_activity(tool_name, input={
                         "name": c["name"], "arguments": c["arguments"], "callId": c["id"],
                         "sessionId": session_id, "correlationId": corr,
                     }, retry_policy=agent.tool_retry) for c in calls]

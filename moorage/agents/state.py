@@ -142,7 +142,7 @@ def message_to_chat(message: dict[str, Any]) -> list[dict[str, Any]]:
     role = message.get("role") or "user"
     contents = message.get("contents") or []
     if role == "tool":
-        out = []
+        out: list[dict[str, Any]] = []
         for c in contents:
             if c.get("$type") == "functionResult":
                 out.append({"role": "tool", "tool_call_id": c.get("callId") or "", "content": _result_text(c.get("result"))})
@@ -168,7 +168,7 @@ def message_to_chat(message: dict[str, Any]) -> list[dict[str, Any]]:
         elif kind == "functionResult":
             results.append({"role": "tool", "tool_call_id": c.get("callId") or "", "content": _result_text(c.get("result"))})
         # reasoning, usage, error, hosted*: not replayed to the model
-    out: list[dict[str, Any]] = []
+    out = []
     if role == "assistant":
         if calls or texts:
             msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}

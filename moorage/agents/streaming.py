@@ -86,7 +86,7 @@ class ChunkPublisher:
                 if self._stub is None:
                     import grpc
 
-                    from moorage.gateway._proto import agents_pb2_grpc
+                    from moorage._proto import agents_pb2_grpc
 
                     assert self.endpoint
                     self._channel = grpc.insecure_channel(self.endpoint)
@@ -96,7 +96,7 @@ class ChunkPublisher:
     def publish(self, chunks: list[Chunk]) -> int:
         if not self.endpoint or not chunks:
             return 0
-        from moorage.gateway._proto import agents_pb2 as pb
+        from moorage._proto import agents_pb2 as pb
 
         try:
             resp = self._get_stub().PublishChunks(pb.PublishChunksRequest(chunks=[

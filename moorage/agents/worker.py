@@ -192,7 +192,7 @@ class AgentWorker:
     def run(self) -> None:
         """Start and block until SIGINT or SIGTERM, then stop cleanly."""
         done = threading.Event()
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: done.set())

@@ -24,8 +24,8 @@ from moorage.client._types import (
     target,
     translate,
 )
-from moorage.gateway._proto import agents_pb2 as pb
-from moorage.gateway._proto import agents_pb2_grpc as pb_grpc
+from moorage._proto import agents_pb2 as pb
+from moorage._proto import agents_pb2_grpc as pb_grpc
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from moorage.gateway._proto import agents_pb2 as pb
+from moorage._proto import agents_pb2 as pb
 
 DEFAULT_ADDRESS = "localhost:8080"
 ADDRESS_ENV = "MOORAGE_ADDRESS"
@@ -59,8 +59,8 @@ _ERRORS: dict[grpc.StatusCode, type[MoorageError]] = {
 
 
 def translate(exc: grpc.RpcError) -> MoorageError:
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
-    details = (exc.details() if hasattr(exc, "details") else None) or str(exc)  # type: ignore[attr-defined]
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
     return _ERRORS.get(code, MoorageError)(code, details)
 
 

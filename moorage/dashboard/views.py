@@ -20,7 +20,6 @@ from moorage.sidecar.store.base import EntityRow, InstanceRow
 from moorage.sidecar.terms import STATUS_PREFIX, TERMINAL_STATUSES, status_name
 
 STATUSES = [n[len(STATUS_PREFIX):] for n in pb.OrchestrationStatus.keys()]
-AGENT_PREFIX = protocol.ENTITY_PREFIX  # the agents' session protocol owns it; kept here for the app's routes
 PREVIEW_CHARS = 240
 
 
@@ -389,8 +388,8 @@ def conversation(raw_state: str | None, agent: str | None = None, session: str |
     if not isinstance(state, dict):
         return {"schemaVersion": None, "turns": [], "totals": _totals([]), "active": None, "pending": 0,
                 "valid": False}
-    data = state.get("data") if isinstance(state.get("data"), dict) else {}
-    entries = data.get("conversationHistory") if isinstance(data.get("conversationHistory"), list) else []
+    data: dict[str, Any] = state["data"] if isinstance(state.get("data"), dict) else {}
+    entries: list[Any] = data["conversationHistory"] if isinstance(data.get("conversationHistory"), list) else []
     turns: list[dict[str, Any]] = []
     by_corr: dict[str, dict[str, Any]] = {}
     for entry in entries:
@@ -399,6 +398,7 @@ def conversation(raw_state: str | None, agent: str | None = None, session: str |
         kind = entry.get("$type") or entry.get("json_type")
         corr = entry.get("correlationId") or ""
         messages = [_message(m) for m in entry.get("messages") or []]
+        turn: dict[str, Any] | None
         if kind == "request":
             turn = {"correlationId": corr, "createdAt": entry.get("createdAt"),
                     "orchestrationId": entry.get("orchestrationId"), "responseType": entry.get("responseType"),
@@ -429,7 +429,7 @@ def conversation(raw_state: str | None, agent: str | None = None, session: str |
             turn["durationMs"] = _ms_between(turn["createdAt"], entry.get("createdAt"))
     mo = protocol.bookkeeping(state)
     active = mo.get("active")
-    pending = mo.get("pending") if isinstance(mo.get("pending"), list) else []
+    pending: list[Any] = mo["pending"] if isinstance(mo.get("pending"), list) else []
     running = protocol.running_correlation(mo)
     for turn in turns:
         if not turn["responses"]:

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from moorage.gateway._proto import agents_pb2 as pb
-from moorage.gateway._proto import agents_pb2_grpc as pb_grpc
+from moorage._proto import agents_pb2 as pb
+from moorage._proto import agents_pb2_grpc as pb_grpc
 from moorage.gateway.core import (
     MISSING,
     EntityView,

@@ -124,7 +124,7 @@ def _function_app_paths() -> dict[str, Any]:
     }
 
 def openapi_spec(server_url: str = "") -> dict[str, Any]:
-    run_post = {
+    run_post: dict[str, Any] = {
         "parameters": [Q_WAIT, Q_STREAM, Q_TIMEOUT],
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": _ref("RunRequest"), "example": {"message": "Tell me a joke about pirates"}},

@@ -187,8 +187,8 @@ def test_errors_map_to_grpc_status_codes(client: Client, stack: Stack) -> None:
     with pytest.raises(NotFoundError):
         client.raise_event("no-such-instance", "approve")
     # raw stub: bad JSON in a *_json field is INVALID_ARGUMENT with a message
-    from moorage.gateway._proto import agents_pb2 as pb
-    from moorage.gateway._proto import agents_pb2_grpc as pb_grpc
+    from moorage._proto import agents_pb2 as pb
+    from moorage._proto import agents_pb2_grpc as pb_grpc
 
     with grpc.insecure_channel(stack.grpc_address) as ch:
         stub = pb_grpc.AgentServiceStub(ch)

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from moorage.gateway._proto import agents_pb2 as moorage_dot_v1_dot_agents__pb2
+from moorage._proto import agents_pb2 as moorage_dot_v1_dot_agents__pb2
 
 GRPC_GENERATED_VERSION = '1.64.1'
 GRPC_VERSION = grpc.__version__
