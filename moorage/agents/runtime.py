@@ -413,7 +413,7 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
         # Only the messages this turn adds (tool calls, results, corrections); the activity prepends the history.
         messages: list[dict[str, Any]] = []
         rf = inp.get("responseFormat")
-        tools_on = bool(inp.get("enableToolCalls", True)) and bool(agent.tools)
+        tools_on = bool(inp.get("enableToolCalls", True)) and agent.has_tools
         options = inp.get("options") or {}
         produced: list[dict[str, Any]] = []
         usage = empty_usage()
