@@ -111,6 +111,15 @@ def sessions_prefix(agent_name: str | None = None) -> str:
     return f"@{entity_name(agent_name.lower())}@"
 
 
+def session_key(value: str, agent_name: str) -> str:
+    """The session id in a caller's session identifier: the key itself, or the key of an entity id
+    ``@dafx-<agent>@<key>`` of that agent (Agent Framework's ``AgentSessionId`` string form)."""
+    prefix = sessions_prefix(agent_name)
+    if value.lower().startswith(prefix) and len(value) > len(prefix):
+        return value[len(prefix):]
+    return value
+
+
 def turn_orchestration_name(agent_name: str) -> str:
     return TURN_PREFIX + agent_name
 
@@ -457,6 +466,6 @@ __all__ = [
     "SCHEMA_VERSION", "TOOL_PREFIX", "TURN_PREFIX", "TurnOutput", "USAGE_KEYS", "add_usage", "agent_of_entity",
     "READ_SCHEMA_MAJOR", "bookkeeping", "build_request", "empty_usage", "normalize_operation", "entity_name", "is_error_entry", "is_error_response", "is_queued",
     "is_session_entity", "llm_activity_name", "message_contents", "queued_requests", "response_entry",
-    "response_event_name", "running_correlation", "session_entity_id", "session_instance_id", "sessions_prefix",
+    "response_event_name", "running_correlation", "session_entity_id", "session_instance_id", "session_key", "sessions_prefix",
     "tool_activity_name", "turn_instance_id", "turn_orchestration_name", "usage_counts",
 ]

@@ -15,7 +15,8 @@
     GET    /openapi.json, /healthz
 
 Agent Framework's Function App routes (``POST /api/agents/{name}/run``, ``GET /api/health``) are served as it ships
-them; their rules live in :mod:`moorage.gateway.functionapp`.
+them; their rules live in :mod:`moorage.gateway.functionapp`. ``/mcp`` offers every agent as an MCP tool
+(:mod:`moorage.gateway.mcp`, with the ``mcp`` extra installed).
 
 Every ``/sessions`` route is also served at ``/threads`` (the durable-agents announcement's name, so its ``curl``
 commands work unchanged): same handlers, same answers. Answers carry the session id as ``sessionId`` and, for
@@ -26,6 +27,7 @@ Errors are JSON: ``{"error": {"code": "NOT_FOUND", "message": "...", "status": 4
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -410,6 +412,20 @@ def create_app(gateway: Gateway, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
         Route("/healthz", g(api.health), methods=["GET"]),
     ]
 
+    lifespan = None
+    try:
+        from moorage.gateway.mcp import MCP_PATH, McpEndpoint
+    except ImportError:  # the mcp extra is not installed: no /mcp
+        log.info("the gateway serves no %s: install moorage[mcp] for it", "/mcp")
+    else:
+        mcp_endpoint = McpEndpoint(gateway)
+        routes.append(Route(MCP_PATH, mcp_endpoint))
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            async with mcp_endpoint.lifespan():
+                yield
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: grpc.StatusCode.NOT_FOUND, 405: grpc.StatusCode.UNIMPLEMENTED}.get(
@@ -423,7 +439,8 @@ def create_app(gateway: Gateway, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
         log.exception("HTTP %s %s failed", request.method, request.url.path, exc_info=exc)
         return _error(GatewayError(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
 
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error},
+                     lifespan=lifespan)
 
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "HttpApi", "create_app"]

@@ -117,6 +117,8 @@ def _function_app_paths() -> dict[str, Any]:
             "parameters": [name, {"name": "sessionId", "in": "path", "required": True, "schema": {"type": "string"}},
                            {"name": "correlationId", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {**answers, "404": {"description": "no such turn"}}}},
+        "/mcp": {"post": {"summary": "MCP (streamable HTTP): every agent as a tool (arguments query, sessionId)",
+                          "operationId": "mcp", "responses": {"200": {"description": "A JSON-RPC answer."}}}},
         "/api/health": {"get": {"summary": "Agent Framework's health check", "operationId": "functionAppHealth",
                                 "responses": {"200": {"description": '{"status": "healthy", "agents": '
                                                                      '[{name, type, http_endpoint_enabled, '
