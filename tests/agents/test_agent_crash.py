@@ -29,9 +29,9 @@ pytestmark = pytest.mark.skipif(
     IS_INMEMORY, reason="the in-memory backend has no work-item leases: a killed worker's activity is lost")
 
 
-def start_worker(cs: str, base_url: str, directory: Path, agent: str) -> ManagedProcess:
+def start_worker(cs: str, base_url: str, directory: Path, agent: str, *extra: str) -> ManagedProcess:
     return ManagedProcess([PYTHON, HERE / "crash_worker.py", "--connection-string", cs, "--base-url", base_url,
-                           "--dir", str(directory), "--agent", agent], directory / "worker.log").start()
+                           "--dir", str(directory), "--agent", agent, *extra], directory / "worker.log").start()
 
 
 def diagnose(client, handle, directory: Path, what: str, backend=None) -> str:
@@ -99,6 +99,39 @@ def test_sigkill_mid_turn_repeats_no_completed_call(cs, client, llm, tmp_path):
         # The session holds the finished turn.
         info = client.get_session(agent, handle.session_id)
         assert info.turns == 1 and info.last_response_text == response.text and not info.is_running
+    finally:
+        for p in procs:
+            p.stop(grace=15)
+
+
+def test_sigkill_after_an_mcp_tool_call_does_not_repeat_it(cs, client, llm, tmp_path):
+    pytest.importorskip("mcp")
+    agent = uid("Booker")
+    mcp_log = tmp_path / "mcp-calls.jsonl"
+    llm.add(tool_calls=[call("remember", {"note": "table for two at The Anchor"})])
+    llm.add(tool_calls=[call("charge_card", {"amount_cents": 4200})])
+    llm.add("Noted and charged.")
+    procs: list[ManagedProcess] = []
+    try:
+        procs.append(start_worker(cs, llm.base_url, tmp_path, agent, "--mcp-log", str(mcp_log)))
+        handle = client.start_run(agent, "Note the booking, then pay the deposit.")
+        wait_until(lambda: (tmp_path / "charge_card.blocked").exists(), timeout=60,
+                   message=lambda: diagnose(client, handle, tmp_path, "the turn never reached charge_card"))
+        procs[0].kill()
+        assert len(lines(mcp_log)) == 1
+        procs.append(start_worker(cs, llm.base_url, tmp_path, agent, "--mcp-log", str(mcp_log)))
+        try:
+            response = client.wait_for_response(handle, timeout=60)
+        except Exception as exc:
+            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}"))
+        assert response.text == "Noted and charged."
+        # The completed MCP call was not made again; its key was the turn's, as for a Python tool.
+        calls = [__import__("json").loads(line) for line in lines(mcp_log)]
+        assert len(calls) == 1 and calls[0]["note"] == "table for two at The Anchor", calls
+        assert calls[0]["key"].startswith(handle.instance_id + ":")
+        assert llm.count == 3
+        tool_results = [m["content"] for m in llm.requests[2]["messages"] if m["role"] == "tool"]
+        assert tool_results == ["noted: table for two at The Anchor", "charged 4200 cents"]
     finally:
         for p in procs:
             p.stop(grace=15)
