@@ -142,6 +142,40 @@ def response_event_name(correlation_id: str) -> str:
     return RESPONSE_EVENT_PREFIX + correlation_id
 
 
+# -- the stream log (resumable streaming) ------------------------------------------------------------------------------
+
+STREAM_ENTITY = "moorage-stream"
+"""The entity that keeps a streamed turn's chunks for a while (key: :func:`stream_key`), so that a client whose
+connection dropped resumes from the last chunk it saw, through any gateway instance."""
+STREAM_APPEND_OPERATION = "append"
+"""Input ``{"chunks": [{"sequence": n, "text": "..."}, ...]}``: chunks numbered per turn from 0; a chunk already
+held is ignored, so a repeated or reordered append changes nothing."""
+STREAM_EXPIRE_OPERATION = "_expire"
+STREAM_RETENTION_SECONDS = 900.0
+"""How long a turn's chunks are kept after its first chunk (then the entity deletes itself)."""
+STREAM_MAX_CHUNKS = 50_000
+"""At most this many chunks are kept per turn (later ones are dropped; the final answer is always complete)."""
+
+
+def stream_key(agent_name: str, session_id: str, correlation_id: str) -> str:
+    """The stream log entity's key of a turn (the turn's instance id)."""
+    return turn_instance_id(agent_name, session_id, correlation_id)
+
+
+def stream_chunks(state: Any) -> list[tuple[int, str]]:
+    """The chunks a stream log state holds, as (sequence, text) in order."""
+    raw = state.get("chunks") if isinstance(state, dict) else None
+    if not isinstance(raw, dict):
+        return []
+    out = []
+    for seq, text in raw.items():
+        try:
+            out.append((int(seq), str(text)))
+        except (TypeError, ValueError):
+            continue
+    return sorted(out)
+
+
 # -- run requests (Agent Framework's request shape, plus Moorage extensions) -------------------------------------------
 
 def _iso(dt: datetime) -> str:
@@ -463,7 +497,8 @@ def is_queued(mo: dict[str, Any], correlation_id: str) -> bool:
 __all__ = [
     "COMPLETE_OPERATION", "DELETE_OPERATION", "ENTITY_PREFIX", "EXPIRE_OPERATION", "EXT_KEY", "GET_OPERATION",
     "LLM_PREFIX", "PUBLIC_OPERATIONS", "RESET_OPERATION", "RESPONSE_EVENT_PREFIX", "RUN_OPERATION", "RunRequest",
-    "SCHEMA_VERSION", "TOOL_PREFIX", "TURN_PREFIX", "TurnOutput", "USAGE_KEYS", "add_usage", "agent_of_entity",
+    "SCHEMA_VERSION", "STREAM_APPEND_OPERATION", "STREAM_ENTITY", "STREAM_EXPIRE_OPERATION", "STREAM_MAX_CHUNKS",
+    "STREAM_RETENTION_SECONDS", "TOOL_PREFIX", "stream_chunks", "stream_key", "TURN_PREFIX", "TurnOutput", "USAGE_KEYS", "add_usage", "agent_of_entity",
     "READ_SCHEMA_MAJOR", "bookkeeping", "build_request", "empty_usage", "normalize_operation", "entity_name", "is_error_entry", "is_error_response", "is_queued",
     "is_session_entity", "llm_activity_name", "message_contents", "queued_requests", "response_entry",
     "response_event_name", "running_correlation", "session_entity_id", "session_instance_id", "session_key", "sessions_prefix",

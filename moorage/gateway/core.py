@@ -30,7 +30,7 @@ from moorage.connection import ConnectionSettings, load_settings
 from moorage.agents.state import history, load_state, text_of
 from moorage.gateway.errors import GatewayError, from_backend, invalid, not_found
 from moorage.gateway.registry import REGISTRY_ENTITY
-from moorage.gateway.streaming import Chunk, ChunkRelay
+from moorage.gateway.streaming import Chunk, ChunkRelay, StreamLogWriter
 from moorage.sidecar.terms import TERMINAL_STATUSES
 
 log = logging.getLogger("moorage.gateway")
@@ -306,6 +306,9 @@ class Gateway:
         self._known: dict[str, tuple[float, str]] = {}
         self._sessions = _Recent()
         self._runs = _Recent()
+        self.stream_log = StreamLogWriter(lambda entity, op, data: self.client.signal_entity(entity, op, data))
+        if self.relay.sink is None:
+            self.relay.sink = self.stream_log.add
 
     @property
     def hub(self) -> ChunkRelay:
@@ -521,13 +524,14 @@ class Gateway:
             await self.send_run(run)
             yield "started", run
             waiter = asyncio.ensure_future(self._wait_instance(run.instance_id, timeout))
-            seen = 0  # chunks are renumbered per turn: a turn with tool calls has several model calls
+            seen = 0  # the relay numbers chunks per turn (a turn with tool calls has several model calls)
 
             def renumber(c: Chunk) -> Chunk:
                 nonlocal seen
                 seen += 1
-                return Chunk(c.agent, c.session_id, c.correlation_id, c.text, seen - 1)
+                return c
 
+            getter: asyncio.Future[Chunk] | None = None
             try:
                 while True:
                     getter = asyncio.ensure_future(queue.get())
@@ -540,7 +544,9 @@ class Gateway:
                 while not queue.empty():
                     yield "chunk", renumber(queue.get_nowait())
                 st = waiter.result()
-            finally:
+            finally:  # also when the client went away (the generator is closed)
+                if getter is not None and not getter.done():
+                    getter.cancel()
                 if not waiter.done():
                     waiter.cancel()
         if st is None:
@@ -552,6 +558,88 @@ class Gateway:
         if seen == 0 and result.response:
             # The model did not stream (or the worker cannot reach this gateway): the answer as one chunk.
             yield "chunk", Chunk(run.agent, run.session_id, run.correlation_id, result.response, 0)
+        yield "completed", result
+
+    async def resume_stream(self, agent: str, session_id: str, correlation_id: str, after: int = -1,
+                            timeout: float | None = None) -> AsyncIterator[tuple[str, Any]]:
+        """A streamed turn from the chunk after ``after`` (the last id a client saw; -1: from the start): yields
+        ("chunk", Chunk)... then ("completed", TurnResult), like :meth:`stream_run` but without sending anything.
+
+        Chunks come from the turn's stream log (kept by whichever gateway relayed them) and, when this gateway is
+        the one relaying, live from the relay. When the turn is done, the last chunks of a single-answer turn
+        that the log does not hold (yet, or any more) come as one chunk, so the text a client has in the end is
+        always the final answer."""
+        name = await self.require_agent(agent)
+        await self.run_status(name, session_id, correlation_id)  # NOT_FOUND for a turn that does not exist
+        timeout = _timeout(timeout, DEFAULT_RUN_TIMEOUT)
+        instance_id = protocol.turn_instance_id(name, session_id, correlation_id)
+        entity = EntityInstanceId(protocol.STREAM_ENTITY, protocol.stream_key(name, session_id, correlation_id))
+        known: dict[int, str] = {}
+        nxt = max(-1, after) + 1
+
+        async def read_log() -> None:
+            md = await self._call("reading the stream log", self.client.get_entity(entity, include_state=True))
+            if md is not None:
+                try:
+                    state = json.loads(md.get_state() or "null")
+                except json.JSONDecodeError:
+                    state = None
+                for seq, text in protocol.stream_chunks(state):
+                    known.setdefault(seq, text)
+
+        def ready() -> list[Chunk]:
+            nonlocal nxt
+            out = []
+            while nxt in known:
+                out.append(Chunk(name, session_id, correlation_id, known[nxt], nxt))
+                nxt += 1
+            return out
+
+        loop = asyncio.get_running_loop()
+        with self.relay.subscribe(session_id, correlation_id) as queue:
+            waiter = asyncio.ensure_future(self._wait_instance(instance_id, timeout))
+            getter: asyncio.Future[Chunk] | None = None
+            try:
+                await read_log()
+                for c in ready():
+                    yield "chunk", c
+                while not waiter.done():
+                    getter = asyncio.ensure_future(queue.get())
+                    done, _ = await asyncio.wait({getter, waiter}, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+                    if getter in done:
+                        live = getter.result()
+                        known.setdefault(live.sequence, live.text)
+                    else:
+                        getter.cancel()
+                        await read_log()  # chunks another gateway relays reach us through the log
+                    for c in ready():
+                        yield "chunk", c
+                while not queue.empty():
+                    live = queue.get_nowait()
+                    known.setdefault(live.sequence, live.text)
+                st = waiter.result()
+            finally:  # also when the client went away (the generator is closed)
+                if getter is not None and not getter.done():
+                    getter.cancel()
+                if not waiter.done():
+                    waiter.cancel()
+        if st is None:
+            raise GatewayError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"agent {name!r} has not answered within {timeout:g}s; the turn goes on — resume "
+                               f"again after chunk {nxt - 1}", reason="RunTimeout")
+        result = self._result(name, session_id, correlation_id, st).raise_for_error()
+        deadline = loop.time() + 2.0  # the log may trail the turn by a batch
+        while True:
+            await read_log()
+            for c in ready():
+                yield "chunk", c
+            held = "".join(known[i] for i in sorted(known))
+            if held.endswith(result.response) or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        have = "".join(known[i] for i in range(nxt)) if all(i in known for i in range(nxt)) else None
+        if have is not None and result.response.startswith(have) and len(result.response) > len(have):
+            yield "chunk", Chunk(name, session_id, correlation_id, result.response[len(have):], nxt)
         yield "completed", result
 
     async def run_status(self, agent: str, session_id: str, correlation_id: str,

@@ -4,6 +4,7 @@
     POST   /api/agents/{name}/sessions/{sessionId}            the next turn of a session
            ?wait=false -> 202 + Location (the run's status URL); ?stream=true or Accept: text/event-stream -> SSE
     GET    /api/agents/{name}/sessions/{sessionId}/runs/{correlationId}   202 while running, then the response
+    GET    /api/agents/{name}/sessions/{sessionId}/runs/{correlationId}/stream   SSE again, after Last-Event-ID
     GET    /api/agents, /api/agents/{name}/sessions, /api/agents/{name}/sessions/{sessionId}
     DELETE /api/agents/{name}/sessions/{sessionId}
     POST   /api/orchestrations/{name}                         body: the input -> 202 + status URLs
@@ -234,23 +235,45 @@ class HttpApi:
                                                       "x-ms-thread-id": run.session_id})
 
     async def _sse(self, run: PreparedRun, timeout: float | None) -> AsyncIterator[bytes]:
-        def event(kind: str, data: Any) -> bytes:
-            return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+        async for part in self._sse_events(self.gw.stream_run(run, timeout), run.correlation_id):
+            yield part
+
+    async def _sse_events(self, events: AsyncIterator[tuple[str, Any]], correlation_id: str) -> AsyncIterator[bytes]:
+        """Server-sent events; a chunk's event id is its number in the turn (what ``Last-Event-ID`` resumes from)."""
+        def event(kind: str, data: Any, event_id: int | None = None) -> bytes:
+            head = f"id: {event_id}\n" if event_id is not None else ""
+            return f"{head}event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
         try:
-            async for kind, item in self.gw.stream_run(run, timeout):
+            async for kind, item in events:
                 if kind == "started":
                     yield event("started", {**_session_keys(item.session_id),
                                             "correlationId": item.correlation_id, "agent": item.agent})
                 elif kind == "chunk":
-                    yield event("chunk", {"text": item.text, "sequence": item.sequence})
+                    yield event("chunk", {"text": item.text, "sequence": item.sequence}, item.sequence)
                 else:
                     yield event("completed", item.to_json())
         except GatewayError as exc:
             yield event("error", exc.to_json()["error"])
         except Exception as exc:  # the stream has started: report, do not crash
-            log.exception("streaming turn %s failed", run.correlation_id)
+            log.exception("streaming turn %s failed", correlation_id)
             yield event("error", {"code": "INTERNAL", "message": f"{type(exc).__name__}: {exc}", "status": 500})
+
+    async def resume_stream(self, request: Request) -> Response:
+        """``GET .../runs/{correlationId}/stream``: a streamed turn again, after the chunk named by the
+        ``Last-Event-ID`` header (or ``?lastEventId=``; none: from the first chunk)."""
+        p = request.path_params
+        raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId") or ""
+        try:
+            after = int(raw) if raw.strip() else -1
+        except ValueError:
+            raise invalid(f"Last-Event-ID {raw!r} is not a chunk id (a whole number)", reason="BadEventId") from None
+        session_id = _session_param(request) or ""
+        events = self.gw.resume_stream(p["name"], session_id, p["correlation_id"], after, _seconds(request, "timeout"))
+        await self.gw.run_status(p["name"], session_id, p["correlation_id"])  # 404 before the stream starts
+        return StreamingResponse(self._sse_events(events, p["correlation_id"]), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                          "x-ms-thread-id": session_id})
 
     async def run_status(self, request: Request) -> Response:
         p = request.path_params
@@ -398,6 +421,7 @@ def create_app(gateway: Gateway, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
             Route(item, g(api.get_session), methods=["GET"]),
             Route(item, g(api.delete_session), methods=["DELETE"]),
             Route(item + "/runs/{correlation_id}", g(api.run_status), methods=["GET"]),
+            Route(item + "/runs/{correlation_id}/stream", g(api.resume_stream), methods=["GET"]),
         ]
     routes += [
         Route("/api/orchestrations/{name}", g(api.start_orchestration), methods=["POST"]),

@@ -85,6 +85,17 @@ def _session_paths(noun: str, p_id: dict[str, Any], run_post: dict[str, Any]) ->
                                  "202": _json(_ref("RunAccepted"), "Still pending or running."),
                                  **_errors(400, 404, 500)}),
         },
+        f"{item}/runs/{{correlationId}}/stream": {
+            "parameters": [P_NAME, p_id, P_CORR],
+            "get": op("Resume a streamed turn after the chunk named by Last-Event-ID (any gateway instance)",
+                      "resumeStream",
+                      parameters=[{"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                                  {"name": "lastEventId", "in": "query", "schema": {"type": "integer"}}],
+                      responses={"200": {"description": "Server-sent events: `chunk` (id = its number in the "
+                                                        "turn) ..., then `completed` or `error`.",
+                                         "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                                 **_errors(400, 404)}),
+        },
     }
 
 
