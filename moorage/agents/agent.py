@@ -9,6 +9,7 @@ from typing import Any
 
 from durabletask.task import RetryPolicy
 
+from .context import DEFAULT_POLICY, ContextPolicy
 from .models import ChatModel, default_model
 from .protocol import entity_name
 from .tools import Tool, as_tool
@@ -42,6 +43,9 @@ class Agent:
         tool_retry: Retry policy for a tool that raises (default: none — the error goes back to the model).
         structured_output_attempts: Extra model calls allowed when a structured reply does not validate.
         options: Default Chat Completions options (``temperature``, ``max_tokens``, ...).
+        context: The context policy (:class:`~moorage.agents.context.ContextPolicy`): the token budget of a model
+            call, summaries of older turns, the state size beyond which old entries are archived. ``None``: send
+            the whole history and never archive.
     """
 
     def __init__(self, name: str, instructions: str | None = None, model: ChatModel | None = None,
@@ -49,7 +53,7 @@ class Agent:
                  response_schema: Any = None, session_ttl: timedelta | None = DEFAULT_SESSION_TTL,
                  max_iterations: int = 16, llm_retry: RetryPolicy | None = DEFAULT_LLM_RETRY,
                  tool_retry: RetryPolicy | None = None, structured_output_attempts: int = 2,
-                 options: dict[str, Any] | None = None):
+                 options: dict[str, Any] | None = None, context: ContextPolicy | None = DEFAULT_POLICY):
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"invalid agent name {name!r}: use 1-100 letters, digits, '_', '-' or '.', "
                              "starting with a letter or digit")
@@ -74,6 +78,7 @@ class Agent:
         self.tool_retry = tool_retry
         self.structured_output_attempts = max(0, structured_output_attempts)
         self.options = dict(options or {})
+        self.context = context
 
     @property
     def has_tools(self) -> bool:

@@ -39,6 +39,7 @@ ENTITY_PREFIX = "dafx-"
 TURN_PREFIX = "moorage.agent_turn:"
 LLM_PREFIX = "moorage.agent_llm:"
 TOOL_PREFIX = "moorage.agent_tool:"
+SUMMARIZE_PREFIX = "moorage.agent_summarize:"
 RESPONSE_EVENT_PREFIX = "moorage.agent_response:"
 
 RUN_OPERATION = "run"
@@ -46,10 +47,13 @@ RESET_OPERATION = "reset"
 DELETE_OPERATION = "delete"
 GET_OPERATION = "get"
 COMPLETE_OPERATION = "_complete"
+SUMMARY_OPERATION = "_summary"
+"""A turn's new summary of the session's older entries ({"text", "upTo"}), stored before the turn goes on."""
 EXPIRE_OPERATION = "_expire"
 PUBLIC_OPERATIONS = (RUN_OPERATION, RESET_OPERATION, DELETE_OPERATION, GET_OPERATION)
 """The operations a caller may signal (``_complete`` and ``_expire`` are the runtime's own)."""
-_OPERATIONS = {op.lower(): op for op in (*PUBLIC_OPERATIONS, COMPLETE_OPERATION, EXPIRE_OPERATION)}
+_OPERATIONS = {op.lower(): op for op in (*PUBLIC_OPERATIONS, COMPLETE_OPERATION, EXPIRE_OPERATION,
+                                         SUMMARY_OPERATION)}
 
 
 def normalize_operation(name: str | None) -> str:
@@ -130,6 +134,19 @@ def llm_activity_name(agent_name: str) -> str:
 
 def tool_activity_name(agent_name: str) -> str:
     return TOOL_PREFIX + agent_name
+
+
+def summarize_activity_name(agent_name: str) -> str:
+    return SUMMARIZE_PREFIX + agent_name
+
+
+ARCHIVE_ENTITY = "moorage-archive"
+"""Archive pages of sessions: the entries a session moved out to stay under its ``max_state_bytes``."""
+
+
+def archive_key(agent_name: str, session_id: str, page: int) -> str:
+    """The key of a session's archive page (pages 0, 1, 2, ... oldest first)."""
+    return f"{agent_name.lower()}:{session_id}:{page}"
 
 
 def turn_instance_id(agent_name: str, session_id: str, correlation_id: str) -> str:
@@ -497,6 +514,7 @@ def is_queued(mo: dict[str, Any], correlation_id: str) -> bool:
 __all__ = [
     "COMPLETE_OPERATION", "DELETE_OPERATION", "ENTITY_PREFIX", "EXPIRE_OPERATION", "EXT_KEY", "GET_OPERATION",
     "LLM_PREFIX", "PUBLIC_OPERATIONS", "RESET_OPERATION", "RESPONSE_EVENT_PREFIX", "RUN_OPERATION", "RunRequest",
+    "ARCHIVE_ENTITY", "SUMMARIZE_PREFIX", "SUMMARY_OPERATION", "archive_key", "summarize_activity_name",
     "SCHEMA_VERSION", "STREAM_APPEND_OPERATION", "STREAM_ENTITY", "STREAM_EXPIRE_OPERATION", "STREAM_MAX_CHUNKS",
     "STREAM_RETENTION_SECONDS", "TOOL_PREFIX", "stream_chunks", "stream_key", "TURN_PREFIX", "TurnOutput", "USAGE_KEYS", "add_usage", "agent_of_entity",
     "READ_SCHEMA_MAJOR", "bookkeeping", "build_request", "empty_usage", "normalize_operation", "entity_name", "is_error_entry", "is_error_response", "is_queued",

@@ -315,6 +315,30 @@ class RawSession:
         mo["version"] = int(mo.get("version") or 0) + 1
         mo["mark"] = {"version": 0, "offset": 0}  # the next turn starts from the empty history
 
+    def count_entries(self) -> int:
+        return sum(1 for _ in iter_body_entries(self.body)) if self.body else 0
+
+    def take_oldest(self, chars: int, max_entries: int) -> list[dict[str, Any]]:
+        """Remove and return the oldest entries, at least ``chars`` characters of them (at most ``max_entries``),
+        keeping the turn mark on the same entry (the history's version does not change: workers' cached
+        conversations stay valid, they just hold entries the session no longer does)."""
+        taken: list[dict[str, Any]] = []
+        cut = 0
+        for entry, end in iter_body_entries(self.body):
+            if cut >= chars or len(taken) >= max_entries:
+                break
+            taken.append(entry)
+            cut = end
+        if not taken:
+            return []
+        while cut < len(self.body) and self.body[cut] in ", \n\t\r":
+            cut += 1
+        self.body = self.body[cut:]
+        mark = self.mo.get("mark")
+        if isinstance(mark, dict):
+            mark["offset"] = max(0, int(mark.get("offset") or 0) - cut)
+        return taken
+
     def entries(self) -> list[dict[str, Any]]:
         return json.loads(f"[{self.body}]") if self.body else []
 

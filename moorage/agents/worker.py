@@ -16,7 +16,10 @@ from durabletask.worker import ConcurrencyOptions
 from ..connection import load_settings
 from .agent import Agent
 from .orchestration import AgentOrchestrationContext
-from .runtime import HistoryReader, make_llm_activity, make_session_entity, make_tool_activity, make_turn_orchestrator
+from .archive import archive_entity
+from .protocol import ARCHIVE_ENTITY
+from .runtime import (HistoryReader, make_llm_activity, make_session_entity, make_summarize_activity,
+                      make_tool_activity, make_turn_orchestrator)
 from .serialization import MoorageDataConverter
 
 logger = logging.getLogger("moorage.agents")
@@ -74,6 +77,7 @@ class AgentWorker:
         self._gateway = gateway
         self.gateway_exposure: Any = None
         self._history = HistoryReader(self._new_client)
+        self._worker.add_entity(archive_entity, name=ARCHIVE_ENTITY)  # sessions' archive pages
         for agent in agents:
             self.add_agent(agent)
 
@@ -100,6 +104,7 @@ class AgentWorker:
         self._worker.add_orchestrator(make_turn_orchestrator(agent))
         self._worker.add_activity(make_llm_activity(agent, self._history))
         self._worker.add_activity(make_tool_activity(agent))
+        self._worker.add_activity(make_summarize_activity(agent, self._history))
         self.agents[key] = agent
         return agent
 

@@ -3,7 +3,7 @@
 Agent Framework's Function App offers each agent through its MCP tool trigger; this is the same offer from the
 gateway, to any MCP client: ``tools/list`` names one tool per known agent (the agent's name and description) with
 the arguments Agent Framework defines, ``query`` (required: the message) and ``sessionId`` (optional: the session
-to continue; ``threadId`` is still honoured; ``@dafx-<agent>@<key>`` is understood too). ``tools/call`` runs one
+to continue; ``threadId`` is still honoured; an entity id of the session is understood too). ``tools/call`` runs one
 turn and answers with the agent's reply as text, and ``{"response", "sessionId", "correlationId"}`` as structured
 content — so a client that did not name a session learns the new one and can hold a multi-turn conversation. A
 failed or timed-out turn is a tool result with ``isError`` (the caller's model can react), not a protocol error.
