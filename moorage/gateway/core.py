@@ -716,10 +716,37 @@ class Gateway:
                     "authorName": msg.get("authorName") or "",
                     "contents": contents,
                 })
-        running = protocol.running_correlation(protocol.bookkeeping(state)) or ""
+        mo = protocol.bookkeeping(state)
+        running = protocol.running_correlation(mo) or ""
         return {"agent": name, "sessionId": session_id, "threadId": session_id, "messages": messages,
                 "runningCorrelationId": running,
+                "archive": {"entries": int(mo.get("archived") or 0), "pages": int(mo.get("archivePages") or 0)},
+                "summary": mo.get("summary"),
                 "lastModifiedAt": _iso(md.last_modified), "state": state}
+
+    async def session_archive(self, agent: str, session_id: str, page: int = 0) -> dict[str, Any]:
+        """One archive page of a session: the entries its context policy moved out of its state, oldest page 0."""
+        name = await self.require_agent(agent)
+        check_id(session_id, "session id")
+        if page < 0:
+            raise invalid("page must not be negative")
+        md = await self._session_metadata(name, session_id)
+        if md is None:
+            raise not_found(f"agent {name!r} has no session {session_id!r}", reason="SessionNotFound")
+        mo = protocol.bookkeeping(load_state(md.get_state()))
+        pages = int(mo.get("archivePages") or 0)
+        out: dict[str, Any] = {"agent": name, "sessionId": session_id, "page": page, "pages": pages,
+                               "archived": int(mo.get("archived") or 0), "first": None, "entries": [],
+                               "nextPage": page + 1 if page + 1 < pages else None}
+        if page >= pages:
+            return out
+        entity = EntityInstanceId(protocol.ARCHIVE_ENTITY, protocol.archive_key(name, session_id, page))
+        found = await self._call(f"reading archive page {page}", self.client.get_entity(entity, include_state=True))
+        data = json.loads(found.get_state() or "null") if found is not None else None
+        if isinstance(data, dict):  # (a page is written right after the session's state: it may lag a moment)
+            out["first"] = data.get("first")
+            out["entries"] = list(data.get("entries") or [])
+        return out
 
     async def message_count(self, agent: str, session_id: str) -> int:
         """The number of history entries (requests and responses) of a session: Agent Framework's

@@ -5,6 +5,7 @@
            ?wait=false -> 202 + Location (the run's status URL); ?stream=true or Accept: text/event-stream -> SSE
     GET    /api/agents/{name}/sessions/{sessionId}/runs/{correlationId}   202 while running, then the response
     GET    /api/agents/{name}/sessions/{sessionId}/runs/{correlationId}/stream   SSE again, after Last-Event-ID
+    GET    /api/agents/{name}/sessions/{sessionId}/archive?page=N   entries the session moved to its archive
     GET    /api/agents, /api/agents/{name}/sessions, /api/agents/{name}/sessions/{sessionId}
     DELETE /api/agents/{name}/sessions/{sessionId}
     POST   /api/orchestrations/{name}                         body: the input -> 202 + status URLs
@@ -298,6 +299,15 @@ class HttpApi:
     async def get_session(self, request: Request) -> Response:
         return JSONResponse(await self.gw.get_session(request.path_params["name"], _session_param(request) or ""))
 
+    async def session_archive(self, request: Request) -> Response:
+        raw = request.query_params.get("page") or "0"
+        try:
+            page = int(raw)
+        except ValueError:
+            raise invalid(f"page={raw!r} must be a whole number") from None
+        return JSONResponse(await self.gw.session_archive(request.path_params["name"], _session_param(request) or "",
+                                                          page))
+
     async def delete_session(self, request: Request) -> Response:
         await self.gw.delete_session(request.path_params["name"], _session_param(request) or "")
         return Response(status_code=204)
@@ -422,6 +432,7 @@ def create_app(gateway: Gateway, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
             Route(item, g(api.delete_session), methods=["DELETE"]),
             Route(item + "/runs/{correlation_id}", g(api.run_status), methods=["GET"]),
             Route(item + "/runs/{correlation_id}/stream", g(api.resume_stream), methods=["GET"]),
+            Route(item + "/archive", g(api.session_archive), methods=["GET"]),
         ]
     routes += [
         Route("/api/orchestrations/{name}", g(api.start_orchestration), methods=["POST"]),

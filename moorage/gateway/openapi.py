@@ -85,6 +85,15 @@ def _session_paths(noun: str, p_id: dict[str, Any], run_post: dict[str, Any]) ->
                                  "202": _json(_ref("RunAccepted"), "Still pending or running."),
                                  **_errors(400, 404, 500)}),
         },
+        f"{item}/archive": {
+            "parameters": [P_NAME, p_id],
+            "get": op("A page of the session's archive (entries moved out of its state; page 0 is the oldest)",
+                      "getArchive", parameters=[{"name": "page", "in": "query", "schema": {"type": "integer"}}],
+                      responses={"200": _json({"type": "object", "properties": {
+                          "page": {"type": "integer"}, "pages": {"type": "integer"}, "archived": {"type": "integer"},
+                          "first": {"type": "integer"}, "entries": {"type": "array", "items": ANY},
+                          "nextPage": {"type": "integer"}}}, "The page."), **_errors(400, 404)}),
+        },
         f"{item}/runs/{{correlationId}}/stream": {
             "parameters": [P_NAME, p_id, P_CORR],
             "get": op("Resume a streamed turn after the chunk named by Last-Event-ID (any gateway instance)",

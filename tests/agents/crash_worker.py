@@ -18,6 +18,7 @@ from typing import Any
 from kit import CHANNEL_OPTIONS, WORKER_RESILIENCY  # tests/ is on PYTHONPATH (kit.ManagedProcess puts it there)
 
 from moorage.agents import Agent, AgentWorker, McpServer, OpenAIChatModel, ToolContext
+from moorage.agents.context import DEFAULT_POLICY, ContextPolicy
 
 
 def log_execution(directory: Path, tool: str, key: str) -> None:
@@ -33,6 +34,7 @@ def main() -> int:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--dir", required=True)
     parser.add_argument("--agent", default="Booker")
+    parser.add_argument("--context-tokens", type=int, default=None, help="the agent's context budget (tokens)")
     parser.add_argument("--mcp-log", default=None, help="also offer the tools of mcp_server.py (stdio), logging there")
     args = parser.parse_args()
     directory = Path(args.dir)
@@ -62,7 +64,8 @@ def main() -> int:
     if args.mcp_log:
         tools.append(McpServer(command=sys.executable, args=[str(Path(__file__).with_name("mcp_server.py")), "stdio"],
                                env={"MCP_TEST_LOG": args.mcp_log}))
-    agent = Agent(name=args.agent, instructions="You book dinners.", model=model, tools=tools)
+    context = ContextPolicy(max_tokens=args.context_tokens) if args.context_tokens else DEFAULT_POLICY
+    agent = Agent(name=args.agent, instructions="You book dinners.", model=model, tools=tools, context=context)
     worker = AgentWorker([agent], connection_string=args.connection_string, channel_options=CHANNEL_OPTIONS,
                          resiliency_options=WORKER_RESILIENCY)
     (directory / f"worker-{os.getpid()}.ready").write_text("ok")

@@ -137,6 +137,69 @@ def test_sigkill_after_an_mcp_tool_call_does_not_repeat_it(cs, client, llm, tmp_
             p.stop(grace=15)
 
 
+def _finished(client, handle) -> bool:
+    st = client.get_orchestration(handle.instance_id)
+    return st is not None and st.runtime_status.name in ("COMPLETED", "FAILED")
+
+
+def test_sigkill_after_a_summary_does_not_summarise_again(cs, client, llm, tmp_path):
+    """The worker dies in the model call that follows a turn's summarisation: after the restart the summary is
+    replayed from the turn's history (the summarisation activity completed), only the interrupted call runs again."""
+    import threading
+
+    from moorage.agents.context import SUMMARY_INSTRUCTIONS
+
+    agent = uid("Booker")
+    seen = {"summaries": 0, "normal": 0, "after_summary": 0}
+    blocked, release = threading.Event(), threading.Event()
+
+    def responder(body):
+        if body["messages"][0]["content"] == SUMMARY_INSTRUCTIONS:
+            seen["summaries"] += 1
+            return {"text": "The user books dinners for two."}
+        seen["normal"] += 1
+        if seen["summaries"] and not blocked.is_set():
+            blocked.set()
+            release.wait(60)  # the worker is killed while this call is in flight
+        elif seen["summaries"]:
+            seen["after_summary"] += 1
+        return {"text": "Noted."}
+
+    llm.responder = responder
+    procs: list[ManagedProcess] = []
+    padding = " and please remember every detail of this long request about tables, wine and desserts" * 2
+    try:
+        procs.append(start_worker(cs, llm.base_url, tmp_path, agent, "--context-tokens", "900"))
+        session = uid("s")
+        handle = None
+        for i in range(40):
+            handle = client.start_run(agent, f"Request {i}{padding}.", session=session)
+            wait_until(lambda: blocked.is_set() or _finished(client, handle),
+                       timeout=60, message=lambda: diagnose(client, handle, tmp_path, "turn stuck"))
+            if blocked.is_set():
+                break
+        assert blocked.is_set(), "the conversation never needed a summary"
+        procs[0].kill()
+        release.set()
+        assert seen["summaries"] == 1
+        normal_before = seen["normal"]
+        procs.append(start_worker(cs, llm.base_url, tmp_path, agent, "--context-tokens", "900"))
+        try:
+            response = client.wait_for_response(handle, timeout=60)
+        except Exception as exc:
+            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}"))
+        assert response.text == "Noted."
+        assert seen["summaries"] == 1  # not summarised again
+        assert seen["normal"] == normal_before + 1  # only the interrupted model call ran again
+        info = client.get_session(agent, session)
+        summary = info.state["data"]["extensionData"]["moorage"]["summary"]
+        assert summary["text"] == "The user books dinners for two." and summary["upTo"] > 0
+    finally:
+        release.set()
+        for p in procs:
+            p.stop(grace=15)
+
+
 def test_conversation_survives_a_sidecar_kill(tmp_path, llm, model):
     """SIGKILL the sidecar between and during turns, restart it on the same store: the conversation, the running
     turn and the queued turn all survive, and the worker reconnects by itself."""

@@ -144,7 +144,12 @@ class AppWorker:
         self.connection_string = f"Endpoint=http://localhost:{grpc_port};Authentication=None;TaskHub={taskhub}"
         offline = Agent(name="Offline", instructions="You answer questions.", model=OfflineChatModel(),
                         llm_retry=None)
-        self.worker = AgentWorker([joker(), offline], connection_string=self.connection_string,
+        from moorage.agents.context import ContextPolicy
+
+        # Scribe keeps a small state: its old entries move to archive pages after a few turns.
+        scribe = Agent(name="Scribe", instructions="You write things down.", model=ScriptedModel(), llm_retry=None,
+                       context=ContextPolicy(max_state_bytes=4096, archive_page_entries=4))
+        self.worker = AgentWorker([joker(), offline, scribe], connection_string=self.connection_string,
                                   logger=logging.getLogger("moorage.tests.gateway.worker"))
         self.publisher = expose(self.worker)
         self.worker.add_orchestrator(wait_for_approval)
