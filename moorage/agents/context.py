@@ -83,7 +83,7 @@ class TokenCounter:
         self.exact = False
         self._encode: Any = None
         try:
-            import tiktoken
+            import tiktoken  # type: ignore[import-not-found]
 
             self._encode = tiktoken.get_encoding(encoding).encode
             self.exact = True
@@ -170,5 +170,14 @@ def choose_cut(groups: list[list[dict[str, Any]]], start: int, keep_tokens: int,
     return max(cut, start)
 
 
-__all__ = ["ContextPolicy", "DEFAULT_POLICY", "SUMMARY_INSTRUCTIONS", "TokenCounter", "choose_cut", "counter",
-           "is_context_overflow", "summary_message", "transcript"]
+__all__ = [
+    "DEFAULT_POLICY",
+    "SUMMARY_INSTRUCTIONS",
+    "ContextPolicy",
+    "TokenCounter",
+    "choose_cut",
+    "counter",
+    "is_context_overflow",
+    "summary_message",
+    "transcript",
+]

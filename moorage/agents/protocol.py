@@ -512,13 +512,14 @@ def is_queued(mo: dict[str, Any], correlation_id: str) -> bool:
 
 
 __all__ = [
-    "COMPLETE_OPERATION", "DELETE_OPERATION", "ENTITY_PREFIX", "EXPIRE_OPERATION", "EXT_KEY", "GET_OPERATION",
-    "LLM_PREFIX", "PUBLIC_OPERATIONS", "RESET_OPERATION", "RESPONSE_EVENT_PREFIX", "RUN_OPERATION", "RunRequest",
-    "ARCHIVE_ENTITY", "SUMMARIZE_PREFIX", "SUMMARY_OPERATION", "archive_key", "summarize_activity_name",
-    "SCHEMA_VERSION", "STREAM_APPEND_OPERATION", "STREAM_ENTITY", "STREAM_EXPIRE_OPERATION", "STREAM_MAX_CHUNKS",
-    "STREAM_RETENTION_SECONDS", "TOOL_PREFIX", "stream_chunks", "stream_key", "TURN_PREFIX", "TurnOutput", "USAGE_KEYS", "add_usage", "agent_of_entity",
-    "READ_SCHEMA_MAJOR", "bookkeeping", "build_request", "empty_usage", "normalize_operation", "entity_name", "is_error_entry", "is_error_response", "is_queued",
-    "is_session_entity", "llm_activity_name", "message_contents", "queued_requests", "response_entry",
-    "response_event_name", "running_correlation", "session_entity_id", "session_instance_id", "session_key", "sessions_prefix",
-    "tool_activity_name", "turn_instance_id", "turn_orchestration_name", "usage_counts",
+    "ARCHIVE_ENTITY", "COMPLETE_OPERATION", "DELETE_OPERATION", "ENTITY_PREFIX", "EXPIRE_OPERATION", "EXT_KEY",
+    "GET_OPERATION", "LLM_PREFIX", "PUBLIC_OPERATIONS", "READ_SCHEMA_MAJOR", "RESET_OPERATION",
+    "RESPONSE_EVENT_PREFIX", "RUN_OPERATION", "SCHEMA_VERSION", "STREAM_APPEND_OPERATION", "STREAM_ENTITY",
+    "STREAM_EXPIRE_OPERATION", "STREAM_MAX_CHUNKS", "STREAM_RETENTION_SECONDS", "SUMMARIZE_PREFIX",
+    "SUMMARY_OPERATION", "TOOL_PREFIX", "TURN_PREFIX", "USAGE_KEYS", "RunRequest", "TurnOutput", "add_usage",
+    "agent_of_entity", "archive_key", "bookkeeping", "build_request", "empty_usage", "entity_name", "is_error_entry",
+    "is_error_response", "is_queued", "is_session_entity", "llm_activity_name", "message_contents",
+    "normalize_operation", "queued_requests", "response_entry", "response_event_name", "running_correlation",
+    "session_entity_id", "session_instance_id", "session_key", "sessions_prefix", "stream_chunks", "stream_key",
+    "summarize_activity_name", "tool_activity_name", "turn_instance_id", "turn_orchestration_name", "usage_counts"
 ]

@@ -354,7 +354,7 @@ class HistoryReader:
     def read(self, agent_name: str, session_id: str, correlation_id: str,
              described: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """The conversation up to and including the turn's request, as Chat Completions messages."""
-        first, groups = self.read_groups(agent_name, session_id, correlation_id, described)
+        _, groups = self.read_groups(agent_name, session_id, correlation_id, described)
         return [m for g in groups for m in g]
 
     def read_groups(self, agent_name: str, session_id: str, correlation_id: str,
@@ -418,10 +418,10 @@ def make_llm_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[
             first, groups = _chat_of(history_reader, agent, inp)
             summary = inp.get("summary")
             said = summary_message(summary)
-            if said is not None:
+            if said is not None and isinstance(summary, dict):
                 prefix.append(said)
                 groups = groups[max(0, int(summary.get("upTo") or 0) - first):]
-            groups = groups + [list(inp.get("turnMessages") or [])]
+            groups = [*groups, list(inp.get("turnMessages") or [])]
         rf = inp.get("responseFormat")
         tools = [t.openai_schema() for t in agent.tools] if inp.get("tools") else []
         if policy is not None and policy.max_tokens is not None and "messages" not in inp:

@@ -22,9 +22,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 # The request/response shapes and the bookkeeping rules are the protocol's (re-exported here for old imports).
-from .protocol import (EXT_KEY, READ_SCHEMA_MAJOR, SCHEMA_VERSION, RunRequest, add_usage, empty_usage, is_error_entry,  # noqa: F401
-                       response_entry)
-
+from .protocol import (  # noqa: F401
+    EXT_KEY,
+    READ_SCHEMA_MAJOR,
+    SCHEMA_VERSION,
+    RunRequest,
+    add_usage,
+    empty_usage,
+    is_error_entry,
+    response_entry,
+)
 
 logger = logging.getLogger("moorage.agents")
 

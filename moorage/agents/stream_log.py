@@ -10,11 +10,16 @@ reads the rest from this entity (no Redis, no sticky sessions). The entity delet
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .protocol import (STREAM_APPEND_OPERATION, STREAM_ENTITY, STREAM_EXPIRE_OPERATION, STREAM_MAX_CHUNKS,
-                       STREAM_RETENTION_SECONDS)
+from .protocol import (
+    STREAM_APPEND_OPERATION,
+    STREAM_ENTITY,
+    STREAM_EXPIRE_OPERATION,
+    STREAM_MAX_CHUNKS,
+    STREAM_RETENTION_SECONDS,
+)
 
 
 def stream_log_entity(ctx: Any, input: Any) -> Any:
@@ -24,7 +29,7 @@ def stream_log_entity(ctx: Any, input: Any) -> Any:
     if op == STREAM_APPEND_OPERATION:
         if state is None:
             state = {"chunks": {}}
-            at = datetime.now(timezone.utc) + timedelta(seconds=STREAM_RETENTION_SECONDS)
+            at = datetime.now(UTC) + timedelta(seconds=STREAM_RETENTION_SECONDS)
             state["expiresAt"] = at.isoformat()
             ctx.signal_entity(ctx.entity_id, STREAM_EXPIRE_OPERATION, None, signal_time=at)
         chunks = state.setdefault("chunks", {})
@@ -32,7 +37,7 @@ def stream_log_entity(ctx: Any, input: Any) -> Any:
             if not isinstance(c, dict) or len(chunks) >= STREAM_MAX_CHUNKS:
                 continue
             try:
-                seq = int(c.get("sequence"))
+                seq = int(c.get("sequence"))  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 continue
             chunks.setdefault(str(seq), str(c.get("text") or ""))

@@ -15,11 +15,17 @@ from durabletask.worker import ConcurrencyOptions
 
 from ..connection import load_settings
 from .agent import Agent
-from .orchestration import AgentOrchestrationContext
 from .archive import archive_entity
+from .orchestration import AgentOrchestrationContext
 from .protocol import ARCHIVE_ENTITY
-from .runtime import (HistoryReader, make_llm_activity, make_session_entity, make_summarize_activity,
-                      make_tool_activity, make_turn_orchestrator)
+from .runtime import (
+    HistoryReader,
+    make_llm_activity,
+    make_session_entity,
+    make_summarize_activity,
+    make_tool_activity,
+    make_turn_orchestrator,
+)
 from .serialization import MoorageDataConverter
 
 logger = logging.getLogger("moorage.agents")

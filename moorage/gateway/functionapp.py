@@ -258,5 +258,14 @@ def _timeout(raw: str | None, default: float = DEFAULT_RUN_TIMEOUT) -> float:
     return value
 
 
-__all__ = ["FunctionAppApi", "RequestRejected", "SESSION_ID_FIELDS", "SESSION_ID_HEADER", "WAIT_FIELDS",
-           "WAIT_HEADER", "coerce_bool", "resolve_session_id", "should_wait"]
+__all__ = [
+    "SESSION_ID_FIELDS",
+    "SESSION_ID_HEADER",
+    "WAIT_FIELDS",
+    "WAIT_HEADER",
+    "FunctionAppApi",
+    "RequestRejected",
+    "coerce_bool",
+    "resolve_session_id",
+    "should_wait",
+]

@@ -23,9 +23,16 @@ from typing import Any
 from durabletask.entities import EntityInstanceId
 
 from moorage.agents import protocol
-
-from moorage.agents.streaming import (STREAM_ENDPOINT_ENV, Chunk, ChunkPublisher, current_text_sink,
-                                      default_stream_endpoint, enable_streaming, streaming_activity, text_sink)
+from moorage.agents.streaming import (
+    STREAM_ENDPOINT_ENV,
+    Chunk,
+    ChunkPublisher,
+    current_text_sink,
+    default_stream_endpoint,
+    enable_streaming,
+    streaming_activity,
+    text_sink,
+)
 
 log = logging.getLogger("moorage.gateway")
 
@@ -121,12 +128,23 @@ class StreamLogWriter:
         if self._pending or (self._task is not None and not self._task.done()):
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
 
 StreamHub = ChunkRelay
 """Deprecated alias of :class:`ChunkRelay` ("hub" is the task hub everywhere else)."""
 
-__all__ = ["Chunk", "ChunkPublisher", "ChunkRelay", "STREAM_ENDPOINT_ENV", "StreamHub", "StreamLogWriter", "current_text_sink",
-           "default_stream_endpoint", "enable_streaming", "streaming_activity", "text_sink"]
+__all__ = [
+    "STREAM_ENDPOINT_ENV",
+    "Chunk",
+    "ChunkPublisher",
+    "ChunkRelay",
+    "StreamHub",
+    "StreamLogWriter",
+    "current_text_sink",
+    "default_stream_endpoint",
+    "enable_streaming",
+    "streaming_activity",
+    "text_sink",
+]
