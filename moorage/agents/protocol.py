@@ -9,11 +9,16 @@ For an agent ``Joker`` and a session ``s1``:
 * the session is the durable entity ``@dafx-joker@s1`` (Agent Framework's naming; entity names are lower-cased),
   holding the conversation in Agent Framework's durable-agent state schema 1.1.0, with Moorage's bookkeeping
   (running turn, queued requests, TTL) under ``data.extensionData.moorage``;
-* its operations are ``run`` (Agent Framework's request shape), ``reset``, ``delete``, ``get``, and the internal
-  ``_complete`` (a turn's response) and ``_expire`` (the idle-TTL check);
+* its operations are ``run`` (Agent Framework's request shape; .NET's too), ``reset``, ``delete``, ``get``, and the
+  internal ``_complete`` (a turn's response), ``_summary`` (a new summary of older entries) and ``_expire`` (the
+  idle-TTL check) — matched case-insensitively (:func:`normalize_operation`);
 * a turn is the orchestration ``moorage.agent_turn:Joker`` whose instance id is
   ``dafx-joker:s1:<correlation id>`` — known to whoever knows the request, so anyone can wait for it; its model
-  calls and tool calls are the activities ``moorage.agent_llm:Joker`` and ``moorage.agent_tool:Joker``;
+  calls and tool calls are the activities ``moorage.agent_llm:Joker`` and ``moorage.agent_tool:Joker``, its
+  summaries of older turns ``moorage.agent_summarize:Joker``;
+* entries a session moved out of its state are on archive pages, entities ``moorage-archive`` (key
+  :func:`archive_key`); a streamed turn's chunks are kept for a while in the entity ``moorage-stream`` (key
+  :func:`stream_key`) so a dropped stream can be resumed through any gateway;
 * a turn started from an orchestration answers it with the external event ``moorage.agent_response:<corr>``.
 
 The noun is *session* (Agent Framework's current word; "thread" is its deprecated alias, kept on the HTTP routes
