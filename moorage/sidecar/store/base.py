@@ -13,13 +13,17 @@ Times are float seconds since the epoch (UTC).
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import durabletask.internal.orchestrator_service_pb2 as pb
 
+from moorage.sidecar.terms import WorkKind
+
 T = TypeVar("T")
+log = logging.getLogger("moorage.store")
 
 
 @dataclass
@@ -257,8 +261,41 @@ class StoreTx(abc.ABC):
             after = (page[-1].created_at, page[-1].instance_id)
 
 
+@dataclass(frozen=True)
+class Change:
+    """What another process committed to a shared store: the instances it changed and the kinds of work it added.
+
+    The sidecar core applies it exactly like the effects of a local transition (wake that instance's waiters,
+    wake the streams that lease that kind of work)."""
+
+    hub: str
+    instances: frozenset[str]
+    work: frozenset[WorkKind]
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached right now; the call may be retried (gRPC ``UNAVAILABLE``)."""
+
+
 class Store(abc.ABC):
-    """A durable store shared by every task hub of a sidecar."""
+    """A durable store shared by every task hub of a sidecar.
+
+    A store several sidecar processes share (PostgreSQL) tells ``subscribe``d listeners about commits made by the
+    *other* processes, so their waiters and streams wake without polling; a store only one process uses (SQLite)
+    never calls them, as the process that commits already knows.
+    """
+
+    def subscribe(self, listener: Callable[[Change], None]) -> None:
+        """Call ``listener`` with each ``Change`` another process commits (on the event loop's thread)."""
+        self.__dict__.setdefault("_listeners", []).append(listener)
+
+    def _changed(self, change: Change) -> None:
+        """Hand ``change`` to every listener; one failing listener neither stops the others nor the store."""
+        for listener in self.__dict__.get("_listeners", ()):
+            try:
+                listener(change)
+            except Exception:
+                log.exception("store change listener failed hub=%s", change.hub)
 
     @abc.abstractmethod
     async def run(self, hub: str, fn: Callable[[StoreTx], T], durable: bool = True) -> T:
@@ -277,7 +314,7 @@ class Store(abc.ABC):
 
 
 def open_store(url: str) -> Store:
-    """Open a store from its URL (``sqlite:///path/to.db``)."""
+    """Open a store from its URL (``sqlite:///path/to.db`` or ``postgresql://user@host:5432/db?sslmode=...``)."""
     if url.startswith("sqlite:"):
         from moorage.sidecar.store.sqlite import SqliteStore
 
@@ -290,5 +327,23 @@ def open_store(url: str) -> Store:
             raise ValueError(f"store URL {url!r} names no file: use sqlite:///path/to/moorage.db")
         return SqliteStore(path)
     if url.startswith(("postgres://", "postgresql://")):
-        raise ValueError("the PostgreSQL store is not implemented yet; use sqlite:///path/to/moorage.db")
-    raise ValueError(f"unknown store URL {url!r}: expected sqlite:///path/to/moorage.db")
+        from moorage.sidecar.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise ValueError(f"unknown store URL {redact_url(url)!r}: expected sqlite:///path/to/moorage.db or "
+                     "postgresql://user@host:5432/db")
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, fit for logs and error messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rpartition("@")
+        user = netloc[0].partition(":")[0]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+    except ValueError:
+        return "<unparsable store URL>"
