@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from kit.postgres import STORE
 from helpers import (
     BACKEND,
     FLAVOURS,
@@ -29,7 +30,7 @@ from helpers import (
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"moorage sidecar tests: backend={BACKEND}"
+    return f"moorage sidecar tests: backend={BACKEND} store={STORE}"
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -34,6 +34,8 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
 
+from kit.postgres import STORE, store_env, store_url
+
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 PYTHON = sys.executable
@@ -176,7 +178,7 @@ class SidecarProcess:
             cmd = [PYTHON, str(TESTS_DIR / "inmemory_sidecar.py")]
         else:
             cmd = [PYTHON, "-m", "moorage", "sidecar"]
-        cmd += ["--port", str(self.port), "--store", f"sqlite:///{self.db_path.resolve()}"]
+        cmd += ["--port", str(self.port), "--store", store_url(self.db_path)]
         if self.task_hubs:
             cmd += ["--task-hubs", ",".join(self.task_hubs)]
         if self.lease_seconds is not None:
@@ -204,6 +206,7 @@ class SidecarProcess:
             env = {k: v for k, v in os.environ.items()
                    if not k.startswith("MOORAGE_") or k == "MOORAGE_LOG_LEVEL"}
             env.setdefault("PYTHONUNBUFFERED", "1")
+            env.update(store_env())
             self.proc = subprocess.Popen(
                 self.command(), cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 start_new_session=True, env=env, preexec_fn=die_with_parent)

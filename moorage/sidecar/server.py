@@ -16,7 +16,7 @@ import grpc
 from moorage.dashboard import start_dashboard
 from moorage.shutdown import wait_for_stop_signal
 from moorage.sidecar.service import Service
-from moorage.sidecar.store.base import open_store
+from moorage.sidecar.store.base import open_store, redact_url
 
 if TYPE_CHECKING:
     from moorage.gateway.server import GatewayRuntime
@@ -59,7 +59,7 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     dashboard = await start_dashboard(service, config.host, config.dashboard_port, config.dashboard_actions)
     if gateway is not None:
         await gateway.start_http(fatal=False)
-    log.info("sidecar listening address=%s store=%s hubs=%s lease_seconds=%s", address, config.store,
+    log.info("sidecar listening address=%s store=%s hubs=%s lease_seconds=%s", address, redact_url(config.store),
              ",".join(config.task_hubs), config.lease_seconds)
     if ready is not None:
         ready.set()

@@ -22,7 +22,8 @@ from google.protobuf import duration_pb2, empty_pb2, wrappers_pb2
 
 from moorage.sidecar import engine
 from moorage.sidecar.engine import TERMINAL, Effects, Filters, Lease, from_ts, sv, ts
-from moorage.sidecar.store.base import InstanceQuery, InstanceRow, Store, StoreTx
+from moorage.sidecar.store.base import Change, InstanceQuery, InstanceRow, Store, StoreTx, StoreUnavailable
+from moorage.sidecar.terms import WorkKind
 
 T = TypeVar("T")
 log = logging.getLogger("moorage.sidecar")
@@ -106,6 +107,8 @@ def _rpc(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         except engine.Precondition as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except StoreUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except (asyncio.CancelledError, grpc.aio.AbortError):
@@ -116,6 +119,9 @@ def _rpc(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+_WORK_CODES = {WorkKind.ORCHESTRATION: engine.ORCH, WorkKind.ACTIVITY: engine.ACTIVITY, WorkKind.ENTITY: engine.ENTITY}
 
 
 def _state(row: InstanceRow, payloads: bool) -> pb.OrchestrationState:
@@ -156,6 +162,15 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         self.hubs = {name: Hub(name) for name in hubs}
         self.lease_seconds = lease_seconds
         self.stopping = asyncio.Event()
+        store.subscribe(self._on_change)
+
+    def _on_change(self, change: Change) -> None:
+        """Another replica committed: wake as after a local transition."""
+        hub = self.hubs.get(change.hub)
+        if hub is None:
+            return
+        fx = Effects(changed=set(change.instances), work={_WORK_CODES[k] for k in change.work})
+        self._apply(hub, fx)
 
     def stop(self) -> None:
         """End every work-item stream with OK (they notice on their next wake-up, which this is)."""

@@ -161,3 +161,38 @@ class PostgresServer:
 def _stop_leftovers() -> None:
     for server in list(LIVE_SERVERS):
         server.close()
+
+
+# -- which store the sidecar suites run on -----------------------------------------------------------------------------
+
+STORE = os.environ.get("MOORAGE_TEST_STORE", "sqlite").strip().lower() or "sqlite"
+if STORE not in ("sqlite", "postgresql"):
+    raise RuntimeError(f"MOORAGE_TEST_STORE must be 'sqlite' or 'postgresql', not {STORE!r}")
+_SHARED: PostgresServer | None = None
+_DATABASES: dict[str, str] = {}
+
+
+def shared_server() -> PostgresServer:
+    """The one PostgreSQL server of this test process (started on first use, stopped at exit)."""
+    global _SHARED
+    if _SHARED is None or not _SHARED.is_running():
+        if _SHARED is not None:
+            _SHARED.close()
+        _SHARED = PostgresServer()
+    return _SHARED
+
+
+def store_url(db_path: Path) -> str:
+    """The ``--store`` of a sidecar whose SQLite file would be ``db_path``: that file, or a database of its own on
+    the shared server (the same one on every restart of that sidecar)."""
+    if STORE == "sqlite":
+        return f"sqlite:///{Path(db_path).resolve()}"
+    key = str(Path(db_path).resolve())
+    if key not in _DATABASES:
+        _DATABASES[key] = shared_server().create_database()
+    return _DATABASES[key]
+
+
+def store_env() -> dict[str, str]:
+    """What a sidecar process needs in its environment for ``store_url`` (the password, never on its command line)."""
+    return shared_server().env if STORE == "postgresql" else {}

@@ -288,8 +288,8 @@ class _Tx(StoreTx):
         return _activity(r) if r else None
 
     def update_activity_lease(self, row: ActivityRow) -> None:
-        self._q("UPDATE activities SET lease_token=%s, lease_owner=%s, lease_until=%s WHERE hub=%s AND id=%s",
-                row.lease_token, row.lease_owner, row.lease_until, self.hub, row.id)
+        self.c.execute("UPDATE activities SET lease_token=%s, lease_owner=%s, lease_until=%s WHERE hub=%s AND id=%s",
+                       (row.lease_token, row.lease_owner, row.lease_until, self.hub, row.id))
         if row.lease_token is None:
             self.work.add(WorkKind.ACTIVITY)
 
