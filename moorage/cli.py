@@ -7,6 +7,7 @@ import asyncio
 import click
 
 from moorage import logs
+from moorage.sidecar.store.base import StoreUnavailable
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -19,7 +20,9 @@ def main() -> None:
               help="gRPC port of the Durable Task protocol (the DTS emulator's is 8080).")
 @click.option("--host", default="0.0.0.0", envvar="MOORAGE_HOST", show_envvar=True, help="Address to listen on.")
 @click.option("--store", default="sqlite:///./moorage.db", envvar="MOORAGE_STORE", show_envvar=True,
-              help="Where state lives: sqlite:///relative/path.db or sqlite:////absolute/path.db.")
+              help="Where state lives: sqlite:///relative/path.db, sqlite:////absolute/path.db, or "
+              "postgresql://user@host:5432/db?sslmode=require (password from PGPASSWORD or PGPASSFILE) for several "
+              "replicas on one database.")
 @click.option("--task-hubs", default="default", envvar="MOORAGE_TASK_HUBS", show_envvar=True,
               help="Comma-separated task hubs to serve; clients choose one with the 'taskhub' metadata.")
 @click.option("--lease-seconds", type=click.FloatRange(0.1, 3600), default=10.0, envvar="MOORAGE_LEASE_SECONDS",
@@ -49,7 +52,7 @@ def sidecar(port: int, host: str, store: str, task_hubs: str, lease_seconds: flo
         asyncio.run(serve(SidecarConfig(port=port, host=host, store=store, task_hubs=hubs,
                                         lease_seconds=lease_seconds, dashboard_port=dashboard_port,
                                         dashboard_actions=dashboard_actions, http_port=http_port)))
-    except ValueError as exc:
+    except (ValueError, StoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -89,6 +92,10 @@ def gateway(connection_string: str | None, grpc_port: int, http_port: int, host:
                                     grpc_port=grpc_port or None, max_body_bytes=max_body_bytes,
                                     agents=[a.strip() for a in agents.split(",") if a.strip()])))
 
+
+from moorage.store_cli import store  # noqa: E402  (its own module: the store's commands)
+
+main.add_command(store)
 
 if __name__ == "__main__":
     main()

@@ -318,20 +318,25 @@ def open_store(url: str) -> Store:
     if url.startswith("sqlite:"):
         from moorage.sidecar.store.sqlite import SqliteStore
 
-        path = url[len("sqlite:"):]
-        if path.startswith("///"):
-            path = path[3:]
-        elif path.startswith("//"):
-            path = path[2:]
-        if not path:
-            raise ValueError(f"store URL {url!r} names no file: use sqlite:///path/to/moorage.db")
-        return SqliteStore(path)
+        return SqliteStore(sqlite_path(url))
     if url.startswith(("postgres://", "postgresql://")):
         from moorage.sidecar.store.postgres import PostgresStore
 
         return PostgresStore(url)
     raise ValueError(f"unknown store URL {redact_url(url)!r}: expected sqlite:///path/to/moorage.db or "
                      "postgresql://user@host:5432/db")
+
+
+def sqlite_path(url: str) -> str:
+    """The file a ``sqlite:`` URL names (``sqlite:///relative.db``, ``sqlite:////absolute.db``)."""
+    path = url[len("sqlite:"):]
+    if path.startswith("///"):
+        path = path[3:]
+    elif path.startswith("//"):
+        path = path[2:]
+    if not path:
+        raise ValueError(f"store URL {url!r} names no file: use sqlite:///path/to/moorage.db")
+    return path
 
 
 def redact_url(url: str) -> str:
