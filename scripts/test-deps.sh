@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the tests need besides Python packages: Debian's Chromium for the dashboard's browser test, Debian's PostgreSQL
-# server for the PostgreSQL store's tests, and each thin client's own dependencies (npm, Go modules, Maven artifacts), fetched once so the tests themselves need no network.
+# server for the PostgreSQL store's tests, and each thin client's own dependencies (npm, Go modules, Maven artifacts),
+# fetched once so the tests themselves need no network.
 # Idempotent; `make test` runs it. apt-get runs only as root; elsewhere the tests that need a missing tool skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
