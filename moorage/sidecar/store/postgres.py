@@ -57,6 +57,9 @@ NOTIFY_BYTES = 7000  # PostgreSQL refuses payloads of 8000 bytes and more: longe
 RETRIES = 20  # deadlocks and serialization failures: the transition runs again
 CONNECT_WAIT = 5.0  # how long a call waits for a connection before it answers "unavailable"
 OUTAGE_RETRY_SECONDS = 3.0  # how long a transition retries on broken connections before it gives up
+# The pool's reconnect attempts back off without bound; ending each attempt early (the next call starts a fresh
+# one) keeps a long outage from delaying the recovery by minutes.
+RECONNECT_ATTEMPT = 5.0
 
 _TERMINAL = sorted(TERMINAL_STATUSES)
 _KIND_CODES = {WorkKind.ORCHESTRATION: "o", WorkKind.ACTIVITY: "a", WorkKind.ENTITY: "e"}
@@ -521,7 +524,7 @@ class PostgresStore(Store):
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"cannot open the PostgreSQL store {self.safe_url}: {_reason(exc)}") from None
         self._pool = ConnectionPool(self._conninfo, min_size=1, max_size=pool_size, open=False,
-                                    name="moorage", timeout=CONNECT_WAIT, reconnect_timeout=24 * 3600,
+                                    name="moorage", timeout=CONNECT_WAIT, reconnect_timeout=RECONNECT_ATTEMPT,
                                     kwargs={"autocommit": True, "application_name": "moorage-sidecar",
                                             "connect_timeout": 10, "options": "-c synchronous_commit=on"})
         self._pool.open(wait=True, timeout=30)
