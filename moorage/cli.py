@@ -8,6 +8,7 @@ import click
 
 from moorage import logs
 from moorage.sidecar.store.base import StoreUnavailable
+from moorage.store_cli import store
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -92,8 +93,6 @@ def gateway(connection_string: str | None, grpc_port: int, http_port: int, host:
                                     grpc_port=grpc_port or None, max_body_bytes=max_body_bytes,
                                     agents=[a.strip() for a in agents.split(",") if a.strip()])))
 
-
-from moorage.store_cli import store  # noqa: E402  (its own module: the store's commands)
 
 main.add_command(store)
 

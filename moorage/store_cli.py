@@ -46,10 +46,10 @@ def copy(src: str, dst: str, force: bool) -> None:
 def migrate(url: str) -> None:
     """Bring the schema of the store at URL to this version of Moorage (the sidecar also does it on start)."""
     if url.startswith("sqlite:"):
+        import asyncio
+
         from moorage.sidecar.store.base import sqlite_path
         from moorage.sidecar.store.sqlite import SqliteStore
-
-        import asyncio
 
         asyncio.run(SqliteStore(sqlite_path(url)).close())  # opening creates the schema
         click.echo(f"{url}: schema is current")
@@ -58,7 +58,8 @@ def migrate(url: str) -> None:
         raise click.ClickException(f"unknown store URL {redact_url(url)!r}")
     import psycopg
 
-    from moorage.sidecar.store.postgres_migrations import LATEST, migrate as apply
+    from moorage.sidecar.store.postgres_migrations import LATEST
+    from moorage.sidecar.store.postgres_migrations import migrate as apply
 
     try:
         with psycopg.connect("postgresql://" + url.split("://", 1)[1], autocommit=True,

@@ -7,10 +7,8 @@ import time
 
 import grpc
 import pytest
-
 from durabletask import task
 from durabletask.client import OrchestrationStatus
-
 from helpers import complete, new_client, sidecar_only, uid, wait_until
 from kit.postgres import PostgresServer, pg_bin_dir
 

@@ -15,10 +15,8 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-
 from durabletask import entities, task
 from durabletask.client import OrchestrationStatus
-
 from helpers import complete, new_client, sidecar_only, uid, wait_until
 from kit.postgres import pg_bin_dir, shared_server
 

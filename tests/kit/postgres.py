@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
-LIVE_SERVERS: list["PostgresServer"] = []
+LIVE_SERVERS: list[PostgresServer] = []
 
 
 def pg_bin_dir() -> Path | None:
@@ -89,10 +89,10 @@ class PostgresServer:
         cmd = [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.sockets),
                "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "fsync=on",
                "-c", "synchronous_commit=on"]
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     user=self._as, preexec_fn=_die_with_parent, cwd=self.root)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            # the prctl in preexec_fn needs no import and no dlopen, so it is safe in a threaded parent
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         user=self._as, preexec_fn=_die_with_parent, cwd=self.root)  # noqa: PLW1509
         if self not in LIVE_SERVERS:
             LIVE_SERVERS.append(self)
         deadline = time.monotonic() + timeout
@@ -113,7 +113,7 @@ class PostgresServer:
     def _psql(self, sql: str, database: str = "postgres") -> subprocess.CompletedProcess[bytes]:
         return subprocess.run([str(self.bindir / "psql"), "-h", str(self.sockets), "-p", str(self.port), "-U",
                                self.user, "-d", database, "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
-                              capture_output=True, env={**os.environ, "PGPASSWORD": self.password})
+                              check=False, capture_output=True, env={**os.environ, "PGPASSWORD": self.password})
 
     def sql(self, sql: str, database: str = "postgres") -> str:
         """Run one statement as the superuser over the socket; its output."""
@@ -159,7 +159,7 @@ class PostgresServer:
 
 @atexit.register
 def _stop_leftovers() -> None:
-    for server in list(LIVE_SERVERS):
+    for server in LIVE_SERVERS:
         server.close()
 
 

@@ -170,7 +170,8 @@ class _Tx(StoreTx):
 
     def query_instances(self, q: InstanceQuery, after: tuple[Any, ...] | None, limit: int,
                         order: str = "created") -> list[InstanceRow]:
-        where, args = ["hub=%s"], []
+        where: list[str] = ["hub=%s"]
+        args: list[Any] = []
         if q.statuses:
             where.append("status = ANY(%s)")
             args.append([int(s) for s in q.statuses])
@@ -320,7 +321,8 @@ class _Tx(StoreTx):
 
     def query_entities(self, prefix: str | None, modified_from: float | None, modified_to: float | None,
                        after: str | None, limit: int) -> list[EntityRow]:
-        where, args = ["hub=%s"], []
+        where: list[str] = ["hub=%s"]
+        args: list[Any] = []
         if prefix:
             where.append("starts_with(entity_id, %s)")
             args.append(prefix)
