@@ -12,7 +12,7 @@ from moorage.sidecar.store.base import StoreUnavailable, redact_url
 
 @click.group("store")
 def store() -> None:
-    """Copy a store (e.g. SQLite to PostgreSQL) or apply its schema migrations."""
+    """Copy a store between SQLite and PostgreSQL, or migrate its schema."""
 
 
 @store.command("copy")

@@ -23,7 +23,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 LATEST = MIGRATIONS[-1][0]
 
 
-class SchemaTooNew(RuntimeError):
+class SchemaTooNew(ValueError):
     """The database was migrated by a newer Moorage: this one must not write to it."""
 
 
