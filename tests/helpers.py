@@ -206,7 +206,8 @@ class SidecarProcess:
             env = {k: v for k, v in os.environ.items()
                    if not k.startswith("MOORAGE_") or k == "MOORAGE_LOG_LEVEL"}
             env.setdefault("PYTHONUNBUFFERED", "1")
-            env.update(store_env())
+            for key, value in store_env().items():  # a test's own database (its env) wins
+                env.setdefault(key, value)
             self.proc = subprocess.Popen(
                 self.command(), cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 start_new_session=True, env=env, preexec_fn=die_with_parent)

@@ -579,23 +579,21 @@ class PostgresStore(Store):
                                        f"{CONNECT_WAIT:g} s") from None
             committing = False
             try:
-                if not write:
-                    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                elif durable:
-                    conn.execute("BEGIN")
-                else:  # soft state (leases): a lost commit only hands the item out again
-                    with conn.pipeline():
+                # One pipeline for the whole transaction: statements whose results nobody reads yet (BEGIN,
+                # inserts, NOTIFY, COMMIT) travel with the next one that is read, not a round trip each.
+                with conn.pipeline():
+                    if not write:
+                        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    else:
                         conn.execute("BEGIN")
-                        conn.execute("SET LOCAL synchronous_commit = off")
-                tx = _Tx(conn, hub, write)
-                result = fn(tx)
-                committing = True
-                if write and (tx.changed or tx.work):
-                    with conn.pipeline():
+                        if not durable:  # soft state (leases): a lost commit only hands the item out again
+                            conn.execute("SET LOCAL synchronous_commit = off")
+                    tx = _Tx(conn, hub, write)
+                    result = fn(tx)
+                    committing = True
+                    if write and (tx.changed or tx.work):
                         for payload in _payloads(self.process_id, hub, tx.changed, tx.work):
                             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-                        conn.execute("COMMIT")
-                else:
                     conn.execute("COMMIT")
                 return result
             except _RETRYABLE as exc:
