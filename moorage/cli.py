@@ -43,7 +43,7 @@ def main() -> None:
 def sidecar(port: int, host: str, store: str, task_hubs: str, lease_seconds: float, dashboard_port: int,
             dashboard_actions: bool, http_port: int, log_level: str, log_format: str) -> None:
     """Run the durable Durable Task sidecar (point DTS-emulator code at localhost:PORT)."""
-    from moorage.sidecar.server import SidecarConfig, serve
+    from moorage.server import SidecarConfig, serve
 
     logs.setup(log_level, log_format)
     hubs = [h.strip() for h in task_hubs.split(",") if h.strip()]

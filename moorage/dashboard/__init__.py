@@ -1,8 +1,9 @@
 """The Moorage dashboard: orchestrations, entities, agent sessions and workers of every task hub, on port 8082.
 
-It runs inside the sidecar's asyncio loop (``uvicorn.Server.serve()`` as a task) and shares its ``Service``, so
-it reads the same store and its actions are the engine's own transitions. ``start_dashboard`` is all the sidecar
-calls; starlette and uvicorn are imported only then.
+It runs inside the sidecar's asyncio loop (``uvicorn.Server.serve()`` as a task) over the sidecar core
+(``moorage.sidecar.core.SidecarCore``), so it reads the same store and its actions are the engine's own
+transitions. ``start_dashboard`` is all the composition root (``moorage.server``) calls; starlette and uvicorn are
+imported only then.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from moorage.sidecar.core import SidecarCore
 
 log = logging.getLogger("moorage.dashboard")
 
@@ -54,7 +58,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def start_dashboard(service: Any, host: str, port: int, actions: bool = False) -> Dashboard | None:
+async def start_dashboard(core: SidecarCore, host: str, port: int, actions: bool = False) -> Dashboard | None:
     """Serve the dashboard on ``host:port`` (port 0: no dashboard). A busy port costs the dashboard, not the
     sidecar: the error is logged and the gRPC server goes on."""
     if port <= 0:
@@ -76,8 +80,8 @@ async def start_dashboard(service: Any, host: str, port: int, actions: bool = Fa
         def capture_signals(self) -> Iterator[None]:  # the sidecar owns SIGTERM/SIGINT
             yield
 
-    sampler = Sampler(service)
-    app = create_app(service, actions=actions, sampler=sampler)
+    sampler = Sampler(core)
+    app = create_app(core, actions=actions, sampler=sampler)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", ws="none",
                             timeout_graceful_shutdown=2, server_header=False)
     server = _Server(config)

@@ -1,9 +1,9 @@
 """The dashboard's HTTP app: a JSON API under ``/api`` and the single-page UI at ``/``.
 
-It shares the sidecar's ``Service``: reads go through ``Service._read`` and actions through ``Service._run``
-with the engine's transitions, so an action from the dashboard is the very transition a gRPC client would cause
-(same transaction, same wake-ups). Every API error is JSON ``{"error": "..."}`` with a 4xx status that says what
-was wrong; actions answer 403 unless the sidecar was started with ``--dashboard-actions``.
+It uses the sidecar core's public API (``moorage.sidecar.core.SidecarCore``): reads go through ``read`` and
+every action is a named engine transition run by ``run``, so an action from the dashboard is the very transition
+a gRPC client would cause (same transaction, same wake-ups). Every API error is JSON ``{"error": "..."}`` with a
+4xx status that says what was wrong; actions answer 403 unless the sidecar was started with ``--dashboard-actions``.
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from moorage.sidecar import engine
-from moorage.sidecar.engine import TERMINAL
-from moorage.sidecar.service import page_token, parse_page_token
-from moorage.sidecar.store.base import InstanceQuery, StoreTx
+from moorage.sidecar.core import SidecarCore
+from moorage.sidecar.engine import Filters
+from moorage.sidecar.store.base import EntityRow, InstanceQuery, InstanceRow, StoreTx
+from moorage.sidecar.store.paging import page_token, parse_page_token
+from moorage.sidecar.terms import WorkKind, status_name
 
 from . import views
-from .metrics import KINDS, Sampler
+from .metrics import Sampler
 
 log = logging.getLogger("moorage.dashboard")
 
@@ -117,13 +119,13 @@ class Guard:
 # -- request helpers ---------------------------------------------------------------------------------------------
 
 
-def _hub(request: Request) -> Any:
-    service = request.app.state.service
-    name = request.query_params.get("hub") or ("default" if "default" in service.hubs else next(iter(service.hubs)))
-    hub = service.hubs.get(name)
-    if hub is None:
-        raise ApiError(404, f"task hub not found: {name!r} (this sidecar serves {', '.join(service.hubs)})")
-    return hub
+def _hub(request: Request) -> str:
+    """The task hub named by ``?hub=`` (default: the core's default hub)."""
+    core = _core(request)
+    name = request.query_params.get("hub") or core.default_hub
+    if name not in core.hub_names:
+        raise ApiError(404, f"task hub not found: {name!r} (this sidecar serves {', '.join(core.hub_names)})")
+    return name
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -137,6 +139,12 @@ async def _body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object")
     return body
+
+
+def _required(body: dict[str, Any], key: str) -> str:
+    value = _str(body, key, required=True)
+    assert value is not None
+    return value
 
 
 def _str(body: dict[str, Any], key: str, required: bool = False) -> str | None:
@@ -170,8 +178,9 @@ def _page_size(request: Request) -> int:
     return size
 
 
-def _service(request: Request) -> Any:
-    return request.app.state.service
+def _core(request: Request) -> SidecarCore:
+    core: SidecarCore = request.app.state.core
+    return core
 
 
 # -- meta --------------------------------------------------------------------------------------------------------
@@ -179,9 +188,8 @@ def _service(request: Request) -> Any:
 
 @api
 async def info(request: Request) -> Response:
-    service = _service(request)
-    hubs = list(service.hubs)
-    return _ok({"hubs": hubs, "defaultHub": "default" if "default" in hubs else hubs[0],
+    core = _core(request)
+    return _ok({"hubs": core.hub_names, "defaultHub": core.default_hub,
                 "actions": request.app.state.actions, "statuses": views.STATUSES,
                 "version": request.app.state.version})
 
@@ -218,18 +226,18 @@ async def list_orchestrations(request: Request) -> Response:
     token = request.query_params.get("continuation")
     after = parse_page_token(token) if token else None
 
-    def read(tx: StoreTx) -> tuple[list[Any], dict[int, int]]:
+    def read(tx: StoreTx) -> tuple[list[InstanceRow], dict[int, int]]:
         return tx.query_instances(q, after, size + 1), tx.count_instances_by_status()
 
-    rows, counts = await _service(request)._read(hub, read)
+    rows, counts = await _core(request).read(hub, read)
     now = time.time()
     more = len(rows) > size
     rows = rows[:size]
     return _ok({
-        "hub": hub.name,
+        "hub": hub,
         "items": [views.instance_json(r, payloads=False, now=now) for r in rows],
         "next": page_token(rows[-1].created_at, rows[-1].instance_id) if more else None,
-        "statusCounts": {views.status_name(s): n for s, n in sorted(counts.items())},
+        "statusCounts": {status_name(s): n for s, n in sorted(counts.items())},
     })
 
 
@@ -237,21 +245,21 @@ async def list_orchestrations(request: Request) -> Response:
 async def start_orchestration(request: Request) -> Response:
     hub = _hub(request)
     body = await _body(request)
-    name = _str(body, "name", required=True)
+    name = _required(body, "name")
     instance_id = _str(body, "instanceId") or uuid.uuid4().hex
     tags = body.get("tags") or {}
     if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
         raise ApiError(400, "'tags' must be an object of string values")
     scheduled = _str(body, "scheduledStartAt")
     scheduled_t = views.parse_time(scheduled, "scheduledStartAt") if scheduled else None
-    row = await _service(request)._run(
+    row = await _core(request).run(
         hub, engine.create_instance, instance_id=instance_id, name=name, input=_payload(body, "input"),
         version=_str(body, "version"), tags=tags, scheduled_start=scheduled_t)
-    log.info("dashboard started instance=%s name=%s hub=%s", row.instance_id, name, hub.name)
+    log.info("dashboard started instance=%s name=%s hub=%s", row.instance_id, name, hub)
     return _ok({"instanceId": row.instance_id, "instance": views.instance_json(row)}, status=201)
 
 
-def _flow(tx: StoreTx, row: Any) -> dict[str, Any]:
+def _flow(tx: StoreTx, row: InstanceRow) -> dict[str, Any]:
     """The tree of parent/child instances around ``row``: climb to the root, then walk down (bounded)."""
     root = row
     seen = {row.instance_id}
@@ -264,7 +272,7 @@ def _flow(tx: StoreTx, row: Any) -> dict[str, Any]:
     count = 0
     now = time.time()
 
-    def node(r: Any, depth: int) -> dict[str, Any]:
+    def node(r: InstanceRow, depth: int) -> dict[str, Any]:
         nonlocal count
         count += 1
         out = {k: v for k, v in views.instance_json(r, payloads=False, now=now).items()
@@ -292,7 +300,7 @@ async def get_orchestration(request: Request) -> Response:
     def read(tx: StoreTx) -> dict[str, Any]:
         row = tx.get_instance(instance_id)
         if row is None:
-            raise engine.NotFound(f"orchestration instance '{instance_id}' not found in task hub '{hub.name}'")
+            raise engine.NotFound(f"orchestration instance '{instance_id}' not found in task hub '{hub}'")
         history = tx.get_history(instance_id)
         now = time.time()
         pending = [e for _, e in tx.get_inbox(instance_id)]
@@ -301,7 +309,7 @@ async def get_orchestration(request: Request) -> Response:
                 "pendingEvents": [{"type": e.WhichOneof("eventType"), "timestamp": views.iso(engine.from_ts(e.timestamp))}
                                   for e in pending]}
 
-    return _ok(await _service(request)._read(hub, read))
+    return _ok(await _core(request).read(hub, read))
 
 
 ORCH_ACTIONS = ("suspend", "resume", "terminate", "restart", "rewind", "purge", "raise-event")
@@ -318,40 +326,29 @@ async def orchestration_action(request: Request) -> Response:
     return await _orchestration_action(request, hub, instance_id, action, body)
 
 
-async def _orchestration_action(request: Request, hub: Any, instance_id: str, action: str,
+async def _orchestration_action(request: Request, hub: str, instance_id: str, action: str,
                                 body: dict[str, Any]) -> Response:
-    service = _service(request)
+    core = _core(request)
     result: dict[str, Any] = {"instanceId": instance_id, "action": action}
     if action == "suspend":
-        await service._run(hub, engine.suspend, instance_id, _str(body, "reason"))
+        await core.run(hub, engine.suspend, instance_id, _str(body, "reason"))
     elif action == "resume":
-        await service._run(hub, engine.resume, instance_id, _str(body, "reason"))
+        await core.run(hub, engine.resume, instance_id, _str(body, "reason"))
     elif action == "terminate":
         reason = _str(body, "reason")
-        await service._run(hub, engine.terminate, instance_id, json.dumps(reason) if reason else None,
-                           bool(body.get("recursive", True)))
+        await core.run(hub, engine.terminate, instance_id, json.dumps(reason) if reason else None,
+                       bool(body.get("recursive", True)))
     elif action == "restart":
-        result["newInstanceId"] = await service._run(hub, engine.restart, instance_id,
-                                                     bool(body.get("newInstanceId", False)))
+        result["newInstanceId"] = await core.run(hub, engine.restart, instance_id,
+                                                 bool(body.get("newInstanceId", False)))
     elif action == "rewind":
-        await service._run(hub, engine.rewind, instance_id, _str(body, "reason"))
+        await core.run(hub, engine.rewind, instance_id, _str(body, "reason"))
     elif action == "raise-event":
-        name = _str(body, "name", required=True)
-        await service._run(hub, engine.raise_event, instance_id, name, _payload(body, "input"))
+        name = _required(body, "name")
+        await core.run(hub, engine.raise_event, instance_id, name, _payload(body, "input"))
     elif action == "purge":
-        recursive = bool(body.get("recursive", True))
-
-        def purge(tx: StoreTx, fx: engine.Effects) -> int:
-            row = tx.get_instance(instance_id)
-            if row is None:
-                raise engine.NotFound(f"orchestration instance '{instance_id}' not found")
-            if row.status not in TERMINAL:
-                raise engine.Precondition(f"orchestration instance '{instance_id}' is "
-                                          f"{views.status_name(row.status)}; only finished instances can be purged")
-            return engine.purge(tx, fx, instance_id, recursive)
-
-        result["purged"] = await service._run(hub, purge)
-    log.info("dashboard action=%s instance=%s hub=%s", action, instance_id, hub.name)
+        result["purged"] = await core.run(hub, engine.purge_instance, instance_id, bool(body.get("recursive", True)))
+    log.info("dashboard action=%s instance=%s hub=%s", action, instance_id, hub)
     return _ok(result, status=202 if action != "purge" else 200)
 
 
@@ -401,11 +398,11 @@ async def list_entities(request: Request) -> Response:
             return out, out[-1]["entityId"]
         return out, (cursor if cursor and scanned >= 20 * (size + 1) else None)
 
-    items, token = await _service(request)._read(hub, read)
-    return _ok({"hub": hub.name, "items": items, "next": token})
+    items, token = await _core(request).read(hub, read)
+    return _ok({"hub": hub, "items": items, "next": token})
 
 
-def _require_entity(tx: StoreTx, entity_id: str) -> Any:
+def _require_entity(tx: StoreTx, entity_id: str) -> EntityRow:
     ent = tx.get_entity(entity_id)
     if ent is None:
         raise engine.NotFound(f"entity '{entity_id}' not found")
@@ -425,14 +422,14 @@ async def get_entity(request: Request) -> Response:
         out["pendingOperations"] = [_entity_message(e) for _, e in msgs[:100]]
         return out
 
-    return _ok(await _service(request)._read(hub, read))
+    return _ok(await _core(request).read(hub, read))
 
 
 def _entity_message(e: pb.HistoryEvent) -> dict[str, Any]:
     kind = e.WhichOneof("eventType")
     m = getattr(e, kind) if kind else None
     has = m is not None and "scheduledTime" in m.DESCRIPTOR.fields_by_name and m.HasField("scheduledTime")
-    scheduled = m.scheduledTime if has else None
+    scheduled = m.scheduledTime if m is not None and has else None
     return {"type": kind, "operation": getattr(m, "operation", None),
             "timestamp": views.iso(engine.from_ts(e.timestamp)),
             "scheduledTime": views.iso(engine.from_ts(scheduled)) if scheduled is not None else None}
@@ -443,12 +440,12 @@ async def signal_entity(request: Request) -> Response:
     hub = _hub(request)
     entity_id = request.path_params["entity_id"]
     body = await _body(request)
-    operation = _str(body, "operation", required=True)
+    operation = _required(body, "operation")
     scheduled = _str(body, "scheduledTime")
     request_id = uuid.uuid4().hex
-    await _service(request)._run(hub, engine.signal_entity, entity_id, operation, _payload(body, "input"),
-                                 request_id, views.parse_time(scheduled, "scheduledTime") if scheduled else None)
-    log.info("dashboard signal entity=%s operation=%s hub=%s", entity_id, operation, hub.name)
+    await _core(request).run(hub, engine.signal_entity, entity_id, operation, _payload(body, "input"),
+                             request_id, views.parse_time(scheduled, "scheduledTime") if scheduled else None)
+    log.info("dashboard signal entity=%s operation=%s hub=%s", entity_id, operation, hub)
     return _ok({"entityId": entity_id, "operation": operation, "requestId": request_id}, status=202)
 
 
@@ -476,7 +473,6 @@ async def list_agents(request: Request) -> Response:
                 return agents
             name, _ = views.split_entity_id(first[0].entity_id)
             sessions, last, capped = 0, 0.0, False
-            running = errors = 0
             scan: str | None = None
             own = f"@{name}@"
             while True:
@@ -494,7 +490,7 @@ async def list_agents(request: Request) -> Response:
                            "sessionsCapped": capped, "lastActiveAt": views.iso(last) if last else None})
             cursor = own + "\U0010ffff"  # skip past this agent's sessions
 
-    return _ok({"hub": hub.name, "agents": await _service(request)._read(hub, read)})
+    return _ok({"hub": hub, "agents": await _core(request).read(hub, read)})
 
 
 @api
@@ -511,9 +507,9 @@ async def list_sessions(request: Request) -> Response:
         items = [views.session_summary(e) for e in page if e.state is not None]
         return items, page[-1].entity_id if more else None
 
-    items, token = await _service(request)._read(hub, read)
+    items, token = await _core(request).read(hub, read)
     items.sort(key=lambda s: s["lastModifiedAt"] or "", reverse=True)
-    return _ok({"hub": hub.name, "agent": name[len(views.AGENT_PREFIX):], "items": items, "next": token})
+    return _ok({"hub": hub, "agent": name[len(views.AGENT_PREFIX):], "items": items, "next": token})
 
 
 def _session_id(request: Request) -> str:
@@ -538,7 +534,7 @@ async def get_session(request: Request) -> Response:
         out["state"] = views.parse_json(ent.state)
         return out
 
-    return _ok(await _service(request)._read(hub, read))
+    return _ok(await _core(request).read(hub, read))
 
 
 SESSION_ACTIONS = {"reset": "reset", "delete": "delete"}
@@ -559,24 +555,21 @@ async def delete_session(request: Request) -> Response:
     return await _session_signal(request, _hub(request), _session_id(request), "delete")
 
 
-async def _session_signal(request: Request, hub: Any, entity_id: str, operation: str) -> Response:
+async def _session_signal(request: Request, hub: str, entity_id: str, operation: str) -> Response:
     request_id = uuid.uuid4().hex
-
-    def signal(tx: StoreTx, fx: engine.Effects) -> None:
-        ent = tx.get_entity(entity_id)
-        if ent is None or ent.state is None:
-            raise engine.NotFound(f"agent session '{entity_id}' not found")
-        engine.signal_entity(tx, fx, entity_id, operation, None, request_id, None)
-
-    await _service(request)._run(hub, signal)
-    log.info("dashboard session %s entity=%s hub=%s", operation, entity_id, hub.name)
+    try:
+        await _core(request).run(hub, engine.signal_entity, entity_id, operation, None, request_id, None,
+                                 existing=True)
+    except engine.NotFound:
+        raise ApiError(404, f"agent session '{entity_id}' not found") from None
+    log.info("dashboard session %s entity=%s hub=%s", operation, entity_id, hub)
     return _ok({"entityId": entity_id, "operation": operation, "requestId": request_id}, status=202)
 
 
 # -- workers & metrics -------------------------------------------------------------------------------------------
 
 
-def _filters_json(filters: Any) -> dict[str, Any]:
+def _filters_json(filters: Filters) -> dict[str, Any]:
     def table(t: dict[str, frozenset[str]] | None) -> list[str] | None:
         if t is None:
             return None
@@ -589,35 +582,35 @@ def _filters_json(filters: Any) -> dict[str, Any]:
 @api
 async def metrics(request: Request) -> Response:
     hub = _hub(request)
+    core = _core(request)
     sampler: Sampler = request.app.state.sampler
-    sampler.sample_if_stale(hub.name)
+    sampler.sample_if_stale(hub)
 
     def read(tx: StoreTx) -> tuple[dict[str, int], dict[int, int]]:
         return tx.counts(), tx.count_instances_by_status()
 
-    counts, statuses = await _service(request)._read(hub, read)
-    workers = []
-    for owner, stream in list(hub.streams.items()):
-        since = sampler.first_seen.setdefault(owner, time.time())
-        workers.append({
-            "id": owner.split("/", 1)[-1], "stream": owner, "connectedSince": views.iso(since),
-            "capacity": {KINDS[k]: v for k, v in stream.caps.items()},
-            "active": {KINDS[k]: len(v) for k, v in stream.inflight.items()},
-            "filters": _filters_json(stream.filters),
-        })
-    work = {
-        "orchestration": {"pendingEvents": counts.get("orchestration_events_pending", 0),
-                          "active": counts.get("orchestrations_active", 0)},
-        "activity": {"pending": counts.get("activities_pending", 0), "active": counts.get("activities_active", 0)},
-        "entity": {"pendingMessages": counts.get("entity_messages_pending", 0),
-                   "active": counts.get("entities_active", 0)},
+    counts, statuses = await core.read(hub, read)
+    workers = [{
+        "id": w.stream_id.split("/", 1)[-1], "stream": w.stream_id, "connectedSince": views.iso(w.connected_at),
+        "capacity": {k.value: v for k, v in w.capacity.items()},
+        "active": {k.value: v for k, v in w.active.items()},
+        "filters": _filters_json(w.filters),
+    } for w in core.workers(hub)]
+    work: dict[WorkKind, dict[str, int]] = {
+        WorkKind.ORCHESTRATION: {"pendingEvents": counts.get("orchestration_events_pending", 0),
+                                 "active": counts.get("orchestrations_active", 0)},
+        WorkKind.ACTIVITY: {"pending": counts.get("activities_pending", 0),
+                            "active": counts.get("activities_active", 0)},
+        WorkKind.ENTITY: {"pendingMessages": counts.get("entity_messages_pending", 0),
+                          "active": counts.get("entities_active", 0)},
     }
-    for k, kind in KINDS.items():
-        work[kind]["dispatched"] = hub.dispatched.get(k, 0)
-        work[kind]["completed"] = hub.completed.get(k, 0)
-    return _ok({"hub": hub.name, "workers": workers, "workItems": work, "backlog": counts,
-                "instances": {views.status_name(s): n for s, n in sorted(statuses.items())},
-                "throughput": sampler.throughput(hub.name)})
+    counters = core.counters(hub)
+    for kind in WorkKind:
+        work[kind]["dispatched"] = counters.dispatched[kind]
+        work[kind]["completed"] = counters.completed[kind]
+    return _ok({"hub": hub, "workers": workers, "workItems": {k.value: v for k, v in work.items()},
+                "backlog": counts, "instances": {status_name(s): n for s, n in sorted(statuses.items())},
+                "throughput": sampler.throughput(hub)})
 
 
 # -- the app -----------------------------------------------------------------------------------------------------
@@ -636,7 +629,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return Response(exc.detail, status_code=exc.status_code, media_type="text/plain")
 
 
-def create_app(service: Any, actions: bool = False, sampler: Sampler | None = None) -> Starlette:
+def create_app(core: SidecarCore, actions: bool = False, sampler: Sampler | None = None) -> Starlette:
     from moorage import __version__
 
     routes = [
@@ -660,8 +653,8 @@ def create_app(service: Any, actions: bool = False, sampler: Sampler | None = No
     ]
     app = Starlette(routes=routes, middleware=[Middleware(Guard, actions=actions)],
                     exception_handlers={HTTPException: _http_error})
-    app.state.service = service
+    app.state.core = core
     app.state.actions = actions
-    app.state.sampler = sampler or Sampler(service)
+    app.state.sampler = sampler or Sampler(core)
     app.state.version = __version__
     return app

@@ -7,6 +7,7 @@ Pure functions over plain rows and protobuf history events; no I/O, no HTTP. Tim
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,10 +16,9 @@ from google.protobuf import json_format
 
 from moorage.sidecar import engine
 from moorage.sidecar.store.base import EntityRow, InstanceRow
+from moorage.sidecar.terms import STATUS_PREFIX, TERMINAL_STATUSES, status_name
 
-STATUS_PREFIX = "ORCHESTRATION_STATUS_"
 STATUSES = [n[len(STATUS_PREFIX):] for n in pb.OrchestrationStatus.keys()]
-TERMINAL_NAMES = {"COMPLETED", "FAILED", "TERMINATED"}
 AGENT_PREFIX = "dafx-"
 PREVIEW_CHARS = 240
 
@@ -43,13 +43,6 @@ def parse_time(value: str, what: str) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.timestamp()
-
-
-def status_name(status: int) -> str:
-    try:
-        return pb.OrchestrationStatus.Name(status)[len(STATUS_PREFIX):]  # type: ignore[arg-type]
-    except ValueError:
-        return str(status)
 
 
 def status_value(name: str) -> int:
@@ -79,7 +72,8 @@ def failure_json(details: pb.TaskFailureDetails | None) -> dict[str, Any] | None
 
 def instance_json(row: InstanceRow, payloads: bool = True, now: float | None = None) -> dict[str, Any]:
     status = status_name(row.status)
-    end = row.completed_at if row.completed_at else (now if status not in TERMINAL_NAMES else row.last_updated_at)
+    end = row.completed_at if row.completed_at else (
+        now if row.status not in TERMINAL_STATUSES else row.last_updated_at)
     out: dict[str, Any] = {
         "instanceId": row.instance_id,
         "name": row.name,
@@ -128,108 +122,189 @@ def _t(e: pb.HistoryEvent) -> float:
 def timeline(row: InstanceRow, events: list[pb.HistoryEvent], now: float) -> dict[str, Any]:
     """Spans (activities, timers, sub-orchestrations, entity calls, locks, suspensions) and points (events raised,
     sent, signals, terminations, rewinds) of the current execution, paired by task id / request id."""
-    items: list[dict[str, Any]] = []
-    by_task: dict[int, dict[str, Any]] = {}
-    by_timer: dict[int, dict[str, Any]] = {}
-    by_request: dict[str, dict[str, Any]] = {}
-    by_lock: dict[str, dict[str, Any]] = {}
-    suspended: dict[str, Any] | None = None
-    start = row.created_at
-    end: float | None = row.completed_at
+    tl = _Timeline(start=row.created_at, end=row.completed_at)
+    for e in events:
+        kind = e.WhichOneof("eventType")
+        step = _TIMELINE_STEPS.get(kind or "")
+        if step is not None:
+            step(tl, e, _t(e))
+    return tl.json(now)
 
-    def span(kind: str, name: str, t: float, **extra: Any) -> dict[str, Any]:
+
+class _Timeline:
+    """The items of one timeline as history is read: open spans by the id that will close them."""
+
+    def __init__(self, start: float, end: float | None) -> None:
+        self.start = start
+        self.end = end
+        self.items: list[dict[str, Any]] = []
+        self.by_task: dict[int, dict[str, Any]] = {}
+        self.by_timer: dict[int, dict[str, Any]] = {}
+        self.by_request: dict[str, dict[str, Any]] = {}
+        self.by_lock: dict[str, dict[str, Any]] = {}
+        self.suspended: dict[str, Any] | None = None
+
+    def span(self, kind: str, name: str, t: float, **extra: Any) -> dict[str, Any]:
         item = {"kind": kind, "name": name, "start": t, "end": None, "status": "running", **extra}
-        items.append(item)
+        self.items.append(item)
         return item
 
+    def point(self, kind: str, name: str, t: float, status: str, **extra: Any) -> None:
+        self.items.append({"kind": kind, "name": name, "start": t, "end": t, "status": status, **extra})
+
+    @staticmethod
     def close(item: dict[str, Any] | None, t: float, status: str, **extra: Any) -> None:
         if item is None or item["end"] is not None:
             return
         item["end"], item["status"] = t, status
         item.update(extra)
 
-    for e in events:
-        kind = e.WhichOneof("eventType")
-        t = _t(e)
-        if kind == "executionStarted":
-            start = t
-        elif kind == "taskScheduled":
-            a = e.taskScheduled
-            by_task[e.eventId] = span("activity", a.name, t, taskId=e.eventId, input=_value(a, "input"))
-        elif kind == "taskCompleted":
-            close(by_task.get(e.taskCompleted.taskScheduledId), t, "completed", output=_value(e.taskCompleted, "result"))
-        elif kind == "taskFailed":
-            close(by_task.get(e.taskFailed.taskScheduledId), t, "failed",
-                  failure=failure_json(e.taskFailed.failureDetails))
-        elif kind == "subOrchestrationInstanceCreated":
-            a = e.subOrchestrationInstanceCreated
-            by_task[e.eventId] = span("suborchestration", a.name, t, taskId=e.eventId, instanceId=a.instanceId,
-                                      input=_value(a, "input"))
-        elif kind == "subOrchestrationInstanceCompleted":
-            a = e.subOrchestrationInstanceCompleted
-            close(by_task.get(a.taskScheduledId), t, "completed", output=_value(a, "result"))
-        elif kind == "subOrchestrationInstanceFailed":
-            a = e.subOrchestrationInstanceFailed
-            close(by_task.get(a.taskScheduledId), t, "failed", failure=failure_json(a.failureDetails))
-        elif kind == "timerCreated":
-            fire_at = engine.from_ts(e.timerCreated.fireAt)
-            by_timer[e.eventId] = span("timer", "timer", t, taskId=e.eventId,
-                                       fireAt=iso(fire_at))
-        elif kind == "timerFired":
-            # the fired event carries its creation time; the timer ends when it was due
-            close(by_timer.get(e.timerFired.timerId), engine.from_ts(e.timerFired.fireAt), "completed")
-        elif kind == "eventRaised":
-            items.append({"kind": "event", "name": e.eventRaised.name, "start": t, "end": t, "status": "received",
-                          "input": _value(e.eventRaised, "input")})
-        elif kind == "eventSent":
-            a = e.eventSent
-            items.append({"kind": "event-sent", "name": a.name, "start": t, "end": t, "status": "sent",
-                          "instanceId": a.instanceId, "input": _value(a, "input")})
-        elif kind == "entityOperationCalled":
-            a = e.entityOperationCalled
-            by_request[a.requestId] = span("entity", a.operation, t, entityId=_value(a, "targetInstanceId"),
-                                           input=_value(a, "input"))
-        elif kind == "entityOperationCompleted":
-            a = e.entityOperationCompleted
-            close(by_request.get(a.requestId), t, "completed", output=_value(a, "output"))
-        elif kind == "entityOperationFailed":
-            a = e.entityOperationFailed
-            close(by_request.get(a.requestId), t, "failed", failure=failure_json(a.failureDetails))
-        elif kind == "entityOperationSignaled":
-            a = e.entityOperationSignaled
-            items.append({"kind": "signal", "name": a.operation, "start": t, "end": t, "status": "sent",
-                          "entityId": _value(a, "targetInstanceId"), "input": _value(a, "input")})
-        elif kind == "entityLockRequested":
-            a = e.entityLockRequested
-            by_lock[a.criticalSectionId] = span("lock", ", ".join(a.lockSet) or "lock", t)
-        elif kind == "entityLockGranted":
-            close(by_lock.get(e.entityLockGranted.criticalSectionId), t, "completed")
-        elif kind == "executionSuspended":
-            suspended = span("suspended", "suspended", t, reason=_value(e.executionSuspended, "input"))
-        elif kind == "executionResumed":
-            close(suspended, t, "completed")
-            suspended = None
-        elif kind == "executionTerminated":
-            items.append({"kind": "terminated", "name": "terminated", "start": t, "end": t, "status": "terminated",
-                          "reason": _value(e.executionTerminated, "input")})
-        elif kind == "executionRewound":
-            items.append({"kind": "rewound", "name": "rewound", "start": t, "end": t, "status": "rewound",
-                          "reason": _value(e.executionRewound, "reason")})
-        elif kind == "executionCompleted":
-            end = t
-    finished = end is not None
-    last = end if finished else now
-    for item in items:
-        if item["end"] is None and finished:
-            item["status"] = "cancelled" if item["kind"] != "suspended" else "completed"
-            item["end"] = last
-        open_end = item["end"] if item["end"] is not None else now
-        item["durationMs"] = round((open_end - item["start"]) * 1000)
-        item["offsetMs"] = round((item["start"] - start) * 1000)
-        item["start"] = iso(item["start"])
-        item["end"] = iso(item["end"])
-    items.sort(key=lambda i: (i["offsetMs"], i.get("taskId", 1 << 30)))
-    return {"start": iso(start), "end": iso(end), "durationMs": round((last - start) * 1000), "items": items}
+    def json(self, now: float) -> dict[str, Any]:
+        """Close what a finished execution left open, then times as ISO strings and milliseconds."""
+        finished = self.end is not None
+        last = self.end if self.end is not None else now
+        for item in self.items:
+            if item["end"] is None and finished:
+                item["status"] = "cancelled" if item["kind"] != "suspended" else "completed"
+                item["end"] = last
+            open_end = item["end"] if item["end"] is not None else now
+            item["durationMs"] = round((open_end - item["start"]) * 1000)
+            item["offsetMs"] = round((item["start"] - self.start) * 1000)
+            item["start"] = iso(item["start"])
+            item["end"] = iso(item["end"])
+        self.items.sort(key=lambda i: (i["offsetMs"], i.get("taskId", 1 << 30)))
+        return {"start": iso(self.start), "end": iso(self.end), "durationMs": round((last - self.start) * 1000),
+                "items": self.items}
+
+
+def _execution_started(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    tl.start = t
+
+
+def _execution_completed(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    tl.end = t
+
+
+def _task_scheduled(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    a = e.taskScheduled
+    tl.by_task[e.eventId] = tl.span("activity", a.name, t, taskId=e.eventId, input=_value(a, "input"))
+
+
+def _task_completed(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    tl.close(tl.by_task.get(e.taskCompleted.taskScheduledId), t, "completed", output=_value(e.taskCompleted, "result"))
+
+
+def _task_failed(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    tl.close(tl.by_task.get(e.taskFailed.taskScheduledId), t, "failed",
+             failure=failure_json(e.taskFailed.failureDetails))
+
+
+def _sub_created(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    a = e.subOrchestrationInstanceCreated
+    tl.by_task[e.eventId] = tl.span("suborchestration", a.name, t, taskId=e.eventId, instanceId=a.instanceId,
+                                    input=_value(a, "input"))
+
+
+def _sub_completed(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    a = e.subOrchestrationInstanceCompleted
+    tl.close(tl.by_task.get(a.taskScheduledId), t, "completed", output=_value(a, "result"))
+
+
+def _sub_failed(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    a = e.subOrchestrationInstanceFailed
+    tl.close(tl.by_task.get(a.taskScheduledId), t, "failed", failure=failure_json(a.failureDetails))
+
+
+def _timer_created(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    fire_at = engine.from_ts(e.timerCreated.fireAt)
+    tl.by_timer[e.eventId] = tl.span("timer", "timer", t, taskId=e.eventId, fireAt=iso(fire_at))
+
+
+def _timer_fired(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    # the fired event carries its creation time; the timer ends when it was due
+    tl.close(tl.by_timer.get(e.timerFired.timerId), engine.from_ts(e.timerFired.fireAt), "completed")
+
+
+def _event_raised(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    tl.point("event", e.eventRaised.name, t, "received", input=_value(e.eventRaised, "input"))
+
+
+def _event_sent(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    a = e.eventSent
+    tl.point("event-sent", a.name, t, "sent", instanceId=a.instanceId, input=_value(a, "input"))
+
+
+def _entity_called(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    a = e.entityOperationCalled
+    tl.by_request[a.requestId] = tl.span("entity", a.operation, t, entityId=_value(a, "targetInstanceId"),
+                                         input=_value(a, "input"))
+
+
+def _entity_completed(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    a = e.entityOperationCompleted
+    tl.close(tl.by_request.get(a.requestId), t, "completed", output=_value(a, "output"))
+
+
+def _entity_failed(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    a = e.entityOperationFailed
+    tl.close(tl.by_request.get(a.requestId), t, "failed", failure=failure_json(a.failureDetails))
+
+
+def _entity_signaled(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    a = e.entityOperationSignaled
+    tl.point("signal", a.operation, t, "sent", entityId=_value(a, "targetInstanceId"), input=_value(a, "input"))
+
+
+def _lock_requested(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    a = e.entityLockRequested
+    tl.by_lock[a.criticalSectionId] = tl.span("lock", ", ".join(a.lockSet) or "lock", t)
+
+
+def _lock_granted(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    tl.close(tl.by_lock.get(e.entityLockGranted.criticalSectionId), t, "completed")
+
+
+def _suspended(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    tl.suspended = tl.span("suspended", "suspended", t, reason=_value(e.executionSuspended, "input"))
+
+
+def _resumed(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    tl.close(tl.suspended, t, "completed")
+    tl.suspended = None
+
+
+def _terminated(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    tl.point("terminated", "terminated", t, "terminated", reason=_value(e.executionTerminated, "input"))
+
+
+def _rewound(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
+    tl.point("rewound", "rewound", t, "rewound", reason=_value(e.executionRewound, "reason"))
+
+
+_TIMELINE_STEPS: dict[str, Callable[[_Timeline, pb.HistoryEvent, float], None]] = {
+    "executionStarted": _execution_started,
+    "taskScheduled": _task_scheduled,
+    "taskCompleted": _task_completed,
+    "taskFailed": _task_failed,
+    "subOrchestrationInstanceCreated": _sub_created,
+    "subOrchestrationInstanceCompleted": _sub_completed,
+    "subOrchestrationInstanceFailed": _sub_failed,
+    "timerCreated": _timer_created,
+    "timerFired": _timer_fired,
+    "eventRaised": _event_raised,
+    "eventSent": _event_sent,
+    "entityOperationCalled": _entity_called,
+    "entityOperationCompleted": _entity_completed,
+    "entityOperationFailed": _entity_failed,
+    "entityOperationSignaled": _entity_signaled,
+    "entityLockRequested": _lock_requested,
+    "entityLockGranted": _lock_granted,
+    "executionSuspended": _suspended,
+    "executionResumed": _resumed,
+    "executionTerminated": _terminated,
+    "executionRewound": _rewound,
+    "executionCompleted": _execution_completed,
+}
 
 
 # -- entities ----------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from moorage.connection import ConnectionSettings, load_settings
 from moorage.gateway.errors import GatewayError, from_backend, invalid, not_found
 from moorage.gateway.registry import REGISTRY_ENTITY
 from moorage.gateway.streaming import Chunk, StreamHub
+from moorage.sidecar.terms import TERMINAL_STATUSES
 
 log = logging.getLogger("moorage.gateway")
 
@@ -43,9 +44,7 @@ _ENTITY_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 _ENTITY_KEY = re.compile(r"^[^@\s/\\?#]{1,400}$")
 _EVENT_NAME = re.compile(r"^[^\s/\\?#]{1,200}$")
 
-TERMINAL = {OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED}
-if hasattr(OrchestrationStatus, "CANCELED"):
-    TERMINAL.add(OrchestrationStatus.CANCELED)  # type: ignore[attr-defined]
+TERMINAL = frozenset(OrchestrationStatus(s) for s in TERMINAL_STATUSES)  # the sidecar's one definition
 
 # Durable Functions' spelling of statuses (what `runtimeStatus` looks like in its HTTP API).
 STATUS_NAMES = {

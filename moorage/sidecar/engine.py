@@ -3,24 +3,23 @@
 This is the one place that decides what an orchestrator action, an activity result or an entity batch does
 to durable state (the role of durabletask-go's ``runtimestate.go``). Functions take a ``StoreTx`` and plain
 values and return plain values; they know neither SQL nor gRPC. Every function records in ``Effects`` which
-instances changed and whether new work appeared, so the server can wake waiters and work-item streams.
+instances changed and whether new work appeared, so the core can wake waiters and work-item streams.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import durabletask.internal.orchestrator_service_pb2 as pb
 from google.protobuf import timestamp_pb2, wrappers_pb2
 
 from moorage.sidecar.store.base import ActivityRow, EntityRow, InstanceQuery, InstanceRow, LockRequest, StoreTx
+from moorage.sidecar.terms import TERMINAL_STATUSES, WorkKind, status_name
 
-TERMINAL = frozenset({pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED,
-                      pb.ORCHESTRATION_STATUS_TERMINATED})
 MAX_ENTITY_BATCH = 100
-ORCH, ACTIVITY, ENTITY = "o", "a", "e"
 
 
 class NotFound(Exception):
@@ -40,9 +39,9 @@ class Effects:
     """What a transition changed, for waking waiters and streams after the commit."""
 
     changed: set[str] = field(default_factory=set)
-    work: set[str] = field(default_factory=set)  # kinds of new work: ORCH, ACTIVITY, ENTITY
+    work: set[WorkKind] = field(default_factory=set)  # the queues that got new work
 
-    def wake(self, *kinds: str) -> None:
+    def wake(self, *kinds: WorkKind) -> None:
         self.work.update(kinds)
 
 
@@ -145,7 +144,7 @@ def create_instance(tx: StoreTx, fx: Effects, *, instance_id: str, name: str, in
         raise ValueError("orchestration name must not be empty")
     existing = tx.get_instance(instance_id)
     if existing is not None:
-        replaceable = existing.status in TERMINAL if reuse_statuses is None else existing.status in reuse_statuses
+        replaceable = existing.status in (TERMINAL_STATUSES if reuse_statuses is None else reuse_statuses)
         if not replaceable:
             raise AlreadyExists(f"orchestration instance '{instance_id}' already exists with status "
                                 f"{pb.OrchestrationStatus.Name(existing.status)}")
@@ -171,7 +170,7 @@ def create_instance(tx: StoreTx, fx: Effects, *, instance_id: str, name: str, in
             orchestrationInstance=pb.OrchestrationInstance(instanceId=parent[0])))
     tx.add_inbox(instance_id, event(t, executionStarted=started), visible_at=scheduled_start or 0.0)
     fx.changed.add(instance_id)
-    fx.wake(ORCH)
+    fx.wake(WorkKind.ORCHESTRATION)
     return row
 
 
@@ -200,10 +199,10 @@ def raise_event(tx: StoreTx, fx: Effects, instance_id: str, name: str, input: st
     row = _require(tx, instance_id)
     if not name:
         raise ValueError("event name must not be empty")
-    if row.status in TERMINAL:
+    if row.status in TERMINAL_STATUSES:
         return  # as DTS: events to finished instances are dropped
     tx.add_inbox(instance_id, event(eventRaised=pb.EventRaisedEvent(name=name, input=sv(input))))
-    fx.wake(ORCH)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def _finish_unstarted(tx: StoreTx, fx: Effects, row: InstanceRow, status: int, output: str | None) -> None:
@@ -222,7 +221,7 @@ def terminate(tx: StoreTx, fx: Effects, instance_id: str, output: str | None, re
 
 
 def _terminate(tx: StoreTx, fx: Effects, row: InstanceRow, output: str | None, recursive: bool) -> None:
-    if row.status in TERMINAL:
+    if row.status in TERMINAL_STATUSES:
         return
     if recursive:
         for child in tx.child_instances(row.instance_id):
@@ -233,32 +232,32 @@ def _terminate(tx: StoreTx, fx: Effects, row: InstanceRow, output: str | None, r
         return
     tx.add_inbox(row.instance_id, event(executionTerminated=pb.ExecutionTerminatedEvent(
         input=sv(output), recurse=recursive)))
-    fx.wake(ORCH)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def suspend(tx: StoreTx, fx: Effects, instance_id: str, reason: str | None) -> None:
     row = _require(tx, instance_id)
-    if row.status in TERMINAL:
+    if row.status in TERMINAL_STATUSES:
         raise Precondition(f"orchestration instance '{instance_id}' has already finished")
     tx.add_inbox(instance_id, event(executionSuspended=pb.ExecutionSuspendedEvent(input=sv(reason))))
-    fx.wake(ORCH)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def resume(tx: StoreTx, fx: Effects, instance_id: str, reason: str | None) -> None:
     row = _require(tx, instance_id)
-    if row.status in TERMINAL:
+    if row.status in TERMINAL_STATUSES:
         raise Precondition(f"orchestration instance '{instance_id}' has already finished")
     tx.add_inbox(instance_id, event(executionResumed=pb.ExecutionResumedEvent(input=sv(reason))))
-    fx.wake(ORCH)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def restart(tx: StoreTx, fx: Effects, instance_id: str, new_id: bool) -> str:
     row = _require(tx, instance_id)
-    if row.status not in TERMINAL:
+    if row.status not in TERMINAL_STATUSES:
         raise Precondition(f"orchestration instance '{instance_id}' is not in a terminal state")
     target = uuid.uuid4().hex if new_id else instance_id
     create_instance(tx, fx, instance_id=target, name=row.name, input=row.input, version=row.version,
-                    tags=row.tags, reuse_statuses=frozenset(TERMINAL))
+                    tags=row.tags, reuse_statuses=TERMINAL_STATUSES)
     return target
 
 
@@ -277,12 +276,12 @@ def _prepare_rewind(tx: StoreTx, fx: Effects, row: InstanceRow, reason: str | No
     tx.put_instance(row)
     tx.add_inbox(row.instance_id, event(t, executionRewound=pb.ExecutionRewoundEvent(reason=sv(reason))))
     fx.changed.add(row.instance_id)
-    fx.wake(ORCH)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def purge(tx: StoreTx, fx: Effects, instance_id: str, recursive: bool) -> int:
     row = tx.get_instance(instance_id)
-    if row is None or row.status not in TERMINAL:
+    if row is None or row.status not in TERMINAL_STATUSES:
         return 0
     count = 0
     if recursive:
@@ -291,6 +290,27 @@ def purge(tx: StoreTx, fx: Effects, instance_id: str, recursive: bool) -> int:
     tx.delete_instance(instance_id)
     fx.changed.add(instance_id)
     return count + 1
+
+
+def purge_many(tx: StoreTx, fx: Effects, instance_ids: list[str], recursive: bool) -> int:
+    """PurgeInstances with an instance batch: what each single purge would do, in one transaction."""
+    return sum(purge(tx, fx, instance_id, recursive) for instance_id in instance_ids)
+
+
+def purge_instance(tx: StoreTx, fx: Effects, instance_id: str, recursive: bool) -> int:
+    """Purge one instance, refusing with a reason what ``purge`` silently skips (the dashboard's purge: a person
+    asked for this one instance and should hear why nothing happened)."""
+    row = _require(tx, instance_id)
+    if row.status not in TERMINAL_STATUSES:
+        raise Precondition(f"orchestration instance '{instance_id}' is {status_name(row.status)}; "
+                           f"only finished instances can be purged")
+    return purge(tx, fx, instance_id, recursive)
+
+
+def get_history(tx: StoreTx, instance_id: str) -> list[pb.HistoryEvent]:
+    """The history of an instance that must exist."""
+    _require(tx, instance_id)
+    return tx.get_history(instance_id)
 
 
 def purge_matching(tx: StoreTx, fx: Effects, q: InstanceQuery, recursive: bool, limit: int) -> tuple[int, bool]:
@@ -323,7 +343,7 @@ def lease_orchestrations(tx: StoreTx, fx: Effects, lease: Lease, filters: Filter
     for row in tx.instances_with_work(lease.now, limit * 4 + 8):
         if len(items) >= limit:
             break
-        if row.status in TERMINAL:
+        if row.status in TERMINAL_STATUSES:
             tx.delete_inbox(row.instance_id)  # arrivals after the end are dropped
             continue
         if not filters.orchestration(row.name, row.version):
@@ -346,7 +366,7 @@ def abandon_orchestration(tx: StoreTx, fx: Effects, token: str) -> None:
         return
     _release(row)
     tx.put_instance(row)
-    fx.wake(ORCH)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorResponse) -> bool:
@@ -354,13 +374,45 @@ def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorRespons
     row = tx.leased_instance(res.completionToken)
     if row is None or (res.instanceId and res.instanceId != row.instance_id):
         return False
-    instance_id = row.instance_id
-    t = now()
+    turn = _OrchestratorTurn(row=row, t=now())
+    _take_leased_events(tx, turn)
+    if res.HasField("customStatus"):
+        row.custom_status = res.customStatus.value
+    for action in res.actions:
+        _apply_action(tx, fx, turn, action)
+    _record_history(tx, turn)
+    tx.put_instance(row)
+    if row.status in TERMINAL_STATUSES:
+        _close_finished(tx, fx, row)
+    fx.changed.add(row.instance_id)
+    if tx.has_inbox(row.instance_id, turn.t):  # arrivals held while the work item was out
+        fx.wake(WorkKind.ORCHESTRATION)
+    return True
+
+
+@dataclass
+class _OrchestratorTurn:
+    """One orchestrator result being applied: the instance, the time, and the history it adds or replaces."""
+
+    row: InstanceRow
+    t: float
+    history: list[pb.HistoryEvent] = field(default_factory=list)  # appended: the batch, then one per action
+    replaced: list[pb.HistoryEvent] | None = None  # a rewind's new history
+    continued: bool = False  # continue-as-new: the history starts over
+
+    @property
+    def instance_id(self) -> str:
+        return self.row.instance_id
+
+
+def _take_leased_events(tx: StoreTx, turn: _OrchestratorTurn) -> None:
+    """Consume the inbox rows the worker saw, release the lease, and let those events move the status."""
+    row = turn.row
     leased = row.leased_inbox
-    new_events = _batch(row, [e for _, e in tx.get_inbox(instance_id, ids=leased)])
-    tx.delete_inbox(instance_id, leased)
+    new_events = _batch(row, [e for _, e in tx.get_inbox(row.instance_id, ids=leased)])
+    tx.delete_inbox(row.instance_id, leased)
     _release(row)
-    row.last_updated_at = t
+    row.last_updated_at = turn.t
     if row.status == pb.ORCHESTRATION_STATUS_PENDING:
         row.status = pb.ORCHESTRATION_STATUS_RUNNING
     for e in new_events:
@@ -368,97 +420,132 @@ def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorRespons
             row.status = pb.ORCHESTRATION_STATUS_SUSPENDED
         elif e.HasField("executionResumed") and row.status == pb.ORCHESTRATION_STATUS_SUSPENDED:
             row.status = pb.ORCHESTRATION_STATUS_RUNNING
-    if res.HasField("customStatus"):
-        row.custom_status = res.customStatus.value
+    turn.history.extend(new_events)
 
-    history = list(new_events)
-    replaced: list[pb.HistoryEvent] | None = None
-    continued = False
-    for action in res.actions:
-        kind = action.WhichOneof("orchestratorActionType")
-        if kind == "scheduleTask":
-            a = action.scheduleTask
-            history.append(event(t, action.id, taskScheduled=pb.TaskScheduledEvent(
-                name=a.name, version=a.version if a.HasField("version") else None,
-                input=a.input if a.HasField("input") else None, tags=a.tags)))
-            tx.add_activity(ActivityRow(
-                id=None, instance_id=instance_id, execution_id=row.execution_id, name=a.name, task_id=action.id,
-                input=a.input.value if a.HasField("input") else None,
-                version=a.version.value if a.HasField("version") else None, tags=dict(a.tags)))
-            fx.wake(ACTIVITY)
-        elif kind == "createTimer":
-            fire_at = action.createTimer.fireAt
-            history.append(event(t, action.id, timerCreated=pb.TimerCreatedEvent(fireAt=fire_at)))
-            due = from_ts(fire_at)  # stamped with its fire time, as it is delivered then
-            tx.add_inbox(instance_id, event(due, timerFired=pb.TimerFiredEvent(fireAt=fire_at, timerId=action.id)),
-                         visible_at=due)
-            fx.wake(ORCH)
-        elif kind == "createSubOrchestration":
-            a = action.createSubOrchestration
-            child_id = a.instanceId or f"{instance_id}:{action.id:04d}"
-            history.append(event(t, action.id, subOrchestrationInstanceCreated=pb.SubOrchestrationInstanceCreatedEvent(
-                instanceId=child_id, name=a.name, version=a.version if a.HasField("version") else None,
-                input=a.input if a.HasField("input") else None, tags=a.tags)))
-            try:
-                create_instance(tx, fx, instance_id=child_id, name=a.name,
-                                input=a.input.value if a.HasField("input") else None,
-                                version=a.version.value if a.HasField("version") else None, tags=dict(a.tags),
-                                parent=(instance_id, action.id, row.name, row.version))
-            except (AlreadyExists, ValueError) as exc:
-                tx.add_inbox(instance_id, event(t, subOrchestrationInstanceFailed=pb.SubOrchestrationInstanceFailedEvent(
-                    taskScheduledId=action.id,
-                    failureDetails=pb.TaskFailureDetails(errorType=type(exc).__name__, errorMessage=str(exc),
-                                                         isNonRetriable=True))))
-        elif kind == "sendEvent":
-            a = action.sendEvent
-            history.append(event(t, action.id, eventSent=pb.EventSentEvent(
-                instanceId=a.instance.instanceId, name=a.name, input=a.data if a.HasField("data") else None)))
-            target = tx.get_instance(a.instance.instanceId) if a.instance.instanceId else None
-            if target is not None and target.status not in TERMINAL:
-                tx.add_inbox(target.instance_id, event(t, eventRaised=pb.EventRaisedEvent(
-                    name=a.name, input=a.data if a.HasField("data") else None)))
-                fx.wake(ORCH)
-        elif kind == "sendEntityMessage":
-            history.append(_entity_message(tx, fx, action.id, action.sendEntityMessage, t))
-        elif kind == "terminateOrchestration":
-            a = action.terminateOrchestration
-            target = tx.get_instance(a.instanceId)
-            if target is not None:
-                _terminate(tx, fx, target, a.reason.value if a.HasField("reason") else None, a.recurse)
-        elif kind == "completeOrchestration":
-            a = action.completeOrchestration
-            if a.orchestrationStatus == pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW:
-                _continue_as_new(tx, fx, row, a, t)
-                continued = True
-            else:
-                row.status = a.orchestrationStatus
-                row.output = a.result.value if a.HasField("result") else None
-                row.failure = _failure(a.failureDetails) if a.HasField("failureDetails") else None
-                if row.status in TERMINAL:
-                    row.completed_at = t
-        elif kind == "rewindOrchestration":
-            replaced = list(action.rewindOrchestration.newHistory)
-            _apply_rewind(tx, fx, row, replaced, t)
 
-    if continued:
-        tx.replace_history(instance_id, [])
-    elif replaced is not None:
-        tx.replace_history(instance_id, [*replaced, event(t, orchestratorCompleted=pb.OrchestratorCompletedEvent())])
+def _apply_action(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
+    kind = action.WhichOneof("orchestratorActionType")
+    step = _ACTIONS.get(kind or "")
+    if step is not None:
+        step(tx, fx, turn, action)
+
+
+def _schedule_task(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
+    a = action.scheduleTask
+    turn.history.append(event(turn.t, action.id, taskScheduled=pb.TaskScheduledEvent(
+        name=a.name, version=a.version if a.HasField("version") else None,
+        input=a.input if a.HasField("input") else None, tags=a.tags)))
+    tx.add_activity(ActivityRow(
+        id=None, instance_id=turn.instance_id, execution_id=turn.row.execution_id, name=a.name, task_id=action.id,
+        input=a.input.value if a.HasField("input") else None,
+        version=a.version.value if a.HasField("version") else None, tags=dict(a.tags)))
+    fx.wake(WorkKind.ACTIVITY)
+
+
+def _create_timer(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
+    fire_at = action.createTimer.fireAt
+    turn.history.append(event(turn.t, action.id, timerCreated=pb.TimerCreatedEvent(fireAt=fire_at)))
+    due = from_ts(fire_at)  # stamped with its fire time, as it is delivered then
+    tx.add_inbox(turn.instance_id, event(due, timerFired=pb.TimerFiredEvent(fireAt=fire_at, timerId=action.id)),
+                 visible_at=due)
+    fx.wake(WorkKind.ORCHESTRATION)
+
+
+def _create_sub_orchestration(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn,
+                              action: pb.OrchestratorAction) -> None:
+    a = action.createSubOrchestration
+    row, t = turn.row, turn.t
+    child_id = a.instanceId or f"{row.instance_id}:{action.id:04d}"
+    turn.history.append(event(t, action.id, subOrchestrationInstanceCreated=pb.SubOrchestrationInstanceCreatedEvent(
+        instanceId=child_id, name=a.name, version=a.version if a.HasField("version") else None,
+        input=a.input if a.HasField("input") else None, tags=a.tags)))
+    try:
+        create_instance(tx, fx, instance_id=child_id, name=a.name,
+                        input=a.input.value if a.HasField("input") else None,
+                        version=a.version.value if a.HasField("version") else None, tags=dict(a.tags),
+                        parent=(row.instance_id, action.id, row.name, row.version))
+    except (AlreadyExists, ValueError) as exc:
+        tx.add_inbox(row.instance_id, event(t, subOrchestrationInstanceFailed=pb.SubOrchestrationInstanceFailedEvent(
+            taskScheduledId=action.id,
+            failureDetails=pb.TaskFailureDetails(errorType=type(exc).__name__, errorMessage=str(exc),
+                                                 isNonRetriable=True))))
+
+
+def _send_event(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
+    a = action.sendEvent
+    turn.history.append(event(turn.t, action.id, eventSent=pb.EventSentEvent(
+        instanceId=a.instance.instanceId, name=a.name, input=a.data if a.HasField("data") else None)))
+    target = tx.get_instance(a.instance.instanceId) if a.instance.instanceId else None
+    if target is not None and target.status not in TERMINAL_STATUSES:
+        tx.add_inbox(target.instance_id, event(turn.t, eventRaised=pb.EventRaisedEvent(
+            name=a.name, input=a.data if a.HasField("data") else None)))
+        fx.wake(WorkKind.ORCHESTRATION)
+
+
+def _send_entity_message(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
+    turn.history.append(_entity_message(tx, fx, action.id, action.sendEntityMessage, turn.t))
+
+
+def _terminate_other(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
+    a = action.terminateOrchestration
+    target = tx.get_instance(a.instanceId)
+    if target is not None:
+        _terminate(tx, fx, target, a.reason.value if a.HasField("reason") else None, a.recurse)
+
+
+def _complete(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
+    a = action.completeOrchestration
+    row = turn.row
+    if a.orchestrationStatus == pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW:
+        _continue_as_new(tx, fx, row, a, turn.t)
+        turn.continued = True
+        return
+    row.status = a.orchestrationStatus
+    row.output = a.result.value if a.HasField("result") else None
+    row.failure = _failure(a.failureDetails) if a.HasField("failureDetails") else None
+    if row.status in TERMINAL_STATUSES:
+        row.completed_at = turn.t
+
+
+def _rewind_history(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
+    turn.replaced = list(action.rewindOrchestration.newHistory)
+    _apply_rewind(tx, fx, turn.row, turn.replaced, turn.t)
+
+
+_ACTIONS: dict[str, Callable[[StoreTx, Effects, _OrchestratorTurn, pb.OrchestratorAction], None]] = {
+    "scheduleTask": _schedule_task,
+    "createTimer": _create_timer,
+    "createSubOrchestration": _create_sub_orchestration,
+    "sendEvent": _send_event,
+    "sendEntityMessage": _send_entity_message,
+    "terminateOrchestration": _terminate_other,
+    "completeOrchestration": _complete,
+    "rewindOrchestration": _rewind_history,
+}
+
+
+def _record_history(tx: StoreTx, turn: _OrchestratorTurn) -> None:
+    """Continue-as-new starts the history over, a rewind replaces it, anything else appends to it."""
+    row, t = turn.row, turn.t
+    if turn.continued:
+        tx.replace_history(row.instance_id, [])
+    elif turn.replaced is not None:
+        tx.replace_history(row.instance_id, [*turn.replaced,
+                                             event(t, orchestratorCompleted=pb.OrchestratorCompletedEvent())])
     else:
-        history.append(event(t, orchestratorCompleted=pb.OrchestratorCompletedEvent()))
-        if row.status in TERMINAL:
-            history.append(event(t, executionCompleted=pb.ExecutionCompletedEvent(
-                orchestrationStatus=row.status, result=sv(row.output), failureDetails=failure_details(row.failure))))
-        tx.append_history(instance_id, history)
-    tx.put_instance(row)
-    if row.status in TERMINAL:
-        tx.delete_inbox(instance_id)
-        _notify_parent(tx, fx, row)
-        _release_locks_of(tx, fx, instance_id)
-    fx.changed.add(instance_id)
-    if tx.has_inbox(instance_id, t):  # arrivals held while the work item was out
-        fx.wake(ORCH)
-    return True
+        turn.history.append(event(t, orchestratorCompleted=pb.OrchestratorCompletedEvent()))
+        if row.status in TERMINAL_STATUSES:
+            turn.history.append(event(t, executionCompleted=pb.ExecutionCompletedEvent(
+                orchestrationStatus=row.status,  # type: ignore[arg-type]
+                result=sv(row.output), failureDetails=failure_details(row.failure))))
+        tx.append_history(row.instance_id, turn.history)
+
+
+def _close_finished(tx: StoreTx, fx: Effects, row: InstanceRow) -> None:
+    """A finished instance drops what still arrives, tells its parent, and gives up its entity locks."""
+    tx.delete_inbox(row.instance_id)
+    _notify_parent(tx, fx, row)
+    _release_locks_of(tx, fx, row.instance_id)
 
 
 def _continue_as_new(tx: StoreTx, fx: Effects, row: InstanceRow, a: pb.CompleteOrchestrationAction, t: float) -> None:
@@ -482,7 +569,7 @@ def _continue_as_new(tx: StoreTx, fx: Effects, row: InstanceRow, a: pb.CompleteO
     tx.add_inbox(row.instance_id, event(t, executionStarted=started))
     for e in [*a.carryoverEvents, *arrivals]:
         tx.add_inbox(row.instance_id, e)
-    fx.wake(ORCH)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def _apply_rewind(tx: StoreTx, fx: Effects, row: InstanceRow, new_history: list[pb.HistoryEvent], t: float) -> None:
@@ -507,14 +594,14 @@ def _apply_rewind(tx: StoreTx, fx: Effects, row: InstanceRow, new_history: list[
         elif child.status == pb.ORCHESTRATION_STATUS_FAILED:
             _prepare_rewind(tx, fx, child, reason)
     tx.add_inbox(row.instance_id, event(t, orchestratorStarted=pb.OrchestratorStartedEvent()))
-    fx.wake(ORCH)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 def _notify_parent(tx: StoreTx, fx: Effects, row: InstanceRow) -> None:
     if not row.parent_instance_id or row.parent_task_id is None:
         return
     parent = tx.get_instance(row.parent_instance_id)
-    if parent is None or parent.status in TERMINAL:
+    if parent is None or parent.status in TERMINAL_STATUSES:
         return
     if row.status == pb.ORCHESTRATION_STATUS_COMPLETED:
         e = event(subOrchestrationInstanceCompleted=pb.SubOrchestrationInstanceCompletedEvent(
@@ -527,7 +614,7 @@ def _notify_parent(tx: StoreTx, fx: Effects, row: InstanceRow) -> None:
         e = event(subOrchestrationInstanceFailed=pb.SubOrchestrationInstanceFailedEvent(
             taskScheduledId=row.parent_task_id, failureDetails=details))
     tx.add_inbox(parent.instance_id, e)
-    fx.wake(ORCH)
+    fx.wake(WorkKind.ORCHESTRATION)
 
 
 # -- activities ----------------------------------------------------------------------------------------------
@@ -555,7 +642,7 @@ def complete_activity(tx: StoreTx, fx: Effects, res: pb.ActivityResponse) -> boo
     assert row.id is not None
     tx.delete_activity(row.id)
     inst = tx.get_instance(row.instance_id)
-    if inst is None or inst.status in TERMINAL or inst.execution_id != row.execution_id:
+    if inst is None or inst.status in TERMINAL_STATUSES or inst.execution_id != row.execution_id:
         return True
     if res.HasField("failureDetails"):
         e = event(taskFailed=pb.TaskFailedEvent(taskScheduledId=row.task_id, failureDetails=res.failureDetails))
@@ -563,7 +650,7 @@ def complete_activity(tx: StoreTx, fx: Effects, res: pb.ActivityResponse) -> boo
         e = event(taskCompleted=pb.TaskCompletedEvent(taskScheduledId=row.task_id,
                                                       result=res.result if res.HasField("result") else None))
     tx.add_inbox(row.instance_id, e)
-    fx.wake(ORCH)
+    fx.wake(WorkKind.ORCHESTRATION)
     return True
 
 
@@ -573,23 +660,29 @@ def abandon_activity(tx: StoreTx, fx: Effects, token: str) -> None:
         return
     _release(row)
     tx.update_activity_lease(row)
-    fx.wake(ACTIVITY)
+    fx.wake(WorkKind.ACTIVITY)
 
 
 # -- entities ----------------------------------------------------------------------------------------------------
 
 
 def signal_entity(tx: StoreTx, fx: Effects, entity_id: str, name: str, input: str | None, request_id: str,
-                  scheduled: float | None) -> None:
+                  scheduled: float | None, *, existing: bool = False) -> None:
+    """Queue operation ``name`` for an entity. ``existing=True`` refuses (NotFound) an entity without state, so
+    that a signal meant for a live entity (e.g. resetting an agent session) does not bring a new one to life."""
     if not entity_id or entity_id.count("@") < 2 or not entity_id.startswith("@"):
         raise ValueError(f"entity id {entity_id!r} is not of the form @name@key")
     if not name:
         raise ValueError("operation name must not be empty")
+    if existing:
+        ent = tx.get_entity(entity_id)
+        if ent is None or ent.state is None:
+            raise NotFound(f"entity '{entity_id}' not found")
     e = event(entityOperationSignaled=pb.EntityOperationSignaledEvent(
         requestId=request_id or uuid.uuid4().hex, operation=name, input=sv(input),
         targetInstanceId=sv(entity_id), scheduledTime=ts(scheduled) if scheduled else None))
     tx.add_entity_message(entity_id, e, visible_at=scheduled or 0.0)
-    fx.wake(ENTITY)
+    fx.wake(WorkKind.ENTITY)
 
 
 def _entity_message(tx: StoreTx, fx: Effects, action_id: int, msg: pb.SendEntityMessageAction,
@@ -599,13 +692,13 @@ def _entity_message(tx: StoreTx, fx: Effects, action_id: int, msg: pb.SendEntity
         m = msg.entityOperationSignaled
         visible = from_ts(m.scheduledTime) if m.HasField("scheduledTime") else 0.0
         tx.add_entity_message(m.targetInstanceId.value, event(t, entityOperationSignaled=m), visible_at=visible)
-        fx.wake(ENTITY)
+        fx.wake(WorkKind.ENTITY)
         return event(t, action_id, entityOperationSignaled=m)
     if kind == "entityOperationCalled":
         m = msg.entityOperationCalled
         visible = from_ts(m.scheduledTime) if m.HasField("scheduledTime") else 0.0
         tx.add_entity_message(m.targetInstanceId.value, event(t, entityOperationCalled=m), visible_at=visible)
-        fx.wake(ENTITY)
+        fx.wake(WorkKind.ENTITY)
         return event(t, action_id, entityOperationCalled=m)
     if kind == "entityLockRequested":
         m = msg.entityLockRequested
@@ -619,7 +712,7 @@ def _entity_message(tx: StoreTx, fx: Effects, action_id: int, msg: pb.SendEntity
         if ent is not None and ent.locked_by == m.criticalSectionId:
             ent.locked_by = ent.locked_by_instance = None
             _put_or_drop_entity(tx, ent)
-            fx.wake(ENTITY)
+            fx.wake(WorkKind.ENTITY)
         _grant_locks(tx, fx)
         return event(t, action_id, entityUnlockSent=m)
     raise ValueError(f"unknown entity message {kind!r}")
@@ -645,10 +738,10 @@ def _grant_locks(tx: StoreTx, fx: Effects) -> None:
         assert req.id is not None
         tx.delete_lock_request(req.id)
         parent = tx.get_instance(req.parent_instance_id)
-        if parent is not None and parent.status not in TERMINAL:
+        if parent is not None and parent.status not in TERMINAL_STATUSES:
             tx.add_inbox(parent.instance_id, event(entityLockGranted=pb.EntityLockGrantedEvent(
                 criticalSectionId=req.critical_section_id)))
-            fx.wake(ORCH)
+            fx.wake(WorkKind.ORCHESTRATION)
 
 
 def _release_locks_of(tx: StoreTx, fx: Effects, instance_id: str) -> None:
@@ -663,11 +756,12 @@ def _release_locks_of(tx: StoreTx, fx: Effects, instance_id: str) -> None:
         released = True
     if released:
         _grant_locks(tx, fx)
-        fx.wake(ENTITY)
+        fx.wake(WorkKind.ENTITY)
 
 
 def _entities_locked_by(tx: StoreTx, instance_id: str) -> list[EntityRow]:
-    out, after = [], None
+    out: list[EntityRow] = []
+    after: str | None = None
     while True:
         page = tx.query_entities(None, None, None, after, 500)
         out.extend(e for e in page if e.locked_by_instance == instance_id)
@@ -716,7 +810,7 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
     _release(ent)
     if res.HasField("failureDetails") and not res.results:
         _put_or_drop_entity(tx, ent)  # the whole batch failed: keep its messages for another try
-        fx.wake(ENTITY)
+        fx.wake(WorkKind.ENTITY)
         return True
     done = ops[:len(res.results)]
     for (_, op), result in zip(done, res.results):
@@ -724,7 +818,7 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
             continue
         call = op.entityOperationCalled
         parent = tx.get_instance(call.parentInstanceId.value)
-        if parent is None or parent.status in TERMINAL:
+        if parent is None or parent.status in TERMINAL_STATUSES:
             continue
         if result.HasField("failure"):
             e = event(t, entityOperationFailed=pb.EntityOperationFailedEvent(
@@ -733,7 +827,7 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
             e = event(t, entityOperationCompleted=pb.EntityOperationCompletedEvent(
                 requestId=call.requestId, output=result.success.result if result.success.HasField("result") else None))
         tx.add_inbox(parent.instance_id, e)
-        fx.wake(ORCH)
+        fx.wake(WorkKind.ORCHESTRATION)
     tx.delete_entity_messages(entity_id, [i for i, _ in done])
     for action in res.actions:
         kind = action.WhichOneof("operationActionType")
@@ -754,8 +848,27 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
     ent.last_modified_at = t
     _put_or_drop_entity(tx, ent)
     if tx.count_entity_messages(entity_id):
-        fx.wake(ENTITY)
+        fx.wake(WorkKind.ENTITY)
     return True
+
+
+def entity_page(tx: StoreTx, prefix: str | None, modified_from: float | None, modified_to: float | None,
+                after: str | None, size: int,
+                include_transient: bool) -> tuple[list[tuple[EntityRow, int]], str | None]:
+    """One page of QueryEntities: entities (with their backlog) in id order after ``after``, and the cursor of the
+    next page (``None`` on the last). Transient entities (no state yet) count only with ``include_transient``."""
+    out: list[tuple[EntityRow, int]] = []
+    cursor = after
+    while len(out) <= size:  # one more than a page tells whether another page exists
+        page = tx.query_entities(prefix, modified_from, modified_to, cursor, size + 1)
+        for ent in page:
+            cursor = ent.entity_id
+            if ent.state is not None or include_transient:
+                out.append((ent, tx.count_entity_messages(ent.entity_id)))
+        if len(page) < size + 1:
+            break
+    more = len(out) > size
+    return out[:size], out[size - 1][0].entity_id if more else None
 
 
 def abandon_entity(tx: StoreTx, fx: Effects, token: str) -> None:
@@ -764,7 +877,7 @@ def abandon_entity(tx: StoreTx, fx: Effects, token: str) -> None:
         return
     _release(ent)
     tx.put_entity(ent)
-    fx.wake(ENTITY)
+    fx.wake(WorkKind.ENTITY)
 
 
 def clean_entities(tx: StoreTx, fx: Effects, remove_empty: bool, release_orphaned: bool) -> tuple[int, int]:
@@ -775,11 +888,11 @@ def clean_entities(tx: StoreTx, fx: Effects, remove_empty: bool, release_orphane
         for ent in page:
             if release_orphaned and ent.locked_by_instance:
                 owner = tx.get_instance(ent.locked_by_instance)
-                if owner is None or owner.status in TERMINAL:
+                if owner is None or owner.status in TERMINAL_STATUSES:
                     ent.locked_by = ent.locked_by_instance = None
                     tx.put_entity(ent)
                     released += 1
-                    fx.wake(ENTITY)
+                    fx.wake(WorkKind.ENTITY)
             if remove_empty and ent.state is None and ent.locked_by is None and ent.lease_token is None \
                     and tx.count_entity_messages(ent.entity_id) == 0:
                 tx.delete_entity(ent.entity_id)
@@ -791,3 +904,35 @@ def clean_entities(tx: StoreTx, fx: Effects, remove_empty: bool, release_orphane
         _grant_locks(tx, fx)
     return removed, released
 
+
+
+# -- leasing ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LeasedWork:
+    """What one look at the queues handed to one stream."""
+
+    orchestrations: list[OrchestratorItem]
+    activities: list[ActivityRow]
+    entities: list[EntityItem]
+    next_due: float | None = None  # when nothing was leased: when delayed work next becomes visible
+
+    def __bool__(self) -> bool:
+        return bool(self.orchestrations or self.activities or self.entities)
+
+    def count(self, kind: WorkKind) -> int:
+        if kind is WorkKind.ORCHESTRATION:
+            return len(self.orchestrations)
+        return len(self.activities) if kind is WorkKind.ACTIVITY else len(self.entities)
+
+
+def lease_work(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, want: Mapping[WorkKind, int]) -> LeasedWork:
+    """Lease up to ``want[kind]`` items of each kind to one stream (0: do not look at that queue)."""
+    work = LeasedWork(
+        orchestrations=lease_orchestrations(tx, fx, lease, filters, want.get(WorkKind.ORCHESTRATION, 0)),
+        activities=lease_activities(tx, fx, lease, filters, want.get(WorkKind.ACTIVITY, 0)),
+        entities=lease_entities(tx, fx, lease, filters, want.get(WorkKind.ENTITY, 0)))
+    if not work:
+        work.next_due = tx.next_due(lease.now)
+    return work

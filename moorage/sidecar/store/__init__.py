@@ -2,6 +2,7 @@
 
 from moorage.sidecar.store.base import (
     ActivityRow,
+    Change,
     EntityRow,
     InstanceQuery,
     InstanceRow,
@@ -10,7 +11,9 @@ from moorage.sidecar.store.base import (
     StoreTx,
     open_store,
 )
+from moorage.sidecar.store.paging import page_token, parse_page_token
 
 __all__ = [
-    "ActivityRow", "EntityRow", "InstanceQuery", "InstanceRow", "LockRequest", "Store", "StoreTx", "open_store",
+    "ActivityRow", "Change", "EntityRow", "InstanceQuery", "InstanceRow", "LockRequest", "Store", "StoreTx",
+    "open_store", "page_token", "parse_page_token",
 ]

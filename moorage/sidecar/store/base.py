@@ -286,7 +286,8 @@ class Store(abc.ABC):
     """
 
     def subscribe(self, listener: Callable[[Change], None]) -> None:
-        """Call ``listener`` with each ``Change`` another process commits (on the event loop's thread)."""
+        """Call ``listener`` with each ``Change`` another process commits; it may be called from any thread (the
+        sidecar core hands it to its own event loop)."""
         self.__dict__.setdefault("_listeners", []).append(listener)
 
     def _changed(self, change: Change) -> None:

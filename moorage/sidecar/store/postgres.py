@@ -517,7 +517,6 @@ class PostgresStore(Store):
         self.process_id = uuid.uuid4().hex[:16]
         self._conninfo = url if not url.startswith("postgres://") else "postgresql://" + url[len("postgres://"):]
         self._closed = False
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._hubs: set[str] = set()
         try:
             with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10,
@@ -539,31 +538,19 @@ class PostgresStore(Store):
 
     # -- transactions ------------------------------------------------------------------------------------------
 
-    def subscribe(self, listener: Callable[[Change], None]) -> None:
-        super().subscribe(listener)
-        try:
-            self._loop = asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-
     async def run(self, hub: str, fn: Callable[[StoreTx], T], durable: bool = True) -> T:
         if self._closed:
             raise RuntimeError("the store is closed")
-        self._note(hub)
+        self._hubs.add(hub)
         return await asyncio.get_running_loop().run_in_executor(self._threads, self._transact, hub, fn, durable,
                                                                 True)
 
     async def read(self, hub: str, fn: Callable[[StoreTx], T]) -> T:
         if self._closed:
             raise RuntimeError("the store is closed")
-        self._note(hub)
+        self._hubs.add(hub)
         return await asyncio.get_running_loop().run_in_executor(self._threads, self._transact, hub, fn, True,
                                                                 False)
-
-    def _note(self, hub: str) -> None:
-        self._hubs.add(hub)
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
 
     def _transact(self, hub: str, fn: Callable[[StoreTx], T], durable: bool, write: bool) -> T:
         """Run ``fn`` in one transaction, again after a deadlock or a broken connection (never after COMMIT was
@@ -653,13 +640,7 @@ class PostgresStore(Store):
             self._post(Change(hub=hub, instances=frozenset(), work=frozenset(WorkKind)))
 
     def _post(self, change: Change) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            loop.call_soon_threadsafe(self._changed, change)
-        except RuntimeError:  # the loop closed meanwhile
-            pass
+        self._changed(change)  # on the listening thread: the listeners hop to their own loop
 
     async def close(self) -> None:
         self._closed = True

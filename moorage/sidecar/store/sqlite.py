@@ -23,11 +23,12 @@ from moorage.sidecar.store.base import (
     Store,
     StoreTx,
 )
+from moorage.sidecar.terms import TERMINAL_STATUSES
 
 T = TypeVar("T")
 log = logging.getLogger("moorage.store.sqlite")
 
-_TERMINAL = (pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED, pb.ORCHESTRATION_STATUS_TERMINATED)
+_TERMINAL = tuple(sorted(TERMINAL_STATUSES))  # as SQL parameters
 
 _INSTANCE_COLS = (
     "instance_id, name, version, execution_id, status, input, output, custom_status, failure, created_at, "
@@ -103,7 +104,8 @@ class _Tx(StoreTx):
 
     def query_instances(self, q: InstanceQuery, after: tuple[Any, ...] | None, limit: int,
                         order: str = "created") -> list[InstanceRow]:
-        where, args = ["hub=?"], []
+        where: list[str] = ["hub=?"]
+        args: list[Any] = []
         if q.statuses:
             where.append(f"status IN ({','.join('?' * len(q.statuses))})")
             args.extend(int(s) for s in q.statuses)
@@ -238,7 +240,8 @@ class _Tx(StoreTx):
 
     def query_entities(self, prefix: str | None, modified_from: float | None, modified_to: float | None,
                        after: str | None, limit: int) -> list[EntityRow]:
-        where, args = ["hub=?"], []
+        where: list[str] = ["hub=?"]
+        args: list[Any] = []
         if prefix:
             where.append("substr(entity_id, 1, ?) = ?")
             args.extend((len(prefix), prefix))
@@ -376,6 +379,7 @@ class SqliteStore(Store):
     async def run(self, hub: str, fn: Callable[[StoreTx], T], durable: bool = True) -> T:
         loop = asyncio.get_running_loop()
         while True:
+            pending: asyncio.Future[Any] | None
             if self._committing is not None:  # the connection is busy committing the previous batch
                 pending = self._committing
             elif self._open and durable and not self._batch_durable:
@@ -426,6 +430,7 @@ class SqliteStore(Store):
         if not self._open:
             return  # close() committed it already
         batch, closed = self._batch, self._batch_closed
+        assert closed is not None
         self._batch, self._open = [], False
         self._committing = loop.run_in_executor(self._committer, self._commit)
         self._committing.add_done_callback(lambda done: self._committed(done, batch, closed))

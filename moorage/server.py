@@ -1,25 +1,26 @@
-"""Start and stop the sidecar: the gRPC server, the store and the lease keeper, in one asyncio loop.
+"""The composition root of ``moorage sidecar``: one asyncio loop serving the Durable Task sidecar, the gateway
+and the dashboard.
 
-The gateway (``moorage.gateway``) runs in the same loop: its gRPC ``moorage.v1.AgentService`` is served on the
-sidecar's own port (one port, both protocols) and its HTTP API on ``http_port``."""
+Only this module knows all three. The sidecar (``moorage.sidecar``: core, gRPC face, store) knows no front end;
+the gateway is a Durable Task client of it — its gRPC ``moorage.v1.AgentService`` is served on the sidecar's own
+port (one port, both protocols) and its HTTP API on ``http_port``; the dashboard reads and acts through the core.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import durabletask.internal.orchestrator_service_pb2_grpc as pb_grpc
 import grpc
 
 from moorage.dashboard import start_dashboard
+from moorage.gateway import GatewayConfig, GatewayRuntime, attach
 from moorage.shutdown import wait_for_stop_signal
+from moorage.sidecar.core import SidecarCore
 from moorage.sidecar.service import Service
 from moorage.sidecar.store.base import open_store, redact_url
-
-if TYPE_CHECKING:
-    from moorage.gateway.server import GatewayRuntime
 
 log = logging.getLogger("moorage.sidecar")
 
@@ -42,21 +43,21 @@ class SidecarConfig:
 async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT; streams end with OK so workers reconnect rather than give up."""
     store = open_store(config.store)
-    service = Service(store, config.task_hubs, config.lease_seconds)
+    core = SidecarCore(store, config.task_hubs, config.lease_seconds)
     server = grpc.aio.server(options=[
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
     ])
-    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(service, server)
+    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(Service(core), server)
     address = f"{config.host}:{config.port}"
     bound = server.add_insecure_port(address)
     if bound == 0:
         raise SystemExit(f"cannot listen on {address}")
     gateway = _attach_gateway(server, config, bound) if config.gateway else None
     await server.start()
-    renewer = asyncio.create_task(service.renew_leases_forever())
-    dashboard = await start_dashboard(service, config.host, config.dashboard_port, config.dashboard_actions)
+    renewer = asyncio.create_task(core.renew_leases_forever())
+    dashboard = await start_dashboard(core, config.host, config.dashboard_port, config.dashboard_actions)
     if gateway is not None:
         await gateway.start_http(fatal=False)
     log.info("sidecar listening address=%s store=%s hubs=%s lease_seconds=%s", address, redact_url(config.store),
@@ -65,7 +66,7 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
         ready.set()
     await wait_for_stop_signal()
     log.info("sidecar stopping")
-    service.stop()
+    core.stop()
     if dashboard is not None:
         await dashboard.stop()
     if gateway is not None:
@@ -77,8 +78,6 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
 
 def _attach_gateway(server: grpc.aio.Server, config: SidecarConfig, port: int) -> GatewayRuntime:
     """AgentService on this server, talking to this sidecar's first task hub over loopback."""
-    from moorage.gateway import GatewayConfig, attach
-
     host = "127.0.0.1" if config.host in ("0.0.0.0", "", "::", "[::]") else config.host
     return attach(server, GatewayConfig(
         connection_string=f"Endpoint=http://{host}:{port};Authentication=None;TaskHub={config.task_hubs[0]}",

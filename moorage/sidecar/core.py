@@ -1,0 +1,377 @@
+"""The sidecar core: task hubs, work-item streams, leases, in-flight tokens, counters and wake-ups.
+
+Everything that talks to the sidecar's state goes through ``SidecarCore``: the gRPC face
+(``moorage.sidecar.service``) translates requests into its calls, the dashboard and ``/metrics`` read through it,
+and a state change from any of them is an engine transition run by ``run`` — one transaction, then the wake-ups
+that transaction calls for. It knows neither gRPC nor SQL (the shape of durabletask-go's backend interface, which
+its executor alone uses).
+
+Waiting costs no threads: instance waiters and work-item streams are coroutines parked on ``Signal``s that a
+commit fires. Streams keep their leases alive while they live (``renew_leases_forever``); a dead worker's leases
+lapse after ``lease_seconds`` and its items go to another stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Concatenate, ParamSpec, TypeVar
+
+from moorage.sidecar import engine
+from moorage.sidecar.engine import Effects, Filters, Lease, LeasedWork
+from moorage.sidecar.store.base import Change, InstanceRow, Store, StoreTx
+from moorage.sidecar.terms import WorkKind
+
+T = TypeVar("T")
+P = ParamSpec("P")
+log = logging.getLogger("moorage.sidecar")
+
+DEFAULT_STREAM_CAP = 1000  # in-flight items per kind per stream when the worker states no limit
+LEASE_BATCH = 64  # most items of one kind handed to one stream per look
+RECHECK_SECONDS = 5.0  # an instance waiter looks again at least this often, fired or not
+
+
+class UnknownHub(LookupError):
+    """The request names a task hub this sidecar does not serve (gRPC NOT_FOUND, as from the DTS emulator)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Task hub not found: {name}")
+        self.name = name
+
+
+class Signal:
+    """A broadcast wake-up without tasks: note ``generation`` before looking, then ``wait(generation, …)``,
+    and no firing in between is missed."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def fire(self) -> None:
+        self.generation += 1
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait(self, seen: int, timeout: float) -> bool:
+        """Wait until fired after ``seen`` or ``timeout`` seconds pass; True if fired."""
+        if self.generation != seen:
+            return True
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(fut)
+        timer = loop.call_later(max(timeout, 0.0), _settle, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+        return self.generation != seen
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _renew(tx: StoreTx, owners: list[str], until: float) -> None:
+    tx.renew_leases(owners, until)
+
+
+def _per_kind(value: int) -> dict[WorkKind, int]:
+    return {kind: value for kind in WorkKind}
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A connected work-item stream as the dashboard shows it."""
+
+    stream_id: str  # also the owner of the stream's leases
+    connected_at: float
+    filters: Filters
+    capacity: Mapping[WorkKind, int]  # most items of each kind it takes at once
+    active: Mapping[WorkKind, int]  # items of each kind it holds now
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Work items handed out and settled (completed or abandoned) per kind since the sidecar started."""
+
+    dispatched: Mapping[WorkKind, int]
+    completed: Mapping[WorkKind, int]
+
+
+@dataclass(eq=False)
+class WorkStream:
+    """One worker's stream of work items (``open_stream``); ``id`` owns the leases of what it receives."""
+
+    hub: str
+    id: str
+    filters: Filters
+    capacity: Mapping[WorkKind, int]
+    connected_at: float = field(default_factory=time.time)
+    inflight: dict[WorkKind, set[str]] = field(default_factory=lambda: {kind: set() for kind in WorkKind})
+    # the hub's work generation per kind when this stream last found that queue empty: no new work since
+    # means no need to look again until a timeout (expired leases, timers coming due)
+    seen: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(-1))
+    next_due: float | None = None  # when delayed work (timers, delayed signals) next becomes visible
+
+
+@dataclass
+class _Hub:
+    name: str
+    work: Signal = field(default_factory=Signal)
+    instance_signals: dict[str, Signal] = field(default_factory=dict)
+    waiters: dict[str, int] = field(default_factory=dict)
+    streams: dict[str, WorkStream] = field(default_factory=dict)
+    tokens: dict[str, tuple[str, WorkKind]] = field(default_factory=dict)  # completion token -> (stream, kind)
+    generation: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
+    dispatched: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
+    completed: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
+
+
+class SidecarCore:
+    """The task hubs of one sidecar over one store (see the module docstring)."""
+
+    def __init__(self, store: Store, hubs: Sequence[str], lease_seconds: float) -> None:
+        if not hubs:
+            raise ValueError("a sidecar serves at least one task hub")
+        self._store = store
+        self.lease_seconds = lease_seconds
+        self._hubs = {name: _Hub(name) for name in hubs}
+        self._stopping = asyncio.Event()
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        store.subscribe(self._on_change)
+
+    # -- hubs ------------------------------------------------------------------------------------------------
+
+    @property
+    def hub_names(self) -> list[str]:
+        """The served task hubs, in configuration order."""
+        return list(self._hubs)
+
+    @property
+    def default_hub(self) -> str:
+        """``default`` if served, else the first hub."""
+        return "default" if "default" in self._hubs else next(iter(self._hubs))
+
+    def require_hub(self, name: str) -> str:
+        """``name`` if this sidecar serves it; ``UnknownHub`` otherwise."""
+        self._hub(name)
+        return name
+
+    def _hub(self, name: str) -> _Hub:
+        hub = self._hubs.get(name)
+        if hub is None:
+            raise UnknownHub(name)
+        return hub
+
+    # -- transitions and reads -------------------------------------------------------------------------------
+
+    async def run(self, hub: str, transition: Callable[Concatenate[StoreTx, Effects, P], T],
+                  *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run an engine transition in one durable transaction of ``hub``, then wake whoever it concerns."""
+        h = self._hub(hub)
+        fx = Effects()
+        result = await self._store.run(hub, lambda tx: transition(tx, fx, *args, **kwargs))
+        self._wake(h, fx.changed, fx.work)
+        return result
+
+    async def read(self, hub: str, query: Callable[[StoreTx], T]) -> T:
+        """Run a read-only ``query`` on a consistent snapshot of ``hub``'s acknowledged state."""
+        self._hub(hub)
+        return await self._store.read(hub, query)
+
+    async def wait_instance(self, hub: str, instance_id: str, done: Callable[[InstanceRow], bool],
+                            timeout: float | None) -> InstanceRow | None:
+        """The instance once ``done(row)`` holds; ``None`` if ``timeout`` seconds (``None``: no limit) pass first."""
+        h = self._hub(hub)
+        if not instance_id:
+            raise ValueError("instance id must not be empty")
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        sig = h.instance_signals.setdefault(instance_id, Signal())
+        h.waiters[instance_id] = h.waiters.get(instance_id, 0) + 1
+        try:
+            while True:
+                seen = sig.generation
+                row = await self._store.read(hub, lambda tx: tx.get_instance(instance_id))
+                if row is not None and done(row):
+                    return row
+                wait = RECHECK_SECONDS if deadline is None else min(RECHECK_SECONDS, deadline - time.monotonic())
+                if wait <= 0:
+                    return None
+                await sig.wait(seen, wait)
+        finally:
+            h.waiters[instance_id] -= 1
+            if not h.waiters[instance_id]:
+                del h.waiters[instance_id]
+                h.instance_signals.pop(instance_id, None)
+
+    # -- work-item streams -----------------------------------------------------------------------------------
+
+    def open_stream(self, hub: str, filters: Filters, capacity: Mapping[WorkKind, int]) -> WorkStream:
+        """Register a worker's stream; a capacity of 0 (the worker states no limit) becomes DEFAULT_STREAM_CAP."""
+        h = self._hub(hub)
+        stream = WorkStream(hub=hub, id=f"{hub}/{uuid.uuid4().hex}", filters=filters,
+                            capacity={kind: capacity.get(kind, 0) or DEFAULT_STREAM_CAP for kind in WorkKind})
+        h.streams[stream.id] = stream
+        return stream
+
+    def close_stream(self, stream: WorkStream) -> None:
+        """Forget a stream and its in-flight tokens; its leases lapse unless renewed by another stream."""
+        h = self._hub(stream.hub)
+        h.streams.pop(stream.id, None)
+        for tokens in stream.inflight.values():
+            for token in tokens:
+                h.tokens.pop(token, None)
+
+    async def work(self, stream: WorkStream, idle: float) -> AsyncIterator[LeasedWork]:
+        """Lease work to ``stream`` as it appears, until ``stop()``.
+
+        Yields each non-empty lease at once, and an empty one after ``idle`` seconds in which nothing was yielded
+        (time for the face to send a keep-alive). Between looks it sleeps until a commit brings new work, a
+        timer comes due, or leases may have lapsed."""
+        h = self._hub(stream.hub)
+        last_sent = time.monotonic()
+        everywhere = True
+        while not self._stopping.is_set():
+            seen = h.work.generation
+            leased = await self.lease_work(stream, everywhere)
+            if leased:
+                yield leased
+                last_sent = time.monotonic()
+                continue
+            idle_left = idle - (time.monotonic() - last_sent)
+            if idle_left <= 0:
+                yield leased
+                last_sent = time.monotonic()
+                continue
+            timeout = min(idle_left, max(self.lease_seconds / 2, 0.05))
+            if stream.next_due is not None:
+                timeout = min(timeout, max(stream.next_due - time.time(), 0.0) + 0.001)
+            # a timeout: leases may have lapsed, timers come due, so look everywhere next time
+            everywhere = not await h.work.wait(seen, timeout)
+
+    async def lease_work(self, stream: WorkStream, everywhere: bool = True) -> LeasedWork:
+        """One look at the queues for ``stream``: up to its free capacity of each kind, leased to it.
+
+        Without ``everywhere`` only queues that got new work since the stream last drained them are looked at."""
+        h = self._hub(stream.hub)
+        t = time.time()
+        lease = Lease(owner=stream.id, now=t, until=t + self.lease_seconds)
+        generation = dict(h.generation)
+        want = {kind: min(stream.capacity[kind] - len(stream.inflight[kind]), LEASE_BATCH)
+                if everywhere or generation[kind] != stream.seen[kind] else 0 for kind in WorkKind}
+        if not any(n > 0 for n in want.values()):
+            return LeasedWork([], [], [])
+        leased = await self._store.run(
+            stream.hub, lambda tx: engine.lease_work(tx, Effects(), lease, stream.filters, want), durable=False)
+        if not leased:
+            stream.next_due = leased.next_due
+        for kind in WorkKind:
+            if want[kind] > 0 and leased.count(kind) < want[kind]:
+                stream.seen[kind] = generation[kind]  # drained as far as this stream can tell
+        self._track(h, stream, WorkKind.ORCHESTRATION, (o.row.lease_token for o in leased.orchestrations))
+        self._track(h, stream, WorkKind.ACTIVITY, (a.lease_token for a in leased.activities))
+        self._track(h, stream, WorkKind.ENTITY, (e.row.lease_token for e in leased.entities))
+        return leased
+
+    async def complete_work(self, hub: str, token: str, transition: Callable[Concatenate[StoreTx, Effects, P], T],
+                            *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run the transition that settles a leased item (its result or its abandonment), then free its slot."""
+        result = await self.run(hub, transition, *args, **kwargs)
+        self._untrack(self._hub(hub), token)
+        return result
+
+    def _track(self, h: _Hub, stream: WorkStream, kind: WorkKind, tokens: Iterable[str | None]) -> None:
+        for token in tokens:
+            assert token is not None
+            stream.inflight[kind].add(token)
+            h.tokens[token] = (stream.id, kind)
+            h.dispatched[kind] += 1
+
+    def _untrack(self, h: _Hub, token: str) -> None:
+        owner_kind = h.tokens.pop(token, None)
+        if owner_kind is None:
+            return
+        owner, kind = owner_kind
+        h.completed[kind] += 1
+        stream = h.streams.get(owner)
+        if stream is not None:
+            stream.inflight[kind].discard(token)
+            h.work.fire()  # the stream has room again
+
+    # -- what the dashboard and /metrics see -----------------------------------------------------------------
+
+    def workers(self, hub: str) -> list[WorkerInfo]:
+        """The streams connected to ``hub`` now, oldest first."""
+        return [WorkerInfo(stream_id=s.id, connected_at=s.connected_at, filters=s.filters,
+                           capacity=dict(s.capacity), active={k: len(v) for k, v in s.inflight.items()})
+                for s in list(self._hub(hub).streams.values())]
+
+    def counters(self, hub: str) -> Counters:
+        """A copy of ``hub``'s dispatched/completed counters."""
+        h = self._hub(hub)
+        return Counters(dispatched=dict(h.dispatched), completed=dict(h.completed))
+
+    # -- wake-ups --------------------------------------------------------------------------------------------
+
+    def _wake(self, h: _Hub, instances: Iterable[str], work: Iterable[WorkKind]) -> None:
+        for instance_id in instances:
+            sig = h.instance_signals.get(instance_id)
+            if sig is not None:
+                sig.fire()
+        kinds = set(work)
+        if kinds:
+            for kind in kinds:
+                h.generation[kind] += 1
+            h.work.fire()
+
+    def _on_change(self, change: Change) -> None:
+        """Another process committed to the shared store: wake as for a local transition, on our loop."""
+        h = self._hubs.get(change.hub)
+        if h is None:
+            return  # a hub another sidecar serves
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if self._loop is None or running is self._loop:
+            self._wake(h, change.instances, change.work)
+        else:
+            self._loop.call_soon_threadsafe(self._wake, h, change.instances, change.work)
+
+    # -- leases and shutdown ---------------------------------------------------------------------------------
+
+    async def renew_leases_forever(self) -> None:
+        """Live streams keep their leases; a dead worker's leases lapse after ``lease_seconds``."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            for h in self._hubs.values():
+                owners = list(h.streams)
+                if owners:
+                    until = time.time() + self.lease_seconds
+                    try:
+                        await self._store.run(h.name, functools.partial(_renew, owners=owners, until=until),
+                                             durable=False)
+                    except Exception:
+                        log.exception("lease renewal failed hub=%s", h.name)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.lease_seconds / 3)
+            except TimeoutError:
+                pass
+
+    def stop(self) -> None:
+        """End every work-item stream (they notice on their next wake-up, which this is) and the lease keeper."""
+        self._stopping.set()
+        for h in self._hubs.values():
+            h.work.fire()
