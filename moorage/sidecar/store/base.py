@@ -341,15 +341,17 @@ def sqlite_path(url: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, fit for logs and error messages."""
+    """The URL with any password (``user:password@`` or ``?password=``) replaced by ``***``, fit for logs."""
+    import re
     from urllib.parse import urlsplit, urlunsplit
 
     try:
         parts = urlsplit(url)
-        if parts.password is None:
+        if parts.password is None and not re.search(r"(?i)(^|&)password=", parts.query):
             return url
-        netloc = parts.netloc.rpartition("@")
-        user = netloc[0].partition(":")[0]
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+        if parts.password is not None:
+            user, _, host = parts.netloc.rpartition("@")
+            parts = parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}")
+        return urlunsplit(parts._replace(query=re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)))
     except ValueError:
         return "<unparsable store URL>"

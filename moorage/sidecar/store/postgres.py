@@ -483,9 +483,10 @@ def _payloads(process_id: str, hub: str, changed: set[str], work: set[WorkKind])
     out: list[str] = []
     chunk: list[str] = []
     size = 0
+    budget = NOTIFY_BYTES - len(json.dumps(hub).encode())
     for instance_id in sorted(changed):
-        n = len(json.dumps(instance_id)) + 1
-        if chunk and size + n > NOTIFY_BYTES:
+        n = len(json.dumps(instance_id).encode()) + 1
+        if chunk and size + n > budget:
             out.append(json.dumps({"p": process_id, "h": hub, "i": chunk, "w": kinds}, separators=(",", ":")))
             chunk, size = [], 0
         chunk.append(instance_id)
@@ -578,10 +579,13 @@ class PostgresStore(Store):
                     tx = _Tx(conn, hub, write)
                     result = fn(tx)
                     committing = True
+                    conn.execute("COMMIT")
                     if write and (tx.changed or tx.work):
+                        # After the COMMIT, in a transaction of its own: a NOTIFY inside the transaction would hold
+                        # PostgreSQL's cluster-wide notification lock through the WAL flush and serialise every
+                        # commit. A crash between the two loses only the wake-up (the fallback looks again).
                         for payload in _payloads(self.process_id, hub, tx.changed, tx.work):
                             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-                    conn.execute("COMMIT")
                 return result
             except _RETRYABLE as exc:
                 _rollback(conn)
