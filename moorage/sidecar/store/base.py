@@ -321,8 +321,11 @@ def open_store(url: str) -> Store:
 
         return SqliteStore(sqlite_path(url))
     if url.startswith(("postgres://", "postgresql://")):
-        from moorage.sidecar.store.postgres import PostgresStore
-
+        try:
+            from moorage.sidecar.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise ValueError(f"the PostgreSQL store needs psycopg ({exc.name} is missing): "
+                             "pip install 'moorage[postgresql]'") from None
         return PostgresStore(url)
     raise ValueError(f"unknown store URL {redact_url(url)!r}: expected sqlite:///path/to/moorage.db or "
                      "postgresql://user@host:5432/db")
