@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench sidecar screenshots clean
+.PHONY: install run test test-postgresql bench sidecar screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,12 @@ sidecar: $(STAMP)
 test: $(STAMP)
 	bash scripts/test-deps.sh
 	PATH="$$PATH:/usr/local/go/bin" $(BIN)/python -m pytest -q -ra
+
+# The sidecar end-to-end suite again, every sidecar on a PostgreSQL database (make test runs it on SQLite, plus
+# the PostgreSQL store's own tests: replicas, outage, copy). CI runs both.
+test-postgresql: $(STAMP)
+	bash scripts/test-deps.sh
+	MOORAGE_TEST_STORE=postgresql $(BIN)/python -m pytest -q -ra $$(ls -d tests/sidecar 2>/dev/null || ls tests/test_sidecar_*.py)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
