@@ -117,14 +117,34 @@ def _entity(r: Sequence[Any]) -> EntityRow:
     )
 
 
+class _NeedsSnapshot(BaseException):
+    """A read issued a second statement: it must run again inside a transaction (a BaseException, so that no
+    ``except Exception`` in the read function swallows it)."""
+
+
+class _OneStatement:
+    """A read outside any transaction: its first statement is a consistent snapshot by itself (one round trip, no
+    BEGIN/COMMIT); a second statement would see another snapshot, so it raises ``_NeedsSnapshot``."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self.used = False
+
+    def execute(self, *args: Any, **kwargs: Any) -> psycopg.Cursor[Any]:
+        if self.used:
+            raise _NeedsSnapshot
+        self.used = True
+        return self.conn.execute(*args, **kwargs)
+
+
 class _Tx(StoreTx):
     """One transaction. ``write``: rows read to be changed are locked; reads see one snapshot and lock nothing.
 
     It also notes what it changed for other replicas: instances whose row changed (their waiters re-read) and the
     kinds of work it made available (their streams look for work)."""
 
-    def __init__(self, conn: psycopg.Connection, hub: str, write: bool) -> None:
-        self.c = conn
+    def __init__(self, conn: psycopg.Connection | _OneStatement, hub: str, write: bool) -> None:
+        self.c: Any = conn
         self.hub = hub
         self.write = write
         self.changed: set[str] = set()
@@ -567,6 +587,11 @@ class PostgresStore(Store):
                                        f"{CONNECT_WAIT:g} s") from None
             committing = False
             try:
+                if not write and attempt == 1:  # most reads are one statement: try it without a transaction
+                    try:
+                        return fn(_Tx(_OneStatement(conn), hub, False))
+                    except _NeedsSnapshot:
+                        pass
                 # One pipeline for the whole transaction: statements whose results nobody reads yet (BEGIN,
                 # inserts, NOTIFY, COMMIT) travel with the next one that is read, not a round trip each.
                 with conn.pipeline():
