@@ -24,11 +24,12 @@ test: $(STAMP)
 	bash scripts/test-deps.sh
 	PATH="$$PATH:/usr/local/go/bin" $(BIN)/python -m pytest -q -ra
 
-# The sidecar end-to-end suite again, every sidecar on a PostgreSQL database (make test runs it on SQLite, plus
-# the PostgreSQL store's own tests: replicas, outage, copy). CI runs both.
+# The sidecar, agent and gateway end-to-end suites again, every sidecar on a PostgreSQL database (make test runs
+# them on SQLite, plus the PostgreSQL store's own tests: replicas, outage, copy). CI runs both.
 test-postgresql: $(STAMP)
 	bash scripts/test-deps.sh
-	MOORAGE_TEST_STORE=postgresql $(BIN)/python -m pytest -q -ra $$(ls -d tests/sidecar 2>/dev/null || ls tests/test_sidecar_*.py)
+	MOORAGE_TEST_STORE=postgresql $(BIN)/python -m pytest -q -ra \
+	  $$(ls -d tests/sidecar 2>/dev/null || ls tests/test_sidecar_*.py) tests/agents tests/gateway
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

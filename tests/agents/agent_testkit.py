@@ -133,7 +133,9 @@ class BackendProcess:
         else:
             cmd = [PYTHON, "-m", "moorage", "sidecar", "--dashboard-port", "0", "--http-port", "0",
                    "--log-level", "warning"]
-        cmd += ["--port", str(self.port), "--store", f"sqlite:///{self.db}"]
+        from kit.postgres import store_url  # here: worker subprocesses import this module without tests/ on the path
+
+        cmd += ["--port", str(self.port), "--store", store_url(self.db)]
         if self.lease_seconds is not None:
             cmd += ["--lease-seconds", f"{self.lease_seconds:g}"]
         return cmd
@@ -141,6 +143,10 @@ class BackendProcess:
     def start(self, timeout: float = 30.0) -> BackendProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_") or k == "MOORAGE_LOG_LEVEL"}
         env["PYTHONUNBUFFERED"] = "1"
+        from kit.postgres import store_env
+
+        for key, value in store_env().items():
+            env.setdefault(key, value)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.command(), cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=log, start_new_session=True, env=env, preexec_fn=die_with_parent)

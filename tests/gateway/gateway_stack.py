@@ -15,6 +15,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from kit.postgres import store_env, store_url
+
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 PYTHON = sys.executable
@@ -74,12 +76,13 @@ class Stack:
 
     def command(self) -> list[str]:
         return [PYTHON, "-m", "moorage", "sidecar", "--port", str(self.grpc_port), "--http-port",
-                str(self.http_port), "--dashboard-port", "0", "--store",
-                f"sqlite:///{(self.workdir / 'gateway.db').resolve()}", "--log-level", "warning"]
+                str(self.http_port), "--dashboard-port", "0", "--store", store_url(self.workdir / "gateway.db"),
+                "--log-level", "warning"]
 
     def start(self, with_worker: bool = True) -> Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(store_env())
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command(), cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=log, start_new_session=True, env=env)
