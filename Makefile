@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-postgresql bench sidecar screenshots clean
+.PHONY: install run lint test test-fast test-postgresql bench sidecar screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,8 +28,17 @@ test: $(STAMP)
 # them on SQLite, plus the PostgreSQL store's own tests: replicas, outage, copy). CI runs both.
 test-postgresql: $(STAMP)
 	bash scripts/test-deps.sh
-	MOORAGE_TEST_STORE=postgresql $(BIN)/python -m pytest -q -ra \
-	  $$(ls -d tests/sidecar 2>/dev/null || ls tests/test_sidecar_*.py) tests/agents tests/gateway
+	MOORAGE_TEST_STORE=postgresql $(BIN)/python -m pytest -q -ra tests/sidecar tests/agents tests/gateway
+
+# Guard rails: ruff (lint + format) and mypy over the package; `make test` runs them first.
+lint: $(STAMP)
+	$(BIN)/ruff check moorage
+	$(BIN)/ruff format --check moorage
+	$(BIN)/mypy
+
+# The fast layer only (engine, store conformance, pure units; no server, no gRPC): seconds.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m "not e2e"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

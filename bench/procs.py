@@ -1,115 +1,60 @@
-"""Child-process plumbing: free ports, process groups that always get killed, CPU accounting."""
+"""Child-process plumbing of the benchmark: the tests' process kit (``tests/kit``: free ports, process groups that
+die with the harness, SIGTERM-then-SIGKILL stops) plus what only a benchmark needs: py-spy-friendly stops and CPU
+accounting of a process tree."""
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import IO, Sequence
+from typing import Sequence
 
 import grpc
 from google.protobuf import empty_pb2
 
 import durabletask.internal.orchestrator_service_pb2_grpc as stubs
+from tests.kit import processes as _kit
+from tests.kit.ports import free_port
+
+__all__ = ["ManagedProcess", "free_port", "self_cpu_seconds", "stop_all", "tree_cpu_seconds", "wait_for_grpc"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
-# Every ManagedProcess still alive; run.py kills them all in a finally / signal handler.
+# Every ManagedProcess still alive; run.py stops them all (gracefully, for py-spy) in a finally / signal handler.
 _LIVE: list["ManagedProcess"] = []
 
 
-def free_port() -> int:
-    """A TCP port that was free a moment ago (bind port 0, read it, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
-def _load_libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform.startswith("linux") else None
-    except OSError:
-        return None
-
-
-_LIBC = _load_libc()  # loaded here: a dlopen between fork and exec can deadlock in a threaded parent
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    os.setsid()
-    if _LIBC is not None:
-        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed even if the harness is SIGKILLed
-
-
-class ManagedProcess:
-    """A child in its own process group, output to a log file, killed (whole group) on stop()."""
+class ManagedProcess(_kit.ManagedProcess):
+    """A child started at once, in its own process group, output to a log file, the whole group killed on stop()."""
 
     def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
                  cwd: str | None = None, profiled: bool = False):
-        self.name = name
-        self.argv = list(argv)
-        self.log_path = log_path
+        super().__init__(argv, log_path, name=name, env=env if env is not None else dict(os.environ),
+                         cwd=cwd or os.getcwd())
         self.profiled = profiled  # wrapped by py-spy: stop with SIGINT first so it writes its file
-        self._log: IO[bytes] = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            env=env, cwd=cwd, preexec_fn=_die_with_parent, close_fds=True,
-        )
+        self.start()
         _LIVE.append(self)
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.is_running()
 
-    def _signal_group(self, sig: int) -> None:
-        try:
-            os.killpg(self.proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.alive():
-            if self.profiled:
-                # py-spy writes its output on SIGINT; give it time to fold the stacks.
-                self._signal_group(signal.SIGINT)
-                try:
-                    self.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    pass
-            self._signal_group(signal.SIGTERM)
+    def stop(self, timeout: float = 5.0) -> int | None:  # type: ignore[override]
+        if self.profiled and self.is_running():
+            # py-spy writes its output on SIGINT; give it time to fold the stacks.
+            self._signal_group(signal.SIGINT)
             try:
-                self.proc.wait(timeout=timeout)
+                self.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 pass
-        # Whatever is left of the group (grandchildren too) dies now.
-        self._signal_group(signal.SIGKILL)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        if not self._log.closed:
-            self._log.close()
+        code = super().stop(grace=timeout)
         if self in _LIVE:
             _LIVE.remove(self)
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(lines[-n:])
+        return code
 
     def cpu_seconds(self) -> float:
         """user+sys CPU of this process and all its live descendants (threads included)."""
-        return tree_cpu_seconds(self.proc.pid)
+        return tree_cpu_seconds(self.pid)
 
 
 def stop_all() -> None:
@@ -166,7 +111,7 @@ def wait_for_grpc(address: str, proc: ManagedProcess, timeout: float) -> None:
         stub = stubs.TaskHubSidecarServiceStub(channel)
         while time.monotonic() < deadline:
             if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited with code {proc.proc.returncode} before serving gRPC")
+                raise RuntimeError(f"{proc.name} exited with code {proc.returncode} before serving gRPC")
             try:
                 stub.Hello(empty_pb2.Empty(), timeout=1.0)
                 return

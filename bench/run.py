@@ -129,7 +129,9 @@ class Target:
             return [*launcher, "sidecar", "--host", "127.0.0.1", "--port", str(port),
                     "--store", store, "--log-level", "warning", *extra]
         if self.key == "inmemory":
-            return [sys.executable, "-m", "bench.inmemory_server", "--port", str(port)]
+            # the tests' launcher, with the SDK's own default pool (10 threads): the reference as it ships
+            return [sys.executable, str(REPO / "tests" / "kit" / "inmemory_backend.py"), "--port", str(port),
+                    "--max-workers", "10"]
         raise SystemExit(f"unknown target {self.key!r} (known: moorage, inmemory)")
 
     store_dir: Path | None = None

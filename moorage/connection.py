@@ -54,9 +54,9 @@ class ConnectionSettings:
             return None
         try:
             if asynchronous:
-                import azure.identity.aio as identity  # type: ignore[import-not-found]
+                import azure.identity.aio as identity
             else:
-                import azure.identity as identity  # type: ignore[import-not-found,no-redef]
+                import azure.identity as identity  # type: ignore[no-redef]
         except ImportError as exc:  # pragma: no cover - azure-identity ships with durabletask-azuremanaged
             raise RuntimeError(
                 f"Authentication={self.authentication} needs the azure-identity package (pip install azure-identity)"

@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from moorage.agents import Agent, AgentClient, AgentWorker, OfflineChatModel
     from moorage.agents.models import default_model
+    from moorage.agents.protocol import session_instance_id
 
     sidecar = EmbeddedSidecar(args.store)
     print(f"Starting the embedded sidecar on 127.0.0.1:{sidecar.port} (store {sidecar.store})")
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"       ({elapsed:.0f} ms, {response.usage.get('totalTokenCount', 0)} tokens)\n")
             info = client.get_session("Joker", session)
             turns = info.turns if info else 0
-            print(f"Session @dafx-joker@{session.session_id} holds {turns} turns "
+            print(f"Session {session_instance_id('Joker', session.session_id)} holds {turns} turns "
                   f"(Agent Framework durable-agent state schema {info.state['schemaVersion'] if info else '?'}).")
         return 0 if turns == len(PROMPTS) else 1
     except KeyboardInterrupt:

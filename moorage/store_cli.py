@@ -62,8 +62,9 @@ def migrate(url: str) -> None:
     from moorage.sidecar.store.postgres_migrations import migrate as apply
 
     try:
-        with psycopg.connect("postgresql://" + url.split("://", 1)[1], autocommit=True,
-                             application_name="moorage-migrate") as conn:
+        with psycopg.connect(
+            "postgresql://" + url.split("://", 1)[1], autocommit=True, application_name="moorage-migrate"
+        ) as conn:
             applied = apply(conn)
     except psycopg.Error as exc:
         raise click.ClickException(f"{redact_url(url)}: {str(exc).strip().splitlines()[0]}") from None

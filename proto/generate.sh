@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the code that is generated from proto/ and committed:
-#   moorage/gateway/_proto/   Python messages + gRPC stubs (imported by the gateway and moorage.client)
+#   moorage/_proto/           Python messages + gRPC stubs (imported by the gateway, the agents and moorage.client)
 #   client/go/mooragev1/      Go messages + gRPC stubs
 # The JavaScript client loads the .proto at run time (client/js/proto/ is a copy, checked by a test) and the Java
 # client generates its code at build time (protobuf-maven-plugin), so neither has generated code in git.
@@ -28,13 +28,13 @@ export PATH="$PATH:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-# Python: generate under moorage/v1/, then move into moorage/gateway/_proto/ with imports pointing there.
+# Python: generate under moorage/v1/, then move into moorage/_proto/ with imports pointing there.
 "$PROTOC_PYTHON" -m grpc_tools.protoc -I proto --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" \
   proto/moorage/v1/agents.proto
-dest=moorage/gateway/_proto
+dest=moorage/_proto
 mkdir -p "$dest"
 for f in agents_pb2.py agents_pb2.pyi agents_pb2_grpc.py; do
-  sed -e 's/^from moorage\.v1 import agents_pb2/from moorage.gateway._proto import agents_pb2/' \
+  sed -e 's/^from moorage\.v1 import agents_pb2/from moorage._proto import agents_pb2/' \
     "$out/moorage/v1/$f" > "$dest/$f"
 done
 [[ -f "$dest/__init__.py" ]] || printf '"""Code generated from proto/moorage/v1/agents.proto by proto/generate.sh. Do not edit."""\n' > "$dest/__init__.py"

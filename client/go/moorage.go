@@ -3,9 +3,12 @@
 // (proto/moorage/v1/agents.proto; the generated code is in the mooragev1 package).
 //
 //	client, err := moorage.Dial("localhost:8080")
-//	thread := client.Agent("Joker").Thread("")
-//	res, err := thread.Run(ctx, "Tell me a joke about pirates")
+//	session := client.Agent("Joker").NewSession("")
+//	res, err := session.Run(ctx, "Tell me a joke about pirates")
 //	fmt.Println(res.Text)
+//
+// The noun is "session" (Agent Framework's word). The older "thread" names (Thread, WithThread, the ThreadID
+// fields) remain as deprecated aliases.
 package moorage
 
 import (
@@ -39,7 +42,7 @@ func (e *Error) Error() string { return e.Code.String() + ": " + e.Message }
 // GRPCStatus lets status.FromError / status.Code see the gRPC status.
 func (e *Error) GRPCStatus() *status.Status { return status.New(e.Code, e.Message) }
 
-// IsNotFound reports an unknown agent, thread, run, orchestration instance or entity.
+// IsNotFound reports an unknown agent, session, run, orchestration instance or entity.
 func IsNotFound(err error) bool { return status.Code(err) == codes.NotFound }
 
 func wrap(err error) error {
@@ -114,13 +117,15 @@ type Usage struct {
 // RunResult is one answer of an agent.
 type RunResult struct {
 	Text          string
-	ThreadID      string
+	SessionID     string
 	CorrelationID string
 	Agent         string
 	Value         json.RawMessage // the structured answer, when a response schema was given
 	Usage         Usage
 	CreatedAt     string
 	Messages      json.RawMessage // the turn's messages in the durable-agent state schema
+	// Deprecated: ThreadID is SessionID.
+	ThreadID string
 }
 
 func toResult(r *pb.RunResponse) *RunResult {
@@ -128,7 +133,7 @@ func toResult(r *pb.RunResponse) *RunResult {
 		return nil
 	}
 	return &RunResult{
-		Text: r.GetResponse(), ThreadID: r.GetThreadId(), CorrelationID: r.GetCorrelationId(), Agent: r.GetAgent(),
+		Text: r.GetResponse(), SessionID: r.GetSessionId(), ThreadID: r.GetSessionId(), CorrelationID: r.GetCorrelationId(), Agent: r.GetAgent(),
 		Value: raw(r.GetValueJson()), CreatedAt: r.GetCreatedAt(), Messages: raw(r.GetMessagesJson()),
 		Usage: Usage{r.GetUsage().GetInputTokens(), r.GetUsage().GetOutputTokens(), r.GetUsage().GetTotalTokens()},
 	}
@@ -158,10 +163,15 @@ func dumps(v any) (string, error) {
 // RunOption configures a turn.
 type RunOption func(*pb.RunRequest) error
 
-// WithThread continues a thread (default: a new one).
-func WithThread(id string) RunOption {
-	return func(r *pb.RunRequest) error { r.ThreadId = id; return nil }
+// WithSession continues a session (default: a new one).
+func WithSession(id string) RunOption {
+	return func(r *pb.RunRequest) error { r.SessionId = id; return nil }
 }
+
+// WithThread continues a session.
+//
+// Deprecated: use WithSession.
+func WithThread(id string) RunOption { return WithSession(id) }
 
 // WithCorrelationID sets the turn's idempotency key: the same id twice runs the turn once.
 func WithCorrelationID(id string) RunOption {
@@ -188,7 +198,7 @@ func WithTimeout(d time.Duration) RunOption {
 	return func(r *pb.RunRequest) error { r.TimeoutSeconds = d.Seconds(); return nil }
 }
 
-// Agent runs turns of one agent and manages its threads.
+// Agent runs turns of one agent and manages its sessions.
 type Agent struct {
 	c    *Client
 	Name string
@@ -246,8 +256,10 @@ type RunStream struct {
 	text          string
 	result        *RunResult
 	err           error
-	ThreadID      string
+	SessionID     string
 	CorrelationID string
+	// Deprecated: ThreadID is SessionID.
+	ThreadID string
 }
 
 // Stream runs one turn and streams the answer.
@@ -280,7 +292,8 @@ func (s *RunStream) Next() bool {
 		}
 		switch e := ev.GetEvent().(type) {
 		case *pb.RunStreamEvent_Started:
-			s.ThreadID, s.CorrelationID = e.Started.GetThreadId(), e.Started.GetCorrelationId()
+			s.SessionID, s.CorrelationID = e.Started.GetSessionId(), e.Started.GetCorrelationId()
+			s.ThreadID = s.SessionID
 		case *pb.RunStreamEvent_Chunk:
 			s.text = e.Chunk.GetText()
 			return true
@@ -309,7 +322,11 @@ func (s *RunStream) Result() (*RunResult, error) {
 func (s *RunStream) Close() { s.cancel() }
 
 // RunHandle identifies a turn started without waiting.
-type RunHandle struct{ Agent, ThreadID, CorrelationID string }
+type RunHandle struct {
+	Agent, SessionID, CorrelationID string
+	// Deprecated: ThreadID is SessionID.
+	ThreadID string
+}
 
 // Start starts a turn without waiting; fetch the answer with Result.
 func (a *Agent) Start(ctx context.Context, message string, opts ...RunOption) (*RunHandle, error) {
@@ -321,7 +338,7 @@ func (a *Agent) Start(ctx context.Context, message string, opts ...RunOption) (*
 	if err != nil {
 		return nil, wrap(err)
 	}
-	return &RunHandle{resp.GetAgent(), resp.GetThreadId(), resp.GetCorrelationId()}, nil
+	return &RunHandle{resp.GetAgent(), resp.GetSessionId(), resp.GetCorrelationId(), resp.GetSessionId()}, nil
 }
 
 // RunStatus says where a started turn is: "pending", "running", "completed" or "failed".
@@ -333,8 +350,8 @@ type RunStatus struct {
 }
 
 // Result fetches a started turn, waiting up to wait for it to finish.
-func (a *Agent) Result(ctx context.Context, threadID, correlationID string, wait time.Duration) (*RunStatus, error) {
-	resp, err := a.c.svc.GetRunResult(ctx, &pb.GetRunResultRequest{Agent: a.Name, ThreadId: threadID,
+func (a *Agent) Result(ctx context.Context, sessionID, correlationID string, wait time.Duration) (*RunStatus, error) {
+	resp, err := a.c.svc.GetRunResult(ctx, &pb.GetRunResultRequest{Agent: a.Name, SessionId: sessionID,
 		CorrelationId: correlationID, WaitSeconds: wait.Seconds()})
 	if err != nil {
 		return nil, wrap(err)
@@ -347,76 +364,91 @@ func (a *Agent) Result(ctx context.Context, threadID, correlationID string, wait
 	return out, nil
 }
 
-// Thread is one conversation: each Run or Stream continues it.
-type Thread struct {
+// AgentSession is one conversation: each Run or Stream continues it.
+type AgentSession struct {
 	agent *Agent
 	ID    string
 }
 
-// Thread returns a conversation handle; "" starts a new thread on the first Run.
-func (a *Agent) Thread(id string) *Thread { return &Thread{agent: a, ID: id} }
+// Thread is the old name of AgentSession.
+//
+// Deprecated: use AgentSession.
+type Thread = AgentSession
 
-// Run sends the next message of the thread.
-func (t *Thread) Run(ctx context.Context, message string, opts ...RunOption) (*RunResult, error) {
-	res, err := t.agent.Run(ctx, message, append(opts, WithThread(t.ID))...)
+// NewSession returns a conversation handle; "" starts a new session on the first Run.
+func (a *Agent) NewSession(id string) *AgentSession { return &AgentSession{agent: a, ID: id} }
+
+// Thread returns a conversation handle.
+//
+// Deprecated: use NewSession.
+func (a *Agent) Thread(id string) *AgentSession { return a.NewSession(id) }
+
+// Run sends the next message of the session.
+func (t *AgentSession) Run(ctx context.Context, message string, opts ...RunOption) (*RunResult, error) {
+	res, err := t.agent.Run(ctx, message, append(opts, WithSession(t.ID))...)
 	if err == nil {
-		t.ID = res.ThreadID
+		t.ID = res.SessionID
 	}
 	return res, err
 }
 
-// Stream sends the next message and streams the answer; the thread's ID is known once the stream has started.
-func (t *Thread) Stream(ctx context.Context, message string, opts ...RunOption) (*threadStream, error) {
-	s, err := t.agent.Stream(ctx, message, append(opts, WithThread(t.ID))...)
+// Stream sends the next message and streams the answer; the session's ID is known once the stream has started.
+func (t *AgentSession) Stream(ctx context.Context, message string, opts ...RunOption) (*sessionStream, error) {
+	s, err := t.agent.Stream(ctx, message, append(opts, WithSession(t.ID))...)
 	if err != nil {
 		return nil, err
 	}
-	return &threadStream{RunStream: s, thread: t}, nil
+	return &sessionStream{RunStream: s, session: t}, nil
 }
 
-type threadStream struct {
+type sessionStream struct {
 	*RunStream
-	thread *Thread
+	session *AgentSession
 }
 
-func (s *threadStream) Next() bool {
+func (s *sessionStream) Next() bool {
 	ok := s.RunStream.Next()
-	if s.RunStream.ThreadID != "" {
-		s.thread.ID = s.RunStream.ThreadID
+	if s.RunStream.SessionID != "" {
+		s.session.ID = s.RunStream.SessionID
 	}
 	return ok
 }
 
-func (s *threadStream) Result() (*RunResult, error) {
+func (s *sessionStream) Result() (*RunResult, error) {
 	for s.Next() {
 	}
 	return s.RunStream.Result()
 }
 
-// History returns the thread with its messages.
-func (t *Thread) History(ctx context.Context) (*Session, error) { return t.agent.Session(ctx, t.ID) }
+// History returns the session with its messages.
+func (t *AgentSession) History(ctx context.Context) (*Session, error) {
+	return t.agent.Session(ctx, t.ID)
+}
 
-// ChatMessage is one message of a thread.
+// ChatMessage is one message of a session.
 type ChatMessage struct {
 	Role, Text, CorrelationID, CreatedAt, AuthorName string
 	Contents                                         json.RawMessage
 }
 
-// Session is a thread with its history.
+// Session is a session with its history, as stored.
 type Session struct {
-	Agent, ThreadID, RunningCorrelationID, LastModifiedAt string
-	Messages                                              []ChatMessage
-	State                                                 json.RawMessage // durable-agent state, schema 1.1.0
+	Agent, SessionID, RunningCorrelationID, LastModifiedAt string
+	Messages                                               []ChatMessage
+	State                                                  json.RawMessage // durable-agent state, schema 1.1.0
+	// Deprecated: ThreadID is SessionID.
+	ThreadID string
 }
 
-// Session reads one thread.
-func (a *Agent) Session(ctx context.Context, threadID string) (*Session, error) {
-	s, err := a.c.svc.GetSession(ctx, &pb.GetSessionRequest{Agent: a.Name, ThreadId: threadID})
+// Session reads one session.
+func (a *Agent) Session(ctx context.Context, sessionID string) (*Session, error) {
+	s, err := a.c.svc.GetSession(ctx, &pb.GetSessionRequest{Agent: a.Name, SessionId: sessionID})
 	if err != nil {
 		return nil, wrap(err)
 	}
-	out := &Session{Agent: s.GetAgent(), ThreadID: s.GetThreadId(), RunningCorrelationID: s.GetRunningCorrelationId(),
-		LastModifiedAt: s.GetLastModifiedAt(), State: raw(s.GetStateJson())}
+	out := &Session{Agent: s.GetAgent(), SessionID: s.GetSessionId(), ThreadID: s.GetSessionId(),
+		RunningCorrelationID: s.GetRunningCorrelationId(), LastModifiedAt: s.GetLastModifiedAt(),
+		State: raw(s.GetStateJson())}
 	for _, m := range s.GetMessages() {
 		out.Messages = append(out.Messages, ChatMessage{m.GetRole(), m.GetText(), m.GetCorrelationId(), m.GetCreatedAt(),
 			m.GetAuthorName(), raw(m.GetContentsJson())})
@@ -424,10 +456,14 @@ func (a *Agent) Session(ctx context.Context, threadID string) (*Session, error) 
 	return out, nil
 }
 
-// SessionSummary names one thread.
-type SessionSummary struct{ Agent, ThreadID, LastModifiedAt string }
+// SessionSummary names one session.
+type SessionSummary struct {
+	Agent, SessionID, LastModifiedAt string
+	// Deprecated: ThreadID is SessionID.
+	ThreadID string
+}
 
-// Sessions lists the agent's threads (all pages).
+// Sessions lists the agent's sessions (all pages).
 func (a *Agent) Sessions(ctx context.Context) ([]SessionSummary, error) {
 	var out []SessionSummary
 	token := ""
@@ -437,7 +473,7 @@ func (a *Agent) Sessions(ctx context.Context) ([]SessionSummary, error) {
 			return nil, wrap(err)
 		}
 		for _, s := range resp.GetSessions() {
-			out = append(out, SessionSummary{s.GetAgent(), s.GetThreadId(), s.GetLastModifiedAt()})
+			out = append(out, SessionSummary{s.GetAgent(), s.GetSessionId(), s.GetLastModifiedAt(), s.GetSessionId()})
 		}
 		if token = resp.GetContinuationToken(); token == "" {
 			return out, nil
@@ -445,9 +481,9 @@ func (a *Agent) Sessions(ctx context.Context) ([]SessionSummary, error) {
 	}
 }
 
-// DeleteSession deletes a thread and its history.
-func (a *Agent) DeleteSession(ctx context.Context, threadID string) error {
-	_, err := a.c.svc.DeleteSession(ctx, &pb.DeleteSessionRequest{Agent: a.Name, ThreadId: threadID})
+// DeleteSession deletes a session and its history.
+func (a *Agent) DeleteSession(ctx context.Context, sessionID string) error {
+	_, err := a.c.svc.DeleteSession(ctx, &pb.DeleteSessionRequest{Agent: a.Name, SessionId: sessionID})
 	return wrap(err)
 }
 

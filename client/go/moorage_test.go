@@ -45,10 +45,10 @@ func TestDocsExample(t *testing.T) {
 	var out strings.Builder
 	// docs:begin go
 	client, _ := moorage.Dial(address) // e.g. "localhost:8080"
-	thread := client.Agent("Joker").Thread("")
-	res, _ := thread.Run(ctx, "Tell me a joke about pirates")
+	session := client.Agent("Joker").NewSession("")
+	res, _ := session.Run(ctx, "Tell me a joke about pirates")
 	fmt.Fprintln(&out, res.Text)
-	res, _ = thread.Run(ctx, "Tell me another one about the same topic")
+	res, _ = session.Run(ctx, "Tell me another one about the same topic")
 	fmt.Fprintln(&out, res.Text)
 	stream, _ := client.Agent("Joker").Stream(ctx, "Tell me a joke about sailors")
 	for stream.Next() {

@@ -1,5 +1,5 @@
-"""Durable agents: sessions are entities (``dafx-<agent>``), turns are orchestrations, every model call and
-every tool call is its own checkpointed activity.
+"""Durable agents: sessions are entities, turns are orchestrations, every model call and every tool call is its own
+checkpointed activity (the names and shapes: :mod:`moorage.agents.protocol`).
 
     from moorage import Agent, AgentWorker, OpenAIChatModel
     joker = Agent(name="Joker", instructions="You are good at telling jokes.",

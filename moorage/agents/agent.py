@@ -10,6 +10,7 @@ from typing import Any
 from durabletask.task import RetryPolicy
 
 from .models import ChatModel, default_model
+from .protocol import entity_name
 from .tools import Tool, as_tool
 
 DEFAULT_SESSION_TTL = timedelta(days=14)
@@ -25,7 +26,8 @@ class Agent:
     ``Agent(name="Joker", instructions="You are good at telling jokes.", model=OpenAIChatModel(model="gpt-4o-mini"))``
 
     Args:
-        name: The agent's name. Its sessions are the entities ``dafx-<name>`` (entity names are case-insensitive).
+        name: The agent's name. Its sessions are entities named after it (``moorage.agents.protocol.entity_name``;
+            entity names are case-insensitive).
         instructions: The system prompt.
         model: A chat model (``OpenAIChatModel``, ``OfflineChatModel``, or anything with ``complete()``);
             default: whatever the environment configures (see ``moorage.agents.models.default_model``).
@@ -84,11 +86,6 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r}, model={self._model!r}, tools={[t.name for t in self.tools]})"
-
-
-def entity_name(agent_name: str) -> str:
-    """The entity that holds an agent's sessions: ``dafx-<name>`` (Agent Framework's convention)."""
-    return f"dafx-{agent_name}"
 
 
 __all__ = ["Agent", "DEFAULT_LLM_RETRY", "DEFAULT_SESSION_TTL", "entity_name"]

@@ -24,9 +24,10 @@ from typing import Any
 from durabletask.client import EntityQuery, OrchestrationState, OrchestrationStatus
 
 from ..connection import load_settings
-from .orchestration import AgentSession, build_request, session_key
+from .orchestration import AgentSession, session_key
+from .protocol import (DELETE_OPERATION, RESET_OPERATION, RUN_OPERATION, bookkeeping, build_request,
+                       running_correlation, session_entity_id, sessions_prefix, turn_instance_id)
 from .response import AgentResponse, AgentRunError
-from .runtime import session_entity_id, turn_instance_id
 from .serialization import MoorageDataConverter
 from .state import history, load_state, text_of
 
@@ -70,8 +71,7 @@ class SessionInfo:
 
     @property
     def is_running(self) -> bool:
-        mo = (self.state.get("data", {}).get("extensionData") or {}).get("moorage") or {}
-        return bool(mo.get("active"))
+        return running_correlation(bookkeeping(self.state)) is not None
 
 
 def _prepare_run(agent_name: str, message: Any, session: Any, response_schema: Any, enable_tool_calls: bool,
@@ -170,7 +170,7 @@ class AgentClient:
                   role: str = "user") -> RunHandle:
         """Send one message to a session (default: a new session) and return without waiting."""
         handle, request = _prepare_run(agent, message, session, response_schema, enable_tool_calls, options, role)
-        self._client.signal_entity(session_entity_id(agent, handle.session_id), "run", request)
+        self._client.signal_entity(session_entity_id(agent, handle.session_id), RUN_OPERATION, request)
         return handle
 
     def wait_for_response(self, handle: RunHandle, *, timeout: float = DEFAULT_TIMEOUT) -> AgentResponse:
@@ -213,17 +213,17 @@ class AgentClient:
         return _session_info(agent, md)
 
     def list_sessions(self, agent: str) -> list[SessionInfo]:
-        prefix = f"@{session_entity_id(agent, 'x').entity}@"
+        prefix = sessions_prefix(agent)
         found = self._client.get_all_entities(EntityQuery(instance_id_starts_with=prefix, include_state=True))
         return [_session_info(agent, md) for md in found if md.get_state()]
 
     def delete_session(self, agent: str, session: Any) -> None:
         """Delete a session (its conversation is gone; a running turn's answer is dropped)."""
-        self._client.signal_entity(session_entity_id(agent, session_key(session) or ""), "delete")
+        self._client.signal_entity(session_entity_id(agent, session_key(session) or ""), DELETE_OPERATION)
 
     def reset_session(self, agent: str, session: Any) -> None:
         """Forget a session's conversation but keep the session."""
-        self._client.signal_entity(session_entity_id(agent, session_key(session) or ""), "reset")
+        self._client.signal_entity(session_entity_id(agent, session_key(session) or ""), RESET_OPERATION)
 
     # -- orchestrations ---------------------------------------------------------------------------------------------
 
@@ -293,7 +293,7 @@ class AsyncAgentClient:
                         enable_tool_calls: bool = True, options: dict[str, Any] | None = None,
                         role: str = "user") -> RunHandle:
         handle, request = _prepare_run(agent, message, session, response_schema, enable_tool_calls, options, role)
-        await self._client.signal_entity(session_entity_id(agent, handle.session_id), "run", request)
+        await self._client.signal_entity(session_entity_id(agent, handle.session_id), RUN_OPERATION, request)
         return handle
 
     async def wait_for_response(self, handle: RunHandle, *, timeout: float = DEFAULT_TIMEOUT) -> AgentResponse:
@@ -327,15 +327,15 @@ class AsyncAgentClient:
         return _session_info(agent, md)
 
     async def list_sessions(self, agent: str) -> list[SessionInfo]:
-        prefix = f"@{session_entity_id(agent, 'x').entity}@"
+        prefix = sessions_prefix(agent)
         found = await self._client.get_all_entities(EntityQuery(instance_id_starts_with=prefix, include_state=True))
         return [_session_info(agent, md) for md in found if md.get_state()]
 
     async def delete_session(self, agent: str, session: Any) -> None:
-        await self._client.signal_entity(session_entity_id(agent, session_key(session) or ""), "delete")
+        await self._client.signal_entity(session_entity_id(agent, session_key(session) or ""), DELETE_OPERATION)
 
     async def reset_session(self, agent: str, session: Any) -> None:
-        await self._client.signal_entity(session_entity_id(agent, session_key(session) or ""), "reset")
+        await self._client.signal_entity(session_entity_id(agent, session_key(session) or ""), RESET_OPERATION)
 
     async def start_orchestration(self, orchestrator: Any, input: Any = None, *,
                                   instance_id: str | None = None) -> str:

@@ -8,10 +8,10 @@ activity (a worker thread), so the interface is synchronous.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,10 +56,33 @@ class ModelResponse:
 
 
 def current_text_sink() -> Callable[[str], None] | None:
-    """Where a streaming model sends text deltas during this model call (set by the gateway's streaming wrapper,
-    ``moorage.gateway.streaming``); None when nobody streams this call."""
-    module = sys.modules.get("moorage.gateway.streaming")  # no sink can be set unless it was imported
-    return module.current_text_sink() if module is not None else None
+    """Where a streaming model sends text deltas during this model call (set by the streaming wrapper,
+    ``moorage.agents.streaming``); None when nobody streams this call."""
+    from .streaming import current_text_sink as sink
+
+    return sink()
+
+
+_OPENAI_MISSING = ("OpenAIChatModel / AzureOpenAIChatModel need the openai package, an optional dependency: "
+                   "pip install 'moorage[openai]'")
+
+
+def _require_openai() -> None:
+    try:
+        found = importlib.util.find_spec("openai") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ImportError(_OPENAI_MISSING, name="openai")
+
+
+def _import_openai() -> Any:
+    """The ``openai`` SDK, an optional dependency: only the OpenAI-backed models need it."""
+    try:
+        import openai
+    except ImportError as exc:
+        raise ImportError(_OPENAI_MISSING, name="openai") from exc
+    return openai
 
 
 @runtime_checkable
@@ -98,6 +121,7 @@ class OpenAIChatModel:
                  credential: Any | None = None, organization: str | None = None, timeout: float = 120.0,
                  max_retries: int = 2, default_options: dict[str, Any] | None = None,
                  default_headers: dict[str, str] | None = None):
+        _require_openai()  # say so now, not at the first model call inside a worker
         self.base_url = base_url
         self.api_key = api_key
         self.organization = organization
@@ -147,7 +171,7 @@ class OpenAIChatModel:
         return self._client
 
     def _make_client(self) -> Any:
-        import openai
+        openai = _import_openai()
 
         common: dict[str, Any] = {"timeout": self.timeout, "max_retries": self.max_retries}
         if self.default_headers:
@@ -212,7 +236,7 @@ class OpenAIChatModel:
     def _complete_streaming(self, model: str, messages: list[dict[str, Any]], kwargs: dict[str, Any],
                             sink: Callable[[str], None]) -> ModelResponse:
         """Stream the reply, handing each text delta to ``sink``; return the whole response as usual."""
-        import openai
+        openai = _import_openai()
 
         try:
             stream = self.client.chat.completions.create(model=model, messages=messages, stream=True,

@@ -21,9 +21,8 @@ from durabletask import task
 from durabletask.task import OrchestrationContext
 
 from .response import AgentResponse, AgentRunError
-from .runtime import response_event_name, session_entity_id
-from .state import RunRequest, iso
-from .structured import normalize_response_format
+from .protocol import RUN_OPERATION, build_request, response_event_name, session_entity_id
+from .state import iso
 
 
 class AgentSession:
@@ -56,37 +55,6 @@ def session_key(session: AgentSession | str | None) -> str | None:
     if key is not None:
         return str(getattr(key, "key", key))
     raise TypeError(f"session must be an AgentSession or a session id string, not {type(session).__name__}")
-
-
-def build_request(message: Any, correlation_id: str, *, response_schema: Any = None, enable_tool_calls: bool = True,
-                  options: dict[str, Any] | None = None, role: str = "user", created_at: str | None = None,
-                  orchestration_id: str | None = None, reply_to: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A run request in Agent Framework's shape (with Moorage's ``contents`` for non-text input)."""
-    contents: list[dict[str, Any]] = []
-    if message is None:
-        pass
-    elif isinstance(message, str):
-        contents.append({"$type": "text", "text": message})
-    elif isinstance(message, dict):
-        contents.append(message if "$type" in message else {"$type": "text", "text": str(message)})
-    elif isinstance(message, (list, tuple)):
-        for part in message:
-            if isinstance(part, str):
-                contents.append({"$type": "text", "text": part})
-            elif isinstance(part, dict) and "$type" in part:
-                contents.append(part)
-            else:
-                raise TypeError("message parts must be strings or schema contents ({'$type': ...})")
-    else:
-        raise TypeError(f"message must be a string or a list of parts, not {type(message).__name__}")
-    req = RunRequest(
-        correlation_id=correlation_id, role=role, contents=contents,
-        response_format=normalize_response_format(response_schema),
-        enable_tool_calls=enable_tool_calls, options=dict(options or {}),
-        orchestration_id=orchestration_id, reply_to=reply_to, created_at=created_at,
-    )
-    req.request_response_format = "json" if req.response_format else "text"
-    return req.to_dict()
 
 
 def image(uri: str, media_type: str = "image/png") -> dict[str, Any]:
@@ -163,7 +131,7 @@ class OrchestrationAgent:
                                 options=options, created_at=iso(ctx.current_utc_datetime),
                                 orchestration_id=ctx.instance_id,
                                 reply_to={"instanceId": ctx.instance_id, "event": event})
-        ctx.signal_entity(session_entity_id(self.name, key), "run", input=request)
+        ctx.signal_entity(session_entity_id(self.name, key), RUN_OPERATION, input=request)
         waiter = ctx.wait_for_external_event(event)
         return AgentTask(waiter, schema, self.name, key)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .protocol import TurnOutput
 from .structured import to_typed
 
 
@@ -41,19 +42,20 @@ class AgentResponse:
 
     @classmethod
     def from_output(cls, output: dict[str, Any], response_schema: Any = None) -> AgentResponse:
-        raw = output.get("value")
-        schema = response_schema if response_schema is not None else output.get("responseFormat")
+        out = TurnOutput.decode(output)
+        raw = out.value
+        schema = response_schema if response_schema is not None else out.response_format
         resp = cls(
-            text=output.get("text") or "",
-            agent_name=output.get("agent") or "",
-            session_id=output.get("sessionId") or "",
-            correlation_id=output.get("correlationId") or "",
-            messages=list(output.get("messages") or []),
-            usage=dict(output.get("usage") or {}),
-            created_at=output.get("createdAt"),
+            text=out.text,
+            agent_name=out.agent,
+            session_id=out.session_id,
+            correlation_id=out.correlation_id,
+            messages=out.messages,
+            usage=out.usage,
+            created_at=out.created_at,
             raw_value=raw,
-            error=output.get("error"),
-            instance_id=output.get("instanceId"),
+            error=out.error,
+            instance_id=out.instance_id or None,
         )
         if raw is not None and resp.error is None:
             resp.value = to_typed(raw, schema)

@@ -1,8 +1,8 @@
 """The durable machinery behind an agent: the session entity, the turn orchestration and its activities.
 
-For an agent named ``Joker``:
+For an agent named ``Joker`` (names and shapes: :mod:`moorage.agents.protocol`):
 
-* entity ``dafx-joker`` (key = session id) holds the conversation in the Agent Framework durable-agent state
+* its session entity (key = session id) holds the conversation in the Agent Framework durable-agent state
   schema 1.1.0. Operations: ``run`` (Agent Framework's request shape), ``reset``, ``delete``, plus internal
   ``_complete`` (a turn's response) and ``_expire`` (the idle-TTL check, a delayed self-signal).
 * orchestration ``moorage.agent_turn:Joker`` runs one turn. Every model call is the activity
@@ -27,153 +27,107 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from durabletask import task
-from durabletask.entities import EntityContext, EntityInstanceId
+from durabletask.entities import EntityContext
 
-from .agent import Agent, entity_name
+from .. import _sdk
+from .agent import Agent
 from .models import ModelRequest
-from .state import (
-    RawSession,
+from .protocol import (
+    COMPLETE_OPERATION,
+    DELETE_OPERATION,
+    EXPIRE_OPERATION,
+    GET_OPERATION,
+    LLM_PREFIX,
+    RESET_OPERATION,
+    RUN_OPERATION,
+    TOOL_PREFIX,
+    TURN_PREFIX,
     RunRequest,
-    dump_compact,
-    entry_to_chat,
+    TurnOutput,
     add_usage,
-    assistant_message,
     empty_usage,
-    iso,
-    load_state,
-    parse_iso,
+    entity_name,
+    llm_activity_name,
     response_entry,
-    utc_now,
+    response_event_name,
+    session_entity_id,
+    tool_activity_name,
+    turn_instance_id,
+    turn_orchestration_name,
 )
-from .structured import StructuredOutputError, validate_reply
+from .state import RawSession, assistant_message, entry_to_chat, iso, load_state, parse_iso, utc_now
+from .structured import StructuredOutputError, normalize_response_format, validate_reply
 from .tools import ToolContext, to_jsonable
 
 logger = logging.getLogger("moorage.agents")
 
-TURN_PREFIX = "moorage.agent_turn:"
-LLM_PREFIX = "moorage.agent_llm:"
-TOOL_PREFIX = "moorage.agent_tool:"
-
-
-def turn_orchestration_name(agent_name: str) -> str:
-    return TURN_PREFIX + agent_name
-
-
-def llm_activity_name(agent_name: str) -> str:
-    return LLM_PREFIX + agent_name
-
-
-def tool_activity_name(agent_name: str) -> str:
-    return TOOL_PREFIX + agent_name
-
-
-def turn_instance_id(agent_name: str, session_id: str, correlation_id: str) -> str:
-    """The turn orchestration's instance id: known to whoever knows the request, so clients can wait on it."""
-    return f"dafx-{agent_name.lower()}:{session_id}:{correlation_id}"
-
-
-def response_event_name(correlation_id: str) -> str:
-    return f"moorage.agent_response:{correlation_id}"
-
-
-def session_entity_id(agent_name: str, session_id: str) -> EntityInstanceId:
-    return EntityInstanceId(entity_name(agent_name), session_id)
+# The names below are the protocol's (moorage.agents.protocol); they stay importable from here.
+__all__ = [
+    "AgentTurnFailed", "HistoryReader", "LLM_PREFIX", "SessionEntity", "TOOL_PREFIX", "TURN_PREFIX",
+    "llm_activity_name", "make_llm_activity", "make_session_entity", "make_tool_activity", "make_turn_orchestrator",
+    "response_event_name", "session_entity_id", "tool_activity_name", "turn_instance_id", "turn_orchestration_name",
+]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The session entity
 # ---------------------------------------------------------------------------------------------------------------------
 
-def _read_raw(ctx: EntityContext) -> str | None:
-    """The entity's stored state as JSON text, without parsing it (the SDK keeps it serialised)."""
-    shim = getattr(ctx, "_state", None)
-    if shim is not None and isinstance(getattr(shim, "_current_state", None), (str, type(None))):
-        return shim._current_state  # type: ignore[no-any-return]
-    value = ctx.get_state()  # pragma: no cover - other SDK versions
-    return None if value is None else value if isinstance(value, str) else dump_compact(value)
+class SessionEntity:
+    """The session entity of one agent, one named step per operation.
 
+    Every operation reads the stored state as text (:class:`RawSession`), changes it and writes it back whole; a
+    turn's cost does not grow with the conversation. Turns on a session are serialised: ``run`` starts a turn when
+    none is running and queues the request otherwise; ``_complete`` appends the response and starts the next queued
+    turn.
+    """
 
-def _write_raw(ctx: EntityContext, raw: str | None) -> None:
-    shim = getattr(ctx, "_state", None)
-    if shim is not None and hasattr(shim, "_current_state"):
-        shim._current_state = raw  # the SDK commits / rolls back this field per operation
-    else:  # pragma: no cover - other SDK versions
-        ctx.set_state(None if raw is None else json.loads(raw))
+    def __init__(self, agent: Agent):
+        self.agent = agent
+        self.turn_name = turn_orchestration_name(agent.name)
+        self.ttl = agent.session_ttl
+        self.default_response_format = (normalize_response_format(agent.response_schema)
+                                        if agent.response_schema is not None else None)
 
+    def __call__(self, ctx: EntityContext, input: Any) -> Any:
+        op = ctx.operation
+        if op == DELETE_OPERATION:
+            _sdk.write_entity_state_text(ctx, None)
+            return None
+        session = RawSession(_sdk.read_entity_state_text(ctx))
+        if op == RUN_OPERATION:
+            return self.run(ctx, session, input)
+        if op == COMPLETE_OPERATION:
+            return self.complete(ctx, session, input)
+        if op == RESET_OPERATION:
+            return self.reset(ctx, session)
+        if op == EXPIRE_OPERATION:
+            return self.expire(ctx, session)
+        if op == GET_OPERATION:
+            return load_state(session.to_raw()) if session.exists else None
+        raise ValueError(f"agent session {ctx.entity_id} has no operation {op!r}; supported: run, reset, delete, get")
 
-def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
-    turn_name = turn_orchestration_name(agent.name)
-    ttl = agent.session_ttl
-    default_rf = None
-    if agent.response_schema is not None:
-        from .structured import normalize_response_format
+    # -- operations ---------------------------------------------------------------------------------------------------
 
-        default_rf = normalize_response_format(agent.response_schema)
-
-    def touch(ctx: EntityContext, mo: dict[str, Any], now: datetime) -> None:
-        mo["lastActivityAt"] = iso(now)
-        if ttl is not None:
-            mo["ttlSeconds"] = ttl.total_seconds()
-            if not mo.get("expiryCheckAt"):
-                schedule_expiry(ctx, mo, now + ttl)
-
-    def schedule_expiry(ctx: EntityContext, mo: dict[str, Any], at: datetime) -> None:
-        mo["expiryCheckAt"] = iso(at)
-        ctx.signal_entity(ctx.entity_id, "_expire", None, signal_time=at)
-
-    def begin(ctx: EntityContext, session: RawSession, req: RunRequest, now: datetime) -> str:
-        session_id = ctx.entity_id.key
-        request_entry = req.to_entry(now)
-        session.append(request_entry)
-        base, recent = session.take_recent()
-        instance_id = turn_instance_id(agent.name, session_id, req.correlation_id)
-        session.mo["active"] = {"correlationId": req.correlation_id, "instanceId": instance_id,
-                                "startedAt": iso(now)}
-        ctx.schedule_new_orchestration(turn_name, input={
-            "agent": agent.name,
-            "sessionId": session_id,
-            "correlationId": req.correlation_id,
-            # Not the whole history (it would be stored and replayed with every step of every turn): the entries
-            # added since the previous turn's request, on top of which a worker that ran that turn has the rest
-            # cached; any other worker reads it from this entity (see HistoryReader).
-            "history": {"epoch": session.mo["epoch"], "base": base, "recent": recent,
-                        "version": int(session.mo.get("version") or 0)},
-            "responseFormat": req.response_format if req.response_format is not None else default_rf,
-            "enableToolCalls": req.enable_tool_calls,
-            "options": req.options,
-            "replyTo": req.reply_to,
-        }, instance_id=instance_id)
-        return instance_id
-
-    def known(session: RawSession, corr: str) -> str | None:
-        mo = session.mo
-        if mo.get("active") and mo["active"].get("correlationId") == corr:
-            return "running"
-        if any(p.get("correlationId") == corr for p in mo.get("pending") or []):
-            return "queued"
-        if session.has_correlation(corr):
-            return "done"
-        return None
-
-    def op_run(ctx: EntityContext, session: RawSession, input: Any) -> dict[str, Any]:
+    def run(self, ctx: EntityContext, session: RawSession, input: Any) -> dict[str, Any]:
+        """A new request: start its turn, or queue it behind the running one; a repeated one is answered as is."""
         req = RunRequest.parse(input)
         mo = session.mo
         now = utc_now()
-        instance_id = turn_instance_id(agent.name, ctx.entity_id.key, req.correlation_id)
-        seen = known(session, req.correlation_id)
+        instance_id = turn_instance_id(self.agent.name, ctx.entity_id.key, req.correlation_id)
+        seen = self.known(session, req.correlation_id)
         if seen is not None:  # a re-delivered or repeated request: one turn per correlation id
             return {"status": seen, "instanceId": instance_id, "duplicate": True}
         if mo.get("active"):
             mo["pending"].append(req.to_dict())
-            touch(ctx, mo, now)
-            _write_raw(ctx, session.to_raw())
+            self.save(ctx, session, now)
             return {"status": "queued", "instanceId": instance_id, "position": len(mo["pending"])}
-        begin(ctx, session, req, now)
-        touch(ctx, mo, now)
-        _write_raw(ctx, session.to_raw())
+        self.begin_turn(ctx, session, req, now)
+        self.save(ctx, session, now)
         return {"status": "started", "instanceId": instance_id}
 
-    def op_complete(ctx: EntityContext, session: RawSession, input: Any) -> None:
+    def complete(self, ctx: EntityContext, session: RawSession, input: Any) -> None:
+        """A turn's response: append it (unless the session was reset meanwhile), then start the next request."""
         if not session.exists:
             return None  # the session was deleted while the turn ran
         mo = session.mo
@@ -185,18 +139,12 @@ def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
             session.append(input["response"])
         mo["active"] = None
         now = utc_now()
-        while mo["pending"]:
-            try:
-                nxt = RunRequest.parse(mo["pending"].pop(0))
-            except ValueError:
-                continue
-            begin(ctx, session, nxt, now)
-            break
-        touch(ctx, mo, now)
-        _write_raw(ctx, session.to_raw())
+        self.start_next(ctx, session, now)
+        self.save(ctx, session, now)
         return None
 
-    def op_reset(ctx: EntityContext, session: RawSession) -> None:
+    def reset(self, ctx: EntityContext, session: RawSession) -> None:
+        """Forget the conversation and the queue; a running turn's answer will be dropped."""
         if not session.exists:
             return None
         mo = session.mo
@@ -204,46 +152,108 @@ def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
         mo["pending"] = []
         if mo.get("active"):
             mo["active"]["discard"] = True
-        touch(ctx, mo, utc_now())
-        _write_raw(ctx, session.to_raw())
+        self.save(ctx, session, utc_now())
         return None
 
-    def op_expire(ctx: EntityContext, session: RawSession) -> None:
+    def expire(self, ctx: EntityContext, session: RawSession) -> None:
+        """The idle-TTL check (a delayed self-signal): delete an idle session, or check again later."""
         if not session.exists:
             return None
         mo = session.mo
         mo["expiryCheckAt"] = None
         now = utc_now()
-        if ttl is not None:
+        if self.ttl is not None:
             last = parse_iso(mo.get("lastActivityAt")) or now
             if mo.get("active") or mo.get("pending"):
-                schedule_expiry(ctx, mo, now + ttl)
-            elif now >= last + ttl - timedelta(milliseconds=50):
-                logger.info("session %s of agent %s expired after %s idle", ctx.entity_id.key, agent.name, ttl)
-                _write_raw(ctx, None)
+                self.schedule_expiry(ctx, mo, now + self.ttl)
+            elif now >= last + self.ttl - timedelta(milliseconds=50):
+                logger.info("session %s of agent %s expired after %s idle", ctx.entity_id.key, self.agent.name,
+                            self.ttl)
+                _sdk.write_entity_state_text(ctx, None)
                 return None
             else:
-                schedule_expiry(ctx, mo, last + ttl)
-        _write_raw(ctx, session.to_raw())
+                self.schedule_expiry(ctx, mo, last + self.ttl)
+        _sdk.write_entity_state_text(ctx, session.to_raw())
         return None
 
+    # -- steps --------------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def known(session: RawSession, corr: str) -> str | None:
+        """Where a correlation id already is on this session: running, queued, done — or None (new)."""
+        mo = session.mo
+        if mo.get("active") and mo["active"].get("correlationId") == corr:
+            return "running"
+        if any(p.get("correlationId") == corr for p in mo.get("pending") or []):
+            return "queued"
+        if session.has_correlation(corr):
+            return "done"
+        return None
+
+    def begin_turn(self, ctx: EntityContext, session: RawSession, req: RunRequest, now: datetime) -> str:
+        """Append the request and start its turn orchestration (deterministic instance id)."""
+        session_id = ctx.entity_id.key
+        session.append(req.to_entry(now))
+        instance_id = turn_instance_id(self.agent.name, session_id, req.correlation_id)
+        session.mo["active"] = {"correlationId": req.correlation_id, "instanceId": instance_id,
+                                "startedAt": iso(now)}
+        ctx.schedule_new_orchestration(self.turn_name, input=self.turn_input(session, session_id, req),
+                                       instance_id=instance_id)
+        return instance_id
+
+    def turn_input(self, session: RawSession, session_id: str, req: RunRequest) -> dict[str, Any]:
+        base, recent = session.take_recent()
+        return {
+            "agent": self.agent.name,
+            "sessionId": session_id,
+            "correlationId": req.correlation_id,
+            # Not the whole history (it would be stored and replayed with every step of every turn): the entries
+            # added since the previous turn's request, on top of which a worker that ran that turn has the rest
+            # cached; any other worker reads it from this entity (see HistoryReader).
+            "history": {"epoch": session.mo["epoch"], "base": base, "recent": recent,
+                        "version": int(session.mo.get("version") or 0)},
+            "responseFormat": req.response_format if req.response_format is not None
+            else self.default_response_format,
+            "enableToolCalls": req.enable_tool_calls,
+            "options": req.options,
+            "replyTo": req.reply_to,
+        }
+
+    def start_next(self, ctx: EntityContext, session: RawSession, now: datetime) -> None:
+        """Start the oldest queued request that parses (a malformed one is dropped)."""
+        pending = session.mo["pending"]
+        while pending:
+            try:
+                nxt = RunRequest.parse(pending.pop(0))
+            except ValueError:
+                continue
+            self.begin_turn(ctx, session, nxt, now)
+            return
+
+    def save(self, ctx: EntityContext, session: RawSession, now: datetime) -> None:
+        """Record activity (for the TTL) and write the state back."""
+        self.touch(ctx, session.mo, now)
+        _sdk.write_entity_state_text(ctx, session.to_raw())
+
+    def touch(self, ctx: EntityContext, mo: dict[str, Any], now: datetime) -> None:
+        mo["lastActivityAt"] = iso(now)
+        if self.ttl is not None:
+            mo["ttlSeconds"] = self.ttl.total_seconds()
+            if not mo.get("expiryCheckAt"):
+                self.schedule_expiry(ctx, mo, now + self.ttl)
+
+    @staticmethod
+    def schedule_expiry(ctx: EntityContext, mo: dict[str, Any], at: datetime) -> None:
+        mo["expiryCheckAt"] = iso(at)
+        ctx.signal_entity(ctx.entity_id, EXPIRE_OPERATION, None, signal_time=at)
+
+
+def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
+    """The entity function the worker registers under ``protocol.entity_name(agent)`` (see :class:`SessionEntity`)."""
+    entity = SessionEntity(agent)
+
     def session_entity(ctx: EntityContext, input: Any) -> Any:
-        op = ctx.operation
-        if op == "delete":
-            _write_raw(ctx, None)
-            return None
-        session = RawSession(_read_raw(ctx))
-        if op == "run":
-            return op_run(ctx, session, input)
-        if op == "_complete":
-            return op_complete(ctx, session, input)
-        if op == "reset":
-            return op_reset(ctx, session)
-        if op == "_expire":
-            return op_expire(ctx, session)
-        if op == "get":
-            return load_state(session.to_raw()) if session.exists else None
-        raise ValueError(f"agent session {ctx.entity_id} has no operation {op!r}; supported: run, reset, delete, get")
+        return entity(ctx, input)
 
     session_entity.__name__ = entity_name(agent.name)
     return session_entity
@@ -427,7 +437,7 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
                         {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
                         for c in calls]})
                     produced.append(assistant_message(reply_text, calls, author_name=agent.name))
-                    tasks = [ctx.call_activity(tool_name, input={
+                    tasks: list[task.Task[Any]] = [ctx.call_activity(tool_name, input={
                         "name": c["name"], "arguments": c["arguments"], "callId": c["id"],
                         "sessionId": session_id, "correlationId": corr,
                     }, retry_policy=agent.tool_retry) for c in calls]
@@ -479,15 +489,13 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
                 {"$type": "error", "message": error["message"], "errorCode": error["code"], "details": None}]})
             text, value = "", None
         entry = response_entry(corr, produced, usage, now, is_error=error is not None)
-        output = {
-            "agent": agent.name, "sessionId": session_id, "correlationId": corr, "instanceId": ctx.instance_id,
-            "text": text, "value": value, "messages": produced, "usage": usage, "createdAt": now,
-            "responseFormat": rf, "error": error,
-        }
+        output = TurnOutput(agent=agent.name, session_id=session_id, correlation_id=corr,
+                            instance_id=ctx.instance_id, text=text, value=value, messages=produced, usage=usage,
+                            created_at=now, response_format=rf, error=error).to_json()
         # A call, not a signal: when the turn completes, the session already holds the response (read-your-writes
         # for clients that look at the session right after a run).
         try:
-            yield ctx.call_entity(session_entity_id(agent.name, session_id), "_complete",
+            yield ctx.call_entity(session_entity_id(agent.name, session_id), COMPLETE_OPERATION,
                                   input={"correlationId": corr, "instanceId": ctx.instance_id, "response": entry})
         except task.TaskFailedError as exc:  # still answer whoever waits for this turn
             logger.error("turn %s: the session did not take the response: %s", ctx.instance_id, exc)

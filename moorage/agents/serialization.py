@@ -6,14 +6,16 @@ import inspect
 import json
 from typing import Any
 
-from durabletask.serialization import JsonDataConverter, _encode_custom_object  # type: ignore[attr-defined]
+from durabletask.serialization import JsonDataConverter
 from pydantic import BaseModel
+
+from .._sdk import encode_custom_object
 
 
 def _default(o: Any) -> Any:
     if isinstance(o, BaseModel):
         return o.model_dump(mode="json")
-    return _encode_custom_object(o)
+    return encode_custom_object(o)
 
 
 class MoorageDataConverter(JsonDataConverter):

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .structured import normalize_response_format
-
-SCHEMA_VERSION = "1.1.0"
-EXT_KEY = "moorage"
+# The request/response shapes and the bookkeeping rules are the protocol's (re-exported here for old imports).
+from .protocol import (EXT_KEY, SCHEMA_VERSION, RunRequest, add_usage, empty_usage, is_error_entry,  # noqa: F401
+                       response_entry)
 
 
 def utc_now() -> datetime:
@@ -91,156 +89,6 @@ def ext(state: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Run requests (Agent Framework's request shape, plus Moorage extensions)
-# ---------------------------------------------------------------------------------------------------------------------
-
-@dataclass
-class RunRequest:
-    """A parsed ``run`` operation input.
-
-    Agent Framework fields: ``message``, ``role``, ``correlationId``, ``request_response_format``,
-    ``response_format``, ``enable_tool_calls``, ``wait_for_response``, ``created_at``, ``orchestrationId``,
-    ``options``. Moorage adds ``contents`` (multimodal input: a list of schema contents, e.g.
-    ``{"$type": "uri", "uri": "https://.../cat.png", "mediaType": "image/png"}``) and ``replyTo``
-    (``{"instanceId", "event"}``: an orchestration to send the response to as an external event).
-    """
-
-    correlation_id: str
-    role: str = "user"
-    contents: list[dict[str, Any]] = field(default_factory=list)
-    response_format: dict[str, Any] | None = None
-    request_response_format: str = "text"
-    enable_tool_calls: bool = True
-    options: dict[str, Any] = field(default_factory=dict)
-    orchestration_id: str | None = None
-    reply_to: dict[str, Any] | None = None
-    created_at: str | None = None
-
-    @classmethod
-    def parse(cls, raw: Any) -> RunRequest:
-        if isinstance(raw, str):
-            try:
-                raw = json.loads(raw)
-            except json.JSONDecodeError:
-                raw = {"message": raw}
-        if not isinstance(raw, dict):
-            raise ValueError("a run request must be a JSON object with at least 'message' and 'correlationId'")
-        corr = raw.get("correlationId") or raw.get("correlation_id")
-        if not corr or not isinstance(corr, str):
-            raise ValueError("correlationId is required in a run request")
-        role = str(raw.get("role") or "user").strip().lower() or "user"
-        if role not in ("user", "system", "assistant", "developer"):
-            raise ValueError(f"unsupported role {role!r} in run request")
-        contents: list[dict[str, Any]] = []
-        message = raw.get("message")
-        if message is not None and not isinstance(message, str):
-            raise ValueError("'message' must be a string")
-        if message:
-            contents.append({"$type": "text", "text": message})
-        extra = raw.get("contents")
-        if extra is not None:
-            if not isinstance(extra, list) or not all(isinstance(c, dict) and c.get("$type") for c in extra):
-                raise ValueError("'contents' must be a list of objects with a '$type'")
-            contents.extend(extra)
-        rf = normalize_response_format(raw.get("response_format"))
-        rrf = str(raw.get("request_response_format") or ("json" if rf else "text"))
-        if rf is None and rrf == "json":
-            rf = {"type": "json_object"}
-        options = raw.get("options") if isinstance(raw.get("options"), dict) else {}
-        reply_to = raw.get("replyTo") if isinstance(raw.get("replyTo"), dict) else None
-        created = raw.get("created_at") or raw.get("createdAt")
-        return cls(
-            correlation_id=corr,
-            role=role,
-            contents=contents,
-            response_format=rf,
-            request_response_format="json" if rf else "text",
-            enable_tool_calls=bool(raw.get("enable_tool_calls", True)),
-            options=dict(options or {}),
-            orchestration_id=raw.get("orchestrationId") or None,
-            reply_to=reply_to,
-            created_at=created if isinstance(created, str) else None,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The wire form (Agent Framework's field names)."""
-        text = "".join(c.get("text") or "" for c in self.contents if c.get("$type") == "text")
-        others = [c for c in self.contents if c.get("$type") != "text"]
-        out: dict[str, Any] = {
-            "message": text,
-            "role": self.role,
-            "correlationId": self.correlation_id,
-            "request_response_format": self.request_response_format,
-            "enable_tool_calls": self.enable_tool_calls,
-            "wait_for_response": True,
-            "options": self.options,
-        }
-        if others:
-            out["contents"] = self.contents  # keep order when mixing text and media
-            out["message"] = ""
-        if self.response_format is not None:
-            out["response_format"] = self.response_format
-        if self.created_at:
-            out["created_at"] = self.created_at
-        if self.orchestration_id:
-            out["orchestrationId"] = self.orchestration_id
-        if self.reply_to:
-            out["replyTo"] = self.reply_to
-        return out
-
-    def to_entry(self, now: datetime) -> dict[str, Any]:
-        created = self.created_at or iso(now)
-        entry: dict[str, Any] = {
-            "$type": "request",
-            "correlationId": self.correlation_id,
-            "createdAt": created,
-            "messages": [{"role": self.role, "contents": self.contents, "createdAt": created}],
-            "responseType": self.request_response_format,
-        }
-        if self.response_format is not None and self.response_format.get("schema") is not None:
-            entry["responseSchema"] = self.response_format["schema"]
-        if self.orchestration_id:
-            entry["orchestrationId"] = self.orchestration_id
-        return entry
-
-
-def response_entry(correlation_id: str, messages: list[dict[str, Any]], usage: dict[str, Any] | None,
-                   created_at: str, *, is_error: bool = False) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "$type": "response",
-        "correlationId": correlation_id,
-        "createdAt": created_at,
-        "messages": messages,
-    }
-    if usage is not None:
-        entry["usage"] = usage
-    if is_error:
-        entry["extensionData"] = {EXT_KEY: {"isError": True}}
-    return entry
-
-
-def is_error_entry(entry: dict[str, Any]) -> bool:
-    if entry.get("$type") != "response":
-        return False
-    extension = entry.get("extensionData") or {}
-    if isinstance(extension, dict) and (extension.get(EXT_KEY) or {}).get("isError"):
-        return True
-    contents = [c for m in entry.get("messages") or [] for c in m.get("contents") or []]
-    return bool(contents) and all(c.get("$type") == "error" for c in contents)
-
-
-def empty_usage() -> dict[str, int]:
-    return {"inputTokenCount": 0, "outputTokenCount": 0, "totalTokenCount": 0}
-
-
-def add_usage(total: dict[str, Any], usage: dict[str, Any] | None) -> None:
-    if not usage:
-        return
-    for key in ("inputTokenCount", "outputTokenCount", "totalTokenCount"):
-        total[key] = (total.get(key) or 0) + int(usage.get(key) or 0)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Schema messages <-> Chat Completions messages
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -280,7 +128,7 @@ def message_to_chat(message: dict[str, Any]) -> list[dict[str, Any]]:
     role = message.get("role") or "user"
     contents = message.get("contents") or []
     if role == "tool":
-        out = []
+        out: list[dict[str, Any]] = []
         for c in contents:
             if c.get("$type") == "functionResult":
                 out.append({"role": "tool", "tool_call_id": c.get("callId") or "", "content": _result_text(c.get("result"))})
@@ -306,7 +154,7 @@ def message_to_chat(message: dict[str, Any]) -> list[dict[str, Any]]:
         elif kind == "functionResult":
             results.append({"role": "tool", "tool_call_id": c.get("callId") or "", "content": _result_text(c.get("result"))})
         # reasoning, usage, error, hosted*: not replayed to the model
-    out: list[dict[str, Any]] = []
+    out = []
     if role == "assistant":
         if calls or texts:
             msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}

@@ -183,7 +183,7 @@ class Tool:
             default = ... if param.default is inspect.Parameter.empty else param.default
             doc = param_docs.get(pname)
             fields[pname] = (annotation, Field(default, description=doc) if doc else default)
-        self._args_model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        self._args_model: type[BaseModel] = create_model(
             f"{self.name}_arguments", __config__=None, **fields)
         schema = _strip_titles(self._args_model.model_json_schema())
         schema.setdefault("type", "object")

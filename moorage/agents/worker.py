@@ -48,7 +48,8 @@ class AgentWorker:
     different agents can share a task hub; turn it off for a backend that does not support work-item filters.
 
     ``gateway`` (default on) makes the agents reachable through the gateway with no extra code: the worker
-    streams answers to it and announces its agents when it starts (``moorage.gateway.worker``).
+    streams answers to it and announces its agents when it starts (:mod:`moorage.agents.exposure`);
+    ``gateway_exposure`` is then the stream publisher (False: exposed without streaming; None: not exposed).
     """
 
     def __init__(self, agents: Iterable[Agent] = (), *, connection_string: str | None = None,
@@ -71,6 +72,7 @@ class AgentWorker:
         self._started = False
         self._work_item_filters = work_item_filters
         self._gateway = gateway
+        self.gateway_exposure: Any = None
         self._history = HistoryReader(self._new_client)
         for agent in agents:
             self.add_agent(agent)
@@ -153,7 +155,7 @@ class AgentWorker:
     def start(self) -> AgentWorker:
         if not self._started:
             if self._gateway:
-                from moorage.gateway.worker import expose
+                from .exposure import expose
 
                 expose(self)
             if self._work_item_filters:
@@ -163,7 +165,7 @@ class AgentWorker:
             self._worker.start()
             self._started = True
             if self._gateway:
-                from moorage.gateway.worker import announce
+                from .exposure import announce
 
                 try:
                     announce(self)
@@ -190,7 +192,7 @@ class AgentWorker:
     def run(self) -> None:
         """Start and block until SIGINT or SIGTERM, then stop cleanly."""
         done = threading.Event()
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: done.set())

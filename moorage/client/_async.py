@@ -20,11 +20,12 @@ from moorage.client._types import (
     dumps,
     iso,
     run_request,
+    session_arg,
     target,
     translate,
 )
-from moorage.gateway._proto import agents_pb2 as pb
-from moorage.gateway._proto import agents_pb2_grpc as pb_grpc
+from moorage._proto import agents_pb2 as pb
+from moorage._proto import agents_pb2_grpc as pb_grpc
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -61,8 +62,8 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def agent(self, name: str) -> AsyncAgent:
-        return AsyncAgent(self, name)
+    def agent(self, name: str) -> AsyncAgentHandle:
+        return AsyncAgentHandle(self, name)
 
     async def agents(self) -> list[AgentInfo]:
         resp = await self._call("ListAgents", pb.ListAgentsRequest())
@@ -112,16 +113,21 @@ class AsyncRunStream:
 
     def __init__(self, call: Any):
         self._call = call
-        self.thread_id: str | None = None
+        self.session_id: str | None = None
         self.correlation_id: str | None = None
         self.result: RunResult | None = None
+
+    @property
+    def thread_id(self) -> str | None:
+        """Deprecated alias of :attr:`session_id`."""
+        return self.session_id
 
     async def __aiter__(self) -> AsyncIterator[str]:
         try:
             async for event in self._call:
                 kind = event.WhichOneof("event")
                 if kind == "started":
-                    self.thread_id = event.started.thread_id
+                    self.session_id = event.started.session_id
                     self.correlation_id = event.started.correlation_id
                 elif kind == "chunk":
                     yield event.chunk.text
@@ -140,47 +146,54 @@ class AsyncRunStream:
         self._call.cancel()
 
 
-class AsyncAgent:
+class AsyncAgentHandle:
+    """``client.agent("Joker")`` on asyncio (formerly ``AsyncAgent``, which remains as an alias)."""
+
     def __init__(self, client: AsyncClient, name: str):
         self._client = client
         self.name = name
 
-    async def run(self, message: str, *, thread_id: str | None = None, correlation_id: str | None = None,
+    async def run(self, message: str, *, session_id: str | None = None, correlation_id: str | None = None,
                   response_schema: Any = None, options: dict[str, Any] | None = None,
-                  enable_tool_calls: bool | None = None, timeout: float | None = None) -> RunResult:
+                  enable_tool_calls: bool | None = None, timeout: float | None = None,
+                  thread_id: str | None = None) -> RunResult:
         return RunResult.from_pb(await self._client._call("Run", run_request(
-            self.name, message, thread_id=thread_id, correlation_id=correlation_id, response_schema=response_schema,
-            options=options, enable_tool_calls=enable_tool_calls, timeout=timeout)))
+            self.name, message, session_id=session_arg(session_id, thread_id), correlation_id=correlation_id,
+            response_schema=response_schema, options=options, enable_tool_calls=enable_tool_calls, timeout=timeout)))
 
-    def stream(self, message: str, *, thread_id: str | None = None, correlation_id: str | None = None,
+    def stream(self, message: str, *, session_id: str | None = None, correlation_id: str | None = None,
                response_schema: Any = None, options: dict[str, Any] | None = None,
-               enable_tool_calls: bool | None = None, timeout: float | None = None) -> AsyncRunStream:
-        req = run_request(self.name, message, thread_id=thread_id, correlation_id=correlation_id,
-                          response_schema=response_schema, options=options, enable_tool_calls=enable_tool_calls,
-                          timeout=timeout)
+               enable_tool_calls: bool | None = None, timeout: float | None = None,
+               thread_id: str | None = None) -> AsyncRunStream:
+        req = run_request(self.name, message, session_id=session_arg(session_id, thread_id),
+                          correlation_id=correlation_id, response_schema=response_schema, options=options,
+                          enable_tool_calls=enable_tool_calls, timeout=timeout)
         return AsyncRunStream(self._client._stub.RunStream(req, metadata=self._client._metadata or None))
 
-    async def start(self, message: str, *, thread_id: str | None = None, correlation_id: str | None = None,
+    async def start(self, message: str, *, session_id: str | None = None, correlation_id: str | None = None,
                     response_schema: Any = None, options: dict[str, Any] | None = None,
-                    enable_tool_calls: bool | None = None) -> RunHandle:
+                    enable_tool_calls: bool | None = None, thread_id: str | None = None) -> RunHandle:
         resp = await self._client._call("StartRun", run_request(
-            self.name, message, thread_id=thread_id, correlation_id=correlation_id, response_schema=response_schema,
-            options=options, enable_tool_calls=enable_tool_calls, timeout=None))
-        return RunHandle(resp.agent, resp.thread_id, resp.correlation_id)
+            self.name, message, session_id=session_arg(session_id, thread_id), correlation_id=correlation_id,
+            response_schema=response_schema, options=options, enable_tool_calls=enable_tool_calls, timeout=None))
+        return RunHandle(resp.agent, resp.session_id, resp.correlation_id)
 
     async def result(self, handle: RunHandle | str, correlation_id: str | None = None, *,
                      wait: float = 0.0) -> RunStatus:
-        thread_id = handle.thread_id if isinstance(handle, RunHandle) else handle
+        session_id = handle.session_id if isinstance(handle, RunHandle) else handle
         corr = handle.correlation_id if isinstance(handle, RunHandle) else correlation_id
         return RunStatus.from_pb(await self._client._call("GetRunResult", pb.GetRunResultRequest(
-            agent=self.name, thread_id=thread_id, correlation_id=corr or "", wait_seconds=wait)))
+            agent=self.name, session_id=session_id, correlation_id=corr or "", wait_seconds=wait)))
 
-    def thread(self, thread_id: str | None = None) -> AsyncThread:
-        return AsyncThread(self, thread_id)
+    def new_session(self, session_id: str | None = None) -> AsyncAgentSession:
+        return AsyncAgentSession(self, session_id)
 
-    async def session(self, thread_id: str) -> Session:
+    create_session = new_session  # Agent Framework's name
+    thread = new_session  # deprecated: Agent Framework's old name
+
+    async def session(self, session_id: str) -> Session:
         return Session.from_pb(await self._client._call("GetSession", pb.GetSessionRequest(
-            agent=self.name, thread_id=thread_id)))
+            agent=self.name, session_id=session_id)))
 
     async def sessions(self, page_size: int = 100) -> AsyncIterator[SessionSummary]:
         token = ""
@@ -188,38 +201,51 @@ class AsyncAgent:
             resp = await self._client._call("ListSessions", pb.ListSessionsRequest(
                 agent=self.name, page_size=page_size, continuation_token=token))
             for s in resp.sessions:
-                yield SessionSummary(s.agent, s.thread_id, s.last_modified_at)
+                yield SessionSummary(s.agent, s.session_id, s.last_modified_at)
             token = resp.continuation_token
             if not token:
                 return
 
-    async def delete_session(self, thread_id: str) -> None:
-        await self._client._call("DeleteSession", pb.DeleteSessionRequest(agent=self.name, thread_id=thread_id))
+    async def delete_session(self, session_id: str) -> None:
+        await self._client._call("DeleteSession", pb.DeleteSessionRequest(agent=self.name, session_id=session_id))
 
 
-class AsyncThread:
-    def __init__(self, agent: AsyncAgent, thread_id: str | None = None):
+class AsyncAgentSession:
+    """One conversation on asyncio (formerly ``AsyncThread``, which remains as an alias)."""
+
+    def __init__(self, agent: AsyncAgentHandle, session_id: str | None = None):
         self.agent = agent
-        self.id = thread_id
+        self.id = session_id
+
+    @property
+    def session_id(self) -> str | None:
+        return self.id
 
     async def run(self, message: str, **kwargs: Any) -> RunResult:
-        result = await self.agent.run(message, thread_id=self.id, **kwargs)
-        self.id = result.thread_id
+        result = await self.agent.run(message, session_id=self.id, **kwargs)
+        self.id = result.session_id
         return result
 
     async def stream(self, message: str, **kwargs: Any) -> AsyncIterator[str]:
-        s = self.agent.stream(message, thread_id=self.id, **kwargs)
+        s = self.agent.stream(message, session_id=self.id, **kwargs)
         async for text in s:
             if self.id is None:
-                self.id = s.thread_id
+                self.id = s.session_id
             yield text
         if s.result is not None:
-            self.id = s.result.thread_id
+            self.id = s.result.session_id
 
     async def history(self) -> Session:
         if self.id is None:
-            raise ValueError("the thread has no id yet: run a turn first")
+            raise ValueError("the session has no id yet: run a turn first")
         return await self.agent.session(self.id)
 
+    async def delete(self) -> None:
+        if self.id is not None:
+            await self.agent.delete_session(self.id)
 
-__all__ = ["AsyncAgent", "AsyncClient", "AsyncRunStream", "AsyncThread"]
+
+AsyncAgent = AsyncAgentHandle  # the old names
+AsyncThread = AsyncAgentSession
+
+__all__ = ["AsyncAgent", "AsyncAgentHandle", "AsyncAgentSession", "AsyncClient", "AsyncRunStream", "AsyncThread"]

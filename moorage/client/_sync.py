@@ -20,11 +20,12 @@ from moorage.client._types import (
     dumps,
     iso,
     run_request,
+    session_arg,
     target,
     translate,
 )
-from moorage.gateway._proto import agents_pb2 as pb
-from moorage.gateway._proto import agents_pb2_grpc as pb_grpc
+from moorage._proto import agents_pb2 as pb
+from moorage._proto import agents_pb2_grpc as pb_grpc
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -34,9 +35,9 @@ class Client:
 
         from moorage.client import Client
         with Client("localhost:8080") as client:
-            thread = client.agent("Joker").thread()
-            print(thread.run("Tell me a joke about pirates"))
-            print(thread.run("Another one about the same topic"))
+            session = client.agent("Joker").new_session()
+            print(session.run("Tell me a joke about pirates"))
+            print(session.run("Another one about the same topic"))
 
     ``address``: ``host:port`` of the gateway's gRPC (the sidecar's port when the gateway runs inside it;
     default ``$MOORAGE_ADDRESS`` or ``localhost:8080``); ``https://`` for TLS.
@@ -75,8 +76,8 @@ class Client:
 
     # -- agents -----------------------------------------------------------------------------------------------------
 
-    def agent(self, name: str) -> Agent:
-        return Agent(self, name)
+    def agent(self, name: str) -> AgentHandle:
+        return AgentHandle(self, name)
 
     def agents(self) -> list[AgentInfo]:
         resp = self._call("ListAgents", pb.ListAgentsRequest())
@@ -131,16 +132,21 @@ class RunStream:
 
     def __init__(self, call: Any):
         self._call = call
-        self.thread_id: str | None = None
+        self.session_id: str | None = None
         self.correlation_id: str | None = None
         self.result: RunResult | None = None
+
+    @property
+    def thread_id(self) -> str | None:
+        """Deprecated alias of :attr:`session_id`."""
+        return self.session_id
 
     def __iter__(self) -> Iterator[str]:
         try:
             for event in self._call:
                 kind = event.WhichOneof("event")
                 if kind == "started":
-                    self.thread_id = event.started.thread_id
+                    self.session_id = event.started.session_id
                     self.correlation_id = event.started.correlation_id
                 elif kind == "chunk":
                     yield event.chunk.text
@@ -160,53 +166,62 @@ class RunStream:
         self._call.cancel()
 
 
-class Agent:
-    """``client.agent("Joker")``: run turns, stream them, and manage the agent's threads."""
+class AgentHandle:
+    """``client.agent("Joker")``: run turns, stream them, and manage the agent's sessions.
+
+    (Formerly ``Agent``, which remains as an alias; ``moorage.Agent`` is the agent's *definition* in a worker.)"""
 
     def __init__(self, client: Client, name: str):
         self._client = client
         self.name = name
 
-    def run(self, message: str, *, thread_id: str | None = None, correlation_id: str | None = None,
+    def run(self, message: str, *, session_id: str | None = None, correlation_id: str | None = None,
             response_schema: Any = None, options: dict[str, Any] | None = None,
-            enable_tool_calls: bool | None = None, timeout: float | None = None) -> RunResult:
-        """Run one turn and wait for the answer. No ``thread_id``: a new thread (see ``result.thread_id``)."""
+            enable_tool_calls: bool | None = None, timeout: float | None = None,
+            thread_id: str | None = None) -> RunResult:
+        """Run one turn and wait for the answer. No ``session_id``: a new session (see ``result.session_id``).
+        ``thread_id=`` is the deprecated name of ``session_id=``."""
         return RunResult.from_pb(self._client._call("Run", run_request(
-            self.name, message, thread_id=thread_id, correlation_id=correlation_id, response_schema=response_schema,
-            options=options, enable_tool_calls=enable_tool_calls, timeout=timeout)))
+            self.name, message, session_id=session_arg(session_id, thread_id), correlation_id=correlation_id,
+            response_schema=response_schema, options=options, enable_tool_calls=enable_tool_calls, timeout=timeout)))
 
-    def stream(self, message: str, *, thread_id: str | None = None, correlation_id: str | None = None,
+    def stream(self, message: str, *, session_id: str | None = None, correlation_id: str | None = None,
                response_schema: Any = None, options: dict[str, Any] | None = None,
-               enable_tool_calls: bool | None = None, timeout: float | None = None) -> RunStream:
+               enable_tool_calls: bool | None = None, timeout: float | None = None,
+               thread_id: str | None = None) -> RunStream:
         """Run one turn and stream the answer: ``for text in agent.stream("..."): print(text, end="")``."""
-        req = run_request(self.name, message, thread_id=thread_id, correlation_id=correlation_id,
-                          response_schema=response_schema, options=options, enable_tool_calls=enable_tool_calls,
-                          timeout=timeout)
+        req = run_request(self.name, message, session_id=session_arg(session_id, thread_id),
+                          correlation_id=correlation_id, response_schema=response_schema, options=options,
+                          enable_tool_calls=enable_tool_calls, timeout=timeout)
         return RunStream(self._client._stub.RunStream(req, metadata=self._client._metadata or None))
 
-    def start(self, message: str, *, thread_id: str | None = None, correlation_id: str | None = None,
+    def start(self, message: str, *, session_id: str | None = None, correlation_id: str | None = None,
               response_schema: Any = None, options: dict[str, Any] | None = None,
-              enable_tool_calls: bool | None = None) -> RunHandle:
+              enable_tool_calls: bool | None = None, thread_id: str | None = None) -> RunHandle:
         """Start a turn without waiting; fetch the answer later with :meth:`result`."""
         resp = self._client._call("StartRun", run_request(
-            self.name, message, thread_id=thread_id, correlation_id=correlation_id, response_schema=response_schema,
-            options=options, enable_tool_calls=enable_tool_calls, timeout=None))
-        return RunHandle(resp.agent, resp.thread_id, resp.correlation_id)
+            self.name, message, session_id=session_arg(session_id, thread_id), correlation_id=correlation_id,
+            response_schema=response_schema, options=options, enable_tool_calls=enable_tool_calls, timeout=None))
+        return RunHandle(resp.agent, resp.session_id, resp.correlation_id)
 
     def result(self, handle: RunHandle | str, correlation_id: str | None = None, *, wait: float = 0.0) -> RunStatus:
-        """Where a started turn is (``handle``, or ``thread_id, correlation_id``), waiting up to ``wait`` s."""
-        thread_id = handle.thread_id if isinstance(handle, RunHandle) else handle
+        """Where a started turn is (``handle``, or ``session_id, correlation_id``), waiting up to ``wait`` s."""
+        session_id = handle.session_id if isinstance(handle, RunHandle) else handle
         corr = handle.correlation_id if isinstance(handle, RunHandle) else correlation_id
         return RunStatus.from_pb(self._client._call("GetRunResult", pb.GetRunResultRequest(
-            agent=self.name, thread_id=thread_id, correlation_id=corr or "", wait_seconds=wait)))
+            agent=self.name, session_id=session_id, correlation_id=corr or "", wait_seconds=wait)))
 
-    def thread(self, thread_id: str | None = None) -> Thread:
-        """A conversation: each ``run`` continues it (the first one creates it unless ``thread_id`` is given)."""
-        return Thread(self, thread_id)
+    def new_session(self, session_id: str | None = None) -> AgentSession:
+        """A conversation: each ``run`` continues it (the first one creates it unless ``session_id`` is given)."""
+        return AgentSession(self, session_id)
 
-    def session(self, thread_id: str) -> Session:
+    create_session = new_session  # Agent Framework's name
+    thread = new_session  # deprecated: Agent Framework's old name
+
+    def session(self, session_id: str) -> Session:
+        """A session and its history, as stored."""
         return Session.from_pb(self._client._call("GetSession", pb.GetSessionRequest(agent=self.name,
-                                                                                     thread_id=thread_id)))
+                                                                                     session_id=session_id)))
 
     def sessions(self, page_size: int = 100) -> Iterator[SessionSummary]:
         token = ""
@@ -214,39 +229,43 @@ class Agent:
             resp = self._client._call("ListSessions", pb.ListSessionsRequest(agent=self.name, page_size=page_size,
                                                                              continuation_token=token))
             for s in resp.sessions:
-                yield SessionSummary(s.agent, s.thread_id, s.last_modified_at)
+                yield SessionSummary(s.agent, s.session_id, s.last_modified_at)
             token = resp.continuation_token
             if not token:
                 return
 
-    def delete_session(self, thread_id: str) -> None:
-        self._client._call("DeleteSession", pb.DeleteSessionRequest(agent=self.name, thread_id=thread_id))
+    def delete_session(self, session_id: str) -> None:
+        self._client._call("DeleteSession", pb.DeleteSessionRequest(agent=self.name, session_id=session_id))
 
 
-class Thread:
-    """One conversation with an agent."""
+class AgentSession:
+    """One conversation with an agent (``agent.new_session()``). Formerly ``Thread``, which remains as an alias."""
 
-    def __init__(self, agent: Agent, thread_id: str | None = None):
+    def __init__(self, agent: AgentHandle, session_id: str | None = None):
         self.agent = agent
-        self.id = thread_id
+        self.id = session_id
+
+    @property
+    def session_id(self) -> str | None:
+        return self.id
 
     def run(self, message: str, **kwargs: Any) -> RunResult:
-        result = self.agent.run(message, thread_id=self.id, **kwargs)
-        self.id = result.thread_id
+        result = self.agent.run(message, session_id=self.id, **kwargs)
+        self.id = result.session_id
         return result
 
     def stream(self, message: str, **kwargs: Any) -> Iterator[str]:
-        s = self.agent.stream(message, thread_id=self.id, **kwargs)
+        s = self.agent.stream(message, session_id=self.id, **kwargs)
         for text in s:
             if self.id is None:
-                self.id = s.thread_id
+                self.id = s.session_id
             yield text
         if s.result is not None:
-            self.id = s.result.thread_id
+            self.id = s.result.session_id
 
     def history(self) -> Session:
         if self.id is None:
-            raise ValueError("the thread has no id yet: run a turn first")
+            raise ValueError("the session has no id yet: run a turn first")
         return self.agent.session(self.id)
 
     def delete(self) -> None:
@@ -254,4 +273,7 @@ class Thread:
             self.agent.delete_session(self.id)
 
 
-__all__ = ["Agent", "Client", "RunStream", "Thread"]
+Agent = AgentHandle  # the old names
+Thread = AgentSession
+
+__all__ = ["Agent", "AgentHandle", "AgentSession", "Client", "RunStream", "Thread"]

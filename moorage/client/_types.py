@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from moorage.gateway._proto import agents_pb2 as pb
+from moorage._proto import agents_pb2 as pb
 
 DEFAULT_ADDRESS = "localhost:8080"
 ADDRESS_ENV = "MOORAGE_ADDRESS"
@@ -25,7 +25,7 @@ class MoorageError(Exception):
 
 
 class NotFoundError(MoorageError):
-    """Unknown agent, thread, run, orchestration instance or entity."""
+    """Unknown agent, session, run, orchestration instance or entity."""
 
 
 class InvalidArgumentError(MoorageError):
@@ -59,8 +59,8 @@ _ERRORS: dict[grpc.StatusCode, type[MoorageError]] = {
 
 
 def translate(exc: grpc.RpcError) -> MoorageError:
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
-    details = (exc.details() if hasattr(exc, "details") else None) or str(exc)  # type: ignore[attr-defined]
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
     return _ERRORS.get(code, MoorageError)(code, details)
 
 
@@ -117,12 +117,30 @@ def iso(value: datetime | str | None) -> str:
     return value
 
 
+class _ThreadAlias:
+    """``thread_id``: the deprecated name of ``session_id`` (Agent Framework called sessions threads)."""
+
+    session_id: str
+
+    @property
+    def thread_id(self) -> str:
+        return self.session_id
+
+
+def session_arg(session_id: str | None, thread_id: str | None) -> str | None:
+    """``session_id=``, or the deprecated ``thread_id=`` (both given: they must agree)."""
+    if session_id and thread_id and session_id != thread_id:
+        raise ValueError(f"session_id {session_id!r} and thread_id {thread_id!r} differ (thread_id is the old name "
+                         "of session_id: pass one)")
+    return session_id or thread_id
+
+
 @dataclass
-class RunResult:
+class RunResult(_ThreadAlias):
     """One answer of an agent. ``str(result)`` is its text."""
 
     text: str
-    thread_id: str
+    session_id: str
     correlation_id: str
     agent: str
     value: Any = None
@@ -139,7 +157,7 @@ class RunResult:
 
     @classmethod
     def from_pb(cls, r: pb.RunResponse) -> RunResult:
-        return cls(text=r.response, thread_id=r.thread_id, correlation_id=r.correlation_id, agent=r.agent,
+        return cls(text=r.response, session_id=r.session_id, correlation_id=r.correlation_id, agent=r.agent,
                    value=loads(r.value_json), usage={"input_tokens": r.usage.input_tokens,
                                                      "output_tokens": r.usage.output_tokens,
                                                      "total_tokens": r.usage.total_tokens},
@@ -147,11 +165,11 @@ class RunResult:
 
 
 @dataclass
-class RunHandle:
+class RunHandle(_ThreadAlias):
     """A turn started without waiting: fetch its answer with ``agent.result(handle)``."""
 
     agent: str
-    thread_id: str
+    session_id: str
     correlation_id: str
 
 
@@ -186,11 +204,11 @@ class ChatMessage:
 
 
 @dataclass
-class Session:
-    """A thread and its history."""
+class Session(_ThreadAlias):
+    """A session and its history (as stored: what ``agent.session(session_id)`` reads)."""
 
     agent: str
-    thread_id: str
+    session_id: str
     messages: list[ChatMessage]
     running_correlation_id: str = ""
     last_modified_at: str = ""
@@ -198,7 +216,7 @@ class Session:
 
     @classmethod
     def from_pb(cls, s: pb.Session) -> Session:
-        return cls(agent=s.agent, thread_id=s.thread_id, running_correlation_id=s.running_correlation_id,
+        return cls(agent=s.agent, session_id=s.session_id, running_correlation_id=s.running_correlation_id,
                    last_modified_at=s.last_modified_at, state=loads(s.state_json), messages=[
                        ChatMessage(role=m.role, text=m.text, correlation_id=m.correlation_id,
                                    created_at=m.created_at, author_name=m.author_name,
@@ -206,9 +224,9 @@ class Session:
 
 
 @dataclass
-class SessionSummary:
+class SessionSummary(_ThreadAlias):
     agent: str
-    thread_id: str
+    session_id: str
     last_modified_at: str = ""
 
 
@@ -269,10 +287,10 @@ class Entity:
                    backlog=e.backlog)
 
 
-def run_request(agent: str, message: str, *, thread_id: str | None, correlation_id: str | None,
+def run_request(agent: str, message: str, *, session_id: str | None, correlation_id: str | None,
                 response_schema: Any, options: dict[str, Any] | None, enable_tool_calls: bool | None,
                 timeout: float | None) -> pb.RunRequest:
-    req = pb.RunRequest(agent=agent, thread_id=thread_id or "", message=message,
+    req = pb.RunRequest(agent=agent, session_id=session_id or "", message=message,
                         correlation_id=correlation_id or "", response_schema_json=schema_json(response_schema),
                         options_json=dumps(options, "options") if options else "", timeout_seconds=timeout or 0)
     if enable_tool_calls is not None:

@@ -27,6 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from moorage.agents import protocol
 from moorage.sidecar import engine
 from moorage.sidecar.core import SidecarCore
 from moorage.sidecar.engine import Filters
@@ -456,13 +457,13 @@ def _agent_entity(agent: str) -> str:
     name = agent.strip().lower()
     if not name:
         raise ApiError(400, "agent name must not be empty")
-    return f"{views.AGENT_PREFIX}{name}"
+    return protocol.entity_name(name)
 
 
 @api
 async def list_agents(request: Request) -> Response:
     hub = _hub(request)
-    prefix = f"@{views.AGENT_PREFIX}"
+    prefix = protocol.sessions_prefix()
 
     def read(tx: StoreTx) -> list[dict[str, Any]]:
         agents: list[dict[str, Any]] = []
@@ -486,7 +487,7 @@ async def list_agents(request: Request) -> Response:
                     capped = len(page) == 200
                     break
                 scan = page[-1].entity_id
-            agents.append({"agent": name[len(views.AGENT_PREFIX):], "entityName": name, "sessions": sessions,
+            agents.append({"agent": protocol.agent_of_entity(name), "entityName": name, "sessions": sessions,
                            "sessionsCapped": capped, "lastActiveAt": views.iso(last) if last else None})
             cursor = own + "\U0010ffff"  # skip past this agent's sessions
 
@@ -509,14 +510,17 @@ async def list_sessions(request: Request) -> Response:
 
     items, token = await _core(request).read(hub, read)
     items.sort(key=lambda s: s["lastModifiedAt"] or "", reverse=True)
-    return _ok({"hub": hub, "agent": name[len(views.AGENT_PREFIX):], "items": items, "next": token})
+    return _ok({"hub": hub, "agent": protocol.agent_of_entity(name), "items": items, "next": token})
 
 
 def _session_id(request: Request) -> str:
     session = request.path_params["session"]
     if not session:
         raise ApiError(400, "session id must not be empty")
-    return f"@{_agent_entity(request.path_params['agent'])}@{session}"
+    agent = request.path_params["agent"].strip()
+    if not agent:
+        raise ApiError(400, "agent name must not be empty")
+    return protocol.session_instance_id(agent, session)
 
 
 @api
@@ -537,7 +541,7 @@ async def get_session(request: Request) -> Response:
     return _ok(await _core(request).read(hub, read))
 
 
-SESSION_ACTIONS = {"reset": "reset", "delete": "delete"}
+SESSION_ACTIONS = {"reset": protocol.RESET_OPERATION, "delete": protocol.DELETE_OPERATION}
 
 
 @api
@@ -552,7 +556,7 @@ async def session_action(request: Request) -> Response:
 
 @api
 async def delete_session(request: Request) -> Response:
-    return await _session_signal(request, _hub(request), _session_id(request), "delete")
+    return await _session_signal(request, _hub(request), _session_id(request), protocol.DELETE_OPERATION)
 
 
 async def _session_signal(request: Request, hub: str, entity_id: str, operation: str) -> Response:

@@ -14,12 +14,12 @@ from typing import Any
 import durabletask.internal.orchestrator_service_pb2 as pb
 from google.protobuf import json_format
 
+from moorage.agents import protocol
 from moorage.sidecar import engine
 from moorage.sidecar.store.base import EntityRow, InstanceRow
 from moorage.sidecar.terms import STATUS_PREFIX, TERMINAL_STATUSES, status_name
 
 STATUSES = [n[len(STATUS_PREFIX):] for n in pb.OrchestrationStatus.keys()]
-AGENT_PREFIX = "dafx-"
 PREVIEW_CHARS = 240
 
 
@@ -338,7 +338,7 @@ def entity_json(row: EntityRow, backlog: int, state: bool) -> dict[str, Any]:
         "entityId": row.entity_id, "name": name, "key": key, "lastModifiedAt": iso(row.last_modified_at),
         "backlog": backlog, "lockedBy": row.locked_by, "lockedByInstance": row.locked_by_instance,
         "stateSize": len(row.state) if row.state is not None else 0,
-        "agent": name[len(AGENT_PREFIX):] if name.startswith(AGENT_PREFIX) else None,
+        "agent": protocol.agent_of_entity(name),
     }
     if state:
         out["state"] = parse_json(row.state)
@@ -365,14 +365,6 @@ def _message(m: Any) -> dict[str, Any]:
             "contents": [_content(c) for c in m.get("contents") or [] if c is not None]}
 
 
-def _is_error(entry: dict[str, Any], messages: list[dict[str, Any]]) -> bool:
-    ext = entry.get("extensionData") if isinstance(entry.get("extensionData"), dict) else {}
-    if isinstance(ext.get("moorage"), dict) and ext["moorage"].get("isError"):
-        return True
-    contents = [c for m in messages for c in m["contents"]]
-    return bool(contents) and all(c["type"] == "error" for c in contents)
-
-
 def _ms_between(a: str | None, b: str | None) -> int | None:
     if not a or not b:
         return None
@@ -386,11 +378,7 @@ def _turn_id(agent: str | None, session: str | None, corr: str) -> str | None:
     """The instance id of the Moorage turn orchestration that answered a request (see moorage.agents)."""
     if not agent or session is None or not corr:
         return None
-    try:
-        from moorage.agents.runtime import turn_instance_id
-    except ImportError:  # pragma: no cover - the agents package is part of moorage
-        return None
-    return turn_instance_id(agent, session, corr)
+    return protocol.turn_instance_id(agent, session, corr)
 
 
 def conversation(raw_state: str | None, agent: str | None = None, session: str | None = None) -> dict[str, Any]:
@@ -400,8 +388,8 @@ def conversation(raw_state: str | None, agent: str | None = None, session: str |
     if not isinstance(state, dict):
         return {"schemaVersion": None, "turns": [], "totals": _totals([]), "active": None, "pending": 0,
                 "valid": False}
-    data = state.get("data") if isinstance(state.get("data"), dict) else {}
-    entries = data.get("conversationHistory") if isinstance(data.get("conversationHistory"), list) else []
+    data: dict[str, Any] = state["data"] if isinstance(state.get("data"), dict) else {}
+    entries: list[Any] = data["conversationHistory"] if isinstance(data.get("conversationHistory"), list) else []
     turns: list[dict[str, Any]] = []
     by_corr: dict[str, dict[str, Any]] = {}
     for entry in entries:
@@ -410,6 +398,7 @@ def conversation(raw_state: str | None, agent: str | None = None, session: str |
         kind = entry.get("$type") or entry.get("json_type")
         corr = entry.get("correlationId") or ""
         messages = [_message(m) for m in entry.get("messages") or []]
+        turn: dict[str, Any] | None
         if kind == "request":
             turn = {"correlationId": corr, "createdAt": entry.get("createdAt"),
                     "orchestrationId": entry.get("orchestrationId"), "responseType": entry.get("responseType"),
@@ -423,47 +412,39 @@ def conversation(raw_state: str | None, agent: str | None = None, session: str |
             turn = by_corr.get(corr)
             if turn is None:  # a response without its request (trimmed history): a turn of its own
                 turn = {"correlationId": corr, "createdAt": entry.get("createdAt"), "orchestrationId": None,
-                        "responseType": None, "turnInstanceId": _turn_id(agent, session, corr), "request": None, "responses": [], "usage": None, "isError": False,
-                        "durationMs": None}
+                        "responseType": None, "turnInstanceId": _turn_id(agent, session, corr), "request": None,
+                        "responses": [], "usage": None, "isError": False, "durationMs": None}
                 turns.append(turn)
                 if corr:
                     by_corr[corr] = turn
             usage = entry.get("usage") if isinstance(entry.get("usage"), dict) else None
-            is_error = _is_error(entry, messages)
+            is_error = protocol.is_error_response(entry)
             turn["responses"].append({"createdAt": entry.get("createdAt"), "messages": messages, "usage": usage,
                                       "isError": is_error})
             if usage:
-                total = turn["usage"] or {"inputTokenCount": 0, "outputTokenCount": 0, "totalTokenCount": 0}
-                for k in total:
-                    total[k] += int(usage.get(k) or 0)
+                total = turn["usage"] or protocol.empty_usage()
+                protocol.add_usage(total, usage)
                 turn["usage"] = total
             turn["isError"] = turn["isError"] or is_error
             turn["durationMs"] = _ms_between(turn["createdAt"], entry.get("createdAt"))
-    ext = data.get("extensionData") if isinstance(data.get("extensionData"), dict) else {}
-    mo = ext.get("moorage") if isinstance(ext.get("moorage"), dict) else {}
+    mo = protocol.bookkeeping(state)
     active = mo.get("active")
-    pending = mo.get("pending") if isinstance(mo.get("pending"), list) else []
+    pending: list[Any] = mo["pending"] if isinstance(mo.get("pending"), list) else []
+    running = protocol.running_correlation(mo)
     for turn in turns:
         if not turn["responses"]:
-            turn["status"] = "running" if _active_corr(active) == turn["correlationId"] else "no response"
+            turn["status"] = "running" if running == turn["correlationId"] else "no response"
         else:
             turn["status"] = "error" if turn["isError"] else "completed"
     return {"schemaVersion": state.get("schemaVersion"), "turns": turns, "totals": _totals(turns),
             "active": active, "pending": len(pending), "valid": "schemaVersion" in state}
 
 
-def _active_corr(active: Any) -> str | None:
-    if isinstance(active, dict):
-        return active.get("correlationId") or active.get("correlation_id")
-    return active if isinstance(active, str) else None
-
-
 def _totals(turns: list[dict[str, Any]]) -> dict[str, Any]:
-    usage = {"inputTokenCount": 0, "outputTokenCount": 0, "totalTokenCount": 0}
+    usage = protocol.empty_usage()
     messages = tool_calls = errors = 0
     for turn in turns:
-        for k in usage:
-            usage[k] += int((turn.get("usage") or {}).get(k) or 0)
+        protocol.add_usage(usage, turn.get("usage"))
         blocks = ([turn["request"]] if turn.get("request") else []) + turn["responses"]
         for block in blocks:
             messages += len(block["messages"])
@@ -474,7 +455,7 @@ def _totals(turns: list[dict[str, Any]]) -> dict[str, Any]:
 
 def session_summary(row: EntityRow) -> dict[str, Any]:
     name, key = split_entity_id(row.entity_id)
-    conv = conversation(row.state, name[len(AGENT_PREFIX):], key)
+    conv = conversation(row.state, protocol.agent_of_entity(name), key)
     last_text = None
     for turn in reversed(conv["turns"]):
         for block in [*reversed(turn["responses"]), turn["request"]]:
@@ -490,6 +471,6 @@ def session_summary(row: EntityRow) -> dict[str, Any]:
         if last_text:
             break
     status = "running" if conv["active"] else ("error" if conv["turns"] and conv["turns"][-1]["isError"] else "idle")
-    return {"sessionId": key, "entityId": row.entity_id, "agent": name[len(AGENT_PREFIX):],
+    return {"sessionId": key, "entityId": row.entity_id, "agent": protocol.agent_of_entity(name),
             "lastModifiedAt": iso(row.last_modified_at), "totals": conv["totals"], "lastMessage": last_text,
             "status": status, "pending": conv["pending"]}

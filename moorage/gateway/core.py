@@ -1,10 +1,10 @@
 """What the gateway does, once, for both faces (gRPC ``AgentService`` and HTTP): a Durable Task client that runs
 agent turns, reads and deletes sessions, and drives orchestrations and entities.
 
-An agent turn is the agents package's protocol (see ``moorage.agents.runtime``): signal ``run`` to the session
-entity ``dafx-<agent>`` (key: thread id) with Agent Framework's request shape, then wait for the turn
-orchestration, whose instance id is derived from (agent, thread id, correlation id) — so a turn started here can be
-awaited by anyone who knows its correlation id, and sending the same correlation id twice runs the turn once.
+An agent turn is the agents' session protocol (``moorage.agents.protocol``): signal ``run`` to the agent's session
+entity (key: the session id) with Agent Framework's request shape, then wait for the turn orchestration, whose
+instance id is derived from (agent, session id, correlation id) — so a turn started here can be awaited by anyone
+who knows its correlation id, and sending the same correlation id twice runs the turn once.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ import grpc
 from durabletask.client import EntityQuery, OrchestrationState, OrchestrationStatus
 from durabletask.entities import EntityInstanceId
 
+from moorage.agents import protocol
 from moorage.connection import ConnectionSettings, load_settings
+from moorage.agents.state import history, load_state, text_of
 from moorage.gateway.errors import GatewayError, from_backend, invalid, not_found
 from moorage.gateway.registry import REGISTRY_ENTITY
-from moorage.gateway.streaming import Chunk, StreamHub
+from moorage.gateway.streaming import Chunk, ChunkRelay
 from moorage.sidecar.terms import TERMINAL_STATUSES
 
 log = logging.getLogger("moorage.gateway")
@@ -104,18 +106,6 @@ def check_entity(name: str, key: str) -> EntityInstanceId:
     return EntityInstanceId(name, key)
 
 
-def _turn_instance_id(agent: str, thread_id: str, correlation_id: str) -> str:
-    try:
-        from moorage.agents.runtime import turn_instance_id
-    except ImportError:  # pragma: no cover - the agents package ships with the gateway
-        return f"dafx-{agent.lower()}:{thread_id}:{correlation_id}"
-    return turn_instance_id(agent, thread_id, correlation_id)
-
-
-def _session_entity(agent: str, thread_id: str) -> EntityInstanceId:
-    return EntityInstanceId(f"dafx-{agent}", thread_id)
-
-
 def _clean_schema(schema: Any) -> Any:
     """A response schema from a client: a JSON Schema, "json", or an OpenAI-style response_format. Markers that
     would make a process import code by name are dropped."""
@@ -137,19 +127,26 @@ def _clean_schema(schema: Any) -> Any:
 @dataclass
 class PreparedRun:
     agent: str
-    thread_id: str
+    session_id: str
     correlation_id: str
     instance_id: str
     request: dict[str, Any]
-    new_thread: bool
+    new_session: bool
+
+    @property
+    def thread_id(self) -> str:
+        """Deprecated alias of :attr:`session_id`."""
+        return self.session_id
 
 
 @dataclass
-class RunResult:
-    """A finished turn: ``status`` "completed" (with ``response``) or "failed" (with ``error``)."""
+class TurnResult:
+    """A finished turn: ``status`` "completed" (with ``response``) or "failed" (with ``error``).
+
+    (Formerly ``RunResult``, the name the thin clients use for their own answer type; the alias remains.)"""
 
     agent: str
-    thread_id: str
+    session_id: str
     correlation_id: str
     status: str
     response: str = ""
@@ -161,8 +158,9 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "threadId": self.thread_id, "response": self.response, "correlationId": self.correlation_id,
-            "agent": self.agent, "status": self.status,
+            "sessionId": self.session_id, "threadId": self.session_id,  # threadId: the durable-agents HTTP name
+            "response": self.response, "correlationId": self.correlation_id, "agent": self.agent,
+            "status": self.status,
         }
         if self.value is not None:
             out["value"] = self.value
@@ -175,11 +173,16 @@ class RunResult:
             out["error"] = self.error
         return out
 
-    def raise_for_error(self) -> RunResult:
+    @property
+    def thread_id(self) -> str:
+        """Deprecated alias of :attr:`session_id`."""
+        return self.session_id
+
+    def raise_for_error(self) -> TurnResult:
         if self.status == "failed":
             err = self.error or {}
             raise GatewayError(grpc.StatusCode.INTERNAL,
-                               f"agent {self.agent!r} turn {self.correlation_id} on thread {self.thread_id} failed: "
+                               f"agent {self.agent!r} turn {self.correlation_id} on thread {self.session_id} failed: "
                                f"{err.get('code') or 'Error'}: {err.get('message') or 'no details'}",
                                reason="AgentRunFailed")
         return self
@@ -190,10 +193,15 @@ class RunStatusView:
     """Where a turn is: pending | running | completed | failed (``result`` when finished)."""
 
     agent: str
-    thread_id: str
+    session_id: str
     correlation_id: str
     status: str
-    result: RunResult | None = None
+    result: TurnResult | None = None
+
+    @property
+    def thread_id(self) -> str:
+        """Deprecated alias of :attr:`session_id`."""
+        return self.session_id
 
 
 @dataclass
@@ -290,14 +298,19 @@ class Gateway:
     """The gateway's operations over one task hub (the connection string's)."""
 
     def __init__(self, connection_string: str | None = None, *, agents: Iterable[str] = (),
-                 hub: StreamHub | None = None, client: Any = None):
+                 relay: ChunkRelay | None = None, client: Any = None, hub: ChunkRelay | None = None):
         self.settings: ConnectionSettings = load_settings(connection_string)
-        self.hub = hub or StreamHub()
+        self.relay = relay or hub or ChunkRelay()  # ``hub=``: the old name of ``relay=``
         self._client = client
         self._configured = {a.strip().lower(): a.strip() for a in agents if a and a.strip()}
         self._known: dict[str, tuple[float, str]] = {}
-        self._threads = _Recent()
+        self._sessions = _Recent()
         self._runs = _Recent()
+
+    @property
+    def hub(self) -> ChunkRelay:
+        """Deprecated alias of :attr:`relay` ("hub" is the task hub everywhere else)."""
+        return self.relay
 
     # -- plumbing ---------------------------------------------------------------------------------------------------
 
@@ -391,7 +404,8 @@ class Gateway:
                     canonical = name
         if canonical is None:
             sessions = await self._call(f"looking up agent {name!r}", self.client.get_all_entities(
-                EntityQuery(instance_id_starts_with=f"@dafx-{low}@", include_state=False, page_size=1)))
+                EntityQuery(instance_id_starts_with=protocol.sessions_prefix(low), include_state=False,
+                            page_size=1)))
             if sessions:
                 canonical = name
         if canonical is None:
@@ -400,21 +414,24 @@ class Gateway:
         self._known[low] = (time.monotonic() + KNOWN_AGENT_TTL, canonical)
         return canonical
 
-    async def _thread_metadata(self, agent: str, thread_id: str) -> Any:
-        return await self._call(f"reading thread {thread_id!r}", self.client.get_entity(
-            _session_entity(agent, thread_id), include_state=True))
+    async def _session_metadata(self, agent: str, session_id: str) -> Any:
+        return await self._call(f"reading thread {session_id!r}", self.client.get_entity(
+            protocol.session_entity_id(agent, session_id), include_state=True))
 
-    async def require_thread(self, agent: str, thread_id: str) -> None:
-        check_id(thread_id, "thread id")
-        if (agent.lower(), thread_id) in self._threads:
+    async def require_session(self, agent: str, session_id: str) -> None:
+        """NOT_FOUND unless the agent has the session (or this gateway just started it)."""
+        check_id(session_id, "thread id")
+        if (agent.lower(), session_id) in self._sessions:
             return
-        md = await self._thread_metadata(agent, thread_id)
+        md = await self._session_metadata(agent, session_id)
         if md is None:
-            raise not_found(f"agent {agent!r} has no thread {thread_id!r}", reason="ThreadNotFound")
+            raise not_found(f"agent {agent!r} has no thread {session_id!r}", reason="ThreadNotFound")
+
+    require_thread = require_session  # the old name
 
     # -- turns ------------------------------------------------------------------------------------------------------
 
-    async def prepare_run(self, agent: str, thread_id: str | None, message: Any, *,
+    async def prepare_run(self, agent: str, session_id: str | None, message: Any, *,
                           correlation_id: str | None = None, response_schema: Any = None,
                           options: Any = None, enable_tool_calls: bool | None = None) -> PreparedRun:
         if not isinstance(message, str) or not message.strip():
@@ -427,77 +444,71 @@ class Gateway:
         if correlation_id:
             check_id(correlation_id, "correlation id")
         name = await self.require_agent(agent)
-        new_thread = not thread_id
-        if thread_id:
-            await self.require_thread(name, thread_id)
+        new_session = not session_id
+        if session_id:
+            await self.require_session(name, session_id)
         else:
-            thread_id = uuid.uuid4().hex
+            session_id = uuid.uuid4().hex
         corr = correlation_id or uuid.uuid4().hex
-        from moorage.agents.orchestration import build_request
-
         try:
-            request = build_request(message, corr, response_schema=schema,
+            request = protocol.build_request(message, corr, response_schema=schema,
                                     enable_tool_calls=True if enable_tool_calls is None else bool(enable_tool_calls),
                                     options=options)
         except (ValueError, TypeError) as exc:
             raise invalid(str(exc)) from None
         request["created_at"] = datetime.now(timezone.utc).isoformat()
-        return PreparedRun(name, thread_id, corr, _turn_instance_id(name, thread_id, corr), request, new_thread)
+        return PreparedRun(name, session_id, corr, protocol.turn_instance_id(name, session_id, corr), request,
+                           new_session)
 
     async def send_run(self, run: PreparedRun) -> None:
         await self._call(f"sending the message to agent {run.agent!r}", self.client.signal_entity(
-            _session_entity(run.agent, run.thread_id), "run", run.request))
-        self._threads.add(run.agent.lower(), run.thread_id)
-        self._runs.add(run.agent.lower(), run.thread_id, run.correlation_id)
+            protocol.session_entity_id(run.agent, run.session_id), protocol.RUN_OPERATION, run.request))
+        self._sessions.add(run.agent.lower(), run.session_id)
+        self._runs.add(run.agent.lower(), run.session_id, run.correlation_id)
 
-    async def start_run(self, agent: str, thread_id: str | None, message: Any, **kwargs: Any) -> PreparedRun:
-        run = await self.prepare_run(agent, thread_id, message, **kwargs)
+    async def start_run(self, agent: str, session_id: str | None, message: Any, **kwargs: Any) -> PreparedRun:
+        run = await self.prepare_run(agent, session_id, message, **kwargs)
         await self.send_run(run)
         return run
 
-    def _result(self, agent: str, thread_id: str, corr: str, st: OrchestrationState) -> RunResult:
+    def _result(self, agent: str, session_id: str, corr: str, st: OrchestrationState) -> TurnResult:
         if st.runtime_status == OrchestrationStatus.COMPLETED:
-            try:
-                out = json.loads(st.serialized_output or "null") or {}
-            except json.JSONDecodeError:
-                out = {}
-            if not isinstance(out, dict):
-                out = {"text": str(out)}
-            if out.get("error"):
-                return RunResult(agent, thread_id, corr, "failed", error={
-                    "code": str(out["error"].get("code") or "Error"), "message": str(out["error"].get("message"))})
-            return RunResult(agent, thread_id, corr, "completed", response=str(out.get("text") or ""),
-                             value=out.get("value"), usage=_usage(out.get("usage")),
-                             created_at=str(out.get("createdAt") or ""), messages=list(out.get("messages") or []))
+            out = protocol.TurnOutput.decode(st.serialized_output)
+            if out.error:
+                return TurnResult(agent, session_id, corr, "failed", error={
+                    "code": str(out.error.get("code") or "Error"), "message": str(out.error.get("message"))})
+            return TurnResult(agent, session_id, corr, "completed", response=out.text, value=out.value,
+                             usage=protocol.usage_counts(out.usage), created_at=str(out.created_at or ""),
+                             messages=out.messages)
         fd = st.failure_details
         if fd is not None:
             error = {"code": fd.error_type or "Error", "message": fd.message or ""}
         else:
             error = {"code": STATUS_NAMES.get(st.runtime_status.name, st.runtime_status.name),
                      "message": f"the turn ended as {st.runtime_status.name.lower()}"}
-        return RunResult(agent, thread_id, corr, "failed", error=error)
+        return TurnResult(agent, session_id, corr, "failed", error=error)
 
-    async def wait_run(self, run: PreparedRun, timeout: float | None = None) -> RunResult:
+    async def wait_run(self, run: PreparedRun, timeout: float | None = None) -> TurnResult:
         """The finished turn, or DEADLINE_EXCEEDED (the turn goes on)."""
         timeout = _timeout(timeout, DEFAULT_RUN_TIMEOUT)
         st = await self._wait_instance(run.instance_id, timeout)
         if st is None:
             raise GatewayError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                f"agent {run.agent!r} has not answered within {timeout:g}s; the turn goes on — fetch "
-                               f"it with thread id {run.thread_id!r} and correlation id {run.correlation_id!r}",
+                               f"it with thread id {run.session_id!r} and correlation id {run.correlation_id!r}",
                                reason="RunTimeout")
-        return self._result(run.agent, run.thread_id, run.correlation_id, st)
+        return self._result(run.agent, run.session_id, run.correlation_id, st)
 
-    async def run(self, agent: str, thread_id: str | None, message: Any, *, timeout: float | None = None,
-                  **kwargs: Any) -> RunResult:
-        run = await self.start_run(agent, thread_id, message, **kwargs)
+    async def run(self, agent: str, session_id: str | None, message: Any, *, timeout: float | None = None,
+                  **kwargs: Any) -> TurnResult:
+        run = await self.start_run(agent, session_id, message, **kwargs)
         return (await self.wait_run(run, timeout)).raise_for_error()
 
     async def stream_run(self, run: PreparedRun, timeout: float | None = None) -> AsyncIterator[tuple[str, Any]]:
-        """Send the turn and yield ("started", run), ("chunk", Chunk)..., then ("completed", RunResult).
+        """Send the turn and yield ("started", run), ("chunk", Chunk)..., then ("completed", TurnResult).
         A failed turn raises GatewayError after its chunks."""
         timeout = _timeout(timeout, DEFAULT_RUN_TIMEOUT)
-        with self.hub.subscribe(run.thread_id, run.correlation_id) as queue:
+        with self.relay.subscribe(run.session_id, run.correlation_id) as queue:
             await self.send_run(run)
             yield "started", run
             waiter = asyncio.ensure_future(self._wait_instance(run.instance_id, timeout))
@@ -506,7 +517,7 @@ class Gateway:
             def renumber(c: Chunk) -> Chunk:
                 nonlocal seen
                 seen += 1
-                return Chunk(c.agent, c.thread_id, c.correlation_id, c.text, seen - 1)
+                return Chunk(c.agent, c.session_id, c.correlation_id, c.text, seen - 1)
 
             try:
                 while True:
@@ -526,20 +537,20 @@ class Gateway:
         if st is None:
             raise GatewayError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                f"agent {run.agent!r} has not answered within {timeout:g}s; the turn goes on — fetch "
-                               f"it with thread id {run.thread_id!r} and correlation id {run.correlation_id!r}",
+                               f"it with thread id {run.session_id!r} and correlation id {run.correlation_id!r}",
                                reason="RunTimeout")
-        result = self._result(run.agent, run.thread_id, run.correlation_id, st).raise_for_error()
+        result = self._result(run.agent, run.session_id, run.correlation_id, st).raise_for_error()
         if seen == 0 and result.response:
             # The model did not stream (or the worker cannot reach this gateway): the answer as one chunk.
-            yield "chunk", Chunk(run.agent, run.thread_id, run.correlation_id, result.response, 0)
+            yield "chunk", Chunk(run.agent, run.session_id, run.correlation_id, result.response, 0)
         yield "completed", result
 
-    async def run_status(self, agent: str, thread_id: str, correlation_id: str,
+    async def run_status(self, agent: str, session_id: str, correlation_id: str,
                          wait: float = 0.0) -> RunStatusView:
         name = await self.require_agent(agent)
-        check_id(thread_id, "thread id")
+        check_id(session_id, "thread id")
         check_id(correlation_id, "correlation id")
-        instance_id = _turn_instance_id(name, thread_id, correlation_id)
+        instance_id = protocol.turn_instance_id(name, session_id, correlation_id)
         wait = _timeout(wait, 0.0) if wait else 0.0
         st: OrchestrationState | None
         if wait > 0:
@@ -551,55 +562,50 @@ class Gateway:
                 instance_id, fetch_payloads=True))
         if st is not None:
             if st.runtime_status in TERMINAL:
-                return RunStatusView(name, thread_id, correlation_id, "completed" if st.runtime_status ==
+                return RunStatusView(name, session_id, correlation_id, "completed" if st.runtime_status ==
                                      OrchestrationStatus.COMPLETED else "failed",
-                                     self._result(name, thread_id, correlation_id, st))
+                                     self._result(name, session_id, correlation_id, st))
             status = "running" if st.runtime_status != OrchestrationStatus.PENDING else "pending"
-            return RunStatusView(name, thread_id, correlation_id, status)
+            return RunStatusView(name, session_id, correlation_id, status)
         # No turn orchestration (yet): the entity knows whether the request is queued.
-        md = await self._thread_metadata(name, thread_id)
+        md = await self._session_metadata(name, session_id)
         if md is not None:
-            from moorage.agents.state import history, load_state
-
             state = load_state(md.get_state())
-            mo = (state.get("data", {}).get("extensionData") or {}).get("moorage") or {}
-            if any((p or {}).get("correlationId") == correlation_id for p in mo.get("pending") or []):
-                return RunStatusView(name, thread_id, correlation_id, "pending")
-            if (mo.get("active") or {}).get("correlationId") == correlation_id:
-                return RunStatusView(name, thread_id, correlation_id, "running")
+            mo = protocol.bookkeeping(state)
+            if protocol.is_queued(mo, correlation_id):
+                return RunStatusView(name, session_id, correlation_id, "pending")
+            if protocol.running_correlation(mo) == correlation_id:
+                return RunStatusView(name, session_id, correlation_id, "running")
             for entry in history(state):
                 if entry.get("$type") == "response" and entry.get("correlationId") == correlation_id:
-                    from moorage.agents.state import is_error_entry, text_of
-
-                    if is_error_entry(entry):
-                        return RunStatusView(name, thread_id, correlation_id, "failed", RunResult(
-                            name, thread_id, correlation_id, "failed",
+                    if protocol.is_error_response(entry):
+                        return RunStatusView(name, session_id, correlation_id, "failed", TurnResult(
+                            name, session_id, correlation_id, "failed",
                             error={"code": "Error", "message": "the turn failed (its details were purged)"}))
-                    return RunStatusView(name, thread_id, correlation_id, "completed", RunResult(
-                        name, thread_id, correlation_id, "completed", response=text_of(entry.get("messages") or []),
-                        usage=_usage(entry.get("usage")), created_at=str(entry.get("createdAt") or ""),
+                    return RunStatusView(name, session_id, correlation_id, "completed", TurnResult(
+                        name, session_id, correlation_id, "completed", response=text_of(entry.get("messages") or []),
+                        usage=protocol.usage_counts(entry.get("usage")), created_at=str(entry.get("createdAt") or ""),
                         messages=list(entry.get("messages") or [])))
-        if (name.lower(), thread_id, correlation_id) in self._runs:  # sent by this gateway, not yet seen by the entity
-            return RunStatusView(name, thread_id, correlation_id, "pending")
-        if md is None and (name.lower(), thread_id) not in self._threads:
-            raise not_found(f"agent {name!r} has no thread {thread_id!r}", reason="ThreadNotFound")
-        raise not_found(f"thread {thread_id!r} of agent {name!r} has no turn with correlation id "
+        if (name.lower(), session_id, correlation_id) in self._runs:  # sent by this gateway, not yet seen by the entity
+            return RunStatusView(name, session_id, correlation_id, "pending")
+        if md is None and (name.lower(), session_id) not in self._sessions:
+            raise not_found(f"agent {name!r} has no thread {session_id!r}", reason="ThreadNotFound")
+        raise not_found(f"thread {session_id!r} of agent {name!r} has no turn with correlation id "
                         f"{correlation_id!r}", reason="RunNotFound")
 
     # -- sessions ---------------------------------------------------------------------------------------------------
 
-    async def get_session(self, agent: str, thread_id: str) -> dict[str, Any]:
+    async def get_session(self, agent: str, session_id: str) -> dict[str, Any]:
         name = await self.require_agent(agent)
-        check_id(thread_id, "thread id")
-        md = await self._thread_metadata(name, thread_id)
+        check_id(session_id, "thread id")
+        md = await self._session_metadata(name, session_id)
         if md is None:
-            if (name.lower(), thread_id) in self._threads:
+            if (name.lower(), session_id) in self._sessions:
                 # Its first message is on its way: an empty thread.
-                return {"agent": name, "threadId": thread_id, "messages": [], "runningCorrelationId": "",
+                return {"agent": name, "sessionId": session_id, "threadId": session_id, "messages": [],
+                        "runningCorrelationId": "",
                         "lastModifiedAt": "", "state": None}
-            raise not_found(f"agent {name!r} has no thread {thread_id!r}", reason="ThreadNotFound")
-        from moorage.agents.state import history, load_state
-
+            raise not_found(f"agent {name!r} has no thread {session_id!r}", reason="ThreadNotFound")
         state = load_state(md.get_state())
         messages: list[dict[str, Any]] = []
         for entry in history(state):
@@ -613,18 +619,18 @@ class Gateway:
                     "authorName": msg.get("authorName") or "",
                     "contents": contents,
                 })
-        mo = (state.get("data", {}).get("extensionData") or {}).get("moorage") or {}
-        return {"agent": name, "threadId": thread_id, "messages": messages,
-                "runningCorrelationId": (mo.get("active") or {}).get("correlationId") or "",
+        running = protocol.running_correlation(protocol.bookkeeping(state)) or ""
+        return {"agent": name, "sessionId": session_id, "threadId": session_id, "messages": messages,
+                "runningCorrelationId": running,
                 "lastModifiedAt": _iso(md.last_modified), "state": state}
 
     async def list_sessions(self, agent: str | None = None, page_size: int = 0,
                             continuation_token: str | None = None) -> dict[str, Any]:
-        prefix = "@dafx-"
+        prefix = protocol.sessions_prefix()
         canonical: str | None = None
         if agent:
             canonical = await self.require_agent(agent)
-            prefix = f"@dafx-{agent.lower()}@"
+            prefix = protocol.sessions_prefix(agent)
         if page_size < 0:
             raise invalid("pageSize must not be negative")
         page_size = min(page_size or 100, 1000)
@@ -635,12 +641,14 @@ class Gateway:
             rows = [r for r in rows if r[0] > continuation_token]
         page = rows[:page_size]
         more = len(rows) > page_size
-        threads = []
+        sessions = []
         for _, md in page:
-            ent_agent = md.id.entity[len("dafx-"):]
-            threads.append({"agent": canonical or self._canonical(ent_agent), "threadId": md.id.key,
-                            "lastModifiedAt": _iso(md.last_modified)})
-        return {"threads": threads, "continuationToken": page[-1][0] if more and page else ""}
+            ent_agent = protocol.agent_of_entity(md.id.entity) or md.id.entity
+            sessions.append({"agent": canonical or self._canonical(ent_agent), "sessionId": md.id.key,
+                             "threadId": md.id.key, "lastModifiedAt": _iso(md.last_modified)})
+        # "threads": the same list under the durable-agents HTTP name
+        return {"sessions": sessions, "threads": sessions,
+                "continuationToken": page[-1][0] if more and page else ""}
 
     def _canonical(self, low: str) -> str:
         known = self._known.get(low)
@@ -648,23 +656,23 @@ class Gateway:
             return known[1]
         return self._configured.get(low, low)
 
-    async def delete_session(self, agent: str, thread_id: str, *, timeout: float = 10.0) -> None:
+    async def delete_session(self, agent: str, session_id: str, *, timeout: float = 10.0) -> None:
         name = await self.require_agent(agent)
-        check_id(thread_id, "thread id")
-        md = await self._thread_metadata(name, thread_id)
-        if md is None and (name.lower(), thread_id) not in self._threads:
-            raise not_found(f"agent {name!r} has no thread {thread_id!r}", reason="ThreadNotFound")
-        await self._call(f"deleting thread {thread_id!r}", self.client.signal_entity(
-            _session_entity(name, thread_id), "delete"))
-        self._threads.discard(name.lower(), thread_id)
+        check_id(session_id, "thread id")
+        md = await self._session_metadata(name, session_id)
+        if md is None and (name.lower(), session_id) not in self._sessions:
+            raise not_found(f"agent {name!r} has no thread {session_id!r}", reason="ThreadNotFound")
+        await self._call(f"deleting thread {session_id!r}", self.client.signal_entity(
+            protocol.session_entity_id(name, session_id), protocol.DELETE_OPERATION))
+        self._sessions.discard(name.lower(), session_id)
         deadline = time.monotonic() + timeout
         delay = 0.02
         while time.monotonic() < deadline:  # the delete is a signal: wait until it has been applied
-            if await self._thread_metadata(name, thread_id) is None:
+            if await self._session_metadata(name, session_id) is None:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
-        log.warning("thread %s of agent %s still exists %ss after the delete signal", thread_id, name, timeout)
+        log.warning("thread %s of agent %s still exists %ss after the delete signal", session_id, name, timeout)
 
     # -- orchestrations ---------------------------------------------------------------------------------------------
 
@@ -743,18 +751,6 @@ class Gateway:
         return EntityView(name, key, md.get_state(), _iso(md.last_modified), int(md.backlog_queue_size or 0))
 
 
-def _usage(raw: Any) -> dict[str, int]:
-    if not isinstance(raw, dict):
-        return {}
-    out = {}
-    for key in ("inputTokenCount", "outputTokenCount", "totalTokenCount"):
-        try:
-            out[key] = int(raw.get(key) or 0)
-        except (TypeError, ValueError):
-            out[key] = 0
-    return out
-
-
 def _timeout(value: float | None, default: float) -> float:
     if value is None or value == 0:
         return default
@@ -767,5 +763,8 @@ def _timeout(value: float | None, default: float) -> float:
     return min(value, MAX_WAIT)
 
 
+RunResult = TurnResult
+"""Deprecated alias of :class:`TurnResult`."""
+
 __all__ = ["EntityView", "Gateway", "MISSING", "OrchestrationView", "PreparedRun", "RunResult", "RunStatusView",
-           "parse_json", "parse_time"]
+           "TurnResult", "parse_json", "parse_time"]

@@ -10,14 +10,14 @@ from typing import Any, TypeVar
 
 import grpc
 
-from moorage.gateway._proto import agents_pb2 as pb
-from moorage.gateway._proto import agents_pb2_grpc as pb_grpc
+from moorage._proto import agents_pb2 as pb
+from moorage._proto import agents_pb2_grpc as pb_grpc
 from moorage.gateway.core import (
     MISSING,
     EntityView,
     Gateway,
     OrchestrationView,
-    RunResult,
+    TurnResult,
     parse_json,
     parse_time,
 )
@@ -63,9 +63,9 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def run_response(r: RunResult) -> pb.RunResponse:
+def run_response(r: TurnResult) -> pb.RunResponse:
     return pb.RunResponse(
-        agent=r.agent, thread_id=r.thread_id, correlation_id=r.correlation_id, response=r.response,
+        agent=r.agent, session_id=r.session_id, correlation_id=r.correlation_id, response=r.response,
         value_json=_json(r.value), created_at=r.created_at, messages_json=_json(r.messages),
         usage=pb.Usage(input_tokens=r.usage.get("inputTokenCount", 0), output_tokens=r.usage.get("outputTokenCount", 0),
                        total_tokens=r.usage.get("totalTokenCount", 0)))
@@ -96,7 +96,7 @@ class AgentService(pb_grpc.AgentServiceServicer):
         schema = parse_json(r.response_schema_json, "response_schema_json")
         options = parse_json(r.options_json, "options_json")
         return await self.gw.prepare_run(
-            r.agent, r.thread_id or None, r.message, correlation_id=r.correlation_id or None,
+            r.agent, r.session_id or None, r.message, correlation_id=r.correlation_id or None,
             response_schema=None if schema is MISSING else schema, options=options,
             enable_tool_calls=r.enable_tool_calls if r.HasField("enable_tool_calls") else None)
 
@@ -118,11 +118,11 @@ class AgentService(pb_grpc.AgentServiceServicer):
             run = await self._prepare(request)
             async for kind, item in self.gw.stream_run(run, request.timeout_seconds or None):
                 if kind == "started":
-                    yield pb.RunStreamEvent(started=pb.RunStarted(agent=item.agent, thread_id=item.thread_id,
+                    yield pb.RunStreamEvent(started=pb.RunStarted(agent=item.agent, session_id=item.session_id,
                                                                   correlation_id=item.correlation_id))
                 elif kind == "chunk":
                     c: Chunk = item
-                    yield pb.RunStreamEvent(chunk=pb.RunChunk(agent=c.agent, thread_id=c.thread_id,
+                    yield pb.RunStreamEvent(chunk=pb.RunChunk(agent=c.agent, session_id=c.session_id,
                                                               correlation_id=c.correlation_id, text=c.text,
                                                               sequence=c.sequence))
                 else:
@@ -139,12 +139,12 @@ class AgentService(pb_grpc.AgentServiceServicer):
     async def StartRun(self, request: pb.RunRequest, context: Any) -> pb.StartRunResponse:
         run = await self._prepare(request)
         await self.gw.send_run(run)
-        return pb.StartRunResponse(agent=run.agent, thread_id=run.thread_id, correlation_id=run.correlation_id,
+        return pb.StartRunResponse(agent=run.agent, session_id=run.session_id, correlation_id=run.correlation_id,
                                    status=pb.RUN_STATUS_PENDING)
 
     @_rpc
     async def GetRunResult(self, request: pb.GetRunResultRequest, context: Any) -> pb.GetRunResultResponse:
-        view = await self.gw.run_status(request.agent, request.thread_id, request.correlation_id,
+        view = await self.gw.run_status(request.agent, request.session_id, request.correlation_id,
                                         request.wait_seconds)
         resp = pb.GetRunResultResponse(status=RUN_STATUS[view.status])
         if view.result is not None and view.status == "completed":
@@ -156,9 +156,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
 
     @_rpc
     async def GetSession(self, request: pb.GetSessionRequest, context: Any) -> pb.Session:
-        s = await self.gw.get_session(request.agent, request.thread_id)
+        s = await self.gw.get_session(request.agent, request.session_id)
         return pb.Session(
-            agent=s["agent"], thread_id=s["threadId"], running_correlation_id=s["runningCorrelationId"],
+            agent=s["agent"], session_id=s["sessionId"], running_correlation_id=s["runningCorrelationId"],
             last_modified_at=s["lastModifiedAt"], state_json=_json(s["state"]),
             messages=[pb.ChatMessage(role=m["role"], text=m["text"], correlation_id=m["correlationId"],
                                      created_at=m["createdAt"], author_name=m["authorName"],
@@ -169,13 +169,13 @@ class AgentService(pb_grpc.AgentServiceServicer):
         page = await self.gw.list_sessions(request.agent or None, request.page_size,
                                            request.continuation_token or None)
         return pb.ListSessionsResponse(
-            sessions=[pb.SessionSummary(agent=t["agent"], thread_id=t["threadId"],
-                                        last_modified_at=t["lastModifiedAt"]) for t in page["threads"]],
+            sessions=[pb.SessionSummary(agent=t["agent"], session_id=t["sessionId"],
+                                        last_modified_at=t["lastModifiedAt"]) for t in page["sessions"]],
             continuation_token=page["continuationToken"])
 
     @_rpc
     async def DeleteSession(self, request: pb.DeleteSessionRequest, context: Any) -> pb.DeleteSessionResponse:
-        await self.gw.delete_session(request.agent, request.thread_id)
+        await self.gw.delete_session(request.agent, request.session_id)
         return pb.DeleteSessionResponse()
 
     @_rpc
@@ -236,7 +236,7 @@ class AgentStreamSink(pb_grpc.AgentStreamSinkServicer):
     async def PublishChunks(self, request: pb.PublishChunksRequest, context: Any) -> pb.PublishChunksResponse:
         delivered = 0
         for c in request.chunks:
-            delivered += self.gw.hub.publish(Chunk(c.agent, c.thread_id, c.correlation_id, c.text, int(c.sequence)))
+            delivered += self.gw.relay.publish(Chunk(c.agent, c.session_id, c.correlation_id, c.text, int(c.sequence)))
         return pb.PublishChunksResponse(delivered=delivered)
 
 

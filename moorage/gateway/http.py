@@ -1,11 +1,11 @@
 """The HTTP face of the gateway (Starlette; served by uvicorn).
 
-    POST   /api/agents/{name}/threads                         {"message": "..."} -> {"threadId", "response", ...}
-    POST   /api/agents/{name}/threads/{threadId}              the next turn of a thread
+    POST   /api/agents/{name}/sessions                        {"message": "..."} -> {"sessionId", "response", ...}
+    POST   /api/agents/{name}/sessions/{sessionId}            the next turn of a session
            ?wait=false -> 202 + Location (the run's status URL); ?stream=true or Accept: text/event-stream -> SSE
-    GET    /api/agents/{name}/threads/{threadId}/runs/{correlationId}   202 while running, then the response
-    GET    /api/agents, /api/agents/{name}/threads, /api/agents/{name}/threads/{threadId}
-    DELETE /api/agents/{name}/threads/{threadId}
+    GET    /api/agents/{name}/sessions/{sessionId}/runs/{correlationId}   202 while running, then the response
+    GET    /api/agents, /api/agents/{name}/sessions, /api/agents/{name}/sessions/{sessionId}
+    DELETE /api/agents/{name}/sessions/{sessionId}
     POST   /api/orchestrations/{name}                         body: the input -> 202 + status URLs
     GET    /api/instances/{instanceId}                        200 when finished, 202 while running (?wait=SECONDS)
     POST   /api/instances/{instanceId}/events/{eventName}     body: the event's data
@@ -13,6 +13,10 @@
     POST   /api/entities/{name}/{key}?op=OPERATION            body: the operation's input
     GET    /api/entities/{name}/{key}
     GET    /openapi.json, /healthz
+
+Every ``/sessions`` route is also served at ``/threads`` (the durable-agents announcement's name, so its ``curl``
+commands work unchanged): same handlers, same answers. Answers carry the session id as ``sessionId`` and, for
+those clients, as ``threadId`` too (and the ``x-ms-thread-id`` header).
 
 Errors are JSON: ``{"error": {"code": "NOT_FOUND", "message": "...", "status": 404, "reason": "AgentNotFound"}}``.
 """
@@ -78,6 +82,24 @@ def _base(request: Request) -> str:
 
 def _q(value: str) -> str:
     return quote(value, safe="")
+
+
+def _session_param(request: Request) -> str | None:
+    """The session id of a ``/sessions/{session_id}`` or ``/threads/{thread_id}`` route (None: a new session)."""
+    p = request.path_params
+    return p.get("session_id", p.get("thread_id"))
+
+
+def _collection(request: Request) -> str:
+    """``threads`` for a request that came in on the ``/threads`` alias routes (answers link back to them)."""
+    if "thread_id" in request.path_params:
+        return "threads"
+    parts = request.url.path.rstrip("/").split("/")
+    return "threads" if parts and parts[-1] == "threads" else "sessions"
+
+
+def _session_keys(session_id: str) -> dict[str, str]:
+    return {"sessionId": session_id, "threadId": session_id}
 
 
 class HttpApi:
@@ -159,7 +181,7 @@ class HttpApi:
 
     async def run(self, request: Request) -> Response:
         name = request.path_params["name"]
-        thread_id = request.path_params.get("thread_id")
+        session_id = _session_param(request)
         body = await self._run_body(request)
         wait = _flag(request, "wait", True)
         accept = request.headers.get("accept", "")
@@ -172,14 +194,14 @@ class HttpApi:
         if enable is not None and not isinstance(enable, bool):
             raise invalid("enableToolCalls must be true or false")
         run = await self.gw.prepare_run(
-            name, thread_id, message,
+            name, session_id, message,
             correlation_id=body.get("correlationId") or body.get("correlation_id") or None,
             response_schema=body.get("responseSchema", body.get("response_format")),
             options=body.get("options"), enable_tool_calls=enable)
         if stream:
             return StreamingResponse(self._sse(run, timeout), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                              "x-ms-thread-id": run.thread_id,
+                                              "x-ms-thread-id": run.session_id,
                                               "x-moorage-correlation-id": run.correlation_id})
         await self.gw.send_run(run)
         if not wait:
@@ -192,18 +214,18 @@ class HttpApi:
             raise
         if result.status == "failed":
             result.raise_for_error()
-        return JSONResponse(result.to_json(), headers={"x-ms-thread-id": run.thread_id})
+        return JSONResponse(result.to_json(), headers={"x-ms-thread-id": run.session_id})
 
     def _run_url(self, request: Request, run: PreparedRun) -> str:
-        return (f"{_base(request)}/api/agents/{_q(run.agent)}/threads/{_q(run.thread_id)}/runs/"
+        return (f"{_base(request)}/api/agents/{_q(run.agent)}/{_collection(request)}/{_q(run.session_id)}/runs/"
                 f"{_q(run.correlation_id)}")
 
     def _accepted(self, request: Request, run: PreparedRun, status: str = "pending") -> Response:
         url = self._run_url(request, run)
-        return JSONResponse({"threadId": run.thread_id, "correlationId": run.correlation_id, "agent": run.agent,
-                             "status": status, "statusQueryGetUri": url},
+        return JSONResponse({**_session_keys(run.session_id), "correlationId": run.correlation_id,
+                             "agent": run.agent, "status": status, "statusQueryGetUri": url},
                             status_code=202, headers={"Location": url, "Retry-After": "1",
-                                                      "x-ms-thread-id": run.thread_id})
+                                                      "x-ms-thread-id": run.session_id})
 
     async def _sse(self, run: PreparedRun, timeout: float | None) -> AsyncIterator[bytes]:
         def event(kind: str, data: Any) -> bytes:
@@ -212,8 +234,8 @@ class HttpApi:
         try:
             async for kind, item in self.gw.stream_run(run, timeout):
                 if kind == "started":
-                    yield event("started", {"threadId": item.thread_id, "correlationId": item.correlation_id,
-                                            "agent": item.agent})
+                    yield event("started", {**_session_keys(item.session_id),
+                                            "correlationId": item.correlation_id, "agent": item.agent})
                 elif kind == "chunk":
                     yield event("chunk", {"text": item.text, "sequence": item.sequence})
                 else:
@@ -226,16 +248,16 @@ class HttpApi:
 
     async def run_status(self, request: Request) -> Response:
         p = request.path_params
-        view = await self.gw.run_status(p["name"], p["thread_id"], p["correlation_id"],
+        view = await self.gw.run_status(p["name"], _session_param(request) or "", p["correlation_id"],
                                         _seconds(request, "wait") or 0.0)
         if view.result is None:
-            run = PreparedRun(view.agent, view.thread_id, view.correlation_id, "", {}, False)
+            run = PreparedRun(view.agent, view.session_id, view.correlation_id, "", {}, False)
             return self._accepted(request, run, status=view.status)
         if view.status == "failed":
             view.result.raise_for_error()
         return JSONResponse(view.result.to_json())
 
-    async def list_threads(self, request: Request) -> Response:
+    async def list_sessions(self, request: Request) -> Response:
         size = request.query_params.get("pageSize") or "0"
         try:
             page_size = int(size)
@@ -244,12 +266,17 @@ class HttpApi:
         return JSONResponse(await self.gw.list_sessions(request.path_params["name"], page_size,
                                                         request.query_params.get("continuationToken") or None))
 
-    async def get_thread(self, request: Request) -> Response:
-        return JSONResponse(await self.gw.get_session(request.path_params["name"], request.path_params["thread_id"]))
+    async def get_session(self, request: Request) -> Response:
+        return JSONResponse(await self.gw.get_session(request.path_params["name"], _session_param(request) or ""))
 
-    async def delete_thread(self, request: Request) -> Response:
-        await self.gw.delete_session(request.path_params["name"], request.path_params["thread_id"])
+    async def delete_session(self, request: Request) -> Response:
+        await self.gw.delete_session(request.path_params["name"], _session_param(request) or "")
         return Response(status_code=204)
+
+    # the old names of the three handlers above
+    list_threads = list_sessions
+    get_thread = get_session
+    delete_thread = delete_session
 
     # -- orchestrations ---------------------------------------------------------------------------------------------
 
@@ -347,14 +374,19 @@ def _guard(handler: Any) -> Any:
 def create_app(gateway: Gateway, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
     api = HttpApi(gateway, max_body_bytes=max_body_bytes)
     g = _guard
-    routes = [
-        Route("/api/agents", g(api.list_agents), methods=["GET"]),
-        Route("/api/agents/{name}/threads", g(api.run), methods=["POST"]),
-        Route("/api/agents/{name}/threads", g(api.list_threads), methods=["GET"]),
-        Route("/api/agents/{name}/threads/{thread_id}", g(api.run), methods=["POST"]),
-        Route("/api/agents/{name}/threads/{thread_id}", g(api.get_thread), methods=["GET"]),
-        Route("/api/agents/{name}/threads/{thread_id}", g(api.delete_thread), methods=["DELETE"]),
-        Route("/api/agents/{name}/threads/{thread_id}/runs/{correlation_id}", g(api.run_status), methods=["GET"]),
+    routes = [Route("/api/agents", g(api.list_agents), methods=["GET"])]
+    # /sessions, and /threads: the same routes under the durable-agents name (documented aliases)
+    for noun, param in (("sessions", "session_id"), ("threads", "thread_id")):
+        base, item = f"/api/agents/{{name}}/{noun}", f"/api/agents/{{name}}/{noun}/{{{param}}}"
+        routes += [
+            Route(base, g(api.run), methods=["POST"]),
+            Route(base, g(api.list_sessions), methods=["GET"]),
+            Route(item, g(api.run), methods=["POST"]),
+            Route(item, g(api.get_session), methods=["GET"]),
+            Route(item, g(api.delete_session), methods=["DELETE"]),
+            Route(item + "/runs/{correlation_id}", g(api.run_status), methods=["GET"]),
+        ]
+    routes += [
         Route("/api/orchestrations/{name}", g(api.start_orchestration), methods=["POST"]),
         Route("/api/instances/{instance_id}", g(api.get_instance), methods=["GET"]),
         Route("/api/instances/{instance_id}/events/{event_name}", g(api.raise_event), methods=["POST"]),

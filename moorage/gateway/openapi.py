@@ -23,7 +23,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "Bad request: malformed JSON, a missing or invalid field", 404: "Unknown agent, thread, run, "
+    text = {400: "Bad request: malformed JSON, a missing or invalid field", 404: "Unknown agent, session, run, "
             "instance or entity", 409: "Conflict (an instance id in use, a state that forbids the operation)",
             413: "The request body is over the size limit", 500: "The agent's turn failed (see error.message)",
             503: "The Durable Task backend cannot be reached", 504: "A wait ran out"}
@@ -32,7 +32,9 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 P_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
           "description": "The agent's name (e.g. Joker)."}
-P_THREAD = {"name": "threadId", "in": "path", "required": True, "schema": {"type": "string"}}
+P_SESSION = {"name": "sessionId", "in": "path", "required": True, "schema": {"type": "string"}}
+P_THREAD = {"name": "threadId", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "The session id (\"thread\" is the durable-agents name of a session)."}
 P_CORR = {"name": "correlationId", "in": "path", "required": True, "schema": {"type": "string"}}
 P_INSTANCE = {"name": "instanceId", "in": "path", "required": True, "schema": {"type": "string"}}
 Q_WAIT = {"name": "wait", "in": "query", "schema": {"type": "boolean", "default": True},
@@ -44,8 +46,50 @@ Q_TIMEOUT = {"name": "timeout", "in": "query", "schema": {"type": "number", "def
 ANY = {"description": "Any JSON value."}
 
 
+def _session_paths(noun: str, p_id: dict[str, Any], run_post: dict[str, Any]) -> dict[str, Any]:
+    """The session routes under ``/api/agents/{name}/<noun>``: ``sessions``, and ``threads``, the durable-agents
+    announcement's name for the same routes (documented aliases, same handlers and answers)."""
+    base = f"/api/agents/{{name}}/{noun}"
+    item = f"{base}/{{{p_id['name']}}}"
+    alias = noun != "sessions"
+    suffix = "Thread" if alias else "Session"
+    note = " (alias of the /sessions route)" if alias else ""
+
+    def op(summary: str, name: str, **rest: Any) -> dict[str, Any]:
+        return {"summary": summary + note, "operationId": name + suffix, **({"deprecated": True} if alias else {}),
+                **rest}
+
+    return {
+        base: {
+            "parameters": [P_NAME],
+            "post": op("Start a new session with a message", "runNew", **run_post),
+            "get": op("List the agent's sessions", "list",
+                      parameters=[{"name": "pageSize", "in": "query", "schema": {"type": "integer"}},
+                                  {"name": "continuationToken", "in": "query", "schema": {"type": "string"}}],
+                      responses={"200": _json(_ref("SessionPage"), "A page of sessions."), **_errors(400, 404)}),
+        },
+        item: {
+            "parameters": [P_NAME, p_id],
+            "post": op("Send the next message of a session", "run", **run_post),
+            "get": op("A session with its history", "get",
+                      responses={"200": _json(_ref("Session"), "The session."), **_errors(400, 404)}),
+            "delete": op("Delete a session", "delete",
+                         responses={"204": {"description": "Deleted."}, **_errors(400, 404)}),
+        },
+        f"{item}/runs/{{correlationId}}": {
+            "parameters": [P_NAME, p_id, P_CORR],
+            "get": op("The status of a turn, and its answer once done", "getRunOf",
+                      parameters=[{"name": "wait", "in": "query", "schema": {"type": "number"},
+                                   "description": "Seconds to wait for the turn to finish."}],
+                      responses={"200": _json(_ref("RunResponse"), "Done."),
+                                 "202": _json(_ref("RunAccepted"), "Still pending or running."),
+                                 **_errors(400, 404, 500)}),
+        },
+    }
+
+
 def openapi_spec(server_url: str = "") -> dict[str, Any]:
-    run_post = {
+    run_post: dict[str, Any] = {
         "parameters": [Q_WAIT, Q_STREAM, Q_TIMEOUT],
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": _ref("RunRequest"), "example": {"message": "Tell me a joke about pirates"}},
@@ -58,7 +102,8 @@ def openapi_spec(server_url: str = "") -> dict[str, Any]:
     }
     run_post["responses"]["200"]["content"]["text/event-stream"] = {
         "schema": {"type": "string"},
-        "description": "With stream=true: events `started` {threadId, correlationId}, `chunk` {text, sequence} "
+        "description": "With stream=true: events `started` {sessionId, threadId, correlationId}, "
+                       "`chunk` {text, sequence} "
                        "(in order, before the turn completes), then `completed` (a RunResponse) or `error`."}
     spec: dict[str, Any] = {
         "openapi": "3.1.0",
@@ -69,31 +114,8 @@ def openapi_spec(server_url: str = "") -> dict[str, Any]:
             "/api/agents": {"get": {"summary": "Known agents", "operationId": "listAgents",
                                     "responses": {"200": _json({"type": "object", "properties": {
                                         "agents": {"type": "array", "items": _ref("AgentInfo")}}}, "Agents.")}}},
-            "/api/agents/{name}/threads": {
-                "parameters": [P_NAME],
-                "post": {"summary": "Start a new thread with a message", "operationId": "runNewThread", **run_post},
-                "get": {"summary": "List the agent's threads", "operationId": "listThreads",
-                        "parameters": [{"name": "pageSize", "in": "query", "schema": {"type": "integer"}},
-                                       {"name": "continuationToken", "in": "query", "schema": {"type": "string"}}],
-                        "responses": {"200": _json(_ref("ThreadPage"), "A page of threads."), **_errors(400, 404)}},
-            },
-            "/api/agents/{name}/threads/{threadId}": {
-                "parameters": [P_NAME, P_THREAD],
-                "post": {"summary": "Send the next message of a thread", "operationId": "runThread", **run_post},
-                "get": {"summary": "A thread with its history", "operationId": "getThread",
-                        "responses": {"200": _json(_ref("Thread"), "The thread."), **_errors(400, 404)}},
-                "delete": {"summary": "Delete a thread", "operationId": "deleteThread",
-                           "responses": {"204": {"description": "Deleted."}, **_errors(400, 404)}},
-            },
-            "/api/agents/{name}/threads/{threadId}/runs/{correlationId}": {
-                "parameters": [P_NAME, P_THREAD, P_CORR],
-                "get": {"summary": "The status of a turn, and its answer once done", "operationId": "getRun",
-                        "parameters": [{"name": "wait", "in": "query", "schema": {"type": "number"},
-                                        "description": "Seconds to wait for the turn to finish."}],
-                        "responses": {"200": _json(_ref("RunResponse"), "Done."),
-                                      "202": _json(_ref("RunAccepted"), "Still pending or running."),
-                                      **_errors(400, 404, 500)}},
-            },
+            **_session_paths("sessions", P_SESSION, run_post),
+            **_session_paths("threads", P_THREAD, run_post),
             "/api/orchestrations/{name}": {
                 "post": {"summary": "Start an orchestration; the body is its input", "operationId": "startOrchestration",
                          "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
@@ -163,29 +185,34 @@ def openapi_spec(server_url: str = "") -> dict[str, Any]:
             "Usage": {"type": "object", "properties": {"inputTokenCount": {"type": "integer"},
                                                        "outputTokenCount": {"type": "integer"},
                                                        "totalTokenCount": {"type": "integer"}}},
-            "RunResponse": {"type": "object", "required": ["threadId", "response", "correlationId"], "properties": {
-                "threadId": {"type": "string"}, "response": {"type": "string"},
+            "RunResponse": {"type": "object", "required": ["sessionId", "threadId", "response", "correlationId"],
+                            "properties": {
+                "sessionId": {"type": "string"}, "threadId": {"type": "string", "description": "= sessionId"},
+                "response": {"type": "string"},
                 "correlationId": {"type": "string"}, "agent": {"type": "string"},
                 "status": {"type": "string", "enum": ["completed"]}, "value": ANY, "usage": _ref("Usage"),
                 "createdAt": {"type": "string"}, "messages": {"type": "array", "items": {"type": "object"}}}},
             "RunAccepted": {"type": "object", "properties": {
-                "threadId": {"type": "string"}, "correlationId": {"type": "string"}, "agent": {"type": "string"},
+                "sessionId": {"type": "string"}, "threadId": {"type": "string", "description": "= sessionId"}, "correlationId": {"type": "string"}, "agent": {"type": "string"},
                 "status": {"type": "string", "enum": ["pending", "running"]},
                 "statusQueryGetUri": {"type": "string"}}},
             "Message": {"type": "object", "properties": {
                 "role": {"type": "string"}, "text": {"type": "string"}, "correlationId": {"type": "string"},
                 "createdAt": {"type": "string"}, "authorName": {"type": "string"},
                 "contents": {"type": "array", "items": {"type": "object"}}}},
-            "Thread": {"type": "object", "properties": {
-                "agent": {"type": "string"}, "threadId": {"type": "string"},
+            "Session": {"type": "object", "properties": {
+                "agent": {"type": "string"}, "sessionId": {"type": "string"},
+                "threadId": {"type": "string", "description": "= sessionId"},
                 "messages": {"type": "array", "items": _ref("Message")},
                 "runningCorrelationId": {"type": "string"}, "lastModifiedAt": {"type": "string"},
                 "state": {"type": "object", "description": "Durable-agent state, schema 1.1.0."}}},
-            "ThreadPage": {"type": "object", "properties": {
-                "threads": {"type": "array", "items": {"type": "object", "properties": {
-                    "agent": {"type": "string"}, "threadId": {"type": "string"},
-                    "lastModifiedAt": {"type": "string"}}}},
+            "SessionPage": {"type": "object", "properties": {
+                "sessions": {"type": "array", "items": _ref("SessionSummary")},
+                "threads": {"type": "array", "items": _ref("SessionSummary"), "description": "= sessions"},
                 "continuationToken": {"type": "string"}}},
+            "SessionSummary": {"type": "object", "properties": {
+                "agent": {"type": "string"}, "sessionId": {"type": "string"},
+                "threadId": {"type": "string", "description": "= sessionId"}, "lastModifiedAt": {"type": "string"}}},
             "InstanceUrls": {"type": "object", "properties": {k: {"type": "string"} for k in (
                 "id", "instanceId", "statusQueryGetUri", "sendEventPostUri", "terminatePostUri", "suspendPostUri",
                 "resumePostUri")}},

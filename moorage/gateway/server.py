@@ -8,6 +8,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from dataclasses import dataclass, field
 
 import grpc
@@ -16,6 +17,9 @@ from moorage.gateway.core import Gateway
 from moorage.gateway.grpc_service import add_to_server
 from moorage.gateway.http import DEFAULT_MAX_BODY_BYTES, create_app
 from moorage.shutdown import wait_for_stop_signal
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 log = logging.getLogger("moorage.gateway")
 
@@ -51,12 +55,12 @@ def _bind(host: str, port: int) -> socket.socket:
 class _Uvicorn:
     """uvicorn in the caller's event loop, without its own signal handling (the host process owns signals)."""
 
-    def __init__(self, app: object, sock: socket.socket):
+    def __init__(self, app: ASGIApp, sock: socket.socket):
         import uvicorn
 
         class Server(uvicorn.Server):
             @contextlib.contextmanager
-            def capture_signals(self) -> Iterator[None]:  # type: ignore[override]
+            def capture_signals(self) -> Iterator[None]:
                 yield
 
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,

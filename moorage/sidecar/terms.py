@@ -33,6 +33,6 @@ STATUS_PREFIX = "ORCHESTRATION_STATUS_"
 def status_name(status: int) -> str:
     """``ORCHESTRATION_STATUS_RUNNING`` -> ``RUNNING``; an unknown number as its digits."""
     try:
-        return pb.OrchestrationStatus.Name(status)[len(STATUS_PREFIX):]  # type: ignore[arg-type]
+        return pb.OrchestrationStatus.Name(status)[len(STATUS_PREFIX):]
     except ValueError:
         return str(status)

@@ -4,25 +4,15 @@ that are cleaned up after each test."""
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_testkit import ScriptedLLM
+from kit import BACKEND, CHANNEL_OPTIONS, WORKER_RESILIENCY, SidecarProcess
+from kit import SDK_WORKER_LOGGER as SDK_LOGGER
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from agent_testkit import (  # noqa: E402
-    BACKEND,
-    CHANNEL_OPTIONS,
-    SDK_LOGGER,
-    WORKER_RESILIENCY,
-    BackendProcess,
-    ScriptedLLM,
-)
-
-from moorage.agents import AgentClient, AgentWorker, OpenAIChatModel  # noqa: E402
+from moorage.agents import AgentClient, AgentWorker, OpenAIChatModel
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -30,8 +20,9 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 @pytest.fixture(scope="session")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendProcess]:
-    proc = BackendProcess(tmp_path_factory.mktemp("agents-backend"), lease_seconds=3)
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
+    proc = SidecarProcess(tmp_path_factory.mktemp("agents-backend"), lease_seconds=3,
+                          extra_args=["--log-level", "warning"])
     proc.start()
     try:
         yield proc
@@ -40,7 +31,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendProcess
 
 
 @pytest.fixture
-def cs(backend: BackendProcess) -> str:
+def cs(backend: SidecarProcess) -> str:
     if not backend.is_running():
         pytest.fail(f"the backend died earlier:\n{backend.tail()}")
     return backend.connection_string

@@ -14,12 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from kit import CHANNEL_OPTIONS, WORKER_RESILIENCY  # tests/ is on PYTHONPATH (kit.ManagedProcess puts it there)
 
-from agent_testkit import CHANNEL_OPTIONS, WORKER_RESILIENCY  # noqa: E402
-
-from moorage.agents import Agent, AgentWorker, OpenAIChatModel, ToolContext  # noqa: E402
+from moorage.agents import Agent, AgentWorker, OpenAIChatModel, ToolContext
 
 
 def log_execution(directory: Path, tool: str, key: str) -> None:

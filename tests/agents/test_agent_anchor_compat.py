@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from agent_testkit import uid, wait_until
 from durabletask.entities import EntityInstanceId
+from kit import uid, wait_until
 from pydantic import BaseModel
 
 from moorage.agents import Agent

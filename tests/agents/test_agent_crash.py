@@ -3,24 +3,22 @@ interrupted tool call is retried with the same idempotency key, and the turn fin
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
-from agent_testkit import (
+from agent_testkit import call
+from kit import (
     CHANNEL_OPTIONS,
     IS_INMEMORY,
     PYTHON,
-    REPO_ROOT,
-    SDK_LOGGER,
     WORKER_RESILIENCY,
-    BackendProcess,
-    call,
-    die_with_parent,
+    ManagedProcess,
+    SidecarProcess,
     uid,
     wait_until,
+)
+from kit import (
+    SDK_WORKER_LOGGER as SDK_LOGGER,
 )
 
 from moorage.agents import Agent, AgentClient, AgentWorker
@@ -31,13 +29,9 @@ pytestmark = pytest.mark.skipif(
     IS_INMEMORY, reason="the in-memory backend has no work-item leases: a killed worker's activity is lost")
 
 
-def start_worker(cs: str, base_url: str, directory: Path, agent: str) -> subprocess.Popen[bytes]:
-    log = open(directory / "worker.log", "ab")
-    return subprocess.Popen(
-        [PYTHON, str(HERE / "crash_worker.py"), "--connection-string", cs, "--base-url", base_url,
-         "--dir", str(directory), "--agent", agent],
-        cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-        preexec_fn=die_with_parent)
+def start_worker(cs: str, base_url: str, directory: Path, agent: str) -> ManagedProcess:
+    return ManagedProcess([PYTHON, HERE / "crash_worker.py", "--connection-string", cs, "--base-url", base_url,
+                           "--dir", str(directory), "--agent", agent], directory / "worker.log").start()
 
 
 def diagnose(client, handle, directory: Path, what: str, backend=None) -> str:
@@ -68,15 +62,14 @@ def test_sigkill_mid_turn_repeats_no_completed_call(cs, client, llm, tmp_path):
     llm.add(tool_calls=[call("charge_card", {"amount_cents": 4200})])
     llm.add("Booked The Anchor for two and charged 42.00.")
 
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: list[ManagedProcess] = []
     try:
         procs.append(start_worker(cs, llm.base_url, tmp_path, agent))
         handle = client.start_run(agent, "Book dinner for two at The Anchor and pay the deposit.")
         # The turn reaches the second tool call, which blocks: kill -9 the worker there.
         wait_until(lambda: (tmp_path / "charge_card.blocked").exists(), timeout=60,
                    message=lambda: diagnose(client, handle, tmp_path, "the turn never reached charge_card"))
-        os.killpg(procs[0].pid, signal.SIGKILL)
-        procs[0].wait(timeout=10)
+        procs[0].kill()
         assert llm.count == 2
         assert len(lines(tmp_path / "reserve_table.log")) == 1
         assert len(lines(tmp_path / "charge_card.log")) == 1
@@ -108,19 +101,13 @@ def test_sigkill_mid_turn_repeats_no_completed_call(cs, client, llm, tmp_path):
         assert info.turns == 1 and info.last_response_text == response.text and not info.is_running
     finally:
         for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait()
+            p.stop(grace=15)
 
 
 def test_conversation_survives_a_sidecar_kill(tmp_path, llm, model):
     """SIGKILL the sidecar between and during turns, restart it on the same store: the conversation, the running
     turn and the queued turn all survive, and the worker reconnects by itself."""
-    sidecar = BackendProcess(tmp_path / "own-sidecar", lease_seconds=2).start()
+    sidecar = SidecarProcess(tmp_path / "own-sidecar", lease_seconds=2, extra_args=["--log-level", "warning"]).start()
     worker = None
     client = None
     try:

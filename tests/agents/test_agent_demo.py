@@ -6,7 +6,7 @@ import os
 import subprocess
 
 import pytest
-from agent_testkit import IS_INMEMORY, PYTHON, REPO_ROOT, die_with_parent
+from kit import IS_INMEMORY, PYTHON, REPO_ROOT, die_with_parent
 
 
 @pytest.mark.skipif(IS_INMEMORY, reason="the demo always starts the real sidecar")

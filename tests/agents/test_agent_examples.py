@@ -8,7 +8,7 @@ import os
 import subprocess
 
 import pytest
-from agent_testkit import PYTHON, REPO_ROOT, die_with_parent
+from kit import PYTHON, REPO_ROOT, die_with_parent
 
 EXAMPLES = REPO_ROOT / "examples"
 

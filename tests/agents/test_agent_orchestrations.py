@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from agent_testkit import uid, wait_until
 from durabletask.client import OrchestrationStatus
 from durabletask.task import TaskFailedError
+from kit import uid, wait_until
 from pydantic import BaseModel
 
 from moorage.agents import Agent

@@ -6,7 +6,8 @@ import json
 import threading
 
 import pytest
-from agent_testkit import call, uid, wait_until
+from agent_testkit import call
+from kit import uid, wait_until
 from pydantic import BaseModel
 
 from moorage.agents import Agent, AgentRunError, AsyncAgentClient, ToolContext, turn_instance_id

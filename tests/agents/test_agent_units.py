@@ -20,6 +20,8 @@ from moorage.agents.structured import (
 )
 from moorage.connection import DEFAULT_CONNECTION_STRING, parse_connection_string, resolve_connection_string
 
+pytestmark = pytest.mark.unit  # no process: the fast layer
+
 
 # -- connection strings ---------------------------------------------------------------------------------------------
 
@@ -248,8 +250,9 @@ def test_openai_model_streams_text_and_tool_calls_to_the_sink(llm):
     """With a text sink set (the gateway's streaming wrapper does that around a model call), OpenAIChatModel streams
     from the server (SSE through the real openai client), hands each text delta to the sink and still returns the
     whole response, tool calls included."""
-    import moorage.gateway.streaming as streaming
     from agent_testkit import call
+
+    import moorage.gateway.streaming as streaming
 
     model = OpenAIChatModel(model="m", base_url=llm.base_url, api_key="k", max_retries=0)
     llm.add("The quick brown fox jumps over the lazy dog.")

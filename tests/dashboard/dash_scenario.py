@@ -11,50 +11,28 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+import kit.http
+from kit import SidecarProcess, free_port, wait_until
+
 log = logging.getLogger("dashboard.tests")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Http(kit.http.Http):
+    """The dashboard API's view of the kit's JSON client: ``status, body = http.request(...)``; every request with a
+    body says it is JSON (the dashboard refuses other content types)."""
 
-
-class Http:
-    """A tiny JSON client for the dashboard API (urllib: no extra test dependency)."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base.rstrip("/")
-
-    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        hdrs = {"Content-Type": "application/json"} if data is not None else {}
+    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,  # type: ignore[override]
+                headers: dict[str, str] | None = None, timeout: float = 15.0) -> tuple[int, Any]:
+        hdrs = {"Content-Type": "application/json"} if (raw is not None or body is not None) else {}
         hdrs.update(headers or {})
-        req = urllib.request.Request(self.base + path, data=data, method=method, headers=hdrs)
-        try:
-            with urllib.request.urlopen(req, timeout=15) as res:
-                status, text = res.status, res.read()
-        except urllib.error.HTTPError as exc:
-            status, text = exc.code, exc.read()
-        try:
-            return status, json.loads(text) if text else None
-        except ValueError:
-            return status, text.decode(errors="replace")
+        status, _, parsed = super().request(method, path, body, raw=raw, headers=hdrs, timeout=timeout)
+        return status, parsed
 
     def get(self, path: str) -> tuple[int, Any]:
         return self.request("GET", path)
@@ -70,93 +48,46 @@ class Http:
         return data
 
 
-def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
-
-
-def sidecar_env() -> dict[str, str]:
-    """The caller's environment without MOORAGE_* settings, and no side service on a fixed port (the gateway's
-    HTTP API defaults to 7071): tests use free ports only. An env var, not a flag, so it is harmless where the
-    option does not exist."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["MOORAGE_HTTP_PORT"] = "0"
-    return env
-
-
 class Stack:
     """One sidecar process with the dashboard on a free port."""
 
     def __init__(self, workdir: Path, *, actions: bool = True, hubs: str = "default,other") -> None:
         self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
         self.dashboard_port = free_port()
         self.actions = actions
         self.hubs = hubs
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = self.workdir / "sidecar.log"
+        args = ["--host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port), "--log-level", "info"]
+        self.sidecar = SidecarProcess(self.workdir, task_hubs=hubs.split(","),
+                                      extra_args=args + (["--dashboard-actions"] if actions else []))
+        self.port = self.sidecar.port
         self.url = f"http://127.0.0.1:{self.dashboard_port}"
         self.http = Http(self.url)
-        self.connection_string = f"Endpoint=http://localhost:{self.port};Authentication=None;TaskHub=default"
+        self.connection_string = self.sidecar.connection_string
+
+    @property
+    def proc(self) -> Any:
+        return self.sidecar.proc
 
     def start(self) -> Stack:
-        cmd = [sys.executable, "-m", "moorage", "sidecar", "--host", "127.0.0.1", "--port", str(self.port),
-               "--dashboard-port", str(self.dashboard_port), "--store",
-               f"sqlite:///{(self.workdir / 'moorage.db').resolve()}", "--task-hubs", self.hubs,
-               "--log-level", "info"]
-        if self.actions:
-            cmd.append("--dashboard-actions")
-        env = sidecar_env()
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(cmd, cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                         start_new_session=True, env=env)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sidecar exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                code, _ = self.http.get("/api/info")
-                if code == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"dashboard not up after 30s:\n{self.log_tail()}")
-            time.sleep(0.1)
+        self.sidecar.start()
+        try:
+            wait_until(self._dashboard_up, timeout=30, transient=(OSError,),
+                       message=lambda: f"dashboard not up after 30s:\n{self.log_tail()}")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
+    def _dashboard_up(self) -> bool:
+        if not self.sidecar.is_running():
+            raise RuntimeError(f"sidecar exited with {self.sidecar.process.returncode}:\n{self.log_tail()}")
+        return self.http.get("/api/info")[0] == 200
+
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "<no log>"
+        return self.sidecar.stderr_tail(lines)
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=8)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        self.sidecar.stop(grace=8)
 
     def __enter__(self) -> Stack:
         return self.start()
@@ -299,7 +230,7 @@ class Scenario:
         def check() -> Any:
             code, body = self.stack.http.get(f"/api/orchestrations/{instance_id}")
             return body if code == 200 and body["instance"]["status"] == status else None
-        return wait_for(check, timeout, f"{instance_id} to be {status}")
+        return wait_until(check, timeout, message=f"{instance_id} to be {status}")
 
     def populate(self) -> dict[str, Any]:
         """Everything the pages show: finished, failed, waiting and scheduled instances, an entity, sessions."""
@@ -319,17 +250,17 @@ class Scenario:
                                                              instance_id=f"other-{uuid.uuid4().hex[:6]}")
         c.wait_for_orchestration_start(ids["done"], timeout=20)
         self.wait_status(ids["done"], "RUNNING")
-        wait_for(lambda: any(i["kind"] == "suborchestration" and i["status"] == "completed"
+        wait_until(lambda: any(i["kind"] == "suborchestration" and i["status"] == "completed"
                              for i in self.stack.http.get(f"/api/orchestrations/{ids['done']}")[1]["timeline"]["items"]),
-                 20, "the sub-orchestration")
+                 20, message="the sub-orchestration")
         c.raise_orchestration_event(ids["done"], "approve", data={"by": "grace@example.com"})
         c.wait_for_orchestration_completion(ids["done"], timeout=20)
         c.wait_for_orchestration_completion(ids["failed"], timeout=20)
         ids["counter"] = "@counter@cart-42"
         c.signal_entity(EntityInstanceId("counter", "cart-42"), "add", input=5)
         c.signal_entity(EntityInstanceId("counter", "cart-42"), "add", input=3)
-        wait_for(lambda: self.stack.http.get("/api/entities/@counter@cart-42")[1].get("state") == 8, 20,
-                 "the counter entity")
+        wait_until(lambda: self.stack.http.get("/api/entities/@counter@cart-42")[1].get("state") == 8, 20,
+                 message="the counter entity")
         weather = self.agents.get_agent("Weather")
         ids["session"] = "trip-to-paris"
         weather.run("What is the weather in Paris?", session=ids["session"])
@@ -339,8 +270,8 @@ class Scenario:
             weather.run("Please fail now", session=ids["session_err"])
         except Exception:
             pass
-        wait_for(lambda: self.stack.http.get(f"/api/agents/weather/sessions/{ids['session_err']}")[0] == 200
+        wait_until(lambda: self.stack.http.get(f"/api/agents/weather/sessions/{ids['session_err']}")[0] == 200
                  and self.stack.http.get(f"/api/agents/weather/sessions/{ids['session_err']}")[1]["status"] != "running",
-                 20, "the failed turn")
+                 20, message="the failed turn")
         self.wait_status(ids["order"], "RUNNING")
         return ids

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # the scenario, and the shared kit (tests/kit)
 
 from dash_scenario import Scenario, Stack, charge_card, process_order  # noqa: E402
 

@@ -4,11 +4,8 @@ actions and its errors (JSON 4xx with a message)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -16,8 +13,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
-from dash_scenario import FLAKY, REPO, Stack, free_port, sidecar_env, wait_for
+from dash_scenario import FLAKY, Stack
+from kit import ManagedProcess, free_port, wait_until
 
 
 def iso(dt: datetime) -> str:
@@ -352,9 +349,10 @@ def test_signal_entity(dash):
     key = f"sig-{uuid.uuid4().hex[:6]}"
     res = dash.http.ok("POST", f"/api/entities/@counter@{key}/signal", {"operation": "add", "input": 4}, status=202)
     assert res["operation"] == "add" and res["requestId"]
-    wait_for(lambda: dash.http.get(f"/api/entities/@counter@{key}")[1].get("state") == 4, 20, "the signal")
+    wait_until(lambda: dash.http.get(f"/api/entities/@counter@{key}")[1].get("state") == 4, 20, message="the signal")
     dash.http.ok("POST", f"/api/entities/@counter@{key}/signal", {"operation": "add", "input": 6})
-    wait_for(lambda: dash.http.get(f"/api/entities/@counter@{key}")[1].get("state") == 10, 20, "the second signal")
+    wait_until(lambda: dash.http.get(f"/api/entities/@counter@{key}")[1].get("state") == 10, 20,
+               message="the second signal")
     later = iso(datetime.now(timezone.utc) + timedelta(hours=1))
     dash.http.ok("POST", f"/api/entities/@counter@{key}/signal", {"operation": "add", "input": 1, "scheduledTime": later})
     detail = dash.http.ok("GET", f"/api/entities/@counter@{key}")
@@ -417,14 +415,14 @@ def test_reset_and_delete_sessions(dash):
     weather.run("Weather in Oslo?", session="to-reset")
     weather.run("Weather in Rome?", session="to-delete")
     dash.http.ok("POST", "/api/agents/weather/sessions/to-reset/reset", {}, status=202)
-    wait_for(lambda: dash.http.get("/api/agents/weather/sessions/to-reset")[1]["conversation"]["turns"] == [], 20,
-             "the reset")
+    wait_until(lambda: dash.http.get("/api/agents/weather/sessions/to-reset")[1]["conversation"]["turns"] == [], 20,
+             message="the reset")
     dash.http.ok("POST", "/api/agents/weather/sessions/to-delete/delete", {}, status=202)
-    wait_for(lambda: dash.http.get("/api/agents/weather/sessions/to-delete")[0] == 404, 20, "the delete")
+    wait_until(lambda: dash.http.get("/api/agents/weather/sessions/to-delete")[0] == 404, 20, message="the delete")
     assert "to-delete" not in [s["sessionId"] for s in dash.http.ok("GET", "/api/agents/weather/sessions")["items"]]
     weather.run("Weather in Bern?", session="to-delete-2")
     dash.http.ok("DELETE", "/api/agents/weather/sessions/to-delete-2", status=202)
-    wait_for(lambda: dash.http.get("/api/agents/weather/sessions/to-delete-2")[0] == 404, 20, "the DELETE")
+    wait_until(lambda: dash.http.get("/api/agents/weather/sessions/to-delete-2")[0] == 404, 20, message="the DELETE")
     assert_error(dash.http.post("/api/agents/weather/sessions/ghost/reset", {}), 404, "not found")
     assert_error(dash.http.post("/api/agents/weather/sessions/to-reset/explode", {}), 404, "unknown session action")
 
@@ -479,24 +477,19 @@ def test_busy_dashboard_port_costs_only_the_dashboard(tmp_path: Path):
     blocker.bind(("127.0.0.1", 0))
     blocker.listen(1)
     port = free_port()
-    log_path = tmp_path / "sidecar.log"
-    cmd = [sys.executable, "-m", "moorage", "sidecar", "--host", "127.0.0.1", "--port", str(port),
-           "--dashboard-port", str(blocker.getsockname()[1]), "--store", f"sqlite:///{tmp_path / 'busy.db'}"]
+    sidecar = ManagedProcess([sys.executable, "-m", "moorage", "sidecar", "--host", "127.0.0.1", "--port", str(port),
+                              "--dashboard-port", str(blocker.getsockname()[1]), "--http-port", "0",
+                              "--store", f"sqlite:///{tmp_path / 'busy.db'}"], tmp_path / "sidecar.log")
     try:
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
-                                    cwd=str(REPO), env=sidecar_env())
-        try:
-            wait_for(lambda: "dashboard disabled" in log_path.read_text(), 30, "the dashboard's error")
-            wait_for(lambda: "sidecar listening" in log_path.read_text(), 30, "the sidecar")
+        with sidecar:
+            wait_until(lambda: "dashboard disabled" in sidecar.log_path.read_text(), 30,
+                       message="the dashboard's error")
+            wait_until(lambda: "sidecar listening" in sidecar.log_path.read_text(), 30, message="the sidecar")
             client = TaskHubGrpcClient(host_address=f"localhost:{port}")
             try:
                 assert client.get_orchestration_state("nothing") is None  # gRPC is served all the same
             finally:
                 client.close()
-            assert proc.poll() is None
-        finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            assert sidecar.is_running()
     finally:
         blocker.close()

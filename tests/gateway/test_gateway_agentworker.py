@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
-
 from pathlib import Path
 
-from gateway_stack import Stack
+from kit.gateway_stack import Stack
 
 from moorage import Agent, AgentWorker, OfflineChatModel
 

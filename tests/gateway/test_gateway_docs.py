@@ -8,14 +8,15 @@ import subprocess
 import textwrap
 
 import pytest
-from gateway_stack import REPO_ROOT, Stack
-from langs import require_tool
+from kit import REPO_ROOT
+from kit.gateway_stack import Stack
+from kit.toolchains import require_tool
 
 DOC = REPO_ROOT / "docs" / "clients.md"
 _BLOCK = re.compile(r"<!-- test: ([\w-]+) -->\s*\n```\w*\n(.*?)\n```", re.S)
 
 SOURCES = {
-    "python": REPO_ROOT / "tests" / "gateway" / "test_gateway_python_client.py",
+    "python": REPO_ROOT / "tests" / "clients" / "test_python_client.py",
     "js": REPO_ROOT / "client" / "js" / "test" / "client.test.mjs",
     "go": REPO_ROOT / "client" / "go" / "moorage_test.go",
     "java": REPO_ROOT / "client" / "java" / "src" / "test" / "java" / "dev" / "moorage" / "client" / "MoorageClientTest.java",

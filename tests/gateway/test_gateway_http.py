@@ -9,8 +9,9 @@ import uuid
 from typing import Any
 
 import pytest
-from gateway_app import GATES
-from gateway_stack import Http, Stack
+from kit.gateway_app import GATES
+from kit.gateway_stack import Stack
+from kit.http import Http
 from sse import SSE
 
 
@@ -209,6 +210,41 @@ def test_thread_history_list_and_delete(http: Http) -> None:
     assert status == 404
 
 
+def test_sessions_routes_and_their_threads_aliases_are_one_resource(http: Http) -> None:
+    """/sessions is the resource's name; /threads (the durable-agents routes) serves the same handlers, and every
+    answer names the session as sessionId and, for those clients, as threadId."""
+    status, headers, first = http.request("POST", "/api/agents/Joker/sessions", {"message": "My name is Alan"})
+    assert status == 200, first
+    sid = first["sessionId"]
+    assert sid and first["threadId"] == sid and headers.get("x-ms-thread-id") == sid
+    # the next turn through the alias, the one after through /sessions: one conversation
+    status, _, second = http.request("POST", f"/api/agents/Joker/threads/{sid}", {"message": "What is my name?"})
+    assert status == 200 and second["sessionId"] == sid and second["response"] == "[turn 2] Your name is Alan."
+    status, headers, accepted = http.request("POST", f"/api/agents/Joker/sessions/{sid}?wait=false",
+                                             {"message": "again"})
+    assert status == 202 and accepted["sessionId"] == accepted["threadId"] == sid
+    assert headers["location"].endswith(f"/api/agents/Joker/sessions/{sid}/runs/{accepted['correlationId']}")
+    status, _, done = http.request("GET", f"/api/agents/Joker/sessions/{sid}/runs/{accepted['correlationId']}?wait=30")
+    assert status == 200 and done["sessionId"] == sid and done["response"].startswith("[turn 3]"), done
+    status, _, via_alias = http.request("GET", f"/api/agents/Joker/threads/{sid}/runs/{accepted['correlationId']}")
+    assert status == 200 and via_alias["response"] == done["response"]
+
+    status, _, session = http.request("GET", f"/api/agents/Joker/sessions/{sid}")
+    status2, _, thread = http.request("GET", f"/api/agents/Joker/threads/{sid}")
+    assert status == status2 == 200 and session == thread
+    assert session["sessionId"] == session["threadId"] == sid and len(session["messages"]) == 6
+    status, _, page = http.request("GET", "/api/agents/Joker/sessions?pageSize=1000")
+    assert status == 200 and page["sessions"] == page["threads"], page
+    assert sid in [s["sessionId"] for s in page["sessions"]] and sid in [s["threadId"] for s in page["threads"]]
+
+    status, _, _ = http.request("DELETE", f"/api/agents/Joker/sessions/{sid}")
+    assert status == 204
+    for collection in ("sessions", "threads"):
+        status, _, err = http.request("GET", f"/api/agents/Joker/{collection}/{sid}")
+        assert status == 404
+        _error(err, "NOT_FOUND", "ThreadNotFound")
+
+
 def test_list_agents(http: Http) -> None:
     status, _, body = http.request("GET", "/api/agents")
     assert status == 200
@@ -400,7 +436,8 @@ def test_openapi_describes_every_route(http: Http) -> None:
     app = create_app(Gateway("Endpoint=http://localhost:1;Authentication=None;TaskHub=default"))
     for route in app.routes:
         assert isinstance(route, Route)
-        path = route.path.replace("{thread_id}", "{threadId}").replace("{correlation_id}", "{correlationId}") \
+        path = route.path.replace("{thread_id}", "{threadId}").replace("{session_id}", "{sessionId}") \
+            .replace("{correlation_id}", "{correlationId}") \
             .replace("{instance_id}", "{instanceId}").replace("{event_name}", "{eventName}")
         if path == "/openapi.json":
             continue

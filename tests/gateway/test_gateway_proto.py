@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import re
 
-from gateway_stack import REPO_ROOT
+import pytest
+from kit import REPO_ROOT
+
+pytestmark = pytest.mark.unit  # no process: the fast layer
 
 PROTO = REPO_ROOT / "proto" / "moorage" / "v1" / "agents.proto"
 
@@ -24,7 +27,7 @@ def parse_proto() -> tuple[dict[str, dict[str, int]], dict[str, list[str]]]:
 
 
 def test_python_stubs_match_the_proto() -> None:
-    from moorage.gateway._proto import agents_pb2
+    from moorage._proto import agents_pb2
 
     messages, services = parse_proto()
     desc = agents_pb2.DESCRIPTOR

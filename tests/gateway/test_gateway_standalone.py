@@ -2,51 +2,49 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from gateway_stack import PYTHON, REPO_ROOT, Http, Stack, free_port
+from kit import PYTHON, REPO_ROOT, ManagedProcess, free_port, hermetic_env, wait_until
+from kit.gateway_stack import Stack
+from kit.http import Http
 
 from moorage.client import Client, UnavailableError
 
 
 class Gateway:
+    """``python -m moorage gateway`` on free ports, ready once it answers ``/healthz``."""
+
     def __init__(self, workdir: Path, connection_string: str, *extra: str):
         self.grpc_port = free_port()
         self.http_port = free_port()
-        self.log = workdir / f"gateway-{self.http_port}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MOORAGE_", "DURABLE_TASK_"))}
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [PYTHON, "-m", "moorage", "gateway", "--connection-string", connection_string, "--grpc-port",
-                 str(self.grpc_port), "--http-port", str(self.http_port), "--host", "127.0.0.1",
-                 "--log-level", "warning", *extra],
-                cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, env=env)
+        self.process = ManagedProcess(
+            [PYTHON, "-m", "moorage", "gateway", "--connection-string", connection_string, "--grpc-port",
+             str(self.grpc_port), "--http-port", str(self.http_port), "--host", "127.0.0.1", "--log-level", "warning",
+             *extra],
+            workdir / f"gateway-{self.http_port}.log",
+            env=hermetic_env(drop_prefixes=("MOORAGE_", "DURABLE_TASK_"), keep=())).start()
+        self.log = self.process.log_path
         self.http = Http(f"http://127.0.0.1:{self.http_port}")
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if self.http.request("GET", "/healthz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, self.log.read_text()
-            time.sleep(0.1)
+        try:
+            wait_until(self._healthy, timeout=30, transient=(OSError,), message=lambda: self.process.log_tail())
+        except BaseException:
+            self.stop()
+            raise
+
+    def _healthy(self) -> bool:
+        assert self.process.is_running(), self.process.log_tail()
+        return self.http.request("GET", "/healthz", timeout=2)[0] == 200
+
+    @property
+    def proc(self) -> Any:
+        return self.process.proc
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        self.process.stop(grace=10)
 
 
 @pytest.fixture

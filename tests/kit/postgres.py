@@ -9,7 +9,6 @@ the test process if that is killed.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import glob
 import os
 import pwd
@@ -22,7 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-_LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+from .ports import free_port
+from .processes import die_with_parent
+
 LIVE_SERVERS: list[PostgresServer] = []
 
 
@@ -30,16 +31,6 @@ def pg_bin_dir() -> Path | None:
     """The newest installed ``/usr/lib/postgresql/N/bin`` with initdb and postgres, if any."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
     return Path(found[-1]).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG; libc was loaded before the fork
 
 
 class PostgresServer:
@@ -54,7 +45,7 @@ class PostgresServer:
         self.data = self.root / "data"
         self.sockets = self.root / "sock"
         self.sockets.mkdir()
-        self.port = _free_port()
+        self.port = free_port()
         self.password = secrets.token_urlsafe(16)
         self.user = "moorage"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -90,9 +81,9 @@ class PostgresServer:
                "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "fsync=on",
                "-c", "synchronous_commit=on"]
         with open(self.log_path, "ab") as log:
-            # the prctl in preexec_fn needs no import and no dlopen, so it is safe in a threaded parent
+            # die_with_parent only calls a libc loaded beforehand: safe between fork and exec in a threaded parent
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         user=self._as, preexec_fn=_die_with_parent, cwd=self.root)  # noqa: PLW1509
+                                         user=self._as, preexec_fn=die_with_parent, cwd=self.root)
         if self not in LIVE_SERVERS:
             LIVE_SERVERS.append(self)
         deadline = time.monotonic() + timeout

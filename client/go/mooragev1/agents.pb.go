@@ -1,13 +1,15 @@
-// Moorage's public API: run durable agents, manage their conversations (threads), and drive orchestrations and
+// Moorage's public API: run durable agents, manage their conversations (sessions), and drive orchestrations and
 // entities — from any language, over gRPC. The HTTP routes of the gateway (/api/...) expose the same operations.
 //
 // Conventions
+// * The noun is "session" (Agent Framework's word; "thread" is its deprecated alias). The `session_id` fields were
+//   called `thread_id` before; field numbers are unchanged, so the binary wire format is the same.
 // * `*_json` fields hold JSON text (any JSON value: object, array, string, number, true/false, null).
 //   An empty string means "no value".
 // * Times are RFC 3339 strings in UTC ("2026-01-31T12:00:00.123456+00:00"); empty when unknown.
 // * Errors are gRPC statuses with a message that says what was wrong:
 //     INVALID_ARGUMENT   a missing or malformed field (bad name, bad JSON, empty message, ...)
-//     NOT_FOUND          unknown agent, thread, run, orchestration instance or entity
+//     NOT_FOUND          unknown agent, session, run, orchestration instance or entity
 //     ALREADY_EXISTS     an orchestration instance id that is already in use
 //     FAILED_PRECONDITION an operation that the instance's state does not allow
 //     DEADLINE_EXCEEDED  a wait ran out (the work goes on; ask again later)
@@ -42,7 +44,7 @@ type RunStatus int32
 
 const (
 	RunStatus_RUN_STATUS_UNSPECIFIED RunStatus = 0
-	// Accepted, waiting for an earlier turn of the same thread to finish.
+	// Accepted, waiting for an earlier turn of the same session to finish.
 	RunStatus_RUN_STATUS_PENDING   RunStatus = 1
 	RunStatus_RUN_STATUS_RUNNING   RunStatus = 2
 	RunStatus_RUN_STATUS_COMPLETED RunStatus = 3
@@ -306,7 +308,7 @@ type RunRequest struct {
 	// The agent's name, e.g. "Joker" (letters, digits, '_', '-', '.').
 	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
 	// The conversation to continue; empty starts a new one (its id comes back in the response).
-	ThreadId string `protobuf:"bytes,2,opt,name=thread_id,json=threadId,proto3" json:"thread_id,omitempty"`
+	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// The user's message.
 	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	// Identifies this turn; empty lets the gateway choose one. Sending the same id twice runs the turn once.
@@ -360,9 +362,9 @@ func (x *RunRequest) GetAgent() string {
 	return ""
 }
 
-func (x *RunRequest) GetThreadId() string {
+func (x *RunRequest) GetSessionId() string {
 	if x != nil {
-		return x.ThreadId
+		return x.SessionId
 	}
 	return ""
 }
@@ -472,7 +474,7 @@ func (x *Usage) GetTotalTokens() int64 {
 type RunResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Agent         string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
-	ThreadId      string                 `protobuf:"bytes,2,opt,name=thread_id,json=threadId,proto3" json:"thread_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	CorrelationId string                 `protobuf:"bytes,3,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
 	// The answer's text.
 	Response string `protobuf:"bytes,4,opt,name=response,proto3" json:"response,omitempty"`
@@ -523,9 +525,9 @@ func (x *RunResponse) GetAgent() string {
 	return ""
 }
 
-func (x *RunResponse) GetThreadId() string {
+func (x *RunResponse) GetSessionId() string {
 	if x != nil {
-		return x.ThreadId
+		return x.SessionId
 	}
 	return ""
 }
@@ -575,7 +577,7 @@ func (x *RunResponse) GetMessagesJson() string {
 type RunStarted struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Agent         string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
-	ThreadId      string                 `protobuf:"bytes,2,opt,name=thread_id,json=threadId,proto3" json:"thread_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	CorrelationId string                 `protobuf:"bytes,3,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -618,9 +620,9 @@ func (x *RunStarted) GetAgent() string {
 	return ""
 }
 
-func (x *RunStarted) GetThreadId() string {
+func (x *RunStarted) GetSessionId() string {
 	if x != nil {
-		return x.ThreadId
+		return x.SessionId
 	}
 	return ""
 }
@@ -635,7 +637,7 @@ func (x *RunStarted) GetCorrelationId() string {
 type RunChunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Agent         string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
-	ThreadId      string                 `protobuf:"bytes,2,opt,name=thread_id,json=threadId,proto3" json:"thread_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	CorrelationId string                 `protobuf:"bytes,3,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
 	// A piece of the answer's text, in order.
 	Text string `protobuf:"bytes,4,opt,name=text,proto3" json:"text,omitempty"`
@@ -682,9 +684,9 @@ func (x *RunChunk) GetAgent() string {
 	return ""
 }
 
-func (x *RunChunk) GetThreadId() string {
+func (x *RunChunk) GetSessionId() string {
 	if x != nil {
-		return x.ThreadId
+		return x.SessionId
 	}
 	return ""
 }
@@ -811,7 +813,7 @@ func (*RunStreamEvent_Completed) isRunStreamEvent_Event() {}
 type StartRunResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Agent         string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
-	ThreadId      string                 `protobuf:"bytes,2,opt,name=thread_id,json=threadId,proto3" json:"thread_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	CorrelationId string                 `protobuf:"bytes,3,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
 	Status        RunStatus              `protobuf:"varint,4,opt,name=status,proto3,enum=moorage.v1.RunStatus" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -855,9 +857,9 @@ func (x *StartRunResponse) GetAgent() string {
 	return ""
 }
 
-func (x *StartRunResponse) GetThreadId() string {
+func (x *StartRunResponse) GetSessionId() string {
 	if x != nil {
-		return x.ThreadId
+		return x.SessionId
 	}
 	return ""
 }
@@ -879,7 +881,7 @@ func (x *StartRunResponse) GetStatus() RunStatus {
 type GetRunResultRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Agent         string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
-	ThreadId      string                 `protobuf:"bytes,2,opt,name=thread_id,json=threadId,proto3" json:"thread_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	CorrelationId string                 `protobuf:"bytes,3,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
 	// Wait up to this long for the turn to finish (0: answer at once).
 	WaitSeconds   float64 `protobuf:"fixed64,4,opt,name=wait_seconds,json=waitSeconds,proto3" json:"wait_seconds,omitempty"`
@@ -924,9 +926,9 @@ func (x *GetRunResultRequest) GetAgent() string {
 	return ""
 }
 
-func (x *GetRunResultRequest) GetThreadId() string {
+func (x *GetRunResultRequest) GetSessionId() string {
 	if x != nil {
-		return x.ThreadId
+		return x.SessionId
 	}
 	return ""
 }
@@ -1062,7 +1064,7 @@ func (x *GetRunResultResponse) GetError() *RunError {
 type GetSessionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Agent         string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
-	ThreadId      string                 `protobuf:"bytes,2,opt,name=thread_id,json=threadId,proto3" json:"thread_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1104,9 +1106,9 @@ func (x *GetSessionRequest) GetAgent() string {
 	return ""
 }
 
-func (x *GetSessionRequest) GetThreadId() string {
+func (x *GetSessionRequest) GetSessionId() string {
 	if x != nil {
-		return x.ThreadId
+		return x.SessionId
 	}
 	return ""
 }
@@ -1200,9 +1202,9 @@ func (x *ChatMessage) GetContentsJson() string {
 }
 
 type Session struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Agent    string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
-	ThreadId string                 `protobuf:"bytes,2,opt,name=thread_id,json=threadId,proto3" json:"thread_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Agent     string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	SessionId string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// The conversation, oldest first.
 	Messages []*ChatMessage `protobuf:"bytes,3,rep,name=messages,proto3" json:"messages,omitempty"`
 	// The correlation id of the turn in progress, if any.
@@ -1251,9 +1253,9 @@ func (x *Session) GetAgent() string {
 	return ""
 }
 
-func (x *Session) GetThreadId() string {
+func (x *Session) GetSessionId() string {
 	if x != nil {
-		return x.ThreadId
+		return x.SessionId
 	}
 	return ""
 }
@@ -1288,7 +1290,7 @@ func (x *Session) GetStateJson() string {
 
 type ListSessionsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Empty: every agent's threads.
+	// Empty: every agent's sessions.
 	Agent             string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
 	PageSize          int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	ContinuationToken string `protobuf:"bytes,3,opt,name=continuation_token,json=continuationToken,proto3" json:"continuation_token,omitempty"`
@@ -1350,7 +1352,7 @@ func (x *ListSessionsRequest) GetContinuationToken() string {
 type SessionSummary struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Agent          string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
-	ThreadId       string                 `protobuf:"bytes,2,opt,name=thread_id,json=threadId,proto3" json:"thread_id,omitempty"`
+	SessionId      string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	LastModifiedAt string                 `protobuf:"bytes,3,opt,name=last_modified_at,json=lastModifiedAt,proto3" json:"last_modified_at,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -1393,9 +1395,9 @@ func (x *SessionSummary) GetAgent() string {
 	return ""
 }
 
-func (x *SessionSummary) GetThreadId() string {
+func (x *SessionSummary) GetSessionId() string {
 	if x != nil {
-		return x.ThreadId
+		return x.SessionId
 	}
 	return ""
 }
@@ -1463,7 +1465,7 @@ func (x *ListSessionsResponse) GetContinuationToken() string {
 type DeleteSessionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Agent         string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
-	ThreadId      string                 `protobuf:"bytes,2,opt,name=thread_id,json=threadId,proto3" json:"thread_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1505,9 +1507,9 @@ func (x *DeleteSessionRequest) GetAgent() string {
 	return ""
 }
 
-func (x *DeleteSessionRequest) GetThreadId() string {
+func (x *DeleteSessionRequest) GetSessionId() string {
 	if x != nil {
-		return x.ThreadId
+		return x.SessionId
 	}
 	return ""
 }
@@ -2657,11 +2659,12 @@ const file_moorage_v1_agents_proto_rawDesc = "" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12#\n" +
 	"\rregistered_at\x18\x03 \x01(\tR\fregisteredAt\"C\n" +
 	"\x12ListAgentsResponse\x12-\n" +
-	"\x06agents\x18\x01 \x03(\v2\x15.moorage.v1.AgentInfoR\x06agents\"\xc5\x02\n" +
+	"\x06agents\x18\x01 \x03(\v2\x15.moorage.v1.AgentInfoR\x06agents\"\xc7\x02\n" +
 	"\n" +
 	"RunRequest\x12\x14\n" +
-	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1b\n" +
-	"\tthread_id\x18\x02 \x01(\tR\bthreadId\x12\x18\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12%\n" +
 	"\x0ecorrelation_id\x18\x04 \x01(\tR\rcorrelationId\x120\n" +
 	"\x14response_schema_json\x18\x05 \x01(\tR\x12responseSchemaJson\x12!\n" +
@@ -2672,10 +2675,11 @@ const file_moorage_v1_agents_proto_rawDesc = "" +
 	"\x05Usage\x12!\n" +
 	"\finput_tokens\x18\x01 \x01(\x03R\vinputTokens\x12#\n" +
 	"\routput_tokens\x18\x02 \x01(\x03R\foutputTokens\x12!\n" +
-	"\ftotal_tokens\x18\x03 \x01(\x03R\vtotalTokens\"\x8f\x02\n" +
+	"\ftotal_tokens\x18\x03 \x01(\x03R\vtotalTokens\"\x91\x02\n" +
 	"\vRunResponse\x12\x14\n" +
-	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1b\n" +
-	"\tthread_id\x18\x02 \x01(\tR\bthreadId\x12%\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12%\n" +
 	"\x0ecorrelation_id\x18\x03 \x01(\tR\rcorrelationId\x12\x1a\n" +
 	"\bresponse\x18\x04 \x01(\tR\bresponse\x12\x1d\n" +
 	"\n" +
@@ -2683,15 +2687,17 @@ const file_moorage_v1_agents_proto_rawDesc = "" +
 	"\x05usage\x18\x06 \x01(\v2\x11.moorage.v1.UsageR\x05usage\x12\x1d\n" +
 	"\n" +
 	"created_at\x18\a \x01(\tR\tcreatedAt\x12#\n" +
-	"\rmessages_json\x18\b \x01(\tR\fmessagesJson\"f\n" +
+	"\rmessages_json\x18\b \x01(\tR\fmessagesJson\"h\n" +
 	"\n" +
 	"RunStarted\x12\x14\n" +
-	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1b\n" +
-	"\tthread_id\x18\x02 \x01(\tR\bthreadId\x12%\n" +
-	"\x0ecorrelation_id\x18\x03 \x01(\tR\rcorrelationId\"\x94\x01\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12%\n" +
+	"\x0ecorrelation_id\x18\x03 \x01(\tR\rcorrelationId\"\x96\x01\n" +
 	"\bRunChunk\x12\x14\n" +
-	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1b\n" +
-	"\tthread_id\x18\x02 \x01(\tR\bthreadId\x12%\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12%\n" +
 	"\x0ecorrelation_id\x18\x03 \x01(\tR\rcorrelationId\x12\x12\n" +
 	"\x04text\x18\x04 \x01(\tR\x04text\x12\x1a\n" +
 	"\bsequence\x18\x05 \x01(\x03R\bsequence\"\xb4\x01\n" +
@@ -2699,15 +2705,17 @@ const file_moorage_v1_agents_proto_rawDesc = "" +
 	"\astarted\x18\x01 \x01(\v2\x16.moorage.v1.RunStartedH\x00R\astarted\x12,\n" +
 	"\x05chunk\x18\x02 \x01(\v2\x14.moorage.v1.RunChunkH\x00R\x05chunk\x127\n" +
 	"\tcompleted\x18\x03 \x01(\v2\x17.moorage.v1.RunResponseH\x00R\tcompletedB\a\n" +
-	"\x05event\"\x9b\x01\n" +
+	"\x05event\"\x9d\x01\n" +
 	"\x10StartRunResponse\x12\x14\n" +
-	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1b\n" +
-	"\tthread_id\x18\x02 \x01(\tR\bthreadId\x12%\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12%\n" +
 	"\x0ecorrelation_id\x18\x03 \x01(\tR\rcorrelationId\x12-\n" +
-	"\x06status\x18\x04 \x01(\x0e2\x15.moorage.v1.RunStatusR\x06status\"\x92\x01\n" +
+	"\x06status\x18\x04 \x01(\x0e2\x15.moorage.v1.RunStatusR\x06status\"\x94\x01\n" +
 	"\x13GetRunResultRequest\x12\x14\n" +
-	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1b\n" +
-	"\tthread_id\x18\x02 \x01(\tR\bthreadId\x12%\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12%\n" +
 	"\x0ecorrelation_id\x18\x03 \x01(\tR\rcorrelationId\x12!\n" +
 	"\fwait_seconds\x18\x04 \x01(\x01R\vwaitSeconds\"8\n" +
 	"\bRunError\x12\x12\n" +
@@ -2716,10 +2724,11 @@ const file_moorage_v1_agents_proto_rawDesc = "" +
 	"\x14GetRunResultResponse\x12-\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x15.moorage.v1.RunStatusR\x06status\x12/\n" +
 	"\x06result\x18\x02 \x01(\v2\x17.moorage.v1.RunResponseR\x06result\x12*\n" +
-	"\x05error\x18\x03 \x01(\v2\x14.moorage.v1.RunErrorR\x05error\"F\n" +
+	"\x05error\x18\x03 \x01(\v2\x14.moorage.v1.RunErrorR\x05error\"H\n" +
 	"\x11GetSessionRequest\x12\x14\n" +
-	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1b\n" +
-	"\tthread_id\x18\x02 \x01(\tR\bthreadId\"\xc1\x01\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\"\xc1\x01\n" +
 	"\vChatMessage\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12%\n" +
@@ -2728,10 +2737,11 @@ const file_moorage_v1_agents_proto_rawDesc = "" +
 	"created_at\x18\x04 \x01(\tR\tcreatedAt\x12\x1f\n" +
 	"\vauthor_name\x18\x05 \x01(\tR\n" +
 	"authorName\x12#\n" +
-	"\rcontents_json\x18\x06 \x01(\tR\fcontentsJson\"\xf0\x01\n" +
+	"\rcontents_json\x18\x06 \x01(\tR\fcontentsJson\"\xf2\x01\n" +
 	"\aSession\x12\x14\n" +
-	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1b\n" +
-	"\tthread_id\x18\x02 \x01(\tR\bthreadId\x123\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x123\n" +
 	"\bmessages\x18\x03 \x03(\v2\x17.moorage.v1.ChatMessageR\bmessages\x124\n" +
 	"\x16running_correlation_id\x18\x04 \x01(\tR\x14runningCorrelationId\x12(\n" +
 	"\x10last_modified_at\x18\x05 \x01(\tR\x0elastModifiedAt\x12\x1d\n" +
@@ -2740,17 +2750,19 @@ const file_moorage_v1_agents_proto_rawDesc = "" +
 	"\x13ListSessionsRequest\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12-\n" +
-	"\x12continuation_token\x18\x03 \x01(\tR\x11continuationToken\"m\n" +
+	"\x12continuation_token\x18\x03 \x01(\tR\x11continuationToken\"o\n" +
 	"\x0eSessionSummary\x12\x14\n" +
-	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1b\n" +
-	"\tthread_id\x18\x02 \x01(\tR\bthreadId\x12(\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12(\n" +
 	"\x10last_modified_at\x18\x03 \x01(\tR\x0elastModifiedAt\"}\n" +
 	"\x14ListSessionsResponse\x126\n" +
 	"\bsessions\x18\x01 \x03(\v2\x1a.moorage.v1.SessionSummaryR\bsessions\x12-\n" +
-	"\x12continuation_token\x18\x02 \x01(\tR\x11continuationToken\"I\n" +
+	"\x12continuation_token\x18\x02 \x01(\tR\x11continuationToken\"K\n" +
 	"\x14DeleteSessionRequest\x12\x14\n" +
-	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1b\n" +
-	"\tthread_id\x18\x02 \x01(\tR\bthreadId\"\x17\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\"\x17\n" +
 	"\x15DeleteSessionResponse\"\xa2\x02\n" +
 	"\x19StartOrchestrationRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +

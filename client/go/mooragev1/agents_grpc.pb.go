@@ -1,13 +1,15 @@
-// Moorage's public API: run durable agents, manage their conversations (threads), and drive orchestrations and
+// Moorage's public API: run durable agents, manage their conversations (sessions), and drive orchestrations and
 // entities — from any language, over gRPC. The HTTP routes of the gateway (/api/...) expose the same operations.
 //
 // Conventions
+// * The noun is "session" (Agent Framework's word; "thread" is its deprecated alias). The `session_id` fields were
+//   called `thread_id` before; field numbers are unchanged, so the binary wire format is the same.
 // * `*_json` fields hold JSON text (any JSON value: object, array, string, number, true/false, null).
 //   An empty string means "no value".
 // * Times are RFC 3339 strings in UTC ("2026-01-31T12:00:00.123456+00:00"); empty when unknown.
 // * Errors are gRPC statuses with a message that says what was wrong:
 //     INVALID_ARGUMENT   a missing or malformed field (bad name, bad JSON, empty message, ...)
-//     NOT_FOUND          unknown agent, thread, run, orchestration instance or entity
+//     NOT_FOUND          unknown agent, session, run, orchestration instance or entity
 //     ALREADY_EXISTS     an orchestration instance id that is already in use
 //     FAILED_PRECONDITION an operation that the instance's state does not allow
 //     DEADLINE_EXCEEDED  a wait ran out (the work goes on; ask again later)
@@ -61,19 +63,19 @@ const (
 type AgentServiceClient interface {
 	// Agents known to the gateway (registered by their workers).
 	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
-	// Runs one turn of a conversation and waits for the answer. An empty thread_id starts a new thread.
+	// Runs one turn of a conversation and waits for the answer. An empty session_id starts a new session.
 	Run(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (*RunResponse, error)
 	// Runs one turn and streams the answer as the model produces it: `started`, then `chunk`s, then `completed`.
 	RunStream(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunStreamEvent], error)
-	// Starts a turn without waiting. Fetch the answer later with GetRunResult (thread id + correlation id).
+	// Starts a turn without waiting. Fetch the answer later with GetRunResult (session id + correlation id).
 	StartRun(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (*StartRunResponse, error)
 	// The status of a started turn, and its answer once it is done (optionally waiting up to wait_seconds).
 	GetRunResult(ctx context.Context, in *GetRunResultRequest, opts ...grpc.CallOption) (*GetRunResultResponse, error)
-	// One thread with its history.
+	// One session with its history.
 	GetSession(ctx context.Context, in *GetSessionRequest, opts ...grpc.CallOption) (*Session, error)
-	// The threads of an agent (or of every agent), ordered by agent and thread id, a page at a time.
+	// The sessions of an agent (or of every agent), ordered by agent and session id, a page at a time.
 	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
-	// Deletes a thread and its history.
+	// Deletes a session and its history.
 	DeleteSession(ctx context.Context, in *DeleteSessionRequest, opts ...grpc.CallOption) (*DeleteSessionResponse, error)
 	StartOrchestration(ctx context.Context, in *StartOrchestrationRequest, opts ...grpc.CallOption) (*StartOrchestrationResponse, error)
 	GetOrchestration(ctx context.Context, in *GetOrchestrationRequest, opts ...grpc.CallOption) (*Orchestration, error)
@@ -281,19 +283,19 @@ func (c *agentServiceClient) GetEntity(ctx context.Context, in *GetEntityRequest
 type AgentServiceServer interface {
 	// Agents known to the gateway (registered by their workers).
 	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
-	// Runs one turn of a conversation and waits for the answer. An empty thread_id starts a new thread.
+	// Runs one turn of a conversation and waits for the answer. An empty session_id starts a new session.
 	Run(context.Context, *RunRequest) (*RunResponse, error)
 	// Runs one turn and streams the answer as the model produces it: `started`, then `chunk`s, then `completed`.
 	RunStream(*RunRequest, grpc.ServerStreamingServer[RunStreamEvent]) error
-	// Starts a turn without waiting. Fetch the answer later with GetRunResult (thread id + correlation id).
+	// Starts a turn without waiting. Fetch the answer later with GetRunResult (session id + correlation id).
 	StartRun(context.Context, *RunRequest) (*StartRunResponse, error)
 	// The status of a started turn, and its answer once it is done (optionally waiting up to wait_seconds).
 	GetRunResult(context.Context, *GetRunResultRequest) (*GetRunResultResponse, error)
-	// One thread with its history.
+	// One session with its history.
 	GetSession(context.Context, *GetSessionRequest) (*Session, error)
-	// The threads of an agent (or of every agent), ordered by agent and thread id, a page at a time.
+	// The sessions of an agent (or of every agent), ordered by agent and session id, a page at a time.
 	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
-	// Deletes a thread and its history.
+	// Deletes a session and its history.
 	DeleteSession(context.Context, *DeleteSessionRequest) (*DeleteSessionResponse, error)
 	StartOrchestration(context.Context, *StartOrchestrationRequest) (*StartOrchestrationResponse, error)
 	GetOrchestration(context.Context, *GetOrchestrationRequest) (*Orchestration, error)

@@ -3,9 +3,12 @@
  * gateway's gRPC service moorage.v1.AgentService (proto/moorage/v1/agents.proto, shipped in this package).
  *
  *   const client = new MoorageClient("localhost:8080");
- *   const thread = client.agent("Joker").thread();
- *   console.log((await thread.run("Tell me a joke about pirates")).text);
+ *   const session = client.agent("Joker").newSession();
+ *   console.log((await session.run("Tell me a joke about pirates")).text);
  *   for await (const text of client.agent("Joker").stream("One about sailors")) process.stdout.write(text);
+ *
+ * The noun is "session" (Agent Framework's word); the older "thread" names (`Thread`, `thread()`, `threadId`)
+ * remain as deprecated aliases.
  */
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -73,7 +76,9 @@ function translate(err: unknown): MoorageError {
 // ---------------------------------------------------------------------------------------------------------------
 
 export interface RunOptions {
-  /** Continue this thread; omit to start a new one. */
+  /** Continue this session; omit to start a new one. */
+  sessionId?: string;
+  /** @deprecated the old name of `sessionId`. */
   threadId?: string;
   /** Idempotency key of the turn: sending the same id twice runs the turn once. */
   correlationId?: string;
@@ -94,6 +99,8 @@ export interface Usage {
 
 export interface RunResult {
   text: string;
+  sessionId: string;
+  /** @deprecated the old name of `sessionId`. */
   threadId: string;
   correlationId: string;
   agent: string;
@@ -105,6 +112,8 @@ export interface RunResult {
 
 export interface RunHandle {
   agent: string;
+  sessionId: string;
+  /** @deprecated the old name of `sessionId`. */
   threadId: string;
   correlationId: string;
 }
@@ -126,6 +135,8 @@ export interface ChatMessage {
 
 export interface Session {
   agent: string;
+  sessionId: string;
+  /** @deprecated the old name of `sessionId`. */
   threadId: string;
   messages: ChatMessage[];
   runningCorrelationId: string;
@@ -135,6 +146,8 @@ export interface Session {
 
 export interface SessionSummary {
   agent: string;
+  sessionId: string;
+  /** @deprecated the old name of `sessionId`. */
   threadId: string;
   lastModifiedAt: string;
 }
@@ -190,7 +203,8 @@ function iso(value: Date | string | undefined): string {
 function toRunResult(r: Raw): RunResult {
   return {
     text: r.response,
-    threadId: r.threadId,
+    sessionId: r.sessionId,
+    threadId: r.sessionId,
     correlationId: r.correlationId,
     agent: r.agent,
     value: loads(r.valueJson),
@@ -222,7 +236,7 @@ function toOrchestration(o: Raw): Orchestration {
 function runRequest(agent: string, message: string, opts: RunOptions = {}): Raw {
   const req: Raw = {
     agent,
-    threadId: opts.threadId ?? "",
+    sessionId: opts.sessionId ?? opts.threadId ?? "",
     message,
     correlationId: opts.correlationId ?? "",
     responseSchemaJson: opts.responseSchema === undefined ? "" : JSON.stringify(opts.responseSchema),
@@ -358,9 +372,13 @@ export class MoorageClient {
 
 /** The answer's text as it is produced (`for await (const text of stream)`); `result` resolves to the whole answer. */
 export class RunStream implements AsyncIterable<string> {
-  threadId?: string;
+  sessionId?: string;
   correlationId?: string;
   readonly result: Promise<RunResult>;
+  /** @deprecated the old name of `sessionId`. */
+  get threadId(): string | undefined {
+    return this.sessionId;
+  }
   private resolveResult!: (r: RunResult) => void;
   private rejectResult!: (e: MoorageError) => void;
   private consumed = false;
@@ -380,7 +398,7 @@ export class RunStream implements AsyncIterable<string> {
     try {
       for await (const event of this.call) {
         if (event.event === "started") {
-          this.threadId = event.started.threadId;
+          this.sessionId = event.started.sessionId;
           this.correlationId = event.started.correlationId;
         } else if (event.event === "chunk") {
           yield event.chunk.text as string;
@@ -414,7 +432,7 @@ export class RunStream implements AsyncIterable<string> {
 export class Agent {
   constructor(private readonly client: MoorageClient, readonly name: string) {}
 
-  /** Run one turn and wait for the answer (a new thread unless `threadId` is given). */
+  /** Run one turn and wait for the answer (a new session unless `sessionId` is given). */
   async run(message: string, opts: RunOptions = {}): Promise<RunResult> {
     return toRunResult(await this.client.call("Run", runRequest(this.name, message, opts)));
   }
@@ -427,14 +445,14 @@ export class Agent {
   /** Start a turn without waiting; fetch the answer later with `result`. */
   async start(message: string, opts: RunOptions = {}): Promise<RunHandle> {
     const r = await this.client.call("StartRun", runRequest(this.name, message, opts));
-    return { agent: r.agent, threadId: r.threadId, correlationId: r.correlationId };
+    return { agent: r.agent, sessionId: r.sessionId, threadId: r.sessionId, correlationId: r.correlationId };
   }
 
   /** Where a started turn is, waiting up to `wait` seconds for it to finish. */
   async result(handle: RunHandle | string, correlationId?: string, opts: { wait?: number } = {}): Promise<RunStatus> {
-    const threadId = typeof handle === "string" ? handle : handle.threadId;
+    const sessionId = typeof handle === "string" ? handle : handle.sessionId ?? handle.threadId;
     const corr = typeof handle === "string" ? correlationId ?? "" : handle.correlationId;
-    const r = await this.client.call("GetRunResult", { agent: this.name, threadId, correlationId: corr, waitSeconds: opts.wait ?? 0 });
+    const r = await this.client.call("GetRunResult", { agent: this.name, sessionId, correlationId: corr, waitSeconds: opts.wait ?? 0 });
     const status = String(r.status).replace("RUN_STATUS_", "").toLowerCase() as RunStatus["status"];
     const out: RunStatus = { status };
     if (r.result) out.result = toRunResult(r.result);
@@ -442,16 +460,23 @@ export class Agent {
     return out;
   }
 
-  /** A conversation: each run continues it. */
-  thread(threadId?: string): Thread {
-    return new Thread(this, threadId);
+  /** A conversation: each run continues it (the first one creates it unless `sessionId` is given). */
+  newSession(sessionId?: string): AgentSession {
+    return new AgentSession(this, sessionId);
   }
 
-  async session(threadId: string): Promise<Session> {
-    const s = await this.client.call("GetSession", { agent: this.name, threadId });
+  /** @deprecated the old name of `newSession`. */
+  thread(threadId?: string): AgentSession {
+    return this.newSession(threadId);
+  }
+
+  /** A session and its history, as stored. */
+  async session(sessionId: string): Promise<Session> {
+    const s = await this.client.call("GetSession", { agent: this.name, sessionId });
     return {
       agent: s.agent,
-      threadId: s.threadId,
+      sessionId: s.sessionId,
+      threadId: s.sessionId,
       runningCorrelationId: s.runningCorrelationId,
       lastModifiedAt: s.lastModifiedAt,
       state: loads(s.stateJson),
@@ -466,33 +491,40 @@ export class Agent {
     let token = "";
     do {
       const r = await this.client.call("ListSessions", { agent: this.name, pageSize, continuationToken: token });
-      for (const s of r.sessions) yield { agent: s.agent, threadId: s.threadId, lastModifiedAt: s.lastModifiedAt };
+      for (const s of r.sessions) {
+        yield { agent: s.agent, sessionId: s.sessionId, threadId: s.sessionId, lastModifiedAt: s.lastModifiedAt };
+      }
       token = r.continuationToken;
     } while (token);
   }
 
-  async deleteSession(threadId: string): Promise<void> {
-    await this.client.call("DeleteSession", { agent: this.name, threadId });
+  async deleteSession(sessionId: string): Promise<void> {
+    await this.client.call("DeleteSession", { agent: this.name, sessionId });
   }
 }
 
-export class Thread {
+/** One conversation with an agent (`agent.newSession()`). */
+export class AgentSession {
   constructor(readonly agent: Agent, public id?: string) {}
 
-  async run(message: string, opts: Omit<RunOptions, "threadId"> = {}): Promise<RunResult> {
-    const r = await this.agent.run(message, { ...opts, threadId: this.id });
-    this.id = r.threadId;
+  get sessionId(): string | undefined {
+    return this.id;
+  }
+
+  async run(message: string, opts: Omit<RunOptions, "sessionId" | "threadId"> = {}): Promise<RunResult> {
+    const r = await this.agent.run(message, { ...opts, sessionId: this.id });
+    this.id = r.sessionId;
     return r;
   }
 
-  stream(message: string, opts: Omit<RunOptions, "threadId"> = {}): RunStream {
-    const s = this.agent.stream(message, { ...opts, threadId: this.id });
-    s.result.then((r) => { this.id = r.threadId; }, () => undefined);
+  stream(message: string, opts: Omit<RunOptions, "sessionId" | "threadId"> = {}): RunStream {
+    const s = this.agent.stream(message, { ...opts, sessionId: this.id });
+    s.result.then((r) => { this.id = r.sessionId; }, () => undefined);
     return s;
   }
 
   async history(): Promise<Session> {
-    if (!this.id) throw new Error("the thread has no id yet: run a turn first");
+    if (!this.id) throw new Error("the session has no id yet: run a turn first");
     return this.agent.session(this.id);
   }
 
@@ -500,5 +532,10 @@ export class Thread {
     if (this.id) await this.agent.deleteSession(this.id);
   }
 }
+
+/** @deprecated the old name of `AgentSession`. */
+export const Thread = AgentSession;
+/** @deprecated the old name of `AgentSession`. */
+export type Thread = AgentSession;
 
 export { grpc };

@@ -15,9 +15,9 @@ test("docs example", { skip }, async () => {
   const process = { stdout: { write: (s) => lines.push(s) } };
   // docs:begin js
   const client = new MoorageClient(address); // e.g. "localhost:8080"
-  const thread = client.agent("Joker").thread();
-  console.log((await thread.run("Tell me a joke about pirates")).text);
-  console.log((await thread.run("Tell me another one about the same topic")).text);
+  const session = client.agent("Joker").newSession();
+  console.log((await session.run("Tell me a joke about pirates")).text);
+  console.log((await session.run("Tell me another one about the same topic")).text);
   for await (const text of client.agent("Joker").stream("Tell me a joke about sailors")) process.stdout.write(text);
   // docs:end
   assert.match(lines[1], /^\[turn 2\] Another one about pirates/);

@@ -612,7 +612,7 @@ function entitiesPage(q) {
       f.name.value = filters.name; f.q.value = filters.q;
       fill(root,
         h('div', { class: 'page-head' }, h('div', { class: 'grow' }, h('h1', {}, 'Entities'),
-          h('p', { class: 'sub' }, `Durable entities of task hub ${app.hub}; agent sessions are the dafx-* entities.`)),
+          h('p', { class: 'sub' }, `Durable entities of task hub ${app.hub}; agent sessions are the entities the Agents page lists.`)),
         h('div', { class: 'actions' }, actionButton('Signal an entity', () => signalModal(null, load), { name: 'signal-any' }))),
         form, tableBox);
     }
@@ -709,7 +709,7 @@ function agentsPage(agent) {
         h('span', { class: 't' }, a.agent),
         h('span', { class: 'muted' }, `${num(a.sessions)}${a.sessionsCapped ? '+' : ''} session(s)`),
         h('span', { class: 'muted' }, a.lastActiveAt ? `active ${ago(a.lastActiveAt)}` : ''))) :
-      h('div', { class: 'panel empty' }, 'No agent sessions in this task hub yet. Agents keep each session in an entity named dafx-<agent>.'));
+      h('div', { class: 'panel empty' }, 'No agent sessions in this task hub yet. Agents keep each session in a durable entity of their own.'));
     let table = null;
     if (agent && sessions) {
       table = h('div', { class: 'panel flush' },

@@ -67,24 +67,55 @@ _CODE_KINDS = {v: k for k, v in _KIND_CODES.items()}
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 _INSTANCE_COLS = (
-    "instance_id", "name", "version", "execution_id", "status", "input", "output", "custom_status", "failure",
-    "created_at", "last_updated_at", "completed_at", "scheduled_start_at", "tags", "parent_instance_id",
-    "parent_task_id", "lease_token", "lease_owner", "lease_until", "leased_inbox", "lease_started_at",
+    "instance_id",
+    "name",
+    "version",
+    "execution_id",
+    "status",
+    "input",
+    "output",
+    "custom_status",
+    "failure",
+    "created_at",
+    "last_updated_at",
+    "completed_at",
+    "scheduled_start_at",
+    "tags",
+    "parent_instance_id",
+    "parent_task_id",
+    "lease_token",
+    "lease_owner",
+    "lease_until",
+    "leased_inbox",
+    "lease_started_at",
 )
 _I = ", ".join(_INSTANCE_COLS)
 _I_ALIASED = ", ".join(f"i.{c}" for c in _INSTANCE_COLS)
-_I_UPSERT = (f"INSERT INTO instances (hub, {_I}) VALUES ({', '.join(['%s'] * (len(_INSTANCE_COLS) + 1))}) "
-             f"ON CONFLICT (hub, instance_id) DO UPDATE SET "
-             + ", ".join(f"{c}=EXCLUDED.{c}" for c in _INSTANCE_COLS[1:]))
+_I_UPSERT = (
+    f"INSERT INTO instances (hub, {_I}) VALUES ({', '.join(['%s'] * (len(_INSTANCE_COLS) + 1))}) "
+    f"ON CONFLICT (hub, instance_id) DO UPDATE SET " + ", ".join(f"{c}=EXCLUDED.{c}" for c in _INSTANCE_COLS[1:])
+)
 
-_ACTIVITY_COLS = "id, instance_id, execution_id, name, version, task_id, input, tags, lease_token, lease_owner, lease_until"
+_ACTIVITY_COLS = (
+    "id, instance_id, execution_id, name, version, task_id, input, tags, lease_token, lease_owner, lease_until"
+)
 
-_ENTITY_COLS = ("entity_id", "state", "last_modified_at", "locked_by", "locked_by_instance", "lease_token",
-                "lease_owner", "lease_until", "leased_inbox")
+_ENTITY_COLS = (
+    "entity_id",
+    "state",
+    "last_modified_at",
+    "locked_by",
+    "locked_by_instance",
+    "lease_token",
+    "lease_owner",
+    "lease_until",
+    "leased_inbox",
+)
 _E = ", ".join(_ENTITY_COLS)
-_E_UPSERT = (f"INSERT INTO entities (hub, {_E}) VALUES ({', '.join(['%s'] * (len(_ENTITY_COLS) + 1))}) "
-             f"ON CONFLICT (hub, entity_id) DO UPDATE SET "
-             + ", ".join(f"{c}=EXCLUDED.{c}" for c in _ENTITY_COLS[1:]))
+_E_UPSERT = (
+    f"INSERT INTO entities (hub, {_E}) VALUES ({', '.join(['%s'] * (len(_ENTITY_COLS) + 1))}) "
+    f"ON CONFLICT (hub, entity_id) DO UPDATE SET " + ", ".join(f"{c}=EXCLUDED.{c}" for c in _ENTITY_COLS[1:])
+)
 
 
 def _event(blob: bytes) -> pb.HistoryEvent:
@@ -95,25 +126,57 @@ def _event(blob: bytes) -> pb.HistoryEvent:
 
 def _instance(r: Sequence[Any]) -> InstanceRow:
     return InstanceRow(
-        instance_id=r[0], name=r[1], version=r[2], execution_id=r[3], status=r[4], input=r[5], output=r[6],
-        custom_status=r[7], failure=bytes(r[8]) if r[8] is not None else None, created_at=r[9],
-        last_updated_at=r[10], completed_at=r[11], scheduled_start_at=r[12], tags=r[13] or {},
-        parent_instance_id=r[14], parent_task_id=r[15], lease_token=r[16], lease_owner=r[17], lease_until=r[18],
-        leased_inbox=list(r[19] or []), lease_started_at=r[20],
+        instance_id=r[0],
+        name=r[1],
+        version=r[2],
+        execution_id=r[3],
+        status=r[4],
+        input=r[5],
+        output=r[6],
+        custom_status=r[7],
+        failure=bytes(r[8]) if r[8] is not None else None,
+        created_at=r[9],
+        last_updated_at=r[10],
+        completed_at=r[11],
+        scheduled_start_at=r[12],
+        tags=r[13] or {},
+        parent_instance_id=r[14],
+        parent_task_id=r[15],
+        lease_token=r[16],
+        lease_owner=r[17],
+        lease_until=r[18],
+        leased_inbox=list(r[19] or []),
+        lease_started_at=r[20],
     )
 
 
 def _activity(r: Sequence[Any]) -> ActivityRow:
     return ActivityRow(
-        id=r[0], instance_id=r[1], execution_id=r[2], name=r[3], version=r[4], task_id=r[5], input=r[6],
-        tags=r[7] or {}, lease_token=r[8], lease_owner=r[9], lease_until=r[10],
+        id=r[0],
+        instance_id=r[1],
+        execution_id=r[2],
+        name=r[3],
+        version=r[4],
+        task_id=r[5],
+        input=r[6],
+        tags=r[7] or {},
+        lease_token=r[8],
+        lease_owner=r[9],
+        lease_until=r[10],
     )
 
 
 def _entity(r: Sequence[Any]) -> EntityRow:
     return EntityRow(
-        entity_id=r[0], state=r[1], last_modified_at=r[2], locked_by=r[3], locked_by_instance=r[4],
-        lease_token=r[5], lease_owner=r[6], lease_until=r[7], leased_inbox=list(r[8] or []),
+        entity_id=r[0],
+        state=r[1],
+        last_modified_at=r[2],
+        locked_by=r[3],
+        locked_by_instance=r[4],
+        lease_token=r[5],
+        lease_owner=r[6],
+        lease_until=r[7],
+        leased_inbox=list(r[8] or []),
     )
 
 
@@ -151,7 +214,7 @@ class _Tx(StoreTx):
         self.work: set[WorkKind] = set()
 
     def _q(self, sql: str, *args: Any) -> psycopg.Cursor[Any]:
-        return self.c.execute(sql, (self.hub, *args))  # type: ignore[arg-type]
+        return self.c.execute(sql, (self.hub, *args))
 
     def _lock_key(self, kind: str, key: str) -> None:
         """Serialise with every other transaction about ``key`` even when no row exists to lock."""
@@ -171,25 +234,53 @@ class _Tx(StoreTx):
         return _instance(r) if r else None
 
     def put_instance(self, row: InstanceRow) -> None:
-        self._q(_I_UPSERT, row.instance_id, row.name, row.version, row.execution_id, row.status, row.input,
-                row.output, row.custom_status, row.failure, row.created_at, row.last_updated_at, row.completed_at,
-                row.scheduled_start_at, Jsonb(row.tags) if row.tags else None, row.parent_instance_id,
-                row.parent_task_id, row.lease_token, row.lease_owner, row.lease_until, row.leased_inbox or None,
-                row.lease_started_at)
+        self._q(
+            _I_UPSERT,
+            row.instance_id,
+            row.name,
+            row.version,
+            row.execution_id,
+            row.status,
+            row.input,
+            row.output,
+            row.custom_status,
+            row.failure,
+            row.created_at,
+            row.last_updated_at,
+            row.completed_at,
+            row.scheduled_start_at,
+            Jsonb(row.tags) if row.tags else None,
+            row.parent_instance_id,
+            row.parent_task_id,
+            row.lease_token,
+            row.lease_owner,
+            row.lease_until,
+            row.leased_inbox or None,
+            row.lease_started_at,
+        )
         if row.lease_token is None:  # taking a lease changes nothing another replica waits for
             self.changed.add(row.instance_id)
             self.work.add(WorkKind.ORCHESTRATION)
 
     def delete_instance(self, instance_id: str) -> None:
-        self._q("WITH h AS (DELETE FROM history WHERE hub=%s AND instance_id=%s), "
-                "b AS (DELETE FROM inbox WHERE hub=%s AND instance_id=%s), "
-                "a AS (DELETE FROM activities WHERE hub=%s AND instance_id=%s) "
-                "DELETE FROM instances WHERE hub=%s AND instance_id=%s",
-                instance_id, self.hub, instance_id, self.hub, instance_id, self.hub, instance_id)
+        self._q(
+            "WITH h AS (DELETE FROM history WHERE hub=%s AND instance_id=%s), "
+            "b AS (DELETE FROM inbox WHERE hub=%s AND instance_id=%s), "
+            "a AS (DELETE FROM activities WHERE hub=%s AND instance_id=%s) "
+            "DELETE FROM instances WHERE hub=%s AND instance_id=%s",
+            instance_id,
+            self.hub,
+            instance_id,
+            self.hub,
+            instance_id,
+            self.hub,
+            instance_id,
+        )
         self.changed.add(instance_id)
 
-    def query_instances(self, q: InstanceQuery, after: tuple[Any, ...] | None, limit: int,
-                        order: str = "created") -> list[InstanceRow]:
+    def query_instances(
+        self, q: InstanceQuery, after: tuple[Any, ...] | None, limit: int, order: str = "created"
+    ) -> list[InstanceRow]:
         where: list[str] = ["hub=%s"]
         args: list[Any] = []
         if q.statuses:
@@ -198,8 +289,12 @@ class _Tx(StoreTx):
         if q.terminal_only:
             where.append("status = ANY(%s)")
             args.append(_TERMINAL)
-        for col, op, val in (("created_at", ">=", q.created_from), ("created_at", "<", q.created_to),
-                             ("completed_at", ">=", q.completed_from), ("completed_at", "<", q.completed_to)):
+        for col, op, val in (
+            ("created_at", ">=", q.created_from),
+            ("created_at", "<", q.created_to),
+            ("completed_at", ">=", q.completed_from),
+            ("completed_at", "<", q.completed_to),
+        ):
             if val is not None:
                 where.append(f"{col} {op} %s")
                 args.append(val)
@@ -222,13 +317,17 @@ class _Tx(StoreTx):
         if after is not None:
             where.append(f"({col}, instance_id) {cmp} (%s, %s)")
             args.extend(after)
-        sql = (f"SELECT {_I} FROM instances WHERE {' AND '.join(where)} "
-               f"ORDER BY {col} {direction}, instance_id {direction} LIMIT %s")
+        sql = (
+            f"SELECT {_I} FROM instances WHERE {' AND '.join(where)} "
+            f"ORDER BY {col} {direction}, instance_id {direction} LIMIT %s"
+        )
         return [_instance(r) for r in self._q(sql, *args, limit)]
 
     def child_instances(self, parent_instance_id: str) -> list[InstanceRow]:
-        rows = self._q(f"SELECT {_I} FROM instances WHERE hub=%s AND parent_instance_id=%s ORDER BY instance_id"
-                       f"{self._for_update}", parent_instance_id)
+        rows = self._q(
+            f"SELECT {_I} FROM instances WHERE hub=%s AND parent_instance_id=%s ORDER BY instance_id{self._for_update}",
+            parent_instance_id,
+        )
         return [_instance(r) for r in rows]
 
     # -- history
@@ -239,8 +338,12 @@ class _Tx(StoreTx):
     def append_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None:
         blobs = [e.SerializeToString() for e in events]
         if blobs:
-            self._q("INSERT INTO history (hub, instance_id, event) SELECT %s, %s, e FROM "
-                    "unnest(%s::bytea[]) WITH ORDINALITY AS u(e, n) ORDER BY n", instance_id, blobs)
+            self._q(
+                "INSERT INTO history (hub, instance_id, event) SELECT %s, %s, e FROM "
+                "unnest(%s::bytea[]) WITH ORDINALITY AS u(e, n) ORDER BY n",
+                instance_id,
+                blobs,
+            )
             self.changed.add(instance_id)
 
     def replace_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None:
@@ -249,27 +352,42 @@ class _Tx(StoreTx):
 
     # -- inbox
     def add_inbox(self, instance_id: str, event: pb.HistoryEvent, visible_at: float = 0.0) -> None:
-        self._q("INSERT INTO inbox (hub, instance_id, visible_at, event) VALUES (%s,%s,%s,%s)",
-                instance_id, visible_at, event.SerializeToString())
+        self._q(
+            "INSERT INTO inbox (hub, instance_id, visible_at, event) VALUES (%s,%s,%s,%s)",
+            instance_id,
+            visible_at,
+            event.SerializeToString(),
+        )
         self.work.add(WorkKind.ORCHESTRATION)
 
-    def get_inbox(self, instance_id: str, now: float | None = None,
-                  ids: Sequence[int] | None = None) -> list[tuple[int, pb.HistoryEvent]]:
+    def get_inbox(
+        self, instance_id: str, now: float | None = None, ids: Sequence[int] | None = None
+    ) -> list[tuple[int, pb.HistoryEvent]]:
         if ids is not None:
             if not ids:
                 return []
-            rows = self._q("SELECT id, event FROM inbox WHERE hub=%s AND instance_id=%s AND id = ANY(%s) "
-                           "ORDER BY id", instance_id, list(ids))
+            rows = self._q(
+                "SELECT id, event FROM inbox WHERE hub=%s AND instance_id=%s AND id = ANY(%s) ORDER BY id",
+                instance_id,
+                list(ids),
+            )
         elif now is not None:
-            rows = self._q("SELECT id, event FROM inbox WHERE hub=%s AND instance_id=%s AND visible_at<=%s "
-                           "ORDER BY id", instance_id, now)
+            rows = self._q(
+                "SELECT id, event FROM inbox WHERE hub=%s AND instance_id=%s AND visible_at<=%s ORDER BY id",
+                instance_id,
+                now,
+            )
         else:
             rows = self._q("SELECT id, event FROM inbox WHERE hub=%s AND instance_id=%s ORDER BY id", instance_id)
         return [(r[0], _event(r[1])) for r in rows]
 
     def has_inbox(self, instance_id: str, now: float) -> bool:
-        return self._q("SELECT 1 FROM inbox WHERE hub=%s AND instance_id=%s AND visible_at<=%s LIMIT 1",
-                       instance_id, now).fetchone() is not None
+        return (
+            self._q(
+                "SELECT 1 FROM inbox WHERE hub=%s AND instance_id=%s AND visible_at<=%s LIMIT 1", instance_id, now
+            ).fetchone()
+            is not None
+        )
 
     def delete_inbox(self, instance_id: str, ids: Sequence[int] | None = None) -> None:
         if ids is None:
@@ -284,7 +402,10 @@ class _Tx(StoreTx):
             "(SELECT instance_id, MIN(id) AS first FROM inbox WHERE hub=%s AND visible_at<=%s GROUP BY instance_id) b "
             "JOIN instances i ON i.hub=%s AND i.instance_id=b.instance_id "
             f"WHERE (i.lease_until IS NULL OR i.lease_until < %s) ORDER BY b.first LIMIT %s{lock}",
-            now, self.hub, now, limit,
+            now,
+            self.hub,
+            now,
+            limit,
         )
         return [_instance(r) for r in rows]
 
@@ -293,7 +414,12 @@ class _Tx(StoreTx):
         r = self._q(
             "INSERT INTO activities (hub, instance_id, execution_id, name, version, task_id, input, tags) "
             "VALUES (%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
-            row.instance_id, row.execution_id, row.name, row.version, row.task_id, row.input,
+            row.instance_id,
+            row.execution_id,
+            row.name,
+            row.version,
+            row.task_id,
+            row.input,
             Jsonb(row.tags) if row.tags else None,
         ).fetchone()
         assert r is not None
@@ -302,18 +428,25 @@ class _Tx(StoreTx):
 
     def available_activities(self, now: float, limit: int) -> list[ActivityRow]:
         lock = " FOR UPDATE SKIP LOCKED" if self.write else ""
-        rows = self._q(f"SELECT {_ACTIVITY_COLS} FROM activities WHERE hub=%s AND "
-                       f"(lease_until IS NULL OR lease_until < %s) ORDER BY id LIMIT %s{lock}", now, limit)
+        rows = self._q(
+            f"SELECT {_ACTIVITY_COLS} FROM activities WHERE hub=%s AND "
+            f"(lease_until IS NULL OR lease_until < %s) ORDER BY id LIMIT %s{lock}",
+            now,
+            limit,
+        )
         return [_activity(r) for r in rows]
 
     def find_activity(self, lease_token: str) -> ActivityRow | None:
-        r = self._q(f"SELECT {_ACTIVITY_COLS} FROM activities WHERE hub=%s AND lease_token=%s{self._for_update}",
-                    lease_token).fetchone()
+        r = self._q(
+            f"SELECT {_ACTIVITY_COLS} FROM activities WHERE hub=%s AND lease_token=%s{self._for_update}", lease_token
+        ).fetchone()
         return _activity(r) if r else None
 
     def update_activity_lease(self, row: ActivityRow) -> None:
-        self.c.execute("UPDATE activities SET lease_token=%s, lease_owner=%s, lease_until=%s WHERE hub=%s AND id=%s",
-                       (row.lease_token, row.lease_owner, row.lease_until, self.hub, row.id))
+        self.c.execute(
+            "UPDATE activities SET lease_token=%s, lease_owner=%s, lease_until=%s WHERE hub=%s AND id=%s",
+            (row.lease_token, row.lease_owner, row.lease_until, self.hub, row.id),
+        )
         if row.lease_token is None:
             self.work.add(WorkKind.ACTIVITY)
 
@@ -330,8 +463,18 @@ class _Tx(StoreTx):
         return _entity(r) if r else None
 
     def put_entity(self, row: EntityRow) -> None:
-        self._q(_E_UPSERT, row.entity_id, row.state, row.last_modified_at, row.locked_by, row.locked_by_instance,
-                row.lease_token, row.lease_owner, row.lease_until, row.leased_inbox or None)
+        self._q(
+            _E_UPSERT,
+            row.entity_id,
+            row.state,
+            row.last_modified_at,
+            row.locked_by,
+            row.locked_by_instance,
+            row.lease_token,
+            row.lease_owner,
+            row.lease_until,
+            row.leased_inbox or None,
+        )
         if row.lease_token is None:
             self.work.add(WorkKind.ENTITY)
 
@@ -339,8 +482,9 @@ class _Tx(StoreTx):
         self._q("DELETE FROM entities WHERE hub=%s AND entity_id=%s", entity_id)
         self.work.add(WorkKind.ENTITY)
 
-    def query_entities(self, prefix: str | None, modified_from: float | None, modified_to: float | None,
-                       after: str | None, limit: int) -> list[EntityRow]:
+    def query_entities(
+        self, prefix: str | None, modified_from: float | None, modified_to: float | None, after: str | None, limit: int
+    ) -> list[EntityRow]:
         where: list[str] = ["hub=%s"]
         args: list[Any] = []
         if prefix:
@@ -355,28 +499,39 @@ class _Tx(StoreTx):
         if after is not None:
             where.append("entity_id > %s")
             args.append(after)
-        rows = self._q(f"SELECT {_E} FROM entities WHERE {' AND '.join(where)} ORDER BY entity_id LIMIT %s",
-                       *args, limit)
+        rows = self._q(
+            f"SELECT {_E} FROM entities WHERE {' AND '.join(where)} ORDER BY entity_id LIMIT %s", *args, limit
+        )
         return [_entity(r) for r in rows]
 
     def add_entity_message(self, entity_id: str, event: pb.HistoryEvent, visible_at: float = 0.0) -> None:
-        self._q("INSERT INTO entity_inbox (hub, entity_id, visible_at, event) VALUES (%s,%s,%s,%s)",
-                entity_id, visible_at, event.SerializeToString())
+        self._q(
+            "INSERT INTO entity_inbox (hub, entity_id, visible_at, event) VALUES (%s,%s,%s,%s)",
+            entity_id,
+            visible_at,
+            event.SerializeToString(),
+        )
         self.work.add(WorkKind.ENTITY)
 
-    def get_entity_messages(self, entity_id: str, now: float | None = None,
-                            ids: Sequence[int] | None = None) -> list[tuple[int, pb.HistoryEvent]]:
+    def get_entity_messages(
+        self, entity_id: str, now: float | None = None, ids: Sequence[int] | None = None
+    ) -> list[tuple[int, pb.HistoryEvent]]:
         if ids is not None:
             if not ids:
                 return []
-            rows = self._q("SELECT id, event FROM entity_inbox WHERE hub=%s AND entity_id=%s AND id = ANY(%s) "
-                           "ORDER BY id", entity_id, list(ids))
+            rows = self._q(
+                "SELECT id, event FROM entity_inbox WHERE hub=%s AND entity_id=%s AND id = ANY(%s) ORDER BY id",
+                entity_id,
+                list(ids),
+            )
         elif now is not None:
-            rows = self._q("SELECT id, event FROM entity_inbox WHERE hub=%s AND entity_id=%s AND visible_at<=%s "
-                           "ORDER BY id", entity_id, now)
+            rows = self._q(
+                "SELECT id, event FROM entity_inbox WHERE hub=%s AND entity_id=%s AND visible_at<=%s ORDER BY id",
+                entity_id,
+                now,
+            )
         else:
-            rows = self._q("SELECT id, event FROM entity_inbox WHERE hub=%s AND entity_id=%s ORDER BY id",
-                           entity_id)
+            rows = self._q("SELECT id, event FROM entity_inbox WHERE hub=%s AND entity_id=%s ORDER BY id", entity_id)
         return [(r[0], _event(r[1])) for r in rows]
 
     def delete_entity_messages(self, entity_id: str, ids: Sequence[int]) -> None:
@@ -394,26 +549,43 @@ class _Tx(StoreTx):
                 "WHERE hub=%s AND visible_at<=%s GROUP BY entity_id) b "
                 "LEFT JOIN entities e ON e.hub=%s AND e.entity_id=b.entity_id "
                 "WHERE e.lease_until IS NULL OR e.lease_until < %s ORDER BY b.first LIMIT %s",
-                now, self.hub, now, limit)
+                now,
+                self.hub,
+                now,
+                limit,
+            )
             return [r[0] for r in rows]
         # An entity may have messages but no row yet, and the nullable side of an outer join cannot be locked:
         # lock the rows that exist, take the advisory lock of those that do not, then look at the latter again.
-        candidates = [r[0] for r in self._q(
-            "SELECT entity_id FROM entity_inbox WHERE hub=%s AND visible_at<=%s GROUP BY entity_id "
-            "ORDER BY MIN(id) LIMIT %s", now, limit)]
+        candidates = [
+            r[0]
+            for r in self._q(
+                "SELECT entity_id FROM entity_inbox WHERE hub=%s AND visible_at<=%s GROUP BY entity_id "
+                "ORDER BY MIN(id) LIMIT %s",
+                now,
+                limit,
+            )
+        ]
         if not candidates:
             return []
         free = self._lock_free_entities(candidates, now)
-        existing = {r[0] for r in self._q("SELECT entity_id FROM entities WHERE hub=%s AND entity_id = ANY(%s)",
-                                          candidates)}
+        existing = {
+            r[0] for r in self._q("SELECT entity_id FROM entities WHERE hub=%s AND entity_id = ANY(%s)", candidates)
+        }
         absent = [c for c in candidates if c not in existing and c not in free]
         if absent:
-            got = [r[0] for r in self.c.execute(
-                "SELECT id FROM unnest(%s::text[]) AS u(id) "
-                "WHERE pg_try_advisory_xact_lock(hashtextextended(%s || id, 0))", (absent, f"e|{self.hub}|"))]
+            got = [
+                r[0]
+                for r in self.c.execute(
+                    "SELECT id FROM unnest(%s::text[]) AS u(id) "
+                    "WHERE pg_try_advisory_xact_lock(hashtextextended(%s || id, 0))",
+                    (absent, f"e|{self.hub}|"),
+                )
+            ]
             if got:  # created since the first look? then it is an ordinary row again
-                created = {r[0] for r in self._q("SELECT entity_id FROM entities WHERE hub=%s AND entity_id = ANY(%s)",
-                                                 got)}
+                created = {
+                    r[0] for r in self._q("SELECT entity_id FROM entities WHERE hub=%s AND entity_id = ANY(%s)", got)
+                }
                 free |= self._lock_free_entities([g for g in got if g in created], now)
                 free |= {g for g in got if g not in created}
         return [c for c in candidates if c in free]
@@ -421,35 +593,50 @@ class _Tx(StoreTx):
     def _lock_free_entities(self, ids: list[str], now: float) -> set[str]:
         if not ids:
             return set()
-        return {r[0] for r in self._q(
-            "SELECT entity_id FROM entities WHERE hub=%s AND entity_id = ANY(%s) "
-            "AND (lease_until IS NULL OR lease_until < %s) FOR UPDATE SKIP LOCKED", ids, now)}
+        return {
+            r[0]
+            for r in self._q(
+                "SELECT entity_id FROM entities WHERE hub=%s AND entity_id = ANY(%s) "
+                "AND (lease_until IS NULL OR lease_until < %s) FOR UPDATE SKIP LOCKED",
+                ids,
+                now,
+            )
+        }
 
     def leased_instance(self, lease_token: str) -> InstanceRow | None:
-        r = self._q(f"SELECT {_I} FROM instances WHERE hub=%s AND lease_token=%s{self._for_update}",
-                    lease_token).fetchone()
+        r = self._q(
+            f"SELECT {_I} FROM instances WHERE hub=%s AND lease_token=%s{self._for_update}", lease_token
+        ).fetchone()
         return _instance(r) if r else None
 
     def leased_entity(self, lease_token: str) -> EntityRow | None:
-        r = self._q(f"SELECT {_E} FROM entities WHERE hub=%s AND lease_token=%s{self._for_update}",
-                    lease_token).fetchone()
+        r = self._q(
+            f"SELECT {_E} FROM entities WHERE hub=%s AND lease_token=%s{self._for_update}", lease_token
+        ).fetchone()
         return _entity(r) if r else None
 
     # -- critical sections
     def add_lock_request(self, req: LockRequest) -> None:
-        r = self._q("INSERT INTO lock_requests (hub, critical_section_id, parent_instance_id, lock_set) "
-                    "VALUES (%s,%s,%s,%s) RETURNING id",
-                    req.critical_section_id, req.parent_instance_id, list(req.lock_set)).fetchone()
+        r = self._q(
+            "INSERT INTO lock_requests (hub, critical_section_id, parent_instance_id, lock_set) "
+            "VALUES (%s,%s,%s,%s) RETURNING id",
+            req.critical_section_id,
+            req.parent_instance_id,
+            list(req.lock_set),
+        ).fetchone()
         assert r is not None
         req.id = r[0]
 
     def lock_requests(self) -> list[LockRequest]:
         # Granting is decided on the entities' rows, which the granting transaction locks; locking the requests
         # too keeps two replicas from granting the same request.
-        rows = self._q("SELECT id, critical_section_id, parent_instance_id, lock_set FROM lock_requests "
-                       f"WHERE hub=%s ORDER BY id{self._for_update}")
-        return [LockRequest(id=r[0], critical_section_id=r[1], parent_instance_id=r[2], lock_set=list(r[3]))
-                for r in rows]
+        rows = self._q(
+            "SELECT id, critical_section_id, parent_instance_id, lock_set FROM lock_requests "
+            f"WHERE hub=%s ORDER BY id{self._for_update}"
+        )
+        return [
+            LockRequest(id=r[0], critical_section_id=r[1], parent_instance_id=r[2], lock_set=list(r[3])) for r in rows
+        ]
 
     def delete_lock_request(self, request_id: int) -> None:
         self._q("DELETE FROM lock_requests WHERE hub=%s AND id=%s", request_id)
@@ -471,12 +658,17 @@ class _Tx(StoreTx):
             "UPDATE entities SET lease_until=%(u)s WHERE (hub, entity_id) IN "
             "  (SELECT hub, entity_id FROM entities WHERE hub=%(h)s AND lease_owner = ANY(%(o)s) "
             "   AND lease_until IS NOT NULL FOR UPDATE SKIP LOCKED)",
-            {"u": until, "h": self.hub, "o": owners})
+            {"u": until, "h": self.hub, "o": owners},
+        )
 
     def next_due(self, now: float) -> float | None:
-        r = self._q("SELECT LEAST((SELECT MIN(visible_at) FROM inbox WHERE hub=%s AND visible_at>%s), "
-                    "(SELECT MIN(visible_at) FROM entity_inbox WHERE hub=%s AND visible_at>%s))",
-                    now, self.hub, now).fetchone()
+        r = self._q(
+            "SELECT LEAST((SELECT MIN(visible_at) FROM inbox WHERE hub=%s AND visible_at>%s), "
+            "(SELECT MIN(visible_at) FROM entity_inbox WHERE hub=%s AND visible_at>%s))",
+            now,
+            self.hub,
+            now,
+        ).fetchone()
         return r[0] if r else None
 
     def counts(self) -> dict[str, int]:
@@ -487,11 +679,18 @@ class _Tx(StoreTx):
             "(SELECT COUNT(*) FROM activities WHERE hub=%(h)s AND lease_token IS NOT NULL), "
             "(SELECT COUNT(*) FROM entity_inbox WHERE hub=%(h)s), "
             "(SELECT COUNT(*) FROM entities WHERE hub=%(h)s AND lease_token IS NOT NULL)".replace("%(h)s", "%s"),
-            *([self.hub] * 5)).fetchone()
+            *([self.hub] * 5),
+        ).fetchone()
         assert r is not None
-        keys = ("orchestration_events_pending", "orchestrations_active", "activities_pending", "activities_active",
-                "entity_messages_pending", "entities_active")
-        return {k: int(v) for k, v in zip(keys, r)}
+        keys = (
+            "orchestration_events_pending",
+            "orchestrations_active",
+            "activities_pending",
+            "activities_active",
+            "entity_messages_pending",
+            "entities_active",
+        )
+        return {k: int(v) for k, v in zip(keys, r, strict=True)}
 
     def count_instances_by_status(self) -> dict[int, int]:
         return {r[0]: r[1] for r in self._q("SELECT status, COUNT(*) FROM instances WHERE hub=%s GROUP BY status")}
@@ -518,8 +717,9 @@ def _payloads(process_id: str, hub: str, changed: set[str], work: set[WorkKind])
 def _parse(payload: str) -> tuple[str, Change] | None:
     try:
         msg = json.loads(payload)
-        return msg["p"], Change(hub=msg["h"], instances=frozenset(msg["i"]),
-                                work=frozenset(_CODE_KINDS[c] for c in msg["w"]))
+        return msg["p"], Change(
+            hub=msg["h"], instances=frozenset(msg["i"]), work=frozenset(_CODE_KINDS[c] for c in msg["w"])
+        )
     except (ValueError, KeyError, TypeError):
         log.warning("ignoring a malformed change notification on channel %s", CHANNEL)
         return None
@@ -536,19 +736,31 @@ class PostgresStore(Store):
         self.url = url
         self.safe_url = redact_url(url)
         self.process_id = uuid.uuid4().hex[:16]
-        self._conninfo = url if not url.startswith("postgres://") else "postgresql://" + url[len("postgres://"):]
+        self._conninfo = url if not url.startswith("postgres://") else "postgresql://" + url[len("postgres://") :]
         self._closed = False
         self._hubs: set[str] = set()
         try:
-            with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10,
-                                 application_name="moorage-migrate") as conn:
+            with psycopg.connect(
+                self._conninfo, autocommit=True, connect_timeout=10, application_name="moorage-migrate"
+            ) as conn:
                 migrate(conn)
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"cannot open the PostgreSQL store {self.safe_url}: {_reason(exc)}") from None
-        self._pool = ConnectionPool(self._conninfo, min_size=1, max_size=pool_size, open=False,
-                                    name="moorage", timeout=CONNECT_WAIT, reconnect_timeout=RECONNECT_ATTEMPT,
-                                    kwargs={"autocommit": True, "application_name": "moorage-sidecar",
-                                            "connect_timeout": 10, "options": "-c synchronous_commit=on"})
+        self._pool = ConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            name="moorage",
+            timeout=CONNECT_WAIT,
+            reconnect_timeout=RECONNECT_ATTEMPT,
+            kwargs={
+                "autocommit": True,
+                "application_name": "moorage-sidecar",
+                "connect_timeout": 10,
+                "options": "-c synchronous_commit=on",
+            },
+        )
         self._pool.open(wait=True, timeout=30)
         self._threads = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="moorage-pg")
         self._listening = threading.Event()
@@ -563,15 +775,13 @@ class PostgresStore(Store):
         if self._closed:
             raise RuntimeError("the store is closed")
         self._hubs.add(hub)
-        return await asyncio.get_running_loop().run_in_executor(self._threads, self._transact, hub, fn, durable,
-                                                                True)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self._transact, hub, fn, durable, True)
 
     async def read(self, hub: str, fn: Callable[[StoreTx], T]) -> T:
         if self._closed:
             raise RuntimeError("the store is closed")
         self._hubs.add(hub)
-        return await asyncio.get_running_loop().run_in_executor(self._threads, self._transact, hub, fn, True,
-                                                                False)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self._transact, hub, fn, True, False)
 
     def _transact(self, hub: str, fn: Callable[[StoreTx], T], durable: bool, write: bool) -> T:
         """Run ``fn`` in one transaction, again after a deadlock or a broken connection (never after COMMIT was
@@ -583,8 +793,9 @@ class PostgresStore(Store):
             try:
                 conn = self._pool.getconn()
             except PoolTimeout:
-                raise StoreUnavailable(f"the database is unavailable ({self.safe_url}): no connection within "
-                                       f"{CONNECT_WAIT:g} s") from None
+                raise StoreUnavailable(
+                    f"the database is unavailable ({self.safe_url}): no connection within {CONNECT_WAIT:g} s"
+                ) from None
             committing = False
             try:
                 if not write and attempt == 1:  # most reads are one statement: try it without a transaction
@@ -620,8 +831,10 @@ class PostgresStore(Store):
                 time.sleep(random.uniform(0, 0.002 * attempt))
             except psycopg.OperationalError as exc:
                 if committing and write:
-                    raise StoreUnavailable(f"the database connection was lost while committing; the outcome is "
-                                           f"unknown, retry the call ({_reason(exc)})") from None
+                    raise StoreUnavailable(
+                        f"the database connection was lost while committing; the outcome is "
+                        f"unknown, retry the call ({_reason(exc)})"
+                    ) from None
                 if time.monotonic() > give_up:
                     raise StoreUnavailable(f"the database is unavailable ({self.safe_url}): {_reason(exc)}") from None
                 time.sleep(min(0.05 * attempt, 0.5))
@@ -639,8 +852,9 @@ class PostgresStore(Store):
         connected_before = False
         while not self._closed:
             try:
-                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10,
-                                     application_name="moorage-listen") as conn:
+                with psycopg.connect(
+                    self._conninfo, autocommit=True, connect_timeout=10, application_name="moorage-listen"
+                ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._listening.set()
                     if connected_before:

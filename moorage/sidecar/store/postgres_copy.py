@@ -35,23 +35,82 @@ class Table:
 
 _LEASE = ("lease_token", "lease_owner", "lease_until")
 TABLES: tuple[Table, ...] = (
-    Table("instances", ("hub", "instance_id", "name", "version", "execution_id", "status", "input", "output",
-                        "custom_status", "failure", "created_at", "last_updated_at", "completed_at",
-                        "scheduled_start_at", "tags", "parent_instance_id", "parent_task_id", "lease_token",
-                        "lease_owner", "lease_until", "leased_inbox", "lease_started_at"),
-          json_cols=("tags",), array_cols=("leased_inbox",),
-          lease_cols=(*_LEASE, "leased_inbox", "lease_started_at")),
+    Table(
+        "instances",
+        (
+            "hub",
+            "instance_id",
+            "name",
+            "version",
+            "execution_id",
+            "status",
+            "input",
+            "output",
+            "custom_status",
+            "failure",
+            "created_at",
+            "last_updated_at",
+            "completed_at",
+            "scheduled_start_at",
+            "tags",
+            "parent_instance_id",
+            "parent_task_id",
+            "lease_token",
+            "lease_owner",
+            "lease_until",
+            "leased_inbox",
+            "lease_started_at",
+        ),
+        json_cols=("tags",),
+        array_cols=("leased_inbox",),
+        lease_cols=(*_LEASE, "leased_inbox", "lease_started_at"),
+    ),
     Table("history", ("id", "hub", "instance_id", "event"), identity=True),
     Table("inbox", ("id", "hub", "instance_id", "visible_at", "event"), identity=True),
-    Table("activities", ("id", "hub", "instance_id", "execution_id", "name", "version", "task_id", "input", "tags",
-                         "lease_token", "lease_owner", "lease_until"),
-          json_cols=("tags",), lease_cols=_LEASE, identity=True),
-    Table("entities", ("hub", "entity_id", "state", "last_modified_at", "locked_by", "locked_by_instance",
-                       "lease_token", "lease_owner", "lease_until", "leased_inbox"),
-          array_cols=("leased_inbox",), lease_cols=(*_LEASE, "leased_inbox")),
+    Table(
+        "activities",
+        (
+            "id",
+            "hub",
+            "instance_id",
+            "execution_id",
+            "name",
+            "version",
+            "task_id",
+            "input",
+            "tags",
+            "lease_token",
+            "lease_owner",
+            "lease_until",
+        ),
+        json_cols=("tags",),
+        lease_cols=_LEASE,
+        identity=True,
+    ),
+    Table(
+        "entities",
+        (
+            "hub",
+            "entity_id",
+            "state",
+            "last_modified_at",
+            "locked_by",
+            "locked_by_instance",
+            "lease_token",
+            "lease_owner",
+            "lease_until",
+            "leased_inbox",
+        ),
+        array_cols=("leased_inbox",),
+        lease_cols=(*_LEASE, "leased_inbox"),
+    ),
     Table("entity_inbox", ("id", "hub", "entity_id", "visible_at", "event"), identity=True),
-    Table("lock_requests", ("id", "hub", "critical_section_id", "parent_instance_id", "lock_set"),
-          array_cols=("lock_set",), identity=True),
+    Table(
+        "lock_requests",
+        ("id", "hub", "critical_section_id", "parent_instance_id", "lock_set"),
+        array_cols=("lock_set",),
+        identity=True,
+    ),
 )
 
 
@@ -105,7 +164,9 @@ class _Sqlite(_Side):
         n = 0
         sql = f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({', '.join('?' * len(table.columns))})"
         for r in rows:
-            self.db.execute(sql, tuple(json.dumps(v) if enc and v is not None else v for v, enc in zip(r, encode)))
+            self.db.execute(
+                sql, tuple(json.dumps(v) if enc and v is not None else v for v, enc in zip(r, encode, strict=True))
+            )
             n += 1
         return n
 
@@ -142,11 +203,13 @@ class _Postgres(_Side):
         n = 0
         with self.conn.cursor().copy(f"COPY {table.name} ({', '.join(table.columns)}) FROM STDIN") as copy:
             for r in rows:
-                copy.write_row(tuple(Jsonb(v) if w and v is not None else v for v, w in zip(r, wrap)))
+                copy.write_row(tuple(Jsonb(v) if w and v is not None else v for v, w in zip(r, wrap, strict=True)))
                 n += 1
         if table.identity:
-            self.conn.execute(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
-                              f"GREATEST((SELECT MAX(id) FROM {table.name}), 1))")
+            self.conn.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                f"GREATEST((SELECT MAX(id) FROM {table.name}), 1))"
+            )
         return n
 
     def finish(self, ok: bool) -> None:
@@ -191,8 +254,10 @@ def copy_store(src_url: str, dst_url: str, replace: bool = False) -> dict[str, i
         if any(held.values()):
             if not replace:
                 summary = ", ".join(f"{n} {name}" for name, n in held.items() if n)
-                raise TargetNotEmpty(f"the target store {redact_url(dst_url)} is not empty ({summary}); "
-                                     "pass --force to replace its contents")
+                raise TargetNotEmpty(
+                    f"the target store {redact_url(dst_url)} is not empty ({summary}); "
+                    "pass --force to replace its contents"
+                )
             dst.clear()
         counts: dict[str, int] = {}
         for table in TABLES:

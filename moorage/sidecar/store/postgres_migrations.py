@@ -17,9 +17,7 @@ log = logging.getLogger("moorage.store.postgres")
 MIGRATION_LOCK = 0x6D6F6F72616765
 
 # (version, SQL file in moorage.sidecar.store): applied in order, each in its own transaction.
-MIGRATIONS: tuple[tuple[int, str], ...] = (
-    (1, "postgres_schema.sql"),
-)
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "postgres_schema.sql"),)
 LATEST = MIGRATIONS[-1][0]
 
 
@@ -43,19 +41,22 @@ def migrate(conn: psycopg.Connection) -> list[int]:
     """
     conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
     try:
-        conn.execute("CREATE TABLE IF NOT EXISTS moorage_schema_version (version INTEGER PRIMARY KEY, "
-                     "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS moorage_schema_version (version INTEGER PRIMARY KEY, "
+            "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
         have = current_version(conn)
         if have > LATEST:
-            raise SchemaTooNew(f"the database schema is at version {have}, newer than this Moorage knows "
-                               f"({LATEST}): upgrade Moorage")
+            raise SchemaTooNew(
+                f"the database schema is at version {have}, newer than this Moorage knows ({LATEST}): upgrade Moorage"
+            )
         applied = []
         for version, name in MIGRATIONS:
             if version <= have:
                 continue
             sql = resources.files("moorage.sidecar.store").joinpath(name).read_text()
             with conn.transaction():
-                conn.execute(sql)  # type: ignore[call-overload]  # a trusted file of several statements
+                conn.execute(sql)  # a trusted file of several statements
                 conn.execute("INSERT INTO moorage_schema_version (version) VALUES (%s)", (version,))
             log.info("store schema migrated to version=%s", version)
             applied.append(version)

@@ -14,7 +14,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.function.Consumer;
 
-/** One agent: run turns, stream them, and manage its threads. */
+/** One agent: run turns, stream them, and manage its sessions. */
 public final class Agent {
   private final MoorageClient client;
   private final String name;
@@ -29,14 +29,14 @@ public final class Agent {
   }
 
   RunRequest request(String message, RunOptions o) {
-    RunRequest.Builder b = RunRequest.newBuilder().setAgent(name).setMessage(message).setThreadId(o.threadId)
+    RunRequest.Builder b = RunRequest.newBuilder().setAgent(name).setMessage(message).setSessionId(o.sessionId)
         .setCorrelationId(o.correlationId).setResponseSchemaJson(o.responseSchemaJson).setOptionsJson(o.optionsJson)
         .setTimeoutSeconds(o.timeoutSeconds);
     if (o.enableToolCalls != null) b.setEnableToolCalls(o.enableToolCalls);
     return b.build();
   }
 
-  /** Runs one turn on a new thread and waits for the answer. */
+  /** Runs one turn on a new session and waits for the answer. */
   public RunResult run(String message) {
     return run(message, new RunOptions());
   }
@@ -62,7 +62,7 @@ public final class Agent {
     });
   }
 
-  /** Runs one turn on a new thread, hands each piece of text to {@code onText}, returns the whole answer. */
+  /** Runs one turn on a new session, hands each piece of text to {@code onText}, returns the whole answer. */
   public RunResult stream(String message, Consumer<String> onText) {
     return stream(message, new RunOptions(), onText);
   }
@@ -78,13 +78,13 @@ public final class Agent {
   public RunHandle start(String message, RunOptions options) {
     RunRequest req = request(message, options);
     StartRunResponse r = MoorageClient.call(() -> client.stub.startRun(req));
-    return new RunHandle(r.getAgent(), r.getThreadId(), r.getCorrelationId());
+    return new RunHandle(r.getAgent(), r.getSessionId(), r.getCorrelationId());
   }
 
   /** Where a started turn is, waiting up to {@code wait} for it to finish. */
-  public RunStatus result(String threadId, String correlationId, Duration wait) {
+  public RunStatus result(String sessionId, String correlationId, Duration wait) {
     GetRunResultResponse r = MoorageClient.call(() -> client.stub.getRunResult(GetRunResultRequest.newBuilder()
-        .setAgent(name).setThreadId(threadId).setCorrelationId(correlationId)
+        .setAgent(name).setSessionId(sessionId).setCorrelationId(correlationId)
         .setWaitSeconds(wait.toMillis() / 1000.0).build()));
     String status = r.getStatus().name().replace("RUN_STATUS_", "").toLowerCase();
     return new RunStatus(status, r.hasResult() ? RunResult.from(r.getResult()) : null,
@@ -92,25 +92,38 @@ public final class Agent {
   }
 
   public RunStatus result(RunHandle handle, Duration wait) {
-    return result(handle.threadId(), handle.correlationId(), wait);
+    return result(handle.sessionId(), handle.correlationId(), wait);
   }
 
-  /** A new conversation: its first run creates the thread. */
+  /** A new conversation: its first run creates the session. */
+  public AgentSession newSession() {
+    return new AgentSession(this, null);
+  }
+
+  /** An existing conversation. */
+  public AgentSession newSession(String sessionId) {
+    return new AgentSession(this, sessionId);
+  }
+
+  /** @deprecated use {@link #newSession()}. */
+  @Deprecated
   public AgentThread newThread() {
     return new AgentThread(this, null);
   }
 
-  /** An existing conversation. */
+  /** @deprecated use {@link #newSession(String)}. */
+  @Deprecated
   public AgentThread thread(String threadId) {
     return new AgentThread(this, threadId);
   }
 
-  public Session session(String threadId) {
+  /** A session and its history, as stored. */
+  public Session session(String sessionId) {
     return Session.from(MoorageClient.call(() -> client.stub.getSession(
-        GetSessionRequest.newBuilder().setAgent(name).setThreadId(threadId).build())));
+        GetSessionRequest.newBuilder().setAgent(name).setSessionId(sessionId).build())));
   }
 
-  /** All of the agent's threads. */
+  /** The ids of all of the agent's sessions. */
   public List<String> sessions() {
     List<String> out = new ArrayList<>();
     String token = "";
@@ -118,19 +131,25 @@ public final class Agent {
       ListSessionsRequest req = ListSessionsRequest.newBuilder().setAgent(name).setPageSize(100)
           .setContinuationToken(token).build();
       ListSessionsResponse r = MoorageClient.call(() -> client.stub.listSessions(req));
-      r.getSessionsList().forEach(s -> out.add(s.getThreadId()));
+      r.getSessionsList().forEach(s -> out.add(s.getSessionId()));
       token = r.getContinuationToken();
     } while (!token.isEmpty());
     return out;
   }
 
-  public void deleteSession(String threadId) {
+  public void deleteSession(String sessionId) {
     MoorageClient.call(() -> client.stub.deleteSession(
-        DeleteSessionRequest.newBuilder().setAgent(name).setThreadId(threadId).build()));
+        DeleteSessionRequest.newBuilder().setAgent(name).setSessionId(sessionId).build()));
   }
 
   /** A turn started without waiting. */
-  public record RunHandle(String agent, String threadId, String correlationId) {}
+  public record RunHandle(String agent, String sessionId, String correlationId) {
+    /** @deprecated the old name of {@link #sessionId()}. */
+    @Deprecated
+    public String threadId() {
+      return sessionId;
+    }
+  }
 
   /** {@code status}: pending, running, completed or failed; {@code result} once completed. */
   public record RunStatus(String status, RunResult result, String errorCode, String errorMessage) {}

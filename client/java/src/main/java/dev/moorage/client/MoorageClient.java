@@ -24,8 +24,8 @@ import java.util.function.Supplier;
  *
  * <pre>{@code
  * try (MoorageClient client = MoorageClient.connect("localhost:8080")) {
- *   AgentThread thread = client.agent("Joker").newThread();
- *   System.out.println(thread.run("Tell me a joke about pirates").text());
+ *   AgentSession session = client.agent("Joker").newSession();
+ *   System.out.println(session.run("Tell me a joke about pirates").text());
  * }
  * }</pre>
  */

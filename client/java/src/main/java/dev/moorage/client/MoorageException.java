@@ -12,7 +12,7 @@ public class MoorageException extends RuntimeException {
     this.code = code;
   }
 
-  /** NOT_FOUND (unknown agent, thread, instance, entity), INVALID_ARGUMENT, DEADLINE_EXCEEDED, ... */
+  /** NOT_FOUND (unknown agent, session, instance, entity), INVALID_ARGUMENT, DEADLINE_EXCEEDED, ... */
   public Status.Code code() {
     return code;
   }

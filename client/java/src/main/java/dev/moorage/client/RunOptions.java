@@ -3,19 +3,25 @@ package dev.moorage.client;
 import java.time.Duration;
 import java.util.Map;
 
-/** Options of one turn: {@code new RunOptions().threadId(id).correlationId("order-42")}. */
+/** Options of one turn: {@code new RunOptions().sessionId(id).correlationId("order-42")}. */
 public final class RunOptions {
-  String threadId = "";
+  String sessionId = "";
   String correlationId = "";
   String responseSchemaJson = "";
   String optionsJson = "";
   Boolean enableToolCalls;
   double timeoutSeconds;
 
-  /** Continue this thread (default: a new one). */
-  public RunOptions threadId(String threadId) {
-    this.threadId = threadId == null ? "" : threadId;
+  /** Continue this session (default: a new one). */
+  public RunOptions sessionId(String sessionId) {
+    this.sessionId = sessionId == null ? "" : sessionId;
     return this;
+  }
+
+  /** @deprecated the old name of {@link #sessionId(String)}. */
+  @Deprecated
+  public RunOptions threadId(String threadId) {
+    return sessionId(threadId);
   }
 
   /** The turn's idempotency key: the same id twice runs the turn once. */

@@ -13,7 +13,7 @@ import java.util.NoSuchElementException;
 public final class RunStream implements Iterable<String>, AutoCloseable {
   private final Iterator<RunStreamEvent> events;
   private final Context.CancellableContext context;
-  private String threadId;
+  private String sessionId;
   private String correlationId;
   private RunResult result;
   private String next;
@@ -30,7 +30,7 @@ public final class RunStream implements Iterable<String>, AutoCloseable {
         RunStreamEvent event = events.next();
         switch (event.getEventCase()) {
           case STARTED -> {
-            threadId = event.getStarted().getThreadId();
+            sessionId = event.getStarted().getSessionId();
             correlationId = event.getStarted().getCorrelationId();
           }
           case CHUNK -> {
@@ -74,9 +74,15 @@ public final class RunStream implements Iterable<String>, AutoCloseable {
     return result;
   }
 
-  /** The thread's id (known once the stream has started). */
+  /** The session's id (known once the stream has started). */
+  public String sessionId() {
+    return sessionId;
+  }
+
+  /** @deprecated the old name of {@link #sessionId()}. */
+  @Deprecated
   public String threadId() {
-    return threadId;
+    return sessionId;
   }
 
   public String correlationId() {

@@ -51,9 +51,9 @@ class MoorageClientTest {
     PrintStream out = new PrintStream(buffer, true, StandardCharsets.UTF_8);
     // docs:begin java
     try (MoorageClient client = MoorageClient.connect(address)) { // e.g. "localhost:8080"
-      AgentThread thread = client.agent("Joker").newThread();
-      out.println(thread.run("Tell me a joke about pirates").text());
-      out.println(thread.run("Tell me another one about the same topic").text());
+      AgentSession session = client.agent("Joker").newSession();
+      out.println(session.run("Tell me a joke about pirates").text());
+      out.println(session.run("Tell me another one about the same topic").text());
       client.agent("Joker").stream("Tell me a joke about sailors", out::print);
     }
     // docs:end

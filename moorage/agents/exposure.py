@@ -1,0 +1,55 @@
+"""What a worker does so that its agents are reachable through the gateway.
+
+    from moorage import AgentWorker
+    from moorage.agents.exposure import expose, announce     # also importable from moorage.gateway.worker
+
+    worker = AgentWorker([joker])
+    expose(worker)          # before start: host the agent registry, stream answers to the gateway
+    worker.start()
+    announce(worker)        # after start: tell the gateway which agents this worker hosts
+
+``AgentWorker.start()`` calls both itself unless built with ``gateway=False``; they stay public for workers
+assembled by hand. Without ``announce`` the gateway still serves agents that already have threads (or that
+``moorage gateway --agents`` names); without ``expose`` streaming callers get each answer as one chunk.
+
+Both are the agents' side of the gateway's protocol (the registry entity, the stream sink); the gateway itself is
+not imported.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from . import registry
+from .streaming import ChunkPublisher, enable_streaming
+
+
+def expose(agent_worker: Any, *, stream_endpoint: str | None = None, stream: bool = True) -> ChunkPublisher | None:
+    """Prepare an ``AgentWorker`` (not started yet): host the ``moorage-agent`` registry entity and, unless
+    ``stream=False``, wrap its agents' model calls so that streaming models publish their text to the gateway
+    (``stream_endpoint``, default ``$MOORAGE_STREAM_ENDPOINT`` or the worker's own endpoint)."""
+    done = getattr(agent_worker, "gateway_exposure", None)
+    if done is not None:  # exposed already (AgentWorker.start() does this itself)
+        return done or None
+    registry.install(agent_worker, list(agent_worker.agents.values()))
+    publisher = None
+    if stream:
+        publisher = enable_streaming(agent_worker, ChunkPublisher(stream_endpoint) if stream_endpoint else None)
+    agent_worker.gateway_exposure = publisher or False
+    return publisher
+
+
+def announce(agent_worker: Any) -> None:
+    """Register the worker's agents with the gateway (a signal per agent to the registry entity)."""
+    from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+
+    client = DurableTaskSchedulerClient(**agent_worker.settings.sdk_kwargs(),
+                                        logger=logging.getLogger("moorage.durabletask.client"))
+    try:
+        registry.register(client, list(agent_worker.agents.values()))
+    finally:
+        client.close()
+
+
+__all__ = ["announce", "expose"]

@@ -1,0 +1,56 @@
+"""Which agents exist: the durable entity ``moorage-agent`` (key: the agent's name, lower-cased).
+
+The gateway is a Durable Task *client*: it cannot see which agents the workers host. Workers announce them by
+hosting this entity (:func:`install`) and signalling ``register`` for each agent when they start (:func:`register`,
+see ``moorage.agents.exposure``); the gateway reads it to answer ``GET /api/agents`` and to tell an unknown agent
+(404) from one whose worker is merely busy. Agents that already have sessions, and agents named by ``moorage gateway --agents``, count as known too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+REGISTRY_ENTITY = "moorage-agent"
+
+
+def agent_registry_entity(ctx: Any, input: Any) -> Any:
+    """Operations: ``register`` ({"name", "description"}), ``unregister``, ``get``."""
+    op = ctx.operation
+    if op == "register":
+        info = dict(input or {})
+        info.setdefault("registeredAt", datetime.now(timezone.utc).isoformat())
+        ctx.set_state(info)
+        return None
+    if op == "unregister":
+        ctx.set_state(None)
+        return None
+    if op == "get":
+        return ctx.get_state()
+    raise ValueError(f"{REGISTRY_ENTITY} has no operation {op!r}; supported: register, unregister, get")
+
+
+agent_registry_entity.__name__ = REGISTRY_ENTITY
+
+
+def registration(agent: Any) -> dict[str, Any]:
+    return {"name": agent.name, "description": getattr(agent, "description", None) or "",
+            "registeredAt": datetime.now(timezone.utc).isoformat()}
+
+
+def install(sdk_worker: Any, agents: Any) -> None:
+    """Host the registry entity on a ``durabletask`` worker (before it starts)."""
+    del agents
+    sdk_worker.add_entity(agent_registry_entity, name=REGISTRY_ENTITY)
+
+
+def register(sdk_client: Any, agents: Any) -> None:
+    """Announce agents (a sync ``durabletask`` client); call once the worker hosting them has started."""
+    from durabletask.entities import EntityInstanceId
+
+    for agent in agents:
+        sdk_client.signal_entity(EntityInstanceId(REGISTRY_ENTITY, agent.name.lower()), "register",
+                                 registration(agent))
+
+
+__all__ = ["REGISTRY_ENTITY", "agent_registry_entity", "install", "register", "registration"]

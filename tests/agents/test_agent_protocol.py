@@ -1,0 +1,76 @@
+"""moorage.agents.protocol: the one definition of how an agent looks on the backend, which the runtime, both
+clients, the gateway and the dashboard share."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from moorage.agents import protocol
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_names_on_the_backend() -> None:
+    assert protocol.entity_name("Joker") == "dafx-Joker"
+    assert str(protocol.session_entity_id("Joker", "s1")) == "@dafx-joker@s1"  # the SDK lower-cases entity names
+    assert protocol.session_instance_id("Joker", "s1") == "@dafx-joker@s1"
+    assert protocol.sessions_prefix("Joker") == "@dafx-joker@" and protocol.sessions_prefix() == "@dafx-"
+    assert protocol.agent_of_entity("dafx-joker") == "joker" and protocol.agent_of_entity("counter") is None
+    assert protocol.turn_instance_id("Joker", "s1", "c1") == "dafx-joker:s1:c1"
+    assert protocol.turn_orchestration_name("Joker") == "moorage.agent_turn:Joker"
+    assert protocol.llm_activity_name("Joker") == "moorage.agent_llm:Joker"
+    assert protocol.tool_activity_name("Joker") == "moorage.agent_tool:Joker"
+    assert protocol.response_event_name("c1") == "moorage.agent_response:c1"
+    assert (protocol.RUN_OPERATION, protocol.RESET_OPERATION, protocol.DELETE_OPERATION) == ("run", "reset", "delete")
+
+
+def test_run_requests_round_trip_in_agent_frameworks_shape() -> None:
+    wire = protocol.build_request(["look:", {"$type": "uri", "uri": "https://x/cat.png", "mediaType": "image/png"}],
+                                  "c1", response_schema={"type": "object", "properties": {}}, options={"t": 1})
+    assert wire["correlationId"] == "c1" and wire["request_response_format"] == "json" and wire["options"] == {"t": 1}
+    parsed = protocol.RunRequest.parse(json.dumps(wire))
+    assert [c["$type"] for c in parsed.contents] == ["text", "uri"] and parsed.response_format is not None
+    assert protocol.RunRequest.parse({"message": "hi", "correlationId": "c2"}).contents == [
+        {"$type": "text", "text": "hi"}]
+
+
+def test_failed_turns_usage_and_outputs_are_read_one_way() -> None:
+    ok = protocol.response_entry("c1", [{"role": "assistant", "contents": [{"$type": "text", "text": "hi"}]}],
+                                 {"inputTokenCount": 2, "outputTokenCount": 3, "totalTokenCount": 5}, "t")
+    flagged = protocol.response_entry("c2", [], None, "t", is_error=True)
+    af_error = {"$type": "response", "messages": [{"role": "assistant", "contents": [{"$type": "error"}]}]}
+    assert not protocol.is_error_entry(ok) and protocol.is_error_entry(flagged) and protocol.is_error_entry(af_error)
+    assert not protocol.is_error_entry({"$type": "request", "extensionData": {"moorage": {"isError": True}}})
+    total = protocol.empty_usage()
+    protocol.add_usage(total, ok["usage"])
+    protocol.add_usage(total, {"totalTokenCount": "7", "inputTokenCount": None})
+    protocol.add_usage(total, None)
+    assert total == {"inputTokenCount": 2, "outputTokenCount": 3, "totalTokenCount": 12}
+    assert protocol.usage_counts({"inputTokenCount": "x"}) == {"inputTokenCount": 0, "outputTokenCount": 0,
+                                                               "totalTokenCount": 0}
+    out = protocol.TurnOutput(agent="Joker", session_id="s1", correlation_id="c1", text="hi")
+    assert protocol.TurnOutput.decode(json.dumps(out.to_json())) == out
+    assert protocol.TurnOutput.decode("not json").text == "not json"
+    assert protocol.TurnOutput.decode({"error": "boom"}).error == {"code": "Error", "message": "boom"}
+
+
+def test_session_bookkeeping() -> None:
+    state = {"schemaVersion": "1.1.0", "data": {"extensionData": {"moorage": {
+        "active": {"correlationId": "c1"}, "pending": [{"correlationId": "c2"}, "junk"]}}}}
+    mo = protocol.bookkeeping(state)
+    assert protocol.running_correlation(mo) == "c1"
+    assert protocol.is_queued(mo, "c2") and not protocol.is_queued(mo, "c1")
+    assert protocol.bookkeeping(None) == {} and protocol.running_correlation({}) is None
+
+
+def test_nothing_else_spells_the_entity_prefix() -> None:
+    """One owner: the literal lives in protocol.py (the dashboard's static UI text aside)."""
+    found = subprocess.run(["git", "grep", "-n", "dafx-", "--", "moorage/*.py", "moorage/**/*.py"], cwd=REPO,
+                           capture_output=True, text=True, check=False).stdout
+    assert "moorage/agents/protocol.py:" in found, "git grep found nothing: the check would be vacuous"
+    offenders = [line for line in found.splitlines() if not line.startswith("moorage/agents/protocol.py:")]
+    assert not offenders, "\n".join(offenders)
+    assert re.search(r'ENTITY_PREFIX = "dafx-"', (REPO / "moorage/agents/protocol.py").read_text())
