@@ -543,36 +543,24 @@ class _Tx(StoreTx):
         return int(r[0]) if r else 0
 
     def entities_with_work(self, now: float, limit: int) -> list[str]:
-        if not self.write:
-            rows = self._q(
-                "SELECT b.entity_id FROM (SELECT entity_id, MIN(id) AS first FROM entity_inbox "
-                "WHERE hub=%s AND visible_at<=%s GROUP BY entity_id) b "
-                "LEFT JOIN entities e ON e.hub=%s AND e.entity_id=b.entity_id "
-                "WHERE e.lease_until IS NULL OR e.lease_until < %s ORDER BY b.first LIMIT %s",
-                now,
-                self.hub,
-                now,
-                limit,
-            )
-            return [r[0] for r in rows]
-        # An entity may have messages but no row yet, and the nullable side of an outer join cannot be locked:
-        # lock the rows that exist, take the advisory lock of those that do not, then look at the latter again.
-        candidates = [
-            r[0]
-            for r in self._q(
-                "SELECT entity_id FROM entity_inbox WHERE hub=%s AND visible_at<=%s GROUP BY entity_id "
-                "ORDER BY MIN(id) LIMIT %s",
-                now,
-                limit,
-            )
-        ]
-        if not candidates:
-            return []
-        free = self._lock_free_entities(candidates, now)
-        existing = {
-            r[0] for r in self._q("SELECT entity_id FROM entities WHERE hub=%s AND entity_id = ANY(%s)", candidates)
-        }
-        absent = [c for c in candidates if c not in existing and c not in free]
+        rows = self._q(
+            "SELECT b.entity_id, e.entity_id IS NOT NULL FROM (SELECT entity_id, MIN(id) AS first FROM entity_inbox "
+            "WHERE hub=%s AND visible_at<=%s GROUP BY entity_id) b "
+            "LEFT JOIN entities e ON e.hub=%s AND e.entity_id=b.entity_id "
+            "WHERE e.lease_until IS NULL OR e.lease_until < %s ORDER BY b.first LIMIT %s",
+            now,
+            self.hub,
+            now,
+            limit,
+        ).fetchall()
+        candidates = [r[0] for r in rows]
+        if not self.write or not candidates:
+            return candidates
+        # The nullable side of an outer join cannot be locked, and an entity may have messages but no row yet: lock
+        # the rows that exist (skipping what others hold; the lease is checked again on the row's latest version),
+        # take the advisory lock of those that do not, then look at the latter again.
+        free = self._lock_free_entities([r[0] for r in rows if r[1]], now)
+        absent = [r[0] for r in rows if not r[1]]
         if absent:
             got = [
                 r[0]

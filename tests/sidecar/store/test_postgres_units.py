@@ -90,3 +90,61 @@ def test_replicas_starting_together_migrate_once(monkeypatch) -> None:
     server.sql("INSERT INTO moorage_schema_version (version) VALUES (99)", db)
     with pytest.raises(ValueError, match="newer than this Moorage"):
         PostgresStore(url)
+
+
+@pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")
+def test_two_replicas_leasing_at_once_never_share_an_item(monkeypatch) -> None:
+    """Many concurrent lease transactions from two stores on one database (two replicas): every orchestration,
+    activity and entity (most without a row yet: the advisory-lock path) is handed out exactly once."""
+    import asyncio
+    import itertools
+
+    from moorage.sidecar import engine
+    from moorage.sidecar.store.postgres import PostgresStore
+
+    server = shared_server()
+    monkeypatch.setenv("PGPASSWORD", server.password)
+    url = server.create_database()
+    n = 60
+    counter = itertools.count()
+
+    def seed(tx) -> None:
+        fx = engine.Effects()
+        for i in range(n):
+            engine.create_instance(tx, fx, instance_id=f"o{i}", name="orch", input=None)
+            engine.signal_entity(tx, fx, f"@counter@e{i}", "add", "1", "", None)
+        row = tx.get_instance("o0")
+        for i in range(n):
+            tx.add_activity(engine.ActivityRow(id=None, instance_id="o0", execution_id=row.execution_id, name="act",
+                                               task_id=i, input=None))
+
+    async def main() -> list[engine.LeasedWork]:
+        a, b = PostgresStore(url, pool_size=6), PostgresStore(url, pool_size=6)
+        try:
+            await a.run("default", seed)
+            now = engine.now()
+
+            async def lease(store: PostgresStore) -> engine.LeasedWork:
+                owner = f"stream-{next(counter)}"
+                lease = engine.Lease(owner=owner, now=now + 1, until=now + 600)
+                want = {kind: 3 for kind in engine.WorkKind}
+                return await store.run("default", lambda tx: engine.lease_work(tx, engine.Effects(), lease,
+                                                                               engine.Filters(), want), durable=False)
+
+            got: list[engine.LeasedWork] = []
+            while True:
+                batch = await asyncio.gather(*(lease(s) for s in (a, b) * 6))
+                got.extend(batch)
+                if not any(batch):
+                    return got
+        finally:
+            await a.close()
+            await b.close()
+
+    got = asyncio.run(main())
+    orchestrations = [o.row.instance_id for w in got for o in w.orchestrations]
+    activities = [x.task_id for w in got for x in w.activities]
+    entities = [e.row.entity_id for w in got for e in w.entities]
+    assert sorted(orchestrations) == sorted(f"o{i}" for i in range(n))
+    assert sorted(activities) == list(range(n))
+    assert sorted(entities) == sorted(f"@counter@e{i}" for i in range(n))
