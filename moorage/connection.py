@@ -3,6 +3,9 @@
     Endpoint=http://localhost:8080;Authentication=None;TaskHub=default
     Endpoint=https://my-scheduler.westus2.durabletask.io;Authentication=DefaultAzure;TaskHub=my-hub
 
+    Endpoint=https://moorage.internal:8080;Authentication=None;TaskHub=default;Token=...   (a self-hosted sidecar
+                                                                   with --auth-token-file; or set MOORAGE_TOKEN)
+
 ``DURABLE_TASK_SCHEDULER_CONNECTION_STRING`` supplies it when none is given; without that variable the local
 sidecar is used. :func:`parse_connection_string` turns it into what
 ``durabletask.azuremanaged``'s ``DurableTaskSchedulerWorker`` / ``DurableTaskSchedulerClient`` take.
@@ -11,11 +14,13 @@ sidecar is used. :func:`parse_connection_string` turns it into what
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 ENV_VAR = "DURABLE_TASK_SCHEDULER_CONNECTION_STRING"
+TOKEN_ENV_VAR = "MOORAGE_TOKEN"  # a static bearer token for a sidecar with --auth-token-file
 DEFAULT_CONNECTION_STRING = "Endpoint=http://localhost:8080;Authentication=None;TaskHub=default"
 
 # Authentication values the official DTS SDKs accept (case-insensitive) -> azure-identity credential class name.
@@ -30,7 +35,40 @@ _CREDENTIALS = {
     "interactivebrowser": "InteractiveBrowserCredential",
 }
 _KNOWN_KEYS = {"endpoint", "authentication", "taskhub", "clientid", "tenantid", "tokenfilepath",
-               "additionallyallowedtenants"}
+               "additionallyallowedtenants", "token"}
+
+
+class StaticTokenCredential:
+    """A ``TokenCredential`` (sync and async alike) for a fixed bearer token, so that the DTS SDK sends
+    ``authorization: Bearer <token>`` exactly as it does with an Entra ID credential. The token is not in
+    ``repr``."""
+
+    _LIFETIME = 365 * 24 * 3600  # never "expires": the SDK refreshes ten minutes before expiry
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __repr__(self) -> str:
+        return "StaticTokenCredential(***)"
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        return AccessToken(self._token, int(time.time()) + self._LIFETIME)
+
+
+class AsyncStaticTokenCredential(StaticTokenCredential):
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        return StaticTokenCredential.get_token(self, *scopes, **kwargs)
+
+    async def close(self) -> None:
+        pass
+
+    async def __aenter__(self) -> AsyncStaticTokenCredential:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -45,12 +83,15 @@ class ConnectionSettings:
     client_id: str | None = None
     tenant_id: str | None = None
     token_file_path: str | None = None
+    token: str | None = field(default=None, repr=False)  # Token=..., else $MOORAGE_TOKEN (Authentication=None)
 
     def token_credential(self, *, asynchronous: bool = False) -> Any | None:
-        """The azure-identity credential the string asks for (``azure.identity.aio`` one when ``asynchronous``);
-        None for ``Authentication=None``."""
+        """The credential the string asks for: the azure-identity one (``azure.identity.aio`` when
+        ``asynchronous``), a static one for ``Token=``/``$MOORAGE_TOKEN``, None for neither."""
         kind = self.authentication.replace(" ", "").lower()
         if kind == "none":
+            if self.token:
+                return AsyncStaticTokenCredential(self.token) if asynchronous else StaticTokenCredential(self.token)
             return None
         try:
             if asynchronous:
@@ -76,6 +117,10 @@ class ConnectionSettings:
                 kwargs["token_file_path"] = self.token_file_path
         return cls(**kwargs)
 
+    def auth_metadata(self) -> list[tuple[str, str]]:
+        """gRPC metadata for plain channels (Moorage's own stubs) to a sidecar with a static token."""
+        return [("authorization", f"Bearer {self.token}")] if self.token else []
+
     def sdk_kwargs(self, *, asynchronous: bool = False) -> dict[str, Any]:
         """Keyword arguments for ``DurableTaskSchedulerWorker`` / ``DurableTaskSchedulerClient`` (or, with
         ``asynchronous``, ``AsyncDurableTaskSchedulerClient``)."""
@@ -87,6 +132,17 @@ class ConnectionSettings:
         }
 
 
+def bearer_metadata(token: str | None = None, metadata: list[tuple[str, str]] | None = None
+                    ) -> list[tuple[str, str]]:
+    """``metadata`` plus ``authorization: Bearer <token>`` for ``token`` (default ``$MOORAGE_TOKEN``), unless
+    the metadata already carries an authorization: how Moorage's own gRPC stubs authenticate."""
+    out = list(metadata or [])
+    token = token if token is not None else os.environ.get(TOKEN_ENV_VAR)
+    if token and not any(k.lower() == "authorization" for k, _ in out):
+        out.append(("authorization", f"Bearer {token}"))
+    return out
+
+
 def parse_connection_string(connection_string: str) -> ConnectionSettings:
     """Parse ``Endpoint=...;Authentication=...;TaskHub=...``; raise ValueError saying what is wrong."""
     if not isinstance(connection_string, str) or not connection_string.strip():
@@ -96,14 +152,14 @@ def parse_connection_string(connection_string: str) -> ConnectionSettings:
         part = part.strip()
         if not part:
             continue
-        if "=" not in part:
-            raise ValueError(f"connection string segment {part!r} is not Key=Value "
+        if "=" not in part:  # not echoed: a mistyped Token=... segment is a secret
+            raise ValueError(f"a connection string segment ({len(part)} characters) is not Key=Value "
                              f"(expected e.g. {DEFAULT_CONNECTION_STRING})")
         key, value = part.split("=", 1)
         key = key.strip().lower()
         if key not in _KNOWN_KEYS:
             raise ValueError(f"unknown connection string key {key!r}; known keys: Endpoint, Authentication, "
-                             "TaskHub, ClientID, TenantId, TokenFilePath")
+                             "TaskHub, ClientID, TenantId, TokenFilePath, Token")
         values[key] = value.strip()
 
     endpoint = values.get("endpoint")
@@ -118,6 +174,15 @@ def parse_connection_string(connection_string: str) -> ConnectionSettings:
                          "WorkloadIdentity, Environment, AzureCLI, AzurePowerShell, VisualStudioCode or "
                          "InteractiveBrowser")
 
+    token = values.get("token") or None
+    if token is not None and authentication.lower() != "none":
+        raise ValueError(f"Token= is for Authentication=None (a self-hosted sidecar's static token); "
+                         f"Authentication={authentication} gets its token from Entra ID")
+    if token is None and authentication.lower() == "none":
+        token = os.environ.get(TOKEN_ENV_VAR) or None
+    if endpoint.lower().startswith("unix:"):  # the embedded gateway's private socket
+        return ConnectionSettings(endpoint=endpoint, host_address=endpoint, taskhub=taskhub, secure_channel=False,
+                                  authentication=authentication, token=token)
     if "://" not in endpoint:
         endpoint_url = "http://" + endpoint
     else:
@@ -145,6 +210,7 @@ def parse_connection_string(connection_string: str) -> ConnectionSettings:
         client_id=values.get("clientid"),
         tenant_id=values.get("tenantid"),
         token_file_path=values.get("tokenfilepath"),
+        token=token,
     )
 
 
@@ -174,9 +240,12 @@ def new_async_client(connection_string: str | None = None, **kwargs: Any) -> Any
 
 
 __all__ = [
-    "ConnectionSettings",
     "DEFAULT_CONNECTION_STRING",
     "ENV_VAR",
+    "TOKEN_ENV_VAR",
+    "ConnectionSettings",
+    "StaticTokenCredential",
+    "bearer_metadata",
     "load_settings",
     "new_async_client",
     "new_client",

@@ -17,6 +17,9 @@ import grpc
 
 from moorage.dashboard import start_dashboard
 from moorage.gateway import GatewayConfig, GatewayRuntime, attach
+from moorage.security import SecurityConfig
+from moorage.security.grpc import CallGuard
+from moorage.security.sockets import PrivateSocket
 from moorage.shutdown import wait_for_stop_signal
 from moorage.sidecar.core import SidecarCore
 from moorage.sidecar.service import Service
@@ -30,7 +33,7 @@ MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 @dataclass
 class SidecarConfig:
     port: int = 8080
-    host: str = "0.0.0.0"
+    host: str | None = None  # None: every address with auth configured, loopback without (SecurityConfig)
     store: str = "sqlite:///./moorage.db"
     task_hubs: list[str] = field(default_factory=lambda: ["default"])
     lease_seconds: float = 10.0
@@ -38,30 +41,44 @@ class SidecarConfig:
     dashboard_actions: bool = False
     http_port: int = 0  # the gateway's HTTP API; 0: none (the CLI's default is 7071, as Azure Functions')
     gateway: bool = True  # serve moorage.v1.AgentService on the gRPC port
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT; streams end with OK so workers reconnect rather than give up."""
+    security = config.security
+    host = security.resolve_host(config.host)  # ValueError: no auth beyond loopback without the explicit opt-in
+    authenticator = security.authenticator
+    tls = security.tls
+    security.announce(host)
     store = open_store(config.store)
     core = SidecarCore(store, config.task_hubs, config.lease_seconds)
-    server = grpc.aio.server(options=[
+    gateway_hub = config.task_hubs[0]
+    guard = CallGuard(authenticator, hub_of=lambda method, hub: gateway_hub if method.startswith("/moorage.v1.")
+                      else hub or "default")
+    server = grpc.aio.server(interceptors=[guard], options=[
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", security.max_payload_bytes),
         ("grpc.so_reuseport", 0),
     ])
     pb_grpc.add_TaskHubSidecarServiceServicer_to_server(Service(core), server)
-    address = f"{config.host}:{config.port}"
-    bound = server.add_insecure_port(address)
+    address = f"{host}:{config.port}"
+    bound = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
     if bound == 0:
         raise SystemExit(f"cannot listen on {address}")
-    gateway = _attach_gateway(server, config, bound) if config.gateway else None
+    private = PrivateSocket() if (authenticator.enabled or tls) and config.gateway else None
+    if private is not None and server.add_insecure_port(private.address) == 0:
+        raise SystemExit(f"cannot listen on {private.address}")
+    gateway = _attach_gateway(server, config, host, bound, private, authenticator.internal_token) \
+        if config.gateway else None
     await server.start()
     renewer = asyncio.create_task(core.renew_leases_forever())
-    dashboard = await start_dashboard(core, config.host, config.dashboard_port, config.dashboard_actions)
+    dashboard = await start_dashboard(core, host, config.dashboard_port, config.dashboard_actions,
+                                      security=security)
     if gateway is not None:
         await gateway.start_http(fatal=False)
-    log.info("sidecar listening address=%s store=%s hubs=%s lease_seconds=%s", address, redact_url(config.store),
-             ",".join(config.task_hubs), config.lease_seconds)
+    log.info("sidecar listening address=%s tls=%s store=%s hubs=%s lease_seconds=%s", address,
+             "on" if tls else "off", redact_url(config.store), ",".join(config.task_hubs), config.lease_seconds)
     if ready is not None:
         ready.set()
     await wait_for_stop_signal()
@@ -74,11 +91,20 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     await server.stop(grace=2.0)
     renewer.cancel()
     await store.close()
+    if private is not None:
+        private.close()
 
 
-def _attach_gateway(server: grpc.aio.Server, config: SidecarConfig, port: int) -> GatewayRuntime:
-    """AgentService on this server, talking to this sidecar's first task hub over loopback."""
-    host = "127.0.0.1" if config.host in ("0.0.0.0", "", "::", "[::]") else config.host
+def _attach_gateway(server: grpc.aio.Server, config: SidecarConfig, host: str, port: int,
+                    private: PrivateSocket | None, internal_token: str) -> GatewayRuntime:
+    """AgentService on this server, talking to this sidecar's first task hub: over loopback, or — with auth or
+    TLS on — over a private Unix socket with the process's internal token (no certificate to trust, no token to
+    configure)."""
+    if private is not None:
+        endpoint, token = private.address, f";Token={internal_token}"
+    else:
+        loopback = "127.0.0.1" if host in ("0.0.0.0", "", "::", "[::]") else host
+        endpoint, token = f"http://{loopback}:{port}", ""
     return attach(server, GatewayConfig(
-        connection_string=f"Endpoint=http://{host}:{port};Authentication=None;TaskHub={config.task_hubs[0]}",
-        host=config.host, http_port=config.http_port or None, grpc_port=None))
+        connection_string=f"Endpoint={endpoint};Authentication=None;TaskHub={config.task_hubs[0]}{token}",
+        host=host, http_port=config.http_port or None, grpc_port=None, security=config.security))

@@ -19,8 +19,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "moorage.agents": ("moorage._sdk", "moorage._proto", "moorage.connection"),
     "moorage.client": ("moorage._proto", "moorage.connection"),
     "moorage.gateway": ("moorage.agents", "moorage._sdk", "moorage._proto", "moorage.connection", "moorage.shutdown",
-                        "moorage.sidecar.terms"),
-    "moorage.dashboard": ("moorage.sidecar", "moorage.agents.protocol"),
+                        "moorage.sidecar.terms", "moorage.security"),
+    "moorage.dashboard": ("moorage.sidecar", "moorage.agents.protocol", "moorage.security"),
+    "moorage.security": (),
 }
 EVERYWHERE = ("moorage.__version__",)
 SHARED = ("moorage._sdk", "moorage._proto", "moorage.connection", "moorage.logs", "moorage.shutdown")

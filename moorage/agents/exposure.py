@@ -35,7 +35,9 @@ def expose(agent_worker: Any, *, stream_endpoint: str | None = None, stream: boo
     registry.install(agent_worker, list(agent_worker.agents.values()))
     publisher = None
     if stream:
-        publisher = enable_streaming(agent_worker, ChunkPublisher(stream_endpoint) if stream_endpoint else None)
+        explicit = ChunkPublisher(stream_endpoint, metadata=agent_worker.settings.auth_metadata()) \
+            if stream_endpoint else None
+        publisher = enable_streaming(agent_worker, explicit)
     agent_worker.gateway_exposure = publisher or False
     return publisher
 

@@ -72,9 +72,11 @@ class ChunkPublisher:
     for a model call to fail.
     """
 
-    def __init__(self, endpoint: str | None = None, *, timeout: float = 2.0):
+    def __init__(self, endpoint: str | None = None, *, timeout: float = 2.0,
+                 metadata: list[tuple[str, str]] | None = None):
         self.endpoint = endpoint if endpoint is not None else default_stream_endpoint()
         self.timeout = timeout
+        self.metadata = metadata or None  # the bearer token of a sidecar with auth (ConnectionSettings.auth_metadata)
         self._lock = threading.Lock()
         self._stub: Any = None
         self._channel: Any = None
@@ -101,7 +103,7 @@ class ChunkPublisher:
         try:
             resp = self._get_stub().PublishChunks(pb.PublishChunksRequest(chunks=[
                 pb.RunChunk(agent=c.agent, session_id=c.session_id, correlation_id=c.correlation_id, text=c.text,
-                            sequence=c.sequence) for c in chunks]), timeout=self.timeout)
+                            sequence=c.sequence) for c in chunks]), timeout=self.timeout, metadata=self.metadata)
             return int(resp.delivered)
         except Exception as exc:  # grpc.RpcError and anything else: never fail the model call
             if not self._warned:
@@ -178,7 +180,8 @@ def enable_streaming(agent_worker: Any, publisher: ChunkPublisher | None = None)
     from .. import _sdk
 
     if publisher is None:
-        publisher = ChunkPublisher(default_stream_endpoint(_connection_string(agent_worker.settings)))
+        publisher = ChunkPublisher(default_stream_endpoint(_connection_string(agent_worker.settings)),
+                                   metadata=agent_worker.settings.auth_metadata())
     for agent in agent_worker.agents.values():
         _sdk.replace_activity(agent_worker.sdk_worker, llm_activity_name(agent.name),
                               functools.partial(streaming_activity, agent_name=agent.name, publisher=publisher))

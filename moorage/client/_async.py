@@ -8,6 +8,8 @@ from typing import Any
 
 import grpc
 
+from moorage._proto import agents_pb2 as pb
+from moorage._proto import agents_pb2_grpc as pb_grpc
 from moorage.client._types import (
     AgentInfo,
     Entity,
@@ -24,8 +26,7 @@ from moorage.client._types import (
     target,
     translate,
 )
-from moorage._proto import agents_pb2 as pb
-from moorage._proto import agents_pb2_grpc as pb_grpc
+from moorage.connection import bearer_metadata
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -34,7 +35,8 @@ class AsyncClient:
     """``async with AsyncClient("localhost:8080") as client: print(await client.agent("Joker").run("Hi"))``"""
 
     def __init__(self, address: str | None = None, *, credentials: grpc.ChannelCredentials | None = None,
-                 metadata: list[tuple[str, str]] | None = None, channel: grpc.aio.Channel | None = None):
+                 metadata: list[tuple[str, str]] | None = None, token: str | None = None,
+                 channel: grpc.aio.Channel | None = None):
         if channel is None:
             addr, secure = target(address)
             options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -45,7 +47,7 @@ class AsyncClient:
                 channel = grpc.aio.insecure_channel(addr, options)
         self._channel = channel
         self._stub = pb_grpc.AgentServiceStub(channel)
-        self._metadata = list(metadata or [])
+        self._metadata = bearer_metadata(token, metadata)  # token: a sidecar's --auth-token-file, or a JWT
 
     async def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         try:

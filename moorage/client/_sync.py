@@ -8,6 +8,8 @@ from typing import Any
 
 import grpc
 
+from moorage._proto import agents_pb2 as pb
+from moorage._proto import agents_pb2_grpc as pb_grpc
 from moorage.client._types import (
     AgentInfo,
     Entity,
@@ -24,8 +26,7 @@ from moorage.client._types import (
     target,
     translate,
 )
-from moorage._proto import agents_pb2 as pb
-from moorage._proto import agents_pb2_grpc as pb_grpc
+from moorage.connection import bearer_metadata
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -40,11 +41,14 @@ class Client:
             print(session.run("Another one about the same topic"))
 
     ``address``: ``host:port`` of the gateway's gRPC (the sidecar's port when the gateway runs inside it;
-    default ``$MOORAGE_ADDRESS`` or ``localhost:8080``); ``https://`` for TLS.
+    default ``$MOORAGE_ADDRESS`` or ``localhost:8080``); ``https://`` for TLS. ``token``: the bearer token of a
+    sidecar with authentication (default ``$MOORAGE_TOKEN``); ``credentials`` for a private CA or mutual TLS
+    (``moorage.security.grpc_channel_credentials``).
     """
 
     def __init__(self, address: str | None = None, *, credentials: grpc.ChannelCredentials | None = None,
-                 metadata: list[tuple[str, str]] | None = None, channel: grpc.Channel | None = None):
+                 metadata: list[tuple[str, str]] | None = None, token: str | None = None,
+                 channel: grpc.Channel | None = None):
         if channel is None:
             addr, secure = target(address)
             options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -55,7 +59,7 @@ class Client:
                 channel = grpc.insecure_channel(addr, options)
         self._channel = channel
         self._stub = pb_grpc.AgentServiceStub(channel)
-        self._metadata = list(metadata or [])
+        self._metadata = bearer_metadata(token, metadata)  # token: a sidecar's --auth-token-file, or a JWT
 
     def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         try:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from moorage.security import SecurityConfig
     from moorage.sidecar.core import SidecarCore
 
 log = logging.getLogger("moorage.dashboard")
@@ -58,9 +59,12 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def start_dashboard(core: SidecarCore, host: str, port: int, actions: bool = False) -> Dashboard | None:
+async def start_dashboard(core: SidecarCore, host: str, port: int, actions: bool = False, *,
+                          security: SecurityConfig | None = None) -> Dashboard | None:
     """Serve the dashboard on ``host:port`` (port 0: no dashboard). A busy port costs the dashboard, not the
-    sidecar: the error is logged and the gRPC server goes on."""
+    sidecar: the error is logged and the gRPC server goes on. ``security`` (a ``moorage.security.SecurityConfig``):
+    tokens for every ``/api/`` call (the page and its static files stay open: they hold no data), TLS, the body
+    limit and the "unauthenticated" banner."""
     if port <= 0:
         return None
     import uvicorn
@@ -80,18 +84,35 @@ async def start_dashboard(core: SidecarCore, host: str, port: int, actions: bool
         def capture_signals(self) -> Iterator[None]:  # the sidecar owns SIGTERM/SIGINT
             yield
 
+    from moorage.security import SecurityConfig
+
+    security = security or SecurityConfig()
     sampler = Sampler(core)
     app = create_app(core, actions=actions, sampler=sampler)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", ws="none",
-                            timeout_graceful_shutdown=2, server_header=False)
+    app.state.security = {"auth": security.authenticator.enabled,
+                          "unauthenticatedExposed": security.unauthenticated_exposed}
+    config = uvicorn.Config(_secured(app, core, security), log_config=None, access_log=False, lifespan="off",
+                            ws="none", timeout_graceful_shutdown=2, server_header=False,
+                            **(security.tls.uvicorn_kwargs() if security.tls else {}))
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="moorage-dashboard")
     sampler_task = asyncio.create_task(sampler.run(), name="moorage-dashboard-sampler")
     bound = sock.getsockname()[1]
     shown = "localhost" if host in ("0.0.0.0", "::", "") else host
-    log.info("dashboard listening url=http://%s:%s actions=%s", shown, bound,
-             "enabled" if actions else "read-only")
+    log.info("dashboard listening url=%s://%s:%s actions=%s auth=%s", security.scheme, shown, bound,
+             "enabled" if actions else "read-only", "required" if security.authenticator.enabled else "off")
     return Dashboard(server, task, sampler_task, bound)
+
+
+def _secured(app: Any, core: SidecarCore, security: SecurityConfig) -> Any:
+    """The app behind the body limit and, for ``/api/``, the bearer check (the hub is ``?hub=``, as the page
+    sends it; without one, the sidecar's default hub)."""
+    from moorage.security.asgi import BearerAuth, BodyLimit, query_hub
+
+    secured = BearerAuth(app, security.authenticator, hub_of=query_hub(lambda: core.default_hub),
+                         open_paths=("/", "/healthz", "/favicon.ico"), open_prefixes=("/static/",),
+                         realm="moorage-dashboard")
+    return BodyLimit(secured, max_body_bytes=security.max_payload_bytes)
 
 
 __all__ = ["DEFAULT_PORT", "Dashboard", "start_dashboard"]

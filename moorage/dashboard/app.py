@@ -192,7 +192,8 @@ async def info(request: Request) -> Response:
     core = _core(request)
     return _ok({"hubs": core.hub_names, "defaultHub": core.default_hub,
                 "actions": request.app.state.actions, "statuses": views.STATUSES,
-                "version": request.app.state.version})
+                "version": request.app.state.version,
+                "security": getattr(request.app.state, "security", {"auth": False, "unauthenticatedExposed": False})})
 
 
 # -- orchestrations ----------------------------------------------------------------------------------------------

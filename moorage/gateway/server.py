@@ -8,14 +8,17 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from moorage.gateway.core import Gateway
 from moorage.gateway.grpc_service import add_to_server
 from moorage.gateway.http import DEFAULT_MAX_BODY_BYTES, create_app
+from moorage.security import SecurityConfig
+from moorage.security.asgi import BearerAuth
+from moorage.security.grpc import CallGuard
 from moorage.shutdown import wait_for_stop_signal
 
 if TYPE_CHECKING:
@@ -30,12 +33,13 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 @dataclass
 class GatewayConfig:
-    connection_string: str | None = None
-    host: str = "0.0.0.0"
+    connection_string: str | None = field(default=None, repr=False)  # may hold Token=...
+    host: str | None = None  # None: every address with auth configured, loopback without (SecurityConfig)
     http_port: int | None = DEFAULT_HTTP_PORT  # None: no HTTP server
     grpc_port: int | None = DEFAULT_GRPC_PORT  # standalone: None = no gRPC server
     agents: list[str] = field(default_factory=list)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -55,7 +59,7 @@ def _bind(host: str, port: int) -> socket.socket:
 class _Uvicorn:
     """uvicorn in the caller's event loop, without its own signal handling (the host process owns signals)."""
 
-    def __init__(self, app: ASGIApp, sock: socket.socket):
+    def __init__(self, app: ASGIApp, sock: socket.socket, **config_kwargs: Any):
         import uvicorn
 
         class Server(uvicorn.Server):
@@ -64,7 +68,7 @@ class _Uvicorn:
                 yield
 
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                                timeout_graceful_shutdown=2)
+                                timeout_graceful_shutdown=2, **config_kwargs)
         self.server = Server(config)
         self.sock = sock
         self.task: asyncio.Task[None] | None = None
@@ -104,17 +108,26 @@ class GatewayRuntime:
         not the process — the error is logged and gRPC goes on."""
         if self.config.http_port is None:
             return
+        host = self.config.security.resolve_host(self.config.host)
         try:
-            sock = _bind(self.config.host, self.config.http_port)
+            sock = _bind(host, self.config.http_port)
         except SystemExit as exc:
             if fatal:
                 raise
             log.error("%s; the gateway's HTTP API is off (choose another --http-port)", exc)
             return
         self.http_port = sock.getsockname()[1]
-        self.http = _Uvicorn(create_app(self.gateway, max_body_bytes=self.config.max_body_bytes), sock)
+        security = self.config.security
+        app: ASGIApp = create_app(self.gateway,
+                                  max_body_bytes=min(self.config.max_body_bytes, security.max_payload_bytes))
+        hub = self.gateway.settings.taskhub
+        app = BearerAuth(app, security.authenticator, hub_of=lambda scope: hub, open_paths=("/healthz",),
+                         render=_render_error)
+        tls = security.tls
+        self.http = _Uvicorn(app, sock, **(tls.uvicorn_kwargs() if tls else {}))
         await self.http.start()
-        log.info("gateway HTTP listening address=%s:%s (OpenAPI at /openapi.json)", self.config.host, self.http_port)
+        log.info("gateway HTTP listening url=%s://%s:%s (OpenAPI at /openapi.json)", security.scheme, host,
+                 self.http_port)
 
     async def stop(self) -> None:
         if self.http is not None:
@@ -126,22 +139,44 @@ class GatewayRuntime:
 def attach(server: grpc.aio.Server, config: GatewayConfig) -> GatewayRuntime:
     """Add AgentService (and the stream sink) to a grpc.aio server that is not started yet; call
     ``await runtime.start_http()`` once the loop runs and ``await runtime.stop()`` at shutdown."""
-    gateway = Gateway(config.connection_string, agents=config.agents)
-    add_to_server(gateway, server)
-    return GatewayRuntime(gateway, config)
+    runtime = _new_runtime(config)
+    add_to_server(runtime.gateway, server)
+    return runtime
+
+
+def _render_error(status: int, message: str) -> bytes:
+    """Refusals in the HTTP API's own error shape."""
+    import json
+
+    from moorage.gateway.errors import GatewayError
+
+    code = grpc.StatusCode.PERMISSION_DENIED if status == 403 else grpc.StatusCode.UNAUTHENTICATED
+    return json.dumps(GatewayError(code, message, http_status=status).to_json()).encode()
+
+
+def _new_runtime(config: GatewayConfig) -> GatewayRuntime:
+    return GatewayRuntime(Gateway(config.connection_string, agents=config.agents), config)
 
 
 async def serve(config: GatewayConfig, ready: asyncio.Event | None = None) -> None:
     """The standalone gateway: its own gRPC server and HTTP server, until SIGTERM/SIGINT."""
-    server = grpc.aio.server(options=[
+    security = config.security
+    host = security.resolve_host(config.host)
+    security.announce(host)
+    tls = security.tls
+    runtime = _new_runtime(config)
+    hub = runtime.gateway.settings.taskhub  # every call through this gateway is for the one hub it serves
+    guard = CallGuard(security.authenticator, hub_of=lambda method, metadata_hub: hub)
+    server = grpc.aio.server(interceptors=[guard], options=[
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", min(MAX_MESSAGE_BYTES, security.max_payload_bytes)),
         ("grpc.so_reuseport", 0),
     ])
-    runtime = attach(server, config)
+    add_to_server(runtime.gateway, server)
     if config.grpc_port is not None:
-        address = f"{config.host}:{config.grpc_port}"
-        if server.add_insecure_port(address) == 0:
+        address = f"{host}:{config.grpc_port}"
+        bound = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
+        if bound == 0:
             raise SystemExit(f"gateway: cannot listen for gRPC on {address}")
         await server.start()
         log.info("gateway gRPC listening address=%s backend=%s hub=%s", address, runtime.gateway.settings.endpoint,

@@ -251,11 +251,28 @@ function runRequest(agent: string, message: string, opts: RunOptions = {}): Raw 
 // Client
 // ---------------------------------------------------------------------------------------------------------------
 
+export interface TlsOptions {
+  /** PEM CA certificate(s) to trust (default: the system roots). */
+  ca?: Buffer | string;
+  /** PEM client certificate and key, for a sidecar with --tls-client-ca (mutual TLS). */
+  cert?: Buffer | string;
+  key?: Buffer | string;
+}
+
 export interface ClientOptions {
   /** TLS or other channel credentials (default: plaintext, or TLS for https:// addresses). */
   credentials?: grpc.ChannelCredentials;
-  /** Metadata sent with every call (e.g. { authorization: "Bearer ..." }). */
+  /** Metadata sent with every call. */
   metadata?: Record<string, string>;
+  /** Bearer token for a sidecar with --auth-token-file or --auth-jwks (default: $MOORAGE_TOKEN). */
+  token?: string;
+  /** TLS with a private CA and/or a client certificate (implies TLS). */
+  tls?: TlsOptions;
+}
+
+function pem(value: Buffer | string | undefined): Buffer | null {
+  if (value === undefined) return null;
+  return typeof value === "string" ? Buffer.from(value) : value;
 }
 
 function parseAddress(address: string): { target: string; secure: boolean } {
@@ -280,7 +297,10 @@ export class MoorageClient {
   /** `address`: host:port of the gateway's gRPC (the sidecar's port; default $MOORAGE_ADDRESS or localhost:8080). */
   constructor(address: string = process.env.MOORAGE_ADDRESS ?? "localhost:8080", options: ClientOptions = {}) {
     const { target, secure } = parseAddress(address);
-    const credentials = options.credentials ?? (secure ? grpc.credentials.createSsl() : grpc.credentials.createInsecure());
+    const tls = options.tls;
+    const credentials = options.credentials ?? (tls
+      ? grpc.credentials.createSsl(pem(tls.ca), pem(tls.key), pem(tls.cert))
+      : secure ? grpc.credentials.createSsl() : grpc.credentials.createInsecure());
     const Service = loadService();
     this.stub = new Service(target, credentials, {
       "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
@@ -288,6 +308,8 @@ export class MoorageClient {
     });
     this.metadata = new grpc.Metadata();
     for (const [k, v] of Object.entries(options.metadata ?? {})) this.metadata.set(k, v);
+    const token = options.token ?? process.env.MOORAGE_TOKEN;
+    if (token && this.metadata.get("authorization").length === 0) this.metadata.set("authorization", `Bearer ${token}`);
   }
 
   /** @internal */

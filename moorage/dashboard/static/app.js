@@ -32,6 +32,43 @@ class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
+// A sidecar with --auth-token-file/--auth-jwks answers 401 until the page sends a bearer token: it asks once and
+// keeps the token in sessionStorage (this tab only; gone when the tab closes).
+const TOKEN_KEY = 'moorage.token';
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+function askToken(reason) {
+  return new Promise((resolve) => {
+    const input = h('input', { type: 'password', id: 'token-input', autocomplete: 'off', placeholder: 'bearer token or JWT', 'aria-label': 'Access token' });
+    const form = h('form', { class: 'banner', id: 'token-form' },
+      h('div', {}, `This sidecar requires a token${reason ? ` (${reason})` : ''}. It is kept for this tab only.`),
+      input, h('button', { type: 'submit', class: 'small' }, 'Use token'));
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+      form.remove();
+      resolve();
+    });
+    document.getElementById('view').replaceChildren(form);
+    input.focus();
+  });
+}
+
+async function authedFetch(url, init = {}) {
+  for (;;) {
+    const res = await fetch(url, { ...init, headers: { ...(init.headers || {}), ...authHeaders() } });
+    if (res.status !== 401) return res;
+    let reason = '';
+    try { reason = (await res.json()).error || ''; } catch (e) { /* not JSON */ }
+    if (sessionStorage.getItem(TOKEN_KEY)) sessionStorage.removeItem(TOKEN_KEY);
+    await askToken(reason);
+  }
+}
+
 async function api(path, opts = {}) {
   const sep = path.includes('?') ? '&' : '?';
   const url = `/api/${path}${sep}hub=${encodeURIComponent(app.hub || '')}`;
@@ -42,7 +79,7 @@ async function api(path, opts = {}) {
   }
   let res;
   try {
-    res = await fetch(url, init);
+    res = await authedFetch(url, init);
   } catch (e) {
     throw new ApiError(0, `cannot reach the sidecar (${e.message})`);
   }
@@ -996,10 +1033,14 @@ function tick() {
 
 async function boot() {
   try {
-    app.info = await (await fetch('/api/info')).json();
+    app.info = await (await authedFetch('/api/info')).json();
   } catch (e) {
     document.getElementById('view').replaceChildren(h('div', { class: 'banner bad' }, `Cannot reach the sidecar: ${e.message}`));
     return;
+  }
+  if (app.info.security && app.info.security.unauthenticatedExposed) {
+    document.querySelector('header.topbar').after(h('div', { class: 'banner bad', id: 'unauthenticated-banner' },
+      'This sidecar listens beyond loopback without authentication (--allow-unauthenticated): anyone who can reach it can read and change everything.'));
   }
   const stored = localStorage.getItem('moorage.hub');
   app.hub = app.info.hubs.includes(stored) ? stored : app.info.defaultHub;

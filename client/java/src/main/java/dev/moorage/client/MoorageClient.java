@@ -11,9 +11,17 @@ import dev.moorage.v1.StartOrchestrationRequest;
 import dev.moorage.v1.SuspendRequest;
 import dev.moorage.v1.TerminateRequest;
 import dev.moorage.v1.WaitForOrchestrationRequest;
+import io.grpc.ChannelCredentials;
+import io.grpc.Grpc;
+import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
+import io.grpc.Metadata;
 import io.grpc.StatusRuntimeException;
+import io.grpc.TlsChannelCredentials;
+import io.grpc.stub.MetadataUtils;
+import java.io.File;
+import java.io.IOException;
 import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
@@ -36,8 +44,48 @@ public final class MoorageClient implements AutoCloseable {
   final AgentServiceGrpc.AgentServiceBlockingStub stub;
 
   private MoorageClient(ManagedChannel channel) {
+    this(channel, null);
+  }
+
+  private MoorageClient(ManagedChannel channel, String token) {
     this.channel = channel;
-    this.stub = AgentServiceGrpc.newBlockingStub(channel);
+    AgentServiceGrpc.AgentServiceBlockingStub s = AgentServiceGrpc.newBlockingStub(channel);
+    if (token != null && !token.isEmpty()) {
+      Metadata headers = new Metadata();
+      headers.put(Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER), "Bearer " + token);
+      s = s.withInterceptors(MetadataUtils.newAttachHeadersInterceptor(headers));
+    }
+    this.stub = s;
+  }
+
+  /**
+   * Connects with a bearer token (a token of a sidecar started with --auth-token-file, or a JWT for one with
+   * --auth-jwks; null: none) and, with {@code caPem} and/or {@code certChainPem}+{@code keyPem}, TLS trusting that CA
+   * (null: the system roots) and presenting that client certificate (mutual TLS). Without any PEM file the address
+   * decides: "https://" is TLS with the system roots.
+   */
+  public static MoorageClient connect(String address, String token, File caPem, File certChainPem, File keyPem)
+      throws IOException {
+    String[] parsed = parseAddress(address);
+    boolean tls = caPem != null || certChainPem != null || !parsed[1].isEmpty();
+    ChannelCredentials creds = InsecureChannelCredentials.create();
+    if (tls) {
+      TlsChannelCredentials.Builder b = TlsChannelCredentials.newBuilder();
+      if (caPem != null) b.trustManager(caPem);
+      if (certChainPem != null) b.keyManager(certChainPem, keyPem);
+      creds = b.build();
+    }
+    ManagedChannel channel = Grpc.newChannelBuilder(parsed[0], creds).maxInboundMessageSize(MAX_MESSAGE_BYTES).build();
+    return new MoorageClient(channel, token);
+  }
+
+  /** Connects with a bearer token (see {@link #connect(String, String, File, File, File)}). */
+  public static MoorageClient connect(String address, String token) {
+    try {
+      return connect(address, token, null, null, null);
+    } catch (IOException e) {
+      throw new IllegalStateException(e);  // no file to read
+    }
   }
 
   /**
@@ -45,6 +93,15 @@ public final class MoorageClient implements AutoCloseable {
    * "https://host[:port]" for TLS.
    */
   public static MoorageClient connect(String address) {
+    String[] parsed = parseAddress(address);
+    ManagedChannelBuilder<?> builder = ManagedChannelBuilder.forTarget(parsed[0]).maxInboundMessageSize(MAX_MESSAGE_BYTES);
+    if (!parsed[1].isEmpty()) builder.useTransportSecurity();
+    else builder.usePlaintext();
+    return new MoorageClient(builder.build());
+  }
+
+  /** {target "host:port", "1" for TLS or "" for plaintext}. */
+  private static String[] parseAddress(String address) {
     boolean secure = false;
     String target = address;
     for (String[] p : new String[][] {{"https://", "1"}, {"grpcs://", "1"}, {"http://", ""}, {"grpc://", ""}}) {
@@ -56,10 +113,7 @@ public final class MoorageClient implements AutoCloseable {
     }
     target = target.replaceAll("/+$", "");
     if (!target.substring(target.lastIndexOf(']') + 1).contains(":")) target += secure ? ":443" : ":80";
-    ManagedChannelBuilder<?> builder = ManagedChannelBuilder.forTarget(target).maxInboundMessageSize(MAX_MESSAGE_BYTES);
-    if (secure) builder.useTransportSecurity();
-    else builder.usePlaintext();
-    return new MoorageClient(builder.build());
+    return new String[] {target, secure ? "1" : ""};
   }
 
   /** Wraps an existing channel (custom credentials, interceptors, ...). */

@@ -1,0 +1,8 @@
+"""Security tests: certificates and JWTs are made by the tests themselves (``seckit``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
