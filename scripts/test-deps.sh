@@ -33,3 +33,17 @@ fi
 if command -v mvn >/dev/null 2>&1 && [ ! -d client/java/target/classes ]; then
   (cd client/java && env -u MOORAGE_TEST_GRPC mvn -B -q test)   # resolves, generates (protoc), compiles
 fi
+# Deployment checks (tests/deploy): podman + runc + debootstrap build and run the images (the base image is built
+# once from Debian's packages and cached in ~/.cache/moorage-images), helm renders and lints the chart.
+if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock)" ] || apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null
+  else
+    echo "test-deps: podman/runc/debootstrap missing and not root: the image tests will skip" >&2
+  fi
+fi
+GOBIN_DIR="$(command -v go >/dev/null 2>&1 && go env GOPATH || echo "$HOME/go")/bin"
+if ! command -v helm >/dev/null 2>&1 && [ ! -x "$GOBIN_DIR/helm" ] && command -v go >/dev/null 2>&1; then
+  (cd /tmp && GOFLAGS=-buildvcs=false go install helm.sh/helm/v3/cmd/helm@v3.22.0)   # a few minutes, once
+fi

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -52,6 +52,9 @@ class InstanceRow:
     lease_until: float | None = None
     leased_inbox: list[int] = field(default_factory=list)
     lease_started_at: float | None = None  # the orchestratorStarted time the worker saw
+    # the worker's OrchestrationTraceContext (serialized): its orchestration span id and start, handed back on
+    # every later work item so one span covers the whole orchestration
+    trace_context: bytes | None = None
 
 
 @dataclass
@@ -69,6 +72,7 @@ class ActivityRow:
     lease_token: str | None = None
     lease_owner: str | None = None
     lease_until: float | None = None
+    trace_context: bytes | None = None  # the scheduling orchestration's W3C TraceContext (serialized)
 
 
 @dataclass
@@ -248,6 +252,19 @@ class StoreTx(abc.ABC):
     def counts(self) -> dict[str, int]:
         """Backlog sizes: pending orchestration events, activities, entity messages, leased items."""
 
+    def backlog(self, now: float) -> Backlog:
+        """Work items waiting (visible at ``now``, unleased or lease lapsed) and leased, per kind: what autoscalers
+        read, so work that is only scheduled (a timer next week, a session's idle-TTL signal) must not count.
+        This fallback derives it from ``counts()``, which includes scheduled work; stores should override it."""
+        c = self.counts()
+        return Backlog(
+            pending={WorkKind.ORCHESTRATION: c.get("orchestration_events_pending", 0),
+                     WorkKind.ACTIVITY: c.get("activities_pending", 0),
+                     WorkKind.ENTITY: c.get("entity_messages_pending", 0)},
+            in_flight={WorkKind.ORCHESTRATION: c.get("orchestrations_active", 0),
+                       WorkKind.ACTIVITY: c.get("activities_active", 0),
+                       WorkKind.ENTITY: c.get("entities_active", 0)})
+
     def count_instances_by_status(self) -> dict[int, int]:
         """How many instances of the hub are in each status (dashboard). Stores should override this scan."""
         out: dict[int, int] = {}
@@ -259,6 +276,14 @@ class StoreTx(abc.ABC):
             if len(page) < 1000:
                 return out
             after = (page[-1].created_at, page[-1].instance_id)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Work items per kind: ``pending`` ones a worker could take now, ``in_flight`` ones a worker holds."""
+
+    pending: Mapping[WorkKind, int]
+    in_flight: Mapping[WorkKind, int]
 
 
 @dataclass(frozen=True)
