@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run lint test test-fast bench sidecar screenshots clean
+.PHONY: install run lint test test-fast test-postgresql bench sidecar screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,12 @@ sidecar: $(STAMP)
 test: $(STAMP)
 	bash scripts/test-deps.sh
 	PATH="$$PATH:/usr/local/go/bin" $(BIN)/python -m pytest -q -ra
+
+# The sidecar, agent and gateway end-to-end suites again, every sidecar on a PostgreSQL database (make test runs
+# them on SQLite, plus the PostgreSQL store's own tests: replicas, outage, copy). CI runs both.
+test-postgresql: $(STAMP)
+	bash scripts/test-deps.sh
+	MOORAGE_TEST_STORE=postgresql $(BIN)/python -m pytest -q -ra tests/sidecar tests/agents tests/gateway
 
 # Guard rails: ruff (lint + format) and mypy over the package; `make test` runs them first.
 lint: $(STAMP)

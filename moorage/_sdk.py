@@ -10,6 +10,12 @@ which SDK version (``pyproject.toml`` pins the range those tests pass on). Each 
   ``set_state`` (slower, same result) when the private is gone.
 * :func:`replace_activity` — swap a registered activity for a wrapper of it (``TaskHubGrpcWorker._registry``), so
   the gateway's streaming can wrap model calls of a worker whose agents were added already.
+* :func:`work_item_stream_open` — whether a worker's ``GetWorkItems`` stream is open now
+  (``TaskHubGrpcWorker._response_stream``, None while it reconnects), for ``moorage worker``'s ``/readyz``.
+* :func:`schedule_orchestration_in_trace` — an entity's ``schedule_new_orchestration`` that also records the current
+  span as the new orchestration's parent (the SDK leaves ``StartNewOrchestrationAction.parentTraceContext`` empty,
+  and an orchestration without a parent trace context does not link its activities' spans either), through
+  ``EntityContext._state._operation_actions``; without the private the orchestration simply starts untraced.
 * :func:`encode_custom_object` — the SDK's JSON ``default`` hook (``durabletask.serialization._encode_custom_object``),
   so Moorage's converter encodes everything the SDK's does, plus Pydantic models.
 """
@@ -112,3 +118,28 @@ def encode_custom_object(o: Any) -> Any:
 
 __all__ = ["SdkSeamError", "encode_custom_object", "entity_state_text_supported", "read_entity_state_text",
            "registered_activities", "replace_activity", "sdk_version", "write_entity_state_text"]
+
+
+def work_item_stream_open(sdk_worker: Any) -> bool:
+    """Whether the worker's work-item stream to the backend is open and active now."""
+    if not hasattr(sdk_worker, "_response_stream"):
+        raise SdkSeamError("TaskHubGrpcWorker._response_stream", "the worker has no such attribute")
+    stream = sdk_worker._response_stream
+    if stream is None:
+        return False
+    is_active = getattr(stream, "is_active", None)
+    return bool(is_active()) if callable(is_active) else True
+
+
+def schedule_orchestration_in_trace(ctx: Any, name: str, *, input: Any, instance_id: str) -> str:
+    """``ctx.schedule_new_orchestration`` whose action carries the current span as the orchestration's parent."""
+    from durabletask.internal import tracing
+
+    instance_id = ctx.schedule_new_orchestration(name, input=input, instance_id=instance_id)
+    trace_context = tracing.get_current_trace_context()
+    actions = getattr(getattr(ctx, "_state", None), "_operation_actions", None)
+    if trace_context is not None and actions:
+        last = actions[-1]
+        if last.HasField("startNewOrchestration") and last.startNewOrchestration.instanceId == instance_id:
+            last.startNewOrchestration.parentTraceContext.CopyFrom(trace_context)
+    return instance_id

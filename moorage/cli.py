@@ -9,6 +9,8 @@ from typing import Any
 import click
 
 from moorage import logs
+from moorage.sidecar.store.base import StoreUnavailable
+from moorage.store_cli import store
 
 HOST_HELP = ("Address to listen on. Default: 0.0.0.0 with authentication configured, 127.0.0.1 without (other "
              "addresses then need --allow-unauthenticated).")
@@ -85,7 +87,9 @@ def main() -> None:
               help="gRPC port of the Durable Task protocol (the DTS emulator's is 8080).")
 @click.option("--host", default=None, envvar="MOORAGE_HOST", show_envvar=True, help=HOST_HELP)
 @click.option("--store", default="sqlite:///./moorage.db", envvar="MOORAGE_STORE", show_envvar=True,
-              help="Where state lives: sqlite:///relative/path.db or sqlite:////absolute/path.db.")
+              help="Where state lives: sqlite:///relative/path.db, sqlite:////absolute/path.db, or "
+              "postgresql://user@host:5432/db?sslmode=require (password from PGPASSWORD or PGPASSFILE) for several "
+              "replicas on one database.")
 @click.option("--task-hubs", default="default", envvar="MOORAGE_TASK_HUBS", show_envvar=True,
               help="Comma-separated task hubs to serve; clients choose one with the 'taskhub' metadata.")
 @click.option("--lease-seconds", type=click.FloatRange(0.1, 3600), default=10.0, envvar="MOORAGE_LEASE_SECONDS",
@@ -98,17 +102,23 @@ def main() -> None:
 @click.option("--http-port", type=click.IntRange(0, 65535), default=7071, envvar="MOORAGE_HTTP_PORT",
               show_envvar=True, help="HTTP port of the gateway's API (/api/agents/..., Azure Functions' port, so "
               "durable-agent curl commands work unchanged); 0 turns it off. Its gRPC AgentService shares --port.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=9090, envvar="MOORAGE_METRICS_PORT",
+              show_envvar=True, help="HTTP port of /metrics (Prometheus), /healthz, /readyz and /scale (KEDA's "
+              "metrics-api scaler); it serves counts only, never instance data; 0 turns it off.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               envvar="MOORAGE_LOG_LEVEL", show_envvar=True, help="Log verbosity.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="MOORAGE_LOG_FORMAT",
               show_envvar=True, help="Log line format.")
 @security_options
 def sidecar(port: int, host: str | None, store: str, task_hubs: str, lease_seconds: float, dashboard_port: int,
-            dashboard_actions: bool, http_port: int, log_level: str, log_format: str, **security: Any) -> None:
+            dashboard_actions: bool, http_port: int, metrics_port: int, log_level: str, log_format: str,
+            **security: Any) -> None:
     """Run the durable Durable Task sidecar (point DTS-emulator code at localhost:PORT)."""
+    from moorage.observability.tracing import configure_tracing
     from moorage.server import SidecarConfig, serve
 
     logs.setup(log_level, log_format)
+    configure_tracing("moorage-sidecar")  # the embedded gateway's Durable Task client calls, if OTEL_* asks
     security_config = _security(security)
     _check_host(security_config, host)
     hubs = [h.strip() for h in task_hubs.split(",") if h.strip()]
@@ -118,8 +128,8 @@ def sidecar(port: int, host: str | None, store: str, task_hubs: str, lease_secon
         asyncio.run(serve(SidecarConfig(port=port, host=host, store=store, task_hubs=hubs,
                                         lease_seconds=lease_seconds, dashboard_port=dashboard_port,
                                         dashboard_actions=dashboard_actions, http_port=http_port,
-                                        security=security_config)))
-    except ValueError as exc:
+                                        metrics_port=metrics_port, security=security_config)))
+    except (ValueError, StoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -148,8 +158,10 @@ def gateway(connection_string: str | None, grpc_port: int, http_port: int, host:
     `moorage sidecar` already runs one; use this one in front of a DTS scheduler or a remote sidecar."""
     from moorage.connection import load_settings
     from moorage.gateway import GatewayConfig, serve
+    from moorage.observability.tracing import configure_tracing
 
     logs.setup(log_level, log_format)
+    configure_tracing("moorage-gateway")
     security_config = _security(security)
     _check_host(security_config, host)
     if not grpc_port and not http_port:
@@ -163,6 +175,48 @@ def gateway(connection_string: str | None, grpc_port: int, http_port: int, host:
                                     agents=[a.strip() for a in agents.split(",") if a.strip()],
                                     security=security_config)))
 
+
+@main.command()
+@click.argument("target", envvar="MOORAGE_WORKER_TARGET")
+@click.option("--connection-string", default=None, envvar="DURABLE_TASK_SCHEDULER_CONNECTION_STRING",
+              show_envvar=True, help="The backend for agents the module lists (an AgentWorker it builds keeps its "
+              "own), e.g. Endpoint=http://sidecar:8080;Authentication=None;TaskHub=default or a DTS scheduler's "
+              "with Authentication=ManagedIdentity (default: the local sidecar).")
+@click.option("--host", default="0.0.0.0", envvar="MOORAGE_HOST", show_envvar=True,
+              help="Address of the metrics/probe listener.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=9090, envvar="MOORAGE_METRICS_PORT",
+              show_envvar=True, help="HTTP port of /metrics, /healthz and /readyz; 0 turns it off.")
+@click.option("--grace-seconds", type=click.FloatRange(0, 3600), default=30.0, envvar="MOORAGE_GRACE_SECONDS",
+              show_envvar=True, help="On SIGTERM, how long in-flight work items may take to finish before they are "
+              "abandoned (keep it below the pod's terminationGracePeriodSeconds).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              envvar="MOORAGE_LOG_LEVEL", show_envvar=True, help="Log verbosity.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="MOORAGE_LOG_FORMAT",
+              show_envvar=True, help="Log line format.")
+def worker(target: str, connection_string: str | None, host: str, metrics_port: int, grace_seconds: float,
+           log_level: str, log_format: str) -> None:
+    """Run the agents TARGET (MODULE:ATTR) names: an AgentWorker, an Agent, a list of agents, or a function
+    returning one; SIGTERM drains and exits 0."""
+    from moorage.agents.hosting import LoadError, load_worker, serve_worker
+    from moorage.observability.tracing import configure_tracing
+
+    logs.setup(log_level, log_format)
+    configure_tracing("moorage-worker")
+    try:
+        agent_worker = load_worker(target, connection_string)
+    except LoadError as exc:
+        raise click.BadParameter(str(exc), param_hint="TARGET") from None
+    except ValueError as exc:  # the connection string (the module's AgentWorker may have read it from the env)
+        raise click.BadParameter(str(exc), param_hint="--connection-string") from None
+    try:
+        code = serve_worker(agent_worker, host=host, metrics_port=metrics_port, grace_seconds=grace_seconds)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{metrics_port}: {exc}") from None
+    raise SystemExit(code)
+
+
+
+main.add_command(store)
 
 if __name__ == "__main__":
     main()

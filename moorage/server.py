@@ -9,6 +9,7 @@ port (one port, both protocols) and its HTTP API on ``http_port``; the dashboard
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -17,13 +18,15 @@ import grpc
 
 from moorage.dashboard import start_dashboard
 from moorage.gateway import GatewayConfig, GatewayRuntime, attach
+from moorage.observability.ops import ops_app, start_in_loop
+from moorage.observability.sidecar_metrics import sidecar_registry
 from moorage.security import SecurityConfig
 from moorage.security.grpc import CallGuard
 from moorage.security.sockets import PrivateSocket
 from moorage.shutdown import wait_for_stop_signal
 from moorage.sidecar.core import SidecarCore
 from moorage.sidecar.service import Service
-from moorage.sidecar.store.base import open_store
+from moorage.sidecar.store.base import open_store, redact_url
 
 log = logging.getLogger("moorage.sidecar")
 
@@ -41,6 +44,7 @@ class SidecarConfig:
     dashboard_actions: bool = False
     http_port: int = 0  # the gateway's HTTP API; 0: none (the CLI's default is 7071, as Azure Functions')
     gateway: bool = True  # serve moorage.v1.AgentService on the gRPC port
+    metrics_port: int = 0  # /metrics, /healthz, /readyz, /scale; 0: none (the CLI's default is 9090)
     security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
@@ -51,8 +55,10 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     authenticator = security.authenticator
     tls = security.tls
     security.announce(host)
-    store = open_store(config.store)
+    registry, metrics = sidecar_registry()
+    store = metrics.timed(open_store(config.store))
     core = SidecarCore(store, config.task_hubs, config.lease_seconds)
+    metrics.attach(core)
     gateway_hub = config.task_hubs[0]
     guard = CallGuard(authenticator, hub_of=lambda method, hub: gateway_hub if method.startswith("/moorage.v1.")
                       else hub or "default")
@@ -77,13 +83,18 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
                                       security=security)
     if gateway is not None:
         await gateway.start_http(fatal=False)
+    # probes and counts only, no instance data, so no token: kubelets and scrapers reach it on the same host rule
+    ops = await start_in_loop(ops_app(registry, functools.partial(_readiness, core), refresh=metrics.refresh,
+                                      scale=metrics.scale), host, config.metrics_port)
     log.info("sidecar listening address=%s tls=%s store=%s hubs=%s lease_seconds=%s", address,
-             "on" if tls else "off", config.store, ",".join(config.task_hubs), config.lease_seconds)
+             "on" if tls else "off", redact_url(config.store), ",".join(config.task_hubs), config.lease_seconds)
     if ready is not None:
         ready.set()
     await wait_for_stop_signal()
     log.info("sidecar stopping")
-    core.stop()
+    core.stop()  # /readyz answers 503 from now on
+    if ops is not None:
+        await ops.stop()
     if dashboard is not None:
         await dashboard.stop()
     if gateway is not None:
@@ -93,6 +104,17 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     await store.close()
     if private is not None:
         private.close()
+
+
+async def _readiness(core: SidecarCore) -> dict[str, bool]:
+    """``/readyz``: the hubs are open and the store answers a read."""
+    try:
+        await core.read(core.default_hub, lambda tx: tx.get_instance(""))
+        store_ok = True
+    except Exception as exc:
+        log.warning("readiness: the store did not answer: %s", exc)
+        store_ok = False
+    return {"hubs_open": core.is_open, "store_reachable": store_ok}
 
 
 def _attach_gateway(server: grpc.aio.Server, config: SidecarConfig, host: str, port: int,

@@ -16,12 +16,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "moorage"
 # package -> the Moorage modules (prefixes) it may import besides its own. Keep in step with docs/architecture.md.
 ALLOWED: dict[str, tuple[str, ...]] = {
     "moorage.sidecar": (),
-    "moorage.agents": ("moorage._sdk", "moorage._proto", "moorage.connection"),
+    "moorage.agents": ("moorage._sdk", "moorage._proto", "moorage.connection", "moorage.observability.agent_telemetry",
+                       "moorage.observability.ops"),
     "moorage.client": ("moorage._proto", "moorage.connection"),
     "moorage.gateway": ("moorage.agents", "moorage._sdk", "moorage._proto", "moorage.connection", "moorage.shutdown",
                         "moorage.sidecar.terms", "moorage.security"),
     "moorage.dashboard": ("moorage.sidecar", "moorage.agents.protocol", "moorage.security"),
     "moorage.security": (),
+    "moorage.observability": ("moorage.sidecar.core", "moorage.sidecar.store.base", "moorage.sidecar.terms"),
 }
 EVERYWHERE = ("moorage.__version__",)
 SHARED = ("moorage._sdk", "moorage._proto", "moorage.connection", "moorage.logs", "moorage.shutdown")

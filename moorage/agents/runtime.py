@@ -29,6 +29,8 @@ from typing import Any
 from durabletask import task
 from durabletask.entities import EntityContext, EntityInstanceId
 
+from moorage.observability import agent_telemetry as telemetry
+
 from .. import _sdk
 from .agent import Agent
 from .context import DEFAULT_POLICY, choose_cut, counter, is_context_overflow, summary_message, transcript
@@ -218,8 +220,8 @@ class SessionEntity:
         instance_id = turn_instance_id(self.agent.name, session_id, req.correlation_id)
         session.mo["active"] = {"correlationId": req.correlation_id, "instanceId": instance_id,
                                 "startedAt": iso(now)}
-        ctx.schedule_new_orchestration(self.turn_name, input=self.turn_input(session, session_id, req),
-                                       instance_id=instance_id)
+        _sdk.schedule_orchestration_in_trace(ctx, self.turn_name, input=self.turn_input(session, session_id, req),
+                                             instance_id=instance_id)
         return instance_id
 
     def turn_input(self, session: RawSession, session_id: str, req: RunRequest) -> dict[str, Any]:
@@ -439,8 +441,10 @@ def make_llm_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[
             messages.insert(0, {"role": "system", "content": "Reply with a JSON object."})
         options = {**agent.options, **(inp.get("options") or {})}
         try:
-            result = agent.model.complete(ModelRequest(messages=messages, tools=tools,
-                                                       response_format=rf, options=options))
+            with telemetry.model_call(agent.name, agent.model, inp.get("sessionId")) as call:
+                result = agent.model.complete(ModelRequest(messages=messages, tools=tools,
+                                                           response_format=rf, options=options))
+                call.done(result.model, result.usage, result.finish_reason)
         except Exception as exc:
             if policy is not None and not inp.get("force") and "messages" not in inp and is_context_overflow(exc):
                 return {"overBudget": True, "tokens": None, "error": str(exc)[:500]}
@@ -491,6 +495,13 @@ def make_summarize_activity(agent: Agent, history_reader: HistoryReader) -> Call
 def make_tool_activity(agent: Agent) -> Callable[[task.ActivityContext, Any], Any]:
     def tool_call(actx: task.ActivityContext, inp: dict[str, Any]) -> dict[str, Any]:
         name = inp.get("name") or ""
+        with telemetry.tool_call(agent.name, name, inp.get("callId") or "") as call:
+            result = run_tool(actx, inp, name)
+            if "error" in result:
+                call.failed(result["error"])
+        return result
+
+    def run_tool(actx: task.ActivityContext, inp: dict[str, Any], name: str) -> dict[str, Any]:
         tool_obj = agent.tool_map.get(name)
         if tool_obj is None:
             return {"error": f"unknown tool {name!r}", "result": f"Error: there is no tool named {name!r}"}
@@ -654,6 +665,8 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
         reply_to = inp.get("replyTo")
         if isinstance(reply_to, dict) and reply_to.get("instanceId") and reply_to.get("event"):
             ctx.send_event(reply_to["instanceId"], reply_to["event"], data=output)
+        if not ctx.is_replaying:  # the turn's last episode runs once live
+            telemetry.turn_finished(agent.name, ok=error is None)
         if error is not None:
             raise AgentTurnFailed(error["code"], error["message"])
         return output

@@ -184,6 +184,17 @@ class AgentWorker:
                     self._sdk_logger.warning("could not announce agents to the gateway: %s", exc)
         return self
 
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def connected(self) -> bool:
+        """Whether the work-item stream to the backend is open now (``/readyz`` of ``moorage worker``)."""
+        from .. import _sdk
+
+        return self._started and _sdk.work_item_stream_open(self._worker)
+
     def stop(self) -> None:
         if self._started:
             self._quiet.stopping = True

@@ -24,7 +24,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from moorage.sidecar import engine
 from moorage.sidecar.engine import Effects, Filters, Lease, LeasedWork
-from moorage.sidecar.store.base import Change, InstanceRow, Store, StoreTx
+from moorage.sidecar.store.base import Backlog, Change, InstanceRow, Store, StoreTx
 from moorage.sidecar.terms import WorkKind
 
 T = TypeVar("T")
@@ -104,6 +104,7 @@ class Counters:
 
     dispatched: Mapping[WorkKind, int]
     completed: Mapping[WorkKind, int]
+    lease_expiries: Mapping[WorkKind, int]  # items handed out again because their holder's lease lapsed
 
 
 @dataclass(eq=False)
@@ -133,6 +134,7 @@ class _Hub:
     generation: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
     dispatched: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
     completed: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
+    lease_expiries: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
 
 
 class SidecarCore:
@@ -272,8 +274,11 @@ class SidecarCore:
                 if everywhere or generation[kind] != stream.seen[kind] else 0 for kind in WorkKind}
         if not any(n > 0 for n in want.values()):
             return LeasedWork([], [], [])
+        fx = Effects()
         leased = await self._store.run(
-            stream.hub, lambda tx: engine.lease_work(tx, Effects(), lease, stream.filters, want), durable=False)
+            stream.hub, lambda tx: engine.lease_work(tx, fx, lease, stream.filters, want), durable=False)
+        for kind, n in fx.expired.items():
+            h.lease_expiries[kind] += n
         if not leased:
             stream.next_due = leased.next_due
         for kind in WorkKind:
@@ -320,7 +325,18 @@ class SidecarCore:
     def counters(self, hub: str) -> Counters:
         """A copy of ``hub``'s dispatched/completed counters."""
         h = self._hub(hub)
-        return Counters(dispatched=dict(h.dispatched), completed=dict(h.completed))
+        return Counters(dispatched=dict(h.dispatched), completed=dict(h.completed),
+                        lease_expiries=dict(h.lease_expiries))
+
+    async def backlog(self, hub: str) -> Backlog:
+        """Work items of ``hub`` waiting for a worker and held by one now, per kind, as the store sees them (so, on
+        a shared store, those of every replica): what an autoscaler scales workers on."""
+        return await self.read(hub, lambda tx: tx.backlog(time.time()))
+
+    @property
+    def is_open(self) -> bool:
+        """True until ``stop()``: the hubs take work (``/readyz``)."""
+        return not self._stopping.is_set()
 
     # -- wake-ups --------------------------------------------------------------------------------------------
 

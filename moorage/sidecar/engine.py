@@ -40,9 +40,16 @@ class Effects:
 
     changed: set[str] = field(default_factory=set)
     work: set[WorkKind] = field(default_factory=set)  # the queues that got new work
+    # items leased again because their previous holder's lease ran out (a worker died or hung): /metrics
+    expired: dict[WorkKind, int] = field(default_factory=dict)
 
     def wake(self, *kinds: WorkKind) -> None:
         self.work.update(kinds)
+
+    def lease_expired(self, kind: WorkKind, previous_token: str | None) -> None:
+        """Note a re-lease of an item whose earlier lease (``previous_token``) lapsed; a fresh item has none."""
+        if previous_token is not None:
+            self.expired[kind] = self.expired.get(kind, 0) + 1
 
 
 @dataclass
@@ -132,7 +139,7 @@ def create_instance(tx: StoreTx, fx: Effects, *, instance_id: str, name: str, in
                     version: str | None = None, tags: dict[str, str] | None = None,
                     scheduled_start: float | None = None, reuse_statuses: frozenset[int] | None = None,
                     parent: tuple[str, int, str, str | None] | None = None,
-                    execution_id: str | None = None) -> InstanceRow:
+                    execution_id: str | None = None, trace_context: pb.TraceContext | None = None) -> InstanceRow:
     """Create an instance and queue its ``executionStarted``.
 
     A live instance with the same id is refused unless ``reuse_statuses`` names its status; a finished
@@ -164,6 +171,8 @@ def create_instance(tx: StoreTx, fx: Effects, *, instance_id: str, name: str, in
     )
     if scheduled_start:
         started.scheduledStartTimestamp.CopyFrom(ts(scheduled_start))
+    if trace_context is not None and trace_context.traceParent:  # the starter's span: the orchestration's parent
+        started.parentTraceContext.CopyFrom(trace_context)
     if parent:
         started.parentInstance.CopyFrom(pb.ParentInstanceInfo(
             taskScheduledId=parent[1], name=sv(parent[2]), version=sv(parent[3]),
@@ -352,6 +361,7 @@ def lease_orchestrations(tx: StoreTx, fx: Effects, lease: Lease, filters: Filter
         past = tx.get_history(row.instance_id)
         if not past and not any(e.HasField("executionStarted") for _, e in inbox):
             continue  # its start is scheduled later; hold what arrived early
+        fx.lease_expired(WorkKind.ORCHESTRATION, row.lease_token)
         row.lease_token = uuid.uuid4().hex
         row.lease_owner, row.lease_until, row.lease_started_at = lease.owner, lease.until, lease.now
         row.leased_inbox = [i for i, _ in inbox]
@@ -378,6 +388,8 @@ def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorRespons
     _take_leased_events(tx, turn)
     if res.HasField("customStatus"):
         row.custom_status = res.customStatus.value
+    if res.HasField("orchestrationTraceContext"):  # kept for the next work item (continue-as-new clears it)
+        row.trace_context = res.orchestrationTraceContext.SerializeToString()
     for action in res.actions:
         _apply_action(tx, fx, turn, action)
     _record_history(tx, turn)
@@ -432,13 +444,15 @@ def _apply_action(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.
 
 def _schedule_task(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
     a = action.scheduleTask
+    trace = a.parentTraceContext if a.HasField("parentTraceContext") else None
     turn.history.append(event(turn.t, action.id, taskScheduled=pb.TaskScheduledEvent(
         name=a.name, version=a.version if a.HasField("version") else None,
-        input=a.input if a.HasField("input") else None, tags=a.tags)))
+        input=a.input if a.HasField("input") else None, tags=a.tags, parentTraceContext=trace)))
     tx.add_activity(ActivityRow(
         id=None, instance_id=turn.instance_id, execution_id=turn.row.execution_id, name=a.name, task_id=action.id,
         input=a.input.value if a.HasField("input") else None,
-        version=a.version.value if a.HasField("version") else None, tags=dict(a.tags)))
+        version=a.version.value if a.HasField("version") else None, tags=dict(a.tags),
+        trace_context=trace.SerializeToString() if trace is not None else None))
     fx.wake(WorkKind.ACTIVITY)
 
 
@@ -456,14 +470,15 @@ def _create_sub_orchestration(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn,
     a = action.createSubOrchestration
     row, t = turn.row, turn.t
     child_id = a.instanceId or f"{row.instance_id}:{action.id:04d}"
+    trace = a.parentTraceContext if a.HasField("parentTraceContext") else None
     turn.history.append(event(t, action.id, subOrchestrationInstanceCreated=pb.SubOrchestrationInstanceCreatedEvent(
         instanceId=child_id, name=a.name, version=a.version if a.HasField("version") else None,
-        input=a.input if a.HasField("input") else None, tags=a.tags)))
+        input=a.input if a.HasField("input") else None, tags=a.tags, parentTraceContext=trace)))
     try:
         create_instance(tx, fx, instance_id=child_id, name=a.name,
                         input=a.input.value if a.HasField("input") else None,
                         version=a.version.value if a.HasField("version") else None, tags=dict(a.tags),
-                        parent=(row.instance_id, action.id, row.name, row.version))
+                        parent=(row.instance_id, action.id, row.name, row.version), trace_context=trace)
     except (AlreadyExists, ValueError) as exc:
         tx.add_inbox(row.instance_id, event(t, subOrchestrationInstanceFailed=pb.SubOrchestrationInstanceFailedEvent(
             taskScheduledId=action.id,
@@ -558,6 +573,7 @@ def _continue_as_new(tx: StoreTx, fx: Effects, row: InstanceRow, a: pb.CompleteO
     row.output, row.failure, row.completed_at = None, None, None
     row.execution_id = uuid.uuid4().hex
     row.status = pb.ORCHESTRATION_STATUS_RUNNING
+    row.trace_context = None  # a new execution is a new orchestration span
     started = pb.ExecutionStartedEvent(
         name=row.name, version=sv(row.version), input=sv(row.input), tags=row.tags,
         orchestrationInstance=pb.OrchestrationInstance(instanceId=row.instance_id, executionId=sv(row.execution_id)))
@@ -629,6 +645,7 @@ def lease_activities(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, l
             break
         if not filters.activity(row.name, row.version):
             continue
+        fx.lease_expired(WorkKind.ACTIVITY, row.lease_token)
         row.lease_token, row.lease_owner, row.lease_until = uuid.uuid4().hex, lease.owner, lease.until
         tx.update_activity_lease(row)
         items.append(row)
@@ -793,6 +810,7 @@ def lease_entities(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, lim
         msgs = msgs[:MAX_ENTITY_BATCH]
         if not msgs:
             continue
+        fx.lease_expired(WorkKind.ENTITY, ent.lease_token)
         ent.lease_token, ent.lease_owner, ent.lease_until = uuid.uuid4().hex, lease.owner, lease.until
         ent.leased_inbox = [i for i, _ in msgs]
         tx.put_entity(ent)
@@ -841,7 +859,8 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
                 create_instance(tx, fx, instance_id=a.instanceId or uuid.uuid4().hex, name=a.name,
                                 input=a.input.value if a.HasField("input") else None,
                                 version=a.version.value if a.HasField("version") else None,
-                                scheduled_start=from_ts(a.scheduledTime) if a.HasField("scheduledTime") else None)
+                                scheduled_start=from_ts(a.scheduledTime) if a.HasField("scheduledTime") else None,
+                                trace_context=a.parentTraceContext if a.HasField("parentTraceContext") else None)
             except AlreadyExists:
                 pass  # a retried batch re-issues the same start; the first one stands
     ent.state = res.entityState.value if res.HasField("entityState") else None

@@ -21,7 +21,7 @@ from google.protobuf import duration_pb2, empty_pb2, wrappers_pb2
 from moorage.sidecar import engine
 from moorage.sidecar.core import SidecarCore, UnknownHub
 from moorage.sidecar.engine import Filters, LeasedWork, from_ts, sv, ts
-from moorage.sidecar.store.base import InstanceQuery, InstanceRow
+from moorage.sidecar.store.base import InstanceQuery, InstanceRow, StoreUnavailable
 from moorage.sidecar.store.paging import page_token, parse_page_token
 from moorage.sidecar.terms import TERMINAL_STATUSES, WorkKind
 
@@ -46,6 +46,8 @@ def _rpc(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         except engine.Precondition as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except StoreUnavailable as exc:  # the database is down: the caller may retry
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except (asyncio.CancelledError, grpc.aio.AbortError):
@@ -97,14 +99,20 @@ def _value(msg: Any, name: str) -> Any:
 
 def _work_items(work: LeasedWork) -> Iterator[pb.WorkItem]:
     for o in work.orchestrations:
-        yield pb.WorkItem(completionToken=o.row.lease_token, orchestratorRequest=pb.OrchestratorRequest(
+        request = pb.OrchestratorRequest(
             instanceId=o.row.instance_id, executionId=sv(o.row.execution_id), pastEvents=o.past, newEvents=o.new,
             entityParameters=pb.OrchestratorEntityParameters(
-                entityMessageReorderWindow=duration_pb2.Duration(seconds=30))))
+                entityMessageReorderWindow=duration_pb2.Duration(seconds=30)))
+        if o.row.trace_context:
+            request.orchestrationTraceContext.ParseFromString(o.row.trace_context)
+        yield pb.WorkItem(completionToken=o.row.lease_token, orchestratorRequest=request)
     for a in work.activities:
-        yield pb.WorkItem(completionToken=a.lease_token, activityRequest=pb.ActivityRequest(
+        activity = pb.ActivityRequest(
             name=a.name, version=sv(a.version), input=sv(a.input), taskId=a.task_id, tags=a.tags,
-            orchestrationInstance=pb.OrchestrationInstance(instanceId=a.instance_id, executionId=sv(a.execution_id))))
+            orchestrationInstance=pb.OrchestrationInstance(instanceId=a.instance_id, executionId=sv(a.execution_id)))
+        if a.trace_context:
+            activity.parentTraceContext.ParseFromString(a.trace_context)
+        yield pb.WorkItem(completionToken=a.lease_token, activityRequest=activity)
     for e in work.entities:
         yield pb.WorkItem(completionToken=e.row.lease_token, entityRequestV2=pb.EntityRequest(
             instanceId=e.row.entity_id, entityState=sv(e.row.state), operationRequests=e.operations))
@@ -144,7 +152,8 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
             hub, engine.create_instance, instance_id=request.instanceId or uuid.uuid4().hex, name=request.name,
             input=_value(request, "input"), version=_value(request, "version"), tags=dict(request.tags),
             scheduled_start=_time(request.scheduledStartTimestamp, request, "scheduledStartTimestamp"),
-            reuse_statuses=reuse, execution_id=_value(request, "executionId"))
+            reuse_statuses=reuse, execution_id=_value(request, "executionId"),
+            trace_context=request.parentTraceContext if request.HasField("parentTraceContext") else None)
         log.info("started instance=%s name=%s hub=%s", row.instance_id, row.name, hub)
         return pb.CreateInstanceResponse(instanceId=row.instance_id)
 

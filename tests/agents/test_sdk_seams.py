@@ -122,6 +122,45 @@ def test_a_worker_without_the_registry_fails_with_the_sdk_version() -> None:
         _sdk.replace_activity(object(), "x", lambda f: f)
 
 
+def test_a_worker_reports_whether_its_work_item_stream_is_open() -> None:
+    from durabletask.worker import TaskHubGrpcWorker
+
+    class Stream:
+        def __init__(self, active: bool) -> None:
+            self.active = active
+
+        def is_active(self) -> bool:
+            return self.active
+
+    with seam("TaskHubGrpcWorker._response_stream"):
+        worker = TaskHubGrpcWorker(host_address="localhost:1")
+        assert _sdk.work_item_stream_open(worker) is False  # not started: no stream
+        worker._response_stream = Stream(True)  # what the SDK sets when GetWorkItems opens
+        assert _sdk.work_item_stream_open(worker) is True
+        worker._response_stream = Stream(False)  # the call ended (backend gone)
+        assert _sdk.work_item_stream_open(worker) is False
+    with pytest.raises(_sdk.SdkSeamError, match="_response_stream"):
+        _sdk.work_item_stream_open(object())
+
+
+def test_an_entity_started_orchestration_carries_the_current_span() -> None:
+    from durabletask.entities import EntityContext, EntityInstanceId
+    from durabletask.internal.entity_state_shim import StateShim
+    from durabletask.serialization import JsonDataConverter
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("seam-test")
+    with seam("EntityContext._state._operation_actions"):
+        state = StateShim(None, JsonDataConverter())
+        ctx = EntityContext("orch-1", "op", state, EntityInstanceId("e", "k"), JsonDataConverter())
+        with tracer.start_as_current_span("entity-op") as span:
+            iid = _sdk.schedule_orchestration_in_trace(ctx, "turn", input={"a": 1}, instance_id="i-1")
+        assert iid == "i-1"
+        [action] = state._operation_actions
+        parent = action.startNewOrchestration.parentTraceContext.traceParent
+        assert parent.startswith(f"00-{span.get_span_context().trace_id:032x}-{span.get_span_context().span_id:016x}-")
+
+
 def test_custom_objects_encode_as_the_sdk_encodes_them() -> None:
     from durabletask.serialization import JsonDataConverter
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -52,6 +52,9 @@ class InstanceRow:
     lease_until: float | None = None
     leased_inbox: list[int] = field(default_factory=list)
     lease_started_at: float | None = None  # the orchestratorStarted time the worker saw
+    # the worker's OrchestrationTraceContext (serialized): its orchestration span id and start, handed back on
+    # every later work item so one span covers the whole orchestration
+    trace_context: bytes | None = None
 
 
 @dataclass
@@ -69,6 +72,7 @@ class ActivityRow:
     lease_token: str | None = None
     lease_owner: str | None = None
     lease_until: float | None = None
+    trace_context: bytes | None = None  # the scheduling orchestration's W3C TraceContext (serialized)
 
 
 @dataclass
@@ -248,6 +252,19 @@ class StoreTx(abc.ABC):
     def counts(self) -> dict[str, int]:
         """Backlog sizes: pending orchestration events, activities, entity messages, leased items."""
 
+    def backlog(self, now: float) -> Backlog:
+        """Work items waiting (visible at ``now``, unleased or lease lapsed) and leased, per kind: what autoscalers
+        read, so work that is only scheduled (a timer next week, a session's idle-TTL signal) must not count.
+        This fallback derives it from ``counts()``, which includes scheduled work; stores should override it."""
+        c = self.counts()
+        return Backlog(
+            pending={WorkKind.ORCHESTRATION: c.get("orchestration_events_pending", 0),
+                     WorkKind.ACTIVITY: c.get("activities_pending", 0),
+                     WorkKind.ENTITY: c.get("entity_messages_pending", 0)},
+            in_flight={WorkKind.ORCHESTRATION: c.get("orchestrations_active", 0),
+                       WorkKind.ACTIVITY: c.get("activities_active", 0),
+                       WorkKind.ENTITY: c.get("entities_active", 0)})
+
     def count_instances_by_status(self) -> dict[int, int]:
         """How many instances of the hub are in each status (dashboard). Stores should override this scan."""
         out: dict[int, int] = {}
@@ -262,6 +279,14 @@ class StoreTx(abc.ABC):
 
 
 @dataclass(frozen=True)
+class Backlog:
+    """Work items per kind: ``pending`` ones a worker could take now, ``in_flight`` ones a worker holds."""
+
+    pending: Mapping[WorkKind, int]
+    in_flight: Mapping[WorkKind, int]
+
+
+@dataclass(frozen=True)
 class Change:
     """What another process committed to a shared store: the instances it changed and the kinds of work it added.
 
@@ -271,6 +296,10 @@ class Change:
     hub: str
     instances: frozenset[str]
     work: frozenset[WorkKind]
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached right now; the call may be retried (gRPC ``UNAVAILABLE``)."""
 
 
 class Store(abc.ABC):
@@ -311,18 +340,46 @@ class Store(abc.ABC):
 
 
 def open_store(url: str) -> Store:
-    """Open a store from its URL (``sqlite:///path/to.db``)."""
+    """Open a store from its URL (``sqlite:///path/to.db`` or ``postgresql://user@host:5432/db?sslmode=...``)."""
     if url.startswith("sqlite:"):
         from moorage.sidecar.store.sqlite import SqliteStore
 
-        path = url[len("sqlite:"):]
-        if path.startswith("///"):
-            path = path[3:]
-        elif path.startswith("//"):
-            path = path[2:]
-        if not path:
-            raise ValueError(f"store URL {url!r} names no file: use sqlite:///path/to/moorage.db")
-        return SqliteStore(path)
+        return SqliteStore(sqlite_path(url))
     if url.startswith(("postgres://", "postgresql://")):
-        raise ValueError("the PostgreSQL store is not implemented yet; use sqlite:///path/to/moorage.db")
-    raise ValueError(f"unknown store URL {url!r}: expected sqlite:///path/to/moorage.db")
+        try:
+            from moorage.sidecar.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise ValueError(f"the PostgreSQL store needs psycopg ({exc.name} is missing): "
+                             "pip install 'moorage[postgresql]'") from None
+        return PostgresStore(url)
+    raise ValueError(f"unknown store URL {redact_url(url)!r}: expected sqlite:///path/to/moorage.db or "
+                     "postgresql://user@host:5432/db")
+
+
+def sqlite_path(url: str) -> str:
+    """The file a ``sqlite:`` URL names (``sqlite:///relative.db``, ``sqlite:////absolute.db``)."""
+    path = url[len("sqlite:"):]
+    if path.startswith("///"):
+        path = path[3:]
+    elif path.startswith("//"):
+        path = path[2:]
+    if not path:
+        raise ValueError(f"store URL {url!r} names no file: use sqlite:///path/to/moorage.db")
+    return path
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password (``user:password@`` or ``?password=``) replaced by ``***``, fit for logs."""
+    import re
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None and not re.search(r"(?i)(^|&)password=", parts.query):
+            return url
+        if parts.password is not None:
+            user, _, host = parts.netloc.rpartition("@")
+            parts = parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}")
+        return urlunsplit(parts._replace(query=re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)))
+    except ValueError:
+        return "<unparsable store URL>"

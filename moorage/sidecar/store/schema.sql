@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS instances (
   lease_until REAL,
   leased_inbox TEXT,
   lease_started_at REAL,
+  trace_context BLOB,
   PRIMARY KEY (hub, instance_id)
 );
 CREATE INDEX IF NOT EXISTS instances_created ON instances (hub, created_at, instance_id);
@@ -59,7 +60,8 @@ CREATE TABLE IF NOT EXISTS activities (
   tags TEXT,
   lease_token TEXT,
   lease_owner TEXT,
-  lease_until REAL
+  lease_until REAL,
+  trace_context BLOB
 );
 CREATE INDEX IF NOT EXISTS activities_hub ON activities (hub, lease_until, id);
 CREATE INDEX IF NOT EXISTS activities_instance ON activities (hub, instance_id);

@@ -16,6 +16,7 @@ import durabletask.internal.orchestrator_service_pb2 as pb
 
 from moorage.sidecar.store.base import (
     ActivityRow,
+    Backlog,
     EntityRow,
     InstanceQuery,
     InstanceRow,
@@ -23,7 +24,7 @@ from moorage.sidecar.store.base import (
     Store,
     StoreTx,
 )
-from moorage.sidecar.terms import TERMINAL_STATUSES
+from moorage.sidecar.terms import TERMINAL_STATUSES, WorkKind
 
 T = TypeVar("T")
 log = logging.getLogger("moorage.store.sqlite")
@@ -33,7 +34,7 @@ _TERMINAL = tuple(sorted(TERMINAL_STATUSES))  # as SQL parameters
 _INSTANCE_COLS = (
     "instance_id, name, version, execution_id, status, input, output, custom_status, failure, created_at, "
     "last_updated_at, completed_at, scheduled_start_at, tags, parent_instance_id, parent_task_id, lease_token, "
-    "lease_owner, lease_until, leased_inbox, lease_started_at"
+    "lease_owner, lease_until, leased_inbox, lease_started_at, trace_context"
 )
 
 
@@ -49,17 +50,19 @@ def _instance(r: sqlite3.Row) -> InstanceRow:
         custom_status=r[7], failure=r[8], created_at=r[9], last_updated_at=r[10], completed_at=r[11],
         scheduled_start_at=r[12], tags=json.loads(r[13]) if r[13] else {}, parent_instance_id=r[14],
         parent_task_id=r[15], lease_token=r[16], lease_owner=r[17], lease_until=r[18],
-        leased_inbox=json.loads(r[19]) if r[19] else [], lease_started_at=r[20],
+        leased_inbox=json.loads(r[19]) if r[19] else [], lease_started_at=r[20], trace_context=r[21],
     )
 
 
-_ACTIVITY_COLS = "id, instance_id, execution_id, name, version, task_id, input, tags, lease_token, lease_owner, lease_until"
+_ACTIVITY_COLS = ("id, instance_id, execution_id, name, version, task_id, input, tags, lease_token, lease_owner, "
+                  "lease_until, trace_context")
 
 
 def _activity(r: sqlite3.Row) -> ActivityRow:
     return ActivityRow(
         id=r[0], instance_id=r[1], execution_id=r[2], name=r[3], version=r[4], task_id=r[5], input=r[6],
         tags=json.loads(r[7]) if r[7] else {}, lease_token=r[8], lease_owner=r[9], lease_until=r[10],
+        trace_context=r[11],
     )
 
 
@@ -90,12 +93,12 @@ class _Tx(StoreTx):
     def put_instance(self, row: InstanceRow) -> None:
         self._q(
             f"INSERT OR REPLACE INTO instances (hub, {_INSTANCE_COLS}) VALUES "
-            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             row.instance_id, row.name, row.version, row.execution_id, row.status, row.input, row.output,
             row.custom_status, row.failure, row.created_at, row.last_updated_at, row.completed_at,
             row.scheduled_start_at, json.dumps(row.tags) if row.tags else None, row.parent_instance_id,
             row.parent_task_id, row.lease_token, row.lease_owner, row.lease_until,
-            json.dumps(row.leased_inbox) if row.leased_inbox else None, row.lease_started_at,
+            json.dumps(row.leased_inbox) if row.leased_inbox else None, row.lease_started_at, row.trace_context,
         )
 
     def delete_instance(self, instance_id: str) -> None:
@@ -201,10 +204,10 @@ class _Tx(StoreTx):
     # -- activities
     def add_activity(self, row: ActivityRow) -> None:
         cur = self._q(
-            "INSERT INTO activities (hub, instance_id, execution_id, name, version, task_id, input, tags) "
-            "VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO activities (hub, instance_id, execution_id, name, version, task_id, input, tags, "
+            "trace_context) VALUES (?,?,?,?,?,?,?,?,?)",
             row.instance_id, row.execution_id, row.name, row.version, row.task_id, row.input,
-            json.dumps(row.tags) if row.tags else None,
+            json.dumps(row.tags) if row.tags else None, row.trace_context,
         )
         row.id = cur.lastrowid
 
@@ -331,7 +334,7 @@ class _Tx(StoreTx):
         return min(due) if due else None
 
     def counts(self) -> dict[str, int]:
-        one = lambda sql: self._q(sql).fetchone()[0]  # noqa: E731
+        one = lambda sql: self._q(sql).fetchone()[0]
         return {
             "orchestration_events_pending": one("SELECT COUNT(*) FROM inbox WHERE hub=?"),
             "orchestrations_active": one("SELECT COUNT(*) FROM instances WHERE hub=? AND lease_token IS NOT NULL"),
@@ -340,6 +343,27 @@ class _Tx(StoreTx):
             "entity_messages_pending": one("SELECT COUNT(*) FROM entity_inbox WHERE hub=?"),
             "entities_active": one("SELECT COUNT(*) FROM entities WHERE hub=? AND lease_token IS NOT NULL"),
         }
+
+    def backlog(self, now: float) -> Backlog:
+        one = lambda sql: self._q(sql, now).fetchone()[0]  # noqa: E731
+        return Backlog(
+            pending={
+                WorkKind.ORCHESTRATION: one(
+                    "SELECT COUNT(DISTINCT b.instance_id) FROM inbox b JOIN instances i ON i.hub=b.hub AND "
+                    "i.instance_id=b.instance_id WHERE b.hub=?1 AND b.visible_at<=?2 AND "
+                    "(i.lease_until IS NULL OR i.lease_until < ?2)"),
+                WorkKind.ACTIVITY: one(
+                    "SELECT COUNT(*) FROM activities WHERE hub=?1 AND (lease_until IS NULL OR lease_until < ?2)"),
+                WorkKind.ENTITY: one(
+                    "SELECT COUNT(DISTINCT b.entity_id) FROM entity_inbox b LEFT JOIN entities e ON e.hub=b.hub AND "
+                    "e.entity_id=b.entity_id WHERE b.hub=?1 AND b.visible_at<=?2 AND "
+                    "(e.lease_until IS NULL OR e.lease_until < ?2)"),
+            },
+            in_flight={
+                WorkKind.ORCHESTRATION: one("SELECT COUNT(*) FROM instances WHERE hub=?1 AND lease_until >= ?2"),
+                WorkKind.ACTIVITY: one("SELECT COUNT(*) FROM activities WHERE hub=?1 AND lease_until >= ?2"),
+                WorkKind.ENTITY: one("SELECT COUNT(*) FROM entities WHERE hub=?1 AND lease_until >= ?2"),
+            })
 
     def count_instances_by_status(self) -> dict[int, int]:
         return {r[0]: r[1] for r in self._q("SELECT status, COUNT(*) FROM instances WHERE hub=? GROUP BY status")}
@@ -363,6 +387,10 @@ class SqliteStore(Store):
         self._synchronous = "FULL"
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(resources.files("moorage.sidecar.store").joinpath("schema.sql").read_text())
+        for table in ("instances", "activities"):  # files made before trace contexts were kept
+            columns = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if "trace_context" not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN trace_context BLOB")
         # Reads use a second, read-only connection: WAL lets them see the last commit (only acknowledged
         # state) without waiting for a commit in flight.
         self._reader = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True,

@@ -80,7 +80,8 @@ def test_instance_round_trips_every_field(store_factory: StoreUnderTest) -> None
         execution_id="exec-1", input='{"a": 1}', output='"out"', custom_status='"half"',
         failure=pb.TaskFailureDetails(errorType="E", errorMessage="boom").SerializeToString(), completed_at=1002.0,
         scheduled_start_at=999.0, tags={"team": "shop", "ü": "ß"}, parent_instance_id="p-1", parent_task_id=7,
-        lease_token="tok", lease_owner="owner-1", lease_until=1010.0, leased_inbox=[3, 5], lease_started_at=1000.5)
+        lease_token="tok", lease_owner="owner-1", lease_until=1010.0, leased_inbox=[3, 5], lease_started_at=1000.5,
+        trace_context=b"\x0a\x12\x0a\x10b7ad6b7169203331")  # opaque to the store: bytes in, bytes out
 
     async def body(store: Store) -> None:
         await tx(store, lambda t: t.put_instance(row))
@@ -703,3 +704,54 @@ def test_sigkill_loses_no_acknowledged_transaction(store_factory: StoreUnderTest
 
     store_factory.run(check, url)
 
+
+
+# -- trace contexts and the backlog autoscalers read ------------------------------------------------------------
+
+
+def test_activity_keeps_its_trace_context(store_factory: StoreUnderTest) -> None:
+    trace = pb.TraceContext(traceParent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").SerializeToString()
+
+    async def body(store: Store) -> None:
+        await tx(store, lambda t: t.add_activity(ActivityRow(id=None, instance_id="i", execution_id="e", name="a",
+                                                             task_id=1, input=None, trace_context=trace)))
+        await tx(store, lambda t: t.add_activity(ActivityRow(id=None, instance_id="i", execution_id="e", name="b",
+                                                             task_id=2, input=None)))
+        rows = await read(store, lambda t: t.available_activities(2000.0, 10))
+        assert [(r.name, r.trace_context) for r in rows] == [("a", trace), ("b", None)]
+
+    store_factory.run(body)
+
+
+def test_backlog_counts_work_a_worker_could_take_now(store_factory: StoreUnderTest) -> None:
+    """Pending: visible and unleased (or lease lapsed); in flight: leased now. Scheduled work is neither, so a
+    hub whose agents only wait (timers, idle-TTL signals) reports nothing and workers can scale to zero."""
+    now = 5000.0
+
+    async def body(store: Store) -> None:
+        def fill(t: StoreTx) -> None:
+            t.put_instance(instance("ready"))
+            t.add_inbox("ready", raised("go"))
+            t.add_inbox("ready", raised("again"))  # one work item, however many events
+            t.put_instance(instance("waiting"))
+            t.add_inbox("waiting", raised("timer"), visible_at=now + 3600)
+            t.put_instance(instance("held", lease_token="tok", lease_owner="w", lease_until=now + 10))
+            t.add_inbox("held", raised("more"))
+            t.put_instance(instance("lapsed", lease_token="old", lease_owner="gone", lease_until=now - 1))
+            t.add_inbox("lapsed", raised("retry"))
+            t.add_activity(ActivityRow(id=None, instance_id="ready", execution_id="e", name="a", task_id=1,
+                                       input=None))
+            leased = ActivityRow(id=None, instance_id="ready", execution_id="e", name="b", task_id=2, input=None)
+            t.add_activity(leased)
+            leased.lease_token, leased.lease_owner, leased.lease_until = "t2", "w", now + 10
+            t.update_activity_lease(leased)
+            t.add_entity_message("@e@now", raised("op"))
+            t.add_entity_message("@e@later", raised("ttl"), visible_at=now + 3600)
+        await tx(store, fill)
+        backlog = await read(store, lambda t: t.backlog(now))
+        assert dict(backlog.pending) == {WorkKind.ORCHESTRATION: 2, WorkKind.ACTIVITY: 1, WorkKind.ENTITY: 1}
+        assert dict(backlog.in_flight) == {WorkKind.ORCHESTRATION: 1, WorkKind.ACTIVITY: 1, WorkKind.ENTITY: 0}
+        empty = await read(store, lambda t: t.backlog(now), hub=OTHER_HUB)
+        assert sum(empty.pending.values()) == sum(empty.in_flight.values()) == 0
+
+    store_factory.run(body)

@@ -1,0 +1,139 @@
+"""OpenTelemetry across processes: the test process is the client (an in-memory span exporter), ``moorage worker``
+runs in its own process (``OTEL_TRACES_EXPORTER=console``: spans as JSON on its stdout), the sidecar carries the W3C
+trace context between them. Asserts the span tree: client call -> orchestration -> activities, and one agent turn
+-> model-call spans (GenAI conventions, token counts) and a tool-call span under their activities."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
+from kit import (
+    CHANNEL_OPTIONS,
+    IS_INMEMORY,
+    PYTHON,
+    SidecarFactory,
+    die_with_parent,
+    uid,
+)
+
+from moorage.agents import AgentClient
+
+pytestmark = pytest.mark.skipif(IS_INMEMORY, reason="the sidecar carries the trace context")
+HERE = Path(__file__).resolve().parent
+
+
+def console_spans(text: str) -> list[dict[str, Any]]:
+    """The ConsoleSpanExporter's output: JSON objects one after another."""
+    decoder, spans, i = json.JSONDecoder(), [], 0
+    while True:
+        start = text.find("{", i)
+        if start < 0:
+            return spans
+        obj, i = decoder.raw_decode(text, start)
+        spans.append(obj)
+
+
+@pytest.fixture
+def client_spans() -> Iterator[Any]:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter,
+    )
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace._TRACER_PROVIDER_SET_ONCE._done = False  # a fresh global provider for this test process
+    trace.set_tracer_provider(provider)
+    yield exporter
+    provider.shutdown()
+
+
+def test_spans_join_across_client_sidecar_and_worker(sidecar_factory: SidecarFactory, tmp_path: Path,
+                                                     client_spans: Any) -> None:
+    sc = sidecar_factory("traces")
+    out, err = tmp_path / "worker.stdout", tmp_path / "worker.stderr"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MOORAGE_", "OTEL_"))}
+    env.update({"DURABLE_TASK_SCHEDULER_CONNECTION_STRING":
+                f"Endpoint=http://localhost:{sc.port};Authentication=None;TaskHub=default",
+                "OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "trace-worker", "PYTHONUNBUFFERED": "1"})
+    with open(out, "wb") as o, open(err, "wb") as e:
+        proc = subprocess.Popen([PYTHON, "-m", "moorage", "worker", "trace_app:worker", "--metrics-port", "0"],
+                                cwd=HERE, env=env, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
+                                preexec_fn=die_with_parent)
+    client = TaskHubGrpcClient(host_address=f"localhost:{sc.port}", channel_options=CHANNEL_OPTIONS)
+    try:
+        iid = client.schedule_new_orchestration("pipeline", input=1, instance_id=uid("trace"))
+        state = client.wait_for_orchestration_completion(iid, timeout=60)
+        assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED, err.read_text()
+        with AgentClient(f"Endpoint=http://localhost:{sc.port};Authentication=None;TaskHub=default") as agents:
+            reply = agents.get_agent("Traced").run("Tell me about pirates")
+        assert reply.text == "Arr, found it."
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, err.read_text()[-3000:]
+    spans = console_spans(out.read_text())
+    assert spans, err.read_text()[-2000:]
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for s in spans:
+        by_name.setdefault(s["name"], []).append(s)
+    ids = {s["context"]["span_id"]: s for s in spans}
+
+    # 1. client (this process) -> orchestration (worker) -> each activity (worker): one trace
+    created = [s for s in client_spans.get_finished_spans() if s.name.startswith("create_orchestration:pipeline")]
+    assert len(created) == 1, [s.name for s in client_spans.get_finished_spans()]
+    client_trace = f"0x{created[0].context.trace_id:032x}"
+    client_span = f"0x{created[0].context.span_id:016x}"
+    [orchestration] = by_name["orchestration:pipeline"]
+    assert orchestration["context"]["trace_id"] == client_trace
+    assert orchestration["parent_id"] == client_span
+    steps = by_name["activity:step"]
+    # the orchestration schedules each (a CLIENT span, its child) and the worker runs it (a SERVER span under that);
+    # two episodes, one orchestration span: the sidecar handed its span id back between them
+    scheduled = [s for s in steps if s["kind"] == "SpanKind.CLIENT"]
+    ran = [s for s in steps if s["kind"] == "SpanKind.SERVER"]
+    assert len(scheduled) == 2 and len(ran) == 2
+    assert all(s["parent_id"] == orchestration["context"]["span_id"] for s in scheduled)
+    assert sorted(s["parent_id"] for s in ran) == sorted(s["context"]["span_id"] for s in scheduled)
+    assert {s["context"]["trace_id"] for s in steps} == {client_trace}
+
+    # 2. one agent turn: turn orchestration -> model-call and tool activities -> chat / execute_tool spans
+    [turn] = [s for s in spans if s["name"] == "orchestration:moorage.agent_turn:Traced"]
+    chats = by_name["chat scripted-model"]
+    assert len(chats) == 2
+    def under_turn(span: dict[str, Any]) -> bool:
+        """The span hangs below the turn's orchestration span (through the activity's scheduling span)."""
+        while span.get("parent_id") in ids:
+            span = ids[span["parent_id"]]
+            if span is turn:
+                return True
+        return False
+
+    for chat in chats:
+        activity = ids[chat["parent_id"]]
+        assert activity["name"] == "activity:moorage.agent_llm:Traced"
+        assert under_turn(chat)
+        assert chat["context"]["trace_id"] == turn["context"]["trace_id"]
+        a = chat["attributes"]
+        assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.request.model"] == "scripted-model"
+        assert a["gen_ai.usage.input_tokens"] == 7 and a["gen_ai.usage.output_tokens"] == 3
+        assert a["gen_ai.agent.name"] == "Traced"
+    [tool] = by_name["execute_tool lookup"]
+    tool_activity = ids[tool["parent_id"]]
+    assert tool_activity["name"] == "activity:moorage.agent_tool:Traced"
+    assert under_turn(tool)
+    assert tool["attributes"]["gen_ai.tool.call.id"] == "call-1"
+    # the turn was started by the session entity's operation: its span is the turn's parent
+    assert ids[turn["parent_id"]]["name"] == "entity:dafx-traced:run"
+    assert len({s["context"]["trace_id"] for s in [turn, *chats, tool]}) == 1
