@@ -34,9 +34,24 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .agents import (Agent, AgentClient, AgentResponse, AgentRunError, AgentSession, AgentWorker,
-                         AsyncAgentClient, AzureOpenAIChatModel, ChatModel, McpServer, OfflineChatModel,
-                         OpenAIChatModel, Tool, ToolContext, image, tool)
+    from .agents import (
+        Agent,
+        AgentClient,
+        AgentResponse,
+        AgentRunError,
+        AgentSession,
+        AgentWorker,
+        AsyncAgentClient,
+        AzureOpenAIChatModel,
+        ChatModel,
+        McpServer,
+        OfflineChatModel,
+        OpenAIChatModel,
+        Tool,
+        ToolContext,
+        image,
+        tool,
+    )
     from .connection import parse_connection_string
 
 

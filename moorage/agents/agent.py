@@ -15,8 +15,12 @@ from .protocol import entity_name
 from .tools import Tool, as_tool
 
 DEFAULT_SESSION_TTL = timedelta(days=14)
-DEFAULT_LLM_RETRY = RetryPolicy(first_retry_interval=timedelta(seconds=1), max_number_of_attempts=3,
-                                backoff_coefficient=2.0, max_retry_interval=timedelta(seconds=30))
+DEFAULT_LLM_RETRY = RetryPolicy(
+    first_retry_interval=timedelta(seconds=1),
+    max_number_of_attempts=3,
+    backoff_coefficient=2.0,
+    max_retry_interval=timedelta(seconds=30),
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
@@ -48,15 +52,28 @@ class Agent:
             the whole history and never archive.
     """
 
-    def __init__(self, name: str, instructions: str | None = None, model: ChatModel | None = None,
-                 tools: Iterable[Callable[..., Any] | Tool] = (), *, description: str | None = None,
-                 response_schema: Any = None, session_ttl: timedelta | None = DEFAULT_SESSION_TTL,
-                 max_iterations: int = 16, llm_retry: RetryPolicy | None = DEFAULT_LLM_RETRY,
-                 tool_retry: RetryPolicy | None = None, structured_output_attempts: int = 2,
-                 options: dict[str, Any] | None = None, context: ContextPolicy | None = DEFAULT_POLICY):
+    def __init__(
+        self,
+        name: str,
+        instructions: str | None = None,
+        model: ChatModel | None = None,
+        tools: Iterable[Callable[..., Any] | Tool] = (),
+        *,
+        description: str | None = None,
+        response_schema: Any = None,
+        session_ttl: timedelta | None = DEFAULT_SESSION_TTL,
+        max_iterations: int = 16,
+        llm_retry: RetryPolicy | None = DEFAULT_LLM_RETRY,
+        tool_retry: RetryPolicy | None = None,
+        structured_output_attempts: int = 2,
+        options: dict[str, Any] | None = None,
+        context: ContextPolicy | None = DEFAULT_POLICY,
+    ):
         if not isinstance(name, str) or not _NAME.match(name):
-            raise ValueError(f"invalid agent name {name!r}: use 1-100 letters, digits, '_', '-' or '.', "
-                             "starting with a letter or digit")
+            raise ValueError(
+                f"invalid agent name {name!r}: use 1-100 letters, digits, '_', '-' or '.', "
+                "starting with a letter or digit"
+            )
         if session_ttl is not None and session_ttl <= timedelta(0):
             raise ValueError("session_ttl must be positive (or None to keep sessions forever)")
         if max_iterations < 1:
@@ -117,8 +134,10 @@ class Agent:
         return entity_name(self.name)
 
     def __repr__(self) -> str:
-        return (f"Agent(name={self.name!r}, model={self._model!r}, tools={[t.name for t in self._own_tools]}, "
-                f"tool_sources={self.tool_sources!r})")
+        return (
+            f"Agent(name={self.name!r}, model={self._model!r}, tools={[t.name for t in self._own_tools]}, "
+            f"tool_sources={self.tool_sources!r})"
+        )
 
 
 def _is_tool_source(obj: Any) -> bool:
@@ -126,4 +145,4 @@ def _is_tool_source(obj: Any) -> bool:
     return not isinstance(obj, Tool) and callable(getattr(obj, "tools", None)) and not callable(obj)
 
 
-__all__ = ["Agent", "DEFAULT_LLM_RETRY", "DEFAULT_SESSION_TTL", "entity_name"]
+__all__ = ["DEFAULT_LLM_RETRY", "DEFAULT_SESSION_TTL", "Agent", "entity_name"]

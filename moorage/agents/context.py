@@ -32,7 +32,8 @@ logger = logging.getLogger("moorage.agents")
 SUMMARY_INSTRUCTIONS = (
     "You keep the memory of a long conversation. Merge the earlier summary (if any) and the new part of the "
     "conversation into one concise summary that keeps every fact, name, number, decision and open question the "
-    "assistant will need later. Reply with the summary only.")
+    "assistant will need later. Reply with the summary only."
+)
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,9 @@ def transcript(groups: list[list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def choose_cut(groups: list[list[dict[str, Any]]], start: int, keep_tokens: int, count: TokenCounter,
-               is_request: list[bool]) -> int:
+def choose_cut(
+    groups: list[list[dict[str, Any]]], start: int, keep_tokens: int, count: TokenCounter, is_request: list[bool]
+) -> int:
     """Where the kept tail begins: the earliest request entry after which at most ``keep_tokens`` remain, but never
     after the last request (the current one stays whole)."""
     last_request = max((i for i in range(len(groups)) if is_request[i]), default=len(groups) - 1)

@@ -37,8 +37,9 @@ def expose(agent_worker: Any, *, stream_endpoint: str | None = None, stream: boo
     stream_log.install(agent_worker)
     publisher = None
     if stream:
-        explicit = ChunkPublisher(stream_endpoint, metadata=agent_worker.settings.auth_metadata()) \
-            if stream_endpoint else None
+        explicit = (
+            ChunkPublisher(stream_endpoint, metadata=agent_worker.settings.auth_metadata()) if stream_endpoint else None
+        )
         publisher = enable_streaming(agent_worker, explicit)
     agent_worker.gateway_exposure = publisher or False
     return publisher
@@ -48,8 +49,9 @@ def announce(agent_worker: Any) -> None:
     """Register the worker's agents with the gateway (a signal per agent to the registry entity)."""
     from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
-    client = DurableTaskSchedulerClient(**agent_worker.settings.sdk_kwargs(),
-                                        logger=logging.getLogger("moorage.durabletask.client"))
+    client = DurableTaskSchedulerClient(
+        **agent_worker.settings.sdk_kwargs(), logger=logging.getLogger("moorage.durabletask.client")
+    )
     try:
         registry.register(client, list(agent_worker.agents.values()))
     finally:

@@ -40,10 +40,20 @@ class McpServer:
     ``url`` (+ ``headers``) for streamable HTTP. ``prefix`` is put before each tool name (to tell apart tools of
     two servers); ``allowed`` limits the tools offered to the named ones."""
 
-    def __init__(self, command: str | None = None, args: list[str] | tuple[str, ...] = (), *,
-                 env: dict[str, str] | None = None, cwd: str | None = None, url: str | None = None,
-                 headers: dict[str, str] | None = None, name: str | None = None, prefix: str = "",
-                 allowed: list[str] | None = None, timeout: float = 60.0):
+    def __init__(
+        self,
+        command: str | None = None,
+        args: list[str] | tuple[str, ...] = (),
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        url: str | None = None,
+        headers: dict[str, str] | None = None,
+        name: str | None = None,
+        prefix: str = "",
+        allowed: list[str] | None = None,
+        timeout: float = 60.0,
+    ):
         if (command is None) == (url is None):
             raise ValueError("McpServer takes either command= (stdio) or url= (streamable HTTP)")
         self.command = command
@@ -71,23 +81,31 @@ class McpServer:
             with self._lock:
                 if self._tools is None:
                     specs = _run(self._list())
-                    self._tools = [McpTool(self, spec) for spec in specs
-                                   if self.allowed is None or spec.name in self.allowed]
+                    self._tools = [
+                        McpTool(self, spec) for spec in specs if self.allowed is None or spec.name in self.allowed
+                    ]
         return self._tools
 
     def call(self, tool_name: str, arguments: dict[str, Any], context: ToolContext | None) -> Any:
         """Call a tool; an ``isError`` result is returned as ``"Error: ..."`` text (for the model)."""
         meta: dict[str, Any] = {}
         if context is not None:
-            meta = {IDEMPOTENCY_META_KEY: context.idempotency_key, "moorage/callId": context.call_id,
-                    "moorage/agent": context.agent_name, "moorage/sessionId": context.session_id}
+            meta = {
+                IDEMPOTENCY_META_KEY: context.idempotency_key,
+                "moorage/callId": context.call_id,
+                "moorage/agent": context.agent_name,
+                "moorage/sessionId": context.session_id,
+            }
         result = _run(self._call(tool_name, arguments, meta))
         text = "\n".join(getattr(c, "text", "") for c in result.content if getattr(c, "type", "") == "text")
         if result.is_error:
             return f"Error: the MCP tool {tool_name} failed: {text or 'no details'}"
         if text or result.structured_content is None:
-            others = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in result.content
-                      if getattr(c, "type", "") != "text"]
+            others = [
+                c.model_dump(mode="json", by_alias=True, exclude_none=True)
+                for c in result.content
+                if getattr(c, "type", "") != "text"
+            ]
             return text if not others else {"text": text, "content": others}
         return result.structured_content
 
@@ -102,8 +120,10 @@ class McpServer:
             from mcp.client.stdio import StdioServerParameters, stdio_client
 
             params = StdioServerParameters(command=self.command, args=self.args, env=self.env or None, cwd=self.cwd)
-            async with stdio_client(params) as (read, write), ClientSession(
-                    read, write, read_timeout_seconds=self.timeout) as session:
+            async with (
+                stdio_client(params) as (read, write),
+                ClientSession(read, write, read_timeout_seconds=self.timeout) as session,
+            ):
                 await session.initialize()
                 yield session
         else:
@@ -111,9 +131,11 @@ class McpServer:
             from mcp.shared._httpx_utils import create_mcp_http_client
 
             assert self.url is not None
-            async with create_mcp_http_client(headers=self.headers or None) as http, \
-                    streamable_http_client(self.url, http_client=http) as (read, write), \
-                    ClientSession(read, write, read_timeout_seconds=self.timeout) as session:
+            async with (
+                create_mcp_http_client(headers=self.headers or None) as http,
+                streamable_http_client(self.url, http_client=http) as (read, write),
+                ClientSession(read, write, read_timeout_seconds=self.timeout) as session,
+            ):
                 await session.initialize()
                 yield session
 

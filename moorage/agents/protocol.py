@@ -57,8 +57,7 @@ SUMMARY_OPERATION = "_summary"
 EXPIRE_OPERATION = "_expire"
 PUBLIC_OPERATIONS = (RUN_OPERATION, RESET_OPERATION, DELETE_OPERATION, GET_OPERATION)
 """The operations a caller may signal (``_complete`` and ``_expire`` are the runtime's own)."""
-_OPERATIONS = {op.lower(): op for op in (*PUBLIC_OPERATIONS, COMPLETE_OPERATION, EXPIRE_OPERATION,
-                                         SUMMARY_OPERATION)}
+_OPERATIONS = {op.lower(): op for op in (*PUBLIC_OPERATIONS, COMPLETE_OPERATION, EXPIRE_OPERATION, SUMMARY_OPERATION)}
 
 
 def normalize_operation(name: str | None) -> str:
@@ -94,7 +93,7 @@ def entity_name(agent_name: str) -> str:
 
 def agent_of_entity(name: str) -> str | None:
     """The agent whose sessions an entity name holds (``dafx-joker`` -> ``joker``), or None for other entities."""
-    return name[len(ENTITY_PREFIX):] if name.startswith(ENTITY_PREFIX) else None
+    return name[len(ENTITY_PREFIX) :] if name.startswith(ENTITY_PREFIX) else None
 
 
 def is_session_entity(name: str) -> bool:
@@ -125,7 +124,7 @@ def session_key(value: str, agent_name: str) -> str:
     ``@dafx-<agent>@<key>`` of that agent (Agent Framework's ``AgentSessionId`` string form)."""
     prefix = sessions_prefix(agent_name)
     if value.lower().startswith(prefix) and len(value) > len(prefix):
-        return value[len(prefix):]
+        return value[len(prefix) :]
     return value
 
 
@@ -199,6 +198,7 @@ def stream_chunks(state: Any) -> list[tuple[int, str]]:
 
 
 # -- run requests (Agent Framework's request shape, plus Moorage extensions) -------------------------------------------
+
 
 def _iso(dt: datetime) -> str:
     from .state import iso
@@ -362,15 +362,29 @@ def message_contents(message: Any) -> list[dict[str, Any]]:
     return contents
 
 
-def build_request(message: Any, correlation_id: str, *, response_schema: Any = None, enable_tool_calls: bool = True,
-                  options: dict[str, Any] | None = None, role: str = "user", created_at: str | None = None,
-                  orchestration_id: str | None = None, reply_to: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_request(
+    message: Any,
+    correlation_id: str,
+    *,
+    response_schema: Any = None,
+    enable_tool_calls: bool = True,
+    options: dict[str, Any] | None = None,
+    role: str = "user",
+    created_at: str | None = None,
+    orchestration_id: str | None = None,
+    reply_to: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """A ``run`` operation input in Agent Framework's shape (with Moorage's ``contents`` for non-text input)."""
     req = RunRequest(
-        correlation_id=correlation_id, role=role, contents=message_contents(message),
+        correlation_id=correlation_id,
+        role=role,
+        contents=message_contents(message),
         response_format=normalize_response_format(response_schema),
-        enable_tool_calls=enable_tool_calls, options=dict(options or {}),
-        orchestration_id=orchestration_id, reply_to=reply_to, created_at=created_at,
+        enable_tool_calls=enable_tool_calls,
+        options=dict(options or {}),
+        orchestration_id=orchestration_id,
+        reply_to=reply_to,
+        created_at=created_at,
     )
     req.request_response_format = "json" if req.response_format else "text"
     return req.to_dict()
@@ -378,8 +392,15 @@ def build_request(message: Any, correlation_id: str, *, response_schema: Any = N
 
 # -- responses -------------------------------------------------------------------------------------------------------
 
-def response_entry(correlation_id: str, messages: list[dict[str, Any]], usage: dict[str, Any] | None,
-                   created_at: str, *, is_error: bool = False) -> dict[str, Any]:
+
+def response_entry(
+    correlation_id: str,
+    messages: list[dict[str, Any]],
+    usage: dict[str, Any] | None,
+    created_at: str,
+    *,
+    is_error: bool = False,
+) -> dict[str, Any]:
     """A turn's response as a history entry of the session (a failed turn is flagged under ``extensionData``)."""
     entry: dict[str, Any] = {
         "$type": "response",
@@ -402,8 +423,9 @@ def is_error_response(entry: dict[str, Any]) -> bool:
         mine = extension.get(EXT_KEY)
         if isinstance(mine, dict) and mine.get("isError"):
             return True
-    contents = [c for m in entry.get("messages") or [] if isinstance(m, dict)
-                for c in m.get("contents") or [] if c is not None]
+    contents = [
+        c for m in entry.get("messages") or [] if isinstance(m, dict) for c in m.get("contents") or [] if c is not None
+    ]
     return bool(contents) and all(isinstance(c, dict) and c.get("$type") == "error" for c in contents)
 
 
@@ -456,9 +478,16 @@ class TurnOutput:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "agent": self.agent, "sessionId": self.session_id, "correlationId": self.correlation_id,
-            "instanceId": self.instance_id, "text": self.text, "value": self.value, "messages": self.messages,
-            "usage": self.usage, "createdAt": self.created_at, "responseFormat": self.response_format,
+            "agent": self.agent,
+            "sessionId": self.session_id,
+            "correlationId": self.correlation_id,
+            "instanceId": self.instance_id,
+            "text": self.text,
+            "value": self.value,
+            "messages": self.messages,
+            "usage": self.usage,
+            "createdAt": self.created_at,
+            "responseFormat": self.response_format,
             "error": self.error,
         }
 
@@ -478,15 +507,22 @@ class TurnOutput:
         if error is not None and not isinstance(error, dict):
             error = {"code": "Error", "message": str(error)}
         return cls(
-            agent=str(raw.get("agent") or ""), session_id=str(raw.get("sessionId") or ""),
-            correlation_id=str(raw.get("correlationId") or ""), instance_id=str(raw.get("instanceId") or ""),
-            text=str(raw.get("text") or ""), value=raw.get("value"), messages=list(raw.get("messages") or []),
-            usage=dict(raw.get("usage") or {}), created_at=raw.get("createdAt"),
-            response_format=raw.get("responseFormat"), error=error or None,
+            agent=str(raw.get("agent") or ""),
+            session_id=str(raw.get("sessionId") or ""),
+            correlation_id=str(raw.get("correlationId") or ""),
+            instance_id=str(raw.get("instanceId") or ""),
+            text=str(raw.get("text") or ""),
+            value=raw.get("value"),
+            messages=list(raw.get("messages") or []),
+            usage=dict(raw.get("usage") or {}),
+            created_at=raw.get("createdAt"),
+            response_format=raw.get("responseFormat"),
+            error=error or None,
         )
 
 
 # -- session bookkeeping (data.extensionData.moorage) -----------------------------------------------------------------
+
 
 def bookkeeping(state: Any) -> dict[str, Any]:
     """Moorage's bookkeeping of a session state document (read-only view; {} when there is none)."""
@@ -517,14 +553,59 @@ def is_queued(mo: dict[str, Any], correlation_id: str) -> bool:
 
 
 __all__ = [
-    "ARCHIVE_ENTITY", "COMPLETE_OPERATION", "DELETE_OPERATION", "ENTITY_PREFIX", "EXPIRE_OPERATION", "EXT_KEY",
-    "GET_OPERATION", "LLM_PREFIX", "PUBLIC_OPERATIONS", "READ_SCHEMA_MAJOR", "RESET_OPERATION",
-    "RESPONSE_EVENT_PREFIX", "RUN_OPERATION", "SCHEMA_VERSION", "STREAM_APPEND_OPERATION", "STREAM_ENTITY",
-    "STREAM_EXPIRE_OPERATION", "STREAM_MAX_CHUNKS", "STREAM_RETENTION_SECONDS", "SUMMARIZE_PREFIX",
-    "SUMMARY_OPERATION", "TOOL_PREFIX", "TURN_PREFIX", "USAGE_KEYS", "RunRequest", "TurnOutput", "add_usage",
-    "agent_of_entity", "archive_key", "bookkeeping", "build_request", "empty_usage", "entity_name", "is_error_entry",
-    "is_error_response", "is_queued", "is_session_entity", "llm_activity_name", "message_contents",
-    "normalize_operation", "queued_requests", "response_entry", "response_event_name", "running_correlation",
-    "session_entity_id", "session_instance_id", "session_key", "sessions_prefix", "stream_chunks", "stream_key",
-    "summarize_activity_name", "tool_activity_name", "turn_instance_id", "turn_orchestration_name", "usage_counts"
+    "ARCHIVE_ENTITY",
+    "COMPLETE_OPERATION",
+    "DELETE_OPERATION",
+    "ENTITY_PREFIX",
+    "EXPIRE_OPERATION",
+    "EXT_KEY",
+    "GET_OPERATION",
+    "LLM_PREFIX",
+    "PUBLIC_OPERATIONS",
+    "READ_SCHEMA_MAJOR",
+    "RESET_OPERATION",
+    "RESPONSE_EVENT_PREFIX",
+    "RUN_OPERATION",
+    "SCHEMA_VERSION",
+    "STREAM_APPEND_OPERATION",
+    "STREAM_ENTITY",
+    "STREAM_EXPIRE_OPERATION",
+    "STREAM_MAX_CHUNKS",
+    "STREAM_RETENTION_SECONDS",
+    "SUMMARIZE_PREFIX",
+    "SUMMARY_OPERATION",
+    "TOOL_PREFIX",
+    "TURN_PREFIX",
+    "USAGE_KEYS",
+    "RunRequest",
+    "TurnOutput",
+    "add_usage",
+    "agent_of_entity",
+    "archive_key",
+    "bookkeeping",
+    "build_request",
+    "empty_usage",
+    "entity_name",
+    "is_error_entry",
+    "is_error_response",
+    "is_queued",
+    "is_session_entity",
+    "llm_activity_name",
+    "message_contents",
+    "normalize_operation",
+    "queued_requests",
+    "response_entry",
+    "response_event_name",
+    "running_correlation",
+    "session_entity_id",
+    "session_instance_id",
+    "session_key",
+    "sessions_prefix",
+    "stream_chunks",
+    "stream_key",
+    "summarize_activity_name",
+    "tool_activity_name",
+    "turn_instance_id",
+    "turn_orchestration_name",
+    "usage_counts",
 ]

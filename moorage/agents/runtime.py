@@ -71,15 +71,29 @@ logger = logging.getLogger("moorage.agents")
 
 # The names below are the protocol's (moorage.agents.protocol); they stay importable from here.
 __all__ = [
-    "AgentTurnFailed", "HistoryReader", "LLM_PREFIX", "SessionEntity", "TOOL_PREFIX", "TURN_PREFIX",
-    "llm_activity_name", "make_llm_activity", "make_session_entity", "make_tool_activity", "make_turn_orchestrator",
-    "response_event_name", "session_entity_id", "tool_activity_name", "turn_instance_id", "turn_orchestration_name",
+    "LLM_PREFIX",
+    "TOOL_PREFIX",
+    "TURN_PREFIX",
+    "AgentTurnFailed",
+    "HistoryReader",
+    "SessionEntity",
+    "llm_activity_name",
+    "make_llm_activity",
+    "make_session_entity",
+    "make_tool_activity",
+    "make_turn_orchestrator",
+    "response_event_name",
+    "session_entity_id",
+    "tool_activity_name",
+    "turn_instance_id",
+    "turn_orchestration_name",
 ]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The session entity
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 class SessionEntity:
     """The session entity of one agent, one named step per operation.
@@ -94,8 +108,9 @@ class SessionEntity:
         self.agent = agent
         self.turn_name = turn_orchestration_name(agent.name)
         self.ttl = agent.session_ttl
-        self.default_response_format = (normalize_response_format(agent.response_schema)
-                                        if agent.response_schema is not None else None)
+        self.default_response_format = (
+            normalize_response_format(agent.response_schema) if agent.response_schema is not None else None
+        )
         self.policy = agent.context
 
     def __call__(self, ctx: EntityContext, input: Any) -> Any:
@@ -161,8 +176,12 @@ class SessionEntity:
             return None
         mo = session.mo
         if int(summary.get("upTo") or 0) > int((mo.get("summary") or {}).get("upTo") or 0):
-            mo["summary"] = {"text": str(summary.get("text") or ""), "upTo": int(summary["upTo"]),
-                             "at": iso(utc_now()), "correlationId": (input or {}).get("correlationId")}
+            mo["summary"] = {
+                "text": str(summary.get("text") or ""),
+                "upTo": int(summary["upTo"]),
+                "at": iso(utc_now()),
+                "correlationId": (input or {}).get("correlationId"),
+            }
             self.save(ctx, session, utc_now())
         return None
 
@@ -190,8 +209,9 @@ class SessionEntity:
             if mo.get("active") or mo.get("pending"):
                 self.schedule_expiry(ctx, mo, now + self.ttl)
             elif now >= last + self.ttl - timedelta(milliseconds=50):
-                logger.info("session %s of agent %s expired after %s idle", ctx.entity_id.key, self.agent.name,
-                            self.ttl)
+                logger.info(
+                    "session %s of agent %s expired after %s idle", ctx.entity_id.key, self.agent.name, self.ttl
+                )
                 _sdk.write_entity_state_text(ctx, None)
                 return None
             else:
@@ -218,10 +238,10 @@ class SessionEntity:
         session_id = ctx.entity_id.key
         session.append(req.to_entry(now))
         instance_id = turn_instance_id(self.agent.name, session_id, req.correlation_id)
-        session.mo["active"] = {"correlationId": req.correlation_id, "instanceId": instance_id,
-                                "startedAt": iso(now)}
-        _sdk.schedule_orchestration_in_trace(ctx, self.turn_name, input=self.turn_input(session, session_id, req),
-                                             instance_id=instance_id)
+        session.mo["active"] = {"correlationId": req.correlation_id, "instanceId": instance_id, "startedAt": iso(now)}
+        _sdk.schedule_orchestration_in_trace(
+            ctx, self.turn_name, input=self.turn_input(session, session_id, req), instance_id=instance_id
+        )
         return instance_id
 
     def turn_input(self, session: RawSession, session_id: str, req: RunRequest) -> dict[str, Any]:
@@ -233,12 +253,15 @@ class SessionEntity:
             # Not the whole history (it would be stored and replayed with every step of every turn): the entries
             # added since the previous turn's request, on top of which a worker that ran that turn has the rest
             # cached; any other worker reads it from this entity (see HistoryReader).
-            "history": {"epoch": session.mo["epoch"], "base": base, "recent": recent,
-                        "version": int(session.mo.get("version") or 0),
-                        "archived": int(session.mo.get("archived") or 0)},
+            "history": {
+                "epoch": session.mo["epoch"],
+                "base": base,
+                "recent": recent,
+                "version": int(session.mo.get("version") or 0),
+                "archived": int(session.mo.get("archived") or 0),
+            },
             "summary": session.mo.get("summary"),
-            "responseFormat": req.response_format if req.response_format is not None
-            else self.default_response_format,
+            "responseFormat": req.response_format if req.response_format is not None else self.default_response_format,
             "enableToolCalls": req.enable_tool_calls,
             "options": req.options,
             "replyTo": req.reply_to,
@@ -276,10 +299,12 @@ class SessionEntity:
         pages = int(mo.get("archivePages") or 0)
         first = int(mo.get("archived") or 0)
         for i in range(0, len(moved), page_size):
-            part = moved[i:i + page_size]
-            ctx.signal_entity(EntityInstanceId(ARCHIVE_ENTITY, archive_key(self.agent.name, ctx.entity_id.key,
-                                                                           pages)),
-                              "put", {"first": first + i, "entries": part})
+            part = moved[i : i + page_size]
+            ctx.signal_entity(
+                EntityInstanceId(ARCHIVE_ENTITY, archive_key(self.agent.name, ctx.entity_id.key, pages)),
+                "put",
+                {"first": first + i, "entries": part},
+            )
             pages += 1
         mo["archived"] = first + len(moved)
         mo["archivePages"] = pages
@@ -311,6 +336,7 @@ def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
 # ---------------------------------------------------------------------------------------------------------------------
 # Activities
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 class HistoryReader:
     """The conversation a turn's model calls see, as Chat Completions messages.
@@ -353,14 +379,16 @@ class HistoryReader:
             while len(self._sessions) > self._cache_size:
                 self._sessions.popitem(last=False)
 
-    def read(self, agent_name: str, session_id: str, correlation_id: str,
-             described: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def read(
+        self, agent_name: str, session_id: str, correlation_id: str, described: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """The conversation up to and including the turn's request, as Chat Completions messages."""
         _, groups = self.read_groups(agent_name, session_id, correlation_id, described)
         return [m for g in groups for m in g]
 
-    def read_groups(self, agent_name: str, session_id: str, correlation_id: str,
-                    described: dict[str, Any] | None = None) -> tuple[int, list[list[dict[str, Any]]]]:
+    def read_groups(
+        self, agent_name: str, session_id: str, correlation_id: str, described: dict[str, Any] | None = None
+    ) -> tuple[int, list[list[dict[str, Any]]]]:
         """(absolute number of the first entry, each entry's chat messages) up to the turn's request: entries
         are kept apart so that a context policy can leave out the ones a summary covers."""
         entity = session_entity_id(agent_name, session_id)
@@ -391,13 +419,18 @@ class HistoryReader:
         session = RawSession(raw)
         entries = session.entries()
         # Up to and including this turn's request (nothing later should be there; be strict anyway).
-        end = next((i for i in range(len(entries) - 1, -1, -1)
-                    if entries[i].get("$type") == "request" and entries[i].get("correlationId") == correlation_id),
-                   None)
+        end = next(
+            (
+                i
+                for i in range(len(entries) - 1, -1, -1)
+                if entries[i].get("$type") == "request" and entries[i].get("correlationId") == correlation_id
+            ),
+            None,
+        )
         if end is None:
             raise LookupError(f"session {key} has no request {correlation_id!r} (was it reset or deleted?)")
         first = int(session.mo.get("archived") or 0) if session.exists else 0
-        groups = [entry_to_chat(e) for e in entries[:end + 1]]
+        groups = [entry_to_chat(e) for e in entries[: end + 1]]
         if described and end == len(entries) - 1:
             self._remember(key, int(described.get("version") or 0), first, groups)
         return first, groups
@@ -422,7 +455,7 @@ def make_llm_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[
             said = summary_message(summary)
             if said is not None and isinstance(summary, dict):
                 prefix.append(said)
-                groups = groups[max(0, int(summary.get("upTo") or 0) - first):]
+                groups = groups[max(0, int(summary.get("upTo") or 0) - first) :]
             groups = [*groups, list(inp.get("turnMessages") or [])]
         rf = inp.get("responseFormat")
         tools = [t.openai_schema() for t in agent.tools] if inp.get("tools") else []
@@ -435,15 +468,19 @@ def make_llm_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[
                 while len(groups) > 2 and tokens > policy.max_tokens:  # still too long: leave out the oldest
                     tokens -= count.messages(groups.pop(0))
         messages = prefix + [m for g in groups for m in g]
-        if rf is not None and rf.get("type") == "json_object" and not any(
-                "json" in str(m.get("content") or "").lower() for m in messages):
+        if (
+            rf is not None
+            and rf.get("type") == "json_object"
+            and not any("json" in str(m.get("content") or "").lower() for m in messages)
+        ):
             # The Chat Completions API rejects JSON mode unless a message asks for JSON.
             messages.insert(0, {"role": "system", "content": "Reply with a JSON object."})
         options = {**agent.options, **(inp.get("options") or {})}
         try:
             with telemetry.model_call(agent.name, agent.model, inp.get("sessionId")) as call:
-                result = agent.model.complete(ModelRequest(messages=messages, tools=tools,
-                                                           response_format=rf, options=options))
+                result = agent.model.complete(
+                    ModelRequest(messages=messages, tools=tools, response_format=rf, options=options)
+                )
                 call.done(result.model, result.usage, result.finish_reason)
         except Exception as exc:
             if policy is not None and not inp.get("force") and "messages" not in inp and is_context_overflow(exc):
@@ -455,8 +492,7 @@ def make_llm_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[
     return llm_call
 
 
-def make_summarize_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[task.ActivityContext, Any],
-                                                                                     Any]:
+def make_summarize_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[task.ActivityContext, Any], Any]:
     """The summarisation of a session's older turns (one checkpointed activity per summary: see
     :mod:`moorage.agents.context`). Input: the turn's history reference and the current summary; output the new
     summary ``{"text", "upTo"}`` (``upTo``: the absolute number of the first entry it does not cover)."""
@@ -480,10 +516,17 @@ def make_summarize_activity(agent: Agent, history_reader: HistoryReader) -> Call
                 size += count.messages(pending[0])
                 piece.append(pending.pop(0))
             prompt = (f"Earlier summary:\n{text}\n\n" if text else "") + "Conversation to add:\n" + transcript(piece)
-            reply = agent.model.complete(ModelRequest(messages=[
-                {"role": "system", "content": policy.summary_instructions},
-                {"role": "user", "content": prompt}], tools=[], response_format=None,
-                options=dict(agent.options)))
+            reply = agent.model.complete(
+                ModelRequest(
+                    messages=[
+                        {"role": "system", "content": policy.summary_instructions},
+                        {"role": "user", "content": prompt},
+                    ],
+                    tools=[],
+                    response_format=None,
+                    options=dict(agent.options),
+                )
+            )
             text = (reply.text or "").strip() or text
             calls += 1
         return {"text": text, "upTo": first + cut, "calls": calls}
@@ -536,6 +579,7 @@ def make_tool_activity(agent: Agent) -> Callable[[task.ActivityContext, Any], An
 # The turn orchestration
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def _failure_message(exc: task.TaskFailedError) -> tuple[str, str]:
     details = exc.details
     return (details.error_type or "Error"), (details.message or str(exc))
@@ -569,24 +613,42 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
             """One model call; when the context is over budget, summarise (once per turn), then call again
             (the last attempt leaves out the oldest turns if the budget still does not hold)."""
             nonlocal summary, summarized
-            base = {"turnMessages": messages, "tools": tools_on, "responseFormat": rf, "options": options,
-                    "sessionId": session_id, "correlationId": corr, "history": history_ref}
-            reply = yield ctx.call_activity(llm_name, input={**base, "summary": summary},
-                                            retry_policy=agent.llm_retry)
+            base = {
+                "turnMessages": messages,
+                "tools": tools_on,
+                "responseFormat": rf,
+                "options": options,
+                "sessionId": session_id,
+                "correlationId": corr,
+                "history": history_ref,
+            }
+            reply = yield ctx.call_activity(llm_name, input={**base, "summary": summary}, retry_policy=agent.llm_retry)
             if reply.get("overBudget") and not summarized:
                 summarized = True
-                new = yield ctx.call_activity(summarize_name, input={
-                    "sessionId": session_id, "correlationId": corr, "history": history_ref, "summary": summary,
-                }, retry_policy=agent.llm_retry)
+                new = yield ctx.call_activity(
+                    summarize_name,
+                    input={
+                        "sessionId": session_id,
+                        "correlationId": corr,
+                        "history": history_ref,
+                        "summary": summary,
+                    },
+                    retry_policy=agent.llm_retry,
+                )
                 if int(new.get("upTo") or 0) > int((summary or {}).get("upTo") or 0):
                     summary = {"text": new.get("text") or "", "upTo": int(new["upTo"])}
-                    yield ctx.call_entity(session_entity_id(agent.name, session_id), SUMMARY_OPERATION,
-                                          input={"correlationId": corr, "summary": summary})
-                reply = yield ctx.call_activity(llm_name, input={**base, "summary": summary},
-                                                retry_policy=agent.llm_retry)
+                    yield ctx.call_entity(
+                        session_entity_id(agent.name, session_id),
+                        SUMMARY_OPERATION,
+                        input={"correlationId": corr, "summary": summary},
+                    )
+                reply = yield ctx.call_activity(
+                    llm_name, input={**base, "summary": summary}, retry_policy=agent.llm_retry
+                )
             if reply.get("overBudget"):
-                reply = yield ctx.call_activity(llm_name, input={**base, "summary": summary, "force": True},
-                                                retry_policy=agent.llm_retry)
+                reply = yield ctx.call_activity(
+                    llm_name, input={**base, "summary": summary, "force": True}, retry_policy=agent.llm_retry
+                )
             return reply
 
         try:
@@ -596,29 +658,56 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
                 calls = reply.get("toolCalls") or []
                 reply_text = reply.get("text")
                 if calls and tools_on:
-                    messages.append({"role": "assistant", "content": reply_text or None, "tool_calls": [
-                        {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-                        for c in calls]})
+                    messages.append(
+                        {
+                            "role": "assistant",
+                            "content": reply_text or None,
+                            "tool_calls": [
+                                {
+                                    "id": c["id"],
+                                    "type": "function",
+                                    "function": {"name": c["name"], "arguments": c["arguments"]},
+                                }
+                                for c in calls
+                            ],
+                        }
+                    )
                     produced.append(assistant_message(reply_text, calls, author_name=agent.name))
-                    tasks: list[task.Task[Any]] = [ctx.call_activity(tool_name, input={
-                        "name": c["name"], "arguments": c["arguments"], "callId": c["id"],
-                        "sessionId": session_id, "correlationId": corr,
-                    }, retry_policy=agent.tool_retry) for c in calls]
+                    tasks: list[task.Task[Any]] = [
+                        ctx.call_activity(
+                            tool_name,
+                            input={
+                                "name": c["name"],
+                                "arguments": c["arguments"],
+                                "callId": c["id"],
+                                "sessionId": session_id,
+                                "correlationId": corr,
+                            },
+                            retry_policy=agent.tool_retry,
+                        )
+                        for c in calls
+                    ]
                     try:
                         yield task.when_all(tasks)
                     except task.TaskFailedError:
                         pass  # looked at one by one below
                     results = []
-                    for call, t in zip(calls, tasks):
+                    for call, t in zip(calls, tasks, strict=True):
                         if t.is_failed:
                             kind, msg = _failure_message(t.get_exception())
                             result: Any = f"Error: {kind}: {msg}"
                         else:
                             result = (t.get_result() or {}).get("result")
                         results.append({"$type": "functionResult", "callId": call["id"], "result": result})
-                        messages.append({"role": "tool", "tool_call_id": call["id"],
-                                         "content": result if isinstance(result, str)
-                                         else json.dumps(result, ensure_ascii=False)})
+                        messages.append(
+                            {
+                                "role": "tool",
+                                "tool_call_id": call["id"],
+                                "content": result
+                                if isinstance(result, str)
+                                else json.dumps(result, ensure_ascii=False),
+                            }
+                        )
                     produced.append({"role": "tool", "contents": results})
                     continue
                 text = reply_text or ""
@@ -629,16 +718,24 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
                         if structured_retries < agent.structured_output_attempts:
                             structured_retries += 1
                             messages.append({"role": "assistant", "content": text})
-                            messages.append({"role": "user", "content": (
-                                f"That reply cannot be used: {exc}. Reply again with only a JSON value that "
-                                "matches the required schema, with no other text.")})
+                            messages.append(
+                                {
+                                    "role": "user",
+                                    "content": (
+                                        f"That reply cannot be used: {exc}. Reply again with only a JSON value that "
+                                        "matches the required schema, with no other text."
+                                    ),
+                                }
+                            )
                             continue
                         raise
                 produced.append(assistant_message(text, None, author_name=agent.name))
                 break
             else:
-                raise AgentTurnFailed("MaxIterationsExceeded",
-                                      f"the turn used all {agent.max_iterations} model calls without a final answer")
+                raise AgentTurnFailed(
+                    "MaxIterationsExceeded",
+                    f"the turn used all {agent.max_iterations} model calls without a final answer",
+                )
         except task.TaskFailedError as exc:
             kind, msg = _failure_message(exc)
             error = {"code": kind, "message": f"model call failed: {msg}"}
@@ -648,18 +745,38 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
             error = {"code": exc.code, "message": str(exc)}
 
         if error is not None:
-            produced.append({"role": "assistant", "authorName": agent.name, "contents": [
-                {"$type": "error", "message": error["message"], "errorCode": error["code"], "details": None}]})
+            produced.append(
+                {
+                    "role": "assistant",
+                    "authorName": agent.name,
+                    "contents": [
+                        {"$type": "error", "message": error["message"], "errorCode": error["code"], "details": None}
+                    ],
+                }
+            )
             text, value = "", None
         entry = response_entry(corr, produced, usage, now, is_error=error is not None)
-        output = TurnOutput(agent=agent.name, session_id=session_id, correlation_id=corr,
-                            instance_id=ctx.instance_id, text=text, value=value, messages=produced, usage=usage,
-                            created_at=now, response_format=rf, error=error).to_json()
+        output = TurnOutput(
+            agent=agent.name,
+            session_id=session_id,
+            correlation_id=corr,
+            instance_id=ctx.instance_id,
+            text=text,
+            value=value,
+            messages=produced,
+            usage=usage,
+            created_at=now,
+            response_format=rf,
+            error=error,
+        ).to_json()
         # A call, not a signal: when the turn completes, the session already holds the response (read-your-writes
         # for clients that look at the session right after a run).
         try:
-            yield ctx.call_entity(session_entity_id(agent.name, session_id), COMPLETE_OPERATION,
-                                  input={"correlationId": corr, "instanceId": ctx.instance_id, "response": entry})
+            yield ctx.call_entity(
+                session_entity_id(agent.name, session_id),
+                COMPLETE_OPERATION,
+                input={"correlationId": corr, "instanceId": ctx.instance_id, "response": entry},
+            )
         except task.TaskFailedError as exc:  # still answer whoever waits for this turn
             logger.error("turn %s: the session did not take the response: %s", ctx.instance_id, exc)
         reply_to = inp.get("replyTo")

@@ -80,8 +80,10 @@ def resolve_session_id(body: dict[str, Any], query: Any) -> str | None:
                 candidates[f"{name} in the {source_name}"] = str(value)
     distinct = set(candidates.values())
     if len(distinct) > 1:
-        raise RequestRejected("Conflicting session identifiers supplied: "
-                              + ", ".join(f"{k}={v!r}" for k, v in sorted(candidates.items())))
+        raise RequestRejected(
+            "Conflicting session identifiers supplied: "
+            + ", ".join(f"{k}={v!r}" for k, v in sorted(candidates.items()))
+        )
     return distinct.pop() if distinct else None
 
 
@@ -102,11 +104,18 @@ def _accepts_json(accept: str) -> bool:
     return any(part.split(";")[0].strip().lower() == JSON_MIME for part in accept.split(",") if part)
 
 
-def payload(*, response: str | None, message: str, session_id: str, status: str, correlation_id: str,
-            **extra: Any) -> dict[str, Any]:
+def payload(
+    *, response: str | None, message: str, session_id: str, status: str, correlation_id: str, **extra: Any
+) -> dict[str, Any]:
     """The answer's shape (Agent Framework's ``_build_response_payload``)."""
-    return {"response": response, "message": message, "session_id": session_id, "status": status,
-            "correlation_id": correlation_id, **extra}
+    return {
+        "response": response,
+        "message": message,
+        "session_id": session_id,
+        "status": status,
+        "correlation_id": correlation_id,
+        **extra,
+    }
 
 
 def as_text(body: dict[str, Any]) -> str:
@@ -124,8 +133,14 @@ class FunctionAppApi:
         self.gw = gateway
         self.read_body = read_body
 
-    def answer(self, body: dict[str, Any], status: int, json_mode: bool, session_id: str | None,
-               headers: dict[str, str] | None = None) -> Response:
+    def answer(
+        self,
+        body: dict[str, Any],
+        status: int,
+        json_mode: bool,
+        session_id: str | None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         hdrs = dict(headers or {})
         if session_id is not None:
             hdrs[SESSION_ID_HEADER] = session_id
@@ -135,8 +150,10 @@ class FunctionAppApi:
 
     def status_url(self, request: Request, run: PreparedRun) -> str:
         base = str(request.base_url).rstrip("/")
-        return (f"{base}/api/agents/{quote(run.agent, safe='')}/run/{quote(run.session_id, safe='')}/"
-                f"{quote(run.correlation_id, safe='')}")
+        return (
+            f"{base}/api/agents/{quote(run.agent, safe='')}/run/{quote(run.session_id, safe='')}/"
+            f"{quote(run.correlation_id, safe='')}"
+        )
 
     async def run(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -171,18 +188,34 @@ class FunctionAppApi:
             enable = coerce_bool(body.get("enable_tool_calls", body.get("enableToolCalls")))
             try:
                 run = await self.gw.prepare_run(
-                    name, session_id, message, correlation_id=corr, create=True,
-                    role=str(body.get("role") or "user"), response_schema=body.get("response_format"),
-                    enable_tool_calls=True if enable is None else enable)
+                    name,
+                    session_id,
+                    message,
+                    correlation_id=corr,
+                    create=True,
+                    role=str(body.get("role") or "user"),
+                    response_schema=body.get("response_format"),
+                    enable_tool_calls=True if enable is None else enable,
+                )
             except GatewayError as exc:
                 return self.answer({"error": exc.message}, exc.http_status, json_mode, session_id)
             await self.gw.send_run(run)
             if not wait:
                 url = self.status_url(request, run)
-                return self.answer(payload(response=ACCEPTED_TEXT, message=message, session_id=session_id,
-                                           status="accepted", correlation_id=run.correlation_id,
-                                           statusQueryGetUri=url),
-                                   202, json_mode, session_id, {"Location": url})
+                return self.answer(
+                    payload(
+                        response=ACCEPTED_TEXT,
+                        message=message,
+                        session_id=session_id,
+                        status="accepted",
+                        correlation_id=run.correlation_id,
+                        statusQueryGetUri=url,
+                    ),
+                    202,
+                    json_mode,
+                    session_id,
+                    {"Location": url},
+                )
             timeout = _timeout(request.query_params.get("timeout"))
             return await self.finished(request, run, message, timeout, json_mode)
         except RequestRejected as exc:
@@ -190,29 +223,57 @@ class FunctionAppApi:
         except GatewayError as exc:
             return self.answer({"error": exc.message}, exc.http_status, json_mode, session_id)
 
-    async def finished(self, request: Request, run: PreparedRun, message: str, timeout: float,
-                       json_mode: bool) -> Response:
+    async def finished(
+        self, request: Request, run: PreparedRun, message: str, timeout: float, json_mode: bool
+    ) -> Response:
         try:
             result = await self.gw.wait_run(run, timeout)
         except GatewayError as exc:
             if exc.code != grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise
             url = self.status_url(request, run)
-            return self.answer(payload(response=TIMEOUT_TEXT, message=message, session_id=run.session_id,
-                                       status="timeout", correlation_id=run.correlation_id, statusQueryGetUri=url),
-                               500, json_mode, run.session_id, {"Location": url})
+            return self.answer(
+                payload(
+                    response=TIMEOUT_TEXT,
+                    message=message,
+                    session_id=run.session_id,
+                    status="timeout",
+                    correlation_id=run.correlation_id,
+                    statusQueryGetUri=url,
+                ),
+                500,
+                json_mode,
+                run.session_id,
+                {"Location": url},
+            )
         return await self.result_answer(result, message, json_mode)
 
     async def result_answer(self, result: TurnResult, message: str, json_mode: bool) -> Response:
         if result.status != "completed":
             err = result.error or {}
             text = f"{err.get('code') or 'Error'}: {err.get('message') or 'the turn failed'}"
-            return self.answer(payload(response=None, message=message, session_id=result.session_id,
-                                       status="failed", correlation_id=result.correlation_id, error=text),
-                               500, json_mode, result.session_id)
+            return self.answer(
+                payload(
+                    response=None,
+                    message=message,
+                    session_id=result.session_id,
+                    status="failed",
+                    correlation_id=result.correlation_id,
+                    error=text,
+                ),
+                500,
+                json_mode,
+                result.session_id,
+            )
         count = await self.gw.message_count(result.agent, result.session_id)
-        body = payload(response=result.response, message=message, session_id=result.session_id, status="success",
-                       correlation_id=result.correlation_id, message_count=count)
+        body = payload(
+            response=result.response,
+            message=message,
+            session_id=result.session_id,
+            status="success",
+            correlation_id=result.correlation_id,
+            message_count=count,
+        )
         if result.value is not None:
             body["value"] = result.value
         return self.answer(body, 200, json_mode, result.session_id)
@@ -229,16 +290,32 @@ class FunctionAppApi:
         except RequestRejected as exc:
             return self.answer({"error": str(exc)}, 400, json_mode, p.get("session_id"))
         if view.result is None:
-            return self.answer(payload(response=None, message="", session_id=view.session_id, status=view.status,
-                                       correlation_id=view.correlation_id), 202, json_mode, view.session_id,
-                               {"Location": str(request.url), "Retry-After": "1"})
+            return self.answer(
+                payload(
+                    response=None,
+                    message="",
+                    session_id=view.session_id,
+                    status=view.status,
+                    correlation_id=view.correlation_id,
+                ),
+                202,
+                json_mode,
+                view.session_id,
+                {"Location": str(request.url), "Retry-After": "1"},
+            )
         return await self.result_answer(view.result, "", json_mode)
 
     async def health(self, request: Request) -> Response:
         agents = await self.gw.list_agents()
-        rows = [{"name": a["name"], "type": a.get("type") or "Agent",
-                 "http_endpoint_enabled": bool(a.get("httpEndpointEnabled", True)),
-                 "mcp_tool_enabled": bool(a.get("mcpToolEnabled", True))} for a in agents]
+        rows = [
+            {
+                "name": a["name"],
+                "type": a.get("type") or "Agent",
+                "http_endpoint_enabled": bool(a.get("httpEndpointEnabled", True)),
+                "mcp_tool_enabled": bool(a.get("mcpToolEnabled", True)),
+            }
+            for a in agents
+        ]
         return JSONResponse({"status": "healthy", "agents": rows, "agent_count": len(rows)})
 
 

@@ -41,8 +41,7 @@ INPUT_SCHEMA: dict[str, Any] = {
 def _text_result(text: str, *, error: bool = False, structured: dict[str, Any] | None = None) -> Any:
     from mcp.types import CallToolResult, TextContent
 
-    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=error,
-                          structured_content=structured)
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=error, structured_content=structured)
 
 
 class McpEndpoint:
@@ -55,13 +54,20 @@ class McpEndpoint:
 
         self.gw = gateway
         self.run_timeout = run_timeout
-        self.server: Any = Server("moorage-gateway", instructions="Each tool is a durable agent: send it a query; "
-                                  "pass the sessionId of an earlier answer to continue that conversation.",
-                                  on_list_tools=self.list_tools, on_call_tool=self.call_tool)
+        self.server: Any = Server(
+            "moorage-gateway",
+            instructions="Each tool is a durable agent: send it a query; "
+            "pass the sessionId of an earlier answer to continue that conversation.",
+            on_list_tools=self.list_tools,
+            on_call_tool=self.call_tool,
+        )
         # Host/Origin checks are the gateway's to make (it listens on loopback unless configured otherwise).
         self.manager = StreamableHTTPSessionManager(
-            app=self.server, stateless=True, json_response=True,
-            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+            app=self.server,
+            stateless=True,
+            json_response=True,
+            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        )
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
@@ -75,9 +81,16 @@ class McpEndpoint:
         from mcp.types import ListToolsResult, Tool
 
         agents = [a for a in await self.gw.list_agents() if a.get("mcpToolEnabled", True)]
-        return ListToolsResult(tools=[Tool(name=a["name"], description=a.get("description")
-                                           or f"Interact with {a['name']} agent", input_schema=INPUT_SCHEMA)
-                                      for a in agents])
+        return ListToolsResult(
+            tools=[
+                Tool(
+                    name=a["name"],
+                    description=a.get("description") or f"Interact with {a['name']} agent",
+                    input_schema=INPUT_SCHEMA,
+                )
+                for a in agents
+            ]
+        )
 
     async def call_tool(self, ctx: Any, params: Any) -> Any:
         agent = params.name
@@ -97,12 +110,19 @@ class McpEndpoint:
             result = await self.gw.wait_run(run, self.run_timeout)
         except GatewayError as exc:
             return _text_result(exc.message, error=True)
-        structured = {"response": result.response, "sessionId": run.session_id,
-                      "correlationId": run.correlation_id, "status": result.status}
+        structured = {
+            "response": result.response,
+            "sessionId": run.session_id,
+            "correlationId": run.correlation_id,
+            "status": result.status,
+        }
         if result.status != "completed":
             err = result.error or {}
-            return _text_result(f"Agent execution failed: {err.get('code') or 'Error'}: {err.get('message')}",
-                                error=True, structured=structured)
+            return _text_result(
+                f"Agent execution failed: {err.get('code') or 'Error'}: {err.get('message')}",
+                error=True,
+                structured=structured,
+            )
         return _text_result(result.response, structured=structured)
 
 

@@ -84,8 +84,11 @@ class ChunkRelay:
                 queue.put_nowait(chunk)
                 delivered += 1
             except asyncio.QueueFull:
-                log.warning("stream subscriber of turn %s is not reading; chunk %d dropped", chunk.correlation_id,
-                            chunk.sequence)
+                log.warning(
+                    "stream subscriber of turn %s is not reading; chunk %d dropped",
+                    chunk.correlation_id,
+                    chunk.sequence,
+                )
         return delivered
 
     def subscribers(self, session_id: str, correlation_id: str) -> int:
@@ -117,8 +120,11 @@ class StreamLogWriter:
             batch, self._pending = self._pending, {}
             for key, chunks in batch.items():
                 try:
-                    await self._signal(EntityInstanceId(protocol.STREAM_ENTITY, key),
-                                       protocol.STREAM_APPEND_OPERATION, {"chunks": chunks})
+                    await self._signal(
+                        EntityInstanceId(protocol.STREAM_ENTITY, key),
+                        protocol.STREAM_APPEND_OPERATION,
+                        {"chunks": chunks},
+                    )
                 except Exception as exc:  # a resuming client then gets the rest from the final answer
                     log.warning("cannot keep %d chunks of turn %s in the stream log: %s", len(chunks), key, exc)
         self._idle.set()
