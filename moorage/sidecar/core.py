@@ -8,9 +8,10 @@ its executor alone uses).
 
 Waiting costs no threads: instance waiters and work-item streams are coroutines parked on ``Signal``s that a
 commit fires. A transition that makes orchestration or activity work also leases that work, in its own
-transaction, to a stream that can take it (the stream that completed the item it settles, or one waiting for work), and hands it to that stream:
-so a work item costs the transition that made it and the one that settles it, not a third one to lease it. Streams keep their leases alive while they live (``renew_leases_forever``); a dead worker's leases
-lapse after ``lease_seconds`` and its items go to another stream.
+transaction, to a stream that can take it (the stream that completed the item it settles, or one waiting for
+work), and hands it to that stream: so a work item costs the transition that made it and the one that settles it,
+not a third one to lease it. Streams keep their leases alive while they live (``renew_leases_forever``); a dead
+worker's leases lapse after ``lease_seconds`` and its items go to another stream.
 """
 
 from __future__ import annotations
@@ -187,13 +188,21 @@ class SidecarCore:
 
     # -- transitions and reads -------------------------------------------------------------------------------
 
-    async def run(self, hub: str, transition: Callable[Concatenate[StoreTx, Effects, P], T],
-                  *args: P.args, **kwargs: P.kwargs) -> T:
+    async def run(
+        self, hub: str, transition: Callable[Concatenate[StoreTx, Effects, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         """Run an engine transition in one durable transaction of ``hub``, then wake whoever it concerns."""
         return await self._run(self._hub(hub), None, None, transition, *args, **kwargs)
 
-    async def _run(self, h: _Hub, prefer: WorkStream | None, token: str | None,
-                   transition: Callable[Concatenate[StoreTx, Effects, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+    async def _run(
+        self,
+        h: _Hub,
+        prefer: WorkStream | None,
+        token: str | None,
+        transition: Callable[Concatenate[StoreTx, Effects, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
         """``run``, with the work the transition makes leased in the same transaction (``_fold``) to ``prefer`` (the
         stream settling ``token``) if it can take it, else to a stream waiting for work."""
         fx = Effects()
@@ -253,8 +262,14 @@ class SidecarCore:
             out[kind] = max(min(stream.capacity[kind] - held, LEASE_BATCH), 0)
         return out
 
-    def _deliver(self, h: _Hub, stream: WorkStream, leased: LeasedWork, asked: Mapping[WorkKind, int],
-                 generation: Mapping[WorkKind, int]) -> None:
+    def _deliver(
+        self,
+        h: _Hub,
+        stream: WorkStream,
+        leased: LeasedWork,
+        asked: Mapping[WorkKind, int],
+        generation: Mapping[WorkKind, int],
+    ) -> None:
         """Hand work leased by another transition to ``stream``; a queue it drained need not be looked at again for
         the wake-up this transition causes (``generation`` + 1), though any other one still counts."""
         for kind, n in asked.items():
@@ -273,8 +288,9 @@ class SidecarCore:
         self._hub(hub)
         return await self._store.read(hub, query)
 
-    async def wait_instance(self, hub: str, instance_id: str, done: Callable[[InstanceRow], bool],
-                            timeout: float | None) -> InstanceRow | None:
+    async def wait_instance(
+        self, hub: str, instance_id: str, done: Callable[[InstanceRow], bool], timeout: float | None
+    ) -> InstanceRow | None:
         """The instance once ``done(row)`` holds; ``None`` if ``timeout`` seconds (``None``: no limit) pass first."""
         h = self._hub(hub)
         if not instance_id:
@@ -303,8 +319,12 @@ class SidecarCore:
     def open_stream(self, hub: str, filters: Filters, capacity: Mapping[WorkKind, int]) -> WorkStream:
         """Register a worker's stream; a capacity of 0 (the worker states no limit) becomes DEFAULT_STREAM_CAP."""
         h = self._hub(hub)
-        stream = WorkStream(hub=hub, id=f"{hub}/{uuid.uuid4().hex}", filters=filters,
-                            capacity={kind: capacity.get(kind, 0) or DEFAULT_STREAM_CAP for kind in WorkKind})
+        stream = WorkStream(
+            hub=hub,
+            id=f"{hub}/{uuid.uuid4().hex}",
+            filters=filters,
+            capacity={kind: capacity.get(kind, 0) or DEFAULT_STREAM_CAP for kind in WorkKind},
+        )
         h.streams[stream.id] = stream
         return stream
 
@@ -374,7 +394,8 @@ class SidecarCore:
             stream.reserved[kind] += n
         try:
             leased = await self._store.run(
-                stream.hub, lambda tx: engine.lease_work(tx, fx, lease, stream.filters, want), durable=False)
+                stream.hub, lambda tx: engine.lease_work(tx, fx, lease, stream.filters, want), durable=False
+            )
         finally:
             for kind, n in want.items():
                 stream.reserved[kind] -= n
@@ -388,8 +409,14 @@ class SidecarCore:
         self._track_all(h, stream, leased)
         return leased
 
-    async def complete_work(self, hub: str, token: str, transition: Callable[Concatenate[StoreTx, Effects, P], T],
-                            *args: P.args, **kwargs: P.kwargs) -> T:
+    async def complete_work(
+        self,
+        hub: str,
+        token: str,
+        transition: Callable[Concatenate[StoreTx, Effects, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
         """Run the transition that settles a leased item (its result or its abandonment), then free its slot. The
         work it makes goes to the same stream first."""
         h = self._hub(hub)
@@ -426,15 +453,23 @@ class SidecarCore:
 
     def workers(self, hub: str) -> list[WorkerInfo]:
         """The streams connected to ``hub`` now, oldest first."""
-        return [WorkerInfo(stream_id=s.id, connected_at=s.connected_at, filters=s.filters,
-                           capacity=dict(s.capacity), active={k: len(v) for k, v in s.inflight.items()})
-                for s in list(self._hub(hub).streams.values())]
+        return [
+            WorkerInfo(
+                stream_id=s.id,
+                connected_at=s.connected_at,
+                filters=s.filters,
+                capacity=dict(s.capacity),
+                active={k: len(v) for k, v in s.inflight.items()},
+            )
+            for s in list(self._hub(hub).streams.values())
+        ]
 
     def counters(self, hub: str) -> Counters:
         """A copy of ``hub``'s dispatched/completed counters."""
         h = self._hub(hub)
-        return Counters(dispatched=dict(h.dispatched), completed=dict(h.completed),
-                        lease_expiries=dict(h.lease_expiries))
+        return Counters(
+            dispatched=dict(h.dispatched), completed=dict(h.completed), lease_expiries=dict(h.lease_expiries)
+        )
 
     async def backlog(self, hub: str) -> Backlog:
         """Work items of ``hub`` waiting for a worker and held by one now, per kind, as the store sees them (so, on
@@ -485,8 +520,9 @@ class SidecarCore:
                 if owners:
                     until = time.time() + self.lease_seconds
                     try:
-                        await self._store.run(h.name, functools.partial(_renew, owners=owners, until=until),
-                                             durable=False)
+                        await self._store.run(
+                            h.name, functools.partial(_renew, owners=owners, until=until), durable=False
+                        )
                     except Exception:
                         log.exception("lease renewal failed hub=%s", h.name)
             try:
