@@ -31,6 +31,7 @@ from moorage.agents.state import history, load_state, text_of
 from moorage.gateway.errors import GatewayError, from_backend, invalid, not_found
 from moorage.gateway.registry import REGISTRY_ENTITY
 from moorage.gateway.streaming import Chunk, ChunkRelay, StreamLogWriter
+from moorage.observability.tracing import current_trace_carrier
 from moorage.sidecar.terms import TERMINAL_STATUSES
 
 log = logging.getLogger("moorage.gateway")
@@ -464,7 +465,7 @@ class Gateway:
         try:
             request = protocol.build_request(message, corr, response_schema=schema,
                                     enable_tool_calls=True if enable_tool_calls is None else bool(enable_tool_calls),
-                                    options=options, role=role)
+                                    options=options, role=role, trace_context=current_trace_carrier())
             protocol.RunRequest.parse(request)  # the entity's own check (e.g. the role), answered here as a 400
         except (ValueError, TypeError) as exc:
             raise invalid(str(exc)) from None

@@ -37,6 +37,36 @@ def test_run_requests_round_trip_in_agent_frameworks_shape() -> None:
         {"$type": "text", "text": "hi"}]
 
 
+def test_run_requests_carry_the_callers_trace_context_as_an_extension() -> None:
+    from agent_framework_durabletask._models import RunRequest as AgentFrameworkRunRequest
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from moorage.observability.tracing import current_trace_carrier, trace_carrier_as_current
+
+    assert current_trace_carrier() == {}  # no span: nothing to carry
+    assert "extensionData" not in protocol.build_request("hi", "c0", trace_context={})
+    with TracerProvider().get_tracer("t").start_as_current_span("caller") as span:
+        carrier = current_trace_carrier()
+    ctx = span.get_span_context()
+    assert carrier == {"traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"}
+    wire = protocol.build_request("hi", "c1", trace_context={**carrier, "tracestate": "k=v", "baggage": "x"})
+    assert wire["extensionData"] == {"moorage": {**carrier, "tracestate": "k=v"}}
+    parsed = protocol.RunRequest.parse(json.dumps(wire))
+    assert parsed.trace_context == {**carrier, "tracestate": "k=v"}
+    assert protocol.RunRequest.parse(parsed.to_dict()).trace_context == parsed.trace_context  # kept when queued
+    af = AgentFrameworkRunRequest.from_dict(wire)  # Agent Framework's reader ignores the extension
+    assert af.message == "hi" and af.correlation_id == "c1"
+    assert protocol.RunRequest.parse(AgentFrameworkRunRequest("hi", "c2").to_dict()).trace_context == {}
+    for bad in ({"moorage": {"traceparent": 5}}, {"moorage": "x"}, [1], {"moorage": {"tracestate": "k=v"}}):
+        assert protocol.RunRequest.parse({"message": "hi", "correlationId": "c3", "extensionData": bad}
+                                         ).trace_context == {}
+    # the entity makes a carried context current (no span of its own); a malformed one changes nothing
+    with trace_carrier_as_current(parsed.trace_context):
+        assert current_trace_carrier() == {**carrier, "tracestate": "k=v"}
+    with trace_carrier_as_current({"traceparent": "00-zz-01"}):
+        assert current_trace_carrier() == {}
+
+
 def test_failed_turns_usage_and_outputs_are_read_one_way() -> None:
     ok = protocol.response_entry("c1", [{"role": "assistant", "contents": [{"$type": "text", "text": "hi"}]}],
                                  {"inputTokenCount": 2, "outputTokenCount": 3, "totalTokenCount": 5}, "t")
