@@ -6,8 +6,8 @@ trace context between them. Asserts the span tree: client call -> orchestration 
 
 from __future__ import annotations
 
-import json
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -64,22 +64,34 @@ def client_spans() -> Iterator[Any]:
     provider.shutdown()
 
 
-def test_spans_join_across_client_sidecar_and_worker(sidecar_factory: SidecarFactory, tmp_path: Path,
-                                                     client_spans: Any) -> None:
+def test_spans_join_across_client_sidecar_and_worker(
+    sidecar_factory: SidecarFactory, tmp_path: Path, client_spans: Any
+) -> None:
     sc = sidecar_factory("traces")
     out, err = tmp_path / "worker.stdout", tmp_path / "worker.stderr"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MOORAGE_", "OTEL_"))}
-    env.update({"DURABLE_TASK_SCHEDULER_CONNECTION_STRING":
-                f"Endpoint=http://localhost:{sc.port};Authentication=None;TaskHub=default",
-                "OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "trace-worker", "PYTHONUNBUFFERED": "1",
-                "TRACE_GATE_DIR": str(tmp_path)})
+    env.update(
+        {
+            "DURABLE_TASK_SCHEDULER_CONNECTION_STRING": f"Endpoint=http://localhost:{sc.port};Authentication=None;TaskHub=default",
+            "OTEL_TRACES_EXPORTER": "console",
+            "OTEL_SERVICE_NAME": "trace-worker",
+            "PYTHONUNBUFFERED": "1",
+            "TRACE_GATE_DIR": str(tmp_path),
+        }
+    )
     from opentelemetry import trace
 
     tracer = trace.get_tracer("trace-test")
     with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.Popen([PYTHON, "-m", "moorage", "worker", "trace_app:worker", "--metrics-port", "0"],
-                                cwd=HERE, env=env, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
-                                preexec_fn=die_with_parent)
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "moorage", "worker", "trace_app:worker", "--metrics-port", "0"],
+            cwd=HERE,
+            env=env,
+            stdout=o,
+            stderr=e,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
     client = TaskHubGrpcClient(host_address=f"localhost:{sc.port}", channel_options=CHANNEL_OPTIONS)
     try:
         iid = client.schedule_new_orchestration("pipeline", input=1, instance_id=uid("trace"))
@@ -93,8 +105,9 @@ def test_spans_join_across_client_sidecar_and_worker(sidecar_factory: SidecarFac
             assert untraced.text == "Arr, found it."
 
         async def through_the_gateway() -> str:
-            gateway = Gateway(f"Endpoint=http://localhost:{sc.port};Authentication=None;TaskHub=default",
-                              agents=["Traced"])
+            gateway = Gateway(
+                f"Endpoint=http://localhost:{sc.port};Authentication=None;TaskHub=default", agents=["Traced"]
+            )
             try:
                 return (await gateway.run("Traced", None, "Tell me about pirates", timeout=60)).response
             finally:
@@ -160,6 +173,7 @@ def test_spans_join_across_client_sidecar_and_worker(sidecar_factory: SidecarFac
     assert turn["parent_id"] == asking_id  # the caller's span (in this process) is the turn's parent
     chats = [s for s in by_name["chat scripted-model"] if s["context"]["trace_id"] == asking_trace]
     assert len(chats) == 2
+
     def under_turn(span: dict[str, Any]) -> bool:
         """The span hangs below the turn's orchestration span (through the activity's scheduling span)."""
         while span.get("parent_id") in ids:

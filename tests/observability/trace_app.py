@@ -21,9 +21,13 @@ class ToolThenAnswer:
     def complete(self, request: ModelRequest) -> ModelResponse:
         usage = {"inputTokenCount": 7, "outputTokenCount": 3, "totalTokenCount": 10}
         if not any(m.get("role") == "tool" for m in request.messages):
-            return ModelResponse(text=None, tool_calls=[{"id": "call-1", "name": "lookup",
-                                                         "arguments": '{"topic": "pirates"}'}],
-                                 usage=usage, model=self.model, finish_reason="tool_calls")
+            return ModelResponse(
+                text=None,
+                tool_calls=[{"id": "call-1", "name": "lookup", "arguments": '{"topic": "pirates"}'}],
+                usage=usage,
+                model=self.model,
+                finish_reason="tool_calls",
+            )
         return ModelResponse(text="Arr, found it.", usage=usage, model=self.model, finish_reason="stop")
 
 
@@ -41,8 +45,12 @@ class WaitThenAnswer:
         roles = [m.get("role") for m in request.messages]
         last_user = len(roles) - 1 - roles[::-1].index("user")
         if "tool" not in roles[last_user:]:
-            return ModelResponse(text=None, tool_calls=[{"id": "gate", "name": "wait_at_gate", "arguments": "{}"}],
-                                 model=self.model, finish_reason="tool_calls")
+            return ModelResponse(
+                text=None,
+                tool_calls=[{"id": "gate", "name": "wait_at_gate", "arguments": "{}"}],
+                model=self.model,
+                finish_reason="tool_calls",
+            )
         return ModelResponse(text="through", model=self.model, finish_reason="stop")
 
 
@@ -56,10 +64,13 @@ def wait_at_gate() -> str:
     return "open"
 
 
-worker = AgentWorker(agents=[Agent(name="Traced", instructions="Use the tool.", model=ToolThenAnswer(),
-                                   tools=[lookup]),
-                             Agent(name="Gated", instructions="Wait.", model=WaitThenAnswer(), tools=[wait_at_gate])],
-                     gateway=False)
+worker = AgentWorker(
+    agents=[
+        Agent(name="Traced", instructions="Use the tool.", model=ToolThenAnswer(), tools=[lookup]),
+        Agent(name="Gated", instructions="Wait.", model=WaitThenAnswer(), tools=[wait_at_gate]),
+    ],
+    gateway=False,
+)
 
 
 @worker.activity
