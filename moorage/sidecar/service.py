@@ -406,3 +406,11 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
     async def DeleteTaskHub(self, request: pb.DeleteTaskHubRequest, context: grpc.aio.ServicerContext) -> pb.DeleteTaskHubResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "task hubs are configured with --task-hubs, not deleted")
         raise AssertionError("unreachable")
+
+    async def SkipGracefulOrchestrationTerminations(
+        self, request: pb.SkipGracefulOrchestrationTerminationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SkipGracefulOrchestrationTerminationsResponse:
+        """No SDK calls it; the base class would raise NotImplementedError (a traceback per call). Named instead."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "SkipGracefulOrchestrationTerminations is not supported; use TerminateInstance")
+        raise AssertionError("unreachable")
