@@ -257,7 +257,8 @@ def plausible_actions(draw: st.DrawFn) -> list[pb.OrchestratorAction]:
                     requestId=draw(text), operation=draw(text), input=payload, targetInstanceId=target))
             else:
                 ev.entityOperationCalled.CopyFrom(pb.EntityOperationCalledEvent(
-                    requestId=draw(text), operation=draw(text), input=payload, targetInstanceId=target, parentInstanceId=wrappers_pb2.StringValue(value=draw(text))))
+                    requestId=draw(text), operation=draw(text), input=payload, targetInstanceId=target,
+                    parentInstanceId=wrappers_pb2.StringValue(value=draw(text))))
             a.sendEntityMessage.CopyFrom(ev)
         elif kind == "child":
             a.createSubOrchestration.CopyFrom(pb.CreateSubOrchestrationAction(
