@@ -26,3 +26,32 @@ def test_skip_graceful_terminations_is_named_unimplemented_without_a_traceback(t
         assert "Traceback" not in sc.stderr_path.read_text()
     finally:
         sc.stop()
+
+
+def test_deeply_nested_json_is_a_400_on_the_gateway_and_the_dashboard(tmp_path: Path) -> None:
+    """Fuzz find #2: a body like ``{"message": [[[[...]]]]}`` 100,000 levels deep made ``json.loads`` raise
+    RecursionError, which the dashboard answered with 500 (and a traceback in the log); the gateway's body and
+    field parsers had the same gap."""
+    from fuzzing import _deep, http_send
+    from kit import free_port
+
+    http_port, dash_port = free_port(), free_port()
+    sc = SidecarProcess(tmp_path, extra_args=["--http-port", str(http_port), "--dashboard-port", str(dash_port),
+                                              "--dashboard-actions"]).start()
+    try:
+        from kit import wait_until
+
+        wait_until(lambda: http_send(http_port, "GET", "/healthz", None, None, 2).status == 200, transient=(OSError,))
+        body = _deep(100_000)
+        for port, method, path in [(dash_port, "POST", "/api/orchestrations"),
+                                   (dash_port, "DELETE", "/api/orchestrations/x"),
+                                   (dash_port, "POST", "/api/entities/@counter@k/signal"),
+                                   (http_port, "POST", "/api/orchestrations/wait_for_approval"),
+                                   (http_port, "POST", "/api/agents/Joker/threads"),
+                                   (http_port, "POST", "/api/entities/counter/k?op=add")]:
+            ans = http_send(port, method, path, body, "application/json")
+            assert ans.status == 400, (method, path, ans.status, ans.body[:300])
+            assert b"nested too deeply" in ans.body, (method, path, ans.body[:300])
+        assert "Traceback" not in sc.stderr_path.read_text()
+    finally:
+        sc.stop()
