@@ -28,6 +28,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+# The driver forks (restarts) processes while its own gRPC clients run: grpcio's fork handlers and the c-ares
+# resolver aborted a child between fork and exec (SIGABRT, "ares_resolver.cc Check failed: channel_ != nullptr").
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+os.environ.setdefault("GRPC_DNS_RESOLVER", "native")
+
 HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:  # run as a module: the kit lives in tests/
     sys.path.insert(0, str(HERE.parent))
@@ -71,6 +76,7 @@ class Report:
     uncertain_turns: int = 0
     wall_seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
+    restart_failures: list[str] = field(default_factory=list)
     store: dict[str, int] = field(default_factory=dict)
 
 
@@ -167,13 +173,29 @@ class Chaos:
                 next(w for w in self.workers if w.name == target).kill()
             self.kills[target] += 1
             time.sleep(self.rng.uniform(0.1, 1.5))
-            if target == "sidecar":
-                self.sidecar.start(timeout=60)
-            else:
-                next(w for w in self.workers if w.name == target).start()
+            self._restart(target)
         # PR_SET_PDEATHSIG (kit.die_with_parent) fires when the *thread* that forked a child ends: the processes this
         # thread restarted would die with it, so it lives until the run is over.
         self.run_over.wait()
+
+    def _restart(self, target: str) -> None:
+        """Start ``target`` again; a start that fails is a finding, retried (the run must go on to be audited)."""
+        for attempt in range(5):
+            try:
+                if target == "sidecar":
+                    self.sidecar.start(timeout=60)
+                else:
+                    w = next(w for w in self.workers if w.name == target)
+                    w.start()
+                    time.sleep(0.5)
+                    if not w.is_running():
+                        raise RuntimeError(f"{target} exited with {w.returncode}: {w.log_tail(5)}")
+                return
+            except Exception as exc:
+                with self.lock:
+                    self.report.restart_failures.append(f"{target} start #{attempt + 1}: {str(exc)[:300]}")
+                time.sleep(1.0)
+        self.report.failures.append(f"{target} could not be restarted")
 
     # -- the workload -------------------------------------------------------------------------------------------
     def _submit(self, client: AgentClient, batch: list[Instance], pace: float) -> None:

@@ -26,6 +26,11 @@ T = TypeVar("T")
 log = logging.getLogger("moorage.store")
 
 
+class StoreUnusable(ValueError):
+    """The store cannot be opened as it is (corrupted, truncated, read-only, not a database): the sidecar refuses to
+    start and says what to do, rather than serving from (or writing into) a file it cannot trust."""
+
+
 @dataclass
 class InstanceRow:
     """One orchestration instance (its latest execution)."""

@@ -23,6 +23,7 @@ from moorage.sidecar.store.base import (
     LockRequest,
     Store,
     StoreTx,
+    StoreUnusable,
 )
 from moorage.sidecar.terms import TERMINAL_STATUSES, WorkKind
 
@@ -369,6 +370,18 @@ class _Tx(StoreTx):
         return {r[0]: r[1] for r in self._q("SELECT status, COUNT(*) FROM instances WHERE hub=? GROUP BY status")}
 
 
+def _unusable_message(path: str, exc: sqlite3.DatabaseError) -> str:
+    detail = str(exc)
+    if "unable to open" in detail:
+        todo = "the path must name a file (it is created if missing) in an existing directory this user may write"
+    elif "readonly" in detail or "read-only" in detail:
+        todo = "make the file, its -wal/-shm files and its directory writable for this user"
+    else:
+        todo = ("it is corrupted or truncated: stop every process using it, then restore it from a backup or move "
+                "it (and its -wal/-shm files) aside to start empty")
+    return f"the SQLite store {path} cannot be used ({detail}); {todo}. Refusing to start."
+
+
 class SqliteStore(Store):
     """The embedded store. Safe to kill -9 at any moment: what ``run`` acknowledged is on disk.
 
@@ -381,8 +394,21 @@ class SqliteStore(Store):
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnusable(_unusable_message(path, exc)) from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # Checked at every start: a truncated or corrupted file is refused, never served.
+            problems = [str(r[0]) for r in self._db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems[:5]))
+            self._db.execute("BEGIN IMMEDIATE")  # can we write here at all (a read-only file or directory)?
+            self._db.execute("ROLLBACK")
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreUnusable(_unusable_message(path, exc)) from None
         self._db.execute("PRAGMA synchronous=FULL")
         self._synchronous = "FULL"
         self._db.execute("PRAGMA busy_timeout=5000")
