@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run lint test test-fast bench sidecar screenshots clean fuzz chaos
+.PHONY: install run lint test test-fast test-postgresql test-long bench sidecar screenshots clean fuzz chaos
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,9 +20,20 @@ run: $(STAMP)
 sidecar: $(STAMP)
 	$(BIN)/moorage sidecar
 
-test: $(STAMP)
+# The long-conversation test runs 400 turns here (summaries and archive pages included); `make test-long` runs
+# the 2,000-turn form (about 6 minutes), which CI adds.
+test: $(STAMP) lint
 	bash scripts/test-deps.sh
-	PATH="$$PATH:/usr/local/go/bin" $(BIN)/python -m pytest -q -ra
+	PATH="$$PATH:/usr/local/go/bin" MOORAGE_LONG_TURNS=400 $(BIN)/python -m pytest -q -ra
+
+test-long: $(STAMP)
+	MOORAGE_LONG_TURNS=2000 $(BIN)/python -m pytest -q -ra tests/agents/test_agent_long_conversation.py
+
+# The sidecar, agent and gateway end-to-end suites again, every sidecar on a PostgreSQL database (make test runs
+# them on SQLite, plus the PostgreSQL store's own tests: replicas, outage, copy). CI runs both.
+test-postgresql: $(STAMP)
+	bash scripts/test-deps.sh
+	MOORAGE_TEST_STORE=postgresql MOORAGE_LONG_TURNS=400 $(BIN)/python -m pytest -q -ra tests/sidecar tests/agents tests/gateway
 
 # Guard rails: ruff (lint + format) and mypy over the package; `make test` runs them first.
 lint: $(STAMP)

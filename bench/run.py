@@ -6,7 +6,9 @@ Environment knobs (all optional):
                    "inmemory,inmemory" checks the harness itself / its noise, no sidecar needed;
                    "moorage,moorage=/tmp/old" compares with the sidecar of another checkout, e.g. a
                    `mkdir /tmp/old && git archive <commit> | tar -x -C /tmp/old`;
-                   "moorage-tmpfs" is the sidecar with its SQLite file on /dev/shm: what fsync costs)
+                   "moorage-tmpfs" is the sidecar with its SQLite file on /dev/shm: what fsync costs;
+                   "moorage-pg" is the sidecar on a PostgreSQL database, on a server the bench starts
+                   (Debian's postgresql; its CPU is reported as the "postgres" role))
   BENCH_WORKLOADS  comma list of workload names (default: all)
   BENCH_N          HelloCities instances (200)     BENCH_FANOUT   fan-out width (200)
   BENCH_SIGNALS    entity signals (300)            BENCH_REPEATS  measured runs per workload (7)
@@ -38,6 +40,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from durabletask.client import TaskHubGrpcClient
 
@@ -82,6 +85,20 @@ class Target:
     label: str          # column header
     src: Path = REPO    # checkout whose `moorage` package runs (BENCH_TARGETS=moorage=/other/checkout)
     store_base: str | None = None  # "moorage-tmpfs": the SQLite file on /dev/shm, where fsync is free
+    postgres: bool = False  # "moorage-pg": the store is a database on a PostgreSQL server of its own
+    pg: Any = None  # that server (tests.kit.postgres.PostgresServer), started with the first backend
+
+    def roles(self) -> tuple[str, ...]:
+        return ("backend", "worker", "client", "postgres") if self.postgres else ("backend", "worker", "client")
+
+    def env(self) -> dict[str, str]:
+        """What the backend needs besides _child_env: the database password, never on its command line."""
+        return dict(self.pg.env) if self.pg is not None else {}
+
+    def postgres_cpu(self) -> float:
+        from bench.procs import tree_cpu_seconds
+
+        return tree_cpu_seconds(self.pg.proc.pid) if self.pg is not None and self.pg.proc is not None else 0.0
 
     def command(self, port: int, workdir: Path) -> list[str]:
         if self.key == "moorage":
@@ -102,8 +119,15 @@ class Target:
                 # by path, so this checkout's bench/ runs whatever checkout's moorage is benchmarked
                 launcher = [sys.executable, str(REPO / "bench" / "sqltrace.py"), str(workdir / "sqltrace.json"),
                             "-m", "moorage"]
+            store = f"sqlite:///{store_dir}/bench.db"
+            if self.postgres:
+                if self.pg is None:
+                    from tests.kit.postgres import PostgresServer
+
+                    self.pg = PostgresServer()
+                store = self.pg.create_database()
             return [*launcher, "sidecar", "--host", "127.0.0.1", "--port", str(port),
-                    "--store", f"sqlite:///{store_dir}/bench.db", "--log-level", "warning", *extra]
+                    "--store", store, "--log-level", "warning", *extra]
         if self.key == "inmemory":
             # the tests' launcher, with the SDK's own default pool (10 threads): the reference as it ships
             return [sys.executable, str(REPO / "tests" / "kit" / "inmemory_backend.py"), "--port", str(port),
@@ -113,6 +137,10 @@ class Target:
     store_dir: Path | None = None
 
     def after_run(self, workdir: Path) -> str:
+        if self.pg is not None:
+            self.pg.close()
+            self.pg = None
+            return "PostgreSQL server stopped"
         if self.key != "moorage" or self.store_dir is None:
             return ""
         sizes = {p.name: p.stat().st_size for p in self.store_dir.glob("bench.db*") if p.is_file()}
@@ -130,9 +158,13 @@ def parse_targets() -> list[Target]:
     for spec in keys:
         k, _, src = spec.partition("=")
         store_base = None
+        postgres = False
         if k == "moorage-tmpfs":
             k, store_base = "moorage", "/dev/shm"
             pretty = {**pretty, "moorage": "moorage-tmpfs"}
+        elif k == "moorage-pg":
+            k, postgres = "moorage", True
+            pretty = {**pretty, "moorage": "moorage-pg"}
         else:
             pretty = {"moorage": "moorage", "inmemory": "in-memory"}
         if src:  # moorage=/path/to/checkout: that checkout's sidecar (e.g. a `git worktree` of an older commit)
@@ -147,7 +179,7 @@ def parse_targets() -> list[Target]:
             path, base = REPO, pretty.get(k, k)
         seen[base] = seen.get(base, 0) + 1
         label = base + (f"#{seen[base]}" if seen[base] > 1 else "")
-        targets.append(Target(k, label, path, store_base))
+        targets.append(Target(k, label, path, store_base, postgres))
     return targets
 
 
@@ -230,7 +262,8 @@ class Session:
                 cmd = self.t.command(port, self.dir)
                 argv, profiled = maybe_profiled("backend", self.t, cmd)
                 self.backend = procs.ManagedProcess(f"{self.label} backend", argv, self.dir / f"backend-{attempt}.log",
-                                                    env=_child_env(self.t.src), cwd=str(self.t.src),
+                                                    env={**_child_env(self.t.src), **self.t.env()},
+                                                    cwd=str(self.t.src),
                                                     profiled=profiled)
                 try:
                     procs.wait_for_grpc(address, self.backend, timeout=60)
@@ -316,10 +349,10 @@ class Session:
         try:
             sql0 = self._sql_snapshot()
             cpu0 = {"backend": self.backend.cpu_seconds(), "worker": self.worker.cpu_seconds(),
-                    "client": procs.self_cpu_seconds()}
+                    "client": procs.self_cpu_seconds(), "postgres": self.t.postgres_cpu()}
             m = w.run_once(self.ctx)
             cpu1 = {"backend": self.backend.cpu_seconds(), "worker": self.worker.cpu_seconds(),
-                    "client": procs.self_cpu_seconds()}
+                    "client": procs.self_cpu_seconds(), "postgres": self.t.postgres_cpu()}
             sql1 = self._sql_snapshot()
         except Exception as e:
             self._fail(w, e)
@@ -330,7 +363,7 @@ class Session:
         rec = RunRecord(m, {k: cpu1[k] - cpu0[k] for k in cpu0}, sql)
         self.results[w.name].runs.append(rec)
         rates = "  ".join(f"{m.rate(u):8.1f} {u}" for u in w.metrics)
-        cpu = " ".join(f"{k} {v:.2f}s" for k, v in rec.cpu.items())
+        cpu = " ".join(f"{k} {v:.2f}s" for k, v in rec.cpu.items() if k in self.t.roles())
         notes = (" " + " ".join(f"{k}={v}" for k, v in m.notes.items())) if m.notes else ""
         print(f"  {self.label:>10} {w.name:<16} run {i + 1}/{repeats}: {m.seconds:7.3f}s  {rates}"
               f"   cpu: {cpu}{notes}", flush=True)
@@ -464,14 +497,14 @@ def table(targets: list[Target], workloads: list[Workload],
 
 def cpu_table(targets: list[Target], workloads: list[Workload],
               results: dict[str, dict[str, WorkloadResult]]) -> list[str]:
-    header = ["workload", *[f"{t.label} {role}" for t in targets for role in ("backend", "worker", "client")]]
+    header = ["workload", *[f"{t.label} {role}" for t in targets for role in t.roles()]]
     rows = []
     for w in workloads:
         unit = w.metrics[-1]  # per activity / signal: the finest-grained op
         row = [f"{w.name} (CPU ms per {_singular(unit)})"]
         for t in targets:
             r = results[t.label][w.name]
-            for role in ("backend", "worker", "client"):
+            for role in t.roles():
                 v = r.cpu_ms_per_op(unit, role)
                 row.append("-" if v is None else f"{v:.2f}")
         rows.append(row)

@@ -24,6 +24,7 @@ _EXPORTS = {
     "OfflineChatModel": "moorage.agents",
     "ChatModel": "moorage.agents",
     "Tool": "moorage.agents",
+    "McpServer": "moorage.agents",
     "ToolContext": "moorage.agents",
     "tool": "moorage.agents",
     "image": "moorage.agents",
@@ -33,9 +34,24 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .agents import (Agent, AgentClient, AgentResponse, AgentRunError, AgentSession, AgentWorker,
-                         AsyncAgentClient, AzureOpenAIChatModel, ChatModel, OfflineChatModel, OpenAIChatModel, Tool,
-                         ToolContext, image, tool)
+    from .agents import (
+        Agent,
+        AgentClient,
+        AgentResponse,
+        AgentRunError,
+        AgentSession,
+        AgentWorker,
+        AsyncAgentClient,
+        AzureOpenAIChatModel,
+        ChatModel,
+        McpServer,
+        OfflineChatModel,
+        OpenAIChatModel,
+        Tool,
+        ToolContext,
+        image,
+        tool,
+    )
     from .connection import parse_connection_string
 
 

@@ -40,12 +40,15 @@ class SdkSeamError(RuntimeError):
     """A private of the ``durabletask`` SDK that Moorage relies on is not where it was."""
 
     def __init__(self, seam: str, detail: str):
-        super().__init__(f"durabletask {sdk_version()}: {seam}: {detail} (Moorage is tested with the durabletask "
-                         "range pinned in its pyproject.toml)")
+        super().__init__(
+            f"durabletask {sdk_version()}: {seam}: {detail} (Moorage is tested with the durabletask "
+            "range pinned in its pyproject.toml)"
+        )
         self.seam = seam
 
 
 # -- entity state as text ---------------------------------------------------------------------------------------------
+
 
 def _state_shim(ctx: Any) -> Any:
     shim = getattr(ctx, "_state", None)
@@ -80,18 +83,20 @@ def write_entity_state_text(ctx: Any, raw: str | None) -> None:
 
 # -- registered activities --------------------------------------------------------------------------------------------
 
+
 def registered_activities(sdk_worker: Any) -> dict[str, Callable[..., Any]]:
     """The worker's activity registry (name -> function); SdkSeamError if the SDK keeps it elsewhere."""
     registry = getattr(sdk_worker, "_registry", None)
     activities = getattr(registry, "activities", None)
     if not isinstance(activities, dict):
-        raise SdkSeamError("TaskHubGrpcWorker._registry.activities",
-                           "the worker keeps its activities elsewhere; registered activities cannot be wrapped")
+        raise SdkSeamError(
+            "TaskHubGrpcWorker._registry.activities",
+            "the worker keeps its activities elsewhere; registered activities cannot be wrapped",
+        )
     return activities
 
 
-def replace_activity(sdk_worker: Any, name: str,
-                     wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> bool:
+def replace_activity(sdk_worker: Any, name: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> bool:
     """Replace the activity ``name`` (if registered) by ``wrap(activity)``; whether it was registered."""
     activities = registered_activities(sdk_worker)
     if name not in activities:
@@ -101,6 +106,7 @@ def replace_activity(sdk_worker: Any, name: str,
 
 
 # -- JSON encoding ----------------------------------------------------------------------------------------------------
+
 
 def _sdk_encoder() -> Callable[[Any], Any]:
     from durabletask import serialization
@@ -116,8 +122,16 @@ def encode_custom_object(o: Any) -> Any:
     return _sdk_encoder()(o)
 
 
-__all__ = ["SdkSeamError", "encode_custom_object", "entity_state_text_supported", "read_entity_state_text",
-           "registered_activities", "replace_activity", "sdk_version", "write_entity_state_text"]
+__all__ = [
+    "SdkSeamError",
+    "encode_custom_object",
+    "entity_state_text_supported",
+    "read_entity_state_text",
+    "registered_activities",
+    "replace_activity",
+    "sdk_version",
+    "write_entity_state_text",
+]
 
 
 def work_item_stream_open(sdk_worker: Any) -> bool:

@@ -34,8 +34,16 @@ _CREDENTIALS = {
     "visualstudiocode": "VisualStudioCodeCredential",
     "interactivebrowser": "InteractiveBrowserCredential",
 }
-_KNOWN_KEYS = {"endpoint", "authentication", "taskhub", "clientid", "tenantid", "tokenfilepath",
-               "additionallyallowedtenants", "token"}
+_KNOWN_KEYS = {
+    "endpoint",
+    "authentication",
+    "taskhub",
+    "clientid",
+    "tenantid",
+    "tokenfilepath",
+    "additionallyallowedtenants",
+    "token",
+}
 
 
 class StaticTokenCredential:
@@ -132,8 +140,7 @@ class ConnectionSettings:
         }
 
 
-def bearer_metadata(token: str | None = None, metadata: list[tuple[str, str]] | None = None
-                    ) -> list[tuple[str, str]]:
+def bearer_metadata(token: str | None = None, metadata: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
     """``metadata`` plus ``authorization: Bearer <token>`` for ``token`` (default ``$MOORAGE_TOKEN``), unless
     the metadata already carries an authorization: how Moorage's own gRPC stubs authenticate."""
     out = list(metadata or [])
@@ -153,13 +160,17 @@ def parse_connection_string(connection_string: str) -> ConnectionSettings:
         if not part:
             continue
         if "=" not in part:  # not echoed: a mistyped Token=... segment is a secret
-            raise ValueError(f"a connection string segment ({len(part)} characters) is not Key=Value "
-                             f"(expected e.g. {DEFAULT_CONNECTION_STRING})")
+            raise ValueError(
+                f"a connection string segment ({len(part)} characters) is not Key=Value "
+                f"(expected e.g. {DEFAULT_CONNECTION_STRING})"
+            )
         key, value = part.split("=", 1)
         key = key.strip().lower()
         if key not in _KNOWN_KEYS:
-            raise ValueError(f"unknown connection string key {key!r}; known keys: Endpoint, Authentication, "
-                             "TaskHub, ClientID, TenantId, TokenFilePath, Token")
+            raise ValueError(
+                f"unknown connection string key {key!r}; known keys: Endpoint, Authentication, "
+                "TaskHub, ClientID, TenantId, TokenFilePath, Token"
+            )
         values[key] = value.strip()
 
     endpoint = values.get("endpoint")
@@ -170,19 +181,29 @@ def parse_connection_string(connection_string: str) -> ConnectionSettings:
         raise ValueError("connection string has no TaskHub (e.g. TaskHub=default)")
     authentication = values.get("authentication", "None") or "None"
     if authentication.replace(" ", "").lower() not in _CREDENTIALS and authentication.lower() != "none":
-        raise ValueError(f"unsupported Authentication={authentication!r}; use None, DefaultAzure, ManagedIdentity, "
-                         "WorkloadIdentity, Environment, AzureCLI, AzurePowerShell, VisualStudioCode or "
-                         "InteractiveBrowser")
+        raise ValueError(
+            f"unsupported Authentication={authentication!r}; use None, DefaultAzure, ManagedIdentity, "
+            "WorkloadIdentity, Environment, AzureCLI, AzurePowerShell, VisualStudioCode or "
+            "InteractiveBrowser"
+        )
 
     token = values.get("token") or None
     if token is not None and authentication.lower() != "none":
-        raise ValueError(f"Token= is for Authentication=None (a self-hosted sidecar's static token); "
-                         f"Authentication={authentication} gets its token from Entra ID")
+        raise ValueError(
+            f"Token= is for Authentication=None (a self-hosted sidecar's static token); "
+            f"Authentication={authentication} gets its token from Entra ID"
+        )
     if token is None and authentication.lower() == "none":
         token = os.environ.get(TOKEN_ENV_VAR) or None
     if endpoint.lower().startswith("unix:"):  # the embedded gateway's private socket
-        return ConnectionSettings(endpoint=endpoint, host_address=endpoint, taskhub=taskhub, secure_channel=False,
-                                  authentication=authentication, token=token)
+        return ConnectionSettings(
+            endpoint=endpoint,
+            host_address=endpoint,
+            taskhub=taskhub,
+            secure_channel=False,
+            authentication=authentication,
+            token=token,
+        )
     if "://" not in endpoint:
         endpoint_url = "http://" + endpoint
     else:

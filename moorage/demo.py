@@ -37,10 +37,9 @@ def _free_port() -> int:
 
 
 def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+    import durabletask.internal.orchestrator_service_pb2_grpc as stubs
     import grpc
     from google.protobuf import empty_pb2
-
-    import durabletask.internal.orchestrator_service_pb2_grpc as stubs
 
     deadline = time.monotonic() + timeout
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -113,13 +112,36 @@ class EmbeddedSidecar:
         return f"Endpoint=http://127.0.0.1:{self.port};Authentication=None;TaskHub=default"
 
     def start(self) -> EmbeddedSidecar:
-        cmd = [sys.executable, "-m", "moorage", "sidecar", "--port", str(self.port), "--host", "127.0.0.1",
-               "--store", self.store, "--dashboard-port", "0", "--http-port", "0", "--log-level", "warning",
-               *self.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "moorage",
+            "sidecar",
+            "--port",
+            str(self.port),
+            "--host",
+            "127.0.0.1",
+            "--store",
+            self.store,
+            "--dashboard-port",
+            "0",
+            "--http-port",
+            "0",
+            "--log-level",
+            "warning",
+            *self.extra_args,
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
-                                         start_new_session=True, preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         try:
             _wait_ready(self.port, self.proc, self.log)
         except BaseException:
@@ -140,12 +162,18 @@ class EmbeddedSidecar:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m moorage.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", default=None,
-                        help="sidecar store, e.g. sqlite:///./moorage.db (default: a temporary file)")
-    parser.add_argument("--model", choices=["offline", "env"], default="offline",
-                        help="offline: the built-in offline model; env: the model the environment configures")
+    parser = argparse.ArgumentParser(
+        prog="python -m moorage.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--store", default=None, help="sidecar store, e.g. sqlite:///./moorage.db (default: a temporary file)"
+    )
+    parser.add_argument(
+        "--model",
+        choices=["offline", "env"],
+        default="offline",
+        help="offline: the built-in offline model; env: the model the environment configures",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -176,8 +204,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"       ({elapsed:.0f} ms, {response.usage.get('totalTokenCount', 0)} tokens)\n")
             info = client.get_session("Joker", session)
             turns = info.turns if info else 0
-            print(f"Session {session_instance_id('Joker', session.session_id)} holds {turns} turns "
-                  f"(Agent Framework durable-agent state schema {info.state['schemaVersion'] if info else '?'}).")
+            print(
+                f"Session {session_instance_id('Joker', session.session_id)} holds {turns} turns "
+                f"(Agent Framework durable-agent state schema {info.state['schemaVersion'] if info else '?'})."
+            )
         return 0 if turns == len(PROMPTS) else 1
     except KeyboardInterrupt:
         return 130

@@ -26,7 +26,7 @@ from moorage.security.sockets import PrivateSocket
 from moorage.shutdown import wait_for_stop_signal
 from moorage.sidecar.core import SidecarCore
 from moorage.sidecar.service import Service
-from moorage.sidecar.store.base import open_store
+from moorage.sidecar.store.base import open_store, redact_url
 
 log = logging.getLogger("moorage.sidecar")
 
@@ -60,13 +60,17 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     core = SidecarCore(store, config.task_hubs, config.lease_seconds)
     metrics.attach(core)
     gateway_hub = config.task_hubs[0]
-    guard = CallGuard(authenticator, hub_of=lambda method, hub: gateway_hub if method.startswith("/moorage.v1.")
-                      else hub or "default")
-    server = grpc.aio.server(interceptors=[guard], options=[
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", security.max_payload_bytes),
-        ("grpc.so_reuseport", 0),
-    ])
+    guard = CallGuard(
+        authenticator, hub_of=lambda method, hub: gateway_hub if method.startswith("/moorage.v1.") else hub or "default"
+    )
+    server = grpc.aio.server(
+        interceptors=[guard],
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", security.max_payload_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
     pb_grpc.add_TaskHubSidecarServiceServicer_to_server(Service(core), server)
     address = f"{host}:{config.port}"
     bound = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
@@ -75,19 +79,28 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     private = PrivateSocket() if (authenticator.enabled or tls) and config.gateway else None
     if private is not None and server.add_insecure_port(private.address) == 0:
         raise SystemExit(f"cannot listen on {private.address}")
-    gateway = _attach_gateway(server, config, host, bound, private, authenticator.internal_token) \
-        if config.gateway else None
+    gateway = (
+        _attach_gateway(server, config, host, bound, private, authenticator.internal_token) if config.gateway else None
+    )
     await server.start()
     renewer = asyncio.create_task(core.renew_leases_forever())
-    dashboard = await start_dashboard(core, host, config.dashboard_port, config.dashboard_actions,
-                                      security=security)
+    dashboard = await start_dashboard(core, host, config.dashboard_port, config.dashboard_actions, security=security)
     if gateway is not None:
         await gateway.start_http(fatal=False)
     # probes and counts only, no instance data, so no token: kubelets and scrapers reach it on the same host rule
-    ops = await start_in_loop(ops_app(registry, functools.partial(_readiness, core), refresh=metrics.refresh,
-                                      scale=metrics.scale), host, config.metrics_port)
-    log.info("sidecar listening address=%s tls=%s store=%s hubs=%s lease_seconds=%s", address,
-             "on" if tls else "off", config.store, ",".join(config.task_hubs), config.lease_seconds)
+    ops = await start_in_loop(
+        ops_app(registry, functools.partial(_readiness, core), refresh=metrics.refresh, scale=metrics.scale),
+        host,
+        config.metrics_port,
+    )
+    log.info(
+        "sidecar listening address=%s tls=%s store=%s hubs=%s lease_seconds=%s",
+        address,
+        "on" if tls else "off",
+        redact_url(config.store),
+        ",".join(config.task_hubs),
+        config.lease_seconds,
+    )
     if ready is not None:
         ready.set()
     await wait_for_stop_signal()
@@ -117,8 +130,14 @@ async def _readiness(core: SidecarCore) -> dict[str, bool]:
     return {"hubs_open": core.is_open, "store_reachable": store_ok}
 
 
-def _attach_gateway(server: grpc.aio.Server, config: SidecarConfig, host: str, port: int,
-                    private: PrivateSocket | None, internal_token: str) -> GatewayRuntime:
+def _attach_gateway(
+    server: grpc.aio.Server,
+    config: SidecarConfig,
+    host: str,
+    port: int,
+    private: PrivateSocket | None,
+    internal_token: str,
+) -> GatewayRuntime:
     """AgentService on this server, talking to this sidecar's first task hub: over loopback, or — with auth or
     TLS on — over a private Unix socket with the process's internal token (no certificate to trust, no token to
     configure)."""
@@ -127,6 +146,13 @@ def _attach_gateway(server: grpc.aio.Server, config: SidecarConfig, host: str, p
     else:
         loopback = "127.0.0.1" if host in ("0.0.0.0", "", "::", "[::]") else host
         endpoint, token = f"http://{loopback}:{port}", ""
-    return attach(server, GatewayConfig(
-        connection_string=f"Endpoint={endpoint};Authentication=None;TaskHub={config.task_hubs[0]}{token}",
-        host=host, http_port=config.http_port or None, grpc_port=None, security=config.security))
+    return attach(
+        server,
+        GatewayConfig(
+            connection_string=f"Endpoint={endpoint};Authentication=None;TaskHub={config.task_hubs[0]}{token}",
+            host=host,
+            http_port=config.http_port or None,
+            grpc_port=None,
+            security=config.security,
+        ),
+    )

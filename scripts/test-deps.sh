@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What the tests need besides Python packages: Debian's Chromium for the dashboard's browser test, and each thin
-# client's own dependencies (npm, Go modules, Maven artifacts), fetched once so the tests themselves need no network.
+# What the tests need besides Python packages: Debian's Chromium for the dashboard's browser test, Debian's PostgreSQL
+# server for the PostgreSQL store's tests, and each thin client's own dependencies (npm, Go modules, Maven artifacts),
+# fetched once so the tests themselves need no network.
 # Idempotent; `make test` runs it. apt-get runs only as root; elsewhere the tests that need a missing tool skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,15 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; th
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium $(command -v npm >/dev/null 2>&1 || echo nodejs npm) >/dev/null
   else
     echo "test-deps: chromium or npm missing and not root: the browser test will skip" >&2
+  fi
+fi
+# PostgreSQL server binaries for the PostgreSQL store's tests (they start their own cluster; nothing runs as a service).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  else
+    echo "test-deps: PostgreSQL missing and not root: the PostgreSQL store's tests will skip" >&2
   fi
 fi
 if command -v npm >/dev/null 2>&1; then

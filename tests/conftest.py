@@ -10,7 +10,14 @@ the store's own process, not a server.)
 
 from __future__ import annotations
 
+import os
 import sys
+
+# The kit starts children with a preexec_fn (die with the parent), so Python forks before it execs. With gRPC's
+# fork handlers on, a fork while the test process's gRPC threads run can abort the child inside those handlers
+# ("epoll_wait ... Bad file descriptor", SIGABRT) before it ever execs. The children exec at once, so they need
+# no fork support: turn it off before anything imports grpc.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 from collections.abc import Iterator
 
 import pytest

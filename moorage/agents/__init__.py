@@ -11,6 +11,7 @@ See docs/agents.md.
 
 from .agent import Agent, entity_name
 from .client import AgentClient, AgentHandle, AsyncAgentClient, RunHandle, SessionInfo
+from .mcp import McpServer
 from .models import AzureOpenAIChatModel, ChatModel, ModelRequest, ModelResponse, OfflineChatModel, OpenAIChatModel
 from .orchestration import AgentOrchestrationContext, AgentSession, AgentTask, image
 from .response import AgentResponse, AgentRunError
@@ -20,9 +21,31 @@ from .tools import Tool, ToolContext, current_tool_context, tool
 from .worker import AgentWorker
 
 __all__ = [
-    "Agent", "AgentClient", "AgentHandle", "AgentOrchestrationContext", "AgentResponse", "AgentRunError",
-    "AgentSession", "AgentTask", "AgentWorker", "AsyncAgentClient", "AzureOpenAIChatModel", "ChatModel",
-    "ModelRequest", "ModelResponse", "OfflineChatModel", "OpenAIChatModel", "RunHandle", "SessionInfo",
-    "StructuredOutputError", "Tool", "ToolContext", "current_tool_context", "entity_name", "image", "tool",
+    "Agent",
+    "AgentClient",
+    "AgentHandle",
+    "AgentOrchestrationContext",
+    "AgentResponse",
+    "AgentRunError",
+    "AgentSession",
+    "AgentTask",
+    "AgentWorker",
+    "AsyncAgentClient",
+    "AzureOpenAIChatModel",
+    "ChatModel",
+    "McpServer",
+    "ModelRequest",
+    "ModelResponse",
+    "OfflineChatModel",
+    "OpenAIChatModel",
+    "RunHandle",
+    "SessionInfo",
+    "StructuredOutputError",
+    "Tool",
+    "ToolContext",
+    "current_tool_context",
+    "entity_name",
+    "image",
+    "tool",
     "turn_instance_id",
 ]

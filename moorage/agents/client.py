@@ -25,8 +25,17 @@ from durabletask.client import EntityQuery, OrchestrationState, OrchestrationSta
 
 from ..connection import load_settings
 from .orchestration import AgentSession, session_key
-from .protocol import (DELETE_OPERATION, RESET_OPERATION, RUN_OPERATION, bookkeeping, build_request,
-                       running_correlation, session_entity_id, sessions_prefix, turn_instance_id)
+from .protocol import (
+    DELETE_OPERATION,
+    RESET_OPERATION,
+    RUN_OPERATION,
+    bookkeeping,
+    build_request,
+    running_correlation,
+    session_entity_id,
+    sessions_prefix,
+    turn_instance_id,
+)
 from .response import AgentResponse, AgentRunError
 from .serialization import MoorageDataConverter
 from .state import history, load_state, text_of
@@ -74,8 +83,15 @@ class SessionInfo:
         return running_correlation(bookkeeping(self.state)) is not None
 
 
-def _prepare_run(agent_name: str, message: Any, session: Any, response_schema: Any, enable_tool_calls: bool,
-                 options: dict[str, Any] | None, role: str) -> tuple[RunHandle, dict[str, Any]]:
+def _prepare_run(
+    agent_name: str,
+    message: Any,
+    session: Any,
+    response_schema: Any,
+    enable_tool_calls: bool,
+    options: dict[str, Any] | None,
+    role: str,
+) -> tuple[RunHandle, dict[str, Any]]:
     key = session_key(session) or uuid.uuid4().hex
     corr = uuid.uuid4().hex
     options = dict(options or {})
@@ -86,8 +102,9 @@ def _prepare_run(agent_name: str, message: Any, session: Any, response_schema: A
     if "enable_tool_calls" in options:
         enable_tool_calls = bool(options.pop("enable_tool_calls"))
     options.pop("wait_for_response", None)
-    request = build_request(message, corr, response_schema=response_schema, enable_tool_calls=enable_tool_calls,
-                            options=options, role=role)
+    request = build_request(
+        message, corr, response_schema=response_schema, enable_tool_calls=enable_tool_calls, options=options, role=role
+    )
     handle = RunHandle(agent_name, key, corr, turn_instance_id(agent_name, key, corr), response_schema)
     return handle, request
 
@@ -105,8 +122,12 @@ def _response_from_state(state: OrchestrationState | None, handle: RunHandle) ->
 
 
 def _session_info(agent_name: str, md: Any) -> SessionInfo:
-    return SessionInfo(agent_name=agent_name, session_id=md.id.key, state=load_state(md.get_state()),
-                       last_modified=getattr(md, "last_modified", None))
+    return SessionInfo(
+        agent_name=agent_name,
+        session_id=md.id.key,
+        state=load_state(md.get_state()),
+        last_modified=getattr(md, "last_modified", None),
+    )
 
 
 class AgentHandle:
@@ -142,8 +163,11 @@ class AgentClient:
             from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
             settings = load_settings(connection_string)
-            client = DurableTaskSchedulerClient(**settings.sdk_kwargs(), data_converter=MoorageDataConverter(),
-                                                logger=logging.getLogger("moorage.durabletask.client"))
+            client = DurableTaskSchedulerClient(
+                **settings.sdk_kwargs(),
+                data_converter=MoorageDataConverter(),
+                logger=logging.getLogger("moorage.durabletask.client"),
+            )
         self._client = client
 
     @property
@@ -165,9 +189,17 @@ class AgentClient:
 
     # -- turns ------------------------------------------------------------------------------------------------------
 
-    def start_run(self, agent: str, message: Any = None, *, session: Any = None, response_schema: Any = None,
-                  enable_tool_calls: bool = True, options: dict[str, Any] | None = None,
-                  role: str = "user") -> RunHandle:
+    def start_run(
+        self,
+        agent: str,
+        message: Any = None,
+        *,
+        session: Any = None,
+        response_schema: Any = None,
+        enable_tool_calls: bool = True,
+        options: dict[str, Any] | None = None,
+        role: str = "user",
+    ) -> RunHandle:
         """Send one message to a session (default: a new session) and return without waiting."""
         handle, request = _prepare_run(agent, message, session, response_schema, enable_tool_calls, options, role)
         self._client.signal_entity(session_entity_id(agent, handle.session_id), RUN_OPERATION, request)
@@ -180,8 +212,9 @@ class AgentClient:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"no response from agent {handle.agent_name!r} within {timeout}s "
-                                   f"(turn {handle.instance_id})")
+                raise TimeoutError(
+                    f"no response from agent {handle.agent_name!r} within {timeout}s (turn {handle.instance_id})"
+                )
             state = self._client.wait_for_orchestration_completion(handle.instance_id, timeout=remaining)
             if state is not None:
                 return _response_from_state(state, handle)
@@ -190,16 +223,32 @@ class AgentClient:
             time.sleep(min(delay, max(remaining, 0)))
             delay = min(delay * 2, 0.5)
 
-    def run(self, agent: str, message: Any = None, *, session: Any = None, response_schema: Any = None,
-            enable_tool_calls: bool = True, options: dict[str, Any] | None = None, role: str = "user",
-            timeout: float = DEFAULT_TIMEOUT) -> AgentResponse:
+    def run(
+        self,
+        agent: str,
+        message: Any = None,
+        *,
+        session: Any = None,
+        response_schema: Any = None,
+        enable_tool_calls: bool = True,
+        options: dict[str, Any] | None = None,
+        role: str = "user",
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> AgentResponse:
         """Run one turn and return its :class:`AgentResponse` (raises :class:`AgentRunError` if it failed).
 
         ``message``: a string, or a list of strings and content parts (e.g. ``moorage.agents.image(url)``).
         ``session``: an :class:`AgentSession` or session id (default: a new session; see ``response.session_id``).
         """
-        handle = self.start_run(agent, message, session=session, response_schema=response_schema,
-                                enable_tool_calls=enable_tool_calls, options=options, role=role)
+        handle = self.start_run(
+            agent,
+            message,
+            session=session,
+            response_schema=response_schema,
+            enable_tool_calls=enable_tool_calls,
+            options=options,
+            role=role,
+        )
         return self.wait_for_response(handle, timeout=timeout)
 
     # -- sessions ---------------------------------------------------------------------------------------------------
@@ -230,8 +279,9 @@ class AgentClient:
     def start_orchestration(self, orchestrator: Any, input: Any = None, *, instance_id: str | None = None) -> str:
         from .worker import orchestration_name
 
-        return self._client.schedule_new_orchestration(orchestration_name(orchestrator), input=input,
-                                                       instance_id=instance_id)
+        return self._client.schedule_new_orchestration(
+            orchestration_name(orchestrator), input=input, instance_id=instance_id
+        )
 
     def wait_for_orchestration(self, instance_id: str, *, timeout: float = DEFAULT_TIMEOUT) -> OrchestrationState:
         state = self._client.wait_for_orchestration_completion(instance_id, timeout=timeout)
@@ -268,9 +318,11 @@ class AsyncAgentClient:
             from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
 
             settings = load_settings(connection_string)
-            client = AsyncDurableTaskSchedulerClient(**settings.sdk_kwargs(asynchronous=True),
-                                                     data_converter=MoorageDataConverter(),
-                                                     logger=logging.getLogger("moorage.durabletask.client"))
+            client = AsyncDurableTaskSchedulerClient(
+                **settings.sdk_kwargs(asynchronous=True),
+                data_converter=MoorageDataConverter(),
+                logger=logging.getLogger("moorage.durabletask.client"),
+            )
         self._client = client
 
     @property
@@ -289,9 +341,17 @@ class AsyncAgentClient:
     def get_agent(self, name: str) -> AsyncAgentHandle:
         return AsyncAgentHandle(self, name)
 
-    async def start_run(self, agent: str, message: Any = None, *, session: Any = None, response_schema: Any = None,
-                        enable_tool_calls: bool = True, options: dict[str, Any] | None = None,
-                        role: str = "user") -> RunHandle:
+    async def start_run(
+        self,
+        agent: str,
+        message: Any = None,
+        *,
+        session: Any = None,
+        response_schema: Any = None,
+        enable_tool_calls: bool = True,
+        options: dict[str, Any] | None = None,
+        role: str = "user",
+    ) -> RunHandle:
         handle, request = _prepare_run(agent, message, session, response_schema, enable_tool_calls, options, role)
         await self._client.signal_entity(session_entity_id(agent, handle.session_id), RUN_OPERATION, request)
         return handle
@@ -303,19 +363,36 @@ class AsyncAgentClient:
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise TimeoutError(f"no response from agent {handle.agent_name!r} within {timeout}s "
-                                   f"(turn {handle.instance_id})")
+                raise TimeoutError(
+                    f"no response from agent {handle.agent_name!r} within {timeout}s (turn {handle.instance_id})"
+                )
             state = await self._client.wait_for_orchestration_completion(handle.instance_id, timeout=remaining)
             if state is not None:
                 return _response_from_state(state, handle)
             await asyncio.sleep(min(delay, max(remaining, 0)))
             delay = min(delay * 2, 0.5)
 
-    async def run(self, agent: str, message: Any = None, *, session: Any = None, response_schema: Any = None,
-                  enable_tool_calls: bool = True, options: dict[str, Any] | None = None, role: str = "user",
-                  timeout: float = DEFAULT_TIMEOUT) -> AgentResponse:
-        handle = await self.start_run(agent, message, session=session, response_schema=response_schema,
-                                      enable_tool_calls=enable_tool_calls, options=options, role=role)
+    async def run(
+        self,
+        agent: str,
+        message: Any = None,
+        *,
+        session: Any = None,
+        response_schema: Any = None,
+        enable_tool_calls: bool = True,
+        options: dict[str, Any] | None = None,
+        role: str = "user",
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> AgentResponse:
+        handle = await self.start_run(
+            agent,
+            message,
+            session=session,
+            response_schema=response_schema,
+            enable_tool_calls=enable_tool_calls,
+            options=options,
+            role=role,
+        )
         return await self.wait_for_response(handle, timeout=timeout)
 
     async def get_session(self, agent: str, session: Any) -> SessionInfo | None:
@@ -337,15 +414,14 @@ class AsyncAgentClient:
     async def reset_session(self, agent: str, session: Any) -> None:
         await self._client.signal_entity(session_entity_id(agent, session_key(session) or ""), RESET_OPERATION)
 
-    async def start_orchestration(self, orchestrator: Any, input: Any = None, *,
-                                  instance_id: str | None = None) -> str:
+    async def start_orchestration(self, orchestrator: Any, input: Any = None, *, instance_id: str | None = None) -> str:
         from .worker import orchestration_name
 
-        return await self._client.schedule_new_orchestration(orchestration_name(orchestrator), input=input,
-                                                             instance_id=instance_id)
+        return await self._client.schedule_new_orchestration(
+            orchestration_name(orchestrator), input=input, instance_id=instance_id
+        )
 
-    async def wait_for_orchestration(self, instance_id: str, *,
-                                     timeout: float = DEFAULT_TIMEOUT) -> OrchestrationState:
+    async def wait_for_orchestration(self, instance_id: str, *, timeout: float = DEFAULT_TIMEOUT) -> OrchestrationState:
         state = await self._client.wait_for_orchestration_completion(instance_id, timeout=timeout)
         if state is None:
             raise KeyError(f"orchestration {instance_id!r} does not exist")

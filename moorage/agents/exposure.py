@@ -21,22 +21,25 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from . import registry
+from . import registry, stream_log
 from .streaming import ChunkPublisher, enable_streaming
 
 
 def expose(agent_worker: Any, *, stream_endpoint: str | None = None, stream: bool = True) -> ChunkPublisher | None:
-    """Prepare an ``AgentWorker`` (not started yet): host the ``moorage-agent`` registry entity and, unless
+    """Prepare an ``AgentWorker`` (not started yet): host the ``moorage-agent`` registry entity and the
+    ``moorage-stream`` stream log (resumable streaming) and, unless
     ``stream=False``, wrap its agents' model calls so that streaming models publish their text to the gateway
     (``stream_endpoint``, default ``$MOORAGE_STREAM_ENDPOINT`` or the worker's own endpoint)."""
     done = getattr(agent_worker, "gateway_exposure", None)
     if done is not None:  # exposed already (AgentWorker.start() does this itself)
         return done or None
     registry.install(agent_worker, list(agent_worker.agents.values()))
+    stream_log.install(agent_worker)
     publisher = None
     if stream:
-        explicit = ChunkPublisher(stream_endpoint, metadata=agent_worker.settings.auth_metadata()) \
-            if stream_endpoint else None
+        explicit = (
+            ChunkPublisher(stream_endpoint, metadata=agent_worker.settings.auth_metadata()) if stream_endpoint else None
+        )
         publisher = enable_streaming(agent_worker, explicit)
     agent_worker.gateway_exposure = publisher or False
     return publisher
@@ -46,8 +49,9 @@ def announce(agent_worker: Any) -> None:
     """Register the worker's agents with the gateway (a signal per agent to the registry entity)."""
     from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
-    client = DurableTaskSchedulerClient(**agent_worker.settings.sdk_kwargs(),
-                                        logger=logging.getLogger("moorage.durabletask.client"))
+    client = DurableTaskSchedulerClient(
+        **agent_worker.settings.sdk_kwargs(), logger=logging.getLogger("moorage.durabletask.client")
+    )
     try:
         registry.register(client, list(agent_worker.agents.values()))
     finally:

@@ -22,11 +22,32 @@ from .structured import example_for_schema, openai_response_format
 logger = logging.getLogger("moorage.agents")
 
 # Options from a run request / agent that are passed to the Chat Completions API; others are ignored.
-CHAT_OPTIONS = frozenset({
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop", "presence_penalty",
-    "frequency_penalty", "parallel_tool_calls", "tool_choice", "user", "reasoning_effort", "logit_bias",
-    "n", "service_tier", "metadata", "store", "modalities", "audio", "prediction", "verbosity", "model",
-})
+CHAT_OPTIONS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "seed",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "parallel_tool_calls",
+        "tool_choice",
+        "user",
+        "reasoning_effort",
+        "logit_bias",
+        "n",
+        "service_tier",
+        "metadata",
+        "store",
+        "modalities",
+        "audio",
+        "prediction",
+        "verbosity",
+        "model",
+    }
+)
 
 
 @dataclass
@@ -51,8 +72,13 @@ class ModelResponse:
     finish_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "toolCalls": self.tool_calls, "usage": self.usage, "model": self.model,
-                "finishReason": self.finish_reason}
+        return {
+            "text": self.text,
+            "toolCalls": self.tool_calls,
+            "usage": self.usage,
+            "model": self.model,
+            "finishReason": self.finish_reason,
+        }
 
 
 def current_text_sink() -> Callable[[str], None] | None:
@@ -63,8 +89,10 @@ def current_text_sink() -> Callable[[str], None] | None:
     return sink()
 
 
-_OPENAI_MISSING = ("OpenAIChatModel / AzureOpenAIChatModel need the openai package, an optional dependency: "
-                   "pip install 'moorage[openai]'")
+_OPENAI_MISSING = (
+    "OpenAIChatModel / AzureOpenAIChatModel need the openai package, an optional dependency: "
+    "pip install 'moorage[openai]'"
+)
 
 
 def _require_openai() -> None:
@@ -96,8 +124,11 @@ def _usage_from_openai(usage: Any) -> dict[str, Any] | None:
     prompt = getattr(usage, "prompt_tokens", None)
     completion = getattr(usage, "completion_tokens", None)
     total = getattr(usage, "total_tokens", None)
-    return {"inputTokenCount": prompt, "outputTokenCount": completion,
-            "totalTokenCount": total if total is not None else (prompt or 0) + (completion or 0)}
+    return {
+        "inputTokenCount": prompt,
+        "outputTokenCount": completion,
+        "totalTokenCount": total if total is not None else (prompt or 0) + (completion or 0),
+    }
 
 
 class OpenAIChatModel:
@@ -116,11 +147,22 @@ class OpenAIChatModel:
 
     DEFAULT_AZURE_API_VERSION = "2024-10-21"
 
-    def __init__(self, model: str | None = None, *, base_url: str | None = None, api_key: str | None = None,
-                 azure_endpoint: str | None = None, deployment: str | None = None, api_version: str | None = None,
-                 credential: Any | None = None, organization: str | None = None, timeout: float = 120.0,
-                 max_retries: int = 2, default_options: dict[str, Any] | None = None,
-                 default_headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        azure_endpoint: str | None = None,
+        deployment: str | None = None,
+        api_version: str | None = None,
+        credential: Any | None = None,
+        organization: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 2,
+        default_options: dict[str, Any] | None = None,
+        default_headers: dict[str, str] | None = None,
+    ):
         _require_openai()  # say so now, not at the first model call inside a worker
         self.base_url = base_url
         self.api_key = api_key
@@ -132,8 +174,12 @@ class OpenAIChatModel:
         self.credential = credential
         env = os.environ
         use_azure = bool(azure_endpoint) or (
-            not base_url and not api_key and not env.get("OPENAI_BASE_URL") and not env.get("OPENAI_API_KEY")
-            and bool(env.get("AZURE_OPENAI_ENDPOINT")))
+            not base_url
+            and not api_key
+            and not env.get("OPENAI_BASE_URL")
+            and not env.get("OPENAI_API_KEY")
+            and bool(env.get("AZURE_OPENAI_ENDPOINT"))
+        )
         self.azure_endpoint = (azure_endpoint or env.get("AZURE_OPENAI_ENDPOINT")) if use_azure else None
         self.api_version = api_version or env.get("AZURE_OPENAI_API_VERSION") or self.DEFAULT_AZURE_API_VERSION
         if self.azure_endpoint:
@@ -141,8 +187,9 @@ class OpenAIChatModel:
             # OpenAI with model=... and on Azure with AZURE_OPENAI_DEPLOYMENT_NAME).
             self.model = deployment or env.get("AZURE_OPENAI_DEPLOYMENT_NAME") or model or ""
             if not self.model:
-                raise ValueError("Azure OpenAI needs a deployment: pass deployment=... or set "
-                                 "AZURE_OPENAI_DEPLOYMENT_NAME")
+                raise ValueError(
+                    "Azure OpenAI needs a deployment: pass deployment=... or set AZURE_OPENAI_DEPLOYMENT_NAME"
+                )
         else:
             self.model = model or env.get("OPENAI_MODEL") or env.get("OPENAI_CHAT_MODEL_ID") or "gpt-4o-mini"
         self._client: Any = None
@@ -179,8 +226,9 @@ class OpenAIChatModel:
         if self.azure_endpoint:
             key = self.api_key or os.environ.get("AZURE_OPENAI_API_KEY")
             if key:
-                return openai.AzureOpenAI(azure_endpoint=self.azure_endpoint, api_key=key,
-                                          api_version=self.api_version, **common)
+                return openai.AzureOpenAI(
+                    azure_endpoint=self.azure_endpoint, api_key=key, api_version=self.api_version, **common
+                )
             credential = self.credential
             if credential is None:
                 from azure.identity import DefaultAzureCredential
@@ -189,16 +237,22 @@ class OpenAIChatModel:
             from azure.identity import get_bearer_token_provider
 
             provider = get_bearer_token_provider(credential, "https://cognitiveservices.azure.com/.default")
-            return openai.AzureOpenAI(azure_endpoint=self.azure_endpoint, azure_ad_token_provider=provider,
-                                      api_version=self.api_version, **common)
+            return openai.AzureOpenAI(
+                azure_endpoint=self.azure_endpoint,
+                azure_ad_token_provider=provider,
+                api_version=self.api_version,
+                **common,
+            )
         base_url = self.base_url or os.environ.get("OPENAI_BASE_URL") or None
         api_key = self.api_key or os.environ.get("OPENAI_API_KEY")
         if not api_key:
             if base_url:
                 api_key = "not-needed"  # local compatible servers usually ignore the key
             else:
-                raise RuntimeError("OpenAIChatModel needs an API key: set OPENAI_API_KEY or pass api_key=... "
-                                   "(or base_url=... for a compatible server)")
+                raise RuntimeError(
+                    "OpenAIChatModel needs an API key: set OPENAI_API_KEY or pass api_key=... "
+                    "(or base_url=... for a compatible server)"
+                )
         return openai.OpenAI(base_url=base_url, api_key=api_key, organization=self.organization, **common)
 
     def complete(self, request: ModelRequest) -> ModelResponse:
@@ -228,19 +282,24 @@ class OpenAIChatModel:
             if fn is None:
                 continue
             calls.append({"id": call.id, "name": fn.name, "arguments": fn.arguments or "{}"})
-        return ModelResponse(text=message.content, tool_calls=calls, usage=_usage_from_openai(completion.usage),
-                             model=getattr(completion, "model", None) or model,
-                             finish_reason=getattr(choice, "finish_reason", None))
+        return ModelResponse(
+            text=message.content,
+            tool_calls=calls,
+            usage=_usage_from_openai(completion.usage),
+            model=getattr(completion, "model", None) or model,
+            finish_reason=getattr(choice, "finish_reason", None),
+        )
 
-
-    def _complete_streaming(self, model: str, messages: list[dict[str, Any]], kwargs: dict[str, Any],
-                            sink: Callable[[str], None]) -> ModelResponse:
+    def _complete_streaming(
+        self, model: str, messages: list[dict[str, Any]], kwargs: dict[str, Any], sink: Callable[[str], None]
+    ) -> ModelResponse:
         """Stream the reply, handing each text delta to ``sink``; return the whole response as usual."""
         openai = _import_openai()
 
         try:
-            stream = self.client.chat.completions.create(model=model, messages=messages, stream=True,
-                                                         stream_options={"include_usage": True}, **kwargs)
+            stream = self.client.chat.completions.create(
+                model=model, messages=messages, stream=True, stream_options={"include_usage": True}, **kwargs
+            )
         except openai.BadRequestError:  # servers without stream_options
             stream = self.client.chat.completions.create(model=model, messages=messages, stream=True, **kwargs)
         text: list[str] = []
@@ -261,8 +320,9 @@ class OpenAIChatModel:
                     except Exception:  # a preview must never break the call
                         logger.debug("text sink failed", exc_info=True)
                 for tc in (delta.tool_calls if delta is not None else None) or []:
-                    slot = calls.setdefault(tc.index if tc.index is not None else len(calls),
-                                            {"id": "", "name": "", "arguments": ""})
+                    slot = calls.setdefault(
+                        tc.index if tc.index is not None else len(calls), {"id": "", "name": "", "arguments": ""}
+                    )
                     if tc.id:
                         slot["id"] = tc.id
                     if tc.function is not None:
@@ -271,20 +331,39 @@ class OpenAIChatModel:
                 if choice.finish_reason:
                     finish = choice.finish_reason
         tool_calls = [dict(c, arguments=c["arguments"] or "{}") for _, c in sorted(calls.items())]
-        return ModelResponse(text="".join(text) if text else None, tool_calls=tool_calls, usage=usage,
-                             model=served_model or model, finish_reason=finish)
+        return ModelResponse(
+            text="".join(text) if text else None,
+            tool_calls=tool_calls,
+            usage=usage,
+            model=served_model or model,
+            finish_reason=finish,
+        )
 
 
 class AzureOpenAIChatModel(OpenAIChatModel):
     """Azure OpenAI: ``AzureOpenAIChatModel(deployment="gpt-4o-mini")`` with ``AZURE_OPENAI_ENDPOINT`` set."""
 
-    def __init__(self, deployment: str | None = None, *, endpoint: str | None = None, api_key: str | None = None,
-                 api_version: str | None = None, credential: Any | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        deployment: str | None = None,
+        *,
+        endpoint: str | None = None,
+        api_key: str | None = None,
+        api_version: str | None = None,
+        credential: Any | None = None,
+        **kwargs: Any,
+    ):
         endpoint = endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
         if not endpoint:
             raise ValueError("Azure OpenAI needs an endpoint: pass endpoint=... or set AZURE_OPENAI_ENDPOINT")
-        super().__init__(deployment=deployment, azure_endpoint=endpoint, api_key=api_key, api_version=api_version,
-                         credential=credential, **kwargs)
+        super().__init__(
+            deployment=deployment,
+            azure_endpoint=endpoint,
+            api_key=api_key,
+            api_version=api_version,
+            credential=credential,
+            **kwargs,
+        )
 
 
 _JOKES = [
@@ -311,7 +390,9 @@ class OfflineChatModel:
         return "OfflineChatModel()"
 
     def complete(self, request: ModelRequest) -> ModelResponse:
-        system = " ".join(str(m.get("content") or "") for m in request.messages if m.get("role") in ("system", "developer"))
+        system = " ".join(
+            str(m.get("content") or "") for m in request.messages if m.get("role") in ("system", "developer")
+        )
         users = [m for m in request.messages if m.get("role") == "user"]
         last = users[-1].get("content") if users else ""
         if isinstance(last, list):
@@ -329,18 +410,23 @@ class OfflineChatModel:
             if "joke" in system.lower() or "joke" in last.lower():
                 body = _JOKES[(digest + turn) % len(_JOKES)]
             else:
-                body = f"I would answer \"{snippet}\" here, but no language model is configured."
-            text = (f"{self.PREFIX} (turn {turn} of this conversation) {body} "
-                    "Set OPENAI_API_KEY or AZURE_OPENAI_ENDPOINT to use a real model.")
+                body = f'I would answer "{snippet}" here, but no language model is configured.'
+            text = (
+                f"{self.PREFIX} (turn {turn} of this conversation) {body} "
+                "Set OPENAI_API_KEY or AZURE_OPENAI_ENDPOINT to use a real model."
+            )
         sink = current_text_sink()
         if sink is not None:
             for i, word in enumerate(text.split(" ")):
                 sink(word if i == 0 else " " + word)
         words_in = sum(len(str(m.get("content") or "").split()) for m in request.messages)
         words_out = len(text.split())
-        return ModelResponse(text=text, usage={"inputTokenCount": words_in, "outputTokenCount": words_out,
-                                                "totalTokenCount": words_in + words_out},
-                             model=self.NAME, finish_reason="stop")
+        return ModelResponse(
+            text=text,
+            usage={"inputTokenCount": words_in, "outputTokenCount": words_out, "totalTokenCount": words_in + words_out},
+            model=self.NAME,
+            finish_reason="stop",
+        )
 
 
 def default_model() -> ChatModel:
@@ -353,5 +439,12 @@ def default_model() -> ChatModel:
     return OfflineChatModel()
 
 
-__all__ = ["AzureOpenAIChatModel", "ChatModel", "ModelRequest", "ModelResponse", "OfflineChatModel",
-           "OpenAIChatModel", "default_model"]
+__all__ = [
+    "AzureOpenAIChatModel",
+    "ChatModel",
+    "ModelRequest",
+    "ModelResponse",
+    "OfflineChatModel",
+    "OpenAIChatModel",
+    "default_model",
+]

@@ -20,8 +20,8 @@ from typing import Any
 from durabletask import task
 from durabletask.task import OrchestrationContext
 
-from .response import AgentResponse, AgentRunError
 from .protocol import RUN_OPERATION, build_request, response_event_name, session_entity_id
+from .response import AgentResponse, AgentRunError
 from .state import iso
 
 
@@ -84,8 +84,11 @@ class AgentTask(task.CompositeTask[AgentResponse], task.CompletableTask[AgentRes
             self.fail(f"the response of agent {self.agent_name!r} could not be read", exc)
             return
         if response.error:
-            err = AgentRunError(response.error.get("message") or "the agent turn failed",
-                                code=response.error.get("code"), response=response)
+            err = AgentRunError(
+                response.error.get("message") or "the agent turn failed",
+                code=response.error.get("code"),
+                response=response,
+            )
             self.fail(str(err), err)
             return
         self.complete(response)
@@ -107,9 +110,16 @@ class OrchestrationAgent:
     def get_session(self, session_id: str) -> AgentSession:
         return AgentSession(self.name, session_key(session_id) or session_id)
 
-    def run(self, message: Any = None, *, session: AgentSession | str | None = None, response_schema: Any = None,
-            enable_tool_calls: bool = True, options: dict[str, Any] | None = None,
-            response_format: Any = None) -> AgentTask:
+    def run(
+        self,
+        message: Any = None,
+        *,
+        session: AgentSession | str | None = None,
+        response_schema: Any = None,
+        enable_tool_calls: bool = True,
+        options: dict[str, Any] | None = None,
+        response_format: Any = None,
+    ) -> AgentTask:
         """Send one message; yield the returned task for the :class:`AgentResponse`.
 
         ``session``: continue that conversation (default: a new one for this call). ``response_schema`` (or
@@ -127,10 +137,16 @@ class OrchestrationAgent:
         key = session_key(session) or ctx.new_uuid()
         corr = ctx.new_uuid()
         event = response_event_name(corr)
-        request = build_request(message, corr, response_schema=schema, enable_tool_calls=enable_tool_calls,
-                                options=options, created_at=iso(ctx.current_utc_datetime),
-                                orchestration_id=ctx.instance_id,
-                                reply_to={"instanceId": ctx.instance_id, "event": event})
+        request = build_request(
+            message,
+            corr,
+            response_schema=schema,
+            enable_tool_calls=enable_tool_calls,
+            options=options,
+            created_at=iso(ctx.current_utc_datetime),
+            orchestration_id=ctx.instance_id,
+            reply_to={"instanceId": ctx.instance_id, "event": event},
+        )
         ctx.signal_entity(session_entity_id(self.name, key), RUN_OPERATION, input=request)
         waiter = ctx.wait_for_external_event(event)
         return AgentTask(waiter, schema, self.name, key)
@@ -167,5 +183,12 @@ class AgentOrchestrationContext:
         setattr(self._ctx, name, value)
 
 
-__all__ = ["AgentOrchestrationContext", "AgentSession", "AgentTask", "OrchestrationAgent", "build_request", "image",
-           "session_key"]
+__all__ = [
+    "AgentOrchestrationContext",
+    "AgentSession",
+    "AgentTask",
+    "OrchestrationAgent",
+    "build_request",
+    "image",
+    "session_key",
+]

@@ -9,11 +9,16 @@ For an agent ``Joker`` and a session ``s1``:
 * the session is the durable entity ``@dafx-joker@s1`` (Agent Framework's naming; entity names are lower-cased),
   holding the conversation in Agent Framework's durable-agent state schema 1.1.0, with Moorage's bookkeeping
   (running turn, queued requests, TTL) under ``data.extensionData.moorage``;
-* its operations are ``run`` (Agent Framework's request shape), ``reset``, ``delete``, ``get``, and the internal
-  ``_complete`` (a turn's response) and ``_expire`` (the idle-TTL check);
+* its operations are ``run`` (Agent Framework's request shape; .NET's too), ``reset``, ``delete``, ``get``, and the
+  internal ``_complete`` (a turn's response), ``_summary`` (a new summary of older entries) and ``_expire`` (the
+  idle-TTL check) — matched case-insensitively (:func:`normalize_operation`);
 * a turn is the orchestration ``moorage.agent_turn:Joker`` whose instance id is
   ``dafx-joker:s1:<correlation id>`` — known to whoever knows the request, so anyone can wait for it; its model
-  calls and tool calls are the activities ``moorage.agent_llm:Joker`` and ``moorage.agent_tool:Joker``;
+  calls and tool calls are the activities ``moorage.agent_llm:Joker`` and ``moorage.agent_tool:Joker``, its
+  summaries of older turns ``moorage.agent_summarize:Joker``;
+* entries a session moved out of its state are on archive pages, entities ``moorage-archive`` (key
+  :func:`archive_key`); a streamed turn's chunks are kept for a while in the entity ``moorage-stream`` (key
+  :func:`stream_key`) so a dropped stream can be resumed through any gateway;
 * a turn started from an orchestration answers it with the external event ``moorage.agent_response:<corr>``.
 
 The noun is *session* (Agent Framework's current word; "thread" is its deprecated alias, kept on the HTTP routes
@@ -39,6 +44,7 @@ ENTITY_PREFIX = "dafx-"
 TURN_PREFIX = "moorage.agent_turn:"
 LLM_PREFIX = "moorage.agent_llm:"
 TOOL_PREFIX = "moorage.agent_tool:"
+SUMMARIZE_PREFIX = "moorage.agent_summarize:"
 RESPONSE_EVENT_PREFIX = "moorage.agent_response:"
 
 RUN_OPERATION = "run"
@@ -46,11 +52,34 @@ RESET_OPERATION = "reset"
 DELETE_OPERATION = "delete"
 GET_OPERATION = "get"
 COMPLETE_OPERATION = "_complete"
+SUMMARY_OPERATION = "_summary"
+"""A turn's new summary of the session's older entries ({"text", "upTo"}), stored before the turn goes on."""
 EXPIRE_OPERATION = "_expire"
 PUBLIC_OPERATIONS = (RUN_OPERATION, RESET_OPERATION, DELETE_OPERATION, GET_OPERATION)
 """The operations a caller may signal (``_complete`` and ``_expire`` are the runtime's own)."""
+_OPERATIONS = {op.lower(): op for op in (*PUBLIC_OPERATIONS, COMPLETE_OPERATION, EXPIRE_OPERATION, SUMMARY_OPERATION)}
+
+
+def normalize_operation(name: str | None) -> str:
+    """An entity operation name as the runtime knows it: matched case-insensitively, because Agent Framework's
+    .NET agents send ``Run`` (and older ones ``RunAgent``) where Python sends ``run``. Unknown names come back as
+    they are, for the entity to reject."""
+    raw = name or ""
+    low = raw.lower()
+    if low == "runagent":
+        return RUN_OPERATION
+    return _OPERATIONS.get(low, raw)
+
 
 SCHEMA_VERSION = "1.1.0"
+"""The schema version Moorage writes (Agent Framework Python's)."""
+READ_SCHEMA_MAJOR = 1
+"""Sessions written in any 1.x version are read (1.1.0 by Agent Framework Python, 1.2.0 by .NET): the fields
+Moorage understands are the schema's ``conversationHistory`` entries (``request``/``response`` with ``messages``,
+``correlationId``, ``createdAt``, ``responseType``, ``responseSchema``, ``orchestrationId``, ``usage``) and the
+content types ``text``, ``data``, ``uri``, ``functionCall``, ``functionResult``, ``error`` (kept, not replayed:
+``reasoning``, ``usage``, ``hostedFile``, ``hostedVectorStore``, ``unknown``). Other properties of ``data`` (e.g.
+.NET's ``expirationTime``) are kept under ``data.extensionData`` so that nothing written by others is lost."""
 EXT_KEY = "moorage"
 """Moorage's key under the schema's ``extensionData`` (on the state and on response entries)."""
 
@@ -64,7 +93,7 @@ def entity_name(agent_name: str) -> str:
 
 def agent_of_entity(name: str) -> str | None:
     """The agent whose sessions an entity name holds (``dafx-joker`` -> ``joker``), or None for other entities."""
-    return name[len(ENTITY_PREFIX):] if name.startswith(ENTITY_PREFIX) else None
+    return name[len(ENTITY_PREFIX) :] if name.startswith(ENTITY_PREFIX) else None
 
 
 def is_session_entity(name: str) -> bool:
@@ -90,6 +119,15 @@ def sessions_prefix(agent_name: str | None = None) -> str:
     return f"@{entity_name(agent_name.lower())}@"
 
 
+def session_key(value: str, agent_name: str) -> str:
+    """The session id in a caller's session identifier: the key itself, or the key of an entity id
+    ``@dafx-<agent>@<key>`` of that agent (Agent Framework's ``AgentSessionId`` string form)."""
+    prefix = sessions_prefix(agent_name)
+    if value.lower().startswith(prefix) and len(value) > len(prefix):
+        return value[len(prefix) :]
+    return value
+
+
 def turn_orchestration_name(agent_name: str) -> str:
     return TURN_PREFIX + agent_name
 
@@ -102,6 +140,19 @@ def tool_activity_name(agent_name: str) -> str:
     return TOOL_PREFIX + agent_name
 
 
+def summarize_activity_name(agent_name: str) -> str:
+    return SUMMARIZE_PREFIX + agent_name
+
+
+ARCHIVE_ENTITY = "moorage-archive"
+"""Archive pages of sessions: the entries a session moved out to stay under its ``max_state_bytes``."""
+
+
+def archive_key(agent_name: str, session_id: str, page: int) -> str:
+    """The key of a session's archive page (pages 0, 1, 2, ... oldest first)."""
+    return f"{agent_name.lower()}:{session_id}:{page}"
+
+
 def turn_instance_id(agent_name: str, session_id: str, correlation_id: str) -> str:
     """The turn orchestration's instance id: known to whoever knows the request, so clients can wait on it."""
     return f"{ENTITY_PREFIX}{agent_name.lower()}:{session_id}:{correlation_id}"
@@ -112,7 +163,42 @@ def response_event_name(correlation_id: str) -> str:
     return RESPONSE_EVENT_PREFIX + correlation_id
 
 
+# -- the stream log (resumable streaming) ------------------------------------------------------------------------------
+
+STREAM_ENTITY = "moorage-stream"
+"""The entity that keeps a streamed turn's chunks for a while (key: :func:`stream_key`), so that a client whose
+connection dropped resumes from the last chunk it saw, through any gateway instance."""
+STREAM_APPEND_OPERATION = "append"
+"""Input ``{"chunks": [{"sequence": n, "text": "..."}, ...]}``: chunks numbered per turn from 0; a chunk already
+held is ignored, so a repeated or reordered append changes nothing."""
+STREAM_EXPIRE_OPERATION = "_expire"
+STREAM_RETENTION_SECONDS = 900.0
+"""How long a turn's chunks are kept after its first chunk (then the entity deletes itself)."""
+STREAM_MAX_CHUNKS = 50_000
+"""At most this many chunks are kept per turn (later ones are dropped; the final answer is always complete)."""
+
+
+def stream_key(agent_name: str, session_id: str, correlation_id: str) -> str:
+    """The stream log entity's key of a turn (the turn's instance id)."""
+    return turn_instance_id(agent_name, session_id, correlation_id)
+
+
+def stream_chunks(state: Any) -> list[tuple[int, str]]:
+    """The chunks a stream log state holds, as (sequence, text) in order."""
+    raw = state.get("chunks") if isinstance(state, dict) else None
+    if not isinstance(raw, dict):
+        return []
+    out = []
+    for seq, text in raw.items():
+        try:
+            out.append((int(seq), str(text)))
+        except (TypeError, ValueError):
+            continue
+    return sorted(out)
+
+
 # -- run requests (Agent Framework's request shape, plus Moorage extensions) -------------------------------------------
+
 
 def _iso(dt: datetime) -> str:
     from .state import iso
@@ -155,9 +241,25 @@ class RunRequest:
         if not corr or not isinstance(corr, str):
             raise ValueError("correlationId is required in a run request")
         role = str(raw.get("role") or "user").strip().lower() or "user"
+        contents: list[dict[str, Any]] = []
+        dotnet = raw.get("messages")  # .NET's RunRequest: {"messages": [ChatMessage, ...], "enableToolCalls", ...}
+        if isinstance(dotnet, list) and dotnet and raw.get("message") is None:
+            first = dotnet[0] if isinstance(dotnet[0], dict) else {}
+            role = str(_role_name(first.get("role")) or "user").strip().lower() or "user"
+            for m in dotnet:
+                for c in (m.get("contents") if isinstance(m, dict) else None) or []:
+                    if isinstance(c, dict) and c.get("$type"):
+                        contents.append(c)
+                    elif isinstance(c, dict) and isinstance(c.get("text"), str):
+                        contents.append({"$type": "text", "text": c["text"]})
+                if isinstance(m, dict) and isinstance(m.get("text"), str) and not m.get("contents"):
+                    contents.append({"$type": "text", "text": m["text"]})
+            if "enable_tool_calls" not in raw and "enableToolCalls" in raw:
+                raw = {**raw, "enable_tool_calls": raw["enableToolCalls"]}
+            if "response_format" not in raw and isinstance(raw.get("responseFormat"), dict):
+                raw = {**raw, "response_format": raw["responseFormat"]}
         if role not in ("user", "system", "assistant", "developer"):
             raise ValueError(f"unsupported role {role!r} in run request")
-        contents: list[dict[str, Any]] = []
         message = raw.get("message")
         if message is not None and not isinstance(message, str):
             raise ValueError("'message' must be a string")
@@ -231,6 +333,13 @@ class RunRequest:
         return entry
 
 
+def _role_name(role: Any) -> str | None:
+    """A chat role as .NET may serialise it: a string, or ``{"value": "user"}``."""
+    if isinstance(role, dict):
+        role = role.get("value") or role.get("Value")
+    return role if isinstance(role, str) else None
+
+
 def message_contents(message: Any) -> list[dict[str, Any]]:
     """A caller's message as schema contents: a string, one content dict, or a list of strings and contents."""
     contents: list[dict[str, Any]] = []
@@ -253,15 +362,29 @@ def message_contents(message: Any) -> list[dict[str, Any]]:
     return contents
 
 
-def build_request(message: Any, correlation_id: str, *, response_schema: Any = None, enable_tool_calls: bool = True,
-                  options: dict[str, Any] | None = None, role: str = "user", created_at: str | None = None,
-                  orchestration_id: str | None = None, reply_to: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_request(
+    message: Any,
+    correlation_id: str,
+    *,
+    response_schema: Any = None,
+    enable_tool_calls: bool = True,
+    options: dict[str, Any] | None = None,
+    role: str = "user",
+    created_at: str | None = None,
+    orchestration_id: str | None = None,
+    reply_to: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """A ``run`` operation input in Agent Framework's shape (with Moorage's ``contents`` for non-text input)."""
     req = RunRequest(
-        correlation_id=correlation_id, role=role, contents=message_contents(message),
+        correlation_id=correlation_id,
+        role=role,
+        contents=message_contents(message),
         response_format=normalize_response_format(response_schema),
-        enable_tool_calls=enable_tool_calls, options=dict(options or {}),
-        orchestration_id=orchestration_id, reply_to=reply_to, created_at=created_at,
+        enable_tool_calls=enable_tool_calls,
+        options=dict(options or {}),
+        orchestration_id=orchestration_id,
+        reply_to=reply_to,
+        created_at=created_at,
     )
     req.request_response_format = "json" if req.response_format else "text"
     return req.to_dict()
@@ -269,8 +392,15 @@ def build_request(message: Any, correlation_id: str, *, response_schema: Any = N
 
 # -- responses -------------------------------------------------------------------------------------------------------
 
-def response_entry(correlation_id: str, messages: list[dict[str, Any]], usage: dict[str, Any] | None,
-                   created_at: str, *, is_error: bool = False) -> dict[str, Any]:
+
+def response_entry(
+    correlation_id: str,
+    messages: list[dict[str, Any]],
+    usage: dict[str, Any] | None,
+    created_at: str,
+    *,
+    is_error: bool = False,
+) -> dict[str, Any]:
     """A turn's response as a history entry of the session (a failed turn is flagged under ``extensionData``)."""
     entry: dict[str, Any] = {
         "$type": "response",
@@ -293,8 +423,9 @@ def is_error_response(entry: dict[str, Any]) -> bool:
         mine = extension.get(EXT_KEY)
         if isinstance(mine, dict) and mine.get("isError"):
             return True
-    contents = [c for m in entry.get("messages") or [] if isinstance(m, dict)
-                for c in m.get("contents") or [] if c is not None]
+    contents = [
+        c for m in entry.get("messages") or [] if isinstance(m, dict) for c in m.get("contents") or [] if c is not None
+    ]
     return bool(contents) and all(isinstance(c, dict) and c.get("$type") == "error" for c in contents)
 
 
@@ -347,9 +478,16 @@ class TurnOutput:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "agent": self.agent, "sessionId": self.session_id, "correlationId": self.correlation_id,
-            "instanceId": self.instance_id, "text": self.text, "value": self.value, "messages": self.messages,
-            "usage": self.usage, "createdAt": self.created_at, "responseFormat": self.response_format,
+            "agent": self.agent,
+            "sessionId": self.session_id,
+            "correlationId": self.correlation_id,
+            "instanceId": self.instance_id,
+            "text": self.text,
+            "value": self.value,
+            "messages": self.messages,
+            "usage": self.usage,
+            "createdAt": self.created_at,
+            "responseFormat": self.response_format,
             "error": self.error,
         }
 
@@ -369,15 +507,22 @@ class TurnOutput:
         if error is not None and not isinstance(error, dict):
             error = {"code": "Error", "message": str(error)}
         return cls(
-            agent=str(raw.get("agent") or ""), session_id=str(raw.get("sessionId") or ""),
-            correlation_id=str(raw.get("correlationId") or ""), instance_id=str(raw.get("instanceId") or ""),
-            text=str(raw.get("text") or ""), value=raw.get("value"), messages=list(raw.get("messages") or []),
-            usage=dict(raw.get("usage") or {}), created_at=raw.get("createdAt"),
-            response_format=raw.get("responseFormat"), error=error or None,
+            agent=str(raw.get("agent") or ""),
+            session_id=str(raw.get("sessionId") or ""),
+            correlation_id=str(raw.get("correlationId") or ""),
+            instance_id=str(raw.get("instanceId") or ""),
+            text=str(raw.get("text") or ""),
+            value=raw.get("value"),
+            messages=list(raw.get("messages") or []),
+            usage=dict(raw.get("usage") or {}),
+            created_at=raw.get("createdAt"),
+            response_format=raw.get("responseFormat"),
+            error=error or None,
         )
 
 
 # -- session bookkeeping (data.extensionData.moorage) -----------------------------------------------------------------
+
 
 def bookkeeping(state: Any) -> dict[str, Any]:
     """Moorage's bookkeeping of a session state document (read-only view; {} when there is none)."""
@@ -408,11 +553,59 @@ def is_queued(mo: dict[str, Any], correlation_id: str) -> bool:
 
 
 __all__ = [
-    "COMPLETE_OPERATION", "DELETE_OPERATION", "ENTITY_PREFIX", "EXPIRE_OPERATION", "EXT_KEY", "GET_OPERATION",
-    "LLM_PREFIX", "PUBLIC_OPERATIONS", "RESET_OPERATION", "RESPONSE_EVENT_PREFIX", "RUN_OPERATION", "RunRequest",
-    "SCHEMA_VERSION", "TOOL_PREFIX", "TURN_PREFIX", "TurnOutput", "USAGE_KEYS", "add_usage", "agent_of_entity",
-    "bookkeeping", "build_request", "empty_usage", "entity_name", "is_error_entry", "is_error_response", "is_queued",
-    "is_session_entity", "llm_activity_name", "message_contents", "queued_requests", "response_entry",
-    "response_event_name", "running_correlation", "session_entity_id", "session_instance_id", "sessions_prefix",
-    "tool_activity_name", "turn_instance_id", "turn_orchestration_name", "usage_counts",
+    "ARCHIVE_ENTITY",
+    "COMPLETE_OPERATION",
+    "DELETE_OPERATION",
+    "ENTITY_PREFIX",
+    "EXPIRE_OPERATION",
+    "EXT_KEY",
+    "GET_OPERATION",
+    "LLM_PREFIX",
+    "PUBLIC_OPERATIONS",
+    "READ_SCHEMA_MAJOR",
+    "RESET_OPERATION",
+    "RESPONSE_EVENT_PREFIX",
+    "RUN_OPERATION",
+    "SCHEMA_VERSION",
+    "STREAM_APPEND_OPERATION",
+    "STREAM_ENTITY",
+    "STREAM_EXPIRE_OPERATION",
+    "STREAM_MAX_CHUNKS",
+    "STREAM_RETENTION_SECONDS",
+    "SUMMARIZE_PREFIX",
+    "SUMMARY_OPERATION",
+    "TOOL_PREFIX",
+    "TURN_PREFIX",
+    "USAGE_KEYS",
+    "RunRequest",
+    "TurnOutput",
+    "add_usage",
+    "agent_of_entity",
+    "archive_key",
+    "bookkeeping",
+    "build_request",
+    "empty_usage",
+    "entity_name",
+    "is_error_entry",
+    "is_error_response",
+    "is_queued",
+    "is_session_entity",
+    "llm_activity_name",
+    "message_contents",
+    "normalize_operation",
+    "queued_requests",
+    "response_entry",
+    "response_event_name",
+    "running_correlation",
+    "session_entity_id",
+    "session_instance_id",
+    "session_key",
+    "sessions_prefix",
+    "stream_chunks",
+    "stream_key",
+    "summarize_activity_name",
+    "tool_activity_name",
+    "turn_instance_id",
+    "turn_orchestration_name",
+    "usage_counts",
 ]

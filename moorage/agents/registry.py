@@ -3,12 +3,13 @@
 The gateway is a Durable Task *client*: it cannot see which agents the workers host. Workers announce them by
 hosting this entity (:func:`install`) and signalling ``register`` for each agent when they start (:func:`register`,
 see ``moorage.agents.exposure``); the gateway reads it to answer ``GET /api/agents`` and to tell an unknown agent
-(404) from one whose worker is merely busy. Agents that already have sessions, and agents named by ``moorage gateway --agents``, count as known too.
+(404) from one whose worker is merely busy. Agents that already have sessions, and agents named by
+``moorage gateway --agents``, count as known too.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 REGISTRY_ENTITY = "moorage-agent"
@@ -19,7 +20,7 @@ def agent_registry_entity(ctx: Any, input: Any) -> Any:
     op = ctx.operation
     if op == "register":
         info = dict(input or {})
-        info.setdefault("registeredAt", datetime.now(timezone.utc).isoformat())
+        info.setdefault("registeredAt", datetime.now(UTC).isoformat())
         ctx.set_state(info)
         return None
     if op == "unregister":
@@ -34,8 +35,16 @@ agent_registry_entity.__name__ = REGISTRY_ENTITY
 
 
 def registration(agent: Any) -> dict[str, Any]:
-    return {"name": agent.name, "description": getattr(agent, "description", None) or "",
-            "registeredAt": datetime.now(timezone.utc).isoformat()}
+    """What a worker announces about an agent (``type``, ``httpEndpointEnabled`` and ``mcpToolEnabled`` are what
+    Agent Framework's ``/api/health`` lists)."""
+    return {
+        "name": agent.name,
+        "description": getattr(agent, "description", None) or "",
+        "type": type(agent).__name__,
+        "httpEndpointEnabled": bool(getattr(agent, "http_endpoint", True)),
+        "mcpToolEnabled": bool(getattr(agent, "mcp_tool", True)),
+        "registeredAt": datetime.now(UTC).isoformat(),
+    }
 
 
 def install(sdk_worker: Any, agents: Any) -> None:
@@ -49,8 +58,7 @@ def register(sdk_client: Any, agents: Any) -> None:
     from durabletask.entities import EntityInstanceId
 
     for agent in agents:
-        sdk_client.signal_entity(EntityInstanceId(REGISTRY_ENTITY, agent.name.lower()), "register",
-                                 registration(agent))
+        sdk_client.signal_entity(EntityInstanceId(REGISTRY_ENTITY, agent.name.lower()), "register", registration(agent))
 
 
 __all__ = ["REGISTRY_ENTITY", "agent_registry_entity", "install", "register", "registration"]

@@ -63,16 +63,23 @@ class AgentResponse:
 
     def raise_for_error(self) -> AgentResponse:
         if self.error:
-            raise AgentRunError(self.error.get("message") or "the agent turn failed", code=self.error.get("code"),
-                                response=self)
+            raise AgentRunError(
+                self.error.get("message") or "the agent turn failed", code=self.error.get("code"), response=self
+            )
         return self
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (used when an orchestration returns an AgentResponse)."""
         return {
-            "text": self.text, "agent": self.agent_name, "sessionId": self.session_id,
-            "correlationId": self.correlation_id, "messages": self.messages, "usage": self.usage,
-            "createdAt": self.created_at, "value": self.raw_value, "error": self.error,
+            "text": self.text,
+            "agent": self.agent_name,
+            "sessionId": self.session_id,
+            "correlationId": self.correlation_id,
+            "messages": self.messages,
+            "usage": self.usage,
+            "createdAt": self.created_at,
+            "value": self.raw_value,
+            "error": self.error,
             "instanceId": self.instance_id,
         }
 

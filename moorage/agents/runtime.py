@@ -27,14 +27,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from durabletask import task
-from durabletask.entities import EntityContext
+from durabletask.entities import EntityContext, EntityInstanceId
 
 from moorage.observability import agent_telemetry as telemetry
 
 from .. import _sdk
 from .agent import Agent
+from .context import DEFAULT_POLICY, choose_cut, counter, is_context_overflow, summary_message, transcript
 from .models import ModelRequest
 from .protocol import (
+    ARCHIVE_ENTITY,
     COMPLETE_OPERATION,
     DELETE_OPERATION,
     EXPIRE_OPERATION,
@@ -42,17 +44,21 @@ from .protocol import (
     LLM_PREFIX,
     RESET_OPERATION,
     RUN_OPERATION,
+    SUMMARY_OPERATION,
     TOOL_PREFIX,
     TURN_PREFIX,
     RunRequest,
     TurnOutput,
     add_usage,
+    archive_key,
     empty_usage,
     entity_name,
     llm_activity_name,
+    normalize_operation,
     response_entry,
     response_event_name,
     session_entity_id,
+    summarize_activity_name,
     tool_activity_name,
     turn_instance_id,
     turn_orchestration_name,
@@ -65,15 +71,29 @@ logger = logging.getLogger("moorage.agents")
 
 # The names below are the protocol's (moorage.agents.protocol); they stay importable from here.
 __all__ = [
-    "AgentTurnFailed", "HistoryReader", "LLM_PREFIX", "SessionEntity", "TOOL_PREFIX", "TURN_PREFIX",
-    "llm_activity_name", "make_llm_activity", "make_session_entity", "make_tool_activity", "make_turn_orchestrator",
-    "response_event_name", "session_entity_id", "tool_activity_name", "turn_instance_id", "turn_orchestration_name",
+    "LLM_PREFIX",
+    "TOOL_PREFIX",
+    "TURN_PREFIX",
+    "AgentTurnFailed",
+    "HistoryReader",
+    "SessionEntity",
+    "llm_activity_name",
+    "make_llm_activity",
+    "make_session_entity",
+    "make_tool_activity",
+    "make_turn_orchestrator",
+    "response_event_name",
+    "session_entity_id",
+    "tool_activity_name",
+    "turn_instance_id",
+    "turn_orchestration_name",
 ]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The session entity
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 class SessionEntity:
     """The session entity of one agent, one named step per operation.
@@ -88,11 +108,13 @@ class SessionEntity:
         self.agent = agent
         self.turn_name = turn_orchestration_name(agent.name)
         self.ttl = agent.session_ttl
-        self.default_response_format = (normalize_response_format(agent.response_schema)
-                                        if agent.response_schema is not None else None)
+        self.default_response_format = (
+            normalize_response_format(agent.response_schema) if agent.response_schema is not None else None
+        )
+        self.policy = agent.context
 
     def __call__(self, ctx: EntityContext, input: Any) -> Any:
-        op = ctx.operation
+        op = normalize_operation(ctx.operation)
         if op == DELETE_OPERATION:
             _sdk.write_entity_state_text(ctx, None)
             return None
@@ -105,6 +127,8 @@ class SessionEntity:
             return self.reset(ctx, session)
         if op == EXPIRE_OPERATION:
             return self.expire(ctx, session)
+        if op == SUMMARY_OPERATION:
+            return self.set_summary(ctx, session, input)
         if op == GET_OPERATION:
             return load_state(session.to_raw()) if session.exists else None
         raise ValueError(f"agent session {ctx.entity_id} has no operation {op!r}; supported: run, reset, delete, get")
@@ -145,6 +169,22 @@ class SessionEntity:
         self.save(ctx, session, now)
         return None
 
+    def set_summary(self, ctx: EntityContext, session: RawSession, input: Any) -> None:
+        """A turn's new summary of the older entries (a later one never gives way to an earlier one)."""
+        summary = (input or {}).get("summary") if isinstance(input, dict) else None
+        if not session.exists or not isinstance(summary, dict):
+            return None
+        mo = session.mo
+        if int(summary.get("upTo") or 0) > int((mo.get("summary") or {}).get("upTo") or 0):
+            mo["summary"] = {
+                "text": str(summary.get("text") or ""),
+                "upTo": int(summary["upTo"]),
+                "at": iso(utc_now()),
+                "correlationId": (input or {}).get("correlationId"),
+            }
+            self.save(ctx, session, utc_now())
+        return None
+
     def reset(self, ctx: EntityContext, session: RawSession) -> None:
         """Forget the conversation and the queue; a running turn's answer will be dropped."""
         if not session.exists:
@@ -169,8 +209,9 @@ class SessionEntity:
             if mo.get("active") or mo.get("pending"):
                 self.schedule_expiry(ctx, mo, now + self.ttl)
             elif now >= last + self.ttl - timedelta(milliseconds=50):
-                logger.info("session %s of agent %s expired after %s idle", ctx.entity_id.key, self.agent.name,
-                            self.ttl)
+                logger.info(
+                    "session %s of agent %s expired after %s idle", ctx.entity_id.key, self.agent.name, self.ttl
+                )
                 _sdk.write_entity_state_text(ctx, None)
                 return None
             else:
@@ -197,10 +238,10 @@ class SessionEntity:
         session_id = ctx.entity_id.key
         session.append(req.to_entry(now))
         instance_id = turn_instance_id(self.agent.name, session_id, req.correlation_id)
-        session.mo["active"] = {"correlationId": req.correlation_id, "instanceId": instance_id,
-                                "startedAt": iso(now)}
-        _sdk.schedule_orchestration_in_trace(ctx, self.turn_name, input=self.turn_input(session, session_id, req),
-                                             instance_id=instance_id)
+        session.mo["active"] = {"correlationId": req.correlation_id, "instanceId": instance_id, "startedAt": iso(now)}
+        _sdk.schedule_orchestration_in_trace(
+            ctx, self.turn_name, input=self.turn_input(session, session_id, req), instance_id=instance_id
+        )
         return instance_id
 
     def turn_input(self, session: RawSession, session_id: str, req: RunRequest) -> dict[str, Any]:
@@ -212,10 +253,15 @@ class SessionEntity:
             # Not the whole history (it would be stored and replayed with every step of every turn): the entries
             # added since the previous turn's request, on top of which a worker that ran that turn has the rest
             # cached; any other worker reads it from this entity (see HistoryReader).
-            "history": {"epoch": session.mo["epoch"], "base": base, "recent": recent,
-                        "version": int(session.mo.get("version") or 0)},
-            "responseFormat": req.response_format if req.response_format is not None
-            else self.default_response_format,
+            "history": {
+                "epoch": session.mo["epoch"],
+                "base": base,
+                "recent": recent,
+                "version": int(session.mo.get("version") or 0),
+                "archived": int(session.mo.get("archived") or 0),
+            },
+            "summary": session.mo.get("summary"),
+            "responseFormat": req.response_format if req.response_format is not None else self.default_response_format,
             "enableToolCalls": req.enable_tool_calls,
             "options": req.options,
             "replyTo": req.reply_to,
@@ -233,9 +279,35 @@ class SessionEntity:
             return
 
     def save(self, ctx: EntityContext, session: RawSession, now: datetime) -> None:
-        """Record activity (for the TTL) and write the state back."""
+        """Record activity (for the TTL), move old entries to the archive when the state is over
+        ``max_state_bytes``, and write the state back."""
         self.touch(ctx, session.mo, now)
-        _sdk.write_entity_state_text(ctx, session.to_raw())
+        raw = session.to_raw()
+        limit = self.policy.max_state_bytes if self.policy is not None else None
+        if limit is not None and len(raw) > limit:
+            self.archive(ctx, session, len(raw) - limit)
+            raw = session.to_raw()
+        _sdk.write_entity_state_text(ctx, raw)
+
+    def archive(self, ctx: EntityContext, session: RawSession, excess: int) -> None:
+        """Move the oldest entries (whole pages, at least ``excess`` characters, never the running turn's request)
+        to archive pages — entities ``moorage-archive`` — and keep the count."""
+        mo = session.mo
+        keep_from = session.count_entries() - 2  # the latest exchange stays
+        moved = session.take_oldest(excess, max_entries=keep_from)
+        page_size = self.policy.archive_page_entries if self.policy is not None else 200
+        pages = int(mo.get("archivePages") or 0)
+        first = int(mo.get("archived") or 0)
+        for i in range(0, len(moved), page_size):
+            part = moved[i : i + page_size]
+            ctx.signal_entity(
+                EntityInstanceId(ARCHIVE_ENTITY, archive_key(self.agent.name, ctx.entity_id.key, pages)),
+                "put",
+                {"first": first + i, "entries": part},
+            )
+            pages += 1
+        mo["archived"] = first + len(moved)
+        mo["archivePages"] = pages
 
     def touch(self, ctx: EntityContext, mo: dict[str, Any], now: datetime) -> None:
         mo["lastActivityAt"] = iso(now)
@@ -265,6 +337,7 @@ def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
 # Activities
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 class HistoryReader:
     """The conversation a turn's model calls see, as Chat Completions messages.
 
@@ -280,7 +353,8 @@ class HistoryReader:
         self._factory = client_factory
         self._client: Any = None
         self._lock = threading.Lock()
-        self._sessions: OrderedDict[str, tuple[int, list[dict[str, Any]]]] = OrderedDict()  # key -> (version, chat)
+        # key -> (version, absolute number of the first entry, each entry's chat messages)
+        self._sessions: OrderedDict[str, tuple[int, int, list[list[dict[str, Any]]]]] = OrderedDict()
         self._cache_size = cache_size
         self.reads = 0  # GetEntity calls (for tests)
 
@@ -298,15 +372,25 @@ class HistoryReader:
         if client is not None:
             client.close()
 
-    def _remember(self, key: str, version: int, chat: list[dict[str, Any]]) -> None:
+    def _remember(self, key: str, version: int, first: int, groups: list[list[dict[str, Any]]]) -> None:
         with self._lock:
-            self._sessions[key] = (version, chat)
+            self._sessions[key] = (version, first, groups)
             self._sessions.move_to_end(key)
             while len(self._sessions) > self._cache_size:
                 self._sessions.popitem(last=False)
 
-    def read(self, agent_name: str, session_id: str, correlation_id: str,
-             described: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def read(
+        self, agent_name: str, session_id: str, correlation_id: str, described: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """The conversation up to and including the turn's request, as Chat Completions messages."""
+        _, groups = self.read_groups(agent_name, session_id, correlation_id, described)
+        return [m for g in groups for m in g]
+
+    def read_groups(
+        self, agent_name: str, session_id: str, correlation_id: str, described: dict[str, Any] | None = None
+    ) -> tuple[int, list[list[dict[str, Any]]]]:
+        """(absolute number of the first entry, each entry's chat messages) up to the turn's request: entries
+        are kept apart so that a context policy can leave out the ones a summary covers."""
         entity = session_entity_id(agent_name, session_id)
         key = f"{entity}#{(described or {}).get('epoch', '')}"
         if described:
@@ -315,53 +399,140 @@ class HistoryReader:
             with self._lock:
                 cached = self._sessions.get(key)
             if cached is not None and cached[0] == version:
-                return cached[1]
-            base_chat = [] if base == 0 else (cached[1] if cached is not None and cached[0] == base else None)
-            if base_chat is not None:
-                chat = base_chat + [m for e in described.get("recent") or [] for m in entry_to_chat(e)]
-                self._remember(key, version, chat)
-                return chat
+                return cached[1], cached[2]
+            archived = int(described.get("archived") or 0)
+            base_groups: list[list[dict[str, Any]]] | None
+            first = archived
+            if base == 0:
+                base_groups = []
+            elif cached is not None and cached[0] == base:
+                first, base_groups = cached[1], cached[2]
+            else:
+                base_groups = None
+            if base_groups is not None:
+                groups = base_groups + [entry_to_chat(e) for e in described.get("recent") or []]
+                self._remember(key, version, first, groups)
+                return first, groups
         self.reads += 1
         md = self._sdk().get_entity(entity, include_state=True)
         raw = md.get_state() if md is not None else None
-        entries = RawSession(raw).entries()
+        session = RawSession(raw)
+        entries = session.entries()
         # Up to and including this turn's request (nothing later should be there; be strict anyway).
-        end = next((i for i in range(len(entries) - 1, -1, -1)
-                    if entries[i].get("$type") == "request" and entries[i].get("correlationId") == correlation_id),
-                   None)
+        end = next(
+            (
+                i
+                for i in range(len(entries) - 1, -1, -1)
+                if entries[i].get("$type") == "request" and entries[i].get("correlationId") == correlation_id
+            ),
+            None,
+        )
         if end is None:
             raise LookupError(f"session {key} has no request {correlation_id!r} (was it reset or deleted?)")
-        chat = [m for e in entries[:end + 1] for m in entry_to_chat(e)]
+        first = int(session.mo.get("archived") or 0) if session.exists else 0
+        groups = [entry_to_chat(e) for e in entries[: end + 1]]
         if described and end == len(entries) - 1:
-            self._remember(key, int(described.get("version") or 0), chat)
-        return chat
+            self._remember(key, int(described.get("version") or 0), first, groups)
+        return first, groups
+
+
+def _chat_of(history_reader: HistoryReader, agent: Agent, inp: dict[str, Any]) -> tuple[int, list[list[Any]]]:
+    return history_reader.read_groups(agent.name, inp["sessionId"], inp["correlationId"], inp.get("history"))
 
 
 def make_llm_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[task.ActivityContext, Any], Any]:
+    policy = agent.context
+
     def llm_call(actx: task.ActivityContext, inp: dict[str, Any]) -> dict[str, Any]:
-        if "messages" in inp:  # explicit conversation
-            messages = list(inp.get("messages") or [])
-        else:
-            messages = list(history_reader.read(agent.name, inp["sessionId"], inp["correlationId"],
-                                                inp.get("history")))
-            messages.extend(inp.get("turnMessages") or [])
+        prefix: list[dict[str, Any]] = []
         if agent.instructions:
-            messages.insert(0, {"role": "system", "content": agent.instructions})
+            prefix.append({"role": "system", "content": agent.instructions})
+        if "messages" in inp:  # explicit conversation
+            groups: list[list[dict[str, Any]]] = [list(inp.get("messages") or [])]
+        else:
+            first, groups = _chat_of(history_reader, agent, inp)
+            summary = inp.get("summary")
+            said = summary_message(summary)
+            if said is not None and isinstance(summary, dict):
+                prefix.append(said)
+                groups = groups[max(0, int(summary.get("upTo") or 0) - first) :]
+            groups = [*groups, list(inp.get("turnMessages") or [])]
         rf = inp.get("responseFormat")
-        if rf is not None and rf.get("type") == "json_object" and not any(
-                "json" in str(m.get("content") or "").lower() for m in messages):
+        tools = [t.openai_schema() for t in agent.tools] if inp.get("tools") else []
+        if policy is not None and policy.max_tokens is not None and "messages" not in inp:
+            count = counter(policy)
+            tokens = count.messages(prefix + [m for g in groups for m in g], tools)
+            if tokens > policy.max_tokens:
+                if not inp.get("force"):
+                    return {"overBudget": True, "tokens": tokens}  # the turn summarises, then calls again
+                while len(groups) > 2 and tokens > policy.max_tokens:  # still too long: leave out the oldest
+                    tokens -= count.messages(groups.pop(0))
+        messages = prefix + [m for g in groups for m in g]
+        if (
+            rf is not None
+            and rf.get("type") == "json_object"
+            and not any("json" in str(m.get("content") or "").lower() for m in messages)
+        ):
             # The Chat Completions API rejects JSON mode unless a message asks for JSON.
             messages.insert(0, {"role": "system", "content": "Reply with a JSON object."})
-        tools = [t.openai_schema() for t in agent.tools] if inp.get("tools") else []
         options = {**agent.options, **(inp.get("options") or {})}
-        with telemetry.model_call(agent.name, agent.model, inp.get("sessionId")) as call:
-            result = agent.model.complete(ModelRequest(messages=messages, tools=tools,
-                                                       response_format=inp.get("responseFormat"), options=options))
-            call.done(result.model, result.usage, result.finish_reason)
+        try:
+            with telemetry.model_call(agent.name, agent.model, inp.get("sessionId")) as call:
+                result = agent.model.complete(
+                    ModelRequest(messages=messages, tools=tools, response_format=rf, options=options)
+                )
+                call.done(result.model, result.usage, result.finish_reason)
+        except Exception as exc:
+            if policy is not None and not inp.get("force") and "messages" not in inp and is_context_overflow(exc):
+                return {"overBudget": True, "tokens": None, "error": str(exc)[:500]}
+            raise
         return result.to_dict()
 
     llm_call.__name__ = llm_activity_name(agent.name)
     return llm_call
+
+
+def make_summarize_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[task.ActivityContext, Any], Any]:
+    """The summarisation of a session's older turns (one checkpointed activity per summary: see
+    :mod:`moorage.agents.context`). Input: the turn's history reference and the current summary; output the new
+    summary ``{"text", "upTo"}`` (``upTo``: the absolute number of the first entry it does not cover)."""
+    policy = agent.context or DEFAULT_POLICY
+
+    def summarize(actx: task.ActivityContext, inp: dict[str, Any]) -> dict[str, Any]:
+        first, groups = _chat_of(history_reader, agent, inp)
+        old = inp.get("summary") or {}
+        start = max(0, int(old.get("upTo") or 0) - first)
+        count = counter(policy)
+        requests = [bool(g) and g[0].get("role") in ("user", "system", "developer") for g in groups]
+        cut = choose_cut(groups, start, policy.keep_tokens, count, requests)
+        text = str(old.get("text") or "")
+        piece_budget = max(256, (policy.max_tokens or 4096) // 2 - count.text(text))
+        pending = groups[start:cut]
+        calls = 0
+        while pending:
+            piece: list[list[dict[str, Any]]] = []
+            size = 0
+            while pending and (not piece or size + count.messages(pending[0]) <= piece_budget):
+                size += count.messages(pending[0])
+                piece.append(pending.pop(0))
+            prompt = (f"Earlier summary:\n{text}\n\n" if text else "") + "Conversation to add:\n" + transcript(piece)
+            reply = agent.model.complete(
+                ModelRequest(
+                    messages=[
+                        {"role": "system", "content": policy.summary_instructions},
+                        {"role": "user", "content": prompt},
+                    ],
+                    tools=[],
+                    response_format=None,
+                    options=dict(agent.options),
+                )
+            )
+            text = (reply.text or "").strip() or text
+            calls += 1
+        return {"text": text, "upTo": first + cut, "calls": calls}
+
+    summarize.__name__ = summarize_activity_name(agent.name)
+    return summarize
 
 
 def make_tool_activity(agent: Agent) -> Callable[[task.ActivityContext, Any], Any]:
@@ -408,6 +579,7 @@ def make_tool_activity(agent: Agent) -> Callable[[task.ActivityContext, Any], An
 # The turn orchestration
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def _failure_message(exc: task.TaskFailedError) -> tuple[str, str]:
     details = exc.details
     return (details.error_type or "Error"), (details.message or str(exc))
@@ -416,6 +588,7 @@ def _failure_message(exc: task.TaskFailedError) -> tuple[str, str]:
 def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext, Any], Any]:
     llm_name = llm_activity_name(agent.name)
     tool_name = tool_activity_name(agent.name)
+    summarize_name = summarize_activity_name(agent.name)
 
     def turn(ctx: task.OrchestrationContext, inp: dict[str, Any]) -> Generator[task.Task[Any], Any, Any]:
         session_id = inp["sessionId"]
@@ -423,7 +596,7 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
         # Only the messages this turn adds (tool calls, results, corrections); the activity prepends the history.
         messages: list[dict[str, Any]] = []
         rf = inp.get("responseFormat")
-        tools_on = bool(inp.get("enableToolCalls", True)) and bool(agent.tools)
+        tools_on = bool(inp.get("enableToolCalls", True)) and agent.has_tools
         options = inp.get("options") or {}
         produced: list[dict[str, Any]] = []
         usage = empty_usage()
@@ -433,40 +606,108 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
         structured_retries = 0
         now = iso(ctx.current_utc_datetime)
         history_ref = inp.get("history")  # how the model-call activity finds the conversation (HistoryReader)
+        summary = inp.get("summary")  # the session's summary of its older entries (moorage.agents.context)
+        summarized = False
+
+        def model_call() -> Generator[task.Task[Any], Any, Any]:
+            """One model call; when the context is over budget, summarise (once per turn), then call again
+            (the last attempt leaves out the oldest turns if the budget still does not hold)."""
+            nonlocal summary, summarized
+            base = {
+                "turnMessages": messages,
+                "tools": tools_on,
+                "responseFormat": rf,
+                "options": options,
+                "sessionId": session_id,
+                "correlationId": corr,
+                "history": history_ref,
+            }
+            reply = yield ctx.call_activity(llm_name, input={**base, "summary": summary}, retry_policy=agent.llm_retry)
+            if reply.get("overBudget") and not summarized:
+                summarized = True
+                new = yield ctx.call_activity(
+                    summarize_name,
+                    input={
+                        "sessionId": session_id,
+                        "correlationId": corr,
+                        "history": history_ref,
+                        "summary": summary,
+                    },
+                    retry_policy=agent.llm_retry,
+                )
+                if int(new.get("upTo") or 0) > int((summary or {}).get("upTo") or 0):
+                    summary = {"text": new.get("text") or "", "upTo": int(new["upTo"])}
+                    yield ctx.call_entity(
+                        session_entity_id(agent.name, session_id),
+                        SUMMARY_OPERATION,
+                        input={"correlationId": corr, "summary": summary},
+                    )
+                reply = yield ctx.call_activity(
+                    llm_name, input={**base, "summary": summary}, retry_policy=agent.llm_retry
+                )
+            if reply.get("overBudget"):
+                reply = yield ctx.call_activity(
+                    llm_name, input={**base, "summary": summary, "force": True}, retry_policy=agent.llm_retry
+                )
+            return reply
 
         try:
             for _ in range(agent.max_iterations):
-                reply = yield ctx.call_activity(llm_name, input={
-                    "turnMessages": messages, "tools": tools_on, "responseFormat": rf, "options": options,
-                    "sessionId": session_id, "correlationId": corr, "history": history_ref,
-                }, retry_policy=agent.llm_retry)
+                reply = yield from model_call()
                 add_usage(usage, reply.get("usage"))
                 calls = reply.get("toolCalls") or []
                 reply_text = reply.get("text")
                 if calls and tools_on:
-                    messages.append({"role": "assistant", "content": reply_text or None, "tool_calls": [
-                        {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-                        for c in calls]})
+                    messages.append(
+                        {
+                            "role": "assistant",
+                            "content": reply_text or None,
+                            "tool_calls": [
+                                {
+                                    "id": c["id"],
+                                    "type": "function",
+                                    "function": {"name": c["name"], "arguments": c["arguments"]},
+                                }
+                                for c in calls
+                            ],
+                        }
+                    )
                     produced.append(assistant_message(reply_text, calls, author_name=agent.name))
-                    tasks: list[task.Task[Any]] = [ctx.call_activity(tool_name, input={
-                        "name": c["name"], "arguments": c["arguments"], "callId": c["id"],
-                        "sessionId": session_id, "correlationId": corr,
-                    }, retry_policy=agent.tool_retry) for c in calls]
+                    tasks: list[task.Task[Any]] = [
+                        ctx.call_activity(
+                            tool_name,
+                            input={
+                                "name": c["name"],
+                                "arguments": c["arguments"],
+                                "callId": c["id"],
+                                "sessionId": session_id,
+                                "correlationId": corr,
+                            },
+                            retry_policy=agent.tool_retry,
+                        )
+                        for c in calls
+                    ]
                     try:
                         yield task.when_all(tasks)
                     except task.TaskFailedError:
                         pass  # looked at one by one below
                     results = []
-                    for call, t in zip(calls, tasks):
+                    for call, t in zip(calls, tasks, strict=True):
                         if t.is_failed:
                             kind, msg = _failure_message(t.get_exception())
                             result: Any = f"Error: {kind}: {msg}"
                         else:
                             result = (t.get_result() or {}).get("result")
                         results.append({"$type": "functionResult", "callId": call["id"], "result": result})
-                        messages.append({"role": "tool", "tool_call_id": call["id"],
-                                         "content": result if isinstance(result, str)
-                                         else json.dumps(result, ensure_ascii=False)})
+                        messages.append(
+                            {
+                                "role": "tool",
+                                "tool_call_id": call["id"],
+                                "content": result
+                                if isinstance(result, str)
+                                else json.dumps(result, ensure_ascii=False),
+                            }
+                        )
                     produced.append({"role": "tool", "contents": results})
                     continue
                 text = reply_text or ""
@@ -477,16 +718,24 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
                         if structured_retries < agent.structured_output_attempts:
                             structured_retries += 1
                             messages.append({"role": "assistant", "content": text})
-                            messages.append({"role": "user", "content": (
-                                f"That reply cannot be used: {exc}. Reply again with only a JSON value that "
-                                "matches the required schema, with no other text.")})
+                            messages.append(
+                                {
+                                    "role": "user",
+                                    "content": (
+                                        f"That reply cannot be used: {exc}. Reply again with only a JSON value that "
+                                        "matches the required schema, with no other text."
+                                    ),
+                                }
+                            )
                             continue
                         raise
                 produced.append(assistant_message(text, None, author_name=agent.name))
                 break
             else:
-                raise AgentTurnFailed("MaxIterationsExceeded",
-                                      f"the turn used all {agent.max_iterations} model calls without a final answer")
+                raise AgentTurnFailed(
+                    "MaxIterationsExceeded",
+                    f"the turn used all {agent.max_iterations} model calls without a final answer",
+                )
         except task.TaskFailedError as exc:
             kind, msg = _failure_message(exc)
             error = {"code": kind, "message": f"model call failed: {msg}"}
@@ -496,18 +745,38 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
             error = {"code": exc.code, "message": str(exc)}
 
         if error is not None:
-            produced.append({"role": "assistant", "authorName": agent.name, "contents": [
-                {"$type": "error", "message": error["message"], "errorCode": error["code"], "details": None}]})
+            produced.append(
+                {
+                    "role": "assistant",
+                    "authorName": agent.name,
+                    "contents": [
+                        {"$type": "error", "message": error["message"], "errorCode": error["code"], "details": None}
+                    ],
+                }
+            )
             text, value = "", None
         entry = response_entry(corr, produced, usage, now, is_error=error is not None)
-        output = TurnOutput(agent=agent.name, session_id=session_id, correlation_id=corr,
-                            instance_id=ctx.instance_id, text=text, value=value, messages=produced, usage=usage,
-                            created_at=now, response_format=rf, error=error).to_json()
+        output = TurnOutput(
+            agent=agent.name,
+            session_id=session_id,
+            correlation_id=corr,
+            instance_id=ctx.instance_id,
+            text=text,
+            value=value,
+            messages=produced,
+            usage=usage,
+            created_at=now,
+            response_format=rf,
+            error=error,
+        ).to_json()
         # A call, not a signal: when the turn completes, the session already holds the response (read-your-writes
         # for clients that look at the session right after a run).
         try:
-            yield ctx.call_entity(session_entity_id(agent.name, session_id), COMPLETE_OPERATION,
-                                  input={"correlationId": corr, "instanceId": ctx.instance_id, "response": entry})
+            yield ctx.call_entity(
+                session_entity_id(agent.name, session_id),
+                COMPLETE_OPERATION,
+                input={"correlationId": corr, "instanceId": ctx.instance_id, "response": entry},
+            )
         except task.TaskFailedError as exc:  # still answer whoever waits for this turn
             logger.error("turn %s: the session did not take the response: %s", ctx.instance_id, exc)
         reply_to = inp.get("replyTo")

@@ -16,22 +16,33 @@ This module is also where history becomes Chat Completions messages for the mode
 from __future__ import annotations
 
 import json
+import logging
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 # The request/response shapes and the bookkeeping rules are the protocol's (re-exported here for old imports).
-from .protocol import (EXT_KEY, SCHEMA_VERSION, RunRequest, add_usage, empty_usage, is_error_entry,  # noqa: F401
-                       response_entry)
+from .protocol import (  # noqa: F401
+    EXT_KEY,
+    READ_SCHEMA_MAJOR,
+    SCHEMA_VERSION,
+    RunRequest,
+    add_usage,
+    empty_usage,
+    is_error_entry,
+    response_entry,
+)
+
+logger = logging.getLogger("moorage.agents")
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(dt: datetime) -> str:
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.isoformat()
 
 
@@ -42,12 +53,13 @@ def parse_iso(value: str | None) -> datetime | None:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # State documents
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 def new_state() -> dict[str, Any]:
     return {"schemaVersion": SCHEMA_VERSION, "data": {"conversationHistory": []}}
@@ -62,12 +74,25 @@ def load_state(raw: Any) -> dict[str, Any]:
             raw = None
     if not isinstance(raw, dict) or "schemaVersion" not in raw:
         return new_state()
+    if _major(raw.get("schemaVersion")) != READ_SCHEMA_MAJOR:
+        logger.warning(
+            "session state in schema version %r: reading the fields of schema %d.x it shares",
+            raw.get("schemaVersion"),
+            READ_SCHEMA_MAJOR,
+        )
     data = raw.setdefault("data", {})
     if not isinstance(data, dict):
         raw["data"] = data = {}
     if not isinstance(data.get("conversationHistory"), list):
         data["conversationHistory"] = []
     return raw
+
+
+def _major(version: Any) -> int | None:
+    try:
+        return int(str(version).split(".", 1)[0])
+    except ValueError:
+        return None
 
 
 def history(state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -91,6 +116,7 @@ def ext(state: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------------
 # Schema messages <-> Chat Completions messages
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 def text_of(messages: list[dict[str, Any]], role: str | None = "assistant") -> str:
     """The text of the last message (of ``role``) that has text."""
@@ -131,7 +157,9 @@ def message_to_chat(message: dict[str, Any]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for c in contents:
             if c.get("$type") == "functionResult":
-                out.append({"role": "tool", "tool_call_id": c.get("callId") or "", "content": _result_text(c.get("result"))})
+                out.append(
+                    {"role": "tool", "tool_call_id": c.get("callId") or "", "content": _result_text(c.get("result"))}
+                )
         return out
     texts: list[str] = []
     parts: list[dict[str, Any]] = []
@@ -148,11 +176,20 @@ def message_to_chat(message: dict[str, Any]) -> list[dict[str, Any]]:
                 parts.append(part)
         elif kind == "functionCall":
             args = c.get("arguments")
-            calls.append({"id": c.get("callId") or "", "type": "function",
-                          "function": {"name": c.get("name") or "",
-                                       "arguments": args if isinstance(args, str) else json.dumps(args or {})}})
+            calls.append(
+                {
+                    "id": c.get("callId") or "",
+                    "type": "function",
+                    "function": {
+                        "name": c.get("name") or "",
+                        "arguments": args if isinstance(args, str) else json.dumps(args or {}),
+                    },
+                }
+            )
         elif kind == "functionResult":
-            results.append({"role": "tool", "tool_call_id": c.get("callId") or "", "content": _result_text(c.get("result"))})
+            results.append(
+                {"role": "tool", "tool_call_id": c.get("callId") or "", "content": _result_text(c.get("result"))}
+            )
         # reasoning, usage, error, hosted*: not replayed to the model
     out = []
     if role == "assistant":
@@ -194,8 +231,12 @@ def _drop_dangling_tool_calls(messages: list[dict[str, Any]]) -> list[dict[str, 
     return out
 
 
-def assistant_message(text: str | None, tool_calls: list[dict[str, Any]] | None = None,
-                      author_name: str | None = None, created_at: str | None = None) -> dict[str, Any]:
+def assistant_message(
+    text: str | None,
+    tool_calls: list[dict[str, Any]] | None = None,
+    author_name: str | None = None,
+    created_at: str | None = None,
+) -> dict[str, Any]:
     """A schema assistant message from a model reply (``tool_calls`` in the normalised model form)."""
     contents: list[dict[str, Any]] = []
     if text:
@@ -205,8 +246,14 @@ def assistant_message(text: str | None, tool_calls: list[dict[str, Any]] | None 
             args = json.loads(call.get("arguments") or "{}")
         except json.JSONDecodeError:
             args = {"__raw__": call.get("arguments")}
-        contents.append({"$type": "functionCall", "callId": call.get("id") or "", "name": call.get("name") or "",
-                         "arguments": args if isinstance(args, dict) else {"value": args}})
+        contents.append(
+            {
+                "$type": "functionCall",
+                "callId": call.get("id") or "",
+                "name": call.get("name") or "",
+                "arguments": args if isinstance(args, dict) else {"value": args},
+            }
+        )
     msg: dict[str, Any] = {"role": "assistant", "contents": contents}
     if author_name:
         msg["authorName"] = author_name
@@ -228,7 +275,7 @@ def assistant_message(text: str | None, tool_calls: list[dict[str, Any]] | None 
 
 _RAW_PREFIX = '{"schemaVersion":"' + SCHEMA_VERSION + '","data":{"extensionData":'
 _RAW_HISTORY = ',"conversationHistory":['
-_RAW_SUFFIX = ']}}'
+_RAW_SUFFIX = "]}}"
 _DECODER = json.JSONDecoder()
 
 
@@ -249,10 +296,14 @@ class RawSession:
         if split is not None:
             self.extension, self.body = split
             return
-        state = load_state(raw)  # another layout: parse once, store canonically from now on
-        extension = state["data"].get("extensionData")
+        state = load_state(raw)  # another layout (e.g. Agent Framework's): parse once, store canonically from now on
+        data = state["data"]
+        extension = data.get("extensionData")
         self.extension = extension if isinstance(extension, dict) else {}
-        self.body = ",".join(dump_compact(e) for e in history(state))
+        for key, value in data.items():  # what others wrote beside the history (.NET: expirationTime) is kept
+            if key not in ("conversationHistory", "extensionData"):
+                self.extension.setdefault(key, value)
+        self.body = ",".join(dump_compact(e) for e in history(state) if isinstance(e, dict))
 
     @property
     def mo(self) -> dict[str, Any]:
@@ -297,6 +348,30 @@ class RawSession:
         mo["version"] = int(mo.get("version") or 0) + 1
         mo["mark"] = {"version": 0, "offset": 0}  # the next turn starts from the empty history
 
+    def count_entries(self) -> int:
+        return sum(1 for _ in iter_body_entries(self.body)) if self.body else 0
+
+    def take_oldest(self, chars: int, max_entries: int) -> list[dict[str, Any]]:
+        """Remove and return the oldest entries, at least ``chars`` characters of them (at most ``max_entries``),
+        keeping the turn mark on the same entry (the history's version does not change: workers' cached
+        conversations stay valid, they just hold entries the session no longer does)."""
+        taken: list[dict[str, Any]] = []
+        cut = 0
+        for entry, end in iter_body_entries(self.body):
+            if cut >= chars or len(taken) >= max_entries:
+                break
+            taken.append(entry)
+            cut = end
+        if not taken:
+            return []
+        while cut < len(self.body) and self.body[cut] in ", \n\t\r":
+            cut += 1
+        self.body = self.body[cut:]
+        mark = self.mo.get("mark")
+        if isinstance(mark, dict):
+            mark["offset"] = max(0, int(mark.get("offset") or 0) - cut)
+        return taken
+
     def entries(self) -> list[dict[str, Any]]:
         return json.loads(f"[{self.body}]") if self.body else []
 
@@ -314,7 +389,7 @@ def split_raw(raw: str) -> tuple[dict[str, Any], str] | None:
         return None
     if not isinstance(extension, dict) or not raw.startswith(_RAW_HISTORY, end):
         return None
-    return extension, raw[end + len(_RAW_HISTORY):len(raw) - len(_RAW_SUFFIX)]
+    return extension, raw[end + len(_RAW_HISTORY) : len(raw) - len(_RAW_SUFFIX)]
 
 
 def iter_body_entries(body: str, start: int = 0) -> Any:

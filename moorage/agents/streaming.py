@@ -72,8 +72,9 @@ class ChunkPublisher:
     for a model call to fail.
     """
 
-    def __init__(self, endpoint: str | None = None, *, timeout: float = 2.0,
-                 metadata: list[tuple[str, str]] | None = None):
+    def __init__(
+        self, endpoint: str | None = None, *, timeout: float = 2.0, metadata: list[tuple[str, str]] | None = None
+    ):
         self.endpoint = endpoint if endpoint is not None else default_stream_endpoint()
         self.timeout = timeout
         self.metadata = metadata or None  # the bearer token of a sidecar with auth (ConnectionSettings.auth_metadata)
@@ -101,15 +102,31 @@ class ChunkPublisher:
         from moorage._proto import agents_pb2 as pb
 
         try:
-            resp = self._get_stub().PublishChunks(pb.PublishChunksRequest(chunks=[
-                pb.RunChunk(agent=c.agent, session_id=c.session_id, correlation_id=c.correlation_id, text=c.text,
-                            sequence=c.sequence) for c in chunks]), timeout=self.timeout, metadata=self.metadata)
+            resp = self._get_stub().PublishChunks(
+                pb.PublishChunksRequest(
+                    chunks=[
+                        pb.RunChunk(
+                            agent=c.agent,
+                            session_id=c.session_id,
+                            correlation_id=c.correlation_id,
+                            text=c.text,
+                            sequence=c.sequence,
+                        )
+                        for c in chunks
+                    ]
+                ),
+                timeout=self.timeout,
+                metadata=self.metadata,
+            )
             return int(resp.delivered)
         except Exception as exc:  # grpc.RpcError and anything else: never fail the model call
             if not self._warned:
                 self._warned = True
-                log.warning("cannot publish streamed text to %s (%s); streaming callers get whole answers only",
-                            self.endpoint, exc)
+                log.warning(
+                    "cannot publish streamed text to %s (%s); streaming callers get whole answers only",
+                    self.endpoint,
+                    exc,
+                )
             return 0
 
     def sender(self, agent: str, session_id: str, correlation_id: str) -> Callable[[str], None]:
@@ -136,8 +153,7 @@ class ChunkPublisher:
             self._stub = None
 
 
-_SINK: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar("moorage_text_sink",
-                                                                                     default=None)
+_SINK: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar("moorage_text_sink", default=None)
 
 
 def current_text_sink() -> Callable[[str], None] | None:
@@ -156,8 +172,9 @@ def text_sink(sink: Callable[[str], None] | None) -> Iterator[None]:
         _SINK.reset(token)
 
 
-def streaming_activity(fn: Callable[[Any, Any], Any], agent_name: str,
-                       publisher: ChunkPublisher) -> Callable[[Any, Any], Any]:
+def streaming_activity(
+    fn: Callable[[Any, Any], Any], agent_name: str, publisher: ChunkPublisher
+) -> Callable[[Any, Any], Any]:
     """Wrap an agent's model-call activity so that, while it runs, :func:`current_text_sink` publishes to the
     gateway (turn identified by the activity input's ``sessionId`` and ``correlationId``)."""
 
@@ -180,11 +197,16 @@ def enable_streaming(agent_worker: Any, publisher: ChunkPublisher | None = None)
     from .. import _sdk
 
     if publisher is None:
-        publisher = ChunkPublisher(default_stream_endpoint(_connection_string(agent_worker.settings)),
-                                   metadata=agent_worker.settings.auth_metadata())
+        publisher = ChunkPublisher(
+            default_stream_endpoint(_connection_string(agent_worker.settings)),
+            metadata=agent_worker.settings.auth_metadata(),
+        )
     for agent in agent_worker.agents.values():
-        _sdk.replace_activity(agent_worker.sdk_worker, llm_activity_name(agent.name),
-                              functools.partial(streaming_activity, agent_name=agent.name, publisher=publisher))
+        _sdk.replace_activity(
+            agent_worker.sdk_worker,
+            llm_activity_name(agent.name),
+            functools.partial(streaming_activity, agent_name=agent.name, publisher=publisher),
+        )
     return publisher
 
 
@@ -192,5 +214,13 @@ def _connection_string(settings: Any) -> str:
     return f"Endpoint={settings.endpoint};Authentication={settings.authentication};TaskHub={settings.taskhub}"
 
 
-__all__ = ["Chunk", "ChunkPublisher", "STREAM_ENDPOINT_ENV", "current_text_sink",
-           "default_stream_endpoint", "enable_streaming", "streaming_activity", "text_sink"]
+__all__ = [
+    "STREAM_ENDPOINT_ENV",
+    "Chunk",
+    "ChunkPublisher",
+    "current_text_sink",
+    "default_stream_endpoint",
+    "enable_streaming",
+    "streaming_activity",
+    "text_sink",
+]

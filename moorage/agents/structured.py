@@ -80,8 +80,9 @@ def normalize_response_format(value: Any) -> ResponseFormat | None:
             return {"type": "json_object"}
         raise ValueError(f"unknown response format {value!r}; use 'text', 'json', a Pydantic model or a JSON Schema")
     if not isinstance(value, dict):
-        raise TypeError("response_schema must be a Pydantic model class or a JSON Schema dict, "
-                        f"not {type(value).__name__}")
+        raise TypeError(
+            f"response_schema must be a Pydantic model class or a JSON Schema dict, not {type(value).__name__}"
+        )
     if value.get("__response_schema_type__") == "pydantic_model":  # Agent Framework's marker
         path = f"{value.get('module')}:{value.get('qualname')}"
         cls = import_model(path)
@@ -100,16 +101,24 @@ def normalize_response_format(value: Any) -> ResponseFormat | None:
         js = value["json_schema"]
         if not isinstance(js.get("schema"), dict):
             raise ValueError("response_format.json_schema.schema must be a JSON Schema object")
-        return {"type": "json_schema", "name": _safe_name(str(js.get("name") or "response")),
-                "schema": js["schema"], "strict": bool(js.get("strict", False))}
+        return {
+            "type": "json_schema",
+            "name": _safe_name(str(js.get("name") or "response")),
+            "schema": js["schema"],
+            "strict": bool(js.get("strict", False)),
+        }
     if kind == "json_object" and len(value) == 1:
         return {"type": "json_object"}
     if kind == "text" and len(value) == 1:
         return None
     # A bare JSON Schema.
     _check_schema(value)
-    return {"type": "json_schema", "name": _safe_name(str(value.get("title") or "response")), "schema": value,
-            "strict": False}
+    return {
+        "type": "json_schema",
+        "name": _safe_name(str(value.get("title") or "response")),
+        "schema": value,
+        "strict": False,
+    }
 
 
 def _check_schema(schema: dict[str, Any]) -> None:
@@ -127,8 +136,10 @@ def openai_response_format(rf: ResponseFormat | None) -> dict[str, Any] | None:
     if rf is None:
         return None
     if rf.get("type") == "json_schema":
-        return {"type": "json_schema",
-                "json_schema": {"name": rf["name"], "schema": rf["schema"], "strict": bool(rf.get("strict"))}}
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": rf["name"], "schema": rf["schema"], "strict": bool(rf.get("strict"))},
+        }
     return {"type": "json_object"}
 
 
@@ -146,7 +157,7 @@ def parse_json_reply(text: str) -> Any:
         start, end = body.find("{"), body.rfind("}")
         if 0 <= start < end:
             try:
-                return json.loads(body[start:end + 1])
+                return json.loads(body[start : end + 1])
             except json.JSONDecodeError:
                 pass
         raise StructuredOutputError(f"the reply is not valid JSON ({exc.msg} at position {exc.pos})") from None

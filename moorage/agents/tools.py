@@ -59,7 +59,9 @@ def current_tool_context() -> ToolContext | None:
 # Docstrings
 # ---------------------------------------------------------------------------------------------------------------------
 
-_SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Params|Returns?|Raises|Yields|Examples?|Notes?|See Also)\s*:?\s*$")
+_SECTION = re.compile(
+    r"^\s*(Args|Arguments|Parameters|Params|Returns?|Raises|Yields|Examples?|Notes?|See Also)\s*:?\s*$"
+)
 _GOOGLE_ARG = re.compile(r"^\s*\*{0,2}(\w+)\s*(?:\(([^)]*)\))?\s*:\s*(.*)$")
 _REST_PARAM = re.compile(r"^\s*:param\s+(?:[^:]+\s+)?(\w+)\s*:\s*(.*)$")
 
@@ -126,6 +128,7 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
 # Tools
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def _is_tool_context(annotation: Any) -> bool:
     if annotation is ToolContext:
         return True
@@ -139,8 +142,7 @@ def _is_tool_context(annotation: Any) -> bool:
 
 def _strip_titles(node: Any) -> Any:
     if isinstance(node, dict):
-        return {k: _strip_titles(v) for k, v in node.items()
-                if not (k == "title" and isinstance(v, str))}
+        return {k: _strip_titles(v) for k, v in node.items() if not (k == "title" and isinstance(v, str))}
     if isinstance(node, list):
         return [_strip_titles(v) for v in node]
     return node
@@ -158,7 +160,8 @@ class Tool:
             raise ValueError(f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-'")
         doc_desc, param_docs = parse_docstring(inspect.getdoc(fn))
         self.description = description if description is not None else doc_desc
-        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+        call = getattr(fn, "__call__", None)  # noqa: B004 -- an async __call__ method, not callability
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
         try:
             hints = typing.get_type_hints(fn, include_extras=True)
@@ -183,8 +186,7 @@ class Tool:
             default = ... if param.default is inspect.Parameter.empty else param.default
             doc = param_docs.get(pname)
             fields[pname] = (annotation, Field(default, description=doc) if doc else default)
-        self._args_model: type[BaseModel] = create_model(
-            f"{self.name}_arguments", __config__=None, **fields)
+        self._args_model: type[BaseModel] = create_model(f"{self.name}_arguments", __config__=None, **fields)
         schema = _strip_titles(self._args_model.model_json_schema())
         schema.setdefault("type", "object")
         schema.setdefault("properties", {})
@@ -234,12 +236,11 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None,
-         description: str | None = None) -> Any:
+def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None) -> Any:
     """Make a :class:`Tool` explicitly (plain functions passed to ``Agent(tools=[...])`` work as they are)::
 
-        @tool(name="get_weather", description="Current weather for a city")
-        def weather(city: str) -> str: ...
+    @tool(name="get_weather", description="Current weather for a city")
+    def weather(city: str) -> str: ...
     """
     if fn is None:
         return lambda f: Tool(f, name=name, description=description)

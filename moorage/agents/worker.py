@@ -15,8 +15,17 @@ from durabletask.worker import ConcurrencyOptions
 
 from ..connection import load_settings
 from .agent import Agent
+from .archive import archive_entity
 from .orchestration import AgentOrchestrationContext
-from .runtime import HistoryReader, make_llm_activity, make_session_entity, make_tool_activity, make_turn_orchestrator
+from .protocol import ARCHIVE_ENTITY
+from .runtime import (
+    HistoryReader,
+    make_llm_activity,
+    make_session_entity,
+    make_summarize_activity,
+    make_tool_activity,
+    make_turn_orchestrator,
+)
 from .serialization import MoorageDataConverter
 
 logger = logging.getLogger("moorage.agents")
@@ -52,9 +61,17 @@ class AgentWorker:
     ``gateway_exposure`` is then the stream publisher (False: exposed without streaming; None: not exposed).
     """
 
-    def __init__(self, agents: Iterable[Agent] = (), *, connection_string: str | None = None,
-                 concurrency_options: ConcurrencyOptions | None = None, logger: logging.Logger | None = None,
-                 work_item_filters: bool = True, gateway: bool = True, **worker_kwargs: Any):
+    def __init__(
+        self,
+        agents: Iterable[Agent] = (),
+        *,
+        connection_string: str | None = None,
+        concurrency_options: ConcurrencyOptions | None = None,
+        logger: logging.Logger | None = None,
+        work_item_filters: bool = True,
+        gateway: bool = True,
+        **worker_kwargs: Any,
+    ):
         self.settings = load_settings(connection_string)
         sdk_logger = logger or logging.getLogger("moorage.durabletask.worker")
         self._quiet = _QuietStop()
@@ -74,14 +91,18 @@ class AgentWorker:
         self._gateway = gateway
         self.gateway_exposure: Any = None
         self._history = HistoryReader(self._new_client)
+        self._worker.add_entity(archive_entity, name=ARCHIVE_ENTITY)  # sessions' archive pages
         for agent in agents:
             self.add_agent(agent)
 
     def _new_client(self) -> Any:
         from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
-        return DurableTaskSchedulerClient(**self.settings.sdk_kwargs(), data_converter=MoorageDataConverter(),
-                                          logger=logging.getLogger("moorage.durabletask.client"))
+        return DurableTaskSchedulerClient(
+            **self.settings.sdk_kwargs(),
+            data_converter=MoorageDataConverter(),
+            logger=logging.getLogger("moorage.durabletask.client"),
+        )
 
     @property
     def sdk_worker(self) -> DurableTaskSchedulerWorker:
@@ -100,6 +121,7 @@ class AgentWorker:
         self._worker.add_orchestrator(make_turn_orchestrator(agent))
         self._worker.add_activity(make_llm_activity(agent, self._history))
         self._worker.add_activity(make_tool_activity(agent))
+        self._worker.add_activity(make_summarize_activity(agent, self._history))
         self.agents[key] = agent
         return agent
 
@@ -113,6 +135,7 @@ class AgentWorker:
 
         The orchestration's name is the function's name unless ``name=`` is given.
         """
+
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
             @functools.wraps(f)
             def orchestrator(ctx: Any, input: Any) -> Any:
@@ -127,8 +150,10 @@ class AgentWorker:
 
     def activity(self, fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
         """Register an activity ``fn(ctx, input)`` (name: the function's, or ``name=``)."""
+
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
             if name and name != f.__name__:
+
                 @functools.wraps(f)
                 def activity(ctx: Any, input: Any) -> Any:
                     return f(ctx, input)
@@ -208,8 +233,10 @@ class AgentWorker:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: done.set())
         names = ", ".join(a.name for a in self.agents.values()) or "(no agents)"
-        message = (f"agent worker serving {names} on {self.settings.endpoint} (task hub {self.settings.taskhub}); "
-                   "Ctrl+C stops it")
+        message = (
+            f"agent worker serving {names} on {self.settings.endpoint} (task hub {self.settings.taskhub}); "
+            "Ctrl+C stops it"
+        )
         if logging.getLogger().handlers:
             logger.info(message)
         else:  # no logging configured: say it anyway, this is the program's main loop

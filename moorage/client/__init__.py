@@ -10,8 +10,14 @@ It needs only the gateway (no Durable Task SDK at run time beyond this package's
 that runs next to the workers can use ``moorage.agents.AgentClient`` instead, which talks to the backend directly.
 """
 
-from moorage.client._async import (AsyncAgent, AsyncAgentHandle, AsyncAgentSession, AsyncClient, AsyncRunStream,
-                                   AsyncThread)
+from moorage.client._async import (
+    AsyncAgent,
+    AsyncAgentHandle,
+    AsyncAgentSession,
+    AsyncClient,
+    AsyncRunStream,
+    AsyncThread,
+)
 from moorage.client._sync import Agent, AgentHandle, AgentSession, Client, RunStream, Thread
 from moorage.client._types import (
     AgentInfo,
@@ -35,9 +41,32 @@ from moorage.client._types import (
 # Old names, kept as aliases: Agent = AgentHandle, Thread = AgentSession, AsyncAgent = AsyncAgentHandle,
 # AsyncThread = AsyncAgentSession (and ``thread_id`` = ``session_id`` on every value and keyword).
 __all__ = [
-    "Agent", "AgentHandle", "AgentInfo", "AgentSession", "AlreadyExistsError", "AsyncAgent", "AsyncAgentHandle",
-    "AsyncAgentSession", "AsyncClient", "AsyncRunStream", "AsyncThread",
-    "ChatMessage", "Client", "Entity", "InvalidArgumentError", "MoorageError", "NotFoundError", "Orchestration",
-    "RunFailedError", "RunHandle", "RunResult", "RunStatus", "RunStream", "Session", "SessionSummary", "Thread",
-    "TimeoutExpiredError", "UnavailableError",
+    "Agent",
+    "AgentHandle",
+    "AgentInfo",
+    "AgentSession",
+    "AlreadyExistsError",
+    "AsyncAgent",
+    "AsyncAgentHandle",
+    "AsyncAgentSession",
+    "AsyncClient",
+    "AsyncRunStream",
+    "AsyncThread",
+    "ChatMessage",
+    "Client",
+    "Entity",
+    "InvalidArgumentError",
+    "MoorageError",
+    "NotFoundError",
+    "Orchestration",
+    "RunFailedError",
+    "RunHandle",
+    "RunResult",
+    "RunStatus",
+    "RunStream",
+    "Session",
+    "SessionSummary",
+    "Thread",
+    "TimeoutExpiredError",
+    "UnavailableError",
 ]

@@ -34,13 +34,21 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 class AsyncClient:
     """``async with AsyncClient("localhost:8080") as client: print(await client.agent("Joker").run("Hi"))``"""
 
-    def __init__(self, address: str | None = None, *, credentials: grpc.ChannelCredentials | None = None,
-                 metadata: list[tuple[str, str]] | None = None, token: str | None = None,
-                 channel: grpc.aio.Channel | None = None):
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: list[tuple[str, str]] | None = None,
+        token: str | None = None,
+        channel: grpc.aio.Channel | None = None,
+    ):
         if channel is None:
             addr, secure = target(address)
-            options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                       ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+            options = [
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ]
             if secure or credentials is not None:
                 channel = grpc.aio.secure_channel(addr, credentials or grpc.ssl_channel_credentials(), options)
             else:
@@ -71,29 +79,52 @@ class AsyncClient:
         resp = await self._call("ListAgents", pb.ListAgentsRequest())
         return [AgentInfo(a.name, a.description, a.registered_at) for a in resp.agents]
 
-    async def start_orchestration(self, name: str, input: Any = None, *, instance_id: str | None = None,
-                                  start_at: datetime | str | None = None, tags: dict[str, str] | None = None,
-                                  version: str | None = None) -> str:
-        resp = await self._call("StartOrchestration", pb.StartOrchestrationRequest(
-            name=name, input_json=dumps(input, "input"), instance_id=instance_id or "", start_at=iso(start_at),
-            tags=tags or {}, version=version or ""))
+    async def start_orchestration(
+        self,
+        name: str,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        start_at: datetime | str | None = None,
+        tags: dict[str, str] | None = None,
+        version: str | None = None,
+    ) -> str:
+        resp = await self._call(
+            "StartOrchestration",
+            pb.StartOrchestrationRequest(
+                name=name,
+                input_json=dumps(input, "input"),
+                instance_id=instance_id or "",
+                start_at=iso(start_at),
+                tags=tags or {},
+                version=version or "",
+            ),
+        )
         return resp.instance_id
 
     async def get_orchestration(self, instance_id: str) -> Orchestration:
-        return Orchestration.from_pb(await self._call("GetOrchestration",
-                                                      pb.GetOrchestrationRequest(instance_id=instance_id)))
+        return Orchestration.from_pb(
+            await self._call("GetOrchestration", pb.GetOrchestrationRequest(instance_id=instance_id))
+        )
 
     async def wait_for_orchestration(self, instance_id: str, timeout: float = 60.0) -> Orchestration:
-        return Orchestration.from_pb(await self._call("WaitForOrchestration", pb.WaitForOrchestrationRequest(
-            instance_id=instance_id, timeout_seconds=timeout)))
+        return Orchestration.from_pb(
+            await self._call(
+                "WaitForOrchestration", pb.WaitForOrchestrationRequest(instance_id=instance_id, timeout_seconds=timeout)
+            )
+        )
 
     async def raise_event(self, instance_id: str, event_name: str, data: Any = None) -> None:
-        await self._call("RaiseEvent", pb.RaiseEventRequest(instance_id=instance_id, event_name=event_name,
-                                                            data_json=dumps(data, "data")))
+        await self._call(
+            "RaiseEvent",
+            pb.RaiseEventRequest(instance_id=instance_id, event_name=event_name, data_json=dumps(data, "data")),
+        )
 
     async def terminate(self, instance_id: str, output: Any = None, *, recursive: bool = True) -> None:
-        await self._call("Terminate", pb.TerminateRequest(instance_id=instance_id,
-                                                          output_json=dumps(output, "output"), recursive=recursive))
+        await self._call(
+            "Terminate",
+            pb.TerminateRequest(instance_id=instance_id, output_json=dumps(output, "output"), recursive=recursive),
+        )
 
     async def suspend(self, instance_id: str, reason: str | None = None) -> None:
         await self._call("Suspend", pb.SuspendRequest(instance_id=instance_id, reason=reason or ""))
@@ -101,10 +132,15 @@ class AsyncClient:
     async def resume(self, instance_id: str, reason: str | None = None) -> None:
         await self._call("Resume", pb.ResumeRequest(instance_id=instance_id, reason=reason or ""))
 
-    async def signal_entity(self, name: str, key: str, operation: str, input: Any = None, *,
-                            signal_at: datetime | str | None = None) -> None:
-        await self._call("SignalEntity", pb.SignalEntityRequest(
-            name=name, key=key, operation=operation, input_json=dumps(input, "input"), signal_at=iso(signal_at)))
+    async def signal_entity(
+        self, name: str, key: str, operation: str, input: Any = None, *, signal_at: datetime | str | None = None
+    ) -> None:
+        await self._call(
+            "SignalEntity",
+            pb.SignalEntityRequest(
+                name=name, key=key, operation=operation, input_json=dumps(input, "input"), signal_at=iso(signal_at)
+            ),
+        )
 
     async def get_entity(self, name: str, key: str) -> Entity:
         return Entity.from_pb(await self._call("GetEntity", pb.GetEntityRequest(name=name, key=key)))
@@ -155,37 +191,97 @@ class AsyncAgentHandle:
         self._client = client
         self.name = name
 
-    async def run(self, message: str, *, session_id: str | None = None, correlation_id: str | None = None,
-                  response_schema: Any = None, options: dict[str, Any] | None = None,
-                  enable_tool_calls: bool | None = None, timeout: float | None = None,
-                  thread_id: str | None = None) -> RunResult:
-        return RunResult.from_pb(await self._client._call("Run", run_request(
-            self.name, message, session_id=session_arg(session_id, thread_id), correlation_id=correlation_id,
-            response_schema=response_schema, options=options, enable_tool_calls=enable_tool_calls, timeout=timeout)))
+    async def run(
+        self,
+        message: str,
+        *,
+        session_id: str | None = None,
+        correlation_id: str | None = None,
+        response_schema: Any = None,
+        options: dict[str, Any] | None = None,
+        enable_tool_calls: bool | None = None,
+        timeout: float | None = None,
+        thread_id: str | None = None,
+    ) -> RunResult:
+        return RunResult.from_pb(
+            await self._client._call(
+                "Run",
+                run_request(
+                    self.name,
+                    message,
+                    session_id=session_arg(session_id, thread_id),
+                    correlation_id=correlation_id,
+                    response_schema=response_schema,
+                    options=options,
+                    enable_tool_calls=enable_tool_calls,
+                    timeout=timeout,
+                ),
+            )
+        )
 
-    def stream(self, message: str, *, session_id: str | None = None, correlation_id: str | None = None,
-               response_schema: Any = None, options: dict[str, Any] | None = None,
-               enable_tool_calls: bool | None = None, timeout: float | None = None,
-               thread_id: str | None = None) -> AsyncRunStream:
-        req = run_request(self.name, message, session_id=session_arg(session_id, thread_id),
-                          correlation_id=correlation_id, response_schema=response_schema, options=options,
-                          enable_tool_calls=enable_tool_calls, timeout=timeout)
+    def stream(
+        self,
+        message: str,
+        *,
+        session_id: str | None = None,
+        correlation_id: str | None = None,
+        response_schema: Any = None,
+        options: dict[str, Any] | None = None,
+        enable_tool_calls: bool | None = None,
+        timeout: float | None = None,
+        thread_id: str | None = None,
+    ) -> AsyncRunStream:
+        req = run_request(
+            self.name,
+            message,
+            session_id=session_arg(session_id, thread_id),
+            correlation_id=correlation_id,
+            response_schema=response_schema,
+            options=options,
+            enable_tool_calls=enable_tool_calls,
+            timeout=timeout,
+        )
         return AsyncRunStream(self._client._stub.RunStream(req, metadata=self._client._metadata or None))
 
-    async def start(self, message: str, *, session_id: str | None = None, correlation_id: str | None = None,
-                    response_schema: Any = None, options: dict[str, Any] | None = None,
-                    enable_tool_calls: bool | None = None, thread_id: str | None = None) -> RunHandle:
-        resp = await self._client._call("StartRun", run_request(
-            self.name, message, session_id=session_arg(session_id, thread_id), correlation_id=correlation_id,
-            response_schema=response_schema, options=options, enable_tool_calls=enable_tool_calls, timeout=None))
+    async def start(
+        self,
+        message: str,
+        *,
+        session_id: str | None = None,
+        correlation_id: str | None = None,
+        response_schema: Any = None,
+        options: dict[str, Any] | None = None,
+        enable_tool_calls: bool | None = None,
+        thread_id: str | None = None,
+    ) -> RunHandle:
+        resp = await self._client._call(
+            "StartRun",
+            run_request(
+                self.name,
+                message,
+                session_id=session_arg(session_id, thread_id),
+                correlation_id=correlation_id,
+                response_schema=response_schema,
+                options=options,
+                enable_tool_calls=enable_tool_calls,
+                timeout=None,
+            ),
+        )
         return RunHandle(resp.agent, resp.session_id, resp.correlation_id)
 
-    async def result(self, handle: RunHandle | str, correlation_id: str | None = None, *,
-                     wait: float = 0.0) -> RunStatus:
+    async def result(
+        self, handle: RunHandle | str, correlation_id: str | None = None, *, wait: float = 0.0
+    ) -> RunStatus:
         session_id = handle.session_id if isinstance(handle, RunHandle) else handle
         corr = handle.correlation_id if isinstance(handle, RunHandle) else correlation_id
-        return RunStatus.from_pb(await self._client._call("GetRunResult", pb.GetRunResultRequest(
-            agent=self.name, session_id=session_id, correlation_id=corr or "", wait_seconds=wait)))
+        return RunStatus.from_pb(
+            await self._client._call(
+                "GetRunResult",
+                pb.GetRunResultRequest(
+                    agent=self.name, session_id=session_id, correlation_id=corr or "", wait_seconds=wait
+                ),
+            )
+        )
 
     def new_session(self, session_id: str | None = None) -> AsyncAgentSession:
         return AsyncAgentSession(self, session_id)
@@ -194,14 +290,16 @@ class AsyncAgentHandle:
     thread = new_session  # deprecated: Agent Framework's old name
 
     async def session(self, session_id: str) -> Session:
-        return Session.from_pb(await self._client._call("GetSession", pb.GetSessionRequest(
-            agent=self.name, session_id=session_id)))
+        return Session.from_pb(
+            await self._client._call("GetSession", pb.GetSessionRequest(agent=self.name, session_id=session_id))
+        )
 
     async def sessions(self, page_size: int = 100) -> AsyncIterator[SessionSummary]:
         token = ""
         while True:
-            resp = await self._client._call("ListSessions", pb.ListSessionsRequest(
-                agent=self.name, page_size=page_size, continuation_token=token))
+            resp = await self._client._call(
+                "ListSessions", pb.ListSessionsRequest(agent=self.name, page_size=page_size, continuation_token=token)
+            )
             for s in resp.sessions:
                 yield SessionSummary(s.agent, s.session_id, s.last_modified_at)
             token = resp.continuation_token

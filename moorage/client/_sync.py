@@ -46,13 +46,21 @@ class Client:
     (``moorage.security.grpc_channel_credentials``).
     """
 
-    def __init__(self, address: str | None = None, *, credentials: grpc.ChannelCredentials | None = None,
-                 metadata: list[tuple[str, str]] | None = None, token: str | None = None,
-                 channel: grpc.Channel | None = None):
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: list[tuple[str, str]] | None = None,
+        token: str | None = None,
+        channel: grpc.Channel | None = None,
+    ):
         if channel is None:
             addr, secure = target(address)
-            options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                       ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+            options = [
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ]
             if secure or credentials is not None:
                 channel = grpc.secure_channel(addr, credentials or grpc.ssl_channel_credentials(), options)
             else:
@@ -89,30 +97,54 @@ class Client:
 
     # -- orchestrations ---------------------------------------------------------------------------------------------
 
-    def start_orchestration(self, name: str, input: Any = None, *, instance_id: str | None = None,
-                            start_at: datetime | str | None = None, tags: dict[str, str] | None = None,
-                            version: str | None = None) -> str:
+    def start_orchestration(
+        self,
+        name: str,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        start_at: datetime | str | None = None,
+        tags: dict[str, str] | None = None,
+        version: str | None = None,
+    ) -> str:
         """Start an orchestration; returns its instance id."""
-        resp = self._call("StartOrchestration", pb.StartOrchestrationRequest(
-            name=name, input_json=dumps(input, "input"), instance_id=instance_id or "", start_at=iso(start_at),
-            tags=tags or {}, version=version or ""))
+        resp = self._call(
+            "StartOrchestration",
+            pb.StartOrchestrationRequest(
+                name=name,
+                input_json=dumps(input, "input"),
+                instance_id=instance_id or "",
+                start_at=iso(start_at),
+                tags=tags or {},
+                version=version or "",
+            ),
+        )
         return resp.instance_id
 
     def get_orchestration(self, instance_id: str) -> Orchestration:
-        return Orchestration.from_pb(self._call("GetOrchestration", pb.GetOrchestrationRequest(instance_id=instance_id)))
+        return Orchestration.from_pb(
+            self._call("GetOrchestration", pb.GetOrchestrationRequest(instance_id=instance_id))
+        )
 
     def wait_for_orchestration(self, instance_id: str, timeout: float = 60.0) -> Orchestration:
         """Wait until the instance finishes; raises TimeoutExpiredError after ``timeout`` seconds."""
-        return Orchestration.from_pb(self._call("WaitForOrchestration", pb.WaitForOrchestrationRequest(
-            instance_id=instance_id, timeout_seconds=timeout)))
+        return Orchestration.from_pb(
+            self._call(
+                "WaitForOrchestration", pb.WaitForOrchestrationRequest(instance_id=instance_id, timeout_seconds=timeout)
+            )
+        )
 
     def raise_event(self, instance_id: str, event_name: str, data: Any = None) -> None:
-        self._call("RaiseEvent", pb.RaiseEventRequest(instance_id=instance_id, event_name=event_name,
-                                                      data_json=dumps(data, "data")))
+        self._call(
+            "RaiseEvent",
+            pb.RaiseEventRequest(instance_id=instance_id, event_name=event_name, data_json=dumps(data, "data")),
+        )
 
     def terminate(self, instance_id: str, output: Any = None, *, recursive: bool = True) -> None:
-        self._call("Terminate", pb.TerminateRequest(instance_id=instance_id, output_json=dumps(output, "output"),
-                                                    recursive=recursive))
+        self._call(
+            "Terminate",
+            pb.TerminateRequest(instance_id=instance_id, output_json=dumps(output, "output"), recursive=recursive),
+        )
 
     def suspend(self, instance_id: str, reason: str | None = None) -> None:
         self._call("Suspend", pb.SuspendRequest(instance_id=instance_id, reason=reason or ""))
@@ -122,10 +154,15 @@ class Client:
 
     # -- entities ---------------------------------------------------------------------------------------------------
 
-    def signal_entity(self, name: str, key: str, operation: str, input: Any = None, *,
-                      signal_at: datetime | str | None = None) -> None:
-        self._call("SignalEntity", pb.SignalEntityRequest(name=name, key=key, operation=operation,
-                                                          input_json=dumps(input, "input"), signal_at=iso(signal_at)))
+    def signal_entity(
+        self, name: str, key: str, operation: str, input: Any = None, *, signal_at: datetime | str | None = None
+    ) -> None:
+        self._call(
+            "SignalEntity",
+            pb.SignalEntityRequest(
+                name=name, key=key, operation=operation, input_json=dumps(input, "input"), signal_at=iso(signal_at)
+            ),
+        )
 
     def get_entity(self, name: str, key: str) -> Entity:
         return Entity.from_pb(self._call("GetEntity", pb.GetEntityRequest(name=name, key=key)))
@@ -179,41 +216,100 @@ class AgentHandle:
         self._client = client
         self.name = name
 
-    def run(self, message: str, *, session_id: str | None = None, correlation_id: str | None = None,
-            response_schema: Any = None, options: dict[str, Any] | None = None,
-            enable_tool_calls: bool | None = None, timeout: float | None = None,
-            thread_id: str | None = None) -> RunResult:
+    def run(
+        self,
+        message: str,
+        *,
+        session_id: str | None = None,
+        correlation_id: str | None = None,
+        response_schema: Any = None,
+        options: dict[str, Any] | None = None,
+        enable_tool_calls: bool | None = None,
+        timeout: float | None = None,
+        thread_id: str | None = None,
+    ) -> RunResult:
         """Run one turn and wait for the answer. No ``session_id``: a new session (see ``result.session_id``).
         ``thread_id=`` is the deprecated name of ``session_id=``."""
-        return RunResult.from_pb(self._client._call("Run", run_request(
-            self.name, message, session_id=session_arg(session_id, thread_id), correlation_id=correlation_id,
-            response_schema=response_schema, options=options, enable_tool_calls=enable_tool_calls, timeout=timeout)))
+        return RunResult.from_pb(
+            self._client._call(
+                "Run",
+                run_request(
+                    self.name,
+                    message,
+                    session_id=session_arg(session_id, thread_id),
+                    correlation_id=correlation_id,
+                    response_schema=response_schema,
+                    options=options,
+                    enable_tool_calls=enable_tool_calls,
+                    timeout=timeout,
+                ),
+            )
+        )
 
-    def stream(self, message: str, *, session_id: str | None = None, correlation_id: str | None = None,
-               response_schema: Any = None, options: dict[str, Any] | None = None,
-               enable_tool_calls: bool | None = None, timeout: float | None = None,
-               thread_id: str | None = None) -> RunStream:
+    def stream(
+        self,
+        message: str,
+        *,
+        session_id: str | None = None,
+        correlation_id: str | None = None,
+        response_schema: Any = None,
+        options: dict[str, Any] | None = None,
+        enable_tool_calls: bool | None = None,
+        timeout: float | None = None,
+        thread_id: str | None = None,
+    ) -> RunStream:
         """Run one turn and stream the answer: ``for text in agent.stream("..."): print(text, end="")``."""
-        req = run_request(self.name, message, session_id=session_arg(session_id, thread_id),
-                          correlation_id=correlation_id, response_schema=response_schema, options=options,
-                          enable_tool_calls=enable_tool_calls, timeout=timeout)
+        req = run_request(
+            self.name,
+            message,
+            session_id=session_arg(session_id, thread_id),
+            correlation_id=correlation_id,
+            response_schema=response_schema,
+            options=options,
+            enable_tool_calls=enable_tool_calls,
+            timeout=timeout,
+        )
         return RunStream(self._client._stub.RunStream(req, metadata=self._client._metadata or None))
 
-    def start(self, message: str, *, session_id: str | None = None, correlation_id: str | None = None,
-              response_schema: Any = None, options: dict[str, Any] | None = None,
-              enable_tool_calls: bool | None = None, thread_id: str | None = None) -> RunHandle:
+    def start(
+        self,
+        message: str,
+        *,
+        session_id: str | None = None,
+        correlation_id: str | None = None,
+        response_schema: Any = None,
+        options: dict[str, Any] | None = None,
+        enable_tool_calls: bool | None = None,
+        thread_id: str | None = None,
+    ) -> RunHandle:
         """Start a turn without waiting; fetch the answer later with :meth:`result`."""
-        resp = self._client._call("StartRun", run_request(
-            self.name, message, session_id=session_arg(session_id, thread_id), correlation_id=correlation_id,
-            response_schema=response_schema, options=options, enable_tool_calls=enable_tool_calls, timeout=None))
+        resp = self._client._call(
+            "StartRun",
+            run_request(
+                self.name,
+                message,
+                session_id=session_arg(session_id, thread_id),
+                correlation_id=correlation_id,
+                response_schema=response_schema,
+                options=options,
+                enable_tool_calls=enable_tool_calls,
+                timeout=None,
+            ),
+        )
         return RunHandle(resp.agent, resp.session_id, resp.correlation_id)
 
     def result(self, handle: RunHandle | str, correlation_id: str | None = None, *, wait: float = 0.0) -> RunStatus:
         """Where a started turn is (``handle``, or ``session_id, correlation_id``), waiting up to ``wait`` s."""
         session_id = handle.session_id if isinstance(handle, RunHandle) else handle
         corr = handle.correlation_id if isinstance(handle, RunHandle) else correlation_id
-        return RunStatus.from_pb(self._client._call("GetRunResult", pb.GetRunResultRequest(
-            agent=self.name, session_id=session_id, correlation_id=corr or "", wait_seconds=wait)))
+        return RunStatus.from_pb(
+            self._client._call(
+                "GetRunResult",
+                pb.GetRunResultRequest(
+                    agent=self.name, session_id=session_id, correlation_id=corr or "", wait_seconds=wait
+                ),
+            )
+        )
 
     def new_session(self, session_id: str | None = None) -> AgentSession:
         """A conversation: each ``run`` continues it (the first one creates it unless ``session_id`` is given)."""
@@ -224,14 +320,16 @@ class AgentHandle:
 
     def session(self, session_id: str) -> Session:
         """A session and its history, as stored."""
-        return Session.from_pb(self._client._call("GetSession", pb.GetSessionRequest(agent=self.name,
-                                                                                     session_id=session_id)))
+        return Session.from_pb(
+            self._client._call("GetSession", pb.GetSessionRequest(agent=self.name, session_id=session_id))
+        )
 
     def sessions(self, page_size: int = 100) -> Iterator[SessionSummary]:
         token = ""
         while True:
-            resp = self._client._call("ListSessions", pb.ListSessionsRequest(agent=self.name, page_size=page_size,
-                                                                             continuation_token=token))
+            resp = self._client._call(
+                "ListSessions", pb.ListSessionsRequest(agent=self.name, page_size=page_size, continuation_token=token)
+            )
             for s in resp.sessions:
                 yield SessionSummary(s.agent, s.session_id, s.last_modified_at)
             token = resp.continuation_token

@@ -72,7 +72,7 @@ def target(address: str | None) -> tuple[str, bool]:
     secure = False
     for prefix, is_secure in (("https://", True), ("grpcs://", True), ("http://", False), ("grpc://", False)):
         if address.startswith(prefix):
-            address, secure = address[len(prefix):], is_secure
+            address, secure = address[len(prefix) :], is_secure
             break
     address = address.rstrip("/")
     if ":" not in address.rsplit("]", 1)[-1]:
@@ -130,8 +130,10 @@ class _ThreadAlias:
 def session_arg(session_id: str | None, thread_id: str | None) -> str | None:
     """``session_id=``, or the deprecated ``thread_id=`` (both given: they must agree)."""
     if session_id and thread_id and session_id != thread_id:
-        raise ValueError(f"session_id {session_id!r} and thread_id {thread_id!r} differ (thread_id is the old name "
-                         "of session_id: pass one)")
+        raise ValueError(
+            f"session_id {session_id!r} and thread_id {thread_id!r} differ (thread_id is the old name "
+            "of session_id: pass one)"
+        )
     return session_id or thread_id
 
 
@@ -157,11 +159,20 @@ class RunResult(_ThreadAlias):
 
     @classmethod
     def from_pb(cls, r: pb.RunResponse) -> RunResult:
-        return cls(text=r.response, session_id=r.session_id, correlation_id=r.correlation_id, agent=r.agent,
-                   value=loads(r.value_json), usage={"input_tokens": r.usage.input_tokens,
-                                                     "output_tokens": r.usage.output_tokens,
-                                                     "total_tokens": r.usage.total_tokens},
-                   created_at=r.created_at, messages=loads(r.messages_json) or [])
+        return cls(
+            text=r.response,
+            session_id=r.session_id,
+            correlation_id=r.correlation_id,
+            agent=r.agent,
+            value=loads(r.value_json),
+            usage={
+                "input_tokens": r.usage.input_tokens,
+                "output_tokens": r.usage.output_tokens,
+                "total_tokens": r.usage.total_tokens,
+            },
+            created_at=r.created_at,
+            messages=loads(r.messages_json) or [],
+        )
 
 
 @dataclass
@@ -187,10 +198,17 @@ class RunStatus:
 
     @classmethod
     def from_pb(cls, r: pb.GetRunResultResponse) -> RunStatus:
-        status = {pb.RUN_STATUS_PENDING: "pending", pb.RUN_STATUS_RUNNING: "running",
-                  pb.RUN_STATUS_COMPLETED: "completed", pb.RUN_STATUS_FAILED: "failed"}.get(r.status, "unknown")
-        return cls(status=status, result=RunResult.from_pb(r.result) if r.HasField("result") else None,
-                   error={"code": r.error.code, "message": r.error.message} if r.HasField("error") else None)
+        status = {
+            pb.RUN_STATUS_PENDING: "pending",
+            pb.RUN_STATUS_RUNNING: "running",
+            pb.RUN_STATUS_COMPLETED: "completed",
+            pb.RUN_STATUS_FAILED: "failed",
+        }.get(r.status, "unknown")
+        return cls(
+            status=status,
+            result=RunResult.from_pb(r.result) if r.HasField("result") else None,
+            error={"code": r.error.code, "message": r.error.message} if r.HasField("error") else None,
+        )
 
 
 @dataclass
@@ -216,11 +234,24 @@ class Session(_ThreadAlias):
 
     @classmethod
     def from_pb(cls, s: pb.Session) -> Session:
-        return cls(agent=s.agent, session_id=s.session_id, running_correlation_id=s.running_correlation_id,
-                   last_modified_at=s.last_modified_at, state=loads(s.state_json), messages=[
-                       ChatMessage(role=m.role, text=m.text, correlation_id=m.correlation_id,
-                                   created_at=m.created_at, author_name=m.author_name,
-                                   contents=loads(m.contents_json) or []) for m in s.messages])
+        return cls(
+            agent=s.agent,
+            session_id=s.session_id,
+            running_correlation_id=s.running_correlation_id,
+            last_modified_at=s.last_modified_at,
+            state=loads(s.state_json),
+            messages=[
+                ChatMessage(
+                    role=m.role,
+                    text=m.text,
+                    correlation_id=m.correlation_id,
+                    created_at=m.created_at,
+                    author_name=m.author_name,
+                    contents=loads(m.contents_json) or [],
+                )
+                for m in s.messages
+            ],
+        )
 
 
 @dataclass
@@ -264,11 +295,22 @@ class Orchestration:
         status = _STATUS.get(o.status, "ORCHESTRATION_STATUS_UNSPECIFIED").replace("ORCHESTRATION_STATUS_", "")
         failure = None
         if o.HasField("failure"):
-            failure = {"error_type": o.failure.error_type, "message": o.failure.message,
-                       "stack_trace": o.failure.stack_trace}
-        return cls(instance_id=o.instance_id, name=o.name, status=status, input=loads(o.input_json),
-                   output=loads(o.output_json), custom_status=loads(o.custom_status_json), created_at=o.created_at,
-                   last_updated_at=o.last_updated_at, failure=failure)
+            failure = {
+                "error_type": o.failure.error_type,
+                "message": o.failure.message,
+                "stack_trace": o.failure.stack_trace,
+            }
+        return cls(
+            instance_id=o.instance_id,
+            name=o.name,
+            status=status,
+            input=loads(o.input_json),
+            output=loads(o.output_json),
+            custom_status=loads(o.custom_status_json),
+            created_at=o.created_at,
+            last_updated_at=o.last_updated_at,
+            failure=failure,
+        )
 
 
 @dataclass
@@ -283,21 +325,51 @@ class Entity:
 
     @classmethod
     def from_pb(cls, e: pb.Entity) -> Entity:
-        return cls(name=e.name, key=e.key, state=loads(e.state_json), last_modified_at=e.last_modified_at,
-                   backlog=e.backlog)
+        return cls(
+            name=e.name, key=e.key, state=loads(e.state_json), last_modified_at=e.last_modified_at, backlog=e.backlog
+        )
 
 
-def run_request(agent: str, message: str, *, session_id: str | None, correlation_id: str | None,
-                response_schema: Any, options: dict[str, Any] | None, enable_tool_calls: bool | None,
-                timeout: float | None) -> pb.RunRequest:
-    req = pb.RunRequest(agent=agent, session_id=session_id or "", message=message,
-                        correlation_id=correlation_id or "", response_schema_json=schema_json(response_schema),
-                        options_json=dumps(options, "options") if options else "", timeout_seconds=timeout or 0)
+def run_request(
+    agent: str,
+    message: str,
+    *,
+    session_id: str | None,
+    correlation_id: str | None,
+    response_schema: Any,
+    options: dict[str, Any] | None,
+    enable_tool_calls: bool | None,
+    timeout: float | None,
+) -> pb.RunRequest:
+    req = pb.RunRequest(
+        agent=agent,
+        session_id=session_id or "",
+        message=message,
+        correlation_id=correlation_id or "",
+        response_schema_json=schema_json(response_schema),
+        options_json=dumps(options, "options") if options else "",
+        timeout_seconds=timeout or 0,
+    )
     if enable_tool_calls is not None:
         req.enable_tool_calls = enable_tool_calls
     return req
 
 
-__all__ = ["AgentInfo", "AlreadyExistsError", "ChatMessage", "Entity", "InvalidArgumentError", "MoorageError",
-           "NotFoundError", "Orchestration", "RunFailedError", "RunHandle", "RunResult", "RunStatus", "Session",
-           "SessionSummary", "TimeoutExpiredError", "UnavailableError"]
+__all__ = [
+    "AgentInfo",
+    "AlreadyExistsError",
+    "ChatMessage",
+    "Entity",
+    "InvalidArgumentError",
+    "MoorageError",
+    "NotFoundError",
+    "Orchestration",
+    "RunFailedError",
+    "RunHandle",
+    "RunResult",
+    "RunStatus",
+    "Session",
+    "SessionSummary",
+    "TimeoutExpiredError",
+    "UnavailableError",
+]

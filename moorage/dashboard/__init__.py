@@ -38,7 +38,7 @@ class Dashboard:
         self._sampler_task.cancel()
         try:
             await asyncio.wait_for(asyncio.shield(self._task), 3.0)
-        except (asyncio.TimeoutError, Exception):
+        except (TimeoutError, Exception):
             self._server.force_exit = True
             self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -59,8 +59,9 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def start_dashboard(core: SidecarCore, host: str, port: int, actions: bool = False, *,
-                          security: SecurityConfig | None = None) -> Dashboard | None:
+async def start_dashboard(
+    core: SidecarCore, host: str, port: int, actions: bool = False, *, security: SecurityConfig | None = None
+) -> Dashboard | None:
     """Serve the dashboard on ``host:port`` (port 0: no dashboard). A busy port costs the dashboard, not the
     sidecar: the error is logged and the gRPC server goes on. ``security`` (a ``moorage.security.SecurityConfig``):
     tokens for every ``/api/`` call (the page and its static files stay open: they hold no data), TLS, the body
@@ -75,8 +76,7 @@ async def start_dashboard(core: SidecarCore, host: str, port: int, actions: bool
     try:
         sock = _bind(host, port)
     except OSError as exc:
-        log.error("dashboard disabled: cannot listen on %s:%s (%s); choose another --dashboard-port", host, port,
-                  exc)
+        log.error("dashboard disabled: cannot listen on %s:%s (%s); choose another --dashboard-port", host, port, exc)
         return None
 
     class _Server(uvicorn.Server):
@@ -89,18 +89,33 @@ async def start_dashboard(core: SidecarCore, host: str, port: int, actions: bool
     security = security or SecurityConfig()
     sampler = Sampler(core)
     app = create_app(core, actions=actions, sampler=sampler)
-    app.state.security = {"auth": security.authenticator.enabled,
-                          "unauthenticatedExposed": security.unauthenticated_exposed}
-    config = uvicorn.Config(_secured(app, core, security), log_config=None, access_log=False, lifespan="off",
-                            ws="none", timeout_graceful_shutdown=2, server_header=False,
-                            **(security.tls.uvicorn_kwargs() if security.tls else {}))
+    app.state.security = {
+        "auth": security.authenticator.enabled,
+        "unauthenticatedExposed": security.unauthenticated_exposed,
+    }
+    config = uvicorn.Config(
+        _secured(app, core, security),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        ws="none",
+        timeout_graceful_shutdown=2,
+        server_header=False,
+        **(security.tls.uvicorn_kwargs() if security.tls else {}),
+    )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="moorage-dashboard")
     sampler_task = asyncio.create_task(sampler.run(), name="moorage-dashboard-sampler")
     bound = sock.getsockname()[1]
     shown = "localhost" if host in ("0.0.0.0", "::", "") else host
-    log.info("dashboard listening url=%s://%s:%s actions=%s auth=%s", security.scheme, shown, bound,
-             "enabled" if actions else "read-only", "required" if security.authenticator.enabled else "off")
+    log.info(
+        "dashboard listening url=%s://%s:%s actions=%s auth=%s",
+        security.scheme,
+        shown,
+        bound,
+        "enabled" if actions else "read-only",
+        "required" if security.authenticator.enabled else "off",
+    )
     return Dashboard(server, task, sampler_task, bound)
 
 
@@ -109,9 +124,14 @@ def _secured(app: Any, core: SidecarCore, security: SecurityConfig) -> Any:
     sends it; without one, the sidecar's default hub)."""
     from moorage.security.asgi import BearerAuth, BodyLimit, query_hub
 
-    secured = BearerAuth(app, security.authenticator, hub_of=query_hub(lambda: core.default_hub),
-                         open_paths=("/", "/healthz", "/favicon.ico"), open_prefixes=("/static/",),
-                         realm="moorage-dashboard")
+    secured = BearerAuth(
+        app,
+        security.authenticator,
+        hub_of=query_hub(lambda: core.default_hub),
+        open_paths=("/", "/healthz", "/favicon.ico"),
+        open_prefixes=("/static/",),
+        realm="moorage-dashboard",
+    )
     return BodyLimit(secured, max_body_bytes=security.max_payload_bytes)
 
 

@@ -539,7 +539,35 @@ async def get_session(request: Request) -> Response:
         out["conversation"] = views.conversation(ent.state, out["agent"], out["sessionId"])
         out["backlog"] = tx.count_entity_messages(entity_id)
         out["state"] = views.parse_json(ent.state)
+        mo = protocol.bookkeeping(out["state"])
+        out["archive"] = {"entries": int(mo.get("archived") or 0), "pages": int(mo.get("archivePages") or 0)}
         return out
+
+    return _ok(await _core(request).read(hub, read))
+
+
+@api
+async def get_session_archive(request: Request) -> Response:
+    """One archive page of a session (entries moved out of its state), as turns: ``?page=N`` (0: the oldest)."""
+    hub = _hub(request)
+    agent = request.path_params["agent"].strip()
+    session = request.path_params["session"]
+    raw_page = request.query_params.get("page") or "0"
+    try:
+        page = int(raw_page)
+    except ValueError:
+        raise ApiError(400, f"page={raw_page!r} must be a whole number") from None
+    page_id = f"@{protocol.ARCHIVE_ENTITY}@{protocol.archive_key(agent, session, page)}"
+
+    def read(tx: StoreTx) -> dict[str, Any]:
+        ent = tx.get_entity(page_id)
+        if ent is None or ent.state is None:
+            raise engine.NotFound(f"agent session '{session}' of {agent!r} has no archive page {page}")
+        data = views.parse_json(ent.state)
+        entries = data.get("entries") if isinstance(data, dict) else []
+        raw = json.dumps({"schemaVersion": protocol.SCHEMA_VERSION, "data": {"conversationHistory": entries}})
+        return {"agent": agent, "sessionId": session, "page": page, "first": (data or {}).get("first"),
+                "conversation": views.conversation(raw, agent, session)}
 
     return _ok(await _core(request).read(hub, read))
 
@@ -653,6 +681,7 @@ def create_app(core: SidecarCore, actions: bool = False, sampler: Sampler | None
         Route("/api/entities/{entity_id:path}", get_entity, methods=["GET"]),
         Route("/api/agents", list_agents, methods=["GET"]),
         Route("/api/agents/{agent}/sessions", list_sessions, methods=["GET"]),
+        Route("/api/agents/{agent}/sessions/{session:path}/archive", get_session_archive, methods=["GET"]),
         Route("/api/agents/{agent}/sessions/{session:path}/{action}", session_action, methods=["POST"]),
         Route("/api/agents/{agent}/sessions/{session:path}", get_session, methods=["GET"]),
         Route("/api/agents/{agent}/sessions/{session:path}", delete_session, methods=["DELETE"]),

@@ -38,7 +38,8 @@ class Sampler:
         for name in self.core.hub_names:
             counters = self.core.counters(name)
             self.samples.setdefault(name, deque(maxlen=self.keep)).append(
-                Sample(t, counters.completed, counters.dispatched))
+                Sample(t, counters.completed, counters.dispatched)
+            )
 
     async def run(self) -> None:
         while True:
@@ -54,8 +55,9 @@ class Sampler:
             dt = cur.t - prev.t
             if dt <= 0:
                 continue
-            series.append({"t": cur.t, **{k.value: round((cur.completed[k] - prev.completed[k]) / dt, 3)
-                                          for k in WorkKind}})
+            series.append(
+                {"t": cur.t, **{k.value: round((cur.completed[k] - prev.completed[k]) / dt, 3) for k in WorkKind}}
+            )
         rate = {k.value: 0.0 for k in WorkKind}
         if len(samples) >= 2:
             last = samples[-1]

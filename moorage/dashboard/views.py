@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import durabletask.internal.orchestrator_service_pb2 as pb
@@ -19,14 +19,14 @@ from moorage.sidecar import engine
 from moorage.sidecar.store.base import EntityRow, InstanceRow
 from moorage.sidecar.terms import STATUS_PREFIX, TERMINAL_STATUSES, status_name
 
-STATUSES = [n[len(STATUS_PREFIX):] for n in pb.OrchestrationStatus.keys()]
+STATUSES = [n[len(STATUS_PREFIX) :] for n in pb.OrchestrationStatus.keys()]
 PREVIEW_CHARS = 240
 
 
 def iso(t: float | None) -> str | None:
     if t is None:
         return None
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_time(value: str, what: str) -> float:
@@ -41,14 +41,14 @@ def parse_time(value: str, what: str) -> float:
     except ValueError:
         raise ValueError(f"{what} must be an ISO 8601 time such as 2025-01-31T12:00:00Z, not {value!r}") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 
 def status_value(name: str) -> int:
     key = name.strip().upper()
     if key.startswith(STATUS_PREFIX):
-        key = key[len(STATUS_PREFIX):]
+        key = key[len(STATUS_PREFIX) :]
     if key not in STATUSES:
         raise ValueError(f"unknown status {name!r}: expected one of {', '.join(STATUSES)}")
     return pb.OrchestrationStatus.Value(STATUS_PREFIX + key)
@@ -72,8 +72,9 @@ def failure_json(details: pb.TaskFailureDetails | None) -> dict[str, Any] | None
 
 def instance_json(row: InstanceRow, payloads: bool = True, now: float | None = None) -> dict[str, Any]:
     status = status_name(row.status)
-    end = row.completed_at if row.completed_at else (
-        now if row.status not in TERMINAL_STATUSES else row.last_updated_at)
+    end = (
+        row.completed_at if row.completed_at else (now if row.status not in TERMINAL_STATUSES else row.last_updated_at)
+    )
     out: dict[str, Any] = {
         "instanceId": row.instance_id,
         "name": row.name,
@@ -110,8 +111,15 @@ def history_json(events: list[pb.HistoryEvent]) -> list[dict[str, Any]]:
         kind = e.WhichOneof("eventType") or "unknown"
         body = getattr(e, kind) if kind != "unknown" else None
         details = json_format.MessageToDict(body) if body is not None else {}
-        out.append({"index": i, "eventId": e.eventId, "type": kind, "timestamp": iso(engine.from_ts(e.timestamp)),
-                    "details": details})
+        out.append(
+            {
+                "index": i,
+                "eventId": e.eventId,
+                "type": kind,
+                "timestamp": iso(engine.from_ts(e.timestamp)),
+                "details": details,
+            }
+        )
     return out
 
 
@@ -173,8 +181,12 @@ class _Timeline:
             item["start"] = iso(item["start"])
             item["end"] = iso(item["end"])
         self.items.sort(key=lambda i: (i["offsetMs"], i.get("taskId", 1 << 30)))
-        return {"start": iso(self.start), "end": iso(self.end), "durationMs": round((last - self.start) * 1000),
-                "items": self.items}
+        return {
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "durationMs": round((last - self.start) * 1000),
+            "items": self.items,
+        }
 
 
 def _execution_started(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
@@ -195,14 +207,16 @@ def _task_completed(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
 
 
 def _task_failed(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
-    tl.close(tl.by_task.get(e.taskFailed.taskScheduledId), t, "failed",
-             failure=failure_json(e.taskFailed.failureDetails))
+    tl.close(
+        tl.by_task.get(e.taskFailed.taskScheduledId), t, "failed", failure=failure_json(e.taskFailed.failureDetails)
+    )
 
 
 def _sub_created(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
     a = e.subOrchestrationInstanceCreated
-    tl.by_task[e.eventId] = tl.span("suborchestration", a.name, t, taskId=e.eventId, instanceId=a.instanceId,
-                                    input=_value(a, "input"))
+    tl.by_task[e.eventId] = tl.span(
+        "suborchestration", a.name, t, taskId=e.eventId, instanceId=a.instanceId, input=_value(a, "input")
+    )
 
 
 def _sub_completed(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
@@ -236,8 +250,9 @@ def _event_sent(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
 
 def _entity_called(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
     a = e.entityOperationCalled
-    tl.by_request[a.requestId] = tl.span("entity", a.operation, t, entityId=_value(a, "targetInstanceId"),
-                                         input=_value(a, "input"))
+    tl.by_request[a.requestId] = tl.span(
+        "entity", a.operation, t, entityId=_value(a, "targetInstanceId"), input=_value(a, "input")
+    )
 
 
 def _entity_completed(tl: _Timeline, e: pb.HistoryEvent, t: float) -> None:
@@ -335,8 +350,13 @@ def preview(raw: str | None, limit: int = PREVIEW_CHARS) -> str | None:
 def entity_json(row: EntityRow, backlog: int, state: bool) -> dict[str, Any]:
     name, key = split_entity_id(row.entity_id)
     out: dict[str, Any] = {
-        "entityId": row.entity_id, "name": name, "key": key, "lastModifiedAt": iso(row.last_modified_at),
-        "backlog": backlog, "lockedBy": row.locked_by, "lockedByInstance": row.locked_by_instance,
+        "entityId": row.entity_id,
+        "name": name,
+        "key": key,
+        "lastModifiedAt": iso(row.last_modified_at),
+        "backlog": backlog,
+        "lockedBy": row.locked_by,
+        "lockedByInstance": row.locked_by_instance,
         "stateSize": len(row.state) if row.state is not None else 0,
         "agent": protocol.agent_of_entity(name),
     }
@@ -361,8 +381,12 @@ def _content(c: Any) -> dict[str, Any]:
 def _message(m: Any) -> dict[str, Any]:
     if not isinstance(m, dict):
         return {"role": "unknown", "contents": [{"type": "unknown", "content": m}]}
-    return {"role": m.get("role") or "unknown", "authorName": m.get("authorName"), "createdAt": m.get("createdAt"),
-            "contents": [_content(c) for c in m.get("contents") or [] if c is not None]}
+    return {
+        "role": m.get("role") or "unknown",
+        "authorName": m.get("authorName"),
+        "createdAt": m.get("createdAt"),
+        "contents": [_content(c) for c in m.get("contents") or [] if c is not None],
+    }
 
 
 def _ms_between(a: str | None, b: str | None) -> int | None:
@@ -386,8 +410,7 @@ def conversation(raw_state: str | None, agent: str | None = None, session: str |
     usage, the tool calls and their results, errors; plus totals and Moorage's running/queued bookkeeping."""
     state = parse_json(raw_state)
     if not isinstance(state, dict):
-        return {"schemaVersion": None, "turns": [], "totals": _totals([]), "active": None, "pending": 0,
-                "valid": False}
+        return {"schemaVersion": None, "turns": [], "totals": _totals([]), "active": None, "pending": 0, "valid": False}
     data: dict[str, Any] = state["data"] if isinstance(state.get("data"), dict) else {}
     entries: list[Any] = data["conversationHistory"] if isinstance(data.get("conversationHistory"), list) else []
     turns: list[dict[str, Any]] = []
@@ -400,27 +423,44 @@ def conversation(raw_state: str | None, agent: str | None = None, session: str |
         messages = [_message(m) for m in entry.get("messages") or []]
         turn: dict[str, Any] | None
         if kind == "request":
-            turn = {"correlationId": corr, "createdAt": entry.get("createdAt"),
-                    "orchestrationId": entry.get("orchestrationId"), "responseType": entry.get("responseType"),
-                    "turnInstanceId": _turn_id(agent, session, corr),
-                    "request": {"createdAt": entry.get("createdAt"), "messages": messages},
-                    "responses": [], "usage": None, "isError": False, "durationMs": None}
+            turn = {
+                "correlationId": corr,
+                "createdAt": entry.get("createdAt"),
+                "orchestrationId": entry.get("orchestrationId"),
+                "responseType": entry.get("responseType"),
+                "turnInstanceId": _turn_id(agent, session, corr),
+                "request": {"createdAt": entry.get("createdAt"), "messages": messages},
+                "responses": [],
+                "usage": None,
+                "isError": False,
+                "durationMs": None,
+            }
             turns.append(turn)
             if corr:
                 by_corr[corr] = turn
         elif kind == "response":
             turn = by_corr.get(corr)
             if turn is None:  # a response without its request (trimmed history): a turn of its own
-                turn = {"correlationId": corr, "createdAt": entry.get("createdAt"), "orchestrationId": None,
-                        "responseType": None, "turnInstanceId": _turn_id(agent, session, corr), "request": None,
-                        "responses": [], "usage": None, "isError": False, "durationMs": None}
+                turn = {
+                    "correlationId": corr,
+                    "createdAt": entry.get("createdAt"),
+                    "orchestrationId": None,
+                    "responseType": None,
+                    "turnInstanceId": _turn_id(agent, session, corr),
+                    "request": None,
+                    "responses": [],
+                    "usage": None,
+                    "isError": False,
+                    "durationMs": None,
+                }
                 turns.append(turn)
                 if corr:
                     by_corr[corr] = turn
             usage = entry.get("usage") if isinstance(entry.get("usage"), dict) else None
             is_error = protocol.is_error_response(entry)
-            turn["responses"].append({"createdAt": entry.get("createdAt"), "messages": messages, "usage": usage,
-                                      "isError": is_error})
+            turn["responses"].append(
+                {"createdAt": entry.get("createdAt"), "messages": messages, "usage": usage, "isError": is_error}
+            )
             if usage:
                 total = turn["usage"] or protocol.empty_usage()
                 protocol.add_usage(total, usage)
@@ -436,8 +476,14 @@ def conversation(raw_state: str | None, agent: str | None = None, session: str |
             turn["status"] = "running" if running == turn["correlationId"] else "no response"
         else:
             turn["status"] = "error" if turn["isError"] else "completed"
-    return {"schemaVersion": state.get("schemaVersion"), "turns": turns, "totals": _totals(turns),
-            "active": active, "pending": len(pending), "valid": "schemaVersion" in state}
+    return {
+        "schemaVersion": state.get("schemaVersion"),
+        "turns": turns,
+        "totals": _totals(turns),
+        "active": active,
+        "pending": len(pending),
+        "valid": "schemaVersion" in state,
+    }
 
 
 def _totals(turns: list[dict[str, Any]]) -> dict[str, Any]:
@@ -471,6 +517,13 @@ def session_summary(row: EntityRow) -> dict[str, Any]:
         if last_text:
             break
     status = "running" if conv["active"] else ("error" if conv["turns"] and conv["turns"][-1]["isError"] else "idle")
-    return {"sessionId": key, "entityId": row.entity_id, "agent": protocol.agent_of_entity(name),
-            "lastModifiedAt": iso(row.last_modified_at), "totals": conv["totals"], "lastMessage": last_text,
-            "status": status, "pending": conv["pending"]}
+    return {
+        "sessionId": key,
+        "entityId": row.entity_id,
+        "agent": protocol.agent_of_entity(name),
+        "lastModifiedAt": iso(row.last_modified_at),
+        "totals": conv["totals"],
+        "lastMessage": last_text,
+        "status": status,
+        "pending": conv["pending"],
+    }

@@ -10,5 +10,15 @@ from moorage.gateway.core import Gateway, RunResult, TurnResult
 from moorage.gateway.errors import GatewayError
 from moorage.gateway.server import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, GatewayConfig, GatewayRuntime, attach, serve
 
-__all__ = ["DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "Gateway", "GatewayConfig", "GatewayError", "GatewayRuntime",
-           "RunResult", "TurnResult", "attach", "serve"]
+__all__ = [
+    "DEFAULT_GRPC_PORT",
+    "DEFAULT_HTTP_PORT",
+    "Gateway",
+    "GatewayConfig",
+    "GatewayError",
+    "GatewayRuntime",
+    "RunResult",
+    "TurnResult",
+    "attach",
+    "serve",
+]

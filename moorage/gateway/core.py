@@ -30,7 +30,7 @@ from moorage.connection import ConnectionSettings, load_settings
 from moorage.agents.state import history, load_state, text_of
 from moorage.gateway.errors import GatewayError, from_backend, invalid, not_found
 from moorage.gateway.registry import REGISTRY_ENTITY
-from moorage.gateway.streaming import Chunk, ChunkRelay
+from moorage.gateway.streaming import Chunk, ChunkRelay, StreamLogWriter
 from moorage.sidecar.terms import TERMINAL_STATUSES
 
 log = logging.getLogger("moorage.gateway")
@@ -308,6 +308,9 @@ class Gateway:
         self._known: dict[str, tuple[float, str]] = {}
         self._sessions = _Recent()
         self._runs = _Recent()
+        self.stream_log = StreamLogWriter(lambda entity, op, data: self.client.signal_entity(entity, op, data))
+        if self.relay.sink is None:
+            self.relay.sink = self.stream_log.add
 
     @property
     def hub(self) -> ChunkRelay:
@@ -371,10 +374,10 @@ class Gateway:
 
     # -- agents -----------------------------------------------------------------------------------------------------
 
-    async def list_agents(self) -> list[dict[str, str]]:
+    async def list_agents(self) -> list[dict[str, Any]]:
         found = await self._call("listing agents", self.client.get_all_entities(
             EntityQuery(instance_id_starts_with=f"@{REGISTRY_ENTITY}@", include_state=True)))
-        agents: dict[str, dict[str, str]] = {}
+        agents: dict[str, dict[str, Any]] = {}
         for md in found:
             try:
                 info = json.loads(md.get_state() or "null") or {}
@@ -382,7 +385,10 @@ class Gateway:
                 info = {}
             name = str(info.get("name") or md.id.key)
             agents[name.lower()] = {"name": name, "description": str(info.get("description") or ""),
-                                    "registeredAt": str(info.get("registeredAt") or "")}
+                                    "registeredAt": str(info.get("registeredAt") or ""),
+                                    "type": str(info.get("type") or "Agent"),
+                                    "httpEndpointEnabled": info.get("httpEndpointEnabled", True) is not False,
+                                    "mcpToolEnabled": info.get("mcpToolEnabled", True) is not False}
         for low, name in self._configured.items():
             agents.setdefault(low, {"name": name, "description": "", "registeredAt": ""})
         return sorted(agents.values(), key=lambda a: a["name"].lower())
@@ -435,7 +441,10 @@ class Gateway:
 
     async def prepare_run(self, agent: str, session_id: str | None, message: Any, *,
                           correlation_id: str | None = None, response_schema: Any = None,
-                          options: Any = None, enable_tool_calls: bool | None = None) -> PreparedRun:
+                          options: Any = None, enable_tool_calls: bool | None = None, role: str = "user",
+                          create: bool = False) -> PreparedRun:
+        """Check and build a turn request. ``session_id`` None starts a new session; a given one must exist unless
+        ``create`` (Agent Framework's Function App API names the session of a first turn itself)."""
         if not isinstance(message, str) or not message.strip():
             raise invalid("message must be a non-empty string", reason="EmptyMessage")
         if options is MISSING or options is None:
@@ -447,7 +456,9 @@ class Gateway:
             check_id(correlation_id, "correlation id")
         name = await self.require_agent(agent)
         new_session = not session_id
-        if session_id:
+        if session_id and create:
+            check_id(session_id, "session id")
+        elif session_id:
             await self.require_session(name, session_id)
         else:
             session_id = uuid.uuid4().hex
@@ -455,7 +466,8 @@ class Gateway:
         try:
             request = protocol.build_request(message, corr, response_schema=schema,
                                     enable_tool_calls=True if enable_tool_calls is None else bool(enable_tool_calls),
-                                    options=options)
+                                    options=options, role=role)
+            protocol.RunRequest.parse(request)  # the entity's own check (e.g. the role), answered here as a 400
         except (ValueError, TypeError) as exc:
             raise invalid(str(exc)) from None
         request["created_at"] = datetime.now(timezone.utc).isoformat()
@@ -514,13 +526,14 @@ class Gateway:
             await self.send_run(run)
             yield "started", run
             waiter = asyncio.ensure_future(self._wait_instance(run.instance_id, timeout))
-            seen = 0  # chunks are renumbered per turn: a turn with tool calls has several model calls
+            seen = 0  # the relay numbers chunks per turn (a turn with tool calls has several model calls)
 
             def renumber(c: Chunk) -> Chunk:
                 nonlocal seen
                 seen += 1
-                return Chunk(c.agent, c.session_id, c.correlation_id, c.text, seen - 1)
+                return c
 
+            getter: asyncio.Future[Chunk] | None = None
             try:
                 while True:
                     getter = asyncio.ensure_future(queue.get())
@@ -533,7 +546,9 @@ class Gateway:
                 while not queue.empty():
                     yield "chunk", renumber(queue.get_nowait())
                 st = waiter.result()
-            finally:
+            finally:  # also when the client went away (the generator is closed)
+                if getter is not None and not getter.done():
+                    getter.cancel()
                 if not waiter.done():
                     waiter.cancel()
         if st is None:
@@ -545,6 +560,88 @@ class Gateway:
         if seen == 0 and result.response:
             # The model did not stream (or the worker cannot reach this gateway): the answer as one chunk.
             yield "chunk", Chunk(run.agent, run.session_id, run.correlation_id, result.response, 0)
+        yield "completed", result
+
+    async def resume_stream(self, agent: str, session_id: str, correlation_id: str, after: int = -1,
+                            timeout: float | None = None) -> AsyncIterator[tuple[str, Any]]:
+        """A streamed turn from the chunk after ``after`` (the last id a client saw; -1: from the start): yields
+        ("chunk", Chunk)... then ("completed", TurnResult), like :meth:`stream_run` but without sending anything.
+
+        Chunks come from the turn's stream log (kept by whichever gateway relayed them) and, when this gateway is
+        the one relaying, live from the relay. When the turn is done, the last chunks of a single-answer turn
+        that the log does not hold (yet, or any more) come as one chunk, so the text a client has in the end is
+        always the final answer."""
+        name = await self.require_agent(agent)
+        await self.run_status(name, session_id, correlation_id)  # NOT_FOUND for a turn that does not exist
+        timeout = _timeout(timeout, DEFAULT_RUN_TIMEOUT)
+        instance_id = protocol.turn_instance_id(name, session_id, correlation_id)
+        entity = EntityInstanceId(protocol.STREAM_ENTITY, protocol.stream_key(name, session_id, correlation_id))
+        known: dict[int, str] = {}
+        nxt = max(-1, after) + 1
+
+        async def read_log() -> None:
+            md = await self._call("reading the stream log", self.client.get_entity(entity, include_state=True))
+            if md is not None:
+                try:
+                    state = json.loads(md.get_state() or "null")
+                except json.JSONDecodeError:
+                    state = None
+                for seq, text in protocol.stream_chunks(state):
+                    known.setdefault(seq, text)
+
+        def ready() -> list[Chunk]:
+            nonlocal nxt
+            out = []
+            while nxt in known:
+                out.append(Chunk(name, session_id, correlation_id, known[nxt], nxt))
+                nxt += 1
+            return out
+
+        loop = asyncio.get_running_loop()
+        with self.relay.subscribe(session_id, correlation_id) as queue:
+            waiter = asyncio.ensure_future(self._wait_instance(instance_id, timeout))
+            getter: asyncio.Future[Chunk] | None = None
+            try:
+                await read_log()
+                for c in ready():
+                    yield "chunk", c
+                while not waiter.done():
+                    getter = asyncio.ensure_future(queue.get())
+                    done, _ = await asyncio.wait({getter, waiter}, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+                    if getter in done:
+                        live = getter.result()
+                        known.setdefault(live.sequence, live.text)
+                    else:
+                        getter.cancel()
+                        await read_log()  # chunks another gateway relays reach us through the log
+                    for c in ready():
+                        yield "chunk", c
+                while not queue.empty():
+                    live = queue.get_nowait()
+                    known.setdefault(live.sequence, live.text)
+                st = waiter.result()
+            finally:  # also when the client went away (the generator is closed)
+                if getter is not None and not getter.done():
+                    getter.cancel()
+                if not waiter.done():
+                    waiter.cancel()
+        if st is None:
+            raise GatewayError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"agent {name!r} has not answered within {timeout:g}s; the turn goes on — resume "
+                               f"again after chunk {nxt - 1}", reason="RunTimeout")
+        result = self._result(name, session_id, correlation_id, st).raise_for_error()
+        deadline = loop.time() + 2.0  # the log may trail the turn by a batch
+        while True:
+            await read_log()
+            for c in ready():
+                yield "chunk", c
+            held = "".join(known[i] for i in sorted(known))
+            if held.endswith(result.response) or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        have = "".join(known[i] for i in range(nxt)) if all(i in known for i in range(nxt)) else None
+        if have is not None and result.response.startswith(have) and len(result.response) > len(have):
+            yield "chunk", Chunk(name, session_id, correlation_id, result.response[len(have):], nxt)
         yield "completed", result
 
     async def run_status(self, agent: str, session_id: str, correlation_id: str,
@@ -621,10 +718,43 @@ class Gateway:
                     "authorName": msg.get("authorName") or "",
                     "contents": contents,
                 })
-        running = protocol.running_correlation(protocol.bookkeeping(state)) or ""
+        mo = protocol.bookkeeping(state)
+        running = protocol.running_correlation(mo) or ""
         return {"agent": name, "sessionId": session_id, "threadId": session_id, "messages": messages,
                 "runningCorrelationId": running,
+                "archive": {"entries": int(mo.get("archived") or 0), "pages": int(mo.get("archivePages") or 0)},
+                "summary": mo.get("summary"),
                 "lastModifiedAt": _iso(md.last_modified), "state": state}
+
+    async def session_archive(self, agent: str, session_id: str, page: int = 0) -> dict[str, Any]:
+        """One archive page of a session: the entries its context policy moved out of its state, oldest page 0."""
+        name = await self.require_agent(agent)
+        check_id(session_id, "session id")
+        if page < 0:
+            raise invalid("page must not be negative")
+        md = await self._session_metadata(name, session_id)
+        if md is None:
+            raise not_found(f"agent {name!r} has no session {session_id!r}", reason="SessionNotFound")
+        mo = protocol.bookkeeping(load_state(md.get_state()))
+        pages = int(mo.get("archivePages") or 0)
+        out: dict[str, Any] = {"agent": name, "sessionId": session_id, "page": page, "pages": pages,
+                               "archived": int(mo.get("archived") or 0), "first": None, "entries": [],
+                               "nextPage": page + 1 if page + 1 < pages else None}
+        if page >= pages:
+            return out
+        entity = EntityInstanceId(protocol.ARCHIVE_ENTITY, protocol.archive_key(name, session_id, page))
+        found = await self._call(f"reading archive page {page}", self.client.get_entity(entity, include_state=True))
+        data = json.loads(found.get_state() or "null") if found is not None else None
+        if isinstance(data, dict):  # (a page is written right after the session's state: it may lag a moment)
+            out["first"] = data.get("first")
+            out["entries"] = list(data.get("entries") or [])
+        return out
+
+    async def message_count(self, agent: str, session_id: str) -> int:
+        """The number of history entries (requests and responses) of a session: Agent Framework's
+        ``message_count``."""
+        md = await self._session_metadata(agent, session_id)
+        return len(history(load_state(md.get_state()))) if md is not None else 0
 
     async def list_sessions(self, agent: str | None = None, page_size: int = 0,
                             continuation_token: str | None = None) -> dict[str, Any]:

@@ -26,8 +26,9 @@ HTTP_STATUS = {
 class GatewayError(Exception):
     """A request the gateway cannot serve: ``code`` is the gRPC status, ``message`` says what was wrong."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, *, http_status: int | None = None,
-                 reason: str | None = None):
+    def __init__(
+        self, code: grpc.StatusCode, message: str, *, http_status: int | None = None, reason: str | None = None
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
@@ -58,12 +59,18 @@ def from_backend(exc: grpc.aio.AioRpcError | grpc.RpcError, what: str) -> Gatewa
     details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
     if code == grpc.StatusCode.UNAVAILABLE:
         return GatewayError(code, f"{what}: the Durable Task backend is unavailable ({details})")
-    if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INVALID_ARGUMENT,
-                grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.DEADLINE_EXCEEDED,
-                grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
-                grpc.StatusCode.RESOURCE_EXHAUSTED):
+    if code in (
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ):
         return GatewayError(code, f"{what}: {details}")
     return GatewayError(grpc.StatusCode.INTERNAL, f"{what}: backend error {code.name}: {details}")
 
 
-__all__ = ["GatewayError", "HTTP_STATUS", "from_backend", "invalid", "not_found"]
+__all__ = ["HTTP_STATUS", "GatewayError", "from_backend", "invalid", "not_found"]

@@ -28,13 +28,21 @@ log = logging.getLogger("moorage.gateway")
 
 T = TypeVar("T")
 
-RUN_STATUS = {"pending": pb.RUN_STATUS_PENDING, "running": pb.RUN_STATUS_RUNNING,
-              "completed": pb.RUN_STATUS_COMPLETED, "failed": pb.RUN_STATUS_FAILED}
+RUN_STATUS = {
+    "pending": pb.RUN_STATUS_PENDING,
+    "running": pb.RUN_STATUS_RUNNING,
+    "completed": pb.RUN_STATUS_COMPLETED,
+    "failed": pb.RUN_STATUS_FAILED,
+}
 ORCH_STATUS = {
-    "PENDING": pb.ORCHESTRATION_STATUS_PENDING, "RUNNING": pb.ORCHESTRATION_STATUS_RUNNING,
-    "COMPLETED": pb.ORCHESTRATION_STATUS_COMPLETED, "FAILED": pb.ORCHESTRATION_STATUS_FAILED,
-    "TERMINATED": pb.ORCHESTRATION_STATUS_TERMINATED, "SUSPENDED": pb.ORCHESTRATION_STATUS_SUSPENDED,
-    "CONTINUED_AS_NEW": pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW, "CANCELED": pb.ORCHESTRATION_STATUS_CANCELED,
+    "PENDING": pb.ORCHESTRATION_STATUS_PENDING,
+    "RUNNING": pb.ORCHESTRATION_STATUS_RUNNING,
+    "COMPLETED": pb.ORCHESTRATION_STATUS_COMPLETED,
+    "FAILED": pb.ORCHESTRATION_STATUS_FAILED,
+    "TERMINATED": pb.ORCHESTRATION_STATUS_TERMINATED,
+    "SUSPENDED": pb.ORCHESTRATION_STATUS_SUSPENDED,
+    "CONTINUED_AS_NEW": pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW,
+    "CANCELED": pb.ORCHESTRATION_STATUS_CANCELED,
 }
 
 
@@ -65,27 +73,47 @@ def _json(value: Any) -> str:
 
 def run_response(r: TurnResult) -> pb.RunResponse:
     return pb.RunResponse(
-        agent=r.agent, session_id=r.session_id, correlation_id=r.correlation_id, response=r.response,
-        value_json=_json(r.value), created_at=r.created_at, messages_json=_json(r.messages),
-        usage=pb.Usage(input_tokens=r.usage.get("inputTokenCount", 0), output_tokens=r.usage.get("outputTokenCount", 0),
-                       total_tokens=r.usage.get("totalTokenCount", 0)))
+        agent=r.agent,
+        session_id=r.session_id,
+        correlation_id=r.correlation_id,
+        response=r.response,
+        value_json=_json(r.value),
+        created_at=r.created_at,
+        messages_json=_json(r.messages),
+        usage=pb.Usage(
+            input_tokens=r.usage.get("inputTokenCount", 0),
+            output_tokens=r.usage.get("outputTokenCount", 0),
+            total_tokens=r.usage.get("totalTokenCount", 0),
+        ),
+    )
 
 
 def orchestration(v: OrchestrationView) -> pb.Orchestration:
     msg = pb.Orchestration(
-        instance_id=v.instance_id, name=v.name, status=ORCH_STATUS.get(v.status, pb.ORCHESTRATION_STATUS_UNSPECIFIED),
-        input_json=v.input_json or "", output_json=v.output_json or "", custom_status_json=v.custom_status_json or "",
-        created_at=v.created_at, last_updated_at=v.last_updated_at)
+        instance_id=v.instance_id,
+        name=v.name,
+        status=ORCH_STATUS.get(v.status, pb.ORCHESTRATION_STATUS_UNSPECIFIED),
+        input_json=v.input_json or "",
+        output_json=v.output_json or "",
+        custom_status_json=v.custom_status_json or "",
+        created_at=v.created_at,
+        last_updated_at=v.last_updated_at,
+    )
     if v.failure:
-        msg.failure.CopyFrom(pb.FailureDetails(error_type=v.failure.get("errorType", ""),
-                                               message=v.failure.get("message", ""),
-                                               stack_trace=v.failure.get("stackTrace", "")))
+        msg.failure.CopyFrom(
+            pb.FailureDetails(
+                error_type=v.failure.get("errorType", ""),
+                message=v.failure.get("message", ""),
+                stack_trace=v.failure.get("stackTrace", ""),
+            )
+        )
     return msg
 
 
 def entity(v: EntityView) -> pb.Entity:
-    return pb.Entity(name=v.name, key=v.key, state_json=v.state_json or "", last_modified_at=v.last_modified_at,
-                     backlog=v.backlog)
+    return pb.Entity(
+        name=v.name, key=v.key, state_json=v.state_json or "", last_modified_at=v.last_modified_at, backlog=v.backlog
+    )
 
 
 class AgentService(pb_grpc.AgentServiceServicer):
@@ -96,15 +124,24 @@ class AgentService(pb_grpc.AgentServiceServicer):
         schema = parse_json(r.response_schema_json, "response_schema_json")
         options = parse_json(r.options_json, "options_json")
         return await self.gw.prepare_run(
-            r.agent, r.session_id or None, r.message, correlation_id=r.correlation_id or None,
-            response_schema=None if schema is MISSING else schema, options=options,
-            enable_tool_calls=r.enable_tool_calls if r.HasField("enable_tool_calls") else None)
+            r.agent,
+            r.session_id or None,
+            r.message,
+            correlation_id=r.correlation_id or None,
+            response_schema=None if schema is MISSING else schema,
+            options=options,
+            enable_tool_calls=r.enable_tool_calls if r.HasField("enable_tool_calls") else None,
+        )
 
     @_rpc
     async def ListAgents(self, request: pb.ListAgentsRequest, context: Any) -> pb.ListAgentsResponse:
         agents = await self.gw.list_agents()
-        return pb.ListAgentsResponse(agents=[pb.AgentInfo(name=a["name"], description=a["description"],
-                                                          registered_at=a["registeredAt"]) for a in agents])
+        return pb.ListAgentsResponse(
+            agents=[
+                pb.AgentInfo(name=a["name"], description=a["description"], registered_at=a["registeredAt"])
+                for a in agents
+            ]
+        )
 
     @_rpc
     async def Run(self, request: pb.RunRequest, context: Any) -> pb.RunResponse:
@@ -113,18 +150,29 @@ class AgentService(pb_grpc.AgentServiceServicer):
         result = await self.gw.wait_run(run, request.timeout_seconds or None)
         return run_response(result.raise_for_error())
 
-    async def RunStream(self, request: pb.RunRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.RunStreamEvent]:
+    async def RunStream(
+        self, request: pb.RunRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RunStreamEvent]:
         try:
             run = await self._prepare(request)
             async for kind, item in self.gw.stream_run(run, request.timeout_seconds or None):
                 if kind == "started":
-                    yield pb.RunStreamEvent(started=pb.RunStarted(agent=item.agent, session_id=item.session_id,
-                                                                  correlation_id=item.correlation_id))
+                    yield pb.RunStreamEvent(
+                        started=pb.RunStarted(
+                            agent=item.agent, session_id=item.session_id, correlation_id=item.correlation_id
+                        )
+                    )
                 elif kind == "chunk":
                     c: Chunk = item
-                    yield pb.RunStreamEvent(chunk=pb.RunChunk(agent=c.agent, session_id=c.session_id,
-                                                              correlation_id=c.correlation_id, text=c.text,
-                                                              sequence=c.sequence))
+                    yield pb.RunStreamEvent(
+                        chunk=pb.RunChunk(
+                            agent=c.agent,
+                            session_id=c.session_id,
+                            correlation_id=c.correlation_id,
+                            text=c.text,
+                            sequence=c.sequence,
+                        )
+                    )
                 else:
                     yield pb.RunStreamEvent(completed=run_response(item))
         except GatewayError as exc:
@@ -139,39 +187,54 @@ class AgentService(pb_grpc.AgentServiceServicer):
     async def StartRun(self, request: pb.RunRequest, context: Any) -> pb.StartRunResponse:
         run = await self._prepare(request)
         await self.gw.send_run(run)
-        return pb.StartRunResponse(agent=run.agent, session_id=run.session_id, correlation_id=run.correlation_id,
-                                   status=pb.RUN_STATUS_PENDING)
+        return pb.StartRunResponse(
+            agent=run.agent, session_id=run.session_id, correlation_id=run.correlation_id, status=pb.RUN_STATUS_PENDING
+        )
 
     @_rpc
     async def GetRunResult(self, request: pb.GetRunResultRequest, context: Any) -> pb.GetRunResultResponse:
-        view = await self.gw.run_status(request.agent, request.session_id, request.correlation_id,
-                                        request.wait_seconds)
+        view = await self.gw.run_status(request.agent, request.session_id, request.correlation_id, request.wait_seconds)
         resp = pb.GetRunResultResponse(status=RUN_STATUS[view.status])
         if view.result is not None and view.status == "completed":
             resp.result.CopyFrom(run_response(view.result))
         elif view.result is not None and view.result.error:
-            resp.error.CopyFrom(pb.RunError(code=view.result.error.get("code", ""),
-                                            message=view.result.error.get("message", "")))
+            resp.error.CopyFrom(
+                pb.RunError(code=view.result.error.get("code", ""), message=view.result.error.get("message", ""))
+            )
         return resp
 
     @_rpc
     async def GetSession(self, request: pb.GetSessionRequest, context: Any) -> pb.Session:
         s = await self.gw.get_session(request.agent, request.session_id)
         return pb.Session(
-            agent=s["agent"], session_id=s["sessionId"], running_correlation_id=s["runningCorrelationId"],
-            last_modified_at=s["lastModifiedAt"], state_json=_json(s["state"]),
-            messages=[pb.ChatMessage(role=m["role"], text=m["text"], correlation_id=m["correlationId"],
-                                     created_at=m["createdAt"], author_name=m["authorName"],
-                                     contents_json=_json(m["contents"])) for m in s["messages"]])
+            agent=s["agent"],
+            session_id=s["sessionId"],
+            running_correlation_id=s["runningCorrelationId"],
+            last_modified_at=s["lastModifiedAt"],
+            state_json=_json(s["state"]),
+            messages=[
+                pb.ChatMessage(
+                    role=m["role"],
+                    text=m["text"],
+                    correlation_id=m["correlationId"],
+                    created_at=m["createdAt"],
+                    author_name=m["authorName"],
+                    contents_json=_json(m["contents"]),
+                )
+                for m in s["messages"]
+            ],
+        )
 
     @_rpc
     async def ListSessions(self, request: pb.ListSessionsRequest, context: Any) -> pb.ListSessionsResponse:
-        page = await self.gw.list_sessions(request.agent or None, request.page_size,
-                                           request.continuation_token or None)
+        page = await self.gw.list_sessions(request.agent or None, request.page_size, request.continuation_token or None)
         return pb.ListSessionsResponse(
-            sessions=[pb.SessionSummary(agent=t["agent"], session_id=t["sessionId"],
-                                        last_modified_at=t["lastModifiedAt"]) for t in page["sessions"]],
-            continuation_token=page["continuationToken"])
+            sessions=[
+                pb.SessionSummary(agent=t["agent"], session_id=t["sessionId"], last_modified_at=t["lastModifiedAt"])
+                for t in page["sessions"]
+            ],
+            continuation_token=page["continuationToken"],
+        )
 
     @_rpc
     async def DeleteSession(self, request: pb.DeleteSessionRequest, context: Any) -> pb.DeleteSessionResponse:
@@ -179,12 +242,17 @@ class AgentService(pb_grpc.AgentServiceServicer):
         return pb.DeleteSessionResponse()
 
     @_rpc
-    async def StartOrchestration(self, request: pb.StartOrchestrationRequest,
-                                 context: Any) -> pb.StartOrchestrationResponse:
+    async def StartOrchestration(
+        self, request: pb.StartOrchestrationRequest, context: Any
+    ) -> pb.StartOrchestrationResponse:
         instance_id = await self.gw.start_orchestration(
-            request.name, parse_json(request.input_json, "input_json"), instance_id=request.instance_id or None,
-            start_at=parse_time(request.start_at, "start_at"), tags=dict(request.tags),
-            version=request.version or None)
+            request.name,
+            parse_json(request.input_json, "input_json"),
+            instance_id=request.instance_id or None,
+            start_at=parse_time(request.start_at, "start_at"),
+            tags=dict(request.tags),
+            version=request.version or None,
+        )
         return pb.StartOrchestrationResponse(instance_id=instance_id)
 
     @_rpc
@@ -202,8 +270,9 @@ class AgentService(pb_grpc.AgentServiceServicer):
 
     @_rpc
     async def Terminate(self, request: pb.TerminateRequest, context: Any) -> pb.TerminateResponse:
-        await self.gw.terminate(request.instance_id, parse_json(request.output_json, "output_json"),
-                                recursive=request.recursive)
+        await self.gw.terminate(
+            request.instance_id, parse_json(request.output_json, "output_json"), recursive=request.recursive
+        )
         return pb.TerminateResponse()
 
     @_rpc
@@ -218,9 +287,13 @@ class AgentService(pb_grpc.AgentServiceServicer):
 
     @_rpc
     async def SignalEntity(self, request: pb.SignalEntityRequest, context: Any) -> pb.SignalEntityResponse:
-        await self.gw.signal_entity(request.name, request.key, request.operation,
-                                    parse_json(request.input_json, "input_json"),
-                                    signal_at=parse_time(request.signal_at, "signal_at"))
+        await self.gw.signal_entity(
+            request.name,
+            request.key,
+            request.operation,
+            parse_json(request.input_json, "input_json"),
+            signal_at=parse_time(request.signal_at, "signal_at"),
+        )
         return pb.SignalEntityResponse()
 
     @_rpc

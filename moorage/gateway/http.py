@@ -4,6 +4,8 @@
     POST   /api/agents/{name}/sessions/{sessionId}            the next turn of a session
            ?wait=false -> 202 + Location (the run's status URL); ?stream=true or Accept: text/event-stream -> SSE
     GET    /api/agents/{name}/sessions/{sessionId}/runs/{correlationId}   202 while running, then the response
+    GET    /api/agents/{name}/sessions/{sessionId}/runs/{correlationId}/stream   SSE again, after Last-Event-ID
+    GET    /api/agents/{name}/sessions/{sessionId}/archive?page=N   entries the session moved to its archive
     GET    /api/agents, /api/agents/{name}/sessions, /api/agents/{name}/sessions/{sessionId}
     DELETE /api/agents/{name}/sessions/{sessionId}
     POST   /api/orchestrations/{name}                         body: the input -> 202 + status URLs
@@ -14,6 +16,10 @@
     GET    /api/entities/{name}/{key}
     GET    /openapi.json, /healthz
 
+Agent Framework's Function App routes (``POST /api/agents/{name}/run``, ``GET /api/health``) are served as it ships
+them; their rules live in :mod:`moorage.gateway.functionapp`. ``/mcp`` offers every agent as an MCP tool
+(:mod:`moorage.gateway.mcp`, with the ``mcp`` extra installed).
+
 Every ``/sessions`` route is also served at ``/threads`` (the durable-agents announcement's name, so its ``curl``
 commands work unchanged): same handlers, same answers. Answers carry the session id as ``sessionId`` and, for
 those clients, as ``threadId`` too (and the ``x-ms-thread-id`` header).
@@ -23,6 +29,7 @@ Errors are JSON: ``{"error": {"code": "NOT_FOUND", "message": "...", "status": 4
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -38,6 +45,7 @@ from starlette.routing import Route
 
 from moorage.gateway.core import MISSING, Gateway, PreparedRun, parse_time
 from moorage.gateway.errors import GatewayError, invalid
+from moorage.gateway.functionapp import FunctionAppApi
 from moorage.gateway.openapi import openapi_spec
 
 log = logging.getLogger("moorage.gateway")
@@ -230,23 +238,45 @@ class HttpApi:
                                                       "x-ms-thread-id": run.session_id})
 
     async def _sse(self, run: PreparedRun, timeout: float | None) -> AsyncIterator[bytes]:
-        def event(kind: str, data: Any) -> bytes:
-            return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+        async for part in self._sse_events(self.gw.stream_run(run, timeout), run.correlation_id):
+            yield part
+
+    async def _sse_events(self, events: AsyncIterator[tuple[str, Any]], correlation_id: str) -> AsyncIterator[bytes]:
+        """Server-sent events; a chunk's event id is its number in the turn (what ``Last-Event-ID`` resumes from)."""
+        def event(kind: str, data: Any, event_id: int | None = None) -> bytes:
+            head = f"id: {event_id}\n" if event_id is not None else ""
+            return f"{head}event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
         try:
-            async for kind, item in self.gw.stream_run(run, timeout):
+            async for kind, item in events:
                 if kind == "started":
                     yield event("started", {**_session_keys(item.session_id),
                                             "correlationId": item.correlation_id, "agent": item.agent})
                 elif kind == "chunk":
-                    yield event("chunk", {"text": item.text, "sequence": item.sequence})
+                    yield event("chunk", {"text": item.text, "sequence": item.sequence}, item.sequence)
                 else:
                     yield event("completed", item.to_json())
         except GatewayError as exc:
             yield event("error", exc.to_json()["error"])
         except Exception as exc:  # the stream has started: report, do not crash
-            log.exception("streaming turn %s failed", run.correlation_id)
+            log.exception("streaming turn %s failed", correlation_id)
             yield event("error", {"code": "INTERNAL", "message": f"{type(exc).__name__}: {exc}", "status": 500})
+
+    async def resume_stream(self, request: Request) -> Response:
+        """``GET .../runs/{correlationId}/stream``: a streamed turn again, after the chunk named by the
+        ``Last-Event-ID`` header (or ``?lastEventId=``; none: from the first chunk)."""
+        p = request.path_params
+        raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId") or ""
+        try:
+            after = int(raw) if raw.strip() else -1
+        except ValueError:
+            raise invalid(f"Last-Event-ID {raw!r} is not a chunk id (a whole number)", reason="BadEventId") from None
+        session_id = _session_param(request) or ""
+        events = self.gw.resume_stream(p["name"], session_id, p["correlation_id"], after, _seconds(request, "timeout"))
+        await self.gw.run_status(p["name"], session_id, p["correlation_id"])  # 404 before the stream starts
+        return StreamingResponse(self._sse_events(events, p["correlation_id"]), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                          "x-ms-thread-id": session_id})
 
     async def run_status(self, request: Request) -> Response:
         p = request.path_params
@@ -270,6 +300,15 @@ class HttpApi:
 
     async def get_session(self, request: Request) -> Response:
         return JSONResponse(await self.gw.get_session(request.path_params["name"], _session_param(request) or ""))
+
+    async def session_archive(self, request: Request) -> Response:
+        raw = request.query_params.get("page") or "0"
+        try:
+            page = int(raw)
+        except ValueError:
+            raise invalid(f"page={raw!r} must be a whole number") from None
+        return JSONResponse(await self.gw.session_archive(request.path_params["name"], _session_param(request) or "",
+                                                          page))
 
     async def delete_session(self, request: Request) -> Response:
         await self.gw.delete_session(request.path_params["name"], _session_param(request) or "")
@@ -375,8 +414,15 @@ def _guard(handler: Any) -> Any:
 
 def create_app(gateway: Gateway, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
     api = HttpApi(gateway, max_body_bytes=max_body_bytes)
+    fapp = FunctionAppApi(gateway, api.body)
     g = _guard
     routes = [Route("/api/agents", g(api.list_agents), methods=["GET"])]
+    # Agent Framework's AgentFunctionApp routes, as it ships them (moorage.gateway.functionapp)
+    routes += [
+        Route("/api/agents/{name}/run", g(fapp.run), methods=["POST"]),
+        Route("/api/agents/{name}/run/{session_id}/{correlation_id}", g(fapp.run_status), methods=["GET"]),
+        Route("/api/health", g(fapp.health), methods=["GET"]),
+    ]
     # /sessions, and /threads: the same routes under the durable-agents name (documented aliases)
     for noun, param in (("sessions", "session_id"), ("threads", "thread_id")):
         base, item = f"/api/agents/{{name}}/{noun}", f"/api/agents/{{name}}/{noun}/{{{param}}}"
@@ -387,6 +433,8 @@ def create_app(gateway: Gateway, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
             Route(item, g(api.get_session), methods=["GET"]),
             Route(item, g(api.delete_session), methods=["DELETE"]),
             Route(item + "/runs/{correlation_id}", g(api.run_status), methods=["GET"]),
+            Route(item + "/runs/{correlation_id}/stream", g(api.resume_stream), methods=["GET"]),
+            Route(item + "/archive", g(api.session_archive), methods=["GET"]),
         ]
     routes += [
         Route("/api/orchestrations/{name}", g(api.start_orchestration), methods=["POST"]),
@@ -401,6 +449,20 @@ def create_app(gateway: Gateway, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
         Route("/healthz", g(api.health), methods=["GET"]),
     ]
 
+    lifespan = None
+    try:
+        from moorage.gateway.mcp import MCP_PATH, McpEndpoint
+    except ImportError:  # the mcp extra is not installed: no /mcp
+        log.info("the gateway serves no %s: install moorage[mcp] for it", "/mcp")
+    else:
+        mcp_endpoint = McpEndpoint(gateway)
+        routes.append(Route(MCP_PATH, mcp_endpoint))
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            async with mcp_endpoint.lifespan():
+                yield
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: grpc.StatusCode.NOT_FOUND, 405: grpc.StatusCode.UNIMPLEMENTED}.get(
@@ -414,7 +476,8 @@ def create_app(gateway: Gateway, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
         log.exception("HTTP %s %s failed", request.method, request.url.path, exc_info=exc)
         return _error(GatewayError(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
 
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error},
+                     lifespan=lifespan)
 
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "HttpApi", "create_app"]

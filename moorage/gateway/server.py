@@ -67,8 +67,14 @@ class _Uvicorn:
             def capture_signals(self) -> Iterator[None]:
                 yield
 
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                                timeout_graceful_shutdown=2, **config_kwargs)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,  # on: /mcp's manager
+            timeout_graceful_shutdown=2,
+            **config_kwargs,
+        )
         self.server = Server(config)
         self.sock = sock
         self.task: asyncio.Task[None] | None = None
@@ -87,7 +93,7 @@ class _Uvicorn:
         if self.task is not None:
             try:
                 await asyncio.wait_for(self.task, 5)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self.task.cancel()
             except SystemExit:
                 pass
@@ -118,16 +124,19 @@ class GatewayRuntime:
             return
         self.http_port = sock.getsockname()[1]
         security = self.config.security
-        app: ASGIApp = create_app(self.gateway,
-                                  max_body_bytes=min(self.config.max_body_bytes, security.max_payload_bytes))
+        app: ASGIApp = create_app(
+            self.gateway, max_body_bytes=min(self.config.max_body_bytes, security.max_payload_bytes)
+        )
         hub = self.gateway.settings.taskhub
-        app = BearerAuth(app, security.authenticator, hub_of=lambda scope: hub, open_paths=("/healthz",),
-                         render=_render_error)
+        app = BearerAuth(
+            app, security.authenticator, hub_of=lambda scope: hub, open_paths=("/healthz",), render=_render_error
+        )
         tls = security.tls
         self.http = _Uvicorn(app, sock, **(tls.uvicorn_kwargs() if tls else {}))
         await self.http.start()
-        log.info("gateway HTTP listening url=%s://%s:%s (OpenAPI at /openapi.json)", security.scheme, host,
-                 self.http_port)
+        log.info(
+            "gateway HTTP listening url=%s://%s:%s (OpenAPI at /openapi.json)", security.scheme, host, self.http_port
+        )
 
     async def stop(self) -> None:
         if self.http is not None:
@@ -167,11 +176,14 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None) -> No
     runtime = _new_runtime(config)
     hub = runtime.gateway.settings.taskhub  # every call through this gateway is for the one hub it serves
     guard = CallGuard(security.authenticator, hub_of=lambda method, metadata_hub: hub)
-    server = grpc.aio.server(interceptors=[guard], options=[
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", min(MAX_MESSAGE_BYTES, security.max_payload_bytes)),
-        ("grpc.so_reuseport", 0),
-    ])
+    server = grpc.aio.server(
+        interceptors=[guard],
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", min(MAX_MESSAGE_BYTES, security.max_payload_bytes)),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
     add_to_server(runtime.gateway, server)
     if config.grpc_port is not None:
         address = f"{host}:{config.grpc_port}"
@@ -179,8 +191,12 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None) -> No
         if bound == 0:
             raise SystemExit(f"gateway: cannot listen for gRPC on {address}")
         await server.start()
-        log.info("gateway gRPC listening address=%s backend=%s hub=%s", address, runtime.gateway.settings.endpoint,
-                 runtime.gateway.settings.taskhub)
+        log.info(
+            "gateway gRPC listening address=%s backend=%s hub=%s",
+            address,
+            runtime.gateway.settings.endpoint,
+            runtime.gateway.settings.taskhub,
+        )
     await runtime.start_http()
     if ready is not None:
         ready.set()

@@ -19,9 +19,13 @@ class WorkKind(str, enum.Enum):
     ENTITY = "entity"
 
 
-TERMINAL_STATUSES: frozenset[int] = frozenset({
-    pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED, pb.ORCHESTRATION_STATUS_TERMINATED,
-})
+TERMINAL_STATUSES: frozenset[int] = frozenset(
+    {
+        pb.ORCHESTRATION_STATUS_COMPLETED,
+        pb.ORCHESTRATION_STATUS_FAILED,
+        pb.ORCHESTRATION_STATUS_TERMINATED,
+    }
+)
 """Statuses an instance never leaves by itself (it may be restarted, rewound or purged).
 
 CANCELED is not one of them: the protocol keeps it only for compatibility, no SDK reports it, the sidecar never
@@ -33,6 +37,6 @@ STATUS_PREFIX = "ORCHESTRATION_STATUS_"
 def status_name(status: int) -> str:
     """``ORCHESTRATION_STATUS_RUNNING`` -> ``RUNNING``; an unknown number as its digits."""
     try:
-        return pb.OrchestrationStatus.Name(status)[len(STATUS_PREFIX):]
+        return pb.OrchestrationStatus.Name(status)[len(STATUS_PREFIX) :]
     except ValueError:
         return str(status)

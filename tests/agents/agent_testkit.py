@@ -137,7 +137,24 @@ class ScriptedLLM:
         content = users[-1]["content"] if users else ""
         return content if isinstance(content, str) else json.dumps(content)
 
+    context_limit: int | None = None
+    """When set, a request of more prompt tokens (as this server counts them: ~4 characters of the JSON of its
+    messages and tools) is rejected as OpenAI rejects it: 400, code ``context_length_exceeded``."""
+    rejected = 0
+
+    @staticmethod
+    def prompt_tokens(body: dict[str, Any]) -> int:
+        return len(json.dumps(body.get("messages") or []) + json.dumps(body.get("tools") or [])) // 4 + 1
+
     def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if self.context_limit is not None and self.prompt_tokens(body) > self.context_limit:
+            with self.lock:
+                self.rejected += 1
+            n = self.prompt_tokens(body)
+            return 400, {"error": {
+                "message": f"This model's maximum context length is {self.context_limit} tokens. However, your "
+                           f"messages resulted in {n} tokens. Please reduce the length of the messages.",
+                "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
         with self.lock:
             self.requests.append(body)
             spec = self.queue.pop(0) if self.queue else None

@@ -29,9 +29,9 @@ pytestmark = pytest.mark.skipif(
     IS_INMEMORY, reason="the in-memory backend has no work-item leases: a killed worker's activity is lost")
 
 
-def start_worker(cs: str, base_url: str, directory: Path, agent: str) -> ManagedProcess:
+def start_worker(cs: str, base_url: str, directory: Path, agent: str, *extra: str) -> ManagedProcess:
     return ManagedProcess([PYTHON, HERE / "crash_worker.py", "--connection-string", cs, "--base-url", base_url,
-                           "--dir", str(directory), "--agent", agent], directory / "worker.log").start()
+                           "--dir", str(directory), "--agent", agent, *extra], directory / "worker.log").start()
 
 
 def diagnose(client, handle, directory: Path, what: str, backend=None) -> str:
@@ -100,6 +100,102 @@ def test_sigkill_mid_turn_repeats_no_completed_call(cs, client, llm, tmp_path):
         info = client.get_session(agent, handle.session_id)
         assert info.turns == 1 and info.last_response_text == response.text and not info.is_running
     finally:
+        for p in procs:
+            p.stop(grace=15)
+
+
+def test_sigkill_after_an_mcp_tool_call_does_not_repeat_it(cs, client, llm, tmp_path):
+    pytest.importorskip("mcp")
+    agent = uid("Booker")
+    mcp_log = tmp_path / "mcp-calls.jsonl"
+    llm.add(tool_calls=[call("remember", {"note": "table for two at The Anchor"})])
+    llm.add(tool_calls=[call("charge_card", {"amount_cents": 4200})])
+    llm.add("Noted and charged.")
+    procs: list[ManagedProcess] = []
+    try:
+        procs.append(start_worker(cs, llm.base_url, tmp_path, agent, "--mcp-log", str(mcp_log)))
+        handle = client.start_run(agent, "Note the booking, then pay the deposit.")
+        wait_until(lambda: (tmp_path / "charge_card.blocked").exists(), timeout=60,
+                   message=lambda: diagnose(client, handle, tmp_path, "the turn never reached charge_card"))
+        procs[0].kill()
+        assert len(lines(mcp_log)) == 1
+        procs.append(start_worker(cs, llm.base_url, tmp_path, agent, "--mcp-log", str(mcp_log)))
+        try:
+            response = client.wait_for_response(handle, timeout=60)
+        except Exception as exc:
+            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}"))
+        assert response.text == "Noted and charged."
+        # The completed MCP call was not made again; its key was the turn's, as for a Python tool.
+        calls = [__import__("json").loads(line) for line in lines(mcp_log)]
+        assert len(calls) == 1 and calls[0]["note"] == "table for two at The Anchor", calls
+        assert calls[0]["key"].startswith(handle.instance_id + ":")
+        assert llm.count == 3
+        tool_results = [m["content"] for m in llm.requests[2]["messages"] if m["role"] == "tool"]
+        assert tool_results == ["noted: table for two at The Anchor", "charged 4200 cents"]
+    finally:
+        for p in procs:
+            p.stop(grace=15)
+
+
+def _finished(client, handle) -> bool:
+    st = client.get_orchestration(handle.instance_id)
+    return st is not None and st.runtime_status.name in ("COMPLETED", "FAILED")
+
+
+def test_sigkill_after_a_summary_does_not_summarise_again(cs, client, llm, tmp_path):
+    """The worker dies in the model call that follows a turn's summarisation: after the restart the summary is
+    replayed from the turn's history (the summarisation activity completed), only the interrupted call runs again."""
+    import threading
+
+    from moorage.agents.context import SUMMARY_INSTRUCTIONS
+
+    agent = uid("Booker")
+    seen = {"summaries": 0, "normal": 0, "after_summary": 0}
+    blocked, release = threading.Event(), threading.Event()
+
+    def responder(body):
+        if body["messages"][0]["content"] == SUMMARY_INSTRUCTIONS:
+            seen["summaries"] += 1
+            return {"text": "The user books dinners for two."}
+        seen["normal"] += 1
+        if seen["summaries"] and not blocked.is_set():
+            blocked.set()
+            release.wait(60)  # the worker is killed while this call is in flight
+        elif seen["summaries"]:
+            seen["after_summary"] += 1
+        return {"text": "Noted."}
+
+    llm.responder = responder
+    procs: list[ManagedProcess] = []
+    padding = " and please remember every detail of this long request about tables, wine and desserts" * 2
+    try:
+        procs.append(start_worker(cs, llm.base_url, tmp_path, agent, "--context-tokens", "900"))
+        session = uid("s")
+        handle = None
+        for i in range(40):
+            handle = client.start_run(agent, f"Request {i}{padding}.", session=session)
+            wait_until(lambda: blocked.is_set() or _finished(client, handle),
+                       timeout=60, message=lambda: diagnose(client, handle, tmp_path, "turn stuck"))
+            if blocked.is_set():
+                break
+        assert blocked.is_set(), "the conversation never needed a summary"
+        procs[0].kill()
+        release.set()
+        assert seen["summaries"] == 1
+        normal_before = seen["normal"]
+        procs.append(start_worker(cs, llm.base_url, tmp_path, agent, "--context-tokens", "900"))
+        try:
+            response = client.wait_for_response(handle, timeout=60)
+        except Exception as exc:
+            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}"))
+        assert response.text == "Noted."
+        assert seen["summaries"] == 1  # not summarised again
+        assert seen["normal"] == normal_before + 1  # only the interrupted model call ran again
+        info = client.get_session(agent, session)
+        summary = info.state["data"]["extensionData"]["moorage"]["summary"]
+        assert summary["text"] == "The user books dinners for two." and summary["upTo"] > 0
+    finally:
+        release.set()
         for p in procs:
             p.stop(grace=15)
 

@@ -207,7 +207,7 @@ def test_errors_map_to_grpc_status_codes(client: Client, stack: Stack) -> None:
         from google.protobuf import empty_pb2
 
         dt_grpc.TaskHubSidecarServiceStub(ch).Hello(empty_pb2.Empty())
-    assert [a.name for a in client.agents()] == ["Joker", "Offline"]
+    assert [a.name for a in client.agents()] == ["Joker", "Offline", "Scribe"]
 
 
 def test_async_client(stack: Stack) -> None:

@@ -499,3 +499,46 @@ def test_structured_answer_with_a_response_schema(http: Http) -> None:
     status, _, err = http.request("POST", "/api/agents/Joker/threads",
                                   {"message": "x", "responseSchema": {"type": "no-such-type"}})
     assert status == 400 and "JSON Schema" in _error(err, "INVALID_ARGUMENT")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The archive (a session over its context policy's max_state_bytes)
+# ---------------------------------------------------------------------------------------------------------------------
+
+def test_a_sessions_archive_pages_hold_what_its_state_let_go(http: Http) -> None:
+    status, _, first = http.request("POST", "/api/agents/Scribe/sessions", {"message": "entry number 0 " + "x" * 300})
+    assert status == 200, first
+    sid = first["sessionId"]
+    sent = [first["correlationId"]]
+    for i in range(1, 14):
+        status, _, body = http.request("POST", f"/api/agents/Scribe/sessions/{sid}",
+                                       {"message": f"entry number {i} " + "x" * 300})
+        assert status == 200, body
+        sent.append(body["correlationId"])
+    status, _, session = http.request("GET", f"/api/agents/Scribe/sessions/{sid}")
+    assert status == 200, session
+    assert session["archive"]["entries"] > 0 and session["archive"]["pages"] >= 2, session["archive"]
+    assert len(session["state"]["data"]["extensionData"]["moorage"]) and len(str(session["state"])) < 8000
+
+    def page(n: int) -> Any:
+        st, _, body = http.request("GET", f"/api/agents/Scribe/sessions/{sid}/archive?page={n}")
+        assert st == 200, body
+        return body if body["entries"] or n >= body["pages"] else None
+
+    archived: list[dict[str, Any]] = []
+    n = 0
+    while True:
+        body = _poll(lambda: page(n))
+        assert body["first"] == len(archived), body
+        archived.extend(body["entries"])
+        if body["nextPage"] is None:
+            break
+        n = body["nextPage"]
+    assert len(archived) == session["archive"]["entries"]
+    kept = session["state"]["data"]["conversationHistory"]
+    order = [e["correlationId"] for e in archived + kept if e["$type"] == "request"]
+    assert order == sent  # nothing lost, nothing twice, in order
+    status, _, past = http.request("GET", f"/api/agents/Scribe/sessions/{sid}/archive?page=99")
+    assert status == 200 and past["entries"] == [] and past["nextPage"] is None
+    status, _, bad = http.request("GET", f"/api/agents/Scribe/sessions/{sid}/archive?page=two")
+    assert status == 400, bad

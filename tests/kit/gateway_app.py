@@ -3,7 +3,8 @@ orchestration "wait_for_approval", the entity "counter", and the agent registry.
 
 The scripted model keeps context the way a real one would: it answers "what is my name?" from an earlier turn
 and "another one about the same topic" with the topic of an earlier turn, and says which turn it is on.
-A message containing ``[gate:TOKEN]`` streams its first word, then waits until the test opens ``GATES[TOKEN]``;
+A message containing ``[gate:TOKEN]`` streams its first word (or, not streamed, answers nothing yet), then waits
+until the test opens ``GATES[TOKEN]``;
 one containing ``[fail]`` makes the model call fail.
 """
 
@@ -89,6 +90,9 @@ class ScriptedModel:
             raise RuntimeError("the scripted model was asked to fail")
         sink = current_text_sink()
         if sink is None:
+            gate = _GATE.search(users[-1]) if users else None
+            if gate is not None and not GATES.setdefault(gate.group(1), threading.Event()).wait(60):
+                raise TimeoutError(f"gate {gate.group(1)} never opened")
             return self._response(self.reply(request), request)
         return self.stream(request, sink)
 
@@ -140,7 +144,12 @@ class AppWorker:
         self.connection_string = f"Endpoint=http://localhost:{grpc_port};Authentication=None;TaskHub={taskhub}"
         offline = Agent(name="Offline", instructions="You answer questions.", model=OfflineChatModel(),
                         llm_retry=None)
-        self.worker = AgentWorker([joker(), offline], connection_string=self.connection_string,
+        from moorage.agents.context import ContextPolicy
+
+        # Scribe keeps a small state: its old entries move to archive pages after a few turns.
+        scribe = Agent(name="Scribe", instructions="You write things down.", model=ScriptedModel(), llm_retry=None,
+                       context=ContextPolicy(max_state_bytes=4096, archive_page_entries=4))
+        self.worker = AgentWorker([joker(), offline, scribe], connection_string=self.connection_string,
                                   logger=logging.getLogger("moorage.tests.gateway.worker"))
         self.publisher = expose(self.worker)
         self.worker.add_orchestrator(wait_for_approval)

@@ -18,6 +18,7 @@ from google.protobuf import empty_pb2
 
 from .paths import PYTHON, REPO_ROOT
 from .ports import free_port
+from .postgres import store_env, store_url
 from .processes import ManagedProcess, hermetic_env
 from .sdk import connection_string
 
@@ -62,7 +63,8 @@ class SidecarProcess:
     """One sidecar (or in-memory stand-in) process, restartable on the same port and store.
 
     Every side listener (dashboard, HTTP gateway, ...) is turned off (port 0) unless ``extra_args`` names it:
-    tests bind free ports only. ``store`` is a store URL; by default a SQLite file in ``workdir``."""
+    tests bind free ports only. ``store`` is a store URL; by default a SQLite file in ``workdir``, or with
+    ``MOORAGE_TEST_STORE=postgresql`` a database of its own on the test session's PostgreSQL server."""
 
     def __init__(self, workdir: Path, *, db_path: Path | None = None, store: str | None = None,
                  port: int | None = None, task_hubs: Sequence[str] | None = None,
@@ -71,7 +73,9 @@ class SidecarProcess:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db_path = Path(db_path) if db_path else self.workdir / "moorage.db"
-        self.store = store or f"sqlite:///{self.db_path.resolve()}"
+        if store is None:  # the suite's store (MOORAGE_TEST_STORE): this file, or a database of its own
+            store, env = store_url(self.db_path), {**store_env(), **(env or {})}
+        self.store = store
         self.port = port or free_port()
         self.task_hubs = list(task_hubs) if task_hubs else None
         self.lease_seconds = lease_seconds

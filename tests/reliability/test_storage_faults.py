@@ -12,7 +12,6 @@ from pathlib import Path
 
 import durabletask.internal.orchestrator_service_pb2 as pb
 import pytest
-
 from kit import REPO_ROOT, SidecarProcess, hermetic_env, sidecar_only
 
 pytestmark = sidecar_only("the Moorage sidecar's SQLite store")

@@ -1,6 +1,7 @@
 """Fixtures for the Moorage sidecar end-to-end tests.
 
-Default: the real sidecar, ``python -m moorage sidecar --port P --store sqlite:///.../moorage.db``.
+Default: the real sidecar, ``python -m moorage sidecar --port P --store sqlite:///.../moorage.db``;
+``MOORAGE_TEST_STORE=postgresql`` gives each sidecar a database of its own on a PostgreSQL server the session starts.
 ``MOORAGE_TEST_BACKEND=inmemory``: the SDK's in-memory reference backend (tests/kit/inmemory_backend.py), to validate
 the tests themselves; tests that only make sense on the sidecar skip there.
 """
@@ -15,10 +16,11 @@ from typing import Any
 import pytest
 from helpers import FLAVOURS, new_async_client, new_client, new_worker, register
 from kit import BACKEND, IS_INMEMORY, LIVE_SIDECARS, SidecarFactory, SidecarProcess
+from kit.postgres import STORE
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"moorage sidecar tests: backend={BACKEND}"
+    return f"moorage sidecar tests: backend={BACKEND} store={STORE}"
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -90,7 +90,8 @@ def test_sidecar_sigkill_and_restart_keeps_everything(sidecar_factory, make_work
         wait_until(lambda: _entity_value(client, eid) == 5, message="entity never reached 5")
 
         slow_started.clear()
-        timer_id = client.schedule_new_orchestration(timer_then_done, input=4.0, instance_id=uid("timer"))
+        # long enough to be still pending after the kill and a restart on a loaded machine (PostgreSQL starts slower)
+        timer_id = client.schedule_new_orchestration(timer_then_done, input=8.0, instance_id=uid("timer"))
         event_id = client.schedule_new_orchestration(wait_event, instance_id=uid("event"))
         slow_id = client.schedule_new_orchestration(slow_orch, input=3.0, instance_id=uid("slow"))
         wait_status(client, timer_id, OrchestrationStatus.RUNNING)

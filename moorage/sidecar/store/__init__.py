@@ -14,6 +14,15 @@ from moorage.sidecar.store.base import (
 from moorage.sidecar.store.paging import page_token, parse_page_token
 
 __all__ = [
-    "ActivityRow", "Change", "EntityRow", "InstanceQuery", "InstanceRow", "LockRequest", "Store", "StoreTx",
-    "open_store", "page_token", "parse_page_token",
+    "ActivityRow",
+    "Change",
+    "EntityRow",
+    "InstanceQuery",
+    "InstanceRow",
+    "LockRequest",
+    "Store",
+    "StoreTx",
+    "open_store",
+    "page_token",
+    "parse_page_token",
 ]

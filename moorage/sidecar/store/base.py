@@ -303,6 +303,10 @@ class Change:
     work: frozenset[WorkKind]
 
 
+class StoreUnavailable(Exception):
+    """The database cannot be reached right now; the call may be retried (gRPC ``UNAVAILABLE``)."""
+
+
 class Store(abc.ABC):
     """A durable store shared by every task hub of a sidecar.
 
@@ -341,18 +345,46 @@ class Store(abc.ABC):
 
 
 def open_store(url: str) -> Store:
-    """Open a store from its URL (``sqlite:///path/to.db``)."""
+    """Open a store from its URL (``sqlite:///path/to.db`` or ``postgresql://user@host:5432/db?sslmode=...``)."""
     if url.startswith("sqlite:"):
         from moorage.sidecar.store.sqlite import SqliteStore
 
-        path = url[len("sqlite:"):]
-        if path.startswith("///"):
-            path = path[3:]
-        elif path.startswith("//"):
-            path = path[2:]
-        if not path:
-            raise ValueError(f"store URL {url!r} names no file: use sqlite:///path/to/moorage.db")
-        return SqliteStore(path)
+        return SqliteStore(sqlite_path(url))
     if url.startswith(("postgres://", "postgresql://")):
-        raise ValueError("the PostgreSQL store is not implemented yet; use sqlite:///path/to/moorage.db")
-    raise ValueError(f"unknown store URL {url!r}: expected sqlite:///path/to/moorage.db")
+        try:
+            from moorage.sidecar.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise ValueError(f"the PostgreSQL store needs psycopg ({exc.name} is missing): "
+                             "pip install 'moorage[postgresql]'") from None
+        return PostgresStore(url)
+    raise ValueError(f"unknown store URL {redact_url(url)!r}: expected sqlite:///path/to/moorage.db or "
+                     "postgresql://user@host:5432/db")
+
+
+def sqlite_path(url: str) -> str:
+    """The file a ``sqlite:`` URL names (``sqlite:///relative.db``, ``sqlite:////absolute.db``)."""
+    path = url[len("sqlite:"):]
+    if path.startswith("///"):
+        path = path[3:]
+    elif path.startswith("//"):
+        path = path[2:]
+    if not path:
+        raise ValueError(f"store URL {url!r} names no file: use sqlite:///path/to/moorage.db")
+    return path
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password (``user:password@`` or ``?password=``) replaced by ``***``, fit for logs."""
+    import re
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None and not re.search(r"(?i)(^|&)password=", parts.query):
+            return url
+        if parts.password is not None:
+            user, _, host = parts.netloc.rpartition("@")
+            parts = parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}")
+        return urlunsplit(parts._replace(query=re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)))
+    except ValueError:
+        return "<unparsable store URL>"

@@ -335,7 +335,7 @@ class _Tx(StoreTx):
         return min(due) if due else None
 
     def counts(self) -> dict[str, int]:
-        one = lambda sql: self._q(sql).fetchone()[0]  # noqa: E731
+        one = lambda sql: self._q(sql).fetchone()[0]
         return {
             "orchestration_events_pending": one("SELECT COUNT(*) FROM inbox WHERE hub=?"),
             "orchestrations_active": one("SELECT COUNT(*) FROM instances WHERE hub=? AND lease_token IS NOT NULL"),

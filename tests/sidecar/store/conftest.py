@@ -14,13 +14,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kit.postgres import pg_bin_dir, shared_server
 from kit.stores import StoreUnderTest, sqlite_store
 
-STORES = ["sqlite"]
+STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    pg_bin_dir() is None, reason="PostgreSQL is not installed (scripts/test-deps.sh installs it)"))]
 
 
 @pytest.fixture(params=STORES)
-def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreUnderTest:
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StoreUnderTest:
     if request.param == "sqlite":
         return sqlite_store(tmp_path)
+    if request.param == "postgresql":  # one server per session, a database per test
+        server = shared_server()
+        monkeypatch.setenv("PGPASSWORD", server.password)  # libpq reads it, here and in crash children
+        return StoreUnderTest("postgresql", server.create_database, shared=True)
     raise AssertionError(f"no StoreUnderTest for {request.param!r}")

@@ -1,0 +1,897 @@
+"""PostgreSQL store: several sidecar replicas on one database.
+
+Each transition is one READ COMMITTED transaction on a pooled connection, run on a worker thread (the engine's
+transitions are synchronous). What makes concurrent transactions of several replicas behave as the SQLite store's
+one-at-a-time transactions:
+
+- a transition that reads a row to change it locks it (``FOR UPDATE``); a row that does not exist yet (an instance
+  about to be created, an entity without state) is locked by an advisory lock on its key, so two creators serialise;
+- leasing skips what another transaction holds (``FOR UPDATE SKIP LOCKED``, ``pg_try_advisory_xact_lock``), so a
+  work item is never handed to two streams, and leasing never waits;
+- deadlocks and serialization failures are retried with the whole transition.
+
+Concurrent commits share WAL flushes in the server (PostgreSQL's own group commit), so there is no batching here.
+After a commit, ``NOTIFY`` tells the other replicas what changed; a listening connection turns their notifications
+into ``Change``s for this process's waiters and streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import durabletask.internal.orchestrator_service_pb2 as pb
+import psycopg
+import psycopg.errors
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from moorage.sidecar.store.base import (
+    ActivityRow,
+    Change,
+    EntityRow,
+    InstanceQuery,
+    InstanceRow,
+    LockRequest,
+    Store,
+    StoreTx,
+    StoreUnavailable,
+    redact_url,
+)
+from moorage.sidecar.store.postgres_migrations import migrate
+from moorage.sidecar.terms import TERMINAL_STATUSES, WorkKind
+
+T = TypeVar("T")
+log = logging.getLogger("moorage.store.postgres")
+
+CHANNEL = "moorage_changes"
+NOTIFY_BYTES = 7000  # PostgreSQL refuses payloads of 8000 bytes and more: longer id lists go in several
+RETRIES = 20  # deadlocks and serialization failures: the transition runs again
+CONNECT_WAIT = 5.0  # how long a call waits for a connection before it answers "unavailable"
+OUTAGE_RETRY_SECONDS = 3.0  # how long a transition retries on broken connections before it gives up
+# The pool's reconnect attempts back off without bound; ending each attempt early (the next call starts a fresh
+# one) keeps a long outage from delaying the recovery by minutes.
+RECONNECT_ATTEMPT = 5.0
+
+_TERMINAL = sorted(TERMINAL_STATUSES)
+_KIND_CODES = {WorkKind.ORCHESTRATION: "o", WorkKind.ACTIVITY: "a", WorkKind.ENTITY: "e"}
+_CODE_KINDS = {v: k for k, v in _KIND_CODES.items()}
+_RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+_INSTANCE_COLS = (
+    "instance_id",
+    "name",
+    "version",
+    "execution_id",
+    "status",
+    "input",
+    "output",
+    "custom_status",
+    "failure",
+    "created_at",
+    "last_updated_at",
+    "completed_at",
+    "scheduled_start_at",
+    "tags",
+    "parent_instance_id",
+    "parent_task_id",
+    "lease_token",
+    "lease_owner",
+    "lease_until",
+    "leased_inbox",
+    "lease_started_at",
+)
+_I = ", ".join(_INSTANCE_COLS)
+_I_ALIASED = ", ".join(f"i.{c}" for c in _INSTANCE_COLS)
+_I_UPSERT = (
+    f"INSERT INTO instances (hub, {_I}) VALUES ({', '.join(['%s'] * (len(_INSTANCE_COLS) + 1))}) "
+    f"ON CONFLICT (hub, instance_id) DO UPDATE SET " + ", ".join(f"{c}=EXCLUDED.{c}" for c in _INSTANCE_COLS[1:])
+)
+
+_ACTIVITY_COLS = (
+    "id, instance_id, execution_id, name, version, task_id, input, tags, lease_token, lease_owner, lease_until"
+)
+
+_ENTITY_COLS = (
+    "entity_id",
+    "state",
+    "last_modified_at",
+    "locked_by",
+    "locked_by_instance",
+    "lease_token",
+    "lease_owner",
+    "lease_until",
+    "leased_inbox",
+)
+_E = ", ".join(_ENTITY_COLS)
+_E_UPSERT = (
+    f"INSERT INTO entities (hub, {_E}) VALUES ({', '.join(['%s'] * (len(_ENTITY_COLS) + 1))}) "
+    f"ON CONFLICT (hub, entity_id) DO UPDATE SET " + ", ".join(f"{c}=EXCLUDED.{c}" for c in _ENTITY_COLS[1:])
+)
+
+
+def _event(blob: bytes) -> pb.HistoryEvent:
+    ev = pb.HistoryEvent()
+    ev.ParseFromString(blob)
+    return ev
+
+
+def _instance(r: Sequence[Any]) -> InstanceRow:
+    return InstanceRow(
+        instance_id=r[0],
+        name=r[1],
+        version=r[2],
+        execution_id=r[3],
+        status=r[4],
+        input=r[5],
+        output=r[6],
+        custom_status=r[7],
+        failure=bytes(r[8]) if r[8] is not None else None,
+        created_at=r[9],
+        last_updated_at=r[10],
+        completed_at=r[11],
+        scheduled_start_at=r[12],
+        tags=r[13] or {},
+        parent_instance_id=r[14],
+        parent_task_id=r[15],
+        lease_token=r[16],
+        lease_owner=r[17],
+        lease_until=r[18],
+        leased_inbox=list(r[19] or []),
+        lease_started_at=r[20],
+    )
+
+
+def _activity(r: Sequence[Any]) -> ActivityRow:
+    return ActivityRow(
+        id=r[0],
+        instance_id=r[1],
+        execution_id=r[2],
+        name=r[3],
+        version=r[4],
+        task_id=r[5],
+        input=r[6],
+        tags=r[7] or {},
+        lease_token=r[8],
+        lease_owner=r[9],
+        lease_until=r[10],
+    )
+
+
+def _entity(r: Sequence[Any]) -> EntityRow:
+    return EntityRow(
+        entity_id=r[0],
+        state=r[1],
+        last_modified_at=r[2],
+        locked_by=r[3],
+        locked_by_instance=r[4],
+        lease_token=r[5],
+        lease_owner=r[6],
+        lease_until=r[7],
+        leased_inbox=list(r[8] or []),
+    )
+
+
+class _NeedsSnapshot(BaseException):
+    """A read issued a second statement: it must run again inside a transaction (a BaseException, so that no
+    ``except Exception`` in the read function swallows it)."""
+
+
+class _OneStatement:
+    """A read outside any transaction: its first statement is a consistent snapshot by itself (one round trip, no
+    BEGIN/COMMIT); a second statement would see another snapshot, so it raises ``_NeedsSnapshot``."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self.used = False
+
+    def execute(self, *args: Any, **kwargs: Any) -> psycopg.Cursor[Any]:
+        if self.used:
+            raise _NeedsSnapshot
+        self.used = True
+        return self.conn.execute(*args, **kwargs)
+
+
+class _Tx(StoreTx):
+    """One transaction. ``write``: rows read to be changed are locked; reads see one snapshot and lock nothing.
+
+    It also notes what it changed for other replicas: instances whose row changed (their waiters re-read) and the
+    kinds of work it made available (their streams look for work)."""
+
+    def __init__(self, conn: psycopg.Connection | _OneStatement, hub: str, write: bool) -> None:
+        self.c: Any = conn
+        self.hub = hub
+        self.write = write
+        self.changed: set[str] = set()
+        self.work: set[WorkKind] = set()
+
+    def _q(self, sql: str, *args: Any) -> psycopg.Cursor[Any]:
+        return self.c.execute(sql, (self.hub, *args))
+
+    def _lock_key(self, kind: str, key: str) -> None:
+        """Serialise with every other transaction about ``key`` even when no row exists to lock."""
+        self.c.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{kind}|{self.hub}|{key}",))
+
+    @property
+    def _for_update(self) -> str:
+        return " FOR UPDATE" if self.write else ""
+
+    # -- instances
+    def get_instance(self, instance_id: str) -> InstanceRow | None:
+        sql = f"SELECT {_I} FROM instances WHERE hub=%s AND instance_id=%s{self._for_update}"
+        r = self._q(sql, instance_id).fetchone()
+        if r is None and self.write:
+            self._lock_key("i", instance_id)  # whoever creates it meanwhile has committed once this returns
+            r = self._q(sql, instance_id).fetchone()
+        return _instance(r) if r else None
+
+    def put_instance(self, row: InstanceRow) -> None:
+        self._q(
+            _I_UPSERT,
+            row.instance_id,
+            row.name,
+            row.version,
+            row.execution_id,
+            row.status,
+            row.input,
+            row.output,
+            row.custom_status,
+            row.failure,
+            row.created_at,
+            row.last_updated_at,
+            row.completed_at,
+            row.scheduled_start_at,
+            Jsonb(row.tags) if row.tags else None,
+            row.parent_instance_id,
+            row.parent_task_id,
+            row.lease_token,
+            row.lease_owner,
+            row.lease_until,
+            row.leased_inbox or None,
+            row.lease_started_at,
+        )
+        if row.lease_token is None:  # taking a lease changes nothing another replica waits for
+            self.changed.add(row.instance_id)
+            self.work.add(WorkKind.ORCHESTRATION)
+
+    def delete_instance(self, instance_id: str) -> None:
+        self._q(
+            "WITH h AS (DELETE FROM history WHERE hub=%s AND instance_id=%s), "
+            "b AS (DELETE FROM inbox WHERE hub=%s AND instance_id=%s), "
+            "a AS (DELETE FROM activities WHERE hub=%s AND instance_id=%s) "
+            "DELETE FROM instances WHERE hub=%s AND instance_id=%s",
+            instance_id,
+            self.hub,
+            instance_id,
+            self.hub,
+            instance_id,
+            self.hub,
+            instance_id,
+        )
+        self.changed.add(instance_id)
+
+    def query_instances(
+        self, q: InstanceQuery, after: tuple[Any, ...] | None, limit: int, order: str = "created"
+    ) -> list[InstanceRow]:
+        where: list[str] = ["hub=%s"]
+        args: list[Any] = []
+        if q.statuses:
+            where.append("status = ANY(%s)")
+            args.append([int(s) for s in q.statuses])
+        if q.terminal_only:
+            where.append("status = ANY(%s)")
+            args.append(_TERMINAL)
+        for col, op, val in (
+            ("created_at", ">=", q.created_from),
+            ("created_at", "<", q.created_to),
+            ("completed_at", ">=", q.completed_from),
+            ("completed_at", "<", q.completed_to),
+        ):
+            if val is not None:
+                where.append(f"{col} {op} %s")
+                args.append(val)
+        if q.id_prefix:
+            where.append("starts_with(instance_id, %s)")
+            args.append(q.id_prefix)
+        if q.names:
+            where.append("name = ANY(%s)")
+            args.append(list(q.names))
+        if q.id_contains:
+            where.append("strpos(instance_id, %s) > 0")
+            args.append(q.id_contains)
+        if q.tags:
+            where.append("tags @> %s")
+            args.append(Jsonb(dict(q.tags)))
+        col = "created_at" if order == "created" else "completed_at"
+        if order != "created":
+            where.append("completed_at IS NOT NULL")
+        cmp, direction = ("<", "DESC") if q.newest_first else (">", "ASC")
+        if after is not None:
+            where.append(f"({col}, instance_id) {cmp} (%s, %s)")
+            args.extend(after)
+        sql = (
+            f"SELECT {_I} FROM instances WHERE {' AND '.join(where)} "
+            f"ORDER BY {col} {direction}, instance_id {direction} LIMIT %s"
+        )
+        return [_instance(r) for r in self._q(sql, *args, limit)]
+
+    def child_instances(self, parent_instance_id: str) -> list[InstanceRow]:
+        rows = self._q(
+            f"SELECT {_I} FROM instances WHERE hub=%s AND parent_instance_id=%s ORDER BY instance_id{self._for_update}",
+            parent_instance_id,
+        )
+        return [_instance(r) for r in rows]
+
+    # -- history
+    def get_history(self, instance_id: str) -> list[pb.HistoryEvent]:
+        rows = self._q("SELECT event FROM history WHERE hub=%s AND instance_id=%s ORDER BY id", instance_id)
+        return [_event(r[0]) for r in rows]
+
+    def append_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None:
+        blobs = [e.SerializeToString() for e in events]
+        if blobs:
+            self._q(
+                "INSERT INTO history (hub, instance_id, event) SELECT %s, %s, e FROM "
+                "unnest(%s::bytea[]) WITH ORDINALITY AS u(e, n) ORDER BY n",
+                instance_id,
+                blobs,
+            )
+            self.changed.add(instance_id)
+
+    def replace_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None:
+        self._q("DELETE FROM history WHERE hub=%s AND instance_id=%s", instance_id)
+        self.append_history(instance_id, events)
+
+    # -- inbox
+    def add_inbox(self, instance_id: str, event: pb.HistoryEvent, visible_at: float = 0.0) -> None:
+        self._q(
+            "INSERT INTO inbox (hub, instance_id, visible_at, event) VALUES (%s,%s,%s,%s)",
+            instance_id,
+            visible_at,
+            event.SerializeToString(),
+        )
+        self.work.add(WorkKind.ORCHESTRATION)
+
+    def get_inbox(
+        self, instance_id: str, now: float | None = None, ids: Sequence[int] | None = None
+    ) -> list[tuple[int, pb.HistoryEvent]]:
+        if ids is not None:
+            if not ids:
+                return []
+            rows = self._q(
+                "SELECT id, event FROM inbox WHERE hub=%s AND instance_id=%s AND id = ANY(%s) ORDER BY id",
+                instance_id,
+                list(ids),
+            )
+        elif now is not None:
+            rows = self._q(
+                "SELECT id, event FROM inbox WHERE hub=%s AND instance_id=%s AND visible_at<=%s ORDER BY id",
+                instance_id,
+                now,
+            )
+        else:
+            rows = self._q("SELECT id, event FROM inbox WHERE hub=%s AND instance_id=%s ORDER BY id", instance_id)
+        return [(r[0], _event(r[1])) for r in rows]
+
+    def has_inbox(self, instance_id: str, now: float) -> bool:
+        return (
+            self._q(
+                "SELECT 1 FROM inbox WHERE hub=%s AND instance_id=%s AND visible_at<=%s LIMIT 1", instance_id, now
+            ).fetchone()
+            is not None
+        )
+
+    def delete_inbox(self, instance_id: str, ids: Sequence[int] | None = None) -> None:
+        if ids is None:
+            self._q("DELETE FROM inbox WHERE hub=%s AND instance_id=%s", instance_id)
+        elif ids:
+            self._q("DELETE FROM inbox WHERE hub=%s AND instance_id=%s AND id = ANY(%s)", instance_id, list(ids))
+
+    def instances_with_work(self, now: float, limit: int) -> list[InstanceRow]:
+        lock = " FOR UPDATE OF i SKIP LOCKED" if self.write else ""
+        rows = self._q(
+            f"SELECT {_I_ALIASED} FROM "
+            "(SELECT instance_id, MIN(id) AS first FROM inbox WHERE hub=%s AND visible_at<=%s GROUP BY instance_id) b "
+            "JOIN instances i ON i.hub=%s AND i.instance_id=b.instance_id "
+            f"WHERE (i.lease_until IS NULL OR i.lease_until < %s) ORDER BY b.first LIMIT %s{lock}",
+            now,
+            self.hub,
+            now,
+            limit,
+        )
+        return [_instance(r) for r in rows]
+
+    # -- activities
+    def add_activity(self, row: ActivityRow) -> None:
+        r = self._q(
+            "INSERT INTO activities (hub, instance_id, execution_id, name, version, task_id, input, tags) "
+            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+            row.instance_id,
+            row.execution_id,
+            row.name,
+            row.version,
+            row.task_id,
+            row.input,
+            Jsonb(row.tags) if row.tags else None,
+        ).fetchone()
+        assert r is not None
+        row.id = r[0]
+        self.work.add(WorkKind.ACTIVITY)
+
+    def available_activities(self, now: float, limit: int) -> list[ActivityRow]:
+        lock = " FOR UPDATE SKIP LOCKED" if self.write else ""
+        rows = self._q(
+            f"SELECT {_ACTIVITY_COLS} FROM activities WHERE hub=%s AND "
+            f"(lease_until IS NULL OR lease_until < %s) ORDER BY id LIMIT %s{lock}",
+            now,
+            limit,
+        )
+        return [_activity(r) for r in rows]
+
+    def find_activity(self, lease_token: str) -> ActivityRow | None:
+        r = self._q(
+            f"SELECT {_ACTIVITY_COLS} FROM activities WHERE hub=%s AND lease_token=%s{self._for_update}", lease_token
+        ).fetchone()
+        return _activity(r) if r else None
+
+    def update_activity_lease(self, row: ActivityRow) -> None:
+        self.c.execute(
+            "UPDATE activities SET lease_token=%s, lease_owner=%s, lease_until=%s WHERE hub=%s AND id=%s",
+            (row.lease_token, row.lease_owner, row.lease_until, self.hub, row.id),
+        )
+        if row.lease_token is None:
+            self.work.add(WorkKind.ACTIVITY)
+
+    def delete_activity(self, activity_id: int) -> None:
+        self._q("DELETE FROM activities WHERE hub=%s AND id=%s", activity_id)
+
+    # -- entities
+    def get_entity(self, entity_id: str) -> EntityRow | None:
+        sql = f"SELECT {_E} FROM entities WHERE hub=%s AND entity_id=%s{self._for_update}"
+        r = self._q(sql, entity_id).fetchone()
+        if r is None and self.write:
+            self._lock_key("e", entity_id)
+            r = self._q(sql, entity_id).fetchone()
+        return _entity(r) if r else None
+
+    def put_entity(self, row: EntityRow) -> None:
+        self._q(
+            _E_UPSERT,
+            row.entity_id,
+            row.state,
+            row.last_modified_at,
+            row.locked_by,
+            row.locked_by_instance,
+            row.lease_token,
+            row.lease_owner,
+            row.lease_until,
+            row.leased_inbox or None,
+        )
+        if row.lease_token is None:
+            self.work.add(WorkKind.ENTITY)
+
+    def delete_entity(self, entity_id: str) -> None:
+        self._q("DELETE FROM entities WHERE hub=%s AND entity_id=%s", entity_id)
+        self.work.add(WorkKind.ENTITY)
+
+    def query_entities(
+        self, prefix: str | None, modified_from: float | None, modified_to: float | None, after: str | None, limit: int
+    ) -> list[EntityRow]:
+        where: list[str] = ["hub=%s"]
+        args: list[Any] = []
+        if prefix:
+            where.append("starts_with(entity_id, %s)")
+            args.append(prefix)
+        if modified_from is not None:
+            where.append("last_modified_at >= %s")
+            args.append(modified_from)
+        if modified_to is not None:
+            where.append("last_modified_at < %s")
+            args.append(modified_to)
+        if after is not None:
+            where.append("entity_id > %s")
+            args.append(after)
+        rows = self._q(
+            f"SELECT {_E} FROM entities WHERE {' AND '.join(where)} ORDER BY entity_id LIMIT %s", *args, limit
+        )
+        return [_entity(r) for r in rows]
+
+    def add_entity_message(self, entity_id: str, event: pb.HistoryEvent, visible_at: float = 0.0) -> None:
+        self._q(
+            "INSERT INTO entity_inbox (hub, entity_id, visible_at, event) VALUES (%s,%s,%s,%s)",
+            entity_id,
+            visible_at,
+            event.SerializeToString(),
+        )
+        self.work.add(WorkKind.ENTITY)
+
+    def get_entity_messages(
+        self, entity_id: str, now: float | None = None, ids: Sequence[int] | None = None
+    ) -> list[tuple[int, pb.HistoryEvent]]:
+        if ids is not None:
+            if not ids:
+                return []
+            rows = self._q(
+                "SELECT id, event FROM entity_inbox WHERE hub=%s AND entity_id=%s AND id = ANY(%s) ORDER BY id",
+                entity_id,
+                list(ids),
+            )
+        elif now is not None:
+            rows = self._q(
+                "SELECT id, event FROM entity_inbox WHERE hub=%s AND entity_id=%s AND visible_at<=%s ORDER BY id",
+                entity_id,
+                now,
+            )
+        else:
+            rows = self._q("SELECT id, event FROM entity_inbox WHERE hub=%s AND entity_id=%s ORDER BY id", entity_id)
+        return [(r[0], _event(r[1])) for r in rows]
+
+    def delete_entity_messages(self, entity_id: str, ids: Sequence[int]) -> None:
+        if ids:
+            self._q("DELETE FROM entity_inbox WHERE hub=%s AND entity_id=%s AND id = ANY(%s)", entity_id, list(ids))
+
+    def count_entity_messages(self, entity_id: str) -> int:
+        r = self._q("SELECT COUNT(*) FROM entity_inbox WHERE hub=%s AND entity_id=%s", entity_id).fetchone()
+        return int(r[0]) if r else 0
+
+    def entities_with_work(self, now: float, limit: int) -> list[str]:
+        rows = self._q(
+            "SELECT b.entity_id, e.entity_id IS NOT NULL FROM (SELECT entity_id, MIN(id) AS first FROM entity_inbox "
+            "WHERE hub=%s AND visible_at<=%s GROUP BY entity_id) b "
+            "LEFT JOIN entities e ON e.hub=%s AND e.entity_id=b.entity_id "
+            "WHERE e.lease_until IS NULL OR e.lease_until < %s ORDER BY b.first LIMIT %s",
+            now,
+            self.hub,
+            now,
+            limit,
+        ).fetchall()
+        candidates = [r[0] for r in rows]
+        if not self.write or not candidates:
+            return candidates
+        # The nullable side of an outer join cannot be locked, and an entity may have messages but no row yet: lock
+        # the rows that exist (skipping what others hold; the lease is checked again on the row's latest version),
+        # take the advisory lock of those that do not, then look at the latter again.
+        free = self._lock_free_entities([r[0] for r in rows if r[1]], now)
+        absent = [r[0] for r in rows if not r[1]]
+        if absent:
+            got = [
+                r[0]
+                for r in self.c.execute(
+                    "SELECT id FROM unnest(%s::text[]) AS u(id) "
+                    "WHERE pg_try_advisory_xact_lock(hashtextextended(%s || id, 0))",
+                    (absent, f"e|{self.hub}|"),
+                )
+            ]
+            if got:  # created since the first look? then it is an ordinary row again
+                created = {
+                    r[0] for r in self._q("SELECT entity_id FROM entities WHERE hub=%s AND entity_id = ANY(%s)", got)
+                }
+                free |= self._lock_free_entities([g for g in got if g in created], now)
+                free |= {g for g in got if g not in created}
+        return [c for c in candidates if c in free]
+
+    def _lock_free_entities(self, ids: list[str], now: float) -> set[str]:
+        if not ids:
+            return set()
+        return {
+            r[0]
+            for r in self._q(
+                "SELECT entity_id FROM entities WHERE hub=%s AND entity_id = ANY(%s) "
+                "AND (lease_until IS NULL OR lease_until < %s) FOR UPDATE SKIP LOCKED",
+                ids,
+                now,
+            )
+        }
+
+    def leased_instance(self, lease_token: str) -> InstanceRow | None:
+        r = self._q(
+            f"SELECT {_I} FROM instances WHERE hub=%s AND lease_token=%s{self._for_update}", lease_token
+        ).fetchone()
+        return _instance(r) if r else None
+
+    def leased_entity(self, lease_token: str) -> EntityRow | None:
+        r = self._q(
+            f"SELECT {_E} FROM entities WHERE hub=%s AND lease_token=%s{self._for_update}", lease_token
+        ).fetchone()
+        return _entity(r) if r else None
+
+    # -- critical sections
+    def add_lock_request(self, req: LockRequest) -> None:
+        r = self._q(
+            "INSERT INTO lock_requests (hub, critical_section_id, parent_instance_id, lock_set) "
+            "VALUES (%s,%s,%s,%s) RETURNING id",
+            req.critical_section_id,
+            req.parent_instance_id,
+            list(req.lock_set),
+        ).fetchone()
+        assert r is not None
+        req.id = r[0]
+
+    def lock_requests(self) -> list[LockRequest]:
+        # Granting is decided on the entities' rows, which the granting transaction locks; locking the requests
+        # too keeps two replicas from granting the same request.
+        rows = self._q(
+            "SELECT id, critical_section_id, parent_instance_id, lock_set FROM lock_requests "
+            f"WHERE hub=%s ORDER BY id{self._for_update}"
+        )
+        return [
+            LockRequest(id=r[0], critical_section_id=r[1], parent_instance_id=r[2], lock_set=list(r[3])) for r in rows
+        ]
+
+    def delete_lock_request(self, request_id: int) -> None:
+        self._q("DELETE FROM lock_requests WHERE hub=%s AND id=%s", request_id)
+
+    # -- leases
+    def renew_leases(self, owners: Sequence[str], until: float) -> None:
+        if not owners:
+            return
+        # SKIP LOCKED: renewal never waits (and never deadlocks); a row locked right now is being completed or
+        # will be renewed on the next round, well before its lease runs out.
+        owners = list(owners)
+        self.c.execute(
+            "WITH i AS (UPDATE instances SET lease_until=%(u)s WHERE (hub, instance_id) IN "
+            "  (SELECT hub, instance_id FROM instances WHERE hub=%(h)s AND lease_owner = ANY(%(o)s) "
+            "   AND lease_until IS NOT NULL FOR UPDATE SKIP LOCKED)), "
+            "a AS (UPDATE activities SET lease_until=%(u)s WHERE id IN "
+            "  (SELECT id FROM activities WHERE hub=%(h)s AND lease_owner = ANY(%(o)s) "
+            "   AND lease_until IS NOT NULL FOR UPDATE SKIP LOCKED)) "
+            "UPDATE entities SET lease_until=%(u)s WHERE (hub, entity_id) IN "
+            "  (SELECT hub, entity_id FROM entities WHERE hub=%(h)s AND lease_owner = ANY(%(o)s) "
+            "   AND lease_until IS NOT NULL FOR UPDATE SKIP LOCKED)",
+            {"u": until, "h": self.hub, "o": owners},
+        )
+
+    def next_due(self, now: float) -> float | None:
+        r = self._q(
+            "SELECT LEAST((SELECT MIN(visible_at) FROM inbox WHERE hub=%s AND visible_at>%s), "
+            "(SELECT MIN(visible_at) FROM entity_inbox WHERE hub=%s AND visible_at>%s))",
+            now,
+            self.hub,
+            now,
+        ).fetchone()
+        return r[0] if r else None
+
+    def counts(self) -> dict[str, int]:
+        r = self._q(
+            "SELECT (SELECT COUNT(*) FROM inbox WHERE hub=%(h)s), "
+            "(SELECT COUNT(*) FROM instances WHERE hub=%(h)s AND lease_token IS NOT NULL), "
+            "(SELECT COUNT(*) FROM activities WHERE hub=%(h)s AND lease_token IS NULL), "
+            "(SELECT COUNT(*) FROM activities WHERE hub=%(h)s AND lease_token IS NOT NULL), "
+            "(SELECT COUNT(*) FROM entity_inbox WHERE hub=%(h)s), "
+            "(SELECT COUNT(*) FROM entities WHERE hub=%(h)s AND lease_token IS NOT NULL)".replace("%(h)s", "%s"),
+            *([self.hub] * 5),
+        ).fetchone()
+        assert r is not None
+        keys = (
+            "orchestration_events_pending",
+            "orchestrations_active",
+            "activities_pending",
+            "activities_active",
+            "entity_messages_pending",
+            "entities_active",
+        )
+        return {k: int(v) for k, v in zip(keys, r, strict=True)}
+
+    def count_instances_by_status(self) -> dict[int, int]:
+        return {r[0]: r[1] for r in self._q("SELECT status, COUNT(*) FROM instances WHERE hub=%s GROUP BY status")}
+
+
+def _payloads(process_id: str, hub: str, changed: set[str], work: set[WorkKind]) -> list[str]:
+    """NOTIFY payloads for one commit: the changed ids split so that each payload stays under the server's limit."""
+    kinds = "".join(sorted(_KIND_CODES[k] for k in work))
+    out: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    budget = NOTIFY_BYTES - len(json.dumps(hub).encode())
+    for instance_id in sorted(changed):
+        n = len(json.dumps(instance_id).encode()) + 1
+        if chunk and size + n > budget:
+            out.append(json.dumps({"p": process_id, "h": hub, "i": chunk, "w": kinds}, separators=(",", ":")))
+            chunk, size = [], 0
+        chunk.append(instance_id)
+        size += n
+    out.append(json.dumps({"p": process_id, "h": hub, "i": chunk, "w": kinds}, separators=(",", ":")))
+    return out
+
+
+def _parse(payload: str) -> tuple[str, Change] | None:
+    try:
+        msg = json.loads(payload)
+        return msg["p"], Change(
+            hub=msg["h"], instances=frozenset(msg["i"]), work=frozenset(_CODE_KINDS[c] for c in msg["w"])
+        )
+    except (ValueError, KeyError, TypeError):
+        log.warning("ignoring a malformed change notification on channel %s", CHANNEL)
+        return None
+
+
+class PostgresStore(Store):
+    """A store on a PostgreSQL database that several sidecar processes may share.
+
+    ``url`` is a libpq connection URI (``postgresql://user@host:5432/db?sslmode=require``); a password is best
+    given by ``PGPASSWORD`` or a password file (``PGPASSFILE``), which libpq reads, rather than in the URL. The
+    schema is migrated on open."""
+
+    def __init__(self, url: str, pool_size: int = 8) -> None:
+        self.url = url
+        self.safe_url = redact_url(url)
+        self.process_id = uuid.uuid4().hex[:16]
+        self._conninfo = url if not url.startswith("postgres://") else "postgresql://" + url[len("postgres://") :]
+        self._closed = False
+        self._hubs: set[str] = set()
+        try:
+            with psycopg.connect(
+                self._conninfo, autocommit=True, connect_timeout=10, application_name="moorage-migrate"
+            ) as conn:
+                migrate(conn)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot open the PostgreSQL store {self.safe_url}: {_reason(exc)}") from None
+        self._pool = ConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            name="moorage",
+            timeout=CONNECT_WAIT,
+            reconnect_timeout=RECONNECT_ATTEMPT,
+            kwargs={
+                "autocommit": True,
+                "application_name": "moorage-sidecar",
+                "connect_timeout": 10,
+                "options": "-c synchronous_commit=on",
+            },
+        )
+        self._pool.open(wait=True, timeout=30)
+        self._threads = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="moorage-pg")
+        self._listening = threading.Event()
+        self._listener = threading.Thread(target=self._listen_forever, name="moorage-pg-listen", daemon=True)
+        self._listener.start()
+        self._listening.wait(10)
+        log.info("store opened url=%s", self.safe_url)
+
+    # -- transactions ------------------------------------------------------------------------------------------
+
+    async def run(self, hub: str, fn: Callable[[StoreTx], T], durable: bool = True) -> T:
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        self._hubs.add(hub)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self._transact, hub, fn, durable, True)
+
+    async def read(self, hub: str, fn: Callable[[StoreTx], T]) -> T:
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        self._hubs.add(hub)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self._transact, hub, fn, True, False)
+
+    def _transact(self, hub: str, fn: Callable[[StoreTx], T], durable: bool, write: bool) -> T:
+        """Run ``fn`` in one transaction, again after a deadlock or a broken connection (never after COMMIT was
+        sent: then the outcome is unknown and the caller hears so)."""
+        give_up = time.monotonic() + OUTAGE_RETRY_SECONDS
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                conn = self._pool.getconn()
+            except PoolTimeout:
+                raise StoreUnavailable(
+                    f"the database is unavailable ({self.safe_url}): no connection within {CONNECT_WAIT:g} s"
+                ) from None
+            committing = False
+            try:
+                if not write and attempt == 1:  # most reads are one statement: try it without a transaction
+                    try:
+                        return fn(_Tx(_OneStatement(conn), hub, False))
+                    except _NeedsSnapshot:
+                        pass
+                # One pipeline for the whole transaction: statements whose results nobody reads yet (BEGIN,
+                # inserts, NOTIFY, COMMIT) travel with the next one that is read, not a round trip each.
+                with conn.pipeline():
+                    if not write:
+                        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    else:
+                        conn.execute("BEGIN")
+                        if not durable:  # soft state (leases): a lost commit only hands the item out again
+                            conn.execute("SET LOCAL synchronous_commit = off")
+                    tx = _Tx(conn, hub, write)
+                    result = fn(tx)
+                    committing = True
+                    conn.execute("COMMIT")
+                    if write and (tx.changed or tx.work):
+                        # After the COMMIT, in a transaction of its own: a NOTIFY inside the transaction would hold
+                        # PostgreSQL's cluster-wide notification lock through the WAL flush and serialise every
+                        # commit. A crash between the two loses only the wake-up (the fallback looks again).
+                        for payload in _payloads(self.process_id, hub, tx.changed, tx.work):
+                            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                return result
+            except _RETRYABLE as exc:
+                _rollback(conn)
+                if attempt >= RETRIES:
+                    raise
+                log.debug("transaction retried after %s (attempt %d)", type(exc).__name__, attempt)
+                time.sleep(random.uniform(0, 0.002 * attempt))
+            except psycopg.OperationalError as exc:
+                if committing and write:
+                    raise StoreUnavailable(
+                        f"the database connection was lost while committing; the outcome is "
+                        f"unknown, retry the call ({_reason(exc)})"
+                    ) from None
+                if time.monotonic() > give_up:
+                    raise StoreUnavailable(f"the database is unavailable ({self.safe_url}): {_reason(exc)}") from None
+                time.sleep(min(0.05 * attempt, 0.5))
+            except BaseException:
+                _rollback(conn)
+                raise
+            finally:
+                self._pool.putconn(conn)
+
+    # -- change notifications --------------------------------------------------------------------------------------
+
+    def _listen_forever(self) -> None:
+        """LISTEN on a connection of its own; after a reconnect, tell listeners that anything may have changed."""
+        backoff = 0.1
+        connected_before = False
+        while not self._closed:
+            try:
+                with psycopg.connect(
+                    self._conninfo, autocommit=True, connect_timeout=10, application_name="moorage-listen"
+                ) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._listening.set()
+                    if connected_before:
+                        log.info("change notifications resumed url=%s", self.safe_url)
+                        self._post_everything()
+                    connected_before, backoff = True, 0.1
+                    while not self._closed:
+                        for note in conn.notifies(timeout=0.5):
+                            self._on_notify(note.payload)
+            except psycopg.Error as exc:
+                if self._closed:
+                    return
+                log.warning("change notifications interrupted url=%s: %s", self.safe_url, _reason(exc))
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _on_notify(self, payload: str) -> None:
+        parsed = _parse(payload)
+        if parsed is None or parsed[0] == self.process_id:
+            return
+        self._post(parsed[1])
+
+    def _post_everything(self) -> None:
+        """Notifications may have been lost: every stream looks for work (waiters re-read on their own timer)."""
+        for hub in list(self._hubs):
+            self._post(Change(hub=hub, instances=frozenset(), work=frozenset(WorkKind)))
+
+    def _post(self, change: Change) -> None:
+        self._changed(change)  # on the listening thread: the listeners hop to their own loop
+
+    async def close(self) -> None:
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._threads.shutdown(wait=True)
+        self._pool.close(timeout=5)
+        self._listener.join(timeout=5)
+
+
+def _rollback(conn: psycopg.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except psycopg.Error:
+        pass  # a broken connection: the pool discards it
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a driver error (libpq's messages name host and user, never the password)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,118 @@
+"""Resumable streaming: the SSE connection of a streamed turn is cut mid-turn (the client disconnects); a new one,
+with the last event id it saw, receives exactly the rest — through another gateway instance too (a standalone
+``moorage gateway`` on the same backend, which never saw the turn's chunks live: it reads the stream log)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kit import PYTHON, ManagedProcess, free_port, hermetic_env, wait_until
+from kit.gateway_app import GATES
+from kit.gateway_stack import Stack
+from kit.http import Http
+from sse import SSE
+
+
+class OtherGateway:
+    """``python -m moorage gateway`` on the stack's backend: a second gateway instance."""
+
+    def __init__(self, workdir: Path, grpc_port: int):
+        self.http_port = free_port()
+        cs = f"Endpoint=http://localhost:{grpc_port};Authentication=None;TaskHub=default"
+        self.process = ManagedProcess(
+            [PYTHON, "-m", "moorage", "gateway", "--connection-string", cs, "--grpc-port", str(free_port()),
+             "--http-port", str(self.http_port), "--host", "127.0.0.1", "--log-level", "warning"],
+            workdir / "other-gateway.log", env=hermetic_env(drop_prefixes=("MOORAGE_", "DURABLE_TASK_"), keep=()))
+        self.process.start()
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        http = Http(self.base)
+        wait_until(lambda: http.request("GET", "/healthz", timeout=2)[0] == 200, timeout=30, transient=(OSError,),
+                   message=lambda: self.process.log_path.read_text())
+
+    def stop(self) -> None:
+        self.process.stop(grace=10)
+
+
+@pytest.fixture
+def other(stack: Stack, tmp_path: Path) -> Iterator[OtherGateway]:
+    gw = OtherGateway(tmp_path, stack.grpc_port)
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def _chunks(stream: SSE) -> tuple[list[tuple[int, str]], dict[str, Any]]:
+    chunks: list[tuple[int, str]] = []
+    for kind, data in stream.events():
+        if kind == "chunk":
+            assert stream.last_id == str(data["sequence"]), (stream.last_id, data)
+            chunks.append((data["sequence"], data["text"]))
+        elif kind == "completed":
+            return chunks, data
+        elif kind == "error":
+            raise AssertionError(data)
+    raise AssertionError("the stream ended without a completed event")
+
+
+def test_a_cut_stream_resumes_after_the_last_event_id_on_any_gateway(stack: Stack, other: OtherGateway) -> None:
+    token = uuid.uuid4().hex[:8]
+    message = f"count one two three four five six seven eight [gate:{token}]"
+    first = SSE(stack.http_base, "/api/agents/Joker/sessions", {"message": message})
+    try:
+        assert first.status == 200
+        events = first.events()
+        kind, started = next(events)
+        assert kind == "started"
+        kind, chunk0 = next(events)
+        assert kind == "chunk" and chunk0["sequence"] == 0 and first.last_id == "0"
+    finally:
+        first.close()  # the client goes away mid-turn (the model waits at the gate)
+    sid, corr = started["sessionId"], started["correlationId"]
+    path = f"/api/agents/Joker/sessions/{sid}/runs/{corr}/stream"
+
+    # Reconnect to another gateway instance while the turn is still running, then let the model go on.
+    resumed = SSE(other.base, path, None, headers={"Last-Event-ID": "0"})
+    try:
+        assert resumed.status == 200
+        threading.Timer(0.5, lambda: GATES.setdefault(token, threading.Event()).set()).start()
+        rest, completed = _chunks(resumed)
+    finally:
+        resumed.close()
+    assert [seq for seq, _ in rest] == list(range(1, len(rest) + 1)), rest  # exactly the rest, in order, once
+    text = chunk0["text"] + "".join(t for _, t in rest)
+    assert text == completed["response"] == "[turn 1] You said: count one two three four five six seven eight"
+
+    # After the turn: the first gateway answers a resume from the log, from any chunk id.
+    again = SSE(stack.http_base, path, None, headers={"Last-Event-ID": "3"})
+    try:
+        tail, done = _chunks(again)
+    finally:
+        again.close()
+    assert tail == rest[3:] and done["response"] == completed["response"]
+    # no id at all replays the whole turn
+    whole = SSE(other.base, path, None)
+    try:
+        every, _ = _chunks(whole)
+    finally:
+        whole.close()
+    assert "".join(t for _, t in every) == completed["response"] and every[0][0] == 0
+
+
+def test_resuming_an_unknown_turn_or_with_a_bad_id_is_a_4xx(stack: Stack) -> None:
+    http = stack.http
+    status, _, body = http.request("GET", f"/api/agents/Joker/sessions/nosuch-{time.time_ns()}/runs/x/stream")
+    assert status == 404, body
+    status, _, first = http.request("POST", "/api/agents/Joker/sessions", {"message": "hello"})
+    assert status == 200, first
+    status, _, body = http.request("GET", f"/api/agents/Joker/sessions/{first['sessionId']}/runs/"
+                                   f"{first['correlationId']}/stream", headers={"Last-Event-ID": "seven"})
+    assert status == 400 and body["error"]["reason"] == "BadEventId", body
+    status, _, body = http.request("GET", f"/api/agents/Joker/sessions/{first['sessionId']}/runs/nope/stream")
+    assert status == 404, body

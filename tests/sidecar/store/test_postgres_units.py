@@ -1,0 +1,150 @@
+"""Small parts of the PostgreSQL store, checked against a real server where a server is what they talk to."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+from kit.postgres import pg_bin_dir, shared_server
+
+from moorage.sidecar.store.base import Change, redact_url
+from moorage.sidecar.store.postgres import CHANNEL, _parse, _payloads
+from moorage.sidecar.terms import WorkKind
+
+pytestmark = pytest.mark.unit  # no sidecar and no gRPC: a PostgreSQL server, as the conformance suite has
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://u:s3cret@h:5432/db?sslmode=require", "postgresql://u:***@h:5432/db?sslmode=require"),
+    ("postgresql://u@h/db?password=s3cret&sslmode=require", "postgresql://u@h/db?password=***&sslmode=require"),
+    ("postgres://h/db?sslmode=require&PASSWORD=s3cret", "postgres://h/db?sslmode=require&PASSWORD=***"),
+    ("postgresql://u@h/db", "postgresql://u@h/db"),
+    ("sqlite:///./moorage.db", "sqlite:///./moorage.db"),
+])
+def test_urls_never_show_a_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert "s3cret" not in redact_url(url)
+
+
+@pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")
+def test_change_notifications_split_below_the_server_limit_and_round_trip() -> None:
+    ids = {f"instance-{i:05d}-" + "x" * 60 for i in range(1500)}
+    payloads = _payloads("me", "hub-" + "h" * 200, ids, {WorkKind.ORCHESTRATION, WorkKind.ENTITY})
+    assert len(payloads) > 1
+    seen: set[str] = set()
+    server = shared_server()
+    with psycopg.connect(server.create_database(), autocommit=True, password=server.password) as conn:
+        for p in payloads:
+            assert len(p.encode()) < 8000
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, p))  # the server accepts each one
+            parsed = _parse(p)
+            assert parsed is not None
+            origin, change = parsed
+            assert origin == "me" and change.hub == "hub-" + "h" * 200
+            assert change.work == frozenset({WorkKind.ORCHESTRATION, WorkKind.ENTITY})
+            seen |= change.instances
+    assert seen == ids
+    only_work = _payloads("me", "default", set(), {WorkKind.ACTIVITY})
+    assert [_parse(p) for p in only_work] == [("me", Change("default", frozenset(), frozenset({WorkKind.ACTIVITY})))]
+
+
+def test_malformed_notifications_are_ignored() -> None:
+    assert _parse("not json") is None
+    assert _parse(json.dumps({"p": "x", "h": "default", "i": [], "w": "z"})) is None
+
+
+@pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")
+def test_replicas_starting_together_migrate_once(monkeypatch) -> None:
+    import asyncio
+    import threading
+
+    from moorage.sidecar.store.postgres import PostgresStore
+
+    server = shared_server()
+    monkeypatch.setenv("PGPASSWORD", server.password)
+    url = server.create_database()
+    db = url.rsplit("/", 1)[1].split("?")[0]
+    stores: list[PostgresStore] = []
+    errors: list[BaseException] = []
+    gate = threading.Barrier(4)
+
+    def open_one() -> None:
+        gate.wait()
+        try:
+            stores.append(PostgresStore(url, pool_size=1))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for s in stores:
+        asyncio.run(s.close())
+    assert not errors, errors
+    assert len(stores) == 4
+    assert server.sql("SELECT count(*), max(version) FROM moorage_schema_version", db).strip() == "1|1"
+
+    server.sql("INSERT INTO moorage_schema_version (version) VALUES (99)", db)
+    with pytest.raises(ValueError, match="newer than this Moorage"):
+        PostgresStore(url)
+
+
+@pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")
+def test_two_replicas_leasing_at_once_never_share_an_item(monkeypatch) -> None:
+    """Many concurrent lease transactions from two stores on one database (two replicas): every orchestration,
+    activity and entity (most without a row yet: the advisory-lock path) is handed out exactly once."""
+    import asyncio
+    import itertools
+
+    from moorage.sidecar import engine
+    from moorage.sidecar.store.postgres import PostgresStore
+
+    server = shared_server()
+    monkeypatch.setenv("PGPASSWORD", server.password)
+    url = server.create_database()
+    n = 60
+    counter = itertools.count()
+
+    def seed(tx) -> None:
+        fx = engine.Effects()
+        for i in range(n):
+            engine.create_instance(tx, fx, instance_id=f"o{i}", name="orch", input=None)
+            engine.signal_entity(tx, fx, f"@counter@e{i}", "add", "1", "", None)
+        row = tx.get_instance("o0")
+        for i in range(n):
+            tx.add_activity(engine.ActivityRow(id=None, instance_id="o0", execution_id=row.execution_id, name="act",
+                                               task_id=i, input=None))
+
+    async def main() -> list[engine.LeasedWork]:
+        a, b = PostgresStore(url, pool_size=6), PostgresStore(url, pool_size=6)
+        try:
+            await a.run("default", seed)
+            now = engine.now()
+
+            async def lease(store: PostgresStore) -> engine.LeasedWork:
+                owner = f"stream-{next(counter)}"
+                lease = engine.Lease(owner=owner, now=now + 1, until=now + 600)
+                want = {kind: 3 for kind in engine.WorkKind}
+                return await store.run("default", lambda tx: engine.lease_work(tx, engine.Effects(), lease,
+                                                                               engine.Filters(), want), durable=False)
+
+            got: list[engine.LeasedWork] = []
+            while True:
+                batch = await asyncio.gather(*(lease(s) for s in (a, b) * 6))
+                got.extend(batch)
+                if not any(batch):
+                    return got
+        finally:
+            await a.close()
+            await b.close()
+
+    got = asyncio.run(main())
+    orchestrations = [o.row.instance_id for w in got for o in w.orchestrations]
+    activities = [x.task_id for w in got for x in w.activities]
+    entities = [e.row.entity_id for w in got for e in w.entities]
+    assert sorted(orchestrations) == sorted(f"o{i}" for i in range(n))
+    assert sorted(activities) == list(range(n))
+    assert sorted(entities) == sorted(f"@counter@e{i}" for i in range(n))
