@@ -67,6 +67,7 @@ class Report:
     instances: int
     sessions: int
     turns_per_session: int
+    store: str = "sqlite"
     kills: dict[str, int] = field(default_factory=dict)
     executions: dict[str, int] = field(default_factory=dict)
     reexecuted_keys: int = 0
@@ -95,16 +96,26 @@ def llm_reply(body: dict[str, Any]) -> dict[str, Any]:
 
 class Chaos:
     def __init__(self, workdir: Path, *, seconds: float, seed: int, instances: int, sessions: int, turns: int,
-                 workers: int = 2, kill_gap: tuple[float, float] = (2.0, 6.0)) -> None:
+                 workers: int = 2, kill_gap: tuple[float, float] = (2.0, 6.0), store: str = "sqlite") -> None:
         self.workdir = workdir
         self.rng = random.Random(seed)
-        self.report = Report(seed=seed, seconds=seconds, instances=instances, sessions=sessions,
+        self.report = Report(seed=seed, store=store, seconds=seconds, instances=instances, sessions=sessions,
                              turns_per_session=turns)
         self.kill_gap = kill_gap
         self.log_path = workdir / "executions.log"
         self.llm = ScriptedLLM()
         self.llm.responder = llm_reply
-        self.sidecar = SidecarProcess(workdir / "sidecar", lease_seconds=3, extra_args=["--log-level", "warning"])
+        self.store_kind = store
+        store_url, store_env = None, None
+        if store == "postgresql":  # a database of its own on the kit's PostgreSQL server (a real one, on a free port)
+            from kit.postgres import shared_server
+
+            server = shared_server()
+            store_url, store_env = server.create_database(), server.env
+        elif store != "sqlite":
+            raise ValueError(f"store must be 'sqlite' or 'postgresql', not {store!r}")
+        self.sidecar = SidecarProcess(workdir / "sidecar", lease_seconds=3, store=store_url, env=store_env,
+                                      extra_args=["--log-level", "warning"])
         self.workers = [ManagedProcess([PYTHON, HERE / "chaos_worker.py", "--connection-string",
                                         self.sidecar.connection_string, "--base-url", self.llm.base_url,
                                         "--log", self.log_path], workdir / f"worker{n}.log", name=f"worker{n}",
@@ -352,20 +363,25 @@ class Chaos:
                 fail.append(f"store: {n} {what} left over")
 
     def store_leftovers(self) -> dict[str, int]:
-        """Work items and locks still in the store (read straight from the SQLite file)."""
+        """Work items and locks still in the store (read straight from the SQLite file or the PostgreSQL database)."""
         now = time.time()
+        q = {
+            "visible inbox events": f"SELECT count(*) FROM inbox WHERE visible_at <= {now}",
+            "activity work items": "SELECT count(*) FROM activities",
+            "visible entity messages": f"SELECT count(*) FROM entity_inbox WHERE visible_at <= {now}",
+            "entity locks": "SELECT count(*) FROM entities WHERE locked_by IS NOT NULL",
+            "lock requests": "SELECT count(*) FROM lock_requests",
+            "leased instances": "SELECT count(*) FROM instances WHERE lease_token IS NOT NULL",
+            "leased entities": "SELECT count(*) FROM entities WHERE lease_token IS NOT NULL",
+        }
+        if self.store_kind == "postgresql":
+            import psycopg
+
+            with psycopg.connect(self.sidecar.store, password=self.sidecar.process.env.get("PGPASSWORD")) as pg:
+                return {k: int(pg.execute(sql).fetchone()[0]) for k, sql in q.items()}  # type: ignore[index]
         db = sqlite3.connect(f"file:{self.sidecar.db_path}?mode=ro", uri=True, timeout=30)
         try:
-            q = {
-                "visible inbox events": ("SELECT count(*) FROM inbox WHERE visible_at <= ?", (now,)),
-                "activity work items": ("SELECT count(*) FROM activities", ()),
-                "visible entity messages": ("SELECT count(*) FROM entity_inbox WHERE visible_at <= ?", (now,)),
-                "entity locks": ("SELECT count(*) FROM entities WHERE locked_by IS NOT NULL", ()),
-                "lock requests": ("SELECT count(*) FROM lock_requests", ()),
-                "leased instances": ("SELECT count(*) FROM instances WHERE lease_token IS NOT NULL", ()),
-                "leased entities": ("SELECT count(*) FROM entities WHERE lease_token IS NOT NULL", ()),
-            }
-            return {k: int(db.execute(sql, args).fetchone()[0]) for k, (sql, args) in q.items()}
+            return {k: int(db.execute(sql).fetchone()[0]) for k, sql in q.items()}
         finally:
             db.close()
 
@@ -380,14 +396,15 @@ def main() -> int:
     instances = int(os.environ.get("CHAOS_INSTANCES", "1000"))
     sessions = int(os.environ.get("CHAOS_SESSIONS", "10"))
     turns = int(os.environ.get("CHAOS_TURNS", "5"))
+    store = os.environ.get("CHAOS_STORE", "sqlite")
     print(f"chaos: CHAOS_SECONDS={seconds:g} CHAOS_SEED={seed} CHAOS_INSTANCES={instances} sessions={sessions}x"
-          f"{turns}", flush=True)
+          f"{turns} CHAOS_STORE={store}", flush=True)
     keep = os.environ.get("CHAOS_WORKDIR")  # keep the logs and the database of a run
     with tempfile.TemporaryDirectory(prefix="moorage-chaos-") as tmp:
         workdir = Path(keep) if keep else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         report = run_chaos(workdir, seconds=seconds, seed=seed, instances=instances, sessions=sessions,
-                           turns=turns)
+                           turns=turns, store=store)
     text = json.dumps(asdict(report), indent=2)
     print(text)
     if os.environ.get("CHAOS_REPORT"):
