@@ -8,7 +8,8 @@
 
 A run signals the session entity with Agent Framework's request shape and waits for the turn orchestration,
 whose instance id is derived from (agent, session, correlation id), with ``WaitForInstanceCompletion`` — no
-polling. :class:`AsyncAgentClient` is the same on ``asyncio``.
+polling. :class:`AsyncAgentClient` is the same on ``asyncio``. Called inside an OpenTelemetry span, the request
+carries that span's context, so the turn's spans (in whichever worker runs it) join the caller's trace.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from durabletask.client import EntityQuery, OrchestrationState, OrchestrationStatus
 
 from ..connection import load_settings
+from ..observability.tracing import current_trace_carrier
 from .orchestration import AgentSession, session_key
 from .protocol import (
     DELETE_OPERATION,
@@ -103,7 +105,13 @@ def _prepare_run(
         enable_tool_calls = bool(options.pop("enable_tool_calls"))
     options.pop("wait_for_response", None)
     request = build_request(
-        message, corr, response_schema=response_schema, enable_tool_calls=enable_tool_calls, options=options, role=role
+        message,
+        corr,
+        response_schema=response_schema,
+        enable_tool_calls=enable_tool_calls,
+        options=options,
+        role=role,
+        trace_context=current_trace_carrier(),  # the turn continues the caller's trace
     )
     handle = RunHandle(agent_name, key, corr, turn_instance_id(agent_name, key, corr), response_schema)
     return handle, request

@@ -28,6 +28,7 @@ and in the old client names).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -214,7 +215,10 @@ class RunRequest:
     ``response_format``, ``enable_tool_calls``, ``wait_for_response``, ``created_at``, ``orchestrationId``,
     ``options``. Moorage adds ``contents`` (multimodal input: a list of schema contents, e.g.
     ``{"$type": "uri", "uri": "https://.../cat.png", "mediaType": "image/png"}``) and ``replyTo``
-    (``{"instanceId", "event"}``: an orchestration to send the response to as an external event).
+    (``{"instanceId", "event"}``: an orchestration to send the response to as an external event), and under
+    ``extensionData.moorage`` the caller's W3C trace context (``traceparent``, ``tracestate``): the Durable Task
+    protocol carries none for an entity signal, so the request does, and the turn's trace continues the caller's.
+    Agent Framework's own readers ignore all of these; a request without them works as before.
     """
 
     correlation_id: str
@@ -227,6 +231,8 @@ class RunRequest:
     orchestration_id: str | None = None
     reply_to: dict[str, Any] | None = None
     created_at: str | None = None
+    trace_context: dict[str, str] = field(default_factory=dict)
+    """The caller's W3C trace context (``traceparent`` and maybe ``tracestate``); {} when it sent none."""
 
     @classmethod
     def parse(cls, raw: Any) -> RunRequest:
@@ -288,6 +294,7 @@ class RunRequest:
             orchestration_id=raw.get("orchestrationId") or None,
             reply_to=reply_to,
             created_at=created if isinstance(created, str) else None,
+            trace_context=_trace_context(raw),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -314,6 +321,8 @@ class RunRequest:
             out["orchestrationId"] = self.orchestration_id
         if self.reply_to:
             out["replyTo"] = self.reply_to
+        if self.trace_context:
+            out["extensionData"] = {EXT_KEY: dict(self.trace_context)}
         return out
 
     def to_entry(self, now: datetime) -> dict[str, Any]:
@@ -331,6 +340,20 @@ class RunRequest:
         if self.orchestration_id:
             entry["orchestrationId"] = self.orchestration_id
         return entry
+
+
+TRACE_CONTEXT_KEYS = ("traceparent", "tracestate")
+"""The W3C trace context headers a run request carries under ``extensionData.moorage``."""
+
+
+def _trace_context(raw: dict[str, Any]) -> dict[str, str]:
+    """The trace context of a request's ``extensionData.moorage``. As W3C Trace Context says of headers, what is
+    not usable is ignored (the turn then starts its own trace), never a reason to refuse the request."""
+    extension = raw.get("extensionData")
+    mine = extension.get(EXT_KEY) if isinstance(extension, dict) else None
+    if not isinstance(mine, dict) or not isinstance(mine.get("traceparent"), str):
+        return {}
+    return {key: mine[key] for key in TRACE_CONTEXT_KEYS if isinstance(mine.get(key), str) and mine[key]}
 
 
 def _role_name(role: Any) -> str | None:
@@ -373,8 +396,11 @@ def build_request(
     created_at: str | None = None,
     orchestration_id: str | None = None,
     reply_to: dict[str, Any] | None = None,
+    trace_context: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A ``run`` operation input in Agent Framework's shape (with Moorage's ``contents`` for non-text input)."""
+    """A ``run`` operation input in Agent Framework's shape (with Moorage's ``contents`` for non-text input, and
+    ``trace_context`` — the caller's W3C headers, see :func:`moorage.observability.tracing.current_trace_carrier`
+    — under ``extensionData.moorage``)."""
     req = RunRequest(
         correlation_id=correlation_id,
         role=role,
@@ -385,6 +411,7 @@ def build_request(
         orchestration_id=orchestration_id,
         reply_to=reply_to,
         created_at=created_at,
+        trace_context={k: v for k, v in (trace_context or {}).items() if k in TRACE_CONTEXT_KEYS and v},
     )
     req.request_response_format = "json" if req.response_format else "text"
     return req.to_dict()
@@ -575,6 +602,7 @@ __all__ = [
     "SUMMARIZE_PREFIX",
     "SUMMARY_OPERATION",
     "TOOL_PREFIX",
+    "TRACE_CONTEXT_KEYS",
     "TURN_PREFIX",
     "USAGE_KEYS",
     "RunRequest",

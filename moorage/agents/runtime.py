@@ -30,6 +30,7 @@ from durabletask import task
 from durabletask.entities import EntityContext, EntityInstanceId
 
 from moorage.observability import agent_telemetry as telemetry
+from moorage.observability.tracing import trace_carrier_as_current
 
 from .. import _sdk
 from .agent import Agent
@@ -239,9 +240,12 @@ class SessionEntity:
         session.append(req.to_entry(now))
         instance_id = turn_instance_id(self.agent.name, session_id, req.correlation_id)
         session.mo["active"] = {"correlationId": req.correlation_id, "instanceId": instance_id, "startedAt": iso(now)}
-        _sdk.schedule_orchestration_in_trace(
-            ctx, self.turn_name, input=self.turn_input(session, session_id, req), instance_id=instance_id
-        )
+        # The turn's parent span: the caller's, carried in the request (a queued request carries its own), else
+        # this operation's.
+        with trace_carrier_as_current(req.trace_context):
+            _sdk.schedule_orchestration_in_trace(
+                ctx, self.turn_name, input=self.turn_input(session, session_id, req), instance_id=instance_id
+            )
         return instance_id
 
     def turn_input(self, session: RawSession, session_id: str, req: RunRequest) -> dict[str, Any]:

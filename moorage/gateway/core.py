@@ -18,7 +18,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -26,11 +26,12 @@ from durabletask.client import EntityQuery, OrchestrationState, OrchestrationSta
 from durabletask.entities import EntityInstanceId
 
 from moorage.agents import protocol
-from moorage.connection import ConnectionSettings, load_settings
 from moorage.agents.state import history, load_state, text_of
+from moorage.connection import ConnectionSettings, load_settings
 from moorage.gateway.errors import GatewayError, from_backend, invalid, not_found
 from moorage.gateway.registry import REGISTRY_ENTITY
 from moorage.gateway.streaming import Chunk, ChunkRelay, StreamLogWriter
+from moorage.observability.tracing import current_trace_carrier
 from moorage.sidecar.terms import TERMINAL_STATUSES
 
 log = logging.getLogger("moorage.gateway")
@@ -50,8 +51,14 @@ TERMINAL = frozenset(OrchestrationStatus(s) for s in TERMINAL_STATUSES)  # the s
 
 # Durable Functions' spelling of statuses (what `runtimeStatus` looks like in its HTTP API).
 STATUS_NAMES = {
-    "RUNNING": "Running", "COMPLETED": "Completed", "FAILED": "Failed", "TERMINATED": "Terminated",
-    "CONTINUED_AS_NEW": "ContinuedAsNew", "PENDING": "Pending", "SUSPENDED": "Suspended", "CANCELED": "Canceled",
+    "RUNNING": "Running",
+    "COMPLETED": "Completed",
+    "FAILED": "Failed",
+    "TERMINATED": "Terminated",
+    "CONTINUED_AS_NEW": "ContinuedAsNew",
+    "PENDING": "Pending",
+    "SUSPENDED": "Suspended",
+    "CANCELED": "Canceled",
 }
 
 MISSING: Any = object()
@@ -61,8 +68,8 @@ def _iso(dt: datetime | None) -> str:
     if dt is None:
         return ""
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat()
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat()
 
 
 def parse_time(value: str | None, field_name: str) -> datetime | None:
@@ -72,7 +79,7 @@ def parse_time(value: str | None, field_name: str) -> datetime | None:
         dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         raise invalid(f"{field_name} {value!r} is not an RFC 3339 time (e.g. 2026-01-31T12:00:00Z)") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def parse_json(text: str | None, field_name: str) -> Any:
@@ -89,8 +96,10 @@ def parse_json(text: str | None, field_name: str) -> Any:
 
 def check_agent_name(name: str) -> str:
     if not isinstance(name, str) or not _AGENT_NAME.match(name):
-        raise invalid(f"invalid agent name {name!r}: use 1-100 letters, digits, '_', '-' or '.', starting with a "
-                      "letter or digit", reason="InvalidAgentName")
+        raise invalid(
+            f"invalid agent name {name!r}: use 1-100 letters, digits, '_', '-' or '.', starting with a letter or digit",
+            reason="InvalidAgentName",
+        )
     return name
 
 
@@ -115,7 +124,7 @@ def _clean_schema(schema: Any) -> Any:
         return None
     if isinstance(schema, str):
         if schema not in ("text", "json", "json_object", ""):
-            raise invalid("responseSchema must be a JSON Schema object, \"json\" or \"text\"")
+            raise invalid('responseSchema must be a JSON Schema object, "json" or "text"')
         return schema or None
     if not isinstance(schema, dict):
         raise invalid("responseSchema must be a JSON Schema object")
@@ -125,6 +134,7 @@ def _clean_schema(schema: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------------------------
 # Results
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class PreparedRun:
@@ -160,8 +170,11 @@ class TurnResult:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "sessionId": self.session_id, "threadId": self.session_id,  # threadId: the durable-agents HTTP name
-            "response": self.response, "correlationId": self.correlation_id, "agent": self.agent,
+            "sessionId": self.session_id,
+            "threadId": self.session_id,  # threadId: the durable-agents HTTP name
+            "response": self.response,
+            "correlationId": self.correlation_id,
+            "agent": self.agent,
             "status": self.status,
         }
         if self.value is not None:
@@ -183,10 +196,12 @@ class TurnResult:
     def raise_for_error(self) -> TurnResult:
         if self.status == "failed":
             err = self.error or {}
-            raise GatewayError(grpc.StatusCode.INTERNAL,
-                               f"agent {self.agent!r} turn {self.correlation_id} on thread {self.session_id} failed: "
-                               f"{err.get('code') or 'Error'}: {err.get('message') or 'no details'}",
-                               reason="AgentRunFailed")
+            raise GatewayError(
+                grpc.StatusCode.INTERNAL,
+                f"agent {self.agent!r} turn {self.correlation_id} on thread {self.session_id} failed: "
+                f"{err.get('code') or 'Error'}: {err.get('message') or 'no details'}",
+                reason="AgentRunFailed",
+            )
         return self
 
 
@@ -222,13 +237,26 @@ class OrchestrationView:
     def from_state(cls, st: OrchestrationState) -> OrchestrationView:
         failure = None
         if st.failure_details is not None:
-            failure = {"errorType": st.failure_details.error_type or "", "message": st.failure_details.message or "",
-                       "stackTrace": st.failure_details.stack_trace or ""}
-        return cls(st.instance_id, st.name, st.runtime_status.name, st.serialized_input, st.serialized_output,
-                   st.serialized_custom_status, _iso(st.created_at), _iso(st.last_updated_at), failure)
+            failure = {
+                "errorType": st.failure_details.error_type or "",
+                "message": st.failure_details.message or "",
+                "stackTrace": st.failure_details.stack_trace or "",
+            }
+        return cls(
+            st.instance_id,
+            st.name,
+            st.runtime_status.name,
+            st.serialized_input,
+            st.serialized_output,
+            st.serialized_custom_status,
+            _iso(st.created_at),
+            _iso(st.last_updated_at),
+            failure,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """Durable Functions' status shape."""
+
         def load(s: str | None) -> Any:
             if s is None or s == "":
                 return None
@@ -238,10 +266,14 @@ class OrchestrationView:
                 return s
 
         return {
-            "name": self.name, "instanceId": self.instance_id,
+            "name": self.name,
+            "instanceId": self.instance_id,
             "runtimeStatus": STATUS_NAMES.get(self.status, self.status.title()),
-            "input": load(self.input_json), "customStatus": load(self.custom_status_json),
-            "output": load(self.output_json), "createdTime": self.created_at, "lastUpdatedTime": self.last_updated_at,
+            "input": load(self.input_json),
+            "customStatus": load(self.custom_status_json),
+            "output": load(self.output_json),
+            "createdTime": self.created_at,
+            "lastUpdatedTime": self.last_updated_at,
             "failureDetails": self.failure,
         }
 
@@ -261,13 +293,19 @@ class EntityView:
                 state = json.loads(self.state_json)
             except json.JSONDecodeError:
                 state = self.state_json
-        return {"name": self.name, "key": self.key, "state": state, "lastModifiedAt": self.last_modified_at,
-                "backlog": self.backlog}
+        return {
+            "name": self.name,
+            "key": self.key,
+            "state": state,
+            "lastModifiedAt": self.last_modified_at,
+            "backlog": self.backlog,
+        }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The gateway
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 class _Recent:
     """A bounded, time-limited memory of keys (threads and turns this gateway just started)."""
@@ -299,8 +337,15 @@ class _Recent:
 class Gateway:
     """The gateway's operations over one task hub (the connection string's)."""
 
-    def __init__(self, connection_string: str | None = None, *, agents: Iterable[str] = (),
-                 relay: ChunkRelay | None = None, client: Any = None, hub: ChunkRelay | None = None):
+    def __init__(
+        self,
+        connection_string: str | None = None,
+        *,
+        agents: Iterable[str] = (),
+        relay: ChunkRelay | None = None,
+        client: Any = None,
+        hub: ChunkRelay | None = None,
+    ):
         self.settings: ConnectionSettings = load_settings(connection_string)
         self.relay = relay or hub or ChunkRelay()  # ``hub=``: the old name of ``relay=``
         self._client = client
@@ -327,8 +372,10 @@ class Gateway:
             from moorage.agents.serialization import MoorageDataConverter
 
             self._client = AsyncDurableTaskSchedulerClient(
-                **self.settings.sdk_kwargs(asynchronous=True), data_converter=MoorageDataConverter(),
-                logger=logging.getLogger("moorage.durabletask.client"))
+                **self.settings.sdk_kwargs(asynchronous=True),
+                data_converter=MoorageDataConverter(),
+                logger=logging.getLogger("moorage.durabletask.client"),
+            )
         return self._client
 
     async def close(self) -> None:
@@ -375,8 +422,12 @@ class Gateway:
     # -- agents -----------------------------------------------------------------------------------------------------
 
     async def list_agents(self) -> list[dict[str, Any]]:
-        found = await self._call("listing agents", self.client.get_all_entities(
-            EntityQuery(instance_id_starts_with=f"@{REGISTRY_ENTITY}@", include_state=True)))
+        found = await self._call(
+            "listing agents",
+            self.client.get_all_entities(
+                EntityQuery(instance_id_starts_with=f"@{REGISTRY_ENTITY}@", include_state=True)
+            ),
+        )
         agents: dict[str, dict[str, Any]] = {}
         for md in found:
             try:
@@ -384,11 +435,14 @@ class Gateway:
             except json.JSONDecodeError:
                 info = {}
             name = str(info.get("name") or md.id.key)
-            agents[name.lower()] = {"name": name, "description": str(info.get("description") or ""),
-                                    "registeredAt": str(info.get("registeredAt") or ""),
-                                    "type": str(info.get("type") or "Agent"),
-                                    "httpEndpointEnabled": info.get("httpEndpointEnabled", True) is not False,
-                                    "mcpToolEnabled": info.get("mcpToolEnabled", True) is not False}
+            agents[name.lower()] = {
+                "name": name,
+                "description": str(info.get("description") or ""),
+                "registeredAt": str(info.get("registeredAt") or ""),
+                "type": str(info.get("type") or "Agent"),
+                "httpEndpointEnabled": info.get("httpEndpointEnabled", True) is not False,
+                "mcpToolEnabled": info.get("mcpToolEnabled", True) is not False,
+            }
         for low, name in self._configured.items():
             agents.setdefault(low, {"name": name, "description": "", "registeredAt": ""})
         return sorted(agents.values(), key=lambda a: a["name"].lower())
@@ -403,28 +457,38 @@ class Gateway:
             return cached[1]
         canonical: str | None = self._configured.get(low)
         if canonical is None:
-            md = await self._call(f"looking up agent {name!r}", self.client.get_entity(
-                EntityInstanceId(REGISTRY_ENTITY, low), include_state=True))
+            md = await self._call(
+                f"looking up agent {name!r}",
+                self.client.get_entity(EntityInstanceId(REGISTRY_ENTITY, low), include_state=True),
+            )
             if md is not None:
                 try:
                     canonical = str((json.loads(md.get_state() or "null") or {}).get("name") or name)
                 except (json.JSONDecodeError, AttributeError):
                     canonical = name
         if canonical is None:
-            sessions = await self._call(f"looking up agent {name!r}", self.client.get_all_entities(
-                EntityQuery(instance_id_starts_with=protocol.sessions_prefix(low), include_state=False,
-                            page_size=1)))
+            sessions = await self._call(
+                f"looking up agent {name!r}",
+                self.client.get_all_entities(
+                    EntityQuery(instance_id_starts_with=protocol.sessions_prefix(low), include_state=False, page_size=1)
+                ),
+            )
             if sessions:
                 canonical = name
         if canonical is None:
-            raise not_found(f"agent {name!r} is not known: no worker has registered it and it has no threads "
-                            "(is its worker running?)", reason="AgentNotFound")
+            raise not_found(
+                f"agent {name!r} is not known: no worker has registered it and it has no threads "
+                "(is its worker running?)",
+                reason="AgentNotFound",
+            )
         self._known[low] = (time.monotonic() + KNOWN_AGENT_TTL, canonical)
         return canonical
 
     async def _session_metadata(self, agent: str, session_id: str) -> Any:
-        return await self._call(f"reading thread {session_id!r}", self.client.get_entity(
-            protocol.session_entity_id(agent, session_id), include_state=True))
+        return await self._call(
+            f"reading thread {session_id!r}",
+            self.client.get_entity(protocol.session_entity_id(agent, session_id), include_state=True),
+        )
 
     async def require_session(self, agent: str, session_id: str) -> None:
         """NOT_FOUND unless the agent has the session (or this gateway just started it)."""
@@ -439,10 +503,19 @@ class Gateway:
 
     # -- turns ------------------------------------------------------------------------------------------------------
 
-    async def prepare_run(self, agent: str, session_id: str | None, message: Any, *,
-                          correlation_id: str | None = None, response_schema: Any = None,
-                          options: Any = None, enable_tool_calls: bool | None = None, role: str = "user",
-                          create: bool = False) -> PreparedRun:
+    async def prepare_run(
+        self,
+        agent: str,
+        session_id: str | None,
+        message: Any,
+        *,
+        correlation_id: str | None = None,
+        response_schema: Any = None,
+        options: Any = None,
+        enable_tool_calls: bool | None = None,
+        role: str = "user",
+        create: bool = False,
+    ) -> PreparedRun:
         """Check and build a turn request. ``session_id`` None starts a new session; a given one must exist unless
         ``create`` (Agent Framework's Function App API names the session of a first turn itself)."""
         if not isinstance(message, str) or not message.strip():
@@ -464,19 +537,30 @@ class Gateway:
             session_id = uuid.uuid4().hex
         corr = correlation_id or uuid.uuid4().hex
         try:
-            request = protocol.build_request(message, corr, response_schema=schema,
-                                    enable_tool_calls=True if enable_tool_calls is None else bool(enable_tool_calls),
-                                    options=options, role=role)
+            request = protocol.build_request(
+                message,
+                corr,
+                response_schema=schema,
+                enable_tool_calls=True if enable_tool_calls is None else bool(enable_tool_calls),
+                options=options,
+                role=role,
+                trace_context=current_trace_carrier(),
+            )
             protocol.RunRequest.parse(request)  # the entity's own check (e.g. the role), answered here as a 400
         except (ValueError, TypeError) as exc:
             raise invalid(str(exc)) from None
-        request["created_at"] = datetime.now(timezone.utc).isoformat()
-        return PreparedRun(name, session_id, corr, protocol.turn_instance_id(name, session_id, corr), request,
-                           new_session)
+        request["created_at"] = datetime.now(UTC).isoformat()
+        return PreparedRun(
+            name, session_id, corr, protocol.turn_instance_id(name, session_id, corr), request, new_session
+        )
 
     async def send_run(self, run: PreparedRun) -> None:
-        await self._call(f"sending the message to agent {run.agent!r}", self.client.signal_entity(
-            protocol.session_entity_id(run.agent, run.session_id), protocol.RUN_OPERATION, run.request))
+        await self._call(
+            f"sending the message to agent {run.agent!r}",
+            self.client.signal_entity(
+                protocol.session_entity_id(run.agent, run.session_id), protocol.RUN_OPERATION, run.request
+            ),
+        )
         self._sessions.add(run.agent.lower(), run.session_id)
         self._runs.add(run.agent.lower(), run.session_id, run.correlation_id)
 
@@ -489,17 +573,32 @@ class Gateway:
         if st.runtime_status == OrchestrationStatus.COMPLETED:
             out = protocol.TurnOutput.decode(st.serialized_output)
             if out.error:
-                return TurnResult(agent, session_id, corr, "failed", error={
-                    "code": str(out.error.get("code") or "Error"), "message": str(out.error.get("message"))})
-            return TurnResult(agent, session_id, corr, "completed", response=out.text, value=out.value,
-                             usage=protocol.usage_counts(out.usage), created_at=str(out.created_at or ""),
-                             messages=out.messages)
+                return TurnResult(
+                    agent,
+                    session_id,
+                    corr,
+                    "failed",
+                    error={"code": str(out.error.get("code") or "Error"), "message": str(out.error.get("message"))},
+                )
+            return TurnResult(
+                agent,
+                session_id,
+                corr,
+                "completed",
+                response=out.text,
+                value=out.value,
+                usage=protocol.usage_counts(out.usage),
+                created_at=str(out.created_at or ""),
+                messages=out.messages,
+            )
         fd = st.failure_details
         if fd is not None:
             error = {"code": fd.error_type or "Error", "message": fd.message or ""}
         else:
-            error = {"code": STATUS_NAMES.get(st.runtime_status.name, st.runtime_status.name),
-                     "message": f"the turn ended as {st.runtime_status.name.lower()}"}
+            error = {
+                "code": STATUS_NAMES.get(st.runtime_status.name, st.runtime_status.name),
+                "message": f"the turn ended as {st.runtime_status.name.lower()}",
+            }
         return TurnResult(agent, session_id, corr, "failed", error=error)
 
     async def wait_run(self, run: PreparedRun, timeout: float | None = None) -> TurnResult:
@@ -507,14 +606,17 @@ class Gateway:
         timeout = _timeout(timeout, DEFAULT_RUN_TIMEOUT)
         st = await self._wait_instance(run.instance_id, timeout)
         if st is None:
-            raise GatewayError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                               f"agent {run.agent!r} has not answered within {timeout:g}s; the turn goes on — fetch "
-                               f"it with thread id {run.session_id!r} and correlation id {run.correlation_id!r}",
-                               reason="RunTimeout")
+            raise GatewayError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"agent {run.agent!r} has not answered within {timeout:g}s; the turn goes on — fetch "
+                f"it with thread id {run.session_id!r} and correlation id {run.correlation_id!r}",
+                reason="RunTimeout",
+            )
         return self._result(run.agent, run.session_id, run.correlation_id, st)
 
-    async def run(self, agent: str, session_id: str | None, message: Any, *, timeout: float | None = None,
-                  **kwargs: Any) -> TurnResult:
+    async def run(
+        self, agent: str, session_id: str | None, message: Any, *, timeout: float | None = None, **kwargs: Any
+    ) -> TurnResult:
         run = await self.start_run(agent, session_id, message, **kwargs)
         return (await self.wait_run(run, timeout)).raise_for_error()
 
@@ -552,18 +654,21 @@ class Gateway:
                 if not waiter.done():
                     waiter.cancel()
         if st is None:
-            raise GatewayError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                               f"agent {run.agent!r} has not answered within {timeout:g}s; the turn goes on — fetch "
-                               f"it with thread id {run.session_id!r} and correlation id {run.correlation_id!r}",
-                               reason="RunTimeout")
+            raise GatewayError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"agent {run.agent!r} has not answered within {timeout:g}s; the turn goes on — fetch "
+                f"it with thread id {run.session_id!r} and correlation id {run.correlation_id!r}",
+                reason="RunTimeout",
+            )
         result = self._result(run.agent, run.session_id, run.correlation_id, st).raise_for_error()
         if seen == 0 and result.response:
             # The model did not stream (or the worker cannot reach this gateway): the answer as one chunk.
             yield "chunk", Chunk(run.agent, run.session_id, run.correlation_id, result.response, 0)
         yield "completed", result
 
-    async def resume_stream(self, agent: str, session_id: str, correlation_id: str, after: int = -1,
-                            timeout: float | None = None) -> AsyncIterator[tuple[str, Any]]:
+    async def resume_stream(
+        self, agent: str, session_id: str, correlation_id: str, after: int = -1, timeout: float | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
         """A streamed turn from the chunk after ``after`` (the last id a client saw; -1: from the start): yields
         ("chunk", Chunk)... then ("completed", TurnResult), like :meth:`stream_run` but without sending anything.
 
@@ -626,9 +731,12 @@ class Gateway:
                 if not waiter.done():
                     waiter.cancel()
         if st is None:
-            raise GatewayError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                               f"agent {name!r} has not answered within {timeout:g}s; the turn goes on — resume "
-                               f"again after chunk {nxt - 1}", reason="RunTimeout")
+            raise GatewayError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"agent {name!r} has not answered within {timeout:g}s; the turn goes on — resume "
+                f"again after chunk {nxt - 1}",
+                reason="RunTimeout",
+            )
         result = self._result(name, session_id, correlation_id, st).raise_for_error()
         deadline = loop.time() + 2.0  # the log may trail the turn by a batch
         while True:
@@ -641,11 +749,10 @@ class Gateway:
             await asyncio.sleep(0.05)
         have = "".join(known[i] for i in range(nxt)) if all(i in known for i in range(nxt)) else None
         if have is not None and result.response.startswith(have) and len(result.response) > len(have):
-            yield "chunk", Chunk(name, session_id, correlation_id, result.response[len(have):], nxt)
+            yield "chunk", Chunk(name, session_id, correlation_id, result.response[len(have) :], nxt)
         yield "completed", result
 
-    async def run_status(self, agent: str, session_id: str, correlation_id: str,
-                         wait: float = 0.0) -> RunStatusView:
+    async def run_status(self, agent: str, session_id: str, correlation_id: str, wait: float = 0.0) -> RunStatusView:
         name = await self.require_agent(agent)
         check_id(session_id, "thread id")
         check_id(correlation_id, "correlation id")
@@ -657,13 +764,19 @@ class Gateway:
         else:
             st = None
         if st is None:
-            st = await self._call(f"reading turn {correlation_id!r}", self.client.get_orchestration_state(
-                instance_id, fetch_payloads=True))
+            st = await self._call(
+                f"reading turn {correlation_id!r}",
+                self.client.get_orchestration_state(instance_id, fetch_payloads=True),
+            )
         if st is not None:
             if st.runtime_status in TERMINAL:
-                return RunStatusView(name, session_id, correlation_id, "completed" if st.runtime_status ==
-                                     OrchestrationStatus.COMPLETED else "failed",
-                                     self._result(name, session_id, correlation_id, st))
+                return RunStatusView(
+                    name,
+                    session_id,
+                    correlation_id,
+                    "completed" if st.runtime_status == OrchestrationStatus.COMPLETED else "failed",
+                    self._result(name, session_id, correlation_id, st),
+                )
             status = "running" if st.runtime_status != OrchestrationStatus.PENDING else "pending"
             return RunStatusView(name, session_id, correlation_id, status)
         # No turn orchestration (yet): the entity knows whether the request is queued.
@@ -678,19 +791,43 @@ class Gateway:
             for entry in history(state):
                 if entry.get("$type") == "response" and entry.get("correlationId") == correlation_id:
                     if protocol.is_error_response(entry):
-                        return RunStatusView(name, session_id, correlation_id, "failed", TurnResult(
-                            name, session_id, correlation_id, "failed",
-                            error={"code": "Error", "message": "the turn failed (its details were purged)"}))
-                    return RunStatusView(name, session_id, correlation_id, "completed", TurnResult(
-                        name, session_id, correlation_id, "completed", response=text_of(entry.get("messages") or []),
-                        usage=protocol.usage_counts(entry.get("usage")), created_at=str(entry.get("createdAt") or ""),
-                        messages=list(entry.get("messages") or [])))
+                        return RunStatusView(
+                            name,
+                            session_id,
+                            correlation_id,
+                            "failed",
+                            TurnResult(
+                                name,
+                                session_id,
+                                correlation_id,
+                                "failed",
+                                error={"code": "Error", "message": "the turn failed (its details were purged)"},
+                            ),
+                        )
+                    return RunStatusView(
+                        name,
+                        session_id,
+                        correlation_id,
+                        "completed",
+                        TurnResult(
+                            name,
+                            session_id,
+                            correlation_id,
+                            "completed",
+                            response=text_of(entry.get("messages") or []),
+                            usage=protocol.usage_counts(entry.get("usage")),
+                            created_at=str(entry.get("createdAt") or ""),
+                            messages=list(entry.get("messages") or []),
+                        ),
+                    )
         if (name.lower(), session_id, correlation_id) in self._runs:  # sent by this gateway, not yet seen by the entity
             return RunStatusView(name, session_id, correlation_id, "pending")
         if md is None and (name.lower(), session_id) not in self._sessions:
             raise not_found(f"agent {name!r} has no thread {session_id!r}", reason="ThreadNotFound")
-        raise not_found(f"thread {session_id!r} of agent {name!r} has no turn with correlation id "
-                        f"{correlation_id!r}", reason="RunNotFound")
+        raise not_found(
+            f"thread {session_id!r} of agent {name!r} has no turn with correlation id {correlation_id!r}",
+            reason="RunNotFound",
+        )
 
     # -- sessions ---------------------------------------------------------------------------------------------------
 
@@ -701,30 +838,44 @@ class Gateway:
         if md is None:
             if (name.lower(), session_id) in self._sessions:
                 # Its first message is on its way: an empty thread.
-                return {"agent": name, "sessionId": session_id, "threadId": session_id, "messages": [],
-                        "runningCorrelationId": "",
-                        "lastModifiedAt": "", "state": None}
+                return {
+                    "agent": name,
+                    "sessionId": session_id,
+                    "threadId": session_id,
+                    "messages": [],
+                    "runningCorrelationId": "",
+                    "lastModifiedAt": "",
+                    "state": None,
+                }
             raise not_found(f"agent {name!r} has no thread {session_id!r}", reason="ThreadNotFound")
         state = load_state(md.get_state())
         messages: list[dict[str, Any]] = []
         for entry in history(state):
             for msg in entry.get("messages") or []:
                 contents = msg.get("contents") or []
-                messages.append({
-                    "role": msg.get("role") or "",
-                    "text": "".join(c.get("text") or "" for c in contents if c.get("$type") == "text"),
-                    "correlationId": entry.get("correlationId") or "",
-                    "createdAt": msg.get("createdAt") or entry.get("createdAt") or "",
-                    "authorName": msg.get("authorName") or "",
-                    "contents": contents,
-                })
+                messages.append(
+                    {
+                        "role": msg.get("role") or "",
+                        "text": "".join(c.get("text") or "" for c in contents if c.get("$type") == "text"),
+                        "correlationId": entry.get("correlationId") or "",
+                        "createdAt": msg.get("createdAt") or entry.get("createdAt") or "",
+                        "authorName": msg.get("authorName") or "",
+                        "contents": contents,
+                    }
+                )
         mo = protocol.bookkeeping(state)
         running = protocol.running_correlation(mo) or ""
-        return {"agent": name, "sessionId": session_id, "threadId": session_id, "messages": messages,
-                "runningCorrelationId": running,
-                "archive": {"entries": int(mo.get("archived") or 0), "pages": int(mo.get("archivePages") or 0)},
-                "summary": mo.get("summary"),
-                "lastModifiedAt": _iso(md.last_modified), "state": state}
+        return {
+            "agent": name,
+            "sessionId": session_id,
+            "threadId": session_id,
+            "messages": messages,
+            "runningCorrelationId": running,
+            "archive": {"entries": int(mo.get("archived") or 0), "pages": int(mo.get("archivePages") or 0)},
+            "summary": mo.get("summary"),
+            "lastModifiedAt": _iso(md.last_modified),
+            "state": state,
+        }
 
     async def session_archive(self, agent: str, session_id: str, page: int = 0) -> dict[str, Any]:
         """One archive page of a session: the entries its context policy moved out of its state, oldest page 0."""
@@ -737,9 +888,16 @@ class Gateway:
             raise not_found(f"agent {name!r} has no session {session_id!r}", reason="SessionNotFound")
         mo = protocol.bookkeeping(load_state(md.get_state()))
         pages = int(mo.get("archivePages") or 0)
-        out: dict[str, Any] = {"agent": name, "sessionId": session_id, "page": page, "pages": pages,
-                               "archived": int(mo.get("archived") or 0), "first": None, "entries": [],
-                               "nextPage": page + 1 if page + 1 < pages else None}
+        out: dict[str, Any] = {
+            "agent": name,
+            "sessionId": session_id,
+            "page": page,
+            "pages": pages,
+            "archived": int(mo.get("archived") or 0),
+            "first": None,
+            "entries": [],
+            "nextPage": page + 1 if page + 1 < pages else None,
+        }
         if page >= pages:
             return out
         entity = EntityInstanceId(protocol.ARCHIVE_ENTITY, protocol.archive_key(name, session_id, page))
@@ -756,8 +914,9 @@ class Gateway:
         md = await self._session_metadata(agent, session_id)
         return len(history(load_state(md.get_state()))) if md is not None else 0
 
-    async def list_sessions(self, agent: str | None = None, page_size: int = 0,
-                            continuation_token: str | None = None) -> dict[str, Any]:
+    async def list_sessions(
+        self, agent: str | None = None, page_size: int = 0, continuation_token: str | None = None
+    ) -> dict[str, Any]:
         prefix = protocol.sessions_prefix()
         canonical: str | None = None
         if agent:
@@ -766,8 +925,10 @@ class Gateway:
         if page_size < 0:
             raise invalid("pageSize must not be negative")
         page_size = min(page_size or 100, 1000)
-        found = await self._call("listing threads", self.client.get_all_entities(
-            EntityQuery(instance_id_starts_with=prefix, include_state=False)))
+        found = await self._call(
+            "listing threads",
+            self.client.get_all_entities(EntityQuery(instance_id_starts_with=prefix, include_state=False)),
+        )
         rows = sorted((str(md.id), md) for md in found)
         if continuation_token:
             rows = [r for r in rows if r[0] > continuation_token]
@@ -776,11 +937,16 @@ class Gateway:
         sessions = []
         for _, md in page:
             ent_agent = protocol.agent_of_entity(md.id.entity) or md.id.entity
-            sessions.append({"agent": canonical or self._canonical(ent_agent), "sessionId": md.id.key,
-                             "threadId": md.id.key, "lastModifiedAt": _iso(md.last_modified)})
+            sessions.append(
+                {
+                    "agent": canonical or self._canonical(ent_agent),
+                    "sessionId": md.id.key,
+                    "threadId": md.id.key,
+                    "lastModifiedAt": _iso(md.last_modified),
+                }
+            )
         # "threads": the same list under the durable-agents HTTP name
-        return {"sessions": sessions, "threads": sessions,
-                "continuationToken": page[-1][0] if more and page else ""}
+        return {"sessions": sessions, "threads": sessions, "continuationToken": page[-1][0] if more and page else ""}
 
     def _canonical(self, low: str) -> str:
         known = self._known.get(low)
@@ -794,8 +960,10 @@ class Gateway:
         md = await self._session_metadata(name, session_id)
         if md is None and (name.lower(), session_id) not in self._sessions:
             raise not_found(f"agent {name!r} has no thread {session_id!r}", reason="ThreadNotFound")
-        await self._call(f"deleting thread {session_id!r}", self.client.signal_entity(
-            protocol.session_entity_id(name, session_id), protocol.DELETE_OPERATION))
+        await self._call(
+            f"deleting thread {session_id!r}",
+            self.client.signal_entity(protocol.session_entity_id(name, session_id), protocol.DELETE_OPERATION),
+        )
         self._sessions.discard(name.lower(), session_id)
         deadline = time.monotonic() + timeout
         delay = 0.02
@@ -808,21 +976,37 @@ class Gateway:
 
     # -- orchestrations ---------------------------------------------------------------------------------------------
 
-    async def start_orchestration(self, name: str, input: Any = MISSING, *, instance_id: str | None = None,
-                                  start_at: datetime | None = None, tags: dict[str, str] | None = None,
-                                  version: str | None = None) -> str:
+    async def start_orchestration(
+        self,
+        name: str,
+        input: Any = MISSING,
+        *,
+        instance_id: str | None = None,
+        start_at: datetime | None = None,
+        tags: dict[str, str] | None = None,
+        version: str | None = None,
+    ) -> str:
         if not isinstance(name, str) or not name.strip():
             raise invalid("the orchestration name must not be empty")
         if instance_id:
             check_id(instance_id, "instance id")
-        return await self._call(f"starting orchestration {name!r}", self.client.schedule_new_orchestration(
-            name, input=None if input is MISSING else input, instance_id=instance_id or None, start_at=start_at,
-            tags=tags or None, version=version or None))
+        return await self._call(
+            f"starting orchestration {name!r}",
+            self.client.schedule_new_orchestration(
+                name,
+                input=None if input is MISSING else input,
+                instance_id=instance_id or None,
+                start_at=start_at,
+                tags=tags or None,
+                version=version or None,
+            ),
+        )
 
     async def get_orchestration(self, instance_id: str) -> OrchestrationView:
         check_id(instance_id, "instance id")
-        st = await self._call(f"reading instance {instance_id!r}", self.client.get_orchestration_state(
-            instance_id, fetch_payloads=True))
+        st = await self._call(
+            f"reading instance {instance_id!r}", self.client.get_orchestration_state(instance_id, fetch_payloads=True)
+        )
         if st is None:
             raise not_found(f"no orchestration instance {instance_id!r}", reason="InstanceNotFound")
         return OrchestrationView.from_state(st)
@@ -834,9 +1018,11 @@ class Gateway:
         timeout = _timeout(timeout, DEFAULT_WAIT_TIMEOUT)
         st = await self._wait_instance(instance_id, timeout)
         if st is None:
-            raise GatewayError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                               f"instance {instance_id!r} has not completed within {timeout:g}s",
-                               reason="WaitTimeout")
+            raise GatewayError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"instance {instance_id!r} has not completed within {timeout:g}s",
+                reason="WaitTimeout",
+            )
         return OrchestrationView.from_state(st)
 
     async def _require_instance(self, instance_id: str) -> None:
@@ -847,33 +1033,44 @@ class Gateway:
         if not isinstance(event_name, str) or not _EVENT_NAME.match(event_name):
             raise invalid(f"invalid event name {event_name!r}")
         await self._require_instance(instance_id)
-        await self._call(f"raising event {event_name!r} on {instance_id!r}", self.client.raise_orchestration_event(
-            instance_id, event_name, data=None if data is MISSING else data))
+        await self._call(
+            f"raising event {event_name!r} on {instance_id!r}",
+            self.client.raise_orchestration_event(instance_id, event_name, data=None if data is MISSING else data),
+        )
 
     async def terminate(self, instance_id: str, output: Any = MISSING, recursive: bool = True) -> None:
         await self._require_instance(instance_id)
-        await self._call(f"terminating {instance_id!r}", self.client.terminate_orchestration(
-            instance_id, output=None if output is MISSING else output, recursive=recursive))
+        await self._call(
+            f"terminating {instance_id!r}",
+            self.client.terminate_orchestration(
+                instance_id, output=None if output is MISSING else output, recursive=recursive
+            ),
+        )
 
     async def suspend(self, instance_id: str, reason: str | None = None) -> None:
         await self._require_instance(instance_id)
-        await self._call(f"suspending {instance_id!r}", self.client.suspend_orchestration(
-            instance_id, reason=reason or None))
+        await self._call(
+            f"suspending {instance_id!r}", self.client.suspend_orchestration(instance_id, reason=reason or None)
+        )
 
     async def resume(self, instance_id: str, reason: str | None = None) -> None:
         await self._require_instance(instance_id)
-        await self._call(f"resuming {instance_id!r}", self.client.resume_orchestration(
-            instance_id, reason=reason or None))
+        await self._call(
+            f"resuming {instance_id!r}", self.client.resume_orchestration(instance_id, reason=reason or None)
+        )
 
     # -- entities ---------------------------------------------------------------------------------------------------
 
-    async def signal_entity(self, name: str, key: str, operation: str, input: Any = MISSING, *,
-                            signal_at: datetime | None = None) -> None:
+    async def signal_entity(
+        self, name: str, key: str, operation: str, input: Any = MISSING, *, signal_at: datetime | None = None
+    ) -> None:
         entity = check_entity(name, key)
         if not isinstance(operation, str) or not _EVENT_NAME.match(operation):
             raise invalid(f"invalid operation name {operation!r}")
-        await self._call(f"signalling entity {entity}", self.client.signal_entity(
-            entity, operation, None if input is MISSING else input, signal_time=signal_at))
+        await self._call(
+            f"signalling entity {entity}",
+            self.client.signal_entity(entity, operation, None if input is MISSING else input, signal_time=signal_at),
+        )
 
     async def get_entity(self, name: str, key: str) -> EntityView:
         entity = check_entity(name, key)
@@ -898,5 +1095,15 @@ def _timeout(value: float | None, default: float) -> float:
 RunResult = TurnResult
 """Deprecated alias of :class:`TurnResult`."""
 
-__all__ = ["EntityView", "Gateway", "MISSING", "OrchestrationView", "PreparedRun", "RunResult", "RunStatusView",
-           "TurnResult", "parse_json", "parse_time"]
+__all__ = [
+    "MISSING",
+    "EntityView",
+    "Gateway",
+    "OrchestrationView",
+    "PreparedRun",
+    "RunResult",
+    "RunStatusView",
+    "TurnResult",
+    "parse_json",
+    "parse_time",
+]

@@ -5,13 +5,17 @@ The Durable Task SDK traces clients, orchestrations, activities and entity opera
 the sidecar stores with the events; Moorage adds the agent spans (``moorage.observability.agent_telemetry``). All
 that is needed is a tracer provider: ``configure_tracing`` installs one exporting over OTLP when
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set or ``OTEL_TRACES_EXPORTER``
-names ``otlp``/``console``; otherwise tracing stays off and costs nothing.
+names ``otlp``/``console``; otherwise tracing stays off and costs nothing. Where the protocol has no trace field
+(an entity signal: how a turn is started), :func:`current_trace_carrier` and :func:`trace_carrier_as_current` carry
+the W3C context inside the message itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator, Mapping
 
 log = logging.getLogger("moorage.tracing")
 
@@ -57,3 +61,34 @@ def configure_tracing(default_service_name: str) -> bool:
     trace.set_tracer_provider(provider)
     log.info("tracing on exporters=%s endpoint=%s", ",".join(exporters), endpoint or "(default)")
     return True
+
+
+def current_trace_carrier() -> dict[str, str]:
+    """The current span's W3C trace context (``traceparent``, and ``tracestate`` if any), or {} when no span is
+    active — for messages that carry a caller's trace to another process where the protocol has no field for it
+    (an agent run request: :mod:`moorage.agents.protocol`)."""
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)  # writes nothing without a valid current span context
+    return carrier
+
+
+@contextlib.contextmanager
+def trace_carrier_as_current(carrier: Mapping[str, str] | None) -> Iterator[None]:
+    """Make a carried W3C trace context the current one (no span is started), so that what is done inside —
+    e.g. starting an orchestration — has the carrier's span as parent. A missing or malformed carrier changes
+    nothing."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    parent = TraceContextTextMapPropagator().extract(dict(carrier)) if carrier else None
+    if parent is None or not trace.get_current_span(parent).get_span_context().is_valid:
+        yield
+        return
+    token = otel_context.attach(parent)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

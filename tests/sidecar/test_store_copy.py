@@ -17,6 +17,8 @@ from helpers import assert_completed, complete, new_client, wait_status
 from kit import PYTHON, REPO_ROOT, sidecar_only, uid, wait_until
 from kit.postgres import pg_bin_dir, shared_server
 
+from moorage.sidecar.store.postgres_migrations import LATEST, MIGRATIONS
+
 pytestmark = [pytest.mark.timeout(240), sidecar_only("copies the sidecar's own store"),
               pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")]
 
@@ -127,7 +129,76 @@ def test_migrate_reports_the_schema_version():
     url = server.create_database()
     first = _cli("migrate", url)
     assert first.returncode == 0, first.stderr
-    assert "version 1 (applied 1)" in first.stdout
+    every = ", ".join(str(v) for v, _ in MIGRATIONS)
+    assert f"version {LATEST} (applied {every})" in first.stdout
     second = _cli("migrate", url)
     assert second.returncode == 0 and "nothing to apply" in second.stdout
-    assert server.sql("SELECT version FROM moorage_schema_version", url.rsplit("/", 1)[1].split("?")[0]).strip() == "1"
+    db = url.rsplit("/", 1)[1].split("?")[0]
+    assert server.sql("SELECT max(version) FROM moorage_schema_version", db).strip() == str(LATEST)
+
+
+def test_trace_contexts_travel_both_ways_and_old_sqlite_files_copy(tmp_path, monkeypatch):
+    """The W3C trace contexts of instances and activities survive SQLite -> PostgreSQL -> SQLite; a SQLite file made
+    before they were kept (no such columns) copies too, its rows without one."""
+    import asyncio
+    import sqlite3
+    from importlib import resources
+
+    from moorage.sidecar.store.base import ActivityRow, InstanceRow, open_store
+    from moorage.sidecar.store.postgres_copy import copy_store
+
+    server = shared_server()
+    monkeypatch.setenv("PGPASSWORD", server.password)
+    trace = b"\x0a\x12\x0a\x10b7ad6b7169203331"
+
+    def seed(t) -> None:
+        t.put_instance(InstanceRow(instance_id="i", name="orch", status=0, created_at=1.0, last_updated_at=1.0,
+                                   trace_context=trace))
+        t.put_instance(InstanceRow(instance_id="j", name="orch", status=0, created_at=2.0, last_updated_at=2.0))
+        t.add_activity(ActivityRow(id=None, instance_id="i", execution_id="", name="a", task_id=1, input=None,
+                                   trace_context=trace))
+        t.add_activity(ActivityRow(id=None, instance_id="i", execution_id="", name="b", task_id=2, input=None))
+
+    Traces = list[tuple[str, bytes | None]]
+
+    def traces(url: str, seeding: bool = False) -> tuple[Traces, Traces]:
+        async def main():
+            store = open_store(url)
+            try:
+                if seeding:
+                    await store.run("default", seed)
+                rows = await store.read("default", lambda t: [t.get_instance("i"), t.get_instance("j")])
+                acts = await store.read("default", lambda t: t.available_activities(10.0, 10))
+                return ([(r.instance_id, r.trace_context) for r in rows if r is not None],
+                        [(a.name, a.trace_context) for a in acts])
+            finally:
+                await store.close()
+
+        return asyncio.run(main())
+
+    sqlite_url = f"sqlite:///{(tmp_path / 'a.db').resolve()}"
+    expected = ([("i", trace), ("j", None)], [("a", trace), ("b", None)])
+    assert traces(sqlite_url, seeding=True) == expected
+    pg_url = server.create_database()
+    copy_store(sqlite_url, pg_url)
+    assert traces(pg_url) == expected
+    back_url = f"sqlite:///{(tmp_path / 'back.db').resolve()}"
+    copy_store(pg_url, back_url)
+    assert traces(back_url) == expected
+
+    old_schema = "\n".join(line for line in resources.files("moorage.sidecar.store").joinpath("schema.sql")
+                           .read_text().splitlines() if "trace_context" not in line)
+    old_schema = old_schema.replace("lease_until REAL,\n);", "lease_until REAL\n);")  # activities ended on it
+    old = tmp_path / "old.db"
+    db = sqlite3.connect(old)
+    db.executescript(old_schema)
+    assert "trace_context" not in {r[1] for r in db.execute("PRAGMA table_info(instances)")}
+    db.execute("INSERT INTO instances (hub, instance_id, name, status, created_at, last_updated_at) "
+               "VALUES ('default', 'i', 'orch', 0, 1.0, 1.0)")
+    db.execute("INSERT INTO activities (hub, instance_id, execution_id, name, task_id) "
+               "VALUES ('default', 'i', '', 'a', 1)")
+    db.commit()
+    db.close()
+    old_pg = server.create_database()
+    copy_store(f"sqlite:///{old.resolve()}", old_pg)
+    assert traces(old_pg) == ([("i", None)], [("a", None)])

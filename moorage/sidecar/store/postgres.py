@@ -36,6 +36,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from moorage.sidecar.store.base import (
     ActivityRow,
+    Backlog,
     Change,
     EntityRow,
     InstanceQuery,
@@ -88,6 +89,7 @@ _INSTANCE_COLS = (
     "lease_until",
     "leased_inbox",
     "lease_started_at",
+    "trace_context",
 )
 _I = ", ".join(_INSTANCE_COLS)
 _I_ALIASED = ", ".join(f"i.{c}" for c in _INSTANCE_COLS)
@@ -97,7 +99,8 @@ _I_UPSERT = (
 )
 
 _ACTIVITY_COLS = (
-    "id, instance_id, execution_id, name, version, task_id, input, tags, lease_token, lease_owner, lease_until"
+    "id, instance_id, execution_id, name, version, task_id, input, tags, lease_token, lease_owner, lease_until, "
+    "trace_context"
 )
 
 _ENTITY_COLS = (
@@ -147,6 +150,7 @@ def _instance(r: Sequence[Any]) -> InstanceRow:
         lease_until=r[18],
         leased_inbox=list(r[19] or []),
         lease_started_at=r[20],
+        trace_context=bytes(r[21]) if r[21] is not None else None,
     )
 
 
@@ -163,6 +167,7 @@ def _activity(r: Sequence[Any]) -> ActivityRow:
         lease_token=r[8],
         lease_owner=r[9],
         lease_until=r[10],
+        trace_context=bytes(r[11]) if r[11] is not None else None,
     )
 
 
@@ -257,6 +262,7 @@ class _Tx(StoreTx):
             row.lease_until,
             row.leased_inbox or None,
             row.lease_started_at,
+            row.trace_context,
         )
         if row.lease_token is None:  # taking a lease changes nothing another replica waits for
             self.changed.add(row.instance_id)
@@ -412,8 +418,8 @@ class _Tx(StoreTx):
     # -- activities
     def add_activity(self, row: ActivityRow) -> None:
         r = self._q(
-            "INSERT INTO activities (hub, instance_id, execution_id, name, version, task_id, input, tags) "
-            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
+            "INSERT INTO activities (hub, instance_id, execution_id, name, version, task_id, input, tags, "
+            "trace_context) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id",
             row.instance_id,
             row.execution_id,
             row.name,
@@ -421,6 +427,7 @@ class _Tx(StoreTx):
             row.task_id,
             row.input,
             Jsonb(row.tags) if row.tags else None,
+            row.trace_context,
         ).fetchone()
         assert r is not None
         row.id = r[0]
@@ -679,6 +686,29 @@ class _Tx(StoreTx):
             "entities_active",
         )
         return {k: int(v) for k, v in zip(keys, r, strict=True)}
+
+    def backlog(self, now: float) -> Backlog:
+        # One statement, so a read outside a transaction sees all six counts in one snapshot. Pending means what
+        # the leasing queries (instances_with_work, available_activities, entities_with_work) would hand out now.
+        r = self.c.execute(
+            "SELECT (SELECT COUNT(DISTINCT b.instance_id) FROM inbox b JOIN instances i ON i.hub=b.hub AND "
+            "  i.instance_id=b.instance_id WHERE b.hub=%(h)s AND b.visible_at<=%(n)s AND "
+            "  (i.lease_until IS NULL OR i.lease_until < %(n)s)), "
+            "(SELECT COUNT(*) FROM activities WHERE hub=%(h)s AND (lease_until IS NULL OR lease_until < %(n)s)), "
+            "(SELECT COUNT(DISTINCT b.entity_id) FROM entity_inbox b LEFT JOIN entities e ON e.hub=b.hub AND "
+            "  e.entity_id=b.entity_id WHERE b.hub=%(h)s AND b.visible_at<=%(n)s AND "
+            "  (e.lease_until IS NULL OR e.lease_until < %(n)s)), "
+            "(SELECT COUNT(*) FROM instances WHERE hub=%(h)s AND lease_until >= %(n)s), "
+            "(SELECT COUNT(*) FROM activities WHERE hub=%(h)s AND lease_until >= %(n)s), "
+            "(SELECT COUNT(*) FROM entities WHERE hub=%(h)s AND lease_until >= %(n)s)",
+            {"h": self.hub, "n": now},
+        ).fetchone()
+        assert r is not None
+        kinds = (WorkKind.ORCHESTRATION, WorkKind.ACTIVITY, WorkKind.ENTITY)
+        return Backlog(
+            pending=dict(zip(kinds, map(int, r[:3]), strict=True)),
+            in_flight=dict(zip(kinds, map(int, r[3:]), strict=True)),
+        )
 
     def count_instances_by_status(self) -> dict[int, int]:
         return {r[0]: r[1] for r in self._q("SELECT status, COUNT(*) FROM instances WHERE hub=%s GROUP BY status")}

@@ -13,7 +13,6 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import psycopg
 
 from moorage.sidecar.store.base import redact_url, sqlite_path
 from moorage.sidecar.store.postgres_migrations import migrate
+from moorage.sidecar.store.sqlite import create_schema
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ TABLES: tuple[Table, ...] = (
             "lease_until",
             "leased_inbox",
             "lease_started_at",
+            "trace_context",
         ),
         json_cols=("tags",),
         array_cols=("leased_inbox",),
@@ -82,6 +83,7 @@ TABLES: tuple[Table, ...] = (
             "lease_token",
             "lease_owner",
             "lease_until",
+            "trace_context",
         ),
         json_cols=("tags",),
         lease_cols=_LEASE,
@@ -142,12 +144,16 @@ class _Sqlite(_Side):
         self.db = sqlite3.connect(path, isolation_level=None)
         if create:  # the schema the SQLite store creates on open, in its journal mode
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(resources.files("moorage.sidecar.store").joinpath("schema.sql").read_text())
+            create_schema(self.db)
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("BEGIN IMMEDIATE" if create else "BEGIN")
 
     def rows(self, table: Table) -> Iterator[tuple[Any, ...]]:
-        cur = self.db.execute(f"SELECT {', '.join(table.columns)} FROM {table.name} ORDER BY rowid")
+        # A source file made by an older version lacks later columns (the store adds them when it opens the file;
+        # the copy leaves its source as it was): they read as NULL.
+        have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table.name})")}
+        select = ", ".join(c if c in have else f"NULL AS {c}" for c in table.columns)
+        cur = self.db.execute(f"SELECT {select} FROM {table.name} ORDER BY rowid")
         decode = [(i, c in table.json_cols or c in table.array_cols) for i, c in enumerate(table.columns)]
         for r in cur:
             yield tuple(json.loads(r[i]) if is_json and r[i] is not None else r[i] for i, is_json in decode)

@@ -78,6 +78,16 @@ def _entity(r: sqlite3.Row) -> EntityRow:
     )
 
 
+def create_schema(db: sqlite3.Connection) -> None:
+    """Create the tables a file lacks and add the columns that files made by older versions lack: the one place
+    that knows the SQLite schema's history (the store and ``moorage store copy`` both open files with it)."""
+    db.executescript(resources.files("moorage.sidecar.store").joinpath("schema.sql").read_text())
+    for table in ("instances", "activities"):  # files made before trace contexts were kept
+        columns = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if "trace_context" not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN trace_context BLOB")
+
+
 class _Tx(StoreTx):
     def __init__(self, db: sqlite3.Connection, hub: str) -> None:
         self.db = db
@@ -412,11 +422,7 @@ class SqliteStore(Store):
         self._db.execute("PRAGMA synchronous=FULL")
         self._synchronous = "FULL"
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(resources.files("moorage.sidecar.store").joinpath("schema.sql").read_text())
-        for table in ("instances", "activities"):  # files made before trace contexts were kept
-            columns = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
-            if "trace_context" not in columns:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN trace_context BLOB")
+        create_schema(self._db)
         # Reads use a second, read-only connection: WAL lets them see the last commit (only acknowledged
         # state) without waiting for a commit in flight.
         self._reader = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True,

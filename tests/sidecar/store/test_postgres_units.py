@@ -10,6 +10,7 @@ from kit.postgres import pg_bin_dir, shared_server
 
 from moorage.sidecar.store.base import Change, redact_url
 from moorage.sidecar.store.postgres import CHANNEL, _parse, _payloads
+from moorage.sidecar.store.postgres_migrations import LATEST
 from moorage.sidecar.terms import WorkKind
 
 pytestmark = pytest.mark.unit  # no sidecar and no gRPC: a PostgreSQL server, as the conformance suite has
@@ -85,11 +86,63 @@ def test_replicas_starting_together_migrate_once(monkeypatch) -> None:
         asyncio.run(s.close())
     assert not errors, errors
     assert len(stores) == 4
-    assert server.sql("SELECT count(*), max(version) FROM moorage_schema_version", db).strip() == "1|1"
+    assert server.sql("SELECT count(*), max(version) FROM moorage_schema_version", db).strip() == f"{LATEST}|{LATEST}"
 
     server.sql("INSERT INTO moorage_schema_version (version) VALUES (99)", db)
     with pytest.raises(ValueError, match="newer than this Moorage"):
         PostgresStore(url)
+
+
+@pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")
+def test_a_version_1_database_migrates_on_open_and_keeps_its_rows(monkeypatch) -> None:
+    """A database a Moorage without trace contexts made: opening it adds the columns; old rows read as None."""
+    import asyncio
+    from importlib import resources
+
+    from moorage.sidecar.store.base import ActivityRow, InstanceRow
+    from moorage.sidecar.store.postgres import PostgresStore
+
+    server = shared_server()
+    monkeypatch.setenv("PGPASSWORD", server.password)
+    url = server.create_database()
+    db = url.rsplit("/", 1)[1].split("?")[0]
+    version_1 = resources.files("moorage.sidecar.store").joinpath("postgres_schema.sql").read_text()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(version_1)
+        conn.execute("CREATE TABLE moorage_schema_version (version INTEGER PRIMARY KEY, "
+                     "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        conn.execute("INSERT INTO moorage_schema_version (version) VALUES (1)")
+        conn.execute("INSERT INTO instances (hub, instance_id, name, status, created_at, last_updated_at) "
+                     "VALUES ('default', 'old', 'orch', 0, 1.0, 1.0)")
+        conn.execute("INSERT INTO activities (hub, instance_id, execution_id, name, task_id) "
+                     "VALUES ('default', 'old', 'e', 'act', 1)")
+    trace = b"\x0a\x02tp"
+
+    async def main() -> tuple[InstanceRow | None, list[ActivityRow], InstanceRow | None, list[ActivityRow]]:
+        store = PostgresStore(url, pool_size=1)
+        try:
+            old = await store.read("default", lambda t: t.get_instance("old"))
+            old_acts = await store.read("default", lambda t: t.available_activities(2.0, 10))
+
+            def write(t) -> None:
+                t.put_instance(InstanceRow(instance_id="new", name="orch", status=0, created_at=2.0,
+                                           last_updated_at=2.0, trace_context=trace))
+                t.add_activity(ActivityRow(id=None, instance_id="new", execution_id="e", name="act", task_id=1,
+                                           input=None, trace_context=trace))
+
+            await store.run("default", write)
+            new = await store.read("default", lambda t: t.get_instance("new"))
+            new_acts = await store.read("default", lambda t: t.available_activities(2.0, 10))
+            return old, old_acts, new, new_acts
+        finally:
+            await store.close()
+
+    old, old_acts, new, new_acts = asyncio.run(main())
+    assert server.sql("SELECT max(version) FROM moorage_schema_version", db).strip() == str(LATEST)
+    assert old is not None and old.name == "orch" and old.trace_context is None
+    assert [(a.instance_id, a.trace_context) for a in old_acts] == [("old", None)]
+    assert new is not None and new.trace_context == trace
+    assert [(a.instance_id, a.trace_context) for a in new_acts] == [("old", None), ("new", trace)]
 
 
 @pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")
