@@ -79,3 +79,62 @@ def test_a_directory_as_store_is_refused_with_a_message(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     assert "cannot be used" in out.stderr and "existing directory" in out.stderr, out.stderr[-2000:]
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 2 MiB tmpfs (needs root and mount rights; skipped otherwise), unmounted afterwards."""
+    mnt = tmp_path / "vol"
+    mnt.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_disk_full_is_resource_exhausted_and_resumes_when_space_returns(tmp_path: Path, small_volume: Path) -> None:
+    """Fault find: a full disk answered INTERNAL "OperationalError: database or disk is full" with a traceback.
+    Now: RESOURCE_EXHAUSTED with a message, a log line saying what to do, nothing acknowledged lost, and writes
+    resume without a restart once the volume grows; a SIGKILL afterwards loses nothing either."""
+    import grpc
+    from google.protobuf import wrappers_pb2
+
+    sc = SidecarProcess(tmp_path / "sc", db_path=small_volume / "moorage.db").start()
+    try:
+        channel, stub = sc.stub("default")
+        acked: list[str] = []
+        refused: grpc.RpcError | None = None
+        with channel:
+            for i in range(5000):
+                try:
+                    stub.StartInstance(pb.CreateInstanceRequest(instanceId=f"full-{i}", name="never_hosted",
+                                                                input=wrappers_pb2.StringValue(value="y" * 2000)),
+                                       timeout=10)
+                    acked.append(f"full-{i}")
+                except grpc.RpcError as exc:
+                    refused = exc
+                    break
+            assert refused is not None, "the volume never filled"
+            assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (refused.code(), refused.details())
+            assert "full" in (refused.details() or "")
+            assert sc.is_running()
+            log = sc.stderr_path.read_text()
+            assert "is full" in log and "free space" in log and "Traceback" not in log, log[-3000:]
+            for iid in acked[-20:]:
+                assert stub.GetInstance(pb.GetInstanceRequest(instanceId=iid), timeout=10).exists, iid
+
+            subprocess.run(["mount", "-o", "remount,size=64m", str(small_volume)], check=True)  # space returns
+            stub.StartInstance(pb.CreateInstanceRequest(instanceId="after-full", name="never_hosted"), timeout=10)
+        acked.append("after-full")
+        sc.kill()
+        sc.start()
+        channel, stub = sc.stub("default")
+        with channel:
+            for iid in acked:
+                assert stub.GetInstance(pb.GetInstanceRequest(instanceId=iid), timeout=10).exists, iid
+    finally:
+        sc.stop()

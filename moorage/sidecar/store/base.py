@@ -307,6 +307,11 @@ class StoreUnavailable(Exception):
     """The database cannot be reached right now; the call may be retried (gRPC ``UNAVAILABLE``)."""
 
 
+class StoreFull(StoreUnavailable):
+    """The disk (or the database's quota) is full: the transition was rolled back, nothing of it is kept; the call
+    may be retried once space is freed (gRPC ``RESOURCE_EXHAUSTED``)."""
+
+
 class Store(abc.ABC):
     """A durable store shared by every task hub of a sidecar.
 

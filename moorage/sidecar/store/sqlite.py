@@ -22,6 +22,7 @@ from moorage.sidecar.store.base import (
     InstanceRow,
     LockRequest,
     Store,
+    StoreFull,
     StoreTx,
     StoreUnusable,
 )
@@ -380,6 +381,18 @@ class _Tx(StoreTx):
         return {r[0]: r[1] for r in self._q("SELECT status, COUNT(*) FROM instances WHERE hub=? GROUP BY status")}
 
 
+def _translate(path: str, exc: BaseException) -> BaseException:
+    """SQLITE_FULL -> :class:`StoreFull` (with a log line saying what to do); anything else as it is."""
+    if isinstance(exc, sqlite3.OperationalError) and (
+            getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)):
+        log.error("the disk holding the SQLite store %s is full: the change was rolled back and its caller told "
+                  "RESOURCE_EXHAUSTED; free space on that volume (or move the store to a larger one), the sidecar "
+                  "resumes by itself", path)
+        return StoreFull(f"the disk holding the store is full ({exc}); nothing was changed, retry once space is "
+                         "freed")
+    return exc
+
+
 def _unusable_message(path: str, exc: sqlite3.DatabaseError) -> str:
     detail = str(exc)
     if "unable to open" in detail:
@@ -469,10 +482,13 @@ class SqliteStore(Store):
         try:
             result = fn(_Tx(db, hub))
             db.execute("RELEASE op")
-        except BaseException:  # this transition alone is undone; the batch goes on
+        except BaseException as exc:  # this transition alone is undone; the batch goes on
             db.execute("ROLLBACK TO op")
             db.execute("RELEASE op")
-            raise
+            translated = _translate(self.path, exc)
+            if translated is exc:
+                raise
+            raise translated from None
         fut: asyncio.Future[Any] = loop.create_future()
         self._batch.append(fut)
         await fut
@@ -498,13 +514,17 @@ class SqliteStore(Store):
     def _commit(self) -> None:
         try:
             self._db.execute("COMMIT")
-        except BaseException:
-            log.exception("sqlite commit failed: the batch is rolled back")
+        except BaseException as exc:
+            translated = _translate(self.path, exc)
+            if translated is exc:
+                log.exception("sqlite commit failed: the batch is rolled back")
             try:
                 self._db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            raise
+            if translated is exc:
+                raise
+            raise translated from None
 
     def _committed(self, done: asyncio.Future[None], batch: list[asyncio.Future[Any]],
                    closed: asyncio.Future[None]) -> None:
