@@ -67,7 +67,7 @@ class Report:
     instances: int
     sessions: int
     turns_per_session: int
-    store: str = "sqlite"
+    backend: str = "sqlite"
     kills: dict[str, int] = field(default_factory=dict)
     executions: dict[str, int] = field(default_factory=dict)
     reexecuted_keys: int = 0
@@ -99,7 +99,7 @@ class Chaos:
                  workers: int = 2, kill_gap: tuple[float, float] = (2.0, 6.0), store: str = "sqlite") -> None:
         self.workdir = workdir
         self.rng = random.Random(seed)
-        self.report = Report(seed=seed, store=store, seconds=seconds, instances=instances, sessions=sessions,
+        self.report = Report(seed=seed, backend=store, seconds=seconds, instances=instances, sessions=sessions,
                              turns_per_session=turns)
         self.kill_gap = kill_gap
         self.log_path = workdir / "executions.log"
