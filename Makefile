@@ -55,12 +55,13 @@ FUZZ_SEED ?= 20261201
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) $(BIN)/python -m tests.reliability.fuzz
 
-CHAOS_SECONDS ?= 600
+CHAOS_SECONDS ?= 200
 CHAOS_SEED ?= 20261201
 CHAOS_INSTANCES ?= 1000
+CHAOS_STORE ?= sqlite
 chaos: $(STAMP)
 	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) CHAOS_INSTANCES=$(CHAOS_INSTANCES) \
-		$(BIN)/python -m tests.reliability.chaos
+		CHAOS_STORE=$(CHAOS_STORE) $(BIN)/python -m tests.reliability.chaos
 
 # Dashboard screenshots in docs/ (needs Debian's chromium and npm ci --prefix tests/dashboard/browser).
 screenshots: $(STAMP)
