@@ -349,7 +349,7 @@ def bodies(draw: st.DrawFn) -> tuple[bytes | None, str | None]:
         return json.dumps(draw(JSON_VALUES)).encode(), ctype
     if kind == "object":
         obj = {k: draw(JSON_VALUES) for k in draw(st.lists(st.sampled_from(KEYS), max_size=5, unique=True))}
-        return json.dumps(obj, allow_nan=draw(st.booleans())).encode(), ctype
+        return json.dumps(obj).encode(), ctype  # NaN and Infinity included: not JSON, yet Python emits them
     if kind == "bad":
         return draw(st.one_of(st.binary(max_size=200), st.sampled_from(
             [b"{", b"{\"message\":", b"\xff\xfe", b"NaN", b"{\"message\": \"\\ud800\"}", b"\x00" * 10,
