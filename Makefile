@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run lint test test-fast test-postgresql test-long bench sidecar screenshots clean
+.PHONY: install run lint test test-fast test-postgresql test-long bench sidecar screenshots clean fuzz chaos
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,20 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.agent_turns
+
+# Reliability (docs/reliability.md): the full forms; `make test` runs short ones (tests/reliability/).
+FUZZ_EXAMPLES ?= 500
+FUZZ_SEED ?= 20261201
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) $(BIN)/python -m tests.reliability.fuzz
+
+CHAOS_SECONDS ?= 200
+CHAOS_SEED ?= 20261201
+CHAOS_INSTANCES ?= 1000
+CHAOS_STORE ?= sqlite
+chaos: $(STAMP)
+	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) CHAOS_INSTANCES=$(CHAOS_INSTANCES) \
+		CHAOS_STORE=$(CHAOS_STORE) $(BIN)/python -m tests.reliability.chaos
 
 # Dashboard screenshots in docs/ (needs Debian's chromium and npm ci --prefix tests/dashboard/browser).
 screenshots: $(STAMP)

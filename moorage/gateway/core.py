@@ -90,6 +90,8 @@ def parse_json(text: str | None, field_name: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise invalid(f"{field_name} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:  # json's C scanner recurses once per nesting level
+        raise invalid(f"{field_name} is nested too deeply") from None
 
 
 def check_agent_name(name: str) -> str:

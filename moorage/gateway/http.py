@@ -160,6 +160,8 @@ class HttpApi:
             return json.loads(raw)
         except UnicodeDecodeError:
             raise invalid("the request body is not UTF-8 text", reason="BadJson") from None
+        except RecursionError:  # json's C scanner recurses once per nesting level
+            raise invalid("the request body is nested too deeply", reason="BadJson") from None
         except json.JSONDecodeError as exc:
             raise invalid(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                           reason="BadJson") from None

@@ -21,7 +21,7 @@ from google.protobuf import duration_pb2, empty_pb2, wrappers_pb2
 from moorage.sidecar import engine
 from moorage.sidecar.core import SidecarCore, UnknownHub
 from moorage.sidecar.engine import Filters, LeasedWork, from_ts, sv, ts
-from moorage.sidecar.store.base import InstanceQuery, InstanceRow, StoreUnavailable
+from moorage.sidecar.store.base import InstanceQuery, InstanceRow, StoreFull, StoreUnavailable
 from moorage.sidecar.store.paging import page_token, parse_page_token
 from moorage.sidecar.terms import TERMINAL_STATUSES, WorkKind
 
@@ -46,6 +46,8 @@ def _rpc(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         except engine.Precondition as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except StoreFull as exc:  # the disk is full: nothing was changed, the caller may retry when space is freed
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except StoreUnavailable as exc:  # the database is down: the caller may retry
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except ValueError as exc:
@@ -596,4 +598,12 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         self, request: pb.DeleteTaskHubRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteTaskHubResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "task hubs are configured with --task-hubs, not deleted")
+        raise AssertionError("unreachable")
+
+    async def SkipGracefulOrchestrationTerminations(
+        self, request: pb.SkipGracefulOrchestrationTerminationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SkipGracefulOrchestrationTerminationsResponse:
+        """No SDK calls it; the base class would raise NotImplementedError (a traceback per call). Named instead."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "SkipGracefulOrchestrationTerminations is not supported; use TerminateInstance")
         raise AssertionError("unreachable")

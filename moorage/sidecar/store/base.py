@@ -26,6 +26,11 @@ T = TypeVar("T")
 log = logging.getLogger("moorage.store")
 
 
+class StoreUnusable(ValueError):
+    """The store cannot be opened as it is (corrupted, truncated, read-only, not a database): the sidecar refuses to
+    start and says what to do, rather than serving from (or writing into) a file it cannot trust."""
+
+
 @dataclass
 class InstanceRow:
     """One orchestration instance (its latest execution)."""
@@ -327,6 +332,11 @@ class Change:
 
 class StoreUnavailable(Exception):
     """The database cannot be reached right now; the call may be retried (gRPC ``UNAVAILABLE``)."""
+
+
+class StoreFull(StoreUnavailable):
+    """The disk (or the database's quota) is full: the transition was rolled back, nothing of it is kept; the call
+    may be retried once space is freed (gRPC ``RESOURCE_EXHAUSTED``)."""
 
 
 class Store(abc.ABC):

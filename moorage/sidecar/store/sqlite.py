@@ -22,7 +22,9 @@ from moorage.sidecar.store.base import (
     InstanceRow,
     LockRequest,
     Store,
+    StoreFull,
     StoreTx,
+    StoreUnusable,
 )
 from moorage.sidecar.terms import TERMINAL_STATUSES, WorkKind
 
@@ -527,6 +529,30 @@ class _Tx(StoreTx):
         return {r[0]: r[1] for r in self._q("SELECT status, COUNT(*) FROM instances WHERE hub=? GROUP BY status")}
 
 
+def _translate(path: str, exc: BaseException) -> BaseException:
+    """SQLITE_FULL -> :class:`StoreFull` (with a log line saying what to do); anything else as it is."""
+    if isinstance(exc, sqlite3.OperationalError) and (
+            getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)):
+        log.error("the disk holding the SQLite store %s is full: the change was rolled back and its caller told "
+                  "RESOURCE_EXHAUSTED; free space on that volume (or move the store to a larger one), the sidecar "
+                  "resumes by itself", path)
+        return StoreFull(f"the disk holding the store is full ({exc}); nothing was changed, retry once space is "
+                         "freed")
+    return exc
+
+
+def _unusable_message(path: str, exc: sqlite3.DatabaseError) -> str:
+    detail = str(exc)
+    if "unable to open" in detail:
+        todo = "the path must name a file (it is created if missing) in an existing directory this user may write"
+    elif "readonly" in detail or "read-only" in detail:
+        todo = "make the file, its -wal/-shm files and its directory writable for this user"
+    else:
+        todo = ("it is corrupted or truncated: stop every process using it, then restore it from a backup or move "
+                "it (and its -wal/-shm files) aside to start empty")
+    return f"the SQLite store {path} cannot be used ({detail}); {todo}. Refusing to start."
+
+
 class SqliteStore(Store):
     """The embedded store. Safe to kill -9 at any moment: what ``run`` acknowledged is on disk.
 
@@ -539,8 +565,21 @@ class SqliteStore(Store):
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnusable(_unusable_message(path, exc)) from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # Checked at every start: a truncated or corrupted file is refused, never served.
+            problems = [str(r[0]) for r in self._db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems[:5]))
+            self._db.execute("BEGIN IMMEDIATE")  # can we write here at all (a read-only file or directory)?
+            self._db.execute("ROLLBACK")
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreUnusable(_unusable_message(path, exc)) from None
         self._db.execute("PRAGMA synchronous=FULL")
         self._synchronous = "FULL"
         self._db.execute("PRAGMA busy_timeout=5000")
@@ -592,10 +631,13 @@ class SqliteStore(Store):
         try:
             result = fn(_Tx(db, hub))
             db.execute("RELEASE op")
-        except BaseException:  # this transition alone is undone; the batch goes on
+        except BaseException as exc:  # this transition alone is undone; the batch goes on
             db.execute("ROLLBACK TO op")
             db.execute("RELEASE op")
-            raise
+            translated = _translate(self.path, exc)
+            if translated is exc:
+                raise
+            raise translated from None
         fut: asyncio.Future[Any] = loop.create_future()
         self._batch.append(fut)
         await fut
@@ -621,13 +663,17 @@ class SqliteStore(Store):
     def _commit(self) -> None:
         try:
             self._db.execute("COMMIT")
-        except BaseException:
-            log.exception("sqlite commit failed: the batch is rolled back")
+        except BaseException as exc:
+            translated = _translate(self.path, exc)
+            if translated is exc:
+                log.exception("sqlite commit failed: the batch is rolled back")
             try:
                 self._db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            raise
+            if translated is exc:
+                raise
+            raise translated from None
 
     def _committed(
         self, done: asyncio.Future[None], batch: list[asyncio.Future[Any]], closed: asyncio.Future[None]

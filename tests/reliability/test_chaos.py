@@ -1,0 +1,29 @@
+"""Short form of ``make chaos`` (tests/reliability/chaos.py): ~40 s of the mixed workload, on SQLite and on
+PostgreSQL, while the sidecar and both workers are SIGKILLed at random (fixed seed), then the full audit."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from chaos import run_chaos
+from kit import sidecar_only
+from kit.postgres import pg_bin_dir
+
+pytestmark = sidecar_only("kills and audits the Moorage sidecar's store")
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_chaos_short(tmp_path: Path, store: str) -> None:
+    if store == "postgresql" and pg_bin_dir() is None:
+        pytest.skip("Debian's postgresql package is not installed")
+    seed = int(os.environ.get("CHAOS_SEED", "20261201"))
+    report = run_chaos(tmp_path, seconds=40, seed=seed, instances=60, sessions=3, turns=3, kill_gap=(2.0, 5.0),
+                       store=store)
+    print(json.dumps(asdict(report), indent=2))
+    assert not report.failures, "\n".join(report.failures)
+    assert report.kills.get("sidecar", 0) >= 1 and sum(report.kills.values()) >= 4, report.kills
+    assert report.executions.get("tool", 0) >= 9

@@ -1,0 +1,140 @@
+"""Storage faults on SQLite: a truncated or corrupted database file is detected at start (``PRAGMA quick_check``)
+and refused with a message saying what to do, never served; restoring the file brings back every acknowledged
+instance."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import durabletask.internal.orchestrator_service_pb2 as pb
+import pytest
+from kit import REPO_ROOT, SidecarProcess, hermetic_env, sidecar_only
+
+pytestmark = sidecar_only("the Moorage sidecar's SQLite store")
+
+
+def _acknowledged_store(tmp_path: Path, n: int = 200) -> tuple[SidecarProcess, list[str]]:
+    sc = SidecarProcess(tmp_path / "sc").start()
+    ids = [f"fault-{i}" for i in range(n)]
+    channel, stub = sc.stub("default")
+    with channel:
+        for iid in ids:
+            stub.StartInstance(pb.CreateInstanceRequest(instanceId=iid, name="never_hosted"), timeout=10)
+    sc.stop()
+    with sqlite3.connect(sc.db_path) as db:  # fold the WAL into the file, so the file alone holds the state
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return sc, ids
+
+
+def _start_refused(sc: SidecarProcess) -> str:
+    out = subprocess.run(sc.command(), cwd=str(REPO_ROOT), env=hermetic_env(), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode != 0, f"a damaged store was served:\n{out.stderr[-2000:]}"
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    return out.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted", "garbage"])
+def test_damaged_sqlite_file_is_refused_at_start_and_a_restore_serves_everything(tmp_path: Path,
+                                                                                 damage: str) -> None:
+    sc, ids = _acknowledged_store(tmp_path)
+    backup = tmp_path / "backup.db"
+    shutil.copy(sc.db_path, backup)
+    size = sc.db_path.stat().st_size
+    assert size > 8 * 4096, size
+    if damage == "truncated":
+        os.truncate(sc.db_path, size // 2)
+    elif damage == "corrupted":  # a few pages in the middle overwritten (a torn or bit-rotted disk)
+        with open(sc.db_path, "r+b") as f:
+            f.seek(4096 * 3)
+            f.write(os.urandom(4096 * 2))
+    else:
+        sc.db_path.write_bytes(os.urandom(size))
+    stderr = _start_refused(sc)
+    assert "cannot be used" in stderr and "Refusing to start" in stderr, stderr[-2000:]
+    assert "restore it from a backup" in stderr, stderr[-2000:]
+
+    shutil.copy(backup, sc.db_path)  # the fault removed: every acknowledged instance is served again
+    for suffix in ("-wal", "-shm"):
+        Path(f"{sc.db_path}{suffix}").unlink(missing_ok=True)
+    sc.start()
+    try:
+        channel, stub = sc.stub("default")
+        with channel:
+            for iid in ids:
+                assert stub.GetInstance(pb.GetInstanceRequest(instanceId=iid), timeout=10).exists, iid
+    finally:
+        sc.stop()
+
+
+def test_a_directory_as_store_is_refused_with_a_message(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    sc = SidecarProcess(tmp_path / "sc", db_path=tmp_path / "dir.db")
+    out = subprocess.run(sc.command(), cwd=str(REPO_ROOT), env=hermetic_env(), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert "cannot be used" in out.stderr and "existing directory" in out.stderr, out.stderr[-2000:]
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 2 MiB tmpfs (needs root and mount rights; skipped otherwise), unmounted afterwards."""
+    mnt = tmp_path / "vol"
+    mnt.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_disk_full_is_resource_exhausted_and_resumes_when_space_returns(tmp_path: Path, small_volume: Path) -> None:
+    """Fault find: a full disk answered INTERNAL "OperationalError: database or disk is full" with a traceback.
+    Now: RESOURCE_EXHAUSTED with a message, a log line saying what to do, nothing acknowledged lost, and writes
+    resume without a restart once the volume grows; a SIGKILL afterwards loses nothing either."""
+    import grpc
+    from google.protobuf import wrappers_pb2
+
+    sc = SidecarProcess(tmp_path / "sc", db_path=small_volume / "moorage.db").start()
+    try:
+        channel, stub = sc.stub("default")
+        acked: list[str] = []
+        refused: grpc.RpcError | None = None
+        with channel:
+            for i in range(5000):
+                try:
+                    stub.StartInstance(pb.CreateInstanceRequest(instanceId=f"full-{i}", name="never_hosted",
+                                                                input=wrappers_pb2.StringValue(value="y" * 2000)),
+                                       timeout=10)
+                    acked.append(f"full-{i}")
+                except grpc.RpcError as exc:
+                    refused = exc
+                    break
+            assert refused is not None, "the volume never filled"
+            assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (refused.code(), refused.details())
+            assert "full" in (refused.details() or "")
+            assert sc.is_running()
+            log = sc.stderr_path.read_text()
+            assert "is full" in log and "free space" in log and "Traceback" not in log, log[-3000:]
+            for iid in acked[-20:]:
+                assert stub.GetInstance(pb.GetInstanceRequest(instanceId=iid), timeout=10).exists, iid
+
+            subprocess.run(["mount", "-o", "remount,size=64m", str(small_volume)], check=True)  # space returns
+            stub.StartInstance(pb.CreateInstanceRequest(instanceId="after-full", name="never_hosted"), timeout=10)
+        acked.append("after-full")
+        sc.kill()
+        sc.start()
+        channel, stub = sc.stub("default")
+        with channel:
+            for iid in acked:
+                assert stub.GetInstance(pb.GetInstanceRequest(instanceId=iid), timeout=10).exists, iid
+    finally:
+        sc.stop()
