@@ -5,6 +5,7 @@ reads the stream log)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -20,7 +21,7 @@ from kit.gateway_stack import Stack
 from kit.http import Http
 from sse import SSE
 
-from moorage.client import Client, MoorageError, NotFoundError
+from moorage.client import AsyncClient, Client, MoorageError, NotFoundError
 
 
 class OtherGateway:
@@ -190,3 +191,12 @@ def test_a_cut_grpc_stream_resumes_after_the_last_sequence_on_any_gateway(stack:
             list(c.agent("Joker").resume_stream(sid, "nope"))
         with pytest.raises(NotFoundError):
             list(c.agent("Joker").resume_stream(f"nosuch-{time.time_ns()}", corr))
+
+    async def resume_async() -> tuple[list[str], str | None]:
+        async with AsyncClient(f"localhost:{other.grpc_port}") as client:
+            s = client.agent("Joker").resume_stream(sid, corr, after=5)
+            texts = [t async for t in s]
+            return texts, s.result.text if s.result else None
+
+    texts, answer = asyncio.run(resume_async())
+    assert texts == [t for _, t in rest[5:]] and answer == completed.text
