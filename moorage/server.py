@@ -13,7 +13,6 @@ import functools
 import logging
 from dataclasses import dataclass, field
 
-import durabletask.internal.orchestrator_service_pb2_grpc as pb_grpc
 import grpc
 
 from moorage.dashboard import start_dashboard
@@ -25,7 +24,7 @@ from moorage.security.grpc import CallGuard
 from moorage.security.sockets import PrivateSocket
 from moorage.shutdown import wait_for_stop_signal
 from moorage.sidecar.core import SidecarCore
-from moorage.sidecar.service import Service
+from moorage.sidecar.service import Service, add_to_server
 from moorage.sidecar.store.base import open_store, redact_url
 
 log = logging.getLogger("moorage.sidecar")
@@ -71,7 +70,7 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(Service(core), server)
+    add_to_server(Service(core), server)
     address = f"{host}:{config.port}"
     bound = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
     if bound == 0:

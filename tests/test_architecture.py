@@ -16,11 +16,25 @@ PACKAGE = Path(__file__).resolve().parents[1] / "moorage"
 # package -> the Moorage modules (prefixes) it may import besides its own. Keep in step with docs/architecture.md.
 ALLOWED: dict[str, tuple[str, ...]] = {
     "moorage.sidecar": (),
-    "moorage.agents": ("moorage._sdk", "moorage._proto", "moorage.connection", "moorage.observability.agent_telemetry",
-                       "moorage.observability.ops"),
+    "moorage.agents": (
+        "moorage._sdk",
+        "moorage._proto",
+        "moorage.connection",
+        "moorage.observability.agent_telemetry",
+        "moorage.observability.ops",
+        "moorage.observability.tracing",
+    ),
     "moorage.client": ("moorage._proto", "moorage.connection"),
-    "moorage.gateway": ("moorage.agents", "moorage._sdk", "moorage._proto", "moorage.connection", "moorage.shutdown",
-                        "moorage.sidecar.terms", "moorage.security"),
+    "moorage.gateway": (
+        "moorage.agents",
+        "moorage._sdk",
+        "moorage._proto",
+        "moorage.connection",
+        "moorage.shutdown",
+        "moorage.sidecar.terms",
+        "moorage.security",
+        "moorage.observability.tracing",
+    ),
     "moorage.dashboard": ("moorage.sidecar", "moorage.agents.protocol", "moorage.security"),
     "moorage.security": (),
     "moorage.observability": ("moorage.sidecar.core", "moorage.sidecar.store.base", "moorage.sidecar.terms"),
@@ -67,16 +81,24 @@ def test_package_imports_only_what_its_row_allows(package: str) -> None:
     files = sorted(root.rglob("*.py"))
     assert files, f"no sources under {root}"
     offenders = sorted(
-        f"{p.relative_to(PACKAGE.parent)}: {name}" for p in files for name in imports(p)
-        if not _within(name, (package, *ALLOWED[package], *EVERYWHERE)))
+        f"{p.relative_to(PACKAGE.parent)}: {name}"
+        for p in files
+        for name in imports(p)
+        if not _within(name, (package, *ALLOWED[package], *EVERYWHERE))
+    )
     assert not offenders, f"{package} may import only {ALLOWED[package] or 'itself'}: {offenders}"
 
 
 def test_only_the_grpc_face_of_the_sidecar_imports_grpc() -> None:
     """The core, the engine and the stores know no gRPC: a second face (or a store test) needs none."""
     sources = sorted((PACKAGE / "sidecar").rglob("*.py"))
-    bad = sorted(f"{p.relative_to(PACKAGE.parent)}: {n}" for p in sources if p.name != "service.py"
-                 for n in all_imports(p) if n == "grpc" or n.startswith(("grpc.", "grpc_")))
+    bad = sorted(
+        f"{p.relative_to(PACKAGE.parent)}: {n}"
+        for p in sources
+        if p.name != "service.py"
+        for n in all_imports(p)
+        if n == "grpc" or n.startswith(("grpc.", "grpc_"))
+    )
     assert not bad, f"only moorage/sidecar/service.py may import grpc: {bad}"
 
 
@@ -85,8 +107,9 @@ def test_shared_modules_import_no_package() -> None:
     for name in SHARED:
         path = PACKAGE / (name.split(".", 1)[1].replace(".", "/"))
         files = sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
-        bad = sorted(f"{f.relative_to(PACKAGE.parent)}: {i}" for f in files for i in imports(f)
-                     if not _within(i, SHARED))
+        bad = sorted(
+            f"{f.relative_to(PACKAGE.parent)}: {i}" for f in files for i in imports(f) if not _within(i, SHARED)
+        )
         assert not bad, f"{name} must stay below the packages: {bad}"
 
 

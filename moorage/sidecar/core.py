@@ -7,8 +7,11 @@ that transaction calls for. It knows neither gRPC nor SQL (the shape of durablet
 its executor alone uses).
 
 Waiting costs no threads: instance waiters and work-item streams are coroutines parked on ``Signal``s that a
-commit fires. Streams keep their leases alive while they live (``renew_leases_forever``); a dead worker's leases
-lapse after ``lease_seconds`` and its items go to another stream.
+commit fires. A transition that makes orchestration or activity work also leases that work, in its own
+transaction, to a stream that can take it (the stream that completed the item it settles, or one waiting for
+work), and hands it to that stream: so a work item costs the transition that made it and the one that settles it,
+not a third one to lease it. Streams keep their leases alive while they live (``renew_leases_forever``); a dead
+worker's leases lapse after ``lease_seconds`` and its items go to another stream.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import functools
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Concatenate, ParamSpec, TypeVar
@@ -121,6 +125,12 @@ class WorkStream:
     # means no need to look again until a timeout (expired leases, timers coming due)
     seen: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(-1))
     next_due: float | None = None  # when delayed work (timers, delayed signals) next becomes visible
+    # leased to it by another transition (see SidecarCore._fold), waiting to be sent
+    pending: deque[LeasedWork] = field(default_factory=deque)
+    # slots promised to leases in flight, so that concurrent leases stay within capacity
+    reserved: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
+    live: bool = False  # its work() is running, so it sends what is handed to it
+    waiting: bool = False  # parked in work() until something happens
 
 
 @dataclass
@@ -178,22 +188,109 @@ class SidecarCore:
 
     # -- transitions and reads -------------------------------------------------------------------------------
 
-    async def run(self, hub: str, transition: Callable[Concatenate[StoreTx, Effects, P], T],
-                  *args: P.args, **kwargs: P.kwargs) -> T:
+    async def run(
+        self, hub: str, transition: Callable[Concatenate[StoreTx, Effects, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         """Run an engine transition in one durable transaction of ``hub``, then wake whoever it concerns."""
-        h = self._hub(hub)
+        return await self._run(self._hub(hub), None, None, transition, *args, **kwargs)
+
+    async def _run(
+        self,
+        h: _Hub,
+        prefer: WorkStream | None,
+        token: str | None,
+        transition: Callable[Concatenate[StoreTx, Effects, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``run``, with the work the transition makes leased in the same transaction (``_fold``) to ``prefer`` (the
+        stream settling ``token``) if it can take it, else to a stream waiting for work."""
         fx = Effects()
-        result = await self._store.run(hub, lambda tx: transition(tx, fx, *args, **kwargs))
+        stream = prefer if prefer is not None and prefer.live else self._waiting_stream(h)
+        if stream is None:
+            result = await self._store.run(h.name, lambda tx: transition(tx, fx, *args, **kwargs))
+            self._wake(h, fx.changed, fx.work)
+            return result
+        # Decided here, on the loop, so that the transaction touches no core state (a store may run it elsewhere).
+        want = self._free(stream, token)
+        # Entity messages are not leased this way: a stream that leases them a moment later takes every message that
+        # arrived meanwhile in one batch, where leasing at once makes a batch per message (measured on
+        # entity_signals: +14-20% sidecar and +12-35% worker CPU per signal, whether leased by the signal or by the
+        # completion of the batch before).
+        want[WorkKind.ENTITY] = 0
+        generation = dict(h.generation)
+        t = time.time()
+        lease = Lease(owner=stream.id, now=t, until=t + self.lease_seconds)
+        asked: dict[WorkKind, int] = {}
+        lease_fx = Effects()
+
+        def body(tx: StoreTx) -> tuple[T, LeasedWork | None]:
+            result = transition(tx, fx, *args, **kwargs)
+            asked.update({kind: n if kind in fx.work else 0 for kind, n in want.items()})
+            if not any(asked.values()):
+                return result, None
+            return result, engine.lease_work(tx, lease_fx, lease, stream.filters, asked, look_ahead=False)
+
+        for kind, n in want.items():
+            stream.reserved[kind] += n
+        try:
+            result, leased = await self._store.run(h.name, body)
+        finally:
+            for kind, n in want.items():
+                stream.reserved[kind] -= n
+        for kind, n in lease_fx.expired.items():
+            h.lease_expiries[kind] += n
+        if leased is not None:
+            self._deliver(h, stream, leased, asked, generation)
         self._wake(h, fx.changed, fx.work)
         return result
+
+    def _waiting_stream(self, h: _Hub) -> WorkStream | None:
+        for stream in h.streams.values():
+            if stream.waiting and stream.live:
+                return stream
+        return None
+
+    def _free(self, stream: WorkStream, settling: str | None = None) -> dict[WorkKind, int]:
+        """How many more items of each kind ``stream`` may be leased (at most LEASE_BATCH), counting the slot of
+        the item ``settling`` settles as free."""
+        out: dict[WorkKind, int] = {}
+        for kind in WorkKind:
+            held = len(stream.inflight[kind]) + stream.reserved[kind]
+            if settling is not None and settling in stream.inflight[kind]:
+                held -= 1
+            out[kind] = max(min(stream.capacity[kind] - held, LEASE_BATCH), 0)
+        return out
+
+    def _deliver(
+        self,
+        h: _Hub,
+        stream: WorkStream,
+        leased: LeasedWork,
+        asked: Mapping[WorkKind, int],
+        generation: Mapping[WorkKind, int],
+    ) -> None:
+        """Hand work leased by another transition to ``stream``; a queue it drained need not be looked at again for
+        the wake-up this transition causes (``generation`` + 1), though any other one still counts."""
+        for kind, n in asked.items():
+            if n > 0 and leased.count(kind) < n:
+                stream.seen[kind] = generation[kind] + 1
+        if not leased:
+            return
+        if stream.id not in h.streams:  # it closed meanwhile: the leases lapse and the items go elsewhere
+            return
+        self._track_all(h, stream, leased)
+        stream.pending.append(leased)
+        h.work.fire()
 
     async def read(self, hub: str, query: Callable[[StoreTx], T]) -> T:
         """Run a read-only ``query`` on a consistent snapshot of ``hub``'s acknowledged state."""
         self._hub(hub)
         return await self._store.read(hub, query)
 
-    async def wait_instance(self, hub: str, instance_id: str, done: Callable[[InstanceRow], bool],
-                            timeout: float | None) -> InstanceRow | None:
+    async def wait_instance(
+        self, hub: str, instance_id: str, done: Callable[[InstanceRow], bool], timeout: float | None
+    ) -> InstanceRow | None:
         """The instance once ``done(row)`` holds; ``None`` if ``timeout`` seconds (``None``: no limit) pass first."""
         h = self._hub(hub)
         if not instance_id:
@@ -222,8 +319,12 @@ class SidecarCore:
     def open_stream(self, hub: str, filters: Filters, capacity: Mapping[WorkKind, int]) -> WorkStream:
         """Register a worker's stream; a capacity of 0 (the worker states no limit) becomes DEFAULT_STREAM_CAP."""
         h = self._hub(hub)
-        stream = WorkStream(hub=hub, id=f"{hub}/{uuid.uuid4().hex}", filters=filters,
-                            capacity={kind: capacity.get(kind, 0) or DEFAULT_STREAM_CAP for kind in WorkKind})
+        stream = WorkStream(
+            hub=hub,
+            id=f"{hub}/{uuid.uuid4().hex}",
+            filters=filters,
+            capacity={kind: capacity.get(kind, 0) or DEFAULT_STREAM_CAP for kind in WorkKind},
+        )
         h.streams[stream.id] = stream
         return stream
 
@@ -244,23 +345,37 @@ class SidecarCore:
         h = self._hub(stream.hub)
         last_sent = time.monotonic()
         everywhere = True
-        while not self._stopping.is_set():
-            seen = h.work.generation
-            leased = await self.lease_work(stream, everywhere)
-            if leased:
-                yield leased
-                last_sent = time.monotonic()
-                continue
-            idle_left = idle - (time.monotonic() - last_sent)
-            if idle_left <= 0:
-                yield leased
-                last_sent = time.monotonic()
-                continue
-            timeout = min(idle_left, max(self.lease_seconds / 2, 0.05))
-            if stream.next_due is not None:
-                timeout = min(timeout, max(stream.next_due - time.time(), 0.0) + 0.001)
-            # a timeout: leases may have lapsed, timers come due, so look everywhere next time
-            everywhere = not await h.work.wait(seen, timeout)
+        stream.live = True
+        try:
+            while not self._stopping.is_set():
+                if stream.pending:  # leased to it by another transition
+                    yield stream.pending.popleft()
+                    last_sent = time.monotonic()
+                    continue
+                seen = h.work.generation
+                leased = await self.lease_work(stream, everywhere)
+                if leased:
+                    yield leased
+                    last_sent = time.monotonic()
+                    continue
+                if stream.pending:
+                    continue
+                idle_left = idle - (time.monotonic() - last_sent)
+                if idle_left <= 0:
+                    yield leased
+                    last_sent = time.monotonic()
+                    continue
+                timeout = min(idle_left, max(self.lease_seconds / 2, 0.05))
+                if stream.next_due is not None:
+                    timeout = min(timeout, max(stream.next_due - time.time(), 0.0) + 0.001)
+                # a timeout: leases may have lapsed, timers come due, so look everywhere next time
+                stream.waiting = True
+                try:
+                    everywhere = not await h.work.wait(seen, timeout)
+                finally:
+                    stream.waiting = False
+        finally:
+            stream.live = stream.waiting = False
 
     async def lease_work(self, stream: WorkStream, everywhere: bool = True) -> LeasedWork:
         """One look at the queues for ``stream``: up to its free capacity of each kind, leased to it.
@@ -270,13 +385,20 @@ class SidecarCore:
         t = time.time()
         lease = Lease(owner=stream.id, now=t, until=t + self.lease_seconds)
         generation = dict(h.generation)
-        want = {kind: min(stream.capacity[kind] - len(stream.inflight[kind]), LEASE_BATCH)
-                if everywhere or generation[kind] != stream.seen[kind] else 0 for kind in WorkKind}
+        free = self._free(stream)
+        want = {kind: free[kind] if everywhere or generation[kind] != stream.seen[kind] else 0 for kind in WorkKind}
         if not any(n > 0 for n in want.values()):
             return LeasedWork([], [], [])
         fx = Effects()
-        leased = await self._store.run(
-            stream.hub, lambda tx: engine.lease_work(tx, fx, lease, stream.filters, want), durable=False)
+        for kind, n in want.items():
+            stream.reserved[kind] += n
+        try:
+            leased = await self._store.run(
+                stream.hub, lambda tx: engine.lease_work(tx, fx, lease, stream.filters, want), durable=False
+            )
+        finally:
+            for kind, n in want.items():
+                stream.reserved[kind] -= n
         for kind, n in fx.expired.items():
             h.lease_expiries[kind] += n
         if not leased:
@@ -284,17 +406,30 @@ class SidecarCore:
         for kind in WorkKind:
             if want[kind] > 0 and leased.count(kind) < want[kind]:
                 stream.seen[kind] = generation[kind]  # drained as far as this stream can tell
+        self._track_all(h, stream, leased)
+        return leased
+
+    async def complete_work(
+        self,
+        hub: str,
+        token: str,
+        transition: Callable[Concatenate[StoreTx, Effects, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run the transition that settles a leased item (its result or its abandonment), then free its slot. The
+        work it makes goes to the same stream first."""
+        h = self._hub(hub)
+        owner = h.tokens.get(token)
+        stream = h.streams.get(owner[0]) if owner is not None else None
+        result = await self._run(h, stream, token, transition, *args, **kwargs)
+        self._untrack(h, token)
+        return result
+
+    def _track_all(self, h: _Hub, stream: WorkStream, leased: LeasedWork) -> None:
         self._track(h, stream, WorkKind.ORCHESTRATION, (o.row.lease_token for o in leased.orchestrations))
         self._track(h, stream, WorkKind.ACTIVITY, (a.lease_token for a in leased.activities))
         self._track(h, stream, WorkKind.ENTITY, (e.row.lease_token for e in leased.entities))
-        return leased
-
-    async def complete_work(self, hub: str, token: str, transition: Callable[Concatenate[StoreTx, Effects, P], T],
-                            *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run the transition that settles a leased item (its result or its abandonment), then free its slot."""
-        result = await self.run(hub, transition, *args, **kwargs)
-        self._untrack(self._hub(hub), token)
-        return result
 
     def _track(self, h: _Hub, stream: WorkStream, kind: WorkKind, tokens: Iterable[str | None]) -> None:
         for token in tokens:
@@ -318,15 +453,23 @@ class SidecarCore:
 
     def workers(self, hub: str) -> list[WorkerInfo]:
         """The streams connected to ``hub`` now, oldest first."""
-        return [WorkerInfo(stream_id=s.id, connected_at=s.connected_at, filters=s.filters,
-                           capacity=dict(s.capacity), active={k: len(v) for k, v in s.inflight.items()})
-                for s in list(self._hub(hub).streams.values())]
+        return [
+            WorkerInfo(
+                stream_id=s.id,
+                connected_at=s.connected_at,
+                filters=s.filters,
+                capacity=dict(s.capacity),
+                active={k: len(v) for k, v in s.inflight.items()},
+            )
+            for s in list(self._hub(hub).streams.values())
+        ]
 
     def counters(self, hub: str) -> Counters:
         """A copy of ``hub``'s dispatched/completed counters."""
         h = self._hub(hub)
-        return Counters(dispatched=dict(h.dispatched), completed=dict(h.completed),
-                        lease_expiries=dict(h.lease_expiries))
+        return Counters(
+            dispatched=dict(h.dispatched), completed=dict(h.completed), lease_expiries=dict(h.lease_expiries)
+        )
 
     async def backlog(self, hub: str) -> Backlog:
         """Work items of ``hub`` waiting for a worker and held by one now, per kind, as the store sees them (so, on
@@ -377,8 +520,9 @@ class SidecarCore:
                 if owners:
                     until = time.time() + self.lease_seconds
                     try:
-                        await self._store.run(h.name, functools.partial(_renew, owners=owners, until=until),
-                                             durable=False)
+                        await self._store.run(
+                            h.name, functools.partial(_renew, owners=owners, until=until), durable=False
+                        )
                     except Exception:
                         log.exception("lease renewal failed hub=%s", h.name)
             try:

@@ -135,11 +135,21 @@ def failure_details(blob: bytes | None) -> pb.TaskFailureDetails | None:
 # -- instances ---------------------------------------------------------------------------------------------
 
 
-def create_instance(tx: StoreTx, fx: Effects, *, instance_id: str, name: str, input: str | None,
-                    version: str | None = None, tags: dict[str, str] | None = None,
-                    scheduled_start: float | None = None, reuse_statuses: frozenset[int] | None = None,
-                    parent: tuple[str, int, str, str | None] | None = None,
-                    execution_id: str | None = None, trace_context: pb.TraceContext | None = None) -> InstanceRow:
+def create_instance(
+    tx: StoreTx,
+    fx: Effects,
+    *,
+    instance_id: str,
+    name: str,
+    input: str | None,
+    version: str | None = None,
+    tags: dict[str, str] | None = None,
+    scheduled_start: float | None = None,
+    reuse_statuses: frozenset[int] | None = None,
+    parent: tuple[str, int, str, str | None] | None = None,
+    execution_id: str | None = None,
+    trace_context: pb.TraceContext | None = None,
+) -> InstanceRow:
     """Create an instance and queue its ``executionStarted``.
 
     A live instance with the same id is refused unless ``reuse_statuses`` names its status; a finished
@@ -153,19 +163,31 @@ def create_instance(tx: StoreTx, fx: Effects, *, instance_id: str, name: str, in
     if existing is not None:
         replaceable = existing.status in (TERMINAL_STATUSES if reuse_statuses is None else reuse_statuses)
         if not replaceable:
-            raise AlreadyExists(f"orchestration instance '{instance_id}' already exists with status "
-                                f"{pb.OrchestrationStatus.Name(existing.status)}")
+            raise AlreadyExists(
+                f"orchestration instance '{instance_id}' already exists with status "
+                f"{pb.OrchestrationStatus.Name(existing.status)}"
+            )
         tx.delete_instance(instance_id)
     t = now()
     row = InstanceRow(
-        instance_id=instance_id, name=name, status=pb.ORCHESTRATION_STATUS_PENDING, created_at=t,
-        last_updated_at=t, version=version, execution_id=execution_id or uuid.uuid4().hex, input=input,
-        tags=dict(tags or {}), scheduled_start_at=scheduled_start,
-        parent_instance_id=parent[0] if parent else None, parent_task_id=parent[1] if parent else None,
+        instance_id=instance_id,
+        name=name,
+        status=pb.ORCHESTRATION_STATUS_PENDING,
+        created_at=t,
+        last_updated_at=t,
+        version=version,
+        execution_id=execution_id or uuid.uuid4().hex,
+        input=input,
+        tags=dict(tags or {}),
+        scheduled_start_at=scheduled_start,
+        parent_instance_id=parent[0] if parent else None,
+        parent_task_id=parent[1] if parent else None,
     )
     tx.put_instance(row)
     started = pb.ExecutionStartedEvent(
-        name=name, version=sv(version), input=sv(input),
+        name=name,
+        version=sv(version),
+        input=sv(input),
         orchestrationInstance=pb.OrchestrationInstance(instanceId=instance_id, executionId=sv(row.execution_id)),
         tags=row.tags,
     )
@@ -174,9 +196,14 @@ def create_instance(tx: StoreTx, fx: Effects, *, instance_id: str, name: str, in
     if trace_context is not None and trace_context.traceParent:  # the starter's span: the orchestration's parent
         started.parentTraceContext.CopyFrom(trace_context)
     if parent:
-        started.parentInstance.CopyFrom(pb.ParentInstanceInfo(
-            taskScheduledId=parent[1], name=sv(parent[2]), version=sv(parent[3]),
-            orchestrationInstance=pb.OrchestrationInstance(instanceId=parent[0])))
+        started.parentInstance.CopyFrom(
+            pb.ParentInstanceInfo(
+                taskScheduledId=parent[1],
+                name=sv(parent[2]),
+                version=sv(parent[3]),
+                orchestrationInstance=pb.OrchestrationInstance(instanceId=parent[0]),
+            )
+        )
     tx.add_inbox(instance_id, event(t, executionStarted=started), visible_at=scheduled_start or 0.0)
     fx.changed.add(instance_id)
     fx.wake(WorkKind.ORCHESTRATION)
@@ -235,12 +262,16 @@ def _terminate(tx: StoreTx, fx: Effects, row: InstanceRow, output: str | None, r
     if recursive:
         for child in tx.child_instances(row.instance_id):
             _terminate(tx, fx, child, output, True)
-    if row.status == pb.ORCHESTRATION_STATUS_PENDING and not tx.get_history(row.instance_id) \
-            and row.lease_token is None:
+    if (
+        row.status == pb.ORCHESTRATION_STATUS_PENDING
+        and not tx.get_history(row.instance_id)
+        and row.lease_token is None
+    ):
         _finish_unstarted(tx, fx, row, pb.ORCHESTRATION_STATUS_TERMINATED, output)
         return
-    tx.add_inbox(row.instance_id, event(executionTerminated=pb.ExecutionTerminatedEvent(
-        input=sv(output), recurse=recursive)))
+    tx.add_inbox(
+        row.instance_id, event(executionTerminated=pb.ExecutionTerminatedEvent(input=sv(output), recurse=recursive))
+    )
     fx.wake(WorkKind.ORCHESTRATION)
 
 
@@ -265,8 +296,16 @@ def restart(tx: StoreTx, fx: Effects, instance_id: str, new_id: bool) -> str:
     if row.status not in TERMINAL_STATUSES:
         raise Precondition(f"orchestration instance '{instance_id}' is not in a terminal state")
     target = uuid.uuid4().hex if new_id else instance_id
-    create_instance(tx, fx, instance_id=target, name=row.name, input=row.input, version=row.version,
-                    tags=row.tags, reuse_statuses=TERMINAL_STATUSES)
+    create_instance(
+        tx,
+        fx,
+        instance_id=target,
+        name=row.name,
+        input=row.input,
+        version=row.version,
+        tags=row.tags,
+        reuse_statuses=TERMINAL_STATUSES,
+    )
     return target
 
 
@@ -311,8 +350,10 @@ def purge_instance(tx: StoreTx, fx: Effects, instance_id: str, recursive: bool) 
     asked for this one instance and should hear why nothing happened)."""
     row = _require(tx, instance_id)
     if row.status not in TERMINAL_STATUSES:
-        raise Precondition(f"orchestration instance '{instance_id}' is {status_name(row.status)}; "
-                           f"only finished instances can be purged")
+        raise Precondition(
+            f"orchestration instance '{instance_id}' is {status_name(row.status)}; "
+            f"only finished instances can be purged"
+        )
     return purge(tx, fx, instance_id, recursive)
 
 
@@ -334,7 +375,7 @@ def purge_matching(tx: StoreTx, fx: Effects, q: InstanceQuery, recursive: bool, 
 @dataclass
 class OrchestratorItem:
     row: InstanceRow
-    past: list[pb.HistoryEvent]
+    past: list[bytes]  # serialized HistoryEvents, as the store keeps them: sent on without a parse
     new: list[pb.HistoryEvent]
 
 
@@ -345,7 +386,9 @@ def _batch(row: InstanceRow, events: list[pb.HistoryEvent]) -> list[pb.HistoryEv
     return [event(row.lease_started_at, orchestratorStarted=pb.OrchestratorStartedEvent()), *events]
 
 
-def lease_orchestrations(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, limit: int) -> list[OrchestratorItem]:
+def lease_orchestrations(
+    tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, limit: int
+) -> list[OrchestratorItem]:
     items: list[OrchestratorItem] = []
     if limit <= 0:
         return items
@@ -358,7 +401,7 @@ def lease_orchestrations(tx: StoreTx, fx: Effects, lease: Lease, filters: Filter
         if not filters.orchestration(row.name, row.version):
             continue
         inbox = tx.get_inbox(row.instance_id, now=lease.now)
-        past = tx.get_history(row.instance_id)
+        past = tx.get_history_bytes(row.instance_id)
         if not past and not any(e.HasField("executionStarted") for _, e in inbox):
             continue  # its start is scheduled later; hold what arrived early
         fx.lease_expired(WorkKind.ORCHESTRATION, row.lease_token)
@@ -445,14 +488,32 @@ def _apply_action(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.
 def _schedule_task(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
     a = action.scheduleTask
     trace = a.parentTraceContext if a.HasField("parentTraceContext") else None
-    turn.history.append(event(turn.t, action.id, taskScheduled=pb.TaskScheduledEvent(
-        name=a.name, version=a.version if a.HasField("version") else None,
-        input=a.input if a.HasField("input") else None, tags=a.tags, parentTraceContext=trace)))
-    tx.add_activity(ActivityRow(
-        id=None, instance_id=turn.instance_id, execution_id=turn.row.execution_id, name=a.name, task_id=action.id,
-        input=a.input.value if a.HasField("input") else None,
-        version=a.version.value if a.HasField("version") else None, tags=dict(a.tags),
-        trace_context=trace.SerializeToString() if trace is not None else None))
+    turn.history.append(
+        event(
+            turn.t,
+            action.id,
+            taskScheduled=pb.TaskScheduledEvent(
+                name=a.name,
+                version=a.version if a.HasField("version") else None,
+                input=a.input if a.HasField("input") else None,
+                tags=a.tags,
+                parentTraceContext=trace,
+            ),
+        )
+    )
+    tx.add_activity(
+        ActivityRow(
+            id=None,
+            instance_id=turn.instance_id,
+            execution_id=turn.row.execution_id,
+            name=a.name,
+            task_id=action.id,
+            input=a.input.value if a.HasField("input") else None,
+            version=a.version.value if a.HasField("version") else None,
+            tags=dict(a.tags),
+            trace_context=trace.SerializeToString() if trace is not None else None,
+        )
+    )
     fx.wake(WorkKind.ACTIVITY)
 
 
@@ -460,40 +521,75 @@ def _create_timer(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.
     fire_at = action.createTimer.fireAt
     turn.history.append(event(turn.t, action.id, timerCreated=pb.TimerCreatedEvent(fireAt=fire_at)))
     due = from_ts(fire_at)  # stamped with its fire time, as it is delivered then
-    tx.add_inbox(turn.instance_id, event(due, timerFired=pb.TimerFiredEvent(fireAt=fire_at, timerId=action.id)),
-                 visible_at=due)
+    tx.add_inbox(
+        turn.instance_id, event(due, timerFired=pb.TimerFiredEvent(fireAt=fire_at, timerId=action.id)), visible_at=due
+    )
     fx.wake(WorkKind.ORCHESTRATION)
 
 
-def _create_sub_orchestration(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn,
-                              action: pb.OrchestratorAction) -> None:
+def _create_sub_orchestration(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
     a = action.createSubOrchestration
     row, t = turn.row, turn.t
     child_id = a.instanceId or f"{row.instance_id}:{action.id:04d}"
     trace = a.parentTraceContext if a.HasField("parentTraceContext") else None
-    turn.history.append(event(t, action.id, subOrchestrationInstanceCreated=pb.SubOrchestrationInstanceCreatedEvent(
-        instanceId=child_id, name=a.name, version=a.version if a.HasField("version") else None,
-        input=a.input if a.HasField("input") else None, tags=a.tags, parentTraceContext=trace)))
+    turn.history.append(
+        event(
+            t,
+            action.id,
+            subOrchestrationInstanceCreated=pb.SubOrchestrationInstanceCreatedEvent(
+                instanceId=child_id,
+                name=a.name,
+                version=a.version if a.HasField("version") else None,
+                input=a.input if a.HasField("input") else None,
+                tags=a.tags,
+                parentTraceContext=trace,
+            ),
+        )
+    )
     try:
-        create_instance(tx, fx, instance_id=child_id, name=a.name,
-                        input=a.input.value if a.HasField("input") else None,
-                        version=a.version.value if a.HasField("version") else None, tags=dict(a.tags),
-                        parent=(row.instance_id, action.id, row.name, row.version), trace_context=trace)
+        create_instance(
+            tx,
+            fx,
+            instance_id=child_id,
+            name=a.name,
+            input=a.input.value if a.HasField("input") else None,
+            version=a.version.value if a.HasField("version") else None,
+            tags=dict(a.tags),
+            parent=(row.instance_id, action.id, row.name, row.version),
+            trace_context=trace,
+        )
     except (AlreadyExists, ValueError) as exc:
-        tx.add_inbox(row.instance_id, event(t, subOrchestrationInstanceFailed=pb.SubOrchestrationInstanceFailedEvent(
-            taskScheduledId=action.id,
-            failureDetails=pb.TaskFailureDetails(errorType=type(exc).__name__, errorMessage=str(exc),
-                                                 isNonRetriable=True))))
+        tx.add_inbox(
+            row.instance_id,
+            event(
+                t,
+                subOrchestrationInstanceFailed=pb.SubOrchestrationInstanceFailedEvent(
+                    taskScheduledId=action.id,
+                    failureDetails=pb.TaskFailureDetails(
+                        errorType=type(exc).__name__, errorMessage=str(exc), isNonRetriable=True
+                    ),
+                ),
+            ),
+        )
 
 
 def _send_event(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
     a = action.sendEvent
-    turn.history.append(event(turn.t, action.id, eventSent=pb.EventSentEvent(
-        instanceId=a.instance.instanceId, name=a.name, input=a.data if a.HasField("data") else None)))
+    turn.history.append(
+        event(
+            turn.t,
+            action.id,
+            eventSent=pb.EventSentEvent(
+                instanceId=a.instance.instanceId, name=a.name, input=a.data if a.HasField("data") else None
+            ),
+        )
+    )
     target = tx.get_instance(a.instance.instanceId) if a.instance.instanceId else None
     if target is not None and target.status not in TERMINAL_STATUSES:
-        tx.add_inbox(target.instance_id, event(turn.t, eventRaised=pb.EventRaisedEvent(
-            name=a.name, input=a.data if a.HasField("data") else None)))
+        tx.add_inbox(
+            target.instance_id,
+            event(turn.t, eventRaised=pb.EventRaisedEvent(name=a.name, input=a.data if a.HasField("data") else None)),
+        )
         fx.wake(WorkKind.ORCHESTRATION)
 
 
@@ -545,14 +641,22 @@ def _record_history(tx: StoreTx, turn: _OrchestratorTurn) -> None:
     if turn.continued:
         tx.replace_history(row.instance_id, [])
     elif turn.replaced is not None:
-        tx.replace_history(row.instance_id, [*turn.replaced,
-                                             event(t, orchestratorCompleted=pb.OrchestratorCompletedEvent())])
+        tx.replace_history(
+            row.instance_id, [*turn.replaced, event(t, orchestratorCompleted=pb.OrchestratorCompletedEvent())]
+        )
     else:
         turn.history.append(event(t, orchestratorCompleted=pb.OrchestratorCompletedEvent()))
         if row.status in TERMINAL_STATUSES:
-            turn.history.append(event(t, executionCompleted=pb.ExecutionCompletedEvent(
-                orchestrationStatus=row.status,  # type: ignore[arg-type]
-                result=sv(row.output), failureDetails=failure_details(row.failure))))
+            turn.history.append(
+                event(
+                    t,
+                    executionCompleted=pb.ExecutionCompletedEvent(
+                        orchestrationStatus=row.status,  # type: ignore[arg-type]
+                        result=sv(row.output),
+                        failureDetails=failure_details(row.failure),
+                    ),
+                )
+            )
         tx.append_history(row.instance_id, turn.history)
 
 
@@ -575,12 +679,19 @@ def _continue_as_new(tx: StoreTx, fx: Effects, row: InstanceRow, a: pb.CompleteO
     row.status = pb.ORCHESTRATION_STATUS_RUNNING
     row.trace_context = None  # a new execution is a new orchestration span
     started = pb.ExecutionStartedEvent(
-        name=row.name, version=sv(row.version), input=sv(row.input), tags=row.tags,
-        orchestrationInstance=pb.OrchestrationInstance(instanceId=row.instance_id, executionId=sv(row.execution_id)))
+        name=row.name,
+        version=sv(row.version),
+        input=sv(row.input),
+        tags=row.tags,
+        orchestrationInstance=pb.OrchestrationInstance(instanceId=row.instance_id, executionId=sv(row.execution_id)),
+    )
     if row.parent_instance_id:
-        started.parentInstance.CopyFrom(pb.ParentInstanceInfo(
-            taskScheduledId=row.parent_task_id or 0,
-            orchestrationInstance=pb.OrchestrationInstance(instanceId=row.parent_instance_id)))
+        started.parentInstance.CopyFrom(
+            pb.ParentInstanceInfo(
+                taskScheduledId=row.parent_task_id or 0,
+                orchestrationInstance=pb.OrchestrationInstance(instanceId=row.parent_instance_id),
+            )
+        )
     tx.add_inbox(row.instance_id, event(t, orchestratorStarted=pb.OrchestratorStartedEvent()))
     tx.add_inbox(row.instance_id, event(t, executionStarted=started))
     for e in [*a.carryoverEvents, *arrivals]:
@@ -592,21 +703,38 @@ def _apply_rewind(tx: StoreTx, fx: Effects, row: InstanceRow, new_history: list[
     """The worker rewrote the history of a failed instance: rewind its failed children and replay it."""
     row.status = pb.ORCHESTRATION_STATUS_RUNNING
     row.output, row.failure, row.completed_at = None, None, None
-    created = {e.eventId: e.subOrchestrationInstanceCreated for e in new_history
-               if e.HasField("subOrchestrationInstanceCreated")}
-    done = {e.subOrchestrationInstanceCompleted.taskScheduledId for e in new_history
-            if e.HasField("subOrchestrationInstanceCompleted")}
-    reason = next((e.executionRewound.reason.value for e in reversed(new_history)
-                   if e.HasField("executionRewound") and e.executionRewound.HasField("reason")), None)
+    created = {
+        e.eventId: e.subOrchestrationInstanceCreated
+        for e in new_history
+        if e.HasField("subOrchestrationInstanceCreated")
+    }
+    done = {
+        e.subOrchestrationInstanceCompleted.taskScheduledId
+        for e in new_history
+        if e.HasField("subOrchestrationInstanceCompleted")
+    }
+    reason = next(
+        (
+            e.executionRewound.reason.value
+            for e in reversed(new_history)
+            if e.HasField("executionRewound") and e.executionRewound.HasField("reason")
+        ),
+        None,
+    )
     for task_id, info in created.items():
         if task_id in done:
             continue
         child = tx.get_instance(info.instanceId)
         if child is None:
-            create_instance(tx, fx, instance_id=info.instanceId, name=info.name,
-                            input=info.input.value if info.HasField("input") else None,
-                            version=info.version.value if info.HasField("version") else None,
-                            parent=(row.instance_id, task_id, row.name, row.version))
+            create_instance(
+                tx,
+                fx,
+                instance_id=info.instanceId,
+                name=info.name,
+                input=info.input.value if info.HasField("input") else None,
+                version=info.version.value if info.HasField("version") else None,
+                parent=(row.instance_id, task_id, row.name, row.version),
+            )
         elif child.status == pb.ORCHESTRATION_STATUS_FAILED:
             _prepare_rewind(tx, fx, child, reason)
     tx.add_inbox(row.instance_id, event(t, orchestratorStarted=pb.OrchestratorStartedEvent()))
@@ -620,15 +748,21 @@ def _notify_parent(tx: StoreTx, fx: Effects, row: InstanceRow) -> None:
     if parent is None or parent.status in TERMINAL_STATUSES:
         return
     if row.status == pb.ORCHESTRATION_STATUS_COMPLETED:
-        e = event(subOrchestrationInstanceCompleted=pb.SubOrchestrationInstanceCompletedEvent(
-            taskScheduledId=row.parent_task_id, result=sv(row.output)))
+        e = event(
+            subOrchestrationInstanceCompleted=pb.SubOrchestrationInstanceCompletedEvent(
+                taskScheduledId=row.parent_task_id, result=sv(row.output)
+            )
+        )
     else:
         details = failure_details(row.failure) or pb.TaskFailureDetails(
             errorType="OrchestrationTerminated" if row.status == pb.ORCHESTRATION_STATUS_TERMINATED else "Failed",
-            errorMessage=f"sub-orchestration '{row.instance_id}' ended as "
-                         f"{pb.OrchestrationStatus.Name(row.status)}")
-        e = event(subOrchestrationInstanceFailed=pb.SubOrchestrationInstanceFailedEvent(
-            taskScheduledId=row.parent_task_id, failureDetails=details))
+            errorMessage=f"sub-orchestration '{row.instance_id}' ended as {pb.OrchestrationStatus.Name(row.status)}",
+        )
+        e = event(
+            subOrchestrationInstanceFailed=pb.SubOrchestrationInstanceFailedEvent(
+                taskScheduledId=row.parent_task_id, failureDetails=details
+            )
+        )
     tx.add_inbox(parent.instance_id, e)
     fx.wake(WorkKind.ORCHESTRATION)
 
@@ -664,8 +798,11 @@ def complete_activity(tx: StoreTx, fx: Effects, res: pb.ActivityResponse) -> boo
     if res.HasField("failureDetails"):
         e = event(taskFailed=pb.TaskFailedEvent(taskScheduledId=row.task_id, failureDetails=res.failureDetails))
     else:
-        e = event(taskCompleted=pb.TaskCompletedEvent(taskScheduledId=row.task_id,
-                                                      result=res.result if res.HasField("result") else None))
+        e = event(
+            taskCompleted=pb.TaskCompletedEvent(
+                taskScheduledId=row.task_id, result=res.result if res.HasField("result") else None
+            )
+        )
     tx.add_inbox(row.instance_id, e)
     fx.wake(WorkKind.ORCHESTRATION)
     return True
@@ -683,8 +820,17 @@ def abandon_activity(tx: StoreTx, fx: Effects, token: str) -> None:
 # -- entities ----------------------------------------------------------------------------------------------------
 
 
-def signal_entity(tx: StoreTx, fx: Effects, entity_id: str, name: str, input: str | None, request_id: str,
-                  scheduled: float | None, *, existing: bool = False) -> None:
+def signal_entity(
+    tx: StoreTx,
+    fx: Effects,
+    entity_id: str,
+    name: str,
+    input: str | None,
+    request_id: str,
+    scheduled: float | None,
+    *,
+    existing: bool = False,
+) -> None:
     """Queue operation ``name`` for an entity. ``existing=True`` refuses (NotFound) an entity without state, so
     that a signal meant for a live entity (e.g. resetting an agent session) does not bring a new one to life."""
     if not entity_id or entity_id.count("@") < 2 or not entity_id.startswith("@"):
@@ -695,50 +841,67 @@ def signal_entity(tx: StoreTx, fx: Effects, entity_id: str, name: str, input: st
         ent = tx.get_entity(entity_id)
         if ent is None or ent.state is None:
             raise NotFound(f"entity '{entity_id}' not found")
-    e = event(entityOperationSignaled=pb.EntityOperationSignaledEvent(
-        requestId=request_id or uuid.uuid4().hex, operation=name, input=sv(input),
-        targetInstanceId=sv(entity_id), scheduledTime=ts(scheduled) if scheduled else None))
+    e = event(
+        entityOperationSignaled=pb.EntityOperationSignaledEvent(
+            requestId=request_id or uuid.uuid4().hex,
+            operation=name,
+            input=sv(input),
+            targetInstanceId=sv(entity_id),
+            scheduledTime=ts(scheduled) if scheduled else None,
+        )
+    )
     tx.add_entity_message(entity_id, e, visible_at=scheduled or 0.0)
     fx.wake(WorkKind.ENTITY)
 
 
-def _entity_message(tx: StoreTx, fx: Effects, action_id: int, msg: pb.SendEntityMessageAction,
-                    t: float) -> pb.HistoryEvent:
+def _entity_message(
+    tx: StoreTx, fx: Effects, action_id: int, msg: pb.SendEntityMessageAction, t: float
+) -> pb.HistoryEvent:
     kind = msg.WhichOneof("EntityMessageType")
     if kind == "entityOperationSignaled":
-        m = msg.entityOperationSignaled
-        visible = from_ts(m.scheduledTime) if m.HasField("scheduledTime") else 0.0
-        tx.add_entity_message(m.targetInstanceId.value, event(t, entityOperationSignaled=m), visible_at=visible)
+        sig = msg.entityOperationSignaled
+        visible = from_ts(sig.scheduledTime) if sig.HasField("scheduledTime") else 0.0
+        tx.add_entity_message(sig.targetInstanceId.value, event(t, entityOperationSignaled=sig), visible_at=visible)
         fx.wake(WorkKind.ENTITY)
-        return event(t, action_id, entityOperationSignaled=m)
+        return event(t, action_id, entityOperationSignaled=sig)
     if kind == "entityOperationCalled":
-        m = msg.entityOperationCalled
-        visible = from_ts(m.scheduledTime) if m.HasField("scheduledTime") else 0.0
-        tx.add_entity_message(m.targetInstanceId.value, event(t, entityOperationCalled=m), visible_at=visible)
+        call = msg.entityOperationCalled
+        visible = from_ts(call.scheduledTime) if call.HasField("scheduledTime") else 0.0
+        tx.add_entity_message(call.targetInstanceId.value, event(t, entityOperationCalled=call), visible_at=visible)
         fx.wake(WorkKind.ENTITY)
-        return event(t, action_id, entityOperationCalled=m)
+        return event(t, action_id, entityOperationCalled=call)
     if kind == "entityLockRequested":
-        m = msg.entityLockRequested
-        tx.add_lock_request(LockRequest(id=None, critical_section_id=m.criticalSectionId,
-                                        parent_instance_id=m.parentInstanceId.value, lock_set=list(m.lockSet)))
+        lock = msg.entityLockRequested
+        tx.add_lock_request(
+            LockRequest(
+                id=None,
+                critical_section_id=lock.criticalSectionId,
+                parent_instance_id=lock.parentInstanceId.value,
+                lock_set=list(lock.lockSet),
+            )
+        )
         _grant_locks(tx, fx)
-        return event(t, action_id, entityLockRequested=m)
+        return event(t, action_id, entityLockRequested=lock)
     if kind == "entityUnlockSent":
-        m = msg.entityUnlockSent
-        ent = tx.get_entity(m.targetInstanceId.value)
-        if ent is not None and ent.locked_by == m.criticalSectionId:
+        unlock = msg.entityUnlockSent
+        ent = tx.get_entity(unlock.targetInstanceId.value)
+        if ent is not None and ent.locked_by == unlock.criticalSectionId:
             ent.locked_by = ent.locked_by_instance = None
             _put_or_drop_entity(tx, ent)
             fx.wake(WorkKind.ENTITY)
         _grant_locks(tx, fx)
-        return event(t, action_id, entityUnlockSent=m)
+        return event(t, action_id, entityUnlockSent=unlock)
     raise ValueError(f"unknown entity message {kind!r}")
 
 
 def _put_or_drop_entity(tx: StoreTx, ent: EntityRow) -> None:
     """An entity with no state, no lock and no lease is gone, as in DTS."""
-    if ent.state is None and ent.locked_by is None and ent.lease_token is None \
-            and tx.count_entity_messages(ent.entity_id) == 0:
+    if (
+        ent.state is None
+        and ent.locked_by is None
+        and ent.lease_token is None
+        and tx.count_entity_messages(ent.entity_id) == 0
+    ):
         tx.delete_entity(ent.entity_id)
     else:
         tx.put_entity(ent)
@@ -756,8 +919,10 @@ def _grant_locks(tx: StoreTx, fx: Effects) -> None:
         tx.delete_lock_request(req.id)
         parent = tx.get_instance(req.parent_instance_id)
         if parent is not None and parent.status not in TERMINAL_STATUSES:
-            tx.add_inbox(parent.instance_id, event(entityLockGranted=pb.EntityLockGrantedEvent(
-                criticalSectionId=req.critical_section_id)))
+            tx.add_inbox(
+                parent.instance_id,
+                event(entityLockGranted=pb.EntityLockGrantedEvent(criticalSectionId=req.critical_section_id)),
+            )
             fx.wake(WorkKind.ORCHESTRATION)
 
 
@@ -767,24 +932,13 @@ def _release_locks_of(tx: StoreTx, fx: Effects, instance_id: str) -> None:
     for req in tx.lock_requests():
         if req.parent_instance_id == instance_id and req.id is not None:
             tx.delete_lock_request(req.id)
-    for req_entity in _entities_locked_by(tx, instance_id):
+    for req_entity in tx.entities_locked_by(instance_id):
         req_entity.locked_by = req_entity.locked_by_instance = None
         _put_or_drop_entity(tx, req_entity)
         released = True
     if released:
         _grant_locks(tx, fx)
         fx.wake(WorkKind.ENTITY)
-
-
-def _entities_locked_by(tx: StoreTx, instance_id: str) -> list[EntityRow]:
-    out: list[EntityRow] = []
-    after: str | None = None
-    while True:
-        page = tx.query_entities(None, None, None, after, 500)
-        out.extend(e for e in page if e.locked_by_instance == instance_id)
-        if len(page) < 500:
-            return out
-        after = page[-1].entity_id
 
 
 @dataclass
@@ -805,8 +959,12 @@ def lease_entities(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, lim
         ent = tx.get_entity(entity_id) or EntityRow(entity_id=entity_id, last_modified_at=lease.now)
         msgs = tx.get_entity_messages(entity_id, now=lease.now)
         if ent.locked_by is not None:  # inside a critical section only the lock holder's calls run
-            msgs = [(i, e) for i, e in msgs if e.HasField("entityOperationCalled")
-                    and e.entityOperationCalled.parentInstanceId.value == ent.locked_by_instance]
+            msgs = [
+                (i, e)
+                for i, e in msgs
+                if e.HasField("entityOperationCalled")
+                and e.entityOperationCalled.parentInstanceId.value == ent.locked_by_instance
+            ]
         msgs = msgs[:MAX_ENTITY_BATCH]
         if not msgs:
             continue
@@ -830,8 +988,8 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
         _put_or_drop_entity(tx, ent)  # the whole batch failed: keep its messages for another try
         fx.wake(WorkKind.ENTITY)
         return True
-    done = ops[:len(res.results)]
-    for (_, op), result in zip(done, res.results):
+    done = ops[: len(res.results)]
+    for (_, op), result in zip(done, res.results, strict=False):
         if not op.HasField("entityOperationCalled"):
             continue
         call = op.entityOperationCalled
@@ -839,11 +997,20 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
         if parent is None or parent.status in TERMINAL_STATUSES:
             continue
         if result.HasField("failure"):
-            e = event(t, entityOperationFailed=pb.EntityOperationFailedEvent(
-                requestId=call.requestId, failureDetails=result.failure.failureDetails))
+            e = event(
+                t,
+                entityOperationFailed=pb.EntityOperationFailedEvent(
+                    requestId=call.requestId, failureDetails=result.failure.failureDetails
+                ),
+            )
         else:
-            e = event(t, entityOperationCompleted=pb.EntityOperationCompletedEvent(
-                requestId=call.requestId, output=result.success.result if result.success.HasField("result") else None))
+            e = event(
+                t,
+                entityOperationCompleted=pb.EntityOperationCompletedEvent(
+                    requestId=call.requestId,
+                    output=result.success.result if result.success.HasField("result") else None,
+                ),
+            )
         tx.add_inbox(parent.instance_id, e)
         fx.wake(WorkKind.ORCHESTRATION)
     tx.delete_entity_messages(entity_id, [i for i, _ in done])
@@ -851,16 +1018,28 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
         kind = action.WhichOneof("operationActionType")
         if kind == "sendSignal":
             a = action.sendSignal
-            signal_entity(tx, fx, a.instanceId, a.name, a.input.value if a.HasField("input") else None, "",
-                          from_ts(a.scheduledTime) if a.HasField("scheduledTime") else None)
+            signal_entity(
+                tx,
+                fx,
+                a.instanceId,
+                a.name,
+                a.input.value if a.HasField("input") else None,
+                "",
+                from_ts(a.scheduledTime) if a.HasField("scheduledTime") else None,
+            )
         elif kind == "startNewOrchestration":
-            a = action.startNewOrchestration
+            start = action.startNewOrchestration
             try:
-                create_instance(tx, fx, instance_id=a.instanceId or uuid.uuid4().hex, name=a.name,
-                                input=a.input.value if a.HasField("input") else None,
-                                version=a.version.value if a.HasField("version") else None,
-                                scheduled_start=from_ts(a.scheduledTime) if a.HasField("scheduledTime") else None,
-                                trace_context=a.parentTraceContext if a.HasField("parentTraceContext") else None)
+                create_instance(
+                    tx,
+                    fx,
+                    instance_id=start.instanceId or uuid.uuid4().hex,
+                    name=start.name,
+                    input=start.input.value if start.HasField("input") else None,
+                    version=start.version.value if start.HasField("version") else None,
+                    scheduled_start=from_ts(start.scheduledTime) if start.HasField("scheduledTime") else None,
+                    trace_context=start.parentTraceContext if start.HasField("parentTraceContext") else None,
+                )
             except AlreadyExists:
                 pass  # a retried batch re-issues the same start; the first one stands
     ent.state = res.entityState.value if res.HasField("entityState") else None
@@ -871,9 +1050,15 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
     return True
 
 
-def entity_page(tx: StoreTx, prefix: str | None, modified_from: float | None, modified_to: float | None,
-                after: str | None, size: int,
-                include_transient: bool) -> tuple[list[tuple[EntityRow, int]], str | None]:
+def entity_page(
+    tx: StoreTx,
+    prefix: str | None,
+    modified_from: float | None,
+    modified_to: float | None,
+    after: str | None,
+    size: int,
+    include_transient: bool,
+) -> tuple[list[tuple[EntityRow, int]], str | None]:
     """One page of QueryEntities: entities (with their backlog) in id order after ``after``, and the cursor of the
     next page (``None`` on the last). Transient entities (no state yet) count only with ``include_transient``."""
     out: list[tuple[EntityRow, int]] = []
@@ -912,8 +1097,13 @@ def clean_entities(tx: StoreTx, fx: Effects, remove_empty: bool, release_orphane
                     tx.put_entity(ent)
                     released += 1
                     fx.wake(WorkKind.ENTITY)
-            if remove_empty and ent.state is None and ent.locked_by is None and ent.lease_token is None \
-                    and tx.count_entity_messages(ent.entity_id) == 0:
+            if (
+                remove_empty
+                and ent.state is None
+                and ent.locked_by is None
+                and ent.lease_token is None
+                and tx.count_entity_messages(ent.entity_id) == 0
+            ):
                 tx.delete_entity(ent.entity_id)
                 removed += 1
         if len(page) < 500:
@@ -922,7 +1112,6 @@ def clean_entities(tx: StoreTx, fx: Effects, remove_empty: bool, release_orphane
     if released:
         _grant_locks(tx, fx)
     return removed, released
-
 
 
 # -- leasing ---------------------------------------------------------------------------------------------------
@@ -946,12 +1135,16 @@ class LeasedWork:
         return len(self.activities) if kind is WorkKind.ACTIVITY else len(self.entities)
 
 
-def lease_work(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, want: Mapping[WorkKind, int]) -> LeasedWork:
-    """Lease up to ``want[kind]`` items of each kind to one stream (0: do not look at that queue)."""
+def lease_work(
+    tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, want: Mapping[WorkKind, int], look_ahead: bool = True
+) -> LeasedWork:
+    """Lease up to ``want[kind]`` items of each kind to one stream (0: do not look at that queue); with
+    ``look_ahead``, an empty lease also says when delayed work next becomes visible."""
     work = LeasedWork(
         orchestrations=lease_orchestrations(tx, fx, lease, filters, want.get(WorkKind.ORCHESTRATION, 0)),
         activities=lease_activities(tx, fx, lease, filters, want.get(WorkKind.ACTIVITY, 0)),
-        entities=lease_entities(tx, fx, lease, filters, want.get(WorkKind.ENTITY, 0)))
-    if not work:
+        entities=lease_entities(tx, fx, lease, filters, want.get(WorkKind.ENTITY, 0)),
+    )
+    if not work and look_ahead:
         work.next_due = tx.next_due(lease.now)
     return work

@@ -62,14 +62,21 @@ def _rpc(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
 
 def _state(row: InstanceRow, payloads: bool) -> pb.OrchestrationState:
     return pb.OrchestrationState(
-        instanceId=row.instance_id, name=row.name, version=sv(row.version),
+        instanceId=row.instance_id,
+        name=row.name,
+        version=sv(row.version),
         orchestrationStatus=row.status,  # type: ignore[arg-type]
-        createdTimestamp=ts(row.created_at), lastUpdatedTimestamp=ts(row.last_updated_at),
+        createdTimestamp=ts(row.created_at),
+        lastUpdatedTimestamp=ts(row.last_updated_at),
         completedTimestamp=ts(row.completed_at) if row.completed_at else None,
         scheduledStartTimestamp=ts(row.scheduled_start_at) if row.scheduled_start_at else None,
-        input=sv(row.input) if payloads else None, output=sv(row.output) if payloads else None,
-        customStatus=sv(row.custom_status), failureDetails=engine.failure_details(row.failure),
-        executionId=sv(row.execution_id), parentInstanceId=sv(row.parent_instance_id), tags=row.tags,
+        input=sv(row.input) if payloads else None,
+        output=sv(row.output) if payloads else None,
+        customStatus=sv(row.custom_status),
+        failureDetails=engine.failure_details(row.failure),
+        executionId=sv(row.execution_id),
+        parentInstanceId=sv(row.parent_instance_id),
+        tags=row.tags,
     )
 
 
@@ -84,8 +91,11 @@ def _filters(req: pb.GetWorkItemsRequest) -> Filters:
             out[f.name] = out.get(f.name, frozenset()) | frozenset(f.versions)
         return out
 
-    return Filters(orchestrations=table(wf.orchestrations), activities=table(wf.activities),
-                   entities=frozenset(f.name.lower() for f in wf.entities))
+    return Filters(
+        orchestrations=table(wf.orchestrations),
+        activities=table(wf.activities),
+        entities=frozenset(f.name.lower() for f in wf.entities),
+    )
 
 
 def _time(stamp: Any, msg: Any, name: str) -> float | None:
@@ -97,25 +107,101 @@ def _value(msg: Any, name: str) -> Any:
     return getattr(msg, name).value if msg.HasField(name) else None
 
 
-def _work_items(work: LeasedWork) -> Iterator[pb.WorkItem]:
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field_tag(message: Any, name: str) -> bytes:
+    """The wire tag of a length-delimited field (a message or a repeated message)."""
+    return _varint(message.DESCRIPTOR.fields_by_name[name].number << 3 | 2)
+
+
+_PAST_EVENTS = _field_tag(pb.OrchestratorRequest, "pastEvents")
+_ORCHESTRATOR_REQUEST = _field_tag(pb.WorkItem, "orchestratorRequest")
+
+
+def orchestrator_work_item(o: engine.OrchestratorItem) -> bytes:
+    """The serialized ``WorkItem`` of a leased orchestration, its ``pastEvents`` spliced in as the store keeps them.
+
+    A repeated message field is, on the wire, each element's tag, length and bytes one after the other, and a
+    parser takes a message's fields in any order; so the history is never parsed nor re-serialized here (for a
+    long history that is most of a dispatch's cost). Equal, once parsed, to building the message normally."""
+    req = pb.OrchestratorRequest(
+        instanceId=o.row.instance_id,
+        executionId=sv(o.row.execution_id),
+        newEvents=o.new,
+        entityParameters=pb.OrchestratorEntityParameters(entityMessageReorderWindow=duration_pb2.Duration(seconds=30)),
+    )
+    if o.row.trace_context:
+        req.orchestrationTraceContext.ParseFromString(o.row.trace_context)
+    inner = b"".join([req.SerializeToString(), *(b for e in o.past for b in (_PAST_EVENTS, _varint(len(e)), e))])
+    return b"".join(
+        [
+            _ORCHESTRATOR_REQUEST,
+            _varint(len(inner)),
+            inner,
+            pb.WorkItem(completionToken=o.row.lease_token).SerializeToString(),
+        ]
+    )
+
+
+def _serialize_work_item(item: pb.WorkItem | bytes) -> bytes:
+    return item if isinstance(item, bytes) else item.SerializeToString()
+
+
+def add_to_server(service: Service, server: grpc.aio.Server) -> None:
+    """Register ``service`` as the generated ``add_TaskHubSidecarServiceServicer_to_server`` does, except that
+    GetWorkItems may also yield an already serialized ``WorkItem`` (``orchestrator_work_item``)."""
+
+    class _Recorder:
+        def __init__(self) -> None:
+            self.name: str = ""
+            self.handlers: dict[str, Any] = {}
+
+        def add_generic_rpc_handlers(self, handlers: Any) -> None:
+            pass  # the same handlers come through add_registered_method_handlers
+
+        def add_registered_method_handlers(self, name: str, handlers: dict[str, Any]) -> None:
+            self.name, self.handlers = name, dict(handlers)
+
+    rec = _Recorder()
+    pb_grpc.add_TaskHubSidecarServiceServicer_to_server(service, rec)
+    rec.handlers["GetWorkItems"] = grpc.unary_stream_rpc_method_handler(
+        service.GetWorkItems,
+        request_deserializer=pb.GetWorkItemsRequest.FromString,
+        response_serializer=_serialize_work_item,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(rec.name, rec.handlers),))
+    server.add_registered_method_handlers(rec.name, rec.handlers)
+
+
+def _work_items(work: LeasedWork) -> Iterator[pb.WorkItem | bytes]:
     for o in work.orchestrations:
-        request = pb.OrchestratorRequest(
-            instanceId=o.row.instance_id, executionId=sv(o.row.execution_id), pastEvents=o.past, newEvents=o.new,
-            entityParameters=pb.OrchestratorEntityParameters(
-                entityMessageReorderWindow=duration_pb2.Duration(seconds=30)))
-        if o.row.trace_context:
-            request.orchestrationTraceContext.ParseFromString(o.row.trace_context)
-        yield pb.WorkItem(completionToken=o.row.lease_token, orchestratorRequest=request)
+        yield orchestrator_work_item(o)
     for a in work.activities:
         activity = pb.ActivityRequest(
-            name=a.name, version=sv(a.version), input=sv(a.input), taskId=a.task_id, tags=a.tags,
-            orchestrationInstance=pb.OrchestrationInstance(instanceId=a.instance_id, executionId=sv(a.execution_id)))
+            name=a.name,
+            version=sv(a.version),
+            input=sv(a.input),
+            taskId=a.task_id,
+            tags=a.tags,
+            orchestrationInstance=pb.OrchestrationInstance(instanceId=a.instance_id, executionId=sv(a.execution_id)),
+        )
         if a.trace_context:
             activity.parentTraceContext.ParseFromString(a.trace_context)
         yield pb.WorkItem(completionToken=a.lease_token, activityRequest=activity)
     for e in work.entities:
-        yield pb.WorkItem(completionToken=e.row.lease_token, entityRequestV2=pb.EntityRequest(
-            instanceId=e.row.entity_id, entityState=sv(e.row.state), operationRequests=e.operations))
+        yield pb.WorkItem(
+            completionToken=e.row.lease_token,
+            entityRequestV2=pb.EntityRequest(
+                instanceId=e.row.entity_id, entityState=sv(e.row.state), operationRequests=e.operations
+            ),
+        )
 
 
 class Service(pb_grpc.TaskHubSidecarServiceServicer):
@@ -143,60 +229,87 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         return empty_pb2.Empty()
 
     @_rpc
-    async def StartInstance(self, request: pb.CreateInstanceRequest, context: grpc.aio.ServicerContext) -> pb.CreateInstanceResponse:
+    async def StartInstance(
+        self, request: pb.CreateInstanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateInstanceResponse:
         hub = await self._hub(context)
         reuse = None
         if request.HasField("orchestrationIdReusePolicy") and request.orchestrationIdReusePolicy.replaceableStatus:
             reuse = frozenset(int(s) for s in request.orchestrationIdReusePolicy.replaceableStatus)
         row = await self.core.run(
-            hub, engine.create_instance, instance_id=request.instanceId or uuid.uuid4().hex, name=request.name,
-            input=_value(request, "input"), version=_value(request, "version"), tags=dict(request.tags),
+            hub,
+            engine.create_instance,
+            instance_id=request.instanceId or uuid.uuid4().hex,
+            name=request.name,
+            input=_value(request, "input"),
+            version=_value(request, "version"),
+            tags=dict(request.tags),
             scheduled_start=_time(request.scheduledStartTimestamp, request, "scheduledStartTimestamp"),
-            reuse_statuses=reuse, execution_id=_value(request, "executionId"),
-            trace_context=request.parentTraceContext if request.HasField("parentTraceContext") else None)
+            reuse_statuses=reuse,
+            execution_id=_value(request, "executionId"),
+            trace_context=request.parentTraceContext if request.HasField("parentTraceContext") else None,
+        )
         log.info("started instance=%s name=%s hub=%s", row.instance_id, row.name, hub)
         return pb.CreateInstanceResponse(instanceId=row.instance_id)
 
     @_rpc
-    async def GetInstance(self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext) -> pb.GetInstanceResponse:
+    async def GetInstance(
+        self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetInstanceResponse:
         hub = await self._hub(context)
         row = await self.core.read(hub, lambda tx: engine.get_instance(tx, request.instanceId))
         if row is None:
             return pb.GetInstanceResponse(exists=False)
         return pb.GetInstanceResponse(exists=True, orchestrationState=_state(row, request.getInputsAndOutputs))
 
-    async def _wait(self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext,
-                    done: Callable[[InstanceRow], bool], what: str) -> pb.GetInstanceResponse:
+    async def _wait(
+        self,
+        request: pb.GetInstanceRequest,
+        context: grpc.aio.ServicerContext,
+        done: Callable[[InstanceRow], bool],
+        what: str,
+    ) -> pb.GetInstanceResponse:
         hub = await self._hub(context)
         row = await self.core.wait_instance(hub, request.instanceId, done, context.time_remaining())
         if row is None:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                f"timed out waiting for instance '{request.instanceId}' to {what}")
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"timed out waiting for instance '{request.instanceId}' to {what}"
+            )
         assert row is not None
         return pb.GetInstanceResponse(exists=True, orchestrationState=_state(row, request.getInputsAndOutputs))
 
     @_rpc
-    async def WaitForInstanceStart(self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext) -> pb.GetInstanceResponse:
+    async def WaitForInstanceStart(
+        self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetInstanceResponse:
         return await self._wait(request, context, lambda r: r.status != pb.ORCHESTRATION_STATUS_PENDING, "start")
 
     @_rpc
-    async def WaitForInstanceCompletion(self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext) -> pb.GetInstanceResponse:
+    async def WaitForInstanceCompletion(
+        self, request: pb.GetInstanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetInstanceResponse:
         return await self._wait(request, context, lambda r: r.status in TERMINAL_STATUSES, "complete")
 
     @_rpc
-    async def RaiseEvent(self, request: pb.RaiseEventRequest, context: grpc.aio.ServicerContext) -> pb.RaiseEventResponse:
+    async def RaiseEvent(
+        self, request: pb.RaiseEventRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RaiseEventResponse:
         hub = await self._hub(context)
         await self.core.run(hub, engine.raise_event, request.instanceId, request.name, _value(request, "input"))
         return pb.RaiseEventResponse()
 
     @_rpc
-    async def TerminateInstance(self, request: pb.TerminateRequest, context: grpc.aio.ServicerContext) -> pb.TerminateResponse:
+    async def TerminateInstance(
+        self, request: pb.TerminateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TerminateResponse:
         hub = await self._hub(context)
         await self.core.run(hub, engine.terminate, request.instanceId, _value(request, "output"), request.recursive)
         return pb.TerminateResponse()
 
     @_rpc
-    async def SuspendInstance(self, request: pb.SuspendRequest, context: grpc.aio.ServicerContext) -> pb.SuspendResponse:
+    async def SuspendInstance(
+        self, request: pb.SuspendRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SuspendResponse:
         hub = await self._hub(context)
         await self.core.run(hub, engine.suspend, request.instanceId, _value(request, "reason"))
         return pb.SuspendResponse()
@@ -208,19 +321,25 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         return pb.ResumeResponse()
 
     @_rpc
-    async def RestartInstance(self, request: pb.RestartInstanceRequest, context: grpc.aio.ServicerContext) -> pb.RestartInstanceResponse:
+    async def RestartInstance(
+        self, request: pb.RestartInstanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RestartInstanceResponse:
         hub = await self._hub(context)
         new_id = await self.core.run(hub, engine.restart, request.instanceId, request.restartWithNewInstanceId)
         return pb.RestartInstanceResponse(instanceId=new_id)
 
     @_rpc
-    async def RewindInstance(self, request: pb.RewindInstanceRequest, context: grpc.aio.ServicerContext) -> pb.RewindInstanceResponse:
+    async def RewindInstance(
+        self, request: pb.RewindInstanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RewindInstanceResponse:
         hub = await self._hub(context)
         await self.core.run(hub, engine.rewind, request.instanceId, _value(request, "reason"))
         return pb.RewindInstanceResponse()
 
     @_rpc
-    async def PurgeInstances(self, request: pb.PurgeInstancesRequest, context: grpc.aio.ServicerContext) -> pb.PurgeInstancesResponse:
+    async def PurgeInstances(
+        self, request: pb.PurgeInstancesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PurgeInstancesResponse:
         hub = await self._hub(context)
         if request.instanceId:
             count = await self.core.run(hub, engine.purge, request.instanceId, request.recursive)
@@ -231,45 +350,61 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
             complete = True
         elif request.HasField("purgeInstanceFilter"):
             f = request.purgeInstanceFilter
-            q = InstanceQuery(statuses=tuple(f.runtimeStatus), terminal_only=True,
-                              created_from=_time(f.createdTimeFrom, f, "createdTimeFrom"),
-                              created_to=_time(f.createdTimeTo, f, "createdTimeTo"))
+            q = InstanceQuery(
+                statuses=tuple(f.runtimeStatus),
+                terminal_only=True,
+                created_from=_time(f.createdTimeFrom, f, "createdTimeFrom"),
+                created_to=_time(f.createdTimeTo, f, "createdTimeTo"),
+            )
             count, complete = await self.core.run(hub, engine.purge_matching, q, request.recursive, 5000)
         else:
             raise ValueError("purge needs an instance id, an instance batch or a filter")
         return pb.PurgeInstancesResponse(deletedInstanceCount=count, isComplete=wrappers_pb2.BoolValue(value=complete))
 
     @_rpc
-    async def QueryInstances(self, request: pb.QueryInstancesRequest, context: grpc.aio.ServicerContext) -> pb.QueryInstancesResponse:
+    async def QueryInstances(
+        self, request: pb.QueryInstancesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.QueryInstancesResponse:
         hub = await self._hub(context)
         query = request.query
-        q = InstanceQuery(statuses=tuple(query.runtimeStatus),
-                          created_from=_time(query.createdTimeFrom, query, "createdTimeFrom"),
-                          created_to=_time(query.createdTimeTo, query, "createdTimeTo"),
-                          id_prefix=_value(query, "instanceIdPrefix"))
+        q = InstanceQuery(
+            statuses=tuple(query.runtimeStatus),
+            created_from=_time(query.createdTimeFrom, query, "createdTimeFrom"),
+            created_to=_time(query.createdTimeTo, query, "createdTimeTo"),
+            id_prefix=_value(query, "instanceIdPrefix"),
+        )
         after = parse_page_token(query.continuationToken.value) if query.HasField("continuationToken") else None
         size = query.maxInstanceCount if query.maxInstanceCount > 0 else DEFAULT_PAGE
         rows = await self.core.read(hub, lambda tx: tx.query_instances(q, after, size + 1))
         token = page_token(rows[size - 1].created_at, rows[size - 1].instance_id) if len(rows) > size else None
         return pb.QueryInstancesResponse(
             orchestrationState=[_state(r, query.fetchInputsAndOutputs) for r in rows[:size]],
-            continuationToken=sv(token))
+            continuationToken=sv(token),
+        )
 
     @_rpc
-    async def ListInstanceIds(self, request: pb.ListInstanceIdsRequest, context: grpc.aio.ServicerContext) -> pb.ListInstanceIdsResponse:
+    async def ListInstanceIds(
+        self, request: pb.ListInstanceIdsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListInstanceIdsResponse:
         hub = await self._hub(context)
-        q = InstanceQuery(statuses=tuple(request.runtimeStatus), terminal_only=True,
-                          completed_from=_time(request.completedTimeFrom, request, "completedTimeFrom"),
-                          completed_to=_time(request.completedTimeTo, request, "completedTimeTo"))
+        q = InstanceQuery(
+            statuses=tuple(request.runtimeStatus),
+            terminal_only=True,
+            completed_from=_time(request.completedTimeFrom, request, "completedTimeFrom"),
+            completed_to=_time(request.completedTimeTo, request, "completedTimeTo"),
+        )
         after = parse_page_token(request.lastInstanceKey.value) if request.HasField("lastInstanceKey") else None
         size = request.pageSize if request.pageSize > 0 else DEFAULT_PAGE
         rows = await self.core.read(hub, lambda tx: tx.query_instances(q, after, size + 1, order="completed"))
         last = rows[size - 1] if len(rows) > size else None
         return pb.ListInstanceIdsResponse(
             instanceIds=[r.instance_id for r in rows[:size]],
-            lastInstanceKey=sv(page_token(last.completed_at or 0.0, last.instance_id) if last else None))
+            lastInstanceKey=sv(page_token(last.completed_at or 0.0, last.instance_id) if last else None),
+        )
 
-    async def StreamInstanceHistory(self, request: pb.StreamInstanceHistoryRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.HistoryChunk]:
+    async def StreamInstanceHistory(
+        self, request: pb.StreamInstanceHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.HistoryChunk]:
         hub = await self._hub(context)
         if not request.instanceId:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "instance id must not be empty")
@@ -290,13 +425,19 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
 
     # -- work items ---------------------------------------------------------------------------------------------
 
-    async def GetWorkItems(self, request: pb.GetWorkItemsRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WorkItem]:
+    async def GetWorkItems(
+        self, request: pb.GetWorkItemsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WorkItem | bytes]:
         hub = await self._hub(context)
-        stream = self.core.open_stream(hub, _filters(request), {
-            WorkKind.ORCHESTRATION: request.maxConcurrentOrchestrationWorkItems,
-            WorkKind.ACTIVITY: request.maxConcurrentActivityWorkItems,
-            WorkKind.ENTITY: request.maxConcurrentEntityWorkItems,
-        })
+        stream = self.core.open_stream(
+            hub,
+            _filters(request),
+            {
+                WorkKind.ORCHESTRATION: request.maxConcurrentOrchestrationWorkItems,
+                WorkKind.ACTIVITY: request.maxConcurrentActivityWorkItems,
+                WorkKind.ENTITY: request.maxConcurrentEntityWorkItems,
+            },
+        )
         log.info("worker connected stream=%s hub=%s peer=%s", stream.id, hub, context.peer())
         try:
             async for work in self.core.work(stream, idle=HEALTH_PING_SECONDS):
@@ -309,7 +450,9 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
             log.info("worker disconnected stream=%s hub=%s", stream.id, hub)
 
     @_rpc
-    async def CompleteOrchestratorTask(self, request: pb.OrchestratorResponse, context: grpc.aio.ServicerContext) -> pb.CompleteTaskResponse:
+    async def CompleteOrchestratorTask(
+        self, request: pb.OrchestratorResponse, context: grpc.aio.ServicerContext
+    ) -> pb.CompleteTaskResponse:
         hub = await self._hub(context)
         if request.isPartial:
             raise ValueError("chunked orchestrator responses are not supported; send the whole response")
@@ -319,7 +462,9 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         return pb.CompleteTaskResponse()
 
     @_rpc
-    async def CompleteActivityTask(self, request: pb.ActivityResponse, context: grpc.aio.ServicerContext) -> pb.CompleteTaskResponse:
+    async def CompleteActivityTask(
+        self, request: pb.ActivityResponse, context: grpc.aio.ServicerContext
+    ) -> pb.CompleteTaskResponse:
         hub = await self._hub(context)
         ok = await self.core.complete_work(hub, request.completionToken, engine.complete_activity, request)
         if not ok:
@@ -327,7 +472,9 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         return pb.CompleteTaskResponse()
 
     @_rpc
-    async def CompleteEntityTask(self, request: pb.EntityBatchResult, context: grpc.aio.ServicerContext) -> pb.CompleteTaskResponse:
+    async def CompleteEntityTask(
+        self, request: pb.EntityBatchResult, context: grpc.aio.ServicerContext
+    ) -> pb.CompleteTaskResponse:
         hub = await self._hub(context)
         ok = await self.core.complete_work(hub, request.completionToken, engine.complete_entity, request)
         if not ok:
@@ -335,21 +482,27 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         return pb.CompleteTaskResponse()
 
     @_rpc
-    async def AbandonTaskOrchestratorWorkItem(self, request: pb.AbandonOrchestrationTaskRequest, context: grpc.aio.ServicerContext) -> pb.AbandonOrchestrationTaskResponse:
+    async def AbandonTaskOrchestratorWorkItem(
+        self, request: pb.AbandonOrchestrationTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AbandonOrchestrationTaskResponse:
         hub = await self._hub(context)
         token = request.completionToken
         await self.core.complete_work(hub, token, engine.abandon_orchestration, token)
         return pb.AbandonOrchestrationTaskResponse()
 
     @_rpc
-    async def AbandonTaskActivityWorkItem(self, request: pb.AbandonActivityTaskRequest, context: grpc.aio.ServicerContext) -> pb.AbandonActivityTaskResponse:
+    async def AbandonTaskActivityWorkItem(
+        self, request: pb.AbandonActivityTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AbandonActivityTaskResponse:
         hub = await self._hub(context)
         token = request.completionToken
         await self.core.complete_work(hub, token, engine.abandon_activity, token)
         return pb.AbandonActivityTaskResponse()
 
     @_rpc
-    async def AbandonTaskEntityWorkItem(self, request: pb.AbandonEntityTaskRequest, context: grpc.aio.ServicerContext) -> pb.AbandonEntityTaskResponse:
+    async def AbandonTaskEntityWorkItem(
+        self, request: pb.AbandonEntityTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AbandonEntityTaskResponse:
         hub = await self._hub(context)
         token = request.completionToken
         await self.core.complete_work(hub, token, engine.abandon_entity, token)
@@ -358,10 +511,19 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
     # -- entities -----------------------------------------------------------------------------------------------
 
     @_rpc
-    async def SignalEntity(self, request: pb.SignalEntityRequest, context: grpc.aio.ServicerContext) -> pb.SignalEntityResponse:
+    async def SignalEntity(
+        self, request: pb.SignalEntityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SignalEntityResponse:
         hub = await self._hub(context)
-        await self.core.run(hub, engine.signal_entity, request.instanceId, request.name, _value(request, "input"),
-                            request.requestId, _time(request.scheduledTime, request, "scheduledTime"))
+        await self.core.run(
+            hub,
+            engine.signal_entity,
+            request.instanceId,
+            request.name,
+            _value(request, "input"),
+            request.requestId,
+            _time(request.scheduledTime, request, "scheduledTime"),
+        )
         return pb.SignalEntityResponse()
 
     @_rpc
@@ -370,15 +532,25 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         if not request.instanceId:
             raise ValueError("entity id must not be empty")
         ent, backlog = await self.core.read(
-            hub, lambda tx: (tx.get_entity(request.instanceId), tx.count_entity_messages(request.instanceId)))
+            hub, lambda tx: (tx.get_entity(request.instanceId), tx.count_entity_messages(request.instanceId))
+        )
         if ent is None or ent.state is None:
             return pb.GetEntityResponse(exists=False)
-        return pb.GetEntityResponse(exists=True, entity=pb.EntityMetadata(
-            instanceId=ent.entity_id, lastModifiedTime=ts(ent.last_modified_at), backlogQueueSize=backlog,
-            lockedBy=sv(ent.locked_by), serializedState=sv(ent.state) if request.includeState else None))
+        return pb.GetEntityResponse(
+            exists=True,
+            entity=pb.EntityMetadata(
+                instanceId=ent.entity_id,
+                lastModifiedTime=ts(ent.last_modified_at),
+                backlogQueueSize=backlog,
+                lockedBy=sv(ent.locked_by),
+                serializedState=sv(ent.state) if request.includeState else None,
+            ),
+        )
 
     @_rpc
-    async def QueryEntities(self, request: pb.QueryEntitiesRequest, context: grpc.aio.ServicerContext) -> pb.QueryEntitiesResponse:
+    async def QueryEntities(
+        self, request: pb.QueryEntitiesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.QueryEntitiesResponse:
         hub = await self._hub(context)
         q = request.query
         size = q.pageSize.value if q.HasField("pageSize") and q.pageSize.value > 0 else DEFAULT_PAGE
@@ -386,25 +558,42 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         prefix = _value(q, "instanceIdStartsWith")
         modified = (_time(q.lastModifiedFrom, q, "lastModifiedFrom"), _time(q.lastModifiedTo, q, "lastModifiedTo"))
         page, token = await self.core.read(
-            hub, lambda tx: engine.entity_page(tx, prefix, *modified, after, size, q.includeTransient))
-        return pb.QueryEntitiesResponse(entities=[pb.EntityMetadata(
-            instanceId=ent.entity_id, lastModifiedTime=ts(ent.last_modified_at), backlogQueueSize=backlog,
-            lockedBy=sv(ent.locked_by), serializedState=sv(ent.state) if q.includeState else None)
-            for ent, backlog in page], continuationToken=sv(token))
+            hub, lambda tx: engine.entity_page(tx, prefix, *modified, after, size, q.includeTransient)
+        )
+        return pb.QueryEntitiesResponse(
+            entities=[
+                pb.EntityMetadata(
+                    instanceId=ent.entity_id,
+                    lastModifiedTime=ts(ent.last_modified_at),
+                    backlogQueueSize=backlog,
+                    lockedBy=sv(ent.locked_by),
+                    serializedState=sv(ent.state) if q.includeState else None,
+                )
+                for ent, backlog in page
+            ],
+            continuationToken=sv(token),
+        )
 
     @_rpc
-    async def CleanEntityStorage(self, request: pb.CleanEntityStorageRequest, context: grpc.aio.ServicerContext) -> pb.CleanEntityStorageResponse:
+    async def CleanEntityStorage(
+        self, request: pb.CleanEntityStorageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CleanEntityStorageResponse:
         hub = await self._hub(context)
-        removed, released = await self.core.run(hub, engine.clean_entities, request.removeEmptyEntities,
-                                                request.releaseOrphanedLocks)
+        removed, released = await self.core.run(
+            hub, engine.clean_entities, request.removeEmptyEntities, request.releaseOrphanedLocks
+        )
         return pb.CleanEntityStorageResponse(emptyEntitiesRemoved=removed, orphanedLocksReleased=released)
 
     # -- task hubs ----------------------------------------------------------------------------------------------
 
-    async def CreateTaskHub(self, request: pb.CreateTaskHubRequest, context: grpc.aio.ServicerContext) -> pb.CreateTaskHubResponse:
+    async def CreateTaskHub(
+        self, request: pb.CreateTaskHubRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateTaskHubResponse:
         await self._hub(context)
         return pb.CreateTaskHubResponse()
 
-    async def DeleteTaskHub(self, request: pb.DeleteTaskHubRequest, context: grpc.aio.ServicerContext) -> pb.DeleteTaskHubResponse:
+    async def DeleteTaskHub(
+        self, request: pb.DeleteTaskHubRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteTaskHubResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "task hubs are configured with --task-hubs, not deleted")
         raise AssertionError("unreachable")

@@ -135,8 +135,9 @@ class StoreTx(abc.ABC):
         """Remove the instance with its history, inbox and activities."""
 
     @abc.abstractmethod
-    def query_instances(self, q: InstanceQuery, after: tuple[Any, ...] | None, limit: int,
-                        order: str = "created") -> list[InstanceRow]:
+    def query_instances(
+        self, q: InstanceQuery, after: tuple[Any, ...] | None, limit: int, order: str = "created"
+    ) -> list[InstanceRow]:
         """Matching instances ordered by (created_at, id) or (completed_at, id), strictly after `after`."""
 
     @abc.abstractmethod
@@ -145,6 +146,12 @@ class StoreTx(abc.ABC):
     # -- history ---------------------------------------------------------------------------------
     @abc.abstractmethod
     def get_history(self, instance_id: str) -> list[pb.HistoryEvent]: ...
+
+    def get_history_bytes(self, instance_id: str) -> list[bytes]:
+        """The history as serialized ``HistoryEvent``s, for a work item's ``pastEvents``: a store that keeps them
+        serialized should return them as stored (no parse here, no re-serialization on the way out, which is most
+        of what dispatching a long history costs). This default serializes ``get_history``."""
+        return [e.SerializeToString() for e in self.get_history(instance_id)]
 
     @abc.abstractmethod
     def append_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None: ...
@@ -157,8 +164,9 @@ class StoreTx(abc.ABC):
     def add_inbox(self, instance_id: str, event: pb.HistoryEvent, visible_at: float = 0.0) -> None: ...
 
     @abc.abstractmethod
-    def get_inbox(self, instance_id: str, now: float | None = None,
-                  ids: Sequence[int] | None = None) -> list[tuple[int, pb.HistoryEvent]]:
+    def get_inbox(
+        self, instance_id: str, now: float | None = None, ids: Sequence[int] | None = None
+    ) -> list[tuple[int, pb.HistoryEvent]]:
         """Inbox rows in arrival order: visible ones (``now``), the given ``ids``, or all."""
 
     @abc.abstractmethod
@@ -200,15 +208,17 @@ class StoreTx(abc.ABC):
     def delete_entity(self, entity_id: str) -> None: ...
 
     @abc.abstractmethod
-    def query_entities(self, prefix: str | None, modified_from: float | None, modified_to: float | None,
-                       after: str | None, limit: int) -> list[EntityRow]: ...
+    def query_entities(
+        self, prefix: str | None, modified_from: float | None, modified_to: float | None, after: str | None, limit: int
+    ) -> list[EntityRow]: ...
 
     @abc.abstractmethod
     def add_entity_message(self, entity_id: str, event: pb.HistoryEvent, visible_at: float = 0.0) -> None: ...
 
     @abc.abstractmethod
-    def get_entity_messages(self, entity_id: str, now: float | None = None,
-                            ids: Sequence[int] | None = None) -> list[tuple[int, pb.HistoryEvent]]: ...
+    def get_entity_messages(
+        self, entity_id: str, now: float | None = None, ids: Sequence[int] | None = None
+    ) -> list[tuple[int, pb.HistoryEvent]]: ...
 
     @abc.abstractmethod
     def delete_entity_messages(self, entity_id: str, ids: Sequence[int]) -> None: ...
@@ -219,6 +229,18 @@ class StoreTx(abc.ABC):
     @abc.abstractmethod
     def entities_with_work(self, now: float, limit: int) -> list[str]:
         """Ids of unleased (or lease-expired) entities with a visible message, oldest first."""
+
+    def entities_locked_by(self, instance_id: str) -> list[EntityRow]:
+        """Entities whose critical section the orchestration ``instance_id`` holds. This default pages through every
+        entity; stores should override it with an indexed lookup (it runs each time an orchestration finishes)."""
+        out: list[EntityRow] = []
+        after: str | None = None
+        while True:
+            page = self.query_entities(None, None, None, after, 500)
+            out.extend(e for e in page if e.locked_by_instance == instance_id)
+            if len(page) < 500:
+                return out
+            after = page[-1].entity_id
 
     @abc.abstractmethod
     def leased_instance(self, lease_token: str) -> InstanceRow | None:
@@ -258,12 +280,17 @@ class StoreTx(abc.ABC):
         This fallback derives it from ``counts()``, which includes scheduled work; stores should override it."""
         c = self.counts()
         return Backlog(
-            pending={WorkKind.ORCHESTRATION: c.get("orchestration_events_pending", 0),
-                     WorkKind.ACTIVITY: c.get("activities_pending", 0),
-                     WorkKind.ENTITY: c.get("entity_messages_pending", 0)},
-            in_flight={WorkKind.ORCHESTRATION: c.get("orchestrations_active", 0),
-                       WorkKind.ACTIVITY: c.get("activities_active", 0),
-                       WorkKind.ENTITY: c.get("entities_active", 0)})
+            pending={
+                WorkKind.ORCHESTRATION: c.get("orchestration_events_pending", 0),
+                WorkKind.ACTIVITY: c.get("activities_pending", 0),
+                WorkKind.ENTITY: c.get("entity_messages_pending", 0),
+            },
+            in_flight={
+                WorkKind.ORCHESTRATION: c.get("orchestrations_active", 0),
+                WorkKind.ACTIVITY: c.get("activities_active", 0),
+                WorkKind.ENTITY: c.get("entities_active", 0),
+            },
+        )
 
     def count_instances_by_status(self) -> dict[int, int]:
         """How many instances of the hub are in each status (dashboard). Stores should override this scan."""
@@ -349,16 +376,19 @@ def open_store(url: str) -> Store:
         try:
             from moorage.sidecar.store.postgres import PostgresStore
         except ImportError as exc:
-            raise ValueError(f"the PostgreSQL store needs psycopg ({exc.name} is missing): "
-                             "pip install 'moorage[postgresql]'") from None
+            raise ValueError(
+                f"the PostgreSQL store needs psycopg ({exc.name} is missing): pip install 'moorage[postgresql]'"
+            ) from None
         return PostgresStore(url)
-    raise ValueError(f"unknown store URL {redact_url(url)!r}: expected sqlite:///path/to/moorage.db or "
-                     "postgresql://user@host:5432/db")
+    raise ValueError(
+        f"unknown store URL {redact_url(url)!r}: expected sqlite:///path/to/moorage.db or "
+        "postgresql://user@host:5432/db"
+    )
 
 
 def sqlite_path(url: str) -> str:
     """The file a ``sqlite:`` URL names (``sqlite:///relative.db``, ``sqlite:////absolute.db``)."""
-    path = url[len("sqlite:"):]
+    path = url[len("sqlite:") :]
     if path.startswith("///"):
         path = path[3:]
     elif path.startswith("//"):

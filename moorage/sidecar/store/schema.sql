@@ -29,6 +29,8 @@ CREATE INDEX IF NOT EXISTS instances_created ON instances (hub, created_at, inst
 CREATE INDEX IF NOT EXISTS instances_completed ON instances (hub, completed_at, instance_id);
 CREATE INDEX IF NOT EXISTS instances_parent ON instances (hub, parent_instance_id);
 CREATE INDEX IF NOT EXISTS instances_lease ON instances (lease_token);
+-- renew_leases looks instances up by owner: without this it reads every instance, finished ones included
+CREATE INDEX IF NOT EXISTS instances_owner ON instances (hub, lease_owner) WHERE lease_owner IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS history (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -66,6 +68,7 @@ CREATE TABLE IF NOT EXISTS activities (
 CREATE INDEX IF NOT EXISTS activities_hub ON activities (hub, lease_until, id);
 CREATE INDEX IF NOT EXISTS activities_instance ON activities (hub, instance_id);
 CREATE INDEX IF NOT EXISTS activities_lease ON activities (lease_token);
+CREATE INDEX IF NOT EXISTS activities_owner ON activities (hub, lease_owner) WHERE lease_owner IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS entities (
   hub TEXT NOT NULL,
@@ -81,6 +84,9 @@ CREATE TABLE IF NOT EXISTS entities (
   PRIMARY KEY (hub, entity_id)
 );
 CREATE INDEX IF NOT EXISTS entities_lease ON entities (lease_token);
+CREATE INDEX IF NOT EXISTS entities_owner ON entities (hub, lease_owner) WHERE lease_owner IS NOT NULL;
+-- entities_locked_by runs each time an orchestration finishes
+CREATE INDEX IF NOT EXISTS entities_locked ON entities (hub, locked_by_instance) WHERE locked_by_instance IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS entity_inbox (
   id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -46,34 +46,71 @@ def _event(blob: bytes) -> pb.HistoryEvent:
 
 def _instance(r: sqlite3.Row) -> InstanceRow:
     return InstanceRow(
-        instance_id=r[0], name=r[1], version=r[2], execution_id=r[3], status=r[4], input=r[5], output=r[6],
-        custom_status=r[7], failure=r[8], created_at=r[9], last_updated_at=r[10], completed_at=r[11],
-        scheduled_start_at=r[12], tags=json.loads(r[13]) if r[13] else {}, parent_instance_id=r[14],
-        parent_task_id=r[15], lease_token=r[16], lease_owner=r[17], lease_until=r[18],
-        leased_inbox=json.loads(r[19]) if r[19] else [], lease_started_at=r[20], trace_context=r[21],
+        instance_id=r[0],
+        name=r[1],
+        version=r[2],
+        execution_id=r[3],
+        status=r[4],
+        input=r[5],
+        output=r[6],
+        custom_status=r[7],
+        failure=r[8],
+        created_at=r[9],
+        last_updated_at=r[10],
+        completed_at=r[11],
+        scheduled_start_at=r[12],
+        tags=json.loads(r[13]) if r[13] else {},
+        parent_instance_id=r[14],
+        parent_task_id=r[15],
+        lease_token=r[16],
+        lease_owner=r[17],
+        lease_until=r[18],
+        leased_inbox=json.loads(r[19]) if r[19] else [],
+        lease_started_at=r[20],
+        trace_context=r[21],
     )
 
 
-_ACTIVITY_COLS = ("id, instance_id, execution_id, name, version, task_id, input, tags, lease_token, lease_owner, "
-                  "lease_until, trace_context")
+_ACTIVITY_COLS = (
+    "id, instance_id, execution_id, name, version, task_id, input, tags, lease_token, lease_owner, "
+    "lease_until, trace_context"
+)
 
 
 def _activity(r: sqlite3.Row) -> ActivityRow:
     return ActivityRow(
-        id=r[0], instance_id=r[1], execution_id=r[2], name=r[3], version=r[4], task_id=r[5], input=r[6],
-        tags=json.loads(r[7]) if r[7] else {}, lease_token=r[8], lease_owner=r[9], lease_until=r[10],
+        id=r[0],
+        instance_id=r[1],
+        execution_id=r[2],
+        name=r[3],
+        version=r[4],
+        task_id=r[5],
+        input=r[6],
+        tags=json.loads(r[7]) if r[7] else {},
+        lease_token=r[8],
+        lease_owner=r[9],
+        lease_until=r[10],
         trace_context=r[11],
     )
 
 
-_ENTITY_COLS = ("entity_id, state, last_modified_at, locked_by, locked_by_instance, lease_token, lease_owner, "
-                "lease_until, leased_inbox")
+_ENTITY_COLS = (
+    "entity_id, state, last_modified_at, locked_by, locked_by_instance, lease_token, lease_owner, "
+    "lease_until, leased_inbox"
+)
 
 
 def _entity(r: sqlite3.Row) -> EntityRow:
     return EntityRow(
-        entity_id=r[0], state=r[1], last_modified_at=r[2], locked_by=r[3], locked_by_instance=r[4],
-        lease_token=r[5], lease_owner=r[6], lease_until=r[7], leased_inbox=json.loads(r[8]) if r[8] else [],
+        entity_id=r[0],
+        state=r[1],
+        last_modified_at=r[2],
+        locked_by=r[3],
+        locked_by_instance=r[4],
+        lease_token=r[5],
+        lease_owner=r[6],
+        lease_until=r[7],
+        leased_inbox=json.loads(r[8]) if r[8] else [],
     )
 
 
@@ -104,19 +141,37 @@ class _Tx(StoreTx):
         self._q(
             f"INSERT OR REPLACE INTO instances (hub, {_INSTANCE_COLS}) VALUES "
             "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            row.instance_id, row.name, row.version, row.execution_id, row.status, row.input, row.output,
-            row.custom_status, row.failure, row.created_at, row.last_updated_at, row.completed_at,
-            row.scheduled_start_at, json.dumps(row.tags) if row.tags else None, row.parent_instance_id,
-            row.parent_task_id, row.lease_token, row.lease_owner, row.lease_until,
-            json.dumps(row.leased_inbox) if row.leased_inbox else None, row.lease_started_at, row.trace_context,
+            row.instance_id,
+            row.name,
+            row.version,
+            row.execution_id,
+            row.status,
+            row.input,
+            row.output,
+            row.custom_status,
+            row.failure,
+            row.created_at,
+            row.last_updated_at,
+            row.completed_at,
+            row.scheduled_start_at,
+            json.dumps(row.tags) if row.tags else None,
+            row.parent_instance_id,
+            row.parent_task_id,
+            row.lease_token,
+            row.lease_owner,
+            row.lease_until,
+            json.dumps(row.leased_inbox) if row.leased_inbox else None,
+            row.lease_started_at,
+            row.trace_context,
         )
 
     def delete_instance(self, instance_id: str) -> None:
         for table in ("instances", "history", "inbox", "activities"):
             self._q(f"DELETE FROM {table} WHERE hub=? AND instance_id=?", instance_id)
 
-    def query_instances(self, q: InstanceQuery, after: tuple[Any, ...] | None, limit: int,
-                        order: str = "created") -> list[InstanceRow]:
+    def query_instances(
+        self, q: InstanceQuery, after: tuple[Any, ...] | None, limit: int, order: str = "created"
+    ) -> list[InstanceRow]:
         where: list[str] = ["hub=?"]
         args: list[Any] = []
         if q.statuses:
@@ -125,8 +180,12 @@ class _Tx(StoreTx):
         if q.terminal_only:
             where.append(f"status IN ({','.join('?' * len(_TERMINAL))})")
             args.extend(_TERMINAL)
-        for col, op, val in (("created_at", ">=", q.created_from), ("created_at", "<", q.created_to),
-                             ("completed_at", ">=", q.completed_from), ("completed_at", "<", q.completed_to)):
+        for col, op, val in (
+            ("created_at", ">=", q.created_from),
+            ("created_at", "<", q.created_to),
+            ("completed_at", ">=", q.completed_from),
+            ("completed_at", "<", q.completed_to),
+        ):
             if val is not None:
                 where.append(f"{col} {op} ?")
                 args.append(val)
@@ -149,13 +208,16 @@ class _Tx(StoreTx):
         if after is not None:
             where.append(f"({col}, instance_id) {cmp} (?, ?)")
             args.extend(after)
-        sql = (f"SELECT {_INSTANCE_COLS} FROM instances WHERE {' AND '.join(where)} "
-               f"ORDER BY {col} {direction}, instance_id {direction} LIMIT ?")
+        sql = (
+            f"SELECT {_INSTANCE_COLS} FROM instances WHERE {' AND '.join(where)} "
+            f"ORDER BY {col} {direction}, instance_id {direction} LIMIT ?"
+        )
         return [_instance(r) for r in self._q(sql, *args, limit)]
 
     def child_instances(self, parent_instance_id: str) -> list[InstanceRow]:
-        rows = self._q(f"SELECT {_INSTANCE_COLS} FROM instances WHERE hub=? AND parent_instance_id=?",
-                       parent_instance_id)
+        rows = self._q(
+            f"SELECT {_INSTANCE_COLS} FROM instances WHERE hub=? AND parent_instance_id=?", parent_instance_id
+        )
         return [_instance(r) for r in rows]
 
     # -- history
@@ -163,9 +225,15 @@ class _Tx(StoreTx):
         rows = self._q("SELECT event FROM history WHERE hub=? AND instance_id=? ORDER BY id", instance_id)
         return [_event(r[0]) for r in rows]
 
+    def get_history_bytes(self, instance_id: str) -> list[bytes]:
+        rows = self._q("SELECT event FROM history WHERE hub=? AND instance_id=? ORDER BY id", instance_id)
+        return [r[0] for r in rows]
+
     def append_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None:
-        self.db.executemany("INSERT INTO history (hub, instance_id, event) VALUES (?,?,?)",
-                            [(self.hub, instance_id, e.SerializeToString()) for e in events])
+        self.db.executemany(
+            "INSERT INTO history (hub, instance_id, event) VALUES (?,?,?)",
+            [(self.hub, instance_id, e.SerializeToString()) for e in events],
+        )
 
     def replace_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None:
         self._q("DELETE FROM history WHERE hub=? AND instance_id=?", instance_id)
@@ -173,33 +241,52 @@ class _Tx(StoreTx):
 
     # -- inbox
     def add_inbox(self, instance_id: str, event: pb.HistoryEvent, visible_at: float = 0.0) -> None:
-        self._q("INSERT INTO inbox (hub, instance_id, visible_at, event) VALUES (?,?,?,?)",
-                instance_id, visible_at, event.SerializeToString())
+        self._q(
+            "INSERT INTO inbox (hub, instance_id, visible_at, event) VALUES (?,?,?,?)",
+            instance_id,
+            visible_at,
+            event.SerializeToString(),
+        )
 
-    def get_inbox(self, instance_id: str, now: float | None = None,
-                  ids: Sequence[int] | None = None) -> list[tuple[int, pb.HistoryEvent]]:
+    def get_inbox(
+        self, instance_id: str, now: float | None = None, ids: Sequence[int] | None = None
+    ) -> list[tuple[int, pb.HistoryEvent]]:
         if ids is not None:
             if not ids:
                 return []
-            rows = self._q(f"SELECT id, event FROM inbox WHERE hub=? AND instance_id=? AND id IN "
-                           f"({','.join('?' * len(ids))}) ORDER BY id", instance_id, *ids)
+            rows = self._q(
+                f"SELECT id, event FROM inbox WHERE hub=? AND instance_id=? AND id IN "
+                f"({','.join('?' * len(ids))}) ORDER BY id",
+                instance_id,
+                *ids,
+            )
         elif now is not None:
-            rows = self._q("SELECT id, event FROM inbox WHERE hub=? AND instance_id=? AND visible_at<=? ORDER BY id",
-                           instance_id, now)
+            rows = self._q(
+                "SELECT id, event FROM inbox WHERE hub=? AND instance_id=? AND visible_at<=? ORDER BY id",
+                instance_id,
+                now,
+            )
         else:
             rows = self._q("SELECT id, event FROM inbox WHERE hub=? AND instance_id=? ORDER BY id", instance_id)
         return [(r[0], _event(r[1])) for r in rows]
 
     def has_inbox(self, instance_id: str, now: float) -> bool:
-        return self._q("SELECT 1 FROM inbox WHERE hub=? AND instance_id=? AND visible_at<=? LIMIT 1",
-                       instance_id, now).fetchone() is not None
+        return (
+            self._q(
+                "SELECT 1 FROM inbox WHERE hub=? AND instance_id=? AND visible_at<=? LIMIT 1", instance_id, now
+            ).fetchone()
+            is not None
+        )
 
     def delete_inbox(self, instance_id: str, ids: Sequence[int] | None = None) -> None:
         if ids is None:
             self._q("DELETE FROM inbox WHERE hub=? AND instance_id=?", instance_id)
         elif ids:
-            self._q(f"DELETE FROM inbox WHERE hub=? AND instance_id=? AND id IN ({','.join('?' * len(ids))})",
-                    instance_id, *ids)
+            self._q(
+                f"DELETE FROM inbox WHERE hub=? AND instance_id=? AND id IN ({','.join('?' * len(ids))})",
+                instance_id,
+                *ids,
+            )
 
     def instances_with_work(self, now: float, limit: int) -> list[InstanceRow]:
         rows = self._q(
@@ -207,7 +294,8 @@ class _Tx(StoreTx):
             "(SELECT instance_id, MIN(id) AS first FROM inbox WHERE hub=?1 AND visible_at<=?2 GROUP BY instance_id) b "
             "JOIN instances i ON i.hub=?1 AND i.instance_id=b.instance_id "
             "WHERE (i.lease_until IS NULL OR i.lease_until < ?2) ORDER BY b.first LIMIT ?3",
-            now, limit,
+            now,
+            limit,
         )
         return [_instance(r) for r in rows]
 
@@ -216,14 +304,24 @@ class _Tx(StoreTx):
         cur = self._q(
             "INSERT INTO activities (hub, instance_id, execution_id, name, version, task_id, input, tags, "
             "trace_context) VALUES (?,?,?,?,?,?,?,?,?)",
-            row.instance_id, row.execution_id, row.name, row.version, row.task_id, row.input,
-            json.dumps(row.tags) if row.tags else None, row.trace_context,
+            row.instance_id,
+            row.execution_id,
+            row.name,
+            row.version,
+            row.task_id,
+            row.input,
+            json.dumps(row.tags) if row.tags else None,
+            row.trace_context,
         )
         row.id = cur.lastrowid
 
     def available_activities(self, now: float, limit: int) -> list[ActivityRow]:
-        rows = self._q(f"SELECT {_ACTIVITY_COLS} FROM activities WHERE hub=? AND "
-                       "(lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?", now, limit)
+        rows = self._q(
+            f"SELECT {_ACTIVITY_COLS} FROM activities WHERE hub=? AND "
+            "(lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?",
+            now,
+            limit,
+        )
         return [_activity(r) for r in rows]
 
     def find_activity(self, lease_token: str) -> ActivityRow | None:
@@ -231,8 +329,10 @@ class _Tx(StoreTx):
         return _activity(r) if r else None
 
     def update_activity_lease(self, row: ActivityRow) -> None:
-        self.db.execute("UPDATE activities SET lease_token=?, lease_owner=?, lease_until=? WHERE hub=? AND id=?",
-                        (row.lease_token, row.lease_owner, row.lease_until, self.hub, row.id))
+        self.db.execute(
+            "UPDATE activities SET lease_token=?, lease_owner=?, lease_until=? WHERE hub=? AND id=?",
+            (row.lease_token, row.lease_owner, row.lease_until, self.hub, row.id),
+        )
 
     def delete_activity(self, activity_id: int) -> None:
         self._q("DELETE FROM activities WHERE hub=? AND id=?", activity_id)
@@ -243,16 +343,25 @@ class _Tx(StoreTx):
         return _entity(r) if r else None
 
     def put_entity(self, row: EntityRow) -> None:
-        self._q(f"INSERT OR REPLACE INTO entities (hub, {_ENTITY_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                row.entity_id, row.state, row.last_modified_at, row.locked_by, row.locked_by_instance,
-                row.lease_token, row.lease_owner, row.lease_until,
-                json.dumps(row.leased_inbox) if row.leased_inbox else None)
+        self._q(
+            f"INSERT OR REPLACE INTO entities (hub, {_ENTITY_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            row.entity_id,
+            row.state,
+            row.last_modified_at,
+            row.locked_by,
+            row.locked_by_instance,
+            row.lease_token,
+            row.lease_owner,
+            row.lease_until,
+            json.dumps(row.leased_inbox) if row.leased_inbox else None,
+        )
 
     def delete_entity(self, entity_id: str) -> None:
         self._q("DELETE FROM entities WHERE hub=? AND entity_id=?", entity_id)
 
-    def query_entities(self, prefix: str | None, modified_from: float | None, modified_to: float | None,
-                       after: str | None, limit: int) -> list[EntityRow]:
+    def query_entities(
+        self, prefix: str | None, modified_from: float | None, modified_to: float | None, after: str | None, limit: int
+    ) -> list[EntityRow]:
         where: list[str] = ["hub=?"]
         args: list[Any] = []
         if prefix:
@@ -267,30 +376,46 @@ class _Tx(StoreTx):
         if after is not None:
             where.append("entity_id > ?")
             args.append(after)
-        rows = self._q(f"SELECT {_ENTITY_COLS} FROM entities WHERE {' AND '.join(where)} ORDER BY entity_id LIMIT ?",
-                       *args, limit)
+        rows = self._q(
+            f"SELECT {_ENTITY_COLS} FROM entities WHERE {' AND '.join(where)} ORDER BY entity_id LIMIT ?", *args, limit
+        )
         return [_entity(r) for r in rows]
 
     def add_entity_message(self, entity_id: str, event: pb.HistoryEvent, visible_at: float = 0.0) -> None:
-        self._q("INSERT INTO entity_inbox (hub, entity_id, visible_at, event) VALUES (?,?,?,?)",
-                entity_id, visible_at, event.SerializeToString())
+        self._q(
+            "INSERT INTO entity_inbox (hub, entity_id, visible_at, event) VALUES (?,?,?,?)",
+            entity_id,
+            visible_at,
+            event.SerializeToString(),
+        )
 
-    def get_entity_messages(self, entity_id: str, now: float | None = None,
-                            ids: Sequence[int] | None = None) -> list[tuple[int, pb.HistoryEvent]]:
+    def get_entity_messages(
+        self, entity_id: str, now: float | None = None, ids: Sequence[int] | None = None
+    ) -> list[tuple[int, pb.HistoryEvent]]:
         if ids is not None:
             if not ids:
                 return []
-            rows = self._q(f"SELECT id, event FROM entity_inbox WHERE hub=? AND entity_id=? AND id IN "
-                           f"({','.join('?' * len(ids))}) ORDER BY id", entity_id, *ids)
+            rows = self._q(
+                f"SELECT id, event FROM entity_inbox WHERE hub=? AND entity_id=? AND id IN "
+                f"({','.join('?' * len(ids))}) ORDER BY id",
+                entity_id,
+                *ids,
+            )
         else:
-            rows = self._q("SELECT id, event FROM entity_inbox WHERE hub=? AND entity_id=? AND visible_at<=? "
-                           "ORDER BY id", entity_id, now if now is not None else float("inf"))
+            rows = self._q(
+                "SELECT id, event FROM entity_inbox WHERE hub=? AND entity_id=? AND visible_at<=? ORDER BY id",
+                entity_id,
+                now if now is not None else float("inf"),
+            )
         return [(r[0], _event(r[1])) for r in rows]
 
     def delete_entity_messages(self, entity_id: str, ids: Sequence[int]) -> None:
         if ids:
-            self._q(f"DELETE FROM entity_inbox WHERE hub=? AND entity_id=? AND id IN ({','.join('?' * len(ids))})",
-                    entity_id, *ids)
+            self._q(
+                f"DELETE FROM entity_inbox WHERE hub=? AND entity_id=? AND id IN ({','.join('?' * len(ids))})",
+                entity_id,
+                *ids,
+            )
 
     def count_entity_messages(self, entity_id: str) -> int:
         return self._q("SELECT COUNT(*) FROM entity_inbox WHERE hub=? AND entity_id=?", entity_id).fetchone()[0]
@@ -300,8 +425,15 @@ class _Tx(StoreTx):
             "SELECT b.entity_id FROM (SELECT entity_id, MIN(id) AS first FROM entity_inbox "
             "WHERE hub=?1 AND visible_at<=?2 GROUP BY entity_id) b "
             "LEFT JOIN entities e ON e.hub=?1 AND e.entity_id=b.entity_id "
-            "WHERE e.lease_until IS NULL OR e.lease_until < ?2 ORDER BY b.first LIMIT ?3", now, limit)
+            "WHERE e.lease_until IS NULL OR e.lease_until < ?2 ORDER BY b.first LIMIT ?3",
+            now,
+            limit,
+        )
         return [r[0] for r in rows]
+
+    def entities_locked_by(self, instance_id: str) -> list[EntityRow]:
+        rows = self._q(f"SELECT {_ENTITY_COLS} FROM entities WHERE hub=? AND locked_by_instance=?", instance_id)
+        return [_entity(r) for r in rows]
 
     def leased_instance(self, lease_token: str) -> InstanceRow | None:
         r = self._q(f"SELECT {_INSTANCE_COLS} FROM instances WHERE hub=? AND lease_token=?", lease_token).fetchone()
@@ -313,15 +445,22 @@ class _Tx(StoreTx):
 
     # -- critical sections
     def add_lock_request(self, req: LockRequest) -> None:
-        cur = self._q("INSERT INTO lock_requests (hub, critical_section_id, parent_instance_id, lock_set) "
-                      "VALUES (?,?,?,?)", req.critical_section_id, req.parent_instance_id, json.dumps(req.lock_set))
+        cur = self._q(
+            "INSERT INTO lock_requests (hub, critical_section_id, parent_instance_id, lock_set) VALUES (?,?,?,?)",
+            req.critical_section_id,
+            req.parent_instance_id,
+            json.dumps(req.lock_set),
+        )
         req.id = cur.lastrowid
 
     def lock_requests(self) -> list[LockRequest]:
-        rows = self._q("SELECT id, critical_section_id, parent_instance_id, lock_set FROM lock_requests "
-                       "WHERE hub=? ORDER BY id")
-        return [LockRequest(id=r[0], critical_section_id=r[1], parent_instance_id=r[2], lock_set=json.loads(r[3]))
-                for r in rows]
+        rows = self._q(
+            "SELECT id, critical_section_id, parent_instance_id, lock_set FROM lock_requests WHERE hub=? ORDER BY id"
+        )
+        return [
+            LockRequest(id=r[0], critical_section_id=r[1], parent_instance_id=r[2], lock_set=json.loads(r[3]))
+            for r in rows
+        ]
 
     def delete_lock_request(self, request_id: int) -> None:
         self._q("DELETE FROM lock_requests WHERE hub=? AND id=?", request_id)
@@ -332,8 +471,11 @@ class _Tx(StoreTx):
             return
         marks = ",".join("?" * len(owners))
         for table in ("instances", "activities", "entities"):
-            self.db.execute(f"UPDATE {table} SET lease_until=? WHERE hub=? AND lease_owner IN ({marks}) "
-                            "AND lease_until IS NOT NULL", (until, self.hub, *owners))
+            self.db.execute(
+                f"UPDATE {table} SET lease_until=? WHERE hub=? AND lease_owner IN ({marks}) "
+                "AND lease_until IS NOT NULL",
+                (until, self.hub, *owners),
+            )
 
     def next_due(self, now: float) -> float | None:
         candidates = [
@@ -344,7 +486,9 @@ class _Tx(StoreTx):
         return min(due) if due else None
 
     def counts(self) -> dict[str, int]:
-        one = lambda sql: self._q(sql).fetchone()[0]
+        def one(sql: str) -> int:
+            return int(self._q(sql).fetchone()[0])
+
         return {
             "orchestration_events_pending": one("SELECT COUNT(*) FROM inbox WHERE hub=?"),
             "orchestrations_active": one("SELECT COUNT(*) FROM instances WHERE hub=? AND lease_token IS NOT NULL"),
@@ -361,19 +505,23 @@ class _Tx(StoreTx):
                 WorkKind.ORCHESTRATION: one(
                     "SELECT COUNT(DISTINCT b.instance_id) FROM inbox b JOIN instances i ON i.hub=b.hub AND "
                     "i.instance_id=b.instance_id WHERE b.hub=?1 AND b.visible_at<=?2 AND "
-                    "(i.lease_until IS NULL OR i.lease_until < ?2)"),
+                    "(i.lease_until IS NULL OR i.lease_until < ?2)"
+                ),
                 WorkKind.ACTIVITY: one(
-                    "SELECT COUNT(*) FROM activities WHERE hub=?1 AND (lease_until IS NULL OR lease_until < ?2)"),
+                    "SELECT COUNT(*) FROM activities WHERE hub=?1 AND (lease_until IS NULL OR lease_until < ?2)"
+                ),
                 WorkKind.ENTITY: one(
                     "SELECT COUNT(DISTINCT b.entity_id) FROM entity_inbox b LEFT JOIN entities e ON e.hub=b.hub AND "
                     "e.entity_id=b.entity_id WHERE b.hub=?1 AND b.visible_at<=?2 AND "
-                    "(e.lease_until IS NULL OR e.lease_until < ?2)"),
+                    "(e.lease_until IS NULL OR e.lease_until < ?2)"
+                ),
             },
             in_flight={
                 WorkKind.ORCHESTRATION: one("SELECT COUNT(*) FROM instances WHERE hub=?1 AND lease_until >= ?2"),
                 WorkKind.ACTIVITY: one("SELECT COUNT(*) FROM activities WHERE hub=?1 AND lease_until >= ?2"),
                 WorkKind.ENTITY: one("SELECT COUNT(*) FROM entities WHERE hub=?1 AND lease_until >= ?2"),
-            })
+            },
+        )
 
     def count_instances_by_status(self) -> dict[int, int]:
         return {r[0]: r[1] for r in self._q("SELECT status, COUNT(*) FROM instances WHERE hub=? GROUP BY status")}
@@ -399,8 +547,9 @@ class SqliteStore(Store):
         create_schema(self._db)
         # Reads use a second, read-only connection: WAL lets them see the last commit (only acknowledged
         # state) without waiting for a commit in flight.
-        self._reader = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True,
-                                       isolation_level=None, check_same_thread=False)
+        self._reader = sqlite3.connect(
+            f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
         self._reader.execute("PRAGMA busy_timeout=5000")
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moorage-sqlite-commit")
         self._batch: list[asyncio.Future[Any]] = []
@@ -480,8 +629,9 @@ class SqliteStore(Store):
                 pass
             raise
 
-    def _committed(self, done: asyncio.Future[None], batch: list[asyncio.Future[Any]],
-                   closed: asyncio.Future[None]) -> None:
+    def _committed(
+        self, done: asyncio.Future[None], batch: list[asyncio.Future[Any]], closed: asyncio.Future[None]
+    ) -> None:
         self._committing = None
         exc = done.exception()
         for fut in batch:

@@ -386,6 +386,34 @@ def test_entity_rows_and_paged_queries(store_factory: StoreUnderTest) -> None:
     store_factory.run(body)
 
 
+def test_entities_locked_by_finds_exactly_the_holders_entities(store_factory: StoreUnderTest) -> None:
+    async def body(store: Store) -> None:
+        def fill(t: StoreTx) -> None:
+            for n in range(1203):  # more than the default's pages of 500
+                holder = "orch-1" if n % 400 == 7 else ("orch-2" if n == 5 else None)
+                t.put_entity(EntityRow(entity_id=f"@e@{n:04d}", state="1", last_modified_at=1000.0,
+                                       locked_by=f"cs-{holder}" if holder else None, locked_by_instance=holder))
+        await tx(store, fill)
+        await tx(store, lambda t: t.put_entity(EntityRow(entity_id="@e@0007", state="1", last_modified_at=1000.0,
+                                                         locked_by="cs-orch-1", locked_by_instance="orch-1")),
+                 hub=OTHER_HUB)
+
+        def check(t: StoreTx) -> None:
+            held = t.entities_locked_by("orch-1")
+            assert sorted(e.entity_id for e in held) == ["@e@0007", "@e@0407", "@e@0807"]
+            assert all(e.locked_by == "cs-orch-1" for e in held)
+            assert [e.entity_id for e in t.entities_locked_by("orch-2")] == ["@e@0005"]
+            assert t.entities_locked_by("orch-3") == []
+            # the default in base.py (a scan) agrees with whatever the store overrides it with
+            assert sorted(e.entity_id for e in StoreTx.entities_locked_by(t, "orch-1")) == sorted(
+                e.entity_id for e in held)
+        await read(store, check)
+        assert [e.entity_id for e in await read(store, lambda t: t.entities_locked_by("orch-1"), hub=OTHER_HUB)] \
+            == ["@e@0007"]
+
+    store_factory.run(body)
+
+
 def test_entity_messages_visibility_and_work(store_factory: StoreUnderTest) -> None:
     async def body(store: Store) -> None:
         def fill(t: StoreTx) -> None:
