@@ -254,6 +254,7 @@ type RunStream struct {
 	stream        grpc.ServerStreamingClient[pb.RunStreamEvent]
 	cancel        context.CancelFunc
 	text          string
+	sequence      int64
 	result        *RunResult
 	err           error
 	SessionID     string
@@ -277,6 +278,23 @@ func (a *Agent) Stream(ctx context.Context, message string, opts ...RunOption) (
 	return &RunStream{stream: s, cancel: cancel}, nil
 }
 
+// ResumeStream streams a turn again, e.g. after a broken connection: the chunks after sequence after (the last
+// Sequence seen; a negative number: from the first chunk), then the answer. Any gateway of the deployment serves it.
+func (a *Agent) ResumeStream(ctx context.Context, sessionID, correlationID string, after int64) (*RunStream, error) {
+	req := &pb.ResumeRunStreamRequest{Agent: a.Name, SessionId: sessionID, CorrelationId: correlationID}
+	if after >= 0 {
+		req.AfterSequence = &after
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s, err := a.c.svc.ResumeRunStream(ctx, req)
+	if err != nil {
+		cancel()
+		return nil, wrap(err)
+	}
+	return &RunStream{stream: s, cancel: cancel, SessionID: sessionID, CorrelationID: correlationID,
+		ThreadID: sessionID}, nil
+}
+
 // Next advances to the next piece of text; false at the end of the answer or on an error (see Result).
 func (s *RunStream) Next() bool {
 	for s.err == nil && s.result == nil {
@@ -295,7 +313,7 @@ func (s *RunStream) Next() bool {
 			s.SessionID, s.CorrelationID = e.Started.GetSessionId(), e.Started.GetCorrelationId()
 			s.ThreadID = s.SessionID
 		case *pb.RunStreamEvent_Chunk:
-			s.text = e.Chunk.GetText()
+			s.text, s.sequence = e.Chunk.GetText(), e.Chunk.GetSequence()
 			return true
 		case *pb.RunStreamEvent_Completed:
 			s.result = toResult(e.Completed)
@@ -307,6 +325,10 @@ func (s *RunStream) Next() bool {
 
 // Text is the piece of text Next advanced to.
 func (s *RunStream) Text() string { return s.text }
+
+// Sequence is the number of the chunk Next advanced to (0, 1, 2, ... in the turn): pass the last one to
+// ResumeStream if the stream breaks.
+func (s *RunStream) Sequence() int64 { return s.sequence }
 
 // Result reads the rest of the stream and returns the whole answer.
 func (s *RunStream) Result() (*RunResult, error) {

@@ -115,6 +115,51 @@ func TestStreamsAReply(t *testing.T) {
 	}
 }
 
+func TestResumesAStreamAfterItsLastSequence(t *testing.T) {
+	client, ctx := dial(t)
+	agent := client.Agent("Joker")
+	stream, err := agent.Stream(ctx, "Tell me a joke about whales")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chunks []string
+	for stream.Next() {
+		if int(stream.Sequence()) != len(chunks) {
+			t.Fatalf("chunk %d has sequence %d", len(chunks), stream.Sequence())
+		}
+		chunks = append(chunks, stream.Text())
+	}
+	res, err := stream.Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(chunks) < 3 {
+		t.Fatalf("only %d chunks: %q", len(chunks), chunks)
+	}
+	rest, err := agent.ResumeStream(ctx, stream.SessionID, stream.CorrelationID, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tail []string
+	for rest.Next() {
+		tail = append(tail, rest.Text())
+	}
+	again, err := rest.Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(tail, "") != strings.Join(chunks[2:], "") || again.Text != res.Text {
+		t.Fatalf("resumed after 1: %q (answer %q), want %q", tail, again.Text, chunks[2:])
+	}
+	missing, err := agent.ResumeStream(ctx, stream.SessionID, "no-such-turn", -1)
+	if err == nil {
+		_, err = missing.Result()
+	}
+	if !moorage.IsNotFound(err) {
+		t.Fatalf("an unknown turn: %v", err)
+	}
+}
+
 func TestOrchestrationRaiseEvent(t *testing.T) {
 	client, ctx := dial(t)
 	id, err := client.StartOrchestration(ctx, "wait_for_approval", map[string]int{"amount": 42},

@@ -134,6 +134,20 @@ class RunChunk(_message.Message):
     sequence: int
     def __init__(self, agent: _Optional[str] = ..., session_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., text: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
 
+class ResumeRunStreamRequest(_message.Message):
+    __slots__ = ("agent", "session_id", "correlation_id", "after_sequence", "timeout_seconds")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    session_id: str
+    correlation_id: str
+    after_sequence: int
+    timeout_seconds: float
+    def __init__(self, agent: _Optional[str] = ..., session_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., after_sequence: _Optional[int] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+
 class RunStreamEvent(_message.Message):
     __slots__ = ("started", "chunk", "completed")
     STARTED_FIELD_NUMBER: _ClassVar[int]

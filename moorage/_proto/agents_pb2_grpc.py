@@ -54,6 +54,11 @@ class AgentServiceStub(object):
                 request_serializer=moorage_dot_v1_dot_agents__pb2.RunRequest.SerializeToString,
                 response_deserializer=moorage_dot_v1_dot_agents__pb2.RunStreamEvent.FromString,
                 _registered_method=True)
+        self.ResumeRunStream = channel.unary_stream(
+                '/moorage.v1.AgentService/ResumeRunStream',
+                request_serializer=moorage_dot_v1_dot_agents__pb2.ResumeRunStreamRequest.SerializeToString,
+                response_deserializer=moorage_dot_v1_dot_agents__pb2.RunStreamEvent.FromString,
+                _registered_method=True)
         self.StartRun = channel.unary_unary(
                 '/moorage.v1.AgentService/StartRun',
                 request_serializer=moorage_dot_v1_dot_agents__pb2.RunRequest.SerializeToString,
@@ -145,6 +150,14 @@ class AgentServiceServicer(object):
 
     def RunStream(self, request, context):
         """Runs one turn and streams the answer as the model produces it: `started`, then `chunk`s, then `completed`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeRunStream(self, request, context):
+        """A streamed turn again, e.g. after the connection broke: the `chunk`s after after_sequence, then `completed`
+        (no `started`). Any gateway of the deployment can serve it (chunks are kept for 15 minutes after the turn).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -257,6 +270,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
             'RunStream': grpc.unary_stream_rpc_method_handler(
                     servicer.RunStream,
                     request_deserializer=moorage_dot_v1_dot_agents__pb2.RunRequest.FromString,
+                    response_serializer=moorage_dot_v1_dot_agents__pb2.RunStreamEvent.SerializeToString,
+            ),
+            'ResumeRunStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.ResumeRunStream,
+                    request_deserializer=moorage_dot_v1_dot_agents__pb2.ResumeRunStreamRequest.FromString,
                     response_serializer=moorage_dot_v1_dot_agents__pb2.RunStreamEvent.SerializeToString,
             ),
             'StartRun': grpc.unary_unary_rpc_method_handler(
@@ -410,6 +428,33 @@ class AgentService(object):
             target,
             '/moorage.v1.AgentService/RunStream',
             moorage_dot_v1_dot_agents__pb2.RunRequest.SerializeToString,
+            moorage_dot_v1_dot_agents__pb2.RunStreamEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeRunStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/moorage.v1.AgentService/ResumeRunStream',
+            moorage_dot_v1_dot_agents__pb2.ResumeRunStreamRequest.SerializeToString,
             moorage_dot_v1_dot_agents__pb2.RunStreamEvent.FromString,
             options,
             channel_credentials,

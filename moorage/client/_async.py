@@ -21,6 +21,7 @@ from moorage.client._types import (
     SessionSummary,
     dumps,
     iso,
+    resume_request,
     run_request,
     session_arg,
     target,
@@ -149,10 +150,12 @@ class AsyncClient:
 class AsyncRunStream:
     """``async for text in stream``; ``result`` holds the whole answer afterwards."""
 
-    def __init__(self, call: Any):
+    def __init__(self, call: Any, session_id: str | None = None, correlation_id: str | None = None):
         self._call = call
-        self.session_id: str | None = None
-        self.correlation_id: str | None = None
+        self.session_id = session_id
+        self.correlation_id = correlation_id
+        #: The sequence of the last chunk received: pass it to ``resume_stream(after=...)`` if the stream breaks.
+        self.last_sequence: int | None = None
         self.result: RunResult | None = None
 
     @property
@@ -168,6 +171,7 @@ class AsyncRunStream:
                     self.session_id = event.started.session_id
                     self.correlation_id = event.started.correlation_id
                 elif kind == "chunk":
+                    self.last_sequence = event.chunk.sequence
                     yield event.chunk.text
                 elif kind == "completed":
                     self.result = RunResult.from_pb(event.completed)
@@ -242,6 +246,14 @@ class AsyncAgentHandle:
             timeout=timeout,
         )
         return AsyncRunStream(self._client._stub.RunStream(req, metadata=self._client._metadata or None))
+
+    def resume_stream(
+        self, session_id: str, correlation_id: str, *, after: int | None = None, timeout: float | None = None
+    ) -> AsyncRunStream:
+        """A streamed turn again: the chunks after sequence ``after`` (``None``: from the first), then the answer."""
+        req = resume_request(self.name, session_id, correlation_id, after, timeout)
+        call = self._client._stub.ResumeRunStream(req, metadata=self._client._metadata or None)
+        return AsyncRunStream(call, session_id, correlation_id)
 
     async def start(
         self,

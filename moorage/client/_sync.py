@@ -21,6 +21,7 @@ from moorage.client._types import (
     SessionSummary,
     dumps,
     iso,
+    resume_request,
     run_request,
     session_arg,
     target,
@@ -171,10 +172,12 @@ class Client:
 class RunStream:
     """Iterate to get the answer's text as it is produced; ``result`` holds the whole answer afterwards."""
 
-    def __init__(self, call: Any):
+    def __init__(self, call: Any, session_id: str | None = None, correlation_id: str | None = None):
         self._call = call
-        self.session_id: str | None = None
-        self.correlation_id: str | None = None
+        self.session_id = session_id
+        self.correlation_id = correlation_id
+        #: The sequence of the last chunk received: pass it to ``resume_stream(after=...)`` if the stream breaks.
+        self.last_sequence: int | None = None
         self.result: RunResult | None = None
 
     @property
@@ -190,6 +193,7 @@ class RunStream:
                     self.session_id = event.started.session_id
                     self.correlation_id = event.started.correlation_id
                 elif kind == "chunk":
+                    self.last_sequence = event.chunk.sequence
                     yield event.chunk.text
                 elif kind == "completed":
                     self.result = RunResult.from_pb(event.completed)
@@ -270,6 +274,15 @@ class AgentHandle:
             timeout=timeout,
         )
         return RunStream(self._client._stub.RunStream(req, metadata=self._client._metadata or None))
+
+    def resume_stream(
+        self, session_id: str, correlation_id: str, *, after: int | None = None, timeout: float | None = None
+    ) -> RunStream:
+        """A streamed turn again (e.g. after the connection broke): the chunks after sequence ``after`` (the
+        :attr:`RunStream.last_sequence` seen; ``None``: from the first), then the answer. Any gateway serves it."""
+        req = resume_request(self.name, session_id, correlation_id, after, timeout)
+        call = self._client._stub.ResumeRunStream(req, metadata=self._client._metadata or None)
+        return RunStream(call, session_id, correlation_id)
 
     def start(
         self,

@@ -355,6 +355,17 @@ def run_request(
     return req
 
 
+def resume_request(
+    agent: str, session_id: str, correlation_id: str, after: int | None, timeout: float | None
+) -> pb.ResumeRunStreamRequest:
+    req = pb.ResumeRunStreamRequest(
+        agent=agent, session_id=session_id, correlation_id=correlation_id, timeout_seconds=timeout or 0
+    )
+    if after is not None:
+        req.after_sequence = after
+    return req
+
+
 __all__ = [
     "AgentInfo",
     "AlreadyExistsError",

@@ -116,6 +116,41 @@ def entity(v: EntityView) -> pb.Entity:
     )
 
 
+async def _stream_events(
+    method: str, events: AsyncIterator[tuple[str, Any]], context: grpc.aio.ServicerContext
+) -> AsyncIterator[pb.RunStreamEvent]:
+    """The gateway's (kind, item) stream of a turn as RunStreamEvents — one mapping for RunStream and its resume.
+    Errors end the call with their status (the stream may have started, so they cannot be raised as usual)."""
+    try:
+        async for kind, item in events:
+            if kind == "started":
+                yield pb.RunStreamEvent(
+                    started=pb.RunStarted(
+                        agent=item.agent, session_id=item.session_id, correlation_id=item.correlation_id
+                    )
+                )
+            elif kind == "chunk":
+                c: Chunk = item
+                yield pb.RunStreamEvent(
+                    chunk=pb.RunChunk(
+                        agent=c.agent,
+                        session_id=c.session_id,
+                        correlation_id=c.correlation_id,
+                        text=c.text,
+                        sequence=c.sequence,
+                    )
+                )
+            else:
+                yield pb.RunStreamEvent(completed=run_response(item))
+    except GatewayError as exc:
+        await context.abort(exc.code, exc.message)
+    except grpc.aio.AbortError:
+        raise
+    except Exception as exc:
+        log.exception("AgentService.%s failed", method)
+        await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+
 class AgentService(pb_grpc.AgentServiceServicer):
     def __init__(self, gateway: Gateway):
         self.gw = gateway
@@ -153,35 +188,23 @@ class AgentService(pb_grpc.AgentServiceServicer):
     async def RunStream(
         self, request: pb.RunRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.RunStreamEvent]:
-        try:
+        async def events() -> AsyncIterator[tuple[str, Any]]:
             run = await self._prepare(request)
-            async for kind, item in self.gw.stream_run(run, request.timeout_seconds or None):
-                if kind == "started":
-                    yield pb.RunStreamEvent(
-                        started=pb.RunStarted(
-                            agent=item.agent, session_id=item.session_id, correlation_id=item.correlation_id
-                        )
-                    )
-                elif kind == "chunk":
-                    c: Chunk = item
-                    yield pb.RunStreamEvent(
-                        chunk=pb.RunChunk(
-                            agent=c.agent,
-                            session_id=c.session_id,
-                            correlation_id=c.correlation_id,
-                            text=c.text,
-                            sequence=c.sequence,
-                        )
-                    )
-                else:
-                    yield pb.RunStreamEvent(completed=run_response(item))
-        except GatewayError as exc:
-            await context.abort(exc.code, exc.message)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            log.exception("AgentService.RunStream failed")
-            await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+            async for item in self.gw.stream_run(run, request.timeout_seconds or None):
+                yield item
+
+        async for ev in _stream_events("RunStream", events(), context):
+            yield ev
+
+    async def ResumeRunStream(
+        self, request: pb.ResumeRunStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RunStreamEvent]:
+        after = request.after_sequence if request.HasField("after_sequence") else -1
+        events = self.gw.resume_stream(
+            request.agent, request.session_id, request.correlation_id, after, request.timeout_seconds or None
+        )
+        async for ev in _stream_events("ResumeRunStream", events, context):
+            yield ev
 
     @_rpc
     async def StartRun(self, request: pb.RunRequest, context: Any) -> pb.StartRunResponse:

@@ -1,9 +1,11 @@
-"""Resumable streaming: the SSE connection of a streamed turn is cut mid-turn (the client disconnects); a new one,
-with the last event id it saw, receives exactly the rest — through another gateway instance too (a standalone
-``moorage gateway`` on the same backend, which never saw the turn's chunks live: it reads the stream log)."""
+"""Resumable streaming: the SSE connection (or gRPC RunStream call) of a streamed turn is cut mid-turn (the client
+disconnects); a new one, with the last event id (chunk sequence) it saw, receives exactly the rest — through another
+gateway instance too (a standalone ``moorage gateway`` on the same backend, which never saw the turn's chunks live: it
+reads the stream log)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -11,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from kit import PYTHON, ManagedProcess, free_port, hermetic_env, wait_until
 from kit.gateway_app import GATES
@@ -18,22 +21,45 @@ from kit.gateway_stack import Stack
 from kit.http import Http
 from sse import SSE
 
+from moorage.client import AsyncClient, Client, MoorageError, NotFoundError
+
 
 class OtherGateway:
     """``python -m moorage gateway`` on the stack's backend: a second gateway instance."""
 
     def __init__(self, workdir: Path, grpc_port: int):
         self.http_port = free_port()
+        self.grpc_port = free_port()
         cs = f"Endpoint=http://localhost:{grpc_port};Authentication=None;TaskHub=default"
         self.process = ManagedProcess(
-            [PYTHON, "-m", "moorage", "gateway", "--connection-string", cs, "--grpc-port", str(free_port()),
-             "--http-port", str(self.http_port), "--host", "127.0.0.1", "--log-level", "warning"],
-            workdir / "other-gateway.log", env=hermetic_env(drop_prefixes=("MOORAGE_", "DURABLE_TASK_"), keep=()))
+            [
+                PYTHON,
+                "-m",
+                "moorage",
+                "gateway",
+                "--connection-string",
+                cs,
+                "--grpc-port",
+                str(self.grpc_port),
+                "--http-port",
+                str(self.http_port),
+                "--host",
+                "127.0.0.1",
+                "--log-level",
+                "warning",
+            ],
+            workdir / "other-gateway.log",
+            env=hermetic_env(drop_prefixes=("MOORAGE_", "DURABLE_TASK_"), keep=()),
+        )
         self.process.start()
         self.base = f"http://127.0.0.1:{self.http_port}"
         http = Http(self.base)
-        wait_until(lambda: http.request("GET", "/healthz", timeout=2)[0] == 200, timeout=30, transient=(OSError,),
-                   message=lambda: self.process.log_path.read_text())
+        wait_until(
+            lambda: http.request("GET", "/healthz", timeout=2)[0] == 200,
+            timeout=30,
+            transient=(OSError,),
+            message=lambda: self.process.log_path.read_text(),
+        )
 
     def stop(self) -> None:
         self.process.stop(grace=10)
@@ -111,8 +137,66 @@ def test_resuming_an_unknown_turn_or_with_a_bad_id_is_a_4xx(stack: Stack) -> Non
     assert status == 404, body
     status, _, first = http.request("POST", "/api/agents/Joker/sessions", {"message": "hello"})
     assert status == 200, first
-    status, _, body = http.request("GET", f"/api/agents/Joker/sessions/{first['sessionId']}/runs/"
-                                   f"{first['correlationId']}/stream", headers={"Last-Event-ID": "seven"})
+    status, _, body = http.request(
+        "GET",
+        f"/api/agents/Joker/sessions/{first['sessionId']}/runs/{first['correlationId']}/stream",
+        headers={"Last-Event-ID": "seven"},
+    )
     assert status == 400 and body["error"]["reason"] == "BadEventId", body
     status, _, body = http.request("GET", f"/api/agents/Joker/sessions/{first['sessionId']}/runs/nope/stream")
     assert status == 404, body
+
+
+def test_a_cut_grpc_stream_resumes_after_the_last_sequence_on_any_gateway(stack: Stack, other: OtherGateway) -> None:
+    token = uuid.uuid4().hex[:8]
+    message = f"count one two three four five six seven eight [gate:{token}]"
+    with Client(stack.grpc_address) as first_client:
+        first = first_client.agent("Joker").stream(message)
+        texts = iter(first)
+        text0 = next(texts)
+        first.cancel()  # the client goes away mid-turn (the model waits at the gate)
+        with pytest.raises(MoorageError) as cut:
+            next(texts)
+        assert cut.value.code == grpc.StatusCode.CANCELLED
+    sid, corr, seen = first.session_id, first.correlation_id, first.last_sequence
+    assert sid and corr and seen == 0, (sid, corr, seen)
+
+    with Client(f"localhost:{other.grpc_port}") as client:
+        grpc.channel_ready_future(client._channel).result(timeout=30)
+        agent = client.agent("Joker")
+        resumed = agent.resume_stream(sid, corr, after=seen)
+        threading.Timer(0.5, lambda: GATES.setdefault(token, threading.Event()).set()).start()
+        rest: list[tuple[int, str]] = []
+        for text in resumed:
+            assert resumed.last_sequence is not None
+            rest.append((resumed.last_sequence, text))
+        assert resumed.result is not None
+        completed = resumed.result
+        assert [seq for seq, _ in rest] == list(range(1, len(rest) + 1)), rest  # exactly the rest, in order, once
+        assert text0 + "".join(t for _, t in rest) == completed.text
+        assert completed.text == "[turn 1] You said: count one two three four five six seven eight"
+        assert (resumed.session_id, resumed.correlation_id) == (sid, corr)
+
+        # no after_sequence replays the whole turn
+        whole = agent.resume_stream(sid, corr)
+        every = "".join(whole)
+        assert every == completed.text and whole.result is not None and whole.result.text == completed.text
+
+    # After the turn: the first gateway answers from the log, from any sequence.
+    with Client(stack.grpc_address) as c:
+        tail = c.agent("Joker").resume_stream(sid, corr, after=3)
+        assert list(tail) == [t for _, t in rest[3:]]
+        assert tail.last_sequence == rest[-1][0]
+        with pytest.raises(NotFoundError):
+            list(c.agent("Joker").resume_stream(sid, "nope"))
+        with pytest.raises(NotFoundError):
+            list(c.agent("Joker").resume_stream(f"nosuch-{time.time_ns()}", corr))
+
+    async def resume_async() -> tuple[list[str], str | None]:
+        async with AsyncClient(f"localhost:{other.grpc_port}") as client:
+            s = client.agent("Joker").resume_stream(sid, corr, after=5)
+            texts = [t async for t in s]
+            return texts, s.result.text if s.result else None
+
+    texts, answer = asyncio.run(resume_async())
+    assert texts == [t for _, t in rest[5:]] and answer == completed.text

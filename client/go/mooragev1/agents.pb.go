@@ -712,6 +712,84 @@ func (x *RunChunk) GetSequence() int64 {
 	return 0
 }
 
+type ResumeRunStreamRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agent         string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	CorrelationId string                 `protobuf:"bytes,3,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
+	// The sequence of the last chunk the client saw; unset (or negative): from the first chunk.
+	AfterSequence *int64 `protobuf:"varint,4,opt,name=after_sequence,json=afterSequence,proto3,oneof" json:"after_sequence,omitempty"`
+	// How long to wait for the turn to finish (default 300 s). The turn goes on after a timeout; resume again.
+	TimeoutSeconds float64 `protobuf:"fixed64,5,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ResumeRunStreamRequest) Reset() {
+	*x = ResumeRunStreamRequest{}
+	mi := &file_moorage_v1_agents_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeRunStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeRunStreamRequest) ProtoMessage() {}
+
+func (x *ResumeRunStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_moorage_v1_agents_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeRunStreamRequest.ProtoReflect.Descriptor instead.
+func (*ResumeRunStreamRequest) Descriptor() ([]byte, []int) {
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ResumeRunStreamRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *ResumeRunStreamRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *ResumeRunStreamRequest) GetCorrelationId() string {
+	if x != nil {
+		return x.CorrelationId
+	}
+	return ""
+}
+
+func (x *ResumeRunStreamRequest) GetAfterSequence() int64 {
+	if x != nil && x.AfterSequence != nil {
+		return *x.AfterSequence
+	}
+	return 0
+}
+
+func (x *ResumeRunStreamRequest) GetTimeoutSeconds() float64 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
 type RunStreamEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Event:
@@ -726,7 +804,7 @@ type RunStreamEvent struct {
 
 func (x *RunStreamEvent) Reset() {
 	*x = RunStreamEvent{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[8]
+	mi := &file_moorage_v1_agents_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +816,7 @@ func (x *RunStreamEvent) String() string {
 func (*RunStreamEvent) ProtoMessage() {}
 
 func (x *RunStreamEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[8]
+	mi := &file_moorage_v1_agents_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +829,7 @@ func (x *RunStreamEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunStreamEvent.ProtoReflect.Descriptor instead.
 func (*RunStreamEvent) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{8}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RunStreamEvent) GetEvent() isRunStreamEvent_Event {
@@ -822,7 +900,7 @@ type StartRunResponse struct {
 
 func (x *StartRunResponse) Reset() {
 	*x = StartRunResponse{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[9]
+	mi := &file_moorage_v1_agents_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +912,7 @@ func (x *StartRunResponse) String() string {
 func (*StartRunResponse) ProtoMessage() {}
 
 func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[9]
+	mi := &file_moorage_v1_agents_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +925,7 @@ func (x *StartRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRunResponse.ProtoReflect.Descriptor instead.
 func (*StartRunResponse) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{9}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StartRunResponse) GetAgent() string {
@@ -891,7 +969,7 @@ type GetRunResultRequest struct {
 
 func (x *GetRunResultRequest) Reset() {
 	*x = GetRunResultRequest{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[10]
+	mi := &file_moorage_v1_agents_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +981,7 @@ func (x *GetRunResultRequest) String() string {
 func (*GetRunResultRequest) ProtoMessage() {}
 
 func (x *GetRunResultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[10]
+	mi := &file_moorage_v1_agents_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +994,7 @@ func (x *GetRunResultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunResultRequest.ProtoReflect.Descriptor instead.
 func (*GetRunResultRequest) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{10}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetRunResultRequest) GetAgent() string {
@@ -957,7 +1035,7 @@ type RunError struct {
 
 func (x *RunError) Reset() {
 	*x = RunError{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[11]
+	mi := &file_moorage_v1_agents_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1047,7 @@ func (x *RunError) String() string {
 func (*RunError) ProtoMessage() {}
 
 func (x *RunError) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[11]
+	mi := &file_moorage_v1_agents_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1060,7 @@ func (x *RunError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunError.ProtoReflect.Descriptor instead.
 func (*RunError) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{11}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RunError) GetCode() string {
@@ -1012,7 +1090,7 @@ type GetRunResultResponse struct {
 
 func (x *GetRunResultResponse) Reset() {
 	*x = GetRunResultResponse{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[12]
+	mi := &file_moorage_v1_agents_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1102,7 @@ func (x *GetRunResultResponse) String() string {
 func (*GetRunResultResponse) ProtoMessage() {}
 
 func (x *GetRunResultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[12]
+	mi := &file_moorage_v1_agents_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1115,7 @@ func (x *GetRunResultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunResultResponse.ProtoReflect.Descriptor instead.
 func (*GetRunResultResponse) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{12}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetRunResultResponse) GetStatus() RunStatus {
@@ -1071,7 +1149,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[13]
+	mi := &file_moorage_v1_agents_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1161,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[13]
+	mi := &file_moorage_v1_agents_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1174,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{13}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetSessionRequest) GetAgent() string {
@@ -1131,7 +1209,7 @@ type ChatMessage struct {
 
 func (x *ChatMessage) Reset() {
 	*x = ChatMessage{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[14]
+	mi := &file_moorage_v1_agents_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1221,7 @@ func (x *ChatMessage) String() string {
 func (*ChatMessage) ProtoMessage() {}
 
 func (x *ChatMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[14]
+	mi := &file_moorage_v1_agents_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1234,7 @@ func (x *ChatMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatMessage.ProtoReflect.Descriptor instead.
 func (*ChatMessage) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{14}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ChatMessage) GetRole() string {
@@ -1218,7 +1296,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[15]
+	mi := &file_moorage_v1_agents_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1308,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[15]
+	mi := &file_moorage_v1_agents_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1321,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{15}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Session) GetAgent() string {
@@ -1300,7 +1378,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[16]
+	mi := &file_moorage_v1_agents_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1390,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[16]
+	mi := &file_moorage_v1_agents_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1403,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{16}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListSessionsRequest) GetAgent() string {
@@ -1360,7 +1438,7 @@ type SessionSummary struct {
 
 func (x *SessionSummary) Reset() {
 	*x = SessionSummary{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[17]
+	mi := &file_moorage_v1_agents_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1450,7 @@ func (x *SessionSummary) String() string {
 func (*SessionSummary) ProtoMessage() {}
 
 func (x *SessionSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[17]
+	mi := &file_moorage_v1_agents_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1463,7 @@ func (x *SessionSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionSummary.ProtoReflect.Descriptor instead.
 func (*SessionSummary) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{17}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SessionSummary) GetAgent() string {
@@ -1420,7 +1498,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[18]
+	mi := &file_moorage_v1_agents_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +1510,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[18]
+	mi := &file_moorage_v1_agents_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +1523,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{18}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*SessionSummary {
@@ -1472,7 +1550,7 @@ type DeleteSessionRequest struct {
 
 func (x *DeleteSessionRequest) Reset() {
 	*x = DeleteSessionRequest{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[19]
+	mi := &file_moorage_v1_agents_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1562,7 @@ func (x *DeleteSessionRequest) String() string {
 func (*DeleteSessionRequest) ProtoMessage() {}
 
 func (x *DeleteSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[19]
+	mi := &file_moorage_v1_agents_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1575,7 @@ func (x *DeleteSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSessionRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSessionRequest) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{19}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteSessionRequest) GetAgent() string {
@@ -1522,7 +1600,7 @@ type DeleteSessionResponse struct {
 
 func (x *DeleteSessionResponse) Reset() {
 	*x = DeleteSessionResponse{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[20]
+	mi := &file_moorage_v1_agents_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1612,7 @@ func (x *DeleteSessionResponse) String() string {
 func (*DeleteSessionResponse) ProtoMessage() {}
 
 func (x *DeleteSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[20]
+	mi := &file_moorage_v1_agents_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1625,7 @@ func (x *DeleteSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSessionResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSessionResponse) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{20}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{21}
 }
 
 type StartOrchestrationRequest struct {
@@ -1567,7 +1645,7 @@ type StartOrchestrationRequest struct {
 
 func (x *StartOrchestrationRequest) Reset() {
 	*x = StartOrchestrationRequest{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[21]
+	mi := &file_moorage_v1_agents_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1657,7 @@ func (x *StartOrchestrationRequest) String() string {
 func (*StartOrchestrationRequest) ProtoMessage() {}
 
 func (x *StartOrchestrationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[21]
+	mi := &file_moorage_v1_agents_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1670,7 @@ func (x *StartOrchestrationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartOrchestrationRequest.ProtoReflect.Descriptor instead.
 func (*StartOrchestrationRequest) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{21}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StartOrchestrationRequest) GetName() string {
@@ -1646,7 +1724,7 @@ type StartOrchestrationResponse struct {
 
 func (x *StartOrchestrationResponse) Reset() {
 	*x = StartOrchestrationResponse{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[22]
+	mi := &file_moorage_v1_agents_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1736,7 @@ func (x *StartOrchestrationResponse) String() string {
 func (*StartOrchestrationResponse) ProtoMessage() {}
 
 func (x *StartOrchestrationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[22]
+	mi := &file_moorage_v1_agents_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1749,7 @@ func (x *StartOrchestrationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartOrchestrationResponse.ProtoReflect.Descriptor instead.
 func (*StartOrchestrationResponse) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{22}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StartOrchestrationResponse) GetInstanceId() string {
@@ -1690,7 +1768,7 @@ type GetOrchestrationRequest struct {
 
 func (x *GetOrchestrationRequest) Reset() {
 	*x = GetOrchestrationRequest{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[23]
+	mi := &file_moorage_v1_agents_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1780,7 @@ func (x *GetOrchestrationRequest) String() string {
 func (*GetOrchestrationRequest) ProtoMessage() {}
 
 func (x *GetOrchestrationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[23]
+	mi := &file_moorage_v1_agents_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1793,7 @@ func (x *GetOrchestrationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrchestrationRequest.ProtoReflect.Descriptor instead.
 func (*GetOrchestrationRequest) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{23}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetOrchestrationRequest) GetInstanceId() string {
@@ -1736,7 +1814,7 @@ type FailureDetails struct {
 
 func (x *FailureDetails) Reset() {
 	*x = FailureDetails{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[24]
+	mi := &file_moorage_v1_agents_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +1826,7 @@ func (x *FailureDetails) String() string {
 func (*FailureDetails) ProtoMessage() {}
 
 func (x *FailureDetails) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[24]
+	mi := &file_moorage_v1_agents_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +1839,7 @@ func (x *FailureDetails) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailureDetails.ProtoReflect.Descriptor instead.
 func (*FailureDetails) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{24}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FailureDetails) GetErrorType() string {
@@ -1802,7 +1880,7 @@ type Orchestration struct {
 
 func (x *Orchestration) Reset() {
 	*x = Orchestration{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[25]
+	mi := &file_moorage_v1_agents_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1814,7 +1892,7 @@ func (x *Orchestration) String() string {
 func (*Orchestration) ProtoMessage() {}
 
 func (x *Orchestration) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[25]
+	mi := &file_moorage_v1_agents_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1827,7 +1905,7 @@ func (x *Orchestration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Orchestration.ProtoReflect.Descriptor instead.
 func (*Orchestration) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{25}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Orchestration) GetInstanceId() string {
@@ -1904,7 +1982,7 @@ type WaitForOrchestrationRequest struct {
 
 func (x *WaitForOrchestrationRequest) Reset() {
 	*x = WaitForOrchestrationRequest{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[26]
+	mi := &file_moorage_v1_agents_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +1994,7 @@ func (x *WaitForOrchestrationRequest) String() string {
 func (*WaitForOrchestrationRequest) ProtoMessage() {}
 
 func (x *WaitForOrchestrationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[26]
+	mi := &file_moorage_v1_agents_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2007,7 @@ func (x *WaitForOrchestrationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForOrchestrationRequest.ProtoReflect.Descriptor instead.
 func (*WaitForOrchestrationRequest) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{26}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WaitForOrchestrationRequest) GetInstanceId() string {
@@ -1957,7 +2035,7 @@ type RaiseEventRequest struct {
 
 func (x *RaiseEventRequest) Reset() {
 	*x = RaiseEventRequest{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[27]
+	mi := &file_moorage_v1_agents_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2047,7 @@ func (x *RaiseEventRequest) String() string {
 func (*RaiseEventRequest) ProtoMessage() {}
 
 func (x *RaiseEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[27]
+	mi := &file_moorage_v1_agents_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2060,7 @@ func (x *RaiseEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaiseEventRequest.ProtoReflect.Descriptor instead.
 func (*RaiseEventRequest) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{27}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RaiseEventRequest) GetInstanceId() string {
@@ -2014,7 +2092,7 @@ type RaiseEventResponse struct {
 
 func (x *RaiseEventResponse) Reset() {
 	*x = RaiseEventResponse{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[28]
+	mi := &file_moorage_v1_agents_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2104,7 @@ func (x *RaiseEventResponse) String() string {
 func (*RaiseEventResponse) ProtoMessage() {}
 
 func (x *RaiseEventResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[28]
+	mi := &file_moorage_v1_agents_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +2117,7 @@ func (x *RaiseEventResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaiseEventResponse.ProtoReflect.Descriptor instead.
 func (*RaiseEventResponse) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{28}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{29}
 }
 
 type TerminateRequest struct {
@@ -2054,7 +2132,7 @@ type TerminateRequest struct {
 
 func (x *TerminateRequest) Reset() {
 	*x = TerminateRequest{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[29]
+	mi := &file_moorage_v1_agents_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2066,7 +2144,7 @@ func (x *TerminateRequest) String() string {
 func (*TerminateRequest) ProtoMessage() {}
 
 func (x *TerminateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[29]
+	mi := &file_moorage_v1_agents_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2079,7 +2157,7 @@ func (x *TerminateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminateRequest.ProtoReflect.Descriptor instead.
 func (*TerminateRequest) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{29}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TerminateRequest) GetInstanceId() string {
@@ -2111,7 +2189,7 @@ type TerminateResponse struct {
 
 func (x *TerminateResponse) Reset() {
 	*x = TerminateResponse{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[30]
+	mi := &file_moorage_v1_agents_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2201,7 @@ func (x *TerminateResponse) String() string {
 func (*TerminateResponse) ProtoMessage() {}
 
 func (x *TerminateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[30]
+	mi := &file_moorage_v1_agents_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2214,7 @@ func (x *TerminateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminateResponse.ProtoReflect.Descriptor instead.
 func (*TerminateResponse) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{30}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{31}
 }
 
 type SuspendRequest struct {
@@ -2149,7 +2227,7 @@ type SuspendRequest struct {
 
 func (x *SuspendRequest) Reset() {
 	*x = SuspendRequest{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[31]
+	mi := &file_moorage_v1_agents_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2161,7 +2239,7 @@ func (x *SuspendRequest) String() string {
 func (*SuspendRequest) ProtoMessage() {}
 
 func (x *SuspendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[31]
+	mi := &file_moorage_v1_agents_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2174,7 +2252,7 @@ func (x *SuspendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspendRequest.ProtoReflect.Descriptor instead.
 func (*SuspendRequest) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{31}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SuspendRequest) GetInstanceId() string {
@@ -2199,7 +2277,7 @@ type SuspendResponse struct {
 
 func (x *SuspendResponse) Reset() {
 	*x = SuspendResponse{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[32]
+	mi := &file_moorage_v1_agents_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2289,7 @@ func (x *SuspendResponse) String() string {
 func (*SuspendResponse) ProtoMessage() {}
 
 func (x *SuspendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[32]
+	mi := &file_moorage_v1_agents_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2302,7 @@ func (x *SuspendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspendResponse.ProtoReflect.Descriptor instead.
 func (*SuspendResponse) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{32}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{33}
 }
 
 type ResumeRequest struct {
@@ -2237,7 +2315,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[33]
+	mi := &file_moorage_v1_agents_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2249,7 +2327,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[33]
+	mi := &file_moorage_v1_agents_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2262,7 +2340,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{33}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ResumeRequest) GetInstanceId() string {
@@ -2287,7 +2365,7 @@ type ResumeResponse struct {
 
 func (x *ResumeResponse) Reset() {
 	*x = ResumeResponse{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[34]
+	mi := &file_moorage_v1_agents_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2377,7 @@ func (x *ResumeResponse) String() string {
 func (*ResumeResponse) ProtoMessage() {}
 
 func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[34]
+	mi := &file_moorage_v1_agents_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2390,7 @@ func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
 func (*ResumeResponse) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{34}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{35}
 }
 
 type SignalEntityRequest struct {
@@ -2330,7 +2408,7 @@ type SignalEntityRequest struct {
 
 func (x *SignalEntityRequest) Reset() {
 	*x = SignalEntityRequest{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[35]
+	mi := &file_moorage_v1_agents_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2420,7 @@ func (x *SignalEntityRequest) String() string {
 func (*SignalEntityRequest) ProtoMessage() {}
 
 func (x *SignalEntityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[35]
+	mi := &file_moorage_v1_agents_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2433,7 @@ func (x *SignalEntityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalEntityRequest.ProtoReflect.Descriptor instead.
 func (*SignalEntityRequest) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{35}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SignalEntityRequest) GetName() string {
@@ -2401,7 +2479,7 @@ type SignalEntityResponse struct {
 
 func (x *SignalEntityResponse) Reset() {
 	*x = SignalEntityResponse{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[36]
+	mi := &file_moorage_v1_agents_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2413,7 +2491,7 @@ func (x *SignalEntityResponse) String() string {
 func (*SignalEntityResponse) ProtoMessage() {}
 
 func (x *SignalEntityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[36]
+	mi := &file_moorage_v1_agents_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2426,7 +2504,7 @@ func (x *SignalEntityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalEntityResponse.ProtoReflect.Descriptor instead.
 func (*SignalEntityResponse) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{36}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{37}
 }
 
 type GetEntityRequest struct {
@@ -2439,7 +2517,7 @@ type GetEntityRequest struct {
 
 func (x *GetEntityRequest) Reset() {
 	*x = GetEntityRequest{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[37]
+	mi := &file_moorage_v1_agents_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2451,7 +2529,7 @@ func (x *GetEntityRequest) String() string {
 func (*GetEntityRequest) ProtoMessage() {}
 
 func (x *GetEntityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[37]
+	mi := &file_moorage_v1_agents_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2464,7 +2542,7 @@ func (x *GetEntityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntityRequest.ProtoReflect.Descriptor instead.
 func (*GetEntityRequest) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{37}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetEntityRequest) GetName() string {
@@ -2495,7 +2573,7 @@ type Entity struct {
 
 func (x *Entity) Reset() {
 	*x = Entity{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[38]
+	mi := &file_moorage_v1_agents_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2507,7 +2585,7 @@ func (x *Entity) String() string {
 func (*Entity) ProtoMessage() {}
 
 func (x *Entity) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[38]
+	mi := &file_moorage_v1_agents_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2520,7 +2598,7 @@ func (x *Entity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entity.ProtoReflect.Descriptor instead.
 func (*Entity) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{38}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Entity) GetName() string {
@@ -2567,7 +2645,7 @@ type PublishChunksRequest struct {
 
 func (x *PublishChunksRequest) Reset() {
 	*x = PublishChunksRequest{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[39]
+	mi := &file_moorage_v1_agents_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2579,7 +2657,7 @@ func (x *PublishChunksRequest) String() string {
 func (*PublishChunksRequest) ProtoMessage() {}
 
 func (x *PublishChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[39]
+	mi := &file_moorage_v1_agents_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2592,7 +2670,7 @@ func (x *PublishChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishChunksRequest.ProtoReflect.Descriptor instead.
 func (*PublishChunksRequest) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{39}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PublishChunksRequest) GetChunks() []*RunChunk {
@@ -2612,7 +2690,7 @@ type PublishChunksResponse struct {
 
 func (x *PublishChunksResponse) Reset() {
 	*x = PublishChunksResponse{}
-	mi := &file_moorage_v1_agents_proto_msgTypes[40]
+	mi := &file_moorage_v1_agents_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2624,7 +2702,7 @@ func (x *PublishChunksResponse) String() string {
 func (*PublishChunksResponse) ProtoMessage() {}
 
 func (x *PublishChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_moorage_v1_agents_proto_msgTypes[40]
+	mi := &file_moorage_v1_agents_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2637,7 +2715,7 @@ func (x *PublishChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishChunksResponse.ProtoReflect.Descriptor instead.
 func (*PublishChunksResponse) Descriptor() ([]byte, []int) {
-	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{40}
+	return file_moorage_v1_agents_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PublishChunksResponse) GetDelivered() int32 {
@@ -2700,7 +2778,15 @@ const file_moorage_v1_agents_proto_rawDesc = "" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\x12%\n" +
 	"\x0ecorrelation_id\x18\x03 \x01(\tR\rcorrelationId\x12\x12\n" +
 	"\x04text\x18\x04 \x01(\tR\x04text\x12\x1a\n" +
-	"\bsequence\x18\x05 \x01(\x03R\bsequence\"\xb4\x01\n" +
+	"\bsequence\x18\x05 \x01(\x03R\bsequence\"\xdc\x01\n" +
+	"\x16ResumeRunStreamRequest\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12%\n" +
+	"\x0ecorrelation_id\x18\x03 \x01(\tR\rcorrelationId\x12*\n" +
+	"\x0eafter_sequence\x18\x04 \x01(\x03H\x00R\rafterSequence\x88\x01\x01\x12'\n" +
+	"\x0ftimeout_seconds\x18\x05 \x01(\x01R\x0etimeoutSecondsB\x11\n" +
+	"\x0f_after_sequence\"\xb4\x01\n" +
 	"\x0eRunStreamEvent\x122\n" +
 	"\astarted\x18\x01 \x01(\v2\x16.moorage.v1.RunStartedH\x00R\astarted\x12,\n" +
 	"\x05chunk\x18\x02 \x01(\v2\x14.moorage.v1.RunChunkH\x00R\x05chunk\x127\n" +
@@ -2867,13 +2953,14 @@ const file_moorage_v1_agents_proto_rawDesc = "" +
 	"\x1fORCHESTRATION_STATUS_TERMINATED\x10\x05\x12\"\n" +
 	"\x1eORCHESTRATION_STATUS_SUSPENDED\x10\x06\x12)\n" +
 	"%ORCHESTRATION_STATUS_CONTINUED_AS_NEW\x10\a\x12!\n" +
-	"\x1dORCHESTRATION_STATUS_CANCELED\x10\b2\x99\n" +
+	"\x1dORCHESTRATION_STATUS_CANCELED\x10\b2\xee\n" +
 	"\n" +
 	"\fAgentService\x12K\n" +
 	"\n" +
 	"ListAgents\x12\x1d.moorage.v1.ListAgentsRequest\x1a\x1e.moorage.v1.ListAgentsResponse\x126\n" +
 	"\x03Run\x12\x16.moorage.v1.RunRequest\x1a\x17.moorage.v1.RunResponse\x12A\n" +
-	"\tRunStream\x12\x16.moorage.v1.RunRequest\x1a\x1a.moorage.v1.RunStreamEvent0\x01\x12@\n" +
+	"\tRunStream\x12\x16.moorage.v1.RunRequest\x1a\x1a.moorage.v1.RunStreamEvent0\x01\x12S\n" +
+	"\x0fResumeRunStream\x12\".moorage.v1.ResumeRunStreamRequest\x1a\x1a.moorage.v1.RunStreamEvent0\x01\x12@\n" +
 	"\bStartRun\x12\x16.moorage.v1.RunRequest\x1a\x1c.moorage.v1.StartRunResponse\x12Q\n" +
 	"\fGetRunResult\x12\x1f.moorage.v1.GetRunResultRequest\x1a .moorage.v1.GetRunResultResponse\x12@\n" +
 	"\n" +
@@ -2908,7 +2995,7 @@ func file_moorage_v1_agents_proto_rawDescGZIP() []byte {
 }
 
 var file_moorage_v1_agents_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_moorage_v1_agents_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_moorage_v1_agents_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_moorage_v1_agents_proto_goTypes = []any{
 	(RunStatus)(0),                      // 0: moorage.v1.RunStatus
 	(OrchestrationStatus)(0),            // 1: moorage.v1.OrchestrationStatus
@@ -2920,40 +3007,41 @@ var file_moorage_v1_agents_proto_goTypes = []any{
 	(*RunResponse)(nil),                 // 7: moorage.v1.RunResponse
 	(*RunStarted)(nil),                  // 8: moorage.v1.RunStarted
 	(*RunChunk)(nil),                    // 9: moorage.v1.RunChunk
-	(*RunStreamEvent)(nil),              // 10: moorage.v1.RunStreamEvent
-	(*StartRunResponse)(nil),            // 11: moorage.v1.StartRunResponse
-	(*GetRunResultRequest)(nil),         // 12: moorage.v1.GetRunResultRequest
-	(*RunError)(nil),                    // 13: moorage.v1.RunError
-	(*GetRunResultResponse)(nil),        // 14: moorage.v1.GetRunResultResponse
-	(*GetSessionRequest)(nil),           // 15: moorage.v1.GetSessionRequest
-	(*ChatMessage)(nil),                 // 16: moorage.v1.ChatMessage
-	(*Session)(nil),                     // 17: moorage.v1.Session
-	(*ListSessionsRequest)(nil),         // 18: moorage.v1.ListSessionsRequest
-	(*SessionSummary)(nil),              // 19: moorage.v1.SessionSummary
-	(*ListSessionsResponse)(nil),        // 20: moorage.v1.ListSessionsResponse
-	(*DeleteSessionRequest)(nil),        // 21: moorage.v1.DeleteSessionRequest
-	(*DeleteSessionResponse)(nil),       // 22: moorage.v1.DeleteSessionResponse
-	(*StartOrchestrationRequest)(nil),   // 23: moorage.v1.StartOrchestrationRequest
-	(*StartOrchestrationResponse)(nil),  // 24: moorage.v1.StartOrchestrationResponse
-	(*GetOrchestrationRequest)(nil),     // 25: moorage.v1.GetOrchestrationRequest
-	(*FailureDetails)(nil),              // 26: moorage.v1.FailureDetails
-	(*Orchestration)(nil),               // 27: moorage.v1.Orchestration
-	(*WaitForOrchestrationRequest)(nil), // 28: moorage.v1.WaitForOrchestrationRequest
-	(*RaiseEventRequest)(nil),           // 29: moorage.v1.RaiseEventRequest
-	(*RaiseEventResponse)(nil),          // 30: moorage.v1.RaiseEventResponse
-	(*TerminateRequest)(nil),            // 31: moorage.v1.TerminateRequest
-	(*TerminateResponse)(nil),           // 32: moorage.v1.TerminateResponse
-	(*SuspendRequest)(nil),              // 33: moorage.v1.SuspendRequest
-	(*SuspendResponse)(nil),             // 34: moorage.v1.SuspendResponse
-	(*ResumeRequest)(nil),               // 35: moorage.v1.ResumeRequest
-	(*ResumeResponse)(nil),              // 36: moorage.v1.ResumeResponse
-	(*SignalEntityRequest)(nil),         // 37: moorage.v1.SignalEntityRequest
-	(*SignalEntityResponse)(nil),        // 38: moorage.v1.SignalEntityResponse
-	(*GetEntityRequest)(nil),            // 39: moorage.v1.GetEntityRequest
-	(*Entity)(nil),                      // 40: moorage.v1.Entity
-	(*PublishChunksRequest)(nil),        // 41: moorage.v1.PublishChunksRequest
-	(*PublishChunksResponse)(nil),       // 42: moorage.v1.PublishChunksResponse
-	nil,                                 // 43: moorage.v1.StartOrchestrationRequest.TagsEntry
+	(*ResumeRunStreamRequest)(nil),      // 10: moorage.v1.ResumeRunStreamRequest
+	(*RunStreamEvent)(nil),              // 11: moorage.v1.RunStreamEvent
+	(*StartRunResponse)(nil),            // 12: moorage.v1.StartRunResponse
+	(*GetRunResultRequest)(nil),         // 13: moorage.v1.GetRunResultRequest
+	(*RunError)(nil),                    // 14: moorage.v1.RunError
+	(*GetRunResultResponse)(nil),        // 15: moorage.v1.GetRunResultResponse
+	(*GetSessionRequest)(nil),           // 16: moorage.v1.GetSessionRequest
+	(*ChatMessage)(nil),                 // 17: moorage.v1.ChatMessage
+	(*Session)(nil),                     // 18: moorage.v1.Session
+	(*ListSessionsRequest)(nil),         // 19: moorage.v1.ListSessionsRequest
+	(*SessionSummary)(nil),              // 20: moorage.v1.SessionSummary
+	(*ListSessionsResponse)(nil),        // 21: moorage.v1.ListSessionsResponse
+	(*DeleteSessionRequest)(nil),        // 22: moorage.v1.DeleteSessionRequest
+	(*DeleteSessionResponse)(nil),       // 23: moorage.v1.DeleteSessionResponse
+	(*StartOrchestrationRequest)(nil),   // 24: moorage.v1.StartOrchestrationRequest
+	(*StartOrchestrationResponse)(nil),  // 25: moorage.v1.StartOrchestrationResponse
+	(*GetOrchestrationRequest)(nil),     // 26: moorage.v1.GetOrchestrationRequest
+	(*FailureDetails)(nil),              // 27: moorage.v1.FailureDetails
+	(*Orchestration)(nil),               // 28: moorage.v1.Orchestration
+	(*WaitForOrchestrationRequest)(nil), // 29: moorage.v1.WaitForOrchestrationRequest
+	(*RaiseEventRequest)(nil),           // 30: moorage.v1.RaiseEventRequest
+	(*RaiseEventResponse)(nil),          // 31: moorage.v1.RaiseEventResponse
+	(*TerminateRequest)(nil),            // 32: moorage.v1.TerminateRequest
+	(*TerminateResponse)(nil),           // 33: moorage.v1.TerminateResponse
+	(*SuspendRequest)(nil),              // 34: moorage.v1.SuspendRequest
+	(*SuspendResponse)(nil),             // 35: moorage.v1.SuspendResponse
+	(*ResumeRequest)(nil),               // 36: moorage.v1.ResumeRequest
+	(*ResumeResponse)(nil),              // 37: moorage.v1.ResumeResponse
+	(*SignalEntityRequest)(nil),         // 38: moorage.v1.SignalEntityRequest
+	(*SignalEntityResponse)(nil),        // 39: moorage.v1.SignalEntityResponse
+	(*GetEntityRequest)(nil),            // 40: moorage.v1.GetEntityRequest
+	(*Entity)(nil),                      // 41: moorage.v1.Entity
+	(*PublishChunksRequest)(nil),        // 42: moorage.v1.PublishChunksRequest
+	(*PublishChunksResponse)(nil),       // 43: moorage.v1.PublishChunksResponse
+	nil,                                 // 44: moorage.v1.StartOrchestrationRequest.TagsEntry
 }
 var file_moorage_v1_agents_proto_depIdxs = []int32{
 	3,  // 0: moorage.v1.ListAgentsResponse.agents:type_name -> moorage.v1.AgentInfo
@@ -2964,51 +3052,53 @@ var file_moorage_v1_agents_proto_depIdxs = []int32{
 	0,  // 5: moorage.v1.StartRunResponse.status:type_name -> moorage.v1.RunStatus
 	0,  // 6: moorage.v1.GetRunResultResponse.status:type_name -> moorage.v1.RunStatus
 	7,  // 7: moorage.v1.GetRunResultResponse.result:type_name -> moorage.v1.RunResponse
-	13, // 8: moorage.v1.GetRunResultResponse.error:type_name -> moorage.v1.RunError
-	16, // 9: moorage.v1.Session.messages:type_name -> moorage.v1.ChatMessage
-	19, // 10: moorage.v1.ListSessionsResponse.sessions:type_name -> moorage.v1.SessionSummary
-	43, // 11: moorage.v1.StartOrchestrationRequest.tags:type_name -> moorage.v1.StartOrchestrationRequest.TagsEntry
+	14, // 8: moorage.v1.GetRunResultResponse.error:type_name -> moorage.v1.RunError
+	17, // 9: moorage.v1.Session.messages:type_name -> moorage.v1.ChatMessage
+	20, // 10: moorage.v1.ListSessionsResponse.sessions:type_name -> moorage.v1.SessionSummary
+	44, // 11: moorage.v1.StartOrchestrationRequest.tags:type_name -> moorage.v1.StartOrchestrationRequest.TagsEntry
 	1,  // 12: moorage.v1.Orchestration.status:type_name -> moorage.v1.OrchestrationStatus
-	26, // 13: moorage.v1.Orchestration.failure:type_name -> moorage.v1.FailureDetails
+	27, // 13: moorage.v1.Orchestration.failure:type_name -> moorage.v1.FailureDetails
 	9,  // 14: moorage.v1.PublishChunksRequest.chunks:type_name -> moorage.v1.RunChunk
 	2,  // 15: moorage.v1.AgentService.ListAgents:input_type -> moorage.v1.ListAgentsRequest
 	5,  // 16: moorage.v1.AgentService.Run:input_type -> moorage.v1.RunRequest
 	5,  // 17: moorage.v1.AgentService.RunStream:input_type -> moorage.v1.RunRequest
-	5,  // 18: moorage.v1.AgentService.StartRun:input_type -> moorage.v1.RunRequest
-	12, // 19: moorage.v1.AgentService.GetRunResult:input_type -> moorage.v1.GetRunResultRequest
-	15, // 20: moorage.v1.AgentService.GetSession:input_type -> moorage.v1.GetSessionRequest
-	18, // 21: moorage.v1.AgentService.ListSessions:input_type -> moorage.v1.ListSessionsRequest
-	21, // 22: moorage.v1.AgentService.DeleteSession:input_type -> moorage.v1.DeleteSessionRequest
-	23, // 23: moorage.v1.AgentService.StartOrchestration:input_type -> moorage.v1.StartOrchestrationRequest
-	25, // 24: moorage.v1.AgentService.GetOrchestration:input_type -> moorage.v1.GetOrchestrationRequest
-	28, // 25: moorage.v1.AgentService.WaitForOrchestration:input_type -> moorage.v1.WaitForOrchestrationRequest
-	29, // 26: moorage.v1.AgentService.RaiseEvent:input_type -> moorage.v1.RaiseEventRequest
-	31, // 27: moorage.v1.AgentService.Terminate:input_type -> moorage.v1.TerminateRequest
-	33, // 28: moorage.v1.AgentService.Suspend:input_type -> moorage.v1.SuspendRequest
-	35, // 29: moorage.v1.AgentService.Resume:input_type -> moorage.v1.ResumeRequest
-	37, // 30: moorage.v1.AgentService.SignalEntity:input_type -> moorage.v1.SignalEntityRequest
-	39, // 31: moorage.v1.AgentService.GetEntity:input_type -> moorage.v1.GetEntityRequest
-	41, // 32: moorage.v1.AgentStreamSink.PublishChunks:input_type -> moorage.v1.PublishChunksRequest
-	4,  // 33: moorage.v1.AgentService.ListAgents:output_type -> moorage.v1.ListAgentsResponse
-	7,  // 34: moorage.v1.AgentService.Run:output_type -> moorage.v1.RunResponse
-	10, // 35: moorage.v1.AgentService.RunStream:output_type -> moorage.v1.RunStreamEvent
-	11, // 36: moorage.v1.AgentService.StartRun:output_type -> moorage.v1.StartRunResponse
-	14, // 37: moorage.v1.AgentService.GetRunResult:output_type -> moorage.v1.GetRunResultResponse
-	17, // 38: moorage.v1.AgentService.GetSession:output_type -> moorage.v1.Session
-	20, // 39: moorage.v1.AgentService.ListSessions:output_type -> moorage.v1.ListSessionsResponse
-	22, // 40: moorage.v1.AgentService.DeleteSession:output_type -> moorage.v1.DeleteSessionResponse
-	24, // 41: moorage.v1.AgentService.StartOrchestration:output_type -> moorage.v1.StartOrchestrationResponse
-	27, // 42: moorage.v1.AgentService.GetOrchestration:output_type -> moorage.v1.Orchestration
-	27, // 43: moorage.v1.AgentService.WaitForOrchestration:output_type -> moorage.v1.Orchestration
-	30, // 44: moorage.v1.AgentService.RaiseEvent:output_type -> moorage.v1.RaiseEventResponse
-	32, // 45: moorage.v1.AgentService.Terminate:output_type -> moorage.v1.TerminateResponse
-	34, // 46: moorage.v1.AgentService.Suspend:output_type -> moorage.v1.SuspendResponse
-	36, // 47: moorage.v1.AgentService.Resume:output_type -> moorage.v1.ResumeResponse
-	38, // 48: moorage.v1.AgentService.SignalEntity:output_type -> moorage.v1.SignalEntityResponse
-	40, // 49: moorage.v1.AgentService.GetEntity:output_type -> moorage.v1.Entity
-	42, // 50: moorage.v1.AgentStreamSink.PublishChunks:output_type -> moorage.v1.PublishChunksResponse
-	33, // [33:51] is the sub-list for method output_type
-	15, // [15:33] is the sub-list for method input_type
+	10, // 18: moorage.v1.AgentService.ResumeRunStream:input_type -> moorage.v1.ResumeRunStreamRequest
+	5,  // 19: moorage.v1.AgentService.StartRun:input_type -> moorage.v1.RunRequest
+	13, // 20: moorage.v1.AgentService.GetRunResult:input_type -> moorage.v1.GetRunResultRequest
+	16, // 21: moorage.v1.AgentService.GetSession:input_type -> moorage.v1.GetSessionRequest
+	19, // 22: moorage.v1.AgentService.ListSessions:input_type -> moorage.v1.ListSessionsRequest
+	22, // 23: moorage.v1.AgentService.DeleteSession:input_type -> moorage.v1.DeleteSessionRequest
+	24, // 24: moorage.v1.AgentService.StartOrchestration:input_type -> moorage.v1.StartOrchestrationRequest
+	26, // 25: moorage.v1.AgentService.GetOrchestration:input_type -> moorage.v1.GetOrchestrationRequest
+	29, // 26: moorage.v1.AgentService.WaitForOrchestration:input_type -> moorage.v1.WaitForOrchestrationRequest
+	30, // 27: moorage.v1.AgentService.RaiseEvent:input_type -> moorage.v1.RaiseEventRequest
+	32, // 28: moorage.v1.AgentService.Terminate:input_type -> moorage.v1.TerminateRequest
+	34, // 29: moorage.v1.AgentService.Suspend:input_type -> moorage.v1.SuspendRequest
+	36, // 30: moorage.v1.AgentService.Resume:input_type -> moorage.v1.ResumeRequest
+	38, // 31: moorage.v1.AgentService.SignalEntity:input_type -> moorage.v1.SignalEntityRequest
+	40, // 32: moorage.v1.AgentService.GetEntity:input_type -> moorage.v1.GetEntityRequest
+	42, // 33: moorage.v1.AgentStreamSink.PublishChunks:input_type -> moorage.v1.PublishChunksRequest
+	4,  // 34: moorage.v1.AgentService.ListAgents:output_type -> moorage.v1.ListAgentsResponse
+	7,  // 35: moorage.v1.AgentService.Run:output_type -> moorage.v1.RunResponse
+	11, // 36: moorage.v1.AgentService.RunStream:output_type -> moorage.v1.RunStreamEvent
+	11, // 37: moorage.v1.AgentService.ResumeRunStream:output_type -> moorage.v1.RunStreamEvent
+	12, // 38: moorage.v1.AgentService.StartRun:output_type -> moorage.v1.StartRunResponse
+	15, // 39: moorage.v1.AgentService.GetRunResult:output_type -> moorage.v1.GetRunResultResponse
+	18, // 40: moorage.v1.AgentService.GetSession:output_type -> moorage.v1.Session
+	21, // 41: moorage.v1.AgentService.ListSessions:output_type -> moorage.v1.ListSessionsResponse
+	23, // 42: moorage.v1.AgentService.DeleteSession:output_type -> moorage.v1.DeleteSessionResponse
+	25, // 43: moorage.v1.AgentService.StartOrchestration:output_type -> moorage.v1.StartOrchestrationResponse
+	28, // 44: moorage.v1.AgentService.GetOrchestration:output_type -> moorage.v1.Orchestration
+	28, // 45: moorage.v1.AgentService.WaitForOrchestration:output_type -> moorage.v1.Orchestration
+	31, // 46: moorage.v1.AgentService.RaiseEvent:output_type -> moorage.v1.RaiseEventResponse
+	33, // 47: moorage.v1.AgentService.Terminate:output_type -> moorage.v1.TerminateResponse
+	35, // 48: moorage.v1.AgentService.Suspend:output_type -> moorage.v1.SuspendResponse
+	37, // 49: moorage.v1.AgentService.Resume:output_type -> moorage.v1.ResumeResponse
+	39, // 50: moorage.v1.AgentService.SignalEntity:output_type -> moorage.v1.SignalEntityResponse
+	41, // 51: moorage.v1.AgentService.GetEntity:output_type -> moorage.v1.Entity
+	43, // 52: moorage.v1.AgentStreamSink.PublishChunks:output_type -> moorage.v1.PublishChunksResponse
+	34, // [34:53] is the sub-list for method output_type
+	15, // [15:34] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
 	15, // [15:15] is the sub-list for extension extendee
 	0,  // [0:15] is the sub-list for field type_name
@@ -3020,7 +3110,8 @@ func file_moorage_v1_agents_proto_init() {
 		return
 	}
 	file_moorage_v1_agents_proto_msgTypes[3].OneofWrappers = []any{}
-	file_moorage_v1_agents_proto_msgTypes[8].OneofWrappers = []any{
+	file_moorage_v1_agents_proto_msgTypes[8].OneofWrappers = []any{}
+	file_moorage_v1_agents_proto_msgTypes[9].OneofWrappers = []any{
 		(*RunStreamEvent_Started)(nil),
 		(*RunStreamEvent_Chunk)(nil),
 		(*RunStreamEvent_Completed)(nil),
@@ -3031,7 +3122,7 @@ func file_moorage_v1_agents_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_moorage_v1_agents_proto_rawDesc), len(file_moorage_v1_agents_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   42,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -41,6 +41,7 @@ const (
 	AgentService_ListAgents_FullMethodName           = "/moorage.v1.AgentService/ListAgents"
 	AgentService_Run_FullMethodName                  = "/moorage.v1.AgentService/Run"
 	AgentService_RunStream_FullMethodName            = "/moorage.v1.AgentService/RunStream"
+	AgentService_ResumeRunStream_FullMethodName      = "/moorage.v1.AgentService/ResumeRunStream"
 	AgentService_StartRun_FullMethodName             = "/moorage.v1.AgentService/StartRun"
 	AgentService_GetRunResult_FullMethodName         = "/moorage.v1.AgentService/GetRunResult"
 	AgentService_GetSession_FullMethodName           = "/moorage.v1.AgentService/GetSession"
@@ -67,6 +68,9 @@ type AgentServiceClient interface {
 	Run(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (*RunResponse, error)
 	// Runs one turn and streams the answer as the model produces it: `started`, then `chunk`s, then `completed`.
 	RunStream(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunStreamEvent], error)
+	// A streamed turn again, e.g. after the connection broke: the `chunk`s after after_sequence, then `completed`
+	// (no `started`). Any gateway of the deployment can serve it (chunks are kept for 15 minutes after the turn).
+	ResumeRunStream(ctx context.Context, in *ResumeRunStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunStreamEvent], error)
 	// Starts a turn without waiting. Fetch the answer later with GetRunResult (session id + correlation id).
 	StartRun(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (*StartRunResponse, error)
 	// The status of a started turn, and its answer once it is done (optionally waiting up to wait_seconds).
@@ -136,6 +140,25 @@ func (c *agentServiceClient) RunStream(ctx context.Context, in *RunRequest, opts
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_RunStreamClient = grpc.ServerStreamingClient[RunStreamEvent]
+
+func (c *agentServiceClient) ResumeRunStream(ctx context.Context, in *ResumeRunStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunStreamEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[1], AgentService_ResumeRunStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ResumeRunStreamRequest, RunStreamEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ResumeRunStreamClient = grpc.ServerStreamingClient[RunStreamEvent]
 
 func (c *agentServiceClient) StartRun(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (*StartRunResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -287,6 +310,9 @@ type AgentServiceServer interface {
 	Run(context.Context, *RunRequest) (*RunResponse, error)
 	// Runs one turn and streams the answer as the model produces it: `started`, then `chunk`s, then `completed`.
 	RunStream(*RunRequest, grpc.ServerStreamingServer[RunStreamEvent]) error
+	// A streamed turn again, e.g. after the connection broke: the `chunk`s after after_sequence, then `completed`
+	// (no `started`). Any gateway of the deployment can serve it (chunks are kept for 15 minutes after the turn).
+	ResumeRunStream(*ResumeRunStreamRequest, grpc.ServerStreamingServer[RunStreamEvent]) error
 	// Starts a turn without waiting. Fetch the answer later with GetRunResult (session id + correlation id).
 	StartRun(context.Context, *RunRequest) (*StartRunResponse, error)
 	// The status of a started turn, and its answer once it is done (optionally waiting up to wait_seconds).
@@ -326,6 +352,9 @@ func (UnimplementedAgentServiceServer) Run(context.Context, *RunRequest) (*RunRe
 }
 func (UnimplementedAgentServiceServer) RunStream(*RunRequest, grpc.ServerStreamingServer[RunStreamEvent]) error {
 	return status.Error(codes.Unimplemented, "method RunStream not implemented")
+}
+func (UnimplementedAgentServiceServer) ResumeRunStream(*ResumeRunStreamRequest, grpc.ServerStreamingServer[RunStreamEvent]) error {
+	return status.Error(codes.Unimplemented, "method ResumeRunStream not implemented")
 }
 func (UnimplementedAgentServiceServer) StartRun(context.Context, *RunRequest) (*StartRunResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StartRun not implemented")
@@ -436,6 +465,17 @@ func _AgentService_RunStream_Handler(srv interface{}, stream grpc.ServerStream) 
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_RunStreamServer = grpc.ServerStreamingServer[RunStreamEvent]
+
+func _AgentService_ResumeRunStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ResumeRunStreamRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentServiceServer).ResumeRunStream(m, &grpc.GenericServerStream[ResumeRunStreamRequest, RunStreamEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_ResumeRunStreamServer = grpc.ServerStreamingServer[RunStreamEvent]
 
 func _AgentService_StartRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RunRequest)
@@ -765,6 +805,11 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "RunStream",
 			Handler:       _AgentService_RunStream_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ResumeRunStream",
+			Handler:       _AgentService_ResumeRunStream_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -396,6 +396,8 @@ export class MoorageClient {
 export class RunStream implements AsyncIterable<string> {
   sessionId?: string;
   correlationId?: string;
+  /** The sequence of the last chunk received: pass it to `resumeStream` if the stream breaks. */
+  lastSequence?: number;
   readonly result: Promise<RunResult>;
   /** @deprecated the old name of `sessionId`. */
   get threadId(): string | undefined {
@@ -405,7 +407,13 @@ export class RunStream implements AsyncIterable<string> {
   private rejectResult!: (e: MoorageError) => void;
   private consumed = false;
 
-  constructor(private readonly call: grpc.ClientReadableStream<Raw>) {
+  constructor(
+    private readonly call: grpc.ClientReadableStream<Raw>,
+    sessionId?: string,
+    correlationId?: string,
+  ) {
+    this.sessionId = sessionId;
+    this.correlationId = correlationId;
     this.result = new Promise<RunResult>((resolve, reject) => {
       this.resolveResult = resolve;
       this.rejectResult = reject;
@@ -423,6 +431,7 @@ export class RunStream implements AsyncIterable<string> {
           this.sessionId = event.started.sessionId;
           this.correlationId = event.started.correlationId;
         } else if (event.event === "chunk") {
+          this.lastSequence = Number(event.chunk.sequence);
           yield event.chunk.text as string;
         } else if (event.event === "completed") {
           done = true;
@@ -462,6 +471,18 @@ export class Agent {
   /** Run one turn and stream the answer. */
   stream(message: string, opts: RunOptions = {}): RunStream {
     return new RunStream(this.client.serverStream("RunStream", runRequest(this.name, message, opts)));
+  }
+
+  /** A streamed turn again (e.g. after the connection broke): the chunks after sequence `after` (the
+   * `lastSequence` seen; omitted: from the first chunk), then the answer. Any gateway serves it. */
+  resumeStream(
+    sessionId: string,
+    correlationId: string,
+    opts: { after?: number; timeoutSeconds?: number } = {},
+  ): RunStream {
+    const req: Raw = { agent: this.name, sessionId, correlationId, timeoutSeconds: opts.timeoutSeconds ?? 0 };
+    if (opts.after !== undefined) req.afterSequence = opts.after;
+    return new RunStream(this.client.serverStream("ResumeRunStream", req), sessionId, correlationId);
   }
 
   /** Start a turn without waiting; fetch the answer later with `result`. */

@@ -65,6 +65,35 @@ test("streams a reply: chunks before the completed answer", { skip }, async () =
   }
 });
 
+test("resumes a stream after its last chunk sequence", { skip }, async () => {
+  const client = new MoorageClient(address);
+  try {
+    const agent = client.agent("Joker");
+    const stream = agent.stream("Tell me a joke about herons");
+    const chunks = [];
+    for await (const text of stream) {
+      assert.equal(stream.lastSequence, chunks.length);
+      chunks.push(text);
+    }
+    const result = await stream.result;
+    assert.ok(chunks.length >= 3, `only ${chunks.length} chunks`);
+    const rest = agent.resumeStream(stream.sessionId, stream.correlationId, { after: 1 });
+    const tail = [];
+    for await (const text of rest) tail.push(text);
+    assert.deepEqual(tail, chunks.slice(2));
+    assert.equal((await rest.result).text, result.text);
+    assert.equal(rest.lastSequence, chunks.length - 1);
+    const whole = [];
+    for await (const text of agent.resumeStream(stream.sessionId, stream.correlationId)) whole.push(text);
+    assert.equal(whole.join(""), result.text);
+    await assert.rejects(async () => {
+      for await (const _ of agent.resumeStream(stream.sessionId, "no-such-turn")) { /* nothing */ }
+    }, (e) => e.code === grpc.status.NOT_FOUND);
+  } finally {
+    client.close();
+  }
+});
+
 test("starts an orchestration and raises an event to it", { skip }, async () => {
   const client = new MoorageClient(address);
   try {

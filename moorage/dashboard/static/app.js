@@ -823,7 +823,31 @@ function sessionPage(agent, sessionId, q) {
       h('div', { class: 'subtabs', style: { marginTop: '16px' } },
         [['conversation', 'Conversation'], ['raw', 'Raw state']].map(([k, label]) =>
           h('button', { class: tab === k ? 'on' : '', 'data-tab': k, onclick: () => { tab = k; draw(); } }, label))),
-      tab === 'raw' ? h('pre', { class: 'json' }, pretty(data.state)) : conversationView(c));
+      tab === 'raw' ? h('pre', { class: 'json' }, pretty(data.state)) : [archivePager(), conversationView(c)]);
+  }
+
+  // Older (archived) entries: the pages the context policy moved out of the state (page 0 is the oldest), fetched
+  // one at a time on demand; `archive` stays across refreshes of the page.
+  let archive = null; // { page, data } once opened
+  async function openArchive(n) {
+    archive = { page: n, data: await api(`agents/${enc(agent)}/sessions/${enc(sessionId)}/archive?page=${n}`) };
+    draw();
+  }
+  function archivePager() {
+    const a = data.archive || { entries: 0, pages: 0 };
+    if (!a.pages) return null;
+    const head = `Older (archived) entries: ${num(a.entries)} in ${num(a.pages)} page(s)`;
+    if (!archive) {
+      return h('div', { class: 'panel', id: 'archive' }, head, ' ',
+        h('button', { class: 'btn', 'data-archive': 'open', onclick: () => openArchive(a.pages - 1).catch(showError) }, 'Show'));
+    }
+    const n = archive.page;
+    return h('div', { class: 'panel', id: 'archive', 'data-page': n },
+      h('div', { class: 'actions' }, head, ` · page ${n + 1} of ${a.pages}`,
+        h('button', { class: 'btn', 'data-archive': 'older', disabled: n <= 0, onclick: () => openArchive(n - 1).catch(showError) }, 'Older'),
+        h('button', { class: 'btn', 'data-archive': 'newer', disabled: n >= a.pages - 1, onclick: () => openArchive(n + 1).catch(showError) }, 'Newer'),
+        h('button', { class: 'btn', 'data-archive': 'hide', onclick: () => { archive = null; draw(); } }, 'Hide')),
+      conversationView(archive.data.conversation, 'archive-conversation'));
   }
   return { root, load, refresh: load, title: `Session ${sessionId}` };
 }
@@ -832,9 +856,9 @@ function stat(v, label) {
   return h('div', { class: 'panel stat' }, h('span', { class: 'v' }, num(v)), h('span', { class: 'l' }, label));
 }
 
-function conversationView(c) {
-  if (!c.turns.length) return h('div', { class: 'panel empty', id: 'conversation' }, 'No messages in this session yet.');
-  return h('div', { class: 'conv', id: 'conversation' }, c.turns.map((turn, i) => {
+function conversationView(c, id = 'conversation') {
+  if (!c.turns.length) return h('div', { class: 'panel empty', id }, 'No messages in this session yet.');
+  return h('div', { class: 'conv', id }, c.turns.map((turn, i) => {
     const blocks = [turn.request, ...turn.responses].filter(Boolean);
     const results = {};
     for (const b of blocks) for (const m of b.messages) for (const x of m.contents) if (x.type === 'functionResult') results[x.callId] = x;
