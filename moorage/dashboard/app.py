@@ -45,7 +45,7 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 500
 FLOW_MAX_NODES = 200
 AGENT_SCAN_CAP = 1000
-READ_ONLY = ("the dashboard is read-only: start the sidecar with --dashboard-actions to enable actions")
+READ_ONLY = "the dashboard is read-only: start the sidecar with --dashboard-actions to enable actions"
 
 
 class ApiError(Exception):
@@ -96,8 +96,11 @@ class Guard:
         self.actions = actions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS") \
-                and scope["path"].startswith("/api/"):
+        if (
+            scope["type"] == "http"
+            and scope["method"] not in ("GET", "HEAD", "OPTIONS")
+            and scope["path"].startswith("/api/")
+        ):
             problem = self._check(scope)
             if problem is not None:
                 await _error(*problem)(scope, receive, send)
@@ -192,10 +195,16 @@ def _core(request: Request) -> SidecarCore:
 @api
 async def info(request: Request) -> Response:
     core = _core(request)
-    return _ok({"hubs": core.hub_names, "defaultHub": core.default_hub,
-                "actions": request.app.state.actions, "statuses": views.STATUSES,
-                "version": request.app.state.version,
-                "security": getattr(request.app.state, "security", {"auth": False, "unauthenticatedExposed": False})})
+    return _ok(
+        {
+            "hubs": core.hub_names,
+            "defaultHub": core.default_hub,
+            "actions": request.app.state.actions,
+            "statuses": views.STATUSES,
+            "version": request.app.state.version,
+            "security": getattr(request.app.state, "security", {"auth": False, "unauthenticatedExposed": False}),
+        }
+    )
 
 
 # -- orchestrations ----------------------------------------------------------------------------------------------
@@ -217,9 +226,15 @@ def _instance_query(request: Request) -> InstanceQuery:
     created_to = views.parse_time(p["created_to"], "created_to") if p.get("created_to") else None
     if created_from is not None and created_to is not None and created_to < created_from:
         raise ApiError(400, "created_to is before created_from")
-    return InstanceQuery(statuses=tuple(statuses), names=tuple(names), tags=tags,
-                         id_contains=p.get("q", "").strip() or None, created_from=created_from,
-                         created_to=created_to, newest_first=p.get("order", "newest") != "oldest")
+    return InstanceQuery(
+        statuses=tuple(statuses),
+        names=tuple(names),
+        tags=tags,
+        id_contains=p.get("q", "").strip() or None,
+        created_from=created_from,
+        created_to=created_to,
+        newest_first=p.get("order", "newest") != "oldest",
+    )
 
 
 @api
@@ -237,12 +252,14 @@ async def list_orchestrations(request: Request) -> Response:
     now = time.time()
     more = len(rows) > size
     rows = rows[:size]
-    return _ok({
-        "hub": hub,
-        "items": [views.instance_json(r, payloads=False, now=now) for r in rows],
-        "next": page_token(rows[-1].created_at, rows[-1].instance_id) if more else None,
-        "statusCounts": {status_name(s): n for s, n in sorted(counts.items())},
-    })
+    return _ok(
+        {
+            "hub": hub,
+            "items": [views.instance_json(r, payloads=False, now=now) for r in rows],
+            "next": page_token(rows[-1].created_at, rows[-1].instance_id) if more else None,
+            "statusCounts": {status_name(s): n for s, n in sorted(counts.items())},
+        }
+    )
 
 
 @api
@@ -257,8 +274,15 @@ async def start_orchestration(request: Request) -> Response:
     scheduled = _str(body, "scheduledStartAt")
     scheduled_t = views.parse_time(scheduled, "scheduledStartAt") if scheduled else None
     row = await _core(request).run(
-        hub, engine.create_instance, instance_id=instance_id, name=name, input=_payload(body, "input"),
-        version=_str(body, "version"), tags=tags, scheduled_start=scheduled_t)
+        hub,
+        engine.create_instance,
+        instance_id=instance_id,
+        name=name,
+        input=_payload(body, "input"),
+        version=_str(body, "version"),
+        tags=tags,
+        scheduled_start=scheduled_t,
+    )
     log.info("dashboard started instance=%s name=%s hub=%s", row.instance_id, name, hub)
     return _ok({"instanceId": row.instance_id, "instance": views.instance_json(row)}, status=201)
 
@@ -279,8 +303,11 @@ def _flow(tx: StoreTx, row: InstanceRow) -> dict[str, Any]:
     def node(r: InstanceRow, depth: int) -> dict[str, Any]:
         nonlocal count
         count += 1
-        out = {k: v for k, v in views.instance_json(r, payloads=False, now=now).items()
-               if k in ("instanceId", "name", "status", "createdAt", "completedAt", "durationMs")}
+        out = {
+            k: v
+            for k, v in views.instance_json(r, payloads=False, now=now).items()
+            if k in ("instanceId", "name", "status", "createdAt", "completedAt", "durationMs")
+        }
         out["children"] = []
         out["current"] = r.instance_id == row.instance_id
         if depth < 20:
@@ -308,10 +335,16 @@ async def get_orchestration(request: Request) -> Response:
         history = tx.get_history(instance_id)
         now = time.time()
         pending = [e for _, e in tx.get_inbox(instance_id)]
-        return {"instance": views.instance_json(row, now=now), "history": views.history_json(history),
-                "timeline": views.timeline(row, history, now), "flow": _flow(tx, row),
-                "pendingEvents": [{"type": e.WhichOneof("eventType"), "timestamp": views.iso(engine.from_ts(e.timestamp))}
-                                  for e in pending]}
+        return {
+            "instance": views.instance_json(row, now=now),
+            "history": views.history_json(history),
+            "timeline": views.timeline(row, history, now),
+            "flow": _flow(tx, row),
+            "pendingEvents": [
+                {"type": e.WhichOneof("eventType"), "timestamp": views.iso(engine.from_ts(e.timestamp))}
+                for e in pending
+            ],
+        }
 
     return _ok(await _core(request).read(hub, read))
 
@@ -330,8 +363,9 @@ async def orchestration_action(request: Request) -> Response:
     return await _orchestration_action(request, hub, instance_id, action, body)
 
 
-async def _orchestration_action(request: Request, hub: str, instance_id: str, action: str,
-                                body: dict[str, Any]) -> Response:
+async def _orchestration_action(
+    request: Request, hub: str, instance_id: str, action: str, body: dict[str, Any]
+) -> Response:
     core = _core(request)
     result: dict[str, Any] = {"instanceId": instance_id, "action": action}
     if action == "suspend":
@@ -340,11 +374,17 @@ async def _orchestration_action(request: Request, hub: str, instance_id: str, ac
         await core.run(hub, engine.resume, instance_id, _str(body, "reason"))
     elif action == "terminate":
         reason = _str(body, "reason")
-        await core.run(hub, engine.terminate, instance_id, json.dumps(reason) if reason else None,
-                       bool(body.get("recursive", True)))
+        await core.run(
+            hub,
+            engine.terminate,
+            instance_id,
+            json.dumps(reason) if reason else None,
+            bool(body.get("recursive", True)),
+        )
     elif action == "restart":
-        result["newInstanceId"] = await core.run(hub, engine.restart, instance_id,
-                                                 bool(body.get("newInstanceId", False)))
+        result["newInstanceId"] = await core.run(
+            hub, engine.restart, instance_id, bool(body.get("newInstanceId", False))
+        )
     elif action == "rewind":
         await core.run(hub, engine.rewind, instance_id, _str(body, "reason"))
     elif action == "raise-event":
@@ -359,8 +399,7 @@ async def _orchestration_action(request: Request, hub: str, instance_id: str, ac
 @api
 async def purge_orchestration(request: Request) -> Response:
     hub = _hub(request)
-    return await _orchestration_action(request, hub, request.path_params["instance_id"], "purge",
-                                       await _body(request))
+    return await _orchestration_action(request, hub, request.path_params["instance_id"], "purge", await _body(request))
 
 
 # -- entities ----------------------------------------------------------------------------------------------------
@@ -434,9 +473,12 @@ def _entity_message(e: pb.HistoryEvent) -> dict[str, Any]:
     m = getattr(e, kind) if kind else None
     has = m is not None and "scheduledTime" in m.DESCRIPTOR.fields_by_name and m.HasField("scheduledTime")
     scheduled = m.scheduledTime if m is not None and has else None
-    return {"type": kind, "operation": getattr(m, "operation", None),
-            "timestamp": views.iso(engine.from_ts(e.timestamp)),
-            "scheduledTime": views.iso(engine.from_ts(scheduled)) if scheduled is not None else None}
+    return {
+        "type": kind,
+        "operation": getattr(m, "operation", None),
+        "timestamp": views.iso(engine.from_ts(e.timestamp)),
+        "scheduledTime": views.iso(engine.from_ts(scheduled)) if scheduled is not None else None,
+    }
 
 
 @api
@@ -447,8 +489,15 @@ async def signal_entity(request: Request) -> Response:
     operation = _required(body, "operation")
     scheduled = _str(body, "scheduledTime")
     request_id = uuid.uuid4().hex
-    await _core(request).run(hub, engine.signal_entity, entity_id, operation, _payload(body, "input"),
-                             request_id, views.parse_time(scheduled, "scheduledTime") if scheduled else None)
+    await _core(request).run(
+        hub,
+        engine.signal_entity,
+        entity_id,
+        operation,
+        _payload(body, "input"),
+        request_id,
+        views.parse_time(scheduled, "scheduledTime") if scheduled else None,
+    )
     log.info("dashboard signal entity=%s operation=%s hub=%s", entity_id, operation, hub)
     return _ok({"entityId": entity_id, "operation": operation, "requestId": request_id}, status=202)
 
@@ -490,8 +539,15 @@ async def list_agents(request: Request) -> Response:
                     capped = len(page) == 200
                     break
                 scan = page[-1].entity_id
-            agents.append({"agent": protocol.agent_of_entity(name), "entityName": name, "sessions": sessions,
-                           "sessionsCapped": capped, "lastActiveAt": views.iso(last) if last else None})
+            agents.append(
+                {
+                    "agent": protocol.agent_of_entity(name),
+                    "entityName": name,
+                    "sessions": sessions,
+                    "sessionsCapped": capped,
+                    "lastActiveAt": views.iso(last) if last else None,
+                }
+            )
             cursor = own + "\U0010ffff"  # skip past this agent's sessions
 
     return _ok({"hub": hub, "agents": await _core(request).read(hub, read)})
@@ -566,8 +622,13 @@ async def get_session_archive(request: Request) -> Response:
         data = views.parse_json(ent.state)
         entries = data.get("entries") if isinstance(data, dict) else []
         raw = json.dumps({"schemaVersion": protocol.SCHEMA_VERSION, "data": {"conversationHistory": entries}})
-        return {"agent": agent, "sessionId": session, "page": page, "first": (data or {}).get("first"),
-                "conversation": views.conversation(raw, agent, session)}
+        return {
+            "agent": agent,
+            "sessionId": session,
+            "page": page,
+            "first": (data or {}).get("first"),
+            "conversation": views.conversation(raw, agent, session),
+        }
 
     return _ok(await _core(request).read(hub, read))
 
@@ -593,8 +654,7 @@ async def delete_session(request: Request) -> Response:
 async def _session_signal(request: Request, hub: str, entity_id: str, operation: str) -> Response:
     request_id = uuid.uuid4().hex
     try:
-        await _core(request).run(hub, engine.signal_entity, entity_id, operation, None, request_id, None,
-                                 existing=True)
+        await _core(request).run(hub, engine.signal_entity, entity_id, operation, None, request_id, None, existing=True)
     except engine.NotFound:
         raise ApiError(404, f"agent session '{entity_id}' not found") from None
     log.info("dashboard session %s entity=%s hub=%s", operation, entity_id, hub)
@@ -610,8 +670,11 @@ def _filters_json(filters: Filters) -> dict[str, Any]:
             return None
         return sorted(f"{n}@{','.join(sorted(v))}" if v else n for n, v in t.items())
 
-    return {"orchestrations": table(filters.orchestrations), "activities": table(filters.activities),
-            "entities": sorted(filters.entities) if filters.entities is not None else None}
+    return {
+        "orchestrations": table(filters.orchestrations),
+        "activities": table(filters.activities),
+        "entities": sorted(filters.entities) if filters.entities is not None else None,
+    }
 
 
 @api
@@ -625,27 +688,45 @@ async def metrics(request: Request) -> Response:
         return tx.counts(), tx.count_instances_by_status()
 
     counts, statuses = await core.read(hub, read)
-    workers = [{
-        "id": w.stream_id.split("/", 1)[-1], "stream": w.stream_id, "connectedSince": views.iso(w.connected_at),
-        "capacity": {k.value: v for k, v in w.capacity.items()},
-        "active": {k.value: v for k, v in w.active.items()},
-        "filters": _filters_json(w.filters),
-    } for w in core.workers(hub)]
+    workers = [
+        {
+            "id": w.stream_id.split("/", 1)[-1],
+            "stream": w.stream_id,
+            "connectedSince": views.iso(w.connected_at),
+            "capacity": {k.value: v for k, v in w.capacity.items()},
+            "active": {k.value: v for k, v in w.active.items()},
+            "filters": _filters_json(w.filters),
+        }
+        for w in core.workers(hub)
+    ]
     work: dict[WorkKind, dict[str, int]] = {
-        WorkKind.ORCHESTRATION: {"pendingEvents": counts.get("orchestration_events_pending", 0),
-                                 "active": counts.get("orchestrations_active", 0)},
-        WorkKind.ACTIVITY: {"pending": counts.get("activities_pending", 0),
-                            "active": counts.get("activities_active", 0)},
-        WorkKind.ENTITY: {"pendingMessages": counts.get("entity_messages_pending", 0),
-                          "active": counts.get("entities_active", 0)},
+        WorkKind.ORCHESTRATION: {
+            "pendingEvents": counts.get("orchestration_events_pending", 0),
+            "active": counts.get("orchestrations_active", 0),
+        },
+        WorkKind.ACTIVITY: {
+            "pending": counts.get("activities_pending", 0),
+            "active": counts.get("activities_active", 0),
+        },
+        WorkKind.ENTITY: {
+            "pendingMessages": counts.get("entity_messages_pending", 0),
+            "active": counts.get("entities_active", 0),
+        },
     }
     counters = core.counters(hub)
     for kind in WorkKind:
         work[kind]["dispatched"] = counters.dispatched[kind]
         work[kind]["completed"] = counters.completed[kind]
-    return _ok({"hub": hub, "workers": workers, "workItems": {k.value: v for k, v in work.items()},
-                "backlog": counts, "instances": {status_name(s): n for s, n in sorted(statuses.items())},
-                "throughput": sampler.throughput(hub)})
+    return _ok(
+        {
+            "hub": hub,
+            "workers": workers,
+            "workItems": {k.value: v for k, v in work.items()},
+            "backlog": counts,
+            "instances": {status_name(s): n for s, n in sorted(statuses.items())},
+            "throughput": sampler.throughput(hub),
+        }
+    )
 
 
 # -- the app -----------------------------------------------------------------------------------------------------
@@ -658,8 +739,10 @@ async def index(request: Request) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if request.url.path.startswith("/api/"):
-        message = {404: f"no API route {request.method} {request.url.path}",
-                   405: f"method {request.method} not allowed on {request.url.path}"}.get(exc.status_code, exc.detail)
+        message = {
+            404: f"no API route {request.method} {request.url.path}",
+            405: f"method {request.method} not allowed on {request.url.path}",
+        }.get(exc.status_code, exc.detail)
         return _error(exc.status_code, message)
     return Response(exc.detail, status_code=exc.status_code, media_type="text/plain")
 
@@ -687,8 +770,9 @@ def create_app(core: SidecarCore, actions: bool = False, sampler: Sampler | None
         Route("/api/agents/{agent}/sessions/{session:path}", delete_session, methods=["DELETE"]),
         Route("/api/metrics", metrics, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(Guard, actions=actions)],
-                    exception_handlers={HTTPException: _http_error})
+    app = Starlette(
+        routes=routes, middleware=[Middleware(Guard, actions=actions)], exception_handlers={HTTPException: _http_error}
+    )
     app.state.core = core
     app.state.actions = actions
     app.state.sampler = sampler or Sampler(core)

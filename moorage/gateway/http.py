@@ -129,9 +129,12 @@ class HttpApi:
                 size = int(declared)
             except ValueError:
                 raise invalid(f"Content-Length {declared!r} is not a number") from None
-        too_large = GatewayError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                 f"the request body is {size if size is not None else 'over'} bytes; the limit is "
-                                 f"{limit} bytes", http_status=413, reason="BodyTooLarge")
+        too_large = GatewayError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the request body is {size if size is not None else 'over'} bytes; the limit is {limit} bytes",
+            http_status=413,
+            reason="BodyTooLarge",
+        )
         if size is not None and size > limit:
             expects = request.headers.get("expect", "").lower() == "100-continue"
             if size <= drain_cap and not expects:
@@ -163,8 +166,10 @@ class HttpApi:
         except RecursionError:  # json's C scanner recurses once per nesting level
             raise invalid("the request body is nested too deeply", reason="BadJson") from None
         except json.JSONDecodeError as exc:
-            raise invalid(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                          reason="BadJson") from None
+            raise invalid(
+                f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                reason="BadJson",
+            ) from None
 
     # -- agents -----------------------------------------------------------------------------------------------------
 
@@ -181,8 +186,7 @@ class HttpApi:
                 raise invalid("the request body is not UTF-8 text") from None
         body = await self.json_body(request)
         if body is MISSING:
-            raise invalid('the request body must be a JSON object such as {"message": "Hello"}',
-                          reason="EmptyMessage")
+            raise invalid('the request body must be a JSON object such as {"message": "Hello"}', reason="EmptyMessage")
         if isinstance(body, str):
             return {"message": body}
         if not isinstance(body, dict):
@@ -204,15 +208,25 @@ class HttpApi:
         if enable is not None and not isinstance(enable, bool):
             raise invalid("enableToolCalls must be true or false")
         run = await self.gw.prepare_run(
-            name, session_id, message,
+            name,
+            session_id,
+            message,
             correlation_id=body.get("correlationId") or body.get("correlation_id") or None,
             response_schema=body.get("responseSchema", body.get("response_format")),
-            options=body.get("options"), enable_tool_calls=enable)
+            options=body.get("options"),
+            enable_tool_calls=enable,
+        )
         if stream:
-            return StreamingResponse(self._sse(run, timeout), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                              "x-ms-thread-id": run.session_id,
-                                              "x-moorage-correlation-id": run.correlation_id})
+            return StreamingResponse(
+                self._sse(run, timeout),
+                media_type="text/event-stream",
+                headers={
+                    "Cache-Control": "no-cache",
+                    "X-Accel-Buffering": "no",
+                    "x-ms-thread-id": run.session_id,
+                    "x-moorage-correlation-id": run.correlation_id,
+                },
+            )
         await self.gw.send_run(run)
         if not wait:
             return self._accepted(request, run)
@@ -227,15 +241,24 @@ class HttpApi:
         return JSONResponse(result.to_json(), headers={"x-ms-thread-id": run.session_id})
 
     def _run_url(self, request: Request, run: PreparedRun) -> str:
-        return (f"{_base(request)}/api/agents/{_q(run.agent)}/{_collection(request)}/{_q(run.session_id)}/runs/"
-                f"{_q(run.correlation_id)}")
+        return (
+            f"{_base(request)}/api/agents/{_q(run.agent)}/{_collection(request)}/{_q(run.session_id)}/runs/"
+            f"{_q(run.correlation_id)}"
+        )
 
     def _accepted(self, request: Request, run: PreparedRun, status: str = "pending") -> Response:
         url = self._run_url(request, run)
-        return JSONResponse({**_session_keys(run.session_id), "correlationId": run.correlation_id,
-                             "agent": run.agent, "status": status, "statusQueryGetUri": url},
-                            status_code=202, headers={"Location": url, "Retry-After": "1",
-                                                      "x-ms-thread-id": run.session_id})
+        return JSONResponse(
+            {
+                **_session_keys(run.session_id),
+                "correlationId": run.correlation_id,
+                "agent": run.agent,
+                "status": status,
+                "statusQueryGetUri": url,
+            },
+            status_code=202,
+            headers={"Location": url, "Retry-After": "1", "x-ms-thread-id": run.session_id},
+        )
 
     async def _sse(self, run: PreparedRun, timeout: float | None) -> AsyncIterator[bytes]:
         async for part in self._sse_events(self.gw.stream_run(run, timeout), run.correlation_id):
@@ -243,6 +266,7 @@ class HttpApi:
 
     async def _sse_events(self, events: AsyncIterator[tuple[str, Any]], correlation_id: str) -> AsyncIterator[bytes]:
         """Server-sent events; a chunk's event id is its number in the turn (what ``Last-Event-ID`` resumes from)."""
+
         def event(kind: str, data: Any, event_id: int | None = None) -> bytes:
             head = f"id: {event_id}\n" if event_id is not None else ""
             return f"{head}event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
@@ -250,8 +274,10 @@ class HttpApi:
         try:
             async for kind, item in events:
                 if kind == "started":
-                    yield event("started", {**_session_keys(item.session_id),
-                                            "correlationId": item.correlation_id, "agent": item.agent})
+                    yield event(
+                        "started",
+                        {**_session_keys(item.session_id), "correlationId": item.correlation_id, "agent": item.agent},
+                    )
                 elif kind == "chunk":
                     yield event("chunk", {"text": item.text, "sequence": item.sequence}, item.sequence)
                 else:
@@ -274,14 +300,17 @@ class HttpApi:
         session_id = _session_param(request) or ""
         events = self.gw.resume_stream(p["name"], session_id, p["correlation_id"], after, _seconds(request, "timeout"))
         await self.gw.run_status(p["name"], session_id, p["correlation_id"])  # 404 before the stream starts
-        return StreamingResponse(self._sse_events(events, p["correlation_id"]), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                          "x-ms-thread-id": session_id})
+        return StreamingResponse(
+            self._sse_events(events, p["correlation_id"]),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-ms-thread-id": session_id},
+        )
 
     async def run_status(self, request: Request) -> Response:
         p = request.path_params
-        view = await self.gw.run_status(p["name"], _session_param(request) or "", p["correlation_id"],
-                                        _seconds(request, "wait") or 0.0)
+        view = await self.gw.run_status(
+            p["name"], _session_param(request) or "", p["correlation_id"], _seconds(request, "wait") or 0.0
+        )
         if view.result is None:
             run = PreparedRun(view.agent, view.session_id, view.correlation_id, "", {}, False)
             return self._accepted(request, run, status=view.status)
@@ -295,8 +324,11 @@ class HttpApi:
             page_size = int(size)
         except ValueError:
             raise invalid(f"pageSize={size!r} must be a whole number") from None
-        return JSONResponse(await self.gw.list_sessions(request.path_params["name"], page_size,
-                                                        request.query_params.get("continuationToken") or None))
+        return JSONResponse(
+            await self.gw.list_sessions(
+                request.path_params["name"], page_size, request.query_params.get("continuationToken") or None
+            )
+        )
 
     async def get_session(self, request: Request) -> Response:
         return JSONResponse(await self.gw.get_session(request.path_params["name"], _session_param(request) or ""))
@@ -307,8 +339,9 @@ class HttpApi:
             page = int(raw)
         except ValueError:
             raise invalid(f"page={raw!r} must be a whole number") from None
-        return JSONResponse(await self.gw.session_archive(request.path_params["name"], _session_param(request) or "",
-                                                          page))
+        return JSONResponse(
+            await self.gw.session_archive(request.path_params["name"], _session_param(request) or "", page)
+        )
 
     async def delete_session(self, request: Request) -> Response:
         await self.gw.delete_session(request.path_params["name"], _session_param(request) or "")
@@ -323,17 +356,26 @@ class HttpApi:
 
     def _instance_urls(self, request: Request, instance_id: str) -> dict[str, str]:
         base = f"{_base(request)}/api/instances/{_q(instance_id)}"
-        return {"id": instance_id, "instanceId": instance_id, "statusQueryGetUri": base,
-                "sendEventPostUri": base + "/events/{eventName}", "terminatePostUri": base + "/terminate",
-                "suspendPostUri": base + "/suspend", "resumePostUri": base + "/resume"}
+        return {
+            "id": instance_id,
+            "instanceId": instance_id,
+            "statusQueryGetUri": base,
+            "sendEventPostUri": base + "/events/{eventName}",
+            "terminatePostUri": base + "/terminate",
+            "suspendPostUri": base + "/suspend",
+            "resumePostUri": base + "/resume",
+        }
 
     async def start_orchestration(self, request: Request) -> Response:
         name = request.path_params["name"]
         body = await self.json_body(request)
         instance_id = await self.gw.start_orchestration(
-            name, body, instance_id=request.query_params.get("instanceId") or None,
+            name,
+            body,
+            instance_id=request.query_params.get("instanceId") or None,
             start_at=parse_time(request.query_params.get("startAt"), "startAt"),
-            version=request.query_params.get("version") or None)
+            version=request.query_params.get("version") or None,
+        )
         urls = self._instance_urls(request, instance_id)
         return JSONResponse(urls, status_code=202, headers={"Location": urls["statusQueryGetUri"]})
 
@@ -361,10 +403,12 @@ class HttpApi:
     async def terminate(self, request: Request) -> Response:
         body = await self.json_body(request)
         reason = request.query_params.get("reason")
-        output = body.get("output", MISSING) if isinstance(body, dict) and "output" in body else (
-            reason if body is MISSING and reason is not None else body)
-        await self.gw.terminate(request.path_params["instance_id"], output,
-                                recursive=_flag(request, "recursive", True))
+        output = (
+            body.get("output", MISSING)
+            if isinstance(body, dict) and "output" in body
+            else (reason if body is MISSING and reason is not None else body)
+        )
+        await self.gw.terminate(request.path_params["instance_id"], output, recursive=_flag(request, "recursive", True))
         return Response(status_code=202)
 
     async def suspend(self, request: Request) -> Response:
@@ -384,8 +428,13 @@ class HttpApi:
         if not op:
             raise invalid("say which operation to signal: ?op=OPERATION", reason="MissingOperation")
         data = await self.json_body(request)
-        await self.gw.signal_entity(request.path_params["name"], request.path_params["key"], op, data,
-                                    signal_at=parse_time(request.query_params.get("signalAt"), "signalAt"))
+        await self.gw.signal_entity(
+            request.path_params["name"],
+            request.path_params["key"],
+            op,
+            data,
+            signal_at=parse_time(request.query_params.get("signalAt"), "signalAt"),
+        )
         return Response(status_code=202)
 
     async def get_entity(self, request: Request) -> Response:
@@ -466,18 +515,26 @@ def create_app(gateway: Gateway, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: grpc.StatusCode.NOT_FOUND, 405: grpc.StatusCode.UNIMPLEMENTED}.get(
-            exc.status_code, grpc.StatusCode.INVALID_ARGUMENT)
-        message = (f"no route {request.method} {request.url.path} (see /openapi.json)" if exc.status_code in (404, 405)
-                   else str(exc.detail))
-        return _error(GatewayError(code, message, http_status=exc.status_code,
-                                   reason="RouteNotFound" if exc.status_code == 404 else None))
+            exc.status_code, grpc.StatusCode.INVALID_ARGUMENT
+        )
+        message = (
+            f"no route {request.method} {request.url.path} (see /openapi.json)"
+            if exc.status_code in (404, 405)
+            else str(exc.detail)
+        )
+        return _error(
+            GatewayError(
+                code, message, http_status=exc.status_code, reason="RouteNotFound" if exc.status_code == 404 else None
+            )
+        )
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("HTTP %s %s failed", request.method, request.url.path, exc_info=exc)
         return _error(GatewayError(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
 
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error},
-                     lifespan=lifespan)
+    return Starlette(
+        routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error}, lifespan=lifespan
+    )
 
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "HttpApi", "create_app"]

@@ -604,6 +604,8 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         self, request: pb.SkipGracefulOrchestrationTerminationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.SkipGracefulOrchestrationTerminationsResponse:
         """No SDK calls it; the base class would raise NotImplementedError (a traceback per call). Named instead."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "SkipGracefulOrchestrationTerminations is not supported; use TerminateInstance")
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "SkipGracefulOrchestrationTerminations is not supported; use TerminateInstance",
+        )
         raise AssertionError("unreachable")

@@ -532,12 +532,15 @@ class _Tx(StoreTx):
 def _translate(path: str, exc: BaseException) -> BaseException:
     """SQLITE_FULL -> :class:`StoreFull` (with a log line saying what to do); anything else as it is."""
     if isinstance(exc, sqlite3.OperationalError) and (
-            getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)):
-        log.error("the disk holding the SQLite store %s is full: the change was rolled back and its caller told "
-                  "RESOURCE_EXHAUSTED; free space on that volume (or move the store to a larger one), the sidecar "
-                  "resumes by itself", path)
-        return StoreFull(f"the disk holding the store is full ({exc}); nothing was changed, retry once space is "
-                         "freed")
+        getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    ):
+        log.error(
+            "the disk holding the SQLite store %s is full: the change was rolled back and its caller told "
+            "RESOURCE_EXHAUSTED; free space on that volume (or move the store to a larger one), the sidecar "
+            "resumes by itself",
+            path,
+        )
+        return StoreFull(f"the disk holding the store is full ({exc}); nothing was changed, retry once space is freed")
     return exc
 
 
@@ -548,8 +551,10 @@ def _unusable_message(path: str, exc: sqlite3.DatabaseError) -> str:
     elif "readonly" in detail or "read-only" in detail:
         todo = "make the file, its -wal/-shm files and its directory writable for this user"
     else:
-        todo = ("it is corrupted or truncated: stop every process using it, then restore it from a backup or move "
-                "it (and its -wal/-shm files) aside to start empty")
+        todo = (
+            "it is corrupted or truncated: stop every process using it, then restore it from a backup or move "
+            "it (and its -wal/-shm files) aside to start empty"
+        )
     return f"the SQLite store {path} cannot be used ({detail}); {todo}. Refusing to start."
 
 
