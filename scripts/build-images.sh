@@ -45,12 +45,12 @@ mkdir -p build/wheels && rm -f build/wheels/moorage-*.whl
 host_py=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 if [ "$BASE" = "$LOCAL_BASE" ] && [ "$host_py" = "3.11" ]; then
   echo "build-images: wheels on the host (Python $host_py)" >&2
-  "$PYTHON" -m pip wheel -q --find-links build/wheels -w build/wheels '.[openai]' >build/pip-wheel.log 2>&1 \
+  "$PYTHON" -m pip wheel -q --find-links build/wheels -w build/wheels '.[openai,mcp]' >build/pip-wheel.log 2>&1 \
     || { tail -30 build/pip-wheel.log >&2; exit 1; }
 else
   echo "build-images: wheels inside $BASE" >&2
   podman --runtime runc run --rm --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 --network host -v "$PWD:/src:Z" -w /src "$BASE" \
-    sh -c 'python3 -m pip wheel -q --find-links build/wheels -w build/wheels .[openai]'
+    sh -c 'python3 -m pip wheel -q --find-links build/wheels -w build/wheels .[openai,mcp]'
 fi
 ls build/wheels/moorage-*.whl >/dev/null
 

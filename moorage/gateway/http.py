@@ -501,10 +501,11 @@ def create_app(gateway: Gateway, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     lifespan = None
     try:
         from moorage.gateway.mcp import MCP_PATH, McpEndpoint
+
+        mcp_endpoint = McpEndpoint(gateway)  # imports the mcp SDK
     except ImportError:  # the mcp extra is not installed: no /mcp
         log.info("the gateway serves no %s: install moorage[mcp] for it", "/mcp")
     else:
-        mcp_endpoint = McpEndpoint(gateway)
         routes.append(Route(MCP_PATH, mcp_endpoint))
 
         @contextlib.asynccontextmanager

@@ -1,5 +1,6 @@
-"""A sidecar-only install needs no LLM client: ``openai`` is the ``moorage[openai]`` extra. Without it, moorage,
-the sidecar and the agents (with the offline model) import and work; OpenAIChatModel says which extra to install."""
+"""A sidecar-only install needs no LLM client: ``openai`` is the ``moorage[openai]`` extra, ``mcp`` the
+``moorage[mcp]`` one. Without them, moorage, the sidecar, the gateway's HTTP app (without ``/mcp``) and the agents
+(with the offline model) import and work; OpenAIChatModel says which extra to install."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import subprocess
 import sys
 import textwrap
 
-# Runs in a fresh interpreter in which ``import openai`` fails as if it were not installed.
+# Runs in a fresh interpreter in which ``import openai`` and ``import mcp`` fail as if they were not installed.
 PROGRAM = textwrap.dedent('''
     import importlib.abc, sys
 
     class NoOpenAI(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name == "openai" or name.startswith("openai."):
+            if name.split(".")[0] in ("openai", "mcp"):
                 raise ModuleNotFoundError(f"No module named {name!r}", name=name)
             return None
 
@@ -26,6 +27,14 @@ PROGRAM = textwrap.dedent('''
     reply = agent.model.complete(ModelRequest(messages=[{"role": "user", "content": "hi"}]))
     assert reply.text, reply
     assert "openai" not in sys.modules
+
+    from moorage.gateway import Gateway
+    from moorage.gateway.http import create_app
+
+    app = create_app(Gateway("Endpoint=http://127.0.0.1:9;Authentication=None;TaskHub=default"))
+    paths = {getattr(r, "path", "") for r in app.routes}
+    assert "/api/agents" in paths and "/mcp" not in paths, paths
+    assert "mcp" not in sys.modules
     try:
         OpenAIChatModel(model="gpt-4o-mini", api_key="k")
     except ImportError as exc:

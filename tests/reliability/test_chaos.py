@@ -26,4 +26,5 @@ def test_chaos_short(tmp_path: Path, store: str) -> None:
     print(json.dumps(asdict(report), indent=2))
     assert not report.failures, "\n".join(report.failures)
     assert report.kills.get("sidecar", 0) >= 1 and sum(report.kills.values()) >= 4, report.kills
-    assert report.executions.get("tool", 0) >= 9
+    # every acknowledged turn ran its tool at least once (a turn whose start the kill made uncertain may not have)
+    assert report.executions.get("tool", 0) >= 3 * 3 - report.uncertain_turns, report.executions
