@@ -117,6 +117,9 @@ def test_sidecar_sigkill_and_restart_keeps_everything(sidecar_factory, make_work
 
     client = new_client(sc.port)
     try:
+        # this process's channels may still be backing off from the killed sidecar: wait until it answers us
+        wait_until(lambda: client.get_orchestration_state(done_id) is not None, timeout=30,
+                   message="the restarted sidecar never answered")
         # state written before the crash is intact
         done = client.get_orchestration_state(done_id)
         assert done is not None and done.runtime_status == OrchestrationStatus.COMPLETED
