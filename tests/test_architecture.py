@@ -27,6 +27,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "moorage.client": ("moorage._proto", "moorage.connection"),
     "moorage.gateway": (
         "moorage.agents",
+        "moorage.listeners",
         "moorage._sdk",
         "moorage._proto",
         "moorage.connection",
@@ -35,12 +36,17 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "moorage.security",
         "moorage.observability.tracing",
     ),
-    "moorage.dashboard": ("moorage.sidecar", "moorage.agents.protocol", "moorage.security"),
+    "moorage.dashboard": ("moorage.sidecar", "moorage.agents.protocol", "moorage.security", "moorage.listeners"),
     "moorage.security": (),
-    "moorage.observability": ("moorage.sidecar.core", "moorage.sidecar.store.base", "moorage.sidecar.terms"),
+    "moorage.observability": (
+        "moorage.sidecar.core",
+        "moorage.sidecar.store.base",
+        "moorage.sidecar.terms",
+        "moorage.listeners",
+    ),
 }
 EVERYWHERE = ("moorage.__version__",)
-SHARED = ("moorage._sdk", "moorage._proto", "moorage.connection", "moorage.logs", "moorage.shutdown")
+SHARED = ("moorage._sdk", "moorage._proto", "moorage.connection", "moorage.listeners", "moorage.logs", "moorage.shutdown")
 
 
 def _module_of(path: Path) -> list[str]:

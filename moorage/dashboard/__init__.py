@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+from moorage.listeners import bind
 
 if TYPE_CHECKING:
     from moorage.security import SecurityConfig
@@ -45,20 +46,6 @@ class Dashboard:
             await self._sampler_task
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 async def start_dashboard(
     core: SidecarCore, host: str, port: int, actions: bool = False, *, security: SecurityConfig | None = None
 ) -> Dashboard | None:
@@ -74,7 +61,7 @@ async def start_dashboard(
     from .metrics import Sampler
 
     try:
-        sock = _bind(host, port)
+        sock = bind(host, port)
     except OSError as exc:
         log.error("dashboard disabled: cannot listen on %s:%s (%s); choose another --dashboard-port", host, port, exc)
         return None

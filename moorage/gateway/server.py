@@ -16,6 +16,7 @@ import grpc
 from moorage.gateway.core import Gateway
 from moorage.gateway.grpc_service import add_to_server
 from moorage.gateway.http import DEFAULT_MAX_BODY_BYTES, create_app
+from moorage.listeners import bind
 from moorage.security import SecurityConfig
 from moorage.security.asgi import BearerAuth
 from moorage.security.grpc import CallGuard
@@ -43,17 +44,10 @@ class GatewayConfig:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        return bind(host, port, backlog=2048)
     except OSError as exc:
-        sock.close()
         raise SystemExit(f"gateway: cannot listen for HTTP on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
 
 
 class _Uvicorn:

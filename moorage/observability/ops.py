@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from moorage.listeners import bind
 
 log = logging.getLogger("moorage.ops")
 
@@ -81,21 +82,6 @@ def ops_app(
             Route("/scale", scale_value),
         ]
     )
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket; ``OSError`` names a busy port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def _server(app: Any) -> Any:
