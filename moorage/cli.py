@@ -18,6 +18,26 @@ HOST_HELP = (
 )
 
 
+def log_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--log-level and --log-format, the same on every command."""
+    fn = click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        envvar="MOORAGE_LOG_FORMAT",
+        show_envvar=True,
+        help="Log line format.",
+    )(fn)
+    return click.option(
+        "--log-level",
+        type=click.Choice(["debug", "info", "warning", "error"]),
+        default="info",
+        envvar="MOORAGE_LOG_LEVEL",
+        show_envvar=True,
+        help="Log verbosity.",
+    )(fn)
+
+
 def security_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Authentication, TLS and request-size flags, shared by every command that listens (docs/security.md)."""
     from moorage.security.config import DEFAULT_MAX_PAYLOAD_BYTES
@@ -204,22 +224,7 @@ def main() -> None:
     help="HTTP port of /metrics (Prometheus), /healthz, /readyz and /scale (KEDA's "
     "metrics-api scaler); it serves counts only, never instance data; 0 turns it off.",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    envvar="MOORAGE_LOG_LEVEL",
-    show_envvar=True,
-    help="Log verbosity.",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    envvar="MOORAGE_LOG_FORMAT",
-    show_envvar=True,
-    help="Log line format.",
-)
+@log_options
 @security_options
 def sidecar(
     port: int,
@@ -308,22 +313,7 @@ def sidecar(
     show_envvar=True,
     help="Largest HTTP request body (413 above).",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    envvar="MOORAGE_LOG_LEVEL",
-    show_envvar=True,
-    help="Log verbosity.",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    envvar="MOORAGE_LOG_FORMAT",
-    show_envvar=True,
-    help="Log line format.",
-)
+@log_options
 @security_options
 def gateway(
     connection_string: str | None,
@@ -399,22 +389,7 @@ def gateway(
     help="On SIGTERM, how long in-flight work items may take to finish before they are "
     "abandoned (keep it below the pod's terminationGracePeriodSeconds).",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    envvar="MOORAGE_LOG_LEVEL",
-    show_envvar=True,
-    help="Log verbosity.",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    envvar="MOORAGE_LOG_FORMAT",
-    show_envvar=True,
-    help="Log line format.",
-)
+@log_options
 def worker(
     target: str,
     connection_string: str | None,
