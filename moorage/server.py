@@ -63,14 +63,15 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
         authenticator, hub_of=lambda method, hub: gateway_hub if method.startswith("/moorage.v1.") else hub or "default"
     )
     server = grpc.aio.server(
-        interceptors=[guard],
+        interceptors=guard.interceptors(),  # none with auth off: an interceptor costs every call
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", security.max_payload_bytes),
             ("grpc.so_reuseport", 0),
         ],
     )
-    add_to_server(Service(core), server)
+    services = guard.register_on(server)  # the decoding check, on the handlers instead of per call
+    add_to_server(Service(core), services)
     address = f"{host}:{config.port}"
     bound = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
     if bound == 0:
@@ -79,7 +80,9 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     if private is not None and server.add_insecure_port(private.address) == 0:
         raise SystemExit(f"cannot listen on {private.address}")
     gateway = (
-        _attach_gateway(server, config, host, bound, private, authenticator.internal_token) if config.gateway else None
+        _attach_gateway(services, config, host, bound, private, authenticator.internal_token)
+        if config.gateway
+        else None
     )
     await server.start()
     renewer = asyncio.create_task(core.renew_leases_forever())
