@@ -112,6 +112,9 @@ def test_a_change_from_another_process_wakes_waiters_and_streams(tmp_path: Path)
 
     async def body(core: SidecarCore, store: SqliteStore) -> None:
         other = SqliteStore(str(db))  # another sidecar process on the same database
+        # ... but in this thread: its BEGIN would block the loop, so the core's store must not hold a soft (lease)
+        # transaction open for long, as it may with the other writer in a process of its own
+        store.SOFT_COMMIT_SECONDS = 0.01
         try:
             stream = core.open_stream("default", Filters(), {})
             work = core.work(stream, idle=SLOW)
@@ -163,3 +166,4 @@ def test_stop_ends_every_stream(tmp_path: Path) -> None:
         assert await asyncio.wait_for(task, 3.0) == 0
 
     _run(tmp_path / "m.db", body)
+

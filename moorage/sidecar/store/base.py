@@ -364,8 +364,9 @@ class Store(abc.ABC):
     async def run(self, hub: str, fn: Callable[[StoreTx], T], durable: bool = True) -> T:
         """Run ``fn`` in one transaction of ``hub``; durable when this returns.
 
-        ``durable=False`` is for soft state that is safe to lose on a power cut, such as leases (a lost lease
-        only means the item is handed out again): the store may skip its fsync for such a transaction.
+        ``durable=False`` is for soft state that is safe to lose on a power cut or a kill, such as leases (a lost
+        lease only means the item is handed out again): the store may skip its fsync for such a transaction, or
+        defer its commit to the next durable one (SQLite does; reads and later transitions see it meanwhile).
         """
 
     @abc.abstractmethod

@@ -566,7 +566,15 @@ class SqliteStore(Store):
     transition that arrived since the last commit shares it (group commit), and transitions that arrive while
     it runs wait for the next one. So durability costs one fsync per batch, not one per call, and no call pays
     a thread hop of its own.
+
+    Soft state (``durable=False``: leases, lease renewals) commits with the next durable batch instead of one of its
+    own: its caller goes on at once, and the open transaction is committed by the next durable transition or, if
+    none comes, ``SOFT_COMMIT_SECONDS`` later. A kill in between loses only leases, which lapse anyway when the
+    process dies. Reads meanwhile run inside that open transaction (``read``), so they see the leases too, and
+    nothing unacknowledged: a batch holding a durable transition is never read from before its commit.
     """
+
+    SOFT_COMMIT_SECONDS = 0.25  # longest a soft-only transaction stays uncommitted (it holds the write lock)
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -586,7 +594,6 @@ class SqliteStore(Store):
             self._db.close()
             raise StoreUnusable(_unusable_message(path, exc)) from None
         self._db.execute("PRAGMA synchronous=FULL")
-        self._synchronous = "FULL"
         self._db.execute("PRAGMA busy_timeout=5000")
         create_schema(self._db)
         # Reads use a second, read-only connection: WAL lets them see the last commit (only acknowledged
@@ -597,23 +604,16 @@ class SqliteStore(Store):
         self._reader.execute("PRAGMA busy_timeout=5000")
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moorage-sqlite-commit")
         self._batch: list[asyncio.Future[Any]] = []
-        self._batch_durable = False  # whether the open batch commits with an fsync
-        self._batch_closed: asyncio.Future[None] | None = None
         self._committing: asyncio.Future[None] | None = None
-        self._open = False  # a transaction is open and its commit is scheduled
+        self._open = False  # a transaction is open on the writer connection
+        self._scheduled = False  # ... and holds a durable transition, so its commit is scheduled
+        self._soft_timer: asyncio.TimerHandle | None = None  # commits a soft-only transaction
         self._closed = False
 
     async def run(self, hub: str, fn: Callable[[StoreTx], T], durable: bool = True) -> T:
         loop = asyncio.get_running_loop()
-        while True:
-            pending: asyncio.Future[Any] | None
-            if self._committing is not None:  # the connection is busy committing the previous batch
-                pending = self._committing
-            elif self._open and durable and not self._batch_durable:
-                pending = self._batch_closed  # a soft-state batch without fsync: take the next one
-            else:
-                break
-            assert pending is not None
+        while self._committing is not None:  # the connection is busy committing the previous batch
+            pending = self._committing
             if pending.done():  # finished, but its callbacks have not run yet: let them
                 await asyncio.sleep(0)
             else:
@@ -621,34 +621,52 @@ class SqliteStore(Store):
         if self._closed:
             raise RuntimeError("the store is closed")
         db = self._db
-        if not self._open:
-            # The safety level can only change between transactions, so a batch takes the one of its first
-            # transition: soft state alone (leases) skips the fsync, a durable transition makes it FULL.
-            level = "FULL" if durable else "NORMAL"
-            if level != self._synchronous:
-                db.execute(f"PRAGMA synchronous={level}")
-                self._synchronous = level
+        # The first transition of a batch runs in the bare transaction, later ones each in a SAVEPOINT of it, so
+        # that a failing one is undone alone either way.
+        first = not self._open
+        if first:
             db.execute("BEGIN IMMEDIATE")
-            self._open, self._batch_durable = True, durable
-            self._batch_closed = loop.create_future()
-            loop.call_soon(self._commit_batch, loop)  # after the callbacks ready now: they join this batch
-        db.execute("SAVEPOINT op")
+            self._open = True
+            changes = db.total_changes
+        else:
+            db.execute("SAVEPOINT op")
         try:
             result = fn(_Tx(db, hub))
-            db.execute("RELEASE op")
-        except BaseException as exc:  # this transition alone is undone; the batch goes on
-            db.execute("ROLLBACK TO op")
-            db.execute("RELEASE op")
+            if not first:
+                db.execute("RELEASE op")
+        except BaseException as exc:
+            if first:
+                db.execute("ROLLBACK")
+                self._open = False
+            else:
+                db.execute("ROLLBACK TO op")
+                db.execute("RELEASE op")
             translated = _translate(self.path, exc)
             if translated is exc:
                 raise
             raise translated from None
+        if durable:
+            if not self._scheduled:
+                self._scheduled = True
+                loop.call_soon(self._commit_batch, loop)  # after the callbacks ready now: they join this batch
+        elif first and db.total_changes == changes:  # a look that leased nothing: no write lock to keep
+            db.execute("ROLLBACK")  # (of nothing: no commit, no fsync)
+            self._open = False
+            return result
+        elif not self._scheduled and self._soft_timer is None:
+            self._soft_timer = loop.call_later(self.SOFT_COMMIT_SECONDS, self._commit_batch, loop)
+        if not durable:
+            return result
         fut: asyncio.Future[Any] = loop.create_future()
         self._batch.append(fut)
         await fut
         return result
 
     async def read(self, hub: str, fn: Callable[[StoreTx], T]) -> T:
+        if self._open and not self._scheduled:
+            # Only soft state is uncommitted (nothing is committing: a batch opens only after the last commit):
+            # read it where it is, in the open transaction.
+            return fn(_Tx(self._db, hub))
         db = self._reader
         db.execute("BEGIN")
         try:
@@ -657,13 +675,15 @@ class SqliteStore(Store):
             db.execute("COMMIT")
 
     def _commit_batch(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not self._open:
+        if self._soft_timer is not None:
+            self._soft_timer.cancel()
+            self._soft_timer = None
+        if not self._open or self._committing is not None:
             return  # close() committed it already
-        batch, closed = self._batch, self._batch_closed
-        assert closed is not None
-        self._batch, self._open = [], False
+        batch = self._batch
+        self._batch, self._open, self._scheduled = [], False, False
         self._committing = loop.run_in_executor(self._committer, self._commit)
-        self._committing.add_done_callback(lambda done: self._committed(done, batch, closed))
+        self._committing.add_done_callback(lambda done: self._committed(done, batch))
 
     def _commit(self) -> None:
         try:
@@ -680,11 +700,11 @@ class SqliteStore(Store):
                 raise
             raise translated from None
 
-    def _committed(
-        self, done: asyncio.Future[None], batch: list[asyncio.Future[Any]], closed: asyncio.Future[None]
-    ) -> None:
+    def _committed(self, done: asyncio.Future[None], batch: list[asyncio.Future[Any]]) -> None:
         self._committing = None
         exc = done.exception()
+        if exc is not None and not batch:
+            log.warning("sqlite commit of soft state (leases) failed, they lapse: %s", exc)
         for fut in batch:
             if fut.done():
                 continue
@@ -692,14 +712,12 @@ class SqliteStore(Store):
                 fut.set_result(None)
             else:
                 fut.set_exception(exc)
-        if not closed.done():
-            closed.set_result(None)
 
     async def close(self) -> None:
         while self._committing is not None:
             await asyncio.sleep(0.001)
         self._closed = True
-        if self._open:  # a batch begun in this very loop turn: commit it now
+        if self._open:  # a batch begun in this very loop turn, or soft state waiting for its timer: commit it now
             self._commit_batch(asyncio.get_running_loop())
             while self._committing is not None:
                 await asyncio.sleep(0.001)

@@ -651,6 +651,37 @@ def test_committed_state_survives_reopening(store_factory: StoreUnderTest) -> No
     store_factory.run(check, url)
 
 
+def test_soft_state_is_seen_at_once_and_kept_by_the_next_durable_commit(store_factory: StoreUnderTest) -> None:
+    """A store may defer a soft (lease) transaction's commit; reads and transitions see it meanwhile, and the next
+    durable one keeps it (SQLite commits them together), as does closing the store."""
+    url = store_factory.fresh_url()
+
+    def lease(token: str) -> Callable[[StoreTx], None]:
+        def fn(t: StoreTx) -> None:
+            row = t.get_instance("i")
+            assert row is not None
+            row.lease_token, row.lease_owner, row.lease_until = token, "w1", 5000.0
+            t.put_instance(row)
+        return fn
+
+    async def write(store: Store) -> None:
+        await tx(store, lambda t: t.put_instance(instance("i")))
+        await tx(store, lease("t1"), durable=False)
+        got = await read(store, lambda t: t.leased_instance("t1"))
+        assert got is not None and got.instance_id == "i"
+        assert await tx(store, lambda t: t.leased_instance("t1")) is not None
+        await tx(store, lambda t: t.put_instance(instance("after")))
+        await tx(store, lease("t2"), durable=False)  # the last change: kept by close()
+
+    async def check(store: Store) -> None:
+        assert await read(store, lambda t: t.get_instance("after")) is not None
+        got = await read(store, lambda t: t.get_instance("i"))
+        assert got is not None and got.lease_token == "t2"
+
+    store_factory.run(write, url)
+    store_factory.run(check, url)
+
+
 def test_change_listeners_hear_only_other_processes_commits(store_factory: StoreUnderTest) -> None:
     """Two stores on one URL stand for two sidecar processes. A shared store reports B's commits to A's listeners
     (``Change``: hub, instances, kinds of work); nobody hears about its own commits; a store only one process
