@@ -145,6 +145,9 @@ class _Hub:
     dispatched: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
     completed: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
     lease_expiries: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
+    # entities out in a batch at one of this sidecar's streams: entity id -> completion token, and back
+    busy_entities: dict[str, str] = field(default_factory=dict)
+    entity_of: dict[str, str] = field(default_factory=dict)
 
 
 class SidecarCore:
@@ -209,7 +212,7 @@ class SidecarCore:
         stream = prefer if prefer is not None and prefer.live else self._waiting_stream(h)
         if stream is None:
             result = await self._store.run(h.name, lambda tx: transition(tx, fx, *args, **kwargs))
-            self._wake(h, fx.changed, fx.work)
+            self._wake(h, fx.changed, fx.work, fx.entity_messages)
             return result
         # Decided here, on the loop, so that the transaction touches no core state (a store may run it elsewhere).
         want = self._free(stream, token)
@@ -242,7 +245,7 @@ class SidecarCore:
             h.lease_expiries[kind] += n
         if leased is not None:
             self._deliver(h, stream, leased, asked, generation)
-        self._wake(h, fx.changed, fx.work)
+        self._wake(h, fx.changed, fx.work, fx.entity_messages)
         return result
 
     def _waiting_stream(self, h: _Hub) -> WorkStream | None:
@@ -335,6 +338,7 @@ class SidecarCore:
         for tokens in stream.inflight.values():
             for token in tokens:
                 h.tokens.pop(token, None)
+                self._entity_done(h, token)
 
     async def work(self, stream: WorkStream, idle: float) -> AsyncIterator[LeasedWork]:
         """Lease work to ``stream`` as it appears, until ``stop()``.
@@ -422,6 +426,7 @@ class SidecarCore:
         h = self._hub(hub)
         owner = h.tokens.get(token)
         stream = h.streams.get(owner[0]) if owner is not None else None
+        self._entity_done(h, token)  # from now on, messages to it wake the streams again
         result = await self._run(h, stream, token, transition, *args, **kwargs)
         self._untrack(h, token)
         return result
@@ -430,6 +435,16 @@ class SidecarCore:
         self._track(h, stream, WorkKind.ORCHESTRATION, (o.row.lease_token for o in leased.orchestrations))
         self._track(h, stream, WorkKind.ACTIVITY, (a.lease_token for a in leased.activities))
         self._track(h, stream, WorkKind.ENTITY, (e.row.lease_token for e in leased.entities))
+        for e in leased.entities:
+            assert e.row.lease_token is not None
+            h.busy_entities[e.row.entity_id] = e.row.lease_token
+            h.entity_of[e.row.lease_token] = e.row.entity_id
+
+    @staticmethod
+    def _entity_done(h: _Hub, token: str) -> None:
+        entity_id = h.entity_of.pop(token, None)
+        if entity_id is not None and h.busy_entities.get(entity_id) == token:
+            del h.busy_entities[entity_id]
 
     def _track(self, h: _Hub, stream: WorkStream, kind: WorkKind, tokens: Iterable[str | None]) -> None:
         for token in tokens:
@@ -483,12 +498,17 @@ class SidecarCore:
 
     # -- wake-ups --------------------------------------------------------------------------------------------
 
-    def _wake(self, h: _Hub, instances: Iterable[str], work: Iterable[WorkKind]) -> None:
+    def _wake(
+        self, h: _Hub, instances: Iterable[str], work: Iterable[WorkKind], entity_messages: Iterable[str] = ()
+    ) -> None:
         for instance_id in instances:
             sig = h.instance_signals.get(instance_id)
             if sig is not None:
                 sig.fire()
         kinds = set(work)
+        # a message to an entity out in a batch is found by that batch's completion (engine.complete_entity)
+        if any(entity_id not in h.busy_entities for entity_id in entity_messages):
+            kinds.add(WorkKind.ENTITY)
         if kinds:
             for kind in kinds:
                 h.generation[kind] += 1

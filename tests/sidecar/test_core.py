@@ -167,3 +167,34 @@ def test_stop_ends_every_stream(tmp_path: Path) -> None:
 
     _run(tmp_path / "m.db", body)
 
+
+def test_a_signal_to_an_entity_out_in_a_batch_wakes_no_stream_and_its_completion_hands_it_on(tmp_path: Path) -> None:
+    async def body(core: SidecarCore, store: SqliteStore) -> None:
+        stream = core.open_stream("default", Filters(), {})
+        work = core.work(stream, idle=SLOW)
+        signal = ("default", engine.signal_entity, "@counter@k", "add", "1")
+        await core.run(*signal, "r1", None)
+        first = await asyncio.wait_for(anext(work), 5.0)
+        (batch,) = first.entities
+        generation = dict(core._hubs["default"].generation)
+        await core.run(*signal, "r2", None)  # the entity is busy: a look now would find nothing
+        assert core._hubs["default"].generation == generation
+        nxt = asyncio.create_task(anext(work))
+        await asyncio.sleep(0.1)
+        assert not nxt.done()
+        result = pb.EntityBatchResult(
+            completionToken=batch.row.lease_token,
+            results=[pb.OperationResult(success=pb.OperationResultSuccess())],
+            entityState=engine.sv("1"),
+        )
+        assert await core.complete_work("default", batch.row.lease_token or "", engine.complete_entity, result)
+        (second,) = (await asyncio.wait_for(nxt, 5.0)).entities  # woken by the completion, not the 30 s re-look
+        assert [op.entityOperationSignaled.requestId for op in second.operations] == ["r2"]
+        await core.run(*signal, "r3", None)  # busy again; a stream that closes frees it
+        core.close_stream(stream)
+        await work.aclose()
+        generation = dict(core._hubs["default"].generation)
+        await core.run(*signal, "r4", None)
+        assert core._hubs["default"].generation[WorkKind.ENTITY] == generation[WorkKind.ENTITY] + 1
+
+    _run(tmp_path / "m.db", body)
