@@ -470,8 +470,7 @@ def _take_leased_events(tx: StoreTx, turn: _OrchestratorTurn) -> None:
     """Consume the inbox rows the worker saw, release the lease, and let those events move the status."""
     row = turn.row
     leased = row.leased_inbox
-    new_events = _batch(row, [e for _, e in tx.get_inbox(row.instance_id, ids=leased)])
-    tx.delete_inbox(row.instance_id, leased)
+    new_events = _batch(row, [e for _, e in tx.take_inbox(row.instance_id, leased)])
     _release(row)
     row.last_updated_at = turn.t
     if row.status == pb.ORCHESTRATION_STATUS_PENDING:
@@ -793,11 +792,9 @@ def lease_activities(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, l
 
 
 def complete_activity(tx: StoreTx, fx: Effects, res: pb.ActivityResponse) -> bool:
-    row = tx.find_activity(res.completionToken)
-    if row is None or (res.instanceId and res.instanceId != row.instance_id):
+    row = tx.take_activity(res.completionToken, res.instanceId)
+    if row is None:
         return False
-    assert row.id is not None
-    tx.delete_activity(row.id)
     inst = tx.get_instance(row.instance_id)
     if inst is None or inst.status in TERMINAL_STATUSES or inst.execution_id != row.execution_id:
         return True

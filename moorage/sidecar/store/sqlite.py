@@ -116,6 +116,22 @@ def _entity(r: sqlite3.Row) -> EntityRow:
     )
 
 
+def _upsert(table: str, key: str, cols: str) -> str:
+    """INSERT of a whole row, an UPDATE in place when the key exists: unlike INSERT OR REPLACE (a delete and an
+    insert), SQLite then touches only the indexes whose columns change (a lease: two of the instance's six)."""
+    names = [c.strip() for c in cols.split(",")]
+    keys = {"hub", *(k.strip() for k in key.split(","))}
+    updates = ", ".join(f"{c}=excluded.{c}" for c in names if c not in keys)
+    return (
+        f"INSERT INTO {table} (hub, {cols}) VALUES ({','.join('?' * (len(names) + 1))}) "
+        f"ON CONFLICT(hub, {key}) DO UPDATE SET {updates}"
+    )
+
+
+_PUT_INSTANCE = _upsert("instances", "instance_id", _INSTANCE_COLS)
+_PUT_ENTITY = _upsert("entities", "entity_id", _ENTITY_COLS)
+
+
 def create_schema(db: sqlite3.Connection) -> None:
     """Create the tables a file lacks and add the columns that files made by older versions lack: the one place
     that knows the SQLite schema's history (the store and ``moorage store copy`` both open files with it)."""
@@ -141,8 +157,7 @@ class _Tx(StoreTx):
 
     def put_instance(self, row: InstanceRow) -> None:
         self._q(
-            f"INSERT OR REPLACE INTO instances (hub, {_INSTANCE_COLS}) VALUES "
-            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            _PUT_INSTANCE,
             row.instance_id,
             row.name,
             row.version,
@@ -272,6 +287,18 @@ class _Tx(StoreTx):
             rows = self._q("SELECT id, event FROM inbox WHERE hub=? AND instance_id=? ORDER BY id", instance_id)
         return [(r[0], _event(r[1])) for r in rows]
 
+    def take_inbox(self, instance_id: str, ids: Sequence[int]) -> list[tuple[int, pb.HistoryEvent]]:
+        if not ids:
+            return []
+        rows = self._q(
+            f"DELETE FROM inbox WHERE hub=? AND instance_id=? AND id IN ({','.join('?' * len(ids))}) "
+            "RETURNING id, event",
+            instance_id,
+            *ids,
+        ).fetchall()
+        rows.sort()  # RETURNING promises no order
+        return [(r[0], _event(r[1])) for r in rows]
+
     def has_inbox(self, instance_id: str, now: float) -> bool:
         return (
             self._q(
@@ -330,6 +357,16 @@ class _Tx(StoreTx):
         r = self._q(f"SELECT {_ACTIVITY_COLS} FROM activities WHERE hub=? AND lease_token=?", lease_token).fetchone()
         return _activity(r) if r else None
 
+    def take_activity(self, lease_token: str, instance_id: str = "") -> ActivityRow | None:
+        r = self._q(
+            "DELETE FROM activities WHERE hub=? AND lease_token=? AND (?='' OR instance_id=?) "
+            f"RETURNING {_ACTIVITY_COLS}",
+            lease_token,
+            instance_id,
+            instance_id,
+        ).fetchone()
+        return _activity(r) if r else None
+
     def update_activity_lease(self, row: ActivityRow) -> None:
         self.db.execute(
             "UPDATE activities SET lease_token=?, lease_owner=?, lease_until=? WHERE hub=? AND id=?",
@@ -346,7 +383,7 @@ class _Tx(StoreTx):
 
     def put_entity(self, row: EntityRow) -> None:
         self._q(
-            f"INSERT OR REPLACE INTO entities (hub, {_ENTITY_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            _PUT_ENTITY,
             row.entity_id,
             row.state,
             row.last_modified_at,

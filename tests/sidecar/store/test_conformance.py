@@ -305,6 +305,34 @@ def test_activity_leasing(store_factory: StoreUnderTest) -> None:
     store_factory.run(body)
 
 
+def test_take_inbox_and_take_activity_delete_and_return(store_factory: StoreUnderTest) -> None:
+    async def body(store: Store) -> None:
+        def fill(t: StoreTx) -> list[int]:
+            for name in ("a", "b", "c"):
+                t.add_inbox("i", raised(name))
+            t.add_inbox("other", raised("z"))
+            t.add_activity(ActivityRow(id=None, instance_id="i", execution_id="e", name="act", task_id=7, input="1"))
+            a = t.available_activities(0.0, 1)[0]
+            a.lease_token, a.lease_owner, a.lease_until = "tok", "w1", 5000.0
+            t.update_activity_lease(a)
+            return [i for i, _ in t.get_inbox("i")]
+        ids = await tx(store, fill)
+        taken = await tx(store, lambda t: t.take_inbox("i", [ids[2], ids[0]]))
+        assert [i for i, _ in taken] == [ids[0], ids[2]] and names(taken) == ["a", "c"]  # arrival order
+        assert await tx(store, lambda t: t.take_inbox("i", [])) == []
+        assert names(await read(store, lambda t: t.get_inbox("i"))) == ["b"]
+        assert names(await read(store, lambda t: t.get_inbox("other"))) == ["z"]
+
+        assert await tx(store, lambda t: t.take_activity("tok", "not-i")) is None  # another instance's: kept
+        assert await tx(store, lambda t: t.take_activity("nope")) is None
+        row = await tx(store, lambda t: t.take_activity("tok", "i"))
+        assert row is not None and (row.name, row.task_id, row.input, row.lease_owner) == ("act", 7, "1", "w1")
+        assert await read(store, lambda t: t.find_activity("tok")) is None
+        assert await tx(store, lambda t: t.take_activity("tok")) is None
+
+    store_factory.run(body)
+
+
 def test_renew_leases_extends_only_the_given_owners(store_factory: StoreUnderTest) -> None:
     async def body(store: Store) -> None:
         def fill(t: StoreTx) -> None:
