@@ -156,6 +156,8 @@ class SidecarProcess:
                     if exc.code() == grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
                         time.sleep(0.1)
                         continue
+                    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:  # type: ignore[attr-defined]
+                        return  # --auth-token-file / --auth-jwks: it answers, and asks this token-less probe for one
                     raise RuntimeError(f"sidecar Hello failed: {exc!r}; stderr tail:\n{self.stderr_tail()}")
         finally:
             ready.cancel()
