@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run lint test test-fast test-postgresql test-long bench sidecar screenshots clean fuzz chaos
+.PHONY: install run lint test test-fast test-postgresql test-long bench sidecar screenshots clean fuzz chaos load
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -62,6 +62,14 @@ CHAOS_STORE ?= sqlite
 chaos: $(STAMP)
 	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) CHAOS_INSTANCES=$(CHAOS_INSTANCES) \
 		CHAOS_STORE=$(CHAOS_STORE) $(BIN)/python -m tests.reliability.chaos
+
+# 200 authenticated clients for 60 s against one sidecar; the memory plot goes to docs/ (see docs/reliability.md).
+LOAD_CLIENTS ?= 200
+LOAD_SECONDS ?= 60
+LOAD_SEED ?= 20261201
+load: $(STAMP)
+	LOAD_CLIENTS=$(LOAD_CLIENTS) LOAD_SECONDS=$(LOAD_SECONDS) LOAD_SEED=$(LOAD_SEED) \
+		LOAD_PLOT=docs/reliability-load-memory.png $(BIN)/python -m tests.reliability.load
 
 # Dashboard screenshots in docs/ (needs Debian's chromium and npm ci --prefix tests/dashboard/browser).
 screenshots: $(STAMP)

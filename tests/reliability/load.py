@@ -44,6 +44,7 @@ if str(HERE.parent / "agents") not in sys.path:
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import grpc  # noqa: E402
 import psutil  # noqa: E402
 from agent_testkit import ScriptedLLM  # noqa: E402
 from chaos import llm_reply  # noqa: E402
@@ -106,7 +107,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 class Load:
     def __init__(self, workdir: Path, *, clients: int, seconds: float, seed: int, warmup: float = 0.25,
-                 sample_seconds: float = 0.5, rss_growth_mib: float = 64.0) -> None:
+                 sample_seconds: float = 0.5, rss_growth_mib: float = 32.0) -> None:
         self.workdir = workdir
         self.seed = seed
         self.report = Report(seed=seed, clients=clients, seconds=seconds, rss_growth_bound_mib=rss_growth_mib,
@@ -220,15 +221,15 @@ class Load:
     def run(self) -> Report:
         self.sidecar.start()
         self.worker.start()
-        t0 = time.monotonic()
-        sampler = threading.Thread(target=self._sampler, args=(t0,), name="rss-sampler", daemon=True)
         try:
+            self.check_authenticated()
             with AgentClient(self.connection_string) as probe:  # the worker is connected: a first turn answers
                 probe.durable.schedule_new_orchestration("chain", input={"n": 1, "base": 0}, instance_id="warm")
                 probe.durable.wait_for_orchestration_completion("warm", timeout=120)
                 probe.run("Chaos", "warm", session="warm", timeout=120)  # the model client is loaded
-            sampler.start()
             t0 = time.monotonic()
+            sampler = threading.Thread(target=self._sampler, args=(t0,), name="rss-sampler", daemon=True)
+            sampler.start()
             deadline = t0 + self.report.seconds
             threads = [threading.Thread(target=self._client, args=(n, deadline), name=f"client{n}", daemon=True)
                        for n in range(self.report.clients)]
@@ -254,6 +255,16 @@ class Load:
             self.llm.close()
         self.summarize()
         return self.report
+
+    def check_authenticated(self) -> None:
+        """The load runs against access control: a call without the token is refused."""
+        with AgentClient(self.sidecar.connection_string) as anonymous:
+            try:
+                anonymous.durable.get_orchestration_state("anything")
+                self.report.failures.append("a call without a token was answered: the run is not authenticated")
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAUTHENTICATED:  # type: ignore[attr-defined]
+                    self.report.failures.append(f"a call without a token got {exc.code()}, not UNAUTHENTICATED")
 
     def audit(self, client: AgentClient) -> None:
         """Every acknowledged start completed with its output; every entity holds its acknowledged signals."""
@@ -321,6 +332,7 @@ def plot(report: Report, path: Path) -> None:
     for name, colour in (("sidecar", "tab:blue"), ("worker", "tab:orange")):
         ax.plot(t, [s[name] for s in report.samples], label=f"{name} RSS", color=colour)
     ax.axvline(report.warmup_seconds, color="grey", linestyle="--", linewidth=1, label="end of warm-up")
+    ax.axvline(report.seconds, color="grey", linestyle=":", linewidth=1, label="last call started")
     ax.set_xlabel("seconds into the run")
     ax.set_ylabel("RSS (MiB)")
     ax.set_ylim(bottom=0)
@@ -340,7 +352,7 @@ def main() -> int:
     clients = int(os.environ.get("LOAD_CLIENTS", "200"))
     seconds = float(os.environ.get("LOAD_SECONDS", "60"))
     seed = int(os.environ.get("LOAD_SEED", "20261201"))
-    growth = float(os.environ.get("LOAD_RSS_GROWTH_MIB", "64"))
+    growth = float(os.environ.get("LOAD_RSS_GROWTH_MIB", "32"))
     warmup = float(os.environ.get("LOAD_WARMUP", "0.25"))
     print(f"load: LOAD_CLIENTS={clients} LOAD_SECONDS={seconds:g} LOAD_SEED={seed} LOAD_RSS_GROWTH_MIB={growth:g}",
           flush=True)
