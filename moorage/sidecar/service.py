@@ -447,6 +447,8 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
                     yield pb.WorkItem(healthPing=pb.HealthPing())
                 for item in _work_items(work):
                     yield item
+        except StoreUnavailable as exc:  # the store cannot lease work now (down, read-only, full): reconnect later
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; reconnect to receive work again")
         finally:
             self.core.close_stream(stream)
             log.info("worker disconnected stream=%s hub=%s", stream.id, hub)
