@@ -52,8 +52,9 @@ bench: $(STAMP)
 # Reliability (docs/reliability.md): the full forms; `make test` runs short ones (tests/reliability/).
 FUZZ_EXAMPLES ?= 500
 FUZZ_SEED ?= 20261201
+FUZZ_STORE ?= sqlite
 fuzz: $(STAMP)
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) $(BIN)/python -m tests.reliability.fuzz
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) FUZZ_STORE=$(FUZZ_STORE) $(BIN)/python -m tests.reliability.fuzz
 
 CHAOS_SECONDS ?= 200
 CHAOS_SEED ?= 20261201

@@ -96,21 +96,25 @@ def llm_reply(body: dict[str, Any]) -> dict[str, Any]:
 
 class Chaos:
     def __init__(self, workdir: Path, *, seconds: float, seed: int, instances: int, sessions: int, turns: int,
-                 workers: int = 2, kill_gap: tuple[float, float] = (2.0, 6.0), store: str = "sqlite") -> None:
+                 workers: int = 2, kill_gap: tuple[float, float] = (2.0, 6.0), store: str = "sqlite",
+                 db_outages: bool = False) -> None:
         self.workdir = workdir
         self.rng = random.Random(seed)
-        self.report = Report(seed=seed, backend=store, seconds=seconds, instances=instances, sessions=sessions,
-                             turns_per_session=turns)
+        self.report = Report(seed=seed, backend=store + (" with outages" if db_outages else ""), seconds=seconds,
+                             instances=instances, sessions=sessions, turns_per_session=turns)
         self.kill_gap = kill_gap
         self.log_path = workdir / "executions.log"
         self.llm = ScriptedLLM()
         self.llm.responder = llm_reply
         self.store_kind = store
         store_url, store_env = None, None
+        self.pg: Any = None  # a PostgreSQL server of this run's own, which the driver stops and starts
+        if db_outages and store != "postgresql":
+            raise ValueError("database outages need CHAOS_STORE=postgresql")
         if store == "postgresql":  # a database of its own on the kit's PostgreSQL server (a real one, on a free port)
-            from kit.postgres import shared_server
+            from kit.postgres import PostgresServer, shared_server
 
-            server = shared_server()
+            server = self.pg = PostgresServer() if db_outages else shared_server()
             store_url, store_env = server.create_database(), server.env
         elif store != "sqlite":
             raise ValueError(f"store must be 'sqlite' or 'postgresql', not {store!r}")
@@ -172,14 +176,19 @@ class Chaos:
             w.stop()
         self.sidecar.stop()
         self.llm.close()
+        if self.pg is not None:
+            self.pg.close()
 
     # -- the chaos driver ---------------------------------------------------------------------------------------
     def _chaos(self) -> None:
-        targets = ["sidecar"] + [w.name for w in self.workers]
+        targets = ["sidecar"] + [w.name for w in self.workers] + (["postgresql"] if self.pg is not None else [])
         while not self.stop_chaos.wait(self.rng.uniform(*self.kill_gap)):
-            target = self.rng.choice(targets)
+            target = self.rng.choice(targets) if self.pg is None or self.kills else "postgresql"  # outages: one first
             if target == "sidecar":
                 self.sidecar.kill()
+            elif target == "postgresql":  # the database goes away (fast shutdown: every session ended) for a while
+                self.pg.stop()
+                time.sleep(self.rng.uniform(1.0, 4.0))
             else:
                 next(w for w in self.workers if w.name == target).kill()
             self.kills[target] += 1
@@ -195,6 +204,8 @@ class Chaos:
             try:
                 if target == "sidecar":
                     self.sidecar.start(timeout=60)
+                elif target == "postgresql":
+                    self.pg.start()
                 else:
                     w = next(w for w in self.workers if w.name == target)
                     w.start()
@@ -397,14 +408,15 @@ def main() -> int:
     sessions = int(os.environ.get("CHAOS_SESSIONS", "10"))
     turns = int(os.environ.get("CHAOS_TURNS", "5"))
     store = os.environ.get("CHAOS_STORE", "sqlite")
+    outages = os.environ.get("CHAOS_DB_OUTAGES", "") not in ("", "0")
     print(f"chaos: CHAOS_SECONDS={seconds:g} CHAOS_SEED={seed} CHAOS_INSTANCES={instances} sessions={sessions}x"
-          f"{turns} CHAOS_STORE={store}", flush=True)
+          f"{turns} CHAOS_STORE={store} CHAOS_DB_OUTAGES={int(outages)}", flush=True)
     keep = os.environ.get("CHAOS_WORKDIR")  # keep the logs and the database of a run
     with tempfile.TemporaryDirectory(prefix="moorage-chaos-") as tmp:
         workdir = Path(keep) if keep else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         report = run_chaos(workdir, seconds=seconds, seed=seed, instances=instances, sessions=sessions,
-                           turns=turns, store=store)
+                           turns=turns, store=store, db_outages=outages)
     text = json.dumps(asdict(report), indent=2)
     print(text)
     if os.environ.get("CHAOS_REPORT"):

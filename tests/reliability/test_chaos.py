@@ -28,3 +28,16 @@ def test_chaos_short(tmp_path: Path, store: str) -> None:
     assert report.kills.get("sidecar", 0) >= 1 and sum(report.kills.values()) >= 4, report.kills
     # every acknowledged turn ran its tool at least once (a turn whose start the kill made uncertain may not have)
     assert report.executions.get("tool", 0) >= 3 * 3 - report.uncertain_turns, report.executions
+
+
+def test_chaos_short_with_database_outages(tmp_path: Path) -> None:
+    """PostgreSQL itself stopped mid-run (fast shutdown: every session ended) for 1-4 s and started again, among the
+    kills of the sidecar and the workers: nothing acknowledged is lost and the service resumes each time."""
+    if pg_bin_dir() is None:
+        pytest.skip("Debian's postgresql package is not installed")
+    seed = int(os.environ.get("CHAOS_SEED", "20261201"))
+    report = run_chaos(tmp_path, seconds=40, seed=seed, instances=60, sessions=3, turns=3, kill_gap=(2.0, 5.0),
+                       store="postgresql", db_outages=True)
+    print(json.dumps(asdict(report), indent=2))
+    assert not report.failures, "\n".join(report.failures)
+    assert report.kills.get("postgresql", 0) >= 1 and sum(report.kills.values()) >= 2, report.kills
