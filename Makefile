@@ -60,9 +60,11 @@ CHAOS_SECONDS ?= 200
 CHAOS_SEED ?= 20261201
 CHAOS_INSTANCES ?= 1000
 CHAOS_STORE ?= sqlite
+# CHAOS_DB_OUTAGES=1 (with CHAOS_STORE=postgresql): the driver also stops and starts the PostgreSQL server
+CHAOS_DB_OUTAGES ?= 0
 chaos: $(STAMP)
 	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) CHAOS_INSTANCES=$(CHAOS_INSTANCES) \
-		CHAOS_STORE=$(CHAOS_STORE) $(BIN)/python -m tests.reliability.chaos
+		CHAOS_STORE=$(CHAOS_STORE) CHAOS_DB_OUTAGES=$(CHAOS_DB_OUTAGES) $(BIN)/python -m tests.reliability.chaos
 
 # 200 authenticated clients for 60 s against one sidecar; the memory plot goes to docs/ (see docs/reliability.md).
 LOAD_CLIENTS ?= 200
