@@ -69,6 +69,7 @@ class Report:
     turns_per_session: int
     backend: str = "sqlite"
     kills: dict[str, int] = field(default_factory=dict)
+    starts: dict[str, int] = field(default_factory=dict)  # of each process: 1 + its kills (an outage restarts none)
     executions: dict[str, int] = field(default_factory=dict)
     reexecuted_keys: int = 0
     max_runs_per_key: int = 0
@@ -289,6 +290,7 @@ class Chaos:
         finally:
             self.stop_chaos.set()
             self.report.kills = dict(self.kills)
+            self.report.starts = {"sidecar": self.sidecar.starts, **{w.name: w.starts for w in self.workers}}
             self.report.wall_seconds = round(time.monotonic() - t0, 1)
             self.stop_processes()
             self.run_over.set()
