@@ -8,7 +8,7 @@ external event, entity critical sections (lock, call, signal) plus client signal
 against the scripted OpenAI-compatible server. Audit: every instance COMPLETED with its expected output; every entity
 holds exactly the sum of its signals; each activity/tool key ran at most 1 + kills times (at-least-once, bounded);
 each agent session holds each acknowledged turn exactly once, with its answer; no leftover work items or locks in the
-store. The figures go to ``CHAOS_REPORT`` (JSON) and stdout.
+store; no traceback in the sidecar's log. The figures go to ``CHAOS_REPORT`` (JSON) and stdout.
 """
 
 from __future__ import annotations
@@ -370,6 +370,10 @@ class Chaos:
             if len(users) > len(self.turns_acked[sid]) + len(self.turns_uncertain[sid]):
                 fail.append(f"session {sid}: {len(users)} user messages, more than were sent")
         self.report.uncertain_turns = sum(len(v) for v in self.turns_uncertain.values())
+        log = self.sidecar.stderr_path.read_text(errors="replace")  # a kill leaves none; an unhandled error does
+        if "Traceback" in log:
+            at = log.index("Traceback")
+            fail.append(f"traceback in the sidecar's log: {log[max(0, at - 300):at + 1500]}")
         self.report.store = self.store_leftovers()
         for what, n in self.report.store.items():
             if n:
