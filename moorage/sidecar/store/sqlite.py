@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -574,17 +575,18 @@ def _translate(path: str, exc: BaseException) -> BaseException:
 
 
 def _read_only(path: str) -> bool:
-    """Whether the store file (or the file system holding it) refuses writes for this process: opening it for
-    writing is the one test that also sees a volume the kernel made read-only after errors (ext4 ``emergency_ro``
-    leaves the mount flags alone), and opening writes nothing."""
-    for name in (path, f"{path}-wal"):
-        try:
-            os.close(os.open(name, os.O_WRONLY))
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-                return True
+    """Whether the store's files (or the file system holding them) refuse writes for this process.
+
+    Never by opening the database file itself: closing any descriptor of it drops every POSIX lock this process
+    holds on it, SQLite's included. A nameless temporary file in its directory (``O_TMPFILE``) is the test that also
+    sees a volume the kernel made read-only after errors (ext4's ``emergency_ro`` leaves the mount flags and
+    ``access(2)`` alone), and it leaves nothing behind."""
+    if any(os.path.exists(p) and not os.access(p, os.W_OK) for p in (path, f"{path}-wal", f"{path}-shm")):
+        return True
+    try:
+        tempfile.TemporaryFile(dir=Path(path).absolute().parent).close()
+    except OSError as exc:
+        return exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
     return False
 
 
