@@ -158,8 +158,8 @@ class Chaos:
         while True:
             try:
                 return fn()
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
+            except (grpc.RpcError, TimeoutError) as exc:  # TimeoutError: the SDK's wait ran out (not done yet)
+                if isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
                     raise
                 if time.monotonic() > deadline:
                     raise
