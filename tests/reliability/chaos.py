@@ -373,7 +373,8 @@ class Chaos:
         log = self.sidecar.stderr_path.read_text(errors="replace")  # a kill leaves none; an unhandled error does
         if "Traceback" in log:
             at = log.index("Traceback")
-            fail.append(f"traceback in the sidecar's log: {log[max(0, at - 300):at + 1500]}")
+            end = log.find("\n20", at)  # up to the next log line: the exception is the traceback's last line
+            fail.append(f"traceback in the sidecar's log: {log[max(0, at - 300):end if end > 0 else None][-4000:]}")
         self.report.store = self.store_leftovers()
         for what, n in self.report.store.items():
             if n:
