@@ -239,3 +239,65 @@ def test_store_volume_turning_read_only_is_unavailable_and_loses_nothing(tmp_pat
     finally:
         worker.stop()
         sc.stop()
+
+
+def test_a_completion_the_store_cannot_take_ends_its_stream_so_the_work_goes_out_again(tmp_path: Path,
+                                                                                       small_volume: Path) -> None:
+    """Chaos find (``make chaos CHAOS_STORE=postgresql CHAOS_DB_OUTAGES=1``): a completion that failed with a store
+    fault (the worker is told UNAVAILABLE and the durabletask SDK drops the item) left the item leased to a stream
+    that lived on, and the sidecar renewed that lease with the stream's forever: 86 entity_work instances, their
+    entity locks and leases stuck after the run. Now the core ends that stream, its leases lapse and the work is
+    leased again. Here the fault is a real full disk (the volume's free space taken by another file) under the
+    sidecar core, with the lease keeper running."""
+    import asyncio
+    import errno
+
+    from moorage.sidecar import engine
+    from moorage.sidecar.core import SidecarCore
+    from moorage.sidecar.engine import Filters
+    from moorage.sidecar.store.base import StoreUnavailable
+    from moorage.sidecar.store.sqlite import SqliteStore
+    from moorage.sidecar.terms import WorkKind
+
+    filler = small_volume / "filler"
+
+    def fill_the_disk() -> None:
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+
+    async def body() -> None:
+        store = SqliteStore(str(small_volume / "moorage.db"))
+        core = SidecarCore(store, ["default"], lease_seconds=1.0)
+        keeper = asyncio.create_task(core.renew_leases_forever())
+        try:
+            await core.run("default", engine.create_instance, instance_id="i1", name="orch", input=None)
+            stream = core.open_stream("default", Filters(), {WorkKind.ORCHESTRATION: 5})
+            items = core.work(stream, idle=60)
+            (item,) = (await asyncio.wait_for(items.__anext__(), 10)).orchestrations
+            fill_the_disk()
+            big = pb.OrchestratorResponse(instanceId="i1", completionToken=item.row.lease_token, actions=[
+                pb.OrchestratorAction(id=1, completeOrchestration=pb.CompleteOrchestrationAction(
+                    orchestrationStatus=pb.ORCHESTRATION_STATUS_COMPLETED,
+                    result=wrappers_pb2.StringValue(value="r" * 200_000)))])
+            with pytest.raises(StoreUnavailable):
+                await core.complete_work("default", item.row.lease_token, engine.complete_orchestration, big)
+            filler.unlink()  # space returns at once: the stream itself meets no fault
+            with pytest.raises(StoreUnavailable, match="could not be stored"):  # yet it ends
+                await asyncio.wait_for(items.__anext__(), 10)
+            assert core.workers("default") == []  # nobody renews its leases any more
+            again = core.open_stream("default", Filters(), {WorkKind.ORCHESTRATION: 5})
+            (retry,) = (await asyncio.wait_for(core.work(again, idle=60).__anext__(), 20)).orchestrations
+            assert retry.row.instance_id == "i1" and retry.row.lease_token != item.row.lease_token
+        finally:
+            core.stop()
+            keeper.cancel()
+            await store.close()
+
+    from google.protobuf import wrappers_pb2
+
+    asyncio.run(body())
