@@ -427,14 +427,16 @@ class SidecarCore:
         stream = h.streams.get(owner[0]) if owner is not None else None
         try:
             result = await self._run(h, stream, token, transition, *args, **kwargs)
-        except StoreUnavailable as exc:
+        except (ValueError, engine.NotFound, engine.AlreadyExists, engine.Precondition):
+            raise  # the worker's own mistake, told so (INVALID_ARGUMENT, ...)
+        except Exception as exc:  # not stored: a store fault, or a bug (e.g. deadlock retries exhausted)
             if stream is not None:
                 self._break(h, stream, exc)
             raise
         self._untrack(h, token)
         return result
 
-    def _break(self, h: _Hub, stream: WorkStream, exc: StoreUnavailable) -> None:
+    def _break(self, h: _Hub, stream: WorkStream, exc: Exception) -> None:
         """End the stream that delivered an item whose completion could not be stored. The worker drops such an
         item (the durabletask SDK logs the failed call and moves on), and while its stream lived the item's lease
         was renewed with the stream's: it would never be handed out again. Ended, its leases lapse after
