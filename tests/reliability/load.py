@@ -179,25 +179,25 @@ class Load:
                         op = "start"
                         base = rng.randint(0, 10_000)
                         iid = f"load-{self.seed}-{n}-{k}"
-                        self.timed(op, lambda: c.schedule_new_orchestration("chain", input={"n": 2, "base": base},
-                                                                            instance_id=iid))
+                        self.timed(op, lambda base=base, iid=iid: c.schedule_new_orchestration(
+                            "chain", input={"n": 2, "base": base}, instance_id=iid))
                         with self.lock:
                             self.started[iid] = base + 2
                         mine.append(iid)
                         waiting.append(iid)
                     elif op == "wait":
                         iid = waiting.pop(0) if waiting else rng.choice(mine)
-                        st = self.timed(op, lambda: c.wait_for_orchestration_completion(iid, timeout=120))
+                        st = self.timed(op, lambda iid=iid: c.wait_for_orchestration_completion(iid, timeout=120))
                         if st is None or st.runtime_status != OrchestrationStatus.COMPLETED:
                             raise AssertionError(f"{iid}: {st and st.runtime_status}")
                     elif op == "query":
                         iid = rng.choice(mine)
-                        if self.timed(op, lambda: c.get_orchestration_state(iid)) is None:
+                        if self.timed(op, lambda iid=iid: c.get_orchestration_state(iid)) is None:
                             raise AssertionError(f"{iid} not found")
                     elif op == "signal":
                         key = f"load{rng.randrange(ENTITIES)}"
                         try:
-                            self.timed(op, lambda: c.signal_entity(EntityInstanceId("acct", key), "add", 1))
+                            self.timed(op, lambda key=key: c.signal_entity(EntityInstanceId("acct", key), "add", 1))
                         except Exception:
                             with self.lock:
                                 self.uncertain_signals[key] += 1
@@ -208,7 +208,8 @@ class Load:
                         message = f"{session} turn {len(self.turns[session])}"
                         with self.lock:
                             self.turns[session].append(message)
-                        resp = self.timed(op, lambda: client.run("Chaos", message, session=session, timeout=120))
+                        resp = self.timed(op, lambda message=message: client.run("Chaos", message, session=session,
+                                                                                    timeout=120))
                         if resp.text != f"done found[{message}]":
                             raise AssertionError(f"{session}: answer {resp.text!r}")
                 except AssertionError as exc:
