@@ -28,7 +28,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from moorage.sidecar import engine
 from moorage.sidecar.engine import Effects, Filters, Lease, LeasedWork
-from moorage.sidecar.store.base import Backlog, Change, InstanceRow, Store, StoreTx
+from moorage.sidecar.store.base import Backlog, Change, InstanceRow, Store, StoreTx, StoreUnavailable
 from moorage.sidecar.terms import WorkKind
 
 T = TypeVar("T")
@@ -131,6 +131,7 @@ class WorkStream:
     reserved: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
     live: bool = False  # its work() is running, so it sends what is handed to it
     waiting: bool = False  # parked in work() until something happens
+    broken: str | None = None  # why it must end (a completion it delivered could not be stored)
 
 
 @dataclass
@@ -352,6 +353,8 @@ class SidecarCore:
         stream.live = True
         try:
             while not self._stopping.is_set():
+                if stream.broken is not None:
+                    raise StoreUnavailable(stream.broken)
                 if stream.pending:  # leased to it by another transition
                     yield stream.pending.popleft()
                     last_sent = time.monotonic()
@@ -427,9 +430,27 @@ class SidecarCore:
         owner = h.tokens.get(token)
         stream = h.streams.get(owner[0]) if owner is not None else None
         self._entity_done(h, token)  # from now on, messages to it wake the streams again
-        result = await self._run(h, stream, token, transition, *args, **kwargs)
+        try:
+            result = await self._run(h, stream, token, transition, *args, **kwargs)
+        except (ValueError, engine.NotFound, engine.AlreadyExists, engine.Precondition):
+            raise  # the worker's own mistake, told so (INVALID_ARGUMENT, ...)
+        except Exception as exc:  # not stored: a store fault, or a bug (e.g. deadlock retries exhausted)
+            if stream is not None:
+                self._break(h, stream, exc)
+            raise
         self._untrack(h, token)
         return result
+
+    def _break(self, h: _Hub, stream: WorkStream, exc: Exception) -> None:
+        """End the stream that delivered an item whose completion could not be stored. The worker drops such an
+        item (the durabletask SDK logs the failed call and moves on), and while its stream lived the item's lease
+        was renewed with the stream's: it would never be handed out again. Ended, its leases lapse after
+        ``lease_seconds`` and the work goes out again, to this worker once it reconnects."""
+        if stream.broken is None:
+            log.warning("ending work stream %s: a completion it delivered could not be stored (%s)", stream.id, exc)
+            stream.broken = f"a completion this stream delivered could not be stored ({exc})"
+        h.streams.pop(stream.id, None)  # its leases are no longer renewed from now on
+        h.work.fire()
 
     def _track_all(self, h: _Hub, stream: WorkStream, leased: LeasedWork) -> None:
         self._track(h, stream, WorkKind.ORCHESTRATION, (o.row.lease_token for o in leased.orchestrations))
@@ -543,6 +564,8 @@ class SidecarCore:
                         await self._store.run(
                             h.name, functools.partial(_renew, owners=owners, until=until), durable=False
                         )
+                    except StoreUnavailable as exc:  # an outage: the leases may lapse, the work goes out again
+                        log.warning("lease renewal failed hub=%s: %s", h.name, exc)
                     except Exception:
                         log.exception("lease renewal failed hub=%s", h.name)
             try:

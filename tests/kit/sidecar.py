@@ -153,9 +153,12 @@ class SidecarProcess:
                     stubs.TaskHubSidecarServiceStub(channel).Hello(empty_pb2.Empty(), timeout=5)
                     return
                 except grpc.RpcError as exc:
-                    if exc.code() == grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                    if exc.code() in (grpc.StatusCode.UNAVAILABLE,  # type: ignore[attr-defined]
+                                      grpc.StatusCode.DEADLINE_EXCEEDED):  # a busy machine: ask again
                         time.sleep(0.1)
                         continue
+                    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:  # type: ignore[attr-defined]
+                        return  # --auth-token-file / --auth-jwks: it answers, and asks this token-less probe for one
                     raise RuntimeError(f"sidecar Hello failed: {exc!r}; stderr tail:\n{self.stderr_tail()}")
         finally:
             ready.cancel()

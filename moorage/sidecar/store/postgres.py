@@ -856,6 +856,9 @@ class PostgresStore(Store):
                 if time.monotonic() > give_up:
                     raise StoreUnavailable(f"the database is unavailable ({self.safe_url}): {_reason(exc)}") from None
                 time.sleep(min(0.05 * attempt, 0.5))
+            except psycopg.DataError as exc:  # a value PostgreSQL cannot hold (a NUL in text, a number out of range)
+                _rollback(conn)
+                raise ValueError(f"a value the PostgreSQL store cannot hold: {_reason(exc)}") from None
             except BaseException:
                 _rollback(conn)
                 raise

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import os
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -24,6 +27,7 @@ from moorage.sidecar.store.base import (
     Store,
     StoreFull,
     StoreTx,
+    StoreUnavailable,
     StoreUnusable,
 )
 from moorage.sidecar.terms import TERMINAL_STATUSES, WorkKind
@@ -567,10 +571,16 @@ class _Tx(StoreTx):
 
 
 def _translate(path: str, exc: BaseException) -> BaseException:
-    """SQLITE_FULL -> :class:`StoreFull` (with a log line saying what to do); anything else as it is."""
-    if isinstance(exc, sqlite3.OperationalError) and (
-        getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
-    ):
+    """Storage faults -> :class:`StoreUnavailable` with a log line saying what to do; anything else as it is.
+
+    SQLITE_FULL is :class:`StoreFull`. A write refused by the file system (SQLITE_READONLY, or SQLITE_IOERR on a
+    file that is no longer writable: a volume the kernel remounted read-only after errors answers EROFS to every
+    write) and any other I/O error are the storage's fault, not the caller's and not a bug: the transition was
+    rolled back, so the caller is told UNAVAILABLE and may retry."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return exc
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
         log.error(
             "the disk holding the SQLite store %s is full: the change was rolled back and its caller told "
             "RESOURCE_EXHAUSTED; free space on that volume (or move the store to a larger one), the sidecar "
@@ -578,7 +588,43 @@ def _translate(path: str, exc: BaseException) -> BaseException:
             path,
         )
         return StoreFull(f"the disk holding the store is full ({exc}); nothing was changed, retry once space is freed")
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR):
+        if _read_only(path):
+            log.error(
+                "the SQLite store %s is read-only (%s): the change was rolled back and its caller told "
+                "UNAVAILABLE; make the file, its -wal/-shm files and their volume writable again (remount it "
+                "read-write; a volume the kernel made read-only after errors needs an fsck, then restart the "
+                "sidecar), acknowledged state is kept",
+                path,
+                exc,
+            )
+            return StoreUnavailable(
+                f"the SQLite store {path} is read-only ({exc}); nothing was changed, retry once it is writable"
+            )
+        log.error(
+            "I/O error on the SQLite store %s (%s): the change was rolled back and its caller told UNAVAILABLE; "
+            "check the disk and the kernel log (dmesg)",
+            path,
+            exc,
+        )
+        return StoreUnavailable(f"I/O error on the SQLite store {path} ({exc}); nothing was changed, retry later")
     return exc
+
+
+def _read_only(path: str) -> bool:
+    """Whether the store's files (or the file system holding them) refuse writes for this process.
+
+    Never by opening the database file itself: closing any descriptor of it drops every POSIX lock this process
+    holds on it, SQLite's included. A nameless temporary file in its directory (``O_TMPFILE``) is the test that also
+    sees a volume the kernel made read-only after errors (ext4's ``emergency_ro`` leaves the mount flags and
+    ``access(2)`` alone), and it leaves nothing behind."""
+    if any(os.path.exists(p) and not os.access(p, os.W_OK) for p in (path, f"{path}-wal", f"{path}-shm")):
+        return True
+    try:
+        tempfile.TemporaryFile(dir=Path(path).absolute().parent).close()
+    except OSError as exc:
+        return exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+    return False
 
 
 def _unusable_message(path: str, exc: sqlite3.DatabaseError) -> str:
@@ -662,7 +708,10 @@ class SqliteStore(Store):
         # that a failing one is undone alone either way.
         first = not self._open
         if first:
-            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # e.g. the volume went read-only
+                raise _translate(self.path, exc) from None
             self._open = True
             changes = db.total_changes
         else:
