@@ -341,6 +341,11 @@ class _Tx(StoreTx):
         rows = self._q("SELECT event FROM history WHERE hub=%s AND instance_id=%s ORDER BY id", instance_id)
         return [_event(r[0]) for r in rows]
 
+    def get_history_bytes(self, instance_id: str) -> list[bytes]:
+        # as stored: a work item's pastEvents need no parse and no re-serialization
+        rows = self._q("SELECT event FROM history WHERE hub=%s AND instance_id=%s ORDER BY id", instance_id)
+        return [r[0] for r in rows]
+
     def append_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None:
         blobs = [e.SerializeToString() for e in events]
         if blobs:
@@ -597,6 +602,14 @@ class _Tx(StoreTx):
                 now,
             )
         }
+
+    def entities_locked_by(self, instance_id: str) -> list[EntityRow]:
+        # index entities_locked (schema version 3); locked, as the caller releases them
+        rows = self._q(
+            f"SELECT {_E} FROM entities WHERE hub=%s AND locked_by_instance=%s ORDER BY entity_id{self._for_update}",
+            instance_id,
+        )
+        return [_entity(r) for r in rows]
 
     def leased_instance(self, lease_token: str) -> InstanceRow | None:
         r = self._q(
