@@ -12,7 +12,10 @@ one-at-a-time transactions:
 
 Concurrent commits share WAL flushes in the server (PostgreSQL's own group commit), so there is no batching here.
 After a commit, ``NOTIFY`` tells the other replicas what changed; a listening connection turns their notifications
-into ``Change``s for this process's waiters and streams.
+into ``Change``s for this process's waiters and streams. Each listener also announces itself every
+``HEARTBEAT_SECONDS``; a replica that has heard no other for ``PEER_TIMEOUT`` seconds is alone on the database and
+sends no change notifications (nobody would hear them, and each cost a statement, a server-side fan-out and a
+wake-up of its own listener). It starts out assuming company, so a replica joining is told of every commit at once.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ OUTAGE_RETRY_SECONDS = 3.0  # how long a transition retries on broken connection
 # The pool's reconnect attempts back off without bound; ending each attempt early (the next call starts a fresh
 # one) keeps a long outage from delaying the recovery by minutes.
 RECONNECT_ATTEMPT = 5.0
+HEARTBEAT_SECONDS = 2.0  # how often each listener says "I am here" on the channel
+PEER_TIMEOUT = 10.0  # silence from every other replica for this long: alone, change notifications stop
 
 _TERMINAL = sorted(TERMINAL_STATUSES)
 _KIND_CODES = {WorkKind.ORCHESTRATION: "o", WorkKind.ACTIVITY: "a", WorkKind.ENTITY: "e"}
@@ -745,6 +750,11 @@ def _payloads(process_id: str, hub: str, changed: set[str], work: set[WorkKind])
     return out
 
 
+def _heartbeat(process_id: str) -> str:
+    """The payload by which a listener says it is there: a change of nothing."""
+    return json.dumps({"p": process_id, "h": "", "i": [], "w": ""}, separators=(",", ":"))
+
+
 def _parse(payload: str) -> tuple[str, Change] | None:
     try:
         msg = json.loads(payload)
@@ -770,6 +780,8 @@ class PostgresStore(Store):
         self._conninfo = url if not url.startswith("postgres://") else "postgresql://" + url[len("postgres://") :]
         self._closed = False
         self._hubs: set[str] = set()
+        # until when another replica counts as present (monotonic): at first, for a whole timeout
+        self._peers_until = time.monotonic() + PEER_TIMEOUT
         try:
             with psycopg.connect(
                 self._conninfo, autocommit=True, connect_timeout=10, application_name="moorage-migrate"
@@ -847,7 +859,7 @@ class PostgresStore(Store):
                     result = fn(tx)
                     committing = True
                     conn.execute("COMMIT")
-                    if write and (tx.changed or tx.work):
+                    if write and (tx.changed or tx.work) and self.has_peers():
                         # After the COMMIT, in a transaction of its own: a NOTIFY inside the transaction would hold
                         # PostgreSQL's cluster-wide notification lock through the WAL flush and serialise every
                         # commit. A crash between the two loses only the wake-up (the fallback looks again).
@@ -877,6 +889,10 @@ class PostgresStore(Store):
 
     # -- change notifications --------------------------------------------------------------------------------------
 
+    def has_peers(self) -> bool:
+        """Whether another replica has announced itself lately (or this one has not been up a ``PEER_TIMEOUT``)."""
+        return time.monotonic() < self._peers_until
+
     def _listen_forever(self) -> None:
         """LISTEN on a connection of its own; after a reconnect, tell listeners that anything may have changed."""
         backoff = 0.1
@@ -887,6 +903,9 @@ class PostgresStore(Store):
                     self._conninfo, autocommit=True, connect_timeout=10, application_name="moorage-listen"
                 ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    hello = _heartbeat(self.process_id)
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, hello))
+                    said = time.monotonic()
                     self._listening.set()
                     if connected_before:
                         log.info("change notifications resumed url=%s", self.safe_url)
@@ -895,6 +914,9 @@ class PostgresStore(Store):
                     while not self._closed:
                         for note in conn.notifies(timeout=0.5):
                             self._on_notify(note.payload)
+                        if time.monotonic() - said >= HEARTBEAT_SECONDS:
+                            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, hello))
+                            said = time.monotonic()
             except psycopg.Error as exc:
                 if self._closed:
                     return
@@ -906,7 +928,9 @@ class PostgresStore(Store):
         parsed = _parse(payload)
         if parsed is None or parsed[0] == self.process_id:
             return
-        self._post(parsed[1])
+        self._peers_until = time.monotonic() + PEER_TIMEOUT
+        if parsed[1].instances or parsed[1].work:  # not only a heartbeat
+            self._post(parsed[1])
 
     def _post_everything(self) -> None:
         """Notifications may have been lost: every stream looks for work (waiters re-read on their own timer)."""
