@@ -810,6 +810,7 @@ class PostgresStore(Store):
         self._listener = threading.Thread(target=self._listen_forever, name="moorage-pg-listen", daemon=True)
         self._listener.start()
         self._listening.wait(10)
+        self._peers_until = time.monotonic() + PEER_TIMEOUT  # a whole timeout from now on, however slow the start
         log.info("store opened url=%s", self.safe_url)
 
     # -- transactions ------------------------------------------------------------------------------------------

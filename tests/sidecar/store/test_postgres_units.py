@@ -213,7 +213,7 @@ def test_a_replica_alone_sends_no_change_notifications(monkeypatch) -> None:
     import moorage.sidecar.store.postgres as pg
 
     monkeypatch.setattr(pg, "HEARTBEAT_SECONDS", 0.2)
-    monkeypatch.setattr(pg, "PEER_TIMEOUT", 1.0)
+    monkeypatch.setattr(pg, "PEER_TIMEOUT", 3.0)
     server = shared_server()
     monkeypatch.setenv("PGPASSWORD", server.password)
     url = server.create_database()
@@ -232,7 +232,7 @@ def test_a_replica_alone_sends_no_change_notifications(monkeypatch) -> None:
                 assert a.has_peers()  # at first it assumes company
                 await a.run("h", lambda t: t.put_instance(row))
                 assert [p[0] for p in changes(spy, 0.3)] == [a.process_id]
-                await asyncio.sleep(1.2)
+                await asyncio.sleep(3.2)
                 assert not a.has_peers()
                 await a.run("h", lambda t: t.put_instance(row))
                 assert changes(spy, 0.3) == []  # alone: nothing sent
@@ -246,7 +246,7 @@ def test_a_replica_alone_sends_no_change_notifications(monkeypatch) -> None:
                     assert a.process_id in [p[0] for p in changes(spy, 0.5)]
                 finally:
                     await b.close()
-                await asyncio.sleep(1.5)
+                await asyncio.sleep(3.5)
                 assert not a.has_peers()
         finally:
             await a.close()
