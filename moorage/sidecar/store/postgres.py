@@ -1,8 +1,9 @@
 """PostgreSQL store: several sidecar replicas on one database.
 
 Each transition is one READ COMMITTED transaction on a pooled connection, run on a worker thread (the engine's
-transitions are synchronous). What makes concurrent transactions of several replicas behave as the SQLite store's
-one-at-a-time transactions:
+transitions are synchronous). A read of one statement (most of them: a status, a page) runs on the caller's event
+loop on a connection of its own, without the hop to a thread and back. What makes concurrent transactions of
+several replicas behave as the SQLite store's one-at-a-time transactions:
 
 - a transition that reads a row to change it locks it (``FOR UPDATE``); a row that does not exist yet (an instance
   about to be created, an entity without state) is locked by an advisory lock on its key, so two creators serialise;
@@ -64,6 +65,7 @@ OUTAGE_RETRY_SECONDS = 3.0  # how long a transition retries on broken connection
 # The pool's reconnect attempts back off without bound; ending each attempt early (the next call starts a fresh
 # one) keeps a long outage from delaying the recovery by minutes.
 RECONNECT_ATTEMPT = 5.0
+LOOP_READ_TIMEOUT = 2.0  # a read on the event loop's own connection gives up after this (server or network hung)
 HEARTBEAT_SECONDS = 2.0  # how often each listener says "I am here" on the channel
 PEER_TIMEOUT = 10.0  # silence from every other replica for this long: alone, change notifications stop
 
@@ -782,6 +784,9 @@ class PostgresStore(Store):
         self._hubs: set[str] = set()
         # until when another replica counts as present (monotonic): at first, for a whole timeout
         self._peers_until = time.monotonic() + PEER_TIMEOUT
+        self._loop_conn: psycopg.Connection | None = None  # one-statement reads, on the event loop
+        self._loop_conn_busy = False  # in use, or being opened (on a thread: a connect never blocks the loop)
+        self._loop_conn_retry_at = 0.0
         try:
             with psycopg.connect(
                 self._conninfo, autocommit=True, connect_timeout=10, application_name="moorage-migrate"
@@ -825,7 +830,59 @@ class PostgresStore(Store):
         if self._closed:
             raise RuntimeError("the store is closed")
         self._hubs.add(hub)
+        if not self._loop_conn_busy:
+            if self._loop_conn is not None:
+                done, result = self._read_on_loop(self._loop_conn, hub, fn)
+                if done:
+                    return result  # type: ignore[return-value]
+            elif time.monotonic() >= self._loop_conn_retry_at:
+                self._loop_conn_busy = True
+                self._threads.submit(self._open_loop_conn)
         return await asyncio.get_running_loop().run_in_executor(self._threads, self._transact, hub, fn, True, False)
+
+    def _read_on_loop(self, conn: psycopg.Connection, hub: str, fn: Callable[[StoreTx], T]) -> tuple[bool, T | None]:
+        """Run a read of one statement right here, blocking for one round trip: cheaper than a hop to a thread and
+        back, which costs more CPU than the statement. ``(False, None)`` when it must go the usual way (a second
+        statement, a broken connection): the pool's path then runs it from the start, retries and all."""
+        self._loop_conn_busy = True
+        try:
+            return True, fn(_Tx(_OneStatement(conn), hub, False))
+        except _NeedsSnapshot:
+            return False, None
+        except psycopg.OperationalError:
+            self._drop_loop_conn()
+            self._loop_conn_retry_at = time.monotonic() + RECONNECT_ATTEMPT
+            return False, None
+        finally:
+            self._loop_conn_busy = False
+
+    def _open_loop_conn(self) -> None:
+        """On a thread: the event loop's read connection. A read never waits on a lock and is one statement, so
+        the bounds here only matter when the server or the network hangs: then the loop is stuck for at most
+        ``LOOP_READ_TIMEOUT`` before the read goes the usual way."""
+        try:
+            ms = int(LOOP_READ_TIMEOUT * 1000)
+            self._loop_conn = psycopg.connect(
+                self._conninfo,
+                autocommit=True,
+                connect_timeout=10,
+                application_name="moorage-sidecar-read",
+                options=f"-c statement_timeout={ms}",
+                tcp_user_timeout=ms,
+            )
+        except psycopg.Error as exc:
+            log.debug("no event-loop read connection (%s); reads use the pool", _reason(exc))
+            self._loop_conn_retry_at = time.monotonic() + RECONNECT_ATTEMPT
+        finally:
+            self._loop_conn_busy = False
+
+    def _drop_loop_conn(self) -> None:
+        conn, self._loop_conn = self._loop_conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
 
     def _transact(self, hub: str, fn: Callable[[StoreTx], T], durable: bool, write: bool) -> T:
         """Run ``fn`` in one transaction, again after a deadlock or a broken connection (never after COMMIT was
@@ -947,6 +1004,7 @@ class PostgresStore(Store):
         await loop.run_in_executor(None, self._shutdown)
 
     def _shutdown(self) -> None:
+        self._drop_loop_conn()
         self._threads.shutdown(wait=True)
         self._pool.close(timeout=5)
         self._listener.join(timeout=5)
