@@ -176,6 +176,37 @@ def test_history_events_survive_byte_for_byte(store_factory: StoreUnderTest) -> 
     store_factory.run(body)
 
 
+def test_history_bytes_are_the_serialized_events_in_order(store_factory: StoreUnderTest) -> None:
+    events = [raised("a", "1"), raised("b"), raised("c", "ü" * 3000)]
+
+    async def body(store: Store) -> None:
+        await tx(store, lambda t: t.append_history("i", events[:2]))
+        await tx(store, lambda t: t.append_history("i", events[2:]))
+        await tx(store, lambda t: t.append_history("j", [raised("other")]), hub=OTHER_HUB)
+        got = await read(store, lambda t: t.get_history_bytes("i"))
+        assert all(type(b) is bytes for b in got)  # handed to protobuf as is
+        assert got == [e.SerializeToString() for e in events]
+        assert await read(store, lambda t: t.get_history_bytes("j")) == []
+        assert await read(store, lambda t: t.get_history_bytes("never")) == []
+        # inside a write transaction too (dispatching reads it there), and it agrees with the default
+        both = await tx(store, lambda t: (t.get_history_bytes("i"), StoreTx.get_history_bytes(t, "i")))
+        assert both[0] == both[1] == got
+
+    store_factory.run(body)
+
+
+def test_store_overrides_the_scanning_fallbacks(store_factory: StoreUnderTest) -> None:
+    """The defaults in base.py scan (every entity) or re-serialize (every event): each store answers these with
+    an indexed query of its own."""
+
+    async def body(store: Store) -> None:
+        cls = await read(store, type)
+        for name in ("entities_locked_by", "get_history_bytes", "backlog", "count_instances_by_status"):
+            assert getattr(cls, name) is not getattr(StoreTx, name), f"{cls.__name__} does not override {name}"
+
+    store_factory.run(body)
+
+
 # -- orchestration inbox and visibility times ----------------------------------------------------------------------
 
 
