@@ -8,7 +8,10 @@ Environment knobs (all optional):
                    `mkdir /tmp/old && git archive <commit> | tar -x -C /tmp/old`;
                    "moorage-tmpfs" is the sidecar with its SQLite file on /dev/shm: what fsync costs;
                    "moorage-pg" is the sidecar on a PostgreSQL database, on a server the bench starts
-                   (Debian's postgresql; its CPU is reported as the "postgres" role))
+                   (Debian's postgresql; its CPU is reported as the "postgres" role);
+                   "moorage-go" / "moorage-grpcio": the sidecar with `--front go` (gRPC terminated by the
+                   moorage-front binary, whose CPU counts as the backend's: it is the sidecar's child) or
+                   `--front grpcio` (grpc.aio); plain "moorage" is the sidecar's default front)
   BENCH_WORKLOADS  comma list of workload names (default: all)
   BENCH_N          HelloCities instances (200)     BENCH_FANOUT   fan-out width (200)
   BENCH_SIGNALS    entity signals (300)            BENCH_REPEATS  measured runs per workload (7)
@@ -87,6 +90,7 @@ class Target:
     store_base: str | None = None  # "moorage-tmpfs": the SQLite file on /dev/shm, where fsync is free
     postgres: bool = False  # "moorage-pg": the store is a database on a PostgreSQL server of its own
     pg: Any = None  # that server (tests.kit.postgres.PostgresServer), started with the first backend
+    front: str | None = None  # "moorage-go"/"moorage-grpcio": the sidecar's --front; None: its default
 
     def roles(self) -> tuple[str, ...]:
         return ("backend", "worker", "client", "postgres") if self.postgres else ("backend", "worker", "client")
@@ -114,6 +118,10 @@ class Target:
             # and they are not what we measure.  Only flags this sidecar version has are passed.
             extra = [a for flag in ("--dashboard-port", "--http-port") if flag in _sidecar_help(self.src)
                      for a in (flag, "0")]
+            if self.front is not None:
+                if "--front" not in _sidecar_help(self.src):
+                    raise SystemExit(f"{self.label}: this sidecar has no --front option")
+                extra += ["--front", self.front]
             launcher = [sys.executable, "-m", "moorage"]
             if sqltrace_on():
                 # by path, so this checkout's bench/ runs whatever checkout's moorage is benchmarked
@@ -159,7 +167,11 @@ def parse_targets() -> list[Target]:
         k, _, src = spec.partition("=")
         store_base = None
         postgres = False
-        if k == "moorage-tmpfs":
+        front = None
+        if k in ("moorage-go", "moorage-grpcio"):
+            k, front = "moorage", k.split("-", 1)[1]
+            pretty = {**pretty, "moorage": f"moorage-{front}"}
+        elif k == "moorage-tmpfs":
             k, store_base = "moorage", "/dev/shm"
             pretty = {**pretty, "moorage": "moorage-tmpfs"}
         elif k == "moorage-pg":
@@ -179,7 +191,7 @@ def parse_targets() -> list[Target]:
             path, base = REPO, pretty.get(k, k)
         seen[base] = seen.get(base, 0) + 1
         label = base + (f"#{seen[base]}" if seen[base] > 1 else "")
-        targets.append(Target(k, label, path, store_base, postgres))
+        targets.append(Target(k, label, path, store_base, postgres, front=front))
     return targets
 
 
