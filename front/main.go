@@ -22,6 +22,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -373,6 +374,11 @@ func main() {
 	keyFile := flag.String("tls-key", "", "PEM key of --tls-cert")
 	clientCA := flag.String("tls-client-ca", "", "PEM CA bundle: require client certificates it signed")
 	flag.Parse()
+	if os.Getenv("GOMAXPROCS") == "" {
+		// One P: the front waits on sockets; handing a call between its goroutines on one thread is a switch,
+		// on several it is a futex wake-up. Measured on bare echoes: about a third less CPU per call.
+		runtime.GOMAXPROCS(1)
+	}
 	if *bridgeFd < 0 || len(listens) == 0 {
 		fail("needs --bridge-fd and at least one --listen; it is started by `moorage sidecar`, not by hand")
 	}
@@ -390,6 +396,10 @@ func main() {
 		grpc.UnknownServiceHandler(b.handle),
 		grpc.MaxRecvMsgSize(*maxRecv),
 		grpc.MaxSendMsgSize(*maxSend),
+		// Fixed windows: grpc-go's default dynamic window probes the bandwidth with a PING per burst of data,
+		// which every client answers (grpc.aio and the sync server do not probe).
+		grpc.InitialWindowSize(16 << 20),
+		grpc.InitialConnWindowSize(16 << 20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
 	var secure credentials.TransportCredentials
