@@ -226,12 +226,13 @@ def main() -> None:
 )
 @click.option(
     "--front",
-    type=click.Choice(["auto", "go", "grpcio"]),
-    default="auto",
+    type=click.Choice(["grpcio", "go", "auto"]),
+    default="grpcio",
     envvar="MOORAGE_FRONT",
     show_envvar=True,
-    help="Who terminates gRPC on --port: 'go' the moorage-front binary (grpc-go; `make install` builds it), "
-    "'grpcio' Python's grpc.aio, 'auto' the Go front when its binary is installed, else grpc.aio.",
+    help="Who terminates gRPC on --port: 'grpcio' Python's grpc.aio; 'go' (experimental) the moorage-front "
+    "binary (grpc-go; `make front` builds it), the sidecar behind it over a socketpair; 'auto' the Go front "
+    "when its binary is installed, else grpc.aio. See docs/benchmarks.md for what each costs.",
 )
 @log_options
 @security_options

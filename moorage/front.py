@@ -31,7 +31,7 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -73,11 +73,11 @@ class _CallDetails(grpc.HandlerCallDetails):
     invocation_metadata: tuple[tuple[str, str | bytes], ...]
 
 
-class FrontContext(grpc.aio.ServicerContext):  # type: ignore[type-arg]
+class FrontContext(grpc.aio.ServicerContext):
     """The ``ServicerContext`` of a call that came through the front: what the sidecar's handlers and the
     ``CallGuard`` use (metadata, peer, deadline, abort, stream writes), with grpc.aio's meanings."""
 
-    __slots__ = ("_bridge", "_id", "_metadata", "_peer", "_deadline", "_code", "_details", "_cancelled", "_done")
+    __slots__ = ("_bridge", "_cancelled", "_code", "_deadline", "_details", "_done", "_id", "_metadata", "_peer")
 
     def __init__(
         self,
@@ -97,9 +97,7 @@ class FrontContext(grpc.aio.ServicerContext):  # type: ignore[type-arg]
         self._cancelled = False
         self._done = False
 
-    async def abort(
-        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = tuple()
-    ) -> NoReturn:
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = tuple()) -> NoReturn:
         if code == grpc.StatusCode.OK:
             log.error("abort with status OK is not allowed; answering UNKNOWN")
             code = grpc.StatusCode.UNKNOWN
@@ -118,7 +116,7 @@ class FrontContext(grpc.aio.ServicerContext):  # type: ignore[type-arg]
     async def send_initial_metadata(self, initial_metadata: Any) -> None:
         pass  # the front sends its headers with the first message
 
-    def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+    def invocation_metadata(self) -> Any:  # (key, value) pairs, as grpc.aio's; its stubs name a wrapper type
         return self._metadata
 
     def peer(self) -> str:
@@ -133,7 +131,7 @@ class FrontContext(grpc.aio.ServicerContext):  # type: ignore[type-arg]
     def auth_context(self) -> Any:
         return {}
 
-    def time_remaining(self) -> float | None:
+    def time_remaining(self) -> Any:  # seconds, None without a deadline (as grpc.aio; its stubs say float)
         if self._deadline is None:
             return None
         return max(0.0, self._deadline - asyncio.get_running_loop().time())
@@ -324,7 +322,7 @@ class FrontServer(grpc.aio.Server):
     def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
         self._generic.extend(handlers)
 
-    def add_registered_method_handlers(self, service_name: str, handlers: dict[str, Handler]) -> None:
+    def add_registered_method_handlers(self, service_name: str, handlers: Mapping[str, Handler]) -> None:
         for name, handler in handlers.items():
             self._registered[f"/{service_name}/{name}"] = handler
 
@@ -403,9 +401,7 @@ class FrontServer(grpc.aio.Server):
         for sock, t in self._listeners:
             argv += ["--listen", f"{sock.fileno()}{':tls' if t is not None else ''}"]
         try:
-            self._process = await asyncio.create_subprocess_exec(
-                *argv, pass_fds=fds, stdin=asyncio.subprocess.DEVNULL
-            )
+            self._process = await asyncio.create_subprocess_exec(*argv, pass_fds=fds, stdin=asyncio.subprocess.DEVNULL)
         finally:
             theirs.close()
             for sock, _ in self._listeners:

@@ -45,7 +45,7 @@ class SidecarConfig:
     http_port: int = 0  # the gateway's HTTP API; 0: none (the CLI's default is 7071, as Azure Functions')
     gateway: bool = True  # serve moorage.v1.AgentService on the gRPC port
     metrics_port: int = 0  # /metrics, /healthz, /readyz, /scale; 0: none (the CLI's default is 9090)
-    front: str = "auto"  # "go": moorage-front terminates gRPC; "grpcio": grpc.aio; "auto": go when installed
+    front: str = "grpcio"  # "grpcio": grpc.aio; "go": moorage-front terminates gRPC; "auto": go when installed
     security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
@@ -119,7 +119,7 @@ def _grpc_server(front: str, guard: CallGuard, security: SecurityConfig) -> grpc
     binary = find_binary() if front in ("auto", "go") else None
     if front == "go" and binary is None:
         raise ValueError(
-            f"--front go: the {BINARY_NAME} binary is not installed (`make install` builds it with Go; "
+            f"--front go: the {BINARY_NAME} binary is not installed (`make front` builds it with Go; "
             "MOORAGE_FRONT_BINARY names another path); use --front grpcio or auto"
         )
     if binary is not None:
