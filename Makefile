@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run lint test test-fast test-postgresql test-long bench sidecar screenshots clean fuzz chaos load
+.PHONY: front install run lint test test-fast test-postgresql test-long bench sidecar screenshots clean fuzz chaos load
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,6 +13,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The experimental Go gRPC front (`moorage sidecar --front go`, front/): grpc-go from the Go module proxy, the
+# binary beside the venv's python, where the sidecar looks for it.
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
+front: $(STAMP)
+	cd front && GOFLAGS=-buildvcs=false $(GO) build -o ../$(BIN)/moorage-front .
 
 run: $(STAMP)
 	$(BIN)/python -m moorage.demo

@@ -11,7 +11,10 @@ Environment knobs (all optional):
                    (Debian's postgresql; its CPU is reported as the "postgres" role);
                    "moorage-pg2" is two sidecar replicas on one such database, a worker process on each, the
                    client on the first (CPU roles "backend" and "backend2"); "moorage-pg-2w" is its control:
-                   one replica with the same two worker processes)
+                   one replica with the same two worker processes;
+                   "moorage-go" / "moorage-grpcio": the sidecar with `--front go` (gRPC terminated by the
+                   moorage-front binary, whose CPU counts as the backend's: it is the sidecar's child) or
+                   `--front grpcio` (grpc.aio); plain "moorage" is the sidecar's default front)
   BENCH_WORKLOADS  comma list of workload names (default: all)
   BENCH_N          HelloCities instances (200)     BENCH_FANOUT   fan-out width (200)
   BENCH_SIGNALS    entity signals (300)            BENCH_REPEATS  measured runs per workload (7)
@@ -93,6 +96,7 @@ class Target:
     replicas: int = 1  # "moorage-pg2": sidecar processes on the one database
     workers: int = 1  # worker processes, attached to the replicas in turn
     pg_store: str | None = None  # the database URL every replica of this target uses
+    front: str | None = None  # "moorage-go"/"moorage-grpcio": the sidecar's --front; None: its default
 
     def roles(self) -> tuple[str, ...]:
         backends = ("backend", *(f"backend{n + 1}" for n in range(1, self.replicas)))
@@ -121,6 +125,10 @@ class Target:
             # and they are not what we measure.  Only flags this sidecar version has are passed.
             extra = [a for flag in ("--dashboard-port", "--http-port") if flag in _sidecar_help(self.src)
                      for a in (flag, "0")]
+            if self.front is not None:
+                if "--front" not in _sidecar_help(self.src):
+                    raise SystemExit(f"{self.label}: this sidecar has no --front option")
+                extra += ["--front", self.front]
             launcher = [sys.executable, "-m", "moorage"]
             if sqltrace_on():
                 # by path, so this checkout's bench/ runs whatever checkout's moorage is benchmarked
@@ -168,7 +176,11 @@ def parse_targets() -> list[Target]:
         store_base = None
         postgres = False
         replicas = workers = 1
-        if k == "moorage-tmpfs":
+        front = None
+        if k in ("moorage-go", "moorage-grpcio"):
+            k, front = "moorage", k.split("-", 1)[1]
+            pretty = {**pretty, "moorage": f"moorage-{front}"}
+        elif k == "moorage-tmpfs":
             k, store_base = "moorage", "/dev/shm"
             pretty = {**pretty, "moorage": "moorage-tmpfs"}
         elif k in ("moorage-pg", "moorage-pg2", "moorage-pg-2w"):
@@ -190,7 +202,7 @@ def parse_targets() -> list[Target]:
             path, base = REPO, pretty.get(k, k)
         seen[base] = seen.get(base, 0) + 1
         label = base + (f"#{seen[base]}" if seen[base] > 1 else "")
-        targets.append(Target(k, label, path, store_base, postgres, replicas=replicas, workers=workers))
+        targets.append(Target(k, label, path, store_base, postgres, replicas=replicas, workers=workers, front=front))
     return targets
 
 
