@@ -20,17 +20,11 @@ run: $(STAMP)
 sidecar: $(STAMP)
 	$(BIN)/moorage sidecar
 
-# Two pytest-xdist workers (TEST_WORKERS=0: one process): most end-to-end tests wait on sidecars, leases and
-# timers rather than burn CPU. A module's tests stay on one worker (tests/conftest.py: its module-scoped sidecar
-# starts once); tests sharing a build directory name one xdist_group.
-TEST_WORKERS ?= 2
-PYTEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadgroup)
-
 # The long-conversation test runs 400 turns here (summaries and archive pages included); `make test-long` runs
 # the 2,000-turn form (about 6 minutes), which CI adds.
 test: $(STAMP) lint
 	bash scripts/test-deps.sh
-	PATH="$$PATH:/usr/local/go/bin" MOORAGE_LONG_TURNS=400 $(BIN)/python -m pytest -q -ra $(PYTEST_PARALLEL)
+	PATH="$$PATH:/usr/local/go/bin" MOORAGE_LONG_TURNS=400 $(BIN)/python -m pytest -q -ra
 
 test-long: $(STAMP)
 	MOORAGE_LONG_TURNS=2000 $(BIN)/python -m pytest -q -ra tests/agents/test_agent_long_conversation.py
@@ -39,8 +33,7 @@ test-long: $(STAMP)
 # them on SQLite, plus the PostgreSQL store's own tests: replicas, outage, copy). CI runs both.
 test-postgresql: $(STAMP)
 	bash scripts/test-deps.sh
-	MOORAGE_TEST_STORE=postgresql MOORAGE_LONG_TURNS=400 $(BIN)/python -m pytest -q -ra $(PYTEST_PARALLEL) \
-		tests/sidecar tests/agents tests/gateway
+	MOORAGE_TEST_STORE=postgresql MOORAGE_LONG_TURNS=400 $(BIN)/python -m pytest -q -ra tests/sidecar tests/agents tests/gateway
 
 # Guard rails: ruff (lint + format) and mypy over the package; `make test` runs them first.
 lint: $(STAMP)

@@ -8,10 +8,6 @@ unless it says otherwise. A test marked ``postgresql`` talks to the session's Po
 started on first use): it is end to end wherever it sits, and skips where Debian's postgresql is not installed.
 (The conformance suite's crash tests do start a short-lived child that SIGKILLs itself: that is the store's own
 process, not a server.)
-
-In parallel (``make test`` runs ``pytest -n 2 --dist loadgroup``, pytest-xdist) a module's tests stay on one worker,
-so its module-scoped sidecars start once; tests of different modules that share something on disk (a build
-directory, the images' tag) name one ``pytest.mark.xdist_group`` and run on one worker, one after another.
 """
 
 from __future__ import annotations
@@ -32,7 +28,6 @@ from kit.http import Http
 from kit.postgres import pg_bin_dir
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups and -m deselects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     no_postgresql = pg_bin_dir() is None
     missing = "PostgreSQL is not installed (scripts/test-deps.sh installs it)"
@@ -43,8 +38,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=missing))
         elif item.get_closest_marker("unit") is None:
             item.add_marker(pytest.mark.e2e)
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from kit import REPO_ROOT
 from kit.gateway_stack import Stack
 from kit.toolchains import require_tool
@@ -16,7 +15,6 @@ from langs import run_suite
 JAVA = REPO_ROOT / "client" / "java"
 
 
-@pytest.mark.xdist_group("client-java")  # mvn builds into client/java/target: one mvn at a time
 def test_java_client(stack: Stack) -> None:
     require_tool("java")
     mvn = require_tool("mvn")

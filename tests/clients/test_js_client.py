@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from kit import REPO_ROOT
 from kit.gateway_stack import Stack
 from kit.toolchains import require_tool
@@ -13,7 +12,6 @@ from langs import run_suite
 JS = REPO_ROOT / "client" / "js"
 
 
-@pytest.mark.xdist_group("client-js")  # may rebuild client/js/dist: one build at a time
 def test_js_client(stack: Stack) -> None:
     require_tool("node")
     npm = require_tool("npm")

@@ -17,9 +17,7 @@ import pytest
 from kit import free_port, wait_until
 from podman_kit import RUN_FLAGS, Container, build_images, cannot_run, podman
 
-# xdist_group: one worker builds the images once (build_images) for this module and test_kube_play
-pytestmark = [pytest.mark.skipif(cannot_run() is not None, reason=str(cannot_run())), pytest.mark.timeout(900),
-              pytest.mark.xdist_group("images")]
+pytestmark = [pytest.mark.skipif(cannot_run() is not None, reason=str(cannot_run())), pytest.mark.timeout(900)]
 
 
 def curl(*args: str) -> tuple[int, str]:

@@ -27,7 +27,7 @@ from test_helm_chart import HELM, render
 
 pytestmark = [pytest.mark.skipif(cannot_run() is not None, reason=str(cannot_run())),
               pytest.mark.skipif(HELM is None, reason="helm is not installed (scripts/test-deps.sh builds it)"),
-              pytest.mark.timeout(900), pytest.mark.xdist_group("images")]  # the images test_images builds
+              pytest.mark.timeout(900)]
 
 
 def adapt(docs: list[dict[str, Any]], grpc: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:

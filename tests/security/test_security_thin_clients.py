@@ -90,7 +90,6 @@ def test_python_client_token_from_the_environment(mtls: TlsEnv, monkeypatch: pyt
         assert isinstance(client.agents(), list)
 
 
-@pytest.mark.xdist_group("client-js")  # may rebuild client/js/dist, as tests/clients does
 def test_javascript_client(mtls: TlsEnv):
     _tool("node")
     npm = _tool("npm")
@@ -110,7 +109,6 @@ def test_go_client(mtls: TlsEnv):
     assert result["noToken"] == "Unauthenticated" and result["agents"] >= 0, result
 
 
-@pytest.mark.xdist_group("client-java")  # mvn builds into client/java/target, as tests/clients does
 def test_java_client(mtls: TlsEnv):
     _tool("java")
     mvn = _tool("mvn")
