@@ -6,8 +6,10 @@
 #   TAG=1.2.3 scripts/build-images.sh
 #
 # Steps: (1) the base image. Without BASE, a Debian bookworm root file system from Debian's own packages
-# (debootstrap --variant=minbase + python3), built once and cached in $MOORAGE_IMAGE_CACHE (default
-# ~/.cache/moorage-images) and imported as localhost/debian-base:bookworm — for machines that reach no registry.
+# (debootstrap --variant=minbase + python3), built once per set of inputs and cached in $MOORAGE_IMAGE_CACHE (default
+# ~/.cache/moorage-images) as debian-base-<key>.tar, imported as localhost/debian-base:bookworm-<key> — for machines
+# that reach no registry. <key> is a hash of the debootstrap command line: change a package and a new base is built,
+# rerun with the same inputs (another clone, CI on the same machine) and the cached one is reused.
 # (2) the wheels, in build/wheels: on the host when its Python matches the base's (the Debian base: 3.11), else
 # inside the base image; the image then installs them offline. (3) podman build of both targets and the example.
 # Podman runs with runc and explicit ulimits (what sandboxed CI machines allow; see docs/deploy.md).
@@ -15,7 +17,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TAG=${TAG:-dev}
 CACHE=${MOORAGE_IMAGE_CACHE:-$HOME/.cache/moorage-images}
-LOCAL_BASE=localhost/debian-base:bookworm
+DEBOOTSTRAP_ARGS=(--variant=minbase --include=python3,python3-venv,ca-certificates bookworm)
+BASE_KEY=$(printf '%s\n' "${DEBOOTSTRAP_ARGS[@]}" | sha256sum | cut -c1-16)
+BASE_TAR=$CACHE/debian-base-$BASE_KEY.tar
+LOCAL_BASE=localhost/debian-base:bookworm-$BASE_KEY
 BUILD_FLAGS=(--runtime runc --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 --network host --format docker)
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
@@ -26,17 +31,17 @@ if [ -z "${BASE:-}" ]; then
   if ! podman image exists "$BASE"; then
     command -v debootstrap >/dev/null || { echo "build-images: no BASE given and debootstrap missing" >&2; exit 2; }
     mkdir -p "$CACHE"
-    if [ ! -f "$CACHE/debian-base-bookworm.tar" ]; then
-      echo "build-images: debootstrap a Debian bookworm base (once, about a minute)" >&2
-      rm -rf "$CACHE/rootfs"
-      debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$CACHE/rootfs" \
-        >"$CACHE/debootstrap.log" 2>&1 || { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
-      rm -rf "$CACHE/rootfs/var/cache/apt/archives/"*.deb "$CACHE/rootfs/var/lib/apt/lists/"*
-      tar -C "$CACHE/rootfs" -cf "$CACHE/debian-base-bookworm.tar.partial" . && \
-        mv "$CACHE/debian-base-bookworm.tar.partial" "$CACHE/debian-base-bookworm.tar"
-      rm -rf "$CACHE/rootfs"
+    if [ ! -f "$BASE_TAR" ]; then
+      echo "build-images: debootstrap a Debian bookworm base (once per set of inputs, a few minutes)" >&2
+      rootfs=$CACHE/rootfs-$BASE_KEY
+      rm -rf "$rootfs"
+      debootstrap "${DEBOOTSTRAP_ARGS[@]}" "$rootfs" >"$CACHE/debootstrap-$BASE_KEY.log" 2>&1 \
+        || { tail -20 "$CACHE/debootstrap-$BASE_KEY.log" >&2; exit 1; }
+      rm -rf "$rootfs/var/cache/apt/archives/"*.deb "$rootfs/var/lib/apt/lists/"*
+      tar -C "$rootfs" -cf "$BASE_TAR.partial" . && mv "$BASE_TAR.partial" "$BASE_TAR"
+      rm -rf "$rootfs"
     fi
-    podman import "$CACHE/debian-base-bookworm.tar" "$BASE" >/dev/null
+    podman import "$BASE_TAR" "$BASE" >/dev/null
   fi
 fi
 

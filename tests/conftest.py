@@ -3,9 +3,11 @@ tests/clients, started once per session when a test asks for it).
 
 The pyramid: a test module that needs no server (no sidecar, worker, gateway, gRPC) declares
 ``pytestmark = pytest.mark.unit``; every other test is marked ``e2e`` here, so ``pytest -m "not e2e"`` runs the fast
-layer (engine, store conformance, pure units) in seconds, and a new test lands in the end-to-end layer unless it
-says otherwise. (The conformance suite's crash tests do start a short-lived child that SIGKILLs itself: that is
-the store's own process, not a server.)
+layer (engine, store conformance on SQLite, pure units) in seconds, and a new test lands in the end-to-end layer
+unless it says otherwise. A test marked ``postgresql`` talks to the session's PostgreSQL server (:mod:`kit.postgres`,
+started on first use): it is end to end wherever it sits, and skips where Debian's postgresql is not installed.
+(The conformance suite's crash tests do start a short-lived child that SIGKILLs itself: that is the store's own
+process, not a server.)
 """
 
 from __future__ import annotations
@@ -23,11 +25,18 @@ from collections.abc import Iterator
 import pytest
 from kit.gateway_stack import Stack
 from kit.http import Http
+from kit.postgres import pg_bin_dir
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    no_postgresql = pg_bin_dir() is None
+    missing = "PostgreSQL is not installed (scripts/test-deps.sh installs it)"
     for item in items:
-        if item.get_closest_marker("unit") is None:
+        if item.get_closest_marker("postgresql") is not None:  # a server, even in a unit module: end to end
+            item.add_marker(pytest.mark.e2e)
+            if no_postgresql:
+                item.add_marker(pytest.mark.skip(reason=missing))
+        elif item.get_closest_marker("unit") is None:
             item.add_marker(pytest.mark.e2e)
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kit.postgres import pg_bin_dir, shared_server
+from kit.postgres import shared_server
 from kit.stores import StoreUnderTest, sqlite_store
 
-STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
-    pg_bin_dir() is None, reason="PostgreSQL is not installed (scripts/test-deps.sh installs it)"))]
+# The PostgreSQL parameter talks to a server (started once per session): the end-to-end layer (`make test`), not
+# `make test-fast`; it skips where Debian's postgresql is not installed (tests/conftest.py).
+STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
 
 
 @pytest.fixture(params=STORES)

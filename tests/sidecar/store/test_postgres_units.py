@@ -6,14 +6,14 @@ import json
 
 import psycopg
 import pytest
-from kit.postgres import pg_bin_dir, shared_server
+from kit.postgres import shared_server
 
 from moorage.sidecar.store.base import Change, redact_url
 from moorage.sidecar.store.postgres import CHANNEL, _parse, _payloads
 from moorage.sidecar.store.postgres_migrations import LATEST
 from moorage.sidecar.terms import WorkKind
 
-pytestmark = pytest.mark.unit  # no sidecar and no gRPC: a PostgreSQL server, as the conformance suite has
+pytestmark = pytest.mark.unit  # no sidecar and no gRPC; the tests marked postgresql talk to a server (end to end)
 
 
 @pytest.mark.parametrize(("url", "shown"), [
@@ -28,7 +28,7 @@ def test_urls_never_show_a_password(url: str, shown: str) -> None:
     assert "s3cret" not in redact_url(url)
 
 
-@pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")
+@pytest.mark.postgresql
 def test_change_notifications_split_below_the_server_limit_and_round_trip() -> None:
     ids = {f"instance-{i:05d}-" + "x" * 60 for i in range(1500)}
     payloads = _payloads("me", "hub-" + "h" * 200, ids, {WorkKind.ORCHESTRATION, WorkKind.ENTITY})
@@ -55,7 +55,7 @@ def test_malformed_notifications_are_ignored() -> None:
     assert _parse(json.dumps({"p": "x", "h": "default", "i": [], "w": "z"})) is None
 
 
-@pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")
+@pytest.mark.postgresql
 def test_replicas_starting_together_migrate_once(monkeypatch) -> None:
     import asyncio
     import threading
@@ -93,7 +93,7 @@ def test_replicas_starting_together_migrate_once(monkeypatch) -> None:
         PostgresStore(url)
 
 
-@pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")
+@pytest.mark.postgresql
 def test_a_version_1_database_migrates_on_open_and_keeps_its_rows(monkeypatch) -> None:
     """A database a Moorage without trace contexts made: opening it adds the columns; old rows read as None."""
     import asyncio
@@ -145,7 +145,7 @@ def test_a_version_1_database_migrates_on_open_and_keeps_its_rows(monkeypatch) -
     assert [(a.instance_id, a.trace_context) for a in new_acts] == [("old", None), ("new", trace)]
 
 
-@pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")
+@pytest.mark.postgresql
 def test_two_replicas_leasing_at_once_never_share_an_item(monkeypatch) -> None:
     """Many concurrent lease transactions from two stores on one database (two replicas): every orchestration,
     activity and entity (most without a row yet: the advisory-lock path) is handed out exactly once."""
