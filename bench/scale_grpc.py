@@ -23,7 +23,8 @@ Plots (matplotlib, Agg) go to ``docs/scale-*.png``, the tables to stdout, the ra
 Knobs: SCALE_PARTS (store,sessions,size), SCALE_STORE_SIZES (0,10000,50000,100000), SCALE_N (hello_cities instances
 per run, 200), SCALE_REPEATS (measured runs per store size, 3), SCALE_SESSIONS (0,1000,5000,10000),
 SCALE_IDLE_SECONDS (15), SCALE_FANOUTS (100,500,1000,2000), SCALE_HISTORY (events, 5000), SCALE_OUT (where the PNGs
-go, docs/), SCALE_TIMEOUT (seconds per run, 600), SCALE_KEEP=1 (keep the work dir).
+go, docs/), SCALE_JSON (the raw figures, bench/out/scale.json), SCALE_PROBE_TURNS (first turns timed per session
+count, 20), SCALE_TIMEOUT (seconds per run, 600), SCALE_KEEP=1 (keep the work dir).
 
     python -m bench.scale_grpc                  # the harness
     python -m bench.scale_grpc --worker ADDR    # the worker process it starts
@@ -505,7 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n== 2. idle agent sessions ==", flush=True)
             res["sessions"] = idle_sessions.run(_ints("SCALE_SESSIONS", "0,1000,5000,10000"),
                                                 float(os.environ.get("SCALE_IDLE_SECONDS", "15")),
-                                                workdir / "sessions")
+                                                workdir / "sessions",
+                                                probe_turns=int(os.environ.get("SCALE_PROBE_TURNS", "20")))
         if "size" in parts:
             print("\n== 3. time against size ==", flush=True)
             res["fan"], res["history"], res["history_events"] = size_costs(
@@ -523,8 +525,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in tables(res):
         print(line)
     raw = {k: ([asdict(x) for x in v] if isinstance(v, list) else v) for k, v in res.items()}
-    (REPO / "bench" / "out").mkdir(parents=True, exist_ok=True)
-    (REPO / "bench" / "out" / "scale.json").write_text(json.dumps(raw, indent=1))
+    raw_path = Path(os.environ.get("SCALE_JSON", str(REPO / "bench" / "out" / "scale.json")))
+    raw_path.parent.mkdir(parents=True, exist_ok=True)
+    raw_path.write_text(json.dumps(raw, indent=1))
+    print(f"figures: {raw_path}")
     for path in plots(res, out_dir):
         print(f"plot: {path}")
     return 0
