@@ -192,13 +192,15 @@ class Stack:
         self.sidecar.stop()
 
 
-def run(counts: Sequence[int], idle_seconds: float, workdir: Path, probe_turns: int = 20) -> list[IdleSample]:
+def run(counts: Sequence[int], idle_seconds: float, workdir: Path, probe_turns: int = 20,
+        settle_seconds: float = 2.0) -> list[IdleSample]:
     """The whole measurement on a fresh stack of its own."""
     stack = Stack(workdir).start()
     try:
         assert stack.worker is not None
         return measure_idle_sessions(stack.sidecar.connection_string, stack.sidecar.process.pid, stack.worker.pid,
-                                     counts, idle_seconds=idle_seconds, probe_turns=probe_turns)
+                                     counts, idle_seconds=idle_seconds, probe_turns=probe_turns,
+                                     settle_seconds=settle_seconds)
     finally:
         stack.stop()
 

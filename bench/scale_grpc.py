@@ -24,7 +24,7 @@ Knobs: SCALE_PARTS (store,sessions,size), SCALE_STORE_SIZES (0,10000,50000,10000
 per run, 200), SCALE_REPEATS (measured runs per store size, 3), SCALE_SESSIONS (0,1000,5000,10000),
 SCALE_IDLE_SECONDS (15), SCALE_FANOUTS (100,500,1000,2000), SCALE_HISTORY (events, 5000), SCALE_OUT (where the PNGs
 go, docs/), SCALE_JSON (the raw figures, bench/out/scale.json), SCALE_PROBE_TURNS (first turns timed per session
-count, 20), SCALE_TIMEOUT (seconds per run, 600), SCALE_KEEP=1 (keep the work dir).
+count, 20), SCALE_SETTLE_SECONDS (pause before each idle window, 2), SCALE_TIMEOUT (seconds per run, 600), SCALE_KEEP=1 (keep the work dir).
 
     python -m bench.scale_grpc                  # the harness
     python -m bench.scale_grpc --worker ADDR    # the worker process it starts
@@ -272,6 +272,20 @@ class HistoryWindow:
     worker_cpu_ms_per_step: float
 
 
+def _await(stack: Stack, iid: str, timeout: float) -> Any:
+    """Wait for ``iid`` with one ``WaitForInstanceCompletion`` (a server-side wait), not by polling: polls every few
+    milliseconds cost the sidecar CPU in proportion to the wall time, which would be counted against the work here
+    (a history step of 300 ms meant ~60 GetInstance calls). Returns the parsed output of a COMPLETED instance."""
+    from durabletask.client import OrchestrationStatus
+
+    assert stack.client is not None
+    st = stack.client.wait_for_orchestration_completion(iid, timeout=timeout)
+    if st is None or st.runtime_status != OrchestrationStatus.COMPLETED:
+        detail = st.failure_details.message if st is not None and st.failure_details else ""
+        raise WorkloadError(f"instance {iid} did not complete: {st.runtime_status if st else 'not found'} {detail}")
+    return json.loads(st.serialized_output) if st.serialized_output else None
+
+
 def fan_out(stack: Stack, widths: Sequence[int], timeout: float) -> list[FanPoint]:
     ctx = stack.ctx(timeout)
     assert stack.client is not None
@@ -280,14 +294,11 @@ def fan_out(stack: Stack, widths: Sequence[int], timeout: float) -> list[FanPoin
         c0 = stack.cpu()
         t = time.perf_counter()
         iid = stack.client.schedule_new_orchestration(fan_out_fan_in, input=width, instance_id=ctx.new_id("fan"))
-        expected = width * (width - 1) // 2
-
-        def check(iid: str, got: Any, expected: int = expected) -> None:
-            if got != expected:
-                raise WorkloadError(f"fan-out {iid} returned {got!r}, expected {expected}")
-
-        t1 = wait_for_instances(ctx, [iid], ctx.deadline(), check)
+        got = _await(stack, iid, timeout)
+        t1 = time.perf_counter()
         c1 = stack.cpu()
+        if got != width * (width - 1) // 2:
+            raise WorkloadError(f"fan-out {iid} returned {got!r}, expected {width * (width - 1) // 2}")
         if i == 0:
             continue
         p = FanPoint(width=width, seconds=t1 - t, ms_per_activity=1000 * (t1 - t) / width,
@@ -310,13 +321,11 @@ def history_growth(stack: Stack, events: int, timeout: float, windows: int = 10)
     def chain(steps: int) -> tuple[list[list[float]], int]:
         iid = stack.client.schedule_new_orchestration(  # type: ignore[union-attr]
             history_chain, input={"steps": steps, "pid": pid}, instance_id=ctx.new_id("chain"))
-        wait_for_instances(ctx, [iid], ctx.deadline())
-        st = stack.client.get_orchestration_state(iid)  # type: ignore[union-attr]
-        assert st is not None and st.serialized_output
+        probes = _await(stack, iid, timeout)
         with sqlite3.connect(f"{stack.db.absolute().as_uri()}?mode=ro", uri=True) as c:
             length = int(c.execute("SELECT COUNT(*) FROM history WHERE hub=? AND instance_id=?",
                                    (HUB, iid)).fetchone()[0])
-        return json.loads(st.serialized_output), length
+        return probes, length
 
     probe, length = chain(20)  # warm-up, and the events one step adds
     per_step = max(1.0, length / 20)
@@ -388,11 +397,12 @@ def tables(res: dict[str, Any]) -> list[str]:
                 "| history events | ms/step | sidecar CPU ms/step | worker CPU ms/step |", "|---:|---:|---:|---:|"]
         out += [f"| {w.events:,.0f} | {w.ms_per_step:.2f} | {w.sidecar_cpu_ms_per_step:.2f} | "
                 f"{w.worker_cpu_ms_per_step:.2f} |" for w in hs]
+        top = max(w.events for w in hs)
         for role, key in (("sidecar", "sidecar_cpu_ms_per_step"), ("worker", "worker_cpu_ms_per_step")):
             a, b, c = _fit([w.events for w in hs], [getattr(w, key) for w in hs])
-            out.append(f"\n{role} CPU per step fitted as a + b*events + c*events^2: a={a:.3f} ms, "
-                       f"b={1000 * b:.3f} us/event, c={1e6 * c:.5f} ns/event^2 "
-                       f"(c*5000^2 = {c * 25e6:.3f} ms against b*5000 = {b * 5000:.3f} ms)")
+            out.append(f"\n{role} CPU per step, least squares a + b*events + c*events^2: a={a:.2f} ms, "
+                       f"b={1000 * b:.2f} us/event; at {top:,.0f} events the linear term is {b * top:.1f} ms and "
+                       f"the quadratic one {c * top * top:+.1f} ms")
     return out
 
 
@@ -507,7 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             res["sessions"] = idle_sessions.run(_ints("SCALE_SESSIONS", "0,1000,5000,10000"),
                                                 float(os.environ.get("SCALE_IDLE_SECONDS", "15")),
                                                 workdir / "sessions",
-                                                probe_turns=int(os.environ.get("SCALE_PROBE_TURNS", "20")))
+                                                probe_turns=int(os.environ.get("SCALE_PROBE_TURNS", "20")),
+                                                settle_seconds=float(os.environ.get("SCALE_SETTLE_SECONDS", "2")))
         if "size" in parts:
             print("\n== 3. time against size ==", flush=True)
             res["fan"], res["history"], res["history_events"] = size_costs(
