@@ -24,9 +24,11 @@ Knobs: SCALE_PARTS (store,sessions,size), SCALE_STORE_SIZES (0,10000,50000,10000
 per run, 200), SCALE_REPEATS (measured runs per store size, 3), SCALE_SESSIONS (0,1000,5000,10000),
 SCALE_IDLE_SECONDS (15), SCALE_FANOUTS (100,500,1000,2000), SCALE_HISTORY (events, 5000), SCALE_OUT (where the PNGs
 go, docs/), SCALE_JSON (the raw figures, bench/out/scale.json), SCALE_PROBE_TURNS (first turns timed per session
-count, 20), SCALE_SETTLE_SECONDS (pause before each idle window, 2), SCALE_TIMEOUT (seconds per run, 600), SCALE_KEEP=1 (keep the work dir).
+count, 20), SCALE_SETTLE_SECONDS (pause before each idle window, 2), SCALE_TIMEOUT (seconds per run, 1800),
+SCALE_KEEP=1 (keep the work dir).
 
     python -m bench.scale_grpc                  # the harness
+    python -m bench.scale_grpc --plot a.json b.json   # tables and plots again from saved figures (merged)
     python -m bench.scale_grpc --worker ADDR    # the worker process it starts
 """
 
@@ -38,29 +40,37 @@ import os
 # process whose client threads run can abort the child before it execs (the tests' conftest does the same).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import sqlite3  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import asyncio
+import dataclasses
+import itertools
+import json
+import platform
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
-from durabletask import task  # noqa: E402
-from durabletask.client import TaskHubGrpcClient  # noqa: E402
+from durabletask import task
+from durabletask.client import TaskHubGrpcClient
 
-from bench import idle_sessions, procs  # noqa: E402
-from bench.worker_main import quiet_logger  # noqa: E402
-from bench.workloads import HelloCities, RunContext, WorkloadError, fan_out_fan_in, hello_cities, register_all  # noqa: E402,E501
-from bench.workloads import wait_for_instances  # noqa: E402
+from bench import idle_sessions, procs
+from bench.worker_main import quiet_logger
+from bench.workloads import (
+    HelloCities,
+    RunContext,
+    WorkloadError,
+    fan_out_fan_in,
+    hello_cities,
+    register_all,
+    wait_for_instances,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 HUB = "default"
@@ -335,7 +345,7 @@ def history_growth(stack: Stack, events: int, timeout: float, windows: int = 10)
         raise WorkloadError(f"history chain returned {len(probe)} probes, expected {steps}")
     out = []
     bounds = [round(i * (steps - 1) / windows) for i in range(windows + 1)]
-    for lo, hi in zip(bounds, bounds[1:]):
+    for lo, hi in itertools.pairwise(bounds):
         k = hi - lo
         a, b = probe[lo], probe[hi]
         out.append(HistoryWindow(events=(lo + hi) / 2 * length / steps, ms_per_step=1000 * (b[0] - a[0]) / k,
@@ -483,7 +493,12 @@ def plots(res: dict[str, Any], out_dir: Path) -> list[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", metavar="ADDRESS", help="run the worker process (what the harness starts)")
+    ap.add_argument("--plot", nargs="+", metavar="JSON", help="only print the tables and draw the plots of saved "
+                    "figures (several files merge: a later file's parts win)")
     args = ap.parse_args(argv)
+    if args.plot:
+        report(load(args.plot), Path(os.environ.get("SCALE_OUT", str(REPO / "docs"))).resolve())
+        return 0
     if args.worker:
         from bench import worker_main
 
@@ -494,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = parts - {"store", "sessions", "size"}
     if unknown:
         raise SystemExit(f"SCALE_PARTS: unknown part(s) {sorted(unknown)}; known: store, sessions, size")
-    timeout = float(os.environ.get("SCALE_TIMEOUT", "600"))
+    timeout = float(os.environ.get("SCALE_TIMEOUT", "1800"))
     out_dir = Path(os.environ.get("SCALE_OUT", str(REPO / "docs"))).resolve()
     rev = procs_git_rev()
     load0 = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -505,44 +520,79 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"load average at start: {load0}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="moorage-scale-"))
     t0 = time.perf_counter()
-    ok = False
+    failed: list[str] = []
+    steps = {
+        "store": lambda: {"store": store_growth(workdir, _ints("SCALE_STORE_SIZES", "0,10000,50000,100000"),
+                                                int(os.environ.get("SCALE_N", "200")),
+                                                int(os.environ.get("SCALE_REPEATS", "3")), timeout)},
+        "sessions": lambda: {"sessions": idle_sessions.run(
+            _ints("SCALE_SESSIONS", "0,1000,5000,10000"), float(os.environ.get("SCALE_IDLE_SECONDS", "15")),
+            workdir / "sessions", probe_turns=int(os.environ.get("SCALE_PROBE_TURNS", "20")),
+            settle_seconds=float(os.environ.get("SCALE_SETTLE_SECONDS", "2")))},
+        "size": lambda: dict(zip(("fan", "history", "history_events"), size_costs(
+            workdir, _ints("SCALE_FANOUTS", "100,500,1000,2000"), int(os.environ.get("SCALE_HISTORY", "5000")),
+            timeout), strict=True)),
+    }
+    titles = {"store": "1. throughput against store size", "sessions": "2. idle agent sessions",
+              "size": "3. time against size"}
     try:
-        if "store" in parts:
-            print("\n== 1. throughput against store size ==", flush=True)
-            res["store"] = store_growth(workdir, _ints("SCALE_STORE_SIZES", "0,10000,50000,100000"),
-                                        int(os.environ.get("SCALE_N", "200")),
-                                        int(os.environ.get("SCALE_REPEATS", "3")), timeout)
-        if "sessions" in parts:
-            print("\n== 2. idle agent sessions ==", flush=True)
-            res["sessions"] = idle_sessions.run(_ints("SCALE_SESSIONS", "0,1000,5000,10000"),
-                                                float(os.environ.get("SCALE_IDLE_SECONDS", "15")),
-                                                workdir / "sessions",
-                                                probe_turns=int(os.environ.get("SCALE_PROBE_TURNS", "20")),
-                                                settle_seconds=float(os.environ.get("SCALE_SETTLE_SECONDS", "2")))
-        if "size" in parts:
-            print("\n== 3. time against size ==", flush=True)
-            res["fan"], res["history"], res["history_events"] = size_costs(
-                workdir, _ints("SCALE_FANOUTS", "100,500,1000,2000"), int(os.environ.get("SCALE_HISTORY", "5000")),
-                timeout)
-        ok = True
+        for part in ("store", "sessions", "size"):
+            if part not in parts:
+                continue
+            print(f"\n== {titles[part]} ==", flush=True)
+            try:  # a part that fails is reported; the others' figures are still printed, saved and plotted
+                res.update(steps[part]())
+            except Exception as exc:
+                failed.append(f"{part}: {type(exc).__name__}: {exc}")
+                print(f"  FAILED: {failed[-1]}", flush=True)
+            save(res)
     finally:
         procs.stop_all()
-        if os.environ.get("SCALE_KEEP") or not ok:
+        if os.environ.get("SCALE_KEEP") or failed:
             print(f"\n(work dir kept: {workdir})")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     load1 = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\n== results (total {time.perf_counter() - t0:.0f}s; load average now {load1}) ==")
-    for line in tables(res):
-        print(line)
+    report(res, out_dir)
+    if failed:
+        print("\nFAILED:\n  " + "\n  ".join(failed))
+        return 1
+    return 0
+
+
+def save(res: dict[str, Any]) -> Path:
+    """The figures so far as JSON (after each part, so a later failure loses nothing)."""
     raw = {k: ([asdict(x) for x in v] if isinstance(v, list) else v) for k, v in res.items()}
     raw_path = Path(os.environ.get("SCALE_JSON", str(REPO / "bench" / "out" / "scale.json")))
     raw_path.parent.mkdir(parents=True, exist_ok=True)
     raw_path.write_text(json.dumps(raw, indent=1))
-    print(f"figures: {raw_path}")
+    return raw_path
+
+
+def load(paths: Sequence[str]) -> dict[str, Any]:
+    """Figures saved by earlier runs, merged (a later file's parts replace an earlier one's), for ``--plot``."""
+    kinds = {"store": StorePoint, "sessions": idle_sessions.IdleSample, "fan": FanPoint, "history": HistoryWindow}
+    res: dict[str, Any] = {}
+    stamps = []
+    for path in paths:
+        raw = json.loads(Path(path).read_text())
+        stamps.append(raw.get("stamp", path))
+        for k, v in raw.items():
+            if k in kinds:
+                res[k] = [kinds[k](**x) for x in v]
+            elif k != "stamp":
+                res[k] = v
+    res["stamp"] = "; ".join(dict.fromkeys(stamps))
+    return res
+
+
+def report(res: dict[str, Any], out_dir: Path) -> None:
+    for line in tables(res):
+        print(line)
+    print(f"figures: {save(res)}")
     for path in plots(res, out_dir):
         print(f"plot: {path}")
-    return 0
 
 
 def procs_git_rev() -> str:
