@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: front install run lint test test-fast test-postgresql test-long bench sidecar screenshots clean fuzz chaos load
+.PHONY: front install run lint test test-fast test-postgresql test-long bench bench-scale sidecar screenshots clean fuzz \
+	chaos load
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -54,6 +55,11 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.agent_turns
+
+# Scale (docs/benchmarks.md, "Scale through gRPC"): throughput against store size, idle agent sessions, fan-out
+# width and history length, with plots in docs/scale-*.png; SCALE_* knobs (see bench/scale_grpc.py) for bigger.
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale_grpc
 
 # Reliability (docs/reliability.md): the full forms; `make test` runs short ones (tests/reliability/).
 FUZZ_EXAMPLES ?= 500

@@ -17,7 +17,8 @@ import durabletask.internal.orchestrator_service_pb2_grpc as stubs
 from tests.kit import processes as _kit
 from tests.kit.ports import free_port
 
-__all__ = ["ManagedProcess", "free_port", "self_cpu_seconds", "stop_all", "tree_cpu_seconds", "wait_for_grpc"]
+__all__ = ["ManagedProcess", "cpu_seconds", "free_port", "rss_bytes", "self_cpu_seconds", "stop_all",
+           "tree_cpu_seconds", "wait_for_grpc"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -96,6 +97,23 @@ def tree_cpu_seconds(root: int) -> float:
         total += cpu.get(pid, 0.0)
         todo.extend(children.get(pid, []))
     return total
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of one process (``VmRSS`` in /proc/PID/status), 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """user+sys CPU of one process, all its threads (no descendants: cheaper than ``tree_cpu_seconds``)."""
+    st = _read_stat(pid)
+    return st[1] if st is not None else float("nan")
 
 
 def self_cpu_seconds() -> float:

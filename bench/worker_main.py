@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+from typing import Any, Callable, Sequence
 
 from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker
 
@@ -38,13 +39,14 @@ def quiet_logger(name: str) -> logging.Logger:
     return logger
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None, register: Callable[[Any], None] = register_all) -> None:
+    """``register`` adds what the worker hosts (default: every workload; ``bench.scale_grpc`` adds its own)."""
     d = default_concurrency()
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--address", required=True)
     for k, v in d.items():
         ap.add_argument(f"--{k}", type=int, default=v)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     worker = TaskHubGrpcWorker(
         host_address=args.address,
@@ -56,7 +58,7 @@ def main() -> None:
             maximum_thread_pool_workers=args.threads,
         ),
     )
-    register_all(worker)
+    register(worker)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
