@@ -203,7 +203,7 @@ def test_two_replicas_leasing_at_once_never_share_an_item(monkeypatch) -> None:
     assert sorted(entities) == sorted(f"@counter@e{i}" for i in range(n))
 
 
-@pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")
+@pytest.mark.postgresql
 def test_a_replica_alone_sends_no_change_notifications(monkeypatch) -> None:
     """Alone on the database (no other listener's heartbeat within the timeout) a store stops notifying; a replica
     joining is heard of at its first heartbeat and told of every commit from then on; when it leaves, silence."""
