@@ -69,6 +69,12 @@ def _child_env(src: Path) -> dict[str, str]:
     return dict(env, PYTHONPATH=os.pathsep.join([*parts, os.environ.get("PYTHONPATH", "")]))
 
 
+def _quiet(name: str) -> logging.Logger:
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.WARNING)
+    return logger
+
+
 def _loadavg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -300,7 +306,7 @@ def af_client_part(stacks: list[Stack]) -> bool:
     block = int(_env("AGENT_BENCH_BLOCK", "10"))
     by = {s.label: s for s in stacks}
     labels = [s.label for s in stacks]
-    sdks = {lab: TaskHubGrpcClient(host_address=by[lab].address, log_handler=logging.NullHandler())
+    sdks = {lab: TaskHubGrpcClient(host_address=by[lab].address, logger=_quiet("bench-af-client"))
             for lab in labels}
     clients = {lab: DurableAIAgentClient(sdks[lab], max_poll_retries=int(60 / poll), poll_interval_seconds=poll)
                for lab in labels}
