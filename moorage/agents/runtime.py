@@ -35,7 +35,15 @@ from moorage.observability.tracing import trace_carrier_as_current
 
 from .. import _sdk
 from .agent import Agent
-from .context import DEFAULT_POLICY, choose_cut, counter, is_context_overflow, summary_message, transcript
+from .context import (
+    DEFAULT_POLICY,
+    TokenCounter,
+    choose_cut,
+    counter,
+    is_context_overflow,
+    summary_message,
+    transcript,
+)
 from .models import ModelRequest
 from .protocol import (
     ARCHIVE_ENTITY,
@@ -464,6 +472,26 @@ def make_session_entity(agent: Agent, model_call: ModelCall | None = None) -> Ca
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+class ChatGroup(list[dict[str, Any]]):
+    """One history entry's Chat Completions messages, which remember their token count: a worker's cached
+    conversation is counted once, not again for every model call of every later turn."""
+
+    __slots__ = ("counted",)
+
+    def __init__(self, messages: list[dict[str, Any]]):
+        super().__init__(messages)
+        self.counted: tuple[TokenCounter, int] | None = None
+
+    @staticmethod
+    def tokens(group: list[dict[str, Any]], count: TokenCounter) -> int:
+        """The tokens of a group's messages, as ``count.messages`` adds them up for a list that holds them."""
+        if not isinstance(group, ChatGroup):
+            return count.messages(group) - count.messages([])
+        if group.counted is None or group.counted[0] is not count:
+            group.counted = (count, count.messages(group) - count.messages([]))
+        return group.counted[1]
+
+
 class HistoryReader:
     """The conversation a turn's model calls see, as Chat Completions messages.
 
@@ -536,7 +564,7 @@ class HistoryReader:
             else:
                 base_groups = None
             if base_groups is not None:
-                groups = base_groups + [entry_to_chat(e) for e in described.get("recent") or []]
+                groups = base_groups + [ChatGroup(entry_to_chat(e)) for e in described.get("recent") or []]
                 self._remember(key, version, first, groups)
                 return first, groups
         self.reads += 1
@@ -559,7 +587,7 @@ class HistoryReader:
         if end is None:
             raise LookupError(f"session {key} has no request {correlation_id!r} (was it reset or deleted?)")
         first = int(session.mo.get("archived") or 0) if session.exists else 0
-        groups = [entry_to_chat(e) for e in entries[: end + 1]]
+        groups = [ChatGroup(entry_to_chat(e)) for e in entries[: end + 1]]
         if described and end == len(entries) - 1:
             self._remember(key, int(described.get("version") or 0), first, groups)
         return first, groups
@@ -590,7 +618,7 @@ def make_llm_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[
         tools = [t.openai_schema() for t in agent.tools] if inp.get("tools") else []
         if policy is not None and policy.max_tokens is not None and "messages" not in inp:
             count = counter(policy)
-            tokens = count.messages(prefix + [m for g in groups for m in g], tools)
+            tokens = count.messages(prefix, tools) + sum(ChatGroup.tokens(g, count) for g in groups)
             if tokens > policy.max_tokens:
                 if not inp.get("force"):
                     return {"overBudget": True, "tokens": tokens}  # the turn summarises, then calls again
