@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run lint test test-fast test-postgresql test-long bench sidecar screenshots clean fuzz chaos
+.PHONY: front install run lint test test-fast test-postgresql test-long bench sidecar screenshots clean fuzz chaos load
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,6 +13,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The experimental Go gRPC front (`moorage sidecar --front go`, front/): grpc-go from the Go module proxy, the
+# binary beside the venv's python, where the sidecar looks for it.
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
+front: $(STAMP)
+	cd front && GOFLAGS=-buildvcs=false $(GO) build -o ../$(BIN)/moorage-front .
 
 run: $(STAMP)
 	$(BIN)/python -m moorage.demo
@@ -52,16 +58,27 @@ bench: $(STAMP)
 # Reliability (docs/reliability.md): the full forms; `make test` runs short ones (tests/reliability/).
 FUZZ_EXAMPLES ?= 500
 FUZZ_SEED ?= 20261201
+FUZZ_STORE ?= sqlite
 fuzz: $(STAMP)
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) $(BIN)/python -m tests.reliability.fuzz
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) FUZZ_STORE=$(FUZZ_STORE) $(BIN)/python -m tests.reliability.fuzz
 
 CHAOS_SECONDS ?= 200
 CHAOS_SEED ?= 20261201
 CHAOS_INSTANCES ?= 1000
 CHAOS_STORE ?= sqlite
+# CHAOS_DB_OUTAGES=1 (with CHAOS_STORE=postgresql): the driver also stops and starts the PostgreSQL server
+CHAOS_DB_OUTAGES ?= 0
 chaos: $(STAMP)
 	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) CHAOS_INSTANCES=$(CHAOS_INSTANCES) \
-		CHAOS_STORE=$(CHAOS_STORE) $(BIN)/python -m tests.reliability.chaos
+		CHAOS_STORE=$(CHAOS_STORE) CHAOS_DB_OUTAGES=$(CHAOS_DB_OUTAGES) $(BIN)/python -m tests.reliability.chaos
+
+# 200 authenticated clients for 60 s against one sidecar; the memory plot goes to docs/ (see docs/reliability.md).
+LOAD_CLIENTS ?= 200
+LOAD_SECONDS ?= 60
+LOAD_SEED ?= 20261201
+load: $(STAMP)
+	LOAD_CLIENTS=$(LOAD_CLIENTS) LOAD_SECONDS=$(LOAD_SECONDS) LOAD_SEED=$(LOAD_SEED) \
+		LOAD_PLOT=docs/reliability-load-memory.png $(BIN)/python -m tests.reliability.load
 
 # Dashboard screenshots in docs/ (needs Debian's chromium and npm ci --prefix tests/dashboard/browser).
 screenshots: $(STAMP)

@@ -8,7 +8,13 @@ Environment knobs (all optional):
                    `mkdir /tmp/old && git archive <commit> | tar -x -C /tmp/old`;
                    "moorage-tmpfs" is the sidecar with its SQLite file on /dev/shm: what fsync costs;
                    "moorage-pg" is the sidecar on a PostgreSQL database, on a server the bench starts
-                   (Debian's postgresql; its CPU is reported as the "postgres" role))
+                   (Debian's postgresql; its CPU is reported as the "postgres" role);
+                   "moorage-pg2" is two sidecar replicas on one such database, a worker process on each, the
+                   client on the first (CPU roles "backend" and "backend2"); "moorage-pg-2w" is its control:
+                   one replica with the same two worker processes;
+                   "moorage-go" / "moorage-grpcio": the sidecar with `--front go` (gRPC terminated by the
+                   moorage-front binary, whose CPU counts as the backend's: it is the sidecar's child) or
+                   `--front grpcio` (grpc.aio); plain "moorage" is the sidecar's default front)
   BENCH_WORKLOADS  comma list of workload names (default: all)
   BENCH_N          HelloCities instances (200)     BENCH_FANOUT   fan-out width (200)
   BENCH_SIGNALS    entity signals (300)            BENCH_REPEATS  measured runs per workload (7)
@@ -87,9 +93,14 @@ class Target:
     store_base: str | None = None  # "moorage-tmpfs": the SQLite file on /dev/shm, where fsync is free
     postgres: bool = False  # "moorage-pg": the store is a database on a PostgreSQL server of its own
     pg: Any = None  # that server (tests.kit.postgres.PostgresServer), started with the first backend
+    replicas: int = 1  # "moorage-pg2": sidecar processes on the one database
+    workers: int = 1  # worker processes, attached to the replicas in turn
+    pg_store: str | None = None  # the database URL every replica of this target uses
+    front: str | None = None  # "moorage-go"/"moorage-grpcio": the sidecar's --front; None: its default
 
     def roles(self) -> tuple[str, ...]:
-        return ("backend", "worker", "client", "postgres") if self.postgres else ("backend", "worker", "client")
+        backends = ("backend", *(f"backend{n + 1}" for n in range(1, self.replicas)))
+        return (*backends, "worker", "client", "postgres") if self.postgres else (*backends, "worker", "client")
 
     def env(self) -> dict[str, str]:
         """What the backend needs besides _child_env: the database password, never on its command line."""
@@ -114,6 +125,10 @@ class Target:
             # and they are not what we measure.  Only flags this sidecar version has are passed.
             extra = [a for flag in ("--dashboard-port", "--http-port") if flag in _sidecar_help(self.src)
                      for a in (flag, "0")]
+            if self.front is not None:
+                if "--front" not in _sidecar_help(self.src):
+                    raise SystemExit(f"{self.label}: this sidecar has no --front option")
+                extra += ["--front", self.front]
             launcher = [sys.executable, "-m", "moorage"]
             if sqltrace_on():
                 # by path, so this checkout's bench/ runs whatever checkout's moorage is benchmarked
@@ -125,7 +140,8 @@ class Target:
                     from tests.kit.postgres import PostgresServer
 
                     self.pg = PostgresServer()
-                store = self.pg.create_database()
+                    self.pg_store = self.pg.create_database()
+                store = self.pg_store
             return [*launcher, "sidecar", "--host", "127.0.0.1", "--port", str(port),
                     "--store", store, "--log-level", "warning", *extra]
         if self.key == "inmemory":
@@ -139,7 +155,7 @@ class Target:
     def after_run(self, workdir: Path) -> str:
         if self.pg is not None:
             self.pg.close()
-            self.pg = None
+            self.pg, self.pg_store = None, None
             return "PostgreSQL server stopped"
         if self.key != "moorage" or self.store_dir is None:
             return ""
@@ -159,12 +175,19 @@ def parse_targets() -> list[Target]:
         k, _, src = spec.partition("=")
         store_base = None
         postgres = False
-        if k == "moorage-tmpfs":
+        replicas = workers = 1
+        front = None
+        if k in ("moorage-go", "moorage-grpcio"):
+            k, front = "moorage", k.split("-", 1)[1]
+            pretty = {**pretty, "moorage": f"moorage-{front}"}
+        elif k == "moorage-tmpfs":
             k, store_base = "moorage", "/dev/shm"
             pretty = {**pretty, "moorage": "moorage-tmpfs"}
-        elif k == "moorage-pg":
+        elif k in ("moorage-pg", "moorage-pg2", "moorage-pg-2w"):
+            pretty = {**pretty, "moorage": k}
+            replicas = 2 if k == "moorage-pg2" else 1
+            workers = 1 if k == "moorage-pg" else 2
             k, postgres = "moorage", True
-            pretty = {**pretty, "moorage": "moorage-pg"}
         else:
             pretty = {"moorage": "moorage", "inmemory": "in-memory"}
         if src:  # moorage=/path/to/checkout: that checkout's sidecar (e.g. a `git worktree` of an older commit)
@@ -179,7 +202,7 @@ def parse_targets() -> list[Target]:
             path, base = REPO, pretty.get(k, k)
         seen[base] = seen.get(base, 0) + 1
         label = base + (f"#{seen[base]}" if seen[base] > 1 else "")
-        targets.append(Target(k, label, path, store_base, postgres))
+        targets.append(Target(k, label, path, store_base, postgres, replicas=replicas, workers=workers, front=front))
     return targets
 
 
@@ -202,9 +225,15 @@ class WorkloadResult:
         return statistics.median(r.m.rate(unit) for r in self.runs)
 
     def cpu_ms_per_op(self, unit: str, role: str) -> float | None:
-        if self.error or not self.runs:
+        if self.error or not self.runs or role not in self.runs[0].cpu:
             return None
         return statistics.median(1000 * r.cpu[role] / r.m.ops[unit] for r in self.runs)
+
+    def cpu_share(self, role: str) -> float | None:
+        """CPU seconds per wall second of the role during the runs (1.0 = one core busy), median."""
+        if self.error or not self.runs or role not in self.runs[0].cpu:
+            return None
+        return statistics.median(r.cpu[role] / r.m.seconds for r in self.runs)
 
 
 # --------------------------------------------------------------------------- profiling
@@ -245,47 +274,59 @@ class Session:
         self.dir = workdir / target.label
         self.dir.mkdir()
         self.results: dict[str, WorkloadResult] = {w.name: WorkloadResult() for w in workloads}
-        self.backend: procs.ManagedProcess | None = None
-        self.worker: procs.ManagedProcess | None = None
+        self.backends: list[procs.ManagedProcess] = []  # the replicas (one unless moorage-pg2)
+        self.workers: list[procs.ManagedProcess] = []
         self.client: TaskHubGrpcClient | None = None
         self.ctx: RunContext | None = None
         self.dead: str | None = None  # why this session cannot run anything more
         self.startup_log_shown = False
 
+    @property
+    def backend(self) -> procs.ManagedProcess | None:
+        """The first replica: the one the client talks to."""
+        return self.backends[0] if self.backends else None
+
+    def _start_backend(self, n: int) -> str:
+        """Start replica ``n`` (0-based); returns its address."""
+        name = f"{self.label} backend" + (f"{n + 1}" if n else "")
+        # A free port; retried only if the backend says the port was taken in between.
+        for attempt in range(3):
+            port = procs.free_port()
+            address = f"127.0.0.1:{port}"
+            cmd = self.t.command(port, self.dir)
+            argv, profiled = maybe_profiled("backend", self.t, cmd)
+            backend = procs.ManagedProcess(name, argv, self.dir / f"backend{n or ''}-{attempt}.log",
+                                           env={**_child_env(self.t.src), **self.t.env()}, cwd=str(self.t.src),
+                                           profiled=profiled)
+            try:
+                procs.wait_for_grpc(address, backend, timeout=60)
+            except Exception as e:
+                backend.stop()
+                tail = backend.log_tail()
+                clash = any(x in tail.lower() for x in ("address already in use", "failed to bind", "errno 98"))
+                print(f"  {self.label}: {name} did not come up ({e}); log tail:\n{tail}")
+                self.startup_log_shown = True
+                if not clash:
+                    break
+                continue
+            self.backends.append(backend)
+            print(f"  {self.label}: {name} pid {backend.pid} on {address}: {' '.join(cmd)}")
+            return address
+        raise RuntimeError(f"{name} failed to start")
+
     def start(self) -> None:
         env = _child_env(REPO)
         try:
-            # A free port; retried only if the backend says the port was taken in between.
-            for attempt in range(3):
-                port = procs.free_port()
-                address = f"127.0.0.1:{port}"
-                cmd = self.t.command(port, self.dir)
-                argv, profiled = maybe_profiled("backend", self.t, cmd)
-                self.backend = procs.ManagedProcess(f"{self.label} backend", argv, self.dir / f"backend-{attempt}.log",
-                                                    env={**_child_env(self.t.src), **self.t.env()},
-                                                    cwd=str(self.t.src),
-                                                    profiled=profiled)
-                try:
-                    procs.wait_for_grpc(address, self.backend, timeout=60)
-                    break
-                except Exception as e:
-                    self.backend.stop()
-                    tail = self.backend.log_tail()
-                    self.backend = None
-                    clash = any(x in tail.lower() for x in ("address already in use", "failed to bind", "errno 98"))
-                    print(f"  {self.label}: backend did not come up ({e}); log tail:\n{tail}")
-                    self.startup_log_shown = True
-                    if not clash:
-                        break
-            if self.backend is None:
-                raise RuntimeError("backend failed to start")
-            print(f"  {self.label}: backend pid {self.backend.pid} on {address}: {' '.join(cmd)}")
+            addresses = [self._start_backend(n) for n in range(self.t.replicas)]
             conc = default_concurrency()
-            wargv = [sys.executable, "-m", "bench.worker_main", "--address", address,
-                     *[a for k, v in conc.items() for a in (f"--{k}", str(v))]]
-            wargv, wprof = maybe_profiled("worker", self.t, wargv)
-            self.worker = procs.ManagedProcess(f"{self.label} worker", wargv, self.dir / "worker.log",
-                                               env=env, cwd=str(REPO), profiled=wprof)
+            for n in range(self.t.workers):  # worker n on replica n mod replicas
+                wargv = [sys.executable, "-m", "bench.worker_main", "--address", addresses[n % len(addresses)],
+                         *[a for k, v in conc.items() for a in (f"--{k}", str(v))]]
+                wargv, wprof = maybe_profiled("worker", self.t, wargv)
+                self.workers.append(procs.ManagedProcess(f"{self.label} worker{n or ''}", wargv,
+                                                         self.dir / f"worker{n or ''}.log", env=env, cwd=str(REPO),
+                                                         profiled=wprof))
+            address = addresses[0]
             self.client = TaskHubGrpcClient(host_address=address, logger=quiet_logger("bench-client"))
             self.ctx = RunContext(client=self.client, timeout=float(_env("BENCH_TIMEOUT", "60")),
                                   poll_interval=float(_env("BENCH_POLL", "0.005")))
@@ -300,8 +341,8 @@ class Session:
                 r.error = f"aborted: {why.splitlines()[0]}"
 
     def _check_alive(self) -> None:
-        for p in (self.backend, self.worker):
-            if p is not None and not p.alive():
+        for p in (*self.backends, *self.workers):
+            if not p.alive():
                 self._kill(f"{p.name} died (exit code {p.proc.returncode}); log tail:\n{p.log_tail()}")
                 return
 
@@ -345,14 +386,12 @@ class Session:
     def run_once(self, w: Workload, i: int, repeats: int) -> None:
         if not self.usable(w):
             return
-        assert self.backend is not None and self.worker is not None
+        assert self.backends and self.workers
         try:
             sql0 = self._sql_snapshot()
-            cpu0 = {"backend": self.backend.cpu_seconds(), "worker": self.worker.cpu_seconds(),
-                    "client": procs.self_cpu_seconds(), "postgres": self.t.postgres_cpu()}
+            cpu0 = self._cpu()
             m = w.run_once(self.ctx)
-            cpu1 = {"backend": self.backend.cpu_seconds(), "worker": self.worker.cpu_seconds(),
-                    "client": procs.self_cpu_seconds(), "postgres": self.t.postgres_cpu()}
+            cpu1 = self._cpu()
             sql1 = self._sql_snapshot()
         except Exception as e:
             self._fail(w, e)
@@ -368,24 +407,31 @@ class Session:
         print(f"  {self.label:>10} {w.name:<16} run {i + 1}/{repeats}: {m.seconds:7.3f}s  {rates}"
               f"   cpu: {cpu}{notes}", flush=True)
 
+    def _cpu(self) -> dict[str, float]:
+        """CPU seconds so far by role: each replica, the workers together, this process, the PostgreSQL server."""
+        roles = self.t.roles()
+        out = {role: p.cpu_seconds() for role, p in zip(roles, self.backends)}
+        out.update(worker=sum(p.cpu_seconds() for p in self.workers), client=procs.self_cpu_seconds(),
+                   postgres=self.t.postgres_cpu())
+        return out
+
     def stop(self) -> None:
         if self.client is not None:
             try:
                 self.client.close()
             except Exception:
                 pass
-        for p in (self.worker, self.backend):
-            if p is not None:
-                p.stop()
+        for p in (*self.workers, *self.backends):
+            p.stop()
         if any(r.error for r in self.results.values()):
-            logs = [] if self.startup_log_shown else sorted(self.dir.glob("backend-*.log"))[-1:]
-            logs.append(self.dir / "worker.log")
+            logs = [] if self.startup_log_shown else sorted(self.dir.glob("backend*-*.log"))[-2:]
+            logs.extend(sorted(self.dir.glob("worker*.log")))
             for lp in logs:
                 if lp.exists() and lp.stat().st_size:
                     tail = lp.read_text(errors="replace").splitlines()[-25:]
                     print(f"  --- {self.label} log tail ({lp}) ---")
                     print("\n".join("    " + ln for ln in tail))
-        if self.backend is not None or any(r.runs for r in self.results.values()):
+        if self.backends or any(r.runs for r in self.results.values()):
             note = self.t.after_run(self.dir)
             if note:
                 print(f"  {self.label}: {note}")
@@ -453,6 +499,8 @@ def environment(targets: list[Target], workloads: list[Workload]) -> list[str]:
         f"durabletask: {ver('durabletask')}  grpcio: {ver('grpcio')}  protobuf: {ver('protobuf')}  "
         f"moorage: {ver('moorage')} @ {commit}",
         f"targets: {', '.join(t.label for t in targets)}",
+        *[f"{t.label}: {t.replicas} sidecar replicas on one database, {t.workers} worker processes (worker n on "
+          "replica n mod replicas), the client on the first replica" for t in targets if t.replicas * t.workers > 1],
         "worker: TaskHubGrpcWorker in its own process, ConcurrencyOptions("
         f"threads={conc['threads']}, orchestrations={conc['orchestrations']}, "
         f"activities={conc['activities']}, entities={conc['entities']})",
@@ -508,6 +556,25 @@ def cpu_table(targets: list[Target], workloads: list[Workload],
                 v = r.cpu_ms_per_op(unit, role)
                 row.append("-" if v is None else f"{v:.2f}")
         rows.append(row)
+    return _render(header, rows)
+
+
+def share_table(targets: list[Target], workloads: list[Workload],
+                results: dict[str, dict[str, WorkloadResult]]) -> list[str]:
+    """Cores each process kept busy during the measured runs: on a small machine, whether a run was CPU-bound
+    (the shares add up to the cores there are) and which process a machine with more cores would unblock."""
+    header = ["workload", *[f"{t.label} {role}" for t in targets for role in t.roles()],
+              *[f"{t.label} total" for t in targets]]
+    rows = []
+    for w in workloads:
+        row = [w.name]
+        totals = []
+        for t in targets:
+            r = results[t.label][w.name]
+            shares = [r.cpu_share(role) for role in t.roles()]
+            row.extend("-" if v is None else f"{v:.2f}" for v in shares)
+            totals.append("-" if any(v is None for v in shares) else f"{sum(v for v in shares if v):.2f}")
+        rows.append(row + totals)
     return _render(header, rows)
 
 
@@ -587,6 +654,10 @@ def main() -> int:
         print(line)
     print("\n== CPU time per operation during the measured runs (ms; median) ==")
     for line in cpu_table(targets, workloads, results):
+        print(line)
+    print(f"\n== cores busy per process during the measured runs (CPU s per wall s; median; "
+          f"{os.cpu_count()} cores here) ==")
+    for line in share_table(targets, workloads, results):
         print(line)
     if sqltrace_on():
         print("\n== SQLite statements per operation (BENCH_SQLTRACE; median over runs; traced runs are slower) ==")

@@ -224,6 +224,16 @@ def main() -> None:
     help="HTTP port of /metrics (Prometheus), /healthz, /readyz and /scale (KEDA's "
     "metrics-api scaler); it serves counts only, never instance data; 0 turns it off.",
 )
+@click.option(
+    "--front",
+    type=click.Choice(["grpcio", "go", "auto"]),
+    default="grpcio",
+    envvar="MOORAGE_FRONT",
+    show_envvar=True,
+    help="Who terminates gRPC on --port: 'grpcio' Python's grpc.aio; 'go' (experimental) the moorage-front "
+    "binary (grpc-go; `make front` builds it), the sidecar behind it over a socketpair; 'auto' the Go front "
+    "when its binary is installed, else grpc.aio. See docs/benchmarks.md for what each costs.",
+)
 @log_options
 @security_options
 def sidecar(
@@ -236,6 +246,7 @@ def sidecar(
     dashboard_actions: bool,
     http_port: int,
     metrics_port: int,
+    front: str,
     log_level: str,
     log_format: str,
     **security: Any,
@@ -264,6 +275,7 @@ def sidecar(
                     dashboard_actions=dashboard_actions,
                     http_port=http_port,
                     metrics_port=metrics_port,
+                    front=front,
                     security=security_config,
                 )
             )

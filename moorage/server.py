@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from moorage.dashboard import start_dashboard
+from moorage.front import BINARY_NAME, FrontServer, find_binary
 from moorage.gateway import GatewayConfig, GatewayRuntime, attach
 from moorage.observability.ops import ops_app, start_in_loop
 from moorage.observability.sidecar_metrics import sidecar_registry
@@ -44,6 +45,7 @@ class SidecarConfig:
     http_port: int = 0  # the gateway's HTTP API; 0: none (the CLI's default is 7071, as Azure Functions')
     gateway: bool = True  # serve moorage.v1.AgentService on the gRPC port
     metrics_port: int = 0  # /metrics, /healthz, /readyz, /scale; 0: none (the CLI's default is 9090)
+    front: str = "grpcio"  # "grpcio": grpc.aio; "go": moorage-front terminates gRPC; "auto": go when installed
     security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
@@ -62,15 +64,9 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     guard = CallGuard(
         authenticator, hub_of=lambda method, hub: gateway_hub if method.startswith("/moorage.v1.") else hub or "default"
     )
-    server = grpc.aio.server(
-        interceptors=[guard],
-        options=[
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", security.max_payload_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
-    add_to_server(Service(core), server)
+    server = _grpc_server(config.front, guard, security)
+    services = guard.register_on(server)  # the decoding check, on the handlers instead of per call
+    add_to_server(Service(core), services)
     address = f"{host}:{config.port}"
     bound = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
     if bound == 0:
@@ -79,7 +75,9 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     if private is not None and server.add_insecure_port(private.address) == 0:
         raise SystemExit(f"cannot listen on {private.address}")
     gateway = (
-        _attach_gateway(server, config, host, bound, private, authenticator.internal_token) if config.gateway else None
+        _attach_gateway(services, config, host, bound, private, authenticator.internal_token)
+        if config.gateway
+        else None
     )
     await server.start()
     renewer = asyncio.create_task(core.renew_leases_forever())
@@ -116,6 +114,35 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     await store.close()
     if private is not None:
         private.close()
+
+
+def _grpc_server(front: str, guard: CallGuard, security: SecurityConfig) -> grpc.aio.Server:
+    """The Go front (``moorage.front``) when asked for or, with ``auto``, when its binary is installed; else
+    grpc.aio. Both serve the same handlers behind the same guard."""
+    binary = find_binary() if front in ("auto", "go") else None
+    if front == "go" and binary is None:
+        raise ValueError(
+            f"--front go: the {BINARY_NAME} binary is not installed (`make front` builds it with Go; "
+            "MOORAGE_FRONT_BINARY names another path); use --front grpcio or auto"
+        )
+    if binary is not None:
+        return FrontServer(
+            binary,
+            interceptors=guard.interceptors(),  # none with auth off: an interceptor costs every call
+            max_receive_bytes=security.max_payload_bytes,
+            max_send_bytes=MAX_MESSAGE_BYTES,
+            tls=security.tls,
+        )
+    if front == "auto":
+        log.info("gRPC served by grpc.aio: no %s binary is installed", BINARY_NAME)
+    return grpc.aio.server(
+        interceptors=guard.interceptors(),  # none with auth off: an interceptor costs every call
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", security.max_payload_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
 
 
 async def _readiness(core: SidecarCore) -> dict[str, bool]:

@@ -29,6 +29,8 @@ fi
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then export PATH="$PATH:/usr/local/go/bin"; fi
 if command -v go >/dev/null 2>&1; then
   (cd client/go && GOFLAGS=-buildvcs=false go mod download && GOFLAGS=-buildvcs=false go test -count=1 -run XXX ./... >/dev/null)
+  # the experimental Go gRPC front (tests/sidecar/test_front.py runs the sidecar behind it)
+  (cd front && GOFLAGS=-buildvcs=false go build -o ../.venv/bin/moorage-front .)
 fi
 if command -v mvn >/dev/null 2>&1 && [ ! -d client/java/target/classes ]; then
   (cd client/java && env -u MOORAGE_TEST_GRPC mvn -B -q test)   # resolves, generates (protoc), compiles

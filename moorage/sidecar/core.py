@@ -28,7 +28,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from moorage.sidecar import engine
 from moorage.sidecar.engine import Effects, Filters, Lease, LeasedWork
-from moorage.sidecar.store.base import Backlog, Change, InstanceRow, Store, StoreTx
+from moorage.sidecar.store.base import Backlog, Change, InstanceRow, Store, StoreTx, StoreUnavailable
 from moorage.sidecar.terms import WorkKind
 
 T = TypeVar("T")
@@ -131,6 +131,7 @@ class WorkStream:
     reserved: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
     live: bool = False  # its work() is running, so it sends what is handed to it
     waiting: bool = False  # parked in work() until something happens
+    broken: str | None = None  # why it must end (a completion it delivered could not be stored)
 
 
 @dataclass
@@ -145,6 +146,9 @@ class _Hub:
     dispatched: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
     completed: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
     lease_expiries: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(0))
+    # entities out in a batch at one of this sidecar's streams: entity id -> completion token, and back
+    busy_entities: dict[str, str] = field(default_factory=dict)
+    entity_of: dict[str, str] = field(default_factory=dict)
 
 
 class SidecarCore:
@@ -209,7 +213,7 @@ class SidecarCore:
         stream = prefer if prefer is not None and prefer.live else self._waiting_stream(h)
         if stream is None:
             result = await self._store.run(h.name, lambda tx: transition(tx, fx, *args, **kwargs))
-            self._wake(h, fx.changed, fx.work)
+            self._wake(h, fx.changed, fx.work, fx.entity_messages)
             return result
         # Decided here, on the loop, so that the transaction touches no core state (a store may run it elsewhere).
         want = self._free(stream, token)
@@ -242,7 +246,7 @@ class SidecarCore:
             h.lease_expiries[kind] += n
         if leased is not None:
             self._deliver(h, stream, leased, asked, generation)
-        self._wake(h, fx.changed, fx.work)
+        self._wake(h, fx.changed, fx.work, fx.entity_messages)
         return result
 
     def _waiting_stream(self, h: _Hub) -> WorkStream | None:
@@ -335,6 +339,7 @@ class SidecarCore:
         for tokens in stream.inflight.values():
             for token in tokens:
                 h.tokens.pop(token, None)
+                self._entity_done(h, token)
 
     async def work(self, stream: WorkStream, idle: float) -> AsyncIterator[LeasedWork]:
         """Lease work to ``stream`` as it appears, until ``stop()``.
@@ -348,6 +353,8 @@ class SidecarCore:
         stream.live = True
         try:
             while not self._stopping.is_set():
+                if stream.broken is not None:
+                    raise StoreUnavailable(stream.broken)
                 if stream.pending:  # leased to it by another transition
                     yield stream.pending.popleft()
                     last_sent = time.monotonic()
@@ -422,14 +429,43 @@ class SidecarCore:
         h = self._hub(hub)
         owner = h.tokens.get(token)
         stream = h.streams.get(owner[0]) if owner is not None else None
-        result = await self._run(h, stream, token, transition, *args, **kwargs)
+        self._entity_done(h, token)  # from now on, messages to it wake the streams again
+        try:
+            result = await self._run(h, stream, token, transition, *args, **kwargs)
+        except (ValueError, engine.NotFound, engine.AlreadyExists, engine.Precondition):
+            raise  # the worker's own mistake, told so (INVALID_ARGUMENT, ...)
+        except Exception as exc:  # not stored: a store fault, or a bug (e.g. deadlock retries exhausted)
+            if stream is not None:
+                self._break(h, stream, exc)
+            raise
         self._untrack(h, token)
         return result
+
+    def _break(self, h: _Hub, stream: WorkStream, exc: Exception) -> None:
+        """End the stream that delivered an item whose completion could not be stored. The worker drops such an
+        item (the durabletask SDK logs the failed call and moves on), and while its stream lived the item's lease
+        was renewed with the stream's: it would never be handed out again. Ended, its leases lapse after
+        ``lease_seconds`` and the work goes out again, to this worker once it reconnects."""
+        if stream.broken is None:
+            log.warning("ending work stream %s: a completion it delivered could not be stored (%s)", stream.id, exc)
+            stream.broken = f"a completion this stream delivered could not be stored ({exc})"
+        h.streams.pop(stream.id, None)  # its leases are no longer renewed from now on
+        h.work.fire()
 
     def _track_all(self, h: _Hub, stream: WorkStream, leased: LeasedWork) -> None:
         self._track(h, stream, WorkKind.ORCHESTRATION, (o.row.lease_token for o in leased.orchestrations))
         self._track(h, stream, WorkKind.ACTIVITY, (a.lease_token for a in leased.activities))
         self._track(h, stream, WorkKind.ENTITY, (e.row.lease_token for e in leased.entities))
+        for e in leased.entities:
+            assert e.row.lease_token is not None
+            h.busy_entities[e.row.entity_id] = e.row.lease_token
+            h.entity_of[e.row.lease_token] = e.row.entity_id
+
+    @staticmethod
+    def _entity_done(h: _Hub, token: str) -> None:
+        entity_id = h.entity_of.pop(token, None)
+        if entity_id is not None and h.busy_entities.get(entity_id) == token:
+            del h.busy_entities[entity_id]
 
     def _track(self, h: _Hub, stream: WorkStream, kind: WorkKind, tokens: Iterable[str | None]) -> None:
         for token in tokens:
@@ -483,12 +519,17 @@ class SidecarCore:
 
     # -- wake-ups --------------------------------------------------------------------------------------------
 
-    def _wake(self, h: _Hub, instances: Iterable[str], work: Iterable[WorkKind]) -> None:
+    def _wake(
+        self, h: _Hub, instances: Iterable[str], work: Iterable[WorkKind], entity_messages: Iterable[str] = ()
+    ) -> None:
         for instance_id in instances:
             sig = h.instance_signals.get(instance_id)
             if sig is not None:
                 sig.fire()
         kinds = set(work)
+        # a message to an entity out in a batch is found by that batch's completion (engine.complete_entity)
+        if any(entity_id not in h.busy_entities for entity_id in entity_messages):
+            kinds.add(WorkKind.ENTITY)
         if kinds:
             for kind in kinds:
                 h.generation[kind] += 1
@@ -523,6 +564,8 @@ class SidecarCore:
                         await self._store.run(
                             h.name, functools.partial(_renew, owners=owners, until=until), durable=False
                         )
+                    except StoreUnavailable as exc:  # an outage: the leases may lapse, the work goes out again
+                        log.warning("lease renewal failed hub=%s: %s", h.name, exc)
                     except Exception:
                         log.exception("lease renewal failed hub=%s", h.name)
             try:

@@ -42,9 +42,15 @@ class Effects:
     work: set[WorkKind] = field(default_factory=set)  # the queues that got new work
     # items leased again because their previous holder's lease ran out (a worker died or hung): /metrics
     expired: dict[WorkKind, int] = field(default_factory=dict)
+    # entities that got a message: new entity work, unless each of them is out in a batch now, whose completion
+    # looks for more (so the core wakes no stream for a signal to a busy entity: the look would find nothing)
+    entity_messages: set[str] = field(default_factory=set)
 
     def wake(self, *kinds: WorkKind) -> None:
         self.work.update(kinds)
+
+    def message_for(self, entity_id: str) -> None:
+        self.entity_messages.add(entity_id)
 
     def lease_expired(self, kind: WorkKind, previous_token: str | None) -> None:
         """Note a re-lease of an item whose earlier lease (``previous_token``) lapsed; a fresh item has none."""
@@ -464,8 +470,7 @@ def _take_leased_events(tx: StoreTx, turn: _OrchestratorTurn) -> None:
     """Consume the inbox rows the worker saw, release the lease, and let those events move the status."""
     row = turn.row
     leased = row.leased_inbox
-    new_events = _batch(row, [e for _, e in tx.get_inbox(row.instance_id, ids=leased)])
-    tx.delete_inbox(row.instance_id, leased)
+    new_events = _batch(row, [e for _, e in tx.take_inbox(row.instance_id, leased)])
     _release(row)
     row.last_updated_at = turn.t
     if row.status == pb.ORCHESTRATION_STATUS_PENDING:
@@ -787,11 +792,9 @@ def lease_activities(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, l
 
 
 def complete_activity(tx: StoreTx, fx: Effects, res: pb.ActivityResponse) -> bool:
-    row = tx.find_activity(res.completionToken)
-    if row is None or (res.instanceId and res.instanceId != row.instance_id):
+    row = tx.take_activity(res.completionToken, res.instanceId)
+    if row is None:
         return False
-    assert row.id is not None
-    tx.delete_activity(row.id)
     inst = tx.get_instance(row.instance_id)
     if inst is None or inst.status in TERMINAL_STATUSES or inst.execution_id != row.execution_id:
         return True
@@ -851,7 +854,7 @@ def signal_entity(
         )
     )
     tx.add_entity_message(entity_id, e, visible_at=scheduled or 0.0)
-    fx.wake(WorkKind.ENTITY)
+    fx.message_for(entity_id)
 
 
 def _entity_message(
@@ -862,13 +865,13 @@ def _entity_message(
         sig = msg.entityOperationSignaled
         visible = from_ts(sig.scheduledTime) if sig.HasField("scheduledTime") else 0.0
         tx.add_entity_message(sig.targetInstanceId.value, event(t, entityOperationSignaled=sig), visible_at=visible)
-        fx.wake(WorkKind.ENTITY)
+        fx.message_for(sig.targetInstanceId.value)
         return event(t, action_id, entityOperationSignaled=sig)
     if kind == "entityOperationCalled":
         call = msg.entityOperationCalled
         visible = from_ts(call.scheduledTime) if call.HasField("scheduledTime") else 0.0
         tx.add_entity_message(call.targetInstanceId.value, event(t, entityOperationCalled=call), visible_at=visible)
-        fx.wake(WorkKind.ENTITY)
+        fx.message_for(call.targetInstanceId.value)
         return event(t, action_id, entityOperationCalled=call)
     if kind == "entityLockRequested":
         lock = msg.entityLockRequested

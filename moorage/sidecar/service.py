@@ -33,6 +33,26 @@ DEFAULT_PAGE = 100
 HISTORY_CHUNK_BYTES = 2 * 1024 * 1024
 
 
+async def _abort_for(name: str, exc: Exception, context: grpc.aio.ServicerContext) -> None:
+    """The one mapping of engine and store errors to gRPC statuses with a message (raises ``AbortError``)."""
+    if isinstance(exc, (engine.NotFound, UnknownHub)):
+        await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+    elif isinstance(exc, engine.AlreadyExists):
+        await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+    elif isinstance(exc, engine.Precondition):
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    elif isinstance(exc, StoreFull):  # the disk is full: nothing was changed, the caller may retry when space is freed
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+    elif isinstance(exc, StoreUnavailable):  # the database is down: the caller may retry
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    elif isinstance(exc, ValueError):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    else:  # a bug must answer INTERNAL, not kill the server
+        log.exception("rpc %s failed", name)
+        await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+    raise AssertionError("unreachable")
+
+
 def _rpc(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """Map engine errors to gRPC statuses with a message; never let one request take the process down."""
 
@@ -40,24 +60,27 @@ def _rpc(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     async def wrapper(self: Service, request: Any, context: grpc.aio.ServicerContext) -> T:
         try:
             return await fn(self, request, context)
-        except (engine.NotFound, UnknownHub) as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except engine.AlreadyExists as exc:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
-        except engine.Precondition as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except StoreFull as exc:  # the disk is full: nothing was changed, the caller may retry when space is freed
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        except StoreUnavailable as exc:  # the database is down: the caller may retry
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        except ValueError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
-        except Exception as exc:  # a bug must answer INTERNAL, not kill the server
-            log.exception("rpc %s failed", fn.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            await _abort_for(fn.__name__, exc, context)
         raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def _rpc_stream(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIterator[T]]:
+    """:func:`_rpc` for a server-streaming method (grpcio answers UNKNOWN with a traceback for what escapes one)."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Service, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
+            raise
+        except Exception as exc:
+            await _abort_for(fn.__name__, exc, context)
 
     return wrapper
 
@@ -404,16 +427,14 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
             lastInstanceKey=sv(page_token(last.completed_at or 0.0, last.instance_id) if last else None),
         )
 
+    @_rpc_stream
     async def StreamInstanceHistory(
         self, request: pb.StreamInstanceHistoryRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.HistoryChunk]:
         hub = await self._hub(context)
         if not request.instanceId:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "instance id must not be empty")
-        try:
-            history = await self.core.read(hub, lambda tx: engine.get_history(tx, request.instanceId))
-        except engine.NotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        history = await self.core.read(hub, lambda tx: engine.get_history(tx, request.instanceId))
         chunk: list[pb.HistoryEvent] = []
         size = 0
         for e in history:
@@ -447,6 +468,8 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
                     yield pb.WorkItem(healthPing=pb.HealthPing())
                 for item in _work_items(work):
                     yield item
+        except StoreUnavailable as exc:  # the store cannot lease work now (down, read-only, full): reconnect later
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}; reconnect to receive work again")
         finally:
             self.core.close_stream(stream)
             log.info("worker disconnected stream=%s hub=%s", stream.id, hub)

@@ -27,6 +27,9 @@ IS_INMEMORY = BACKEND == "inmemory"
 if BACKEND not in ("sidecar", "inmemory"):
     raise RuntimeError(f"MOORAGE_TEST_BACKEND must be 'sidecar' or 'inmemory', not {BACKEND!r}")
 
+# MOORAGE_TEST_FRONT=go|grpcio|auto: every sidecar started with that --front (default: the sidecar's own default).
+FRONT = os.environ.get("MOORAGE_TEST_FRONT", "").strip().lower()
+
 # MOORAGE_TEST_NO_SKIP=1 runs sidecar-only tests on the in-memory backend too (to see them fail there).
 NO_SKIP = os.environ.get("MOORAGE_TEST_NO_SKIP", "") not in ("", "0")
 
@@ -100,6 +103,8 @@ class SidecarProcess:
             for opt in sorted(set(re.findall(r"(--[a-z][a-z-]*-port)\b", sidecar_help()))):
                 if opt not in self.extra_args:
                     cmd += [opt, "0"]
+            if FRONT and "--front" not in self.extra_args:
+                cmd += ["--front", FRONT]
         return cmd + self.extra_args
 
     @property
@@ -153,9 +158,12 @@ class SidecarProcess:
                     stubs.TaskHubSidecarServiceStub(channel).Hello(empty_pb2.Empty(), timeout=5)
                     return
                 except grpc.RpcError as exc:
-                    if exc.code() == grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                    if exc.code() in (grpc.StatusCode.UNAVAILABLE,  # type: ignore[attr-defined]
+                                      grpc.StatusCode.DEADLINE_EXCEEDED):  # a busy machine: ask again
                         time.sleep(0.1)
                         continue
+                    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:  # type: ignore[attr-defined]
+                        return  # --auth-token-file / --auth-jwks: it answers, and asks this token-less probe for one
                     raise RuntimeError(f"sidecar Hello failed: {exc!r}; stderr tail:\n{self.stderr_tail()}")
         finally:
             ready.cancel()

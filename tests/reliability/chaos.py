@@ -8,7 +8,7 @@ external event, entity critical sections (lock, call, signal) plus client signal
 against the scripted OpenAI-compatible server. Audit: every instance COMPLETED with its expected output; every entity
 holds exactly the sum of its signals; each activity/tool key ran at most 1 + kills times (at-least-once, bounded);
 each agent session holds each acknowledged turn exactly once, with its answer; no leftover work items or locks in the
-store. The figures go to ``CHAOS_REPORT`` (JSON) and stdout.
+store; no traceback in the sidecar's log. The figures go to ``CHAOS_REPORT`` (JSON) and stdout.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class Report:
     turns_per_session: int
     backend: str = "sqlite"
     kills: dict[str, int] = field(default_factory=dict)
+    starts: dict[str, int] = field(default_factory=dict)  # of each process: 1 + its kills (an outage restarts none)
     executions: dict[str, int] = field(default_factory=dict)
     reexecuted_keys: int = 0
     max_runs_per_key: int = 0
@@ -96,21 +97,25 @@ def llm_reply(body: dict[str, Any]) -> dict[str, Any]:
 
 class Chaos:
     def __init__(self, workdir: Path, *, seconds: float, seed: int, instances: int, sessions: int, turns: int,
-                 workers: int = 2, kill_gap: tuple[float, float] = (2.0, 6.0), store: str = "sqlite") -> None:
+                 workers: int = 2, kill_gap: tuple[float, float] = (2.0, 6.0), store: str = "sqlite",
+                 db_outages: bool = False) -> None:
         self.workdir = workdir
         self.rng = random.Random(seed)
-        self.report = Report(seed=seed, backend=store, seconds=seconds, instances=instances, sessions=sessions,
-                             turns_per_session=turns)
+        self.report = Report(seed=seed, backend=store + (" with outages" if db_outages else ""), seconds=seconds,
+                             instances=instances, sessions=sessions, turns_per_session=turns)
         self.kill_gap = kill_gap
         self.log_path = workdir / "executions.log"
         self.llm = ScriptedLLM()
         self.llm.responder = llm_reply
         self.store_kind = store
         store_url, store_env = None, None
+        self.pg: Any = None  # a PostgreSQL server of this run's own, which the driver stops and starts
+        if db_outages and store != "postgresql":
+            raise ValueError("database outages need CHAOS_STORE=postgresql")
         if store == "postgresql":  # a database of its own on the kit's PostgreSQL server (a real one, on a free port)
-            from kit.postgres import shared_server
+            from kit.postgres import PostgresServer, shared_server
 
-            server = shared_server()
+            server = self.pg = PostgresServer() if db_outages else shared_server()
             store_url, store_env = server.create_database(), server.env
         elif store != "sqlite":
             raise ValueError(f"store must be 'sqlite' or 'postgresql', not {store!r}")
@@ -153,8 +158,8 @@ class Chaos:
         while True:
             try:
                 return fn()
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
+            except (grpc.RpcError, TimeoutError) as exc:  # TimeoutError: the SDK's wait ran out (not done yet)
+                if isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
                     raise
                 if time.monotonic() > deadline:
                     raise
@@ -172,14 +177,19 @@ class Chaos:
             w.stop()
         self.sidecar.stop()
         self.llm.close()
+        if self.pg is not None:
+            self.pg.close()
 
     # -- the chaos driver ---------------------------------------------------------------------------------------
     def _chaos(self) -> None:
-        targets = ["sidecar"] + [w.name for w in self.workers]
+        targets = ["sidecar"] + [w.name for w in self.workers] + (["postgresql"] if self.pg is not None else [])
         while not self.stop_chaos.wait(self.rng.uniform(*self.kill_gap)):
-            target = self.rng.choice(targets)
+            target = self.rng.choice(targets) if self.pg is None or self.kills else "postgresql"  # outages: one first
             if target == "sidecar":
                 self.sidecar.kill()
+            elif target == "postgresql":  # the database goes away (fast shutdown: every session ended) for a while
+                self.pg.stop()
+                time.sleep(self.rng.uniform(1.0, 4.0))
             else:
                 next(w for w in self.workers if w.name == target).kill()
             self.kills[target] += 1
@@ -195,6 +205,8 @@ class Chaos:
             try:
                 if target == "sidecar":
                     self.sidecar.start(timeout=60)
+                elif target == "postgresql":
+                    self.pg.start()
                 else:
                     w = next(w for w in self.workers if w.name == target)
                     w.start()
@@ -278,6 +290,7 @@ class Chaos:
         finally:
             self.stop_chaos.set()
             self.report.kills = dict(self.kills)
+            self.report.starts = {"sidecar": self.sidecar.starts, **{w.name: w.starts for w in self.workers}}
             self.report.wall_seconds = round(time.monotonic() - t0, 1)
             self.stop_processes()
             self.run_over.set()
@@ -357,6 +370,11 @@ class Chaos:
             if len(users) > len(self.turns_acked[sid]) + len(self.turns_uncertain[sid]):
                 fail.append(f"session {sid}: {len(users)} user messages, more than were sent")
         self.report.uncertain_turns = sum(len(v) for v in self.turns_uncertain.values())
+        log = self.sidecar.stderr_path.read_text(errors="replace")  # a kill leaves none; an unhandled error does
+        if "Traceback" in log:
+            at = log.index("Traceback")
+            end = log.find("\n20", at)  # up to the next log line: the exception is the traceback's last line
+            fail.append(f"traceback in the sidecar's log: {log[max(0, at - 300):end if end > 0 else None][-4000:]}")
         self.report.store = self.store_leftovers()
         for what, n in self.report.store.items():
             if n:
@@ -397,14 +415,15 @@ def main() -> int:
     sessions = int(os.environ.get("CHAOS_SESSIONS", "10"))
     turns = int(os.environ.get("CHAOS_TURNS", "5"))
     store = os.environ.get("CHAOS_STORE", "sqlite")
+    outages = os.environ.get("CHAOS_DB_OUTAGES", "") not in ("", "0")
     print(f"chaos: CHAOS_SECONDS={seconds:g} CHAOS_SEED={seed} CHAOS_INSTANCES={instances} sessions={sessions}x"
-          f"{turns} CHAOS_STORE={store}", flush=True)
+          f"{turns} CHAOS_STORE={store} CHAOS_DB_OUTAGES={int(outages)}", flush=True)
     keep = os.environ.get("CHAOS_WORKDIR")  # keep the logs and the database of a run
     with tempfile.TemporaryDirectory(prefix="moorage-chaos-") as tmp:
         workdir = Path(keep) if keep else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         report = run_chaos(workdir, seconds=seconds, seed=seed, instances=instances, sessions=sessions,
-                           turns=turns, store=store)
+                           turns=turns, store=store, db_outages=outages)
     text = json.dumps(asdict(report), indent=2)
     print(text)
     if os.environ.get("CHAOS_REPORT"):

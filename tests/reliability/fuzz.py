@@ -1,7 +1,7 @@
 """``make fuzz``: the fuzzing properties of :mod:`fuzzing` against one real stack, as a program and as the short
 form ``tests/reliability/test_fuzz.py`` runs.
 
-    FUZZ_EXAMPLES=500 FUZZ_SEED=1 python -m tests.reliability.fuzz
+    FUZZ_EXAMPLES=500 FUZZ_SEED=1 FUZZ_STORE=postgresql python -m tests.reliability.fuzz
 
 Prints, per property, the inputs tried and the status codes answered (the figures docs/reliability.md quotes).
 """
@@ -40,10 +40,19 @@ FUZZ_HUB = "fuzz"
 class FuzzStack:
     """A sidecar with its gateway HTTP API and its dashboard (actions on), plus the gateway test app's worker."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, store: str = "sqlite") -> None:
         self.http_port = free_port()
         self.dashboard_port = free_port()
-        self.sidecar = SidecarProcess(workdir, lease_seconds=2, task_hubs=["default", FUZZ_HUB], extra_args=[
+        store_url, store_env = None, None
+        if store == "postgresql":  # a database of its own on the kit's PostgreSQL server (a real one, on a free port)
+            from kit.postgres import shared_server
+
+            server = shared_server()
+            store_url, store_env = server.create_database(), server.env
+        elif store != "sqlite":
+            raise ValueError(f"store must be 'sqlite' or 'postgresql', not {store!r}")
+        self.sidecar = SidecarProcess(workdir, lease_seconds=2, task_hubs=["default", FUZZ_HUB], store=store_url,
+                                      env=store_env, extra_args=[
             "--http-port", str(self.http_port), "--dashboard-port", str(self.dashboard_port), "--dashboard-actions",
             "--log-level", "warning"])
         self.worker: Any = None
@@ -193,9 +202,10 @@ PROPERTIES = [fuzz_grpc_messages, fuzz_grpc_bytes, fuzz_work_items, fuzz_http]
 def main() -> int:
     examples = int(os.environ.get("FUZZ_EXAMPLES", "300"))
     seed = int(os.environ.get("FUZZ_SEED", "20261201"))
-    print(f"fuzz: FUZZ_EXAMPLES={examples} FUZZ_SEED={seed}", flush=True)
+    store = os.environ.get("FUZZ_STORE", "sqlite")
+    print(f"fuzz: FUZZ_EXAMPLES={examples} FUZZ_SEED={seed} FUZZ_STORE={store}", flush=True)
     with tempfile.TemporaryDirectory(prefix="moorage-fuzz-") as tmp:
-        stack = FuzzStack(Path(tmp)).start()
+        stack = FuzzStack(Path(tmp), store=store).start()
         try:
             for prop in PROPERTIES:
                 tally: Tally = collections.Counter()

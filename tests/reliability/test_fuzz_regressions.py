@@ -55,3 +55,42 @@ def test_deeply_nested_json_is_a_400_on_the_gateway_and_the_dashboard(tmp_path: 
         assert "Traceback" not in sc.stderr_path.read_text()
     finally:
         sc.stop()
+
+
+def test_nul_characters_are_invalid_argument_on_the_postgresql_store(tmp_path: Path) -> None:
+    """Fuzz find #3 (``make fuzz FUZZ_STORE=postgresql``): a NUL character in a string field (``QueryEntities``'
+    continuation token, found first) reached PostgreSQL, which cannot hold NUL in text: INTERNAL "DataError:
+    PostgreSQL text fields cannot contain NUL (0x00) bytes" and a traceback. Now INVALID_ARGUMENT naming it, and the
+    store goes on serving. Fuzz find #4, the second pass: ``StreamInstanceHistory``, a streaming method, had no
+    error mapping at all (UNKNOWN, and grpcio's traceback), for this as for a store outage."""
+    from google.protobuf import wrappers_pb2
+    from kit.postgres import pg_bin_dir, shared_server
+
+    if pg_bin_dir() is None:
+        pytest.skip("Debian's postgresql package is not installed")
+    server = shared_server()
+    sc = SidecarProcess(tmp_path, store=server.create_database(), env=server.env).start()
+    try:
+        channel, stub = sc.stub("default")
+        with channel:
+            calls = [
+                lambda: stub.QueryEntities(pb.QueryEntitiesRequest(query=pb.EntityQuery(
+                    continuationToken=wrappers_pb2.StringValue(value="\x00"))), timeout=10),
+                lambda: stub.GetInstance(pb.GetInstanceRequest(instanceId="a\x00b"), timeout=10),
+                lambda: stub.StartInstance(pb.CreateInstanceRequest(instanceId="nul\x00id", name="x"), timeout=10),
+                lambda: stub.StartInstance(pb.CreateInstanceRequest(instanceId="nul-name", name="x\x00"), timeout=10),
+                # a streaming method: what escaped it was UNKNOWN "Unexpected <class 'ValueError'>" (fuzz find #4)
+                lambda: list(stub.StreamInstanceHistory(pb.StreamInstanceHistoryRequest(instanceId="\x00"),
+                                                        timeout=10)),
+            ]
+            for n, call in enumerate(calls):
+                with pytest.raises(grpc.RpcError) as err:
+                    call()
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (n, err.value.code(),
+                                                                             err.value.details())
+                assert "NUL" in (err.value.details() or ""), (n, err.value.details())
+            stub.StartInstance(pb.CreateInstanceRequest(instanceId="after-nul", name="x"), timeout=10)
+            assert stub.GetInstance(pb.GetInstanceRequest(instanceId="after-nul"), timeout=10).exists
+        assert "Traceback" not in sc.stderr_path.read_text(), sc.stderr_path.read_text()[-3000:]
+    finally:
+        sc.stop()

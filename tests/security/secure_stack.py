@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 from kit import ManagedProcess, free_port, hermetic_env, wait_until
+from kit.sidecar import FRONT
 from seckit import Issuer, Pki
 
 from moorage.security import grpc_channel_credentials
@@ -60,6 +61,7 @@ class SecureSidecar:
             "--log-level",
             log_level,
             "--dashboard-actions",
+            *(["--front", FRONT] if FRONT and "--front" not in args else []),
             *args,
         ]
         self.process = ManagedProcess(cmd, self.log_path, name="secure-sidecar", env=hermetic_env(env, keep=()))

@@ -109,3 +109,65 @@ def test_every_handler_kind(tmp_path: Path):
         code, details = codes[name]
         assert code == grpc.StatusCode.INVALID_ARGUMENT, (name, codes[name])
         assert "google.protobuf.StringValue" in details
+
+
+def _methods() -> dict[str, Any]:
+    d, s = SV.FromString, SV.SerializeToString
+    return {
+        "UU": grpc.unary_unary_rpc_method_handler(_uu, d, s),
+        "US": grpc.unary_stream_rpc_method_handler(_us, d, s),
+        "SU": grpc.stream_unary_rpc_method_handler(_su, d, s),
+        "SS": grpc.stream_stream_rpc_method_handler(_ss, d, s),
+    }
+
+
+async def _registered_scenario(guard: CallGuard) -> dict[str, Any]:
+    """Services registered through ``register_on`` (as the sidecar registers its own), on a server built with
+    ``guard.interceptors()``."""
+    server = grpc.aio.server(interceptors=guard.interceptors())
+    guard.register_on(server).add_registered_method_handlers("t.T", _methods())
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    out: dict[str, Any] = {}
+    raw = {"request_serializer": None, "response_deserializer": SV.FromString}
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            for name, call in [
+                ("uu", lambda: ch.unary_unary("/t.T/UU", SV.SerializeToString, SV.FromString)(SV(value="a"))),
+                ("uu-garbage", lambda: ch.unary_unary("/t.T/UU", **raw)(b"\xff\xff\xff")),
+                ("su-garbage", lambda: ch.stream_unary("/t.T/SU", **raw)(iter([b"\xff\xff\xff"]))),
+            ]:
+                try:
+                    out[name] = (grpc.StatusCode.OK, (await call()).value)
+                except grpc.aio.AioRpcError as exc:
+                    out[name] = (exc.code(), exc.details())
+            for name, path, request in [("us", "/t.T/US", b"\xff\xff\xff"), ("ss", "/t.T/SS", iter([b"\xff\xff\xff"]))]:
+                stream = ch.unary_stream(path, **raw) if name == "us" else ch.stream_stream(path, **raw)
+                try:
+                    out[f"{name}-garbage"] = (grpc.StatusCode.OK, [m.value async for m in stream(request)])
+                except grpc.aio.AioRpcError as exc:
+                    out[f"{name}-garbage"] = (exc.code(), exc.details())
+    finally:
+        await server.stop(None)
+    return out
+
+
+def test_without_auth_no_interceptor_and_the_handlers_still_refuse_garbage():
+    guard = CallGuard(None)
+    assert guard.interceptors() == []  # grpc runs an interceptor's pipeline on every call: none when not needed
+    out = asyncio.run(_registered_scenario(guard))
+    assert out["uu"] == (grpc.StatusCode.OK, "uu:a")
+    for name in ("uu-garbage", "su-garbage", "us-garbage", "ss-garbage"):
+        code, details = out[name]
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (name, out[name])
+        assert "google.protobuf.StringValue" in details
+
+
+def test_with_auth_registered_handlers_are_authenticated_first(tmp_path: Path):
+    f = tmp_path / "tokens"
+    f.write_text("good\n")
+    guard = CallGuard(Authenticator(TokenFile(f)))
+    assert guard.interceptors() == [guard]
+    out = asyncio.run(_registered_scenario(guard))  # no token sent: refused before the bytes are looked at
+    for name in ("uu", "uu-garbage", "su-garbage", "us-garbage", "ss-garbage"):
+        assert out[name][0] == grpc.StatusCode.UNAUTHENTICATED, (name, out[name])

@@ -112,6 +112,9 @@ def test_a_change_from_another_process_wakes_waiters_and_streams(tmp_path: Path)
 
     async def body(core: SidecarCore, store: SqliteStore) -> None:
         other = SqliteStore(str(db))  # another sidecar process on the same database
+        # ... but in this thread: its BEGIN would block the loop, so the core's store must not hold a soft (lease)
+        # transaction open for long, as it may with the other writer in a process of its own
+        store.SOFT_COMMIT_SECONDS = 0.01
         try:
             stream = core.open_stream("default", Filters(), {})
             work = core.work(stream, idle=SLOW)
@@ -161,5 +164,37 @@ def test_stop_ends_every_stream(tmp_path: Path) -> None:
         await asyncio.sleep(0.1)
         core.stop()
         assert await asyncio.wait_for(task, 3.0) == 0
+
+    _run(tmp_path / "m.db", body)
+
+
+def test_a_signal_to_an_entity_out_in_a_batch_wakes_no_stream_and_its_completion_hands_it_on(tmp_path: Path) -> None:
+    async def body(core: SidecarCore, store: SqliteStore) -> None:
+        stream = core.open_stream("default", Filters(), {})
+        work = core.work(stream, idle=SLOW)
+        signal = ("default", engine.signal_entity, "@counter@k", "add", "1")
+        await core.run(*signal, "r1", None)
+        first = await asyncio.wait_for(anext(work), 5.0)
+        (batch,) = first.entities
+        generation = dict(core._hubs["default"].generation)
+        await core.run(*signal, "r2", None)  # the entity is busy: a look now would find nothing
+        assert core._hubs["default"].generation == generation
+        nxt = asyncio.create_task(anext(work))
+        await asyncio.sleep(0.1)
+        assert not nxt.done()
+        result = pb.EntityBatchResult(
+            completionToken=batch.row.lease_token,
+            results=[pb.OperationResult(success=pb.OperationResultSuccess())],
+            entityState=engine.sv("1"),
+        )
+        assert await core.complete_work("default", batch.row.lease_token or "", engine.complete_entity, result)
+        (second,) = (await asyncio.wait_for(nxt, 5.0)).entities  # woken by the completion, not the 30 s re-look
+        assert [op.entityOperationSignaled.requestId for op in second.operations] == ["r2"]
+        await core.run(*signal, "r3", None)  # busy again; a stream that closes frees it
+        core.close_stream(stream)
+        await work.aclose()
+        generation = dict(core._hubs["default"].generation)
+        await core.run(*signal, "r4", None)
+        assert core._hubs["default"].generation[WorkKind.ENTITY] == generation[WorkKind.ENTITY] + 1
 
     _run(tmp_path / "m.db", body)

@@ -2,9 +2,11 @@
 
 - wake-ups cross replicas: work started on A runs promptly on a worker that only B serves, and a waiter on A hears
   of the completion made on B (with leases so long that nothing but a notification could wake them in time);
-- a mixed workload (chains, fan-out, timers, entity signals) with workers and a client on each of two replicas,
-  replica A SIGKILLed twice mid-run and restarted: every instance completes once with the right output, the entity
-  counts every signal exactly once, and no activity runs more often than the lost leases explain.
+- a mixed workload (chains, fan-out, timers, entity signals, agent turns that call a tool against the scripted
+  OpenAI-compatible server) with workers and a client on each of two replicas, replica A SIGKILLed twice mid-run
+  and restarted: every instance completes once with the right output, the entity counts every signal exactly once,
+  every agent turn completes once with its answer, and no activity or tool runs more often than the lost leases
+  explain.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from agents.agent_testkit import ScriptedLLM  # the agent tests' scripted OpenAI-compatible server
 from durabletask import entities, task
 from durabletask.client import OrchestrationStatus
 from helpers import complete, new_client
-from kit import sidecar_only, uid, wait_until
+from kit import CHANNEL_OPTIONS, SDK_WORKER_LOGGER, WORKER_RESILIENCY, sidecar_only, uid, wait_until
 from kit.postgres import pg_bin_dir, shared_server
+
+from moorage.agents import Agent, AgentClient, AgentWorker, OpenAIChatModel, RunHandle, ToolContext
 
 pytestmark = [pytest.mark.timeout(300), sidecar_only("replicas of the sidecar on one database"),
               pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")]
@@ -27,6 +32,7 @@ pytestmark = [pytest.mark.timeout(300), sidecar_only("replicas of the sidecar on
 runs: Counter[str] = Counter()  # activity executions by (instance, step)
 runs_lock = threading.Lock()
 COUNTER = "tally"
+tool_runs: Counter[str] = Counter()  # tool executions by idempotency key (turn instance id : task id)
 
 
 def work(ctx: task.ActivityContext, x: str) -> str:
@@ -70,6 +76,38 @@ def counter(ctx: entities.EntityContext, inp):
     return ctx.get_state(int, 0)
 
 
+def lookup(city: str, ctx: ToolContext) -> str:
+    """The harbour master of a city.
+
+    Args:
+        city: The city.
+    """
+    with runs_lock:
+        tool_runs[ctx.idempotency_key] += 1
+    time.sleep(0.05)
+    return f"harbour master of {city}"
+
+
+def pilot_model(body: dict) -> dict:
+    """The scripted model of the agent: a question gets a ``lookup`` call, the tool's answer gets ``done <answer>``."""
+    last = (body.get("messages") or [{}])[-1]
+    if last.get("role") == "tool":
+        return {"text": f"done: {last.get('content')}"}
+    return {"tool_calls": [{"name": "lookup", "arguments": {"city": last.get("content")}, "id": None}]}
+
+
+@pytest.fixture
+def pilot():
+    """The agent of the mixed workload and its scripted model (a real HTTP server, reached by the openai SDK)."""
+    llm = ScriptedLLM()
+    llm.responder = pilot_model
+    model = OpenAIChatModel(model="scripted-model", base_url=llm.base_url, api_key="test-key", max_retries=0)
+    try:
+        yield Agent(name=uid("Pilot"), instructions="Answer with the lookup tool.", model=model, tools=[lookup]), llm
+    finally:
+        llm.close()
+
+
 def _value(client, eid) -> int | None:
     md = client.get_entity(eid)
     return md.get_typed_state(int) if md is not None else None
@@ -104,15 +142,26 @@ def test_wakeups_cross_replicas(sidecar_factory, make_worker, database):
         client_a.close()
 
 
-def test_two_replicas_survive_sigkill_of_one(sidecar_factory, make_worker, database):
+def test_two_replicas_survive_sigkill_of_one(sidecar_factory, make_worker, database, pilot):
     runs.clear()
+    tool_runs.clear()
+    agent, llm = pilot
     a = sidecar_factory("a", lease_seconds=2, **database)
     b = sidecar_factory("b", lease_seconds=2, **database)
-    fns = {"orchestrators": [chain, fan_out, napper], "activities": [work, square], "entities": [counter]}
+    # work-item filters: these workers take only their own work, the agent's turns go to the agent workers
+    fns = {"orchestrators": [chain, fan_out, napper], "activities": [work, square], "entities": [counter],
+           "filters": True}
     make_worker(a, **fns)
     make_worker(b, **fns)
     make_worker(b, "dts", **fns)
+    agent_workers = [AgentWorker([agent], connection_string=sc.connection_string, logger=SDK_WORKER_LOGGER,
+                                 channel_options=CHANNEL_OPTIONS, resiliency_options=WORKER_RESILIENCY)
+                     for sc in (a, b)]
+    for w in agent_workers:
+        w.start()
     clients = {"a": new_client(a.port), "b": new_client(b.port)}
+    agent_clients = {"a": AgentClient(a.connection_string), "b": AgentClient(b.connection_string)}
+    turns: dict[str, tuple[RunHandle, str]] = {}  # by city: the turn and the replica it was sent to
     expected: dict[str, object] = {}
     owner: dict[str, str] = {}
     signals_expected = 0
@@ -140,6 +189,9 @@ def test_two_replicas_survive_sigkill_of_one(sidecar_factory, make_worker, datab
         for _ in range(5):  # signals from a client, through the replica that stays up
             clients["b"].signal_entity(eid, "add", 1)
             signals_expected += 1
+        for side in "ab":  # an agent turn through each replica, each in a new session
+            city = f"port-{batch}{side}"
+            turns[city] = (agent_clients[side].start_run(agent.name, city), side)
 
     def finished() -> int:
         return sum(1 for iid in expected
@@ -152,10 +204,12 @@ def test_two_replicas_survive_sigkill_of_one(sidecar_factory, make_worker, datab
             target = len(expected) - 10
             wait_until(lambda t=target: finished() >= t, timeout=90, message="the workload stalled before a kill")
             clients["a"].close()
+            agent_clients["a"].close()
             a.kill()  # SIGKILL mid-run: its streams' leases lapse and the work moves to B
             time.sleep(1.0)
             a.restart()
             clients["a"] = new_client(a.port)
+            agent_clients["a"] = AgentClient(a.connection_string)
         schedule(2)
 
         for iid, want in expected.items():
@@ -166,6 +220,13 @@ def test_two_replicas_survive_sigkill_of_one(sidecar_factory, make_worker, datab
             assert kinds["ExecutionCompletedEvent"] == 1, iid
             created, fired = kinds["TimerCreatedEvent"], kinds["TimerFiredEvent"]
             assert created == fired, f"{iid}: {created} timers created, {fired} fired"
+        for city, (handle, side) in turns.items():  # each waits on the replica it was sent to
+            response = agent_clients[side].wait_for_response(handle, timeout=120)
+            assert response.text == f"done: harbour master of {city}", city
+            info = agent_clients["b"].get_session(agent.name, handle.session_id)
+            assert info is not None and info.turns == 1 and not info.is_running, (city, info)
+            kinds = Counter(type(e).__name__ for e in clients["b"].get_orchestration_history(handle.instance_id))
+            assert kinds["ExecutionCompletedEvent"] == 1, city
         wait_until(lambda: _value(clients["b"], eid) == signals_expected, timeout=60,
                    message=lambda: f"entity at {_value(clients['b'], eid)}, expected {signals_expected}")
         time.sleep(1.0)
@@ -181,7 +242,17 @@ def test_two_replicas_survive_sigkill_of_one(sidecar_factory, make_worker, datab
         # an activity runs again only when the replica holding its lease died before the result got in
         assert max(counts.values()) <= 3, {k: n for k, n in counts.items() if n > 1}
         assert repeats <= 2 * 32, f"{repeats} repeated activity executions for two kills"
-        print(f"activities: {distinct} distinct, {repeats} repeated after two SIGKILLs of replica A")
+        # the tool: once per turn, again only when the replica leasing its activity died before the result got in
+        with runs_lock:
+            tools = dict(tool_runs)
+        assert len(tools) == len(turns), tools
+        assert all(key.startswith(tuple(h.instance_id + ":" for h, _ in turns.values())) for key in tools), tools
+        assert max(tools.values()) <= 3, tools
+        tool_repeats = sum(n - 1 for n in tools.values())
+        print(f"activities: {distinct} distinct, {repeats} repeated; tool: {len(tools)} turns, {tool_repeats} "
+              f"repeated; model calls: {llm.count} for {2 * len(turns)} steps, after two SIGKILLs of replica A")
     finally:
-        for c in clients.values():
+        for w in agent_workers:
+            w.stop()
+        for c in (*clients.values(), *agent_clients.values()):
             c.close()

@@ -182,6 +182,13 @@ class StoreTx(abc.ABC):
     def delete_inbox(self, instance_id: str, ids: Sequence[int] | None = None) -> None:
         """Delete the given rows, or the whole inbox of the instance."""
 
+    def take_inbox(self, instance_id: str, ids: Sequence[int]) -> list[tuple[int, pb.HistoryEvent]]:
+        """Delete the given inbox rows and return them in arrival order: what a completed work item consumes. This
+        default is ``get_inbox`` then ``delete_inbox``; a store that can delete and return in one statement should."""
+        rows = self.get_inbox(instance_id, ids=ids)
+        self.delete_inbox(instance_id, ids)
+        return rows
+
     @abc.abstractmethod
     def instances_with_work(self, now: float, limit: int) -> list[InstanceRow]:
         """Unleased (or lease-expired) non-terminal instances with a visible inbox row, oldest first."""
@@ -195,6 +202,17 @@ class StoreTx(abc.ABC):
 
     @abc.abstractmethod
     def find_activity(self, lease_token: str) -> ActivityRow | None: ...
+
+    def take_activity(self, lease_token: str, instance_id: str = "") -> ActivityRow | None:
+        """Delete and return the activity leased with ``lease_token`` (and of ``instance_id``, when given): what its
+        result consumes. This default is ``find_activity`` then ``delete_activity``; a store that can delete and
+        return in one statement should."""
+        row = self.find_activity(lease_token)
+        if row is None or (instance_id and row.instance_id != instance_id):
+            return None
+        assert row.id is not None
+        self.delete_activity(row.id)
+        return row
 
     @abc.abstractmethod
     def update_activity_lease(self, row: ActivityRow) -> None: ...
@@ -364,8 +382,9 @@ class Store(abc.ABC):
     async def run(self, hub: str, fn: Callable[[StoreTx], T], durable: bool = True) -> T:
         """Run ``fn`` in one transaction of ``hub``; durable when this returns.
 
-        ``durable=False`` is for soft state that is safe to lose on a power cut, such as leases (a lost lease
-        only means the item is handed out again): the store may skip its fsync for such a transaction.
+        ``durable=False`` is for soft state that is safe to lose on a power cut or a kill, such as leases (a lost
+        lease only means the item is handed out again): the store may skip its fsync for such a transaction, or
+        defer its commit to the next durable one (SQLite does; reads and later transitions see it meanwhile).
         """
 
     @abc.abstractmethod

@@ -1,8 +1,9 @@
 """PostgreSQL store: several sidecar replicas on one database.
 
 Each transition is one READ COMMITTED transaction on a pooled connection, run on a worker thread (the engine's
-transitions are synchronous). What makes concurrent transactions of several replicas behave as the SQLite store's
-one-at-a-time transactions:
+transitions are synchronous). A read of one statement (most of them: a status, a page) runs on the caller's event
+loop on a connection of its own, without the hop to a thread and back. What makes concurrent transactions of
+several replicas behave as the SQLite store's one-at-a-time transactions:
 
 - a transition that reads a row to change it locks it (``FOR UPDATE``); a row that does not exist yet (an instance
   about to be created, an entity without state) is locked by an advisory lock on its key, so two creators serialise;
@@ -12,7 +13,10 @@ one-at-a-time transactions:
 
 Concurrent commits share WAL flushes in the server (PostgreSQL's own group commit), so there is no batching here.
 After a commit, ``NOTIFY`` tells the other replicas what changed; a listening connection turns their notifications
-into ``Change``s for this process's waiters and streams.
+into ``Change``s for this process's waiters and streams. Each listener also announces itself every
+``HEARTBEAT_SECONDS``; a replica that has heard no other for ``PEER_TIMEOUT`` seconds is alone on the database and
+sends no change notifications (nobody would hear them, and each cost a statement, a server-side fan-out and a
+wake-up of its own listener). It starts out assuming company, so a replica joining is told of every commit at once.
 """
 
 from __future__ import annotations
@@ -61,6 +65,9 @@ OUTAGE_RETRY_SECONDS = 3.0  # how long a transition retries on broken connection
 # The pool's reconnect attempts back off without bound; ending each attempt early (the next call starts a fresh
 # one) keeps a long outage from delaying the recovery by minutes.
 RECONNECT_ATTEMPT = 5.0
+LOOP_READ_TIMEOUT = 2.0  # a read on the event loop's own connection gives up after this (server or network hung)
+HEARTBEAT_SECONDS = 2.0  # how often each listener says "I am here" on the channel
+PEER_TIMEOUT = 10.0  # silence from every other replica for this long: alone, change notifications stop
 
 _TERMINAL = sorted(TERMINAL_STATUSES)
 _KIND_CODES = {WorkKind.ORCHESTRATION: "o", WorkKind.ACTIVITY: "a", WorkKind.ENTITY: "e"}
@@ -341,6 +348,11 @@ class _Tx(StoreTx):
         rows = self._q("SELECT event FROM history WHERE hub=%s AND instance_id=%s ORDER BY id", instance_id)
         return [_event(r[0]) for r in rows]
 
+    def get_history_bytes(self, instance_id: str) -> list[bytes]:
+        # as stored: a work item's pastEvents need no parse and no re-serialization
+        rows = self._q("SELECT event FROM history WHERE hub=%s AND instance_id=%s ORDER BY id", instance_id)
+        return [r[0] for r in rows]
+
     def append_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None:
         blobs = [e.SerializeToString() for e in events]
         if blobs:
@@ -598,6 +610,14 @@ class _Tx(StoreTx):
             )
         }
 
+    def entities_locked_by(self, instance_id: str) -> list[EntityRow]:
+        # index entities_locked (schema version 3); locked, as the caller releases them
+        rows = self._q(
+            f"SELECT {_E} FROM entities WHERE hub=%s AND locked_by_instance=%s ORDER BY entity_id{self._for_update}",
+            instance_id,
+        )
+        return [_entity(r) for r in rows]
+
     def leased_instance(self, lease_token: str) -> InstanceRow | None:
         r = self._q(
             f"SELECT {_I} FROM instances WHERE hub=%s AND lease_token=%s{self._for_update}", lease_token
@@ -732,6 +752,11 @@ def _payloads(process_id: str, hub: str, changed: set[str], work: set[WorkKind])
     return out
 
 
+def _heartbeat(process_id: str) -> str:
+    """The payload by which a listener says it is there: a change of nothing."""
+    return json.dumps({"p": process_id, "h": "", "i": [], "w": ""}, separators=(",", ":"))
+
+
 def _parse(payload: str) -> tuple[str, Change] | None:
     try:
         msg = json.loads(payload)
@@ -757,6 +782,11 @@ class PostgresStore(Store):
         self._conninfo = url if not url.startswith("postgres://") else "postgresql://" + url[len("postgres://") :]
         self._closed = False
         self._hubs: set[str] = set()
+        # until when another replica counts as present (monotonic): at first, for a whole timeout
+        self._peers_until = time.monotonic() + PEER_TIMEOUT
+        self._loop_conn: psycopg.Connection | None = None  # one-statement reads, on the event loop
+        self._loop_conn_busy = False  # in use, or being opened (on a thread: a connect never blocks the loop)
+        self._loop_conn_retry_at = 0.0
         try:
             with psycopg.connect(
                 self._conninfo, autocommit=True, connect_timeout=10, application_name="moorage-migrate"
@@ -785,6 +815,7 @@ class PostgresStore(Store):
         self._listener = threading.Thread(target=self._listen_forever, name="moorage-pg-listen", daemon=True)
         self._listener.start()
         self._listening.wait(10)
+        self._peers_until = time.monotonic() + PEER_TIMEOUT  # a whole timeout from now on, however slow the start
         log.info("store opened url=%s", self.safe_url)
 
     # -- transactions ------------------------------------------------------------------------------------------
@@ -799,7 +830,59 @@ class PostgresStore(Store):
         if self._closed:
             raise RuntimeError("the store is closed")
         self._hubs.add(hub)
+        if not self._loop_conn_busy:
+            if self._loop_conn is not None:
+                done, result = self._read_on_loop(self._loop_conn, hub, fn)
+                if done:
+                    return result  # type: ignore[return-value]
+            elif time.monotonic() >= self._loop_conn_retry_at:
+                self._loop_conn_busy = True
+                self._threads.submit(self._open_loop_conn)
         return await asyncio.get_running_loop().run_in_executor(self._threads, self._transact, hub, fn, True, False)
+
+    def _read_on_loop(self, conn: psycopg.Connection, hub: str, fn: Callable[[StoreTx], T]) -> tuple[bool, T | None]:
+        """Run a read of one statement right here, blocking for one round trip: cheaper than a hop to a thread and
+        back, which costs more CPU than the statement. ``(False, None)`` when it must go the usual way (a second
+        statement, a broken connection): the pool's path then runs it from the start, retries and all."""
+        self._loop_conn_busy = True
+        try:
+            return True, fn(_Tx(_OneStatement(conn), hub, False))
+        except _NeedsSnapshot:
+            return False, None
+        except psycopg.OperationalError:
+            self._drop_loop_conn()
+            self._loop_conn_retry_at = time.monotonic() + RECONNECT_ATTEMPT
+            return False, None
+        finally:
+            self._loop_conn_busy = False
+
+    def _open_loop_conn(self) -> None:
+        """On a thread: the event loop's read connection. A read never waits on a lock and is one statement, so
+        the bounds here only matter when the server or the network hangs: then the loop is stuck for at most
+        ``LOOP_READ_TIMEOUT`` before the read goes the usual way."""
+        try:
+            ms = int(LOOP_READ_TIMEOUT * 1000)
+            self._loop_conn = psycopg.connect(
+                self._conninfo,
+                autocommit=True,
+                connect_timeout=10,
+                application_name="moorage-sidecar-read",
+                options=f"-c statement_timeout={ms}",
+                tcp_user_timeout=ms,
+            )
+        except psycopg.Error as exc:
+            log.debug("no event-loop read connection (%s); reads use the pool", _reason(exc))
+            self._loop_conn_retry_at = time.monotonic() + RECONNECT_ATTEMPT
+        finally:
+            self._loop_conn_busy = False
+
+    def _drop_loop_conn(self) -> None:
+        conn, self._loop_conn = self._loop_conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
 
     def _transact(self, hub: str, fn: Callable[[StoreTx], T], durable: bool, write: bool) -> T:
         """Run ``fn`` in one transaction, again after a deadlock or a broken connection (never after COMMIT was
@@ -834,7 +917,7 @@ class PostgresStore(Store):
                     result = fn(tx)
                     committing = True
                     conn.execute("COMMIT")
-                    if write and (tx.changed or tx.work):
+                    if write and (tx.changed or tx.work) and self.has_peers():
                         # After the COMMIT, in a transaction of its own: a NOTIFY inside the transaction would hold
                         # PostgreSQL's cluster-wide notification lock through the WAL flush and serialise every
                         # commit. A crash between the two loses only the wake-up (the fallback looks again).
@@ -856,6 +939,9 @@ class PostgresStore(Store):
                 if time.monotonic() > give_up:
                     raise StoreUnavailable(f"the database is unavailable ({self.safe_url}): {_reason(exc)}") from None
                 time.sleep(min(0.05 * attempt, 0.5))
+            except psycopg.DataError as exc:  # a value PostgreSQL cannot hold (a NUL in text, a number out of range)
+                _rollback(conn)
+                raise ValueError(f"a value the PostgreSQL store cannot hold: {_reason(exc)}") from None
             except BaseException:
                 _rollback(conn)
                 raise
@@ -863,6 +949,10 @@ class PostgresStore(Store):
                 self._pool.putconn(conn)
 
     # -- change notifications --------------------------------------------------------------------------------------
+
+    def has_peers(self) -> bool:
+        """Whether another replica has announced itself lately (or this one has not been up a ``PEER_TIMEOUT``)."""
+        return time.monotonic() < self._peers_until
 
     def _listen_forever(self) -> None:
         """LISTEN on a connection of its own; after a reconnect, tell listeners that anything may have changed."""
@@ -874,6 +964,9 @@ class PostgresStore(Store):
                     self._conninfo, autocommit=True, connect_timeout=10, application_name="moorage-listen"
                 ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    hello = _heartbeat(self.process_id)
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, hello))
+                    said = time.monotonic()
                     self._listening.set()
                     if connected_before:
                         log.info("change notifications resumed url=%s", self.safe_url)
@@ -882,6 +975,9 @@ class PostgresStore(Store):
                     while not self._closed:
                         for note in conn.notifies(timeout=0.5):
                             self._on_notify(note.payload)
+                        if time.monotonic() - said >= HEARTBEAT_SECONDS:
+                            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, hello))
+                            said = time.monotonic()
             except psycopg.Error as exc:
                 if self._closed:
                     return
@@ -893,7 +989,9 @@ class PostgresStore(Store):
         parsed = _parse(payload)
         if parsed is None or parsed[0] == self.process_id:
             return
-        self._post(parsed[1])
+        self._peers_until = time.monotonic() + PEER_TIMEOUT
+        if parsed[1].instances or parsed[1].work:  # not only a heartbeat
+            self._post(parsed[1])
 
     def _post_everything(self) -> None:
         """Notifications may have been lost: every stream looks for work (waiters re-read on their own timer)."""
@@ -909,6 +1007,7 @@ class PostgresStore(Store):
         await loop.run_in_executor(None, self._shutdown)
 
     def _shutdown(self) -> None:
+        self._drop_loop_conn()
         self._threads.shutdown(wait=True)
         self._pool.close(timeout=5)
         self._listener.join(timeout=5)

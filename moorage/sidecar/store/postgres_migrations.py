@@ -17,7 +17,11 @@ log = logging.getLogger("moorage.store.postgres")
 MIGRATION_LOCK = 0x6D6F6F72616765
 
 # (version, SQL file in moorage.sidecar.store): applied in order, each in its own transaction.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "postgres_schema.sql"), (2, "postgres_schema_2.sql"))
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, "postgres_schema.sql"),
+    (2, "postgres_schema_2.sql"),
+    (3, "postgres_schema_3.sql"),
+)
 LATEST = MIGRATIONS[-1][0]
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import os
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -24,6 +27,7 @@ from moorage.sidecar.store.base import (
     Store,
     StoreFull,
     StoreTx,
+    StoreUnavailable,
     StoreUnusable,
 )
 from moorage.sidecar.terms import TERMINAL_STATUSES, WorkKind
@@ -116,6 +120,22 @@ def _entity(r: sqlite3.Row) -> EntityRow:
     )
 
 
+def _upsert(table: str, key: str, cols: str) -> str:
+    """INSERT of a whole row, an UPDATE in place when the key exists: unlike INSERT OR REPLACE (a delete and an
+    insert), SQLite then touches only the indexes whose columns change (a lease: two of the instance's six)."""
+    names = [c.strip() for c in cols.split(",")]
+    keys = {"hub", *(k.strip() for k in key.split(","))}
+    updates = ", ".join(f"{c}=excluded.{c}" for c in names if c not in keys)
+    return (
+        f"INSERT INTO {table} (hub, {cols}) VALUES ({','.join('?' * (len(names) + 1))}) "
+        f"ON CONFLICT(hub, {key}) DO UPDATE SET {updates}"
+    )
+
+
+_PUT_INSTANCE = _upsert("instances", "instance_id", _INSTANCE_COLS)
+_PUT_ENTITY = _upsert("entities", "entity_id", _ENTITY_COLS)
+
+
 def create_schema(db: sqlite3.Connection) -> None:
     """Create the tables a file lacks and add the columns that files made by older versions lack: the one place
     that knows the SQLite schema's history (the store and ``moorage store copy`` both open files with it)."""
@@ -141,8 +161,7 @@ class _Tx(StoreTx):
 
     def put_instance(self, row: InstanceRow) -> None:
         self._q(
-            f"INSERT OR REPLACE INTO instances (hub, {_INSTANCE_COLS}) VALUES "
-            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            _PUT_INSTANCE,
             row.instance_id,
             row.name,
             row.version,
@@ -272,6 +291,18 @@ class _Tx(StoreTx):
             rows = self._q("SELECT id, event FROM inbox WHERE hub=? AND instance_id=? ORDER BY id", instance_id)
         return [(r[0], _event(r[1])) for r in rows]
 
+    def take_inbox(self, instance_id: str, ids: Sequence[int]) -> list[tuple[int, pb.HistoryEvent]]:
+        if not ids:
+            return []
+        rows = self._q(
+            f"DELETE FROM inbox WHERE hub=? AND instance_id=? AND id IN ({','.join('?' * len(ids))}) "
+            "RETURNING id, event",
+            instance_id,
+            *ids,
+        ).fetchall()
+        rows.sort()  # RETURNING promises no order
+        return [(r[0], _event(r[1])) for r in rows]
+
     def has_inbox(self, instance_id: str, now: float) -> bool:
         return (
             self._q(
@@ -330,6 +361,16 @@ class _Tx(StoreTx):
         r = self._q(f"SELECT {_ACTIVITY_COLS} FROM activities WHERE hub=? AND lease_token=?", lease_token).fetchone()
         return _activity(r) if r else None
 
+    def take_activity(self, lease_token: str, instance_id: str = "") -> ActivityRow | None:
+        r = self._q(
+            "DELETE FROM activities WHERE hub=? AND lease_token=? AND (?='' OR instance_id=?) "
+            f"RETURNING {_ACTIVITY_COLS}",
+            lease_token,
+            instance_id,
+            instance_id,
+        ).fetchone()
+        return _activity(r) if r else None
+
     def update_activity_lease(self, row: ActivityRow) -> None:
         self.db.execute(
             "UPDATE activities SET lease_token=?, lease_owner=?, lease_until=? WHERE hub=? AND id=?",
@@ -346,7 +387,7 @@ class _Tx(StoreTx):
 
     def put_entity(self, row: EntityRow) -> None:
         self._q(
-            f"INSERT OR REPLACE INTO entities (hub, {_ENTITY_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            _PUT_ENTITY,
             row.entity_id,
             row.state,
             row.last_modified_at,
@@ -530,10 +571,16 @@ class _Tx(StoreTx):
 
 
 def _translate(path: str, exc: BaseException) -> BaseException:
-    """SQLITE_FULL -> :class:`StoreFull` (with a log line saying what to do); anything else as it is."""
-    if isinstance(exc, sqlite3.OperationalError) and (
-        getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
-    ):
+    """Storage faults -> :class:`StoreUnavailable` with a log line saying what to do; anything else as it is.
+
+    SQLITE_FULL is :class:`StoreFull`. A write refused by the file system (SQLITE_READONLY, or SQLITE_IOERR on a
+    file that is no longer writable: a volume the kernel remounted read-only after errors answers EROFS to every
+    write) and any other I/O error are the storage's fault, not the caller's and not a bug: the transition was
+    rolled back, so the caller is told UNAVAILABLE and may retry."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return exc
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
         log.error(
             "the disk holding the SQLite store %s is full: the change was rolled back and its caller told "
             "RESOURCE_EXHAUSTED; free space on that volume (or move the store to a larger one), the sidecar "
@@ -541,7 +588,43 @@ def _translate(path: str, exc: BaseException) -> BaseException:
             path,
         )
         return StoreFull(f"the disk holding the store is full ({exc}); nothing was changed, retry once space is freed")
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR):
+        if _read_only(path):
+            log.error(
+                "the SQLite store %s is read-only (%s): the change was rolled back and its caller told "
+                "UNAVAILABLE; make the file, its -wal/-shm files and their volume writable again (remount it "
+                "read-write; a volume the kernel made read-only after errors needs an fsck, then restart the "
+                "sidecar), acknowledged state is kept",
+                path,
+                exc,
+            )
+            return StoreUnavailable(
+                f"the SQLite store {path} is read-only ({exc}); nothing was changed, retry once it is writable"
+            )
+        log.error(
+            "I/O error on the SQLite store %s (%s): the change was rolled back and its caller told UNAVAILABLE; "
+            "check the disk and the kernel log (dmesg)",
+            path,
+            exc,
+        )
+        return StoreUnavailable(f"I/O error on the SQLite store {path} ({exc}); nothing was changed, retry later")
     return exc
+
+
+def _read_only(path: str) -> bool:
+    """Whether the store's files (or the file system holding them) refuse writes for this process.
+
+    Never by opening the database file itself: closing any descriptor of it drops every POSIX lock this process
+    holds on it, SQLite's included. A nameless temporary file in its directory (``O_TMPFILE``) is the test that also
+    sees a volume the kernel made read-only after errors (ext4's ``emergency_ro`` leaves the mount flags and
+    ``access(2)`` alone), and it leaves nothing behind."""
+    if any(os.path.exists(p) and not os.access(p, os.W_OK) for p in (path, f"{path}-wal", f"{path}-shm")):
+        return True
+    try:
+        tempfile.TemporaryFile(dir=Path(path).absolute().parent).close()
+    except OSError as exc:
+        return exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+    return False
 
 
 def _unusable_message(path: str, exc: sqlite3.DatabaseError) -> str:
@@ -566,7 +649,15 @@ class SqliteStore(Store):
     transition that arrived since the last commit shares it (group commit), and transitions that arrive while
     it runs wait for the next one. So durability costs one fsync per batch, not one per call, and no call pays
     a thread hop of its own.
+
+    Soft state (``durable=False``: leases, lease renewals) commits with the next durable batch instead of one of its
+    own: its caller goes on at once, and the open transaction is committed by the next durable transition or, if
+    none comes, ``SOFT_COMMIT_SECONDS`` later. A kill in between loses only leases, which lapse anyway when the
+    process dies. Reads meanwhile run inside that open transaction (``read``), so they see the leases too, and
+    nothing unacknowledged: a batch holding a durable transition is never read from before its commit.
     """
+
+    SOFT_COMMIT_SECONDS = 0.25  # longest a soft-only transaction stays uncommitted (it holds the write lock)
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -586,7 +677,6 @@ class SqliteStore(Store):
             self._db.close()
             raise StoreUnusable(_unusable_message(path, exc)) from None
         self._db.execute("PRAGMA synchronous=FULL")
-        self._synchronous = "FULL"
         self._db.execute("PRAGMA busy_timeout=5000")
         create_schema(self._db)
         # Reads use a second, read-only connection: WAL lets them see the last commit (only acknowledged
@@ -597,23 +687,16 @@ class SqliteStore(Store):
         self._reader.execute("PRAGMA busy_timeout=5000")
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moorage-sqlite-commit")
         self._batch: list[asyncio.Future[Any]] = []
-        self._batch_durable = False  # whether the open batch commits with an fsync
-        self._batch_closed: asyncio.Future[None] | None = None
         self._committing: asyncio.Future[None] | None = None
-        self._open = False  # a transaction is open and its commit is scheduled
+        self._open = False  # a transaction is open on the writer connection
+        self._scheduled = False  # ... and holds a durable transition, so its commit is scheduled
+        self._soft_timer: asyncio.TimerHandle | None = None  # commits a soft-only transaction
         self._closed = False
 
     async def run(self, hub: str, fn: Callable[[StoreTx], T], durable: bool = True) -> T:
         loop = asyncio.get_running_loop()
-        while True:
-            pending: asyncio.Future[Any] | None
-            if self._committing is not None:  # the connection is busy committing the previous batch
-                pending = self._committing
-            elif self._open and durable and not self._batch_durable:
-                pending = self._batch_closed  # a soft-state batch without fsync: take the next one
-            else:
-                break
-            assert pending is not None
+        while self._committing is not None:  # the connection is busy committing the previous batch
+            pending = self._committing
             if pending.done():  # finished, but its callbacks have not run yet: let them
                 await asyncio.sleep(0)
             else:
@@ -621,34 +704,55 @@ class SqliteStore(Store):
         if self._closed:
             raise RuntimeError("the store is closed")
         db = self._db
-        if not self._open:
-            # The safety level can only change between transactions, so a batch takes the one of its first
-            # transition: soft state alone (leases) skips the fsync, a durable transition makes it FULL.
-            level = "FULL" if durable else "NORMAL"
-            if level != self._synchronous:
-                db.execute(f"PRAGMA synchronous={level}")
-                self._synchronous = level
-            db.execute("BEGIN IMMEDIATE")
-            self._open, self._batch_durable = True, durable
-            self._batch_closed = loop.create_future()
-            loop.call_soon(self._commit_batch, loop)  # after the callbacks ready now: they join this batch
-        db.execute("SAVEPOINT op")
+        # The first transition of a batch runs in the bare transaction, later ones each in a SAVEPOINT of it, so
+        # that a failing one is undone alone either way.
+        first = not self._open
+        if first:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # e.g. the volume went read-only
+                raise _translate(self.path, exc) from None
+            self._open = True
+            changes = db.total_changes
+        else:
+            db.execute("SAVEPOINT op")
         try:
             result = fn(_Tx(db, hub))
-            db.execute("RELEASE op")
-        except BaseException as exc:  # this transition alone is undone; the batch goes on
-            db.execute("ROLLBACK TO op")
-            db.execute("RELEASE op")
+            if not first:
+                db.execute("RELEASE op")
+        except BaseException as exc:
+            if first:
+                db.execute("ROLLBACK")
+                self._open = False
+            else:
+                db.execute("ROLLBACK TO op")
+                db.execute("RELEASE op")
             translated = _translate(self.path, exc)
             if translated is exc:
                 raise
             raise translated from None
+        if durable:
+            if not self._scheduled:
+                self._scheduled = True
+                loop.call_soon(self._commit_batch, loop)  # after the callbacks ready now: they join this batch
+        elif first and db.total_changes == changes:  # a look that leased nothing: no write lock to keep
+            db.execute("ROLLBACK")  # (of nothing: no commit, no fsync)
+            self._open = False
+            return result
+        elif not self._scheduled and self._soft_timer is None:
+            self._soft_timer = loop.call_later(self.SOFT_COMMIT_SECONDS, self._commit_batch, loop)
+        if not durable:
+            return result
         fut: asyncio.Future[Any] = loop.create_future()
         self._batch.append(fut)
         await fut
         return result
 
     async def read(self, hub: str, fn: Callable[[StoreTx], T]) -> T:
+        if self._open and not self._scheduled:
+            # Only soft state is uncommitted (nothing is committing: a batch opens only after the last commit):
+            # read it where it is, in the open transaction.
+            return fn(_Tx(self._db, hub))
         db = self._reader
         db.execute("BEGIN")
         try:
@@ -657,13 +761,15 @@ class SqliteStore(Store):
             db.execute("COMMIT")
 
     def _commit_batch(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not self._open:
+        if self._soft_timer is not None:
+            self._soft_timer.cancel()
+            self._soft_timer = None
+        if not self._open or self._committing is not None:
             return  # close() committed it already
-        batch, closed = self._batch, self._batch_closed
-        assert closed is not None
-        self._batch, self._open = [], False
+        batch = self._batch
+        self._batch, self._open, self._scheduled = [], False, False
         self._committing = loop.run_in_executor(self._committer, self._commit)
-        self._committing.add_done_callback(lambda done: self._committed(done, batch, closed))
+        self._committing.add_done_callback(lambda done: self._committed(done, batch))
 
     def _commit(self) -> None:
         try:
@@ -680,11 +786,11 @@ class SqliteStore(Store):
                 raise
             raise translated from None
 
-    def _committed(
-        self, done: asyncio.Future[None], batch: list[asyncio.Future[Any]], closed: asyncio.Future[None]
-    ) -> None:
+    def _committed(self, done: asyncio.Future[None], batch: list[asyncio.Future[Any]]) -> None:
         self._committing = None
         exc = done.exception()
+        if exc is not None and not batch:
+            log.warning("sqlite commit of soft state (leases) failed, they lapse: %s", exc)
         for fut in batch:
             if fut.done():
                 continue
@@ -692,14 +798,12 @@ class SqliteStore(Store):
                 fut.set_result(None)
             else:
                 fut.set_exception(exc)
-        if not closed.done():
-            closed.set_result(None)
 
     async def close(self) -> None:
         while self._committing is not None:
             await asyncio.sleep(0.001)
         self._closed = True
-        if self._open:  # a batch begun in this very loop turn: commit it now
+        if self._open:  # a batch begun in this very loop turn, or soft state waiting for its timer: commit it now
             self._commit_batch(asyncio.get_running_loop())
             while self._committing is not None:
                 await asyncio.sleep(0.001)

@@ -176,6 +176,37 @@ def test_history_events_survive_byte_for_byte(store_factory: StoreUnderTest) -> 
     store_factory.run(body)
 
 
+def test_history_bytes_are_the_serialized_events_in_order(store_factory: StoreUnderTest) -> None:
+    events = [raised("a", "1"), raised("b"), raised("c", "ü" * 3000)]
+
+    async def body(store: Store) -> None:
+        await tx(store, lambda t: t.append_history("i", events[:2]))
+        await tx(store, lambda t: t.append_history("i", events[2:]))
+        await tx(store, lambda t: t.append_history("j", [raised("other")]), hub=OTHER_HUB)
+        got = await read(store, lambda t: t.get_history_bytes("i"))
+        assert all(type(b) is bytes for b in got)  # handed to protobuf as is
+        assert got == [e.SerializeToString() for e in events]
+        assert await read(store, lambda t: t.get_history_bytes("j")) == []
+        assert await read(store, lambda t: t.get_history_bytes("never")) == []
+        # inside a write transaction too (dispatching reads it there), and it agrees with the default
+        both = await tx(store, lambda t: (t.get_history_bytes("i"), StoreTx.get_history_bytes(t, "i")))
+        assert both[0] == both[1] == got
+
+    store_factory.run(body)
+
+
+def test_store_overrides_the_scanning_fallbacks(store_factory: StoreUnderTest) -> None:
+    """The defaults in base.py scan (every entity) or re-serialize (every event): each store answers these with
+    an indexed query of its own."""
+
+    async def body(store: Store) -> None:
+        cls = await read(store, type)
+        for name in ("entities_locked_by", "get_history_bytes", "backlog", "count_instances_by_status"):
+            assert getattr(cls, name) is not getattr(StoreTx, name), f"{cls.__name__} does not override {name}"
+
+    store_factory.run(body)
+
+
 # -- orchestration inbox and visibility times ----------------------------------------------------------------------
 
 
@@ -301,6 +332,34 @@ def test_activity_leasing(store_factory: StoreUnderTest) -> None:
         await tx(store, lambda t: t.delete_activity(ids[1]))
         assert [a.name for a in await read(store, lambda t: t.available_activities(1000.0, 10))] == ["act0", "act2"]
         assert await read(store, lambda t: t.available_activities(1000.0, 10), hub=OTHER_HUB) == []
+
+    store_factory.run(body)
+
+
+def test_take_inbox_and_take_activity_delete_and_return(store_factory: StoreUnderTest) -> None:
+    async def body(store: Store) -> None:
+        def fill(t: StoreTx) -> list[int]:
+            for name in ("a", "b", "c"):
+                t.add_inbox("i", raised(name))
+            t.add_inbox("other", raised("z"))
+            t.add_activity(ActivityRow(id=None, instance_id="i", execution_id="e", name="act", task_id=7, input="1"))
+            a = t.available_activities(0.0, 1)[0]
+            a.lease_token, a.lease_owner, a.lease_until = "tok", "w1", 5000.0
+            t.update_activity_lease(a)
+            return [i for i, _ in t.get_inbox("i")]
+        ids = await tx(store, fill)
+        taken = await tx(store, lambda t: t.take_inbox("i", [ids[2], ids[0]]))
+        assert [i for i, _ in taken] == [ids[0], ids[2]] and names(taken) == ["a", "c"]  # arrival order
+        assert await tx(store, lambda t: t.take_inbox("i", [])) == []
+        assert names(await read(store, lambda t: t.get_inbox("i"))) == ["b"]
+        assert names(await read(store, lambda t: t.get_inbox("other"))) == ["z"]
+
+        assert await tx(store, lambda t: t.take_activity("tok", "not-i")) is None  # another instance's: kept
+        assert await tx(store, lambda t: t.take_activity("nope")) is None
+        row = await tx(store, lambda t: t.take_activity("tok", "i"))
+        assert row is not None and (row.name, row.task_id, row.input, row.lease_owner) == ("act", 7, "1", "w1")
+        assert await read(store, lambda t: t.find_activity("tok")) is None
+        assert await tx(store, lambda t: t.take_activity("tok")) is None
 
     store_factory.run(body)
 
@@ -646,6 +705,37 @@ def test_committed_state_survives_reopening(store_factory: StoreUnderTest) -> No
         assert await read(store, lambda t: t.get_instance("kept")) is not None
         assert names(await read(store, lambda t: t.get_history("kept"))) == ["h"]
         assert await read(store, lambda t: t.next_due(1000.0)) == 3000.0
+
+    store_factory.run(write, url)
+    store_factory.run(check, url)
+
+
+def test_soft_state_is_seen_at_once_and_kept_by_the_next_durable_commit(store_factory: StoreUnderTest) -> None:
+    """A store may defer a soft (lease) transaction's commit; reads and transitions see it meanwhile, and the next
+    durable one keeps it (SQLite commits them together), as does closing the store."""
+    url = store_factory.fresh_url()
+
+    def lease(token: str) -> Callable[[StoreTx], None]:
+        def fn(t: StoreTx) -> None:
+            row = t.get_instance("i")
+            assert row is not None
+            row.lease_token, row.lease_owner, row.lease_until = token, "w1", 5000.0
+            t.put_instance(row)
+        return fn
+
+    async def write(store: Store) -> None:
+        await tx(store, lambda t: t.put_instance(instance("i")))
+        await tx(store, lease("t1"), durable=False)
+        got = await read(store, lambda t: t.leased_instance("t1"))
+        assert got is not None and got.instance_id == "i"
+        assert await tx(store, lambda t: t.leased_instance("t1")) is not None
+        await tx(store, lambda t: t.put_instance(instance("after")))
+        await tx(store, lease("t2"), durable=False)  # the last change: kept by close()
+
+    async def check(store: Store) -> None:
+        assert await read(store, lambda t: t.get_instance("after")) is not None
+        got = await read(store, lambda t: t.get_instance("i"))
+        assert got is not None and got.lease_token == "t2"
 
     store_factory.run(write, url)
     store_factory.run(check, url)

@@ -201,3 +201,54 @@ def test_two_replicas_leasing_at_once_never_share_an_item(monkeypatch) -> None:
     assert sorted(orchestrations) == sorted(f"o{i}" for i in range(n))
     assert sorted(activities) == list(range(n))
     assert sorted(entities) == sorted(f"@counter@e{i}" for i in range(n))
+
+
+@pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")
+def test_a_replica_alone_sends_no_change_notifications(monkeypatch) -> None:
+    """Alone on the database (no other listener's heartbeat within the timeout) a store stops notifying; a replica
+    joining is heard of at its first heartbeat and told of every commit from then on; when it leaves, silence."""
+    import asyncio
+    import time
+
+    import moorage.sidecar.store.postgres as pg
+
+    monkeypatch.setattr(pg, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(pg, "PEER_TIMEOUT", 3.0)
+    server = shared_server()
+    monkeypatch.setenv("PGPASSWORD", server.password)
+    url = server.create_database()
+    row = pg.InstanceRow(instance_id="x", name="n", status=0, created_at=1.0, last_updated_at=1.0)
+
+    def changes(conn: psycopg.Connection, seconds: float) -> list[tuple[str, Change]]:
+        """The change notifications (not heartbeats) on the channel within ``seconds``."""
+        got = [_parse(n.payload) for n in conn.notifies(timeout=seconds)]
+        return [p for p in got if p is not None and (p[1].instances or p[1].work)]
+
+    async def body() -> None:
+        a = pg.PostgresStore(url, pool_size=2)
+        try:
+            with psycopg.connect(url, autocommit=True) as spy:  # listens, but is no replica: never says hello
+                spy.execute(f"LISTEN {CHANNEL}")
+                assert a.has_peers()  # at first it assumes company
+                await a.run("h", lambda t: t.put_instance(row))
+                assert [p[0] for p in changes(spy, 0.3)] == [a.process_id]
+                await asyncio.sleep(3.2)
+                assert not a.has_peers()
+                await a.run("h", lambda t: t.put_instance(row))
+                assert changes(spy, 0.3) == []  # alone: nothing sent
+                b = pg.PostgresStore(url, pool_size=2)
+                try:
+                    deadline = time.monotonic() + 10
+                    while not a.has_peers():
+                        assert time.monotonic() < deadline, "A never heard B's heartbeat"
+                        await asyncio.sleep(0.05)
+                    await a.run("h", lambda t: t.put_instance(row))
+                    assert a.process_id in [p[0] for p in changes(spy, 0.5)]
+                finally:
+                    await b.close()
+                await asyncio.sleep(3.5)
+                assert not a.has_peers()
+        finally:
+            await a.close()
+
+    asyncio.run(body())
