@@ -50,6 +50,13 @@ class Agent:
         context: The context policy (:class:`~moorage.agents.context.ContextPolicy`): the token budget of a model
             call, summaries of older turns, the state size beyond which old entries are archived. ``None``: send
             the whole history and never archive.
+        inline_first_call: Make a turn's first model call inside the session entity's operation (as Agent
+            Framework's own worker makes every call). A reply that ends the turn (no tool calls, a structured reply
+            that validates) is stored with the request in that one operation, and the turn orchestration only
+            returns it: two work items per turn instead of six. A reply that needs more (tool calls, a correction,
+            a summary) or a failed call hands over to the turn orchestration, which goes on from it, one checkpointed
+            activity per call. ``False``: every model call is an activity (the session entity is never busy for
+            the length of a model call).
     """
 
     def __init__(
@@ -68,6 +75,7 @@ class Agent:
         structured_output_attempts: int = 2,
         options: dict[str, Any] | None = None,
         context: ContextPolicy | None = DEFAULT_POLICY,
+        inline_first_call: bool = True,
     ):
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(
@@ -96,6 +104,7 @@ class Agent:
         self.structured_output_attempts = max(0, structured_output_attempts)
         self.options = dict(options or {})
         self.context = context
+        self.inline_first_call = inline_first_call
 
     @property
     def has_tools(self) -> bool:

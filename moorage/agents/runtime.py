@@ -18,6 +18,7 @@ response, and (for calls from orchestrations) raises the response as an event on
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import threading
@@ -34,7 +35,15 @@ from moorage.observability.tracing import trace_carrier_as_current
 
 from .. import _sdk
 from .agent import Agent
-from .context import DEFAULT_POLICY, choose_cut, counter, is_context_overflow, summary_message, transcript
+from .context import (
+    DEFAULT_POLICY,
+    TokenCounter,
+    choose_cut,
+    counter,
+    is_context_overflow,
+    summary_message,
+    transcript,
+)
 from .models import ModelRequest
 from .protocol import (
     ARCHIVE_ENTITY,
@@ -91,6 +100,92 @@ __all__ = [
 ]
 
 
+ModelCall = Callable[[str, dict[str, Any]], dict[str, Any]]
+"""``(turn instance id, model-call input) -> model-call result``: the agent's model-call activity as the worker
+runs it, called by the session entity for a turn's first call (:meth:`SessionEntity.first_call`)."""
+
+# While the session entity makes a turn's first model call itself, the session it holds (agent, session id, state):
+# the history reader takes the conversation from it instead of asking the backend for a state that does not have
+# the turn's request yet (it is committed with the operation).
+_SESSION_IN_HAND: contextvars.ContextVar[tuple[str, str, RawSession] | None] = contextvars.ContextVar(
+    "moorage_session_in_hand", default=None
+)
+
+
+def _tools_on(agent: Agent, turn_input: dict[str, Any]) -> bool:
+    return bool(turn_input.get("enableToolCalls", True)) and agent.has_tools
+
+
+def model_call_input(
+    agent: Agent, turn_input: dict[str, Any], messages: list[dict[str, Any]], summary: Any
+) -> dict[str, Any]:
+    """The model-call activity's input for a turn (its history reference, the messages the turn added so far)."""
+    return {
+        "turnMessages": messages,
+        "tools": _tools_on(agent, turn_input),
+        "responseFormat": turn_input.get("responseFormat"),
+        "options": turn_input.get("options") or {},
+        "sessionId": turn_input["sessionId"],
+        "correlationId": turn_input["correlationId"],
+        "history": turn_input.get("history"),
+        "summary": summary,
+    }
+
+
+def turn_record(
+    agent: Agent,
+    turn_input: dict[str, Any],
+    instance_id: str,
+    produced: list[dict[str, Any]],
+    usage: dict[str, Any],
+    now: str,
+    text: str,
+    value: Any,
+    error: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A finished turn as (the session's response entry, the turn orchestration's output)."""
+    corr = turn_input["correlationId"]
+    entry = response_entry(corr, produced, usage, now, is_error=error is not None)
+    output = TurnOutput(
+        agent=agent.name,
+        session_id=turn_input["sessionId"],
+        correlation_id=corr,
+        instance_id=instance_id,
+        text=text,
+        value=value,
+        messages=produced,
+        usage=usage,
+        created_at=now,
+        response_format=turn_input.get("responseFormat"),
+        error=error,
+    ).to_json()
+    return entry, output
+
+
+def finish_inline(
+    agent: Agent, instance_id: str, turn_input: dict[str, Any], reply: dict[str, Any], now: str
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The turn finished by its first model call's reply — (entry, output) — or None when the reply needs the turn
+    orchestration: a failed call, an over-budget context, tool calls to run, a structured reply that does not
+    validate. The same rules as the orchestration's loop (:func:`make_turn_orchestrator`) for its last call."""
+    if "failed" in reply or reply.get("overBudget"):
+        return None
+    if reply.get("toolCalls") and _tools_on(agent, turn_input):
+        return None
+    text = reply.get("text") or ""
+    value: Any = None
+    rf = turn_input.get("responseFormat")
+    if rf is not None:
+        try:
+            value = validate_reply(text, rf)
+        except StructuredOutputError:
+            return None
+    usage = empty_usage()
+    add_usage(usage, reply.get("usage"))
+    produced = [assistant_message(text, None, author_name=agent.name)]
+    return turn_record(agent, turn_input, instance_id, produced, usage, now, text, value, None)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The session entity
 # ---------------------------------------------------------------------------------------------------------------------
@@ -105,8 +200,11 @@ class SessionEntity:
     turn.
     """
 
-    def __init__(self, agent: Agent):
+    def __init__(self, agent: Agent, model_call: ModelCall | None = None):
         self.agent = agent
+        # The agent's model call as the worker runs it (its registered activity, streaming wrapper included), for
+        # the turn's first call inside the operation (``Agent.inline_first_call``); None: every call is an activity.
+        self.model_call = model_call if agent.inline_first_call else None
         self.turn_name = turn_orchestration_name(agent.name)
         self.ttl = agent.session_ttl
         self.default_response_format = (
@@ -151,7 +249,7 @@ class SessionEntity:
             return {"status": "queued", "instanceId": instance_id, "position": len(mo["pending"])}
         self.begin_turn(ctx, session, req, now)
         self.save(ctx, session, now)
-        return {"status": "started", "instanceId": instance_id}
+        return {"status": "started" if mo.get("active") else "completed", "instanceId": instance_id}
 
     def complete(self, ctx: EntityContext, session: RawSession, input: Any) -> None:
         """A turn's response: append it (unless the session was reset meanwhile), then start the next request."""
@@ -235,18 +333,50 @@ class SessionEntity:
         return None
 
     def begin_turn(self, ctx: EntityContext, session: RawSession, req: RunRequest, now: datetime) -> str:
-        """Append the request and start its turn orchestration (deterministic instance id)."""
+        """Append the request and start its turn orchestration (deterministic instance id). With an inline first
+        call, a reply that ends the turn is appended here too and the orchestration only returns it; any other
+        reply (or a failed call) goes to the orchestration as its first model call's result."""
         session_id = ctx.entity_id.key
         session.append(req.to_entry(now))
         instance_id = turn_instance_id(self.agent.name, session_id, req.correlation_id)
-        session.mo["active"] = {"correlationId": req.correlation_id, "instanceId": instance_id, "startedAt": iso(now)}
+        turn_input = self.turn_input(session, session_id, req)
         # The turn's parent span: the caller's, carried in the request (a queued request carries its own), else
         # this operation's.
         with trace_carrier_as_current(req.trace_context):
-            _sdk.schedule_orchestration_in_trace(
-                ctx, self.turn_name, input=self.turn_input(session, session_id, req), instance_id=instance_id
-            )
+            if self.model_call is not None:
+                first = self.first_call(ctx, session, instance_id, turn_input)
+                finished = finish_inline(self.agent, instance_id, turn_input, first, iso(now))
+                if finished is not None:
+                    entry, output = finished
+                    session.append(entry)
+                    turn_input = {key: turn_input[key] for key in ("agent", "sessionId", "correlationId", "replyTo")}
+                    turn_input["result"] = output
+                else:
+                    turn_input["firstReply"] = first
+            if "result" not in turn_input:
+                session.mo["active"] = {
+                    "correlationId": req.correlation_id,
+                    "instanceId": instance_id,
+                    "startedAt": iso(now),
+                }
+            _sdk.schedule_orchestration_in_trace(ctx, self.turn_name, input=turn_input, instance_id=instance_id)
         return instance_id
+
+    def first_call(
+        self, ctx: EntityContext, session: RawSession, instance_id: str, turn_input: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The turn's first model call, made here; a failure is returned (``{"failed": ...}``), not raised: the
+        orchestration retries it under the agent's ``llm_retry`` (this call counting as the first attempt)."""
+        assert self.model_call is not None
+        call_input = model_call_input(self.agent, turn_input, [], turn_input.get("summary"))
+        token = _SESSION_IN_HAND.set((self.agent.name.lower(), ctx.entity_id.key, session))
+        try:
+            return self.model_call(instance_id, call_input)
+        except Exception as exc:  # the orchestration retries it as an activity (or fails the turn)
+            logger.info("turn %s: the inline model call failed (%s: %s)", instance_id, type(exc).__name__, exc)
+            return {"failed": {"errorType": type(exc).__name__, "message": str(exc)[:2000]}}
+        finally:
+            _SESSION_IN_HAND.reset(token)
 
     def turn_input(self, session: RawSession, session_id: str, req: RunRequest) -> dict[str, Any]:
         base, recent = session.take_recent()
@@ -272,15 +402,15 @@ class SessionEntity:
         }
 
     def start_next(self, ctx: EntityContext, session: RawSession, now: datetime) -> None:
-        """Start the oldest queued request that parses (a malformed one is dropped)."""
+        """Start the oldest queued request that parses (a malformed one is dropped); with turns that finish inline,
+        the next one, until one is running or the queue is empty."""
         pending = session.mo["pending"]
-        while pending:
+        while pending and not session.mo.get("active"):
             try:
                 nxt = RunRequest.parse(pending.pop(0))
             except ValueError:
                 continue
             self.begin_turn(ctx, session, nxt, now)
-            return
 
     def save(self, ctx: EntityContext, session: RawSession, now: datetime) -> None:
         """Record activity (for the TTL), move old entries to the archive when the state is over
@@ -326,9 +456,9 @@ class SessionEntity:
         ctx.signal_entity(ctx.entity_id, EXPIRE_OPERATION, None, signal_time=at)
 
 
-def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
+def make_session_entity(agent: Agent, model_call: ModelCall | None = None) -> Callable[[EntityContext, Any], Any]:
     """The entity function the worker registers under ``protocol.entity_name(agent)`` (see :class:`SessionEntity`)."""
-    entity = SessionEntity(agent)
+    entity = SessionEntity(agent, model_call)
 
     def session_entity(ctx: EntityContext, input: Any) -> Any:
         return entity(ctx, input)
@@ -340,6 +470,26 @@ def make_session_entity(agent: Agent) -> Callable[[EntityContext, Any], Any]:
 # ---------------------------------------------------------------------------------------------------------------------
 # Activities
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+class ChatGroup(list[dict[str, Any]]):
+    """One history entry's Chat Completions messages, which remember their token count: a worker's cached
+    conversation is counted once, not again for every model call of every later turn."""
+
+    __slots__ = ("counted",)
+
+    def __init__(self, messages: list[dict[str, Any]]):
+        super().__init__(messages)
+        self.counted: tuple[TokenCounter, int] | None = None
+
+    @staticmethod
+    def tokens(group: list[dict[str, Any]], count: TokenCounter) -> int:
+        """The tokens of a group's messages, as ``count.messages`` adds them up for a list that holds them."""
+        if not isinstance(group, ChatGroup):
+            return count.messages(group) - count.messages([])
+        if group.counted is None or group.counted[0] is not count:
+            group.counted = (count, count.messages(group) - count.messages([]))
+        return group.counted[1]
 
 
 class HistoryReader:
@@ -360,7 +510,7 @@ class HistoryReader:
         # key -> (version, absolute number of the first entry, each entry's chat messages)
         self._sessions: OrderedDict[str, tuple[int, int, list[list[dict[str, Any]]]]] = OrderedDict()
         self._cache_size = cache_size
-        self.reads = 0  # GetEntity calls (for tests)
+        self.reads = 0  # whole conversations loaded: GetEntity, or the entity's own state (for tests)
 
     def _sdk(self) -> Any:
         if self._client is None:
@@ -414,13 +564,16 @@ class HistoryReader:
             else:
                 base_groups = None
             if base_groups is not None:
-                groups = base_groups + [entry_to_chat(e) for e in described.get("recent") or []]
+                groups = base_groups + [ChatGroup(entry_to_chat(e)) for e in described.get("recent") or []]
                 self._remember(key, version, first, groups)
                 return first, groups
         self.reads += 1
-        md = self._sdk().get_entity(entity, include_state=True)
-        raw = md.get_state() if md is not None else None
-        session = RawSession(raw)
+        in_hand = _SESSION_IN_HAND.get()
+        if in_hand is not None and in_hand[:2] == (agent_name.lower(), session_id):
+            session = in_hand[2]  # the session entity's own call: its state, with this turn's request
+        else:
+            md = self._sdk().get_entity(entity, include_state=True)
+            session = RawSession(md.get_state() if md is not None else None)
         entries = session.entries()
         # Up to and including this turn's request (nothing later should be there; be strict anyway).
         end = next(
@@ -434,7 +587,7 @@ class HistoryReader:
         if end is None:
             raise LookupError(f"session {key} has no request {correlation_id!r} (was it reset or deleted?)")
         first = int(session.mo.get("archived") or 0) if session.exists else 0
-        groups = [entry_to_chat(e) for e in entries[: end + 1]]
+        groups = [ChatGroup(entry_to_chat(e)) for e in entries[: end + 1]]
         if described and end == len(entries) - 1:
             self._remember(key, int(described.get("version") or 0), first, groups)
         return first, groups
@@ -465,7 +618,7 @@ def make_llm_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[
         tools = [t.openai_schema() for t in agent.tools] if inp.get("tools") else []
         if policy is not None and policy.max_tokens is not None and "messages" not in inp:
             count = counter(policy)
-            tokens = count.messages(prefix + [m for g in groups for m in g], tools)
+            tokens = count.messages(prefix, tools) + sum(ChatGroup.tokens(g, count) for g in groups)
             if tokens > policy.max_tokens:
                 if not inp.get("force"):
                     return {"overBudget": True, "tokens": tokens}  # the turn summarises, then calls again
@@ -594,14 +747,18 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
     tool_name = tool_activity_name(agent.name)
     summarize_name = summarize_activity_name(agent.name)
 
+    def answer(ctx: task.OrchestrationContext, inp: dict[str, Any], output: Any, error: dict[str, Any] | None) -> Any:
+        return _answer_turn(agent, ctx, inp, output, error)
+
     def turn(ctx: task.OrchestrationContext, inp: dict[str, Any]) -> Generator[task.Task[Any], Any, Any]:
+        if "result" in inp:  # the session entity finished the turn with its first model call
+            return answer(ctx, inp, inp["result"], None)
         session_id = inp["sessionId"]
         corr = inp["correlationId"]
         # Only the messages this turn adds (tool calls, results, corrections); the activity prepends the history.
         messages: list[dict[str, Any]] = []
         rf = inp.get("responseFormat")
-        tools_on = bool(inp.get("enableToolCalls", True)) and agent.has_tools
-        options = inp.get("options") or {}
+        tools_on = _tools_on(agent, inp)
         produced: list[dict[str, Any]] = []
         usage = empty_usage()
         text = ""
@@ -609,24 +766,22 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
         error: dict[str, Any] | None = None
         structured_retries = 0
         now = iso(ctx.current_utc_datetime)
-        history_ref = inp.get("history")  # how the model-call activity finds the conversation (HistoryReader)
         summary = inp.get("summary")  # the session's summary of its older entries (moorage.agents.context)
         summarized = False
+        first_reply = inp.get("firstReply")  # the first call's result, when the session entity made it
 
         def model_call() -> Generator[task.Task[Any], Any, Any]:
             """One model call; when the context is over budget, summarise (once per turn), then call again
             (the last attempt leaves out the oldest turns if the budget still does not hold)."""
-            nonlocal summary, summarized
-            base = {
-                "turnMessages": messages,
-                "tools": tools_on,
-                "responseFormat": rf,
-                "options": options,
-                "sessionId": session_id,
-                "correlationId": corr,
-                "history": history_ref,
-            }
-            reply = yield ctx.call_activity(llm_name, input={**base, "summary": summary}, retry_policy=agent.llm_retry)
+            nonlocal summary, summarized, first_reply
+            if first_reply is not None:
+                reply, first_reply = first_reply, None
+                if "failed" in reply:
+                    reply = yield from retry_inline_failure(reply["failed"])
+            else:
+                reply = yield ctx.call_activity(
+                    llm_name, input=model_call_input(agent, inp, messages, summary), retry_policy=agent.llm_retry
+                )
             if reply.get("overBudget") and not summarized:
                 summarized = True
                 new = yield ctx.call_activity(
@@ -634,7 +789,7 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
                     input={
                         "sessionId": session_id,
                         "correlationId": corr,
-                        "history": history_ref,
+                        "history": inp.get("history"),
                         "summary": summary,
                     },
                     retry_policy=agent.llm_retry,
@@ -647,12 +802,38 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
                         input={"correlationId": corr, "summary": summary},
                     )
                 reply = yield ctx.call_activity(
-                    llm_name, input={**base, "summary": summary}, retry_policy=agent.llm_retry
+                    llm_name, input=model_call_input(agent, inp, messages, summary), retry_policy=agent.llm_retry
                 )
             if reply.get("overBudget"):
                 reply = yield ctx.call_activity(
-                    llm_name, input={**base, "summary": summary, "force": True}, retry_policy=agent.llm_retry
+                    llm_name,
+                    input={**model_call_input(agent, inp, messages, summary), "force": True},
+                    retry_policy=agent.llm_retry,
                 )
+            return reply
+
+        def retry_inline_failure(failed: dict[str, Any]) -> Generator[task.Task[Any], Any, Any]:
+            """The session entity's call was the first attempt of ``llm_retry``: wait its interval, then make the
+            remaining attempts as the activity (none left: the turn fails as a failed activity would)."""
+            policy = agent.llm_retry
+            if policy is None or policy.max_number_of_attempts <= 1:
+                raise AgentTurnFailed(
+                    str(failed.get("errorType") or "Error"), f"model call failed: {failed.get('message') or ''}"
+                )
+            yield ctx.create_timer(ctx.current_utc_datetime + policy.first_retry_interval)
+            interval = policy.first_retry_interval * (policy.backoff_coefficient or 1.0)
+            if policy.max_retry_interval is not None:
+                interval = min(interval, policy.max_retry_interval)
+            rest = task.RetryPolicy(
+                first_retry_interval=interval,
+                max_number_of_attempts=policy.max_number_of_attempts - 1,
+                backoff_coefficient=policy.backoff_coefficient,
+                max_retry_interval=policy.max_retry_interval,
+                retry_timeout=policy.retry_timeout,
+            )
+            reply = yield ctx.call_activity(
+                llm_name, input=model_call_input(agent, inp, messages, summary), retry_policy=rest
+            )
             return reply
 
         try:
@@ -759,20 +940,7 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
                 }
             )
             text, value = "", None
-        entry = response_entry(corr, produced, usage, now, is_error=error is not None)
-        output = TurnOutput(
-            agent=agent.name,
-            session_id=session_id,
-            correlation_id=corr,
-            instance_id=ctx.instance_id,
-            text=text,
-            value=value,
-            messages=produced,
-            usage=usage,
-            created_at=now,
-            response_format=rf,
-            error=error,
-        ).to_json()
+        entry, output = turn_record(agent, inp, ctx.instance_id, produced, usage, now, text, value, error)
         # A call, not a signal: when the turn completes, the session already holds the response (read-your-writes
         # for clients that look at the session right after a run).
         try:
@@ -783,17 +951,24 @@ def make_turn_orchestrator(agent: Agent) -> Callable[[task.OrchestrationContext,
             )
         except task.TaskFailedError as exc:  # still answer whoever waits for this turn
             logger.error("turn %s: the session did not take the response: %s", ctx.instance_id, exc)
-        reply_to = inp.get("replyTo")
-        if isinstance(reply_to, dict) and reply_to.get("instanceId") and reply_to.get("event"):
-            ctx.send_event(reply_to["instanceId"], reply_to["event"], data=output)
-        if not ctx.is_replaying:  # the turn's last episode runs once live
-            telemetry.turn_finished(agent.name, ok=error is None)
-        if error is not None:
-            raise AgentTurnFailed(error["code"], error["message"])
-        return output
+        return answer(ctx, inp, output, error)
 
     turn.__name__ = turn_orchestration_name(agent.name)
     return turn
+
+
+def _answer_turn(
+    agent: Agent, ctx: task.OrchestrationContext, inp: dict[str, Any], output: Any, error: dict[str, Any] | None
+) -> Any:
+    """A turn's last step, wherever it was decided: answer a calling orchestration, count it, return the output."""
+    reply_to = inp.get("replyTo")
+    if isinstance(reply_to, dict) and reply_to.get("instanceId") and reply_to.get("event"):
+        ctx.send_event(reply_to["instanceId"], reply_to["event"], data=output)
+    if not ctx.is_replaying:  # the turn's last episode runs once live
+        telemetry.turn_finished(agent.name, ok=error is None)
+    if error is not None:
+        raise AgentTurnFailed(error["code"], error["message"])
+    return output
 
 
 class AgentTurnFailed(Exception):

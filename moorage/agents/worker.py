@@ -10,14 +10,16 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from durabletask import task
 from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 from durabletask.worker import ConcurrencyOptions
 
+from .. import _sdk
 from ..connection import load_settings
 from .agent import Agent
 from .archive import archive_entity
 from .orchestration import AgentOrchestrationContext
-from .protocol import ARCHIVE_ENTITY
+from .protocol import ARCHIVE_ENTITY, llm_activity_name
 from .runtime import (
     HistoryReader,
     make_llm_activity,
@@ -117,13 +119,25 @@ class AgentWorker:
             raise ValueError(f"an agent named {agent.name!r} is already registered (agent names are case-insensitive)")
         if self._started:
             raise RuntimeError("add agents before starting the worker")
-        self._worker.add_entity(make_session_entity(agent), name=agent.entity_name)
+        self._worker.add_entity(make_session_entity(agent, self._model_call(agent)), name=agent.entity_name)
         self._worker.add_orchestrator(make_turn_orchestrator(agent))
         self._worker.add_activity(make_llm_activity(agent, self._history))
         self._worker.add_activity(make_tool_activity(agent))
         self._worker.add_activity(make_summarize_activity(agent, self._history))
         self.agents[key] = agent
         return agent
+
+    def _model_call(self, agent: Agent) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
+        """The agent's model call for its session entity: the registered model-call activity, looked up when called
+        (so whatever wraps it after registration, the gateway's streaming, applies to the inline call too)."""
+        name = llm_activity_name(agent.name)
+
+        def call(instance_id: str, inp: dict[str, Any]) -> dict[str, Any]:
+            activity = _sdk.registered_activities(self._worker)[name]
+            result: dict[str, Any] = activity(task.ActivityContext(instance_id, -1), inp)
+            return result
+
+        return call
 
     # -- user code --------------------------------------------------------------------------------------------------
 

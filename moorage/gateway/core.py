@@ -820,6 +820,10 @@ class Gateway:
                             messages=list(entry.get("messages") or []),
                         ),
                     )
+        if self.relay.produced(session_id, correlation_id):
+            # Text of it came through this gateway: the session entity's first model call is running (it commits
+            # the request together with the answer).
+            return RunStatusView(name, session_id, correlation_id, "running")
         if (name.lower(), session_id, correlation_id) in self._runs:  # sent by this gateway, not yet seen by the entity
             return RunStatusView(name, session_id, correlation_id, "pending")
         if md is None and (name.lower(), session_id) not in self._sessions:

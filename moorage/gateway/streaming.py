@@ -91,6 +91,10 @@ class ChunkRelay:
                 )
         return delivered
 
+    def produced(self, session_id: str, correlation_id: str) -> bool:
+        """Whether a model call of this turn has sent text here (of the turns this relay still numbers)."""
+        return (session_id, correlation_id) in self._next
+
     def subscribers(self, session_id: str, correlation_id: str) -> int:
         return len(self._subs.get((session_id, correlation_id), ()))
 

@@ -182,10 +182,16 @@ def test_spans_join_across_client_sidecar_and_worker(
                 return True
         return False
 
-    for chat in chats:
+    # The turn's first model call is made by the session entity (Agent.inline_first_call): its span is a child of
+    # the caller's span, as the turn is; the calls after it are the turn's activities.
+    inline, *in_turn = sorted(chats, key=lambda s: s["start_time"])
+    assert inline["parent_id"] == asking_id
+    assert len(in_turn) == 1
+    for chat in in_turn:
         activity = ids[chat["parent_id"]]
         assert activity["name"] == "activity:moorage.agent_llm:Traced"
         assert under_turn(chat)
+    for chat in chats:
         assert chat["context"]["trace_id"] == turn["context"]["trace_id"]
         a = chat["attributes"]
         assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.request.model"] == "scripted-model"
