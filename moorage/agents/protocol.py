@@ -233,6 +233,9 @@ class RunRequest:
     created_at: str | None = None
     trace_context: dict[str, str] = field(default_factory=dict)
     """The caller's W3C trace context (``traceparent`` and maybe ``tracestate``); {} when it sent none."""
+    streamed: bool = False
+    """A gateway streams this turn (``extensionData.moorage.stream``): its model calls run as activities, so that
+    the turn exists in the store while the text streams and a resuming client finds it on any gateway."""
 
     @classmethod
     def parse(cls, raw: Any) -> RunRequest:
@@ -295,6 +298,7 @@ class RunRequest:
             reply_to=reply_to,
             created_at=created if isinstance(created, str) else None,
             trace_context=_trace_context(raw),
+            streamed=_streamed(raw),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -321,8 +325,11 @@ class RunRequest:
             out["orchestrationId"] = self.orchestration_id
         if self.reply_to:
             out["replyTo"] = self.reply_to
-        if self.trace_context:
-            out["extensionData"] = {EXT_KEY: dict(self.trace_context)}
+        mine: dict[str, Any] = dict(self.trace_context)
+        if self.streamed:
+            mine["stream"] = True
+        if mine:
+            out["extensionData"] = {EXT_KEY: mine}
         return out
 
     def to_entry(self, now: datetime) -> dict[str, Any]:
@@ -354,6 +361,18 @@ def _trace_context(raw: dict[str, Any]) -> dict[str, str]:
     if not isinstance(mine, dict) or not isinstance(mine.get("traceparent"), str):
         return {}
     return {key: mine[key] for key in TRACE_CONTEXT_KEYS if isinstance(mine.get(key), str) and mine[key]}
+
+
+def mark_streamed(request: dict[str, Any]) -> None:
+    """Flag a built run request as streamed by a gateway (see :attr:`RunRequest.streamed`)."""
+    extension = request.setdefault("extensionData", {})
+    extension.setdefault(EXT_KEY, {})["stream"] = True
+
+
+def _streamed(raw: dict[str, Any]) -> bool:
+    extension = raw.get("extensionData")
+    mine = extension.get(EXT_KEY) if isinstance(extension, dict) else None
+    return isinstance(mine, dict) and mine.get("stream") is True
 
 
 def _role_name(role: Any) -> str | None:
@@ -397,6 +416,7 @@ def build_request(
     orchestration_id: str | None = None,
     reply_to: dict[str, Any] | None = None,
     trace_context: Mapping[str, str] | None = None,
+    streamed: bool = False,
 ) -> dict[str, Any]:
     """A ``run`` operation input in Agent Framework's shape (with Moorage's ``contents`` for non-text input, and
     ``trace_context`` — the caller's W3C headers, see :func:`moorage.observability.tracing.current_trace_carrier`
@@ -412,6 +432,7 @@ def build_request(
         reply_to=reply_to,
         created_at=created_at,
         trace_context={k: v for k, v in (trace_context or {}).items() if k in TRACE_CONTEXT_KEYS and v},
+        streamed=streamed,
     )
     req.request_response_format = "json" if req.response_format else "text"
     return req.to_dict()
@@ -629,6 +650,7 @@ __all__ = [
     "session_instance_id",
     "session_key",
     "sessions_prefix",
+    "mark_streamed",
     "stream_chunks",
     "stream_key",
     "summarize_activity_name",

@@ -343,7 +343,7 @@ class SessionEntity:
         # The turn's parent span: the caller's, carried in the request (a queued request carries its own), else
         # this operation's.
         with trace_carrier_as_current(req.trace_context):
-            if self.model_call is not None:
+            if self.model_call is not None and not req.streamed:  # a streamed turn must exist while it streams
                 first = self.first_call(ctx, session, instance_id, turn_input)
                 finished = finish_inline(self.agent, instance_id, turn_input, first, iso(now))
                 if finished is not None:

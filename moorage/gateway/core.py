@@ -624,6 +624,7 @@ class Gateway:
         """Send the turn and yield ("started", run), ("chunk", Chunk)..., then ("completed", TurnResult).
         A failed turn raises GatewayError after its chunks."""
         timeout = _timeout(timeout, DEFAULT_RUN_TIMEOUT)
+        protocol.mark_streamed(run.request)  # its model calls run as activities: the turn is in the store meanwhile
         with self.relay.subscribe(run.session_id, run.correlation_id) as queue:
             await self.send_run(run)
             yield "started", run
