@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
 import sys
-import threading
 from typing import Any
 
-from bench.worker_main import default_concurrency, quiet_logger
+from bench.worker_main import default_concurrency, quiet_logger, serve_until_signal
 
 
 class InstantModel:
@@ -94,16 +91,7 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     build = moorage_worker if args.kind == "moorage" else agent_framework_worker
     worker = build(args.address, args.agent, args.model_url)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    worker.start()
-    print(f"{args.kind} worker for {args.agent} connected to {args.address}", flush=True)
-    stop.wait()
-    t = threading.Thread(target=worker.stop, daemon=True)
-    t.start()
-    t.join(timeout=3)
-    os._exit(0)
+    serve_until_signal(worker, f"{args.kind} worker for {args.agent} connected to {args.address}")
 
 
 if __name__ == "__main__":

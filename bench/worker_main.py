@@ -59,12 +59,16 @@ def main(argv: Sequence[str] | None = None, register: Callable[[Any], None] = re
         ),
     )
     register(worker)
+    serve_until_signal(worker, f"worker connected to {args.address}")
 
+
+def serve_until_signal(worker: Any, banner: str) -> None:
+    """Start ``worker``, print ``banner`` (the harness waits for it), and exit on SIGTERM/SIGINT."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     worker.start()
-    print(f"worker connected to {args.address}", flush=True)
+    print(banner, flush=True)
     stop.wait()
     # worker.stop() can block on an open stream; the harness kills us after a grace period anyway.
     t = threading.Thread(target=worker.stop, daemon=True)
