@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import procs
-from bench.agent_turns import InstantModel
+from bench.agent_worker_main import InstantModel
 
 AGENT = "IdleBench"
 REPLY = "ok"  # what InstantModel answers: every created session's turn is checked against it

@@ -849,6 +849,8 @@ class PostgresStore(Store):
             return True, fn(_Tx(_OneStatement(conn), hub, False))
         except _NeedsSnapshot:
             return False, None
+        except psycopg.DataError as exc:
+            raise _unstorable(exc) from None
         except psycopg.OperationalError:
             self._drop_loop_conn()
             self._loop_conn_retry_at = time.monotonic() + RECONNECT_ATTEMPT
@@ -939,9 +941,9 @@ class PostgresStore(Store):
                 if time.monotonic() > give_up:
                     raise StoreUnavailable(f"the database is unavailable ({self.safe_url}): {_reason(exc)}") from None
                 time.sleep(min(0.05 * attempt, 0.5))
-            except psycopg.DataError as exc:  # a value PostgreSQL cannot hold (a NUL in text, a number out of range)
+            except psycopg.DataError as exc:
                 _rollback(conn)
-                raise ValueError(f"a value the PostgreSQL store cannot hold: {_reason(exc)}") from None
+                raise _unstorable(exc) from None
             except BaseException:
                 _rollback(conn)
                 raise
@@ -1019,6 +1021,10 @@ def _rollback(conn: psycopg.Connection) -> None:
     except psycopg.Error:
         pass  # a broken connection: the pool discards it
 
+
+def _unstorable(exc: psycopg.DataError) -> ValueError:
+    """A value PostgreSQL cannot hold (a NUL in text, a number out of range): the caller's input, INVALID_ARGUMENT."""
+    return ValueError(f"a value the PostgreSQL store cannot hold: {_reason(exc)}")
 
 def _reason(exc: BaseException) -> str:
     """The first line of a driver error (libpq's messages name host and user, never the password)."""
