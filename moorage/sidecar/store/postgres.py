@@ -1026,6 +1026,7 @@ def _unstorable(exc: psycopg.DataError) -> ValueError:
     """A value PostgreSQL cannot hold (a NUL in text, a number out of range): the caller's input, INVALID_ARGUMENT."""
     return ValueError(f"a value the PostgreSQL store cannot hold: {_reason(exc)}")
 
+
 def _reason(exc: BaseException) -> str:
     """The first line of a driver error (libpq's messages name host and user, never the password)."""
     text = str(exc).strip()
