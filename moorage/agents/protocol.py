@@ -356,9 +356,8 @@ TRACE_CONTEXT_KEYS = ("traceparent", "tracestate")
 def _trace_context(raw: dict[str, Any]) -> dict[str, str]:
     """The trace context of a request's ``extensionData.moorage``. As W3C Trace Context says of headers, what is
     not usable is ignored (the turn then starts its own trace), never a reason to refuse the request."""
-    extension = raw.get("extensionData")
-    mine = extension.get(EXT_KEY) if isinstance(extension, dict) else None
-    if not isinstance(mine, dict) or not isinstance(mine.get("traceparent"), str):
+    mine = _moorage_extension(raw)
+    if not isinstance(mine.get("traceparent"), str):
         return {}
     return {key: mine[key] for key in TRACE_CONTEXT_KEYS if isinstance(mine.get(key), str) and mine[key]}
 
@@ -370,9 +369,14 @@ def mark_streamed(request: dict[str, Any]) -> None:
 
 
 def _streamed(raw: dict[str, Any]) -> bool:
+    return _moorage_extension(raw).get("stream") is True
+
+
+def _moorage_extension(raw: dict[str, Any]) -> dict[str, Any]:
+    """A run request's ``extensionData.moorage`` ({} when absent or not an object: others' writers may omit it)."""
     extension = raw.get("extensionData")
     mine = extension.get(EXT_KEY) if isinstance(extension, dict) else None
-    return isinstance(mine, dict) and mine.get("stream") is True
+    return mine if isinstance(mine, dict) else {}
 
 
 def _role_name(role: Any) -> str | None:

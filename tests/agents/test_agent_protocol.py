@@ -129,3 +129,16 @@ def test_nothing_else_spells_the_entity_prefix() -> None:
     offenders = [line for line in found.splitlines() if not line.startswith("moorage/agents/protocol.py:")]
     assert not offenders, "\n".join(offenders)
     assert re.search(r'ENTITY_PREFIX = "dafx-"', (REPO / "moorage/agents/protocol.py").read_text())
+
+
+def test_a_streamed_request_says_so_and_keeps_its_trace_context():
+    """A gateway's stream flag rides under extensionData.moorage beside the trace context, and survives a parse."""
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    raw = protocol.build_request("hi", "c1", trace_context={"traceparent": traceparent})
+    assert protocol.RunRequest.parse(raw).streamed is False
+    protocol.mark_streamed(raw)
+    parsed = protocol.RunRequest.parse(raw)
+    assert parsed.streamed is True
+    assert parsed.trace_context == {"traceparent": traceparent}
+    assert protocol.RunRequest.parse(parsed.to_dict()).streamed is True
+    assert protocol.RunRequest.parse({**raw, "extensionData": {"moorage": "x"}}).streamed is False
