@@ -47,6 +47,7 @@ from moorage.sidecar.store.base import (
     InstanceRow,
     LockRequest,
     Store,
+    StoreFull,
     StoreTx,
     StoreUnavailable,
     redact_url,
@@ -73,6 +74,10 @@ _TERMINAL = sorted(TERMINAL_STATUSES)
 _KIND_CODES = {WorkKind.ORCHESTRATION: "o", WorkKind.ACTIVITY: "a", WorkKind.ENTITY: "e"}
 _CODE_KINDS = {v: k for k, v in _KIND_CODES.items()}
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+# A statement the server refused, its transaction rolled back, nothing of it kept (see ``PostgresStore._refused``).
+# DiskFull (SQLSTATE 53100) is an OperationalError to psycopg: it must be caught before the outage handling.
+_REFUSED = (psycopg.DataError, psycopg.errors.DiskFull)
+FULL_LOG_SECONDS = 30.0  # while the disk stays full, its log line is repeated at most this often
 
 _INSTANCE_COLS = (
     "instance_id",
@@ -787,6 +792,7 @@ class PostgresStore(Store):
         self._loop_conn: psycopg.Connection | None = None  # one-statement reads, on the event loop
         self._loop_conn_busy = False  # in use, or being opened (on a thread: a connect never blocks the loop)
         self._loop_conn_retry_at = 0.0
+        self._full_logged_at = -FULL_LOG_SECONDS  # when the last "disk full" line was logged (monotonic)
         try:
             with psycopg.connect(
                 self._conninfo, autocommit=True, connect_timeout=10, application_name="moorage-migrate"
@@ -849,14 +855,37 @@ class PostgresStore(Store):
             return True, fn(_Tx(_OneStatement(conn), hub, False))
         except _NeedsSnapshot:
             return False, None
-        except psycopg.DataError as exc:
-            raise _unstorable(exc) from None
+        except _REFUSED as exc:
+            raise self._refused(exc) from None
         except psycopg.OperationalError:
             self._drop_loop_conn()
             self._loop_conn_retry_at = time.monotonic() + RECONNECT_ATTEMPT
             return False, None
         finally:
             self._loop_conn_busy = False
+
+    def _refused(self, exc: psycopg.DataError | psycopg.errors.DiskFull) -> Exception:
+        """The one translation of a statement the server refused (its transaction rolled back, nothing kept).
+
+        A value PostgreSQL cannot hold (a NUL in text, a number out of range) is the caller's input:
+        INVALID_ARGUMENT. A full disk under the database (DiskFull, SQLSTATE 53100: a table or index could not grow)
+        is :class:`StoreFull`, RESOURCE_EXHAUSTED; the next call after space is freed simply succeeds, so the log
+        says what to do once, not once per call (a full WAL volume is not this: PostgreSQL stops, an outage)."""
+        if isinstance(exc, psycopg.DataError):
+            return ValueError(f"a value the PostgreSQL store cannot hold: {_reason(exc)}")
+        now = time.monotonic()
+        if now >= self._full_logged_at + FULL_LOG_SECONDS:
+            self._full_logged_at = now
+            log.error(
+                "the disk holding the PostgreSQL database %s is full (%s): changes are rolled back and their callers "
+                "told RESOURCE_EXHAUSTED; free space on the database server's data volume (or grow it), the sidecar "
+                "resumes by itself",
+                self.safe_url,
+                _reason(exc),
+            )
+        return StoreFull(
+            f"the disk holding the database is full ({_reason(exc)}); nothing was changed, retry once space is freed"
+        )
 
     def _open_loop_conn(self) -> None:
         """On a thread: the event loop's read connection. A read never waits on a lock and is one statement, so
@@ -932,6 +961,9 @@ class PostgresStore(Store):
                     raise
                 log.debug("transaction retried after %s (attempt %d)", type(exc).__name__, attempt)
                 time.sleep(random.uniform(0, 0.002 * attempt))
+            except _REFUSED as exc:  # before OperationalError, which DiskFull is
+                _rollback(conn)
+                raise self._refused(exc) from None
             except psycopg.OperationalError as exc:
                 if committing and write:
                     raise StoreUnavailable(
@@ -941,9 +973,6 @@ class PostgresStore(Store):
                 if time.monotonic() > give_up:
                     raise StoreUnavailable(f"the database is unavailable ({self.safe_url}): {_reason(exc)}") from None
                 time.sleep(min(0.05 * attempt, 0.5))
-            except psycopg.DataError as exc:
-                _rollback(conn)
-                raise _unstorable(exc) from None
             except BaseException:
                 _rollback(conn)
                 raise
@@ -1020,11 +1049,6 @@ def _rollback(conn: psycopg.Connection) -> None:
         conn.execute("ROLLBACK")
     except psycopg.Error:
         pass  # a broken connection: the pool discards it
-
-
-def _unstorable(exc: psycopg.DataError) -> ValueError:
-    """A value PostgreSQL cannot hold (a NUL in text, a number out of range): the caller's input, INVALID_ARGUMENT."""
-    return ValueError(f"a value the PostgreSQL store cannot hold: {_reason(exc)}")
 
 
 def _reason(exc: BaseException) -> str:
