@@ -228,10 +228,25 @@ class _Tx(StoreTx):
         self.hub = hub
         self.write = write
         self.changed: set[str] = set()
-        self.work: set[WorkKind] = set()
+        # Work this transaction made available and did not lease itself (the core leases what a transition makes
+        # to a stream in the same transaction): what another replica's streams need to hear of. Work leased here is
+        # held, so a peer woken for it would only scan queues for nothing.
+        self._unleased: set[tuple[WorkKind, str]] = set()
 
     def _q(self, sql: str, *args: Any) -> psycopg.Cursor[Any]:
         return self.c.execute(sql, (self.hub, *args))
+
+    @property
+    def work(self) -> set[WorkKind]:
+        """The kinds of work this transaction left available to any stream."""
+        return {kind for kind, _ in self._unleased}
+
+    def _made(self, kind: WorkKind, key: str, leased: bool = False) -> None:
+        """``key``'s work of ``kind`` is available now, or (``leased``) held by a lease at this point."""
+        if leased:
+            self._unleased.discard((kind, key))
+        else:
+            self._unleased.add((kind, key))
 
     def _lock_key(self, kind: str, key: str) -> None:
         """Serialise with every other transaction about ``key`` even when no row exists to lock."""
@@ -278,7 +293,7 @@ class _Tx(StoreTx):
         )
         if row.lease_token is None:  # taking a lease changes nothing another replica waits for
             self.changed.add(row.instance_id)
-            self.work.add(WorkKind.ORCHESTRATION)
+        self._made(WorkKind.ORCHESTRATION, row.instance_id, leased=row.lease_token is not None)
 
     def delete_instance(self, instance_id: str) -> None:
         self._q(
@@ -381,7 +396,7 @@ class _Tx(StoreTx):
             visible_at,
             event.SerializeToString(),
         )
-        self.work.add(WorkKind.ORCHESTRATION)
+        self._made(WorkKind.ORCHESTRATION, instance_id)
 
     def get_inbox(
         self, instance_id: str, now: float | None = None, ids: Sequence[int] | None = None
@@ -448,7 +463,7 @@ class _Tx(StoreTx):
         ).fetchone()
         assert r is not None
         row.id = r[0]
-        self.work.add(WorkKind.ACTIVITY)
+        self._made(WorkKind.ACTIVITY, str(row.id))
 
     def available_activities(self, now: float, limit: int) -> list[ActivityRow]:
         lock = " FOR UPDATE SKIP LOCKED" if self.write else ""
@@ -471,8 +486,7 @@ class _Tx(StoreTx):
             "UPDATE activities SET lease_token=%s, lease_owner=%s, lease_until=%s WHERE hub=%s AND id=%s",
             (row.lease_token, row.lease_owner, row.lease_until, self.hub, row.id),
         )
-        if row.lease_token is None:
-            self.work.add(WorkKind.ACTIVITY)
+        self._made(WorkKind.ACTIVITY, str(row.id), leased=row.lease_token is not None)
 
     def delete_activity(self, activity_id: int) -> None:
         self._q("DELETE FROM activities WHERE hub=%s AND id=%s", activity_id)
@@ -499,12 +513,11 @@ class _Tx(StoreTx):
             row.lease_until,
             row.leased_inbox or None,
         )
-        if row.lease_token is None:
-            self.work.add(WorkKind.ENTITY)
+        self._made(WorkKind.ENTITY, row.entity_id, leased=row.lease_token is not None)
 
     def delete_entity(self, entity_id: str) -> None:
         self._q("DELETE FROM entities WHERE hub=%s AND entity_id=%s", entity_id)
-        self.work.add(WorkKind.ENTITY)
+        self._made(WorkKind.ENTITY, entity_id)
 
     def query_entities(
         self, prefix: str | None, modified_from: float | None, modified_to: float | None, after: str | None, limit: int
@@ -535,7 +548,7 @@ class _Tx(StoreTx):
             visible_at,
             event.SerializeToString(),
         )
-        self.work.add(WorkKind.ENTITY)
+        self._made(WorkKind.ENTITY, entity_id)
 
     def get_entity_messages(
         self, entity_id: str, now: float | None = None, ids: Sequence[int] | None = None
