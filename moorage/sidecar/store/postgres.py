@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -67,6 +68,12 @@ OUTAGE_RETRY_SECONDS = 3.0  # how long a transition retries on broken connection
 # one) keeps a long outage from delaying the recovery by minutes.
 RECONNECT_ATTEMPT = 5.0
 LOOP_READ_TIMEOUT = 2.0  # a read on the event loop's own connection gives up after this (server or network hung)
+# Reads on the event loop (``PostgresStore(loop_reads=True)``) hold every other call of the sidecar for their round
+# trip, one after another: off by default (bench/pg_loop_reads.py: with 50 concurrent readers the loop woke 12-85 ms
+# late instead of about 1 ms, even on loopback). When on, one that takes longer than the budget (a remote server, a
+# busy one) sends reads to the pool's threads for a pause, then the loop is tried again.
+LOOP_READ_BUDGET = 0.001
+LOOP_READ_PAUSE = 30.0
 HEARTBEAT_SECONDS = 2.0  # how often each listener says "I am here" on the channel
 PEER_TIMEOUT = 10.0  # silence from every other replica for this long: alone, change notifications stop
 
@@ -791,9 +798,10 @@ class PostgresStore(Store):
 
     ``url`` is a libpq connection URI (``postgresql://user@host:5432/db?sslmode=require``); a password is best
     given by ``PGPASSWORD`` or a password file (``PGPASSFILE``), which libpq reads, rather than in the URL. The
-    schema is migrated on open."""
+    schema is migrated on open. ``loop_reads`` runs one-statement reads on the event loop (see
+    ``LOOP_READ_BUDGET``): less CPU per read, but each holds the loop for its round trip."""
 
-    def __init__(self, url: str, pool_size: int = 8) -> None:
+    def __init__(self, url: str, pool_size: int = 8, loop_reads: bool = False) -> None:
         self.url = url
         self.safe_url = redact_url(url)
         self.process_id = uuid.uuid4().hex[:16]
@@ -805,6 +813,9 @@ class PostgresStore(Store):
         self._loop_conn: psycopg.Connection | None = None  # one-statement reads, on the event loop
         self._loop_conn_busy = False  # in use, or being opened (on a thread: a connect never blocks the loop)
         self._loop_conn_retry_at = 0.0
+        self._loop_budget = LOOP_READ_BUDGET
+        # monotonic: until then reads use the pool (loop reads off, or one on the loop was too slow)
+        self._loop_reads_from = 0.0 if loop_reads else math.inf
         self._full_logged_at = -FULL_LOG_SECONDS  # when the last "disk full" line was logged (monotonic)
         try:
             with psycopg.connect(
@@ -849,7 +860,7 @@ class PostgresStore(Store):
         if self._closed:
             raise RuntimeError("the store is closed")
         self._hubs.add(hub)
-        if not self._loop_conn_busy:
+        if not self._loop_conn_busy and time.monotonic() >= self._loop_reads_from:
             if self._loop_conn is not None:
                 done, result = self._read_on_loop(self._loop_conn, hub, fn)
                 if done:
@@ -864,6 +875,7 @@ class PostgresStore(Store):
         back, which costs more CPU than the statement. ``(False, None)`` when it must go the usual way (a second
         statement, a broken connection): the pool's path then runs it from the start, retries and all."""
         self._loop_conn_busy = True
+        started = time.monotonic()
         try:
             return True, fn(_Tx(_OneStatement(conn), hub, False))
         except _NeedsSnapshot:
@@ -876,6 +888,13 @@ class PostgresStore(Store):
             return False, None
         finally:
             self._loop_conn_busy = False
+            if time.monotonic() - started > self._loop_budget:
+                self._loop_reads_from = time.monotonic() + LOOP_READ_PAUSE
+                log.debug(
+                    "a read on the event loop took longer than %g ms: reads use the pool for %g s",
+                    self._loop_budget * 1000,
+                    LOOP_READ_PAUSE,
+                )
 
     def _refused(self, exc: psycopg.DataError | psycopg.errors.DiskFull) -> Exception:
         """The one translation of a statement the server refused (its transaction rolled back, nothing kept).

@@ -307,3 +307,46 @@ def test_work_leased_in_the_transaction_that_made_it_is_not_announced(monkeypatc
             await a.close()
 
     asyncio.run(body())
+
+
+@pytest.mark.postgresql
+def test_reads_on_the_event_loop_are_opt_in_and_give_way_when_slow(monkeypatch) -> None:
+    """Off by default (each holds the loop for its round trip). With ``loop_reads=True`` a one-statement read runs
+    on the loop's own connection, a value PostgreSQL cannot hold is still INVALID_ARGUMENT there, and a read slower
+    than the budget sends the next ones to the pool for a pause."""
+    import asyncio
+    import time
+
+    from moorage.sidecar import engine
+    from moorage.sidecar.store.postgres import PostgresStore
+
+    server = shared_server()
+    monkeypatch.setenv("PGPASSWORD", server.password)
+    url = server.create_database()
+
+    async def body() -> None:
+        off, on = PostgresStore(url, pool_size=2), PostgresStore(url, pool_size=2, loop_reads=True)
+        try:
+            await on.run("h", lambda tx: engine.create_instance(tx, engine.Effects(), instance_id="o", name="orch",
+                                                                input=None))
+            for _ in range(3):
+                assert (await off.read("h", lambda tx: tx.get_instance("o"))) is not None
+            assert off._loop_conn is None
+            deadline = time.monotonic() + 10
+            while on._loop_conn is None:  # the first read opens the loop's connection on a thread
+                assert (await on.read("h", lambda tx: tx.get_instance("o"))) is not None
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            on._loop_budget = 60.0
+            assert (await on.read("h", lambda tx: tx.get_instance("o"))).instance_id == "o"
+            with pytest.raises(ValueError, match="cannot hold"):
+                await on.read("h", lambda tx: tx.get_instance("o\x00"))
+            assert on._loop_reads_from <= time.monotonic()  # fast reads keep the loop
+            on._loop_budget = 0.0  # every read is "slow" now
+            await on.read("h", lambda tx: tx.get_instance("o"))
+            assert on._loop_reads_from > time.monotonic() + 10  # the pool's, for a pause
+        finally:
+            await off.close()
+            await on.close()
+
+    asyncio.run(body())
