@@ -87,7 +87,8 @@ async def _measure(store, mode: str, ids: list[str], readers: int, seconds: floa
         nonlocal reads
         i = k
         while time.monotonic() < stop:
-            await store.read(HUB, lambda tx, iid=ids[i % len(ids)]: tx.get_instance(iid))
+            iid = ids[i % len(ids)]
+            await store.read(HUB, lambda tx, iid=iid: tx.get_instance(iid))
             reads += 1
             i += readers
             await asyncio.sleep(0)  # as a gRPC call does after its one read: a read done on the loop never yields
@@ -123,10 +124,9 @@ async def _measure(store, mode: str, ids: list[str], readers: int, seconds: floa
 
 async def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.kit.postgres import PostgresServer
-
     from moorage.sidecar import engine
     from moorage.sidecar.store.postgres import PostgresStore
+    from tests.kit.postgres import PostgresServer
 
     rtts = os.environ.get("BENCH_PG_RTT_MS", "direct,0,1").split(",")  # "direct": no proxy
     readers = int(os.environ.get("BENCH_PG_READERS", "50"))
