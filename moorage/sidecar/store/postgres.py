@@ -69,7 +69,7 @@ OUTAGE_RETRY_SECONDS = 3.0  # how long a transition retries on broken connection
 RECONNECT_ATTEMPT = 5.0
 LOOP_READ_TIMEOUT = 2.0  # a read on the event loop's own connection gives up after this (server or network hung)
 # Reads on the event loop (``PostgresStore(loop_reads=True)``) hold every other call of the sidecar for their round
-# trip, one after another: off by default (bench/pg_loop_reads.py: with 50 concurrent readers the loop woke 12-85 ms
+# trip, one after another: off by default (bench/pg_loop_reads.py: with 50 concurrent readers the loop woke 54-73 ms
 # late instead of about 1 ms, even on loopback). When on, one that takes longer than the budget (a remote server, a
 # busy one) sends reads to the pool's threads for a pause, then the loop is tried again.
 LOOP_READ_BUDGET = 0.001
