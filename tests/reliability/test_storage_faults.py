@@ -447,17 +447,23 @@ def test_postgresql_wal_volume_full_panics_it_and_the_sidecar_rides_it_out(tmp_p
                 filler = volumes.fill(wal)
                 refused = _start_until_refused(c, "full", acked)
                 assert refused.code() == grpc.StatusCode.UNAVAILABLE, (refused.code(), refused.details())
-                wait_until(lambda: not server.is_running(), timeout=60, message="PostgreSQL stopped after its PANIC")
-                assert "PANIC" in server.log_path.read_text(errors="replace"), server.log_tail()
-                with pytest.raises(grpc.RpcError) as caught:
-                    c.get_orchestration_state("first")
-                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-                assert "database is unavailable" in (caught.value.details() or "")
+                wait_until(lambda: "PANIC" in server.log_path.read_text(errors="replace"), timeout=30,
+                           message=lambda: f"no PANIC in PostgreSQL's log:\n{server.log_tail()}")
+                try:  # its crash recovery needs a new WAL segment too, so it shuts down
+                    wait_until(lambda: not server.is_running(), timeout=30)
+                except AssertionError:
+                    pass  # it found a preallocated segment and runs again: the writes were refused all the same
+                if not server.is_running():
+                    with pytest.raises(grpc.RpcError) as caught:
+                        c.get_orchestration_state("first")
+                    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+                    assert "database is unavailable" in (caught.value.details() or "")
                 time.sleep(4)
                 assert sc.is_running() and worker.is_running()
 
                 filler.unlink()  # space freed, the database started again: the same sidecar serves
-                server.start()
+                if not server.is_running():
+                    server.start()
                 wait_until(lambda: _starts(c, "after"), timeout=60, message="the sidecar serves again")
                 acked["after"] = 8
                 _all_complete(c, acked)
