@@ -118,7 +118,9 @@ class Chaos:
         if store == "postgresql":  # a database of its own on the kit's PostgreSQL server (a real one, on a free port)
             from kit.postgres import PostgresServer, shared_server
 
-            server = self.pg = PostgresServer() if db_outages else shared_server()
+            # only a server of the run's own is stopped (and closed at the end): the shared one serves other tests
+            server = PostgresServer() if db_outages else shared_server()
+            self.pg = server if db_outages else None
             store_url, store_env = server.create_database(), server.env
         elif store != "sqlite":
             raise ValueError(f"store must be 'sqlite' or 'postgresql', not {store!r}")
