@@ -11,6 +11,26 @@ several replicas behave as the SQLite store's one-at-a-time transactions:
   work item is never handed to two streams, and leasing never waits;
 - deadlocks and serialization failures are retried with the whole transition.
 
+Lock order, the one rule every transition keeps so that two of them never wait on each other's rows: **the hub's
+critical-section lock first, then the row the transition is about, then what it changes besides — and an instance
+that only gets an event is read, not locked.** In full:
+
+1. the hub's critical-section lock (``lock_critical_sections``, an advisory lock per hub), taken before any row by
+   every transition that may add, grant or release an entity lock: an orchestration's completion with a lock or
+   unlock message or ending inside a critical section (``in_critical_section``, read without locking), and the
+   clean-up that frees orphaned locks. Lock requests and ``locked_by`` change only under it, so the requests
+   themselves are read unlocked;
+2. the transition's own row: the leased instance, entity or activity named by a completion token, or the instance
+   a client call names;
+3. the rows it changes besides: entity rows (an unlock, a grant: only under 1), child instances (parent before
+   child), the instance an activity's result goes to. An instance that only gets an event (a reply, a lock grant,
+   a parent told of its child's end, a sent event) is read with ``peek_instance`` and not locked: waiting for its
+   own transition, which may hold entity rows, is the inversion this order exists to prevent.
+
+Leasing and lease renewal never wait (``SKIP LOCKED``, try-locks), so they stand outside the order. What still
+goes against it is rare and left to deadlock detection and the retry: an orchestration terminating an unrelated
+one, an entity starting an orchestration whose id is live, a purge racing an activity's result.
+
 Concurrent commits share WAL flushes in the server (PostgreSQL's own group commit), so there is no batching here.
 After a commit, ``NOTIFY`` tells the other replicas what changed; a listening connection turns their notifications
 into ``Change``s for this process's waiters and streams. Each listener also announces itself every
@@ -270,6 +290,10 @@ class _Tx(StoreTx):
         if r is None and self.write:
             self._lock_key("i", instance_id)  # whoever creates it meanwhile has committed once this returns
             r = self._q(sql, instance_id).fetchone()
+        return _instance(r) if r else None
+
+    def peek_instance(self, instance_id: str) -> InstanceRow | None:
+        r = self._q(f"SELECT {_I} FROM instances WHERE hub=%s AND instance_id=%s", instance_id).fetchone()
         return _instance(r) if r else None
 
     def put_instance(self, row: InstanceRow) -> None:
@@ -656,6 +680,21 @@ class _Tx(StoreTx):
         return _entity(r) if r else None
 
     # -- critical sections
+    def lock_critical_sections(self) -> None:
+        if self.write:
+            self._lock_key("l", "")  # one per hub; re-taking it in the same transaction returns at once
+
+    def in_critical_section(self, instance_id: str) -> bool:
+        # one statement, one snapshot, no lock (it runs before the hub's critical-section lock is taken)
+        r = self._q(
+            "SELECT EXISTS (SELECT 1 FROM lock_requests WHERE hub=%s AND parent_instance_id=%s) "
+            "OR EXISTS (SELECT 1 FROM entities WHERE hub=%s AND locked_by_instance=%s)",
+            instance_id,
+            self.hub,
+            instance_id,
+        ).fetchone()
+        return bool(r and r[0])
+
     def add_lock_request(self, req: LockRequest) -> None:
         r = self._q(
             "INSERT INTO lock_requests (hub, critical_section_id, parent_instance_id, lock_set) "
@@ -668,11 +707,10 @@ class _Tx(StoreTx):
         req.id = r[0]
 
     def lock_requests(self) -> list[LockRequest]:
-        # Granting is decided on the entities' rows, which the granting transaction locks; locking the requests
-        # too keeps two replicas from granting the same request.
+        # Not locked: every transaction that adds, grants or deletes a request holds the hub's critical-section
+        # lock (``lock_critical_sections``), so no two replicas grant the same request.
         rows = self._q(
-            "SELECT id, critical_section_id, parent_instance_id, lock_set FROM lock_requests "
-            f"WHERE hub=%s ORDER BY id{self._for_update}"
+            "SELECT id, critical_section_id, parent_instance_id, lock_set FROM lock_requests WHERE hub=%s ORDER BY id"
         )
         return [
             LockRequest(id=r[0], critical_section_id=r[1], parent_instance_id=r[2], lock_set=list(r[3])) for r in rows
