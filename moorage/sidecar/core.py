@@ -555,6 +555,7 @@ class SidecarCore:
         """Live streams keep their leases; a dead worker's leases lapse after ``lease_seconds``."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+        failing: set[str] = set()  # hubs whose renewal failed last time: an outage is said once, not every round
         while not self._stopping.is_set():
             for h in self._hubs.values():
                 owners = list(h.streams)
@@ -564,8 +565,11 @@ class SidecarCore:
                         await self._store.run(
                             h.name, functools.partial(_renew, owners=owners, until=until), durable=False
                         )
+                        failing.discard(h.name)
                     except StoreUnavailable as exc:  # an outage: the leases may lapse, the work goes out again
-                        log.warning("lease renewal failed hub=%s: %s", h.name, exc)
+                        level = logging.DEBUG if h.name in failing else logging.WARNING
+                        log.log(level, "lease renewal failed hub=%s: %s", h.name, exc)
+                        failing.add(h.name)
                     except Exception:
                         log.exception("lease renewal failed hub=%s", h.name)
             try:

@@ -53,7 +53,8 @@ def test_sidecar_rides_out_a_database_outage(server, sidecar_factory, make_worke
             client.schedule_new_orchestration(two_hops, input=5, instance_id=uid("during"))
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert sc.is_running(), "the sidecar died with its database"
-        time.sleep(15)  # longer than a reconnect attempt: the pool must not back off past the recovery
+        time.sleep(15)  # longer than a reconnect attempt: the pool must not back off past the recovery; the worker's
+        # stream and the lease renewals keep trying meanwhile
         assert sc.is_running()
 
         server.start()
@@ -66,7 +67,21 @@ def test_sidecar_rides_out_a_database_outage(server, sidecar_factory, make_worke
         assert sc.is_running()
     finally:
         client.close()
-    assert server.password not in sc.stderr_tail(100000)
+    log = sc.stderr_tail(100000)
+    assert server.password not in log
+    assert "Traceback" not in log, log[-5000:]
+    # Said once, with what to do, not once per attempt of the driver (sixty lines of psycopg warnings in ten
+    # seconds before): at most a few lines at WARNING or above for the whole outage, each from Moorage.
+    loud = [line for line in log.splitlines() if " level=WARNING " in line or " level=ERROR " in line]
+    loud = [line for line in loud if "logger=moorage.security" not in line]  # the loopback-only notice at start
+    assert len(loud) <= 4, "\n".join(loud)
+    assert all("logger=moorage." in line for line in loud), "\n".join(loud)
+    told = [line for line in loud if "level=ERROR" in line and "is unreachable" in line]
+    assert 1 <= len(told) <= 2, "\n".join(loud)  # repeated at most every 30 s: the outage lasts about 25
+    assert f"127.0.0.1:{server.port}" in told[0] and "check that the server is running" in told[0], told[0]
+    assert "resumes by itself" in told[0], told[0]
+    back = [line for line in log.splitlines() if "level=INFO" in line and "is reachable again" in line]
+    assert len(back) == 1, log[-5000:]
 
 
 def _answers(client, iid: str) -> bool:

@@ -105,6 +105,58 @@ _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailu
 # DiskFull (SQLSTATE 53100) is an OperationalError to psycopg: it must be caught before the outage handling.
 _REFUSED = (psycopg.DataError, psycopg.errors.DiskFull)
 FULL_LOG_SECONDS = 30.0  # while the disk stays full, its log line is repeated at most this often
+OUTAGE_LOG_SECONDS = 30.0  # while the database stays unreachable, its log line is repeated at most this often
+
+
+class _DriverChatter(logging.Filter):
+    """Demotes to DEBUG what psycopg and its pool log once per attempt while the server is unreachable: each
+    failed connect, each discarded broken connection, each pipeline ended on a lost connection. An outage is said
+    once by :meth:`PostgresStore._unreachable`, with what to do; without this, ten seconds of one filled the log
+    with sixty lines of warnings. Any other record of theirs (a connection returned inside a transaction: a bug
+    here) passes unchanged."""
+
+    POOL = frozenset(
+        {
+            "error connecting in %r: %s",
+            "reconnection attempt in pool %r failed after %s sec",
+            "discarding closed connection: %s",
+            "discarding broken connection: %s",
+        }
+    )
+    LOST = frozenset({"error ignored terminating %r: %s", "error ignored exiting %r: %s"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._connect_errors: dict[str, tuple[float, str]] = {}  # pool name: when, the last failed connect's reason
+
+    def connect_error(self, pool: str, within: float) -> str | None:
+        """Why the pool's last connect failed, if one did in the last ``within`` seconds: what a caller told "no
+        connection" needs to hear (the server refused, too many clients...) rather than "the pool was busy"."""
+        seen = self._connect_errors.get(pool)
+        return seen[1] if seen is not None and time.monotonic() - seen[0] <= within else None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.msg == "error connecting in %r: %s" and isinstance(args, tuple) and len(args) == 2:
+            error = args[1]
+            reason = _reason(error) if isinstance(error, BaseException) else str(error)
+            self._connect_errors[str(args[0])] = (time.monotonic(), reason)
+        chatter = record.msg in self.POOL or (
+            record.msg in self.LOST
+            and isinstance(record.args, tuple)
+            and len(record.args) == 2
+            and isinstance(record.args[1], psycopg.OperationalError)
+        )
+        if not chatter:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+_CHATTER = _DriverChatter()
+for _name in ("psycopg", "psycopg.pool"):  # a logger's filters see only its own records, not its children's
+    if _CHATTER not in logging.getLogger(_name).filters:
+        logging.getLogger(_name).addFilter(_CHATTER)
 
 _INSTANCE_COLS = (
     "instance_id",
@@ -855,6 +907,10 @@ class PostgresStore(Store):
         # monotonic: until then reads use the pool (loop reads off, or one on the loop was too slow)
         self._loop_reads_from = 0.0 if loop_reads else math.inf
         self._full_logged_at = -FULL_LOG_SECONDS  # when the last "disk full" line was logged (monotonic)
+        self._outage_lock = threading.Lock()
+        self._down_since: float | None = None  # monotonic: when the current outage was first seen
+        self._outage_logged_at = -OUTAGE_LOG_SECONDS  # when the last "unreachable" line was logged (monotonic)
+        self._outage_told = False  # the current outage was logged: its end is logged too
         try:
             with psycopg.connect(
                 self._conninfo, autocommit=True, connect_timeout=10, application_name="moorage-migrate"
@@ -867,7 +923,7 @@ class PostgresStore(Store):
             min_size=1,
             max_size=pool_size,
             open=False,
-            name="moorage",
+            name=f"moorage-{self.process_id[:8]}",  # its connect errors are told apart from another store's
             timeout=CONNECT_WAIT,
             reconnect_timeout=RECONNECT_ATTEMPT,
             kwargs={
@@ -995,6 +1051,9 @@ class PostgresStore(Store):
             try:
                 conn = self._pool.getconn()
             except PoolTimeout:
+                refused = _CHATTER.connect_error(self._pool.name, CONNECT_WAIT + RECONNECT_ATTEMPT)
+                if refused is not None:  # else every connection was busy: a load, not an outage
+                    self._unreachable(refused)
                 raise StoreUnavailable(
                     f"the database is unavailable ({self.safe_url}): no connection within {CONNECT_WAIT:g} s"
                 ) from None
@@ -1002,7 +1061,9 @@ class PostgresStore(Store):
             try:
                 if not write and attempt == 1:  # most reads are one statement: try it without a transaction
                     try:
-                        return fn(_Tx(_OneStatement(conn), hub, False))
+                        result = fn(_Tx(_OneStatement(conn), hub, False))
+                        self._reachable()
+                        return result
                     except _NeedsSnapshot:
                         pass
                 # One pipeline for the whole transaction: statements whose results nobody reads yet (BEGIN,
@@ -1024,6 +1085,7 @@ class PostgresStore(Store):
                         # commit. A crash between the two loses only the wake-up (the fallback looks again).
                         for payload in _payloads(self.process_id, hub, tx.changed, tx.work):
                             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                self._reachable()
                 return result
             except _RETRYABLE as exc:
                 _rollback(conn)
@@ -1041,6 +1103,7 @@ class PostgresStore(Store):
                         f"unknown, retry the call ({_reason(exc)})"
                     ) from None
                 if time.monotonic() > give_up:
+                    self._unreachable(_reason(exc))
                     raise StoreUnavailable(f"the database is unavailable ({self.safe_url}): {_reason(exc)}") from None
                 time.sleep(min(0.05 * attempt, 0.5))
             except BaseException:
@@ -1048,6 +1111,38 @@ class PostgresStore(Store):
                 raise
             finally:
                 self._pool.putconn(conn)
+
+    def _unreachable(self, reason: str) -> None:
+        """The one log line of an outage, from any thread that met it: an ERROR saying what to do, repeated at most
+        every ``OUTAGE_LOG_SECONDS`` while it lasts (each call in the meantime answers UNAVAILABLE on its own)."""
+        now = time.monotonic()
+        with self._outage_lock:
+            if self._down_since is None:
+                self._down_since = now
+            if now < self._outage_logged_at + OUTAGE_LOG_SECONDS:
+                return
+            self._outage_logged_at, self._outage_told = now, True
+            down = now - self._down_since
+        log.error(
+            "the PostgreSQL database %s is unreachable%s (%s): calls answer UNAVAILABLE and workers are asked to "
+            "reconnect; check that the server is running and reachable from this host at that host and port (its "
+            "log, the network, its max_connections), the sidecar resumes by itself once it answers",
+            self.safe_url,
+            f" for {down:.0f} s" if down >= 1 else "",
+            reason,
+        )
+
+    def _reachable(self) -> None:
+        """A statement succeeded: the outage, if any, is over (one INFO line if its start was logged)."""
+        if self._down_since is None:  # the usual case, without the lock
+            return
+        with self._outage_lock:
+            since, told = self._down_since, self._outage_told
+            self._down_since, self._outage_told = None, False
+        if since is not None and told:
+            log.info(
+                "the PostgreSQL database %s is reachable again after %.0f s", self.safe_url, time.monotonic() - since
+            )
 
     # -- change notifications --------------------------------------------------------------------------------------
 
@@ -1069,8 +1164,9 @@ class PostgresStore(Store):
                     conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, hello))
                     said = time.monotonic()
                     self._listening.set()
+                    self._reachable()
                     if connected_before:
-                        log.info("change notifications resumed url=%s", self.safe_url)
+                        log.debug("change notifications resumed url=%s", self.safe_url)
                         self._post_everything()
                     connected_before, backoff = True, 0.1
                     while not self._closed:
@@ -1082,7 +1178,12 @@ class PostgresStore(Store):
             except psycopg.Error as exc:
                 if self._closed:
                     return
-                log.warning("change notifications interrupted url=%s: %s", self.safe_url, _reason(exc))
+                if not isinstance(exc, psycopg.OperationalError):  # not the server going away: say it each time
+                    log.warning("change notifications interrupted url=%s: %s", self.safe_url, _reason(exc))
+                elif backoff > 0.1:  # a reconnect failed too: an outage
+                    self._unreachable(_reason(exc))
+                else:  # the connection was lost: a reconnect follows at once
+                    log.debug("change notifications interrupted url=%s: %s", self.safe_url, _reason(exc))
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
