@@ -1113,7 +1113,17 @@ def clean_entities(tx: StoreTx, fx: Effects, remove_empty: bool, release_orphane
         tx.lock_critical_sections()
     while True:
         page = tx.query_entities(None, None, None, after, 500)
-        for ent in page:
+        for seen in page:
+            # The page is read unlocked; an entity it may change is read again locked (``get_entity``, after the
+            # critical-section lock), or a signal or a lease that committed in between would be written over.
+            if not (
+                (release_orphaned and seen.locked_by_instance)
+                or (remove_empty and seen.state is None and seen.locked_by is None and seen.lease_token is None)
+            ):
+                continue
+            ent = tx.get_entity(seen.entity_id)
+            if ent is None:
+                continue
             if release_orphaned and ent.locked_by_instance:
                 owner = tx.peek_instance(ent.locked_by_instance)
                 if owner is None or owner.status in TERMINAL_STATUSES:
