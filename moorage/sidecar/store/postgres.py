@@ -1110,6 +1110,7 @@ class PostgresStore(Store):
                 _rollback(conn)
                 raise
             finally:
+                _close_if_in_pipeline(conn)
                 self._pool.putconn(conn)
 
     def _unreachable(self, reason: str) -> None:
@@ -1215,7 +1216,21 @@ class PostgresStore(Store):
         self._listener.join(timeout=5)
 
 
+def _close_if_in_pipeline(conn: psycopg.Connection) -> bool:
+    """Close a connection its pipeline could not leave: psycopg only warns when exiting pipeline mode fails after
+    an error in the block ("cannot exit pipeline mode while busy", a server going away mid-transaction), and the
+    pool checks the transaction status only, so it would hand the connection out again still in pipeline mode,
+    where the next statement fails or waits for a Sync that never comes. Closed, the pool replaces it."""
+    if conn.closed or conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF:
+        return False
+    log.debug("closing a connection left in pipeline mode")
+    conn.close()
+    return True
+
+
 def _rollback(conn: psycopg.Connection) -> None:
+    if _close_if_in_pipeline(conn):
+        return  # closed: the server rolls its transaction back
     try:
         conn.execute("ROLLBACK")
     except psycopg.Error:
