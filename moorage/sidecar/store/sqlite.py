@@ -146,189 +146,20 @@ def create_schema(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE {table} ADD COLUMN trace_context BLOB")
 
 
-class _RowCache:
-    """Copies of the instance rows, histories and entity rows that the writer connection's transactions last read
-    or wrote, so that a transition does not read back what the one before it just wrote (a work item's completion
-    re-reads the instance its lease wrote, the next lease re-reads the history the completion appended).
-
-    Write-through: every write of those rows on the writer connection goes to the database and here alike, so an
-    entry is what that connection's open transaction would read. What could make it wrong is undone where it
-    happens: a transition that fails evicts every key it touched (its SAVEPOINT rolled back, so the rows are again
-    what the database holds, read on the next miss), a batch whose commit fails empties the cache, and a commit by
-    any other connection (another process on the file, ``moorage store copy``) changes ``PRAGMA data_version``,
-    which each batch checks first and, when it moved, empties the cache. Only the writer's transactions use it;
-    the reader connection serves acknowledged state from the file. SQLite only: PostgreSQL replicas share the
-    database, and this validation (one writer connection, one version counter) has no equivalent there.
-
-    Rows are copied in and out (the engine mutates the rows it is handed); it holds at most ``ROWS`` rows of each
-    kind and ``HISTORY_BYTES`` of history, oldest dropped first, and a finished instance's history not at all."""
-
-    ROWS = 10_000
-    HISTORY_BYTES = 32 << 20
-
-    def __init__(self) -> None:
-        self.instances: dict[tuple[str, str], InstanceRow] = {}
-        self.instance_tokens: dict[tuple[str, str], str] = {}  # (hub, lease token) -> instance id
-        self.histories: dict[tuple[str, str], list[bytes]] = {}
-        self.history_bytes = 0
-        self.entities: dict[tuple[str, str], EntityRow] = {}
-        self.entity_tokens: dict[tuple[str, str], str] = {}
-        self.data_version: int | None = None
-
-    def clear(self) -> None:
-        self.instances.clear()
-        self.instance_tokens.clear()
-        self.histories.clear()
-        self.history_bytes = 0
-        self.entities.clear()
-        self.entity_tokens.clear()
-
-    # -- instances
-    def instance(self, hub: str, instance_id: str) -> InstanceRow | None:
-        row = self.instances.get((hub, instance_id))
-        return _copy_instance(row) if row is not None else None
-
-    def leased_instance(self, hub: str, token: str) -> InstanceRow | None:
-        instance_id = self.instance_tokens.get((hub, token))
-        row = self.instances.get((hub, instance_id)) if instance_id is not None else None
-        return _copy_instance(row) if row is not None and row.lease_token == token else None
-
-    def put_instance(self, hub: str, row: InstanceRow) -> None:
-        key = (hub, row.instance_id)
-        old = self.instances.pop(key, None)
-        if old is not None and old.lease_token is not None:
-            self.instance_tokens.pop((hub, old.lease_token), None)
-        self.instances[key] = _copy_instance(row)
-        if row.lease_token is not None:
-            self.instance_tokens[(hub, row.lease_token)] = row.instance_id
-        if row.status in TERMINAL_STATUSES:
-            self.drop_history(hub, row.instance_id)
-        while len(self.instances) > self.ROWS:
-            self.evict_instance(*next(iter(self.instances)))
-
-    def evict_instance(self, hub: str, instance_id: str) -> None:
-        old = self.instances.pop((hub, instance_id), None)
-        if old is not None and old.lease_token is not None:
-            self.instance_tokens.pop((hub, old.lease_token), None)
-        self.drop_history(hub, instance_id)
-
-    # -- histories
-    def history(self, hub: str, instance_id: str) -> list[bytes] | None:
-        events = self.histories.get((hub, instance_id))
-        return list(events) if events is not None else None
-
-    def set_history(self, hub: str, instance_id: str, events: list[bytes]) -> None:
-        self.drop_history(hub, instance_id)
-        self.histories[(hub, instance_id)] = events
-        self.history_bytes += sum(len(e) for e in events)
-        while self.history_bytes > self.HISTORY_BYTES or len(self.histories) > self.ROWS:
-            self.drop_history(*next(iter(self.histories)))
-
-    def extend_history(self, hub: str, instance_id: str, events: list[bytes]) -> None:
-        cached = self.histories.get((hub, instance_id))
-        if cached is not None:  # an uncached history stays so: only a full read knows what came before
-            cached.extend(events)
-            self.history_bytes += sum(len(e) for e in events)
-
-    def drop_history(self, hub: str, instance_id: str) -> None:
-        events = self.histories.pop((hub, instance_id), None)
-        if events is not None:
-            self.history_bytes -= sum(len(e) for e in events)
-
-    # -- entities
-    def entity(self, hub: str, entity_id: str) -> EntityRow | None:
-        row = self.entities.get((hub, entity_id))
-        return _copy_entity(row) if row is not None else None
-
-    def leased_entity(self, hub: str, token: str) -> EntityRow | None:
-        entity_id = self.entity_tokens.get((hub, token))
-        row = self.entities.get((hub, entity_id)) if entity_id is not None else None
-        return _copy_entity(row) if row is not None and row.lease_token == token else None
-
-    def put_entity(self, hub: str, row: EntityRow) -> None:
-        self.evict_entity(hub, row.entity_id)
-        self.entities[(hub, row.entity_id)] = _copy_entity(row)
-        if row.lease_token is not None:
-            self.entity_tokens[(hub, row.lease_token)] = row.entity_id
-        while len(self.entities) > self.ROWS:
-            self.evict_entity(*next(iter(self.entities)))
-
-    def evict_entity(self, hub: str, entity_id: str) -> None:
-        old = self.entities.pop((hub, entity_id), None)
-        if old is not None and old.lease_token is not None:
-            self.entity_tokens.pop((hub, old.lease_token), None)
-
-    # -- leases
-    def renew(self, hub: str, owners: Sequence[str], until: float) -> None:
-        """What ``renew_leases`` did to the rows, done to the copies."""
-        owned = set(owners)
-        for rows in (self.instances, self.entities):
-            for (row_hub, _), row in rows.items():
-                if row_hub == hub and row.lease_owner in owned and row.lease_until is not None:
-                    row.lease_until = until
-
-
-def _copy_instance(row: InstanceRow) -> InstanceRow:
-    out = object.__new__(InstanceRow)
-    out.__dict__.update(row.__dict__)
-    out.tags = dict(row.tags)
-    out.leased_inbox = list(row.leased_inbox)
-    return out
-
-
-def _copy_entity(row: EntityRow) -> EntityRow:
-    out = object.__new__(EntityRow)
-    out.__dict__.update(row.__dict__)
-    out.leased_inbox = list(row.leased_inbox)
-    return out
-
-
 class _Tx(StoreTx):
-    def __init__(self, db: sqlite3.Connection, hub: str, cache: _RowCache | None = None) -> None:
+    def __init__(self, db: sqlite3.Connection, hub: str) -> None:
         self.db = db
         self.hub = hub
-        self.cache = cache  # the writer's row cache; None on the reader connection
-        # what this transaction touched in the cache, evicted if it fails (``_RowCache``)
-        self.touched_instances: set[str] = set()
-        self.touched_entities: set[str] = set()
-        self.renewed = False
-
-    def undo_cache(self) -> None:
-        """This transaction was rolled back: forget what it may have left in the cache."""
-        cache = self.cache
-        if cache is None:
-            return
-        if self.renewed:
-            cache.clear()
-            return
-        for instance_id in self.touched_instances:
-            cache.evict_instance(self.hub, instance_id)
-        for entity_id in self.touched_entities:
-            cache.evict_entity(self.hub, entity_id)
 
     def _q(self, sql: str, *args: Any) -> sqlite3.Cursor:
         return self.db.execute(sql, (self.hub, *args))
 
     # -- instances
     def get_instance(self, instance_id: str) -> InstanceRow | None:
-        cache = self.cache
-        if cache is not None:
-            self.touched_instances.add(instance_id)
-            row = cache.instance(self.hub, instance_id)
-            if row is not None:
-                return row
         r = self._q(f"SELECT {_INSTANCE_COLS} FROM instances WHERE hub=? AND instance_id=?", instance_id).fetchone()
-        if not r:
-            return None
-        row = _instance(r)
-        if cache is not None:
-            cache.put_instance(self.hub, row)
-        return row
+        return _instance(r) if r else None
 
     def put_instance(self, row: InstanceRow) -> None:
-        if self.cache is not None:
-            self.touched_instances.add(row.instance_id)
-            self.cache.put_instance(self.hub, row)
         self._q(
             _PUT_INSTANCE,
             row.instance_id,
@@ -356,9 +187,6 @@ class _Tx(StoreTx):
         )
 
     def delete_instance(self, instance_id: str) -> None:
-        if self.cache is not None:
-            self.touched_instances.add(instance_id)
-            self.cache.evict_instance(self.hub, instance_id)
         for table in ("instances", "history", "inbox", "activities"):
             self._q(f"DELETE FROM {table} WHERE hub=? AND instance_id=?", instance_id)
 
@@ -415,41 +243,22 @@ class _Tx(StoreTx):
 
     # -- history
     def get_history(self, instance_id: str) -> list[pb.HistoryEvent]:
-        return [_event(blob) for blob in self.get_history_bytes(instance_id)]
+        rows = self._q("SELECT event FROM history WHERE hub=? AND instance_id=? ORDER BY id", instance_id)
+        return [_event(r[0]) for r in rows]
 
     def get_history_bytes(self, instance_id: str) -> list[bytes]:
-        cache = self.cache
-        if cache is not None:
-            self.touched_instances.add(instance_id)
-            cached = cache.history(self.hub, instance_id)
-            if cached is not None:
-                return cached
         rows = self._q("SELECT event FROM history WHERE hub=? AND instance_id=? ORDER BY id", instance_id)
-        events = [r[0] for r in rows]
-        if cache is not None:
-            cache.set_history(self.hub, instance_id, list(events))
-        return events
+        return [r[0] for r in rows]
 
     def append_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None:
-        blobs = [e.SerializeToString() for e in events]
-        if self.cache is not None:
-            self.touched_instances.add(instance_id)
-            self.cache.extend_history(self.hub, instance_id, blobs)
         self.db.executemany(
             "INSERT INTO history (hub, instance_id, event) VALUES (?,?,?)",
-            [(self.hub, instance_id, blob) for blob in blobs],
+            [(self.hub, instance_id, e.SerializeToString()) for e in events],
         )
 
     def replace_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None:
-        blobs = [e.SerializeToString() for e in events]
-        if self.cache is not None:
-            self.touched_instances.add(instance_id)
-            self.cache.set_history(self.hub, instance_id, list(blobs))
         self._q("DELETE FROM history WHERE hub=? AND instance_id=?", instance_id)
-        self.db.executemany(
-            "INSERT INTO history (hub, instance_id, event) VALUES (?,?,?)",
-            [(self.hub, instance_id, blob) for blob in blobs],
-        )
+        self.append_history(instance_id, events)
 
     # -- inbox
     def add_inbox(self, instance_id: str, event: pb.HistoryEvent, visible_at: float = 0.0) -> None:
@@ -573,24 +382,10 @@ class _Tx(StoreTx):
 
     # -- entities
     def get_entity(self, entity_id: str) -> EntityRow | None:
-        cache = self.cache
-        if cache is not None:
-            self.touched_entities.add(entity_id)
-            row = cache.entity(self.hub, entity_id)
-            if row is not None:
-                return row
         r = self._q(f"SELECT {_ENTITY_COLS} FROM entities WHERE hub=? AND entity_id=?", entity_id).fetchone()
-        if not r:
-            return None
-        row = _entity(r)
-        if cache is not None:
-            cache.put_entity(self.hub, row)
-        return row
+        return _entity(r) if r else None
 
     def put_entity(self, row: EntityRow) -> None:
-        if self.cache is not None:
-            self.touched_entities.add(row.entity_id)
-            self.cache.put_entity(self.hub, row)
         self._q(
             _PUT_ENTITY,
             row.entity_id,
@@ -605,9 +400,6 @@ class _Tx(StoreTx):
         )
 
     def delete_entity(self, entity_id: str) -> None:
-        if self.cache is not None:
-            self.touched_entities.add(entity_id)
-            self.cache.evict_entity(self.hub, entity_id)
         self._q("DELETE FROM entities WHERE hub=? AND entity_id=?", entity_id)
 
     def query_entities(
@@ -687,36 +479,12 @@ class _Tx(StoreTx):
         return [_entity(r) for r in rows]
 
     def leased_instance(self, lease_token: str) -> InstanceRow | None:
-        cache = self.cache
-        if cache is not None:
-            row = cache.leased_instance(self.hub, lease_token)
-            if row is not None:
-                self.touched_instances.add(row.instance_id)
-                return row
         r = self._q(f"SELECT {_INSTANCE_COLS} FROM instances WHERE hub=? AND lease_token=?", lease_token).fetchone()
-        if not r:
-            return None
-        row = _instance(r)
-        if cache is not None:
-            self.touched_instances.add(row.instance_id)
-            cache.put_instance(self.hub, row)
-        return row
+        return _instance(r) if r else None
 
     def leased_entity(self, lease_token: str) -> EntityRow | None:
-        cache = self.cache
-        if cache is not None:
-            row = cache.leased_entity(self.hub, lease_token)
-            if row is not None:
-                self.touched_entities.add(row.entity_id)
-                return row
         r = self._q(f"SELECT {_ENTITY_COLS} FROM entities WHERE hub=? AND lease_token=?", lease_token).fetchone()
-        if not r:
-            return None
-        row = _entity(r)
-        if cache is not None:
-            self.touched_entities.add(row.entity_id)
-            cache.put_entity(self.hub, row)
-        return row
+        return _entity(r) if r else None
 
     # -- critical sections
     def add_lock_request(self, req: LockRequest) -> None:
@@ -744,9 +512,6 @@ class _Tx(StoreTx):
     def renew_leases(self, owners: Sequence[str], until: float) -> None:
         if not owners:
             return
-        if self.cache is not None:
-            self.renewed = True
-            self.cache.renew(self.hub, owners, until)
         marks = ",".join("?" * len(owners))
         for table in ("instances", "activities", "entities"):
             self.db.execute(
@@ -927,7 +692,6 @@ class SqliteStore(Store):
         self._scheduled = False  # ... and holds a durable transition, so its commit is scheduled
         self._soft_timer: asyncio.TimerHandle | None = None  # commits a soft-only transaction
         self._closed = False
-        self._cache = _RowCache()  # the writer's rows, see _RowCache
 
     async def run(self, hub: str, fn: Callable[[StoreTx], T], durable: bool = True) -> T:
         loop = asyncio.get_running_loop()
@@ -950,19 +714,13 @@ class SqliteStore(Store):
                 raise _translate(self.path, exc) from None
             self._open = True
             changes = db.total_changes
-            version = db.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._cache.data_version:  # another connection committed: what the cache holds may be old
-                self._cache.clear()
-                self._cache.data_version = version
         else:
             db.execute("SAVEPOINT op")
-        tx = _Tx(db, hub, self._cache)
         try:
-            result = fn(tx)
+            result = fn(_Tx(db, hub))
             if not first:
                 db.execute("RELEASE op")
         except BaseException as exc:
-            tx.undo_cache()
             if first:
                 db.execute("ROLLBACK")
                 self._open = False
@@ -994,7 +752,7 @@ class SqliteStore(Store):
         if self._open and not self._scheduled:
             # Only soft state is uncommitted (nothing is committing: a batch opens only after the last commit):
             # read it where it is, in the open transaction.
-            return fn(_Tx(self._db, hub, self._cache))
+            return fn(_Tx(self._db, hub))
         db = self._reader
         db.execute("BEGIN")
         try:
@@ -1031,8 +789,6 @@ class SqliteStore(Store):
     def _committed(self, done: asyncio.Future[None], batch: list[asyncio.Future[Any]]) -> None:
         self._committing = None
         exc = done.exception()
-        if exc is not None:  # rolled back: the cache holds rows the file does not
-            self._cache.clear()
         if exc is not None and not batch:
             log.warning("sqlite commit of soft state (leases) failed, they lapse: %s", exc)
         for fut in batch:
