@@ -22,6 +22,7 @@ import contextvars
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator
 from datetime import datetime, timedelta
@@ -99,6 +100,9 @@ __all__ = [
     "turn_orchestration_name",
 ]
 
+
+# How long a history read waits for an archive page whose ``put`` is still in flight (HistoryReader._archive_page).
+ARCHIVE_PAGE_WAIT = 30.0
 
 ModelCall = Callable[[str, dict[str, Any]], dict[str, Any]]
 """``(turn instance id, model-call input) -> model-call result``: the agent's model-call activity as the worker
@@ -414,12 +418,14 @@ class SessionEntity:
 
     def save(self, ctx: EntityContext, session: RawSession, now: datetime) -> None:
         """Record activity (for the TTL), move old entries to the archive when the state is over
-        ``max_state_bytes``, and write the state back."""
+        ``max_state_bytes``, and write the state back. The state is moved whole by every batch (store, work item,
+        result, store), so it is kept small; down to 3/4 of the limit at once, so that a page is written every
+        few dozen turns rather than at each one."""
         self.touch(ctx, session.mo, now)
         raw = session.to_raw()
         limit = self.policy.max_state_bytes if self.policy is not None else None
         if limit is not None and len(raw) > limit:
-            self.archive(ctx, session, len(raw) - limit)
+            self.archive(ctx, session, len(raw) - limit * 3 // 4)
             raw = session.to_raw()
         _sdk.write_entity_state_text(ctx, raw)
 
@@ -588,9 +594,56 @@ class HistoryReader:
             raise LookupError(f"session {key} has no request {correlation_id!r} (was it reset or deleted?)")
         first = int(session.mo.get("archived") or 0) if session.exists else 0
         groups = [ChatGroup(entry_to_chat(e)) for e in entries[: end + 1]]
+        if first:  # what the model still needs of the archive: the entries no summary covers
+            first, older = self._archived(agent_name, session_id, session.mo, first)
+            groups = [ChatGroup(entry_to_chat(e)) for e in older] + groups
         if described and end == len(entries) - 1:
             self._remember(key, int(described.get("version") or 0), first, groups)
         return first, groups
+
+    def _archived(
+        self, agent_name: str, session_id: str, mo: dict[str, Any], archived: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """(absolute number of the first, entries) of the archived entries after the session's summary (and after
+        its last reset), read from its archive pages, newest first, until one starts at or before them."""
+        need = max(int((mo.get("summary") or {}).get("upTo") or 0), int(mo.get("historyFrom") or 0))
+        if need >= archived:
+            return archived, []
+        start, out = archived, list[dict[str, Any]]()
+        for page in range(int(mo.get("archivePages") or 0) - 1, -1, -1):
+            data = self._archive_page(agent_name, session_id, page)
+            if data is None:
+                break
+            start, out = int(data.get("first") or 0), list(data.get("entries") or []) + out
+            if start <= need:
+                break
+        cut = min(max(0, need - start), len(out))
+        return start + cut, out[cut:]
+
+    def _archive_page(self, agent_name: str, session_id: str, page: int) -> dict[str, Any] | None:
+        """One archive page. The session's batch that let its entries go signalled the page's ``put`` in the same
+        commit, so a page not there yet is on its way: wait for it (a while, then go on without it)."""
+        entity = EntityInstanceId(ARCHIVE_ENTITY, archive_key(agent_name, session_id, page))
+        deadline = time.monotonic() + ARCHIVE_PAGE_WAIT
+        delay = 0.005
+        while True:
+            md = self._sdk().get_entity(entity, include_state=True)
+            raw = md.get_state() if md is not None else None
+            data = json.loads(raw) if isinstance(raw, str) else raw
+            if isinstance(data, dict):
+                return data
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    "archive page %d of session %s (agent %s) did not appear within %.0f s: the model will not see "
+                    "its entries in this call",
+                    page,
+                    session_id,
+                    agent_name,
+                    ARCHIVE_PAGE_WAIT,
+                )
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _chat_of(history_reader: HistoryReader, agent: Agent, inp: dict[str, Any]) -> tuple[int, list[list[Any]]]:
