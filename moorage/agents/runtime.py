@@ -448,6 +448,7 @@ class SessionEntity:
             pages += 1
         mo["archived"] = first + len(moved)
         mo["archivePages"] = pages
+        mo["archivedTurns"] = int(mo.get("archivedTurns") or 0) + sum(1 for e in moved if e.get("$type") == "response")
 
     def touch(self, ctx: EntityContext, mo: dict[str, Any], now: datetime) -> None:
         mo["lastActivityAt"] = iso(now)

@@ -350,6 +350,7 @@ class RawSession:
         # The archive keeps the pages of the conversation before (clients can still read them), but the model
         # sees nothing of it: no summary, no archived entry before this one.
         mo["historyFrom"] = int(mo.get("archived") or 0)
+        mo["archivedTurns"] = 0
         mo.pop("summary", None)
 
     def count_entries(self) -> int:

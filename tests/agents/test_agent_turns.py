@@ -351,6 +351,7 @@ def test_a_worker_without_the_session_cached_reads_what_the_model_needs_from_the
     mo = info.state["data"]["extensionData"]["moorage"]
     assert mo["archived"] > 10 and mo["archivePages"] >= 2 and "summary" not in mo, mo
     assert len(json.dumps(info.state, separators=(",", ":"))) <= 4096
+    assert info.turns == turns  # archived ones included
     first.stop()
     second = workers([agent])
     assert client.run(agent.name, "last", session=session, timeout=30).text == f"reply {turns + 1}"
