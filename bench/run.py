@@ -21,7 +21,7 @@ Environment knobs (all optional):
   BENCH_TIMEOUT    seconds per run before it counts as failed (60)
   BENCH_POLL       seconds between status polls (0.005)
   BENCH_WORKER_{THREADS,ORCHESTRATIONS,ACTIVITIES,ENTITIES}  worker concurrency options
-  BENCH_PROFILE    comma list of roles to run under `py-spy record` (backend, worker), e.g. "backend"
+  BENCH_PROFILE    comma list of roles to run under `py-spy record` (backend, backend2, worker), e.g. "backend"
   BENCH_PYSPY_ARGS extra py-spy record flags (e.g. "--gil", "--native")
   BENCH_PROFILE_DIR  where profiles go (default bench/out/profiles, git-ignored); BENCH_PYSPY path to py-spy
   BENCH_STORE_DIR  directory for the sidecar's SQLite file (default: the temp dir, on disk;
@@ -294,7 +294,7 @@ class Session:
             port = procs.free_port()
             address = f"127.0.0.1:{port}"
             cmd = self.t.command(port, self.dir)
-            argv, profiled = maybe_profiled("backend", self.t, cmd)
+            argv, profiled = maybe_profiled(f"backend{n + 1}" if n else "backend", self.t, cmd)  # its CPU role
             backend = procs.ManagedProcess(name, argv, self.dir / f"backend{n or ''}-{attempt}.log",
                                            env={**_child_env(self.t.src), **self.t.env()}, cwd=str(self.t.src),
                                            profiled=profiled)

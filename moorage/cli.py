@@ -78,6 +78,15 @@ def security_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             "default: any issuer the JWKS signs for.",
         ),
         click.option(
+            "--auth-hubs-claim",
+            default=None,
+            envvar="MOORAGE_AUTH_HUBS_CLAIM",
+            show_envvar=True,
+            help="Limit each JWT to the task hubs its claim NAME lists (an array or a space/comma-separated "
+            "string, '*' for every hub; e.g. Entra ID app roles: roles); a JWT without it may use no hub. "
+            "Default: a JWT may use every hub.",
+        ),
+        click.option(
             "--tls-cert",
             type=click.Path(dir_okay=False),
             default=None,
@@ -131,6 +140,7 @@ def _security(kwargs: dict[str, Any]) -> Any:
         auth_jwks=kwargs.pop("auth_jwks"),
         auth_audience=kwargs.pop("auth_audience"),
         auth_issuer=kwargs.pop("auth_issuer"),
+        auth_hubs_claim=kwargs.pop("auth_hubs_claim"),
         tls_cert=kwargs.pop("tls_cert"),
         tls_key=kwargs.pop("tls_key"),
         tls_client_ca=kwargs.pop("tls_client_ca"),

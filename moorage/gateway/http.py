@@ -47,6 +47,7 @@ from moorage.gateway.core import MISSING, Gateway, PreparedRun, parse_time
 from moorage.gateway.errors import GatewayError, invalid
 from moorage.gateway.functionapp import FunctionAppApi
 from moorage.gateway.openapi import openapi_spec
+from moorage.observability.tracing import trace_carrier_as_current
 
 log = logging.getLogger("moorage.gateway")
 
@@ -451,9 +452,14 @@ class HttpApi:
 
 
 def _guard(handler: Any) -> Any:
+    """Errors as JSON, and the caller's W3C ``traceparent``/``tracestate`` headers as the current trace context, so
+    what the request starts (an agent turn, an orchestration) joins the caller's trace as the gRPC clients' calls
+    do."""
+
     async def endpoint(request: Request) -> Response:
         try:
-            return await handler(request)
+            with trace_carrier_as_current(request.headers):
+                return await handler(request)
         except GatewayError as exc:
             return _error(exc)
 

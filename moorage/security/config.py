@@ -37,6 +37,7 @@ class SecurityConfig:
     auth_jwks: str | None = None
     auth_audience: str = DEFAULT_AUDIENCE
     auth_issuer: str | None = None
+    auth_hubs_claim: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
@@ -78,6 +79,8 @@ class SecurityConfig:
             raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
         if self.auth_issuer and not self.auth_jwks:
             raise ValueError("--auth-issuer needs --auth-jwks")
+        if self.auth_hubs_claim and not self.auth_jwks:
+            raise ValueError("--auth-hubs-claim needs --auth-jwks")
         if self.max_payload_bytes < 1024:
             raise ValueError("--max-payload-bytes must be at least 1024")
 
@@ -87,7 +90,12 @@ class SecurityConfig:
         self.check()
         tokens = TokenFile(self.auth_token_file) if self.auth_token_file else None
         jwks = (
-            JwksVerifier(self.auth_jwks, audience=self.auth_audience or DEFAULT_AUDIENCE, issuer=self.auth_issuer)
+            JwksVerifier(
+                self.auth_jwks,
+                audience=self.auth_audience or DEFAULT_AUDIENCE,
+                issuer=self.auth_issuer,
+                hubs_claim=self.auth_hubs_claim,
+            )
             if self.auth_jwks
             else None
         )

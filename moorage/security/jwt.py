@@ -54,8 +54,10 @@ class JwksVerifier:
         max_age_seconds: float = 3600.0,
         fetch_timeout: float = 5.0,
         cache_size: int = 4096,
+        hubs_claim: str | None = None,
     ) -> None:
         self.audiences = _listed(audience)
+        self.hubs_claim = hubs_claim or None
         self.issuers = _listed(issuer)
         if not self.audiences:
             raise ValueError("--auth-audience must not be empty")
@@ -229,6 +231,22 @@ class JwksVerifier:
                 raise JwtRejected(f"JWT rejected: {type(exc).__name__}") from None
         assert last is not None
         raise JwtRejected("JWT signature does not verify with the configured JWKS")
+
+    def hubs_of(self, claims: Mapping[str, Any]) -> frozenset[str] | None:
+        """The task hubs a verified token may use (None: every hub). Without ``--auth-hubs-claim`` a JWT may use
+        every hub, as before; with it, the claim lists them — a JSON array or a space- or comma-separated string,
+        as Entra ID's ``roles`` and OAuth's ``scope`` are written, ``*`` for every hub — and a token without the
+        claim may use none: one identity provider can then issue tokens for one hub of a shared sidecar."""
+        if self.hubs_claim is None:
+            return None
+        value = claims.get(self.hubs_claim)
+        if isinstance(value, str):
+            names = value.replace(",", " ").split()
+        elif isinstance(value, list):
+            names = [v.strip() for v in value if isinstance(v, str) and v.strip()]
+        else:
+            names = []
+        return None if "*" in names else frozenset(names)
 
 
 def _listed(value: str | None) -> list[str]:

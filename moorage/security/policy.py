@@ -34,6 +34,7 @@ class Principal:
     subject: str
     kind: str  # "token" | "jwt" | "internal" | "anonymous"
     hubs: frozenset[str] | None = None
+    hubs_from: str = ""  # where the hub limit comes from, for the refusal (never a secret)
 
     def may_use(self, hub: str | None) -> bool:
         return self.hubs is None or (hub is not None and hub in self.hubs)
@@ -66,6 +67,7 @@ class Authenticator:
             parts.append(
                 f"jwks={self.jwks.source} audience={self.jwks.audience}"
                 + (f" issuer={self.jwks.issuer}" if self.jwks.issuer else "")
+                + (f" hubs_claim={self.jwks.hubs_claim}" if self.jwks.hubs_claim else "")
             )
         return " ".join(parts) or "none"
 
@@ -77,9 +79,10 @@ class Authenticator:
         token = bearer_token(authorization)
         principal = await self._identify(token)
         if not principal.may_use(hub):
+            source = f" ({principal.hubs_from})" if principal.hubs_from else ""
             if hub is None:
-                raise PermissionDenied("this credential is limited to some task hubs; name one")
-            raise PermissionDenied(f"this credential may not use task hub {hub!r}")
+                raise PermissionDenied(f"this credential is limited to some task hubs{source}; name one")
+            raise PermissionDenied(f"this credential may not use task hub {hub!r}{source}")
         return principal
 
     async def _identify(self, token: str) -> Principal:
@@ -95,7 +98,9 @@ class Authenticator:
             except JwtRejected as exc:
                 raise Unauthenticated(str(exc)) from None
             subject = claims.get("oid") or claims.get("sub") or claims.get("appid") or "jwt"
-            return Principal(f"jwt:{subject}", "jwt")
+            hubs = self.jwks.hubs_of(claims)
+            source = f"the hubs its JWT claim {self.jwks.hubs_claim!r} names" if hubs is not None else ""
+            return Principal(f"jwt:{subject}", "jwt", hubs, source)
         if self.tokens is not None and self.jwks is not None:
             raise Unauthenticated("the bearer token is neither an accepted static token nor a JWT")
         if self.tokens is not None:

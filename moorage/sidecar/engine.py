@@ -430,6 +430,8 @@ def abandon_orchestration(tx: StoreTx, fx: Effects, token: str) -> None:
 
 def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorResponse) -> bool:
     """Apply a worker's orchestrator result. Returns False for a stale completion token (ignored)."""
+    if _changes_locks(tx, res):
+        tx.lock_critical_sections()  # before the instance's row: the store's lock order
     row = tx.leased_instance(res.completionToken)
     if row is None or (res.instanceId and res.instanceId != row.instance_id):
         return False
@@ -449,6 +451,22 @@ def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorRespons
     if tx.has_inbox(row.instance_id, turn.t):  # arrivals held while the work item was out
         fx.wake(WorkKind.ORCHESTRATION)
     return True
+
+
+_LOCK_MESSAGES = frozenset({"entityLockRequested", "entityUnlockSent"})
+
+
+def _changes_locks(tx: StoreTx, res: pb.OrchestratorResponse) -> bool:
+    """Whether applying ``res`` may request, grant or release entity locks: a lock or unlock message, or the end of
+    an orchestration that is in a critical section (an ending outside one, the common case, stays unserialised)."""
+    ends = False
+    for action in res.actions:
+        kind = action.WhichOneof("orchestratorActionType")
+        if kind == "sendEntityMessage" and action.sendEntityMessage.WhichOneof("EntityMessageType") in _LOCK_MESSAGES:
+            return True
+        if kind == "completeOrchestration" and action.completeOrchestration.orchestrationStatus in TERMINAL_STATUSES:
+            ends = True
+    return ends and (not res.instanceId or tx.in_critical_section(res.instanceId))
 
 
 @dataclass
@@ -589,7 +607,7 @@ def _send_event(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.Or
             ),
         )
     )
-    target = tx.get_instance(a.instance.instanceId) if a.instance.instanceId else None
+    target = tx.peek_instance(a.instance.instanceId) if a.instance.instanceId else None
     if target is not None and target.status not in TERMINAL_STATUSES:
         tx.add_inbox(
             target.instance_id,
@@ -749,7 +767,7 @@ def _apply_rewind(tx: StoreTx, fx: Effects, row: InstanceRow, new_history: list[
 def _notify_parent(tx: StoreTx, fx: Effects, row: InstanceRow) -> None:
     if not row.parent_instance_id or row.parent_task_id is None:
         return
-    parent = tx.get_instance(row.parent_instance_id)
+    parent = tx.peek_instance(row.parent_instance_id)
     if parent is None or parent.status in TERMINAL_STATUSES:
         return
     if row.status == pb.ORCHESTRATION_STATUS_COMPLETED:
@@ -911,6 +929,7 @@ def _put_or_drop_entity(tx: StoreTx, ent: EntityRow) -> None:
 
 
 def _grant_locks(tx: StoreTx, fx: Effects) -> None:
+    tx.lock_critical_sections()  # taken first by the transition already (the store's lock order); held, it is free
     for req in tx.lock_requests():
         entities = [
             tx.get_entity(eid, with_state=False) or EntityRow(entity_id=eid, last_modified_at=now())
@@ -923,7 +942,7 @@ def _grant_locks(tx: StoreTx, fx: Effects) -> None:
             tx.put_entity(ent, with_state=False)
         assert req.id is not None
         tx.delete_lock_request(req.id)
-        parent = tx.get_instance(req.parent_instance_id)
+        parent = tx.peek_instance(req.parent_instance_id)
         if parent is not None and parent.status not in TERMINAL_STATUSES:
             tx.add_inbox(
                 parent.instance_id,
@@ -1001,7 +1020,7 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
         if not op.HasField("entityOperationCalled"):
             continue
         call = op.entityOperationCalled
-        parent = tx.get_instance(call.parentInstanceId.value)
+        parent = tx.peek_instance(call.parentInstanceId.value)
         if parent is None or parent.status in TERMINAL_STATUSES:
             continue
         if result.HasField("failure"):
@@ -1095,11 +1114,13 @@ def abandon_entity(tx: StoreTx, fx: Effects, token: str) -> None:
 def clean_entities(tx: StoreTx, fx: Effects, remove_empty: bool, release_orphaned: bool) -> tuple[int, int]:
     removed = released = 0
     after = None
+    if release_orphaned:
+        tx.lock_critical_sections()
     while True:
         page = tx.query_entities(None, None, None, after, 500)
         for ent in page:
             if release_orphaned and ent.locked_by_instance:
-                owner = tx.get_instance(ent.locked_by_instance)
+                owner = tx.peek_instance(ent.locked_by_instance)
                 if owner is None or owner.status in TERMINAL_STATUSES:
                     ent.locked_by = ent.locked_by_instance = None
                     tx.put_entity(ent)

@@ -36,13 +36,18 @@ def pg_bin_dir() -> Path | None:
 class PostgresServer:
     """One cluster. ``url(db)`` names a database on it (without the password: that is in ``env``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, data: Path | None = None, settings: dict[str, str] | None = None,
+                 initdb_args: tuple[str, ...] = ()) -> None:
+        """``data`` is where initdb puts the cluster (a directory the server's user may create, say on a volume of a
+        test's own; by default in a new temporary directory, which holds the log and the socket either way);
+        ``settings`` are extra ``-c`` settings of the server, ``initdb_args`` extra ``initdb`` options."""
         bindir = pg_bin_dir()
         if bindir is None:
             raise RuntimeError("PostgreSQL is not installed (scripts/test-deps.sh installs Debian's postgresql)")
         self.bindir = bindir
         self.root = Path(tempfile.mkdtemp(prefix="moorage-pg-"))
-        self.data = self.root / "data"
+        self.settings = dict(settings or {})
+        self.data = Path(data) if data is not None else self.root / "data"
         self.sockets = self.root / "sock"
         self.sockets.mkdir()
         self.port = free_port()
@@ -64,7 +69,7 @@ class PostgresServer:
         run = ["runuser", "-u", self._as, "--"] if self._as else []
         subprocess.run([*run, str(bindir / "initdb"), "-D", str(self.data), "-U", self.user, f"--pwfile={pwfile}",
                         "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
-                        "--no-sync"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                        "--no-sync", *initdb_args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         pwfile.unlink()
         self.start()
 
@@ -80,6 +85,8 @@ class PostgresServer:
         cmd = [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.sockets),
                "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "fsync=on",
                "-c", "synchronous_commit=on"]
+        for key, value in self.settings.items():
+            cmd += ["-c", f"{key}={value}"]
         with open(self.log_path, "ab") as log:
             # die_with_parent only calls a libc loaded beforehand: safe between fork and exec in a threaded parent
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -18,12 +18,14 @@ from typing import Any
 
 import pytest
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
+from kit.http import Http
 from kit import (
     CHANNEL_OPTIONS,
     IS_INMEMORY,
     PYTHON,
     SidecarFactory,
     die_with_parent,
+    free_port,
     uid,
 )
 
@@ -67,7 +69,8 @@ def client_spans() -> Iterator[Any]:
 def test_spans_join_across_client_sidecar_and_worker(
     sidecar_factory: SidecarFactory, tmp_path: Path, client_spans: Any
 ) -> None:
-    sc = sidecar_factory("traces")
+    http_port = free_port()
+    sc = sidecar_factory("traces", extra_args=["--http-port", str(http_port), "--log-level", "warning"])
     out, err = tmp_path / "worker.stdout", tmp_path / "worker.stderr"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MOORAGE_", "OTEL_"))}
     env.update(
@@ -115,6 +118,15 @@ def test_spans_join_across_client_sidecar_and_worker(
 
         with tracer.start_as_current_span("gateway request") as gateway_span:
             assert asyncio.run(through_the_gateway()) == "Arr, found it."
+        # over HTTP, a caller in another process sends its trace context as W3C headers
+        http_trace, http_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+        status, _, body = Http(f"http://127.0.0.1:{http_port}").request(
+            "POST",
+            "/api/agents/Traced/run",
+            {"message": "Tell me about pirates"},
+            headers={"traceparent": f"00-{http_trace}-{http_span}-01", "tracestate": "vendor=1"},
+        )
+        assert status == 200 and body["response"] == "Arr, found it.", body
         with AgentClient(f"Endpoint=http://localhost:{sc.port};Authentication=None;TaskHub=default") as agents:
             # a queued turn: the first turn waits at the gate while the second request is queued behind it
             session = agents.get_agent("Gated").new_session()
@@ -168,7 +180,7 @@ def test_spans_join_across_client_sidecar_and_worker(
     asking_trace = f"0x{asking.get_span_context().trace_id:032x}"
     asking_id = f"0x{asking.get_span_context().span_id:016x}"
     turns = [s for s in spans if s["name"] == "orchestration:moorage.agent_turn:Traced"]
-    assert len(turns) == 3
+    assert len(turns) == 4
     [turn] = [s for s in turns if s["context"]["trace_id"] == asking_trace]
     assert turn["parent_id"] == asking_id  # the caller's span (in this process) is the turn's parent
     chats = [s for s in by_name["chat scripted-model"] if s["context"]["trace_id"] == asking_trace]
@@ -206,7 +218,7 @@ def test_spans_join_across_client_sidecar_and_worker(
 
     # 3. a request without trace context: the session entity's operation span is the turn's parent, as before
     gateway_trace = f"0x{gateway_span.get_span_context().trace_id:032x}"
-    [other] = [s for s in turns if s["context"]["trace_id"] not in (asking_trace, gateway_trace)]
+    [other] = [s for s in turns if s["context"]["trace_id"] not in (asking_trace, gateway_trace, f"0x{http_trace}")]
     assert ids[other["parent_id"]]["name"] == "entity:dafx-traced:run"
 
     # 4. the gateway (here in this process, inside a span) carries its caller's trace the same way
@@ -214,7 +226,12 @@ def test_spans_join_across_client_sidecar_and_worker(
     assert via_gateway["parent_id"] == f"0x{gateway_span.get_span_context().span_id:016x}"
     assert [s["name"] for s in spans if s["context"]["trace_id"] == gateway_trace].count("chat scripted-model") == 2
 
-    # 5. a queued turn (started when the previous one completed) continues its own request's trace
+    # 5. the HTTP API joins its caller's trace from the traceparent header
+    [via_http] = [s for s in turns if s["context"]["trace_id"] == f"0x{http_trace}"]
+    assert via_http["parent_id"] == f"0x{http_span}"
+    assert [s["name"] for s in spans if s["context"]["trace_id"] == f"0x{http_trace}"].count("chat scripted-model") == 2
+
+    # 6. a queued turn (started when the previous one completed) continues its own request's trace
     gated = by_name["orchestration:moorage.agent_turn:Gated"]
     gated_chats = by_name["chat gated-model"]
     assert len(gated) == 2

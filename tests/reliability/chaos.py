@@ -80,6 +80,9 @@ class Report:
     failures: list[str] = field(default_factory=list)
     restart_failures: list[str] = field(default_factory=list)
     store: dict[str, int] = field(default_factory=dict)
+    # PostgreSQL: deadlocks the server detected in the run's database (each one retried a transition; a figure, not a
+    # failure: the store's lock order leaves only rare ones, see moorage/sidecar/store/postgres.py)
+    deadlocks: int | None = None
 
 
 def llm_reply(body: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +118,9 @@ class Chaos:
         if store == "postgresql":  # a database of its own on the kit's PostgreSQL server (a real one, on a free port)
             from kit.postgres import PostgresServer, shared_server
 
-            server = self.pg = PostgresServer() if db_outages else shared_server()
+            # only a server of the run's own is stopped (and closed at the end): the shared one serves other tests
+            server = PostgresServer() if db_outages else shared_server()
+            self.pg = server if db_outages else None
             store_url, store_env = server.create_database(), server.env
         elif store != "sqlite":
             raise ValueError(f"store must be 'sqlite' or 'postgresql', not {store!r}")
@@ -376,6 +381,7 @@ class Chaos:
             end = log.find("\n20", at)  # up to the next log line: the exception is the traceback's last line
             fail.append(f"traceback in the sidecar's log: {log[max(0, at - 300):end if end > 0 else None][-4000:]}")
         self.report.store = self.store_leftovers()
+        self.report.deadlocks = self.deadlocks()
         for what, n in self.report.store.items():
             if n:
                 fail.append(f"store: {n} {what} left over")
@@ -402,6 +408,17 @@ class Chaos:
             return {k: int(db.execute(sql).fetchone()[0]) for k, sql in q.items()}
         finally:
             db.close()
+
+
+    def deadlocks(self) -> int | None:
+        """The server's count for the run's database (``pg_stat_database``; a fast shutdown keeps the statistics)."""
+        if self.store_kind != "postgresql":
+            return None
+        import psycopg
+
+        with psycopg.connect(self.sidecar.store, password=self.sidecar.process.env.get("PGPASSWORD")) as pg:
+            row = pg.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()").fetchone()
+        return int(row[0]) if row else None
 
 
 def run_chaos(workdir: Path, **kwargs: Any) -> Report:

@@ -1,6 +1,7 @@
-"""Storage faults on SQLite: a truncated or corrupted database file is detected at start (``PRAGMA quick_check``)
-and refused with a message saying what to do, never served; restoring the file brings back every acknowledged
-instance."""
+"""Storage faults. On SQLite: a truncated or corrupted database file is detected at start (``PRAGMA quick_check``)
+and refused with a message saying what to do, never served (restoring the file brings back every acknowledged
+instance); a full disk and a volume turned read-only while the sidecar runs. On PostgreSQL's own volumes: a full
+data volume and a full WAL volume under a running workload."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 from pathlib import Path
 
 import durabletask.internal.orchestrator_service_pb2 as pb
 import pytest
-from kit import REPO_ROOT, SidecarProcess, hermetic_env, sidecar_only
+from kit import REPO_ROOT, SidecarProcess, hermetic_env, sidecar_only, volumes
 
-pytestmark = sidecar_only("the Moorage sidecar's SQLite store")
+pytestmark = sidecar_only("the Moorage sidecar's own stores")
 
 
 def _acknowledged_store(tmp_path: Path, n: int = 200) -> tuple[SidecarProcess, list[str]]:
@@ -84,16 +86,11 @@ def test_a_directory_as_store_is_refused_with_a_message(tmp_path: Path) -> None:
 @pytest.fixture
 def small_volume(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A 2 MiB tmpfs (needs root and mount rights; skipped otherwise), unmounted afterwards."""
-    mnt = tmp_path / "vol"
-    mnt.mkdir()
-    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True,
-                         text=True)
-    if out.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip()}")
     try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        with volumes.tmpfs(tmp_path / "vol", "2m") as mnt:
+            yield mnt
+    except volumes.VolumeUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 def test_disk_full_is_resource_exhausted_and_resumes_when_space_returns(tmp_path: Path, small_volume: Path) -> None:
@@ -145,20 +142,11 @@ def ext4_volume(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A 32 MiB ext4 file system on a loop device, ``errors=remount-ro`` (needs root, loop devices and mount rights;
     skipped otherwise), unmounted afterwards. Yields (mount point, image, the device's name)."""
     image, mnt = tmp_path / "vol.img", tmp_path / "vol"
-    mnt.mkdir()
-    subprocess.run(["truncate", "-s", "32M", str(image)], check=True)
-    mkfs = subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], capture_output=True, text=True)
-    if mkfs.returncode != 0:
-        pytest.skip(f"cannot make an ext4 file system here: {mkfs.stderr.strip()}")
-    out = subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(image), str(mnt)], capture_output=True,
-                         text=True)
-    if out.returncode != 0:
-        pytest.skip(f"cannot loop-mount an ext4 image here: {out.stderr.strip()}")
-    source = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(mnt)], capture_output=True, text=True).stdout
     try:
-        yield mnt, image, Path(source.strip()).name
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
+        with volumes.ext4_loop(image, mnt) as dev:
+            yield mnt, image, dev
+    except volumes.VolumeUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 def test_store_volume_turning_read_only_is_unavailable_and_loses_nothing(tmp_path: Path, ext4_volume) -> None:  # type: ignore[no-untyped-def]
@@ -250,7 +238,6 @@ def test_a_completion_the_store_cannot_take_ends_its_stream_so_the_work_goes_out
     leased again. Here the fault is a real full disk (the volume's free space taken by another file) under the
     sidecar core, with the lease keeper running."""
     import asyncio
-    import errno
 
     from moorage.sidecar import engine
     from moorage.sidecar.core import SidecarCore
@@ -258,17 +245,6 @@ def test_a_completion_the_store_cannot_take_ends_its_stream_so_the_work_goes_out
     from moorage.sidecar.store.base import StoreUnavailable
     from moorage.sidecar.store.sqlite import SqliteStore
     from moorage.sidecar.terms import WorkKind
-
-    filler = small_volume / "filler"
-
-    def fill_the_disk() -> None:
-        with open(filler, "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
 
     async def body() -> None:
         store = SqliteStore(str(small_volume / "moorage.db"))
@@ -279,7 +255,7 @@ def test_a_completion_the_store_cannot_take_ends_its_stream_so_the_work_goes_out
             stream = core.open_stream("default", Filters(), {WorkKind.ORCHESTRATION: 5})
             items = core.work(stream, idle=60)
             (item,) = (await asyncio.wait_for(items.__anext__(), 10)).orchestrations
-            fill_the_disk()
+            filler = volumes.fill(small_volume)
             big = pb.OrchestratorResponse(instanceId="i1", completionToken=item.row.lease_token, actions=[
                 pb.OrchestratorAction(id=1, completeOrchestration=pb.CompleteOrchestrationAction(
                     orchestrationStatus=pb.ORCHESTRATION_STATUS_COMPLETED,
@@ -301,3 +277,211 @@ def test_a_completion_the_store_cannot_take_ends_its_stream_so_the_work_goes_out
     from google.protobuf import wrappers_pb2
 
     asyncio.run(body())
+
+
+# -- PostgreSQL's own volumes ----------------------------------------------------------------------------------------
+
+
+def _pg_on_volumes(tmp_path: Path, data_size: str, wal_size: str, settings: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    """A PostgreSQL cluster of its own, initdb'd into a tmpfs of ``data_size`` with its WAL (``--waldir``) on a
+    second tmpfs of ``wal_size`` (1 MiB WAL segments, so small volumes hold several); skipped where mounting is not
+    allowed. Yields (server, data volume, WAL volume); the server is closed and both unmounted afterwards."""
+    import contextlib
+    import pwd
+
+    from kit.postgres import PostgresServer, pg_bin_dir
+
+    if pg_bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed")
+    owner = None
+    if os.geteuid() == 0:  # the kit runs initdb and postgres as the postgres user
+        pw = pwd.getpwnam("postgres")
+        owner = (pw.pw_uid, pw.pw_gid)
+
+    @contextlib.contextmanager
+    def cluster():  # type: ignore[no-untyped-def]
+        base = Path(tempfile.mkdtemp(prefix="moorage-pgvol-"))  # not under tmp_path: the server's user must enter it
+        os.chmod(base, 0o755)
+        try:
+            data_cm = volumes.tmpfs(base / "data", data_size, owner)
+            wal_cm = volumes.tmpfs(base / "wal", wal_size, owner)
+            with data_cm as data, wal_cm as wal:
+                server = PostgresServer(data=data / "pgdata",
+                                        initdb_args=("--wal-segsize=1", f"--waldir={wal / 'pg_wal'}"),
+                                        settings=settings)
+                try:
+                    yield server, data, wal
+                finally:
+                    server.close()
+        except volumes.VolumeUnavailable as exc:
+            pytest.skip(str(exc))
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+    return cluster()
+
+
+def _chain_worker(sc: SidecarProcess, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The chaos run's worker process (its ``chain`` orchestration: n activities adding 1 to ``base``)."""
+    from kit import PYTHON, ManagedProcess
+
+    return ManagedProcess([PYTHON, Path(__file__).parent / "chaos_worker.py", "--connection-string",
+                           sc.connection_string, "--base-url", "http://127.0.0.1:9/v1", "--log",
+                           tmp_path / "executions.log"], tmp_path / "worker.log", name="worker", env=hermetic_env())
+
+
+def _start_until_refused(c, prefix: str, acked: dict[str, int], limit: int = 3000):  # type: ignore[no-untyped-def]
+    """Start chains with 16 KB of incompressible input each until one is refused; that error (``acked`` gets each
+    acknowledged id and its expected output)."""
+    import secrets
+
+    import grpc
+
+    for i in range(limit):
+        iid = f"{prefix}-{i}"
+        try:
+            c.schedule_new_orchestration("chain", input={"n": 2, "base": i, "pad": secrets.token_hex(8000)},
+                                         instance_id=iid)
+        except grpc.RpcError as exc:
+            return exc
+        acked[iid] = i + 2
+    raise AssertionError(f"{limit} starts were all acknowledged: the volume never filled")
+
+
+def _all_complete(c, acked: dict[str, int], timeout: float = 180) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + timeout
+    for iid, want in acked.items():
+        st = c.wait_for_orchestration_completion(iid, timeout=max(1, int(deadline - time.monotonic())))
+        assert st is not None and st.serialized_output == str(want), (iid, st)
+
+
+@pytest.mark.postgresql
+@pytest.mark.timeout(400)
+def test_postgresql_data_volume_full_is_resource_exhausted_and_resumes_without_restart(tmp_path: Path) -> None:
+    """Fault find: a full data volume under PostgreSQL answered UNAVAILABLE "the database connection was lost while
+    committing; the outcome is unknown" (its DiskFull, SQLSTATE 53100, is an OperationalError to psycopg, taken for
+    a broken connection) and psycopg's pool warned of every connection handed back in a failed transaction. Now:
+    RESOURCE_EXHAUSTED "the disk holding the database is full", one log line saying what to do, nothing
+    acknowledged lost, and once space is freed the same sidecar serves again and the workload in flight completes.
+    The WAL is on a volume of its own (as it should be in production): a full WAL volume is the next test."""
+    import time
+
+    import grpc
+
+    from moorage.agents import AgentClient
+
+    with _pg_on_volumes(tmp_path, "48m", "256m") as (server, data, _wal):
+        sc = SidecarProcess(tmp_path / "sc", store=server.create_database(), env=server.env, lease_seconds=3).start()
+        worker = _chain_worker(sc, tmp_path)
+        try:
+            with AgentClient(sc.connection_string) as client:
+                c = client.durable
+                worker.start()
+                c.schedule_new_orchestration("chain", input={"n": 2, "base": 0}, instance_id="first")
+                assert c.wait_for_orchestration_completion("first", timeout=60).serialized_output == "2"
+                acked = {f"before-{i}": i + 2 for i in range(20)}
+                for iid, want in acked.items():
+                    c.schedule_new_orchestration("chain", input={"n": 2, "base": want - 2}, instance_id=iid)
+
+                filler = volumes.fill(data)  # another program takes the data volume's space
+                refused = _start_until_refused(c, "full", acked)
+                assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (refused.code(), refused.details())
+                details = refused.details() or ""
+                assert "disk holding the database is full" in details and "retry once space is freed" in details
+                assert server.password not in details
+                time.sleep(4)  # the worker's streams, its completions and the lease sweeps meet the full disk too
+                assert sc.is_running() and worker.is_running() and server.is_running()
+                for iid in list(acked)[-5:]:  # reads are served
+                    assert c.get_orchestration_state(iid) is not None, iid
+                log = sc.stderr_path.read_text()
+                told = [line for line in log.splitlines() if "level=ERROR" in line and "is full" in line]
+                assert told and "free space" in told[0] and "resumes by itself" in told[0], log[-3000:]
+                assert len(told) <= 2, told  # said once (at most every 30 s), not once per refused call
+                assert "Traceback" not in log and "rolling back returned connection" not in log, log[-5000:]
+
+                filler.unlink()  # space returns: the same sidecar serves again
+                c.schedule_new_orchestration("chain", input={"n": 1, "base": 7}, instance_id="after")
+                acked["after"] = 8
+                _all_complete(c, acked)
+            assert sc.starts == 1 and worker.is_running()
+            assert "Traceback" not in sc.stderr_path.read_text(), sc.stderr_tail(80)
+        finally:
+            worker.stop()
+            sc.stop()
+
+
+@pytest.mark.postgresql
+@pytest.mark.timeout(400)
+def test_postgresql_wal_volume_full_panics_it_and_the_sidecar_rides_it_out(tmp_path: Path) -> None:
+    """A full WAL volume is not an error PostgreSQL answers: the backend that cannot create a WAL segment PANICs,
+    the postmaster ends every session, and its crash recovery fails the same way, so the server shuts down. The
+    sidecar sees an outage: UNAVAILABLE "the database is unavailable" (the call in flight: "the outcome is
+    unknown"), no traceback, its process and the worker stay up; once space is freed and PostgreSQL started again
+    the same sidecar serves, and everything acknowledged completes. ``wal_keep_size`` keeps old segments from being
+    recycled, as a replication slot or a failing archive_command would in production, so the writes need new
+    segments."""
+    import time
+
+    import grpc
+    from kit import wait_until
+
+    from moorage.agents import AgentClient
+
+    with _pg_on_volumes(tmp_path, "256m", "24m", {"wal_keep_size": "1GB", "max_wal_size": "32MB"}) as (
+        server, _data, wal,
+    ):
+        sc = SidecarProcess(tmp_path / "sc", store=server.create_database(), env=server.env, lease_seconds=3).start()
+        worker = _chain_worker(sc, tmp_path)
+        try:
+            with AgentClient(sc.connection_string) as client:
+                c = client.durable
+                worker.start()
+                c.schedule_new_orchestration("chain", input={"n": 2, "base": 0}, instance_id="first")
+                assert c.wait_for_orchestration_completion("first", timeout=60).serialized_output == "2"
+                acked = {f"before-{i}": i + 2 for i in range(20)}
+                for iid, want in acked.items():
+                    c.schedule_new_orchestration("chain", input={"n": 2, "base": want - 2}, instance_id=iid)
+
+                filler = volumes.fill(wal)
+                refused = _start_until_refused(c, "full", acked)
+                assert refused.code() == grpc.StatusCode.UNAVAILABLE, (refused.code(), refused.details())
+                wait_until(lambda: "PANIC" in server.log_path.read_text(errors="replace"), timeout=30,
+                           message=lambda: f"no PANIC in PostgreSQL's log:\n{server.log_tail()}")
+                try:  # its crash recovery needs a new WAL segment too, so it shuts down
+                    wait_until(lambda: not server.is_running(), timeout=30)
+                except AssertionError:
+                    pass  # it found a preallocated segment and runs again: the writes were refused all the same
+                if not server.is_running():
+                    with pytest.raises(grpc.RpcError) as caught:
+                        c.get_orchestration_state("first")
+                    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+                    assert "database is unavailable" in (caught.value.details() or "")
+                time.sleep(4)
+                assert sc.is_running() and worker.is_running()
+
+                filler.unlink()  # space freed, the database started again: the same sidecar serves
+                if not server.is_running():
+                    server.start()
+                wait_until(lambda: _starts(c, "after"), timeout=60, message="the sidecar serves again")
+                acked["after"] = 8
+                _all_complete(c, acked)
+            assert sc.starts == 1 and worker.is_running()
+            assert "Traceback" not in sc.stderr_path.read_text(), sc.stderr_tail(80)
+        finally:
+            worker.stop()
+            sc.stop()
+
+
+def _starts(c, iid: str) -> bool:  # type: ignore[no-untyped-def]
+    import grpc
+
+    try:
+        c.schedule_new_orchestration("chain", input={"n": 1, "base": 7}, instance_id=iid)
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
+            return True
+        assert exc.code() == grpc.StatusCode.UNAVAILABLE, (exc.code(), exc.details())
+        return False
+    return True

@@ -122,6 +122,7 @@ def test_allow_unauthenticated_is_loud(tmp_path: Path):
         (["--tls-cert", "/nonexistent/c.pem"], "--tls-cert and --tls-key go together"),
         (["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"], "TLS file not found"),
         (["--auth-issuer", "https://x"], "--auth-issuer needs --auth-jwks"),
+        (["--auth-hubs-claim", "roles"], "--auth-hubs-claim needs --auth-jwks"),
     ],
 )
 def test_bad_security_flags_stop_the_start(tmp_path: Path, args: list[str], message: str):

@@ -81,3 +81,50 @@ def test_a_foreign_tenants_token_is_refused(tmp_path: Path):
             assert "is not in the configured JWKS" in proc.stdout
     finally:
         sc.stop()
+
+
+def test_jwts_limited_to_the_hubs_their_roles_claim_names(tmp_path: Path):
+    """``--auth-hubs-claim roles``: Entra ID app roles name the task hubs a workload identity may use, on every
+    listener; a token without the claim may use none."""
+    import durabletask.internal.orchestrator_service_pb2 as pb
+    import durabletask.internal.orchestrator_service_pb2_grpc as stubs
+    import grpc
+    from secure_stack import error_text, http
+
+    issuer = Issuer(tmp_path / "jwks.json")
+    sc = SecureSidecar(
+        tmp_path / "sc",
+        ["--auth-jwks", str(issuer.jwks_file), "--auth-issuer", issuer.issuer, "--auth-hubs-claim", "roles"],
+        hubs="default,orders",
+    ).start()
+    orders_only = issuer.token(extra={"roles": ["orders"]})
+    every_hub = issuer.token(extra={"roles": ["*"]})
+    no_claim = issuer.token()
+    try:
+        with sc.channel() as ch:
+            stub = stubs.TaskHubSidecarServiceStub(ch)
+
+            def get(token: str, hub: str) -> str:
+                md = [("taskhub", hub), ("authorization", f"Bearer {token}")]
+                try:
+                    stub.GetInstance(pb.GetInstanceRequest(instanceId="nope"), metadata=md, timeout=10)
+                    return "OK"
+                except grpc.RpcError as exc:
+                    return f"{exc.code().name}: {exc.details()}"
+
+            assert get(orders_only, "orders") == "OK"
+            assert get(every_hub, "orders") == get(every_hub, "default") == "OK"
+            denied = get(orders_only, "default")
+            assert denied.startswith("PERMISSION_DENIED") and "claim 'roles'" in denied, denied
+            assert get(no_claim, "orders").startswith("PERMISSION_DENIED")
+        code, _, body = http(sc.url("dashboard", "/api/orchestrations?hub=orders"), token=orders_only)
+        assert code == 200 and body["hub"] == "orders"
+        code, _, body = http(sc.url("dashboard", "/api/orchestrations?hub=default"), token=orders_only)
+        assert code == 403 and "may not use task hub 'default'" in error_text(body)
+        code, _, body = http(sc.url("gateway", "/api/agents"), token=orders_only)  # the gateway serves 'default'
+        assert code == 403, body
+        code, _, body = http(sc.url("gateway", "/api/agents"), token=every_hub)
+        assert code == 200, body
+        assert not JWT_RE.search(sc.log())
+    finally:
+        sc.stop()

@@ -249,6 +249,26 @@ def test_authenticator_static_and_jwt_with_hubs(tmp_path: Path, issuer: Issuer):
         assert "just-a-secret" not in str(ei.value) and "nope" not in str(ei.value)
 
 
+def test_jwt_hubs_claim_limits_the_hubs(issuer: Issuer):
+    auth = Authenticator(None, verifier(issuer, hubs_claim="roles"))
+
+    def principal(roles: object, hub: str | None):
+        extra = {} if roles is None else {"roles": roles}
+        return run(auth.authenticate(f"Bearer {issuer.token(extra=extra)}", hub))
+
+    assert principal(["orders", "Other.Role"], "orders").hubs == frozenset({"orders", "Other.Role"})
+    assert principal("orders billing", "billing").hubs == frozenset({"orders", "billing"})
+    assert principal("orders,billing", "orders").hubs == frozenset({"orders", "billing"})
+    assert principal(["*"], "anything").hubs is None
+    for roles, hub in [(["orders"], "default"), (None, "default"), ([], "orders"), (7, "orders"), ("", "x")]:
+        with pytest.raises(PermissionDenied, match=f"may not use task hub '{hub}' .*claim 'roles'"):
+            principal(roles, hub)
+    with pytest.raises(PermissionDenied, match="limited to some task hubs"):
+        principal(["orders"], None)
+    # without the option every JWT may use every hub, the claim or not
+    assert run(Authenticator(None, verifier(issuer)).authenticate(f"Bearer {issuer.token()}", "x")).hubs is None
+
+
 def test_no_auth_means_anonymous():
     assert run(Authenticator().authenticate(None, "default")).kind == "anonymous"
 

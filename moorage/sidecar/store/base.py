@@ -131,6 +131,14 @@ class StoreTx(abc.ABC):
     @abc.abstractmethod
     def get_instance(self, instance_id: str) -> InstanceRow | None: ...
 
+    def peek_instance(self, instance_id: str) -> InstanceRow | None:
+        """The instance as last committed, without locking it: for a transition that only reads its status to add
+        to its inbox (a reply, a lock grant). Waiting for the instance's own transition there is what inverts the
+        lock order (see the PostgreSQL store); an event that lands just as the instance finishes is dropped when
+        it is next leased, as any arrival after the end. A single-writer store's read is the same as
+        ``get_instance``."""
+        return self.get_instance(instance_id)
+
     @abc.abstractmethod
     def put_instance(self, row: InstanceRow) -> None:
         """Insert or replace."""
@@ -278,6 +286,21 @@ class StoreTx(abc.ABC):
         """The entity whose batch carries this completion token (``with_state`` as for :meth:`get_entity`)."""
 
     # -- critical sections -------------------------------------------------------------------------
+    def lock_critical_sections(self) -> None:
+        """Serialise with every other transaction of this hub that grants, takes or releases entity locks (lock
+        requests, ``locked_by``), before this one locks any instance or entity row: the one point that keeps
+        those transactions from waiting on each other's rows in opposite orders. A single-writer store (SQLite)
+        is serialised already: nothing to do."""
+        return None
+
+    def in_critical_section(self, instance_id: str) -> bool:
+        """Whether the orchestration waits for or holds entity locks; read before ``lock_critical_sections``, so
+        it locks nothing. Requests first, then held locks: a grant turns the one into the other in one commit, so
+        a grant committing between the two reads is still seen, and only the orchestration itself ends either."""
+        return any(r.parent_instance_id == instance_id for r in self.lock_requests()) or bool(
+            self.entities_locked_by(instance_id)
+        )
+
     @abc.abstractmethod
     def add_lock_request(self, req: LockRequest) -> None: ...
 

@@ -11,6 +11,26 @@ several replicas behave as the SQLite store's one-at-a-time transactions:
   work item is never handed to two streams, and leasing never waits;
 - deadlocks and serialization failures are retried with the whole transition.
 
+Lock order, the one rule every transition keeps so that two of them never wait on each other's rows: **the hub's
+critical-section lock first, then the row the transition is about, then what it changes besides — and an instance
+that only gets an event is read, not locked.** In full:
+
+1. the hub's critical-section lock (``lock_critical_sections``, an advisory lock per hub), taken before any row by
+   every transition that may add, grant or release an entity lock: an orchestration's completion with a lock or
+   unlock message or ending inside a critical section (``in_critical_section``, read without locking), and the
+   clean-up that frees orphaned locks. Lock requests and ``locked_by`` change only under it, so the requests
+   themselves are read unlocked;
+2. the transition's own row: the leased instance, entity or activity named by a completion token, or the instance
+   a client call names;
+3. the rows it changes besides: entity rows (an unlock, a grant: only under 1), child instances (parent before
+   child), the instance an activity's result goes to. An instance that only gets an event (a reply, a lock grant,
+   a parent told of its child's end, a sent event) is read with ``peek_instance`` and not locked: waiting for its
+   own transition, which may hold entity rows, is the inversion this order exists to prevent.
+
+Leasing and lease renewal never wait (``SKIP LOCKED``, try-locks), so they stand outside the order. What still
+goes against it is rare and left to deadlock detection and the retry: an orchestration terminating an unrelated
+one, an entity starting an orchestration whose id is live, a purge racing an activity's result.
+
 Concurrent commits share WAL flushes in the server (PostgreSQL's own group commit), so there is no batching here.
 After a commit, ``NOTIFY`` tells the other replicas what changed; a listening connection turns their notifications
 into ``Change``s for this process's waiters and streams. Each listener also announces itself every
@@ -24,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -47,6 +68,7 @@ from moorage.sidecar.store.base import (
     InstanceRow,
     LockRequest,
     Store,
+    StoreFull,
     StoreTx,
     StoreUnavailable,
     redact_url,
@@ -66,6 +88,12 @@ OUTAGE_RETRY_SECONDS = 3.0  # how long a transition retries on broken connection
 # one) keeps a long outage from delaying the recovery by minutes.
 RECONNECT_ATTEMPT = 5.0
 LOOP_READ_TIMEOUT = 2.0  # a read on the event loop's own connection gives up after this (server or network hung)
+# Reads on the event loop (``PostgresStore(loop_reads=True)``) hold every other call of the sidecar for their round
+# trip, one after another: off by default (bench/pg_loop_reads.py: with 50 concurrent readers the loop woke 54-73 ms
+# late instead of about 1 ms, even on loopback). When on, one that takes longer than the budget (a remote server, a
+# busy one) sends reads to the pool's threads for a pause, then the loop is tried again.
+LOOP_READ_BUDGET = 0.001
+LOOP_READ_PAUSE = 30.0
 HEARTBEAT_SECONDS = 2.0  # how often each listener says "I am here" on the channel
 PEER_TIMEOUT = 10.0  # silence from every other replica for this long: alone, change notifications stop
 
@@ -73,6 +101,10 @@ _TERMINAL = sorted(TERMINAL_STATUSES)
 _KIND_CODES = {WorkKind.ORCHESTRATION: "o", WorkKind.ACTIVITY: "a", WorkKind.ENTITY: "e"}
 _CODE_KINDS = {v: k for k, v in _KIND_CODES.items()}
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+# A statement the server refused, its transaction rolled back, nothing of it kept (see ``PostgresStore._refused``).
+# DiskFull (SQLSTATE 53100) is an OperationalError to psycopg: it must be caught before the outage handling.
+_REFUSED = (psycopg.DataError, psycopg.errors.DiskFull)
+FULL_LOG_SECONDS = 30.0  # while the disk stays full, its log line is repeated at most this often
 
 _INSTANCE_COLS = (
     "instance_id",
@@ -233,10 +265,25 @@ class _Tx(StoreTx):
         self.hub = hub
         self.write = write
         self.changed: set[str] = set()
-        self.work: set[WorkKind] = set()
+        # Work this transaction made available and did not lease itself (the core leases what a transition makes
+        # to a stream in the same transaction): what another replica's streams need to hear of. Work leased here is
+        # held, so a peer woken for it would only scan queues for nothing.
+        self._unleased: set[tuple[WorkKind, str]] = set()
 
     def _q(self, sql: str, *args: Any) -> psycopg.Cursor[Any]:
         return self.c.execute(sql, (self.hub, *args))
+
+    @property
+    def work(self) -> set[WorkKind]:
+        """The kinds of work this transaction left available to any stream."""
+        return {kind for kind, _ in self._unleased}
+
+    def _made(self, kind: WorkKind, key: str, leased: bool = False) -> None:
+        """``key``'s work of ``kind`` is available now, or (``leased``) held by a lease at this point."""
+        if leased:
+            self._unleased.discard((kind, key))
+        else:
+            self._unleased.add((kind, key))
 
     def _lock_key(self, kind: str, key: str) -> None:
         """Serialise with every other transaction about ``key`` even when no row exists to lock."""
@@ -253,6 +300,10 @@ class _Tx(StoreTx):
         if r is None and self.write:
             self._lock_key("i", instance_id)  # whoever creates it meanwhile has committed once this returns
             r = self._q(sql, instance_id).fetchone()
+        return _instance(r) if r else None
+
+    def peek_instance(self, instance_id: str) -> InstanceRow | None:
+        r = self._q(f"SELECT {_I} FROM instances WHERE hub=%s AND instance_id=%s", instance_id).fetchone()
         return _instance(r) if r else None
 
     def put_instance(self, row: InstanceRow) -> None:
@@ -283,7 +334,7 @@ class _Tx(StoreTx):
         )
         if row.lease_token is None:  # taking a lease changes nothing another replica waits for
             self.changed.add(row.instance_id)
-            self.work.add(WorkKind.ORCHESTRATION)
+        self._made(WorkKind.ORCHESTRATION, row.instance_id, leased=row.lease_token is not None)
 
     def delete_instance(self, instance_id: str) -> None:
         self._q(
@@ -386,7 +437,7 @@ class _Tx(StoreTx):
             visible_at,
             event.SerializeToString(),
         )
-        self.work.add(WorkKind.ORCHESTRATION)
+        self._made(WorkKind.ORCHESTRATION, instance_id)
 
     def get_inbox(
         self, instance_id: str, now: float | None = None, ids: Sequence[int] | None = None
@@ -453,7 +504,7 @@ class _Tx(StoreTx):
         ).fetchone()
         assert r is not None
         row.id = r[0]
-        self.work.add(WorkKind.ACTIVITY)
+        self._made(WorkKind.ACTIVITY, str(row.id))
 
     def available_activities(self, now: float, limit: int) -> list[ActivityRow]:
         lock = " FOR UPDATE SKIP LOCKED" if self.write else ""
@@ -476,8 +527,7 @@ class _Tx(StoreTx):
             "UPDATE activities SET lease_token=%s, lease_owner=%s, lease_until=%s WHERE hub=%s AND id=%s",
             (row.lease_token, row.lease_owner, row.lease_until, self.hub, row.id),
         )
-        if row.lease_token is None:
-            self.work.add(WorkKind.ACTIVITY)
+        self._made(WorkKind.ACTIVITY, str(row.id), leased=row.lease_token is not None)
 
     def delete_activity(self, activity_id: int) -> None:
         self._q("DELETE FROM activities WHERE hub=%s AND id=%s", activity_id)
@@ -506,12 +556,11 @@ class _Tx(StoreTx):
             row.lease_until,
             row.leased_inbox or None,
         )
-        if row.lease_token is None:
-            self.work.add(WorkKind.ENTITY)
+        self._made(WorkKind.ENTITY, row.entity_id, leased=row.lease_token is not None)
 
     def delete_entity(self, entity_id: str) -> None:
         self._q("DELETE FROM entities WHERE hub=%s AND entity_id=%s", entity_id)
-        self.work.add(WorkKind.ENTITY)
+        self._made(WorkKind.ENTITY, entity_id)
 
     def query_entities(
         self, prefix: str | None, modified_from: float | None, modified_to: float | None, after: str | None, limit: int
@@ -542,7 +591,7 @@ class _Tx(StoreTx):
             visible_at,
             event.SerializeToString(),
         )
-        self.work.add(WorkKind.ENTITY)
+        self._made(WorkKind.ENTITY, entity_id)
 
     def get_entity_messages(
         self, entity_id: str, now: float | None = None, ids: Sequence[int] | None = None
@@ -643,6 +692,21 @@ class _Tx(StoreTx):
         return _entity(r) if r else None
 
     # -- critical sections
+    def lock_critical_sections(self) -> None:
+        if self.write:
+            self._lock_key("l", "")  # one per hub; re-taking it in the same transaction returns at once
+
+    def in_critical_section(self, instance_id: str) -> bool:
+        # one statement, one snapshot, no lock (it runs before the hub's critical-section lock is taken)
+        r = self._q(
+            "SELECT EXISTS (SELECT 1 FROM lock_requests WHERE hub=%s AND parent_instance_id=%s) "
+            "OR EXISTS (SELECT 1 FROM entities WHERE hub=%s AND locked_by_instance=%s)",
+            instance_id,
+            self.hub,
+            instance_id,
+        ).fetchone()
+        return bool(r and r[0])
+
     def add_lock_request(self, req: LockRequest) -> None:
         r = self._q(
             "INSERT INTO lock_requests (hub, critical_section_id, parent_instance_id, lock_set) "
@@ -655,11 +719,10 @@ class _Tx(StoreTx):
         req.id = r[0]
 
     def lock_requests(self) -> list[LockRequest]:
-        # Granting is decided on the entities' rows, which the granting transaction locks; locking the requests
-        # too keeps two replicas from granting the same request.
+        # Not locked: every transaction that adds, grants or deletes a request holds the hub's critical-section
+        # lock (``lock_critical_sections``), so no two replicas grant the same request.
         rows = self._q(
-            "SELECT id, critical_section_id, parent_instance_id, lock_set FROM lock_requests "
-            f"WHERE hub=%s ORDER BY id{self._for_update}"
+            "SELECT id, critical_section_id, parent_instance_id, lock_set FROM lock_requests WHERE hub=%s ORDER BY id"
         )
         return [
             LockRequest(id=r[0], critical_section_id=r[1], parent_instance_id=r[2], lock_set=list(r[3])) for r in rows
@@ -785,9 +848,10 @@ class PostgresStore(Store):
 
     ``url`` is a libpq connection URI (``postgresql://user@host:5432/db?sslmode=require``); a password is best
     given by ``PGPASSWORD`` or a password file (``PGPASSFILE``), which libpq reads, rather than in the URL. The
-    schema is migrated on open."""
+    schema is migrated on open. ``loop_reads`` runs one-statement reads on the event loop (see
+    ``LOOP_READ_BUDGET``): less CPU per read, but each holds the loop for its round trip."""
 
-    def __init__(self, url: str, pool_size: int = 8) -> None:
+    def __init__(self, url: str, pool_size: int = 8, loop_reads: bool = False) -> None:
         self.url = url
         self.safe_url = redact_url(url)
         self.process_id = uuid.uuid4().hex[:16]
@@ -799,6 +863,10 @@ class PostgresStore(Store):
         self._loop_conn: psycopg.Connection | None = None  # one-statement reads, on the event loop
         self._loop_conn_busy = False  # in use, or being opened (on a thread: a connect never blocks the loop)
         self._loop_conn_retry_at = 0.0
+        self._loop_budget = LOOP_READ_BUDGET
+        # monotonic: until then reads use the pool (loop reads off, or one on the loop was too slow)
+        self._loop_reads_from = 0.0 if loop_reads else math.inf
+        self._full_logged_at = -FULL_LOG_SECONDS  # when the last "disk full" line was logged (monotonic)
         try:
             with psycopg.connect(
                 self._conninfo, autocommit=True, connect_timeout=10, application_name="moorage-migrate"
@@ -842,7 +910,7 @@ class PostgresStore(Store):
         if self._closed:
             raise RuntimeError("the store is closed")
         self._hubs.add(hub)
-        if not self._loop_conn_busy:
+        if not self._loop_conn_busy and time.monotonic() >= self._loop_reads_from:
             if self._loop_conn is not None:
                 done, result = self._read_on_loop(self._loop_conn, hub, fn)
                 if done:
@@ -857,18 +925,49 @@ class PostgresStore(Store):
         back, which costs more CPU than the statement. ``(False, None)`` when it must go the usual way (a second
         statement, a broken connection): the pool's path then runs it from the start, retries and all."""
         self._loop_conn_busy = True
+        started = time.monotonic()
         try:
             return True, fn(_Tx(_OneStatement(conn), hub, False))
         except _NeedsSnapshot:
             return False, None
-        except psycopg.DataError as exc:
-            raise _unstorable(exc) from None
+        except _REFUSED as exc:
+            raise self._refused(exc) from None
         except psycopg.OperationalError:
             self._drop_loop_conn()
             self._loop_conn_retry_at = time.monotonic() + RECONNECT_ATTEMPT
             return False, None
         finally:
             self._loop_conn_busy = False
+            if time.monotonic() - started > self._loop_budget:
+                self._loop_reads_from = time.monotonic() + LOOP_READ_PAUSE
+                log.debug(
+                    "a read on the event loop took longer than %g ms: reads use the pool for %g s",
+                    self._loop_budget * 1000,
+                    LOOP_READ_PAUSE,
+                )
+
+    def _refused(self, exc: psycopg.DataError | psycopg.errors.DiskFull) -> Exception:
+        """The one translation of a statement the server refused (its transaction rolled back, nothing kept).
+
+        A value PostgreSQL cannot hold (a NUL in text, a number out of range) is the caller's input:
+        INVALID_ARGUMENT. A full disk under the database (DiskFull, SQLSTATE 53100: a table or index could not grow)
+        is :class:`StoreFull`, RESOURCE_EXHAUSTED; the next call after space is freed simply succeeds, so the log
+        says what to do once, not once per call (a full WAL volume is not this: PostgreSQL stops, an outage)."""
+        if isinstance(exc, psycopg.DataError):
+            return ValueError(f"a value the PostgreSQL store cannot hold: {_reason(exc)}")
+        now = time.monotonic()
+        if now >= self._full_logged_at + FULL_LOG_SECONDS:
+            self._full_logged_at = now
+            log.error(
+                "the disk holding the PostgreSQL database %s is full (%s): changes are rolled back and their callers "
+                "told RESOURCE_EXHAUSTED; free space on the database server's data volume (or grow it), the sidecar "
+                "resumes by itself",
+                self.safe_url,
+                _reason(exc),
+            )
+        return StoreFull(
+            f"the disk holding the database is full ({_reason(exc)}); nothing was changed, retry once space is freed"
+        )
 
     def _open_loop_conn(self) -> None:
         """On a thread: the event loop's read connection. A read never waits on a lock and is one statement, so
@@ -944,6 +1043,9 @@ class PostgresStore(Store):
                     raise
                 log.debug("transaction retried after %s (attempt %d)", type(exc).__name__, attempt)
                 time.sleep(random.uniform(0, 0.002 * attempt))
+            except _REFUSED as exc:  # before OperationalError, which DiskFull is
+                _rollback(conn)
+                raise self._refused(exc) from None
             except psycopg.OperationalError as exc:
                 if committing and write:
                     raise StoreUnavailable(
@@ -953,9 +1055,6 @@ class PostgresStore(Store):
                 if time.monotonic() > give_up:
                     raise StoreUnavailable(f"the database is unavailable ({self.safe_url}): {_reason(exc)}") from None
                 time.sleep(min(0.05 * attempt, 0.5))
-            except psycopg.DataError as exc:
-                _rollback(conn)
-                raise _unstorable(exc) from None
             except BaseException:
                 _rollback(conn)
                 raise
@@ -1032,11 +1131,6 @@ def _rollback(conn: psycopg.Connection) -> None:
         conn.execute("ROLLBACK")
     except psycopg.Error:
         pass  # a broken connection: the pool discards it
-
-
-def _unstorable(exc: psycopg.DataError) -> ValueError:
-    """A value PostgreSQL cannot hold (a NUL in text, a number out of range): the caller's input, INVALID_ARGUMENT."""
-    return ValueError(f"a value the PostgreSQL store cannot hold: {_reason(exc)}")
 
 
 def _reason(exc: BaseException) -> str:

@@ -580,6 +580,35 @@ def test_lock_requests_queue_in_order(store_factory: StoreUnderTest) -> None:
     store_factory.run(body)
 
 
+def test_in_critical_section_sees_requests_and_held_locks_and_peek_reads_the_instance(
+        store_factory: StoreUnderTest) -> None:
+    """What decides whether an orchestration's end must serialise with the hub's grants (the engine's lock order):
+    a pending lock request or a held entity lock of that instance, in this hub only; and ``peek_instance`` reads the
+    same row as ``get_instance``."""
+    async def body(store: Store) -> None:
+        def fill(t: StoreTx) -> None:
+            t.lock_critical_sections()
+            t.add_lock_request(LockRequest(id=None, critical_section_id="cs-w", parent_instance_id="waiting",
+                                           lock_set=["@e@a"]))
+            t.put_entity(EntityRow(entity_id="@e@a", state="1", last_modified_at=1000.0, locked_by="cs-h",
+                                   locked_by_instance="holding"))
+            t.put_instance(instance("holding"))
+        await tx(store, fill)
+
+        def check(t: StoreTx) -> None:
+            assert t.in_critical_section("waiting") and t.in_critical_section("holding")
+            assert not t.in_critical_section("free")
+            # the default in base.py agrees with whatever the store overrides it with
+            assert [StoreTx.in_critical_section(t, i) for i in ("waiting", "holding", "free")] == [True, True, False]
+            assert t.peek_instance("holding") == t.get_instance("holding") is not None
+            assert t.peek_instance("free") is None
+        await read(store, check)
+        await tx(store, check)
+        assert not await read(store, lambda t: t.in_critical_section("holding"), hub=OTHER_HUB)
+
+    store_factory.run(body)
+
+
 def test_counts(store_factory: StoreUnderTest) -> None:
     async def body(store: Store) -> None:
         def fill(t: StoreTx) -> None:

@@ -252,3 +252,101 @@ def test_a_replica_alone_sends_no_change_notifications(monkeypatch) -> None:
             await a.close()
 
     asyncio.run(body())
+
+
+@pytest.mark.postgresql
+def test_work_leased_in_the_transaction_that_made_it_is_not_announced(monkeypatch) -> None:
+    """The core leases the work a transition makes to a stream in the same transaction; announcing it woke every
+    other replica's streams to scan the queues for nothing (SKIP LOCKED finds it held). Work left available is
+    announced, and so is work a lease gives back."""
+    import asyncio
+
+    from moorage.sidecar import engine
+    from moorage.sidecar.store.postgres import PostgresStore
+
+    server = shared_server()
+    monkeypatch.setenv("PGPASSWORD", server.password)
+    url = server.create_database()
+
+    def announced(conn: psycopg.Connection) -> list[frozenset[WorkKind]]:
+        got = [_parse(n.payload) for n in conn.notifies(timeout=0.4)]
+        return [p[1].work for p in got if p is not None and p[1].work]
+
+    async def body() -> None:
+        a = PostgresStore(url, pool_size=2)  # within its first PEER_TIMEOUT: it assumes company and notifies
+        try:
+            await a.run("h", lambda tx: engine.create_instance(tx, engine.Effects(), instance_id="o", name="orch",
+                                                               input=None))
+            execution = (await a.read("h", lambda tx: tx.get_instance("o"))).execution_id
+            now = engine.now()
+            lease = engine.Lease(owner="s", now=now + 1, until=now + 600)
+
+            def make(lease_it: bool, task_id: int):  # type: ignore[no-untyped-def]
+                def fn(tx) -> list[engine.ActivityRow]:  # type: ignore[no-untyped-def]
+                    if task_id >= 0:
+                        tx.add_activity(engine.ActivityRow(id=None, instance_id="o", execution_id=execution,
+                                                           name="act", task_id=task_id, input=None))
+                    if not lease_it:
+                        return []
+                    return engine.lease_activities(tx, engine.Effects(), lease, engine.Filters(), 5)
+                return fn
+
+            with psycopg.connect(url, autocommit=True) as spy:
+                spy.execute(f"LISTEN {CHANNEL}")
+                assert a.has_peers()
+                assert [r.task_id for r in await a.run("h", make(True, 1))] == [1]
+                assert announced(spy) == []  # made and leased at once: nobody else can take it
+                assert await a.run("h", make(False, 2)) == []
+                assert announced(spy) == [frozenset({WorkKind.ACTIVITY})]  # left available
+                (row,) = await a.run("h", make(True, -1))  # leased later, nothing new: nothing to tell
+                assert row.task_id == 2 and announced(spy) == []
+                row.lease_token = row.lease_owner = row.lease_until = None
+                await a.run("h", lambda tx: tx.update_activity_lease(row))  # given back: available again
+                assert announced(spy) == [frozenset({WorkKind.ACTIVITY})]
+        finally:
+            await a.close()
+
+    asyncio.run(body())
+
+
+@pytest.mark.postgresql
+def test_reads_on_the_event_loop_are_opt_in_and_give_way_when_slow(monkeypatch) -> None:
+    """Off by default (each holds the loop for its round trip). With ``loop_reads=True`` a one-statement read runs
+    on the loop's own connection, a value PostgreSQL cannot hold is still INVALID_ARGUMENT there, and a read slower
+    than the budget sends the next ones to the pool for a pause."""
+    import asyncio
+    import time
+
+    from moorage.sidecar import engine
+    from moorage.sidecar.store.postgres import PostgresStore
+
+    server = shared_server()
+    monkeypatch.setenv("PGPASSWORD", server.password)
+    url = server.create_database()
+
+    async def body() -> None:
+        off, on = PostgresStore(url, pool_size=2), PostgresStore(url, pool_size=2, loop_reads=True)
+        try:
+            await on.run("h", lambda tx: engine.create_instance(tx, engine.Effects(), instance_id="o", name="orch",
+                                                                input=None))
+            for _ in range(3):
+                assert (await off.read("h", lambda tx: tx.get_instance("o"))) is not None
+            assert off._loop_conn is None
+            deadline = time.monotonic() + 10
+            while on._loop_conn is None:  # the first read opens the loop's connection on a thread
+                assert (await on.read("h", lambda tx: tx.get_instance("o"))) is not None
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            on._loop_budget = 60.0
+            assert (await on.read("h", lambda tx: tx.get_instance("o"))).instance_id == "o"
+            with pytest.raises(ValueError, match="cannot hold"):
+                await on.read("h", lambda tx: tx.get_instance("o\x00"))
+            assert on._loop_reads_from <= time.monotonic()  # fast reads keep the loop
+            on._loop_budget = 0.0  # every read is "slow" now
+            await on.read("h", lambda tx: tx.get_instance("o"))
+            assert on._loop_reads_from > time.monotonic() + 10  # the pool's, for a pause
+        finally:
+            await off.close()
+            await on.close()
+
+    asyncio.run(body())

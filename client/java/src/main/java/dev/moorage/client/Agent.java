@@ -6,6 +6,7 @@ import dev.moorage.v1.GetRunResultResponse;
 import dev.moorage.v1.GetSessionRequest;
 import dev.moorage.v1.ListSessionsRequest;
 import dev.moorage.v1.ListSessionsResponse;
+import dev.moorage.v1.ResumeRunStreamRequest;
 import dev.moorage.v1.RunRequest;
 import dev.moorage.v1.StartRunResponse;
 import io.grpc.Context;
@@ -54,6 +55,34 @@ public final class Agent {
     return MoorageClient.call(() -> {
       try {
         return new RunStream(context.call(() -> client.stub.runStream(req)), context);
+      } catch (RuntimeException e) {
+        throw e;
+      } catch (Exception e) {
+        throw new IllegalStateException(e);
+      }
+    });
+  }
+
+  /**
+   * A streamed turn again, e.g. after the connection broke: the chunks after sequence {@code after} (the {@link
+   * RunStream#lastSequence()} seen; negative: from the first chunk), then the answer. Any gateway serves it; an
+   * unknown turn is NOT_FOUND.
+   */
+  public RunStream resumeStream(String sessionId, String correlationId, long after) {
+    return resumeStream(sessionId, correlationId, after, null);
+  }
+
+  /** {@link #resumeStream(String, String, long)}, waiting up to {@code timeout} for the turn (null: 300 s). */
+  public RunStream resumeStream(String sessionId, String correlationId, long after, Duration timeout) {
+    ResumeRunStreamRequest.Builder b =
+        ResumeRunStreamRequest.newBuilder().setAgent(name).setSessionId(sessionId).setCorrelationId(correlationId);
+    if (after >= 0) b.setAfterSequence(after);
+    if (timeout != null) b.setTimeoutSeconds(timeout.toMillis() / 1000.0);
+    ResumeRunStreamRequest req = b.build();
+    Context.CancellableContext context = Context.current().withCancellation();
+    return MoorageClient.call(() -> {
+      try {
+        return new RunStream(context.call(() -> client.stub.resumeRunStream(req)), context, sessionId, correlationId);
       } catch (RuntimeException e) {
         throw e;
       } catch (Exception e) {

@@ -17,10 +17,17 @@ public final class RunStream implements Iterable<String>, AutoCloseable {
   private String correlationId;
   private RunResult result;
   private String next;
+  private long lastSequence = -1;
 
   RunStream(Iterator<RunStreamEvent> events, Context.CancellableContext context) {
     this.events = events;
     this.context = context;
+  }
+
+  RunStream(Iterator<RunStreamEvent> events, Context.CancellableContext context, String sessionId, String correlationId) {
+    this(events, context);
+    this.sessionId = sessionId;
+    this.correlationId = correlationId;
   }
 
   private boolean advance() {
@@ -34,6 +41,7 @@ public final class RunStream implements Iterable<String>, AutoCloseable {
             correlationId = event.getStarted().getCorrelationId();
           }
           case CHUNK -> {
+            lastSequence = event.getChunk().getSequence();
             next = event.getChunk().getText();
             return true;
           }
@@ -87,6 +95,14 @@ public final class RunStream implements Iterable<String>, AutoCloseable {
 
   public String correlationId() {
     return correlationId;
+  }
+
+  /**
+   * The sequence of the last chunk received (-1: none yet): pass it to {@link Agent#resumeStream} if the stream
+   * breaks.
+   */
+  public long lastSequence() {
+    return lastSequence;
   }
 
   /** Abandons the stream (the turn itself goes on). */

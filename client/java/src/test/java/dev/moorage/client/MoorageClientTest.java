@@ -90,6 +90,38 @@ class MoorageClientTest {
   }
 
   @Test
+  void resumesAStreamAfterItsLastSequence() {
+    Agent joker = client.agent("Joker");
+    List<String> chunks = new ArrayList<>();
+    RunResult result;
+    String session;
+    String correlation;
+    try (RunStream stream = joker.stream("Tell me a joke about whales", new RunOptions())) {
+      for (String text : stream) {
+        assertEquals(chunks.size(), stream.lastSequence());
+        chunks.add(text);
+      }
+      result = stream.result();
+      session = stream.sessionId();
+      correlation = stream.correlationId();
+    }
+    assertTrue(chunks.size() >= 3, "only " + chunks.size() + " chunks");
+    List<String> tail = new ArrayList<>();
+    try (RunStream rest = joker.resumeStream(session, correlation, 1)) {
+      for (String text : rest) tail.add(text);
+      assertEquals(result.text(), rest.result().text());
+      assertEquals(session, rest.sessionId());
+    }
+    assertEquals(String.join("", chunks.subList(2, chunks.size())), String.join("", tail));
+    MoorageException missing = assertThrows(MoorageException.class, () -> {
+      try (RunStream s = joker.resumeStream(session, "no-such-turn", -1)) {
+        s.result();
+      }
+    });
+    assertTrue(missing.isNotFound(), missing.toString());
+  }
+
+  @Test
   void startsAnOrchestrationAndRaisesAnEvent() {
     String id = client.startOrchestration("wait_for_approval", Map.of("amount", 42), uid("java"));
     String before = client.getOrchestration(id).status();
