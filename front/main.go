@@ -12,6 +12,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
@@ -48,6 +49,15 @@ const (
 
 	headerSize   = 9 // u32 length (of what follows it), u8 type, u32 call id
 	maxFrameSize = 1 << 31
+
+	// deadlineMargin: a call with a deadline ends this much (at most a twentieth of its time) before grpc-go's
+	// transport would end it. At the deadline the transport resets the stream on a timer of its own (RST_STREAM
+	// CANCEL), and the status a handler returns at the same instant races that timer (both fire together; on one
+	// P the goroutine readied last runs first). A client maps a reset to DEADLINE_EXCEEDED only when its own clock
+	// says the deadline has passed, and grpc-core's millisecond-granular clock sometimes does not: it reported
+	// CANCELLED. Ending first sends the status in the trailers (and stops the transport's timer), as grpc's own
+	// servers do; the client's deadline is itself a little earlier than the server's (the header's transit).
+	deadlineMargin = 20 * time.Millisecond
 )
 
 // rawCodec passes message bytes through: the front never parses a message.
@@ -289,8 +299,14 @@ func (b *bridge) handle(_ any, ss grpc.ServerStream) error {
 	}
 	ctx := ss.Context()
 	timeout := int64(-1)
+	var expired <-chan time.Time // the call's own end, a little before the transport's (see deadlineMargin)
 	if d, ok := ctx.Deadline(); ok {
-		timeout = max(time.Until(d).Microseconds(), 0)
+		left := time.Until(d)
+		left -= min(deadlineMargin, left/20)
+		timeout = max(left.Microseconds(), 0)
+		timer := time.NewTimer(left)
+		defer timer.Stop()
+		expired = timer.C
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	var addr net.Addr
@@ -302,6 +318,9 @@ func (b *bridge) handle(_ any, ss grpc.ServerStream) error {
 	b.send(callFrame(id, method, peerName(addr), timeout, md, req))
 	for {
 		select {
+		case <-expired:
+			b.send(controlFrame(frameCancel, id))
+			return status.Error(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
 		case <-ctx.Done():
 			b.send(controlFrame(frameCancel, id))
 			return status.FromContextError(ctx.Err()).Err()

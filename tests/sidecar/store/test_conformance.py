@@ -386,6 +386,7 @@ def test_renew_leases_extends_only_the_given_owners(store_factory: StoreUnderTes
             assert ent is not None and ent.lease_until == 2000.0
             assert act is not None and act.lease_until == 2000.0
         await read(store, check)
+        await tx(store, check)
 
     store_factory.run(body)
 
@@ -737,6 +738,95 @@ def test_run_returns_the_result_and_a_failing_transaction_leaves_nothing(store_f
         await tx(store, nothing_left)  # and from inside a transaction
 
     store_factory.run(body)
+
+
+def test_a_failing_transaction_leaves_the_rows_it_changed_as_they_were(store_factory: StoreUnderTest) -> None:
+    """Rows read and changed before a failure (a store may keep copies of what it read or wrote) are afterwards
+    what was committed, whether the failing transaction ran alone or inside a batch of others."""
+    async def body(store: Store) -> None:
+        def fill(t: StoreTx) -> None:
+            t.put_instance(instance("i", lease_token="t1", lease_owner="w", lease_until=5.0))
+            t.append_history("i", [raised("h1")])
+            t.put_entity(EntityRow(entity_id="@e@k", state="1", lease_token="e1", lease_owner="w", lease_until=5.0))
+        await tx(store, fill)
+
+        def look(t: StoreTx) -> None:  # what a store may remember
+            assert t.get_instance("i") is not None and t.leased_instance("t1") is not None
+            assert names(t.get_history("i")) == ["h1"] and t.get_history_bytes("i")
+            assert t.get_entity("@e@k") is not None and t.leased_entity("e1") is not None
+        await tx(store, look)
+
+        def change_then_fail(t: StoreTx) -> None:
+            row = t.leased_instance("t1")
+            assert row is not None
+            row.status, row.lease_token, row.custom_status = COMPLETED, "t2", "changed"
+            t.put_instance(row)
+            t.append_history("i", [raised("h2")])
+            ent = t.get_entity("@e@k")
+            assert ent is not None
+            ent.state, ent.lease_token = "2", "e2"
+            t.put_entity(ent)
+            assert t.leased_instance("t2") is not None and names(t.get_history("i")) == ["h1", "h2"]
+            raise KeyError("boom")
+
+        def unchanged(t: StoreTx) -> None:
+            row = t.get_instance("i")
+            assert row is not None and (row.status, row.lease_token, row.custom_status) == (RUNNING, "t1", None)
+            assert t.leased_instance("t2") is None and t.leased_instance("t1") is not None
+            assert names(t.get_history("i")) == ["h1"] and len(t.get_history_bytes("i")) == 1
+            ent = t.get_entity("@e@k")
+            assert ent is not None and (ent.state, ent.lease_token) == ("1", "e1")
+            assert t.leased_entity("e2") is None and t.leased_entity("e1") is not None
+
+        with pytest.raises(KeyError, match="boom"):
+            await tx(store, change_then_fail)
+        await tx(store, unchanged)
+        # the same inside a batch: another transition first, one after
+        results = await asyncio.gather(tx(store, look), tx(store, change_then_fail), tx(store, unchanged),
+                                       return_exceptions=True)
+        assert results[0] is None and isinstance(results[1], KeyError) and results[2] is None
+        await tx(store, unchanged)
+        await read(store, unchanged)
+
+    store_factory.run(body)
+
+
+def test_a_commit_by_another_store_on_the_same_database_is_seen(store_factory: StoreUnderTest) -> None:
+    """Another process's commit (here a second store opened on the same URL) is what the next transaction reads,
+    even of rows this store read or wrote just before (a store may keep copies of those)."""
+    url = store_factory.fresh_url()
+
+    async def body(store: Store) -> None:
+        def fill(t: StoreTx) -> None:
+            t.put_instance(instance("i", lease_token="t1", lease_owner="w", lease_until=5.0))
+            t.append_history("i", [raised("h1")])
+            t.put_entity(EntityRow(entity_id="@e@k", state="1"))
+        await tx(store, fill)
+        await tx(store, lambda t: (t.get_instance("i"), t.get_history_bytes("i"), t.get_entity("@e@k")))
+
+        other = store_factory.open(url)
+        try:
+            def change(t: StoreTx) -> None:
+                row = t.get_instance("i")
+                assert row is not None
+                row.custom_status, row.lease_token = "by the other", "t2"
+                t.put_instance(row)
+                t.append_history("i", [raised("h2")])
+                t.put_entity(EntityRow(entity_id="@e@k", state="2"))
+            await other.run(HUB, change)
+        finally:
+            await other.close()
+
+        def seen(t: StoreTx) -> None:
+            row = t.get_instance("i")
+            assert row is not None and row.custom_status == "by the other"
+            assert t.leased_instance("t1") is None and t.leased_instance("t2") is not None
+            assert names(t.get_history("i")) == ["h1", "h2"] and len(t.get_history_bytes("i")) == 2
+            ent = t.get_entity("@e@k")
+            assert ent is not None and ent.state == "2"
+        await tx(store, seen)
+
+    store_factory.run(body, url)
 
 
 def test_group_commit_concurrent_runs_all_commit_and_one_failure_loses_no_other(
