@@ -31,6 +31,7 @@ from .protocol import (
     DELETE_OPERATION,
     RESET_OPERATION,
     RUN_OPERATION,
+    archived_turns,
     bookkeeping,
     build_request,
     running_correlation,
@@ -71,7 +72,9 @@ class SessionInfo:
 
     @property
     def turns(self) -> int:
-        return sum(1 for e in self.conversation_history if e.get("$type") == "response")
+        """Every turn of the conversation (since its last reset), archived ones included."""
+        live = sum(1 for e in self.conversation_history if e.get("$type") == "response")
+        return archived_turns(bookkeeping(self.state)) + live
 
     @property
     def last_response_text(self) -> str:

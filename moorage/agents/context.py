@@ -1,6 +1,6 @@
 """Conversations that outlive the model's context window and the entity-state limit: an agent's context policy.
 
-    Agent(..., context=ContextPolicy(max_tokens=100_000, max_state_bytes=4_000_000))   # the defaults
+    Agent(..., context=ContextPolicy(max_tokens=100_000, max_state_bytes=64_000))   # the defaults
 
 What is sent to the model is bounded by ``max_tokens``: the instructions, a summary of the older turns, and the
 latest turns whole (a response entry holds its tool calls with their results, so tool-call pairs stay intact).
@@ -10,9 +10,12 @@ crash a completed summary is replayed, never recomputed), stores the summary on 
 with it. A summary covers the session's entries up to ``upTo`` (an absolute entry number) and is refreshed the same
 way when the turns after it outgrow the budget again.
 
-The stored session keeps every entry until its state passes ``max_state_bytes``; then its oldest entries — those
-the summary already covers first — move to archive pages (entities ``moorage-archive``, key
-``<agent>:<session>:<page>``) that the gateway (``GET .../sessions/{id}/archive?page=N``) and any client can read.
+The session entity keeps only its latest entries: every entity batch moves its state whole (the backend reads it,
+sends it to the worker, takes it back and stores it), so a turn's cost would grow with the conversation. When the
+state passes ``max_state_bytes`` its oldest entries move to archive pages (entities ``moorage-archive``, key
+``<agent>:<session>:<page>``) that the gateway (``GET .../sessions/{id}/archive?page=N``), the dashboard and any
+client can read. The model still sees every entry no summary covers: a worker keeps each session's conversation
+cached, and one that does not have it reads the pages it needs (``runtime.HistoryReader``).
 
 Tokens are counted with ``tiktoken`` when it is installed and its encoding is available offline (it downloads
 encodings on first use); otherwise — and for models it does not know — with an estimate of about four characters
@@ -45,8 +48,8 @@ class ContextPolicy:
             everything (no summaries).
         keep_ratio: The share of the budget the latest turns may fill after a summary (the rest is headroom for
             the summary and the turns to come).
-        max_state_bytes: The session entity's state size beyond which its oldest entries move to the archive.
-            ``None``: never archive.
+        max_state_bytes: The session entity's state size beyond which its oldest entries move to the archive
+            (down to 3/4 of it). ``None``: never archive.
         archive_page_entries: At most this many entries per archive page.
         summary_instructions: The system prompt of the summarisation call.
         encoding: A ``tiktoken`` encoding name to count with when available (default ``o200k_base``).
@@ -54,7 +57,7 @@ class ContextPolicy:
 
     max_tokens: int | None = 100_000
     keep_ratio: float = 0.5
-    max_state_bytes: int | None = 4_000_000
+    max_state_bytes: int | None = 64_000
     archive_page_entries: int = 200
     summary_instructions: str = SUMMARY_INSTRUCTIONS
     encoding: str = "o200k_base"

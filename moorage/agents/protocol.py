@@ -586,6 +586,17 @@ def bookkeeping(state: Any) -> dict[str, Any]:
     return mine if isinstance(mine, dict) else {}
 
 
+def archived_entries(mo: dict[str, Any]) -> int:
+    """How many entries of the session's conversation (since its last reset) are on archive pages, not in its
+    state: the state keeps only the latest ones."""
+    return max(0, int(mo.get("archived") or 0) - int(mo.get("historyFrom") or 0))
+
+
+def archived_turns(mo: dict[str, Any]) -> int:
+    """How many of those archived entries are responses (turns)."""
+    return int(mo.get("archivedTurns") or 0)
+
+
 def running_correlation(mo: dict[str, Any]) -> str | None:
     """The correlation id of the turn running on the session, if any."""
     active = mo.get("active")
@@ -635,6 +646,8 @@ __all__ = [
     "add_usage",
     "agent_of_entity",
     "archive_key",
+    "archived_entries",
+    "archived_turns",
     "bookkeeping",
     "build_request",
     "empty_usage",

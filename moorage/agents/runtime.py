@@ -19,9 +19,11 @@ response, and (for calls from orchestrations) raises the response as an event on
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator
 from datetime import datetime, timedelta
@@ -99,6 +101,9 @@ __all__ = [
     "turn_orchestration_name",
 ]
 
+
+# How long a history read waits for an archive page whose ``put`` is still in flight (HistoryReader._archive_page).
+ARCHIVE_PAGE_WAIT = 30.0
 
 ModelCall = Callable[[str, dict[str, Any]], dict[str, Any]]
 """``(turn instance id, model-call input) -> model-call result``: the agent's model-call activity as the worker
@@ -414,12 +419,14 @@ class SessionEntity:
 
     def save(self, ctx: EntityContext, session: RawSession, now: datetime) -> None:
         """Record activity (for the TTL), move old entries to the archive when the state is over
-        ``max_state_bytes``, and write the state back."""
+        ``max_state_bytes``, and write the state back. The state is moved whole by every batch (store, work item,
+        result, store), so it is kept small; down to 3/4 of the limit at once, so that a page is written every
+        few dozen turns rather than at each one."""
         self.touch(ctx, session.mo, now)
         raw = session.to_raw()
         limit = self.policy.max_state_bytes if self.policy is not None else None
         if limit is not None and len(raw) > limit:
-            self.archive(ctx, session, len(raw) - limit)
+            self.archive(ctx, session, len(raw) - limit * 3 // 4)
             raw = session.to_raw()
         _sdk.write_entity_state_text(ctx, raw)
 
@@ -442,6 +449,7 @@ class SessionEntity:
             pages += 1
         mo["archived"] = first + len(moved)
         mo["archivePages"] = pages
+        mo["archivedTurns"] = int(mo.get("archivedTurns") or 0) + sum(1 for e in moved if e.get("$type") == "response")
 
     def touch(self, ctx: EntityContext, mo: dict[str, Any], now: datetime) -> None:
         mo["lastActivityAt"] = iso(now)
@@ -473,14 +481,50 @@ def make_session_entity(agent: Agent, model_call: ModelCall | None = None) -> Ca
 
 
 class ChatGroup(list[dict[str, Any]]):
-    """One history entry's Chat Completions messages, which remember their token count: a worker's cached
-    conversation is counted once, not again for every model call of every later turn."""
+    """One history entry's Chat Completions messages, which remember their token count and the running total of
+    their conversation up to them: a worker's cached conversation is counted once, not again for every model call
+    of every later turn (at turn 1,000, adding up 2,000 counts was a quarter of a turn's worker CPU)."""
 
-    __slots__ = ("counted",)
+    __slots__ = ("counted", "running")
 
     def __init__(self, messages: list[dict[str, Any]]):
         super().__init__(messages)
         self.counted: tuple[TokenCounter, int] | None = None
+        self.running: tuple[TokenCounter, int] | None = None
+
+    @staticmethod
+    def total(groups: list[list[dict[str, Any]]], count: TokenCounter) -> int:
+        """``sum(ChatGroup.tokens(g, count) for g in groups)`` for consecutive groups of one conversation (a
+        cached one grows at its end; a summary cuts its start): only the groups after the last one with a running
+        total are counted. A start without one (a new conversation, an earlier cut) is counted whole, and the
+        running totals start from it."""
+
+        def known(g: list[dict[str, Any]]) -> bool:
+            return isinstance(g, ChatGroup) and g.running is not None and g.running[0] is count
+
+        if not groups:
+            return 0
+        if not known(groups[0]):
+            total = 0
+            for g in groups:
+                total += ChatGroup.tokens(g, count)
+                if isinstance(g, ChatGroup):
+                    g.running = (count, total)
+            return total
+        head = groups[0]
+        assert isinstance(head, ChatGroup) and head.running is not None
+        before = head.running[1] - ChatGroup.tokens(head, count)
+        j = len(groups) - 1
+        while not known(groups[j]):
+            j -= 1
+        last = groups[j]
+        assert isinstance(last, ChatGroup) and last.running is not None
+        total = last.running[1]
+        for g in groups[j + 1 :]:
+            total += ChatGroup.tokens(g, count)
+            if isinstance(g, ChatGroup):
+                g.running = (count, total)
+        return total - before
 
     @staticmethod
     def tokens(group: list[dict[str, Any]], count: TokenCounter) -> int:
@@ -588,9 +632,56 @@ class HistoryReader:
             raise LookupError(f"session {key} has no request {correlation_id!r} (was it reset or deleted?)")
         first = int(session.mo.get("archived") or 0) if session.exists else 0
         groups = [ChatGroup(entry_to_chat(e)) for e in entries[: end + 1]]
+        if first:  # what the model still needs of the archive: the entries no summary covers
+            first, older = self._archived(agent_name, session_id, session.mo, first)
+            groups = [ChatGroup(entry_to_chat(e)) for e in older] + groups
         if described and end == len(entries) - 1:
             self._remember(key, int(described.get("version") or 0), first, groups)
         return first, groups
+
+    def _archived(
+        self, agent_name: str, session_id: str, mo: dict[str, Any], archived: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """(absolute number of the first, entries) of the archived entries after the session's summary (and after
+        its last reset), read from its archive pages, newest first, until one starts at or before them."""
+        need = max(int((mo.get("summary") or {}).get("upTo") or 0), int(mo.get("historyFrom") or 0))
+        if need >= archived:
+            return archived, []
+        start, out = archived, list[dict[str, Any]]()
+        for page in range(int(mo.get("archivePages") or 0) - 1, -1, -1):
+            data = self._archive_page(agent_name, session_id, page)
+            if data is None:
+                break
+            start, out = int(data.get("first") or 0), list(data.get("entries") or []) + out
+            if start <= need:
+                break
+        cut = min(max(0, need - start), len(out))
+        return start + cut, out[cut:]
+
+    def _archive_page(self, agent_name: str, session_id: str, page: int) -> dict[str, Any] | None:
+        """One archive page. The session's batch that let its entries go signalled the page's ``put`` in the same
+        commit, so a page not there yet is on its way: wait for it (a while, then go on without it)."""
+        entity = EntityInstanceId(ARCHIVE_ENTITY, archive_key(agent_name, session_id, page))
+        deadline = time.monotonic() + ARCHIVE_PAGE_WAIT
+        delay = 0.005
+        while True:
+            md = self._sdk().get_entity(entity, include_state=True)
+            raw = md.get_state() if md is not None else None
+            data = json.loads(raw) if isinstance(raw, str) else raw
+            if isinstance(data, dict):
+                return data
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    "archive page %d of session %s (agent %s) did not appear within %.0f s: the model will not see "
+                    "its entries in this call",
+                    page,
+                    session_id,
+                    agent_name,
+                    ARCHIVE_PAGE_WAIT,
+                )
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _chat_of(history_reader: HistoryReader, agent: Agent, inp: dict[str, Any]) -> tuple[int, list[list[Any]]]:
@@ -618,13 +709,13 @@ def make_llm_activity(agent: Agent, history_reader: HistoryReader) -> Callable[[
         tools = [t.openai_schema() for t in agent.tools] if inp.get("tools") else []
         if policy is not None and policy.max_tokens is not None and "messages" not in inp:
             count = counter(policy)
-            tokens = count.messages(prefix, tools) + sum(ChatGroup.tokens(g, count) for g in groups)
+            tokens = count.messages(prefix, tools) + ChatGroup.total(groups, count)
             if tokens > policy.max_tokens:
                 if not inp.get("force"):
                     return {"overBudget": True, "tokens": tokens}  # the turn summarises, then calls again
                 while len(groups) > 2 and tokens > policy.max_tokens:  # still too long: leave out the oldest
                     tokens -= count.messages(groups.pop(0))
-        messages = prefix + [m for g in groups for m in g]
+        messages = prefix + list(itertools.chain.from_iterable(groups))
         if (
             rf is not None
             and rf.get("type") == "json_object"

@@ -347,6 +347,11 @@ class RawSession:
         mo = self.mo
         mo["version"] = int(mo.get("version") or 0) + 1
         mo["mark"] = {"version": 0, "offset": 0}  # the next turn starts from the empty history
+        # The archive keeps the pages of the conversation before (clients can still read them), but the model
+        # sees nothing of it: no summary, no archived entry before this one.
+        mo["historyFrom"] = int(mo.get("archived") or 0)
+        mo["archivedTurns"] = 0
+        mo.pop("summary", None)
 
     def count_entries(self) -> int:
         return sum(1 for _ in iter_body_entries(self.body)) if self.body else 0

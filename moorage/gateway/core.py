@@ -914,10 +914,13 @@ class Gateway:
         return out
 
     async def message_count(self, agent: str, session_id: str) -> int:
-        """The number of history entries (requests and responses) of a session: Agent Framework's
-        ``message_count``."""
+        """The number of history entries (requests and responses) of a session, archived ones included: Agent
+        Framework's ``message_count``."""
         md = await self._session_metadata(agent, session_id)
-        return len(history(load_state(md.get_state()))) if md is not None else 0
+        if md is None:
+            return 0
+        state = load_state(md.get_state())
+        return protocol.archived_entries(protocol.bookkeeping(state)) + len(history(state))
 
     async def list_sessions(
         self, agent: str | None = None, page_size: int = 0, continuation_token: str | None = None

@@ -931,12 +931,15 @@ def _put_or_drop_entity(tx: StoreTx, ent: EntityRow) -> None:
 def _grant_locks(tx: StoreTx, fx: Effects) -> None:
     tx.lock_critical_sections()  # taken first by the transition already (the store's lock order); held, it is free
     for req in tx.lock_requests():
-        entities = [tx.get_entity(eid) or EntityRow(entity_id=eid, last_modified_at=now()) for eid in req.lock_set]
+        entities = [
+            tx.get_entity(eid, with_state=False) or EntityRow(entity_id=eid, last_modified_at=now())
+            for eid in req.lock_set
+        ]
         if any(e.locked_by is not None for e in entities):
             continue
         for ent in entities:
             ent.locked_by, ent.locked_by_instance = req.critical_section_id, req.parent_instance_id
-            tx.put_entity(ent)
+            tx.put_entity(ent, with_state=False)
         assert req.id is not None
         tx.delete_lock_request(req.id)
         parent = tx.peek_instance(req.parent_instance_id)
@@ -978,6 +981,7 @@ def lease_entities(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, lim
             break
         if not filters.entity(entity_id):
             continue
+        # read once, with its state, for the work item; the lease below writes the small columns only
         ent = tx.get_entity(entity_id) or EntityRow(entity_id=entity_id, last_modified_at=lease.now)
         msgs = tx.get_entity_messages(entity_id, now=lease.now)
         if ent.locked_by is not None:  # inside a critical section only the lock holder's calls run
@@ -993,13 +997,14 @@ def lease_entities(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, lim
         fx.lease_expired(WorkKind.ENTITY, ent.lease_token)
         ent.lease_token, ent.lease_owner, ent.lease_until = uuid.uuid4().hex, lease.owner, lease.until
         ent.leased_inbox = [i for i, _ in msgs]
-        tx.put_entity(ent)
+        tx.put_entity(ent, with_state=False)
         items.append(EntityItem(ent, [e for _, e in msgs]))
     return items
 
 
 def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool:
-    ent = tx.leased_entity(res.completionToken)
+    # the old state is not read: the batch's result carries the new one (the store skips writing an equal one)
+    ent = tx.leased_entity(res.completionToken, with_state=False)
     if ent is None:
         return False
     entity_id = ent.entity_id
@@ -1007,7 +1012,7 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
     ops = tx.get_entity_messages(entity_id, ids=ent.leased_inbox)
     _release(ent)
     if res.HasField("failureDetails") and not res.results:
-        _put_or_drop_entity(tx, ent)  # the whole batch failed: keep its messages for another try
+        tx.put_entity(ent, with_state=False)  # the whole batch failed: keep its state and messages for another try
         fx.wake(WorkKind.ENTITY)
         return True
     done = ops[: len(res.results)]
@@ -1098,11 +1103,11 @@ def entity_page(
 
 
 def abandon_entity(tx: StoreTx, fx: Effects, token: str) -> None:
-    ent = tx.leased_entity(token)
+    ent = tx.leased_entity(token, with_state=False)
     if ent is None:
         return
     _release(ent)
-    tx.put_entity(ent)
+    tx.put_entity(ent, with_state=False)
     fx.wake(WorkKind.ENTITY)
 
 

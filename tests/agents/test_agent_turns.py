@@ -331,6 +331,41 @@ def test_history_comes_from_the_worker_cache_or_the_entity(workers, client, llm,
     assert second._history.reads == 1
 
 
+def test_a_worker_without_the_session_cached_reads_what_the_model_needs_from_the_archive(workers, client, llm,
+                                                                                       model):
+    """The session keeps only its latest entries (``max_state_bytes``); a worker that has not served it reads the
+    entries no summary covers from the archive pages, so the model still sees the whole conversation; after a
+    reset, nothing of what came before."""
+    from moorage.agents.context import ContextPolicy
+
+    agent = Agent(name=uid("Archived"), model=model, context=ContextPolicy(max_state_bytes=4096,
+                                                                           archive_page_entries=6))
+    llm.responder = lambda body: {"text": f"reply {sum(1 for m in body['messages'] if m['role'] == 'user')}"}
+    first = workers([agent])
+    session = uid("s")
+    turns = 24
+    for i in range(turns):
+        assert client.run(agent.name, f"q{i}", session=session, timeout=30).text == f"reply {i + 1}"
+    assert first._history.reads == 0
+    info = client.get_session(agent.name, session)
+    mo = info.state["data"]["extensionData"]["moorage"]
+    assert mo["archived"] > 10 and mo["archivePages"] >= 2 and "summary" not in mo, mo
+    assert len(json.dumps(info.state, separators=(",", ":"))) <= 4096
+    assert info.turns == turns  # archived ones included
+    first.stop()
+    second = workers([agent])
+    assert client.run(agent.name, "last", session=session, timeout=30).text == f"reply {turns + 1}"
+    expected = [x for i in range(turns) for x in (f"q{i}", f"reply {i + 1}")] + ["last"]
+    assert [m["content"] for m in llm.requests[-1]["messages"]] == expected
+    assert second._history.reads == 1
+    client.reset_session(agent.name, session)
+    wait_until(lambda: client.get_session(agent.name, session).turns == 0)
+    second.stop()
+    workers([agent])  # a cache miss again: the pages before the reset are not this conversation
+    assert client.run(agent.name, "fresh", session=session, timeout=30).text == "reply 1"
+    assert [m["content"] for m in llm.requests[-1]["messages"]] == ["fresh"]
+
+
 def test_workers_with_different_agents_share_a_task_hub(workers, client, llm, model):
     """Work-item filters: each worker only gets the work of the agents it hosts."""
     a = Agent(name=uid("OnlyA"), instructions="I am A.", model=model)

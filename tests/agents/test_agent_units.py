@@ -286,3 +286,31 @@ def test_response_format_marker_never_imports_modules():
                                     "qualname": "X"})
     assert rf == {"type": "json_object", "model": "antigravity:X"}
     assert "antigravity" not in sys.modules
+
+
+def test_a_conversations_token_total_counts_only_what_is_new_and_equals_the_plain_sum():
+    """ChatGroup.total (the context-budget check of every model call) keeps running totals on a cached
+    conversation: the same answer as adding up every group, as the conversation grows at its end and a summary
+    cuts its start; a counter of another encoding counts afresh."""
+    from moorage.agents.context import TokenCounter
+    from moorage.agents.runtime import ChatGroup
+
+    count, other = TokenCounter("o200k_base"), TokenCounter("cl100k_base")
+
+    def group(i: int) -> ChatGroup:
+        return ChatGroup([{"role": "user", "content": f"message {i} " * (i % 7 + 1)}])
+
+    def plain(groups: list, c: TokenCounter) -> int:
+        return sum(c.messages(g) - c.messages([]) for g in groups)
+
+    conversation: list = []
+    for n in range(60):
+        conversation = conversation + [group(n)]  # as the history reader extends a cached conversation
+        cut = n // 3  # a summary covering a growing start
+        for groups in (conversation, conversation[cut:], [*conversation[cut:], [{"role": "tool", "content": "x"}]]):
+            assert ChatGroup.total(groups, count) == plain(groups, count)
+    early = conversation[2:]  # a cut earlier than the last one: counted whole, then incrementally again
+    assert ChatGroup.total(early, count) == plain(early, count)
+    assert ChatGroup.total(conversation[40:], count) == plain(conversation[40:], count)
+    assert ChatGroup.total(conversation, other) == plain(conversation, other)
+    assert ChatGroup.total([], count) == 0

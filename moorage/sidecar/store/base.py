@@ -230,10 +230,14 @@ class StoreTx(abc.ABC):
 
     # -- entities --------------------------------------------------------------------------------
     @abc.abstractmethod
-    def get_entity(self, entity_id: str) -> EntityRow | None: ...
+    def get_entity(self, entity_id: str, with_state: bool = True) -> EntityRow | None:
+        """The entity's row; ``with_state=False`` leaves its state unread (``state`` is then None whatever is
+        stored): a lease, a lock or a release needs only the small columns, and a state can be megabytes."""
 
     @abc.abstractmethod
-    def put_entity(self, row: EntityRow) -> None: ...
+    def put_entity(self, row: EntityRow, with_state: bool = True) -> None:
+        """Insert or update the row. ``with_state=False`` sets every column but the state, which stays as stored
+        (none for a new row); with the state, a state equal to the stored one is not written again."""
 
     @abc.abstractmethod
     def delete_entity(self, entity_id: str) -> None: ...
@@ -278,8 +282,8 @@ class StoreTx(abc.ABC):
         """The instance whose orchestrator work item carries this completion token."""
 
     @abc.abstractmethod
-    def leased_entity(self, lease_token: str) -> EntityRow | None:
-        """The entity whose batch carries this completion token."""
+    def leased_entity(self, lease_token: str, with_state: bool = True) -> EntityRow | None:
+        """The entity whose batch carries this completion token (``with_state`` as for :meth:`get_entity`)."""
 
     # -- critical sections -------------------------------------------------------------------------
     def lock_critical_sections(self) -> None:

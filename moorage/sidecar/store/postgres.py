@@ -206,9 +206,19 @@ _ENTITY_COLS = (
     "leased_inbox",
 )
 _E = ", ".join(_ENTITY_COLS)
+_E_NO_STATE = _E.replace("state", "NULL", 1)  # the row without reading its state (TOASTed: not even fetched)
 _E_UPSERT = (
     f"INSERT INTO entities (hub, {_E}) VALUES ({', '.join(['%s'] * (len(_ENTITY_COLS) + 1))}) "
-    f"ON CONFLICT (hub, entity_id) DO UPDATE SET " + ", ".join(f"{c}=EXCLUDED.{c}" for c in _ENTITY_COLS[1:])
+    f"ON CONFLICT (hub, entity_id) DO UPDATE SET "
+    + ", ".join(f"{c}=EXCLUDED.{c}" for c in _ENTITY_COLS[2:])
+    # the same state again keeps the stored value (its TOAST pointer): a big state is not written again
+    + ", state=CASE WHEN entities.state IS NOT DISTINCT FROM EXCLUDED.state THEN entities.state ELSE EXCLUDED.state END"
+)
+# Every column but the state: a lease, a release or a lock leaves the state as it is (a new row has none).
+_E_UPSERT_NO_STATE = (
+    f"INSERT INTO entities (hub, {', '.join(c for c in _ENTITY_COLS if c != 'state')}) "
+    f"VALUES ({', '.join(['%s'] * len(_ENTITY_COLS))}) "
+    f"ON CONFLICT (hub, entity_id) DO UPDATE SET " + ", ".join(f"{c}=EXCLUDED.{c}" for c in _ENTITY_COLS[2:])
 )
 
 
@@ -575,19 +585,21 @@ class _Tx(StoreTx):
         self._q("DELETE FROM activities WHERE hub=%s AND id=%s", activity_id)
 
     # -- entities
-    def get_entity(self, entity_id: str) -> EntityRow | None:
-        sql = f"SELECT {_E} FROM entities WHERE hub=%s AND entity_id=%s{self._for_update}"
+    def get_entity(self, entity_id: str, with_state: bool = True) -> EntityRow | None:
+        sql = (
+            f"SELECT {_E if with_state else _E_NO_STATE} FROM entities WHERE hub=%s AND entity_id=%s{self._for_update}"
+        )
         r = self._q(sql, entity_id).fetchone()
         if r is None and self.write:
             self._lock_key("e", entity_id)
             r = self._q(sql, entity_id).fetchone()
         return _entity(r) if r else None
 
-    def put_entity(self, row: EntityRow) -> None:
+    def put_entity(self, row: EntityRow, with_state: bool = True) -> None:
         self._q(
-            _E_UPSERT,
+            _E_UPSERT if with_state else _E_UPSERT_NO_STATE,
             row.entity_id,
-            row.state,
+            *((row.state,) if with_state else ()),
             row.last_modified_at,
             row.locked_by,
             row.locked_by_instance,
@@ -725,10 +737,10 @@ class _Tx(StoreTx):
         ).fetchone()
         return _instance(r) if r else None
 
-    def leased_entity(self, lease_token: str) -> EntityRow | None:
-        r = self._q(
-            f"SELECT {_E} FROM entities WHERE hub=%s AND lease_token=%s{self._for_update}", lease_token
-        ).fetchone()
+    def leased_entity(self, lease_token: str, with_state: bool = True) -> EntityRow | None:
+        cols = _E if with_state else _E_NO_STATE
+        sql = f"SELECT {cols} FROM entities WHERE hub=%s AND lease_token=%s{self._for_update}"
+        r = self._q(sql, lease_token).fetchone()
         return _entity(r) if r else None
 
     # -- critical sections

@@ -152,8 +152,16 @@ class _Sqlite(_Side):
         # A source file made by an older version lacks later columns (the store adds them when it opens the file;
         # the copy leaves its source as it was): they read as NULL.
         have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table.name})")}
-        select = ", ".join(c if c in have else f"NULL AS {c}" for c in table.columns)
-        cur = self.db.execute(f"SELECT {select} FROM {table.name} ORDER BY rowid")
+        if table.name == "entities" and "state" not in have:  # the state in its own table (older files: inline)
+            select = ", ".join(f"s.{c}" if c == "state" else f"e.{c}" for c in table.columns)
+            sql = (
+                f"SELECT {select} FROM entities e LEFT JOIN entity_states s ON s.hub=e.hub AND "
+                "s.entity_id=e.entity_id ORDER BY e.rowid"
+            )
+        else:
+            select = ", ".join(c if c in have else f"NULL AS {c}" for c in table.columns)
+            sql = f"SELECT {select} FROM {table.name} ORDER BY rowid"
+        cur = self.db.execute(sql)
         decode = [(i, c in table.json_cols or c in table.array_cols) for i, c in enumerate(table.columns)]
         for r in cur:
             yield tuple(json.loads(r[i]) if is_json and r[i] is not None else r[i] for i, is_json in decode)
@@ -164,15 +172,24 @@ class _Sqlite(_Side):
     def clear(self) -> None:
         for table in TABLES:
             self.db.execute(f"DELETE FROM {table.name}")
+        self.db.execute("DELETE FROM entity_states")
 
     def write(self, table: Table, rows: Iterator[tuple[Any, ...]]) -> int:
         encode = [c in table.json_cols or c in table.array_cols for c in table.columns]
+        # An entity's state goes to entity_states (the SQLite schema keeps it apart from the row).
+        state_at = table.columns.index("state") if table.name == "entities" else -1
+        columns = [c for i, c in enumerate(table.columns) if i != state_at]
         n = 0
-        sql = f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({', '.join('?' * len(table.columns))})"
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         for r in rows:
-            self.db.execute(
-                sql, tuple(json.dumps(v) if enc and v is not None else v for v, enc in zip(r, encode, strict=True))
-            )
+            values = [json.dumps(v) if enc and v is not None else v for v, enc in zip(r, encode, strict=True)]
+            if state_at >= 0:
+                state = values.pop(state_at)
+                if state is not None:
+                    self.db.execute(
+                        "INSERT INTO entity_states (hub, entity_id, state) VALUES (?,?,?)", (r[0], r[1], state)
+                    )
+            self.db.execute(sql, tuple(values))
             n += 1
         return n
 

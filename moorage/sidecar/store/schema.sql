@@ -70,10 +70,12 @@ CREATE INDEX IF NOT EXISTS activities_instance ON activities (hub, instance_id);
 CREATE INDEX IF NOT EXISTS activities_lease ON activities (lease_token);
 CREATE INDEX IF NOT EXISTS activities_owner ON activities (hub, lease_owner) WHERE lease_owner IS NOT NULL;
 
+-- An entity's state has a table of its own: a lease, a renewal, a release or a lock changes the size of the
+-- entities row, and SQLite rewrites a row that changes size whole, overflow pages included (a 600 KiB agent
+-- session was written twice per batch only to take and give back its lease).
 CREATE TABLE IF NOT EXISTS entities (
   hub TEXT NOT NULL,
   entity_id TEXT NOT NULL,
-  state TEXT,
   last_modified_at REAL NOT NULL,
   locked_by TEXT,
   locked_by_instance TEXT,
@@ -87,6 +89,13 @@ CREATE INDEX IF NOT EXISTS entities_lease ON entities (lease_token);
 CREATE INDEX IF NOT EXISTS entities_owner ON entities (hub, lease_owner) WHERE lease_owner IS NOT NULL;
 -- entities_locked_by runs each time an orchestration finishes
 CREATE INDEX IF NOT EXISTS entities_locked ON entities (hub, locked_by_instance) WHERE locked_by_instance IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS entity_states (
+  hub TEXT NOT NULL,
+  entity_id TEXT NOT NULL,
+  state TEXT NOT NULL,
+  PRIMARY KEY (hub, entity_id)
+);
 
 CREATE TABLE IF NOT EXISTS entity_inbox (
   id INTEGER PRIMARY KEY AUTOINCREMENT,

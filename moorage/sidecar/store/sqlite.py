@@ -102,22 +102,28 @@ def _activity(r: sqlite3.Row) -> ActivityRow:
 
 
 _ENTITY_COLS = (
-    "entity_id, state, last_modified_at, locked_by, locked_by_instance, lease_token, lease_owner, "
-    "lease_until, leased_inbox"
+    "entity_id, last_modified_at, locked_by, locked_by_instance, lease_token, lease_owner, lease_until, leased_inbox"
 )
+# The row with its state (entity_states) or without it (NULL: nothing of the state is read).
+_ENTITY_SELECT = ", ".join(f"e.{c.strip()}" for c in _ENTITY_COLS.split(","))
+_ENTITY_WITH_STATE = (
+    f"SELECT {_ENTITY_SELECT}, s.state FROM entities e "
+    "LEFT JOIN entity_states s ON s.hub=e.hub AND s.entity_id=e.entity_id WHERE e.hub=?"
+)
+_ENTITY_WITHOUT_STATE = f"SELECT {_ENTITY_SELECT}, NULL FROM entities e WHERE e.hub=?"
 
 
 def _entity(r: sqlite3.Row) -> EntityRow:
     return EntityRow(
         entity_id=r[0],
-        state=r[1],
-        last_modified_at=r[2],
-        locked_by=r[3],
-        locked_by_instance=r[4],
-        lease_token=r[5],
-        lease_owner=r[6],
-        lease_until=r[7],
-        leased_inbox=json.loads(r[8]) if r[8] else [],
+        last_modified_at=r[1],
+        locked_by=r[2],
+        locked_by_instance=r[3],
+        lease_token=r[4],
+        lease_owner=r[5],
+        lease_until=r[6],
+        leased_inbox=json.loads(r[7]) if r[7] else [],
+        state=r[8],
     )
 
 
@@ -145,6 +151,14 @@ def create_schema(db: sqlite3.Connection) -> None:
         columns = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
         if "trace_context" not in columns:
             db.execute(f"ALTER TABLE {table} ADD COLUMN trace_context BLOB")
+    if "state" in {r[1] for r in db.execute("PRAGMA table_info(entities)")}:  # files made before entity_states
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(
+            "INSERT OR REPLACE INTO entity_states (hub, entity_id, state) "
+            "SELECT hub, entity_id, state FROM entities WHERE state IS NOT NULL"
+        )
+        db.execute("ALTER TABLE entities DROP COLUMN state")
+        db.execute("COMMIT")
 
 
 class _Tx(StoreTx):
@@ -382,15 +396,17 @@ class _Tx(StoreTx):
         self._q("DELETE FROM activities WHERE hub=? AND id=?", activity_id)
 
     # -- entities
-    def get_entity(self, entity_id: str) -> EntityRow | None:
-        r = self._q(f"SELECT {_ENTITY_COLS} FROM entities WHERE hub=? AND entity_id=?", entity_id).fetchone()
+    def _entity_where(self, with_state: bool, where: str, *args: Any) -> sqlite3.Cursor:
+        return self._q(f"{_ENTITY_WITH_STATE if with_state else _ENTITY_WITHOUT_STATE} AND {where}", *args)
+
+    def get_entity(self, entity_id: str, with_state: bool = True) -> EntityRow | None:
+        r = self._entity_where(with_state, "e.entity_id=?", entity_id).fetchone()
         return _entity(r) if r else None
 
-    def put_entity(self, row: EntityRow) -> None:
+    def put_entity(self, row: EntityRow, with_state: bool = True) -> None:
         self._q(
             _PUT_ENTITY,
             row.entity_id,
-            row.state,
             row.last_modified_at,
             row.locked_by,
             row.locked_by_instance,
@@ -399,30 +415,40 @@ class _Tx(StoreTx):
             row.lease_until,
             json.dumps(row.leased_inbox) if row.leased_inbox else None,
         )
+        if not with_state:
+            return
+        if row.state is None:
+            self._q("DELETE FROM entity_states WHERE hub=? AND entity_id=?", row.entity_id)
+        else:  # the same state again is not rewritten
+            self._q(
+                "INSERT INTO entity_states (hub, entity_id, state) VALUES (?,?,?) ON CONFLICT(hub, entity_id) "
+                "DO UPDATE SET state=excluded.state WHERE state IS NOT excluded.state",
+                row.entity_id,
+                row.state,
+            )
 
     def delete_entity(self, entity_id: str) -> None:
         self._q("DELETE FROM entities WHERE hub=? AND entity_id=?", entity_id)
+        self._q("DELETE FROM entity_states WHERE hub=? AND entity_id=?", entity_id)
 
     def query_entities(
         self, prefix: str | None, modified_from: float | None, modified_to: float | None, after: str | None, limit: int
     ) -> list[EntityRow]:
-        where: list[str] = ["hub=?"]
+        where: list[str] = []
         args: list[Any] = []
         if prefix:
-            where.append("substr(entity_id, 1, ?) = ?")
+            where.append("substr(e.entity_id, 1, ?) = ?")
             args.extend((len(prefix), prefix))
         if modified_from is not None:
-            where.append("last_modified_at >= ?")
+            where.append("e.last_modified_at >= ?")
             args.append(modified_from)
         if modified_to is not None:
-            where.append("last_modified_at < ?")
+            where.append("e.last_modified_at < ?")
             args.append(modified_to)
         if after is not None:
-            where.append("entity_id > ?")
+            where.append("e.entity_id > ?")
             args.append(after)
-        rows = self._q(
-            f"SELECT {_ENTITY_COLS} FROM entities WHERE {' AND '.join(where)} ORDER BY entity_id LIMIT ?", *args, limit
-        )
+        rows = self._entity_where(True, f"{' AND '.join(where) or '1'} ORDER BY e.entity_id LIMIT ?", *args, limit)
         return [_entity(r) for r in rows]
 
     def add_entity_message(self, entity_id: str, event: pb.HistoryEvent, visible_at: float = 0.0) -> None:
@@ -476,15 +502,14 @@ class _Tx(StoreTx):
         return [r[0] for r in rows]
 
     def entities_locked_by(self, instance_id: str) -> list[EntityRow]:
-        rows = self._q(f"SELECT {_ENTITY_COLS} FROM entities WHERE hub=? AND locked_by_instance=?", instance_id)
-        return [_entity(r) for r in rows]
+        return [_entity(r) for r in self._entity_where(True, "e.locked_by_instance=?", instance_id)]
 
     def leased_instance(self, lease_token: str) -> InstanceRow | None:
         r = self._q(f"SELECT {_INSTANCE_COLS} FROM instances WHERE hub=? AND lease_token=?", lease_token).fetchone()
         return _instance(r) if r else None
 
-    def leased_entity(self, lease_token: str) -> EntityRow | None:
-        r = self._q(f"SELECT {_ENTITY_COLS} FROM entities WHERE hub=? AND lease_token=?", lease_token).fetchone()
+    def leased_entity(self, lease_token: str, with_state: bool = True) -> EntityRow | None:
+        r = self._entity_where(with_state, "e.lease_token=?", lease_token).fetchone()
         return _entity(r) if r else None
 
     # -- critical sections

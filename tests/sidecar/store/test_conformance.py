@@ -446,6 +446,62 @@ def test_entity_rows_and_paged_queries(store_factory: StoreUnderTest) -> None:
     store_factory.run(body)
 
 
+def test_entity_rows_without_their_state(store_factory: StoreUnderTest) -> None:
+    """A lease, a release or a lock reads and writes an entity's row without its state (a session's state can be
+    megabytes): the state stays as stored, and a new row written that way has none."""
+    big = json.dumps({"history": ["x" * 100] * 5000})
+
+    async def body(store: Store) -> None:
+        await tx(store, lambda t: t.put_entity(EntityRow(entity_id="@s@a", state=big, last_modified_at=1.0)))
+
+        def lease(t: StoreTx) -> None:
+            row = t.get_entity("@s@a", with_state=False)
+            assert row is not None and row.state is None and row.last_modified_at == 1.0
+            row.lease_token, row.lease_owner, row.lease_until, row.leased_inbox = "tok", "w", 9.0, [3]
+            t.put_entity(row, with_state=False)
+            t.put_entity(EntityRow(entity_id="@s@new", last_modified_at=2.0, locked_by="cs"), with_state=False)
+        await tx(store, lease)
+
+        def check_leased(t: StoreTx) -> None:
+            row = t.get_entity("@s@a")
+            assert row == EntityRow(entity_id="@s@a", state=big, last_modified_at=1.0, lease_token="tok",
+                                    lease_owner="w", lease_until=9.0, leased_inbox=[3])
+            assert t.leased_entity("tok") == row
+            bare = t.leased_entity("tok", with_state=False)
+            assert bare is not None and bare.state is None and bare.leased_inbox == [3]
+            assert t.get_entity("@s@new") == EntityRow(entity_id="@s@new", last_modified_at=2.0, locked_by="cs")
+            assert [e.state for e in t.query_entities("@s@", None, None, None, 10)] == [big, None]
+        await read(store, check_leased)
+
+        def release(t: StoreTx) -> None:
+            row = t.leased_entity("tok", with_state=False)
+            assert row is not None
+            row.lease_token = row.lease_owner = row.lease_until = None
+            row.leased_inbox = []
+            t.put_entity(row, with_state=False)
+        await tx(store, release)
+        await tx(store, lambda t: t.renew_leases(["w"], 20.0))
+        assert await read(store, lambda t: t.get_entity("@s@a")) == EntityRow(entity_id="@s@a", state=big,
+                                                                               last_modified_at=1.0)
+
+        def rewrite(t: StoreTx) -> None:  # with the state: the same one again, then another, then none
+            t.put_entity(EntityRow(entity_id="@s@a", state=big, last_modified_at=3.0))
+            assert t.get_entity("@s@a") == EntityRow(entity_id="@s@a", state=big, last_modified_at=3.0)
+            t.put_entity(EntityRow(entity_id="@s@a", state='"small"', last_modified_at=4.0))
+            assert t.get_entity("@s@a") == EntityRow(entity_id="@s@a", state='"small"', last_modified_at=4.0)
+            t.put_entity(EntityRow(entity_id="@s@new", state=None, last_modified_at=5.0))
+        await tx(store, rewrite)
+        assert (await read(store, lambda t: t.get_entity("@s@new"))) == EntityRow(entity_id="@s@new",
+                                                                                  last_modified_at=5.0)
+        await tx(store, lambda t: t.delete_entity("@s@a"))
+        assert await read(store, lambda t: t.get_entity("@s@a")) is None
+        await tx(store, lambda t: t.put_entity(EntityRow(entity_id="@s@a", last_modified_at=6.0), with_state=False))
+        assert (await read(store, lambda t: t.get_entity("@s@a"))) == EntityRow(entity_id="@s@a",
+                                                                                last_modified_at=6.0)
+
+    store_factory.run(body)
+
+
 def test_entities_locked_by_finds_exactly_the_holders_entities(store_factory: StoreUnderTest) -> None:
     async def body(store: Store) -> None:
         def fill(t: StoreTx) -> None:
