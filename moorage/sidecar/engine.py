@@ -1111,6 +1111,11 @@ def abandon_entity(tx: StoreTx, fx: Effects, token: str) -> None:
     fx.wake(WorkKind.ENTITY)
 
 
+def _unused(ent: EntityRow) -> bool:
+    """No state, no lock, no lease: removable by ``clean_entities`` once no message waits for it either."""
+    return ent.state is None and ent.locked_by is None and ent.lease_token is None
+
+
 def clean_entities(tx: StoreTx, fx: Effects, remove_empty: bool, release_orphaned: bool) -> tuple[int, int]:
     removed = released = 0
     after = None
@@ -1121,10 +1126,7 @@ def clean_entities(tx: StoreTx, fx: Effects, remove_empty: bool, release_orphane
         for seen in page:
             # The page is read unlocked; an entity it may change is read again locked (``get_entity``, after the
             # critical-section lock), or a signal or a lease that committed in between would be written over.
-            if not (
-                (release_orphaned and seen.locked_by_instance)
-                or (remove_empty and seen.state is None and seen.locked_by is None and seen.lease_token is None)
-            ):
+            if not ((release_orphaned and seen.locked_by_instance) or (remove_empty and _unused(seen))):
                 continue
             ent = tx.get_entity(seen.entity_id)
             if ent is None:
@@ -1136,13 +1138,7 @@ def clean_entities(tx: StoreTx, fx: Effects, remove_empty: bool, release_orphane
                     tx.put_entity(ent)
                     released += 1
                     fx.wake(WorkKind.ENTITY)
-            if (
-                remove_empty
-                and ent.state is None
-                and ent.locked_by is None
-                and ent.lease_token is None
-                and tx.count_entity_messages(ent.entity_id) == 0
-            ):
+            if remove_empty and _unused(ent) and tx.count_entity_messages(ent.entity_id) == 0:
                 tx.delete_entity(ent.entity_id)
                 removed += 1
         if len(page) < 500:

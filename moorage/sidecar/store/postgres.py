@@ -206,7 +206,8 @@ _ENTITY_COLS = (
     "leased_inbox",
 )
 _E = ", ".join(_ENTITY_COLS)
-_E_NO_STATE = _E.replace("state", "NULL", 1)  # the row without reading its state (TOASTed: not even fetched)
+# the row without reading its state (TOASTed: not even fetched)
+_E_NO_STATE = ", ".join("NULL" if c == "state" else c for c in _ENTITY_COLS)
 _E_UPSERT = (
     f"INSERT INTO entities (hub, {_E}) VALUES ({', '.join(['%s'] * (len(_ENTITY_COLS) + 1))}) "
     f"ON CONFLICT (hub, entity_id) DO UPDATE SET "
