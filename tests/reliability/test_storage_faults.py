@@ -348,6 +348,18 @@ def _start_until_refused(c, prefix: str, acked: dict[str, int], limit: int = 300
     raise AssertionError(f"{limit} starts were all acknowledged: the volume never filled")
 
 
+def _chains_in_flight(c, worker) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Start the worker, see one chain through, then start 20 more: acknowledged and in flight when the fault
+    strikes. Returns instance id -> expected output."""
+    worker.start()
+    c.schedule_new_orchestration("chain", input={"n": 2, "base": 0}, instance_id="first")
+    assert c.wait_for_orchestration_completion("first", timeout=60).serialized_output == "2"
+    acked = {f"before-{i}": i + 2 for i in range(20)}
+    for iid, want in acked.items():
+        c.schedule_new_orchestration("chain", input={"n": 2, "base": want - 2}, instance_id=iid)
+    return acked
+
+
 def _all_complete(c, acked: dict[str, int], timeout: float = 180) -> None:  # type: ignore[no-untyped-def]
     import time
 
@@ -378,12 +390,7 @@ def test_postgresql_data_volume_full_is_resource_exhausted_and_resumes_without_r
         try:
             with AgentClient(sc.connection_string) as client:
                 c = client.durable
-                worker.start()
-                c.schedule_new_orchestration("chain", input={"n": 2, "base": 0}, instance_id="first")
-                assert c.wait_for_orchestration_completion("first", timeout=60).serialized_output == "2"
-                acked = {f"before-{i}": i + 2 for i in range(20)}
-                for iid, want in acked.items():
-                    c.schedule_new_orchestration("chain", input={"n": 2, "base": want - 2}, instance_id=iid)
+                acked = _chains_in_flight(c, worker)
 
                 filler = volumes.fill(data)  # another program takes the data volume's space
                 refused = _start_until_refused(c, "full", acked)
@@ -437,12 +444,7 @@ def test_postgresql_wal_volume_full_panics_it_and_the_sidecar_rides_it_out(tmp_p
         try:
             with AgentClient(sc.connection_string) as client:
                 c = client.durable
-                worker.start()
-                c.schedule_new_orchestration("chain", input={"n": 2, "base": 0}, instance_id="first")
-                assert c.wait_for_orchestration_completion("first", timeout=60).serialized_output == "2"
-                acked = {f"before-{i}": i + 2 for i in range(20)}
-                for iid, want in acked.items():
-                    c.schedule_new_orchestration("chain", input={"n": 2, "base": want - 2}, instance_id=iid)
+                acked = _chains_in_flight(c, worker)
 
                 filler = volumes.fill(wal)
                 refused = _start_until_refused(c, "full", acked)
