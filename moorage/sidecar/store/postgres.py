@@ -94,8 +94,8 @@ log = logging.getLogger("moorage.store.postgres")
 
 CHANNEL = "moorage_changes"
 NOTIFY_BYTES = 7000  # PostgreSQL refuses payloads of 8000 bytes and more: longer id lists go in several
-COMMITTERS = 2  # threads running batches: while one waits for its COMMIT (a WAL flush), another runs the next batch
-BATCH_MAX = 64  # transitions per batch at most
+COMMITTERS = 4  # threads running batches: while one waits for its round trips or its COMMIT, another runs
+BATCH_MAX = 8  # transitions per batch at most: they run one after another, so each waits for those before it
 BATCH_LOCK_WAIT = "50ms"  # the longest a batch's later transition waits for a lock (lock_timeout; see the docstring)
 RETRIES = 20  # deadlocks and serialization failures: the transition runs again
 CONNECT_WAIT = 5.0  # how long a call waits for a connection before it answers "unavailable"

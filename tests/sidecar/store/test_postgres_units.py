@@ -350,3 +350,88 @@ def test_reads_on_the_event_loop_are_opt_in_and_give_way_when_slow(monkeypatch) 
             await on.close()
 
     asyncio.run(body())
+
+
+@pytest.mark.postgresql
+def test_concurrent_transitions_share_one_transaction_and_fail_alone(monkeypatch) -> None:
+    """The group commit: transitions queued while a committer is busy run in one transaction; one that raises is
+    undone alone and told its error, the others commit; one that the server refuses (a value it cannot hold) or one
+    that waits too long for a lock held elsewhere sends the batch back to run one transition at a time, and every
+    transition of it still ends as it would alone."""
+    import asyncio
+    import threading
+
+    from moorage.sidecar.store.base import InstanceRow, StoreTx
+    from moorage.sidecar.store.postgres import PostgresStore
+
+    server = shared_server()
+    monkeypatch.setenv("PGPASSWORD", server.password)
+    url = server.create_database()
+
+    def row(iid: str, name: str = "orch") -> InstanceRow:
+        return InstanceRow(instance_id=iid, name=name, status=0, created_at=1.0, last_updated_at=1.0)
+
+    def create(iid: str, name: str = "orch"):
+        def fn(tx: StoreTx) -> int:
+            tx.put_instance(row(iid, name))
+            return int(tx.c.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0])  # type: ignore[attr-defined]
+        return fn
+
+    def create_then_fail(tx: StoreTx) -> None:
+        tx.put_instance(row("undone"))
+        raise ValueError("the transition's own error")
+
+    async def main() -> None:
+        store = PostgresStore(url, pool_size=2, committers=1)
+        try:
+            async def batch_after_a_blocker(*fns):
+                release = threading.Event()
+
+                def blocker(tx: StoreTx) -> None:  # holds the one committer while the others queue up
+                    release.wait(10)
+
+                first = asyncio.ensure_future(store.run("default", blocker))
+                await asyncio.sleep(0.2)
+                rest = [asyncio.ensure_future(store.run("default", fn)) for fn in fns]
+                await asyncio.sleep(0.05)
+                release.set()
+                await first
+                return await asyncio.gather(*rest, return_exceptions=True)
+
+            # 1. five transitions and a failing one: one transaction for the five, nothing kept of the sixth
+            out = await batch_after_a_blocker(*(create(f"a{i}") for i in range(5)), create_then_fail)
+            assert isinstance(out[5], ValueError) and "own error" in str(out[5])
+            assert len(set(out[:5])) == 1, f"not one transaction: {out[:5]}"
+
+            # 2. a value the server refuses (a NUL in text): the batch runs again transition by transition
+            out = await batch_after_a_blocker(create("b0"), create("b1", "bad\x00name"), create("b2"))
+            assert isinstance(out[1], ValueError) and "cannot hold" in str(out[1])
+            assert isinstance(out[0], int) and isinstance(out[2], int) and out[0] != out[2]
+
+            # 3. a later transition of a batch waiting on a row another connection holds: it does not wait in the
+            #    batch (holding the others' locks) but alone, once the batch has run again without it
+            holder = psycopg.connect(url, autocommit=False)
+            holder.execute("SELECT 1 FROM instances WHERE hub='default' AND instance_id='a0' FOR UPDATE")
+
+            def touch_a0(tx: StoreTx) -> str:
+                got = tx.get_instance("a0")
+                assert got is not None
+                got.name = "touched"
+                tx.put_instance(got)
+                return got.name
+
+            threading.Timer(1.0, holder.commit).start()
+            out = await batch_after_a_blocker(create("c0"), touch_a0, create("c1"))
+            holder.close()
+            assert out[1] == "touched" and all(isinstance(x, int) for x in (out[0], out[2]))
+            assert out[0] != out[2], "the batch waited for the lock instead of running again one by one"
+
+            names = await store.read("default", lambda tx: {
+                iid: (r.name if (r := tx.get_instance(iid)) else None)
+                for iid in ("a0", "a4", "undone", "b0", "b1", "b2", "c0", "c1")})
+            assert names == {"a0": "touched", "a4": "orch", "undone": None, "b0": "orch", "b1": None,
+                             "b2": "orch", "c0": "orch", "c1": "orch"}
+        finally:
+            await store.close()
+
+    asyncio.run(main())
