@@ -1,15 +1,9 @@
 """PostgreSQL store: several sidecar replicas on one database.
 
-Transitions are batched (a group commit, as the SQLite store has): ``run`` queues a transition, and one of
-``COMMITTERS`` threads takes every transition queued by then (up to ``BATCH_MAX``), runs them one after another in
-one READ COMMITTED transaction on a pooled connection, each under a SAVEPOINT of its own (a failing transition is
-undone alone), commits once and answers them all with one hop to the event loop. None is answered before that
-COMMIT returns (``synchronous_commit`` on unless every transition in it is soft state). A transaction per
-transition cost a thread hop, a pool checkout, BEGIN and COMMIT and a wait for its own WAL flush each; transitions
-queued on one hot row (a fan-out's results, all locking their orchestration) waited for each other's flush one by
-one. A read of one statement (most of them: a status, a page) runs on a pool thread on a connection of its own,
-outside any transaction. What makes concurrent transactions of several replicas behave as the SQLite store's
-one-at-a-time transactions:
+Each transition is one READ COMMITTED transaction on a pooled connection, run on a worker thread (the engine's
+transitions are synchronous). A read of one statement (most of them: a status, a page) runs on the caller's event
+loop on a connection of its own, without the hop to a thread and back. What makes concurrent transactions of
+several replicas behave as the SQLite store's one-at-a-time transactions:
 
 - a transition that reads a row to change it locks it (``FOR UPDATE``); a row that does not exist yet (an instance
   about to be created, an entity without state) is locked by an advisory lock on its key, so two creators serialise;
@@ -37,15 +31,9 @@ Leasing and lease renewal never wait (``SKIP LOCKED``, try-locks), so they stand
 goes against it is rare and left to deadlock detection and the retry: an orchestration terminating an unrelated
 one, an entity starting an orchestration whose id is live, a purge racing an activity's result.
 
-A batch holds the locks of its earlier transitions while a later one runs, which the order above does not cover:
-so only a batch's first transition (the transaction holds nothing else yet) may wait for a lock as long as it
-takes; the later ones wait at most ``BATCH_LOCK_WAIT`` (``lock_timeout``, well under the server's
-``deadlock_timeout``). When one times out (or any statement of the batch fails) the batch is rolled back and each
-of its transitions runs again in a transaction of its own, as the first and only one: a wait between two batches
-never becomes a deadlock, and no transition is retried in a transaction holding other transitions' locks.
-
-After a batch's commit, ``NOTIFY`` tells the other replicas what it changed; a listening connection turns their
-notifications into ``Change``s for this process's waiters and streams. Each listener also announces itself every
+Concurrent commits share WAL flushes in the server (PostgreSQL's own group commit), so there is no batching here.
+After a commit, ``NOTIFY`` tells the other replicas what changed; a listening connection turns their notifications
+into ``Change``s for this process's waiters and streams. Each listener also announces itself every
 ``HEARTBEAT_SECONDS``; a replica that has heard no other for ``PEER_TIMEOUT`` seconds is alone on the database and
 sends no change notifications (nobody would hear them, and each cost a statement, a server-side fan-out and a
 wake-up of its own listener). It starts out assuming company, so a replica joining is told of every commit at once.
@@ -57,7 +45,6 @@ import asyncio
 import json
 import logging
 import math
-import queue
 import random
 import threading
 import time
@@ -94,9 +81,6 @@ log = logging.getLogger("moorage.store.postgres")
 
 CHANNEL = "moorage_changes"
 NOTIFY_BYTES = 7000  # PostgreSQL refuses payloads of 8000 bytes and more: longer id lists go in several
-COMMITTERS = 4  # threads running batches: while one waits for its round trips or its COMMIT, another runs
-BATCH_MAX = 8  # transitions per batch at most: they run one after another, so each waits for those before it
-BATCH_LOCK_WAIT = "50ms"  # the longest a batch's later transition waits for a lock (lock_timeout; see the docstring)
 RETRIES = 20  # deadlocks and serialization failures: the transition runs again
 CONNECT_WAIT = 5.0  # how long a call waits for a connection before it answers "unavailable"
 OUTAGE_RETRY_SECONDS = 3.0  # how long a transition retries on broken connections before it gives up
@@ -120,10 +104,6 @@ _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailu
 # A statement the server refused, its transaction rolled back, nothing of it kept (see ``PostgresStore._refused``).
 # DiskFull (SQLSTATE 53100) is an OperationalError to psycopg: it must be caught before the outage handling.
 _REFUSED = (psycopg.DataError, psycopg.errors.DiskFull)
-# What, in a batch, rolls it back so that each of its transitions runs again on its own (where a lock wait may take
-# as long as it takes, a deadlock is retried, a refused value is told to its caller): the OperationalErrors that
-# are not an outage. Every other OperationalError is one (the batch is tried again on another connection).
-_BATCH_SPLIT = (*_RETRYABLE, psycopg.errors.LockNotAvailable, *_REFUSED)
 FULL_LOG_SECONDS = 30.0  # while the disk stays full, its log line is repeated at most this often
 OUTAGE_LOG_SECONDS = 30.0  # while the database stays unreachable, its log line is repeated at most this often
 
@@ -916,32 +896,6 @@ def _parse(payload: str) -> tuple[str, Change] | None:
         return None
 
 
-class _Job:
-    """One transition queued for a batch, and, once its batch is over, how it went."""
-
-    __slots__ = ("durable", "error", "fn", "future", "hub", "loop", "result")
-
-    def __init__(self, hub: str, fn: Callable[[StoreTx], Any], durable: bool, loop: asyncio.AbstractEventLoop) -> None:
-        self.hub, self.fn, self.durable, self.loop = hub, fn, durable, loop
-        self.future: asyncio.Future[Any] = loop.create_future()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def settle(self) -> None:
-        """On the job's loop: answer its caller (unless it gave up waiting)."""
-        if self.future.done():
-            return
-        if self.error is not None:
-            self.future.set_exception(self.error)
-        else:
-            self.future.set_result(self.result)
-
-
-def _settle(jobs: list[_Job]) -> None:
-    for job in jobs:
-        job.settle()
-
-
 class PostgresStore(Store):
     """A store on a PostgreSQL database that several sidecar processes may share.
 
@@ -950,7 +904,7 @@ class PostgresStore(Store):
     schema is migrated on open. ``loop_reads`` runs one-statement reads on the event loop (see
     ``LOOP_READ_BUDGET``): less CPU per read, but each holds the loop for its round trip."""
 
-    def __init__(self, url: str, pool_size: int = 8, loop_reads: bool = False, committers: int = COMMITTERS) -> None:
+    def __init__(self, url: str, pool_size: int = 8, loop_reads: bool = False) -> None:
         self.url = url
         self.safe_url = redact_url(url)
         self.process_id = uuid.uuid4().hex[:16]
@@ -994,14 +948,6 @@ class PostgresStore(Store):
         )
         self._pool.open(wait=True, timeout=30)
         self._threads = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="moorage-pg")
-        # Transitions wait here for a committer; ``None`` tells a committer to stop.
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._committers = [
-            threading.Thread(target=self._commit_loop, name=f"moorage-pg-commit-{n}", daemon=True)
-            for n in range(max(1, min(committers, pool_size)))
-        ]
-        for thread in self._committers:
-            thread.start()
         self._listening = threading.Event()
         self._listener = threading.Thread(target=self._listen_forever, name="moorage-pg-listen", daemon=True)
         self._listener.start()
@@ -1015,173 +961,7 @@ class PostgresStore(Store):
         if self._closed:
             raise RuntimeError("the store is closed")
         self._hubs.add(hub)
-        job = _Job(hub, fn, durable, asyncio.get_running_loop())
-        self._jobs.put(job)
-        return await job.future
-
-    def _commit_loop(self) -> None:
-        """A committer thread: take what is queued, run it as one batch, hand the outcomes to their loops."""
-        while True:
-            first = self._jobs.get()
-            if first is None:
-                return
-            try:
-                self._commit_next(first)
-            except BaseException:  # a bug here: its callers are told (by _run_batch); the thread goes on
-                log.exception("a committer failed")
-
-    def _commit_next(self, first: _Job) -> None:
-        """``first`` and whatever else is queued by now (up to ``BATCH_MAX``): one batch."""
-        jobs = [first]
-        while len(jobs) < BATCH_MAX:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:  # closing: this batch is the last, the next get() ends the loop
-                self._jobs.put(None)
-                break
-            jobs.append(job)
-        if len(jobs) == 1:
-            self._run_alone(first)
-        else:
-            self._run_batch(jobs)
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
-        for job in jobs:
-            by_loop.setdefault(job.loop, []).append(job)
-        for loop, settled in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_settle, settled)
-            except RuntimeError:  # the loop is closed: nobody waits for these any more
-                pass
-
-    def _run_alone(self, job: _Job) -> None:
-        """One transition in a transaction of its own (with its retries)."""
-        try:
-            job.result, job.error = self._transact(job.hub, job.fn, job.durable, True), None
-        except BaseException as exc:  # the caller's, on its loop
-            job.result, job.error = None, exc
-
-    def _run_batch(self, jobs: list[_Job]) -> None:
-        """Several transitions in one transaction, each in a SAVEPOINT: one that raises is rolled back to it alone
-        and told its error; the others are answered after the one COMMIT. A statement the server refused (a lock
-        wait over ``BATCH_LOCK_WAIT``, a deadlock, a value it cannot hold, a full disk) leaves the batch in doubt
-        as to whose statement it was (a pipeline reports an error at the next result read, maybe in a later
-        transition): the batch is rolled back and every transition of it runs again alone. A broken connection
-        before the COMMIT: the batch again on another connection, until ``OUTAGE_RETRY_SECONDS``."""
-        give_up = time.monotonic() + OUTAGE_RETRY_SECONDS
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                conn = self._pool.getconn()
-            except PoolTimeout:
-                refused = _CHATTER.connect_error(self._pool.name, CONNECT_WAIT + RECONNECT_ATTEMPT)
-                if refused is not None:
-                    self._unreachable(refused)
-                for job in jobs:
-                    job.result, job.error = (
-                        None,
-                        StoreUnavailable(
-                            f"the database is unavailable ({self.safe_url}): no connection within {CONNECT_WAIT:g} s"
-                        ),
-                    )
-                return
-            committing = False
-            done: list[_Tx] = []
-            try:
-                with conn.pipeline():
-                    conn.execute("BEGIN")
-                    for job in jobs:
-                        tx = _Tx(conn, job.hub, True)
-                        conn.execute("SAVEPOINT t")
-                        try:
-                            job.result, job.error = job.fn(tx), None
-                        except psycopg.Error:
-                            raise
-                        except Exception as exc:  # the transition's own (bad input): undone alone
-                            job.result, job.error = None, exc
-                            conn.execute("ROLLBACK TO SAVEPOINT t")
-                            conn.execute("RELEASE SAVEPOINT t")
-                            continue
-                        conn.execute("RELEASE SAVEPOINT t")
-                        if not done:  # the transaction holds locks now: later transitions wait briefly
-                            conn.execute(f"SET LOCAL lock_timeout = '{BATCH_LOCK_WAIT}'")
-                        done.append(tx)
-                    if not any(job.durable and job.error is None for job in jobs):
-                        conn.execute("SET LOCAL synchronous_commit = off")  # soft state only (leases)
-                    committing = True
-                    conn.execute("COMMIT")
-            except _BATCH_SPLIT as exc:
-                _rollback(conn)
-                self._pool.putconn(conn)
-                log.debug("a batch of %d transitions runs again one by one after %s", len(jobs), type(exc).__name__)
-                for job in jobs:
-                    self._run_alone(job)
-                return
-            except psycopg.OperationalError as exc:
-                _close_if_in_pipeline(conn)
-                self._pool.putconn(conn)
-                if committing:
-                    error: Exception = StoreUnavailable(
-                        f"the database connection was lost while committing; the outcome is "
-                        f"unknown, retry the call ({_reason(exc)})"
-                    )
-                elif time.monotonic() <= give_up:
-                    time.sleep(min(0.05 * attempt, 0.5))
-                    continue
-                else:
-                    self._unreachable(_reason(exc))
-                    error = StoreUnavailable(f"the database is unavailable ({self.safe_url}): {_reason(exc)}")
-                for job in jobs:
-                    job.result, job.error = None, error
-                return
-            except psycopg.Error as exc:  # anything else of the server's: each transition alone hears its own
-                _rollback(conn)
-                self._pool.putconn(conn)
-                log.debug("a batch of %d transitions runs again one by one after %s", len(jobs), type(exc).__name__)
-                for job in jobs:
-                    self._run_alone(job)
-                return
-            except BaseException as exc:  # not the server's, not a transition's: nothing of the batch is kept
-                _rollback(conn)
-                self._pool.putconn(conn)
-                log.exception("a batch of %d transitions failed", len(jobs))
-                for job in jobs:
-                    job.result, job.error = None, exc
-                return
-            self._reachable()
-            try:
-                self._notify(conn, done)
-            finally:
-                _close_if_in_pipeline(conn)
-                self._pool.putconn(conn)
-            return
-
-    def _notifications(self, txs: Sequence[_Tx]) -> list[str]:
-        """The NOTIFY payloads telling the other replicas what ``txs`` changed (none when alone)."""
-        if not self.has_peers():
-            return []
-        changes: dict[str, tuple[set[str], set[WorkKind]]] = {}
-        for tx in txs:
-            if tx.changed or tx.work:
-                changed, work = changes.setdefault(tx.hub, (set(), set()))
-                changed |= tx.changed
-                work |= tx.work
-        return [p for hub, (changed, work) in changes.items() for p in _payloads(self.process_id, hub, changed, work)]
-
-    def _notify(self, conn: psycopg.Connection, txs: Sequence[_Tx]) -> None:
-        """After a batch's COMMIT (see ``_transact`` for why not inside it). A failure here loses only wake-ups
-        (the fallback looks again): it is logged, not raised, as the transitions are committed."""
-        payloads = self._notifications(txs)
-        if not payloads:
-            return
-        try:
-            with conn.pipeline():
-                for payload in payloads:
-                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-        except psycopg.Error as exc:
-            log.warning("change notifications after a commit were not sent (%s)", _reason(exc))
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self._transact, hub, fn, durable, True)
 
     async def read(self, hub: str, fn: Callable[[StoreTx], T]) -> T:
         if self._closed:
@@ -1312,11 +1092,12 @@ class PostgresStore(Store):
                     result = fn(tx)
                     committing = True
                     conn.execute("COMMIT")
-                    # After the COMMIT, in a transaction of its own: a NOTIFY inside the transaction would hold
-                    # PostgreSQL's cluster-wide notification lock through the WAL flush and serialise every
-                    # commit. A crash between the two loses only the wake-up (the fallback looks again).
-                    for payload in self._notifications((tx,)) if write else ():
-                        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                    if write and (tx.changed or tx.work) and self.has_peers():
+                        # After the COMMIT, in a transaction of its own: a NOTIFY inside the transaction would hold
+                        # PostgreSQL's cluster-wide notification lock through the WAL flush and serialise every
+                        # commit. A crash between the two loses only the wake-up (the fallback looks again).
+                        for payload in _payloads(self.process_id, hub, tx.changed, tx.work):
+                            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
                 self._reachable()
                 return result
             except _RETRYABLE as exc:
@@ -1438,14 +1219,10 @@ class PostgresStore(Store):
 
     async def close(self) -> None:
         self._closed = True
-        for _ in self._committers:
-            self._jobs.put(None)  # after every transition queued: each is run and answered first
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._shutdown)
 
     def _shutdown(self) -> None:
-        for thread in self._committers:
-            thread.join()
         self._drop_loop_conn()
         self._threads.shutdown(wait=True)
         self._pool.close(timeout=5)
