@@ -8,6 +8,7 @@ instances changed and whether new work appeared, so the core can wake waiters an
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -105,6 +106,13 @@ def entity_name(entity_id: str) -> str:
 
 def now() -> float:
     return time.time()
+
+
+def new_token() -> str:
+    """A fresh lease (completion) token: 128 random bits as 32 hex digits, the shape ``uuid4().hex`` had. Tokens are
+    opaque to workers, so the UUID object (its version bits, its validation) is skipped: 1.9 against 11 us per token
+    (timeit, load 15), one per work item handed out."""
+    return os.urandom(16).hex()
 
 
 def ts(t: float | None = None) -> timestamp_pb2.Timestamp:
@@ -411,7 +419,7 @@ def lease_orchestrations(
         if not past and not any(e.HasField("executionStarted") for _, e in inbox):
             continue  # its start is scheduled later; hold what arrived early
         fx.lease_expired(WorkKind.ORCHESTRATION, row.lease_token)
-        row.lease_token = uuid.uuid4().hex
+        row.lease_token = new_token()
         row.lease_owner, row.lease_until, row.lease_started_at = lease.owner, lease.until, lease.now
         row.leased_inbox = [i for i, _ in inbox]
         tx.put_instance(row)
@@ -803,7 +811,7 @@ def lease_activities(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, l
         if not filters.activity(row.name, row.version):
             continue
         fx.lease_expired(WorkKind.ACTIVITY, row.lease_token)
-        row.lease_token, row.lease_owner, row.lease_until = uuid.uuid4().hex, lease.owner, lease.until
+        row.lease_token, row.lease_owner, row.lease_until = new_token(), lease.owner, lease.until
         tx.update_activity_lease(row)
         items.append(row)
     return items
@@ -995,7 +1003,7 @@ def lease_entities(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, lim
         if not msgs:
             continue
         fx.lease_expired(WorkKind.ENTITY, ent.lease_token)
-        ent.lease_token, ent.lease_owner, ent.lease_until = uuid.uuid4().hex, lease.owner, lease.until
+        ent.lease_token, ent.lease_owner, ent.lease_until = new_token(), lease.owner, lease.until
         ent.leased_inbox = [i for i, _ in msgs]
         tx.put_entity(ent, with_state=False)
         items.append(EntityItem(ent, [e for _, e in msgs]))
