@@ -20,7 +20,7 @@ from google.protobuf import duration_pb2, empty_pb2, wrappers_pb2
 
 from moorage.sidecar import engine
 from moorage.sidecar.core import SidecarCore, UnknownHub
-from moorage.sidecar.engine import Filters, LeasedWork, from_ts, sv, ts
+from moorage.sidecar.engine import Filters, LeasedWork, from_ts, stamp, sv, ts
 from moorage.sidecar.store.base import InstanceQuery, InstanceRow, StoreFull, StoreUnavailable
 from moorage.sidecar.store.paging import page_token, parse_page_token
 from moorage.sidecar.terms import TERMINAL_STATUSES, WorkKind
@@ -86,23 +86,35 @@ def _rpc_stream(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncItera
 
 
 def _state(row: InstanceRow, payloads: bool) -> pb.OrchestrationState:
-    return pb.OrchestrationState(
+    """Built in place, field by field (see ``engine.stamp``): the answer to every status poll."""
+    state = pb.OrchestrationState(
         instanceId=row.instance_id,
         name=row.name,
-        version=sv(row.version),
         orchestrationStatus=row.status,  # type: ignore[arg-type]
-        createdTimestamp=ts(row.created_at),
-        lastUpdatedTimestamp=ts(row.last_updated_at),
-        completedTimestamp=ts(row.completed_at) if row.completed_at else None,
-        scheduledStartTimestamp=ts(row.scheduled_start_at) if row.scheduled_start_at else None,
-        input=sv(row.input) if payloads else None,
-        output=sv(row.output) if payloads else None,
-        customStatus=sv(row.custom_status),
-        failureDetails=engine.failure_details(row.failure),
-        executionId=sv(row.execution_id),
-        parentInstanceId=sv(row.parent_instance_id),
         tags=row.tags,
     )
+    stamp(state.createdTimestamp, row.created_at)
+    stamp(state.lastUpdatedTimestamp, row.last_updated_at)
+    if row.completed_at:
+        stamp(state.completedTimestamp, row.completed_at)
+    if row.scheduled_start_at:
+        stamp(state.scheduledStartTimestamp, row.scheduled_start_at)
+    if row.version is not None:
+        state.version.value = row.version
+    if payloads:
+        if row.input is not None:
+            state.input.value = row.input
+        if row.output is not None:
+            state.output.value = row.output
+    if row.custom_status is not None:
+        state.customStatus.value = row.custom_status
+    if row.failure is not None:
+        state.failureDetails.ParseFromString(row.failure)
+    if row.execution_id is not None:
+        state.executionId.value = row.execution_id
+    if row.parent_instance_id is not None:
+        state.parentInstanceId.value = row.parent_instance_id
+    return state
 
 
 def _filters(req: pb.GetWorkItemsRequest) -> Filters:
