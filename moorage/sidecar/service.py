@@ -160,6 +160,10 @@ def _field_tag(message: Any, name: str) -> bytes:
 
 _PAST_EVENTS = _field_tag(pb.OrchestratorRequest, "pastEvents")
 _ORCHESTRATOR_REQUEST = _field_tag(pb.WorkItem, "orchestratorRequest")
+# The same in every orchestrator work item: serialized once (a field of an OrchestratorRequest, spliced in).
+_ENTITY_PARAMETERS = pb.OrchestratorRequest(
+    entityParameters=pb.OrchestratorEntityParameters(entityMessageReorderWindow=duration_pb2.Duration(seconds=30))
+).SerializeToString()
 
 
 def orchestrator_work_item(o: engine.OrchestratorItem) -> bytes:
@@ -168,15 +172,18 @@ def orchestrator_work_item(o: engine.OrchestratorItem) -> bytes:
     A repeated message field is, on the wire, each element's tag, length and bytes one after the other, and a
     parser takes a message's fields in any order; so the history is never parsed nor re-serialized here (for a
     long history that is most of a dispatch's cost). Equal, once parsed, to building the message normally."""
-    req = pb.OrchestratorRequest(
-        instanceId=o.row.instance_id,
-        executionId=sv(o.row.execution_id),
-        newEvents=o.new,
-        entityParameters=pb.OrchestratorEntityParameters(entityMessageReorderWindow=duration_pb2.Duration(seconds=30)),
-    )
+    req = pb.OrchestratorRequest(instanceId=o.row.instance_id, newEvents=o.new)
+    if o.row.execution_id is not None:
+        req.executionId.value = o.row.execution_id
     if o.row.trace_context:
         req.orchestrationTraceContext.ParseFromString(o.row.trace_context)
-    inner = b"".join([req.SerializeToString(), *(b for e in o.past for b in (_PAST_EVENTS, _varint(len(e)), e))])
+    inner = b"".join(
+        [
+            req.SerializeToString(),
+            _ENTITY_PARAMETERS,
+            *(b for e in o.past for b in (_PAST_EVENTS, _varint(len(e)), e)),
+        ]
+    )
     return b"".join(
         [
             _ORCHESTRATOR_REQUEST,
@@ -221,17 +228,22 @@ def _work_items(work: LeasedWork) -> Iterator[pb.WorkItem | bytes]:
     for o in work.orchestrations:
         yield orchestrator_work_item(o)
     for a in work.activities:
-        activity = pb.ActivityRequest(
-            name=a.name,
-            version=sv(a.version),
-            input=sv(a.input),
-            taskId=a.task_id,
-            tags=a.tags,
-            orchestrationInstance=pb.OrchestrationInstance(instanceId=a.instance_id, executionId=sv(a.execution_id)),
-        )
+        item = pb.WorkItem(completionToken=a.lease_token)
+        activity = item.activityRequest  # built in place (see engine.stamp)
+        activity.name = a.name
+        activity.taskId = a.task_id
+        if a.version is not None:
+            activity.version.value = a.version
+        if a.input is not None:
+            activity.input.value = a.input
+        if a.tags:
+            activity.tags.update(a.tags)
+        activity.orchestrationInstance.instanceId = a.instance_id
+        if a.execution_id is not None:
+            activity.orchestrationInstance.executionId.value = a.execution_id
         if a.trace_context:
             activity.parentTraceContext.ParseFromString(a.trace_context)
-        yield pb.WorkItem(completionToken=a.lease_token, activityRequest=activity)
+        yield item
     for e in work.entities:
         yield pb.WorkItem(
             completionToken=e.row.lease_token,
