@@ -121,9 +121,11 @@ class Target:
             if store_dir != workdir:
                 store_dir = Path(tempfile.mkdtemp(prefix="moorage-bench-", dir=store_dir))
             self.store_dir = store_dir
-            # Side services on fixed ports (dashboard 8082, gateway HTTP 7071) are off: free ports only,
-            # and they are not what we measure.  Only flags this sidecar version has are passed.
-            extra = [a for flag in ("--dashboard-port", "--http-port") if flag in _sidecar_help(self.src)
+            # Side services on fixed ports (dashboard 8082, gateway HTTP 7071, /metrics 9090) are off: free ports
+            # only (two sidecars in one run must not race for 9090), and they are not what we measure.  Only flags
+            # this sidecar version has are passed.
+            extra = [a for flag in ("--dashboard-port", "--http-port", "--metrics-port")
+                     if flag in _sidecar_help(self.src)
                      for a in (flag, "0")]
             if self.front is not None:
                 if "--front" not in _sidecar_help(self.src):

@@ -311,6 +311,7 @@ class FrontServer(grpc.aio.Server):
         self.max_send_bytes = max_send_bytes
         self._generic: list[grpc.GenericRpcHandler] = []
         self._registered: dict[str, Handler] = {}
+        self._direct: dict[str, Handler] = {}  # method -> handler found, when there is no interceptor
         self._listeners: list[tuple[socket.socket, ServerTls | None]] = []
         self._unix_paths: list[str] = []
         self._bridge: _Bridge | None = None
@@ -321,10 +322,12 @@ class FrontServer(grpc.aio.Server):
 
     def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
         self._generic.extend(handlers)
+        self._direct.clear()
 
     def add_registered_method_handlers(self, service_name: str, handlers: Mapping[str, Handler]) -> None:
         for name, handler in handlers.items():
             self._registered[f"/{service_name}/{name}"] = handler
+        self._direct.clear()
 
     def add_insecure_port(self, address: str) -> int:
         return self._listen(address, None)
@@ -471,7 +474,14 @@ class FrontServer(grpc.aio.Server):
     async def _serve(self, bridge: _Bridge, context: FrontContext, method: str, request_bytes: bytes) -> None:
         call_id = context._id
         try:
-            handler = await self._handler(_CallDetails(method, context._metadata))
+            if self.interceptors:
+                handler = await self._handler(_CallDetails(method, context._metadata))
+            else:  # no interceptor (auth off): a method's handler never changes, so look it up once
+                handler = self._direct.get(method)
+                if handler is None:
+                    handler = self._lookup(_CallDetails(method, context._metadata))
+                    if handler is not None:
+                        self._direct[method] = handler
             if handler is None:
                 bridge.status(call_id, grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
                 return

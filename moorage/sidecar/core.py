@@ -29,7 +29,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 from moorage.sidecar import engine
 from moorage.sidecar.engine import Effects, Filters, Lease, LeasedWork
 from moorage.sidecar.store.base import Backlog, Change, InstanceRow, Store, StoreTx, StoreUnavailable
-from moorage.sidecar.terms import WorkKind
+from moorage.sidecar.terms import WORK_KINDS, WorkKind
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -88,7 +88,7 @@ def _renew(tx: StoreTx, owners: list[str], until: float) -> None:
 
 
 def _per_kind(value: int) -> dict[WorkKind, int]:
-    return {kind: value for kind in WorkKind}
+    return {kind: value for kind in WORK_KINDS}
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class WorkStream:
     filters: Filters
     capacity: Mapping[WorkKind, int]
     connected_at: float = field(default_factory=time.time)
-    inflight: dict[WorkKind, set[str]] = field(default_factory=lambda: {kind: set() for kind in WorkKind})
+    inflight: dict[WorkKind, set[str]] = field(default_factory=lambda: {kind: set() for kind in WORK_KINDS})
     # the hub's work generation per kind when this stream last found that queue empty: no new work since
     # means no need to look again until a timeout (expired leases, timers coming due)
     seen: dict[WorkKind, int] = field(default_factory=lambda: _per_kind(-1))
@@ -259,7 +259,7 @@ class SidecarCore:
         """How many more items of each kind ``stream`` may be leased (at most LEASE_BATCH), counting the slot of
         the item ``settling`` settles as free."""
         out: dict[WorkKind, int] = {}
-        for kind in WorkKind:
+        for kind in WORK_KINDS:
             held = len(stream.inflight[kind]) + stream.reserved[kind]
             if settling is not None and settling in stream.inflight[kind]:
                 held -= 1
@@ -327,7 +327,7 @@ class SidecarCore:
             hub=hub,
             id=f"{hub}/{uuid.uuid4().hex}",
             filters=filters,
-            capacity={kind: capacity.get(kind, 0) or DEFAULT_STREAM_CAP for kind in WorkKind},
+            capacity={kind: capacity.get(kind, 0) or DEFAULT_STREAM_CAP for kind in WORK_KINDS},
         )
         h.streams[stream.id] = stream
         return stream
@@ -393,7 +393,7 @@ class SidecarCore:
         lease = Lease(owner=stream.id, now=t, until=t + self.lease_seconds)
         generation = dict(h.generation)
         free = self._free(stream)
-        want = {kind: free[kind] if everywhere or generation[kind] != stream.seen[kind] else 0 for kind in WorkKind}
+        want = {kind: free[kind] if everywhere or generation[kind] != stream.seen[kind] else 0 for kind in WORK_KINDS}
         if not any(n > 0 for n in want.values()):
             return LeasedWork([], [], [])
         fx = Effects()
@@ -410,7 +410,7 @@ class SidecarCore:
             h.lease_expiries[kind] += n
         if not leased:
             stream.next_due = leased.next_due
-        for kind in WorkKind:
+        for kind in WORK_KINDS:
             if want[kind] > 0 and leased.count(kind) < want[kind]:
                 stream.seen[kind] = generation[kind]  # drained as far as this stream can tell
         self._track_all(h, stream, leased)

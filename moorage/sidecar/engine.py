@@ -8,6 +8,7 @@ instances changed and whether new work appeared, so the core can wake waiters an
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -107,11 +108,26 @@ def now() -> float:
     return time.time()
 
 
-def ts(t: float | None = None) -> timestamp_pb2.Timestamp:
-    if t is None:
-        t = time.time()
+def new_token() -> str:
+    """A fresh lease (completion) token: 128 random bits as 32 hex digits, the shape ``uuid4().hex`` had. Tokens are
+    opaque to workers, so the UUID object (its version bits, its validation) is skipped: 1.9 against 11 us per token
+    (timeit, load 15), one per work item handed out."""
+    return os.urandom(16).hex()
+
+
+def stamp(target: timestamp_pb2.Timestamp, t: float) -> None:
+    """Set a Timestamp field of a message being built to ``t``, in place. On the hot paths messages are built this
+    way, field by field: a Timestamp or wrapper built apart and handed to a constructor is copied in (for the
+    well-known types through their Python mixins), 2-5x the cost of the assignments (timeit)."""
     seconds = int(t // 1)
-    return timestamp_pb2.Timestamp(seconds=seconds, nanos=int((t - seconds) * 1e9))
+    target.seconds = seconds
+    target.nanos = int((t - seconds) * 1e9)
+
+
+def ts(t: float | None = None) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    stamp(out, time.time() if t is None else t)
+    return out
 
 
 def from_ts(stamp: timestamp_pb2.Timestamp) -> float:
@@ -123,7 +139,9 @@ def sv(value: str | None) -> wrappers_pb2.StringValue | None:
 
 
 def event(t: float | None = None, event_id: int = -1, **kind: object) -> pb.HistoryEvent:
-    return pb.HistoryEvent(eventId=event_id, timestamp=ts(t), **kind)  # type: ignore[arg-type]
+    e = pb.HistoryEvent(eventId=event_id, **kind)  # type: ignore[arg-type]
+    stamp(e.timestamp, time.time() if t is None else t)
+    return e
 
 
 def _failure(details: pb.TaskFailureDetails | None) -> bytes | None:
@@ -411,7 +429,7 @@ def lease_orchestrations(
         if not past and not any(e.HasField("executionStarted") for _, e in inbox):
             continue  # its start is scheduled later; hold what arrived early
         fx.lease_expired(WorkKind.ORCHESTRATION, row.lease_token)
-        row.lease_token = uuid.uuid4().hex
+        row.lease_token = new_token()
         row.lease_owner, row.lease_until, row.lease_started_at = lease.owner, lease.until, lease.now
         row.leased_inbox = [i for i, _ in inbox]
         tx.put_instance(row)
@@ -511,19 +529,18 @@ def _apply_action(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.
 def _schedule_task(tx: StoreTx, fx: Effects, turn: _OrchestratorTurn, action: pb.OrchestratorAction) -> None:
     a = action.scheduleTask
     trace = a.parentTraceContext if a.HasField("parentTraceContext") else None
-    turn.history.append(
-        event(
-            turn.t,
-            action.id,
-            taskScheduled=pb.TaskScheduledEvent(
-                name=a.name,
-                version=a.version if a.HasField("version") else None,
-                input=a.input if a.HasField("input") else None,
-                tags=a.tags,
-                parentTraceContext=trace,
-            ),
-        )
-    )
+    e = event(turn.t, action.id)
+    scheduled = e.taskScheduled  # built in place (see stamp)
+    scheduled.name = a.name
+    if a.HasField("version"):
+        scheduled.version.value = a.version.value
+    if a.HasField("input"):
+        scheduled.input.value = a.input.value
+    if a.tags:
+        scheduled.tags.update(a.tags)
+    if trace is not None:
+        scheduled.parentTraceContext.CopyFrom(trace)
+    turn.history.append(e)
     tx.add_activity(
         ActivityRow(
             id=None,
@@ -803,7 +820,7 @@ def lease_activities(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, l
         if not filters.activity(row.name, row.version):
             continue
         fx.lease_expired(WorkKind.ACTIVITY, row.lease_token)
-        row.lease_token, row.lease_owner, row.lease_until = uuid.uuid4().hex, lease.owner, lease.until
+        row.lease_token, row.lease_owner, row.lease_until = new_token(), lease.owner, lease.until
         tx.update_activity_lease(row)
         items.append(row)
     return items
@@ -816,14 +833,14 @@ def complete_activity(tx: StoreTx, fx: Effects, res: pb.ActivityResponse) -> boo
     inst = tx.get_instance(row.instance_id)
     if inst is None or inst.status in TERMINAL_STATUSES or inst.execution_id != row.execution_id:
         return True
+    e = event()  # built in place (see stamp)
     if res.HasField("failureDetails"):
-        e = event(taskFailed=pb.TaskFailedEvent(taskScheduledId=row.task_id, failureDetails=res.failureDetails))
+        e.taskFailed.taskScheduledId = row.task_id
+        e.taskFailed.failureDetails.CopyFrom(res.failureDetails)
     else:
-        e = event(
-            taskCompleted=pb.TaskCompletedEvent(
-                taskScheduledId=row.task_id, result=res.result if res.HasField("result") else None
-            )
-        )
+        e.taskCompleted.taskScheduledId = row.task_id
+        if res.HasField("result"):
+            e.taskCompleted.result.value = res.result.value
     tx.add_inbox(row.instance_id, e)
     fx.wake(WorkKind.ORCHESTRATION)
     return True
@@ -995,7 +1012,7 @@ def lease_entities(tx: StoreTx, fx: Effects, lease: Lease, filters: Filters, lim
         if not msgs:
             continue
         fx.lease_expired(WorkKind.ENTITY, ent.lease_token)
-        ent.lease_token, ent.lease_owner, ent.lease_until = uuid.uuid4().hex, lease.owner, lease.until
+        ent.lease_token, ent.lease_owner, ent.lease_until = new_token(), lease.owner, lease.until
         ent.leased_inbox = [i for i, _ in msgs]
         tx.put_entity(ent, with_state=False)
         items.append(EntityItem(ent, [e for _, e in msgs]))

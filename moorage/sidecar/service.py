@@ -20,7 +20,7 @@ from google.protobuf import duration_pb2, empty_pb2, wrappers_pb2
 
 from moorage.sidecar import engine
 from moorage.sidecar.core import SidecarCore, UnknownHub
-from moorage.sidecar.engine import Filters, LeasedWork, from_ts, sv, ts
+from moorage.sidecar.engine import Filters, LeasedWork, from_ts, stamp, sv, ts
 from moorage.sidecar.store.base import InstanceQuery, InstanceRow, StoreFull, StoreUnavailable
 from moorage.sidecar.store.paging import page_token, parse_page_token
 from moorage.sidecar.terms import TERMINAL_STATUSES, WorkKind
@@ -86,23 +86,35 @@ def _rpc_stream(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncItera
 
 
 def _state(row: InstanceRow, payloads: bool) -> pb.OrchestrationState:
-    return pb.OrchestrationState(
+    """Built in place, field by field (see ``engine.stamp``): the answer to every status poll."""
+    state = pb.OrchestrationState(
         instanceId=row.instance_id,
         name=row.name,
-        version=sv(row.version),
         orchestrationStatus=row.status,  # type: ignore[arg-type]
-        createdTimestamp=ts(row.created_at),
-        lastUpdatedTimestamp=ts(row.last_updated_at),
-        completedTimestamp=ts(row.completed_at) if row.completed_at else None,
-        scheduledStartTimestamp=ts(row.scheduled_start_at) if row.scheduled_start_at else None,
-        input=sv(row.input) if payloads else None,
-        output=sv(row.output) if payloads else None,
-        customStatus=sv(row.custom_status),
-        failureDetails=engine.failure_details(row.failure),
-        executionId=sv(row.execution_id),
-        parentInstanceId=sv(row.parent_instance_id),
         tags=row.tags,
     )
+    stamp(state.createdTimestamp, row.created_at)
+    stamp(state.lastUpdatedTimestamp, row.last_updated_at)
+    if row.completed_at:
+        stamp(state.completedTimestamp, row.completed_at)
+    if row.scheduled_start_at:
+        stamp(state.scheduledStartTimestamp, row.scheduled_start_at)
+    if row.version is not None:
+        state.version.value = row.version
+    if payloads:
+        if row.input is not None:
+            state.input.value = row.input
+        if row.output is not None:
+            state.output.value = row.output
+    if row.custom_status is not None:
+        state.customStatus.value = row.custom_status
+    if row.failure is not None:
+        state.failureDetails.ParseFromString(row.failure)
+    if row.execution_id is not None:
+        state.executionId.value = row.execution_id
+    if row.parent_instance_id is not None:
+        state.parentInstanceId.value = row.parent_instance_id
+    return state
 
 
 def _filters(req: pb.GetWorkItemsRequest) -> Filters:
@@ -148,6 +160,10 @@ def _field_tag(message: Any, name: str) -> bytes:
 
 _PAST_EVENTS = _field_tag(pb.OrchestratorRequest, "pastEvents")
 _ORCHESTRATOR_REQUEST = _field_tag(pb.WorkItem, "orchestratorRequest")
+# The same in every orchestrator work item: serialized once (a field of an OrchestratorRequest, spliced in).
+_ENTITY_PARAMETERS = pb.OrchestratorRequest(
+    entityParameters=pb.OrchestratorEntityParameters(entityMessageReorderWindow=duration_pb2.Duration(seconds=30))
+).SerializeToString()
 
 
 def orchestrator_work_item(o: engine.OrchestratorItem) -> bytes:
@@ -156,15 +172,18 @@ def orchestrator_work_item(o: engine.OrchestratorItem) -> bytes:
     A repeated message field is, on the wire, each element's tag, length and bytes one after the other, and a
     parser takes a message's fields in any order; so the history is never parsed nor re-serialized here (for a
     long history that is most of a dispatch's cost). Equal, once parsed, to building the message normally."""
-    req = pb.OrchestratorRequest(
-        instanceId=o.row.instance_id,
-        executionId=sv(o.row.execution_id),
-        newEvents=o.new,
-        entityParameters=pb.OrchestratorEntityParameters(entityMessageReorderWindow=duration_pb2.Duration(seconds=30)),
-    )
+    req = pb.OrchestratorRequest(instanceId=o.row.instance_id, newEvents=o.new)
+    if o.row.execution_id is not None:
+        req.executionId.value = o.row.execution_id
     if o.row.trace_context:
         req.orchestrationTraceContext.ParseFromString(o.row.trace_context)
-    inner = b"".join([req.SerializeToString(), *(b for e in o.past for b in (_PAST_EVENTS, _varint(len(e)), e))])
+    inner = b"".join(
+        [
+            req.SerializeToString(),
+            _ENTITY_PARAMETERS,
+            *(b for e in o.past for b in (_PAST_EVENTS, _varint(len(e)), e)),
+        ]
+    )
     return b"".join(
         [
             _ORCHESTRATOR_REQUEST,
@@ -209,17 +228,22 @@ def _work_items(work: LeasedWork) -> Iterator[pb.WorkItem | bytes]:
     for o in work.orchestrations:
         yield orchestrator_work_item(o)
     for a in work.activities:
-        activity = pb.ActivityRequest(
-            name=a.name,
-            version=sv(a.version),
-            input=sv(a.input),
-            taskId=a.task_id,
-            tags=a.tags,
-            orchestrationInstance=pb.OrchestrationInstance(instanceId=a.instance_id, executionId=sv(a.execution_id)),
-        )
+        item = pb.WorkItem(completionToken=a.lease_token)
+        activity = item.activityRequest  # built in place (see engine.stamp)
+        activity.name = a.name
+        activity.taskId = a.task_id
+        if a.version is not None:
+            activity.version.value = a.version
+        if a.input is not None:
+            activity.input.value = a.input
+        if a.tags:
+            activity.tags.update(a.tags)
+        activity.orchestrationInstance.instanceId = a.instance_id
+        if a.execution_id is not None:
+            activity.orchestrationInstance.executionId.value = a.execution_id
         if a.trace_context:
             activity.parentTraceContext.ParseFromString(a.trace_context)
-        yield pb.WorkItem(completionToken=a.lease_token, activityRequest=activity)
+        yield item
     for e in work.entities:
         yield pb.WorkItem(
             completionToken=e.row.lease_token,

@@ -720,7 +720,10 @@ class SqliteStore(Store):
         self._committer = threading.Thread(target=self._commit_loop, name="moorage-sqlite-commit", daemon=True)
         self._committer.start()
         self._batch: list[asyncio.Future[Any]] = []
-        self._committing: asyncio.Future[None] | None = None
+        self._committing = False  # a batch is with the committer thread: the connection is busy
+        # transitions waiting for that commit to finish, each on a future of its own (a cancelled waiter is simply
+        # done; no shield, no future shared between callers)
+        self._after_commit: list[asyncio.Future[None]] = []
         self._open = False  # a transaction is open on the writer connection
         self._scheduled = False  # ... and holds a durable transition, so its commit is scheduled
         self._soft_timer: asyncio.TimerHandle | None = None  # commits a soft-only transaction
@@ -728,12 +731,10 @@ class SqliteStore(Store):
 
     async def run(self, hub: str, fn: Callable[[StoreTx], T], durable: bool = True) -> T:
         loop = asyncio.get_running_loop()
-        while self._committing is not None:  # the connection is busy committing the previous batch
-            pending = self._committing
-            if pending.done():  # finished, but its callbacks have not run yet: let them
-                await asyncio.sleep(0)
-            else:
-                await asyncio.shield(pending)
+        while self._committing:  # the connection is busy committing the previous batch
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._after_commit.append(waiter)
+            await waiter
         if self._closed:
             raise RuntimeError("the store is closed")
         db = self._db
@@ -797,11 +798,11 @@ class SqliteStore(Store):
         if self._soft_timer is not None:
             self._soft_timer.cancel()
             self._soft_timer = None
-        if not self._open or self._committing is not None:
+        if not self._open or self._committing:
             return  # close() committed it already
         batch = self._batch
         self._batch, self._open, self._scheduled = [], False, False
-        self._committing = loop.create_future()
+        self._committing = True
         self._commits.put((loop, batch))
 
     def _commit_loop(self) -> None:
@@ -837,9 +838,11 @@ class SqliteStore(Store):
             raise translated from None
 
     def _committed(self, exc: BaseException | None, batch: list[asyncio.Future[Any]]) -> None:
-        committing, self._committing = self._committing, None
-        if committing is not None and not committing.done():
-            committing.set_result(None)
+        self._committing = False
+        waiters, self._after_commit = self._after_commit, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         if exc is not None and not batch:
             log.warning("sqlite commit of soft state (leases) failed, they lapse: %s", exc)
         for fut in batch:
@@ -851,12 +854,12 @@ class SqliteStore(Store):
                 fut.set_exception(exc)
 
     async def close(self) -> None:
-        while self._committing is not None:
+        while self._committing:
             await asyncio.sleep(0.001)
         self._closed = True
         if self._open:  # a batch begun in this very loop turn, or soft state waiting for its timer: commit it now
             self._commit_batch(asyncio.get_running_loop())
-            while self._committing is not None:
+            while self._committing:
                 await asyncio.sleep(0.001)
         self._commits.put(None)
         self._committer.join()
