@@ -1026,13 +1026,14 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
         return False
     entity_id = ent.entity_id
     t = now()
-    ops = tx.get_entity_messages(entity_id, ids=ent.leased_inbox)
+    leased = ent.leased_inbox
     _release(ent)
     if res.HasField("failureDetails") and not res.results:
         tx.put_entity(ent, with_state=False)  # the whole batch failed: keep its state and messages for another try
         fx.wake(WorkKind.ENTITY)
         return True
-    done = ops[: len(res.results)]
+    # the operations the batch ran (one result each, in the order leased) are consumed; any others stay queued
+    done = tx.take_entity_messages(entity_id, leased[: len(res.results)])
     for (_, op), result in zip(done, res.results, strict=False):
         if not op.HasField("entityOperationCalled"):
             continue
@@ -1057,7 +1058,6 @@ def complete_entity(tx: StoreTx, fx: Effects, res: pb.EntityBatchResult) -> bool
             )
         tx.add_inbox(parent.instance_id, e)
         fx.wake(WorkKind.ORCHESTRATION)
-    tx.delete_entity_messages(entity_id, [i for i, _ in done])
     for action in res.actions:
         kind = action.WhichOneof("operationActionType")
         if kind == "sendSignal":

@@ -258,6 +258,14 @@ class StoreTx(abc.ABC):
     @abc.abstractmethod
     def delete_entity_messages(self, entity_id: str, ids: Sequence[int]) -> None: ...
 
+    def take_entity_messages(self, entity_id: str, ids: Sequence[int]) -> list[tuple[int, pb.HistoryEvent]]:
+        """Delete the given messages of an entity and return them in arrival order: what a completed batch consumes.
+        This default is ``get_entity_messages`` then ``delete_entity_messages``; a store that can delete and return
+        in one statement should."""
+        rows = self.get_entity_messages(entity_id, ids=ids)
+        self.delete_entity_messages(entity_id, ids)
+        return rows
+
     @abc.abstractmethod
     def count_entity_messages(self, entity_id: str) -> int: ...
 

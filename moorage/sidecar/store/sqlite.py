@@ -487,6 +487,18 @@ class _Tx(StoreTx):
                 *ids,
             )
 
+    def take_entity_messages(self, entity_id: str, ids: Sequence[int]) -> list[tuple[int, pb.HistoryEvent]]:
+        if not ids:
+            return []
+        rows = self._q(
+            f"DELETE FROM entity_inbox WHERE hub=? AND entity_id=? AND id IN ({','.join('?' * len(ids))}) "
+            "RETURNING id, event",
+            entity_id,
+            *ids,
+        ).fetchall()
+        rows.sort()  # RETURNING promises no order
+        return [(r[0], _event(r[1])) for r in rows]
+
     def count_entity_messages(self, entity_id: str) -> int:
         return self._q("SELECT COUNT(*) FROM entity_inbox WHERE hub=? AND entity_id=?", entity_id).fetchone()[0]
 

@@ -364,6 +364,24 @@ def test_take_inbox_and_take_activity_delete_and_return(store_factory: StoreUnde
     store_factory.run(body)
 
 
+def test_take_entity_messages_deletes_and_returns_in_arrival_order(store_factory: StoreUnderTest) -> None:
+    async def body(store: Store) -> None:
+        def fill(t: StoreTx) -> list[int]:
+            for name in ("a", "b", "c"):
+                t.add_entity_message("@e@1", raised(name))
+            t.add_entity_message("@e@2", raised("z"))
+            return [i for i, _ in t.get_entity_messages("@e@1")]
+        ids = await tx(store, fill)
+        taken = await tx(store, lambda t: t.take_entity_messages("@e@1", [ids[2], ids[0]]))
+        assert [i for i, _ in taken] == [ids[0], ids[2]] and names(taken) == ["a", "c"]
+        assert await tx(store, lambda t: t.take_entity_messages("@e@1", [])) == []
+        assert await tx(store, lambda t: t.take_entity_messages("@e@2", [ids[1]])) == []  # another entity's id
+        assert names(await read(store, lambda t: t.get_entity_messages("@e@1"))) == ["b"]
+        assert names(await read(store, lambda t: t.get_entity_messages("@e@2"))) == ["z"]
+
+    store_factory.run(body)
+
+
 def test_renew_leases_extends_only_the_given_owners(store_factory: StoreUnderTest) -> None:
     async def body(store: Store) -> None:
         def fill(t: StoreTx) -> None:
