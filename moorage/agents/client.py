@@ -8,21 +8,16 @@
 
 A run signals the session entity with Agent Framework's request shape and waits for the turn orchestration,
 whose instance id is derived from (agent, session, correlation id), with ``WaitForInstanceCompletion`` — no
-polling. ``run`` sends the wait with the signal, not after its acknowledgement: the backend takes the wait while it
-commits the signal instead of while it hands the turn to a worker (the answer still comes only from the completed
-turn, which exists only once the signal is committed). :class:`AsyncAgentClient` is the same on ``asyncio``. Called
-inside an OpenTelemetry span, the request carries that span's context, so the turn's spans (in whichever worker runs
-it) join the caller's trace.
+polling. :class:`AsyncAgentClient` is the same on ``asyncio``. Called inside an OpenTelemetry span, the request
+carries that span's context, so the turn's spans (in whichever worker runs it) join the caller's trace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -185,8 +180,6 @@ class AgentClient:
                 logger=logging.getLogger("moorage.durabletask.client"),
             )
         self._client = client
-        self._lock = threading.Lock()
-        self._waits: ThreadPoolExecutor | None = None  # the threads that send a run's wait (``_waiter``)
 
     @property
     def durable(self) -> Any:
@@ -194,8 +187,6 @@ class AgentClient:
         return self._client
 
     def close(self) -> None:
-        if self._waits is not None:
-            self._waits.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
     def __enter__(self) -> AgentClient:
@@ -227,10 +218,6 @@ class AgentClient:
 
     def wait_for_response(self, handle: RunHandle, *, timeout: float = DEFAULT_TIMEOUT) -> AgentResponse:
         """Wait for a turn (``WaitForInstanceCompletion`` on its deterministic instance id)."""
-        return self._wait(handle, timeout, None)
-
-    def _wait(self, handle: RunHandle, timeout: float, sent: Future[OrchestrationState | None] | None) -> AgentResponse:
-        """``wait_for_response``, whose first wait may be in flight already (``sent``)."""
         deadline = time.monotonic() + timeout
         delay = 0.01
         while True:
@@ -239,10 +226,7 @@ class AgentClient:
                 raise TimeoutError(
                     f"no response from agent {handle.agent_name!r} within {timeout}s (turn {handle.instance_id})"
                 )
-            if sent is not None:
-                state, sent = sent.result(), None
-            else:
-                state = self._client.wait_for_orchestration_completion(handle.instance_id, timeout=remaining)
+            state = self._client.wait_for_orchestration_completion(handle.instance_id, timeout=remaining)
             if state is not None:
                 return _response_from_state(state, handle)
             # The turn does not exist yet (queued behind another turn, and the backend does not wait for
@@ -267,19 +251,16 @@ class AgentClient:
         ``message``: a string, or a list of strings and content parts (e.g. ``moorage.agents.image(url)``).
         ``session``: an :class:`AgentSession` or session id (default: a new session; see ``response.session_id``).
         """
-        handle, request = _prepare_run(agent, message, session, response_schema, enable_tool_calls, options, role)
-        # The wait goes out on a helper thread while this one sends the signal (see the module docstring): the SDK's
-        # synchronous client has no non-blocking call (its interceptors wait for each response).
-        wait = self._client.wait_for_orchestration_completion
-        sent = self._waiter().submit(wait, handle.instance_id, timeout=timeout)
-        self._client.signal_entity(session_entity_id(agent, handle.session_id), RUN_OPERATION, request)
-        return self._wait(handle, timeout, sent)
-
-    def _waiter(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._waits is None:
-                self._waits = ThreadPoolExecutor(max_workers=32, thread_name_prefix="moorage-agent-wait")
-            return self._waits
+        handle = self.start_run(
+            agent,
+            message,
+            session=session,
+            response_schema=response_schema,
+            enable_tool_calls=enable_tool_calls,
+            options=options,
+            role=role,
+        )
+        return self.wait_for_response(handle, timeout=timeout)
 
     # -- sessions ---------------------------------------------------------------------------------------------------
 
@@ -387,12 +368,6 @@ class AsyncAgentClient:
         return handle
 
     async def wait_for_response(self, handle: RunHandle, *, timeout: float = DEFAULT_TIMEOUT) -> AgentResponse:
-        return await self._wait(handle, timeout, None)
-
-    async def _wait(
-        self, handle: RunHandle, timeout: float, sent: asyncio.Task[OrchestrationState | None] | None
-    ) -> AgentResponse:
-        """``wait_for_response``, whose first wait may be in flight already (``sent``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         delay = 0.01
@@ -402,10 +377,7 @@ class AsyncAgentClient:
                 raise TimeoutError(
                     f"no response from agent {handle.agent_name!r} within {timeout}s (turn {handle.instance_id})"
                 )
-            if sent is not None:
-                state, sent = await sent, None
-            else:
-                state = await self._client.wait_for_orchestration_completion(handle.instance_id, timeout=remaining)
+            state = await self._client.wait_for_orchestration_completion(handle.instance_id, timeout=remaining)
             if state is not None:
                 return _response_from_state(state, handle)
             await asyncio.sleep(min(delay, max(remaining, 0)))
@@ -423,23 +395,16 @@ class AsyncAgentClient:
         role: str = "user",
         timeout: float = DEFAULT_TIMEOUT,
     ) -> AgentResponse:
-        handle, request = _prepare_run(agent, message, session, response_schema, enable_tool_calls, options, role)
-        signal = asyncio.ensure_future(
-            self._client.signal_entity(session_entity_id(agent, handle.session_id), RUN_OPERATION, request)
+        handle = await self.start_run(
+            agent,
+            message,
+            session=session,
+            response_schema=response_schema,
+            enable_tool_calls=enable_tool_calls,
+            options=options,
+            role=role,
         )
-        # Sent right behind the signal (see the module docstring), so that the backend takes it while it commits
-        # the signal.
-        sent = asyncio.ensure_future(
-            self._client.wait_for_orchestration_completion(handle.instance_id, timeout=timeout)
-        )
-        try:
-            await signal
-        except BaseException:
-            sent.cancel()
-            sent.add_done_callback(lambda t: t.cancelled() or t.exception())  # its failure is not the one to report
-            signal.cancel()
-            raise
-        return await self._wait(handle, timeout, sent)
+        return await self.wait_for_response(handle, timeout=timeout)
 
     async def get_session(self, agent: str, session: Any) -> SessionInfo | None:
         key = session_key(session)
