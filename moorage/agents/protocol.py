@@ -236,6 +236,11 @@ class RunRequest:
     streamed: bool = False
     """A gateway streams this turn (``extensionData.moorage.stream``): its model calls run as activities, so that
     the turn exists in the store while the text streams and a resuming client finds it on any gateway."""
+    awaited: bool = False
+    """The caller waits for the turn orchestration (``extensionData.moorage.awaited``, set by :func:`build_request`:
+    Moorage's clients and gateway). A turn that its first model call finishes starts that orchestration only for
+    such a caller or a ``replyTo``: Agent Framework's client (and any caller that sends no such flag) reads the
+    answer from the session, where it is committed with the request."""
 
     @classmethod
     def parse(cls, raw: Any) -> RunRequest:
@@ -299,6 +304,7 @@ class RunRequest:
             created_at=created if isinstance(created, str) else None,
             trace_context=_trace_context(raw),
             streamed=_streamed(raw),
+            awaited=_moorage_extension(raw).get("awaited") is True,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -328,6 +334,8 @@ class RunRequest:
         mine: dict[str, Any] = dict(self.trace_context)
         if self.streamed:
             mine["stream"] = True
+        if self.awaited:
+            mine["awaited"] = True
         if mine:
             out["extensionData"] = {EXT_KEY: mine}
         return out
@@ -421,10 +429,12 @@ def build_request(
     reply_to: dict[str, Any] | None = None,
     trace_context: Mapping[str, str] | None = None,
     streamed: bool = False,
+    awaited: bool = True,
 ) -> dict[str, Any]:
     """A ``run`` operation input in Agent Framework's shape (with Moorage's ``contents`` for non-text input, and
     ``trace_context`` — the caller's W3C headers, see :func:`moorage.observability.tracing.current_trace_carrier`
-    — under ``extensionData.moorage``)."""
+    — under ``extensionData.moorage``, with ``awaited``: the caller waits for the turn orchestration, see
+    :attr:`RunRequest.awaited`)."""
     req = RunRequest(
         correlation_id=correlation_id,
         role=role,
@@ -437,6 +447,7 @@ def build_request(
         created_at=created_at,
         trace_context={k: v for k, v in (trace_context or {}).items() if k in TRACE_CONTEXT_KEYS and v},
         streamed=streamed,
+        awaited=awaited,
     )
     req.request_response_format = "json" if req.response_format else "text"
     return req.to_dict()

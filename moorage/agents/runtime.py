@@ -252,8 +252,10 @@ class SessionEntity:
             mo["pending"].append(req.to_dict())
             self.save(ctx, session, now)
             return {"status": "queued", "instanceId": instance_id, "position": len(mo["pending"])}
-        self.begin_turn(ctx, session, req, now)
+        started = self.begin_turn(ctx, session, req, now)
         self.save(ctx, session, now)
+        if started is None:  # finished here, no orchestration
+            return {"status": "completed"}
         return {"status": "started" if mo.get("active") else "completed", "instanceId": instance_id}
 
     def complete(self, ctx: EntityContext, session: RawSession, input: Any) -> None:
@@ -337,10 +339,11 @@ class SessionEntity:
             return "done"
         return None
 
-    def begin_turn(self, ctx: EntityContext, session: RawSession, req: RunRequest, now: datetime) -> str:
-        """Append the request and start its turn orchestration (deterministic instance id). With an inline first
-        call, a reply that ends the turn is appended here too and the orchestration only returns it; any other
-        reply (or a failed call) goes to the orchestration as its first model call's result."""
+    def begin_turn(self, ctx: EntityContext, session: RawSession, req: RunRequest, now: datetime) -> str | None:
+        """Append the request and start its turn orchestration (deterministic instance id, returned). With an inline
+        first call, a reply that ends the turn is appended here too and the orchestration only returns it, if the
+        caller waits for it (:attr:`RunRequest.awaited`, or a ``replyTo``; else none starts: None); any other reply
+        (or a failed call) goes to the orchestration as its first model call's result."""
         session_id = ctx.entity_id.key
         session.append(req.to_entry(now))
         instance_id = turn_instance_id(self.agent.name, session_id, req.correlation_id)
@@ -364,6 +367,11 @@ class SessionEntity:
                     "instanceId": instance_id,
                     "startedAt": iso(now),
                 }
+            elif not (req.awaited or req.reply_to):
+                # Finished here, and nobody waits for the orchestration (Agent Framework's client reads the answer
+                # from the session, committed in this batch): no orchestration to run and commit just to return it.
+                telemetry.turn_finished(self.agent.name, ok=True)
+                return None
             _sdk.schedule_orchestration_in_trace(ctx, self.turn_name, input=turn_input, instance_id=instance_id)
         return instance_id
 

@@ -9,7 +9,7 @@ from durabletask.entities import EntityInstanceId
 from kit import uid, wait_until
 from pydantic import BaseModel
 
-from moorage.agents import Agent
+from moorage.agents import Agent, turn_instance_id
 from moorage.connection import load_settings
 
 
@@ -58,6 +58,9 @@ def test_anchor_client_runs_a_turn_and_reads_the_answer(workers, client, llm, mo
         assert state.message_count == 6
         corr = state.data.conversation_history[1].correlation_id
         assert state.try_get_agent_response(corr).text == "Knock knock."
+        # The anchor's client reads the answer from the session, so a turn that the entity's model call finished
+        # started no turn orchestration (Moorage's own client asks for one: test_agent_turns).
+        assert sdk.get_orchestration_state(turn_instance_id(agent.name, key, corr)) is None
         # ... and Moorage's client sees the same session.
         assert client.get_session(agent.name, key).turns == 3
     finally:

@@ -47,15 +47,26 @@ def _seed(workers: Any, cs: str, agent_name: str, key: str, state: dict[str, Any
 
 
 def _turn(cs: str, agent_name: str, key: str, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Send a foreign client's request and wait as those clients do: until the session holds the response of its
+    correlation id (a request without Moorage's ``awaited`` flag whose first model call ends the turn starts no
+    turn orchestration)."""
     sdk = _sdk(cs)
+    entity = protocol.session_entity_id(agent_name, key)
+    corr = request["correlationId"]
+
+    def answered() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        md = sdk.get_entity(entity, include_state=True)
+        state = json.loads(md.get_state()) if md is not None and md.get_state() else {}
+        history = (state.get("data") or {}).get("conversationHistory") or []
+        found = [e for e in history if e.get("$type") == "response" and e.get("correlationId") == corr]
+        return (state, found[0]) if found else None
+
     try:
-        sdk.signal_entity(protocol.session_entity_id(agent_name, key), operation, request)
-        instance = protocol.turn_instance_id(agent_name, key, request["correlationId"])
-        wait_until(lambda: sdk.get_orchestration_state(instance) is not None, timeout=30)
-        st = sdk.wait_for_orchestration_completion(instance, timeout=60)
-        assert st is not None and st.runtime_status.name == "COMPLETED", st
-        md = sdk.get_entity(protocol.session_entity_id(agent_name, key), include_state=True)
-        return json.loads(md.get_state())
+        sdk.signal_entity(entity, operation, request)
+        state, entry = wait_until(answered, timeout=60, interval=0.02)
+        assert not protocol.is_error_response(entry), entry
+        assert sdk.get_orchestration_state(protocol.turn_instance_id(agent_name, key, corr)) is None
+        return state
     finally:
         sdk.close()
 

@@ -49,13 +49,13 @@ def test_run_requests_carry_the_callers_trace_context_as_an_extension() -> None:
     from moorage.observability.tracing import current_trace_carrier, trace_carrier_as_current
 
     assert current_trace_carrier() == {}  # no span: nothing to carry
-    assert "extensionData" not in protocol.build_request("hi", "c0", trace_context={})
+    assert protocol.build_request("hi", "c0", trace_context={})["extensionData"] == {"moorage": {"awaited": True}}
     with TracerProvider().get_tracer("t").start_as_current_span("caller") as span:
         carrier = current_trace_carrier()
     ctx = span.get_span_context()
     assert carrier == {"traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"}
     wire = protocol.build_request("hi", "c1", trace_context={**carrier, "tracestate": "k=v", "baggage": "x"})
-    assert wire["extensionData"] == {"moorage": {**carrier, "tracestate": "k=v"}}
+    assert wire["extensionData"] == {"moorage": {**carrier, "tracestate": "k=v", "awaited": True}}
     parsed = protocol.RunRequest.parse(json.dumps(wire))
     assert parsed.trace_context == {**carrier, "tracestate": "k=v"}
     assert protocol.RunRequest.parse(parsed.to_dict()).trace_context == parsed.trace_context  # kept when queued
@@ -142,3 +142,21 @@ def test_a_streamed_request_says_so_and_keeps_its_trace_context():
     assert parsed.trace_context == {"traceparent": traceparent}
     assert protocol.RunRequest.parse(parsed.to_dict()).streamed is True
     assert protocol.RunRequest.parse({**raw, "extensionData": {"moorage": "x"}}).streamed is False
+
+
+def test_a_request_says_whether_its_caller_waits_for_the_turn_orchestration() -> None:
+    """Moorage's callers wait for the turn orchestration and say so (``extensionData.moorage.awaited``); Agent
+    Framework's client does not, and its requests (no flag) make a turn that the entity's first call finishes one
+    entity operation without an orchestration (runtime.SessionEntity.begin_turn)."""
+    from agent_framework_durabletask._models import RunRequest as AgentFrameworkRunRequest
+
+    wire = protocol.build_request("hi", "c1")
+    parsed = protocol.RunRequest.parse(json.dumps(wire))
+    assert parsed.awaited
+    assert protocol.RunRequest.parse(parsed.to_dict()).awaited  # kept when queued
+    assert "extensionData" not in protocol.build_request("hi", "c2", awaited=False)
+    assert not protocol.RunRequest.parse(protocol.build_request("hi", "c2", awaited=False)).awaited
+    assert not protocol.RunRequest.parse(AgentFrameworkRunRequest("hi", "c3").to_dict()).awaited
+    for other in ({"moorage": {"awaited": "yes"}}, {"moorage": {"awaited": 1}}, {"moorage": "x"}, [1]):
+        assert not protocol.RunRequest.parse({"message": "hi", "correlationId": "c4", "extensionData": other}).awaited
+    assert AgentFrameworkRunRequest.from_dict(wire).correlation_id == "c1"  # Agent Framework's reader ignores it
