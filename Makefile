@@ -42,10 +42,10 @@ test-postgresql: $(STAMP)
 	bash scripts/test-deps.sh
 	MOORAGE_TEST_STORE=postgresql MOORAGE_LONG_TURNS=400 $(BIN)/python -m pytest -q -ra tests/sidecar tests/agents tests/gateway
 
-# Guard rails: ruff (lint + format) and mypy over the package; `make test` runs them first.
+# Guard rails: ruff (lint + format) over the package and bench/, mypy over the package; `make test` runs them first.
 lint: $(STAMP)
-	$(BIN)/ruff check moorage
-	$(BIN)/ruff format --check moorage
+	$(BIN)/ruff check moorage bench
+	$(BIN)/ruff format --check moorage bench
 	$(BIN)/mypy
 
 # The fast layer only (engine, store conformance, pure units; no server, no gRPC): seconds.
