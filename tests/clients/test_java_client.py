@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from kit import REPO_ROOT
 from kit.gateway_stack import Stack
 from kit.shared import exclusive
 from kit.toolchains import require_tool
 from langs import run_suite
+
+pytestmark = pytest.mark.long
 
 JAVA = REPO_ROOT / "client" / "java"
 

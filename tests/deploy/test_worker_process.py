@@ -29,8 +29,9 @@ from kit import (
     uid,
     wait_until,
 )
-from moorage.agents.registry import REGISTRY_ENTITY
 from prometheus_client.parser import text_string_to_metric_families
+
+from moorage.agents.registry import REGISTRY_ENTITY
 
 pytestmark = pytest.mark.skipif(IS_INMEMORY, reason="needs the Moorage sidecar's gateway")
 HERE = Path(__file__).resolve().parent
