@@ -29,9 +29,15 @@ sidecar: $(STAMP)
 
 # The long-conversation test runs 400 turns here (summaries and archive pages included); `make test-long` runs
 # the 2,000-turn form (about 6 minutes), which CI adds.
+# The suite mostly waits (on servers, timers, leases), so it runs in TEST_WORKERS pytest-xdist workers, each taking a
+# whole test file at a time, the files marked long first (module fixtures start once; tests/kit/shared.py
+# serialises shared builds);
+# TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= 3
+PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 test: $(STAMP) lint
 	bash scripts/test-deps.sh
-	PATH="$$PATH:/usr/local/go/bin" MOORAGE_LONG_TURNS=400 $(BIN)/python -m pytest -q -ra
+	PATH="$$PATH:/usr/local/go/bin" MOORAGE_LONG_TURNS=400 $(BIN)/python -m pytest -q -ra $(PYTEST_PARALLEL)
 
 test-long: $(STAMP)
 	MOORAGE_LONG_TURNS=2000 $(BIN)/python -m pytest -q -ra tests/agents/test_agent_long_conversation.py
@@ -40,12 +46,13 @@ test-long: $(STAMP)
 # them on SQLite, plus the PostgreSQL store's own tests: replicas, outage, copy). CI runs both.
 test-postgresql: $(STAMP)
 	bash scripts/test-deps.sh
-	MOORAGE_TEST_STORE=postgresql MOORAGE_LONG_TURNS=400 $(BIN)/python -m pytest -q -ra tests/sidecar tests/agents tests/gateway
+	MOORAGE_TEST_STORE=postgresql MOORAGE_LONG_TURNS=400 $(BIN)/python -m pytest -q -ra $(PYTEST_PARALLEL) \
+		tests/sidecar tests/agents tests/gateway
 
-# Guard rails: ruff (lint + format) and mypy over the package; `make test` runs them first.
+# Guard rails: ruff (lint + format) over the package and bench/, mypy over the package; `make test` runs them first.
 lint: $(STAMP)
-	$(BIN)/ruff check moorage
-	$(BIN)/ruff format --check moorage
+	$(BIN)/ruff check moorage bench
+	$(BIN)/ruff format --check moorage bench
 	$(BIN)/mypy
 
 # The fast layer only (engine, store conformance, pure units; no server, no gRPC): seconds.

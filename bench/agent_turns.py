@@ -124,22 +124,53 @@ class Stack:
         d.mkdir(parents=True, exist_ok=True)
         if self.backend == "sidecar":
             self.metrics_port = free_port()
-            argv = [sys.executable, "-m", "moorage", "sidecar", "--host", "127.0.0.1", "--port", str(self.port),
-                    "--store", f"sqlite:///{d / 'bench.db'}", "--log-level", "warning", "--dashboard-port", "0",
-                    "--http-port", "0", "--metrics-port", str(self.metrics_port)]
+            argv = [
+                sys.executable,
+                "-m",
+                "moorage",
+                "sidecar",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--store",
+                f"sqlite:///{d / 'bench.db'}",
+                "--log-level",
+                "warning",
+                "--dashboard-port",
+                "0",
+                "--http-port",
+                "0",
+                "--metrics-port",
+                str(self.metrics_port),
+            ]
         else:
-            argv = [sys.executable, str(REPO / "tests" / "kit" / "inmemory_backend.py"), "--port", str(self.port),
-                    "--max-workers", "10"]
-        self.procs["backend"] = ManagedProcess(f"{self.label}-backend", argv, d / "backend.log", env=env,
-                                               cwd=str(self.src))
+            argv = [
+                sys.executable,
+                str(REPO / "tests" / "kit" / "inmemory_backend.py"),
+                "--port",
+                str(self.port),
+                "--max-workers",
+                "10",
+            ]
+        self.procs["backend"] = ManagedProcess(
+            f"{self.label}-backend", argv, d / "backend.log", env=env, cwd=str(self.src)
+        )
         wait_for_grpc(self.address, self.procs["backend"], timeout=60)
         # By path: with moorage=/path, that checkout's package (and its bench/) comes first on PYTHONPATH.
-        wargv = [sys.executable, str(REPO / "bench" / "agent_worker_main.py"), "--kind", self.worker_kind,
-                 "--address", self.address, "--agent", self.agent]
+        wargv = [
+            sys.executable,
+            str(REPO / "bench" / "agent_worker_main.py"),
+            "--kind",
+            self.worker_kind,
+            "--address",
+            self.address,
+            "--agent",
+            self.agent,
+        ]
         if self.model_url:
             wargv += ["--model-url", self.model_url]
-        self.procs["worker"] = ManagedProcess(f"{self.label}-worker", wargv, d / "worker.log", env=env,
-                                              cwd=str(REPO))
+        self.procs["worker"] = ManagedProcess(f"{self.label}-worker", wargv, d / "worker.log", env=env, cwd=str(REPO))
 
     def check(self) -> None:
         for role, p in self.procs.items():
@@ -271,14 +302,18 @@ def moorage_client_part(stacks: list[Stack]) -> bool:
     finally:
         for c in clients.values():
             c.close()
-    print(f"\n== agent turns, Moorage's client (model answers at once, in the worker's process; turn 1 of {first} "
-          f"sessions, turns {long + 1}-{long + window} of one session; load average {_loadavg()}) ==")
+    print(
+        f"\n== agent turns, Moorage's client (model answers at once, in the worker's process; turn 1 of {first} "
+        f"sessions, turns {long + 1}-{long + window} of one session; load average {_loadavg()}) =="
+    )
     print(f"| target | turn 1 p50 | turn 1 p99 | turn {long} p50 | turn {long} p99 | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
     for lab in labels:
         a, b = statistics.median(t1[lab]), statistics.median(tn[lab])
-        print(f"| {lab} | {a:.1f} ms | {_pct(t1[lab], 99):.1f} ms | {b:.1f} ms | {_pct(tn[lab], 99):.1f} ms "
-              f"| {b / a:.2f} |")
+        print(
+            f"| {lab} | {a:.1f} ms | {_pct(t1[lab], 99):.1f} ms | {b:.1f} ms | {_pct(tn[lab], 99):.1f} ms "
+            f"| {b / a:.2f} |"
+        )
     for lab in labels:
         print(f"- {lab}, turn 1: {tallies[lab].per_turn()}")
         print(f"- {lab}, turn {long}: {late[lab].per_turn()}; session state {states[lab] / 1024:.0f} KiB")
@@ -306,10 +341,11 @@ def af_client_part(stacks: list[Stack]) -> bool:
     block = int(_env("AGENT_BENCH_BLOCK", "10"))
     by = {s.label: s for s in stacks}
     labels = [s.label for s in stacks]
-    sdks = {lab: TaskHubGrpcClient(host_address=by[lab].address, logger=_quiet("bench-af-client"))
-            for lab in labels}
-    clients = {lab: DurableAIAgentClient(sdks[lab], max_poll_retries=int(60 / poll), poll_interval_seconds=poll)
-               for lab in labels}
+    sdks = {lab: TaskHubGrpcClient(host_address=by[lab].address, logger=_quiet("bench-af-client")) for lab in labels}
+    clients = {
+        lab: DurableAIAgentClient(sdks[lab], max_poll_retries=int(60 / poll), poll_interval_seconds=poll)
+        for lab in labels
+    }
     lat: dict[str, list[list[float]]] = {lab: [[] for _ in range(n_sessions)] for lab in labels}
     tallies = {lab: Tally() for lab in labels}
     failures: list[str] = []
@@ -344,9 +380,11 @@ def af_client_part(stacks: list[Stack]) -> bool:
     finally:
         for c in sdks.values():
             c.close()
-    print(f"\n== agent turns, Agent Framework's DurableAIAgentClient (polls every {poll * 1000:.0f} ms; model: an "
-          f"OpenAI-compatible HTTP server answering at once; {n_sessions} sessions of {turns} turns; first = turns "
-          f"1-{edge}, late = turns {turns - edge + 1}-{turns}; load average {_loadavg()}) ==")
+    print(
+        f"\n== agent turns, Agent Framework's DurableAIAgentClient (polls every {poll * 1000:.0f} ms; model: an "
+        f"OpenAI-compatible HTTP server answering at once; {n_sessions} sessions of {turns} turns; first = turns "
+        f"1-{edge}, late = turns {turns - edge + 1}-{turns}; load average {_loadavg()}) =="
+    )
     ref = labels[-1]
     print(f"| target | first p50 | first p99 | late p50 | late p99 | first vs {ref} | late vs {ref} |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -357,8 +395,10 @@ def af_client_part(stacks: list[Stack]) -> bool:
     rf, rl = (statistics.median(v) for v in edges(ref))
     for lab in labels:
         f, late = edges(lab)
-        print(f"| {lab} | {statistics.median(f):.1f} ms | {_pct(f, 99):.1f} ms | {statistics.median(late):.1f} ms "
-              f"| {_pct(late, 99):.1f} ms | {statistics.median(f) / rf:.2f} | {statistics.median(late) / rl:.2f} |")
+        print(
+            f"| {lab} | {statistics.median(f):.1f} ms | {_pct(f, 99):.1f} ms | {statistics.median(late):.1f} ms "
+            f"| {_pct(late, 99):.1f} ms | {statistics.median(f) / rf:.2f} | {statistics.median(late) / rl:.2f} |"
+        )
     for lab in labels:
         print(f"- {lab}: {tallies[lab].per_turn()}; session state after {turns} turns {states[lab] / 1024:.0f} KiB")
     return not failures
@@ -391,17 +431,28 @@ def _moorage_targets(spec: str, workdir: Path) -> list[Stack]:
 
 
 def _af_targets(spec: str, workdir: Path, model_url: str, shared: dict[str, ManagedProcess]) -> list[Stack]:
-    known = {"moorage": ("sidecar", "moorage"), "moorage-inmemory": ("inmemory", "moorage"),
-             "af-inmemory": ("inmemory", "agent-framework")}
+    known = {
+        "moorage": ("sidecar", "moorage"),
+        "moorage-inmemory": ("inmemory", "moorage"),
+        "af-inmemory": ("inmemory", "agent-framework"),
+    }
     stacks = []
     for raw in [t.strip() for t in spec.split(",") if t.strip()]:
         key, _, src = raw.partition("=")
         if key not in known:
-            raise SystemExit(f"unknown AGENT_BENCH_AF_TARGETS entry {raw!r} (known: {', '.join(known)}, "
-                             "moorage=/path)")
+            raise SystemExit(f"unknown AGENT_BENCH_AF_TARGETS entry {raw!r} (known: {', '.join(known)}, moorage=/path)")
         backend, kind = known[key]
-        stacks.append(Stack(raw, backend, kind, workdir / "af", src=Path(src).resolve() if src else REPO,
-                            model_url=model_url, shared=dict(shared)))
+        stacks.append(
+            Stack(
+                raw,
+                backend,
+                kind,
+                workdir / "af",
+                src=Path(src).resolve() if src else REPO,
+                model_url=model_url,
+                shared=dict(shared),
+            )
+        )
     return stacks
 
 
@@ -450,8 +501,12 @@ def main() -> int:
         if "af-client" in parts:
             model, url = _start_model_server(workdir)
             try:
-                stacks = _af_targets(_env("AGENT_BENCH_AF_TARGETS", "moorage,moorage-inmemory,af-inmemory"),
-                                     workdir, url, {"model": model})
+                stacks = _af_targets(
+                    _env("AGENT_BENCH_AF_TARGETS", "moorage,moorage-inmemory,af-inmemory"),
+                    workdir,
+                    url,
+                    {"model": model},
+                )
                 ok = _run_part("Agent Framework's client", stacks, af_client_part) and ok
             finally:
                 model.stop()

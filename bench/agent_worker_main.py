@@ -74,8 +74,9 @@ def agent_framework_worker(address: str, agent: str, model_url: str | None) -> A
         host_address=address, logger=quiet_logger("bench-af-worker"), concurrency_options=_options()
     )
     hosted = DurableAIAgentWorker(sdk)
-    hosted.add_agent(Agent(client=OpenAIChatCompletionClient(model="instant", base_url=model_url, api_key="bench"),
-                           name=agent))
+    hosted.add_agent(
+        Agent(client=OpenAIChatCompletionClient(model="instant", base_url=model_url, api_key="bench"), name=agent)
+    )
     return sdk
 
 

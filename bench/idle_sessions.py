@@ -68,14 +68,17 @@ class IdleSample:
     worker_cpu_ms_per_turn: float
 
 
-def create_sessions(client: object, n: int, *, agent_name: str = AGENT, batch: int = 200,
-                    timeout: float = 120.0) -> list[str]:
+def create_sessions(
+    client: object, n: int, *, agent_name: str = AGENT, batch: int = 200, timeout: float = 120.0
+) -> list[str]:
     """``n`` new sessions with one turn each: ``batch`` turns are started at once, then each is awaited and its reply
     checked. Returns the session ids."""
     sessions: list[str] = []
     while len(sessions) < n:
-        handles = [client.start_run(agent_name, f"hello {len(sessions) + i}")  # type: ignore[attr-defined]
-                   for i in range(min(batch, n - len(sessions)))]
+        handles = [
+            client.start_run(agent_name, f"hello {len(sessions) + i}")  # type: ignore[attr-defined]
+            for i in range(min(batch, n - len(sessions)))
+        ]
         for h in handles:
             response = client.wait_for_response(h, timeout=timeout)  # type: ignore[attr-defined]
             if response.text != REPLY:
@@ -104,10 +107,18 @@ def _turn_latencies(client: object, turns: int, agent_name: str) -> list[float]:
     return out
 
 
-def measure_idle_sessions(connection_string: str, sidecar_pid: int, worker_pid: int,
-                          counts: Sequence[int] = (0, 1000, 5000, 10000), *, idle_seconds: float = 15.0,
-                          settle_seconds: float = 2.0, probe_turns: int = 20, agent_name: str = AGENT,
-                          log: bool = True) -> list[IdleSample]:
+def measure_idle_sessions(
+    connection_string: str,
+    sidecar_pid: int,
+    worker_pid: int,
+    counts: Sequence[int] = (0, 1000, 5000, 10000),
+    *,
+    idle_seconds: float = 15.0,
+    settle_seconds: float = 2.0,
+    probe_turns: int = 20,
+    agent_name: str = AGENT,
+    log: bool = True,
+) -> list[IdleSample]:
     """Grow the sessions of ``agent_name`` (hosted by the worker ``worker_pid``) to each of ``counts`` in turn and
     measure both processes while they sit idle for ``idle_seconds``. ``probe_turns`` fresh sessions time a first
     turn at each count (they are counted in the next point's sessions)."""
@@ -134,35 +145,53 @@ def measure_idle_sessions(connection_string: str, sidecar_pid: int, worker_pid: 
             lat = sorted(_turn_latencies(client, probe_turns, agent_name)) if probe_turns else [float("nan")]
             have += probe_turns
             sample = IdleSample(
-                sessions=target, idle_seconds=idle_seconds,
-                sidecar_rss_mb=s["sidecar"][0], sidecar_cpu_ms_per_s=s["sidecar"][1],
-                worker_rss_mb=s["worker"][0], worker_cpu_ms_per_s=s["worker"][1],
-                turn_ms_p50=statistics.median(lat), turn_ms_p90=lat[int(0.9 * (len(lat) - 1))],
-                created_per_s=created_per_s, sidecar_cpu_ms_per_turn=side_per_turn,
+                sessions=target,
+                idle_seconds=idle_seconds,
+                sidecar_rss_mb=s["sidecar"][0],
+                sidecar_cpu_ms_per_s=s["sidecar"][1],
+                worker_rss_mb=s["worker"][0],
+                worker_cpu_ms_per_s=s["worker"][1],
+                turn_ms_p50=statistics.median(lat),
+                turn_ms_p90=lat[int(0.9 * (len(lat) - 1))],
+                created_per_s=created_per_s,
+                sidecar_cpu_ms_per_turn=side_per_turn,
                 worker_cpu_ms_per_turn=worker_per_turn,
             )
             samples.append(sample)
             if log:
-                print(f"  {target:6d} idle sessions: sidecar {sample.sidecar_rss_mb:6.1f} MB "
-                      f"{sample.sidecar_cpu_ms_per_s:5.1f} ms CPU/s, worker {sample.worker_rss_mb:6.1f} MB "
-                      f"{sample.worker_cpu_ms_per_s:5.1f} ms CPU/s; new session's turn p50 {sample.turn_ms_p50:.1f} ms"
-                      + (f"; created at {created_per_s:.0f} turns/s, sidecar {side_per_turn:.1f} / worker "
-                         f"{worker_per_turn:.1f} ms CPU per turn" if target and created_per_s == created_per_s else ""),
-                      flush=True)
+                print(
+                    f"  {target:6d} idle sessions: sidecar {sample.sidecar_rss_mb:6.1f} MB "
+                    f"{sample.sidecar_cpu_ms_per_s:5.1f} ms CPU/s, worker {sample.worker_rss_mb:6.1f} MB "
+                    f"{sample.worker_cpu_ms_per_s:5.1f} ms CPU/s; new session's turn p50 {sample.turn_ms_p50:.1f} ms"
+                    + (
+                        f"; created at {created_per_s:.0f} turns/s, sidecar {side_per_turn:.1f} / worker "
+                        f"{worker_per_turn:.1f} ms CPU per turn"
+                        if target and created_per_s == created_per_s
+                        else ""
+                    ),
+                    flush=True,
+                )
     return samples
 
 
 def table(samples: Iterable[IdleSample]) -> list[str]:
-    rows = ["| idle sessions | sidecar RSS MB | sidecar CPU ms/s idle | worker RSS MB | worker CPU ms/s idle "
-            "| first turn p50 ms | p90 ms | created turns/s | sidecar / worker CPU ms per created turn |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| idle sessions | sidecar RSS MB | sidecar CPU ms/s idle | worker RSS MB | worker CPU ms/s idle "
+        "| first turn p50 ms | p90 ms | created turns/s | sidecar / worker CPU ms per created turn |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in samples:
         created = "-" if s.created_per_s != s.created_per_s else f"{s.created_per_s:.0f}"
-        cpu = "-" if s.created_per_s != s.created_per_s else \
-            f"{s.sidecar_cpu_ms_per_turn:.1f} / {s.worker_cpu_ms_per_turn:.1f}"
-        rows.append(f"| {s.sessions:,} | {s.sidecar_rss_mb:.1f} | {s.sidecar_cpu_ms_per_s:.1f} | "
-                    f"{s.worker_rss_mb:.1f} | {s.worker_cpu_ms_per_s:.1f} | {s.turn_ms_p50:.1f} | "
-                    f"{s.turn_ms_p90:.1f} | {created} | {cpu} |")
+        cpu = (
+            "-"
+            if s.created_per_s != s.created_per_s
+            else f"{s.sidecar_cpu_ms_per_turn:.1f} / {s.worker_cpu_ms_per_turn:.1f}"
+        )
+        rows.append(
+            f"| {s.sessions:,} | {s.sidecar_rss_mb:.1f} | {s.sidecar_cpu_ms_per_s:.1f} | "
+            f"{s.worker_rss_mb:.1f} | {s.worker_cpu_ms_per_s:.1f} | {s.turn_ms_p50:.1f} | "
+            f"{s.turn_ms_p90:.1f} | {created} | {cpu} |"
+        )
     return rows
 
 
@@ -181,8 +210,11 @@ class Stack:
 
         self.sidecar.start(timeout=120)
         self.worker = procs.ManagedProcess(
-            "agent worker", [sys.executable, "-m", "bench.idle_sessions", "--worker", self.sidecar.connection_string],
-            self.workdir / "agent-worker.log", env=hermetic_env())
+            "agent worker",
+            [sys.executable, "-m", "bench.idle_sessions", "--worker", self.sidecar.connection_string],
+            self.workdir / "agent-worker.log",
+            env=hermetic_env(),
+        )
         return self
 
     def stop(self) -> None:
@@ -191,15 +223,22 @@ class Stack:
         self.sidecar.stop()
 
 
-def run(counts: Sequence[int], idle_seconds: float, workdir: Path, probe_turns: int = 20,
-        settle_seconds: float = 2.0) -> list[IdleSample]:
+def run(
+    counts: Sequence[int], idle_seconds: float, workdir: Path, probe_turns: int = 20, settle_seconds: float = 2.0
+) -> list[IdleSample]:
     """The whole measurement on a fresh stack of its own."""
     stack = Stack(workdir).start()
     try:
         assert stack.worker is not None
-        return measure_idle_sessions(stack.sidecar.connection_string, stack.sidecar.process.pid, stack.worker.pid,
-                                     counts, idle_seconds=idle_seconds, probe_turns=probe_turns,
-                                     settle_seconds=settle_seconds)
+        return measure_idle_sessions(
+            stack.sidecar.connection_string,
+            stack.sidecar.process.pid,
+            stack.worker.pid,
+            counts,
+            idle_seconds=idle_seconds,
+            probe_turns=probe_turns,
+            settle_seconds=settle_seconds,
+        )
     finally:
         stack.stop()
 

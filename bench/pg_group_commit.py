@@ -24,8 +24,9 @@ async def _level(store: PostgresStore, server: PostgresServer, db: str, concurre
         return int(server.sql("SELECT wal_sync FROM pg_stat_wal", db).strip())
 
     async def one(i: int) -> None:
-        await store.run("default", lambda tx: engine.signal_entity(tx, engine.Effects(), "@bench@k", "add", "1",
-                                                                   "", None))
+        await store.run(
+            "default", lambda tx: engine.signal_entity(tx, engine.Effects(), "@bench@k", "add", "1", "", None)
+        )
 
     before = flushes()
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -33,8 +34,10 @@ async def _level(store: PostgresStore, server: PostgresServer, db: str, concurre
         await asyncio.gather(*(one(i) for i in range(start, min(n, start + concurrency))))
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     syncs = flushes() - before
-    return (f"{concurrency:>11} {n / seconds:>12.0f} {1000 * seconds / n * concurrency:>10.1f} "
-            f"{1000 * cpu / n:>14.2f} {n / max(syncs, 1):>17.1f}")
+    return (
+        f"{concurrency:>11} {n / seconds:>12.0f} {1000 * seconds / n * concurrency:>10.1f} "
+        f"{1000 * cpu / n:>14.2f} {n / max(syncs, 1):>17.1f}"
+    )
 
 
 async def main() -> None:

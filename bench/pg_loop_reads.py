@@ -103,8 +103,7 @@ async def _measure(store, mode: str, ids: list[str], readers: int, seconds: floa
         n = 0
         while time.monotonic() < stop:
             t = time.monotonic()
-            await store.run(HUB, lambda tx, n=n: engine.raise_event(tx, engine.Effects(), ids[n % len(ids)], "e",
-                                                                    None))
+            await store.run(HUB, lambda tx, n=n: engine.raise_event(tx, engine.Effects(), ids[n % len(ids)], "e", None))
             writes.append(time.monotonic() - t)
             n += 1
 
@@ -146,14 +145,19 @@ async def main() -> None:
 
         await seed.run(HUB, create)
         await seed.close()
-        print(f"{readers} readers, {seconds:g} s per run, median of {rounds} rounds (modes interleaved); "
-              f"load average {os.getloadavg()[0]:.1f} at start")
+        print(
+            f"{readers} readers, {seconds:g} s per run, median of {rounds} rounds (modes interleaved); "
+            f"load average {os.getloadavg()[0]:.1f} at start"
+        )
         for rtt in rtts:
             proxy = None
             proxied = url
             if rtt != "direct":
-                proxy = subprocess.Popen([sys.executable, "-m", "bench.pg_loop_reads", "--proxy", str(server.port),
-                                          str(float(rtt) / 2000)], stdout=subprocess.PIPE, text=True)
+                proxy = subprocess.Popen(
+                    [sys.executable, "-m", "bench.pg_loop_reads", "--proxy", str(server.port), str(float(rtt) / 2000)],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
                 assert proxy.stdout is not None
                 proxied = url.replace(f":{server.port}/", f":{proxy.stdout.readline().strip()}/")
             results: dict[str, list[dict[str, float]]] = {m: [] for m in modes}

@@ -41,29 +41,48 @@ async def _one_instance(store: Store, owner: str) -> int:
     """Start one hello_cities instance and work (any instance's items) until it is finished; returns the
     activities this loop ran."""
     iid = f"hello-{uuid.uuid4().hex[:12]}"
-    await store.run(HUB, lambda tx: engine.create_instance(tx, engine.Effects(), instance_id=iid, name="hello",
-                                                           input='"x"'))
+    await store.run(
+        HUB, lambda tx: engine.create_instance(tx, engine.Effects(), instance_id=iid, name="hello", input='"x"')
+    )
     done = 0
     while True:
         t = time.time()
         lease = Lease(owner, t, t + 30)
         # the instance's own orchestration work (a filter on nothing but this instance would not be realistic;
         # leasing "whatever is next" lets streams take each other's instances, as the sidecar's streams do)
-        work = await store.run(HUB, lambda tx, lease=lease: engine.lease_work(
-            tx, engine.Effects(), lease, Filters(), {WorkKind.ORCHESTRATION: 1, WorkKind.ACTIVITY: 1}), durable=False)
+        work = await store.run(
+            HUB,
+            lambda tx, lease=lease: engine.lease_work(
+                tx, engine.Effects(), lease, Filters(), {WorkKind.ORCHESTRATION: 1, WorkKind.ACTIVITY: 1}
+            ),
+            durable=False,
+        )
         for item in work.orchestrations:
             steps = _completed.get(item.row.instance_id, 0)
             res = pb.OrchestratorResponse(instanceId=item.row.instance_id, completionToken=item.row.lease_token)
             if steps < STEPS:
-                res.actions.append(pb.OrchestratorAction(id=steps, scheduleTask=pb.ScheduleTaskAction(
-                    name="say_hello", input=sv(f'"city-{steps}"'))))
+                res.actions.append(
+                    pb.OrchestratorAction(
+                        id=steps, scheduleTask=pb.ScheduleTaskAction(name="say_hello", input=sv(f'"city-{steps}"'))
+                    )
+                )
             else:
-                res.actions.append(pb.OrchestratorAction(id=steps, completeOrchestration=pb.CompleteOrchestrationAction(
-                    orchestrationStatus=pb.ORCHESTRATION_STATUS_COMPLETED, result=sv('"done"'))))
+                res.actions.append(
+                    pb.OrchestratorAction(
+                        id=steps,
+                        completeOrchestration=pb.CompleteOrchestrationAction(
+                            orchestrationStatus=pb.ORCHESTRATION_STATUS_COMPLETED, result=sv('"done"')
+                        ),
+                    )
+                )
             await store.run(HUB, lambda tx, res=res: engine.complete_orchestration(tx, engine.Effects(), res))
         for act in work.activities:
-            res = pb.ActivityResponse(instanceId=act.instance_id, taskId=act.task_id, completionToken=act.lease_token,
-                                      result=sv(f'"Hello {act.input}!"'))
+            res = pb.ActivityResponse(
+                instanceId=act.instance_id,
+                taskId=act.task_id,
+                completionToken=act.lease_token,
+                result=sv(f'"Hello {act.input}!"'),
+            )
             await store.run(HUB, lambda tx, res=res: engine.complete_activity(tx, engine.Effects(), res))
             _completed[act.instance_id] = _completed.get(act.instance_id, 0) + 1
             done += 1
@@ -73,7 +92,6 @@ async def _one_instance(store: Store, owner: str) -> int:
         if not work:
             _empty[0] += 1
             await asyncio.sleep(0.005)
-
 
 
 def _server_cpu(pid: int | None) -> float:
@@ -123,17 +141,21 @@ async def main() -> None:
     try:
         store = open_store(url)
         await _round(store, 8, streams, None)  # warm up: pooled connections open, statements prepared
-        rows = [await _round(store, instances, streams, server.proc.pid if server and server.proc else None)
-                for _ in range(rounds)]
+        rows = [
+            await _round(store, instances, streams, server.proc.pid if server and server.proc else None)
+            for _ in range(rounds)
+        ]
         await store.close()
     finally:
         if server is not None:
             server.close()
     med = [statistics.median(r[i] for r in rows) for i in range(4)]
-    print(f"{kind} store from {engine.__file__.rsplit('/moorage/', 1)[0]}: per activity, median of {rounds} rounds "
-          f"of {instances} instances x {STEPS} activities, {streams} streams, load average "
-          f"{os.getloadavg()[0]:.1f}:\n  process CPU {med[0]:.2f} ms   server CPU {med[1]:.2f} ms   "
-          f"wall {med[2]:.2f} ms   empty leases {med[3]:.2f}")
+    print(
+        f"{kind} store from {engine.__file__.rsplit('/moorage/', 1)[0]}: per activity, median of {rounds} rounds "
+        f"of {instances} instances x {STEPS} activities, {streams} streams, load average "
+        f"{os.getloadavg()[0]:.1f}:\n  process CPU {med[0]:.2f} ms   server CPU {med[1]:.2f} ms   "
+        f"wall {med[2]:.2f} ms   empty leases {med[3]:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,38 +1,55 @@
 """Child-process plumbing of the benchmark: the tests' process kit (``tests/kit``: free ports, process groups that
 die with the harness, SIGTERM-then-SIGKILL stops) plus what only a benchmark needs: py-spy-friendly stops and CPU
 accounting of a process tree."""
+
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
+import durabletask.internal.orchestrator_service_pb2_grpc as stubs
 import grpc
 from google.protobuf import empty_pb2
 
-import durabletask.internal.orchestrator_service_pb2_grpc as stubs
 from tests.kit import processes as _kit
 from tests.kit.ports import free_port
 
-__all__ = ["ManagedProcess", "cpu_seconds", "free_port", "rss_bytes", "self_cpu_seconds", "stop_all",
-           "tree_cpu_seconds", "wait_for_grpc"]
+__all__ = [
+    "ManagedProcess",
+    "cpu_seconds",
+    "free_port",
+    "rss_bytes",
+    "self_cpu_seconds",
+    "stop_all",
+    "tree_cpu_seconds",
+    "wait_for_grpc",
+]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 # Every ManagedProcess still alive; run.py stops them all (gracefully, for py-spy) in a finally / signal handler.
-_LIVE: list["ManagedProcess"] = []
+_LIVE: list[ManagedProcess] = []
 
 
 class ManagedProcess(_kit.ManagedProcess):
     """A child started at once, in its own process group, output to a log file, the whole group killed on stop()."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
-                 cwd: str | None = None, profiled: bool = False):
-        super().__init__(argv, log_path, name=name, env=env if env is not None else dict(os.environ),
-                         cwd=cwd or os.getcwd())
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        profiled: bool = False,
+    ):
+        super().__init__(
+            argv, log_path, name=name, env=env if env is not None else dict(os.environ), cwd=cwd or os.getcwd()
+        )
         self.profiled = profiled  # wrapped by py-spy: stop with SIGINT first so it writes its file
         self.start()
         _LIVE.append(self)
@@ -72,7 +89,7 @@ def _read_stat(pid: int) -> tuple[int, float] | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    rest = raw[raw.rindex(")") + 2:].split()
+    rest = raw[raw.rindex(")") + 2 :].split()
     ppid = int(rest[1])
     utime, stime = int(rest[11]), int(rest[12])
     return ppid, (utime + stime) / _CLK_TCK

@@ -5,6 +5,7 @@
 Prints the functions with the most samples on-CPU (self) and in the stack (inclusive), and the
 share per thread.  `--grep` keeps only stacks containing TEXT (e.g. a module name).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,15 +18,19 @@ _LINE = re.compile(r"^(.*) (\d+)$")
 # Leaf functions that (almost always) mean "blocked in a C call with the GIL released", which
 # py-spy's default mode often still reports as active.  Their samples are counted as waiting.
 WAITING = {
-    "Condition.wait (python3.11/threading.py)", "Event.wait (python3.11/threading.py)",
-    "Condition.__enter__ (python3.11/threading.py)",     # blocking lock acquire (contention)
-    "_worker (futures/thread.py)",                       # ThreadPoolExecutor idle: queue.get()
-    "_serve (grpc/_server.py)",                          # completion_queue.poll()
+    "Condition.wait (python3.11/threading.py)",
+    "Event.wait (python3.11/threading.py)",
+    "Condition.__enter__ (python3.11/threading.py)",  # blocking lock acquire (contention)
+    "_worker (futures/thread.py)",  # ThreadPoolExecutor idle: queue.get()
+    "_serve (grpc/_server.py)",  # completion_queue.poll()
     "_UnaryUnaryMultiCallable._blocking (grpc/_channel.py)",  # waiting for an RPC response
     "_MultiThreadedRendezvous._next (grpc/_channel.py)",
     "_run_channel_spin_thread.<locals>.channel_spin (grpc/_channel.py)",
-    "EpollSelector.select (python3.11/selectors.py)", "sleep", "Queue.get (python3.11/queue.py)",
-    "Thread.join (python3.11/threading.py)", "_wait_for_tstate_lock (python3.11/threading.py)",
+    "EpollSelector.select (python3.11/selectors.py)",
+    "sleep",
+    "Queue.get (python3.11/queue.py)",
+    "Thread.join (python3.11/threading.py)",
+    "_wait_for_tstate_lock (python3.11/threading.py)",
 }
 _LINENO = re.compile(r":\d+\)$")
 
@@ -67,10 +72,12 @@ def main() -> None:
     ap.add_argument("path", type=Path)
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--grep", default="")
-    ap.add_argument("--app", default="moorage/",
-                    help="path fragment of the code under test, for the 'where does CPU go' split")
-    ap.add_argument("--include-waiting", action="store_true",
-                    help="keep samples whose leaf is a known blocking call (see WAITING)")
+    ap.add_argument(
+        "--app", default="moorage/", help="path fragment of the code under test, for the 'where does CPU go' split"
+    )
+    ap.add_argument(
+        "--include-waiting", action="store_true", help="keep samples whose leaf is a known blocking call (see WAITING)"
+    )
     args = ap.parse_args()
 
     self_c: Counter[str] = Counter()
@@ -111,8 +118,10 @@ def main() -> None:
         return
     print(f"{total} samples ({args.path.name}{', stacks containing ' + repr(args.grep) if args.grep else ''})")
     if waiting:
-        print(f"{waiting} ({100 * waiting / total:.1f}%) were blocked in a known waiting call and are left out; "
-              f"percentages below are of the remaining {total - waiting}")
+        print(
+            f"{waiting} ({100 * waiting / total:.1f}%) were blocked in a known waiting call and are left out; "
+            f"percentages below are of the remaining {total - waiting}"
+        )
         total -= waiting
     print(f"\nwhere samples are (deepest matching frame decides; app = frames containing {args.app!r}):")
     for b, n in buckets.most_common():
@@ -131,5 +140,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     import signal
+
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet when piped into head
     main()

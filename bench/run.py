@@ -30,6 +30,7 @@ Environment knobs (all optional):
   BENCH_SQLTRACE=1 count the sidecar's SQLite statements per operation (diagnostic; slows it down)
   BENCH_KEEP=1     keep the temp dir (SQLite db, process logs)
 """
+
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -72,8 +73,14 @@ def sqltrace_on() -> bool:
 def _sidecar_help(src: Path) -> str:
     if str(src) not in _HELP:
         try:
-            _HELP[str(src)] = subprocess.run([sys.executable, "-m", "moorage", "sidecar", "--help"], cwd=str(src),
-                                             env=_child_env(src), capture_output=True, text=True, timeout=60).stdout
+            _HELP[str(src)] = subprocess.run(
+                [sys.executable, "-m", "moorage", "sidecar", "--help"],
+                cwd=str(src),
+                env=_child_env(src),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
         except Exception:
             _HELP[str(src)] = ""
     return _HELP[str(src)]
@@ -87,9 +94,9 @@ def _child_env(src: Path) -> dict[str, str]:
 
 @dataclass
 class Target:
-    key: str            # "moorage" | "inmemory"
-    label: str          # column header
-    src: Path = REPO    # checkout whose `moorage` package runs (BENCH_TARGETS=moorage=/other/checkout)
+    key: str  # "moorage" | "inmemory"
+    label: str  # column header
+    src: Path = REPO  # checkout whose `moorage` package runs (BENCH_TARGETS=moorage=/other/checkout)
     store_base: str | None = None  # "moorage-tmpfs": the SQLite file on /dev/shm, where fsync is free
     postgres: bool = False  # "moorage-pg": the store is a database on a PostgreSQL server of its own
     pg: Any = None  # that server (tests.kit.postgres.PostgresServer), started with the first backend
@@ -124,9 +131,12 @@ class Target:
             # Side services on fixed ports (dashboard 8082, gateway HTTP 7071, /metrics 9090) are off: free ports
             # only (two sidecars in one run must not race for 9090), and they are not what we measure.  Only flags
             # this sidecar version has are passed.
-            extra = [a for flag in ("--dashboard-port", "--http-port", "--metrics-port")
-                     if flag in _sidecar_help(self.src)
-                     for a in (flag, "0")]
+            extra = [
+                a
+                for flag in ("--dashboard-port", "--http-port", "--metrics-port")
+                if flag in _sidecar_help(self.src)
+                for a in (flag, "0")
+            ]
             if self.front is not None:
                 if "--front" not in _sidecar_help(self.src):
                     raise SystemExit(f"{self.label}: this sidecar has no --front option")
@@ -134,8 +144,13 @@ class Target:
             launcher = [sys.executable, "-m", "moorage"]
             if sqltrace_on():
                 # by path, so this checkout's bench/ runs whatever checkout's moorage is benchmarked
-                launcher = [sys.executable, str(REPO / "bench" / "sqltrace.py"), str(workdir / "sqltrace.json"),
-                            "-m", "moorage"]
+                launcher = [
+                    sys.executable,
+                    str(REPO / "bench" / "sqltrace.py"),
+                    str(workdir / "sqltrace.json"),
+                    "-m",
+                    "moorage",
+                ]
             store = f"sqlite:///{store_dir}/bench.db"
             if self.postgres:
                 if self.pg is None:
@@ -144,12 +159,29 @@ class Target:
                     self.pg = PostgresServer()
                     self.pg_store = self.pg.create_database()
                 store = self.pg_store
-            return [*launcher, "sidecar", "--host", "127.0.0.1", "--port", str(port),
-                    "--store", store, "--log-level", "warning", *extra]
+            return [
+                *launcher,
+                "sidecar",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--store",
+                store,
+                "--log-level",
+                "warning",
+                *extra,
+            ]
         if self.key == "inmemory":
             # the tests' launcher, with the SDK's own default pool (10 threads): the reference as it ships
-            return [sys.executable, str(REPO / "tests" / "kit" / "inmemory_backend.py"), "--port", str(port),
-                    "--max-workers", "10"]
+            return [
+                sys.executable,
+                str(REPO / "tests" / "kit" / "inmemory_backend.py"),
+                "--port",
+                str(port),
+                "--max-workers",
+                "10",
+            ]
         raise SystemExit(f"unknown target {self.key!r} (known: moorage, inmemory)")
 
     store_dir: Path | None = None
@@ -195,8 +227,12 @@ def parse_targets() -> list[Target]:
         if src:  # moorage=/path/to/checkout: that checkout's sidecar (e.g. a `git worktree` of an older commit)
             path = Path(src).resolve()
             try:
-                rev = subprocess.run(["git", "-C", str(path), "describe", "--always", "--dirty"],
-                                     capture_output=True, text=True, timeout=10).stdout.strip()
+                rev = subprocess.run(
+                    ["git", "-C", str(path), "describe", "--always", "--dirty"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout.strip()
             except Exception:
                 rev = ""
             base = f"{pretty.get(k, k)}@{rev or path.name}"
@@ -262,8 +298,20 @@ def maybe_profiled(role: str, target: Target, argv: list[str]) -> tuple[list[str
     # (queue.get, cq.poll, lock acquire) often still show up, so profile_summary separates those
     # "waiting" leaves.  BENCH_PYSPY_ARGS="--gil" keeps only GIL holders (pure Python CPU).
     extra = _env("BENCH_PYSPY_ARGS", "").split()
-    return [spy, "record", "--rate", "200", "--format", "raw", "--threads", *extra, "--output", str(path),
-            "--", *argv], True
+    return [
+        spy,
+        "record",
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "--threads",
+        *extra,
+        "--output",
+        str(path),
+        "--",
+        *argv,
+    ], True
 
 
 # --------------------------------------------------------------------------- running
@@ -297,9 +345,14 @@ class Session:
             address = f"127.0.0.1:{port}"
             cmd = self.t.command(port, self.dir)
             argv, profiled = maybe_profiled(f"backend{n + 1}" if n else "backend", self.t, cmd)  # its CPU role
-            backend = procs.ManagedProcess(name, argv, self.dir / f"backend{n or ''}-{attempt}.log",
-                                           env={**_child_env(self.t.src), **self.t.env()}, cwd=str(self.t.src),
-                                           profiled=profiled)
+            backend = procs.ManagedProcess(
+                name,
+                argv,
+                self.dir / f"backend{n or ''}-{attempt}.log",
+                env={**_child_env(self.t.src), **self.t.env()},
+                cwd=str(self.t.src),
+                profiled=profiled,
+            )
             try:
                 procs.wait_for_grpc(address, backend, timeout=60)
             except Exception as e:
@@ -322,16 +375,32 @@ class Session:
             addresses = [self._start_backend(n) for n in range(self.t.replicas)]
             conc = default_concurrency()
             for n in range(self.t.workers):  # worker n on replica n mod replicas
-                wargv = [sys.executable, "-m", "bench.worker_main", "--address", addresses[n % len(addresses)],
-                         *[a for k, v in conc.items() for a in (f"--{k}", str(v))]]
+                wargv = [
+                    sys.executable,
+                    "-m",
+                    "bench.worker_main",
+                    "--address",
+                    addresses[n % len(addresses)],
+                    *[a for k, v in conc.items() for a in (f"--{k}", str(v))],
+                ]
                 wargv, wprof = maybe_profiled("worker", self.t, wargv)
-                self.workers.append(procs.ManagedProcess(f"{self.label} worker{n or ''}", wargv,
-                                                         self.dir / f"worker{n or ''}.log", env=env, cwd=str(REPO),
-                                                         profiled=wprof))
+                self.workers.append(
+                    procs.ManagedProcess(
+                        f"{self.label} worker{n or ''}",
+                        wargv,
+                        self.dir / f"worker{n or ''}.log",
+                        env=env,
+                        cwd=str(REPO),
+                        profiled=wprof,
+                    )
+                )
             address = addresses[0]
             self.client = TaskHubGrpcClient(host_address=address, logger=quiet_logger("bench-client"))
-            self.ctx = RunContext(client=self.client, timeout=float(_env("BENCH_TIMEOUT", "60")),
-                                  poll_interval=float(_env("BENCH_POLL", "0.005")))
+            self.ctx = RunContext(
+                client=self.client,
+                timeout=float(_env("BENCH_TIMEOUT", "60")),
+                poll_interval=float(_env("BENCH_POLL", "0.005")),
+            )
         except Exception as e:
             self._kill(f"{type(e).__name__}: {e}")
 
@@ -406,15 +475,20 @@ class Session:
         rates = "  ".join(f"{m.rate(u):8.1f} {u}" for u in w.metrics)
         cpu = " ".join(f"{k} {v:.2f}s" for k, v in rec.cpu.items() if k in self.t.roles())
         notes = (" " + " ".join(f"{k}={v}" for k, v in m.notes.items())) if m.notes else ""
-        print(f"  {self.label:>10} {w.name:<16} run {i + 1}/{repeats}: {m.seconds:7.3f}s  {rates}"
-              f"   cpu: {cpu}{notes}", flush=True)
+        print(
+            f"  {self.label:>10} {w.name:<16} run {i + 1}/{repeats}: {m.seconds:7.3f}s  {rates}   cpu: {cpu}{notes}",
+            flush=True,
+        )
 
     def _cpu(self) -> dict[str, float]:
         """CPU seconds so far by role: each replica, the workers together, this process, the PostgreSQL server."""
         roles = self.t.roles()
-        out = {role: p.cpu_seconds() for role, p in zip(roles, self.backends)}
-        out.update(worker=sum(p.cpu_seconds() for p in self.workers), client=procs.self_cpu_seconds(),
-                   postgres=self.t.postgres_cpu())
+        out = {role: p.cpu_seconds() for role, p in zip(roles, self.backends, strict=False)}
+        out.update(
+            worker=sum(p.cpu_seconds() for p in self.workers),
+            client=procs.self_cpu_seconds(),
+            postgres=self.t.postgres_cpu(),
+        )
         return out
 
     def stop(self) -> None:
@@ -460,7 +534,7 @@ def run_all(targets: list[Target], workloads: list[Workload], workdir: Path) -> 
                 for s in sessions:
                     s.warmup(w)
                 for i in range(repeats):
-                    for s in (sessions if i % 2 == 0 else sessions[::-1]):
+                    for s in sessions if i % 2 == 0 else sessions[::-1]:
                         s.run_once(w, i, repeats)
         finally:
             print()
@@ -486,8 +560,9 @@ def environment(targets: list[Target], workloads: list[Workload]) -> list[str]:
     except OSError:
         pass
     try:
-        commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except Exception:
         commit = "?"
     try:
@@ -501,15 +576,23 @@ def environment(targets: list[Target], workloads: list[Workload]) -> list[str]:
         f"durabletask: {ver('durabletask')}  grpcio: {ver('grpcio')}  protobuf: {ver('protobuf')}  "
         f"moorage: {ver('moorage')} @ {commit}",
         f"targets: {', '.join(t.label for t in targets)}",
-        *[f"{t.label}: {t.replicas} sidecar replicas on one database, {t.workers} worker processes (worker n on "
-          "replica n mod replicas), the client on the first replica" for t in targets if t.replicas * t.workers > 1],
+        *[
+            f"{t.label}: {t.replicas} sidecar replicas on one database, {t.workers} worker processes (worker n on "
+            "replica n mod replicas), the client on the first replica"
+            for t in targets
+            if t.replicas * t.workers > 1
+        ],
         "worker: TaskHubGrpcWorker in its own process, ConcurrencyOptions("
         f"threads={conc['threads']}, orchestrations={conc['orchestrations']}, "
         f"activities={conc['activities']}, entities={conc['entities']})",
         f"load average at start: {_loadavg()} (other work on this machine skews results; "
         "see the in-memory column and the CPU-per-op table)",
         f"runs: 1 warm-up + {_env('BENCH_REPEATS', '7')} measured per workload and target (median), "
-        + ("targets interleaved (A B, B A, ...)" if _env("BENCH_INTERLEAVE", "1") != "0" else "targets one after the other")
+        + (
+            "targets interleaved (A B, B A, ...)"
+            if _env("BENCH_INTERLEAVE", "1") != "0"
+            else "targets one after the other"
+        )
         + "; "
         f"completion by polling get_orchestration_state / get_entity every {_env('BENCH_POLL', '0.005')}s",
         *[f"workload {w.name}: {w.description}" for w in workloads],
@@ -527,8 +610,7 @@ def fmt_rate(v: float | None) -> str:
     return "FAILED" if v is None else f"{v:,.1f}"
 
 
-def table(targets: list[Target], workloads: list[Workload],
-          results: dict[str, dict[str, WorkloadResult]]) -> list[str]:
+def table(targets: list[Target], workloads: list[Workload], results: dict[str, dict[str, WorkloadResult]]) -> list[str]:
     first, last = targets[0], targets[-1]
     header = ["workload", *[f"{t.label} (ops/s)" for t in targets]]
     if len(targets) >= 2:
@@ -545,8 +627,9 @@ def table(targets: list[Target], workloads: list[Workload],
     return _render(header, rows)
 
 
-def cpu_table(targets: list[Target], workloads: list[Workload],
-              results: dict[str, dict[str, WorkloadResult]]) -> list[str]:
+def cpu_table(
+    targets: list[Target], workloads: list[Workload], results: dict[str, dict[str, WorkloadResult]]
+) -> list[str]:
     header = ["workload", *[f"{t.label} {role}" for t in targets for role in t.roles()]]
     rows = []
     for w in workloads:
@@ -561,12 +644,16 @@ def cpu_table(targets: list[Target], workloads: list[Workload],
     return _render(header, rows)
 
 
-def share_table(targets: list[Target], workloads: list[Workload],
-                results: dict[str, dict[str, WorkloadResult]]) -> list[str]:
+def share_table(
+    targets: list[Target], workloads: list[Workload], results: dict[str, dict[str, WorkloadResult]]
+) -> list[str]:
     """Cores each process kept busy during the measured runs: on a small machine, whether a run was CPU-bound
     (the shares add up to the cores there are) and which process a machine with more cores would unblock."""
-    header = ["workload", *[f"{t.label} {role}" for t in targets for role in t.roles()],
-              *[f"{t.label} total" for t in targets]]
+    header = [
+        "workload",
+        *[f"{t.label} {role}" for t in targets for role in t.roles()],
+        *[f"{t.label} total" for t in targets],
+    ]
     rows = []
     for w in workloads:
         row = [w.name]
@@ -580,8 +667,9 @@ def share_table(targets: list[Target], workloads: list[Workload],
     return _render(header, rows)
 
 
-def sql_report(targets: list[Target], workloads: list[Workload],
-               results: dict[str, dict[str, WorkloadResult]], top: int = 12) -> list[str]:
+def sql_report(
+    targets: list[Target], workloads: list[Workload], results: dict[str, dict[str, WorkloadResult]], top: int = 12
+) -> list[str]:
     out = []
     for t in targets:
         for w in workloads:
@@ -592,8 +680,10 @@ def sql_report(targets: list[Target], workloads: list[Workload],
             kinds = sorted({k for r in runs for k in r.sql})
             per = {k: statistics.median(r.sql.get(k, 0) / r.m.ops[unit] for r in runs) for k in kinds}
             total = statistics.median(sum(r.sql.values()) / r.m.ops[unit] for r in runs)
-            out.append(f"{t.label} {w.name}: {total:.1f} statements per {_singular(unit)}, "
-                       f"{per.get('COMMIT', 0):.2f} commits per {_singular(unit)}")
+            out.append(
+                f"{t.label} {w.name}: {total:.1f} statements per {_singular(unit)}, "
+                f"{per.get('COMMIT', 0):.2f} commits per {_singular(unit)}"
+            )
             for k, v in sorted(per.items(), key=lambda kv: -kv[1])[:top]:
                 out.append(f"    {v:7.2f}  {k}")
     return out
@@ -605,11 +695,16 @@ def _singular(unit: str) -> str:
 
 
 def _render(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
 
     def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(wd) if i == 0 else c.rjust(wd)
-                                 for i, (c, wd) in enumerate(zip(cells, widths))) + " |"
+        return (
+            "| "
+            + " | ".join(
+                c.ljust(wd) if i == 0 else c.rjust(wd) for i, (c, wd) in enumerate(zip(cells, widths, strict=True))
+            )
+            + " |"
+        )
 
     sep = "|" + "|".join("-" * (wd + 1) + (":" if i else "-") for i, wd in enumerate(widths)) + "|"
     return [line(header), sep, *[line(r) for r in rows]]
@@ -650,15 +745,19 @@ def main() -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    print(f"\n== results (median of {_env('BENCH_REPEATS', '7')} runs; higher is better; "
-          f"total {time.perf_counter() - t_start:.0f}s; load average now {_loadavg()}) ==")
+    print(
+        f"\n== results (median of {_env('BENCH_REPEATS', '7')} runs; higher is better; "
+        f"total {time.perf_counter() - t_start:.0f}s; load average now {_loadavg()}) =="
+    )
     for line in table(targets, workloads, results):
         print(line)
     print("\n== CPU time per operation during the measured runs (ms; median) ==")
     for line in cpu_table(targets, workloads, results):
         print(line)
-    print(f"\n== cores busy per process during the measured runs (CPU s per wall s; median; "
-          f"{os.cpu_count()} cores here) ==")
+    print(
+        f"\n== cores busy per process during the measured runs (CPU s per wall s; median; "
+        f"{os.cpu_count()} cores here) =="
+    )
     for line in share_table(targets, workloads, results):
         print(line)
     if sqltrace_on():

@@ -125,9 +125,13 @@ class Stack:
         t = time.perf_counter()
         self.sidecar.start(timeout=300)
         self.start_seconds = time.perf_counter() - t
-        self.worker = procs.ManagedProcess("worker", [sys.executable, "-m", "bench.scale_grpc", "--worker",
-                                                      self.sidecar.address],
-                                           self.workdir / "worker.log", env=hermetic_env(), cwd=str(REPO))
+        self.worker = procs.ManagedProcess(
+            "worker",
+            [sys.executable, "-m", "bench.scale_grpc", "--worker", self.sidecar.address],
+            self.workdir / "worker.log",
+            env=hermetic_env(),
+            cwd=str(REPO),
+        )
         self.client = TaskHubGrpcClient(host_address=self.sidecar.address, logger=quiet_logger("scale-client"))
         return self
 
@@ -149,9 +153,14 @@ class Stack:
         return procs.cpu_seconds(self.sidecar.process.pid), procs.cpu_seconds(self.worker.pid)
 
     def check_alive(self) -> None:
-        for name, alive, tail in (("sidecar", self.sidecar.is_running(), self.sidecar.stderr_tail),
-                                  ("worker", self.worker is not None and self.worker.alive(),
-                                   lambda: self.worker.log_tail() if self.worker else "")):
+        for name, alive, tail in (
+            ("sidecar", self.sidecar.is_running(), self.sidecar.stderr_tail),
+            (
+                "worker",
+                self.worker is not None and self.worker.alive(),
+                lambda: self.worker.log_tail() if self.worker else "",
+            ),
+        ):
             if not alive:
                 raise RuntimeError(f"the {name} died; log tail:\n{tail()}")
 
@@ -204,8 +213,9 @@ async def _grow(db: Path, template_id: str, first: int, count: int, batch: int =
                     started.executionStarted.orchestrationInstance.instanceId = iid
                     events[start_at] = started
                     t = now - (first + count - i)  # one a second, oldest first, all in the past
-                    tx.put_instance(dataclasses.replace(row, instance_id=iid, created_at=t, last_updated_at=t,
-                                                        completed_at=t))
+                    tx.put_instance(
+                        dataclasses.replace(row, instance_id=iid, created_at=t, last_updated_at=t, completed_at=t)
+                    )
                     tx.append_history(iid, events)
 
             await store.run(HUB, fill)
@@ -231,8 +241,11 @@ def store_growth(workdir: Path, sizes: Sequence[int], n: int, repeats: int, time
                 stack.stop()
                 t = time.perf_counter()
                 asyncio.run(_grow(stack.db, template, grown, size - have))
-                print(f"  grew the store by {size - have:,} completed instances in {time.perf_counter() - t:.1f}s "
-                      f"({_db_mb(stack.db):.0f} MB)", flush=True)
+                print(
+                    f"  grew the store by {size - have:,} completed instances in {time.perf_counter() - t:.1f}s "
+                    f"({_db_mb(stack.db):.0f} MB)",
+                    flush=True,
+                )
                 grown += size - have
                 stack.start()
             else:
@@ -250,15 +263,23 @@ def store_growth(workdir: Path, sizes: Sequence[int], n: int, repeats: int, time
                 side.append(1000 * (c1[0] - c0[0]) / (3 * n))
                 work.append(1000 * (c1[1] - c0[1]) / (3 * n))
             stack.check_alive()
-            p = StorePoint(instances=at, instances_per_s=statistics.median(rates),
-                           sidecar_cpu_ms_per_activity=statistics.median(side),
-                           worker_cpu_ms_per_activity=statistics.median(work), sidecar_start_s=stack.start_seconds,
-                           sidecar_rss_mb=procs.rss_bytes(stack.sidecar.process.pid) / 1e6, db_mb=_db_mb(stack.db),
-                           runs=[round(r, 1) for r in rates])
+            p = StorePoint(
+                instances=at,
+                instances_per_s=statistics.median(rates),
+                sidecar_cpu_ms_per_activity=statistics.median(side),
+                worker_cpu_ms_per_activity=statistics.median(work),
+                sidecar_start_s=stack.start_seconds,
+                sidecar_rss_mb=procs.rss_bytes(stack.sidecar.process.pid) / 1e6,
+                db_mb=_db_mb(stack.db),
+                runs=[round(r, 1) for r in rates],
+            )
             points.append(p)
-            print(f"  {at:7,d} instances in the store: {p.instances_per_s:6.1f} instances/s "
-                  f"(runs {p.runs}), sidecar {p.sidecar_cpu_ms_per_activity:.2f} ms CPU per activity, "
-                  f"start {p.sidecar_start_s:.2f}s, RSS {p.sidecar_rss_mb:.0f} MB, db {p.db_mb:.0f} MB", flush=True)
+            print(
+                f"  {at:7,d} instances in the store: {p.instances_per_s:6.1f} instances/s "
+                f"(runs {p.runs}), sidecar {p.sidecar_cpu_ms_per_activity:.2f} ms CPU per activity, "
+                f"start {p.sidecar_start_s:.2f}s, RSS {p.sidecar_rss_mb:.0f} MB, db {p.db_mb:.0f} MB",
+                flush=True,
+            )
     finally:
         stack.stop()
     return points
@@ -311,13 +332,19 @@ def fan_out(stack: Stack, widths: Sequence[int], timeout: float) -> list[FanPoin
             raise WorkloadError(f"fan-out {iid} returned {got!r}, expected {width * (width - 1) // 2}")
         if i == 0:
             continue
-        p = FanPoint(width=width, seconds=t1 - t, ms_per_activity=1000 * (t1 - t) / width,
-                     sidecar_cpu_ms_per_activity=1000 * (c1[0] - c0[0]) / width,
-                     worker_cpu_ms_per_activity=1000 * (c1[1] - c0[1]) / width)
+        p = FanPoint(
+            width=width,
+            seconds=t1 - t,
+            ms_per_activity=1000 * (t1 - t) / width,
+            sidecar_cpu_ms_per_activity=1000 * (c1[0] - c0[0]) / width,
+            worker_cpu_ms_per_activity=1000 * (c1[1] - c0[1]) / width,
+        )
         out.append(p)
-        print(f"  fan-out {width:5d}: {p.seconds:6.2f}s, {p.ms_per_activity:.2f} ms per activity, sidecar "
-              f"{p.sidecar_cpu_ms_per_activity:.2f} / worker {p.worker_cpu_ms_per_activity:.2f} ms CPU per activity",
-              flush=True)
+        print(
+            f"  fan-out {width:5d}: {p.seconds:6.2f}s, {p.ms_per_activity:.2f} ms per activity, sidecar "
+            f"{p.sidecar_cpu_ms_per_activity:.2f} / worker {p.worker_cpu_ms_per_activity:.2f} ms CPU per activity",
+            flush=True,
+        )
     return out
 
 
@@ -330,11 +357,13 @@ def history_growth(stack: Stack, events: int, timeout: float, windows: int = 10)
 
     def chain(steps: int) -> tuple[list[list[float]], int]:
         iid = stack.client.schedule_new_orchestration(  # type: ignore[union-attr]
-            history_chain, input={"steps": steps, "pid": pid}, instance_id=ctx.new_id("chain"))
+            history_chain, input={"steps": steps, "pid": pid}, instance_id=ctx.new_id("chain")
+        )
         probes = _await(stack, iid, timeout)
         with sqlite3.connect(f"{stack.db.absolute().as_uri()}?mode=ro", uri=True) as c:
-            length = int(c.execute("SELECT COUNT(*) FROM history WHERE hub=? AND instance_id=?",
-                                   (HUB, iid)).fetchone()[0])
+            length = int(
+                c.execute("SELECT COUNT(*) FROM history WHERE hub=? AND instance_id=?", (HUB, iid)).fetchone()[0]
+            )
         return probes, length
 
     probe, length = chain(20)  # warm-up, and the events one step adds
@@ -348,18 +377,27 @@ def history_growth(stack: Stack, events: int, timeout: float, windows: int = 10)
     for lo, hi in itertools.pairwise(bounds):
         k = hi - lo
         a, b = probe[lo], probe[hi]
-        out.append(HistoryWindow(events=(lo + hi) / 2 * length / steps, ms_per_step=1000 * (b[0] - a[0]) / k,
-                                 sidecar_cpu_ms_per_step=1000 * (b[1] - a[1]) / k,
-                                 worker_cpu_ms_per_step=1000 * (b[2] - a[2]) / k))
+        out.append(
+            HistoryWindow(
+                events=(lo + hi) / 2 * length / steps,
+                ms_per_step=1000 * (b[0] - a[0]) / k,
+                sidecar_cpu_ms_per_step=1000 * (b[1] - a[1]) / k,
+                worker_cpu_ms_per_step=1000 * (b[2] - a[2]) / k,
+            )
+        )
     for w in out:
-        print(f"  history ~{w.events:6.0f} events: {w.ms_per_step:6.2f} ms per step, sidecar "
-              f"{w.sidecar_cpu_ms_per_step:.2f} / worker {w.worker_cpu_ms_per_step:.2f} ms CPU per step", flush=True)
+        print(
+            f"  history ~{w.events:6.0f} events: {w.ms_per_step:6.2f} ms per step, sidecar "
+            f"{w.sidecar_cpu_ms_per_step:.2f} / worker {w.worker_cpu_ms_per_step:.2f} ms CPU per step",
+            flush=True,
+        )
     print(f"  ({steps} steps, {length} events in the end, {length / steps:.1f} events per step)", flush=True)
     return out, length
 
 
-def size_costs(workdir: Path, widths: Sequence[int], events: int, timeout: float
-               ) -> tuple[list[FanPoint], list[HistoryWindow], int]:
+def size_costs(
+    workdir: Path, widths: Sequence[int], events: int, timeout: float
+) -> tuple[list[FanPoint], list[HistoryWindow], int]:
     stack = Stack(workdir / "size").start()
     try:
         fans = fan_out(stack, widths, timeout) if widths else []
@@ -384,35 +422,63 @@ def _fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float]
 def tables(res: dict[str, Any]) -> list[str]:
     out: list[str] = []
     if res.get("store"):
-        out += ["", "hello_cities against completed instances in the store (median of the runs):", "",
-                "| completed instances | instances/s | sidecar CPU ms/activity | worker CPU ms/activity "
-                "| sidecar start s | sidecar RSS MB | db MB |",
-                "|---:|---:|---:|---:|---:|---:|---:|"]
-        out += [f"| {p.instances:,} | {p.instances_per_s:.1f} | {p.sidecar_cpu_ms_per_activity:.2f} | "
-                f"{p.worker_cpu_ms_per_activity:.2f} | {p.sidecar_start_s:.2f} | {p.sidecar_rss_mb:.0f} | "
-                f"{p.db_mb:.0f} |" for p in res["store"]]
+        out += [
+            "",
+            "hello_cities against completed instances in the store (median of the runs):",
+            "",
+            "| completed instances | instances/s | sidecar CPU ms/activity | worker CPU ms/activity "
+            "| sidecar start s | sidecar RSS MB | db MB |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        out += [
+            f"| {p.instances:,} | {p.instances_per_s:.1f} | {p.sidecar_cpu_ms_per_activity:.2f} | "
+            f"{p.worker_cpu_ms_per_activity:.2f} | {p.sidecar_start_s:.2f} | {p.sidecar_rss_mb:.0f} | "
+            f"{p.db_mb:.0f} |"
+            for p in res["store"]
+        ]
     if res.get("sessions"):
-        out += ["", f"idle agent sessions ({res['sessions'][0].idle_seconds:g} s idle per point):", "",
-                *idle_sessions.table(res["sessions"])]
+        out += [
+            "",
+            f"idle agent sessions ({res['sessions'][0].idle_seconds:g} s idle per point):",
+            "",
+            *idle_sessions.table(res["sessions"]),
+        ]
     if res.get("fan"):
-        out += ["", "fan-out/fan-in against its width (one run each):", "",
-                "| activities | seconds | ms/activity | sidecar CPU ms/activity | worker CPU ms/activity |",
-                "|---:|---:|---:|---:|---:|"]
-        out += [f"| {p.width:,} | {p.seconds:.2f} | {p.ms_per_activity:.2f} | {p.sidecar_cpu_ms_per_activity:.2f} "
-                f"| {p.worker_cpu_ms_per_activity:.2f} |" for p in res["fan"]]
+        out += [
+            "",
+            "fan-out/fan-in against its width (one run each):",
+            "",
+            "| activities | seconds | ms/activity | sidecar CPU ms/activity | worker CPU ms/activity |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        out += [
+            f"| {p.width:,} | {p.seconds:.2f} | {p.ms_per_activity:.2f} | {p.sidecar_cpu_ms_per_activity:.2f} "
+            f"| {p.worker_cpu_ms_per_activity:.2f} |"
+            for p in res["fan"]
+        ]
     if res.get("history"):
         hs = res["history"]
-        out += ["", f"one orchestration, activities in sequence until {res['history_events']:,} events "
-                "(each step: one orchestrator dispatch carrying the whole history, one activity):", "",
-                "| history events | ms/step | sidecar CPU ms/step | worker CPU ms/step |", "|---:|---:|---:|---:|"]
-        out += [f"| {w.events:,.0f} | {w.ms_per_step:.2f} | {w.sidecar_cpu_ms_per_step:.2f} | "
-                f"{w.worker_cpu_ms_per_step:.2f} |" for w in hs]
+        out += [
+            "",
+            f"one orchestration, activities in sequence until {res['history_events']:,} events "
+            "(each step: one orchestrator dispatch carrying the whole history, one activity):",
+            "",
+            "| history events | ms/step | sidecar CPU ms/step | worker CPU ms/step |",
+            "|---:|---:|---:|---:|",
+        ]
+        out += [
+            f"| {w.events:,.0f} | {w.ms_per_step:.2f} | {w.sidecar_cpu_ms_per_step:.2f} | "
+            f"{w.worker_cpu_ms_per_step:.2f} |"
+            for w in hs
+        ]
         top = max(w.events for w in hs)
         for role, key in (("sidecar", "sidecar_cpu_ms_per_step"), ("worker", "worker_cpu_ms_per_step")):
             a, b, c = _fit([w.events for w in hs], [getattr(w, key) for w in hs])
-            out.append(f"\n{role} CPU per step, least squares a + b*events + c*events^2: a={a:.2f} ms, "
-                       f"b={1000 * b:.2f} us/event; at {top:,.0f} events the linear term is {b * top:.1f} ms and "
-                       f"the quadratic one {c * top * top:+.1f} ms")
+            out.append(
+                f"\n{role} CPU per step, least squares a + b*events + c*events^2: a={a:.2f} ms, "
+                f"b={1000 * b:.2f} us/event; at {top:,.0f} events the linear term is {b * top:.1f} ms and "
+                f"the quadratic one {c * top * top:+.1f} ms"
+            )
     return out
 
 
@@ -441,8 +507,12 @@ def plots(res: dict[str, Any], out_dir: Path) -> list[Path]:
         a1.plot(xs, [p.instances_per_s for p in ps], "o-", label="median")
         for p in ps:
             a1.plot([p.instances] * len(p.runs), p.runs, ".", color="gray", alpha=0.6)
-        a1.set(title="hello_cities throughput", xlabel="completed instances in the store", ylabel="instances/s",
-               ylim=(0, None))
+        a1.set(
+            title="hello_cities throughput",
+            xlabel="completed instances in the store",
+            ylabel="instances/s",
+            ylim=(0, None),
+        )
         a2.plot(xs, [p.sidecar_cpu_ms_per_activity for p in ps], "o-", label="sidecar")
         a2.plot(xs, [p.worker_cpu_ms_per_activity for p in ps], "s--", label="worker")
         a2.set(title="CPU per activity", xlabel="completed instances in the store", ylabel="ms", ylim=(0, None))
@@ -473,8 +543,12 @@ def plots(res: dict[str, Any], out_dir: Path) -> list[Path]:
             a1.plot(xs, [f.ms_per_activity for f in fs], "o-", label="wall")
             a1.plot(xs, [f.sidecar_cpu_ms_per_activity for f in fs], "s--", label="sidecar CPU")
             a1.plot(xs, [f.worker_cpu_ms_per_activity for f in fs], "^:", label="worker CPU")
-            a1.set(title="fan-out/fan-in: cost per activity", xlabel="activities in the fan-out", ylabel="ms",
-                   ylim=(0, None))
+            a1.set(
+                title="fan-out/fan-in: cost per activity",
+                xlabel="activities in the fan-out",
+                ylabel="ms",
+                ylim=(0, None),
+            )
             a1.legend()
         if res.get("history"):
             hs = res["history"]
@@ -482,8 +556,12 @@ def plots(res: dict[str, Any], out_dir: Path) -> list[Path]:
             a2.plot(xs, [h.ms_per_step for h in hs], "o-", label="wall")
             a2.plot(xs, [h.sidecar_cpu_ms_per_step for h in hs], "s--", label="sidecar CPU")
             a2.plot(xs, [h.worker_cpu_ms_per_step for h in hs], "^:", label="worker CPU")
-            a2.set(title="sequential activities: cost per step", xlabel="events in the history", ylabel="ms",
-                   ylim=(0, None))
+            a2.set(
+                title="sequential activities: cost per step",
+                xlabel="events in the history",
+                ylabel="ms",
+                ylim=(0, None),
+            )
             a2.legend()
         save(fig, "scale-size.png")
     return written
@@ -493,8 +571,13 @@ def plots(res: dict[str, Any], out_dir: Path) -> list[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", metavar="ADDRESS", help="run the worker process (what the harness starts)")
-    ap.add_argument("--plot", nargs="+", metavar="JSON", help="only print the tables and draw the plots of saved "
-                    "figures (several files merge: a later file's parts win)")
+    ap.add_argument(
+        "--plot",
+        nargs="+",
+        metavar="JSON",
+        help="only print the tables and draw the plots of saved "
+        "figures (several files merge: a later file's parts win)",
+    )
     args = ap.parse_args(argv)
     if args.plot:
         report(load(args.plot), Path(os.environ.get("SCALE_OUT", str(REPO / "docs"))).resolve())
@@ -513,8 +596,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = Path(os.environ.get("SCALE_OUT", str(REPO / "docs"))).resolve()
     rev = procs_git_rev()
     load0 = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    res: dict[str, Any] = {"stamp": f"moorage @ {rev}, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cpus, "
-                                    f"load average at start {load0}"}
+    res: dict[str, Any] = {
+        "stamp": f"moorage @ {rev}, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cpus, load average at start {load0}"
+    }
     print("== Moorage scale benchmark ==")
     print(f"python {platform.python_version()} on {platform.platform()}; {os.cpu_count()} cpus; moorage @ {rev}")
     print(f"load average at start: {load0}", flush=True)
@@ -522,19 +606,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     failed: list[str] = []
     steps = {
-        "store": lambda: {"store": store_growth(workdir, _ints("SCALE_STORE_SIZES", "0,10000,50000,100000"),
-                                                int(os.environ.get("SCALE_N", "200")),
-                                                int(os.environ.get("SCALE_REPEATS", "3")), timeout)},
-        "sessions": lambda: {"sessions": idle_sessions.run(
-            _ints("SCALE_SESSIONS", "0,1000,5000,10000"), float(os.environ.get("SCALE_IDLE_SECONDS", "15")),
-            workdir / "sessions", probe_turns=int(os.environ.get("SCALE_PROBE_TURNS", "20")),
-            settle_seconds=float(os.environ.get("SCALE_SETTLE_SECONDS", "2")))},
-        "size": lambda: dict(zip(("fan", "history", "history_events"), size_costs(
-            workdir, _ints("SCALE_FANOUTS", "100,500,1000,2000"), int(os.environ.get("SCALE_HISTORY", "5000")),
-            timeout), strict=True)),
+        "store": lambda: {
+            "store": store_growth(
+                workdir,
+                _ints("SCALE_STORE_SIZES", "0,10000,50000,100000"),
+                int(os.environ.get("SCALE_N", "200")),
+                int(os.environ.get("SCALE_REPEATS", "3")),
+                timeout,
+            )
+        },
+        "sessions": lambda: {
+            "sessions": idle_sessions.run(
+                _ints("SCALE_SESSIONS", "0,1000,5000,10000"),
+                float(os.environ.get("SCALE_IDLE_SECONDS", "15")),
+                workdir / "sessions",
+                probe_turns=int(os.environ.get("SCALE_PROBE_TURNS", "20")),
+                settle_seconds=float(os.environ.get("SCALE_SETTLE_SECONDS", "2")),
+            )
+        },
+        "size": lambda: dict(
+            zip(
+                ("fan", "history", "history_events"),
+                size_costs(
+                    workdir,
+                    _ints("SCALE_FANOUTS", "100,500,1000,2000"),
+                    int(os.environ.get("SCALE_HISTORY", "5000")),
+                    timeout,
+                ),
+                strict=True,
+            )
+        ),
     }
-    titles = {"store": "1. throughput against store size", "sessions": "2. idle agent sessions",
-              "size": "3. time against size"}
+    titles = {
+        "store": "1. throughput against store size",
+        "sessions": "2. idle agent sessions",
+        "size": "3. time against size",
+    }
     try:
         for part in ("store", "sessions", "size"):
             if part not in parts:
@@ -599,8 +706,12 @@ def procs_git_rev() -> str:
     import subprocess
 
     try:
-        return subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or "?"
+        return (
+            subprocess.run(
+                ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or "?"
+        )
     except Exception:
         return "?"
 

@@ -7,6 +7,7 @@ Every ``sqlite3.connect`` connection gets a trace callback that counts statement
 DUMP.json as {"seq": n, "counts": {...}}; the harness snapshots before and after each measured run.
 Tracing costs time, so the ops/s of a traced run are not comparable with a normal run.
 """
+
 from __future__ import annotations
 
 import collections

@@ -4,6 +4,7 @@
 
 Identical for every backend.  Runs until SIGTERM/SIGINT.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker
 
@@ -23,7 +25,7 @@ def default_concurrency() -> dict[str, int]:
     """Worker settings used for every backend; scaled by CPU count (2 cores -> 6/32/32/8)."""
     cpus = os.cpu_count() or 1
     return {
-        "threads": int(os.environ.get("BENCH_WORKER_THREADS", cpus + 4)),            # SDK default
+        "threads": int(os.environ.get("BENCH_WORKER_THREADS", cpus + 4)),  # SDK default
         "orchestrations": int(os.environ.get("BENCH_WORKER_ORCHESTRATIONS", 16 * cpus)),
         "activities": int(os.environ.get("BENCH_WORKER_ACTIVITIES", 16 * cpus)),
         "entities": int(os.environ.get("BENCH_WORKER_ENTITIES", 4 * cpus)),

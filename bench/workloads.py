@@ -12,14 +12,16 @@ The harness runs ``warmup`` once and ``run_once`` ``BENCH_REPEATS`` times per ta
 the median of each metric.  ``run_once`` must raise `WorkloadError` if anything does not
 complete correctly; the harness then marks the workload FAILED and exits non-zero.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from durabletask import client as dt_client
 from durabletask import task
@@ -32,8 +34,8 @@ class WorkloadError(RuntimeError):
 
 @dataclass
 class Measurement:
-    seconds: float                      # wall time of the measured section
-    ops: dict[str, int]                 # metric unit -> number of operations done in `seconds`
+    seconds: float  # wall time of the measured section
+    ops: dict[str, int]  # metric unit -> number of operations done in `seconds`
     notes: dict[str, Any] = field(default_factory=dict)
 
     def rate(self, unit: str) -> float:
@@ -43,8 +45,8 @@ class Measurement:
 @dataclass
 class RunContext:
     client: dt_client.TaskHubGrpcClient
-    timeout: float                      # per measured run
-    poll_interval: float                # sleep between status polls while waiting
+    timeout: float  # per measured run
+    poll_interval: float  # sleep between status polls while waiting
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}-{uuid.uuid4().hex[:12]}"
@@ -64,8 +66,12 @@ _TERMINAL = {
 }
 
 
-def wait_for_instances(ctx: RunContext, instance_ids: Sequence[str], deadline: float,
-                       check_output: Callable[[str, Any], None] | None = None) -> float:
+def wait_for_instances(
+    ctx: RunContext,
+    instance_ids: Sequence[str],
+    deadline: float,
+    check_output: Callable[[str, Any], None] | None = None,
+) -> float:
     """Poll get_orchestration_state, oldest first, until every instance is COMPLETED.
 
     Only one client call is in flight at a time (the in-memory backend's gRPC server has 10
@@ -144,12 +150,14 @@ class HelloCities(Workload):
         prefix = ctx.new_id("hc")
         deadline = ctx.deadline()
         t0 = time.perf_counter()
-        ids = [ctx.client.schedule_new_orchestration(hello_cities, instance_id=f"{prefix}-{i}")
-               for i in range(n)]
+        ids = [ctx.client.schedule_new_orchestration(hello_cities, instance_id=f"{prefix}-{i}") for i in range(n)]
         t_scheduled = time.perf_counter()
         t1 = wait_for_instances(ctx, ids, deadline, check)
-        return Measurement(seconds=t1 - t0, ops={"instances/s": n, "activities/s": 3 * n},
-                           notes={"schedule_s": round(t_scheduled - t0, 3)})
+        return Measurement(
+            seconds=t1 - t0,
+            ops={"instances/s": n, "activities/s": 3 * n},
+            notes={"schedule_s": round(t_scheduled - t0, 3)},
+        )
 
     def warmup(self, ctx: RunContext) -> None:
         self._run(ctx, max(1, self.n // 10))
@@ -244,8 +252,7 @@ class EntitySignals(Workload):
                 raise WorkloadError(f"entity {eid} state {state!r} != {n} before the timeout")
             time.sleep(ctx.poll_interval)
         t1 = time.perf_counter()
-        return Measurement(seconds=t1 - t0, ops={"signals/s": n},
-                           notes={"send_s": round(t_sent - t0, 3)})
+        return Measurement(seconds=t1 - t0, ops={"signals/s": n}, notes={"send_s": round(t_sent - t0, 3)})
 
     def warmup(self, ctx: RunContext) -> None:
         self._run(ctx, max(1, self.n // 10))

@@ -19,10 +19,14 @@ not imported.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 from . import registry, stream_log
 from .streaming import ChunkPublisher, enable_streaming
+
+log = logging.getLogger("moorage.agents")
 
 
 def expose(agent_worker: Any, *, stream_endpoint: str | None = None, stream: bool = True) -> ChunkPublisher | None:
@@ -58,4 +62,34 @@ def announce(agent_worker: Any) -> None:
         client.close()
 
 
-__all__ = ["announce", "expose"]
+def wait_announced(agent_worker: Any, stop: threading.Event, *, resend_after: float = 10.0) -> bool:
+    """Block until the registry entity holds every agent of the (started) worker, so the gateway finds them, or
+    until ``stop`` is set (then False). ``moorage worker``'s ``/readyz`` waits for this: ``announce`` returns once
+    its signals are sent, before the entity has applied them. A registration still missing after ``resend_after``
+    seconds (``announce`` failed at start, say) is sent again; an unreachable backend is retried."""
+    from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+
+    agents = list(agent_worker.agents.values())
+    client = DurableTaskSchedulerClient(
+        **agent_worker.settings.sdk_kwargs(), logger=logging.getLogger("moorage.durabletask.client")
+    )
+    try:
+        delay, resend_at = 0.02, time.monotonic() + resend_after
+        while not stop.is_set():
+            try:
+                if registry.registered(client, agents):
+                    return True
+                if time.monotonic() >= resend_at:
+                    log.warning("the gateway's registry does not list this worker's agents yet; announcing again")
+                    registry.register(client, agents)
+                    resend_at = time.monotonic() + resend_after
+            except Exception as exc:  # the backend is away: /readyz stays 503 until it answers
+                log.debug("checking the agents' registration failed: %s", exc)
+            stop.wait(delay)
+            delay = min(delay * 2, 0.5)
+        return False
+    finally:
+        client.close()
+
+
+__all__ = ["announce", "expose", "wait_announced"]

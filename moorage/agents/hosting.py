@@ -5,7 +5,8 @@ those; the backend comes from ``DURABLE_TASK_SCHEDULER_CONNECTION_STRING`` (the 
 ``Authentication=ManagedIdentity``/``WorkloadIdentity``), so the same image runs against either.
 
 Lifecycle, as Kubernetes and Container Apps expect: ``/healthz`` answers while the process lives, ``/readyz`` while
-the worker's work-item stream is connected and it is not draining, ``/metrics`` the agent metrics. SIGTERM (or
+the worker's work-item stream is connected, its agents are in the gateway's registry (``registered``: a gateway
+would answer 404 for them before that) and it is not draining, ``/metrics`` the agent metrics. SIGTERM (or
 SIGINT) drains: the worker stops taking work items, the ones in flight finish within ``grace_seconds``, and the
 process exits 0. Items still running after the grace period are abandoned: their leases lapse at the backend and
 another worker runs them (activities are at-least-once, each with its idempotency key).
@@ -81,8 +82,15 @@ def serve_worker(
     draining = threading.Event()
     stop = threading.Event()
 
+    registered = threading.Event()
+
     async def ready() -> dict[str, bool]:
-        return {"started": worker.started, "connected": worker.connected, "not_draining": not draining.is_set()}
+        return {
+            "started": worker.started,
+            "connected": worker.connected,
+            "registered": registered.is_set(),
+            "not_draining": not draining.is_set(),
+        }
 
     ops = start_in_thread(ops_app(REGISTRY, ready), host, metrics_port)
     if threading.current_thread() is threading.main_thread():
@@ -90,6 +98,12 @@ def serve_worker(
             signal.signal(sig, lambda *_: stop.set())
     names = ", ".join(a.name for a in worker.agents.values()) or "(no agents)"
     worker.start()
+    if worker.gateway_exposure is None:  # not reachable through the gateway: nothing to register
+        registered.set()
+    else:
+        threading.Thread(
+            target=_until_registered, args=(worker, stop, registered), name="moorage-worker-registered", daemon=True
+        ).start()
     log.info(
         "worker serving agents=%s endpoint=%s taskhub=%s", names, worker.settings.endpoint, worker.settings.taskhub
     )
@@ -111,3 +125,10 @@ def serve_worker(
         ops.stop_thread()
     log.info("worker stopped")
     return 0
+
+
+def _until_registered(worker: AgentWorker, stop: threading.Event, registered: threading.Event) -> None:
+    from .exposure import wait_announced
+
+    if wait_announced(worker, stop):
+        registered.set()

@@ -61,4 +61,16 @@ def register(sdk_client: Any, agents: Any) -> None:
         sdk_client.signal_entity(EntityInstanceId(REGISTRY_ENTITY, agent.name.lower()), "register", registration(agent))
 
 
-__all__ = ["REGISTRY_ENTITY", "agent_registry_entity", "install", "register", "registration"]
+def registered(sdk_client: Any, agents: Any) -> bool:
+    """Whether the registry entity holds a registration of every agent (a sync ``durabletask`` client). ``register``
+    only sends signals: the entity applies them a moment later, and until then the gateway does not know the agent."""
+    from durabletask.entities import EntityInstanceId
+
+    for agent in agents:
+        md = sdk_client.get_entity(EntityInstanceId(REGISTRY_ENTITY, agent.name.lower()), include_state=True)
+        if md is None or md.get_state() is None:  # a locked entity exists before it has any state
+            return False
+    return True
+
+
+__all__ = ["REGISTRY_ENTITY", "agent_registry_entity", "install", "register", "registered", "registration"]

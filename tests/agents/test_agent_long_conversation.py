@@ -19,6 +19,8 @@ from moorage.agents import Agent, protocol
 from moorage.agents.context import SUMMARY_INSTRUCTIONS, ContextPolicy
 from moorage.connection import load_settings
 
+pytestmark = pytest.mark.long
+
 TURNS = int(os.environ.get("MOORAGE_LONG_TURNS", "2000"))
 STATE_LIMIT = 40_000
 WINDOW = 4

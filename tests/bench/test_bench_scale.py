@@ -9,8 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from kit.paths import REPO_ROOT
 from kit.processes import hermetic_env
+
+pytestmark = pytest.mark.long
 
 
 def test_bench_scale_smoke(tmp_path: Path) -> None:

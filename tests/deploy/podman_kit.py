@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 from kit import REPO_ROOT
+from kit.shared import once_per_run
 
 RUNTIME = ["--runtime", os.environ.get("MOORAGE_TEST_OCI_RUNTIME", "runc")]
 RUN_FLAGS = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096", "--network", "host"]
@@ -37,16 +38,19 @@ def cannot_run() -> str | None:
 
 @functools.cache
 def build_images() -> str:
-    """Build the sidecar, worker and example images once per session (scripts/build-images.sh); their tag.
+    """Build the sidecar, worker and example images once per run (scripts/build-images.sh); their tag.
     ``MOORAGE_TEST_REUSE_IMAGES=1`` uses images of that tag built earlier (for iterating on the tests)."""
     if os.environ.get("MOORAGE_TEST_REUSE_IMAGES") == "1" and podman(
             "image", "exists", f"localhost/moorage-example-joker:{TAG}", check=False).returncode == 0:
         return TAG
-    env = {**os.environ, "TAG": TAG}
-    r = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "build-images.sh")], cwd=REPO_ROOT, env=env,
-                       capture_output=True, text=True, timeout=900, check=False)
-    if r.returncode != 0:
-        raise RuntimeError(f"scripts/build-images.sh failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    def build() -> None:
+        env = {**os.environ, "TAG": TAG}
+        r = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "build-images.sh")], cwd=REPO_ROOT, env=env,
+                           capture_output=True, text=True, timeout=900, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"scripts/build-images.sh failed ({r.returncode}):\n{r.stderr[-3000:]}")
+
+    once_per_run(f"images-{TAG}", build)  # the image tests and the kube play test may run in two workers
     return TAG
 
 

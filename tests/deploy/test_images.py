@@ -17,7 +17,7 @@ import pytest
 from kit import free_port, wait_until
 from podman_kit import RUN_FLAGS, Container, build_images, cannot_run, podman
 
-pytestmark = [pytest.mark.skipif(cannot_run() is not None, reason=str(cannot_run())), pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.long(minutes=10), pytest.mark.skipif(cannot_run() is not None, reason=str(cannot_run())), pytest.mark.timeout(900)]
 
 
 def curl(*args: str) -> tuple[int, str]:

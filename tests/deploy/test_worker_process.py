@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from durabletask import entities, task
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
+from durabletask.worker import TaskHubGrpcWorker
 from kit import (
     CHANNEL_OPTIONS,
     IS_INMEMORY,
     PYTHON,
     REPO_ROOT,
+    SDK_WORKER_LOGGER,
     SidecarFactory,
     SidecarProcess,
     die_with_parent,
@@ -27,6 +30,8 @@ from kit import (
     wait_until,
 )
 from prometheus_client.parser import text_string_to_metric_families
+
+from moorage.agents.registry import REGISTRY_ENTITY
 
 pytestmark = pytest.mark.skipif(IS_INMEMORY, reason="needs the Moorage sidecar's gateway")
 HERE = Path(__file__).resolve().parent
@@ -115,8 +120,9 @@ def test_joker_worker_probes_metrics_and_sigterm(gateway_sidecar: tuple[SidecarP
                           message=w.tail)
         wait_until(w.ready, timeout=30, message=w.tail)
         status, body = get(f"http://127.0.0.1:{w.metrics_port}/readyz")
-        assert json.loads(body)["checks"] == {"started": True, "connected": True, "not_draining": True}
-        wait_until(lambda: get(f"http://127.0.0.1:{http}/api/agents")[1].find("Joker") >= 0, timeout=20)
+        assert json.loads(body)["checks"] == {"started": True, "connected": True, "registered": True,
+                                              "not_draining": True}
+        assert "Joker" in get(f"http://127.0.0.1:{http}/api/agents")[1]  # ready: the gateway knows its agent
 
         status, first = post(f"http://127.0.0.1:{http}/api/agents/Joker/threads",
                              {"message": "Tell me a joke about pirates"})
@@ -148,6 +154,61 @@ def test_joker_worker_probes_metrics_and_sigterm(gateway_sidecar: tuple[SidecarP
         assert "worker stopped" in w.tail()
     finally:
         w.kill()
+
+
+def hold_registry_entry(ctx: task.OrchestrationContext, key: str):  # type: ignore[no-untyped-def]
+    """Lock the agent's registry entity until the event "release": signals to it wait in its queue meanwhile."""
+    with (yield ctx.lock_entities([entities.EntityInstanceId(REGISTRY_ENTITY, key)])):
+        ctx.set_custom_status("locked")
+        yield ctx.wait_for_external_event("release")
+    return "released"
+
+
+def test_ready_only_once_the_gateway_registry_holds_the_agents(gateway_sidecar: tuple[SidecarProcess, int],
+                                                               tmp_path: Path) -> None:
+    """The worker's registration is a signal; while the registry entity has not applied it, the worker is connected
+    but not ready (a gateway would not know its agent), and once ready the gateway runs a turn at once."""
+    sc, http = gateway_sidecar
+    holder = TaskHubGrpcWorker(host_address=f"localhost:{sc.port}", channel_options=CHANNEL_OPTIONS,
+                               logger=SDK_WORKER_LOGGER)
+    holder.add_orchestrator(hold_registry_entry)
+    holder.use_work_item_filters()  # only this orchestration: the registry entity's work is the agent worker's
+    client = TaskHubGrpcClient(host_address=f"localhost:{sc.port}", channel_options=CHANNEL_OPTIONS)
+    holder.start()
+    w: WorkerProcess | None = None
+    try:
+        iid = client.schedule_new_orchestration(hold_registry_entry, input="joker", instance_id=uid("hold"))
+
+        def locked() -> bool:
+            state = client.get_orchestration_state(iid)
+            return state is not None and state.serialized_custom_status == '"locked"'
+
+        wait_until(locked, timeout=30)
+        w = WorkerProcess("joker:joker_agent", REPO_ROOT / "examples", sc, tmp_path / "worker.log")
+
+        def connected() -> bool:
+            status, body = get(f"http://127.0.0.1:{w.metrics_port}/readyz")
+            return status in (200, 503) and json.loads(body).get("checks", {}).get("connected") is True
+
+        wait_until(connected, timeout=30, message=w.tail)
+        status, body = get(f"http://127.0.0.1:{w.metrics_port}/readyz")
+        assert status == 503, body
+        assert json.loads(body)["checks"] == {"started": True, "connected": True, "registered": False,
+                                              "not_draining": True}
+
+        client.raise_orchestration_event(iid, "release")
+        state = client.wait_for_orchestration_completion(iid, timeout=30)
+        assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
+        wait_until(w.ready, timeout=30, message=w.tail)
+        assert "Joker" in get(f"http://127.0.0.1:{http}/api/agents")[1]
+        status, answer = post(f"http://127.0.0.1:{http}/api/agents/Joker/threads", {"message": "Tell me a joke"})
+        assert status == 200, answer
+        assert w.terminate() == 0, w.tail()
+    finally:
+        if w is not None:
+            w.kill()
+        holder.stop()
+        client.close()
 
 
 def test_sigterm_finishes_the_work_item_in_flight(sidecar_factory: SidecarFactory, tmp_path: Path) -> None:

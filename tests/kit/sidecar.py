@@ -124,7 +124,7 @@ class SidecarProcess:
         return self.process.starts
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
-    def start(self, timeout: float = 30.0) -> SidecarProcess:
+    def start(self, timeout: float = 90.0) -> SidecarProcess:
         self.process.argv = self.command()
         self.process.start()
         if self not in LIVE_SIDECARS:
@@ -136,7 +136,7 @@ class SidecarProcess:
             raise
         return self
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 90.0) -> None:
         """Until the process answers ``Hello`` on its first hub (or exits, or the time is up)."""
         deadline = time.monotonic() + timeout
         channel = self.channel(self.task_hubs[0] if self.task_hubs else None)
@@ -182,7 +182,7 @@ class SidecarProcess:
         if self in LIVE_SIDECARS:
             LIVE_SIDECARS.remove(self)
 
-    def restart(self, timeout: float = 30.0) -> SidecarProcess:
+    def restart(self, timeout: float = 90.0) -> SidecarProcess:
         """Start again on the same port and the same store (after :meth:`kill` or :meth:`stop`)."""
         if self.is_running():
             self.stop()

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
-from kit.http import Http
 from kit import (
     CHANNEL_OPTIONS,
     IS_INMEMORY,
@@ -28,6 +27,7 @@ from kit import (
     free_port,
     uid,
 )
+from kit.http import Http
 
 from moorage.agents import AgentClient
 from moorage.agents.protocol import bookkeeping, is_queued

@@ -14,7 +14,7 @@ from chaos import run_chaos
 from kit import sidecar_only
 from kit.postgres import pg_bin_dir
 
-pytestmark = sidecar_only("kills and audits the Moorage sidecar's store")
+pytestmark = [pytest.mark.long, sidecar_only("kills and audits the Moorage sidecar's store")]
 
 
 def test_chaos_short(tmp_path: Path) -> None:

@@ -9,10 +9,11 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
 from kit import sidecar_only
 from load import OPERATIONS, plot, run_load
 
-pytestmark = sidecar_only("authenticated load on the Moorage sidecar (--auth-token-file)")
+pytestmark = [pytest.mark.long, sidecar_only("authenticated load on the Moorage sidecar (--auth-token-file)")]
 
 
 def test_load_short(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import durabletask.internal.orchestrator_service_pb2 as pb
 import pytest
 from kit import REPO_ROOT, SidecarProcess, hermetic_env, sidecar_only, volumes
 
-pytestmark = sidecar_only("the Moorage sidecar's own stores")
+pytestmark = [pytest.mark.long, sidecar_only("the Moorage sidecar's own stores")]
 
 
 def _acknowledged_store(tmp_path: Path, n: int = 200) -> tuple[SidecarProcess, list[str]]:

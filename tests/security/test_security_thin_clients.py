@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from kit.shared import exclusive
 from kit.toolchains import require_tool
 from secure_stack import REPO_ROOT, TOKEN, TlsEnv
 
@@ -94,10 +95,11 @@ def test_javascript_client(mtls: TlsEnv):
     _tool("node")
     npm = _tool("npm")
     js = REPO_ROOT / "client" / "js"
-    if not (js / "node_modules" / "@grpc" / "grpc-js").is_dir() or not (js / "dist" / "index.js").is_file():
-        _run([npm, "ci", "--no-audit", "--no-fund"], js, {})  # installs and builds (prepare: tsc)
-    elif (js / "src" / "index.ts").stat().st_mtime > (js / "dist" / "index.js").stat().st_mtime:
-        _run([npm, "run", "build"], js, {})
+    with exclusive("client-js"):  # one build at a time in client/js
+        if not (js / "node_modules" / "@grpc" / "grpc-js").is_dir() or not (js / "dist" / "index.js").is_file():
+            _run([npm, "ci", "--no-audit", "--no-fund"], js, {})  # installs and builds (prepare: tsc)
+        elif (js / "src" / "index.ts").stat().st_mtime > (js / "dist" / "index.js").stat().st_mtime:
+            _run([npm, "run", "build"], js, {})
     result = _result(_run(["node", str(HERE / "clients" / "auth_check.mjs")], HERE, mtls.client_env()))
     assert result == {"agents": result["agents"], "noToken": "UNAUTHENTICATED"} and result["agents"] >= 0
 
@@ -114,9 +116,10 @@ def test_java_client(mtls: TlsEnv):
     mvn = _tool("mvn")
     java = REPO_ROOT / "client" / "java"
     offline = ["-o"] if (Path.home() / ".m2" / "repository" / "io" / "grpc").is_dir() else []
-    out = _run(
-        [mvn, "-B", *offline, "test", "-Dtest=SecureConnectionTest", "-Dsurefire.failIfNoSpecifiedTests=false"],
-        java,
-        mtls.client_env(),
-    )
+    with exclusive("client-java"):  # one Maven at a time in client/java/target
+        out = _run(
+            [mvn, "-B", *offline, "test", "-Dtest=SecureConnectionTest", "-Dsurefire.failIfNoSpecifiedTests=false"],
+            java,
+            mtls.client_env(),
+        )
     assert "Tests run: 1, Failures: 0, Errors: 0, Skipped: 0" in out, out[-4000:]

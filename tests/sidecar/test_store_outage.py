@@ -13,7 +13,7 @@ from helpers import complete, new_client
 from kit import sidecar_only, uid, wait_until
 from kit.postgres import PostgresServer, pg_bin_dir
 
-pytestmark = [pytest.mark.timeout(240), sidecar_only("the sidecar's own store"),
+pytestmark = [pytest.mark.long, pytest.mark.timeout(240), sidecar_only("the sidecar's own store"),
               pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")]
 
 

@@ -26,7 +26,7 @@ from kit.postgres import pg_bin_dir, shared_server
 
 from moorage.agents import Agent, AgentClient, AgentWorker, OpenAIChatModel, RunHandle, ToolContext
 
-pytestmark = [pytest.mark.timeout(300), sidecar_only("replicas of the sidecar on one database"),
+pytestmark = [pytest.mark.long, pytest.mark.timeout(300), sidecar_only("replicas of the sidecar on one database"),
               pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")]
 
 runs: Counter[str] = Counter()  # activity executions by (instance, step)

@@ -27,7 +27,7 @@ from moorage.sidecar.store.base import StoreTx
 from moorage.sidecar.store.postgres import PostgresStore
 from moorage.sidecar.terms import WorkKind
 
-pytestmark = [pytest.mark.unit, pytest.mark.postgresql]
+pytestmark = [pytest.mark.long, pytest.mark.unit, pytest.mark.postgresql]
 
 HUB = "default"
 SECTIONS = 48  # orchestrations, one critical section each
