@@ -34,17 +34,12 @@ SCALE_KEEP=1 (keep the work dir).
 
 from __future__ import annotations
 
-import os
-
-# Children start with a preexec_fn (they die with the harness), so Python forks first: gRPC's fork handlers in a
-# process whose client threads run can abort the child before it execs (the tests' conftest does the same).
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-
 import argparse
 import asyncio
 import dataclasses
 import itertools
 import json
+import os
 import platform
 import shutil
 import sqlite3
