@@ -307,12 +307,15 @@ class _Tx(StoreTx):
         return [(r[0], _event(r[1])) for r in rows]
 
     def take_inbox(self, instance_id: str, ids: Sequence[int]) -> list[tuple[int, pb.HistoryEvent]]:
+        return self._take("inbox", "instance_id", instance_id, ids)
+
+    def _take(self, table: str, owner: str, key: str, ids: Sequence[int]) -> list[tuple[int, pb.HistoryEvent]]:
+        """Delete the given messages of one instance or entity and return them, in id order: one statement."""
         if not ids:
             return []
         rows = self._q(
-            f"DELETE FROM inbox WHERE hub=? AND instance_id=? AND id IN ({','.join('?' * len(ids))}) "
-            "RETURNING id, event",
-            instance_id,
+            f"DELETE FROM {table} WHERE hub=? AND {owner}=? AND id IN ({','.join('?' * len(ids))}) RETURNING id, event",
+            key,
             *ids,
         ).fetchall()
         rows.sort()  # RETURNING promises no order
@@ -488,16 +491,7 @@ class _Tx(StoreTx):
             )
 
     def take_entity_messages(self, entity_id: str, ids: Sequence[int]) -> list[tuple[int, pb.HistoryEvent]]:
-        if not ids:
-            return []
-        rows = self._q(
-            f"DELETE FROM entity_inbox WHERE hub=? AND entity_id=? AND id IN ({','.join('?' * len(ids))}) "
-            "RETURNING id, event",
-            entity_id,
-            *ids,
-        ).fetchall()
-        rows.sort()  # RETURNING promises no order
-        return [(r[0], _event(r[1])) for r in rows]
+        return self._take("entity_inbox", "entity_id", entity_id, ids)
 
     def count_entity_messages(self, entity_id: str) -> int:
         return self._q("SELECT COUNT(*) FROM entity_inbox WHERE hub=? AND entity_id=?", entity_id).fetchone()[0]
