@@ -31,8 +31,7 @@ sidecar: $(STAMP)
 # the 2,000-turn form (about 6 minutes), which CI adds.
 # The suite mostly waits (on servers, timers, leases), so it runs in TEST_WORKERS pytest-xdist workers, each taking a
 # whole test file at a time, the files marked long first (module fixtures start once; tests/kit/shared.py
-# serialises shared builds);
-# TEST_WORKERS=0 runs it in this one process.
+# serialises shared builds). TEST_WORKERS=0 runs it in this one process.
 TEST_WORKERS ?= 3
 PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 test: $(STAMP) lint
