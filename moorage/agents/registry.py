@@ -9,6 +9,7 @@ see ``moorage.agents.exposure``); the gateway reads it to answer ``GET /api/agen
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,16 +62,38 @@ def register(sdk_client: Any, agents: Any) -> None:
         sdk_client.signal_entity(EntityInstanceId(REGISTRY_ENTITY, agent.name.lower()), "register", registration(agent))
 
 
+def registered_info(md: Any) -> dict[str, Any] | None:
+    """What a registry entity's metadata (``get_entity(..., include_state=True)``, or None) says of its agent: None
+    when it holds no registration. An entity an orchestration has locked exists before it has any state, so
+    existence alone is not registration; a state that is not a JSON object still counts, with nothing known."""
+    state = md.get_state() if md is not None else None
+    if state is None:
+        return None
+    try:
+        info = json.loads(state)
+    except (TypeError, json.JSONDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 def registered(sdk_client: Any, agents: Any) -> bool:
     """Whether the registry entity holds a registration of every agent (a sync ``durabletask`` client). ``register``
     only sends signals: the entity applies them a moment later, and until then the gateway does not know the agent."""
     from durabletask.entities import EntityInstanceId
 
-    for agent in agents:
-        md = sdk_client.get_entity(EntityInstanceId(REGISTRY_ENTITY, agent.name.lower()), include_state=True)
-        if md is None or md.get_state() is None:  # a locked entity exists before it has any state
-            return False
-    return True
+    return all(
+        registered_info(sdk_client.get_entity(EntityInstanceId(REGISTRY_ENTITY, a.name.lower()), include_state=True))
+        is not None
+        for a in agents
+    )
 
 
-__all__ = ["REGISTRY_ENTITY", "agent_registry_entity", "install", "register", "registered", "registration"]
+__all__ = [
+    "REGISTRY_ENTITY",
+    "agent_registry_entity",
+    "install",
+    "register",
+    "registered",
+    "registered_info",
+    "registration",
+]

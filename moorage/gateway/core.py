@@ -26,10 +26,10 @@ from durabletask.client import EntityQuery, OrchestrationState, OrchestrationSta
 from durabletask.entities import EntityInstanceId
 
 from moorage.agents import protocol
+from moorage.agents.registry import REGISTRY_ENTITY, registered_info
 from moorage.agents.state import history, load_state, text_of
 from moorage.connection import ConnectionSettings, load_settings
 from moorage.gateway.errors import GatewayError, from_backend, invalid, not_found
-from moorage.gateway.registry import REGISTRY_ENTITY
 from moorage.gateway.streaming import Chunk, ChunkRelay, StreamLogWriter
 from moorage.observability.tracing import current_trace_carrier
 from moorage.sidecar.terms import TERMINAL_STATUSES
@@ -430,10 +430,9 @@ class Gateway:
         )
         agents: dict[str, dict[str, Any]] = {}
         for md in found:
-            try:
-                info = json.loads(md.get_state() or "null") or {}
-            except json.JSONDecodeError:
-                info = {}
+            info = registered_info(md)
+            if info is None:  # locked by an orchestration, never registered
+                continue
             name = str(info.get("name") or md.id.key)
             agents[name.lower()] = {
                 "name": name,
@@ -461,11 +460,9 @@ class Gateway:
                 f"looking up agent {name!r}",
                 self.client.get_entity(EntityInstanceId(REGISTRY_ENTITY, low), include_state=True),
             )
-            if md is not None:
-                try:
-                    canonical = str((json.loads(md.get_state() or "null") or {}).get("name") or name)
-                except (json.JSONDecodeError, AttributeError):
-                    canonical = name
+            info = registered_info(md)
+            if info is not None:
+                canonical = str(info.get("name") or name)
         if canonical is None:
             sessions = await self._call(
                 f"looking up agent {name!r}",

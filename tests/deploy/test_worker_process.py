@@ -195,6 +195,10 @@ def test_ready_only_once_the_gateway_registry_holds_the_agents(gateway_sidecar: 
         assert status == 503, body
         assert json.loads(body)["checks"] == {"started": True, "connected": True, "registered": False,
                                               "not_draining": True}
+        # nor does the gateway take the locked, state-less registry entity for a registration
+        assert "Joker" not in get(f"http://127.0.0.1:{http}/api/agents")[1]
+        status, answer = post(f"http://127.0.0.1:{http}/api/agents/Joker/threads", {"message": "Tell me a joke"})
+        assert status == 404, answer
 
         client.raise_orchestration_event(iid, "release")
         state = client.wait_for_orchestration_completion(iid, timeout=30)
