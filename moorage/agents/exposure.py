@@ -49,13 +49,18 @@ def expose(agent_worker: Any, *, stream_endpoint: str | None = None, stream: boo
     return publisher
 
 
-def announce(agent_worker: Any) -> None:
-    """Register the worker's agents with the gateway (a signal per agent to the registry entity)."""
+def _client(agent_worker: Any) -> Any:
+    """A sync ``durabletask`` client on the worker's own backend, for its registry signals and reads."""
     from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
-    client = DurableTaskSchedulerClient(
+    return DurableTaskSchedulerClient(
         **agent_worker.settings.sdk_kwargs(), logger=logging.getLogger("moorage.durabletask.client")
     )
+
+
+def announce(agent_worker: Any) -> None:
+    """Register the worker's agents with the gateway (a signal per agent to the registry entity)."""
+    client = _client(agent_worker)
     try:
         registry.register(client, list(agent_worker.agents.values()))
     finally:
@@ -67,12 +72,8 @@ def wait_announced(agent_worker: Any, stop: threading.Event, *, resend_after: fl
     until ``stop`` is set (then False). ``moorage worker``'s ``/readyz`` waits for this: ``announce`` returns once
     its signals are sent, before the entity has applied them. A registration still missing after ``resend_after``
     seconds (``announce`` failed at start, say) is sent again; an unreachable backend is retried."""
-    from durabletask.azuremanaged.client import DurableTaskSchedulerClient
-
     agents = list(agent_worker.agents.values())
-    client = DurableTaskSchedulerClient(
-        **agent_worker.settings.sdk_kwargs(), logger=logging.getLogger("moorage.durabletask.client")
-    )
+    client = _client(agent_worker)
     try:
         delay, resend_at = 0.02, time.monotonic() + resend_after
         while not stop.is_set():
