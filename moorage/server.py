@@ -21,6 +21,8 @@ from moorage.gateway import GatewayConfig, GatewayRuntime, attach
 from moorage.observability.ops import ops_app, start_in_loop
 from moorage.observability.sidecar_metrics import sidecar_registry
 from moorage.security import SecurityConfig
+from moorage.security.config import LOOPBACK_HOST
+from moorage.security.tls import ServerTls
 from moorage.security.grpc import CallGuard
 from moorage.security.sockets import PrivateSocket
 from moorage.shutdown import wait_for_stop_signal
@@ -71,6 +73,8 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     bound = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
     if bound == 0:
         raise SystemExit(f"cannot listen on {address}")
+    if host == LOOPBACK_HOST:
+        _listen_on_ipv6_loopback(server, bound, tls)
     private = PrivateSocket() if (authenticator.enabled or tls) and config.gateway else None
     if private is not None and server.add_insecure_port(private.address) == 0:
         raise SystemExit(f"cannot listen on {private.address}")
@@ -154,6 +158,20 @@ async def _readiness(core: SidecarCore) -> dict[str, bool]:
         log.warning("readiness: the store did not answer: %s", exc)
         store_ok = False
     return {"hubs_open": core.is_open, "store_reachable": store_ok}
+
+
+def _listen_on_ipv6_loopback(server: grpc.aio.Server, port: int, tls: ServerTls | None) -> None:
+    """Loopback is both families: a client given ``localhost`` (the connection strings' usual spelling) resolves
+    ``::1`` first, and with nothing there every new connection pays a refused attempt, and a channel that only
+    has that address left after a restart reports ``UNAVAILABLE ... ipv6:[::1]``. Best effort: a host without
+    IPv6 serves on 127.0.0.1 alone, as before."""
+    address = f"[::1]:{port}"
+    try:
+        bound = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
+    except RuntimeError:  # grpc.aio raises when it cannot bind
+        bound = 0
+    if bound == 0:
+        log.debug("no IPv6 loopback here: listening on 127.0.0.1:%d only", port)
 
 
 def _attach_gateway(

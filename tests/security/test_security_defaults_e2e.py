@@ -39,6 +39,15 @@ def _non_loopback_ip() -> str | None:
     return None if ip.startswith("127.") else ip
 
 
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def test_default_is_loopback_only_and_says_so(tmp_path: Path):
     sc = SecureSidecar(tmp_path, [], log_level="info").start()
     try:
@@ -53,6 +62,9 @@ def test_default_is_loopback_only_and_says_so(tmp_path: Path):
                     assert s.connect_ex((ip, port)) != 0, port
         with sc.channel() as ch:  # and on loopback, no token is needed
             stubs.TaskHubSidecarServiceStub(ch).Hello(empty_pb2.Empty(), timeout=10)
+        if _has_ipv6_loopback():  # both loopback families: `localhost` resolves to ::1 first
+            with grpc.insecure_channel(f"[::1]:{sc.port}") as ch:
+                stubs.TaskHubSidecarServiceStub(ch).Hello(empty_pb2.Empty(), timeout=10)
         status, _, info = http(sc.url("dashboard", "/api/info"))
         assert status == 200 and info["security"] == {"auth": False, "unauthenticatedExposed": False}
     finally:
