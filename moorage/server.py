@@ -22,9 +22,9 @@ from moorage.observability.ops import ops_app, start_in_loop
 from moorage.observability.sidecar_metrics import sidecar_registry
 from moorage.security import SecurityConfig
 from moorage.security.config import LOOPBACK_HOST
-from moorage.security.tls import ServerTls
 from moorage.security.grpc import CallGuard
 from moorage.security.sockets import PrivateSocket
+from moorage.security.tls import ServerTls
 from moorage.shutdown import wait_for_stop_signal
 from moorage.sidecar.core import SidecarCore
 from moorage.sidecar.service import Service, add_to_server
