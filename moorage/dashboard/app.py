@@ -582,6 +582,17 @@ def _session_id(request: Request) -> str:
     return protocol.session_instance_id(agent, session)
 
 
+def _linked(tx: StoreTx, conversation: dict[str, Any]) -> dict[str, Any]:
+    """Keep a turn's ``turnInstanceId`` only where that orchestration exists: a turn that the session entity's
+    first model call finished for a caller that did not wait for it has none (``RunRequest.awaited`` in
+    moorage.agents), nor has a turn whose orchestration was purged, and a link to nothing is a dead end."""
+    for turn in conversation["turns"]:
+        instance_id = turn.get("turnInstanceId")
+        if instance_id and tx.get_instance(instance_id) is None:
+            turn["turnInstanceId"] = None
+    return conversation
+
+
 @api
 async def get_session(request: Request) -> Response:
     hub = _hub(request)
@@ -592,7 +603,7 @@ async def get_session(request: Request) -> Response:
         if ent is None or ent.state is None:
             raise engine.NotFound(f"agent session '{entity_id}' not found")
         out = views.session_summary(ent)
-        out["conversation"] = views.conversation(ent.state, out["agent"], out["sessionId"])
+        out["conversation"] = _linked(tx, views.conversation(ent.state, out["agent"], out["sessionId"]))
         out["backlog"] = tx.count_entity_messages(entity_id)
         out["state"] = views.parse_json(ent.state)
         mo = protocol.bookkeeping(out["state"])
@@ -627,7 +638,7 @@ async def get_session_archive(request: Request) -> Response:
             "sessionId": session,
             "page": page,
             "first": (data or {}).get("first"),
-            "conversation": views.conversation(raw, agent, session),
+            "conversation": _linked(tx, views.conversation(raw, agent, session)),
         }
 
     return _ok(await _core(request).read(hub, read))

@@ -164,7 +164,8 @@ def get_weather(city: str) -> dict:
 
 
 class ScriptedModel:
-    """Calls ``get_weather`` once per question, then answers from the tool result; fails on 'fail'."""
+    """Calls ``get_weather`` once per question, then answers from the tool result; fails on 'fail'; answers a
+    'hello' at once (a turn its first model call finishes)."""
 
     def complete(self, request: Any) -> Any:
         from moorage.agents import ModelResponse
@@ -173,6 +174,9 @@ class ScriptedModel:
         last = str(users[-1].get("content") or "") if users else ""
         if "fail" in last.lower():
             raise RuntimeError("the model endpoint returned 503 Service Unavailable")
+        if "hello" in last.lower():
+            return ModelResponse(text="Hello! Ask me about the weather.", model="scripted", finish_reason="stop",
+                                 usage={"inputTokenCount": 20, "outputTokenCount": 8, "totalTokenCount": 28})
         idx = max(i for i, m in enumerate(request.messages) if m.get("role") == "user")
         tool_msgs = [m for m in request.messages[idx:] if m.get("role") == "tool"]
         if not tool_msgs:

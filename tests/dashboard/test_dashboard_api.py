@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 from dash_scenario import FLAKY, Stack
+from durabletask.entities import EntityInstanceId
 from kit import ManagedProcess, free_port, wait_until
+
+from moorage.agents import protocol
 
 
 def iso(dt: datetime) -> str:
@@ -408,6 +411,28 @@ def test_conversation_view_has_messages_tool_calls_usage_and_errors(dash):
     error = turn["responses"][0]["messages"][0]["contents"][0]
     assert error["type"] == "error" and "503" in error["message"]
     assert_error(dash.http.get("/api/agents/weather/sessions/no-such-session"), 404, "not found")
+
+
+def test_turn_links_only_to_turn_orchestrations_that_exist(dash):
+    weather = dash.scenario.agents.get_agent("Weather")
+    weather.run("Hello there", session="link-awaited")  # Moorage's client waits for the turn's orchestration
+    # a caller that does not wait (Agent Framework's client): the inline answer ends the turn, no orchestration
+    request = protocol.build_request("Hello there", uuid.uuid4().hex, awaited=False)
+    dash.scenario.client.signal_entity(EntityInstanceId("dafx-weather", "link-foreign"), protocol.RUN_OPERATION,
+                                       input=request)
+
+    def turn(session: str) -> dict | None:
+        status, body = dash.http.get(f"/api/agents/weather/sessions/{session}")
+        turns = body["conversation"]["turns"] if status == 200 else []
+        return turns[0] if turns and turns[0]["responses"] else None
+
+    wait_until(lambda: turn("link-foreign") is not None, 20, message="the foreign caller's turn")
+    awaited, foreign = turn("link-awaited"), turn("link-foreign")
+    assert awaited is not None and awaited["turnInstanceId"]
+    assert dash.http.ok("GET", f"/api/orchestrations/{awaited['turnInstanceId']}")["instance"]["status"] == "COMPLETED"
+    assert foreign is not None and foreign["status"] == "completed" and foreign["turnInstanceId"] is None
+    dead = protocol.turn_instance_id("weather", "link-foreign", foreign["correlationId"])
+    assert dash.http.get(f"/api/orchestrations/{dead}")[0] == 404  # what the link would have pointed at
 
 
 def test_reset_and_delete_sessions(dash):
