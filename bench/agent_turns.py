@@ -211,9 +211,13 @@ class Tally:
     disk_known: bool = False
 
     def measure(self, stack: Stack, client_cpu: Callable[[], float], fn: Callable[[], int]) -> None:
-        c0, i0, d0, k0 = stack.cpu(), stack.work_items(), stack.disk_bytes(), client_cpu()
+        # The /metrics scrape costs the sidecar ~2 ms of CPU (measured: 300 scrapes of an idle sidecar): scrape
+        # before the first CPU reading and after the last one, so that neither scrape is billed to the turns.
+        i0 = stack.work_items()
+        c0, d0, k0 = stack.cpu(), stack.disk_bytes(), client_cpu()
         n = fn()
-        c1, i1, d1, k1 = stack.cpu(), stack.work_items(), stack.disk_bytes(), client_cpu()
+        c1, d1, k1 = stack.cpu(), stack.disk_bytes(), client_cpu()
+        i1 = stack.work_items()
         self.turns += n
         for role in c1:
             self.cpu[role] = self.cpu.get(role, 0.0) + c1[role] - c0.get(role, 0.0)
