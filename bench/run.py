@@ -52,6 +52,7 @@ from typing import Any
 from durabletask.client import TaskHubGrpcClient
 
 from bench import procs
+from bench.sqltrace import ROUND_TRIPS
 from bench.worker_main import default_concurrency, quiet_logger
 from bench.workloads import Measurement, RunContext, Workload, selected_workloads
 
@@ -679,13 +680,21 @@ def sql_report(
             unit = w.metrics[-1]
             kinds = sorted({k for r in runs for k in r.sql})
             per = {k: statistics.median(r.sql.get(k, 0) / r.m.ops[unit] for r in runs) for k in kinds}
-            total = statistics.median(sum(r.sql.values()) / r.m.ops[unit] for r in runs)
+            # keys starting with "~" are not statements (bench.sqltrace.ROUND_TRIPS: PostgreSQL's waits)
+            total = statistics.median(
+                sum(v for k, v in r.sql.items() if not k.startswith("~")) / r.m.ops[unit] for r in runs
+            )
+            trips = f", {per[ROUND_TRIPS]:.1f} round trips" if ROUND_TRIPS in per else ""
             out.append(
-                f"{t.label} {w.name}: {total:.1f} statements per {_singular(unit)}, "
+                f"{t.label} {w.name}: {total:.1f} statements{trips} per {_singular(unit)}, "
                 f"{per.get('COMMIT', 0):.2f} commits per {_singular(unit)}"
             )
-            for k, v in sorted(per.items(), key=lambda kv: -kv[1])[:top]:
+            listed = ((k, v) for k, v in per.items() if not k.startswith("~"))
+            for k, v in sorted(listed, key=lambda kv: -kv[1])[:top]:
                 out.append(f"    {v:7.2f}  {k}")
+            shapes = sorted(((k[7:], v) for k, v in per.items() if k.startswith("~shape ")), key=lambda kv: -kv[1])
+            for k, v in shapes[:top]:  # BENCH_SQLTRACE_SHAPES
+                out.append(f"    {v:7.2f}  transaction: {k}")
     return out
 
 
@@ -761,7 +770,7 @@ def main() -> int:
     for line in share_table(targets, workloads, results):
         print(line)
     if sqltrace_on():
-        print("\n== SQLite statements per operation (BENCH_SQLTRACE; median over runs; traced runs are slower) ==")
+        print("\n== SQL statements per operation (BENCH_SQLTRACE; median over runs; traced runs are slower) ==")
         for line in sql_report(targets, workloads, results):
             print(line)
     failures = [(t, w, r.error) for t, tr in results.items() for w, r in tr.items() if r.error]
