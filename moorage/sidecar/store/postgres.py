@@ -527,6 +527,19 @@ class _Tx(StoreTx):
         elif ids:
             self._q("DELETE FROM inbox WHERE hub=%s AND instance_id=%s AND id = ANY(%s)", instance_id, list(ids))
 
+    def take_inbox(self, instance_id: str, ids: Sequence[int]) -> list[tuple[int, pb.HistoryEvent]]:
+        return self._take("inbox", "instance_id", instance_id, ids)
+
+    def _take(self, table: str, owner: str, key: str, ids: Sequence[int]) -> list[tuple[int, pb.HistoryEvent]]:
+        """Delete the given messages of one instance or entity and return them in id order: one statement where
+        a read and a delete were two (the delete locks the rows as the ``FOR UPDATE`` read did)."""
+        if not ids:
+            return []
+        rows = self._q(
+            f"DELETE FROM {table} WHERE hub=%s AND {owner}=%s AND id = ANY(%s) RETURNING id, event", key, list(ids)
+        ).fetchall()
+        return sorted(((r[0], _event(r[1])) for r in rows), key=lambda r: r[0])
+
     def instances_with_work(self, now: float, limit: int) -> list[InstanceRow]:
         lock = " FOR UPDATE OF i SKIP LOCKED" if self.write else ""
         rows = self._q(
@@ -572,6 +585,16 @@ class _Tx(StoreTx):
     def find_activity(self, lease_token: str) -> ActivityRow | None:
         r = self._q(
             f"SELECT {_ACTIVITY_COLS} FROM activities WHERE hub=%s AND lease_token=%s{self._for_update}", lease_token
+        ).fetchone()
+        return _activity(r) if r else None
+
+    def take_activity(self, lease_token: str, instance_id: str = "") -> ActivityRow | None:
+        r = self._q(
+            "DELETE FROM activities WHERE hub=%s AND lease_token=%s AND (%s='' OR instance_id=%s) "
+            f"RETURNING {_ACTIVITY_COLS}",
+            lease_token,
+            instance_id,
+            instance_id,
         ).fetchone()
         return _activity(r) if r else None
 
@@ -670,6 +693,9 @@ class _Tx(StoreTx):
     def delete_entity_messages(self, entity_id: str, ids: Sequence[int]) -> None:
         if ids:
             self._q("DELETE FROM entity_inbox WHERE hub=%s AND entity_id=%s AND id = ANY(%s)", entity_id, list(ids))
+
+    def take_entity_messages(self, entity_id: str, ids: Sequence[int]) -> list[tuple[int, pb.HistoryEvent]]:
+        return self._take("entity_inbox", "entity_id", entity_id, ids)
 
     def count_entity_messages(self, entity_id: str) -> int:
         r = self._q("SELECT COUNT(*) FROM entity_inbox WHERE hub=%s AND entity_id=%s", entity_id).fetchone()
