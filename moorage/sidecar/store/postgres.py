@@ -223,6 +223,9 @@ _E_UPSERT_NO_STATE = (
 )
 
 
+_HISTORY = "SELECT event FROM history WHERE hub=%s AND instance_id=%s ORDER BY id"
+
+
 def _event(blob: bytes) -> pb.HistoryEvent:
     ev = pb.HistoryEvent()
     ev.ParseFromString(blob)
@@ -322,9 +325,26 @@ class _Tx(StoreTx):
         # to a stream in the same transaction): what another replica's streams need to hear of. Work leased here is
         # held, so a peer woken for it would only scan queues for nothing.
         self._unleased: set[tuple[WorkKind, str]] = set()
+        self._ahead: tuple[str, Any, psycopg.Cursor[Any]] | None = None  # a read sent before it was asked for
 
     def _q(self, sql: str, *args: Any) -> psycopg.Cursor[Any]:
-        return self.c.execute(sql, (self.hub, *args))
+        return self._x(sql, (self.hub, *args))
+
+    def _x(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> psycopg.Cursor[Any]:
+        """Send one statement, or hand back the one sent ahead for exactly this (see ``_read_ahead``). Any other
+        statement drops what was sent ahead: a read ahead is only good as the transaction's very next statement,
+        so that nothing the transaction changed meanwhile can make its result stale."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == sql and ahead[1] == params:
+            return ahead[2]
+        return self.c.execute(sql, params)
+
+    def _read_ahead(self, sql: str, *args: Any) -> None:
+        """Send the read the engine asks for next, before the result of the statement just sent is read: both
+        results then come back in one round trip (the pipeline flushes and waits once for everything queued).
+        Only for reads whose next use is certain and whose cost when unused is small: each caller says why."""
+        params = (self.hub, *args)
+        self._ahead = (sql, params, self.c.execute(sql, params))
 
     @property
     def work(self) -> set[WorkKind]:
@@ -340,15 +360,18 @@ class _Tx(StoreTx):
 
     def _lock_key(self, kind: str, key: str) -> None:
         """Serialise with every other transaction about ``key`` even when no row exists to lock."""
-        self.c.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{kind}|{self.hub}|{key}",))
+        self._x("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{kind}|{self.hub}|{key}",))
 
     @property
     def _for_update(self) -> str:
         return " FOR UPDATE" if self.write else ""
 
     # -- instances
+    def _get_instance_sql(self) -> str:
+        return f"SELECT {_I} FROM instances WHERE hub=%s AND instance_id=%s{self._for_update}"
+
     def get_instance(self, instance_id: str) -> InstanceRow | None:
-        sql = f"SELECT {_I} FROM instances WHERE hub=%s AND instance_id=%s{self._for_update}"
+        sql = self._get_instance_sql()
         r = self._q(sql, instance_id).fetchone()
         if r is None and self.write:
             self._lock_key("i", instance_id)  # whoever creates it meanwhile has committed once this returns
@@ -459,12 +482,12 @@ class _Tx(StoreTx):
 
     # -- history
     def get_history(self, instance_id: str) -> list[pb.HistoryEvent]:
-        rows = self._q("SELECT event FROM history WHERE hub=%s AND instance_id=%s ORDER BY id", instance_id)
+        rows = self._q(_HISTORY, instance_id)
         return [_event(r[0]) for r in rows]
 
     def get_history_bytes(self, instance_id: str) -> list[bytes]:
         # as stored: a work item's pastEvents need no parse and no re-serialization
-        rows = self._q("SELECT event FROM history WHERE hub=%s AND instance_id=%s ORDER BY id", instance_id)
+        rows = self._q(_HISTORY, instance_id)
         return [r[0] for r in rows]
 
     def append_history(self, instance_id: str, events: Iterable[pb.HistoryEvent]) -> None:
@@ -509,6 +532,11 @@ class _Tx(StoreTx):
                 instance_id,
                 now,
             )
+            if self.write:
+                # Visible events are read to lease the instance (engine.lease_orchestrations), which reads its
+                # history next: sent now, both come back in one round trip. Unused only when the instance's start
+                # is scheduled later (no history then, so the read returns nothing).
+                self._read_ahead(_HISTORY, instance_id)
         else:
             rows = self._q("SELECT id, event FROM inbox WHERE hub=%s AND instance_id=%s ORDER BY id", instance_id)
         return [(r[0], _event(r[1])) for r in rows]
@@ -595,11 +623,18 @@ class _Tx(StoreTx):
             lease_token,
             instance_id,
             instance_id,
-        ).fetchone()
-        return _activity(r) if r else None
+        )
+        if instance_id and self.write:
+            # An activity's result is read next by its instance's row (engine.complete_activity), locked: send it
+            # now and both come back in one round trip. The lock order is that of the two reads one after the
+            # other (the activity's row, then its instance); a stale token only locks the named instance's row
+            # until this transaction ends, as the read it stands for would have.
+            self._read_ahead(self._get_instance_sql(), instance_id)
+        found = r.fetchone()
+        return _activity(found) if found else None
 
     def update_activity_lease(self, row: ActivityRow) -> None:
-        self.c.execute(
+        self._x(
             "UPDATE activities SET lease_token=%s, lease_owner=%s, lease_until=%s WHERE hub=%s AND id=%s",
             (row.lease_token, row.lease_owner, row.lease_until, self.hub, row.id),
         )
@@ -723,7 +758,7 @@ class _Tx(StoreTx):
         if absent:
             got = [
                 r[0]
-                for r in self.c.execute(
+                for r in self._x(
                     "SELECT id FROM unnest(%s::text[]) AS u(id) "
                     "WHERE pg_try_advisory_xact_lock(hashtextextended(%s || id, 0))",
                     (absent, f"e|{self.hub}|"),
@@ -817,7 +852,7 @@ class _Tx(StoreTx):
         # SKIP LOCKED: renewal never waits (and never deadlocks); a row locked right now is being completed or
         # will be renewed on the next round, well before its lease runs out.
         owners = list(owners)
-        self.c.execute(
+        self._x(
             "WITH i AS (UPDATE instances SET lease_until=%(u)s WHERE (hub, instance_id) IN "
             "  (SELECT hub, instance_id FROM instances WHERE hub=%(h)s AND lease_owner = ANY(%(o)s) "
             "   AND lease_until IS NOT NULL FOR UPDATE SKIP LOCKED)), "
@@ -864,7 +899,7 @@ class _Tx(StoreTx):
     def backlog(self, now: float) -> Backlog:
         # One statement, so a read outside a transaction sees all six counts in one snapshot. Pending means what
         # the leasing queries (instances_with_work, available_activities, entities_with_work) would hand out now.
-        r = self.c.execute(
+        r = self._x(
             "SELECT (SELECT COUNT(DISTINCT b.instance_id) FROM inbox b JOIN instances i ON i.hub=b.hub AND "
             "  i.instance_id=b.instance_id WHERE b.hub=%(h)s AND b.visible_at<=%(n)s AND "
             "  (i.lease_until IS NULL OR i.lease_until < %(n)s)), "
