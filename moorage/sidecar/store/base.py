@@ -203,7 +203,9 @@ class StoreTx(abc.ABC):
 
     # -- activities ------------------------------------------------------------------------------
     @abc.abstractmethod
-    def add_activity(self, row: ActivityRow) -> None: ...
+    def add_activity(self, row: ActivityRow) -> None:
+        """Insert the row; its ``id`` is set by the time the transaction has committed (a store may read it with
+        its next round trip rather than wait for it here). ``update_activity_lease`` accepts the row at once."""
 
     @abc.abstractmethod
     def available_activities(self, now: float, limit: int) -> list[ActivityRow]: ...

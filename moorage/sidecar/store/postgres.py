@@ -326,6 +326,7 @@ class _Tx(StoreTx):
         # held, so a peer woken for it would only scan queues for nothing.
         self._unleased: set[tuple[WorkKind, str]] = set()
         self._ahead: tuple[str, Any, psycopg.Cursor[Any]] | None = None  # a read sent before it was asked for
+        self._ids: list[tuple[ActivityRow, psycopg.Cursor[Any]]] = []  # activities added, their ids not read yet
 
     def _q(self, sql: str, *args: Any) -> psycopg.Cursor[Any]:
         return self._x(sql, (self.hub, *args))
@@ -348,8 +349,9 @@ class _Tx(StoreTx):
 
     @property
     def work(self) -> set[WorkKind]:
-        """The kinds of work this transaction left available to any stream."""
-        return {kind for kind, _ in self._unleased}
+        """The kinds of work this transaction left available to any stream (an activity added and not leased is
+        one, whether or not its id has been read)."""
+        return {kind for kind, _ in self._unleased} | ({WorkKind.ACTIVITY} if self._ids else set())
 
     def _made(self, kind: WorkKind, key: str, leased: bool = False) -> None:
         """``key``'s work of ``kind`` is available now, or (``leased``) held by a lease at this point."""
@@ -595,10 +597,20 @@ class _Tx(StoreTx):
             row.input,
             Jsonb(row.tags) if row.tags else None,
             row.trace_context,
-        ).fetchone()
-        assert r is not None
-        row.id = r[0]
-        self._made(WorkKind.ACTIVITY, str(row.id))
+        )
+        # The id is read with the transaction's next round trip, not waited for here: nothing in a transition
+        # reads it (a lease finds the row by its own scan), and a turn scheduling n activities waited n times.
+        self._ids.append((row, r))
+
+    def _read_ids(self) -> None:
+        """Set the ids of the activities added so far (free once a later read, or the commit, has waited for the
+        server: their results came back with it)."""
+        pending, self._ids = self._ids, []
+        for row, cur in pending:
+            r = cur.fetchone()
+            assert r is not None
+            row.id = r[0]
+            self._made(WorkKind.ACTIVITY, str(row.id))
 
     def available_activities(self, now: float, limit: int) -> list[ActivityRow]:
         lock = " FOR UPDATE SKIP LOCKED" if self.write else ""
@@ -634,6 +646,7 @@ class _Tx(StoreTx):
         return _activity(found) if found else None
 
     def update_activity_lease(self, row: ActivityRow) -> None:
+        self._read_ids()  # the row may be one added here; and a lease of an added one must forget it (_made)
         self._x(
             "UPDATE activities SET lease_token=%s, lease_owner=%s, lease_until=%s WHERE hub=%s AND id=%s",
             (row.lease_token, row.lease_owner, row.lease_until, self.hub, row.id),
@@ -1159,6 +1172,7 @@ class PostgresStore(Store):
                         # commit. A crash between the two loses only the wake-up (the fallback looks again).
                         for payload in _payloads(self.process_id, hub, tx.changed, tx.work):
                             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                tx._read_ids()  # after the pipeline's Sync: every result is in, no wait
                 self._reachable()
                 return result
             except _RETRYABLE as exc:

@@ -292,16 +292,16 @@ def test_next_due_is_the_earliest_future_visibility(store_factory: StoreUnderTes
 
 def test_activity_leasing(store_factory: StoreUnderTest) -> None:
     async def body(store: Store) -> None:
-        def fill(t: StoreTx) -> list[int]:
+        def fill(t: StoreTx) -> list[ActivityRow]:
             rows = [ActivityRow(id=None, instance_id="i", execution_id="e", name=f"act{n}", task_id=n,
                                 input=f'"in{n}"', version="1" if n == 0 else None, tags={"n": str(n)})
                     for n in range(3)]
             for r in rows:
                 t.add_activity(r)
-            assert all(r.id is not None for r in rows)
-            return [r.id for r in rows if r.id is not None]
-        ids = await tx(store, fill)
-        assert len(set(ids)) == 3
+            return rows
+        added = await tx(store, fill)
+        ids = [r.id for r in added if r.id is not None]  # set by the commit (StoreTx.add_activity)
+        assert len(ids) == 3 and len(set(ids)) == 3
 
         first = await read(store, lambda t: t.available_activities(1000.0, 10))
         assert [a.name for a in first] == ["act0", "act1", "act2"]  # scheduling order
