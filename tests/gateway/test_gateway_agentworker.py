@@ -18,9 +18,10 @@ def test_plain_agent_worker_is_announced_and_answers(tmp_path: Path) -> None:
     status, _, body = http.request("POST", f"/api/agents/{name}/threads", {"message": "hi"})
     assert status == 404, body  # unknown before any worker hosts it
 
-    worker = AgentWorker([Agent(name=name, instructions="Be brief.", model=OfflineChatModel())],
-                         connection_string=f"Endpoint=http://localhost:{stack.grpc_port};Authentication=None;"
-                                           "TaskHub=default")
+    worker = AgentWorker(
+        [Agent(name=name, instructions="Be brief.", model=OfflineChatModel())],
+        connection_string=f"Endpoint=http://localhost:{stack.grpc_port};Authentication=None;TaskHub=default",
+    )
     try:
         worker.start()
         deadline = time.monotonic() + 30

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 def counter(ctx: entities.EntityContext, inp):
     """Function-style entity: add / get / set / reset / delete."""
     value = ctx.get_state(int, 0)
@@ -155,11 +156,15 @@ def entity_state(client, eid, default=None):
 
 
 def wait_entity(client, eid, expected, timeout=20.0):
-    wait_until(lambda: entity_state(client, eid) == expected, timeout=timeout,
-               message=lambda: f"entity {eid} state {entity_state(client, eid)!r}, expected {expected!r}")
+    wait_until(
+        lambda: entity_state(client, eid) == expected,
+        timeout=timeout,
+        message=lambda: f"entity {eid} state {entity_state(client, eid)!r}, expected {expected!r}",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def test_signal_from_client(env):
     eid = entities.EntityInstanceId("counter", uid("sig"))
@@ -232,8 +237,12 @@ def test_critical_sections_no_lost_updates(env, sidecar):
     key = uid("lock")
     eid = entities.EntityInstanceId("account", key)
     n_orch, rounds = 4, 3
-    ids = [env.schedule_new_orchestration(locked_increments, input={"key": key, "rounds": rounds},
-                                          instance_id=f"{key}-{i}") for i in range(n_orch)]
+    ids = [
+        env.schedule_new_orchestration(
+            locked_increments, input={"key": key, "rounds": rounds}, instance_id=f"{key}-{i}"
+        )
+        for i in range(n_orch)
+    ]
     for iid in ids:
         assert_completed(complete(env, iid, timeout=60))
     assert entity_state(env, eid) == n_orch * rounds
@@ -253,10 +262,14 @@ def test_critical_section_over_two_entities(env):
     env.signal_entity(eb, "put", 0)
     wait_entity(env, ea, 100)
     wait_entity(env, eb, 0)
-    ids = [env.schedule_new_orchestration(transfer, input={"from": a, "to": b, "amount": 10},
-                                          instance_id=f"{a}-t{i}") for i in range(3)]
-    ids += [env.schedule_new_orchestration(transfer, input={"from": b, "to": a, "amount": 1},
-                                           instance_id=f"{a}-r{i}") for i in range(2)]
+    ids = [
+        env.schedule_new_orchestration(transfer, input={"from": a, "to": b, "amount": 10}, instance_id=f"{a}-t{i}")
+        for i in range(3)
+    ]
+    ids += [
+        env.schedule_new_orchestration(transfer, input={"from": b, "to": a, "amount": 1}, instance_id=f"{a}-r{i}")
+        for i in range(2)
+    ]
     for iid in ids:
         assert_completed(complete(env, iid, timeout=60))
     assert entity_state(env, ea) == 100 - 30 + 2
@@ -301,6 +314,7 @@ def test_get_entity(env):
 # ----------------------------------------------------------------------------------------------------------------------
 # queries and storage cleaning on a sidecar of their own
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def entity_store(tmp_path_factory):

@@ -23,8 +23,13 @@ from moorage.sidecar.store.base import EntityRow, InstanceRow, StoreTx, open_sto
 
 
 def row(instance_id: str) -> InstanceRow:
-    return InstanceRow(instance_id=instance_id, name="orch", status=pb.ORCHESTRATION_STATUS_RUNNING,
-                       created_at=1000.0, last_updated_at=1000.0)
+    return InstanceRow(
+        instance_id=instance_id,
+        name="orch",
+        status=pb.ORCHESTRATION_STATUS_RUNNING,
+        created_at=1000.0,
+        last_updated_at=1000.0,
+    )
 
 
 def raised(name: str) -> pb.HistoryEvent:
