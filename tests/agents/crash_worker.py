@@ -1,8 +1,9 @@
 """A worker process for the SIGKILL-mid-turn test.
 
 Hosts the agent ``Booker`` with two tools that log every execution (with its idempotency key) to files in
-``--dir`` (with ``--mcp-log``, also the tools of the MCP server :mod:`mcp_server`, over stdio). ``charge_card`` blocks forever on its first execution (after creating ``charge_card.blocked``) so the
-test can SIGKILL this process in the middle of the turn; on later executions it returns at once.
+``--dir`` (with ``--mcp-log``, also the tools of the MCP server :mod:`mcp_server`, over stdio). ``charge_card``
+blocks forever on its first execution (after creating ``charge_card.blocked``) so the test can SIGKILL this process
+in the middle of the turn; on later executions it returns at once.
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def test_sigkill_mid_turn_repeats_no_completed_call(cs, client, llm, tmp_path):
         try:
             response = client.wait_for_response(handle, timeout=60)
         except Exception as exc:
-            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}"))
+            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}")) from exc
         assert response.text == "Booked The Anchor for two and charged 42.00."
 
         # Nothing that completed ran again: one request per scripted reply, one reservation.
@@ -146,7 +146,7 @@ def test_sigkill_after_an_mcp_tool_call_does_not_repeat_it(cs, client, llm, tmp_
         try:
             response = client.wait_for_response(handle, timeout=60)
         except Exception as exc:
-            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}"))
+            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}")) from exc
         assert response.text == "Noted and charged."
         # The completed MCP call was not made again; its key was the turn's, as for a Python tool.
         calls = [__import__("json").loads(line) for line in lines(mcp_log)]
@@ -198,9 +198,9 @@ def test_sigkill_after_a_summary_does_not_summarise_again(cs, client, llm, tmp_p
         for i in range(40):
             handle = client.start_run(agent, f"Request {i}{padding}.", session=session)
             wait_until(
-                lambda: blocked.is_set() or _finished(client, handle),
+                lambda h=handle: blocked.is_set() or _finished(client, h),
                 timeout=60,
-                message=lambda: diagnose(client, handle, tmp_path, "turn stuck"),
+                message=lambda h=handle: diagnose(client, h, tmp_path, "turn stuck"),
             )
             if blocked.is_set():
                 break
@@ -213,7 +213,7 @@ def test_sigkill_after_a_summary_does_not_summarise_again(cs, client, llm, tmp_p
         try:
             response = client.wait_for_response(handle, timeout=60)
         except Exception as exc:
-            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}"))
+            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}")) from exc
         assert response.text == "Noted."
         assert seen["summaries"] == 1  # not summarised again
         assert seen["normal"] == normal_before + 1  # only the interrupted model call ran again
@@ -260,7 +260,7 @@ def test_conversation_survives_a_sidecar_kill(tmp_path, llm, model):
         except Exception as exc:
             raise AssertionError(
                 diagnose(client, h2, tmp_path, f"turns lost after the sidecar restart: {exc!r}", sidecar)
-            )
+            ) from exc
         info = client.get_session(agent.name, session)
         assert info.turns == 3
         assert [e["$type"] for e in info.conversation_history] == ["request", "response"] * 3

@@ -7,7 +7,7 @@ from enum import Enum
 from typing import Annotated, Literal
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from moorage.agents import Agent, OfflineChatModel, OpenAIChatModel, Tool, ToolContext
 from moorage.agents.models import ModelRequest
@@ -125,7 +125,7 @@ def test_tool_schema_from_signature_and_docstring():
     assert "Color" in p["$defs"] and "Address" in p["$defs"]
     bound = t.bind({"city": "Oslo", "nights": "2", "color": "red", "address": {"street": "s", "city": "c"}})
     assert bound["nights"] == 2 and bound["color"] is Color.RED and isinstance(bound["address"], Address)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="nights"):  # the required arguments the model left out
         t.bind({"city": "Oslo"})
 
 
@@ -387,7 +387,7 @@ def test_a_conversations_token_total_counts_only_what_is_new_and_equals_the_plai
 
     conversation: list = []
     for n in range(60):
-        conversation = conversation + [group(n)]  # as the history reader extends a cached conversation
+        conversation = [*conversation, group(n)]  # as the history reader extends a cached conversation
         cut = n // 3  # a summary covering a growing start
         for groups in (conversation, conversation[cut:], [*conversation[cut:], [{"role": "tool", "content": "x"}]]):
             assert ChatGroup.total(groups, count) == plain(groups, count)

@@ -39,6 +39,7 @@ def main() -> int:
         try:
             ids = scenario.populate()
             code, detail = stack.http.get(f"/api/orchestrations/{ids['done']}")
+            assert code == 200, detail
             ids["child"] = next(i["instanceId"] for i in detail["timeline"]["items"] if i["kind"] == "suborchestration")
             # some traffic over a few sampling intervals, so the throughput chart has a shape
             stop = threading.Event()

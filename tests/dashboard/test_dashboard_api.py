@@ -9,7 +9,7 @@ import socket
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from moorage.agents import protocol
 
 
 def iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def status_of(dash, instance_id: str) -> str | None:
@@ -98,9 +98,9 @@ def test_list_filters_by_status_name_tags_text_and_created_range(dash):
     text = http.ok("GET", f"/api/orchestrations?q={dash.ids['done'][-6:]}")["items"]
     assert dash.ids["done"] in [i["instanceId"] for i in text]
     assert all(dash.ids["done"][-6:] in i["instanceId"] for i in text)
-    future = iso(datetime.now(timezone.utc) + timedelta(days=1))
+    future = iso(datetime.now(UTC) + timedelta(days=1))
     assert http.ok("GET", f"/api/orchestrations?created_from={future}")["items"] == []
-    past = iso(datetime.now(timezone.utc) - timedelta(days=1))
+    past = iso(datetime.now(UTC) - timedelta(days=1))
     assert http.ok("GET", f"/api/orchestrations?created_to={past}")["items"] == []
     window = http.ok("GET", f"/api/orchestrations?created_from={past}&created_to={future}&page_size=500")["items"]
     assert dash.ids["done"] in [i["instanceId"] for i in window]
@@ -252,7 +252,7 @@ def test_start_with_input_tags_then_raise_event_completes_it(dash):
 
 def test_scheduled_start_waits_and_can_be_terminated(dash):
     iid = f"api-later-{uuid.uuid4().hex[:6]}"
-    at = datetime.now(timezone.utc) + timedelta(hours=1)
+    at = datetime.now(UTC) + timedelta(hours=1)
     res = dash.http.ok(
         "POST",
         "/api/orchestrations",
@@ -394,7 +394,7 @@ def test_signal_entity(dash):
     wait_until(
         lambda: dash.http.get(f"/api/entities/@counter@{key}")[1].get("state") == 10, 20, message="the second signal"
     )
-    later = iso(datetime.now(timezone.utc) + timedelta(hours=1))
+    later = iso(datetime.now(UTC) + timedelta(hours=1))
     dash.http.ok(
         "POST", f"/api/entities/@counter@{key}/signal", {"operation": "add", "input": 1, "scheduledTime": later}
     )

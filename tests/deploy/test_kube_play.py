@@ -7,8 +7,8 @@ pods share the host network, so the chart's ports come from free ones and the co
 networking refuses port mappings), probes then name their port by number; the worker reaches the sidecar on
 127.0.0.1 instead of its Service name; the worker's ``MOORAGE_TOKEN`` is given by value (podman's
 ``secretKeyRef`` reads only its own JSON secrets); and the Secret's data is given so that podman's secret volume
-(which writes the base64 text instead of the bytes) holds the token. Runtime settings go through CONTAINERS_CONF (runc, ulimits),
-as ``kube play`` has no flags for them."""
+(which writes the base64 text instead of the bytes) holds the token. Runtime settings go through CONTAINERS_CONF
+(runc, ulimits), as ``kube play`` has no flags for them."""
 
 from __future__ import annotations
 

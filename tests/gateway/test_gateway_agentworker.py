@@ -1,4 +1,5 @@
-"""A plain ``AgentWorker`` — no ``expose``/``announce`` calls — is reachable through the gateway as soon as it starts."""
+"""A plain ``AgentWorker`` — no ``expose``/``announce`` calls — is reachable through the gateway as soon as it
+starts."""
 
 from __future__ import annotations
 

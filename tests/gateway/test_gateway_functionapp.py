@@ -78,7 +78,7 @@ def test_conflicting_session_ids_are_a_400_naming_both(http: Http) -> None:
         ({"message": "hi", "session_id": "a1", "thread_id": "b2"}, ""),
         ({"message": "hi"}, "?session_id=a1&sessionId=b2"),
     ):
-        status, headers, answer = _run(http, body=body, query=query)
+        status, _, answer = _run(http, body=body, query=query)
         assert status == 400, answer
         assert set(answer) == {"error"} and "Conflicting session identifiers" in answer["error"], answer
         assert "'a1'" in answer["error"] and "'b2'" in answer["error"], answer
@@ -202,7 +202,7 @@ def test_a_failed_turn_is_a_500(http: Http) -> None:
 def test_a_timeout_is_a_500_whose_status_url_answers_once_the_turn_is_done(http: Http) -> None:
     token = uuid.uuid4().hex[:8]
     try:
-        status, headers, body = _run(http, body={"message": f"slow one [gate:{token}]"}, query="?timeout=1")
+        status, _, body = _run(http, body={"message": f"slow one [gate:{token}]"}, query="?timeout=1")
         assert status == 500, body
         assert body["status"] == "timeout" and body["response"] == "Agent is still processing or timed out..."
         url = body["statusQueryGetUri"]
@@ -229,5 +229,5 @@ def test_health_lists_the_agents(http: Http) -> None:
 
 
 def test_the_announcement_routes_keep_working(http: Http) -> None:
-    status, headers, body = http.request("POST", "/api/agents/Joker/threads", {"message": "hello"})
+    status, _, body = http.request("POST", "/api/agents/Joker/threads", {"message": "hello"})
     assert status == 200 and body["threadId"] and body["response"].startswith("[turn 1]"), body

@@ -566,7 +566,7 @@ def test_a_sessions_archive_pages_hold_what_its_state_let_go(http: Http) -> None
     archived: list[dict[str, Any]] = []
     n = 0
     while True:
-        body = _poll(lambda: page(n))
+        body = _poll(lambda n=n: page(n))
         assert body["first"] == len(archived), body
         archived.extend(body["entries"])
         if body["nextPage"] is None:

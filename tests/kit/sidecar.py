@@ -189,7 +189,7 @@ class SidecarProcess:
                         continue
                     if exc.code() == grpc.StatusCode.UNAUTHENTICATED:  # type: ignore[attr-defined]
                         return  # --auth-token-file / --auth-jwks: it answers, and asks this token-less probe for one
-                    raise RuntimeError(f"sidecar Hello failed: {exc!r}; stderr tail:\n{self.stderr_tail()}")
+                    raise RuntimeError(f"sidecar Hello failed: {exc!r}; stderr tail:\n{self.stderr_tail()}") from exc
         finally:
             ready.cancel()
             channel.close()

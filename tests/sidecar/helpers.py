@@ -152,7 +152,7 @@ class RawWorker:
         import threading
 
         self.channel, self.stub = sidecar.stub(hub)
-        self._queue: "queue.Queue[Any]" = queue.Queue()
+        self._queue: queue.Queue[Any] = queue.Queue()
         self._stream = self.stub.GetWorkItems(request or pb.GetWorkItemsRequest())
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import durabletask.internal.orchestrator_service_pb2 as pb
 import grpc
@@ -191,7 +191,7 @@ def test_reuse_policy_replaces_completed_instance(env):
 def test_scheduled_start_time(env):
     iid = uid("later")
     env.schedule_new_orchestration(
-        noop, input="late", instance_id=iid, start_at=datetime.now(timezone.utc) + timedelta(seconds=2)
+        noop, input="late", instance_id=iid, start_at=datetime.now(UTC) + timedelta(seconds=2)
     )
     time.sleep(0.7)
     assert status_of(env, iid) == OrchestrationStatus.PENDING
@@ -325,7 +325,7 @@ def test_purge_recursive_deletes_sub_orchestrations(env):
 
 def test_purge_by_filter(fresh_sidecar, make_worker, make_client):
     c = _start_env(fresh_sidecar, make_worker, make_client)
-    t0 = datetime.now(timezone.utc) - timedelta(seconds=1)
+    t0 = datetime.now(UTC) - timedelta(seconds=1)
     done = [c.schedule_new_orchestration(noop, input=i, instance_id=f"pf-done-{i}") for i in range(3)]
     failed = c.schedule_new_orchestration("not_registered", instance_id="pf-failed")
     running = c.schedule_new_orchestration(wait_go, instance_id="pf-running")
@@ -504,7 +504,7 @@ def _non_empty(pages):
 
 
 def test_query_instances_paging(populated):
-    sc, client, ids, others, running = populated
+    sc, client, ids, _others, _running = populated
     query = pb.InstanceQuery(maxInstanceCount=10)
     query.instanceIdPrefix.value = "q-"
     pages = _non_empty(_raw_query_pages(sc, query))
@@ -519,7 +519,7 @@ def test_query_instances_paging(populated):
 
 
 def test_query_instances_filters(populated):
-    sc, client, ids, others, running = populated
+    _sc, client, ids, others, running = populated
     all_states = client.get_all_orchestration_states(OrchestrationQuery(max_instance_count=7))
     assert sorted(s.instance_id for s in all_states) == sorted(ids + others + [running])
 
@@ -534,13 +534,13 @@ def test_query_instances_filters(populated):
     assert sorted((s.instance_id, s.get_output()) for s in with_io) == [(f"other-{i}", i) for i in range(3)]
 
     future = client.get_all_orchestration_states(
-        OrchestrationQuery(created_time_from=datetime.now(timezone.utc) + timedelta(hours=1))
+        OrchestrationQuery(created_time_from=datetime.now(UTC) + timedelta(hours=1))
     )
     assert future == []
 
 
 def test_list_instance_ids_paging(populated):
-    sc, client, ids, others, running = populated
+    _sc, client, ids, others, _running = populated
     pages: list[list[str]] = []
     token = None
     for _ in range(10):
@@ -558,10 +558,10 @@ def test_list_instance_ids_paging(populated):
 
 
 def test_list_instance_ids_filters(populated):
-    sc, client, ids, others, running = populated
+    _sc, client, ids, others, _running = populated
     page = client.list_instance_ids(runtime_status=[OrchestrationStatus.RUNNING], page_size=100)
     assert page.items == []
     page = client.list_instance_ids(runtime_status=[OrchestrationStatus.COMPLETED], page_size=100)
     assert sorted(page.items) == sorted(ids + others)
-    page = client.list_instance_ids(completed_time_from=datetime.now(timezone.utc) + timedelta(hours=1))
+    page = client.list_instance_ids(completed_time_from=datetime.now(UTC) + timedelta(hours=1))
     assert page.items == []

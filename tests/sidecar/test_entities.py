@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import durabletask.internal.orchestrator_service_pb2 as pb
 import pytest
@@ -198,7 +198,7 @@ def test_delayed_signal(env):
     eid = entities.EntityInstanceId("counter", uid("delay"))
     env.signal_entity(eid, "set", 1)
     wait_entity(env, eid, 1)
-    env.signal_entity(eid, "add", 10, signal_time=datetime.now(timezone.utc) + timedelta(seconds=2.5))
+    env.signal_entity(eid, "add", 10, signal_time=datetime.now(UTC) + timedelta(seconds=2.5))
     env.signal_entity(eid, "add", 100)  # not delayed: applied first
     wait_entity(env, eid, 101)
     time.sleep(0.5)
@@ -378,7 +378,7 @@ def test_query_entities_paging(entity_store):
 
 
 def test_clean_entity_storage(entity_store):
-    sc, client = entity_store
+    _sc, client = entity_store
     keep = entities.EntityInstanceId("counter", "clean-keep")
     gone = entities.EntityInstanceId("counter", "clean-gone")
     client.signal_entity(keep, "set", 1)

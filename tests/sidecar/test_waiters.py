@@ -73,7 +73,7 @@ def test_200_concurrent_completion_waiters(fresh_sidecar, make_worker, make_clie
 
     states = asyncio.run(scenario())
     assert len(states) == N
-    for iid, state in zip(ids, states):
+    for iid, state in zip(ids, states, strict=True):
         assert state is not None, iid
         assert state.runtime_status == OrchestrationStatus.COMPLETED, (iid, state.runtime_status)
         assert state.get_output() == {"me": iid, "data": iid[-3:]}

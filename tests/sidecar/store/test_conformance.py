@@ -372,7 +372,7 @@ def test_activity_leasing(store_factory: StoreUnderTest) -> None:
         assert found is not None and (found.name, found.lease_owner, found.lease_until) == ("act0", "w1", 1100.0)
         assert await read(store, lambda t: t.find_activity("nope")) is None
         # the lease runs out: the activity is offered again
-        assert [a.name for a in await read(store, lambda t: t.available_activities(1100.5, 10))][0] == "act0"
+        assert (await read(store, lambda t: t.available_activities(1100.5, 10)))[0].name == "act0"
 
         def release(t: StoreTx) -> None:
             a = t.find_activity("tok-a")
@@ -526,7 +526,7 @@ def test_entity_rows_and_paged_queries(store_factory: StoreUnderTest) -> None:
             assert seen == [f"@counter@{n:02d}" for n in range(7)]
             ranged = t.query_entities(None, 1002.0, 1004.0, None, 100)
             assert [e.entity_id for e in ranged] == ["@counter@02", "@counter@03"]
-            assert [e.entity_id for e in t.query_entities(None, None, None, None, 100)][0] == "@cart@a"
+            assert t.query_entities(None, None, None, None, 100)[0].entity_id == "@cart@a"
 
         await read(store, check)
         await tx(store, lambda t: t.delete_entity("@cart@a"))

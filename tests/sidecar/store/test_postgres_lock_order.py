@@ -121,6 +121,14 @@ def test_concurrent_critical_sections_on_two_replicas_never_deadlock(monkeypatch
         for s in sections.values():
             engine.create_instance(tx, fx, instance_id=s.instance_id, name="section", input=None)
 
+    async def lease(store: PostgresStore, owner: str, t: float, want: dict[WorkKind, int]) -> engine.LeasedWork:
+        grant = engine.Lease(owner=owner, now=t, until=t + 600)
+        return await store.run(
+            HUB,
+            lambda tx: engine.lease_work(tx, engine.Effects(), grant, engine.Filters(), want),
+            durable=False,
+        )
+
     async def main() -> dict[str, int]:
         stores = [PostgresStore(url, pool_size=6), PostgresStore(url, pool_size=6)]
         try:
@@ -131,16 +139,9 @@ def test_concurrent_critical_sections_on_two_replicas_never_deadlock(monkeypatch
                 turn += 1
                 t = engine.now()
                 want = {WorkKind.ORCHESTRATION: 8, WorkKind.ENTITY: 8}
-
-                async def lease(store: PostgresStore, n: int) -> engine.LeasedWork:
-                    grant = engine.Lease(owner=f"stream-{turn}-{n}", now=t, until=t + 600)
-                    return await store.run(
-                        HUB,
-                        lambda tx: engine.lease_work(tx, engine.Effects(), grant, engine.Filters(), want),
-                        durable=False,
-                    )
-
-                leased = await asyncio.gather(*(lease(s, n) for n, s in enumerate(stores * 2)))
+                leased = await asyncio.gather(
+                    *(lease(s, f"stream-{turn}-{n}", t, want) for n, s in enumerate(stores * 2))
+                )
                 completions = []
                 for n, work in enumerate(leased):
                     store = stores[(n + 1) % 2]  # completed on the other replica than the one that leased it
