@@ -181,13 +181,13 @@ class SidecarProcess:
                     return
                 except grpc.RpcError as exc:
                     # a busy machine: ask again
-                    if exc.code() in (  # type: ignore[attr-defined]
+                    if exc.code() in (
                         grpc.StatusCode.UNAVAILABLE,
                         grpc.StatusCode.DEADLINE_EXCEEDED,
                     ):
                         time.sleep(0.1)
                         continue
-                    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:  # type: ignore[attr-defined]
+                    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                         return  # --auth-token-file / --auth-jwks: it answers, and asks this token-less probe for one
                     raise RuntimeError(f"sidecar Hello failed: {exc!r}; stderr tail:\n{self.stderr_tail()}") from exc
         finally:
