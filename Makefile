@@ -48,10 +48,11 @@ test-postgresql: $(STAMP)
 	MOORAGE_TEST_STORE=postgresql MOORAGE_LONG_TURNS=400 $(BIN)/python -m pytest -q -ra $(PYTEST_PARALLEL) \
 		tests/sidecar tests/agents tests/gateway
 
-# Guard rails: ruff (lint + format) over the package and bench/, mypy over the package; `make test` runs them first.
+# Guard rails: ruff (lint + format) over the package, bench/ and tests/, mypy over the package and bench/ (and the
+# tests/kit modules bench/ imports); `make test` runs them first.
 lint: $(STAMP)
-	$(BIN)/ruff check moorage bench
-	$(BIN)/ruff format --check moorage bench
+	$(BIN)/ruff check moorage bench tests
+	$(BIN)/ruff format --check moorage bench tests
 	$(BIN)/mypy
 
 # The fast layer only (engine, store conformance, pure units; no server, no gRPC): seconds.

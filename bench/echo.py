@@ -25,7 +25,7 @@ from bench import procs
 METHOD = "/moorage.bench.Echo/Echo"
 
 
-def _handler(behaviour):  # type: ignore[no-untyped-def]
+def _handler(behaviour):
     return grpc.method_handlers_generic_handler(
         "moorage.bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(behaviour)}
     )
@@ -70,7 +70,7 @@ def drive(port: int, proc: procs.ManagedProcess, calls: int, threads: int) -> tu
     channel."""
     payload = os.urandom(100)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        echo = channel.unary_unary(METHOD)
+        echo: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(METHOD)
         grpc.channel_ready_future(channel).result(timeout=30)
         for _ in range(50):
             echo(payload, timeout=10)

@@ -14,7 +14,7 @@ from pathlib import Path
 BANNER = "instant OpenAI-compatible server on "
 
 
-class _Discard(list):  # type: ignore[type-arg]
+class _Discard(list[object]):
     """A request log that keeps nothing (a long run must not hold every request body)."""
 
     def append(self, item: object) -> None:

@@ -73,7 +73,7 @@ class DelayProxy:
             sender.cancel()
 
 
-async def _measure(store, mode: str, ids: list[str], readers: int, seconds: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
+async def _measure(store, mode: str, ids: list[str], readers: int, seconds: float) -> dict[str, float]:
     from moorage.sidecar import engine
 
     if mode == "loop":
@@ -139,7 +139,7 @@ async def main() -> None:
         ids = [f"i{k}" for k in range(200)]
         seed = PostgresStore(url)
 
-        def create(tx) -> None:  # type: ignore[no-untyped-def]
+        def create(tx) -> None:
             for iid in ids:
                 engine.create_instance(tx, engine.Effects(), instance_id=iid, name="orch", input=None)
 

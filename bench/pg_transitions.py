@@ -37,6 +37,28 @@ _empty = [0]  # leases that found nothing (another loop held every item): report
 _completed: dict[str, int] = {}  # activities completed per instance: what the orchestrator "sees" in its history
 
 
+# One coroutine per transition, so that each transaction closes over a parameter, not a loop variable (a lambda's
+# default arguments, the other way to bind one, leave mypy unable to type it against Store.run).
+async def _lease(store: Store, lease: Lease) -> engine.LeasedWork:
+    # whatever is next, of any instance (a filter on nothing but this loop's instance would not be realistic;
+    # leasing "whatever is next" lets streams take each other's instances, as the sidecar's streams do)
+    return await store.run(
+        HUB,
+        lambda tx: engine.lease_work(
+            tx, engine.Effects(), lease, Filters(), {WorkKind.ORCHESTRATION: 1, WorkKind.ACTIVITY: 1}
+        ),
+        durable=False,
+    )
+
+
+async def _complete_orchestration(store: Store, res: pb.OrchestratorResponse) -> None:
+    await store.run(HUB, lambda tx: engine.complete_orchestration(tx, engine.Effects(), res))
+
+
+async def _complete_activity(store: Store, res: pb.ActivityResponse) -> None:
+    await store.run(HUB, lambda tx: engine.complete_activity(tx, engine.Effects(), res))
+
+
 async def _one_instance(store: Store, owner: str) -> int:
     """Start one hello_cities instance and work (any instance's items) until it is finished; returns the
     activities this loop ran."""
@@ -47,16 +69,7 @@ async def _one_instance(store: Store, owner: str) -> int:
     done = 0
     while True:
         t = time.time()
-        lease = Lease(owner, t, t + 30)
-        # the instance's own orchestration work (a filter on nothing but this instance would not be realistic;
-        # leasing "whatever is next" lets streams take each other's instances, as the sidecar's streams do)
-        work = await store.run(
-            HUB,
-            lambda tx, lease=lease: engine.lease_work(
-                tx, engine.Effects(), lease, Filters(), {WorkKind.ORCHESTRATION: 1, WorkKind.ACTIVITY: 1}
-            ),
-            durable=False,
-        )
+        work = await _lease(store, Lease(owner, t, t + 30))
         for item in work.orchestrations:
             steps = _completed.get(item.row.instance_id, 0)
             res = pb.OrchestratorResponse(instanceId=item.row.instance_id, completionToken=item.row.lease_token)
@@ -75,15 +88,15 @@ async def _one_instance(store: Store, owner: str) -> int:
                         ),
                     )
                 )
-            await store.run(HUB, lambda tx, res=res: engine.complete_orchestration(tx, engine.Effects(), res))
+            await _complete_orchestration(store, res)
         for act in work.activities:
-            res = pb.ActivityResponse(
+            ares = pb.ActivityResponse(
                 instanceId=act.instance_id,
                 taskId=act.task_id,
                 completionToken=act.lease_token,
                 result=sv(f'"Hello {act.input}!"'),
             )
-            await store.run(HUB, lambda tx, res=res: engine.complete_activity(tx, engine.Effects(), res))
+            await _complete_activity(store, ares)
             _completed[act.instance_id] = _completed.get(act.instance_id, 0) + 1
             done += 1
         row = await store.read(HUB, lambda tx: engine.get_instance(tx, iid))  # the client's poll

@@ -57,7 +57,7 @@ class ManagedProcess(_kit.ManagedProcess):
     def alive(self) -> bool:
         return self.is_running()
 
-    def stop(self, timeout: float = 5.0) -> int | None:  # type: ignore[override]
+    def stop(self, timeout: float = 5.0) -> int | None:
         if self.profiled and self.is_running():
             # py-spy writes its output on SIGINT; give it time to fold the stacks.
             self._signal_group(signal.SIGINT)

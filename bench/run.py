@@ -158,6 +158,7 @@ class Target:
                     from tests.kit.postgres import PostgresServer
 
                     self.pg = PostgresServer()
+                if self.pg_store is None:
                     self.pg_store = self.pg.create_database()
                 store = self.pg_store
             return [
@@ -205,7 +206,8 @@ class Target:
 def parse_targets() -> list[Target]:
     keys = [k.strip() for k in _env("BENCH_TARGETS", "moorage,inmemory").split(",") if k.strip()]
     pretty = {"moorage": "moorage", "inmemory": "in-memory"}
-    targets, seen = [], {}
+    targets: list[Target] = []
+    seen: dict[str, int] = {}
     for spec in keys:
         k, _, src = spec.partition("=")
         store_base = None
@@ -250,7 +252,7 @@ def parse_targets() -> list[Target]:
 class RunRecord:
     m: Measurement
     cpu: dict[str, float]  # role -> CPU seconds used during the run
-    sql: dict[str, int] | None = None  # BENCH_SQLTRACE: statements by kind during the run
+    sql: dict[str, int] = field(default_factory=dict)  # BENCH_SQLTRACE: statements by kind (empty: not traced)
 
 
 @dataclass
@@ -415,7 +417,7 @@ class Session:
     def _check_alive(self) -> None:
         for p in (*self.backends, *self.workers):
             if not p.alive():
-                self._kill(f"{p.name} died (exit code {p.proc.returncode}); log tail:\n{p.log_tail()}")
+                self._kill(f"{p.name} died (exit code {p.returncode}); log tail:\n{p.log_tail()}")
                 return
 
     def _fail(self, w: Workload, e: Exception) -> None:
@@ -432,6 +434,7 @@ class Session:
     def warmup(self, w: Workload) -> None:
         if not self.usable(w):
             return
+        assert self.ctx is not None  # usable: start() made it (or marked the session dead)
         try:
             w.warmup(self.ctx)
         except Exception as e:  # a failed workload is reported, and the run exits non-zero
@@ -458,7 +461,7 @@ class Session:
     def run_once(self, w: Workload, i: int, repeats: int) -> None:
         if not self.usable(w):
             return
-        assert self.backends and self.workers
+        assert self.backends and self.workers and self.ctx is not None
         try:
             sql0 = self._sql_snapshot()
             cpu0 = self._cpu()
@@ -468,7 +471,7 @@ class Session:
         except Exception as e:
             self._fail(w, e)
             return
-        sql = None
+        sql: dict[str, int] = {}  # a traced run always runs statements (its commits at least)
         if sql0 is not None and sql1 is not None:
             sql = {k: v - sql0.get(k, 0) for k, v in sql1.items() if v - sql0.get(k, 0)}
         rec = RunRecord(m, {k: cpu1[k] - cpu0[k] for k in cpu0}, sql)
@@ -567,7 +570,7 @@ def environment(targets: list[Target], workloads: list[Workload]) -> list[str]:
     except Exception:
         commit = "?"
     try:
-        affinity = len(os.sched_getaffinity(0))
+        affinity: int | None = len(os.sched_getaffinity(0))
     except AttributeError:
         affinity = os.cpu_count()
     conc = default_concurrency()
@@ -674,7 +677,7 @@ def sql_report(
     out = []
     for t in targets:
         for w in workloads:
-            runs = [r for r in results[t.label][w.name].runs if r.sql is not None]
+            runs = [r for r in results[t.label][w.name].runs if r.sql]
             if not runs:
                 continue
             unit = w.metrics[-1]

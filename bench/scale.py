@@ -30,39 +30,49 @@ def _serialize(item: object) -> bytes:
     return item if isinstance(item, bytes) else item.SerializeToString()  # type: ignore[attr-defined]
 
 
+# The transactions below close over the parameters of small coroutines, not over loop variables: a lambda's
+# default arguments (the other way to bind them) leave mypy unable to type it against Store.run.
 async def dispatch_cost(store: SqliteStore, sizes: tuple[int, ...] = (10, 100, 1000, 5000)) -> None:
     for size in sizes:
-        iid = f"hist-{size}"
-        fx = engine.Effects()
-        await store.run(
-            HUB, lambda tx, fx=fx, iid=iid: engine.create_instance(tx, fx, instance_id=iid, name="o", input=None)
-        )
-        history = [
-            event(event_id=i, taskScheduled=pb.TaskScheduledEvent(name="act", input=sv(f'"payload-{i}"')))
-            for i in range(size)
-        ]
-        await store.run(HUB, lambda tx, iid=iid, history=history: tx.append_history(iid, history))
-        samples, size_bytes = [], 0
-        for _ in range(7):
-            t = time.time()
-            c0 = time.process_time()
-            items = await store.run(
-                HUB,
-                lambda tx, t=t: engine.lease_orchestrations(
-                    tx, engine.Effects(), Lease("bench", t, t + 10), Filters(), 1
-                ),
-                durable=False,
-            )
-            (item,) = items
-            size_bytes = len(_serialize(next(service._work_items(engine.LeasedWork([item], [], [])))))
-            samples.append(time.process_time() - c0)
-            token = item.row.lease_token
-            await store.run(
-                HUB, lambda tx, token=token: engine.abandon_orchestration(tx, engine.Effects(), token), durable=False
-            )
-        await store.run(HUB, lambda tx, iid=iid: tx.delete_instance(iid))
+        samples, size_bytes = await _dispatch_samples(store, size)
         samples.sort()
         print(f"dispatch, history {size:5d} events: {1e3 * samples[3]:6.2f} ms CPU ({size_bytes} bytes)")
+
+
+async def _dispatch_samples(store: SqliteStore, size: int) -> tuple[list[float], int]:
+    """Seven dispatches of one instance with ``size`` history events: the CPU seconds of each, the work item's size."""
+    iid = f"hist-{size}"
+    fx = engine.Effects()
+    await store.run(HUB, lambda tx: engine.create_instance(tx, fx, instance_id=iid, name="o", input=None))
+    history = [
+        event(event_id=i, taskScheduled=pb.TaskScheduledEvent(name="act", input=sv(f'"payload-{i}"')))
+        for i in range(size)
+    ]
+    await store.run(HUB, lambda tx: tx.append_history(iid, history))
+    samples, size_bytes = [], 0
+    for _ in range(7):
+        cpu, size_bytes = await _dispatch_once(store)
+        samples.append(cpu)
+    await store.run(HUB, lambda tx: tx.delete_instance(iid))
+    return samples, size_bytes
+
+
+async def _dispatch_once(store: SqliteStore) -> tuple[float, int]:
+    """Lease the one instance and build its work item (CPU seconds, bytes), then give the lease back."""
+    t = time.time()
+    c0 = time.process_time()
+    items = await store.run(
+        HUB,
+        lambda tx: engine.lease_orchestrations(tx, engine.Effects(), Lease("bench", t, t + 10), Filters(), 1),
+        durable=False,
+    )
+    (item,) = items
+    size_bytes = len(_serialize(next(service._work_items(engine.LeasedWork([item], [], [])))))
+    cpu = time.process_time() - c0
+    token = item.row.lease_token
+    assert token is not None  # a leased row carries its lease's token
+    await store.run(HUB, lambda tx: engine.abandon_orchestration(tx, engine.Effects(), token), durable=False)
+    return cpu, size_bytes
 
 
 async def grown_store_costs(store: SqliteStore, entities: int = 10_000, instances: int = 100_000) -> None:
@@ -83,9 +93,13 @@ async def grown_store_costs(store: SqliteStore, entities: int = 10_000, instance
 
     await store.run(HUB, fill)
     n = 50
+
+    async def release_locks_of(instance_id: str) -> None:
+        await store.run(HUB, lambda tx: engine._release_locks_of(tx, engine.Effects(), instance_id))
+
     t0 = time.perf_counter()
     for i in range(n):
-        await store.run(HUB, lambda tx, i=i: engine._release_locks_of(tx, engine.Effects(), f"x{i}"))
+        await release_locks_of(f"x{i}")
     t1 = time.perf_counter()
     for _ in range(n):
         await store.run(HUB, lambda tx: tx.renew_leases(["default/bench"], time.time() + 10), durable=False)

@@ -47,7 +47,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -600,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="moorage-scale-"))
     t0 = time.perf_counter()
     failed: list[str] = []
-    steps = {
+    steps: dict[str, Callable[[], dict[str, Any]]] = {
         "store": lambda: {
             "store": store_growth(
                 workdir,

@@ -62,7 +62,7 @@ def _install() -> None:
         db.set_trace_callback(_trace)
         return db
 
-    sqlite3.connect = connect  # type: ignore[assignment]
+    sqlite3.connect = connect
 
 
 ROUND_TRIPS = "~round trips"

@@ -46,7 +46,14 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     ),
 }
 EVERYWHERE = ("moorage.__version__",)
-SHARED = ("moorage._sdk", "moorage._proto", "moorage.connection", "moorage.listeners", "moorage.logs", "moorage.shutdown")
+SHARED = (
+    "moorage._sdk",
+    "moorage._proto",
+    "moorage.connection",
+    "moorage.listeners",
+    "moorage.logs",
+    "moorage.shutdown",
+)
 
 
 def _module_of(path: Path) -> list[str]:

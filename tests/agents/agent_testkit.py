@@ -19,6 +19,7 @@ from typing import Any
 # Scripted OpenAI-compatible server
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def call(name: str, arguments: dict[str, Any] | str | None = None, id: str | None = None) -> dict[str, Any]:
     """A scripted tool call."""
     return {"name": name, "arguments": arguments if arguments is not None else {}, "id": id}
@@ -46,7 +47,7 @@ class ScriptedLLM:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 if not self.path.rstrip("/").endswith("/chat/completions"):
@@ -63,8 +64,12 @@ class ScriptedLLM:
             def _send_stream(self, payload: dict[str, Any], include_usage: bool) -> None:
                 """The completion as Server-Sent Events, in the chunk shapes the OpenAI API streams."""
                 message = payload["choices"][0]["message"]
-                base = {"id": payload["id"], "object": "chat.completion.chunk", "created": payload["created"],
-                        "model": payload["model"]}
+                base = {
+                    "id": payload["id"],
+                    "object": "chat.completion.chunk",
+                    "created": payload["created"],
+                    "model": payload["model"],
+                }
 
                 def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
                     return dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": finish}])
@@ -72,14 +77,25 @@ class ScriptedLLM:
                 events = [chunk({"role": "assistant", "content": ""})]
                 text = message.get("content") or ""
                 for i in range(0, len(text), 7):
-                    events.append(chunk({"content": text[i:i + 7]}))
+                    events.append(chunk({"content": text[i : i + 7]}))
                 for n, call in enumerate(message.get("tool_calls") or []):
                     args = call["function"]["arguments"]
-                    events.append(chunk({"tool_calls": [{"index": n, "id": call["id"], "type": "function",
-                                                         "function": {"name": call["function"]["name"],
-                                                                      "arguments": ""}}]}))
+                    events.append(
+                        chunk(
+                            {
+                                "tool_calls": [
+                                    {
+                                        "index": n,
+                                        "id": call["id"],
+                                        "type": "function",
+                                        "function": {"name": call["function"]["name"], "arguments": ""},
+                                    }
+                                ]
+                            }
+                        )
+                    )
                     for i in range(0, len(args), 5):
-                        events.append(chunk({"tool_calls": [{"index": n, "function": {"arguments": args[i:i + 5]}}]}))
+                        events.append(chunk({"tool_calls": [{"index": n, "function": {"arguments": args[i : i + 5]}}]}))
                 events.append(chunk({}, payload["choices"][0]["finish_reason"]))
                 if include_usage:
                     events.append(dict(base, choices=[], usage=payload["usage"]))
@@ -112,8 +128,15 @@ class ScriptedLLM:
         self.server.shutdown()
         self.server.server_close()
 
-    def add(self, text: str | None = None, *, tool_calls: list[dict[str, Any]] | None = None, json: Any = None,
-            status: int = 200, delay: float = 0.0) -> ScriptedLLM:
+    def add(
+        self,
+        text: str | None = None,
+        *,
+        tool_calls: list[dict[str, Any]] | None = None,
+        json: Any = None,
+        status: int = 200,
+        delay: float = 0.0,
+    ) -> ScriptedLLM:
         spec: dict[str, Any] = {"status": status, "delay": delay}
         if json is not None:
             import json as _json
@@ -151,10 +174,15 @@ class ScriptedLLM:
             with self.lock:
                 self.rejected += 1
             n = self.prompt_tokens(body)
-            return 400, {"error": {
-                "message": f"This model's maximum context length is {self.context_limit} tokens. However, your "
-                           f"messages resulted in {n} tokens. Please reduce the length of the messages.",
-                "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
+            return 400, {
+                "error": {
+                    "message": f"This model's maximum context length is {self.context_limit} tokens. However, your "
+                    f"messages resulted in {n} tokens. Please reduce the length of the messages.",
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded",
+                }
+            }
         with self.lock:
             self.requests.append(body)
             spec = self.queue.pop(0) if self.queue else None
@@ -163,29 +191,38 @@ class ScriptedLLM:
             if spec is not None:
                 spec = {"status": 200, "delay": 0.0, "tool_calls": [], **spec}
         if spec is None:
-            return 500, {"error": {"message": "scripted LLM: no reply scripted for this request",
-                                   "type": "server_error"}}
+            return 500, {
+                "error": {"message": "scripted LLM: no reply scripted for this request", "type": "server_error"}
+            }
         if spec.get("delay"):
             time.sleep(spec["delay"])
         if spec["status"] != 200:
-            return spec["status"], {"error": {"message": f"scripted failure {spec['status']}",
-                                              "type": "server_error"}}
+            return spec["status"], {"error": {"message": f"scripted failure {spec['status']}", "type": "server_error"}}
         calls = []
         for c in spec.get("tool_calls") or []:
             with self.lock:
                 self._ids += 1
                 n = self._ids
             args = c.get("arguments")
-            calls.append({"id": c.get("id") or f"call_{n}", "type": "function",
-                          "function": {"name": c["name"],
-                                       "arguments": args if isinstance(args, str) else json.dumps(args or {})}})
+            calls.append(
+                {
+                    "id": c.get("id") or f"call_{n}",
+                    "type": "function",
+                    "function": {
+                        "name": c["name"],
+                        "arguments": args if isinstance(args, str) else json.dumps(args or {}),
+                    },
+                }
+            )
         message: dict[str, Any] = {"role": "assistant", "content": spec.get("text")}
         if calls:
             message["tool_calls"] = calls
         prompt = sum(len(json.dumps(m.get("content") or "")) for m in body.get("messages", [])) // 4 + 1
         completion = len(spec.get("text") or "") // 4 + 1
         return 200, {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:8]}", "object": "chat.completion", "created": int(time.time()),
+            "id": f"chatcmpl-{uuid.uuid4().hex[:8]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
             "model": body.get("model") or "scripted",
             "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},

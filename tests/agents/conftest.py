@@ -21,8 +21,9 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 @pytest.fixture(scope="session")
 def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarProcess]:
-    proc = SidecarProcess(tmp_path_factory.mktemp("agents-backend"), lease_seconds=3,
-                          extra_args=["--log-level", "warning"])
+    proc = SidecarProcess(
+        tmp_path_factory.mktemp("agents-backend"), lease_seconds=3, extra_args=["--log-level", "warning"]
+    )
     proc.start()
     try:
         yield proc
@@ -57,8 +58,13 @@ class Workers:
         self.started: list[AgentWorker] = []
 
     def __call__(self, agents: Any = (), *, start: bool = True) -> AgentWorker:
-        worker = AgentWorker(agents=agents, connection_string=self.cs, logger=SDK_LOGGER,
-                             channel_options=CHANNEL_OPTIONS, resiliency_options=WORKER_RESILIENCY)
+        worker = AgentWorker(
+            agents=agents,
+            connection_string=self.cs,
+            logger=SDK_LOGGER,
+            channel_options=CHANNEL_OPTIONS,
+            resiliency_options=WORKER_RESILIENCY,
+        )
         self.started.append(worker)
         if start:
             worker.start()

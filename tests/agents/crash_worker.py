@@ -1,8 +1,9 @@
 """A worker process for the SIGKILL-mid-turn test.
 
 Hosts the agent ``Booker`` with two tools that log every execution (with its idempotency key) to files in
-``--dir`` (with ``--mcp-log``, also the tools of the MCP server :mod:`mcp_server`, over stdio). ``charge_card`` blocks forever on its first execution (after creating ``charge_card.blocked``) so the
-test can SIGKILL this process in the middle of the turn; on later executions it returns at once.
+``--dir`` (with ``--mcp-log``, also the tools of the MCP server :mod:`mcp_server`, over stdio). ``charge_card``
+blocks forever on its first execution (after creating ``charge_card.blocked``) so the test can SIGKILL this process
+in the middle of the turn; on later executions it returns at once.
 """
 
 from __future__ import annotations
@@ -62,12 +63,21 @@ def main() -> int:
     model = OpenAIChatModel(model="scripted-model", base_url=args.base_url, api_key="test", max_retries=0)
     tools: list[Any] = [reserve_table, charge_card]
     if args.mcp_log:
-        tools.append(McpServer(command=sys.executable, args=[str(Path(__file__).with_name("mcp_server.py")), "stdio"],
-                               env={"MCP_TEST_LOG": args.mcp_log}))
+        tools.append(
+            McpServer(
+                command=sys.executable,
+                args=[str(Path(__file__).with_name("mcp_server.py")), "stdio"],
+                env={"MCP_TEST_LOG": args.mcp_log},
+            )
+        )
     context = ContextPolicy(max_tokens=args.context_tokens) if args.context_tokens else DEFAULT_POLICY
     agent = Agent(name=args.agent, instructions="You book dinners.", model=model, tools=tools, context=context)
-    worker = AgentWorker([agent], connection_string=args.connection_string, channel_options=CHANNEL_OPTIONS,
-                         resiliency_options=WORKER_RESILIENCY)
+    worker = AgentWorker(
+        [agent],
+        connection_string=args.connection_string,
+        channel_options=CHANNEL_OPTIONS,
+        resiliency_options=WORKER_RESILIENCY,
+    )
     (directory / f"worker-{os.getpid()}.ready").write_text("ok")
     worker.run()
     return 0

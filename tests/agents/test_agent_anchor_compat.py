@@ -80,7 +80,9 @@ def test_anchor_fire_and_forget_and_reset(workers, client, llm, model, cs):
         session = DurableAgentSession(durable_session_id=AgentSessionId(name=agent.name, key=key))
         ack = af.get_agent(agent.name).run("background job", session=session, options={"wait_for_response": False})
         assert "accepted" in ack.text.lower()
-        wait_until(lambda: (client.get_session(agent.name, key) or None) and client.get_session(agent.name, key).turns == 1)
+        wait_until(
+            lambda: (client.get_session(agent.name, key) or None) and client.get_session(agent.name, key).turns == 1
+        )
         sdk.signal_entity(EntityInstanceId(f"dafx-{agent.name}", key), "reset")
         wait_until(lambda: client.get_session(agent.name, key).turns == 0)
         assert client.run(agent.name, "after reset", session=key, timeout=30).text == "1 in context"

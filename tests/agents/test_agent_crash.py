@@ -26,12 +26,27 @@ from moorage.agents import Agent, AgentClient, AgentWorker
 HERE = Path(__file__).resolve().parent
 
 pytestmark = pytest.mark.skipif(
-    IS_INMEMORY, reason="the in-memory backend has no work-item leases: a killed worker's activity is lost")
+    IS_INMEMORY, reason="the in-memory backend has no work-item leases: a killed worker's activity is lost"
+)
 
 
 def start_worker(cs: str, base_url: str, directory: Path, agent: str, *extra: str) -> ManagedProcess:
-    return ManagedProcess([PYTHON, HERE / "crash_worker.py", "--connection-string", cs, "--base-url", base_url,
-                           "--dir", str(directory), "--agent", agent, *extra], directory / "worker.log").start()
+    return ManagedProcess(
+        [
+            PYTHON,
+            HERE / "crash_worker.py",
+            "--connection-string",
+            cs,
+            "--base-url",
+            base_url,
+            "--dir",
+            str(directory),
+            "--agent",
+            agent,
+            *extra,
+        ],
+        directory / "worker.log",
+    ).start()
 
 
 def diagnose(client, handle, directory: Path, what: str, backend=None) -> str:
@@ -39,8 +54,10 @@ def diagnose(client, handle, directory: Path, what: str, backend=None) -> str:
     parts = [what]
     try:
         st = client.get_orchestration(handle.instance_id)
-        parts.append(f"turn {handle.instance_id}: {st.runtime_status if st else 'does not exist'}"
-                     f"{' ' + str(st.failure_details) if st and st.failure_details else ''}")
+        parts.append(
+            f"turn {handle.instance_id}: {st.runtime_status if st else 'does not exist'}"
+            f"{' ' + str(st.failure_details) if st and st.failure_details else ''}"
+        )
         info = client.get_session(handle.agent_name, handle.session_id)
         parts.append(f"session: {info.state if info else None}")
     except Exception as exc:  # the backend may be down
@@ -67,8 +84,11 @@ def test_sigkill_mid_turn_repeats_no_completed_call(cs, client, llm, tmp_path):
         procs.append(start_worker(cs, llm.base_url, tmp_path, agent))
         handle = client.start_run(agent, "Book dinner for two at The Anchor and pay the deposit.")
         # The turn reaches the second tool call, which blocks: kill -9 the worker there.
-        wait_until(lambda: (tmp_path / "charge_card.blocked").exists(), timeout=60,
-                   message=lambda: diagnose(client, handle, tmp_path, "the turn never reached charge_card"))
+        wait_until(
+            lambda: (tmp_path / "charge_card.blocked").exists(),
+            timeout=60,
+            message=lambda: diagnose(client, handle, tmp_path, "the turn never reached charge_card"),
+        )
         procs[0].kill()
         assert llm.count == 2
         assert len(lines(tmp_path / "reserve_table.log")) == 1
@@ -79,7 +99,7 @@ def test_sigkill_mid_turn_repeats_no_completed_call(cs, client, llm, tmp_path):
         try:
             response = client.wait_for_response(handle, timeout=60)
         except Exception as exc:
-            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}"))
+            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}")) from exc
         assert response.text == "Booked The Anchor for two and charged 42.00."
 
         # Nothing that completed ran again: one request per scripted reply, one reservation.
@@ -115,15 +135,18 @@ def test_sigkill_after_an_mcp_tool_call_does_not_repeat_it(cs, client, llm, tmp_
     try:
         procs.append(start_worker(cs, llm.base_url, tmp_path, agent, "--mcp-log", str(mcp_log)))
         handle = client.start_run(agent, "Note the booking, then pay the deposit.")
-        wait_until(lambda: (tmp_path / "charge_card.blocked").exists(), timeout=60,
-                   message=lambda: diagnose(client, handle, tmp_path, "the turn never reached charge_card"))
+        wait_until(
+            lambda: (tmp_path / "charge_card.blocked").exists(),
+            timeout=60,
+            message=lambda: diagnose(client, handle, tmp_path, "the turn never reached charge_card"),
+        )
         procs[0].kill()
         assert len(lines(mcp_log)) == 1
         procs.append(start_worker(cs, llm.base_url, tmp_path, agent, "--mcp-log", str(mcp_log)))
         try:
             response = client.wait_for_response(handle, timeout=60)
         except Exception as exc:
-            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}"))
+            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}")) from exc
         assert response.text == "Noted and charged."
         # The completed MCP call was not made again; its key was the turn's, as for a Python tool.
         calls = [__import__("json").loads(line) for line in lines(mcp_log)]
@@ -174,8 +197,11 @@ def test_sigkill_after_a_summary_does_not_summarise_again(cs, client, llm, tmp_p
         handle = None
         for i in range(40):
             handle = client.start_run(agent, f"Request {i}{padding}.", session=session)
-            wait_until(lambda: blocked.is_set() or _finished(client, handle),
-                       timeout=60, message=lambda: diagnose(client, handle, tmp_path, "turn stuck"))
+            wait_until(
+                lambda h=handle: blocked.is_set() or _finished(client, h),
+                timeout=60,
+                message=lambda h=handle: diagnose(client, h, tmp_path, "turn stuck"),
+            )
             if blocked.is_set():
                 break
         assert blocked.is_set(), "the conversation never needed a summary"
@@ -187,7 +213,7 @@ def test_sigkill_after_a_summary_does_not_summarise_again(cs, client, llm, tmp_p
         try:
             response = client.wait_for_response(handle, timeout=60)
         except Exception as exc:
-            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}"))
+            raise AssertionError(diagnose(client, handle, tmp_path, f"no response after the restart: {exc!r}")) from exc
         assert response.text == "Noted."
         assert seen["summaries"] == 1  # not summarised again
         assert seen["normal"] == normal_before + 1  # only the interrupted model call ran again
@@ -208,10 +234,17 @@ def test_conversation_survives_a_sidecar_kill(tmp_path, llm, model):
     client = None
     try:
         agent = Agent(name=uid("Survivor"), model=model)
-        llm.responder = lambda body: {"text": f"answer {sum(1 for m in body['messages'] if m['role'] == 'user')}",
-                                      "delay": 0.3}
-        worker = AgentWorker([agent], connection_string=sidecar.connection_string, logger=SDK_LOGGER,
-                             channel_options=CHANNEL_OPTIONS, resiliency_options=WORKER_RESILIENCY).start()
+        llm.responder = lambda body: {
+            "text": f"answer {sum(1 for m in body['messages'] if m['role'] == 'user')}",
+            "delay": 0.3,
+        }
+        worker = AgentWorker(
+            [agent],
+            connection_string=sidecar.connection_string,
+            logger=SDK_LOGGER,
+            channel_options=CHANNEL_OPTIONS,
+            resiliency_options=WORKER_RESILIENCY,
+        ).start()
         client = AgentClient(sidecar.connection_string)
         session = uid("s")
         assert client.run(agent.name, "one", session=session, timeout=30).text == "answer 1"
@@ -225,8 +258,9 @@ def test_conversation_survives_a_sidecar_kill(tmp_path, llm, model):
             assert client.wait_for_response(h2, timeout=60).text == "answer 2"
             assert client.wait_for_response(h3, timeout=60).text == "answer 3"
         except Exception as exc:
-            raise AssertionError(diagnose(client, h2, tmp_path, f"turns lost after the sidecar restart: {exc!r}",
-                                          sidecar))
+            raise AssertionError(
+                diagnose(client, h2, tmp_path, f"turns lost after the sidecar restart: {exc!r}", sidecar)
+            ) from exc
         info = client.get_session(agent.name, session)
         assert info.turns == 3
         assert [e["$type"] for e in info.conversation_history] == ["request", "response"] * 3

@@ -11,10 +11,21 @@ from kit import IS_INMEMORY, PYTHON, REPO_ROOT, die_with_parent
 
 @pytest.mark.skipif(IS_INMEMORY, reason="the demo always starts the real sidecar")
 def test_demo_runs_a_conversation_on_the_embedded_sidecar():
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "AZURE_OPENAI_", "MOORAGE_", "DURABLE_TASK_SCHEDULER"))}
-    proc = subprocess.run([PYTHON, "-m", "moorage.demo"], cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=120, preexec_fn=die_with_parent)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "AZURE_OPENAI_", "MOORAGE_", "DURABLE_TASK_SCHEDULER"))
+    }
+    proc = subprocess.run(
+        [PYTHON, "-m", "moorage.demo"],
+        cwd=str(REPO_ROOT),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=die_with_parent,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert out.count("Joker: [offline model]") == 3

@@ -24,8 +24,15 @@ def responder(body: dict) -> dict:
             return {"text": json.dumps({"department": dept, "reason": f"looks like a {dept} issue"})}
         if name == "SpamResult":
             spam = "WON" in user
-            return {"text": json.dumps({"is_spam": spam, "confidence": 0.97 if spam else 0.1,
-                                        "reason": "prize scam" if spam else "normal business email"})}
+            return {
+                "text": json.dumps(
+                    {
+                        "is_spam": spam,
+                        "confidence": 0.97 if spam else 0.1,
+                        "reason": "prize scam" if spam else "normal business email",
+                    }
+                )
+            }
         if name == "EmailReply":
             return {"text": json.dumps({"subject": "Re: Meeting next week", "body": "Wednesday at 10 works for me."})}
         raise AssertionError(f"unexpected schema {name}")
@@ -37,18 +44,27 @@ def responder(body: dict) -> dict:
 def run_example(name: str, cs: str, llm, *args: str, timeout: float = 90) -> str:
     llm.responder = responder
     env = dict(os.environ)
-    env.update({
-        "DURABLE_TASK_SCHEDULER_CONNECTION_STRING": cs,
-        "OPENAI_BASE_URL": llm.base_url,
-        "OPENAI_API_KEY": "test-key",
-        "OPENAI_MODEL": "scripted-model",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "DURABLE_TASK_SCHEDULER_CONNECTION_STRING": cs,
+            "OPENAI_BASE_URL": llm.base_url,
+            "OPENAI_API_KEY": "test-key",
+            "OPENAI_MODEL": "scripted-model",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     for key in ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_DEPLOYMENT_NAME", "AZURE_OPENAI_API_KEY"):
         env.pop(key, None)
-    proc = subprocess.run([PYTHON, str(EXAMPLES / name), *args], env=env, cwd=str(REPO_ROOT),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=die_with_parent)
+    proc = subprocess.run(
+        [PYTHON, str(EXAMPLES / name), *args],
+        env=env,
+        cwd=str(REPO_ROOT),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=die_with_parent,
+    )
     assert proc.returncode == 0, f"{name} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc.stdout
 
@@ -60,8 +76,14 @@ def test_example_joker_multi_turn(cs, llm):
     assert "3 turns stored" in out
     assert llm.count == 3
     # The third call carried the whole conversation.
-    assert [m["role"] for m in llm.requests[2]["messages"]] == ["system", "user", "assistant", "user", "assistant",
-                                                                "user"]
+    assert [m["role"] for m in llm.requests[2]["messages"]] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
 
 
 def test_example_routing(cs, llm):
@@ -100,10 +122,13 @@ def test_example_spam_detection(cs, llm):
     assert llm.count == 3
 
 
-@pytest.mark.parametrize("decision,expected,calls", [
-    ("approve", "Result: published after 0 revision(s)", 1),
-    ("reject", "Result: published after 1 revision(s)", 2),
-])
+@pytest.mark.parametrize(
+    "decision,expected,calls",
+    [
+        ("approve", "Result: published after 0 revision(s)", 1),
+        ("reject", "Result: published after 1 revision(s)", 2),
+    ],
+)
 def test_example_content_approval(cs, llm, decision, expected, calls):
     out = run_example("content_approval.py", cs, llm, "--decision", decision)
     assert "awaiting approval" in out

@@ -30,6 +30,7 @@ def _sdk(cs: str) -> Any:
 
 def _seed(workers: Any, cs: str, agent_name: str, key: str, state: dict[str, Any]) -> None:
     """Write ``state`` as the session's entity state with an entity function that is not Moorage's."""
+
     def foreign_writer(ctx: Any, input: Any) -> None:
         ctx.set_state(input)
 
@@ -81,8 +82,9 @@ def _chat(body: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def test_a_dotnet_session_in_schema_1_2_0_is_read_and_written_back_as_1_1_0(workers: Any, llm: Any, model: Any,
-                                                                            cs: str) -> None:
+def test_a_dotnet_session_in_schema_1_2_0_is_read_and_written_back_as_1_1_0(
+    workers: Any, llm: Any, model: Any, cs: str
+) -> None:
     from agent_framework_durabletask import DurableAgentState
 
     fixture = json.loads((FIXTURES / "session-1.2.0-dotnet.json").read_text())
@@ -92,9 +94,17 @@ def test_a_dotnet_session_in_schema_1_2_0_is_read_and_written_back_as_1_1_0(work
     workers([agent])
     llm.add("Your name is Grace.")
     # .NET's entity operation name and RunRequest shape
-    state = _turn(cs, agent.name, key, "Run", {
-        "messages": [{"role": "user", "contents": [{"$type": "text", "text": "What is my name?"}]}],
-        "correlationId": "net-c2", "enableToolCalls": True})
+    state = _turn(
+        cs,
+        agent.name,
+        key,
+        "Run",
+        {
+            "messages": [{"role": "user", "contents": [{"$type": "text", "text": "What is my name?"}]}],
+            "correlationId": "net-c2",
+            "enableToolCalls": True,
+        },
+    )
     assert _chat(llm.requests[0]) == [
         ("system", "You remember names."),
         ("user", "My name is Grace and I like sailors."),
@@ -135,10 +145,21 @@ def test_a_python_session_in_schema_1_1_0_is_read(workers: Any, llm: Any, model:
     assert state["data"]["conversationHistory"][:2] == fixture["data"]["conversationHistory"]
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("run", "run"), ("Run", "run"), ("RUN", "run"), ("RunAgent", "run"), ("Reset", "reset"), ("DELETE", "delete"),
-    ("Get", "get"), ("_Complete", "_complete"), ("frobnicate", "frobnicate"), ("", ""), (None, ""),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("run", "run"),
+        ("Run", "run"),
+        ("RUN", "run"),
+        ("RunAgent", "run"),
+        ("Reset", "reset"),
+        ("DELETE", "delete"),
+        ("Get", "get"),
+        ("_Complete", "_complete"),
+        ("frobnicate", "frobnicate"),
+        ("", ""),
+        (None, ""),
+    ],
+)
 def test_operation_names_are_matched_case_insensitively(name: str | None, expected: str) -> None:
     assert protocol.normalize_operation(name) == expected
-

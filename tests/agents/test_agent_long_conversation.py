@@ -50,8 +50,9 @@ class Memory:
 
 
 @pytest.mark.timeout(900)
-def test_thousands_of_turns_on_a_small_context_keep_answering(workers: Any, client: Any, llm: Any, model: Any,
-                                                              cs: str) -> None:
+def test_thousands_of_turns_on_a_small_context_keep_answering(
+    workers: Any, client: Any, llm: Any, model: Any, cs: str
+) -> None:
     from durabletask.azuremanaged.client import DurableTaskSchedulerClient
     from durabletask.entities import EntityInstanceId
 
@@ -59,8 +60,7 @@ def test_thousands_of_turns_on_a_small_context_keep_answering(workers: Any, clie
     llm.responder = memory
     llm.context_limit = 1200
     policy = ContextPolicy(max_tokens=600, max_state_bytes=STATE_LIMIT, archive_page_entries=40)
-    agent = Agent(name=uid("Long"), instructions="You remember what the user tells you.", model=model,
-                  context=policy)
+    agent = Agent(name=uid("Long"), instructions="You remember what the user tells you.", model=model, context=policy)
     workers([agent])
     session = uid("s")
     assert client.run(agent.name, "Hello, my name is Ada.", session=session, timeout=60).text.startswith("Noted")
@@ -95,8 +95,13 @@ def test_thousands_of_turns_on_a_small_context_keep_answering(workers: Any, clie
         kept = len(state["data"]["conversationHistory"])
         assert mo["archived"] + kept == 2 * (TURNS + 2), (mo["archived"], kept)
         assert "Ada" in mo["summary"]["text"] and mo["summary"]["upTo"] > mo["archived"] - 200
-        page0 = wait_until(lambda: sdk.get_entity(EntityInstanceId(protocol.ARCHIVE_ENTITY, protocol.archive_key(
-            agent.name, session, 0)), include_state=True), timeout=30)
+        page0 = wait_until(
+            lambda: sdk.get_entity(
+                EntityInstanceId(protocol.ARCHIVE_ENTITY, protocol.archive_key(agent.name, session, 0)),
+                include_state=True,
+            ),
+            timeout=30,
+        )
         first_page = json.loads(page0.get_state())
         assert first_page["first"] == 0
         first_request = first_page["entries"][0]

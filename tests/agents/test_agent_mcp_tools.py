@@ -32,8 +32,13 @@ def _conversation(workers: Any, client: Any, llm: Any, model: Any, server: McpSe
 
     agent = Agent(name=uid("Mcp"), instructions="Use the tools.", model=model, tools=[local_note, server])
     workers([agent])
-    llm.add(tool_calls=[call("add", {"a": 2, "b": 40}), call("remember", {"note": "buy rope"}),
-                        call("local_note", {"text": "hi"})])
+    llm.add(
+        tool_calls=[
+            call("add", {"a": 2, "b": 40}),
+            call("remember", {"note": "buy rope"}),
+            call("local_note", {"text": "hi"}),
+        ]
+    )
     llm.add(tool_calls=[call("explode", {}), call("add", {"a": "two", "b": 1})])
     llm.add("2 + 40 = 42, and the rope is noted.")
     resp = client.run(agent.name, "Add 2 and 40, then note that I need rope.", timeout=60)
@@ -62,13 +67,19 @@ def test_tools_of_an_mcp_server_over_stdio(workers: Any, client: Any, llm: Any, 
     _conversation(workers, client, llm, model, server, log)
 
 
-def test_tools_of_an_mcp_server_over_streamable_http(workers: Any, client: Any, llm: Any, model: Any,
-                                                     tmp_path: Path) -> None:
+def test_tools_of_an_mcp_server_over_streamable_http(
+    workers: Any, client: Any, llm: Any, model: Any, tmp_path: Path
+) -> None:
     log = tmp_path / "calls.jsonl"
     port = free_port()
-    proc = ManagedProcess([PYTHON, SERVER, "http", str(port)], tmp_path / "mcp-http.log", name="mcp-http",
-                          env={**__import__("os").environ, "MCP_TEST_LOG": str(log)}).start()
+    proc = ManagedProcess(
+        [PYTHON, SERVER, "http", str(port)],
+        tmp_path / "mcp-http.log",
+        name="mcp-http",
+        env={**__import__("os").environ, "MCP_TEST_LOG": str(log)},
+    ).start()
     try:
+
         def listening() -> bool:
             if not proc.is_running():
                 raise RuntimeError(f"the MCP server exited:\n{(tmp_path / 'mcp-http.log').read_text()}")
@@ -81,8 +92,7 @@ def test_tools_of_an_mcp_server_over_streamable_http(workers: Any, client: Any, 
         proc.stop()
 
 
-def test_an_unreachable_mcp_server_is_reported_to_the_model(workers: Any, client: Any, llm: Any,
-                                                             model: Any) -> None:
+def test_an_unreachable_mcp_server_is_reported_to_the_model(workers: Any, client: Any, llm: Any, model: Any) -> None:
     server = McpServer(command=str(PYTHON), args=[str(SERVER), "stdio"], env={"MCP_TEST_LOG": "/dev/null"})
     agent = Agent(name=uid("McpDown"), model=model, tools=[server])
     server.tools()  # listed while the server works ...

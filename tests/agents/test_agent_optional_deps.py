@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 # Runs in a fresh interpreter in which ``import openai`` and ``import mcp`` fail as if they were not installed.
-PROGRAM = textwrap.dedent('''
+PROGRAM = textwrap.dedent("""
     import importlib.abc, sys
 
     class NoOpenAI(importlib.abc.MetaPathFinder):
@@ -41,7 +41,7 @@ PROGRAM = textwrap.dedent('''
         print("ERROR:", exc)
     else:
         raise SystemExit("OpenAIChatModel was built without openai")
-''')
+""")
 
 
 def test_moorage_imports_and_runs_the_offline_model_without_openai() -> None:

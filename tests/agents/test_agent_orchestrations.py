@@ -23,8 +23,10 @@ def test_agent_calls_are_not_repeated_on_replay(workers, client, llm, model):
     judge = Agent(name=uid("Judge"), model=model)
     w = workers([writer, judge], start=False)
     llm.responder = lambda body: (
-        {"text": '{"score": 7}'} if body.get("response_format") else
-        {"text": f"draft v{sum(1 for m in body['messages'] if m['role'] == 'user')}"})
+        {"text": '{"score": 7}'}
+        if body.get("response_format")
+        else {"text": f"draft v{sum(1 for m in body['messages'] if m['role'] == 'user')}"}
+    )
     name = uid("pipeline_")
 
     @w.orchestration(name=name)
@@ -36,8 +38,13 @@ def test_agent_calls_are_not_repeated_on_replay(workers, client, llm, model):
         # an unrelated activity-free wait makes the orchestration replay its history once more
         yield ctx.create_timer(timedelta(milliseconds=200))
         c = yield ctx.get_agent(judge.name).run(b.text, response_schema=Score)
-        return {"a": a.text, "b": b.text, "score": c.value.score, "session": session.session_id,
-                "typed": type(c.value).__name__}
+        return {
+            "a": a.text,
+            "b": b.text,
+            "score": c.value.score,
+            "session": session.session_id,
+            "typed": type(c.value).__name__,
+        }
 
     w.start()
     iid = client.start_orchestration(name, "boats")
@@ -101,8 +108,10 @@ def test_human_in_the_loop_survives_a_full_worker_stop(workers, client, llm, mod
     define(first)
     first.start()
     iid = client.start_orchestration(name, 3600)
-    wait_until(lambda: (client.get_orchestration(iid).get_custom_status() or {}).get("state") == "awaiting_approval",
-               timeout=30)
+    wait_until(
+        lambda: (client.get_orchestration(iid).get_custom_status() or {}).get("state") == "awaiting_approval",
+        timeout=30,
+    )
     first.stop()  # no worker at all while the human thinks
     time.sleep(0.5)
     client.raise_event(iid, "approval", {"feedback": "shorter"})

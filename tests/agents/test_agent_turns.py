@@ -45,8 +45,11 @@ def test_multi_turn_conversation_keeps_context(workers, client, llm, model):
     hist = state["data"]["conversationHistory"]
     assert [e["$type"] for e in hist] == ["request", "response", "request", "response"]
     assert hist[0]["correlationId"] == hist[1]["correlationId"] == first.correlation_id
-    assert hist[0]["messages"][0] == {"role": "user", "contents": [{"$type": "text", "text": "Tell me a joke about sailors."}],
-                                      "createdAt": hist[0]["messages"][0]["createdAt"]}
+    assert hist[0]["messages"][0] == {
+        "role": "user",
+        "contents": [{"$type": "text", "text": "Tell me a joke about sailors."}],
+        "createdAt": hist[0]["messages"][0]["createdAt"],
+    }
     assert hist[3]["messages"][-1]["contents"] == [{"$type": "text", "text": "Pirates: arrr."}]
     assert set(hist[1]["usage"]) >= {"inputTokenCount", "outputTokenCount", "totalTokenCount"}
     # A new session does not see the old conversation.
@@ -94,8 +97,11 @@ def test_tool_calls_each_checkpointed_with_idempotency_keys(workers, client, llm
     second = llm.requests[1]["messages"]
     tool_msgs = [m for m in second if m["role"] == "tool"]
     assert [json.loads(m["content"])["city"] for m in tool_msgs] == ["Paris", "Oslo"]
-    assert llm.requests[2]["messages"][-1] == {"role": "tool", "tool_call_id": llm.requests[2]["messages"][-1]["tool_call_id"],
-                                               "content": "12:00 in Paris"}
+    assert llm.requests[2]["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": llm.requests[2]["messages"][-1]["tool_call_id"],
+        "content": "12:00 in Paris",
+    }
     # Idempotency keys: "<turn instance id>:<task id>", distinct per call.
     keys = [k for _, k in seen]
     assert len(set(keys)) == 2
@@ -103,16 +109,30 @@ def test_tool_calls_each_checkpointed_with_idempotency_keys(workers, client, llm
     assert all(k.startswith(inst + ":") for k in keys)
     # The response entry holds the function calls and results (schema contents).
     kinds = [[c["$type"] for c in m["contents"]] for m in resp.messages]
-    assert kinds == [["functionCall", "functionCall"], ["functionResult", "functionResult"], ["functionCall"],
-                     ["functionResult"], ["text"]]
+    assert kinds == [
+        ["functionCall", "functionCall"],
+        ["functionResult", "functionResult"],
+        ["functionCall"],
+        ["functionResult"],
+        ["text"],
+    ]
     assert resp.messages[0]["contents"][0]["arguments"] == {"city": "Paris"}
 
     # The next turn replays the tool calls to the model in Chat Completions form.
     llm.add("Anything else?")
     client.run(agent.name, "thanks", session=resp.session_id, timeout=30)
     replay = llm.requests[3]["messages"]
-    assert [m["role"] for m in replay] == ["system", "user", "assistant", "tool", "tool", "assistant", "tool",
-                                           "assistant", "user"]
+    assert [m["role"] for m in replay] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "tool",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+    ]
     assert replay[2]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
 
 
@@ -141,8 +161,8 @@ class SpamResult(BaseModel):
 def test_structured_output_pydantic_validated_and_typed(workers, client, llm, model):
     agent = Agent(name=uid("Spam"), model=model)
     workers([agent])
-    llm.add("this is not json")                      # rejected: not JSON -> the model is asked again
-    llm.add(json={"is_spam": "maybe"})               # rejected: does not match the schema
+    llm.add("this is not json")  # rejected: not JSON -> the model is asked again
+    llm.add(json={"is_spam": "maybe"})  # rejected: does not match the schema
     llm.add(json={"is_spam": True, "reason": "lottery"})
     resp = client.run(agent.name, "WIN A LOTTERY", response_schema=SpamResult, timeout=30)
     assert isinstance(resp.value, SpamResult)
@@ -162,8 +182,12 @@ def test_structured_output_pydantic_validated_and_typed(workers, client, llm, mo
 def test_structured_output_json_schema_dict(workers, client, llm, model):
     agent = Agent(name=uid("Dict"), model=model)
     workers([agent])
-    schema = {"type": "object", "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 10}},
-              "required": ["score"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 10}},
+        "required": ["score"],
+        "additionalProperties": False,
+    }
     llm.add(json={"score": 42})
     llm.add(json={"score": 7})
     resp = client.run(agent.name, "rate it", response_schema=schema, timeout=30)
@@ -194,8 +218,11 @@ def test_model_failures_are_retried_then_fail_the_turn(workers, client, llm, mod
 
     from durabletask.task import RetryPolicy
 
-    agent = Agent(name=uid("Retry"), model=model,
-                  llm_retry=RetryPolicy(first_retry_interval=timedelta(milliseconds=100), max_number_of_attempts=2))
+    agent = Agent(
+        name=uid("Retry"),
+        model=model,
+        llm_retry=RetryPolicy(first_retry_interval=timedelta(milliseconds=100), max_number_of_attempts=2),
+    )
     workers([agent])
     llm.add(status=500).add("recovered")
     assert client.run(agent.name, "hi", timeout=30).text == "recovered"
@@ -270,8 +297,9 @@ def test_session_ttl_deletes_idle_sessions(workers, client, llm, model):
     client.run(agent.name, "still here", session=r.session_id, timeout=30)
     time.sleep(0.9)
     assert client.get_session(agent.name, r.session_id) is not None
-    wait_until(lambda: client.get_session(agent.name, r.session_id) is None, timeout=10,
-               message="idle session was not deleted")
+    wait_until(
+        lambda: client.get_session(agent.name, r.session_id) is None, timeout=10, message="idle session was not deleted"
+    )
     assert client.get_session(keep.name, k.session_id) is not None
 
 
@@ -284,8 +312,10 @@ def test_multimodal_input(workers, client, llm, model):
     resp = client.run(agent.name, ["What is in this picture?", image("https://example.test/cat.png")], timeout=30)
     assert resp.text == "A cat."
     content = llm.requests[0]["messages"][-1]["content"]
-    assert content == [{"type": "text", "text": "What is in this picture?"},
-                       {"type": "image_url", "image_url": {"url": "https://example.test/cat.png"}}]
+    assert content == [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "https://example.test/cat.png"}},
+    ]
 
 
 def test_async_client(workers, cs, llm, model):
@@ -322,8 +352,15 @@ def test_history_comes_from_the_worker_cache_or_the_entity(workers, client, llm,
     first.stop()
     second = workers([agent])
     assert client.run(agent.name, "q3", session=session, timeout=30).text == "reply 4"
-    assert [m["content"] for m in llm.requests[-1]["messages"]] == ["q0", "reply 1", "q1", "reply 2", "q2",
-                                                                    "reply 3", "q3"]
+    assert [m["content"] for m in llm.requests[-1]["messages"]] == [
+        "q0",
+        "reply 1",
+        "q1",
+        "reply 2",
+        "q2",
+        "reply 3",
+        "q3",
+    ]
     assert second._history.reads == 1
     client.reset_session(agent.name, session)
     wait_until(lambda: client.get_session(agent.name, session).turns == 0)
@@ -331,15 +368,15 @@ def test_history_comes_from_the_worker_cache_or_the_entity(workers, client, llm,
     assert second._history.reads == 1
 
 
-def test_a_worker_without_the_session_cached_reads_what_the_model_needs_from_the_archive(workers, client, llm,
-                                                                                       model):
+def test_a_worker_without_the_session_cached_reads_what_the_model_needs_from_the_archive(workers, client, llm, model):
     """The session keeps only its latest entries (``max_state_bytes``); a worker that has not served it reads the
     entries no summary covers from the archive pages, so the model still sees the whole conversation; after a
     reset, nothing of what came before."""
     from moorage.agents.context import ContextPolicy
 
-    agent = Agent(name=uid("Archived"), model=model, context=ContextPolicy(max_state_bytes=4096,
-                                                                           archive_page_entries=6))
+    agent = Agent(
+        name=uid("Archived"), model=model, context=ContextPolicy(max_state_bytes=4096, archive_page_entries=6)
+    )
     llm.responder = lambda body: {"text": f"reply {sum(1 for m in body['messages'] if m['role'] == 'user')}"}
     first = workers([agent])
     session = uid("s")
@@ -386,8 +423,16 @@ def test_agent_framework_style_options(workers, client, llm, model):
     agent = Agent(name=uid("Opts"), model=model, tools=[secret])
     workers([agent])
     llm.add(json={"is_spam": False, "reason": "fine"})
-    r = client.get_agent(agent.name).run("hi", options={"response_format": SpamResult, "enable_tool_calls": False,
-                                                        "temperature": 0.2, "max_tokens": 50, "bogus": 1})
+    r = client.get_agent(agent.name).run(
+        "hi",
+        options={
+            "response_format": SpamResult,
+            "enable_tool_calls": False,
+            "temperature": 0.2,
+            "max_tokens": 50,
+            "bogus": 1,
+        },
+    )
     assert r.value == SpamResult(is_spam=False, reason="fine")
     body = llm.requests[0]
     assert "tools" not in body and body["temperature"] == 0.2 and body["max_tokens"] == 50 and "bogus" not in body

@@ -28,9 +28,11 @@ def seam(name: str) -> Iterator[None]:
     try:
         yield
     except (AssertionError, AttributeError, ImportError, TypeError, KeyError, _sdk.SdkSeamError) as exc:
-        pytest.fail(f"durabletask {VERSION}: the seam {name!r} of moorage/_sdk.py no longer fits this SDK: "
-                    f"{type(exc).__name__}: {exc}. Adapt moorage/_sdk.py, or keep durabletask in the range "
-                    "pinned in pyproject.toml.")
+        pytest.fail(
+            f"durabletask {VERSION}: the seam {name!r} of moorage/_sdk.py no longer fits this SDK: "
+            f"{type(exc).__name__}: {exc}. Adapt moorage/_sdk.py, or keep durabletask in the range "
+            "pinned in pyproject.toml."
+        )
 
 
 def _run_entity(fn: Any, operation: str, stored: str | None) -> tuple[Any, Any]:
@@ -106,6 +108,7 @@ def test_a_registered_activity_is_replaced_by_its_wrapper() -> None:
         def wrapped(ctx: Any, inp: Any) -> Any:
             calls.append(inp)
             return fn(ctx, inp)
+
         return wrapped
 
     with seam("TaskHubGrpcWorker._registry.activities"):
@@ -187,4 +190,5 @@ def test_the_installed_sdk_is_in_the_pinned_range() -> None:
 
     assert key(low.group(1)) <= key(VERSION) < key(high.group(1)), (
         f"durabletask {VERSION} is outside the range pinned in pyproject.toml ({spec}); run these tests and move "
-        "the pin")
+        "the pin"
+    )

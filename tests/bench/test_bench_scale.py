@@ -17,15 +17,26 @@ pytestmark = pytest.mark.long
 
 
 def test_bench_scale_smoke(tmp_path: Path) -> None:
-    env = hermetic_env({
-        "SCALE_STORE_SIZES": "300", "SCALE_N": "5", "SCALE_REPEATS": "1",
-        "SCALE_SESSIONS": "0,10", "SCALE_IDLE_SECONDS": "0.5", "SCALE_SETTLE_SECONDS": "0.1",
-        "SCALE_PROBE_TURNS": "2", "SCALE_FANOUTS": "10,30", "SCALE_HISTORY": "100", "SCALE_TIMEOUT": "120",
-        "SCALE_OUT": str(tmp_path / "plots"), "SCALE_JSON": str(tmp_path / "scale.json"),
-        "GRPC_ENABLE_FORK_SUPPORT": "false",
-    })
-    run = subprocess.run([sys.executable, "-m", "bench.scale_grpc"], cwd=REPO_ROOT, env=env, capture_output=True,
-                         text=True, timeout=280)
+    env = hermetic_env(
+        {
+            "SCALE_STORE_SIZES": "300",
+            "SCALE_N": "5",
+            "SCALE_REPEATS": "1",
+            "SCALE_SESSIONS": "0,10",
+            "SCALE_IDLE_SECONDS": "0.5",
+            "SCALE_SETTLE_SECONDS": "0.1",
+            "SCALE_PROBE_TURNS": "2",
+            "SCALE_FANOUTS": "10,30",
+            "SCALE_HISTORY": "100",
+            "SCALE_TIMEOUT": "120",
+            "SCALE_OUT": str(tmp_path / "plots"),
+            "SCALE_JSON": str(tmp_path / "scale.json"),
+            "GRPC_ENABLE_FORK_SUPPORT": "false",
+        }
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.scale_grpc"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=280
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     figures = json.loads((tmp_path / "scale.json").read_text())

@@ -17,5 +17,11 @@ def test_go_client(stack: Stack) -> None:
     out = run_suite(stack, [go, "test", "-count=1", "-v", "./..."], GO, env={"GOFLAGS": "-buildvcs=false"})
     assert "--- SKIP" not in out, out
     passed = re.findall(r"--- PASS: (\w+)", out)
-    assert {"TestDocsExample", "TestTwoTurnConversation", "TestStreamsAReply", "TestOrchestrationRaiseEvent",
-            "TestEntitySignalAndRead", "TestStartResultAndErrors"} <= set(passed), out
+    assert {
+        "TestDocsExample",
+        "TestTwoTurnConversation",
+        "TestStreamsAReply",
+        "TestOrchestrationRaiseEvent",
+        "TestEntitySignalAndRead",
+        "TestStartResultAndErrors",
+    } <= set(passed), out

@@ -36,7 +36,7 @@ def test_docs_example(stack: Stack) -> None:
     # docs:begin python
     from moorage.client import Client
 
-    client = Client(stack.grpc_address)                       # e.g. "localhost:8080"
+    client = Client(stack.grpc_address)  # e.g. "localhost:8080"
     session = client.agent("Joker").new_session()
     print(session.run("Tell me a joke about pirates").text)
     print(session.run("Tell me another one about the same topic").text)

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dash_scenario import Http, Scenario, Stack  # noqa: E402
+from dash_scenario import Http, Scenario, Stack
 
 
 @dataclass

@@ -27,8 +27,16 @@ class Http(kit.http.Http):
     """The dashboard API's view of the kit's JSON client: ``status, body = http.request(...)``; every request with a
     body says it is JSON (the dashboard refuses other content types)."""
 
-    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,  # type: ignore[override]
-                headers: dict[str, str] | None = None, timeout: float = 15.0) -> tuple[int, Any]:
+    def request(  # type: ignore[override]
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 15.0,
+    ) -> tuple[int, Any]:
         hdrs = {"Content-Type": "application/json"} if (raw is not None or body is not None) else {}
         hdrs.update(headers or {})
         status, _, parsed = super().request(method, path, body, raw=raw, headers=hdrs, timeout=timeout)
@@ -57,8 +65,9 @@ class Stack:
         self.actions = actions
         self.hubs = hubs
         args = ["--host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port), "--log-level", "info"]
-        self.sidecar = SidecarProcess(self.workdir, task_hubs=hubs.split(","),
-                                      extra_args=args + (["--dashboard-actions"] if actions else []))
+        self.sidecar = SidecarProcess(
+            self.workdir, task_hubs=hubs.split(","), extra_args=args + (["--dashboard-actions"] if actions else [])
+        )
         self.port = self.sidecar.port
         self.url = f"http://127.0.0.1:{self.dashboard_port}"
         self.http = Http(self.url)
@@ -71,8 +80,12 @@ class Stack:
     def start(self) -> Stack:
         self.sidecar.start()
         try:
-            wait_until(self._dashboard_up, timeout=30, transient=(OSError,),
-                       message=lambda: f"dashboard not up after 30s:\n{self.log_tail()}")
+            wait_until(
+                self._dashboard_up,
+                timeout=30,
+                transient=(OSError,),
+                message=lambda: f"dashboard not up after 30s:\n{self.log_tail()}",
+            )
         except BaseException:
             self.stop()
             raise
@@ -175,20 +188,36 @@ class ScriptedModel:
         if "fail" in last.lower():
             raise RuntimeError("the model endpoint returned 503 Service Unavailable")
         if "hello" in last.lower():
-            return ModelResponse(text="Hello! Ask me about the weather.", model="scripted", finish_reason="stop",
-                                 usage={"inputTokenCount": 20, "outputTokenCount": 8, "totalTokenCount": 28})
+            return ModelResponse(
+                text="Hello! Ask me about the weather.",
+                model="scripted",
+                finish_reason="stop",
+                usage={"inputTokenCount": 20, "outputTokenCount": 8, "totalTokenCount": 28},
+            )
         idx = max(i for i, m in enumerate(request.messages) if m.get("role") == "user")
         tool_msgs = [m for m in request.messages[idx:] if m.get("role") == "tool"]
         if not tool_msgs:
             city = last.rsplit(" ", 1)[-1].strip("?.!") or "Paris"
-            return ModelResponse(text=None, tool_calls=[{"id": f"call_{uuid.uuid4().hex[:8]}", "name": "get_weather",
-                                                         "arguments": json.dumps({"city": city})}],
-                                 usage={"inputTokenCount": 42, "outputTokenCount": 12, "totalTokenCount": 54},
-                                 model="scripted", finish_reason="tool_calls")
+            return ModelResponse(
+                text=None,
+                tool_calls=[
+                    {
+                        "id": f"call_{uuid.uuid4().hex[:8]}",
+                        "name": "get_weather",
+                        "arguments": json.dumps({"city": city}),
+                    }
+                ],
+                usage={"inputTokenCount": 42, "outputTokenCount": 12, "totalTokenCount": 54},
+                model="scripted",
+                finish_reason="tool_calls",
+            )
         data = json.loads(tool_msgs[-1]["content"])
-        return ModelResponse(text=f"It is {data['forecast']} in {data['city']}, {data['temperatureC']} °C.",
-                             usage={"inputTokenCount": 80, "outputTokenCount": 14, "totalTokenCount": 94},
-                             model="scripted", finish_reason="stop")
+        return ModelResponse(
+            text=f"It is {data['forecast']} in {data['city']}, {data['temperatureC']} °C.",
+            usage={"inputTokenCount": 80, "outputTokenCount": 14, "totalTokenCount": 94},
+            model="scripted",
+            finish_reason="stop",
+        )
 
 
 class Scenario:
@@ -202,8 +231,13 @@ class Scenario:
         self.stack = stack
         quiet = logging.getLogger("dashboard.sdk")
         quiet.setLevel(logging.WARNING)
-        self.agent = Agent(name="Weather", instructions="You answer weather questions with the get_weather tool.",
-                           model=ScriptedModel(), tools=[get_weather], llm_retry=None)
+        self.agent = Agent(
+            name="Weather",
+            instructions="You answer weather questions with the get_weather tool.",
+            model=ScriptedModel(),
+            tools=[get_weather],
+            llm_retry=None,
+        )
         self.worker = AgentWorker(agents=[self.agent], connection_string=stack.connection_string, logger=quiet)
         for fn in (process_order, ship_order, charge_card, wait_for_go):
             self.worker.add_orchestrator(fn)
@@ -213,8 +247,13 @@ class Scenario:
         self.agents = AgentClient(stack.connection_string)
 
         def client(hub: str) -> Any:
-            return DurableTaskSchedulerClient(host_address=f"http://localhost:{stack.port}", taskhub=hub,
-                                              token_credential=None, secure_channel=False, logger=quiet)
+            return DurableTaskSchedulerClient(
+                host_address=f"http://localhost:{stack.port}",
+                taskhub=hub,
+                token_credential=None,
+                secure_channel=False,
+                logger=quiet,
+            )
 
         self.client = client("default")
         self.other = client("other")
@@ -234,6 +273,7 @@ class Scenario:
         def check() -> Any:
             code, body = self.stack.http.get(f"/api/orchestrations/{instance_id}")
             return body if code == 200 and body["instance"]["status"] == status else None
+
         return wait_until(check, timeout, message=f"{instance_id} to be {status}")
 
     def populate(self) -> dict[str, Any]:
@@ -242,29 +282,46 @@ class Scenario:
 
         ids: dict[str, Any] = {}
         c = self.client
-        ids["order"] = c.schedule_new_orchestration(process_order, input={"id": "A-1001", "customer": "Ada"},
-                                                    instance_id=f"order-{uuid.uuid4().hex[:6]}",
-                                                    tags={"team": "shop", "region": "eu"})
-        ids["done"] = c.schedule_new_orchestration(process_order, input={"id": "A-1000", "customer": "Grace"},
-                                                   instance_id=f"order-{uuid.uuid4().hex[:6]}", tags={"team": "shop"})
-        ids["failed"] = c.schedule_new_orchestration(charge_card, input="A-1002",
-                                                     instance_id=f"charge-{uuid.uuid4().hex[:6]}")
+        ids["order"] = c.schedule_new_orchestration(
+            process_order,
+            input={"id": "A-1001", "customer": "Ada"},
+            instance_id=f"order-{uuid.uuid4().hex[:6]}",
+            tags={"team": "shop", "region": "eu"},
+        )
+        ids["done"] = c.schedule_new_orchestration(
+            process_order,
+            input={"id": "A-1000", "customer": "Grace"},
+            instance_id=f"order-{uuid.uuid4().hex[:6]}",
+            tags={"team": "shop"},
+        )
+        ids["failed"] = c.schedule_new_orchestration(
+            charge_card, input="A-1002", instance_id=f"charge-{uuid.uuid4().hex[:6]}"
+        )
         ids["waiting"] = c.schedule_new_orchestration(wait_for_go, instance_id=f"wait-{uuid.uuid4().hex[:6]}")
-        ids["other"] = self.other.schedule_new_orchestration("process_order", input={"id": "B-1"},
-                                                             instance_id=f"other-{uuid.uuid4().hex[:6]}")
+        ids["other"] = self.other.schedule_new_orchestration(
+            "process_order", input={"id": "B-1"}, instance_id=f"other-{uuid.uuid4().hex[:6]}"
+        )
         c.wait_for_orchestration_start(ids["done"], timeout=20)
         self.wait_status(ids["done"], "RUNNING")
-        wait_until(lambda: any(i["kind"] == "suborchestration" and i["status"] == "completed"
-                             for i in self.stack.http.get(f"/api/orchestrations/{ids['done']}")[1]["timeline"]["items"]),
-                 20, message="the sub-orchestration")
+        wait_until(
+            lambda: any(
+                i["kind"] == "suborchestration" and i["status"] == "completed"
+                for i in self.stack.http.get(f"/api/orchestrations/{ids['done']}")[1]["timeline"]["items"]
+            ),
+            20,
+            message="the sub-orchestration",
+        )
         c.raise_orchestration_event(ids["done"], "approve", data={"by": "grace@example.com"})
         c.wait_for_orchestration_completion(ids["done"], timeout=20)
         c.wait_for_orchestration_completion(ids["failed"], timeout=20)
         ids["counter"] = "@counter@cart-42"
         c.signal_entity(EntityInstanceId("counter", "cart-42"), "add", input=5)
         c.signal_entity(EntityInstanceId("counter", "cart-42"), "add", input=3)
-        wait_until(lambda: self.stack.http.get("/api/entities/@counter@cart-42")[1].get("state") == 8, 20,
-                 message="the counter entity")
+        wait_until(
+            lambda: self.stack.http.get("/api/entities/@counter@cart-42")[1].get("state") == 8,
+            20,
+            message="the counter entity",
+        )
         weather = self.agents.get_agent("Weather")
         ids["session"] = "trip-to-paris"
         weather.run("What is the weather in Paris?", session=ids["session"])
@@ -274,8 +331,13 @@ class Scenario:
             weather.run("Please fail now", session=ids["session_err"])
         except Exception:
             pass
-        wait_until(lambda: self.stack.http.get(f"/api/agents/weather/sessions/{ids['session_err']}")[0] == 200
-                 and self.stack.http.get(f"/api/agents/weather/sessions/{ids['session_err']}")[1]["status"] != "running",
-                 20, message="the failed turn")
+        wait_until(
+            lambda: (
+                self.stack.http.get(f"/api/agents/weather/sessions/{ids['session_err']}")[0] == 200
+                and self.stack.http.get(f"/api/agents/weather/sessions/{ids['session_err']}")[1]["status"] != "running"
+            ),
+            20,
+            message="the failed turn",
+        )
         self.wait_status(ids["order"], "RUNNING")
         return ids

@@ -29,14 +29,17 @@ def main() -> int:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else HERE.parents[1] / "docs").resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not Path("/usr/bin/chromium").exists() or not (BROWSER_DIR / "node_modules" / "playwright-core").exists():
-        print("needs /usr/bin/chromium (apt-get install chromium) and npm ci --prefix tests/dashboard/browser",
-              file=sys.stderr)
+        print(
+            "needs /usr/bin/chromium (apt-get install chromium) and npm ci --prefix tests/dashboard/browser",
+            file=sys.stderr,
+        )
         return 2
     with tempfile.TemporaryDirectory(prefix="moorage-shots-") as tmp, Stack(Path(tmp)) as stack:
         scenario = Scenario(stack).start()
         try:
             ids = scenario.populate()
             code, detail = stack.http.get(f"/api/orchestrations/{ids['done']}")
+            assert code == 200, detail
             ids["child"] = next(i["instanceId"] for i in detail["timeline"]["items"] if i["kind"] == "suborchestration")
             # some traffic over a few sampling intervals, so the throughput chart has a shape
             stop = threading.Event()
@@ -46,11 +49,15 @@ def main() -> int:
                 while not stop.is_set() and n < 30:
                     order = n % 5 != 4
                     iid = scenario.client.schedule_new_orchestration(
-                        process_order if order else charge_card, input={"id": f"L-{n}"} if order else f"L-{n}",
+                        process_order if order else charge_card,
+                        input={"id": f"L-{n}"} if order else f"L-{n}",
                         instance_id=f"order-{uuid.uuid4().hex[:6]}" if order else f"charge-{uuid.uuid4().hex[:6]}",
-                        tags={"team": "shop"} if order else None)
+                        tags={"team": "shop"} if order else None,
+                    )
                     if order:
-                        threading.Timer(1.5, lambda i=iid: scenario.client.raise_orchestration_event(i, "approve", data="ok")).start()
+                        threading.Timer(
+                            1.5, lambda i=iid: scenario.client.raise_orchestration_event(i, "approve", data="ok")
+                        ).start()
                     n += 1
                     time.sleep(0.25)
 
@@ -59,8 +66,11 @@ def main() -> int:
             time.sleep(9)
             stop.set()
             loader.join()
-            result = subprocess.run(["node", str(BROWSER_DIR / "screenshots.mjs"), stack.url, json.dumps(ids), str(out)],
-                                    cwd=str(BROWSER_DIR), timeout=180)
+            result = subprocess.run(
+                ["node", str(BROWSER_DIR / "screenshots.mjs"), stack.url, json.dumps(ids), str(out)],
+                cwd=str(BROWSER_DIR),
+                timeout=180,
+            )
             return result.returncode
         finally:
             scenario.stop()

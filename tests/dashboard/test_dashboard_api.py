@@ -9,7 +9,7 @@ import socket
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from moorage.agents import protocol
 
 
 def iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def status_of(dash, instance_id: str) -> str | None:
@@ -98,9 +98,9 @@ def test_list_filters_by_status_name_tags_text_and_created_range(dash):
     text = http.ok("GET", f"/api/orchestrations?q={dash.ids['done'][-6:]}")["items"]
     assert dash.ids["done"] in [i["instanceId"] for i in text]
     assert all(dash.ids["done"][-6:] in i["instanceId"] for i in text)
-    future = iso(datetime.now(timezone.utc) + timedelta(days=1))
+    future = iso(datetime.now(UTC) + timedelta(days=1))
     assert http.ok("GET", f"/api/orchestrations?created_from={future}")["items"] == []
-    past = iso(datetime.now(timezone.utc) - timedelta(days=1))
+    past = iso(datetime.now(UTC) - timedelta(days=1))
     assert http.ok("GET", f"/api/orchestrations?created_to={past}")["items"] == []
     window = http.ok("GET", f"/api/orchestrations?created_from={past}&created_to={future}&page_size=500")["items"]
     assert dash.ids["done"] in [i["instanceId"] for i in window]
@@ -108,13 +108,18 @@ def test_list_filters_by_status_name_tags_text_and_created_range(dash):
 
 def test_list_pages_with_continuation_tokens(dash):
     tag = uuid.uuid4().hex[:8]
-    made = [dash.http.ok("POST", "/api/orchestrations", {"name": "wait_for_go", "instanceId": f"page-{tag}-{i}"},
-                         status=201)["instanceId"] for i in range(5)]
+    made = [
+        dash.http.ok(
+            "POST", "/api/orchestrations", {"name": "wait_for_go", "instanceId": f"page-{tag}-{i}"}, status=201
+        )["instanceId"]
+        for i in range(5)
+    ]
     seen: list[str] = []
     token = None
     for _ in range(5):
-        page = dash.http.ok("GET", f"/api/orchestrations?q=page-{tag}&page_size=2"
-                            + (f"&continuation={token}" if token else ""))
+        page = dash.http.ok(
+            "GET", f"/api/orchestrations?q=page-{tag}&page_size=2" + (f"&continuation={token}" if token else "")
+        )
         assert len(page["items"]) <= 2
         seen += [i["instanceId"] for i in page["items"]]
         token = page["next"]
@@ -127,15 +132,18 @@ def test_list_pages_with_continuation_tokens(dash):
         dash.http.ok("POST", f"/api/orchestrations/{iid}/terminate", {})
 
 
-@pytest.mark.parametrize("query, fragment", [
-    ("status=DONE", "unknown status"),
-    ("tag=nokeyvalue", "key=value"),
-    ("created_from=yesterday", "created_from"),
-    ("created_from=2025-01-02T00:00:00Z&created_to=2025-01-01T00:00:00Z", "before"),
-    ("page_size=0", "page_size"),
-    ("page_size=lots", "page_size"),
-    ("continuation=garbage", "continuation"),
-])
+@pytest.mark.parametrize(
+    "query, fragment",
+    [
+        ("status=DONE", "unknown status"),
+        ("tag=nokeyvalue", "key=value"),
+        ("created_from=yesterday", "created_from"),
+        ("created_from=2025-01-02T00:00:00Z&created_to=2025-01-01T00:00:00Z", "before"),
+        ("page_size=0", "page_size"),
+        ("page_size=lots", "page_size"),
+        ("continuation=garbage", "continuation"),
+    ],
+)
 def test_list_rejects_bad_filters(dash, query, fragment):
     assert_error(dash.http.get(f"/api/orchestrations?{query}"), 400, fragment)
 
@@ -144,7 +152,9 @@ def test_list_of_another_hub(dash):
     other = dash.http.ok("GET", "/api/orchestrations?hub=other")
     assert [i["instanceId"] for i in other["items"]] == [dash.ids["other"]]
     assert other["items"][0]["status"] == "PENDING" and other["hub"] == "other"
-    assert dash.ids["other"] not in [i["instanceId"] for i in dash.http.ok("GET", "/api/orchestrations?page_size=500")["items"]]
+    assert dash.ids["other"] not in [
+        i["instanceId"] for i in dash.http.ok("GET", "/api/orchestrations?page_size=500")["items"]
+    ]
 
 
 # -- orchestrations: detail ---------------------------------------------------------------------------------------
@@ -174,7 +184,9 @@ def test_detail_timeline_pairs_history_into_spans_with_durations(dash):
     scheduled = next(e for e in d["history"] if e["type"] == "taskScheduled")
     assert scheduled["details"]["name"] == "greet" and scheduled["eventId"] == 1 and scheduled["timestamp"]
     completed = next(e for e in d["history"] if e["type"] == "taskCompleted")
-    assert completed["details"]["taskScheduledId"] == 1 and json.loads(completed["details"]["result"]) == "Hello, Grace!"
+    assert (
+        completed["details"]["taskScheduledId"] == 1 and json.loads(completed["details"]["result"]) == "Hello, Grace!"
+    )
     # the flow: this instance and its child
     root = d["flow"]["root"]
     assert root["instanceId"] == dash.ids["done"] and root["current"]
@@ -215,13 +227,20 @@ def test_detail_errors(dash):
 
 def test_start_with_input_tags_then_raise_event_completes_it(dash):
     iid = f"api-start-{uuid.uuid4().hex[:6]}"
-    res = dash.http.ok("POST", "/api/orchestrations", {"name": "wait_for_go", "instanceId": iid,
-                                                       "input": {"why": "test"}, "tags": {"origin": "dashboard"}},
-                       status=201)
+    res = dash.http.ok(
+        "POST",
+        "/api/orchestrations",
+        {"name": "wait_for_go", "instanceId": iid, "input": {"why": "test"}, "tags": {"origin": "dashboard"}},
+        status=201,
+    )
     assert res["instanceId"] == iid and res["instance"]["status"] == "PENDING"
     wait_status(dash, iid, "RUNNING")
-    assert dash.http.ok("POST", f"/api/orchestrations/{iid}/raise-event",
-                        {"name": "go", "input": {"ok": 1}}, status=202)["action"] == "raise-event"
+    assert (
+        dash.http.ok("POST", f"/api/orchestrations/{iid}/raise-event", {"name": "go", "input": {"ok": 1}}, status=202)[
+            "action"
+        ]
+        == "raise-event"
+    )
     d = wait_status(dash, iid, "COMPLETED")
     assert json.loads(d["instance"]["output"]) == {"ok": 1} and json.loads(d["instance"]["input"]) == {"why": "test"}
     assert d["instance"]["tags"] == {"origin": "dashboard"}
@@ -233,9 +252,13 @@ def test_start_with_input_tags_then_raise_event_completes_it(dash):
 
 def test_scheduled_start_waits_and_can_be_terminated(dash):
     iid = f"api-later-{uuid.uuid4().hex[:6]}"
-    at = datetime.now(timezone.utc) + timedelta(hours=1)
-    res = dash.http.ok("POST", "/api/orchestrations", {"name": "wait_for_go", "instanceId": iid,
-                                                       "scheduledStartAt": iso(at)}, status=201)
+    at = datetime.now(UTC) + timedelta(hours=1)
+    res = dash.http.ok(
+        "POST",
+        "/api/orchestrations",
+        {"name": "wait_for_go", "instanceId": iid, "scheduledStartAt": iso(at)},
+        status=201,
+    )
     assert res["instance"]["scheduledStartAt"][:16] == iso(at)[:16]
     time.sleep(0.5)
     assert status_of(dash, iid) == "PENDING"
@@ -244,13 +267,16 @@ def test_scheduled_start_waits_and_can_be_terminated(dash):
     assert json.loads(d["instance"]["output"]) == "not needed"
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ({}, "'name' is required"),
-    ({"name": 5}, "'name' must be a string"),
-    ({"name": "wait_for_go", "tags": ["a"]}, "tags"),
-    ({"name": "wait_for_go", "tags": {"a": 1}}, "tags"),
-    ({"name": "wait_for_go", "scheduledStartAt": "soon"}, "scheduledStartAt"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({}, "'name' is required"),
+        ({"name": 5}, "'name' must be a string"),
+        ({"name": "wait_for_go", "tags": ["a"]}, "tags"),
+        ({"name": "wait_for_go", "tags": {"a": 1}}, "tags"),
+        ({"name": "wait_for_go", "scheduledStartAt": "soon"}, "scheduledStartAt"),
+    ],
+)
 def test_start_rejects_bad_bodies(dash, body, fragment):
     assert_error(dash.http.post("/api/orchestrations", body), 400, fragment)
 
@@ -258,8 +284,11 @@ def test_start_rejects_bad_bodies(dash, body, fragment):
 def test_start_rejects_bad_json_and_live_duplicates(dash):
     assert_error(dash.http.post("/api/orchestrations", raw=b"{not json"), 400, "not valid JSON")
     assert_error(dash.http.post("/api/orchestrations", raw=b"[1, 2]"), 400, "JSON object")
-    assert_error(dash.http.post("/api/orchestrations", {"name": "process_order", "instanceId": dash.ids["order"]}),
-                 409, "already exists")
+    assert_error(
+        dash.http.post("/api/orchestrations", {"name": "process_order", "instanceId": dash.ids["order"]}),
+        409,
+        "already exists",
+    )
 
 
 def test_suspend_resume_terminate(dash):
@@ -285,9 +314,13 @@ def test_suspend_resume_terminate(dash):
 def test_action_errors(dash):
     assert_error(dash.http.post("/api/orchestrations/nope-123/suspend", {}), 404, "nope-123")
     assert_error(dash.http.post("/api/orchestrations/nope-123/raise-event", {"name": "x"}), 404, "not found")
-    assert_error(dash.http.post(f"/api/orchestrations/{dash.ids['waiting']}/raise-event", {}), 400, "'name' is required")
+    assert_error(
+        dash.http.post(f"/api/orchestrations/{dash.ids['waiting']}/raise-event", {}), 400, "'name' is required"
+    )
     assert_error(dash.http.post(f"/api/orchestrations/{dash.ids['waiting']}/explode", {}), 404, "unknown action")
-    assert_error(dash.http.post(f"/api/orchestrations/{dash.ids['waiting']}/restart", {}), 409, "not in a terminal state")
+    assert_error(
+        dash.http.post(f"/api/orchestrations/{dash.ids['waiting']}/restart", {}), 409, "not in a terminal state"
+    )
     assert_error(dash.http.post(f"/api/orchestrations/{dash.ids['waiting']}/rewind", {}), 409, "not in a failed state")
     assert_error(dash.http.post(f"/api/orchestrations/{dash.ids['waiting']}/purge", {}), 409, "only finished")
     assert_error(dash.http.post(f"/api/orchestrations/{dash.ids['waiting']}/terminate", {"reason": 7}), 400, "reason")
@@ -314,7 +347,9 @@ def test_restart_then_purge(dash):
 
 
 def test_rewind_retries_the_failed_activity(dash):
-    iid = dash.scenario.client.schedule_new_orchestration("charge_card", input="R-1", instance_id=f"rw-{uuid.uuid4().hex[:6]}")
+    iid = dash.scenario.client.schedule_new_orchestration(
+        "charge_card", input="R-1", instance_id=f"rw-{uuid.uuid4().hex[:6]}"
+    )
     wait_status(dash, iid, "FAILED")
     FLAKY["fail"] = False
     try:
@@ -337,7 +372,9 @@ def test_entities_list_filter_and_detail(dash):
     assert counter["agent"] is None
     assert next(e for e in items if e["entityId"] == "@dafx-weather@trip-to-paris")["agent"] == "weather"
     assert [e["entityId"] for e in dash.http.ok("GET", "/api/entities?name=counter")["items"]] == ["@counter@cart-42"]
-    assert [e["entityId"] for e in dash.http.ok("GET", "/api/entities?q=paris")["items"]] == ["@dafx-weather@trip-to-paris"]
+    assert [e["entityId"] for e in dash.http.ok("GET", "/api/entities?q=paris")["items"]] == [
+        "@dafx-weather@trip-to-paris"
+    ]
     page = dash.http.ok("GET", "/api/entities?page_size=1")
     assert len(page["items"]) == 1 and page["next"] == page["items"][0]["entityId"]
     nxt = dash.http.ok("GET", f"/api/entities?page_size=1&continuation={page['next']}")
@@ -354,17 +391,23 @@ def test_signal_entity(dash):
     assert res["operation"] == "add" and res["requestId"]
     wait_until(lambda: dash.http.get(f"/api/entities/@counter@{key}")[1].get("state") == 4, 20, message="the signal")
     dash.http.ok("POST", f"/api/entities/@counter@{key}/signal", {"operation": "add", "input": 6})
-    wait_until(lambda: dash.http.get(f"/api/entities/@counter@{key}")[1].get("state") == 10, 20,
-               message="the second signal")
-    later = iso(datetime.now(timezone.utc) + timedelta(hours=1))
-    dash.http.ok("POST", f"/api/entities/@counter@{key}/signal", {"operation": "add", "input": 1, "scheduledTime": later})
+    wait_until(
+        lambda: dash.http.get(f"/api/entities/@counter@{key}")[1].get("state") == 10, 20, message="the second signal"
+    )
+    later = iso(datetime.now(UTC) + timedelta(hours=1))
+    dash.http.ok(
+        "POST", f"/api/entities/@counter@{key}/signal", {"operation": "add", "input": 1, "scheduledTime": later}
+    )
     detail = dash.http.ok("GET", f"/api/entities/@counter@{key}")
     assert detail["backlog"] == 1 and detail["pendingOperations"][0]["operation"] == "add"
     assert detail["pendingOperations"][0]["scheduledTime"][:16] == later[:16]
     assert_error(dash.http.post(f"/api/entities/@counter@{key}/signal", {}), 400, "'operation' is required")
     assert_error(dash.http.post("/api/entities/counter-without-at/signal", {"operation": "add"}), 400, "@name@key")
-    assert_error(dash.http.post(f"/api/entities/@counter@{key}/signal", {"operation": "add", "scheduledTime": "x"}),
-                 400, "scheduledTime")
+    assert_error(
+        dash.http.post(f"/api/entities/@counter@{key}/signal", {"operation": "add", "scheduledTime": "x"}),
+        400,
+        "scheduledTime",
+    )
 
 
 # -- agents ---------------------------------------------------------------------------------------------------------
@@ -418,8 +461,9 @@ def test_turn_links_only_to_turn_orchestrations_that_exist(dash):
     weather.run("Hello there", session="link-awaited")  # Moorage's client waits for the turn's orchestration
     # a caller that does not wait (Agent Framework's client): the inline answer ends the turn, no orchestration
     request = protocol.build_request("Hello there", uuid.uuid4().hex, awaited=False)
-    dash.scenario.client.signal_entity(EntityInstanceId("dafx-weather", "link-foreign"), protocol.RUN_OPERATION,
-                                       input=request)
+    dash.scenario.client.signal_entity(
+        EntityInstanceId("dafx-weather", "link-foreign"), protocol.RUN_OPERATION, input=request
+    )
 
     def turn(session: str) -> dict | None:
         status, body = dash.http.get(f"/api/agents/weather/sessions/{session}")
@@ -440,8 +484,11 @@ def test_reset_and_delete_sessions(dash):
     weather.run("Weather in Oslo?", session="to-reset")
     weather.run("Weather in Rome?", session="to-delete")
     dash.http.ok("POST", "/api/agents/weather/sessions/to-reset/reset", {}, status=202)
-    wait_until(lambda: dash.http.get("/api/agents/weather/sessions/to-reset")[1]["conversation"]["turns"] == [], 20,
-             message="the reset")
+    wait_until(
+        lambda: dash.http.get("/api/agents/weather/sessions/to-reset")[1]["conversation"]["turns"] == [],
+        20,
+        message="the reset",
+    )
     dash.http.ok("POST", "/api/agents/weather/sessions/to-delete/delete", {}, status=202)
     wait_until(lambda: dash.http.get("/api/agents/weather/sessions/to-delete")[0] == 404, 20, message="the delete")
     assert "to-delete" not in [s["sessionId"] for s in dash.http.ok("GET", "/api/agents/weather/sessions")["items"]]
@@ -478,19 +525,32 @@ def test_metrics_show_workers_work_items_and_throughput(dash):
 
 
 def test_actions_need_same_origin_json(dash):
-    assert_error(dash.http.post("/api/orchestrations", {"name": "wait_for_go"},
-                                headers={"Origin": "http://evil.example"}), 403, "cross-origin")
-    assert_error(dash.http.post("/api/orchestrations", raw=b"name=wait_for_go",
-                                headers={"Content-Type": "application/x-www-form-urlencoded"}), 415, "application/json")
+    assert_error(
+        dash.http.post("/api/orchestrations", {"name": "wait_for_go"}, headers={"Origin": "http://evil.example"}),
+        403,
+        "cross-origin",
+    )
+    assert_error(
+        dash.http.post(
+            "/api/orchestrations",
+            raw=b"name=wait_for_go",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        415,
+        "application/json",
+    )
 
 
 def test_read_only_by_default(tmp_path: Path):
     with Stack(tmp_path / "ro", actions=False, hubs="default") as ro:
         assert ro.http.ok("GET", "/api/info")["actions"] is False
         assert ro.http.ok("GET", "/api/orchestrations")["items"] == []
-        for path, body in (("/api/orchestrations", {"name": "x"}), ("/api/orchestrations/x/terminate", {}),
-                           ("/api/entities/@counter@k/signal", {"operation": "add"}),
-                           ("/api/agents/a/sessions/s/delete", {})):
+        for path, body in (
+            ("/api/orchestrations", {"name": "x"}),
+            ("/api/orchestrations/x/terminate", {}),
+            ("/api/entities/@counter@k/signal", {"operation": "add"}),
+            ("/api/agents/a/sessions/s/delete", {}),
+        ):
             assert_error(ro.http.post(path, body), 403, "read-only", "--dashboard-actions")
         assert_error(ro.http.request("DELETE", "/api/orchestrations/x"), 403, "read-only")
 
@@ -502,13 +562,30 @@ def test_busy_dashboard_port_costs_only_the_dashboard(tmp_path: Path):
     blocker.bind(("127.0.0.1", 0))
     blocker.listen(1)
     port = free_port()
-    sidecar = ManagedProcess([sys.executable, "-m", "moorage", "sidecar", "--host", "127.0.0.1", "--port", str(port),
-                              "--dashboard-port", str(blocker.getsockname()[1]), "--http-port", "0",
-                              "--store", f"sqlite:///{tmp_path / 'busy.db'}"], tmp_path / "sidecar.log")
+    sidecar = ManagedProcess(
+        [
+            sys.executable,
+            "-m",
+            "moorage",
+            "sidecar",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-port",
+            str(blocker.getsockname()[1]),
+            "--http-port",
+            "0",
+            "--store",
+            f"sqlite:///{tmp_path / 'busy.db'}",
+        ],
+        tmp_path / "sidecar.log",
+    )
     try:
         with sidecar:
-            wait_until(lambda: "dashboard disabled" in sidecar.log_path.read_text(), 30,
-                       message="the dashboard's error")
+            wait_until(
+                lambda: "dashboard disabled" in sidecar.log_path.read_text(), 30, message="the dashboard's error"
+            )
             wait_until(lambda: "sidecar listening" in sidecar.log_path.read_text(), 30, message="the sidecar")
             client = TaskHubGrpcClient(host_address=f"localhost:{port}")
             try:

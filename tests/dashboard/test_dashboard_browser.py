@@ -30,8 +30,13 @@ def _missing() -> str | None:
 
 @pytest.mark.skipif(_missing() is not None, reason=f"browser test: {_missing()}")
 def test_dashboard_in_headless_chromium(dash, tmp_path: Path):
-    proc = subprocess.run(["node", str(BROWSER_DIR / "e2e.mjs"), dash.stack.url, json.dumps(dash.ids), str(tmp_path)],
-                          cwd=str(BROWSER_DIR), capture_output=True, text=True, timeout=150)
+    proc = subprocess.run(
+        ["node", str(BROWSER_DIR / "e2e.mjs"), dash.stack.url, json.dumps(dash.ids), str(tmp_path)],
+        cwd=str(BROWSER_DIR),
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}\nscreenshot of a failure: {tmp_path / 'e2e-failure.png'}"
     assert proc.returncode == 0, report
     assert "0 failed" in proc.stdout, report

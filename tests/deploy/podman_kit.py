@@ -40,13 +40,23 @@ def cannot_run() -> str | None:
 def build_images() -> str:
     """Build the sidecar, worker and example images once per run (scripts/build-images.sh); their tag.
     ``MOORAGE_TEST_REUSE_IMAGES=1`` uses images of that tag built earlier (for iterating on the tests)."""
-    if os.environ.get("MOORAGE_TEST_REUSE_IMAGES") == "1" and podman(
-            "image", "exists", f"localhost/moorage-example-joker:{TAG}", check=False).returncode == 0:
+    if (
+        os.environ.get("MOORAGE_TEST_REUSE_IMAGES") == "1"
+        and podman("image", "exists", f"localhost/moorage-example-joker:{TAG}", check=False).returncode == 0
+    ):
         return TAG
+
     def build() -> None:
         env = {**os.environ, "TAG": TAG}
-        r = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "build-images.sh")], cwd=REPO_ROOT, env=env,
-                           capture_output=True, text=True, timeout=900, check=False)
+        r = subprocess.run(
+            ["bash", str(REPO_ROOT / "scripts" / "build-images.sh")],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
         if r.returncode != 0:
             raise RuntimeError(f"scripts/build-images.sh failed ({r.returncode}):\n{r.stderr[-3000:]}")
 
@@ -57,8 +67,9 @@ def build_images() -> str:
 class Container:
     """``podman run -d``; ``remove()`` always cleans up."""
 
-    def __init__(self, image: str, *args: str, env: dict[str, str] | None = None,
-                 volumes: dict[Path, str] | None = None) -> None:
+    def __init__(
+        self, image: str, *args: str, env: dict[str, str] | None = None, volumes: dict[Path, str] | None = None
+    ) -> None:
         self.name = f"moorage-test-{uuid.uuid4().hex[:10]}"
         cmd = ["run", "-d", "--name", self.name, *RUN_FLAGS]
         for key, value in (env or {}).items():

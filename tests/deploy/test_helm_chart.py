@@ -30,8 +30,10 @@ def helm_binary() -> str | None:
 
 
 HELM = helm_binary()
-pytestmark = pytest.mark.skipif(HELM is None, reason="helm is not installed (scripts/test-deps.sh builds it with "
-                                "go install helm.sh/helm/v3/cmd/helm@v3.22.0)")
+pytestmark = pytest.mark.skipif(
+    HELM is None,
+    reason="helm is not installed (scripts/test-deps.sh builds it with go install helm.sh/helm/v3/cmd/helm@v3.22.0)",
+)
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -59,10 +61,19 @@ def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
 
 MODES = {
     "sqlite": [],
-    "postgresql": ["sidecar.store.type=postgresql", "sidecar.store.postgresql.existingSecret=pg", "sidecar.replicas=3",
-                   "keda.trigger=prometheus"],
-    "dts": ["backend=dts", "dts.endpoint=https://s.westus2.durabletask.io", "dts.taskHub=hub1",
-            "workloadIdentity.enabled=true", "workloadIdentity.clientId=00000000-0000-0000-0000-000000000001"],
+    "postgresql": [
+        "sidecar.store.type=postgresql",
+        "sidecar.store.postgresql.existingSecret=pg",
+        "sidecar.replicas=3",
+        "keda.trigger=prometheus",
+    ],
+    "dts": [
+        "backend=dts",
+        "dts.endpoint=https://s.westus2.durabletask.io",
+        "dts.taskHub=hub1",
+        "workloadIdentity.enabled=true",
+        "workloadIdentity.clientId=00000000-0000-0000-0000-000000000001",
+    ],
     "no-keda-no-auth": ["keda.enabled=false", "auth.enabled=false", "worker.replicas=2"],
 }
 
@@ -107,7 +118,8 @@ def test_sqlite_mode_one_replica_on_a_volume_with_auth() -> None:
     assert "replicas" not in worker["spec"]  # KEDA owns it
     wenv = env_of(worker)
     assert wenv["DURABLE_TASK_SCHEDULER_CONNECTION_STRING"] == (
-        "Endpoint=http://rel-moorage-sidecar.agents.svc:8080;Authentication=None;TaskHub=default")
+        "Endpoint=http://rel-moorage-sidecar.agents.svc:8080;Authentication=None;TaskHub=default"
+    )
     assert wenv["MOORAGE_TOKEN"] == {"secretKeyRef": {"name": "rel-moorage-auth", "key": "token"}}
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 30
     scaled = by_kind(docs, "ScaledObject")["rel-moorage-worker"]
@@ -140,15 +152,20 @@ def test_dts_mode_workload_identity_and_the_dts_scaler() -> None:
     worker = deployments["rel-moorage-worker"]
     assert env_of(worker)["DURABLE_TASK_SCHEDULER_CONNECTION_STRING"] == (
         "Endpoint=https://s.westus2.durabletask.io;Authentication=WorkloadIdentity;"
-        "ClientID=00000000-0000-0000-0000-000000000001;TaskHub=hub1")
+        "ClientID=00000000-0000-0000-0000-000000000001;TaskHub=hub1"
+    )
     assert "MOORAGE_TOKEN" not in env_of(worker)
     assert worker["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"] == "true"
     sa = by_kind(docs, "ServiceAccount")["rel-moorage"]
     assert sa["metadata"]["annotations"]["azure.workload.identity/client-id"].endswith("0001")
     triggers = by_kind(docs, "ScaledObject")["rel-moorage-worker"]["spec"]["triggers"]
     assert [t["metadata"]["workItemType"] for t in triggers] == ["Orchestration", "Activity", "Entity"]
-    assert all(t["type"] == "azure-durabletask-scheduler" and t["metadata"]["taskhubName"] == "hub1"
-               and t["authenticationRef"]["name"] == "rel-moorage-worker-dts" for t in triggers)
+    assert all(
+        t["type"] == "azure-durabletask-scheduler"
+        and t["metadata"]["taskhubName"] == "hub1"
+        and t["authenticationRef"]["name"] == "rel-moorage-worker-dts"
+        for t in triggers
+    )
     auth = by_kind(docs, "TriggerAuthentication")["rel-moorage-worker-dts"]
     assert auth["spec"]["podIdentity"]["provider"] == "azure-workload"
 
@@ -162,13 +179,16 @@ def test_without_keda_or_auth() -> None:
     assert sidecar_env["MOORAGE_ALLOW_UNAUTHENTICATED"] == "true" and "MOORAGE_AUTH_TOKEN_FILE" not in sidecar_env
 
 
-@pytest.mark.parametrize("sets, message", [
-    (["backend=dts"], "dts.endpoint is required"),
-    (["sidecar.store.type=postgresql"], "sidecar.store.postgresql.existingSecret is required"),
-    (["sidecar.store.type=mysql"], "sidecar.store.type must be sqlite or postgresql"),
-    (["keda.trigger=cpu"], "keda.trigger must be metrics-api or prometheus"),
-    (["workloadIdentity.enabled=true"], "workloadIdentity.clientId is required"),
-])
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["backend=dts"], "dts.endpoint is required"),
+        (["sidecar.store.type=postgresql"], "sidecar.store.postgresql.existingSecret is required"),
+        (["sidecar.store.type=mysql"], "sidecar.store.type must be sqlite or postgresql"),
+        (["keda.trigger=cpu"], "keda.trigger must be metrics-api or prometheus"),
+        (["workloadIdentity.enabled=true"], "workloadIdentity.clientId is required"),
+    ],
+)
 def test_bad_values_are_named(sets: list[str], message: str) -> None:
     args = ["template", "rel", str(CHART)]
     for s in sets:

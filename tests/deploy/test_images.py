@@ -17,12 +17,21 @@ import pytest
 from kit import free_port, wait_until
 from podman_kit import RUN_FLAGS, Container, build_images, cannot_run, podman
 
-pytestmark = [pytest.mark.long(minutes=10), pytest.mark.skipif(cannot_run() is not None, reason=str(cannot_run())), pytest.mark.timeout(900)]
+pytestmark = [
+    pytest.mark.long(minutes=10),
+    pytest.mark.skipif(cannot_run() is not None, reason=str(cannot_run())),
+    pytest.mark.timeout(900),
+]
 
 
 def curl(*args: str) -> tuple[int, str]:
-    r = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "60", *args],
-                       capture_output=True, text=True, timeout=90, check=False)
+    r = subprocess.run(
+        ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "60", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
     body, _, code = r.stdout.rpartition("\n")
     return int(code or 0), body
 
@@ -46,35 +55,70 @@ def secrets_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 def test_sidecar_and_worker_containers_answer_the_readme_curl(tag: str, secrets_dir: tuple[Path, str]) -> None:
     sdir, token = secrets_dir
     grpc, http, metrics, worker_metrics = free_port(), free_port(), free_port(), free_port()
-    sidecar = Container(f"localhost/moorage-sidecar:{tag}", "--port", str(grpc), "--http-port", str(http),
-                        "--dashboard-port", "0", env={"MOORAGE_METRICS_PORT": str(metrics)},
-                        volumes={sdir: "/run/secrets/moorage:ro"})
+    sidecar = Container(
+        f"localhost/moorage-sidecar:{tag}",
+        "--port",
+        str(grpc),
+        "--http-port",
+        str(http),
+        "--dashboard-port",
+        "0",
+        env={"MOORAGE_METRICS_PORT": str(metrics)},
+        volumes={sdir: "/run/secrets/moorage:ro"},
+    )
     worker: Container | None = None
     try:
         wait_until(lambda: curl(f"http://127.0.0.1:{metrics}/readyz")[0] == 200, timeout=60, message=sidecar.logs)
-        auth = "--auth-token-file" in podman("run", "--rm", *RUN_FLAGS, f"localhost/moorage-sidecar:{tag}",
-                                             "--help").stdout
-        worker = Container(f"localhost/moorage-example-joker:{tag}", env={
-            "DURABLE_TASK_SCHEDULER_CONNECTION_STRING":
-                f"Endpoint=http://127.0.0.1:{grpc};Authentication=None;TaskHub=default",
-            "MOORAGE_TOKEN": token, "MOORAGE_METRICS_PORT": str(worker_metrics)})
-        wait_until(lambda: curl(f"http://127.0.0.1:{worker_metrics}/readyz")[0] == 200, timeout=60,
-                   message=worker.logs)
+        auth = (
+            "--auth-token-file"
+            in podman("run", "--rm", *RUN_FLAGS, f"localhost/moorage-sidecar:{tag}", "--help").stdout
+        )
+        worker = Container(
+            f"localhost/moorage-example-joker:{tag}",
+            env={
+                "DURABLE_TASK_SCHEDULER_CONNECTION_STRING": f"Endpoint=http://127.0.0.1:{grpc};Authentication=None;TaskHub=default",
+                "MOORAGE_TOKEN": token,
+                "MOORAGE_METRICS_PORT": str(worker_metrics),
+            },
+        )
+        wait_until(lambda: curl(f"http://127.0.0.1:{worker_metrics}/readyz")[0] == 200, timeout=60, message=worker.logs)
 
         bearer = ["-H", f"authorization: Bearer {token}"]
-        code, body = curl("-X", "POST", f"http://127.0.0.1:{http}/api/agents/Joker/threads", *bearer,
-                          "-H", "content-type: application/json", "-d", '{"message": "Tell me a joke about pirates"}')
+        code, body = curl(
+            "-X",
+            "POST",
+            f"http://127.0.0.1:{http}/api/agents/Joker/threads",
+            *bearer,
+            "-H",
+            "content-type: application/json",
+            "-d",
+            '{"message": "Tell me a joke about pirates"}',
+        )
         assert code == 200, (code, body, sidecar.logs()[-2000:], worker.logs()[-2000:])
         first = json.loads(body)
         assert "offline model" in first["response"] and first["threadId"]
-        code, body = curl("-X", "POST", f"http://127.0.0.1:{http}/api/agents/Joker/threads/{first['threadId']}",
-                          *bearer, "-H", "content-type: application/json",
-                          "-d", '{"message": "Now explain why that joke is funny"}')
+        code, body = curl(
+            "-X",
+            "POST",
+            f"http://127.0.0.1:{http}/api/agents/Joker/threads/{first['threadId']}",
+            *bearer,
+            "-H",
+            "content-type: application/json",
+            "-d",
+            '{"message": "Now explain why that joke is funny"}',
+        )
         assert code == 200, body
         assert "turn 2 of this conversation" in json.loads(body)["response"]
         if auth:  # with the access-control work in: nothing without the token
-            code, body = curl("-X", "POST", f"http://127.0.0.1:{http}/api/agents/Joker/threads",
-                              "-H", "content-type: application/json", "-d", '{"message": "hi"}')
+            code, body = curl(
+                "-X",
+                "POST",
+                f"http://127.0.0.1:{http}/api/agents/Joker/threads",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                '{"message": "hi"}',
+            )
             assert code == 401, (code, body)
 
         code, text = curl(f"http://127.0.0.1:{worker_metrics}/metrics")
@@ -99,15 +143,18 @@ def test_sidecar_and_worker_containers_answer_the_readme_curl(tag: str, secrets_
 
 
 def test_image_labels_and_ports(tag: str) -> None:
-    labels = json.loads(podman("image", "inspect", f"localhost/moorage-sidecar:{tag}",
-                               "--format", "{{json .Labels}}").stdout)
+    labels = json.loads(
+        podman("image", "inspect", f"localhost/moorage-sidecar:{tag}", "--format", "{{json .Labels}}").stdout
+    )
     assert labels["org.opencontainers.image.title"] == "moorage-sidecar"
     assert labels["org.opencontainers.image.version"]
     assert labels["org.opencontainers.image.revision"]
-    ports = podman("image", "inspect", f"localhost/moorage-sidecar:{tag}", "--format",
-                   "{{json .Config.ExposedPorts}}").stdout
+    ports = podman(
+        "image", "inspect", f"localhost/moorage-sidecar:{tag}", "--format", "{{json .Config.ExposedPorts}}"
+    ).stdout
     for port in ("8080", "7071", "8082", "9090"):
         assert f"{port}/tcp" in ports
-    worker = json.loads(podman("image", "inspect", f"localhost/moorage-worker:{tag}", "--format",
-                               "{{json .Config.Entrypoint}}").stdout)
+    worker = json.loads(
+        podman("image", "inspect", f"localhost/moorage-worker:{tag}", "--format", "{{json .Config.Entrypoint}}").stdout
+    )
     assert worker == ["moorage", "worker"]

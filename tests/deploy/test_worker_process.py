@@ -48,8 +48,9 @@ def get(url: str) -> tuple[int, str]:
 
 
 def post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"content-type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"content-type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, json.loads(r.read())
@@ -60,8 +61,11 @@ def post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 def samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     status, text = get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200, text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def metric(all_samples: dict[Any, float], name: str, **labels: str) -> float:
@@ -69,20 +73,38 @@ def metric(all_samples: dict[Any, float], name: str, **labels: str) -> float:
 
 
 class WorkerProcess:
-    def __init__(self, target: str, cwd: Path, sidecar: SidecarProcess, log: Path, *args: str,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, target: str, cwd: Path, sidecar: SidecarProcess, log: Path, *args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.metrics_port = free_port()
         self.log = log
         environment = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
         environment.update(env or {})
         environment["DURABLE_TASK_SCHEDULER_CONNECTION_STRING"] = (
-            f"Endpoint=http://localhost:{sidecar.port};Authentication=None;TaskHub=default")
+            f"Endpoint=http://localhost:{sidecar.port};Authentication=None;TaskHub=default"
+        )
         environment["PYTHONUNBUFFERED"] = "1"
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                [PYTHON, "-m", "moorage", "worker", target, "--host", "127.0.0.1", "--metrics-port",
-                 str(self.metrics_port), *args], cwd=cwd, env=environment, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+                [
+                    PYTHON,
+                    "-m",
+                    "moorage",
+                    "worker",
+                    target,
+                    "--host",
+                    "127.0.0.1",
+                    "--metrics-port",
+                    str(self.metrics_port),
+                    *args,
+                ],
+                cwd=cwd,
+                env=environment,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
+            )
 
     def ready(self) -> bool:
         return get(f"http://127.0.0.1:{self.metrics_port}/readyz")[0] == 200
@@ -111,35 +133,38 @@ def gateway_sidecar(sidecar_factory: SidecarFactory) -> tuple[SidecarProcess, in
     return sidecar_factory("gw", extra_args=["--http-port", str(http)]), http
 
 
-def test_joker_worker_probes_metrics_and_sigterm(gateway_sidecar: tuple[SidecarProcess, int],
-                                                 tmp_path: Path) -> None:
+def test_joker_worker_probes_metrics_and_sigterm(gateway_sidecar: tuple[SidecarProcess, int], tmp_path: Path) -> None:
     sc, http = gateway_sidecar
     w = WorkerProcess("joker:joker_agent", REPO_ROOT / "examples", sc, tmp_path / "worker.log")
     try:
-        assert wait_until(lambda: get(f"http://127.0.0.1:{w.metrics_port}/healthz")[0] == 200, timeout=30,
-                          message=w.tail)
+        assert wait_until(
+            lambda: get(f"http://127.0.0.1:{w.metrics_port}/healthz")[0] == 200, timeout=30, message=w.tail
+        )
         wait_until(w.ready, timeout=30, message=w.tail)
         status, body = get(f"http://127.0.0.1:{w.metrics_port}/readyz")
-        assert json.loads(body)["checks"] == {"started": True, "connected": True, "registered": True,
-                                              "not_draining": True}
+        assert json.loads(body)["checks"] == {
+            "started": True,
+            "connected": True,
+            "registered": True,
+            "not_draining": True,
+        }
         assert "Joker" in get(f"http://127.0.0.1:{http}/api/agents")[1]  # ready: the gateway knows its agent
 
-        status, first = post(f"http://127.0.0.1:{http}/api/agents/Joker/threads",
-                             {"message": "Tell me a joke about pirates"})
+        status, first = post(
+            f"http://127.0.0.1:{http}/api/agents/Joker/threads", {"message": "Tell me a joke about pirates"}
+        )
         assert status == 200, first
         assert "offline model" in first["response"]
-        status, second = post(f"http://127.0.0.1:{http}/api/agents/Joker/threads/{first['threadId']}",
-                              {"message": "Now explain it"})
+        status, second = post(
+            f"http://127.0.0.1:{http}/api/agents/Joker/threads/{first['threadId']}", {"message": "Now explain it"}
+        )
         assert status == 200, second
 
         m = samples(w.metrics_port)
         assert metric(m, "moorage_agent_turns_total", agent="Joker", outcome="ok") == 2
-        assert metric(m, "moorage_agent_model_calls_total", agent="Joker", model="moorage-offline",
-                      outcome="ok") == 2
-        tokens_in = metric(m, "moorage_agent_tokens_total", agent="Joker", model="moorage-offline",
-                           direction="input")
-        tokens_out = metric(m, "moorage_agent_tokens_total", agent="Joker", model="moorage-offline",
-                            direction="output")
+        assert metric(m, "moorage_agent_model_calls_total", agent="Joker", model="moorage-offline", outcome="ok") == 2
+        tokens_in = metric(m, "moorage_agent_tokens_total", agent="Joker", model="moorage-offline", direction="input")
+        tokens_out = metric(m, "moorage_agent_tokens_total", agent="Joker", model="moorage-offline", direction="output")
         assert tokens_in == first["usage"]["inputTokenCount"] + second["usage"]["inputTokenCount"]
         assert tokens_out == first["usage"]["outputTokenCount"] + second["usage"]["outputTokenCount"]
         assert metric(m, "moorage_agent_model_call_seconds_count", agent="Joker", model="moorage-offline") == 2
@@ -164,13 +189,15 @@ def hold_registry_entry(ctx: task.OrchestrationContext, key: str):  # type: igno
     return "released"
 
 
-def test_ready_only_once_the_gateway_registry_holds_the_agents(gateway_sidecar: tuple[SidecarProcess, int],
-                                                               tmp_path: Path) -> None:
+def test_ready_only_once_the_gateway_registry_holds_the_agents(
+    gateway_sidecar: tuple[SidecarProcess, int], tmp_path: Path
+) -> None:
     """The worker's registration is a signal; while the registry entity has not applied it, the worker is connected
     but not ready (a gateway would not know its agent), and once ready the gateway runs a turn at once."""
     sc, http = gateway_sidecar
-    holder = TaskHubGrpcWorker(host_address=f"localhost:{sc.port}", channel_options=CHANNEL_OPTIONS,
-                               logger=SDK_WORKER_LOGGER)
+    holder = TaskHubGrpcWorker(
+        host_address=f"localhost:{sc.port}", channel_options=CHANNEL_OPTIONS, logger=SDK_WORKER_LOGGER
+    )
     holder.add_orchestrator(hold_registry_entry)
     holder.use_work_item_filters()  # only this orchestration: the registry entity's work is the agent worker's
     client = TaskHubGrpcClient(host_address=f"localhost:{sc.port}", channel_options=CHANNEL_OPTIONS)
@@ -193,8 +220,12 @@ def test_ready_only_once_the_gateway_registry_holds_the_agents(gateway_sidecar: 
         wait_until(connected, timeout=30, message=w.tail)
         status, body = get(f"http://127.0.0.1:{w.metrics_port}/readyz")
         assert status == 503, body
-        assert json.loads(body)["checks"] == {"started": True, "connected": True, "registered": False,
-                                              "not_draining": True}
+        assert json.loads(body)["checks"] == {
+            "started": True,
+            "connected": True,
+            "registered": False,
+            "not_draining": True,
+        }
         # nor does the gateway take the locked, state-less registry entity for a registration
         assert "Joker" not in get(f"http://127.0.0.1:{http}/api/agents")[1]
         status, answer = post(f"http://127.0.0.1:{http}/api/agents/Joker/threads", {"message": "Tell me a joke"})
@@ -246,8 +277,9 @@ def test_grace_period_abandons_what_is_still_running(sidecar_factory: SidecarFac
     sc = sidecar_factory("abandon", lease_seconds=1.0)
     marks = tmp_path / "marks.txt"
     marks.touch()
-    w = WorkerProcess("drain_app:worker", HERE, sc, tmp_path / "w.log", "--grace-seconds", "1",
-                      env={"MARKS": str(marks)})
+    w = WorkerProcess(
+        "drain_app:worker", HERE, sc, tmp_path / "w.log", "--grace-seconds", "1", env={"MARKS": str(marks)}
+    )
     client = TaskHubGrpcClient(host_address=f"localhost:{sc.port}", channel_options=CHANNEL_OPTIONS)
     try:
         wait_until(w.ready, timeout=30, message=w.tail)
@@ -263,16 +295,25 @@ def test_grace_period_abandons_what_is_still_running(sidecar_factory: SidecarFac
         w.kill()
 
 
-@pytest.mark.parametrize("target, message", [
-    ("no_colon", "expected MODULE:ATTR"),
-    ("no_such_module_xyz:agents", "cannot import module 'no_such_module_xyz'"),
-    ("drain_app:missing", "has no attribute 'missing'"),
-    ("drain_app:os", "expected an AgentWorker, an Agent, a list of agents"),
-    ("broken_app:agents", "importing module 'broken_app' failed: RuntimeError: boom at import"),
-])
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("no_colon", "expected MODULE:ATTR"),
+        ("no_such_module_xyz:agents", "cannot import module 'no_such_module_xyz'"),
+        ("drain_app:missing", "has no attribute 'missing'"),
+        ("drain_app:os", "expected an AgentWorker, an Agent, a list of agents"),
+        ("broken_app:agents", "importing module 'broken_app' failed: RuntimeError: boom at import"),
+    ],
+)
 def test_bad_targets_are_named(target: str, message: str) -> None:
-    r = subprocess.run([sys.executable, "-m", "moorage", "worker", target, "--metrics-port", "0"], cwd=HERE,
-                       capture_output=True, text=True, timeout=60, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "moorage", "worker", target, "--metrics-port", "0"],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 2, r.stderr
     assert message in r.stderr
 
@@ -280,7 +321,14 @@ def test_bad_targets_are_named(target: str, message: str) -> None:
 def test_a_bad_connection_string_is_named() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
     env["DURABLE_TASK_SCHEDULER_CONNECTION_STRING"] = "Endpoint=http://localhost:1;Authentication=Bogus;TaskHub=x"
-    r = subprocess.run([sys.executable, "-m", "moorage", "worker", "joker:joker_agent", "--metrics-port", "0"],
-                       cwd=REPO_ROOT / "examples", env=env, capture_output=True, text=True, timeout=60, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "moorage", "worker", "joker:joker_agent", "--metrics-port", "0"],
+        cwd=REPO_ROOT / "examples",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 2, r.stderr
     assert "--connection-string" in r.stderr and "unsupported Authentication='Bogus'" in r.stderr

@@ -13,8 +13,9 @@ class SSE:
     """``body`` None: a GET (a resumed stream); else a POST of the JSON body. ``last_id`` is the ``id:`` of the last
     event read."""
 
-    def __init__(self, base: str, path: str, body: Any, *, headers: dict[str, str] | None = None,
-                 timeout: float = 60.0):
+    def __init__(
+        self, base: str, path: str, body: Any, *, headers: dict[str, str] | None = None, timeout: float = 60.0
+    ):
         u = urlsplit(base)
         self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
         hdrs = {"Content-Type": "application/json", "Accept": "text/event-stream", **(headers or {})}

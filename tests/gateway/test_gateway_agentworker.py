@@ -1,4 +1,5 @@
-"""A plain ``AgentWorker`` — no ``expose``/``announce`` calls — is reachable through the gateway as soon as it starts."""
+"""A plain ``AgentWorker`` — no ``expose``/``announce`` calls — is reachable through the gateway as soon as it
+starts."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ def test_plain_agent_worker_is_announced_and_answers(tmp_path: Path) -> None:
     status, _, body = http.request("POST", f"/api/agents/{name}/threads", {"message": "hi"})
     assert status == 404, body  # unknown before any worker hosts it
 
-    worker = AgentWorker([Agent(name=name, instructions="Be brief.", model=OfflineChatModel())],
-                         connection_string=f"Endpoint=http://localhost:{stack.grpc_port};Authentication=None;"
-                                           "TaskHub=default")
+    worker = AgentWorker(
+        [Agent(name=name, instructions="Be brief.", model=OfflineChatModel())],
+        connection_string=f"Endpoint=http://localhost:{stack.grpc_port};Authentication=None;TaskHub=default",
+    )
     try:
         worker.start()
         deadline = time.monotonic() + 30

@@ -19,7 +19,16 @@ SOURCES = {
     "python": REPO_ROOT / "tests" / "clients" / "test_python_client.py",
     "js": REPO_ROOT / "client" / "js" / "test" / "client.test.mjs",
     "go": REPO_ROOT / "client" / "go" / "moorage_test.go",
-    "java": REPO_ROOT / "client" / "java" / "src" / "test" / "java" / "dev" / "moorage" / "client" / "MoorageClientTest.java",
+    "java": REPO_ROOT
+    / "client"
+    / "java"
+    / "src"
+    / "test"
+    / "java"
+    / "dev"
+    / "moorage"
+    / "client"
+    / "MoorageClientTest.java",
 }
 
 
@@ -52,16 +61,25 @@ def test_language_examples_are_the_tested_ones(lang: str) -> None:
     blocks = doc_blocks()
     assert lang in blocks, f"docs/clients.md has no '{lang}' example"
     assert normalize(blocks[lang]) == normalize(source_block(lang)), (
-        f"the {lang} example in docs/clients.md differs from the one {SOURCES[lang].name} runs")
+        f"the {lang} example in docs/clients.md differs from the one {SOURCES[lang].name} runs"
+    )
 
 
 CURL_CHECKS = {
-    "curl-conversation": [r"\[turn 1\] Why couldn't the pirate", r"\[turn 2\] Another one about pirates",
-                          r'"role":\s*"assistant"'],
+    "curl-conversation": [
+        r"\[turn 1\] Why couldn't the pirate",
+        r"\[turn 2\] Another one about pirates",
+        r'"role":\s*"assistant"',
+    ],
     "curl-202": [r'"status":\s*"completed"', r'"response":\s*"\[turn 1\]'],
     "curl-sse": [r"event: started", r"event: chunk\ndata: \{\"text\":\s*\"\[turn\"", r"event: completed"],
-    "curl-orchestration": [r'"statusQueryGetUri"', r'"runtimeStatus":\s*"(Pending|Running)"', r'"runtimeStatus":\s*"Completed"',
-                           r'"approval":\s*\{"by":\s*"ada"\}', r'"state":\s*5'],
+    "curl-orchestration": [
+        r'"statusQueryGetUri"',
+        r'"runtimeStatus":\s*"(Pending|Running)"',
+        r'"runtimeStatus":\s*"Completed"',
+        r'"approval":\s*\{"by":\s*"ada"\}',
+        r'"state":\s*5',
+    ],
 }
 
 

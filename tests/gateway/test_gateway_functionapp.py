@@ -21,8 +21,15 @@ def _hdr(headers: dict[str, str], name: str) -> str | None:
     return next((v for k, v in headers.items() if k.lower() == name), None)
 
 
-def _run(http: Http, agent: str = "Joker", body: Any = None, *, query: str = "", raw: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+def _run(
+    http: Http,
+    agent: str = "Joker",
+    body: Any = None,
+    *,
+    query: str = "",
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], Any]:
     return http.request("POST", f"/api/agents/{agent}/run{query}", body, raw=raw, headers=headers)
 
 
@@ -66,17 +73,20 @@ def test_every_name_of_the_session_id_in_body_and_query(http: Http) -> None:
 
 
 def test_conflicting_session_ids_are_a_400_naming_both(http: Http) -> None:
-    for body, query in (({"message": "hi", "session_id": "a1"}, "?thread_id=b2"),
-                        ({"message": "hi", "session_id": "a1", "thread_id": "b2"}, ""),
-                        ({"message": "hi"}, "?session_id=a1&sessionId=b2")):
-        status, headers, answer = _run(http, body=body, query=query)
+    for body, query in (
+        ({"message": "hi", "session_id": "a1"}, "?thread_id=b2"),
+        ({"message": "hi", "session_id": "a1", "thread_id": "b2"}, ""),
+        ({"message": "hi"}, "?session_id=a1&sessionId=b2"),
+    ):
+        status, _, answer = _run(http, body=body, query=query)
         assert status == 400, answer
         assert set(answer) == {"error"} and "Conflicting session identifiers" in answer["error"], answer
         assert "'a1'" in answer["error"] and "'b2'" in answer["error"], answer
     # the same value under two names is no conflict; a blank one counts as absent
     sid = _sid()
-    status, _, answer = _run(http, body={"message": "hi", "session_id": sid, "thread_id": " "},
-                             query=f"?thread_id={sid}")
+    status, _, answer = _run(
+        http, body={"message": "hi", "session_id": sid, "thread_id": " "}, query=f"?thread_id={sid}"
+    )
     assert status == 200 and answer["session_id"] == sid, answer
 
 
@@ -87,13 +97,18 @@ def test_plain_text_body_answers_plain_text_with_the_session_header(http: Http) 
     assert isinstance(text, str) and text.startswith("[turn 1] You said: My name is Cleo"), text
     sid = _hdr(headers, "x-ms-session-id")
     assert sid
-    status, headers, text = _run(http, raw=b"What is my name?", query=f"?session_id={sid}",
-                                 headers={"Content-Type": "text/plain"})
+    status, headers, text = _run(
+        http, raw=b"What is my name?", query=f"?session_id={sid}", headers={"Content-Type": "text/plain"}
+    )
     assert status == 200 and text == "[turn 2] Your name is Cleo.", text
     assert _hdr(headers, "x-ms-session-id") == sid
     # no content type at all is text too; Accept: application/json asks for the JSON answer
-    status, headers, body = _run(http, raw=b"What is my name?", query=f"?session_id={sid}",
-                                 headers={"Accept": "text/html, application/json;q=0.9"})
+    status, headers, body = _run(
+        http,
+        raw=b"What is my name?",
+        query=f"?session_id={sid}",
+        headers={"Accept": "text/html, application/json;q=0.9"},
+    )
     assert status == 200 and isinstance(body, dict) and body["status"] == "success", body
     assert body["response"] == "[turn 3] Your name is Cleo." and body["message_count"] == 6
 
@@ -168,8 +183,9 @@ def test_wait_precedence_header_then_query_then_body(http: Http) -> None:
 
 
 def test_text_mode_202_is_text_with_the_session_header(http: Http) -> None:
-    status, headers, text = _run(http, raw=b"hello there", query="?wait_for_response=false",
-                                 headers={"Content-Type": "text/plain"})
+    status, headers, text = _run(
+        http, raw=b"hello there", query="?wait_for_response=false", headers={"Content-Type": "text/plain"}
+    )
     assert status == 202 and text == "Agent request accepted", text
     assert _hdr(headers, "x-ms-session-id") and _hdr(headers, "location")
 
@@ -186,7 +202,7 @@ def test_a_failed_turn_is_a_500(http: Http) -> None:
 def test_a_timeout_is_a_500_whose_status_url_answers_once_the_turn_is_done(http: Http) -> None:
     token = uuid.uuid4().hex[:8]
     try:
-        status, headers, body = _run(http, body={"message": f"slow one [gate:{token}]"}, query="?timeout=1")
+        status, _, body = _run(http, body={"message": f"slow one [gate:{token}]"}, query="?timeout=1")
         assert status == 500, body
         assert body["status"] == "timeout" and body["response"] == "Agent is still processing or timed out..."
         url = body["statusQueryGetUri"]
@@ -213,5 +229,5 @@ def test_health_lists_the_agents(http: Http) -> None:
 
 
 def test_the_announcement_routes_keep_working(http: Http) -> None:
-    status, headers, body = http.request("POST", "/api/agents/Joker/threads", {"message": "hello"})
+    status, _, body = http.request("POST", "/api/agents/Joker/threads", {"message": "hello"})
     assert status == 200 and body["threadId"] and body["response"].startswith("[turn 1]"), body

@@ -44,15 +44,20 @@ def _poll(fn: Any, timeout: float = 20.0) -> Any:
 # Agents
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def test_two_turn_conversation_keeps_context(http: Http) -> None:
-    status, headers, first = http.request("POST", "/api/agents/Joker/threads",
-                                          {"message": "Tell me a joke about pirates"})
+    status, headers, first = http.request(
+        "POST", "/api/agents/Joker/threads", {"message": "Tell me a joke about pirates"}
+    )
     assert status == 200, first
     assert set(first) >= {"threadId", "response", "correlationId"}
     assert first["response"].startswith("[turn 1]") and "pirate" in first["response"]
     assert headers.get("x-ms-thread-id") == first["threadId"]
-    status, _, second = http.request("POST", f"/api/agents/Joker/threads/{first['threadId']}",
-                                     {"message": "Tell me another one about the same topic"})
+    status, _, second = http.request(
+        "POST",
+        f"/api/agents/Joker/threads/{first['threadId']}",
+        {"message": "Tell me another one about the same topic"},
+    )
     assert status == 200, second
     assert second["threadId"] == first["threadId"]
     assert second["correlationId"] != first["correlationId"]
@@ -61,8 +66,9 @@ def test_two_turn_conversation_keeps_context(http: Http) -> None:
 
 
 def test_plain_text_body_and_json_string_body(http: Http) -> None:
-    status, _, body = http.request("POST", "/api/agents/Joker/threads", raw=b"My name is Ada",
-                                   headers={"Content-Type": "text/plain"})
+    status, _, body = http.request(
+        "POST", "/api/agents/Joker/threads", raw=b"My name is Ada", headers={"Content-Type": "text/plain"}
+    )
     assert status == 200, body
     status, _, body = http.request("POST", f"/api/agents/Joker/threads/{body['threadId']}", "What is my name?")
     assert status == 200, body
@@ -80,22 +86,24 @@ def test_same_correlation_id_runs_the_turn_once(http: Http) -> None:
     corr = _uid("corr")
     _, _, first = http.request("POST", "/api/agents/Joker/threads", {"message": "once", "correlationId": corr})
     tid = first["threadId"]
-    status, _, again = http.request("POST", f"/api/agents/Joker/threads/{tid}",
-                                    {"message": "once", "correlationId": corr})
+    status, _, again = http.request(
+        "POST", f"/api/agents/Joker/threads/{tid}", {"message": "once", "correlationId": corr}
+    )
     assert status == 200 and again["response"] == first["response"], again
     _, _, thread = http.request("GET", f"/api/agents/Joker/threads/{tid}")
     assert [m["role"] for m in thread["messages"]] == ["user", "assistant"], thread["messages"]
 
 
 def test_wait_false_gives_202_and_a_status_url_that_later_returns_the_response(http: Http) -> None:
-    status, headers, accepted = http.request("POST", "/api/agents/Joker/threads?wait=false",
-                                             {"message": "Tell me a joke about sailors"})
+    status, headers, accepted = http.request(
+        "POST", "/api/agents/Joker/threads?wait=false", {"message": "Tell me a joke about sailors"}
+    )
     assert status == 202, accepted
     assert accepted["status"] in ("pending", "running")
     location = headers["location"]
     assert location == accepted["statusQueryGetUri"]
     assert location.endswith(f"/api/agents/Joker/threads/{accepted['threadId']}/runs/{accepted['correlationId']}")
-    path = location[len(http.base):]
+    path = location[len(http.base) :]
 
     def done() -> Any:
         code, _, body = http.request("GET", path)
@@ -152,7 +160,8 @@ def test_sse_first_chunk_arrives_before_the_turn_completes(http: Http, stack: St
         kind, first = next(events)
         assert kind == "chunk" and first["sequence"] == 0 and first["text"] == "[turn"
         status, _, run = http.request(
-            "GET", f"/api/agents/Joker/threads/{started['threadId']}/runs/{started['correlationId']}")
+            "GET", f"/api/agents/Joker/threads/{started['threadId']}/runs/{started['correlationId']}"
+        )
         assert status == 202 and run["status"] == "running", run
         GATES[token].set()
         rest = list(events)
@@ -181,8 +190,11 @@ def test_thread_history_list_and_delete(http: Http) -> None:
     assert status == 200, thread
     assert thread["threadId"] == tid and thread["agent"] == "Joker"
     assert [(m["role"], m["text"]) for m in thread["messages"]] == [
-        ("user", "My name is Grace"), ("assistant", "[turn 1] You said: My name is Grace"),
-        ("user", "What is my name?"), ("assistant", "[turn 2] Your name is Grace.")]
+        ("user", "My name is Grace"),
+        ("assistant", "[turn 1] You said: My name is Grace"),
+        ("user", "What is my name?"),
+        ("assistant", "[turn 2] Your name is Grace."),
+    ]
     assert thread["messages"][0]["correlationId"] == first["correlationId"]
     assert thread["state"]["schemaVersion"] == "1.1.0"
     assert thread["runningCorrelationId"] == ""
@@ -220,8 +232,9 @@ def test_sessions_routes_and_their_threads_aliases_are_one_resource(http: Http) 
     # the next turn through the alias, the one after through /sessions: one conversation
     status, _, second = http.request("POST", f"/api/agents/Joker/threads/{sid}", {"message": "What is my name?"})
     assert status == 200 and second["sessionId"] == sid and second["response"] == "[turn 2] Your name is Alan."
-    status, headers, accepted = http.request("POST", f"/api/agents/Joker/sessions/{sid}?wait=false",
-                                             {"message": "again"})
+    status, headers, accepted = http.request(
+        "POST", f"/api/agents/Joker/sessions/{sid}?wait=false", {"message": "again"}
+    )
     assert status == 202 and accepted["sessionId"] == accepted["threadId"] == sid
     assert headers["location"].endswith(f"/api/agents/Joker/sessions/{sid}/runs/{accepted['correlationId']}")
     status, _, done = http.request("GET", f"/api/agents/Joker/sessions/{sid}/runs/{accepted['correlationId']}?wait=30")
@@ -256,9 +269,14 @@ def test_list_agents(http: Http) -> None:
 # Agent errors
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def test_bad_json_is_400(http: Http) -> None:
-    status, _, body = http.request("POST", "/api/agents/Joker/threads", raw=b'{"message": "unterminated',
-                                   headers={"Content-Type": "application/json"})
+    status, _, body = http.request(
+        "POST",
+        "/api/agents/Joker/threads",
+        raw=b'{"message": "unterminated',
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 400
     assert "not valid JSON" in _error(body, "INVALID_ARGUMENT", "BadJson")
 
@@ -279,23 +297,27 @@ def test_unknown_thread_is_404(http: Http) -> None:
 
 def test_oversized_body_is_413(http: Http) -> None:
     big = b'{"message": "' + b"x" * (5 * 1024 * 1024) + b'"}'
-    status, _, body = http.request("POST", "/api/agents/Joker/threads", raw=big,
-                                   headers={"Content-Type": "application/json"})
+    status, _, body = http.request(
+        "POST", "/api/agents/Joker/threads", raw=big, headers={"Content-Type": "application/json"}
+    )
     assert status == 413
     assert "limit" in _error(body, "RESOURCE_EXHAUSTED", "BodyTooLarge")
     # the gateway still serves
     assert http.request("GET", "/healthz")[0] == 200
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ({"nomessage": 1}, 'no "message"'),
-    ({"message": ""}, "non-empty"),
-    ({"message": 42}, "non-empty string"),
-    ([1, 2], "JSON object"),
-    ({"message": "x", "options": "fast"}, "options must be a JSON object"),
-    ({"message": "x", "correlationId": "bad id with spaces"}, "correlation id"),
-    ({"message": "x", "enableToolCalls": "yes"}, "enableToolCalls"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"nomessage": 1}, 'no "message"'),
+        ({"message": ""}, "non-empty"),
+        ({"message": 42}, "non-empty string"),
+        ([1, 2], "JSON object"),
+        ({"message": "x", "options": "fast"}, "options must be a JSON object"),
+        ({"message": "x", "correlationId": "bad id with spaces"}, "correlation id"),
+        ({"message": "x", "enableToolCalls": "yes"}, "enableToolCalls"),
+    ],
+)
 def test_invalid_run_requests_are_400(http: Http, body: Any, fragment: str) -> None:
     status, _, err = http.request("POST", "/api/agents/Joker/threads", body)
     assert status == 400, err
@@ -322,20 +344,22 @@ def test_invalid_names_and_routes(http: Http) -> None:
 # Orchestrations
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def test_orchestration_start_status_raise_event(http: Http) -> None:
     iid = _uid("approval")
-    status, headers, started = http.request("POST", f"/api/orchestrations/wait_for_approval?instanceId={iid}",
-                                            {"amount": 42})
+    status, headers, started = http.request(
+        "POST", f"/api/orchestrations/wait_for_approval?instanceId={iid}", {"amount": 42}
+    )
     assert status == 202, started
     assert started["id"] == started["instanceId"] == iid
     assert headers["location"] == started["statusQueryGetUri"]
-    path = started["statusQueryGetUri"][len(http.base):]
+    path = started["statusQueryGetUri"][len(http.base) :]
 
     status, _, running = http.request("GET", path)
     assert status == 202 and running["runtimeStatus"] in ("Pending", "Running"), running
     assert running["input"] == {"amount": 42} and running["name"] == "wait_for_approval"
 
-    event_path = started["sendEventPostUri"].replace("{eventName}", "approve")[len(http.base):]
+    event_path = started["sendEventPostUri"].replace("{eventName}", "approve")[len(http.base) :]
     status, _, _ = http.request("POST", event_path, {"by": "ada"})
     assert status == 202
 
@@ -352,8 +376,9 @@ def test_orchestration_errors(http: Http) -> None:
     status, _, err = http.request("POST", f"/api/orchestrations/wait_for_approval?instanceId={iid}")
     assert status == 409
     _error(err, "ALREADY_EXISTS")
-    status, _, err = http.request("POST", "/api/orchestrations/wait_for_approval", raw=b"{nope",
-                                  headers={"Content-Type": "application/json"})
+    status, _, err = http.request(
+        "POST", "/api/orchestrations/wait_for_approval", raw=b"{nope", headers={"Content-Type": "application/json"}
+    )
     assert status == 400
     _error(err, "INVALID_ARGUMENT", "BadJson")
     status, _, err = http.request("POST", "/api/orchestrations/wait_for_approval", raw=b"1" * (5 * 1024 * 1024))
@@ -392,6 +417,7 @@ def test_orchestration_suspend_resume_terminate(http: Http) -> None:
 # Entities
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def test_entity_signal_and_read(http: Http) -> None:
     key = _uid("c")
     assert http.request("POST", f"/api/entities/counter/{key}?op=add", 5)[0] == 202
@@ -412,8 +438,9 @@ def test_entity_errors(http: Http) -> None:
     status, _, err = http.request("POST", "/api/entities/counter/k1", 1)
     assert status == 400
     _error(err, "INVALID_ARGUMENT", "MissingOperation")
-    status, _, err = http.request("POST", "/api/entities/counter/k1?op=add", raw=b"[1,",
-                                  headers={"Content-Type": "application/json"})
+    status, _, err = http.request(
+        "POST", "/api/entities/counter/k1?op=add", raw=b"[1,", headers={"Content-Type": "application/json"}
+    )
     assert status == 400
     _error(err, "INVALID_ARGUMENT", "BadJson")
     status, _, err = http.request("POST", "/api/entities/counter/k1?op=add", raw=b"1" * (5 * 1024 * 1024))
@@ -423,6 +450,7 @@ def test_entity_errors(http: Http) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 # OpenAPI and health
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 def test_openapi_describes_every_route(http: Http) -> None:
     from starlette.routing import Route
@@ -436,9 +464,13 @@ def test_openapi_describes_every_route(http: Http) -> None:
     app = create_app(Gateway("Endpoint=http://localhost:1;Authentication=None;TaskHub=default"))
     for route in app.routes:
         assert isinstance(route, Route)
-        path = route.path.replace("{thread_id}", "{threadId}").replace("{session_id}", "{sessionId}") \
-            .replace("{correlation_id}", "{correlationId}") \
-            .replace("{instance_id}", "{instanceId}").replace("{event_name}", "{eventName}")
+        path = (
+            route.path.replace("{thread_id}", "{threadId}")
+            .replace("{session_id}", "{sessionId}")
+            .replace("{correlation_id}", "{correlationId}")
+            .replace("{instance_id}", "{instanceId}")
+            .replace("{event_name}", "{eventName}")
+        )
         if path == "/openapi.json":
             continue
         assert path in spec["paths"], path
@@ -453,6 +485,7 @@ def test_openapi_describes_every_route(http: Http) -> None:
 # Failed and slow turns
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def test_failed_turn_is_500_with_the_turns_error(http: Http, stack: Stack) -> None:
     status, _, body = http.request("POST", "/api/agents/Joker/threads", {"message": "[fail] please"})
     assert status == 500, body
@@ -464,7 +497,7 @@ def test_failed_turn_is_500_with_the_turns_error(http: Http, stack: Stack) -> No
     assert status == 200 and ok["response"] == "[turn 2] You said: again", ok
     # the status URL of a failed turn answers the same error
     _, _, started = http.request("POST", f"/api/agents/Joker/threads/{thread_id}?wait=false", {"message": "[fail]"})
-    path = started["statusQueryGetUri"][len(http.base):]
+    path = started["statusQueryGetUri"][len(http.base) :]
     status, _, err = http.request("GET", path + "?wait=20")
     assert status == 500 and err["error"]["reason"] == "AgentRunFailed", err
     # and a stream ends with an error event
@@ -481,23 +514,26 @@ def test_run_that_outlasts_its_timeout_becomes_202(http: Http) -> None:
     token = _uid("gate")
     GATES[token] = threading.Event()
     try:
-        status, headers, body = http.request("POST", "/api/agents/Joker/threads?timeout=0.3",
-                                             {"message": f"[gate:{token}] slow"})
+        status, headers, body = http.request(
+            "POST", "/api/agents/Joker/threads?timeout=0.3", {"message": f"[gate:{token}] slow"}
+        )
         assert status == 202 and body["status"] == "running", body
     finally:
         GATES[token].set()
-    status, _, done = http.request("GET", headers["location"][len(http.base):] + "?wait=20")
+    status, _, done = http.request("GET", headers["location"][len(http.base) :] + "?wait=20")
     assert status == 200 and done["response"] == "[turn 1] You said: slow", done
 
 
 def test_structured_answer_with_a_response_schema(http: Http) -> None:
     schema = {"type": "object", "properties": {"joke": {"type": "string"}}, "required": ["joke"]}
-    status, _, body = http.request("POST", "/api/agents/Joker/threads",
-                                   {"message": "Tell me a joke about pirates", "responseSchema": schema})
+    status, _, body = http.request(
+        "POST", "/api/agents/Joker/threads", {"message": "Tell me a joke about pirates", "responseSchema": schema}
+    )
     assert status == 200, body
     assert body["value"]["joke"].startswith("[turn 1] Why couldn't the pirate"), body
-    status, _, err = http.request("POST", "/api/agents/Joker/threads",
-                                  {"message": "x", "responseSchema": {"type": "no-such-type"}})
+    status, _, err = http.request(
+        "POST", "/api/agents/Joker/threads", {"message": "x", "responseSchema": {"type": "no-such-type"}}
+    )
     assert status == 400 and "JSON Schema" in _error(err, "INVALID_ARGUMENT")
 
 
@@ -505,14 +541,16 @@ def test_structured_answer_with_a_response_schema(http: Http) -> None:
 # The archive (a session over its context policy's max_state_bytes)
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def test_a_sessions_archive_pages_hold_what_its_state_let_go(http: Http) -> None:
     status, _, first = http.request("POST", "/api/agents/Scribe/sessions", {"message": "entry number 0 " + "x" * 300})
     assert status == 200, first
     sid = first["sessionId"]
     sent = [first["correlationId"]]
     for i in range(1, 14):
-        status, _, body = http.request("POST", f"/api/agents/Scribe/sessions/{sid}",
-                                       {"message": f"entry number {i} " + "x" * 300})
+        status, _, body = http.request(
+            "POST", f"/api/agents/Scribe/sessions/{sid}", {"message": f"entry number {i} " + "x" * 300}
+        )
         assert status == 200, body
         sent.append(body["correlationId"])
     status, _, session = http.request("GET", f"/api/agents/Scribe/sessions/{sid}")
@@ -528,7 +566,7 @@ def test_a_sessions_archive_pages_hold_what_its_state_let_go(http: Http) -> None
     archived: list[dict[str, Any]] = []
     n = 0
     while True:
-        body = _poll(lambda: page(n))
+        body = _poll(lambda n=n: page(n))
         assert body["first"] == len(archived), body
         archived.extend(body["entries"])
         if body["nextPage"] is None:

@@ -18,8 +18,10 @@ def _with_session(stack: Stack, body: Callable[[Any], Awaitable[Any]]) -> Any:
     from mcp.client.streamable_http import streamable_http_client
 
     async def main() -> Any:
-        async with streamable_http_client(f"{stack.http_base}/mcp") as (read, write), \
-                ClientSession(read, write, read_timeout_seconds=60) as session:
+        async with (
+            streamable_http_client(f"{stack.http_base}/mcp") as (read, write),
+            ClientSession(read, write, read_timeout_seconds=60) as session,
+        ):
             await session.initialize()
             return await body(session)
 
@@ -57,17 +59,21 @@ def test_a_multi_turn_conversation_through_mcp(stack: Stack) -> None:
     assert _text(third) == "[turn 3] Your name is Ada.", third
     assert second.structured_content["sessionId"] == first.structured_content["sessionId"]
     # the same session over HTTP
-    status, _, session = stack.http.request("GET", f"/api/agents/Joker/sessions/{first.structured_content['sessionId']}")
+    status, _, session = stack.http.request(
+        "GET", f"/api/agents/Joker/sessions/{first.structured_content['sessionId']}"
+    )
     assert status == 200 and len(session["messages"]) == 6, session
 
 
 def test_bad_calls_are_tool_errors_not_crashes(stack: Stack) -> None:
     async def body(session: Any) -> Any:
-        return [await session.call_tool("Joker", {}),
-                await session.call_tool("Joker", {"query": "   "}),
-                await session.call_tool("NoSuchAgent", {"query": "hi"}),
-                await session.call_tool("Joker", {"query": "please [fail]"}),
-                await session.call_tool("Joker", {"query": "still fine?"})]
+        return [
+            await session.call_tool("Joker", {}),
+            await session.call_tool("Joker", {"query": "   "}),
+            await session.call_tool("NoSuchAgent", {"query": "hi"}),
+            await session.call_tool("Joker", {"query": "please [fail]"}),
+            await session.call_tool("Joker", {"query": "still fine?"}),
+        ]
 
     missing, blank, unknown, failed, fine = _with_session(stack, body)
     assert missing.is_error and "query" in _text(missing)

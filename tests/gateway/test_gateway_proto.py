@@ -18,11 +18,15 @@ def parse_proto() -> tuple[dict[str, dict[str, int]], dict[str, list[str]]]:
     messages: dict[str, dict[str, int]] = {}
     for name, body in re.findall(r"\bmessage\s+(\w+)\s*\{(?:\}|(.*?)\n\})", text, re.S):
         fields = {}
-        for fname, num in re.findall(r"(?:optional\s+|repeated\s+)?(?:map<[^>]+>|[\w.]+)\s+(\w+)\s*=\s*(\d+)\s*;", body):
+        for fname, num in re.findall(
+            r"(?:optional\s+|repeated\s+)?(?:map<[^>]+>|[\w.]+)\s+(\w+)\s*=\s*(\d+)\s*;", body
+        ):
             fields[fname] = int(num)
         messages[name] = fields
-    services = {name: re.findall(r"rpc\s+(\w+)\s*\(", body)
-                for name, body in re.findall(r"\bservice\s+(\w+)\s*\{(.*?)\n\}", text, re.S)}
+    services = {
+        name: re.findall(r"rpc\s+(\w+)\s*\(", body)
+        for name, body in re.findall(r"\bservice\s+(\w+)\s*\{(.*?)\n\}", text, re.S)
+    }
     return messages, services
 
 

@@ -22,11 +22,26 @@ class Gateway:
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.process = ManagedProcess(
-            [PYTHON, "-m", "moorage", "gateway", "--connection-string", connection_string, "--grpc-port",
-             str(self.grpc_port), "--http-port", str(self.http_port), "--host", "127.0.0.1", "--log-level", "warning",
-             *extra],
+            [
+                PYTHON,
+                "-m",
+                "moorage",
+                "gateway",
+                "--connection-string",
+                connection_string,
+                "--grpc-port",
+                str(self.grpc_port),
+                "--http-port",
+                str(self.http_port),
+                "--host",
+                "127.0.0.1",
+                "--log-level",
+                "warning",
+                *extra,
+            ],
             workdir / f"gateway-{self.http_port}.log",
-            env=hermetic_env(drop_prefixes=("MOORAGE_", "DURABLE_TASK_"), keep=())).start()
+            env=hermetic_env(drop_prefixes=("MOORAGE_", "DURABLE_TASK_"), keep=()),
+        ).start()
         self.log = self.process.log_path
         self.http = Http(f"http://127.0.0.1:{self.http_port}")
         try:
@@ -60,8 +75,9 @@ def gateway(stack: Stack, tmp_path: Path) -> Iterator[Gateway]:
 def test_standalone_gateway_serves_http_and_grpc(gateway: Gateway) -> None:
     status, _, first = gateway.http.request("POST", "/api/agents/Joker/threads", {"message": "My name is Lin"})
     assert status == 200, first
-    status, _, second = gateway.http.request("POST", f"/api/agents/Joker/threads/{first['threadId']}",
-                                             {"message": "What is my name?"})
+    status, _, second = gateway.http.request(
+        "POST", f"/api/agents/Joker/threads/{first['threadId']}", {"message": "What is my name?"}
+    )
     assert status == 200 and second["response"] == "[turn 2] Your name is Lin.", second
     with Client(f"127.0.0.1:{gateway.grpc_port}") as client:
         res = client.agent("Joker").run("What is my name?", thread_id=first["threadId"])
@@ -76,8 +92,7 @@ def test_standalone_gateway_serves_http_and_grpc(gateway: Gateway) -> None:
 
 def test_standalone_gateway_with_unreachable_backend_says_so(tmp_path: Path) -> None:
     dead = free_port()
-    gw = Gateway(tmp_path, f"Endpoint=http://127.0.0.1:{dead};Authentication=None;TaskHub=default",
-                 "--agents", "Joker")
+    gw = Gateway(tmp_path, f"Endpoint=http://127.0.0.1:{dead};Authentication=None;TaskHub=default", "--agents", "Joker")
     try:
         status, _, body = gw.http.request("POST", "/api/agents/Joker/threads", {"message": "hi"}, timeout=60)
         assert status == 503, body
@@ -90,8 +105,23 @@ def test_standalone_gateway_with_unreachable_backend_says_so(tmp_path: Path) -> 
 
 
 def test_bad_connection_string_is_a_usage_error() -> None:
-    proc = subprocess.run([PYTHON, "-m", "moorage", "gateway", "--connection-string", "Endpoint=;TaskHub=x",
-                           "--grpc-port", "0", "--http-port", str(free_port())], cwd=str(REPO_ROOT),
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "moorage",
+            "gateway",
+            "--connection-string",
+            "Endpoint=;TaskHub=x",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            str(free_port()),
+        ],
+        cwd=str(REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "connection string has no Endpoint" in proc.stderr

@@ -78,9 +78,12 @@ class ScriptedModel:
             text = self._structured(text, request)
         words_in = sum(len(_text(m).split()) for m in request.messages)
         words_out = len(text.split())
-        return ModelResponse(text=text, usage={"inputTokenCount": words_in, "outputTokenCount": words_out,
-                                               "totalTokenCount": words_in + words_out},
-                             model="scripted", finish_reason="stop")
+        return ModelResponse(
+            text=text,
+            usage={"inputTokenCount": words_in, "outputTokenCount": words_out, "totalTokenCount": words_in + words_out},
+            model="scripted",
+            finish_reason="stop",
+        )
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         """Streams word by word to the turn's text sink when the gateway streams this turn. A message with
@@ -130,8 +133,13 @@ def counter(ctx: Any, input: Any) -> Any:
 
 
 def joker() -> Agent:
-    return Agent(name="Joker", instructions="You are good at telling jokes.", model=ScriptedModel(),
-                 description="Tells jokes (scripted test model).", llm_retry=None)
+    return Agent(
+        name="Joker",
+        instructions="You are good at telling jokes.",
+        model=ScriptedModel(),
+        description="Tells jokes (scripted test model).",
+        llm_retry=None,
+    )
 
 
 class AppWorker:
@@ -142,15 +150,22 @@ class AppWorker:
         from moorage.gateway.worker import expose
 
         self.connection_string = f"Endpoint=http://localhost:{grpc_port};Authentication=None;TaskHub={taskhub}"
-        offline = Agent(name="Offline", instructions="You answer questions.", model=OfflineChatModel(),
-                        llm_retry=None)
+        offline = Agent(name="Offline", instructions="You answer questions.", model=OfflineChatModel(), llm_retry=None)
         from moorage.agents.context import ContextPolicy
 
         # Scribe keeps a small state: its old entries move to archive pages after a few turns.
-        scribe = Agent(name="Scribe", instructions="You write things down.", model=ScriptedModel(), llm_retry=None,
-                       context=ContextPolicy(max_state_bytes=4096, archive_page_entries=4))
-        self.worker = AgentWorker([joker(), offline, scribe], connection_string=self.connection_string,
-                                  logger=logging.getLogger("moorage.tests.gateway.worker"))
+        scribe = Agent(
+            name="Scribe",
+            instructions="You write things down.",
+            model=ScriptedModel(),
+            llm_retry=None,
+            context=ContextPolicy(max_state_bytes=4096, archive_page_entries=4),
+        )
+        self.worker = AgentWorker(
+            [joker(), offline, scribe],
+            connection_string=self.connection_string,
+            logger=logging.getLogger("moorage.tests.gateway.worker"),
+        )
         self.publisher = expose(self.worker)
         self.worker.add_orchestrator(wait_for_approval)
         self.worker.add_entity(counter, name="counter")

@@ -20,8 +20,11 @@ class Stack:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.http_port = free_port()
-        self.sidecar = SidecarProcess(self.workdir, db_path=self.workdir / "gateway.db",
-                                      extra_args=["--http-port", str(self.http_port), "--log-level", "warning"])
+        self.sidecar = SidecarProcess(
+            self.workdir,
+            db_path=self.workdir / "gateway.db",
+            extra_args=["--http-port", str(self.http_port), "--log-level", "warning"],
+        )
         self.grpc_port = self.sidecar.port
         self.worker: Any = None
         self.http = Http(f"http://127.0.0.1:{self.http_port}")
@@ -41,8 +44,12 @@ class Stack:
     def start(self, with_worker: bool = True) -> Stack:
         self.sidecar.start()
         try:
-            wait_until(self._healthy, timeout=30, transient=(OSError,),
-                       message=lambda: f"the gateway never answered /healthz:\n{self.log_tail()}")
+            wait_until(
+                self._healthy,
+                timeout=30,
+                transient=(OSError,),
+                message=lambda: f"the gateway never answered /healthz:\n{self.log_tail()}",
+            )
             if with_worker:
                 from .gateway_app import AppWorker
 

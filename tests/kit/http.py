@@ -15,8 +15,16 @@ class Http:
     def __init__(self, base: str) -> None:
         self.base = base.rstrip("/")
 
-    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-                headers: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[int, dict[str, str], Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> tuple[int, dict[str, str], Any]:
         """``body`` is sent as JSON (with its Content-Type); ``raw`` bytes as they are."""
         data = raw
         hdrs = dict(headers or {})

@@ -36,8 +36,10 @@ class _Backend(InMemoryOrchestrationBackend):
         self._shutdown_event.clear()
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self._max_workers),
-            options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
-                     ("grpc.max_send_message_length", 16 * 1024 * 1024)],
+            options=[
+                ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                ("grpc.max_send_message_length", 16 * 1024 * 1024),
+            ],
         )
         self._server = server
         stubs.add_TaskHubSidecarServiceServicer_to_server(self, server)
@@ -53,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-workers", type=int, default=600)
     args, _ignored = parser.parse_known_args(argv)  # the sidecar's other flags: --store, --task-hubs, ...
 
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     backend = _Backend(port=args.port, host=args.host, max_workers=args.max_workers)
     backend.start()
     print(f"in-memory backend listening on {args.host}:{args.port}", file=sys.stderr, flush=True)

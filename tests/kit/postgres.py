@@ -36,8 +36,9 @@ def pg_bin_dir() -> Path | None:
 class PostgresServer:
     """One cluster. ``url(db)`` names a database on it (without the password: that is in ``env``)."""
 
-    def __init__(self, data: Path | None = None, settings: dict[str, str] | None = None,
-                 initdb_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, data: Path | None = None, settings: dict[str, str] | None = None, initdb_args: tuple[str, ...] = ()
+    ) -> None:
         """``data`` is where initdb puts the cluster (a directory the server's user may create, say on a volume of a
         test's own; by default in a new temporary directory, which holds the log and the socket either way);
         ``settings`` are extra ``-c`` settings of the server, ``initdb_args`` extra ``initdb`` options."""
@@ -67,9 +68,27 @@ class PostgresServer:
             os.chown(pwfile, pwd.getpwnam(self._as).pw_uid, -1)
         os.chmod(pwfile, 0o600)
         run = ["runuser", "-u", self._as, "--"] if self._as else []
-        subprocess.run([*run, str(bindir / "initdb"), "-D", str(self.data), "-U", self.user, f"--pwfile={pwfile}",
-                        "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
-                        "--no-sync", *initdb_args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run(
+            [
+                *run,
+                str(bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                self.user,
+                f"--pwfile={pwfile}",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+                *initdb_args,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         pwfile.unlink()
         self.start()
 
@@ -82,15 +101,36 @@ class PostgresServer:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}?sslmode=disable"
 
     def start(self, timeout: float = 30.0) -> None:
-        cmd = [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.sockets),
-               "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "fsync=on",
-               "-c", "synchronous_commit=on"]
+        cmd = [
+            str(self.bindir / "postgres"),
+            "-D",
+            str(self.data),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.sockets),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=300",
+            "-c",
+            "fsync=on",
+            "-c",
+            "synchronous_commit=on",
+        ]
         for key, value in self.settings.items():
             cmd += ["-c", f"{key}={value}"]
         with open(self.log_path, "ab") as log:
             # die_with_parent only calls a libc loaded beforehand: safe between fork and exec in a threaded parent
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         user=self._as, preexec_fn=die_with_parent, cwd=self.root)
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                user=self._as,
+                preexec_fn=die_with_parent,
+                cwd=self.root,
+            )
         if self not in LIVE_SERVERS:
             LIVE_SERVERS.append(self)
         deadline = time.monotonic() + timeout
@@ -109,9 +149,26 @@ class PostgresServer:
             time.sleep(0.1)
 
     def _psql(self, sql: str, database: str = "postgres") -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([str(self.bindir / "psql"), "-h", str(self.sockets), "-p", str(self.port), "-U",
-                               self.user, "-d", database, "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
-                              check=False, capture_output=True, env={**os.environ, "PGPASSWORD": self.password})
+        return subprocess.run(
+            [
+                str(self.bindir / "psql"),
+                "-h",
+                str(self.sockets),
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAtc",
+                sql,
+            ],
+            check=False,
+            capture_output=True,
+            env={**os.environ, "PGPASSWORD": self.password},
+        )
 
     def sql(self, sql: str, database: str = "postgres") -> str:
         """Run one statement as the superuser over the socket; its output."""

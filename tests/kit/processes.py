@@ -37,8 +37,12 @@ def die_with_parent() -> None:
         _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def hermetic_env(extra: Mapping[str, str] | None = None, *, drop_prefixes: Sequence[str] = ("MOORAGE_",),
-                 keep: Sequence[str] = ("MOORAGE_LOG_LEVEL",)) -> dict[str, str]:
+def hermetic_env(
+    extra: Mapping[str, str] | None = None,
+    *,
+    drop_prefixes: Sequence[str] = ("MOORAGE_",),
+    keep: Sequence[str] = ("MOORAGE_LOG_LEVEL",),
+) -> dict[str, str]:
     """The caller's environment for a child: no ``MOORAGE_*`` settings (port, store, hubs, lease...) leak in from the
     developer's shell, output is unbuffered, and ``tests/`` plus the repository are on ``PYTHONPATH`` so a helper
     script can ``import kit`` and ``import moorage`` wherever it lives."""
@@ -57,9 +61,16 @@ class ManagedProcess:
 
     :meth:`start` may be called again after :meth:`stop` or :meth:`kill` (a restart, same command line)."""
 
-    def __init__(self, argv: Sequence[str], log_path: Path, *, name: str | None = None,
-                 env: Mapping[str, str] | None = None, cwd: Path | str = REPO_ROOT,
-                 stdout_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | str = REPO_ROOT,
+        stdout_path: Path | None = None,
+    ) -> None:
         self.argv = [str(a) for a in argv]
         self.log_path = Path(log_path)
         self.stdout_path = Path(stdout_path) if stdout_path else None  # None: stdout goes to the log as well
@@ -78,9 +89,16 @@ class ManagedProcess:
             err.flush()
             out = open(self.stdout_path, "ab") if self.stdout_path else err
             try:
-                self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-                                             stdout=out, stderr=err, start_new_session=True,
-                                             preexec_fn=die_with_parent)
+                self.proc = subprocess.Popen(
+                    self.argv,
+                    cwd=self.cwd,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                    preexec_fn=die_with_parent,
+                )
             finally:
                 if out is not err:
                     out.close()

@@ -7,11 +7,13 @@ import logging
 
 from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
 
-CHANNEL_OPTIONS = GrpcChannelOptions(raw_options=[
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-])
+CHANNEL_OPTIONS = GrpcChannelOptions(
+    raw_options=[
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
+)
 WORKER_RESILIENCY = GrpcWorkerResiliencyOptions(
     hello_timeout_seconds=5.0,
     reconnect_backoff_base_seconds=0.1,

@@ -54,8 +54,14 @@ def sidecar_help() -> str:
     global _HELP_TEXT
     if _HELP_TEXT is None:
         try:
-            out = subprocess.run([PYTHON, "-m", "moorage", "sidecar", "--help"], cwd=str(REPO_ROOT),
-                                 capture_output=True, text=True, timeout=60, env=hermetic_env())
+            out = subprocess.run(
+                [PYTHON, "-m", "moorage", "sidecar", "--help"],
+                cwd=str(REPO_ROOT),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=hermetic_env(),
+            )
             _HELP_TEXT = out.stdout + out.stderr
         except Exception as exc:
             _HELP_TEXT = f"<help failed: {exc!r}>"
@@ -69,10 +75,18 @@ class SidecarProcess:
     tests bind free ports only. ``store`` is a store URL; by default a SQLite file in ``workdir``, or with
     ``MOORAGE_TEST_STORE=postgresql`` a database of its own on the test session's PostgreSQL server."""
 
-    def __init__(self, workdir: Path, *, db_path: Path | None = None, store: str | None = None,
-                 port: int | None = None, task_hubs: Sequence[str] | None = None,
-                 lease_seconds: float | None = None, extra_args: Sequence[str] = (),
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        db_path: Path | None = None,
+        store: str | None = None,
+        port: int | None = None,
+        task_hubs: Sequence[str] | None = None,
+        lease_seconds: float | None = None,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db_path = Path(db_path) if db_path else self.workdir / "moorage.db"
@@ -85,8 +99,13 @@ class SidecarProcess:
         self.extra_args = [str(a) for a in extra_args]
         self.stderr_path = self.workdir / "sidecar.stderr.log"
         self.stdout_path = self.workdir / "sidecar.stdout.log"
-        self.process = ManagedProcess(self.command(), self.stderr_path, name=f"sidecar:{self.port}",
-                                      env=hermetic_env(env), stdout_path=self.stdout_path)
+        self.process = ManagedProcess(
+            self.command(),
+            self.stderr_path,
+            name=f"sidecar:{self.port}",
+            env=hermetic_env(env),
+            stdout_path=self.stdout_path,
+        )
 
     # -- command line ---------------------------------------------------------------------------------------------
     def command(self) -> list[str]:
@@ -144,12 +163,15 @@ class SidecarProcess:
         try:
             while True:
                 if not self.process.is_running():
-                    raise RuntimeError(f"sidecar exited with code {self.process.returncode} before becoming ready;"
-                                       f" stderr tail:\n{self.stderr_tail()}")
+                    raise RuntimeError(
+                        f"sidecar exited with code {self.process.returncode} before becoming ready;"
+                        f" stderr tail:\n{self.stderr_tail()}"
+                    )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise RuntimeError(f"sidecar on port {self.port} not ready after {timeout}s; stderr tail:\n"
-                                       f"{self.stderr_tail()}")
+                    raise RuntimeError(
+                        f"sidecar on port {self.port} not ready after {timeout}s; stderr tail:\n{self.stderr_tail()}"
+                    )
                 try:
                     ready.result(timeout=min(0.5, remaining))
                 except grpc.FutureTimeoutError:
@@ -158,13 +180,16 @@ class SidecarProcess:
                     stubs.TaskHubSidecarServiceStub(channel).Hello(empty_pb2.Empty(), timeout=5)
                     return
                 except grpc.RpcError as exc:
-                    if exc.code() in (grpc.StatusCode.UNAVAILABLE,  # type: ignore[attr-defined]
-                                      grpc.StatusCode.DEADLINE_EXCEEDED):  # a busy machine: ask again
+                    # a busy machine: ask again
+                    if exc.code() in (
+                        grpc.StatusCode.UNAVAILABLE,
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                    ):
                         time.sleep(0.1)
                         continue
-                    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:  # type: ignore[attr-defined]
+                    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                         return  # --auth-token-file / --auth-jwks: it answers, and asks this token-less probe for one
-                    raise RuntimeError(f"sidecar Hello failed: {exc!r}; stderr tail:\n{self.stderr_tail()}")
+                    raise RuntimeError(f"sidecar Hello failed: {exc!r}; stderr tail:\n{self.stderr_tail()}") from exc
         finally:
             ready.cancel()
             channel.close()
@@ -198,6 +223,7 @@ class SidecarProcess:
         ch = grpc.insecure_channel(self.address)
         if hub is not None:
             from durabletask.internal.grpc_interceptor import DefaultClientInterceptorImpl
+
             ch = grpc.intercept_channel(ch, DefaultClientInterceptorImpl([("taskhub", hub)]))
         return ch
 

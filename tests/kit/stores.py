@@ -23,8 +23,14 @@ class StoreUnderTest:
     """One kind of store: ``name`` for test ids, ``fresh_url()`` for an empty store of that kind; ``shared`` when
     several processes may use one store at once and it reports their commits (``Store.subscribe``)."""
 
-    def __init__(self, name: str, fresh_url: Callable[[], str], opener: Callable[[str], Store] = open_store, *,
-                 shared: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        fresh_url: Callable[[], str],
+        opener: Callable[[str], Store] = open_store,
+        *,
+        shared: bool = False,
+    ) -> None:
         self.name = name
         self.shared = shared
         self._fresh_url = fresh_url

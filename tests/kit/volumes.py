@@ -43,8 +43,9 @@ def ext4_loop(image: Path, mnt: Path, size: str = "32M") -> Iterator[str]:
     mkfs = subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], capture_output=True, text=True)
     if mkfs.returncode != 0:
         raise VolumeUnavailable(f"cannot make an ext4 file system here: {mkfs.stderr.strip()}")
-    out = subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(image), str(mnt)], capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        ["mount", "-o", "loop,errors=remount-ro", str(image), str(mnt)], capture_output=True, text=True
+    )
     if out.returncode != 0:
         raise VolumeUnavailable(f"cannot loop-mount an ext4 image here: {out.stderr.strip()}")
     source = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(mnt)], capture_output=True, text=True).stdout

@@ -18,9 +18,13 @@ def uid(prefix: str = "t") -> str:
     return f"{prefix}{sep}{uuid.uuid4().hex[:12]}"
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.05,
-               message: str | Callable[[], str] = "condition not met",
-               transient: tuple[type[BaseException], ...] = (grpc.RpcError,)) -> T:
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "condition not met",
+    transient: tuple[type[BaseException], ...] = (grpc.RpcError,),
+) -> T:
     """Poll ``predicate`` until it returns a truthy value and return that value.
 
     An exception of a ``transient`` type (default: a gRPC error, as while a sidecar restarts) counts as "not yet";

@@ -99,13 +99,30 @@ def llm_reply(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class Chaos:
-    def __init__(self, workdir: Path, *, seconds: float, seed: int, instances: int, sessions: int, turns: int,
-                 workers: int = 2, kill_gap: tuple[float, float] = (2.0, 6.0), store: str = "sqlite",
-                 db_outages: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        seconds: float,
+        seed: int,
+        instances: int,
+        sessions: int,
+        turns: int,
+        workers: int = 2,
+        kill_gap: tuple[float, float] = (2.0, 6.0),
+        store: str = "sqlite",
+        db_outages: bool = False,
+    ) -> None:
         self.workdir = workdir
         self.rng = random.Random(seed)
-        self.report = Report(seed=seed, backend=store + (" with outages" if db_outages else ""), seconds=seconds,
-                             instances=instances, sessions=sessions, turns_per_session=turns)
+        self.report = Report(
+            seed=seed,
+            backend=store + (" with outages" if db_outages else ""),
+            seconds=seconds,
+            instances=instances,
+            sessions=sessions,
+            turns_per_session=turns,
+        )
         self.kill_gap = kill_gap
         self.log_path = workdir / "executions.log"
         self.llm = ScriptedLLM()
@@ -124,12 +141,27 @@ class Chaos:
             store_url, store_env = server.create_database(), server.env
         elif store != "sqlite":
             raise ValueError(f"store must be 'sqlite' or 'postgresql', not {store!r}")
-        self.sidecar = SidecarProcess(workdir / "sidecar", lease_seconds=3, store=store_url, env=store_env,
-                                      extra_args=["--log-level", "warning"])
-        self.workers = [ManagedProcess([PYTHON, HERE / "chaos_worker.py", "--connection-string",
-                                        self.sidecar.connection_string, "--base-url", self.llm.base_url,
-                                        "--log", self.log_path], workdir / f"worker{n}.log", name=f"worker{n}",
-                                       env=hermetic_env()) for n in range(workers)]
+        self.sidecar = SidecarProcess(
+            workdir / "sidecar", lease_seconds=3, store=store_url, env=store_env, extra_args=["--log-level", "warning"]
+        )
+        self.workers = [
+            ManagedProcess(
+                [
+                    PYTHON,
+                    HERE / "chaos_worker.py",
+                    "--connection-string",
+                    self.sidecar.connection_string,
+                    "--base-url",
+                    self.llm.base_url,
+                    "--log",
+                    self.log_path,
+                ],
+                workdir / f"worker{n}.log",
+                name=f"worker{n}",
+                env=hermetic_env(),
+            )
+            for n in range(workers)
+        ]
         self.stop_chaos = threading.Event()
         self.run_over = threading.Event()
         self.kills: collections.Counter[str] = collections.Counter()
@@ -230,8 +262,11 @@ class Chaos:
         c = client.durable
         for inst in batch:
             try:
-                self.retry(lambda inst=inst: c.schedule_new_orchestration(ORCH[inst.kind], input=inst.input,
-                                                                          instance_id=inst.instance_id))
+                self.retry(
+                    lambda inst=inst: c.schedule_new_orchestration(
+                        ORCH[inst.kind], input=inst.input, instance_id=inst.instance_id
+                    )
+                )
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
                     raise
@@ -276,11 +311,18 @@ class Chaos:
             chaos.start()
             submit_window = self.report.seconds * 0.6
             batches = [self.plan[i::4] for i in range(4)]
-            threads = [threading.Thread(target=self._submit, args=(clients[n], b, submit_window / max(1, len(b))),
-                                        daemon=True) for n, b in enumerate(batches)]
-            threads += [threading.Thread(target=self._session, args=(clients[4 + n % 2], f"s{self.report.seed}-{n}",
-                                                                     self.report.turns_per_session), daemon=True)
-                        for n in range(self.report.sessions)]
+            threads = [
+                threading.Thread(target=self._submit, args=(clients[n], b, submit_window / max(1, len(b))), daemon=True)
+                for n, b in enumerate(batches)
+            ]
+            threads += [
+                threading.Thread(
+                    target=self._session,
+                    args=(clients[4 + n % 2], f"s{self.report.seed}-{n}", self.report.turns_per_session),
+                    daemon=True,
+                )
+                for n in range(self.report.sessions)
+            ]
             for t in threads:
                 t.start()
             time.sleep(max(0.0, self.report.seconds - (time.monotonic() - t0)))
@@ -310,13 +352,18 @@ class Chaos:
         while pending and time.monotonic() < deadline:
             for iid in list(pending):
                 st = self.retry(lambda iid=iid: c.get_orchestration_state(iid))
-                if st is not None and st.runtime_status in (OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED,
-                                                            OrchestrationStatus.TERMINATED):
+                if st is not None and st.runtime_status in (
+                    OrchestrationStatus.COMPLETED,
+                    OrchestrationStatus.FAILED,
+                    OrchestrationStatus.TERMINATED,
+                ):
                     inst = pending.pop(iid)
                     out = json.loads(st.serialized_output) if st.serialized_output else None
                     if st.runtime_status != OrchestrationStatus.COMPLETED or out != inst.expected:
-                        fail.append(f"{iid} ({inst.kind}): {st.runtime_status.name} output {out!r}, expected "
-                                    f"{inst.expected!r} {st.failure_details!r}")
+                        fail.append(
+                            f"{iid} ({inst.kind}): {st.runtime_status.name} output {out!r}, expected "
+                            f"{inst.expected!r} {st.failure_details!r}"
+                        )
             if pending:
                 time.sleep(1.0)
         for iid, inst in pending.items():
@@ -334,8 +381,11 @@ class Chaos:
             got = int(md.get_state()) if md is not None and md.get_state() is not None else 0
             extra = got - want
             unsure = self.entity_uncertain.get(key, [])
-            ok = any(sum(s) == extra for r in range(len(unsure) + 1) for s in itertools.combinations(unsure, r)) \
-                if len(unsure) <= 12 else 0 <= extra <= sum(unsure)
+            ok = (
+                any(sum(s) == extra for r in range(len(unsure) + 1) for s in itertools.combinations(unsure, r))
+                if len(unsure) <= 12
+                else 0 <= extra <= sum(unsure)
+            )
             if not ok:
                 fail.append(f"entity acct/{key}: {got}, expected {want} (+ a subset of uncertain {unsure})")
         self.report.uncertain_signals = sum(len(v) for v in self.entity_uncertain.values())
@@ -379,7 +429,7 @@ class Chaos:
         if "Traceback" in log:
             at = log.index("Traceback")
             end = log.find("\n20", at)  # up to the next log line: the exception is the traceback's last line
-            fail.append(f"traceback in the sidecar's log: {log[max(0, at - 300):end if end > 0 else None][-4000:]}")
+            fail.append(f"traceback in the sidecar's log: {log[max(0, at - 300) : end if end > 0 else None][-4000:]}")
         self.report.store = self.store_leftovers()
         self.report.deadlocks = self.deadlocks()
         for what, n in self.report.store.items():
@@ -409,7 +459,6 @@ class Chaos:
         finally:
             db.close()
 
-
     def deadlocks(self) -> int | None:
         """The server's count for the run's database (``pg_stat_database``; a fast shutdown keeps the statistics)."""
         if self.store_kind != "postgresql":
@@ -433,14 +482,25 @@ def main() -> int:
     turns = int(os.environ.get("CHAOS_TURNS", "5"))
     store = os.environ.get("CHAOS_STORE", "sqlite")
     outages = os.environ.get("CHAOS_DB_OUTAGES", "") not in ("", "0")
-    print(f"chaos: CHAOS_SECONDS={seconds:g} CHAOS_SEED={seed} CHAOS_INSTANCES={instances} sessions={sessions}x"
-          f"{turns} CHAOS_STORE={store} CHAOS_DB_OUTAGES={int(outages)}", flush=True)
+    print(
+        f"chaos: CHAOS_SECONDS={seconds:g} CHAOS_SEED={seed} CHAOS_INSTANCES={instances} sessions={sessions}x"
+        f"{turns} CHAOS_STORE={store} CHAOS_DB_OUTAGES={int(outages)}",
+        flush=True,
+    )
     keep = os.environ.get("CHAOS_WORKDIR")  # keep the logs and the database of a run
     with tempfile.TemporaryDirectory(prefix="moorage-chaos-") as tmp:
         workdir = Path(keep) if keep else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        report = run_chaos(workdir, seconds=seconds, seed=seed, instances=instances, sessions=sessions,
-                           turns=turns, store=store, db_outages=outages)
+        report = run_chaos(
+            workdir,
+            seconds=seconds,
+            seed=seed,
+            instances=instances,
+            sessions=sessions,
+            turns=turns,
+            store=store,
+            db_outages=outages,
+        )
     text = json.dumps(asdict(report), indent=2)
     print(text)
     if os.environ.get("CHAOS_REPORT"):

@@ -44,8 +44,9 @@ def fanout(ctx: task.OrchestrationContext, inp: dict[str, int]) -> Any:
 
 
 def parent(ctx: task.OrchestrationContext, inp: dict[str, int]) -> Any:
-    child = yield ctx.call_sub_orchestrator(chain, input={"n": 2, "base": inp["base"]},
-                                            instance_id=f"{ctx.instance_id}-child")
+    child = yield ctx.call_sub_orchestrator(
+        chain, input={"n": 2, "base": inp["base"]}, instance_id=f"{ctx.instance_id}-child"
+    )
     yield ctx.create_timer(timedelta(seconds=0.5))
     go = yield ctx.wait_for_external_event("go")
     return child + int(go)
@@ -90,8 +91,12 @@ def main() -> int:
 
     model = OpenAIChatModel(model="scripted-model", base_url=args.base_url, api_key="test", max_retries=2)
     agent = Agent(name="Chaos", instructions="You look things up.", model=model, tools=[lookup], session_ttl=None)
-    worker = AgentWorker([agent], connection_string=args.connection_string, channel_options=CHANNEL_OPTIONS,
-                         resiliency_options=WORKER_RESILIENCY)
+    worker = AgentWorker(
+        [agent],
+        connection_string=args.connection_string,
+        channel_options=CHANNEL_OPTIONS,
+        resiliency_options=WORKER_RESILIENCY,
+    )
     for orch in (chain, fanout, parent, entity_work):
         worker.add_orchestrator(orch)
     worker.add_activity(step)

@@ -51,22 +51,39 @@ class FuzzStack:
             store_url, store_env = server.create_database(), server.env
         elif store != "sqlite":
             raise ValueError(f"store must be 'sqlite' or 'postgresql', not {store!r}")
-        self.sidecar = SidecarProcess(workdir, lease_seconds=2, task_hubs=["default", FUZZ_HUB], store=store_url,
-                                      env=store_env, extra_args=[
-            "--http-port", str(self.http_port), "--dashboard-port", str(self.dashboard_port), "--dashboard-actions",
-            "--log-level", "warning"])
+        self.sidecar = SidecarProcess(
+            workdir,
+            lease_seconds=2,
+            task_hubs=["default", FUZZ_HUB],
+            store=store_url,
+            env=store_env,
+            extra_args=[
+                "--http-port",
+                str(self.http_port),
+                "--dashboard-port",
+                str(self.dashboard_port),
+                "--dashboard-actions",
+                "--log-level",
+                "warning",
+            ],
+        )
         self.worker: Any = None
         self.channel: grpc.Channel | None = None
 
     def start(self) -> FuzzStack:
         self.sidecar.start()
-        wait_until(lambda: fz.http_send(self.http_port, "GET", "/healthz", None, None, 2).status == 200,
-                   timeout=30, transient=(OSError,))
+        wait_until(
+            lambda: fz.http_send(self.http_port, "GET", "/healthz", None, None, 2).status == 200,
+            timeout=30,
+            transient=(OSError,),
+        )
         from kit.gateway_app import AppWorker
 
         self.worker = AppWorker(self.sidecar.port).start()
-        self.channel = grpc.insecure_channel(self.sidecar.address, options=[
-            ("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)])
+        self.channel = grpc.insecure_channel(
+            self.sidecar.address,
+            options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)],
+        )
         self.watch = fz.LogWatch(self.sidecar.stderr_path)
         return self
 
@@ -87,8 +104,14 @@ Tally = collections.Counter[str]
 
 
 def _run(prop: Callable[..., None], examples: int, seed: int) -> None:
-    settings(max_examples=examples, deadline=None, database=None, derandomize=False,
-             suppress_health_check=list(HealthCheck), print_blob=True)(hseed(seed)(prop))()
+    settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )(hseed(seed)(prop))()
 
 
 def fuzz_grpc_messages(stack: FuzzStack, examples: int, seed: int, tally: Tally) -> None:
@@ -127,26 +150,40 @@ def fuzz_work_items(stack: FuzzStack, examples: int, seed: int, tally: Tally) ->
     entity batches), each completed with a random response carrying the real token and ids."""
     assert stack.channel is not None
     stream = fz.WorkItemStream(stack.channel, FUZZ_HUB)
-    start = stack.channel.unary_unary("/TaskHubSidecarService/StartInstance",
-                                      request_serializer=pb.CreateInstanceRequest.SerializeToString,
-                                      response_deserializer=pb.CreateInstanceResponse.FromString)
+    start = stack.channel.unary_unary(
+        "/TaskHubSidecarService/StartInstance",
+        request_serializer=pb.CreateInstanceRequest.SerializeToString,
+        response_deserializer=pb.CreateInstanceResponse.FromString,
+    )
     methods = {m.name: m for m in fz.METHODS}
     n = [0]
     try:
         # Everything random is drawn up front (the items that arrive depend on the sidecar, which hypothesis must
         # not see as the strategy behaving differently); the real ids and tokens are set on copies afterwards.
-        kinds = [(d, fz.plausible_actions() if d is pb.OrchestratorResponse.DESCRIPTOR else None)
-                 for d in (pb.OrchestratorResponse.DESCRIPTOR, pb.ActivityResponse.DESCRIPTOR,
-                           pb.EntityBatchResult.DESCRIPTOR)]
-        templates = st.tuples(*[st.lists(st.tuples(fz.messages(d), a if a is not None else st.none()),
-                                         min_size=6, max_size=6) for d, a in kinds])
+        kinds = [
+            (d, fz.plausible_actions() if d is pb.OrchestratorResponse.DESCRIPTOR else None)
+            for d in (
+                pb.OrchestratorResponse.DESCRIPTOR,
+                pb.ActivityResponse.DESCRIPTOR,
+                pb.EntityBatchResult.DESCRIPTOR,
+            )
+        ]
+        templates = st.tuples(
+            *[
+                st.lists(st.tuples(fz.messages(d), a if a is not None else st.none()), min_size=6, max_size=6)
+                for d, a in kinds
+            ]
+        )
 
         @given(drawn=templates)
         def prop(drawn: tuple[list[tuple[Any, Any]], ...]) -> None:
             n[0] += 1
             pools = {d.full_name: list(pool) for (d, _a), pool in zip(kinds, drawn, strict=True)}
-            start(pb.CreateInstanceRequest(instanceId=f"fuzz-wi-{seed}-{n[0]}", name="fuzz_orchestrator"),
-                  metadata=[("taskhub", FUZZ_HUB)], timeout=10)
+            start(
+                pb.CreateInstanceRequest(instanceId=f"fuzz-wi-{seed}-{n[0]}", name="fuzz_orchestrator"),
+                metadata=[("taskhub", FUZZ_HUB)],
+                timeout=10,
+            )
             for _round in range(4):
                 for item in stream.drain(0.4 if _round == 0 else 0.15):
                     spec = fz.completion_for(item)
@@ -177,8 +214,10 @@ def fuzz_work_items(stack: FuzzStack, examples: int, seed: int, tally: Tally) ->
 
 def fuzz_http(stack: FuzzStack, examples: int, seed: int, tally: Tally) -> None:
     """Every gateway and dashboard route: bad JSON, deep nesting, huge bodies, odd unicode, path tricks."""
-    targets = [("gateway", stack.http_port, fz.GATEWAY_ROUTES), ("dashboard", stack.dashboard_port,
-                                                                   fz.DASHBOARD_ROUTES)]
+    targets = [
+        ("gateway", stack.http_port, fz.GATEWAY_ROUTES),
+        ("dashboard", stack.dashboard_port, fz.DASHBOARD_ROUTES),
+    ]
 
     @given(data=st.data())
     def prop(data: st.DataObject) -> None:

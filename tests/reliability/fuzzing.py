@@ -35,17 +35,48 @@ METHODS = list(SERVICE.methods)
 # Codes a handler may answer with. UNKNOWN (an exception escaped gRPC's handler) and INTERNAL (the service's
 # catch-all for a bug) are defects; UNAVAILABLE means the process went away.
 ACCEPTED_CODES = {
-    grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
-    grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNIMPLEMENTED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
 }
 # grpcio's own answer to bytes that do not parse as the request message (before any Moorage code runs).
 GRPC_UNPARSEABLE = "Exception deserializing request!"
 
 HOSTILE_STRINGS = [
-    "", " ", "\x00", "\x00abc", "@", "@@", "@counter@", "@counter@\x00", "dafx-", "dafx-Joker", "../../etc/passwd",
-    "..", "%2e%2e%2f", "%s%n%x", "'; DROP TABLE instances; --", "\u202e\u0644\u0627", "\U0001f600" * 50,
-    "\ufeff", "\uffff", "a" * 10_000, "{\"a\":" * 200, "null", "[]", "\r\n\r\n", "default", "*", "%",
+    "",
+    " ",
+    "\x00",
+    "\x00abc",
+    "@",
+    "@@",
+    "@counter@",
+    "@counter@\x00",
+    "dafx-",
+    "dafx-Joker",
+    "../../etc/passwd",
+    "..",
+    "%2e%2e%2f",
+    "%s%n%x",
+    "'; DROP TABLE instances; --",
+    "\u202e\u0644\u0627",
+    "\U0001f600" * 50,
+    "\ufeff",
+    "\uffff",
+    "a" * 10_000,
+    '{"a":' * 200,
+    "null",
+    "[]",
+    "\r\n\r\n",
+    "default",
+    "*",
+    "%",
 ]
 HUBS = ["default", "no-such-hub", "", "../default", "DEFAULT", "default\t"]
 
@@ -63,11 +94,18 @@ SCALARS: dict[int, st.SearchStrategy[Any]] = {
     FD.TYPE_STRING: text,
     FD.TYPE_BYTES: st.binary(max_size=64),
     FD.TYPE_BOOL: st.booleans(),
-    FD.TYPE_INT32: _int(32, True), FD.TYPE_SINT32: _int(32, True), FD.TYPE_SFIXED32: _int(32, True),
-    FD.TYPE_UINT32: _int(32, False), FD.TYPE_FIXED32: _int(32, False),
-    FD.TYPE_INT64: _int(64, True), FD.TYPE_SINT64: _int(64, True), FD.TYPE_SFIXED64: _int(64, True),
-    FD.TYPE_UINT64: _int(64, False), FD.TYPE_FIXED64: _int(64, False),
-    FD.TYPE_DOUBLE: st.floats(), FD.TYPE_FLOAT: st.floats(width=32),
+    FD.TYPE_INT32: _int(32, True),
+    FD.TYPE_SINT32: _int(32, True),
+    FD.TYPE_SFIXED32: _int(32, True),
+    FD.TYPE_UINT32: _int(32, False),
+    FD.TYPE_FIXED32: _int(32, False),
+    FD.TYPE_INT64: _int(64, True),
+    FD.TYPE_SINT64: _int(64, True),
+    FD.TYPE_SFIXED64: _int(64, True),
+    FD.TYPE_UINT64: _int(64, False),
+    FD.TYPE_FIXED64: _int(64, False),
+    FD.TYPE_DOUBLE: st.floats(),
+    FD.TYPE_FLOAT: st.floats(width=32),
 }
 
 
@@ -130,6 +168,7 @@ def messages(draw: st.DrawFn, desc: _descriptor.Descriptor, depth: int = 0, fixe
 # gRPC calls and the oracle
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Outcome:
     code: grpc.StatusCode
@@ -140,22 +179,25 @@ def _identity(b: bytes) -> bytes:
     return b
 
 
-def call_raw(channel: grpc.Channel, method: _descriptor.MethodDescriptor, payload: bytes, hub: str,
-             timeout: float = 5.0) -> Outcome:
+def call_raw(
+    channel: grpc.Channel, method: _descriptor.MethodDescriptor, payload: bytes, hub: str, timeout: float = 5.0
+) -> Outcome:
     """Send ``payload`` as the request of ``method`` (server streams: read at most a few items)."""
     path = f"/{SERVICE.name}/{method.name}"
     metadata = [("taskhub", hub)] if hub.isprintable() and hub.isascii() else None
     try:
         if method.server_streaming:
             it = channel.unary_stream(path, request_serializer=_identity, response_deserializer=_identity)(
-                payload, timeout=min(timeout, 1.5), metadata=metadata)
+                payload, timeout=min(timeout, 1.5), metadata=metadata
+            )
             for n, _item in enumerate(it):
                 if n >= 3:
                     it.cancel()
                     break
         else:
             channel.unary_unary(path, request_serializer=_identity, response_deserializer=_identity)(
-                payload, timeout=timeout, metadata=metadata)
+                payload, timeout=timeout, metadata=metadata
+            )
         return Outcome(grpc.StatusCode.OK, "")
     except grpc.RpcError as exc:
         return Outcome(exc.code(), exc.details() or "")  # type: ignore[attr-defined]
@@ -193,16 +235,24 @@ class LogWatch:
 # A raw work-item stream: real orchestrator/activity/entity work items, completed with random actions
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 class WorkItemStream:
     """One ``GetWorkItems`` stream read by a thread into a queue (a hand-made worker that answers with noise)."""
 
     def __init__(self, channel: grpc.Channel, hub: str = "default") -> None:
-        stub = channel.unary_stream(f"/{SERVICE.name}/GetWorkItems",
-                                    request_serializer=pb.GetWorkItemsRequest.SerializeToString,
-                                    response_deserializer=pb.WorkItem.FromString)
-        self.call = stub(pb.GetWorkItemsRequest(maxConcurrentOrchestrationWorkItems=50,
-                                                maxConcurrentActivityWorkItems=50, maxConcurrentEntityWorkItems=50),
-                         metadata=[("taskhub", hub)])
+        stub = channel.unary_stream(
+            f"/{SERVICE.name}/GetWorkItems",
+            request_serializer=pb.GetWorkItemsRequest.SerializeToString,
+            response_deserializer=pb.WorkItem.FromString,
+        )
+        self.call = stub(
+            pb.GetWorkItemsRequest(
+                maxConcurrentOrchestrationWorkItems=50,
+                maxConcurrentActivityWorkItems=50,
+                maxConcurrentEntityWorkItems=50,
+            ),
+            metadata=[("taskhub", hub)],
+        )
         self.items: queue.Queue[pb.WorkItem] = queue.Queue()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True, name="fuzz-work-items")
@@ -238,37 +288,58 @@ def plausible_actions(draw: st.DrawFn) -> list[pb.OrchestratorAction]:
 
     actions = []
     for i in range(draw(st.integers(0, 4))):
-        kind = draw(st.sampled_from(["task", "task", "timer", "signal", "call", "child", "complete", "event",
-                                     "random"]))
+        kind = draw(
+            st.sampled_from(["task", "task", "timer", "signal", "call", "child", "complete", "event", "random"])
+        )
         a = pb.OrchestratorAction(id=draw(st.sampled_from([i, i, -1, 2**31 - 1])))
         payload = wrappers_pb2.StringValue(value=draw(text))
         if kind == "task":
-            a.scheduleTask.CopyFrom(pb.ScheduleTaskAction(name=draw(st.sampled_from(["fuzz_activity", "", "x" * 500])),
-                                                          input=payload))
+            a.scheduleTask.CopyFrom(
+                pb.ScheduleTaskAction(name=draw(st.sampled_from(["fuzz_activity", "", "x" * 500])), input=payload)
+            )
         elif kind == "timer":
             secs = draw(st.one_of(st.integers(-10, 3), st.sampled_from([0, 253402300799, -62135596800])))
-            a.createTimer.CopyFrom(pb.CreateTimerAction(fireAt=timestamp_pb2.Timestamp(seconds=int(time.time()) + secs
-                                                                                         if abs(secs) < 100 else secs)))
+            a.createTimer.CopyFrom(
+                pb.CreateTimerAction(
+                    fireAt=timestamp_pb2.Timestamp(seconds=int(time.time()) + secs if abs(secs) < 100 else secs)
+                )
+            )
         elif kind in ("signal", "call"):
             ev = pb.SendEntityMessageAction()
             target = wrappers_pb2.StringValue(value=draw(st.sampled_from(["@fuzzentity@k", "@fuzzentity@", "@@", ""])))
             if kind == "signal":
-                ev.entityOperationSignaled.CopyFrom(pb.EntityOperationSignaledEvent(
-                    requestId=draw(text), operation=draw(text), input=payload, targetInstanceId=target))
+                ev.entityOperationSignaled.CopyFrom(
+                    pb.EntityOperationSignaledEvent(
+                        requestId=draw(text), operation=draw(text), input=payload, targetInstanceId=target
+                    )
+                )
             else:
-                ev.entityOperationCalled.CopyFrom(pb.EntityOperationCalledEvent(
-                    requestId=draw(text), operation=draw(text), input=payload, targetInstanceId=target,
-                    parentInstanceId=wrappers_pb2.StringValue(value=draw(text))))
+                ev.entityOperationCalled.CopyFrom(
+                    pb.EntityOperationCalledEvent(
+                        requestId=draw(text),
+                        operation=draw(text),
+                        input=payload,
+                        targetInstanceId=target,
+                        parentInstanceId=wrappers_pb2.StringValue(value=draw(text)),
+                    )
+                )
             a.sendEntityMessage.CopyFrom(ev)
         elif kind == "child":
-            a.createSubOrchestration.CopyFrom(pb.CreateSubOrchestrationAction(
-                instanceId=draw(text), name="fuzz_orchestrator", input=payload))
+            a.createSubOrchestration.CopyFrom(
+                pb.CreateSubOrchestrationAction(instanceId=draw(text), name="fuzz_orchestrator", input=payload)
+            )
         elif kind == "complete":
-            a.completeOrchestration.CopyFrom(pb.CompleteOrchestrationAction(
-                orchestrationStatus=draw(_int(32, True) | st.sampled_from([1, 3, 5, 4])), result=payload))
+            a.completeOrchestration.CopyFrom(
+                pb.CompleteOrchestrationAction(
+                    orchestrationStatus=draw(_int(32, True) | st.sampled_from([1, 3, 5, 4])), result=payload
+                )
+            )
         elif kind == "event":
-            a.sendEvent.CopyFrom(pb.SendEventAction(instance=pb.OrchestrationInstance(instanceId=draw(text)),
-                                                    name=draw(text), data=payload))
+            a.sendEvent.CopyFrom(
+                pb.SendEventAction(
+                    instance=pb.OrchestrationInstance(instanceId=draw(text)), name=draw(text), data=payload
+                )
+            )
         else:
             a = draw(messages(pb.OrchestratorAction.DESCRIPTOR))
         actions.append(a)
@@ -280,13 +351,22 @@ def completion_for(item: pb.WorkItem) -> tuple[str, _descriptor.Descriptor, dict
     kind = item.WhichOneof("request")
     token = item.completionToken
     if kind == "orchestratorRequest":
-        return ("CompleteOrchestratorTask", pb.OrchestratorResponse.DESCRIPTOR,
-                {"instanceId": item.orchestratorRequest.instanceId, "completionToken": token,
-                 "actions": plausible_actions()})
+        return (
+            "CompleteOrchestratorTask",
+            pb.OrchestratorResponse.DESCRIPTOR,
+            {
+                "instanceId": item.orchestratorRequest.instanceId,
+                "completionToken": token,
+                "actions": plausible_actions(),
+            },
+        )
     if kind == "activityRequest":
         a = item.activityRequest
-        return ("CompleteActivityTask", pb.ActivityResponse.DESCRIPTOR,
-                {"instanceId": a.orchestrationInstance.instanceId, "taskId": a.taskId, "completionToken": token})
+        return (
+            "CompleteActivityTask",
+            pb.ActivityResponse.DESCRIPTOR,
+            {"instanceId": a.orchestrationInstance.instanceId, "taskId": a.taskId, "completionToken": token},
+        )
     if kind == "entityRequestV2":
         return ("CompleteEntityTask", pb.EntityBatchResult.DESCRIPTOR, {"completionToken": token})
     if kind == "entityRequest":
@@ -299,61 +379,148 @@ def completion_for(item: pb.WorkItem) -> tuple[str, _descriptor.Descriptor, dict
 # ---------------------------------------------------------------------------------------------------------------------
 
 GATEWAY_ROUTES = [
-    ("GET", "/api/agents"), ("POST", "/api/agents/{agent}/threads"), ("GET", "/api/agents/{agent}/threads"),
-    ("POST", "/api/agents/{agent}/sessions"), ("GET", "/api/agents/{agent}/sessions"),
-    ("POST", "/api/agents/{agent}/sessions/{id}"), ("GET", "/api/agents/{agent}/sessions/{id}"),
-    ("DELETE", "/api/agents/{agent}/sessions/{id}"), ("GET", "/api/agents/{agent}/sessions/{id}/runs/{id}"),
-    ("POST", "/api/agents/{agent}/threads/{id}"), ("POST", "/api/orchestrations/{name}"),
-    ("GET", "/api/instances/{id}"), ("POST", "/api/instances/{id}/events/{name}"),
-    ("POST", "/api/instances/{id}/terminate"), ("POST", "/api/instances/{id}/suspend"),
-    ("POST", "/api/instances/{id}/resume"), ("POST", "/api/entities/{name}/{key}"),
-    ("GET", "/api/entities/{name}/{key}"), ("GET", "/openapi.json"), ("GET", "/healthz"), ("PUT", "/api/agents"),
+    ("GET", "/api/agents"),
+    ("POST", "/api/agents/{agent}/threads"),
+    ("GET", "/api/agents/{agent}/threads"),
+    ("POST", "/api/agents/{agent}/sessions"),
+    ("GET", "/api/agents/{agent}/sessions"),
+    ("POST", "/api/agents/{agent}/sessions/{id}"),
+    ("GET", "/api/agents/{agent}/sessions/{id}"),
+    ("DELETE", "/api/agents/{agent}/sessions/{id}"),
+    ("GET", "/api/agents/{agent}/sessions/{id}/runs/{id}"),
+    ("POST", "/api/agents/{agent}/threads/{id}"),
+    ("POST", "/api/orchestrations/{name}"),
+    ("GET", "/api/instances/{id}"),
+    ("POST", "/api/instances/{id}/events/{name}"),
+    ("POST", "/api/instances/{id}/terminate"),
+    ("POST", "/api/instances/{id}/suspend"),
+    ("POST", "/api/instances/{id}/resume"),
+    ("POST", "/api/entities/{name}/{key}"),
+    ("GET", "/api/entities/{name}/{key}"),
+    ("GET", "/openapi.json"),
+    ("GET", "/healthz"),
+    ("PUT", "/api/agents"),
     ("GET", "/{name}"),
 ]
 DASHBOARD_ROUTES = [
-    ("GET", "/"), ("GET", "/static/{name}"), ("GET", "/api/info"), ("GET", "/api/orchestrations"),
-    ("POST", "/api/orchestrations"), ("POST", "/api/orchestrations/{id}/{name}"), ("GET", "/api/orchestrations/{id}"),
-    ("DELETE", "/api/orchestrations/{id}"), ("GET", "/api/entities"), ("POST", "/api/entities/{id}/signal"),
-    ("GET", "/api/entities/{id}"), ("GET", "/api/agents"), ("GET", "/api/agents/{agent}/sessions"),
-    ("POST", "/api/agents/{agent}/sessions/{id}/{name}"), ("GET", "/api/agents/{agent}/sessions/{id}"),
-    ("DELETE", "/api/agents/{agent}/sessions/{id}"), ("GET", "/api/metrics"),
+    ("GET", "/"),
+    ("GET", "/static/{name}"),
+    ("GET", "/api/info"),
+    ("GET", "/api/orchestrations"),
+    ("POST", "/api/orchestrations"),
+    ("POST", "/api/orchestrations/{id}/{name}"),
+    ("GET", "/api/orchestrations/{id}"),
+    ("DELETE", "/api/orchestrations/{id}"),
+    ("GET", "/api/entities"),
+    ("POST", "/api/entities/{id}/signal"),
+    ("GET", "/api/entities/{id}"),
+    ("GET", "/api/agents"),
+    ("GET", "/api/agents/{agent}/sessions"),
+    ("POST", "/api/agents/{agent}/sessions/{id}/{name}"),
+    ("GET", "/api/agents/{agent}/sessions/{id}"),
+    ("DELETE", "/api/agents/{agent}/sessions/{id}"),
+    ("GET", "/api/metrics"),
 ]
-SEGMENTS = ["Joker", "Offline", "counter", "wait_for_approval", "@counter@k", "..", "%2e%2e", "%2F", "%00", "%ff",
-            "%E2%80%AE", "a%20b", "..%2F..%2Fetc%2Fpasswd", "x" * 3000, "%F0%9F%98%80", "~", "'\"<>", "%25",
-            "terminate", "suspend", "resume", "purge", "restart", "signal"]
+SEGMENTS = [
+    "Joker",
+    "Offline",
+    "counter",
+    "wait_for_approval",
+    "@counter@k",
+    "..",
+    "%2e%2e",
+    "%2F",
+    "%00",
+    "%ff",
+    "%E2%80%AE",
+    "a%20b",
+    "..%2F..%2Fetc%2Fpasswd",
+    "x" * 3000,
+    "%F0%9F%98%80",
+    "~",
+    "'\"<>",
+    "%25",
+    "terminate",
+    "suspend",
+    "resume",
+    "purge",
+    "restart",
+    "signal",
+]
 
 
 def _segment() -> st.SearchStrategy[str]:
-    return st.one_of(st.sampled_from(SEGMENTS),
-                     st.text(max_size=20).map(lambda s: urllib.parse.quote(s, safe="")))
+    return st.one_of(st.sampled_from(SEGMENTS), st.text(max_size=20).map(lambda s: urllib.parse.quote(s, safe="")))
 
 
 def _deep(n: int) -> bytes:
     return b'{"message":' + b"[" * n + b"]" * n + b"}"
 
 
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | text,
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
-                           max_leaves=12)
-KEYS = ["message", "input", "name", "instanceId", "operation", "state", "responseFormat", "correlationId",
-        "waitForResponse", "role", "reason", "recursive", "eventData", "scheduledTime", "output", "threadId"]
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+    max_leaves=12,
+)
+KEYS = [
+    "message",
+    "input",
+    "name",
+    "instanceId",
+    "operation",
+    "state",
+    "responseFormat",
+    "correlationId",
+    "waitForResponse",
+    "role",
+    "reason",
+    "recursive",
+    "eventData",
+    "scheduledTime",
+    "output",
+    "threadId",
+]
 
 
 @st.composite
 def bodies(draw: st.DrawFn) -> tuple[bytes | None, str | None]:
     """A request body and its content type: hostile JSON, not JSON at all, deeply nested, huge, or none."""
     kind = draw(st.sampled_from(["json", "json", "object", "bad", "deep", "huge", "none", "form"]))
-    ctype = draw(st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", None,
-                                  "application/x-www-form-urlencoded", "application/json; charset=latin-1"]))
+    ctype = draw(
+        st.sampled_from(
+            [
+                "application/json",
+                "application/json; charset=utf-8",
+                "text/plain",
+                None,
+                "application/x-www-form-urlencoded",
+                "application/json; charset=latin-1",
+            ]
+        )
+    )
     if kind == "json":
         return json.dumps(draw(JSON_VALUES)).encode(), ctype
     if kind == "object":
         obj = {k: draw(JSON_VALUES) for k in draw(st.lists(st.sampled_from(KEYS), max_size=5, unique=True))}
         return json.dumps(obj).encode(), ctype  # NaN and Infinity included: not JSON, yet Python emits them
     if kind == "bad":
-        return draw(st.one_of(st.binary(max_size=200), st.sampled_from(
-            [b"{", b"{\"message\":", b"\xff\xfe", b"NaN", b"{\"message\": \"\\ud800\"}", b"\x00" * 10,
-             b"{\"message\": 1e999999}", b"[" * 50]))), ctype
+        return draw(
+            st.one_of(
+                st.binary(max_size=200),
+                st.sampled_from(
+                    [
+                        b"{",
+                        b'{"message":',
+                        b"\xff\xfe",
+                        b"NaN",
+                        b'{"message": "\\ud800"}',
+                        b"\x00" * 10,
+                        b'{"message": 1e999999}',
+                        b"[" * 50,
+                    ]
+                ),
+            )
+        ), ctype
     if kind == "deep":
         return _deep(draw(st.sampled_from([100, 2_000, 100_000]))), ctype
     if kind == "huge":
@@ -370,12 +537,31 @@ def http_requests(draw: st.DrawFn, routes: list[tuple[str, str]]) -> tuple[str, 
         method = draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]))
     path = re.sub(r"\{\w+\}", lambda _m: draw(_segment()), template)
     if draw(st.booleans()):
-        query = draw(st.lists(st.tuples(st.sampled_from(["status", "name", "prefix", "limit", "offset", "page",
-                                                          "continuation", "createdFrom", "top", "q", "wait",
-                                                          "timeout", "history"]),
-                                         st.one_of(_segment(), st.sampled_from(["-1", "1e9", "99999999999999999999",
-                                                                                "nan", "true", ""]))),
-                              max_size=3))
+        query = draw(
+            st.lists(
+                st.tuples(
+                    st.sampled_from(
+                        [
+                            "status",
+                            "name",
+                            "prefix",
+                            "limit",
+                            "offset",
+                            "page",
+                            "continuation",
+                            "createdFrom",
+                            "top",
+                            "q",
+                            "wait",
+                            "timeout",
+                            "history",
+                        ]
+                    ),
+                    st.one_of(_segment(), st.sampled_from(["-1", "1e9", "99999999999999999999", "nan", "true", ""])),
+                ),
+                max_size=3,
+            )
+        )
         path += "?" + "&".join(f"{k}={v}" for k, v in query)
     body, ctype = draw(bodies()) if method in ("POST", "PUT", "PATCH", "DELETE") else (None, None)
     return method, path, body, ctype
@@ -388,8 +574,9 @@ class HttpAnswer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def http_send(port: int, method: str, path: str, body: bytes | None, ctype: str | None,
-              timeout: float = 30.0) -> HttpAnswer:
+def http_send(
+    port: int, method: str, path: str, body: bytes | None, ctype: str | None, timeout: float = 30.0
+) -> HttpAnswer:
     """Send the path exactly as written (no client-side normalisation) and read the whole answer."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:

@@ -101,17 +101,31 @@ def percentiles(values: list[float]) -> dict[str, float]:
     def at(q: float) -> float:
         return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
-    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": round(1000 * ordered[-1], 1),
-            "n": len(ordered)}
+    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": round(1000 * ordered[-1], 1), "n": len(ordered)}
 
 
 class Load:
-    def __init__(self, workdir: Path, *, clients: int, seconds: float, seed: int, warmup: float = 0.25,
-                 sample_seconds: float = 0.5, rss_growth_mib: float = 32.0, min_samples: int = 10) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        clients: int,
+        seconds: float,
+        seed: int,
+        warmup: float = 0.25,
+        sample_seconds: float = 0.5,
+        rss_growth_mib: float = 32.0,
+        min_samples: int = 10,
+    ) -> None:
         self.workdir = workdir
         self.seed = seed
-        self.report = Report(seed=seed, clients=clients, seconds=seconds, rss_growth_bound_mib=rss_growth_mib,
-                             warmup_seconds=round(seconds * warmup, 1))
+        self.report = Report(
+            seed=seed,
+            clients=clients,
+            seconds=seconds,
+            rss_growth_bound_mib=rss_growth_mib,
+            warmup_seconds=round(seconds * warmup, 1),
+        )
         self.sample_seconds = sample_seconds
         self.min_samples = min_samples  # the RSS audit's record: the load goes on until the sampler has taken these
         self.token = secrets.token_hex(24)
@@ -120,14 +134,26 @@ class Load:
         tokens.chmod(0o600)
         self.llm = ScriptedLLM()
         self.llm.responder = llm_reply
-        self.sidecar = SidecarProcess(workdir / "sidecar", extra_args=["--auth-token-file", str(tokens),
-                                                                       "--host", "127.0.0.1",
-                                                                       "--log-level", "warning"])
+        self.sidecar = SidecarProcess(
+            workdir / "sidecar",
+            extra_args=["--auth-token-file", str(tokens), "--host", "127.0.0.1", "--log-level", "warning"],
+        )
         self.connection_string = f"{self.sidecar.connection_string};Token={self.token}"
-        self.worker = ManagedProcess([PYTHON, HERE / "chaos_worker.py", "--connection-string",
-                                      self.connection_string, "--base-url", self.llm.base_url,
-                                      "--log", workdir / "executions.log"], workdir / "worker.log", name="worker",
-                                     env=hermetic_env())
+        self.worker = ManagedProcess(
+            [
+                PYTHON,
+                HERE / "chaos_worker.py",
+                "--connection-string",
+                self.connection_string,
+                "--base-url",
+                self.llm.base_url,
+                "--log",
+                workdir / "executions.log",
+            ],
+            workdir / "worker.log",
+            name="worker",
+            env=hermetic_env(),
+        )
         self.lock = threading.Lock()
         self.latencies: dict[str, list[float]] = collections.defaultdict(list)
         self.errors: collections.Counter[str] = collections.Counter()
@@ -185,8 +211,12 @@ class Load:
                         op = "start"
                         base = rng.randint(0, 10_000)
                         iid = f"load-{self.seed}-{n}-{k}"
-                        self.timed(op, lambda base=base, iid=iid: c.schedule_new_orchestration(
-                            "chain", input={"n": 2, "base": base}, instance_id=iid))
+                        self.timed(
+                            op,
+                            lambda base=base, iid=iid: c.schedule_new_orchestration(
+                                "chain", input={"n": 2, "base": base}, instance_id=iid
+                            ),
+                        )
                         with self.lock:
                             self.started[iid] = base + 2
                         mine.append(iid)
@@ -214,8 +244,9 @@ class Load:
                         message = f"{session} turn {len(self.turns[session])}"
                         with self.lock:
                             self.turns[session].append(message)
-                        resp = self.timed(op, lambda message=message: client.run("Chaos", message, session=session,
-                                                                                    timeout=120))
+                        resp = self.timed(
+                            op, lambda message=message: client.run("Chaos", message, session=session, timeout=120)
+                        )
                         if resp.text != f"done found[{message}]":
                             raise AssertionError(f"{session}: answer {resp.text!r}")
                 except AssertionError as exc:
@@ -238,8 +269,10 @@ class Load:
             sampler = threading.Thread(target=self._sampler, args=(t0,), name="rss-sampler", daemon=True)
             sampler.start()
             deadline = t0 + self.report.seconds
-            threads = [threading.Thread(target=self._client, args=(n, deadline), name=f"client{n}", daemon=True)
-                       for n in range(self.report.clients)]
+            threads = [
+                threading.Thread(target=self._client, args=(n, deadline), name=f"client{n}", daemon=True)
+                for n in range(self.report.clients)
+            ]
             for t in threads:
                 t.start()
             for t in threads:
@@ -253,8 +286,9 @@ class Load:
             with AgentClient(self.connection_string) as auditor:
                 self.audit(auditor)
             if not self.worker.is_running() or not self.sidecar.is_running():
-                self.report.failures.append(f"a process died: sidecar {self.sidecar.process.returncode}, worker "
-                                            f"{self.worker.returncode}")
+                self.report.failures.append(
+                    f"a process died: sidecar {self.sidecar.process.returncode}, worker {self.worker.returncode}"
+                )
         finally:
             self.stop.set()
             self.worker.stop()
@@ -320,11 +354,18 @@ class Load:
             fifth = max(1, len(after) // 5)
             first = statistics.median(s[name] for s in after[:fifth]) if after else values[0]
             last = statistics.median(s[name] for s in after[-fifth:]) if after else values[-1]
-            r.rss_mib[name] = {"start": values[0], "after_warmup": first, "end": last, "max": max(values),
-                               "growth_after_warmup": round(last - first, 1)}
+            r.rss_mib[name] = {
+                "start": values[0],
+                "after_warmup": first,
+                "end": last,
+                "max": max(values),
+                "growth_after_warmup": round(last - first, 1),
+            }
             if last - first > r.rss_growth_bound_mib:
-                r.failures.append(f"{name} RSS grew {last - first:.1f} MiB after the warm-up ({first} -> {last} MiB),"
-                                  f" more than the bound of {r.rss_growth_bound_mib:g} MiB")
+                r.failures.append(
+                    f"{name} RSS grew {last - first:.1f} MiB after the warm-up ({first} -> {last} MiB),"
+                    f" more than the bound of {r.rss_growth_bound_mib:g} MiB"
+                )
 
 
 def plot(report: Report, path: Path) -> None:
@@ -361,14 +402,15 @@ def main() -> int:
     seed = int(os.environ.get("LOAD_SEED", "20261201"))
     growth = float(os.environ.get("LOAD_RSS_GROWTH_MIB", "32"))
     warmup = float(os.environ.get("LOAD_WARMUP", "0.25"))
-    print(f"load: LOAD_CLIENTS={clients} LOAD_SECONDS={seconds:g} LOAD_SEED={seed} LOAD_RSS_GROWTH_MIB={growth:g}",
-          flush=True)
+    print(
+        f"load: LOAD_CLIENTS={clients} LOAD_SECONDS={seconds:g} LOAD_SEED={seed} LOAD_RSS_GROWTH_MIB={growth:g}",
+        flush=True,
+    )
     keep = os.environ.get("LOAD_WORKDIR")
     with tempfile.TemporaryDirectory(prefix="moorage-load-") as tmp:
         workdir = Path(keep) if keep else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        report = run_load(workdir, clients=clients, seconds=seconds, seed=seed, rss_growth_mib=growth,
-                          warmup=warmup)
+        report = run_load(workdir, clients=clients, seconds=seconds, seed=seed, rss_growth_mib=growth, warmup=warmup)
     if os.environ.get("LOAD_PLOT"):
         plot(report, Path(os.environ["LOAD_PLOT"]))
     data = asdict(report)

@@ -20,8 +20,9 @@ pytestmark = [pytest.mark.long, sidecar_only("kills and audits the Moorage sidec
 def test_chaos_short(tmp_path: Path) -> None:
     store = "sqlite"
     seed = int(os.environ.get("CHAOS_SEED", "20261201"))
-    report = run_chaos(tmp_path, seconds=40, seed=seed, instances=60, sessions=3, turns=3, kill_gap=(2.0, 5.0),
-                       store=store)
+    report = run_chaos(
+        tmp_path, seconds=40, seed=seed, instances=60, sessions=3, turns=3, kill_gap=(2.0, 5.0), store=store
+    )
     print(json.dumps(asdict(report), indent=2))
     assert not report.failures, "\n".join(report.failures)
     # at least a sidecar kill and one more (how many fit in 40 s depends on how slow restarts are on a busy machine)
@@ -37,8 +38,17 @@ def test_chaos_short_with_database_outages(tmp_path: Path) -> None:
     if pg_bin_dir() is None:
         pytest.skip("Debian's postgresql package is not installed")
     seed = int(os.environ.get("CHAOS_SEED", "20261201"))
-    report = run_chaos(tmp_path, seconds=40, seed=seed, instances=60, sessions=3, turns=3, kill_gap=(2.0, 5.0),
-                       store="postgresql", db_outages=True)
+    report = run_chaos(
+        tmp_path,
+        seconds=40,
+        seed=seed,
+        instances=60,
+        sessions=3,
+        turns=3,
+        kill_gap=(2.0, 5.0),
+        store="postgresql",
+        db_outages=True,
+    )
     print(json.dumps(asdict(report), indent=2))
     assert not report.failures, "\n".join(report.failures)
     assert report.kills.get("postgresql", 0) >= 1, report.kills  # the first event is an outage

@@ -36,19 +36,22 @@ def test_deeply_nested_json_is_a_400_on_the_gateway_and_the_dashboard(tmp_path: 
     from kit import free_port
 
     http_port, dash_port = free_port(), free_port()
-    sc = SidecarProcess(tmp_path, extra_args=["--http-port", str(http_port), "--dashboard-port", str(dash_port),
-                                              "--dashboard-actions"]).start()
+    sc = SidecarProcess(
+        tmp_path, extra_args=["--http-port", str(http_port), "--dashboard-port", str(dash_port), "--dashboard-actions"]
+    ).start()
     try:
         from kit import wait_until
 
         wait_until(lambda: http_send(http_port, "GET", "/healthz", None, None, 2).status == 200, transient=(OSError,))
         body = _deep(100_000)
-        for port, method, path in [(dash_port, "POST", "/api/orchestrations"),
-                                   (dash_port, "DELETE", "/api/orchestrations/x"),
-                                   (dash_port, "POST", "/api/entities/@counter@k/signal"),
-                                   (http_port, "POST", "/api/orchestrations/wait_for_approval"),
-                                   (http_port, "POST", "/api/agents/Joker/threads"),
-                                   (http_port, "POST", "/api/entities/counter/k?op=add")]:
+        for port, method, path in [
+            (dash_port, "POST", "/api/orchestrations"),
+            (dash_port, "DELETE", "/api/orchestrations/x"),
+            (dash_port, "POST", "/api/entities/@counter@k/signal"),
+            (http_port, "POST", "/api/orchestrations/wait_for_approval"),
+            (http_port, "POST", "/api/agents/Joker/threads"),
+            (http_port, "POST", "/api/entities/counter/k?op=add"),
+        ]:
             ans = http_send(port, method, path, body, "application/json")
             assert ans.status == 400, (method, path, ans.status, ans.body[:300])
             assert b"nested too deeply" in ans.body, (method, path, ans.body[:300])
@@ -74,20 +77,24 @@ def test_nul_characters_are_invalid_argument_on_the_postgresql_store(tmp_path: P
         channel, stub = sc.stub("default")
         with channel:
             calls = [
-                lambda: stub.QueryEntities(pb.QueryEntitiesRequest(query=pb.EntityQuery(
-                    continuationToken=wrappers_pb2.StringValue(value="\x00"))), timeout=10),
+                lambda: stub.QueryEntities(
+                    pb.QueryEntitiesRequest(
+                        query=pb.EntityQuery(continuationToken=wrappers_pb2.StringValue(value="\x00"))
+                    ),
+                    timeout=10,
+                ),
                 lambda: stub.GetInstance(pb.GetInstanceRequest(instanceId="a\x00b"), timeout=10),
                 lambda: stub.StartInstance(pb.CreateInstanceRequest(instanceId="nul\x00id", name="x"), timeout=10),
                 lambda: stub.StartInstance(pb.CreateInstanceRequest(instanceId="nul-name", name="x\x00"), timeout=10),
                 # a streaming method: what escaped it was UNKNOWN "Unexpected <class 'ValueError'>" (fuzz find #4)
-                lambda: list(stub.StreamInstanceHistory(pb.StreamInstanceHistoryRequest(instanceId="\x00"),
-                                                        timeout=10)),
+                lambda: list(
+                    stub.StreamInstanceHistory(pb.StreamInstanceHistoryRequest(instanceId="\x00"), timeout=10)
+                ),
             ]
             for n, call in enumerate(calls):
                 with pytest.raises(grpc.RpcError) as err:
                     call()
-                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (n, err.value.code(),
-                                                                             err.value.details())
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (n, err.value.code(), err.value.details())
                 assert "NUL" in (err.value.details() or ""), (n, err.value.details())
             stub.StartInstance(pb.CreateInstanceRequest(instanceId="after-nul", name="x"), timeout=10)
             assert stub.GetInstance(pb.GetInstanceRequest(instanceId="after-nul"), timeout=10).exists

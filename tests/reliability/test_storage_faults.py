@@ -33,16 +33,16 @@ def _acknowledged_store(tmp_path: Path, n: int = 200) -> tuple[SidecarProcess, l
 
 
 def _start_refused(sc: SidecarProcess) -> str:
-    out = subprocess.run(sc.command(), cwd=str(REPO_ROOT), env=hermetic_env(), capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        sc.command(), cwd=str(REPO_ROOT), env=hermetic_env(), capture_output=True, text=True, timeout=60
+    )
     assert out.returncode != 0, f"a damaged store was served:\n{out.stderr[-2000:]}"
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     return out.stderr
 
 
 @pytest.mark.parametrize("damage", ["truncated", "corrupted", "garbage"])
-def test_damaged_sqlite_file_is_refused_at_start_and_a_restore_serves_everything(tmp_path: Path,
-                                                                                 damage: str) -> None:
+def test_damaged_sqlite_file_is_refused_at_start_and_a_restore_serves_everything(tmp_path: Path, damage: str) -> None:
     sc, ids = _acknowledged_store(tmp_path)
     backup = tmp_path / "backup.db"
     shutil.copy(sc.db_path, backup)
@@ -76,8 +76,9 @@ def test_damaged_sqlite_file_is_refused_at_start_and_a_restore_serves_everything
 def test_a_directory_as_store_is_refused_with_a_message(tmp_path: Path) -> None:
     (tmp_path / "dir.db").mkdir()
     sc = SidecarProcess(tmp_path / "sc", db_path=tmp_path / "dir.db")
-    out = subprocess.run(sc.command(), cwd=str(REPO_ROOT), env=hermetic_env(), capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        sc.command(), cwd=str(REPO_ROOT), env=hermetic_env(), capture_output=True, text=True, timeout=60
+    )
     assert out.returncode != 0
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     assert "cannot be used" in out.stderr and "existing directory" in out.stderr, out.stderr[-2000:]
@@ -108,9 +109,14 @@ def test_disk_full_is_resource_exhausted_and_resumes_when_space_returns(tmp_path
         with channel:
             for i in range(5000):
                 try:
-                    stub.StartInstance(pb.CreateInstanceRequest(instanceId=f"full-{i}", name="never_hosted",
-                                                                input=wrappers_pb2.StringValue(value="y" * 2000)),
-                                       timeout=10)
+                    stub.StartInstance(
+                        pb.CreateInstanceRequest(
+                            instanceId=f"full-{i}",
+                            name="never_hosted",
+                            input=wrappers_pb2.StringValue(value="y" * 2000),
+                        ),
+                        timeout=10,
+                    )
                     acked.append(f"full-{i}")
                 except grpc.RpcError as exc:
                     refused = exc
@@ -170,9 +176,21 @@ def test_store_volume_turning_read_only_is_unavailable_and_loses_nothing(tmp_pat
     from kit import PYTHON, ManagedProcess
 
     sc = SidecarProcess(tmp_path / "sc", db_path=mnt / "moorage.db", lease_seconds=3).start()
-    worker = ManagedProcess([PYTHON, Path(__file__).parent / "chaos_worker.py", "--connection-string",
-                             sc.connection_string, "--base-url", "http://127.0.0.1:9/v1", "--log",
-                             tmp_path / "executions.log"], tmp_path / "worker.log", name="worker", env=hermetic_env())
+    worker = ManagedProcess(
+        [
+            PYTHON,
+            Path(__file__).parent / "chaos_worker.py",
+            "--connection-string",
+            sc.connection_string,
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--log",
+            tmp_path / "executions.log",
+        ],
+        tmp_path / "worker.log",
+        name="worker",
+        env=hermetic_env(),
+    )
     from moorage.agents import AgentClient
 
     try:
@@ -229,8 +247,9 @@ def test_store_volume_turning_read_only_is_unavailable_and_loses_nothing(tmp_pat
         sc.stop()
 
 
-def test_a_completion_the_store_cannot_take_ends_its_stream_so_the_work_goes_out_again(tmp_path: Path,
-                                                                                       small_volume: Path) -> None:
+def test_a_completion_the_store_cannot_take_ends_its_stream_so_the_work_goes_out_again(
+    tmp_path: Path, small_volume: Path
+) -> None:
     """Chaos find (``make chaos CHAOS_STORE=postgresql CHAOS_DB_OUTAGES=1``): a completion that failed with a store
     fault (the worker is told UNAVAILABLE and the durabletask SDK drops the item) left the item leased to a stream
     that lived on, and the sidecar renewed that lease with the stream's forever: 86 entity_work instances, their
@@ -256,10 +275,19 @@ def test_a_completion_the_store_cannot_take_ends_its_stream_so_the_work_goes_out
             items = core.work(stream, idle=60)
             (item,) = (await asyncio.wait_for(items.__anext__(), 10)).orchestrations
             filler = volumes.fill(small_volume)
-            big = pb.OrchestratorResponse(instanceId="i1", completionToken=item.row.lease_token, actions=[
-                pb.OrchestratorAction(id=1, completeOrchestration=pb.CompleteOrchestrationAction(
-                    orchestrationStatus=pb.ORCHESTRATION_STATUS_COMPLETED,
-                    result=wrappers_pb2.StringValue(value="r" * 200_000)))])
+            big = pb.OrchestratorResponse(
+                instanceId="i1",
+                completionToken=item.row.lease_token,
+                actions=[
+                    pb.OrchestratorAction(
+                        id=1,
+                        completeOrchestration=pb.CompleteOrchestrationAction(
+                            orchestrationStatus=pb.ORCHESTRATION_STATUS_COMPLETED,
+                            result=wrappers_pb2.StringValue(value="r" * 200_000),
+                        ),
+                    )
+                ],
+            )
             with pytest.raises(StoreUnavailable):
                 await core.complete_work("default", item.row.lease_token, engine.complete_orchestration, big)
             filler.unlink()  # space returns at once: the stream itself meets no fault
@@ -306,9 +334,11 @@ def _pg_on_volumes(tmp_path: Path, data_size: str, wal_size: str, settings: dict
             data_cm = volumes.tmpfs(base / "data", data_size, owner)
             wal_cm = volumes.tmpfs(base / "wal", wal_size, owner)
             with data_cm as data, wal_cm as wal:
-                server = PostgresServer(data=data / "pgdata",
-                                        initdb_args=("--wal-segsize=1", f"--waldir={wal / 'pg_wal'}"),
-                                        settings=settings)
+                server = PostgresServer(
+                    data=data / "pgdata",
+                    initdb_args=("--wal-segsize=1", f"--waldir={wal / 'pg_wal'}"),
+                    settings=settings,
+                )
                 try:
                     yield server, data, wal
                 finally:
@@ -325,9 +355,21 @@ def _chain_worker(sc: SidecarProcess, tmp_path: Path):  # type: ignore[no-untype
     """The chaos run's worker process (its ``chain`` orchestration: n activities adding 1 to ``base``)."""
     from kit import PYTHON, ManagedProcess
 
-    return ManagedProcess([PYTHON, Path(__file__).parent / "chaos_worker.py", "--connection-string",
-                           sc.connection_string, "--base-url", "http://127.0.0.1:9/v1", "--log",
-                           tmp_path / "executions.log"], tmp_path / "worker.log", name="worker", env=hermetic_env())
+    return ManagedProcess(
+        [
+            PYTHON,
+            Path(__file__).parent / "chaos_worker.py",
+            "--connection-string",
+            sc.connection_string,
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--log",
+            tmp_path / "executions.log",
+        ],
+        tmp_path / "worker.log",
+        name="worker",
+        env=hermetic_env(),
+    )
 
 
 def _start_until_refused(c, prefix: str, acked: dict[str, int], limit: int = 3000):  # type: ignore[no-untyped-def]
@@ -340,8 +382,9 @@ def _start_until_refused(c, prefix: str, acked: dict[str, int], limit: int = 300
     for i in range(limit):
         iid = f"{prefix}-{i}"
         try:
-            c.schedule_new_orchestration("chain", input={"n": 2, "base": i, "pad": secrets.token_hex(8000)},
-                                         instance_id=iid)
+            c.schedule_new_orchestration(
+                "chain", input={"n": 2, "base": i, "pad": secrets.token_hex(8000)}, instance_id=iid
+            )
         except grpc.RpcError as exc:
             return exc
         acked[iid] = i + 2
@@ -437,7 +480,9 @@ def test_postgresql_wal_volume_full_panics_it_and_the_sidecar_rides_it_out(tmp_p
     from moorage.agents import AgentClient
 
     with _pg_on_volumes(tmp_path, "256m", "24m", {"wal_keep_size": "1GB", "max_wal_size": "32MB"}) as (
-        server, _data, wal,
+        server,
+        _data,
+        wal,
     ):
         sc = SidecarProcess(tmp_path / "sc", store=server.create_database(), env=server.env, lease_seconds=3).start()
         worker = _chain_worker(sc, tmp_path)
@@ -449,8 +494,11 @@ def test_postgresql_wal_volume_full_panics_it_and_the_sidecar_rides_it_out(tmp_p
                 filler = volumes.fill(wal)
                 refused = _start_until_refused(c, "full", acked)
                 assert refused.code() == grpc.StatusCode.UNAVAILABLE, (refused.code(), refused.details())
-                wait_until(lambda: "PANIC" in server.log_path.read_text(errors="replace"), timeout=30,
-                           message=lambda: f"no PANIC in PostgreSQL's log:\n{server.log_tail()}")
+                wait_until(
+                    lambda: "PANIC" in server.log_path.read_text(errors="replace"),
+                    timeout=30,
+                    message=lambda: f"no PANIC in PostgreSQL's log:\n{server.log_tail()}",
+                )
                 try:  # its crash recovery needs a new WAL segment too, so it shuts down
                     wait_until(lambda: not server.is_running(), timeout=30)
                 except AssertionError:

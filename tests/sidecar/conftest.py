@@ -32,12 +32,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
         for sc in list(LIVE_SIDECARS):
             state = "running" if sc.is_running() else f"exited({sc.proc.returncode if sc.proc else None})"
             report.sections.append(
-                (f"sidecar port {sc.port} [{state}] stderr tail ({sc.stderr_path})", sc.stderr_tail(80)))
+                (f"sidecar port {sc.port} [{state}] stderr tail ({sc.stderr_path})", sc.stderr_tail(80))
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Sidecar processes
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def sidecar_factory(tmp_path: Path) -> Iterator[SidecarFactory]:
@@ -76,6 +78,7 @@ def fresh_sidecar(sidecar_factory: SidecarFactory) -> SidecarProcess:
 # SDK clients and workers
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(params=FLAVOURS)
 def flavour(request: pytest.FixtureRequest) -> str:
     """Both SDK flavours: plain TaskHubGrpc* and DurableTaskScheduler* (taskhub metadata)."""
@@ -112,6 +115,7 @@ def make_client() -> Iterator[Clients]:
 def make_async_client() -> Iterator[Callable[..., Any]]:
     def make(sc: SidecarProcess, flavour: str = "grpc", hub: str = "default") -> Any:
         return new_async_client(sc.port, flavour, hub)
+
     yield make
 
 
@@ -119,9 +123,20 @@ class Workers:
     def __init__(self) -> None:
         self.started: list[Any] = []
 
-    def __call__(self, sc: SidecarProcess, flavour: str = "grpc", *, hub: str = "default",
-                 orchestrators: Any = (), activities: Any = (), entities: Any = (),
-                 filters: bool = False, versioning: Any = None, start: bool = True, **kwargs: Any) -> Any:
+    def __call__(
+        self,
+        sc: SidecarProcess,
+        flavour: str = "grpc",
+        *,
+        hub: str = "default",
+        orchestrators: Any = (),
+        activities: Any = (),
+        entities: Any = (),
+        filters: bool = False,
+        versioning: Any = None,
+        start: bool = True,
+        **kwargs: Any,
+    ) -> Any:
         w = new_worker(sc.port, flavour, hub, **kwargs)
         register(w, orchestrators, activities, entities)
         if versioning is not None:

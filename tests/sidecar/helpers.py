@@ -33,25 +33,39 @@ FLAVOURS = ("grpc", "dts")
 # SDK clients and workers of both flavours
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def new_client(port: int, flavour: str = "grpc", hub: str = "default"):
     if flavour == "grpc":
-        return dt_client.TaskHubGrpcClient(host_address=f"localhost:{port}", channel_options=CHANNEL_OPTIONS,
-                                           logger=SDK_CLIENT_LOGGER)
+        return dt_client.TaskHubGrpcClient(
+            host_address=f"localhost:{port}", channel_options=CHANNEL_OPTIONS, logger=SDK_CLIENT_LOGGER
+        )
     if flavour == "dts":
-        return DurableTaskSchedulerClient(host_address=f"http://localhost:{port}", taskhub=hub,
-                                          token_credential=None, secure_channel=False,
-                                          channel_options=CHANNEL_OPTIONS, logger=SDK_CLIENT_LOGGER)
+        return DurableTaskSchedulerClient(
+            host_address=f"http://localhost:{port}",
+            taskhub=hub,
+            token_credential=None,
+            secure_channel=False,
+            channel_options=CHANNEL_OPTIONS,
+            logger=SDK_CLIENT_LOGGER,
+        )
     raise ValueError(flavour)
 
 
 def new_async_client(port: int, flavour: str = "grpc", hub: str = "default"):
     if flavour == "grpc":
-        return dt_client.AsyncTaskHubGrpcClient(host_address=f"localhost:{port}", channel_options=CHANNEL_OPTIONS,
-                                                logger=SDK_CLIENT_LOGGER)
+        return dt_client.AsyncTaskHubGrpcClient(
+            host_address=f"localhost:{port}", channel_options=CHANNEL_OPTIONS, logger=SDK_CLIENT_LOGGER
+        )
     from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
-    return AsyncDurableTaskSchedulerClient(host_address=f"http://localhost:{port}", taskhub=hub,
-                                           token_credential=None, secure_channel=False,
-                                           channel_options=CHANNEL_OPTIONS, logger=SDK_CLIENT_LOGGER)
+
+    return AsyncDurableTaskSchedulerClient(
+        host_address=f"http://localhost:{port}",
+        taskhub=hub,
+        token_credential=None,
+        secure_channel=False,
+        channel_options=CHANNEL_OPTIONS,
+        logger=SDK_CLIENT_LOGGER,
+    )
 
 
 def new_worker(port: int, flavour: str = "grpc", hub: str = "default", **kwargs: Any):
@@ -61,13 +75,15 @@ def new_worker(port: int, flavour: str = "grpc", hub: str = "default", **kwargs:
     if flavour == "grpc":
         return dt_worker.TaskHubGrpcWorker(host_address=f"localhost:{port}", **kwargs)
     if flavour == "dts":
-        return DurableTaskSchedulerWorker(host_address=f"http://localhost:{port}", taskhub=hub,
-                                          token_credential=None, secure_channel=False, **kwargs)
+        return DurableTaskSchedulerWorker(
+            host_address=f"http://localhost:{port}", taskhub=hub, token_credential=None, secure_channel=False, **kwargs
+        )
     raise ValueError(flavour)
 
 
-def register(worker: Any, orchestrators: Iterable[Any] = (), activities: Iterable[Any] = (),
-             entities: Iterable[Any] = ()) -> None:
+def register(
+    worker: Any, orchestrators: Iterable[Any] = (), activities: Iterable[Any] = (), entities: Iterable[Any] = ()
+) -> None:
     for fn in orchestrators:
         worker.add_orchestrator(fn)
     for fn in activities:
@@ -85,8 +101,11 @@ def status_of(client: Any, instance_id: str) -> dt_client.OrchestrationStatus | 
 
 
 def wait_status(client: Any, instance_id: str, status: dt_client.OrchestrationStatus, timeout: float = 20.0):
-    return wait_until(lambda: status_of(client, instance_id) == status, timeout=timeout,
-                      message=lambda: f"{instance_id} never reached {status}; now {status_of(client, instance_id)}")
+    return wait_until(
+        lambda: status_of(client, instance_id) == status,
+        timeout=timeout,
+        message=lambda: f"{instance_id} never reached {status}; now {status_of(client, instance_id)}",
+    )
 
 
 def complete(client: Any, instance_id: str, timeout: float = 30.0) -> dt_client.OrchestrationState:
@@ -97,15 +116,16 @@ def complete(client: Any, instance_id: str, timeout: float = 30.0) -> dt_client.
 
 def assert_completed(state: dt_client.OrchestrationState) -> None:
     assert state.runtime_status == dt_client.OrchestrationStatus.COMPLETED, (
-        f"{state.instance_id}: {state.runtime_status}, failure={state.failure_details}")
+        f"{state.instance_id}: {state.runtime_status}, failure={state.failure_details}"
+    )
 
 
-def raw_get_instance(sidecar: SidecarProcess, instance_id: str, hub: str | None = None,
-                     payloads: bool = True) -> pb.GetInstanceResponse:
+def raw_get_instance(
+    sidecar: SidecarProcess, instance_id: str, hub: str | None = None, payloads: bool = True
+) -> pb.GetInstanceResponse:
     ch, stub = sidecar.stub(hub)
     try:
-        return stub.GetInstance(pb.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=payloads),
-                                timeout=10)
+        return stub.GetInstance(pb.GetInstanceRequest(instanceId=instance_id, getInputsAndOutputs=payloads), timeout=10)
     finally:
         ch.close()
 
@@ -123,16 +143,16 @@ def hello_ok(sidecar: SidecarProcess, hub: str | None = None) -> bool:
 # A hand-driven worker speaking the raw protocol
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 class RawWorker:
     """Opens one GetWorkItems stream and hands out its work items (health pings skipped)."""
 
-    def __init__(self, sidecar: SidecarProcess, hub: str | None = None,
-                 request: pb.GetWorkItemsRequest | None = None):
+    def __init__(self, sidecar: SidecarProcess, hub: str | None = None, request: pb.GetWorkItemsRequest | None = None):
         import queue
         import threading
 
         self.channel, self.stub = sidecar.stub(hub)
-        self._queue: "queue.Queue[Any]" = queue.Queue()
+        self._queue: queue.Queue[Any] = queue.Queue()
         self._stream = self.stub.GetWorkItems(request or pb.GetWorkItemsRequest())
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -149,6 +169,7 @@ class RawWorker:
 
     def next(self, timeout: float = 15.0, kind: str | None = None) -> pb.WorkItem:
         import queue
+
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -166,6 +187,7 @@ class RawWorker:
 
     def nothing_for(self, seconds: float) -> bool:
         import queue
+
         try:
             item = self._queue.get(timeout=seconds)
         except queue.Empty:

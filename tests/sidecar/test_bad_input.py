@@ -13,8 +13,13 @@ from kit import IS_INMEMORY, NO_SKIP, uid
 pytestmark = pytest.mark.timeout(60)
 
 # errors a sidecar that validates its input should answer with; UNKNOWN/INTERNAL mean an unhandled exception
-CLEAN_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
-                grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.OUT_OF_RANGE}
+CLEAN_ERRORS = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.OUT_OF_RANGE,
+}
 
 
 def ok_orch(ctx: task.OrchestrationContext, x):
@@ -62,8 +67,11 @@ BAD_CALLS = {
     "rewind-unknown": ("RewindInstance", pb.RewindInstanceRequest(instanceId="no-such-instance"), False),
     "restart-unknown": ("RestartInstance", pb.RestartInstanceRequest(instanceId="no-such-instance"), False),
     "terminate-unknown": ("TerminateInstance", pb.TerminateRequest(instanceId="no-such-instance"), True),
-    "signal-malformed-entity-id": ("SignalEntity", pb.SignalEntityRequest(instanceId="not-an-entity-id", name="op"),
-                                   True),
+    "signal-malformed-entity-id": (
+        "SignalEntity",
+        pb.SignalEntityRequest(instanceId="not-an-entity-id", name="op"),
+        True,
+    ),
     "history-empty-id": ("StreamInstanceHistory", pb.StreamInstanceHistoryRequest(instanceId=""), True),
 }
 
@@ -83,8 +91,9 @@ def test_bad_request_gets_error_status(stub, case):
 def test_unknown_method_is_unimplemented(sidecar):
     ch = grpc.insecure_channel(sidecar.address)
     try:
-        call = ch.unary_unary("/TaskHubSidecarService/NoSuchMethod",
-                              request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        call = ch.unary_unary(
+            "/TaskHubSidecarService/NoSuchMethod", request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )
         with pytest.raises(grpc.RpcError) as ei:
             call(b"", timeout=5)
         assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED
@@ -95,8 +104,9 @@ def test_unknown_method_is_unimplemented(sidecar):
 def test_garbage_bytes_are_rejected(sidecar):
     ch = grpc.insecure_channel(sidecar.address)
     try:
-        call = ch.unary_unary("/TaskHubSidecarService/GetInstance",
-                              request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        call = ch.unary_unary(
+            "/TaskHubSidecarService/GetInstance", request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )
         with pytest.raises(grpc.RpcError) as ei:
             call(b"\xff\xff\xff\xff\x0f garbage", timeout=5)
         if IS_INMEMORY:  # the SDK's reference backend answers grpc's default UNKNOWN "Unexpected DecodeError"
@@ -111,16 +121,23 @@ def test_garbage_bytes_are_rejected(sidecar):
 def test_completions_with_unknown_tokens_are_harmless(stub):
     """Stale/forged completion tokens must not crash the sidecar or corrupt anything."""
     calls = [
-        lambda: stub.CompleteActivityTask(pb.ActivityResponse(
-            instanceId="no-such-instance", taskId=1, result=wrappers_pb2.StringValue(value="1"),
-            completionToken="forged-token"), timeout=10),
-        lambda: stub.CompleteOrchestratorTask(pb.OrchestratorResponse(
-            instanceId="no-such-instance", completionToken="forged-token"), timeout=10),
+        lambda: stub.CompleteActivityTask(
+            pb.ActivityResponse(
+                instanceId="no-such-instance",
+                taskId=1,
+                result=wrappers_pb2.StringValue(value="1"),
+                completionToken="forged-token",
+            ),
+            timeout=10,
+        ),
+        lambda: stub.CompleteOrchestratorTask(
+            pb.OrchestratorResponse(instanceId="no-such-instance", completionToken="forged-token"), timeout=10
+        ),
         lambda: stub.CompleteEntityTask(pb.EntityBatchResult(completionToken="forged-token"), timeout=10),
-        lambda: stub.AbandonTaskActivityWorkItem(pb.AbandonActivityTaskRequest(completionToken="forged"),
-                                                 timeout=10),
+        lambda: stub.AbandonTaskActivityWorkItem(pb.AbandonActivityTaskRequest(completionToken="forged"), timeout=10),
         lambda: stub.AbandonTaskOrchestratorWorkItem(
-            pb.AbandonOrchestrationTaskRequest(completionToken="forged"), timeout=10),
+            pb.AbandonOrchestrationTaskRequest(completionToken="forged"), timeout=10
+        ),
         lambda: stub.AbandonTaskEntityWorkItem(pb.AbandonEntityTaskRequest(completionToken="forged"), timeout=10),
     ]
     for call in calls:
@@ -144,10 +161,13 @@ def test_get_entity_with_malformed_id(stub):
 
 def test_duplicate_start_raw(stub):
     iid = uid("dupe")
-    stub.StartInstance(pb.CreateInstanceRequest(instanceId=iid, name="ok_orch",
-                                                input=wrappers_pb2.StringValue(value="1")), timeout=10)
-    err = _expect_error(lambda: stub.StartInstance(pb.CreateInstanceRequest(instanceId=iid, name="ok_orch"),
-                                                   timeout=10), {grpc.StatusCode.ALREADY_EXISTS})
+    stub.StartInstance(
+        pb.CreateInstanceRequest(instanceId=iid, name="ok_orch", input=wrappers_pb2.StringValue(value="1")), timeout=10
+    )
+    err = _expect_error(
+        lambda: stub.StartInstance(pb.CreateInstanceRequest(instanceId=iid, name="ok_orch"), timeout=10),
+        {grpc.StatusCode.ALREADY_EXISTS},
+    )
     assert iid in err.details()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import durabletask.internal.orchestrator_service_pb2 as pb
 import grpc
@@ -28,6 +28,7 @@ def _count(key: str) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def echo(ctx: task.ActivityContext, x):
     return x
@@ -118,6 +119,7 @@ def _start_env(sc, make_worker, make_client):
 # start / get / wait
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 def test_get_unknown_instance_is_none(env):
     assert env.get_orchestration_state(uid("nope")) is None
 
@@ -174,17 +176,23 @@ def test_reuse_policy_replaces_completed_instance(env):
     assert complete(env, iid).get_output() == 1
     policy = pb.OrchestrationIdReusePolicy(replaceableStatus=[pb.ORCHESTRATION_STATUS_COMPLETED])
     env.schedule_new_orchestration(noop, input=2, instance_id=iid, reuse_id_policy=policy)
-    wait_until(lambda: (s := env.get_orchestration_state(iid)) and s.get_input() == 2
-               and s.runtime_status == OrchestrationStatus.COMPLETED,
-               message="replaced instance did not run with the new input")
+    wait_until(
+        lambda: (
+            (s := env.get_orchestration_state(iid))
+            and s.get_input() == 2
+            and s.runtime_status == OrchestrationStatus.COMPLETED
+        ),
+        message="replaced instance did not run with the new input",
+    )
     assert env.get_orchestration_state(iid).get_output() == 2
 
 
 @sidecar_only("the in-memory backend ignores scheduledStartTimestamp")
 def test_scheduled_start_time(env):
     iid = uid("later")
-    env.schedule_new_orchestration(noop, input="late", instance_id=iid,
-                                   start_at=datetime.now(timezone.utc) + timedelta(seconds=2))
+    env.schedule_new_orchestration(
+        noop, input="late", instance_id=iid, start_at=datetime.now(UTC) + timedelta(seconds=2)
+    )
     time.sleep(0.7)
     assert status_of(env, iid) == OrchestrationStatus.PENDING
     state = complete(env, iid)
@@ -195,6 +203,7 @@ def test_scheduled_start_time(env):
 # ----------------------------------------------------------------------------------------------------------------------
 # raise / suspend / resume / terminate
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def test_suspend_and_resume(env):
     iid = uid("susp")
@@ -276,6 +285,7 @@ def test_raise_event_to_unknown_instance_is_an_error(env):
 # purge / restart / rewind
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 def test_purge_single_instance(env):
     iid = uid("purge")
     env.schedule_new_orchestration(noop, input=1, instance_id=iid)
@@ -315,7 +325,7 @@ def test_purge_recursive_deletes_sub_orchestrations(env):
 
 def test_purge_by_filter(fresh_sidecar, make_worker, make_client):
     c = _start_env(fresh_sidecar, make_worker, make_client)
-    t0 = datetime.now(timezone.utc) - timedelta(seconds=1)
+    t0 = datetime.now(UTC) - timedelta(seconds=1)
     done = [c.schedule_new_orchestration(noop, input=i, instance_id=f"pf-done-{i}") for i in range(3)]
     failed = c.schedule_new_orchestration("not_registered", instance_id="pf-failed")
     running = c.schedule_new_orchestration(wait_go, instance_id="pf-running")
@@ -409,6 +419,7 @@ def test_rewind_non_failed_is_rejected(env):
 # history
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 def test_stream_history(env):
     iid = uid("hist")
     env.schedule_new_orchestration(three_acts, instance_id=iid)
@@ -439,6 +450,7 @@ def test_stream_history_of_unknown_instance(env):
 # ----------------------------------------------------------------------------------------------------------------------
 # queries with paging
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def populated(tmp_path_factory):
@@ -492,7 +504,7 @@ def _non_empty(pages):
 
 
 def test_query_instances_paging(populated):
-    sc, client, ids, others, running = populated
+    sc, client, ids, _others, _running = populated
     query = pb.InstanceQuery(maxInstanceCount=10)
     query.instanceIdPrefix.value = "q-"
     pages = _non_empty(_raw_query_pages(sc, query))
@@ -507,7 +519,7 @@ def test_query_instances_paging(populated):
 
 
 def test_query_instances_filters(populated):
-    sc, client, ids, others, running = populated
+    _sc, client, ids, others, running = populated
     all_states = client.get_all_orchestration_states(OrchestrationQuery(max_instance_count=7))
     assert sorted(s.instance_id for s in all_states) == sorted(ids + others + [running])
 
@@ -515,17 +527,20 @@ def test_query_instances_filters(populated):
     assert [s.instance_id for s in run] == [running]
 
     with_io = client.get_all_orchestration_states(
-        OrchestrationQuery(instance_id_prefix="other-", fetch_inputs_and_outputs=True,
-                           runtime_status=[OrchestrationStatus.COMPLETED]))
+        OrchestrationQuery(
+            instance_id_prefix="other-", fetch_inputs_and_outputs=True, runtime_status=[OrchestrationStatus.COMPLETED]
+        )
+    )
     assert sorted((s.instance_id, s.get_output()) for s in with_io) == [(f"other-{i}", i) for i in range(3)]
 
     future = client.get_all_orchestration_states(
-        OrchestrationQuery(created_time_from=datetime.now(timezone.utc) + timedelta(hours=1)))
+        OrchestrationQuery(created_time_from=datetime.now(UTC) + timedelta(hours=1))
+    )
     assert future == []
 
 
 def test_list_instance_ids_paging(populated):
-    sc, client, ids, others, running = populated
+    _sc, client, ids, others, _running = populated
     pages: list[list[str]] = []
     token = None
     for _ in range(10):
@@ -543,10 +558,10 @@ def test_list_instance_ids_paging(populated):
 
 
 def test_list_instance_ids_filters(populated):
-    sc, client, ids, others, running = populated
+    _sc, client, ids, others, _running = populated
     page = client.list_instance_ids(runtime_status=[OrchestrationStatus.RUNNING], page_size=100)
     assert page.items == []
     page = client.list_instance_ids(runtime_status=[OrchestrationStatus.COMPLETED], page_size=100)
     assert sorted(page.items) == sorted(ids + others)
-    page = client.list_instance_ids(completed_time_from=datetime.now(timezone.utc) + timedelta(hours=1))
+    page = client.list_instance_ids(completed_time_from=datetime.now(UTC) + timedelta(hours=1))
     assert page.items == []

@@ -82,8 +82,12 @@ def _entity_value(client, eid):
 
 def test_sidecar_sigkill_and_restart_keeps_everything(sidecar_factory, make_worker):
     sc = sidecar_factory("durable", lease_seconds=2)
-    make_worker(sc, orchestrators=[noop, timer_then_done, wait_event, slow_orch],
-                activities=[quick_act, slow_act], entities=[counter])
+    make_worker(
+        sc,
+        orchestrators=[noop, timer_then_done, wait_event, slow_orch],
+        activities=[quick_act, slow_act],
+        entities=[counter],
+    )
     client = new_client(sc.port)
     try:
         done_id = client.schedule_new_orchestration(noop, input={"kept": True}, instance_id=uid("done"))
@@ -99,9 +103,13 @@ def test_sidecar_sigkill_and_restart_keeps_everything(sidecar_factory, make_work
         event_id = client.schedule_new_orchestration(wait_event, instance_id=uid("event"))
         slow_id = client.schedule_new_orchestration(slow_orch, input=3.0, instance_id=uid("slow"))
         wait_status(client, timer_id, OrchestrationStatus.RUNNING)
-        wait_until(lambda: client.get_orchestration_state(event_id).runtime_status == OrchestrationStatus.RUNNING
-                   and len(client.get_orchestration_history(event_id)) > 4,
-                   message="event orchestration never got past its activity")
+        wait_until(
+            lambda: (
+                client.get_orchestration_state(event_id).runtime_status == OrchestrationStatus.RUNNING
+                and len(client.get_orchestration_history(event_id)) > 4
+            ),
+            message="event orchestration never got past its activity",
+        )
         assert slow_started.wait(15), "slow activity never started"
     finally:
         client.close()
@@ -118,8 +126,11 @@ def test_sidecar_sigkill_and_restart_keeps_everything(sidecar_factory, make_work
     client = new_client(sc.port)
     try:
         # this process's channels may still be backing off from the killed sidecar: wait until it answers us
-        wait_until(lambda: client.get_orchestration_state(done_id) is not None, timeout=30,
-                   message="the restarted sidecar never answered")
+        wait_until(
+            lambda: client.get_orchestration_state(done_id) is not None,
+            timeout=30,
+            message="the restarted sidecar never answered",
+        )
         # state written before the crash is intact
         done = client.get_orchestration_state(done_id)
         assert done is not None and done.runtime_status == OrchestrationStatus.COMPLETED
@@ -127,8 +138,10 @@ def test_sidecar_sigkill_and_restart_keeps_everything(sidecar_factory, make_work
         assert _entity_value(client, eid) == 5
         # the timer was pending at the kill: still sleeping now, or (a slow restart) fired after the restart
         timer = client.get_orchestration_state(timer_id)
-        assert timer is not None and timer.runtime_status in (OrchestrationStatus.RUNNING,
-                                                                OrchestrationStatus.COMPLETED)
+        assert timer is not None and timer.runtime_status in (
+            OrchestrationStatus.RUNNING,
+            OrchestrationStatus.COMPLETED,
+        )
         if timer.runtime_status == OrchestrationStatus.RUNNING:
             assert timer.get_custom_status() == "sleeping"
         else:
@@ -181,6 +194,7 @@ def test_sidecar_restart_twice_with_no_worker_running(sidecar_factory, make_work
 # (b) a worker dies mid-activity
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 def lease_orch(ctx: task.OrchestrationContext, inp: dict):
     return (yield ctx.call_activity("marker_act", input=inp))
 
@@ -198,13 +212,18 @@ def test_worker_sigkill_mid_activity_is_redelivered_after_lease(sidecar_factory,
     sc = sidecar_factory("lease", lease_seconds=2)
     markers = tmp_path / "markers"
     markers.mkdir()
-    proc = ManagedProcess([PYTHON, SIDECAR_TESTS_DIR / "worker_proc.py", "--port", str(sc.port),
-                           "--activity-sleep", "300"], tmp_path / "worker1.log").start()
+    proc = ManagedProcess(
+        [PYTHON, SIDECAR_TESTS_DIR / "worker_proc.py", "--port", str(sc.port), "--activity-sleep", "300"],
+        tmp_path / "worker1.log",
+    ).start()
     client = new_client(sc.port)
     try:
         iid = client.schedule_new_orchestration("lease_orch", input={"dir": str(markers)}, instance_id=uid("lease"))
-        wait_until(lambda: proc.pid in _markers(markers, iid), timeout=30,
-                   message=lambda: f"worker 1 never started the activity; log:\n{proc.log_tail(40)}")
+        wait_until(
+            lambda: proc.pid in _markers(markers, iid),
+            timeout=30,
+            message=lambda: f"worker 1 never started the activity; log:\n{proc.log_tail(40)}",
+        )
 
         # a second worker connects while worker 1 is alive and busy: the activity stays with worker 1
         make_worker(sc, orchestrators=[lease_orch], activities=[marker_act])
@@ -249,6 +268,7 @@ def test_orchestrator_item_of_vanished_stream_is_redelivered(sidecar_factory, ma
 # ----------------------------------------------------------------------------------------------------------------------
 # graceful shutdown
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def test_sigterm_ends_work_item_streams_with_ok_and_exits(sidecar_factory, make_client):
     """On SIGTERM, open GetWorkItems streams end with status OK (old Python workers stop for good on CANCELLED),

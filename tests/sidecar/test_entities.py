@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import durabletask.internal.orchestrator_service_pb2 as pb
 import pytest
@@ -17,6 +17,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def counter(ctx: entities.EntityContext, inp):
     """Function-style entity: add / get / set / reset / delete."""
@@ -155,11 +156,15 @@ def entity_state(client, eid, default=None):
 
 
 def wait_entity(client, eid, expected, timeout=20.0):
-    wait_until(lambda: entity_state(client, eid) == expected, timeout=timeout,
-               message=lambda: f"entity {eid} state {entity_state(client, eid)!r}, expected {expected!r}")
+    wait_until(
+        lambda: entity_state(client, eid) == expected,
+        timeout=timeout,
+        message=lambda: f"entity {eid} state {entity_state(client, eid)!r}, expected {expected!r}",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def test_signal_from_client(env):
     eid = entities.EntityInstanceId("counter", uid("sig"))
@@ -193,7 +198,7 @@ def test_delayed_signal(env):
     eid = entities.EntityInstanceId("counter", uid("delay"))
     env.signal_entity(eid, "set", 1)
     wait_entity(env, eid, 1)
-    env.signal_entity(eid, "add", 10, signal_time=datetime.now(timezone.utc) + timedelta(seconds=2.5))
+    env.signal_entity(eid, "add", 10, signal_time=datetime.now(UTC) + timedelta(seconds=2.5))
     env.signal_entity(eid, "add", 100)  # not delayed: applied first
     wait_entity(env, eid, 101)
     time.sleep(0.5)
@@ -232,8 +237,12 @@ def test_critical_sections_no_lost_updates(env, sidecar):
     key = uid("lock")
     eid = entities.EntityInstanceId("account", key)
     n_orch, rounds = 4, 3
-    ids = [env.schedule_new_orchestration(locked_increments, input={"key": key, "rounds": rounds},
-                                          instance_id=f"{key}-{i}") for i in range(n_orch)]
+    ids = [
+        env.schedule_new_orchestration(
+            locked_increments, input={"key": key, "rounds": rounds}, instance_id=f"{key}-{i}"
+        )
+        for i in range(n_orch)
+    ]
     for iid in ids:
         assert_completed(complete(env, iid, timeout=60))
     assert entity_state(env, eid) == n_orch * rounds
@@ -253,10 +262,14 @@ def test_critical_section_over_two_entities(env):
     env.signal_entity(eb, "put", 0)
     wait_entity(env, ea, 100)
     wait_entity(env, eb, 0)
-    ids = [env.schedule_new_orchestration(transfer, input={"from": a, "to": b, "amount": 10},
-                                          instance_id=f"{a}-t{i}") for i in range(3)]
-    ids += [env.schedule_new_orchestration(transfer, input={"from": b, "to": a, "amount": 1},
-                                           instance_id=f"{a}-r{i}") for i in range(2)]
+    ids = [
+        env.schedule_new_orchestration(transfer, input={"from": a, "to": b, "amount": 10}, instance_id=f"{a}-t{i}")
+        for i in range(3)
+    ]
+    ids += [
+        env.schedule_new_orchestration(transfer, input={"from": b, "to": a, "amount": 1}, instance_id=f"{a}-r{i}")
+        for i in range(2)
+    ]
     for iid in ids:
         assert_completed(complete(env, iid, timeout=60))
     assert entity_state(env, ea) == 100 - 30 + 2
@@ -301,6 +314,7 @@ def test_get_entity(env):
 # ----------------------------------------------------------------------------------------------------------------------
 # queries and storage cleaning on a sidecar of their own
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def entity_store(tmp_path_factory):
@@ -364,7 +378,7 @@ def test_query_entities_paging(entity_store):
 
 
 def test_clean_entity_storage(entity_store):
-    sc, client = entity_store
+    _sc, client = entity_store
     keep = entities.EntityInstanceId("counter", "clean-keep")
     gone = entities.EntityInstanceId("counter", "clean-gone")
     client.signal_entity(keep, "set", 1)

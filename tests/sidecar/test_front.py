@@ -88,8 +88,10 @@ def test_orchestrations_activities_entities_and_history(front_sidecar: SidecarPr
         assert_completed(state)
         assert state.get_output() == ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]
         eid = entities.EntityInstanceId("tally", iid)
-        wait_until(lambda: (e := client.get_entity(eid)) is not None and e.get_typed_state(int) == 3,
-                   message="the entity never counted the three greetings")
+        wait_until(
+            lambda: (e := client.get_entity(eid)) is not None and e.get_typed_state(int) == 3,
+            message="the entity never counted the three greetings",
+        )
         history = client.get_orchestration_history(iid)  # StreamInstanceHistory: a server stream
         assert sum(1 for e in history if type(e).__name__ == "TaskCompletedEvent") == 3
     finally:
@@ -117,6 +119,7 @@ def test_deadline_reaches_the_handler(front_sidecar: SidecarProcess) -> None:
 
 def test_client_cancel_ends_the_server_stream(front_sidecar: SidecarProcess) -> None:
     """A worker that cancels its GetWorkItems stream is disconnected on the sidecar (the handler's finally ran)."""
+
     def count(line: str) -> int:
         return front_sidecar.stderr_tail(10_000).count(line)
 
@@ -124,8 +127,9 @@ def test_client_cancel_ends_the_server_stream(front_sidecar: SidecarProcess) -> 
     worker = RawWorker(front_sidecar)
     wait_until(lambda: count("worker connected") > connected, message="the stream never opened")
     worker.close()
-    wait_until(lambda: count("worker disconnected") > before, timeout=20,
-               message="the sidecar never saw the cancellation")
+    wait_until(
+        lambda: count("worker disconnected") > before, timeout=20, message="the sidecar never saw the cancellation"
+    )
 
 
 def test_bad_calls_get_their_statuses(front_sidecar: SidecarProcess) -> None:
@@ -159,7 +163,11 @@ def test_bad_calls_get_their_statuses(front_sidecar: SidecarProcess) -> None:
 
 
 def test_garbage_on_the_port_takes_nothing_down(front_sidecar: SidecarProcess) -> None:
-    for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", os.urandom(4096), b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(512)):
+    for junk in (
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        os.urandom(4096),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(512),
+    ):
         with socket.create_connection(("127.0.0.1", front_sidecar.port), timeout=5) as s:
             s.sendall(junk)
             s.settimeout(2)
@@ -191,11 +199,18 @@ def secured(front: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Si
     tokens.chmod(0o600)
     factory = SidecarFactory(root)
     try:
-        sc = factory("auth", start=False, task_hubs=["default", "orders"],
-                     extra_args=["--front", front, "--auth-token-file", str(tokens)])
+        sc = factory(
+            "auth",
+            start=False,
+            task_hubs=["default", "orders"],
+            extra_args=["--front", front, "--auth-token-file", str(tokens)],
+        )
         sc.process.start()  # not sc.start(): its readiness probe has no token
-        wait_until(lambda: "sidecar listening" in sc.stderr_tail(20), timeout=60,
-                   message=lambda: f"the sidecar did not start:\n{sc.stderr_tail()}")
+        wait_until(
+            lambda: "sidecar listening" in sc.stderr_tail(20),
+            timeout=60,
+            message=lambda: f"the sidecar did not start:\n{sc.stderr_tail()}",
+        )
         yield sc
     finally:
         factory.close()
@@ -282,8 +297,11 @@ def test_sigkill_of_the_sidecar_ends_the_front_and_loses_nothing(sidecar_factory
     sc.restart()  # the same port: the front released it
     client = new_client(sc.port)
     try:
-        wait_until(lambda: client.get_orchestration_state(iid) is not None, timeout=30,
-                   message="the restarted sidecar never answered")
+        wait_until(
+            lambda: client.get_orchestration_state(iid) is not None,
+            timeout=30,
+            message="the restarted sidecar never answered",
+        )
         state = client.get_orchestration_state(iid)
         assert state is not None
         assert state.get_output() == ["Hello Tokyo!", "Hello Seattle!", "Hello London!"]

@@ -97,17 +97,21 @@ def test_counters_move_during_a_workload(metered: tuple[SidecarProcess, int]) ->
         client.close()
     after = scrape(port)
     for kind, at_least in (("orchestration", 3 * 2), ("activity", 15)):
-        moved = (work(after, "moorage_work_items_completed_total", kind)
-                 - work(before, "moorage_work_items_completed_total", kind))
+        moved = work(after, "moorage_work_items_completed_total", kind) - work(
+            before, "moorage_work_items_completed_total", kind
+        )
         assert moved >= at_least, (kind, moved)
         assert work(after, "moorage_work_items_dispatched_total", kind) >= work(
-            after, "moorage_work_items_completed_total", kind)
+            after, "moorage_work_items_completed_total", kind
+        )
         assert work(after, "moorage_work_items_pending", kind) == 0
     writes = value(after, "moorage_store_seconds_count", operation="write") - value(
-        before, "moorage_store_seconds_count", operation="write")
+        before, "moorage_store_seconds_count", operation="write"
+    )
     assert writes >= 3 + 3 * 2 + 15  # each start, episode and activity result is one durable transaction
     assert value(after, "moorage_store_seconds_bucket", operation="write", le="+Inf") == value(
-        after, "moorage_store_seconds_count", operation="write")
+        after, "moorage_store_seconds_count", operation="write"
+    )
     assert value(after, "process_resident_memory_bytes") > 0
     wait_until(lambda: value(scrape(port), "moorage_connected_workers", hub="default") == 0, timeout=10)
 

@@ -180,8 +180,27 @@ def receiver(ctx: task.OrchestrationContext, _):
     return (yield ctx.wait_for_external_event("ping"))
 
 
-ALL_ORCHS = [collect, failing_child_parent, sender, receiver, sequence, child, parent, timer_orch, two_events, fan_out, race, retrying, counter_cas,
-             cas_with_events, status_orch, versioned_child, versioned, failing, catches]
+ALL_ORCHS = [
+    collect,
+    failing_child_parent,
+    sender,
+    receiver,
+    sequence,
+    child,
+    parent,
+    timer_orch,
+    two_events,
+    fan_out,
+    race,
+    retrying,
+    counter_cas,
+    cas_with_events,
+    status_orch,
+    versioned_child,
+    versioned,
+    failing,
+    catches,
+]
 ALL_ACTS = [hello, double, flaky, boom]
 
 
@@ -212,6 +231,7 @@ def env(sidecar, _module_env):
 # ----------------------------------------------------------------------------------------------------------------------
 # tests
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def test_activity_sequence(env):
     iid = env.schedule_new_orchestration(sequence, input="World", instance_id=uid("seq"))
@@ -387,8 +407,10 @@ def test_continue_as_new_carries_unprocessed_events(env):
 
 def test_custom_status(env):
     iid = env.schedule_new_orchestration(status_orch, instance_id=uid("status"))
-    wait_until(lambda: (s := env.get_orchestration_state(iid)) is not None and s.get_custom_status() == {"step": 1},
-               message="custom status {'step': 1} never visible")
+    wait_until(
+        lambda: (s := env.get_orchestration_state(iid)) is not None and s.get_custom_status() == {"step": 1},
+        message="custom status {'step': 1} never visible",
+    )
     env.raise_orchestration_event(iid, "next")
     state = complete(env, iid)
     assert_completed(state)

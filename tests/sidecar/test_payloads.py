@@ -12,8 +12,9 @@ from kit import CHANNEL_OPTIONS, SDK_CLIENT_LOGGER, uid
 pytestmark = pytest.mark.timeout(120)
 
 BIG = 64 * 1024 * 1024
-BIG_CHANNEL = GrpcChannelOptions(max_receive_message_length=BIG, max_send_message_length=BIG,
-                                 raw_options=list(CHANNEL_OPTIONS.raw_options))
+BIG_CHANNEL = GrpcChannelOptions(
+    max_receive_message_length=BIG, max_send_message_length=BIG, raw_options=list(CHANNEL_OPTIONS.raw_options)
+)
 
 
 def size_of(ctx: task.ActivityContext, s: str) -> int:

@@ -19,8 +19,11 @@ from kit.postgres import pg_bin_dir, shared_server
 
 from moorage.sidecar.store.postgres_migrations import LATEST, MIGRATIONS
 
-pytestmark = [pytest.mark.timeout(240), sidecar_only("copies the sidecar's own store"),
-              pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")]
+pytestmark = [
+    pytest.mark.timeout(240),
+    sidecar_only("copies the sidecar's own store"),
+    pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed"),
+]
 
 
 def step(ctx: task.ActivityContext, x: str) -> str:
@@ -53,8 +56,15 @@ def _value(client, eid) -> int | None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **shared_server().env}
-    return subprocess.run([PYTHON, "-m", "moorage", "store", *args], check=False, cwd=str(REPO_ROOT), env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [PYTHON, "-m", "moorage", "store", *args],
+        check=False,
+        cwd=str(REPO_ROOT),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_half_finished_sqlite_workload_completes_on_postgresql(sidecar_factory, make_worker, tmp_path):
@@ -71,8 +81,10 @@ def test_half_finished_sqlite_workload_completes_on_postgresql(sidecar_factory, 
     for _ in range(3):
         client.signal_entity(eid, "add", 1)
     for iid in waiting:
-        wait_until(lambda iid=iid: len(client.get_orchestration_history(iid)) >= 6,
-                   message=f"{iid} never finished its first activity")
+        wait_until(
+            lambda iid=iid: len(client.get_orchestration_history(iid)) >= 6,
+            message=f"{iid} never finished its first activity",
+        )
     wait_status(client, timer, OrchestrationStatus.RUNNING)
     wait_until(lambda: _value(client, eid) == 3, message="the entity never counted to 3")
     client.close()
@@ -152,11 +164,15 @@ def test_trace_contexts_travel_both_ways_and_old_sqlite_files_copy(tmp_path, mon
     trace = b"\x0a\x12\x0a\x10b7ad6b7169203331"
 
     def seed(t) -> None:
-        t.put_instance(InstanceRow(instance_id="i", name="orch", status=0, created_at=1.0, last_updated_at=1.0,
-                                   trace_context=trace))
+        t.put_instance(
+            InstanceRow(
+                instance_id="i", name="orch", status=0, created_at=1.0, last_updated_at=1.0, trace_context=trace
+            )
+        )
         t.put_instance(InstanceRow(instance_id="j", name="orch", status=0, created_at=2.0, last_updated_at=2.0))
-        t.add_activity(ActivityRow(id=None, instance_id="i", execution_id="", name="a", task_id=1, input=None,
-                                   trace_context=trace))
+        t.add_activity(
+            ActivityRow(id=None, instance_id="i", execution_id="", name="a", task_id=1, input=None, trace_context=trace)
+        )
         t.add_activity(ActivityRow(id=None, instance_id="i", execution_id="", name="b", task_id=2, input=None))
 
     Traces = list[tuple[str, bytes | None]]
@@ -169,8 +185,10 @@ def test_trace_contexts_travel_both_ways_and_old_sqlite_files_copy(tmp_path, mon
                     await store.run("default", seed)
                 rows = await store.read("default", lambda t: [t.get_instance("i"), t.get_instance("j")])
                 acts = await store.read("default", lambda t: t.available_activities(10.0, 10))
-                return ([(r.instance_id, r.trace_context) for r in rows if r is not None],
-                        [(a.name, a.trace_context) for a in acts])
+                return (
+                    [(r.instance_id, r.trace_context) for r in rows if r is not None],
+                    [(a.name, a.trace_context) for a in acts],
+                )
             finally:
                 await store.close()
 
@@ -186,17 +204,23 @@ def test_trace_contexts_travel_both_ways_and_old_sqlite_files_copy(tmp_path, mon
     copy_store(pg_url, back_url)
     assert traces(back_url) == expected
 
-    old_schema = "\n".join(line for line in resources.files("moorage.sidecar.store").joinpath("schema.sql")
-                           .read_text().splitlines() if "trace_context" not in line)
+    old_schema = "\n".join(
+        line
+        for line in resources.files("moorage.sidecar.store").joinpath("schema.sql").read_text().splitlines()
+        if "trace_context" not in line
+    )
     old_schema = old_schema.replace("lease_until REAL,\n);", "lease_until REAL\n);")  # activities ended on it
     old = tmp_path / "old.db"
     db = sqlite3.connect(old)
     db.executescript(old_schema)
     assert "trace_context" not in {r[1] for r in db.execute("PRAGMA table_info(instances)")}
-    db.execute("INSERT INTO instances (hub, instance_id, name, status, created_at, last_updated_at) "
-               "VALUES ('default', 'i', 'orch', 0, 1.0, 1.0)")
-    db.execute("INSERT INTO activities (hub, instance_id, execution_id, name, task_id) "
-               "VALUES ('default', 'i', '', 'a', 1)")
+    db.execute(
+        "INSERT INTO instances (hub, instance_id, name, status, created_at, last_updated_at) "
+        "VALUES ('default', 'i', 'orch', 0, 1.0, 1.0)"
+    )
+    db.execute(
+        "INSERT INTO activities (hub, instance_id, execution_id, name, task_id) VALUES ('default', 'i', '', 'a', 1)"
+    )
     db.commit()
     db.close()
     old_pg = server.create_database()

@@ -13,8 +13,12 @@ from helpers import complete, new_client
 from kit import sidecar_only, uid, wait_until
 from kit.postgres import PostgresServer, pg_bin_dir
 
-pytestmark = [pytest.mark.long, pytest.mark.timeout(240), sidecar_only("the sidecar's own store"),
-              pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")]
+pytestmark = [
+    pytest.mark.long,
+    pytest.mark.timeout(240),
+    sidecar_only("the sidecar's own store"),
+    pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed"),
+]
 
 
 def hop(ctx: task.ActivityContext, x: int) -> int:

@@ -26,8 +26,12 @@ from kit.postgres import pg_bin_dir, shared_server
 
 from moorage.agents import Agent, AgentClient, AgentWorker, OpenAIChatModel, RunHandle, ToolContext
 
-pytestmark = [pytest.mark.long, pytest.mark.timeout(300), sidecar_only("replicas of the sidecar on one database"),
-              pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed")]
+pytestmark = [
+    pytest.mark.long,
+    pytest.mark.timeout(300),
+    sidecar_only("replicas of the sidecar on one database"),
+    pytest.mark.skipif(pg_bin_dir() is None, reason="PostgreSQL is not installed"),
+]
 
 runs: Counter[str] = Counter()  # activity executions by (instance, step)
 runs_lock = threading.Lock()
@@ -149,14 +153,25 @@ def test_two_replicas_survive_sigkill_of_one(sidecar_factory, make_worker, datab
     a = sidecar_factory("a", lease_seconds=2, **database)
     b = sidecar_factory("b", lease_seconds=2, **database)
     # work-item filters: these workers take only their own work, the agent's turns go to the agent workers
-    fns = {"orchestrators": [chain, fan_out, napper], "activities": [work, square], "entities": [counter],
-           "filters": True}
+    fns = {
+        "orchestrators": [chain, fan_out, napper],
+        "activities": [work, square],
+        "entities": [counter],
+        "filters": True,
+    }
     make_worker(a, **fns)
     make_worker(b, **fns)
     make_worker(b, "dts", **fns)
-    agent_workers = [AgentWorker([agent], connection_string=sc.connection_string, logger=SDK_WORKER_LOGGER,
-                                 channel_options=CHANNEL_OPTIONS, resiliency_options=WORKER_RESILIENCY)
-                     for sc in (a, b)]
+    agent_workers = [
+        AgentWorker(
+            [agent],
+            connection_string=sc.connection_string,
+            logger=SDK_WORKER_LOGGER,
+            channel_options=CHANNEL_OPTIONS,
+            resiliency_options=WORKER_RESILIENCY,
+        )
+        for sc in (a, b)
+    ]
     for w in agent_workers:
         w.start()
     clients = {"a": new_client(a.port), "b": new_client(b.port)}
@@ -194,9 +209,12 @@ def test_two_replicas_survive_sigkill_of_one(sidecar_factory, make_worker, datab
             turns[city] = (agent_clients[side].start_run(agent.name, city), side)
 
     def finished() -> int:
-        return sum(1 for iid in expected
-                   if (s := clients["b"].get_orchestration_state(iid, fetch_payloads=False)) is not None
-                   and s.runtime_status == OrchestrationStatus.COMPLETED)
+        return sum(
+            1
+            for iid in expected
+            if (s := clients["b"].get_orchestration_state(iid, fetch_payloads=False)) is not None
+            and s.runtime_status == OrchestrationStatus.COMPLETED
+        )
 
     try:
         for batch in range(2):
@@ -227,8 +245,11 @@ def test_two_replicas_survive_sigkill_of_one(sidecar_factory, make_worker, datab
             assert info is not None and info.turns == 1 and not info.is_running, (city, info)
             kinds = Counter(type(e).__name__ for e in clients["b"].get_orchestration_history(handle.instance_id))
             assert kinds["ExecutionCompletedEvent"] == 1, city
-        wait_until(lambda: _value(clients["b"], eid) == signals_expected, timeout=60,
-                   message=lambda: f"entity at {_value(clients['b'], eid)}, expected {signals_expected}")
+        wait_until(
+            lambda: _value(clients["b"], eid) == signals_expected,
+            timeout=60,
+            message=lambda: f"entity at {_value(clients['b'], eid)}, expected {signals_expected}",
+        )
         time.sleep(1.0)
         assert _value(clients["a"], eid) == signals_expected  # and no late duplicate arrives
 
@@ -236,9 +257,9 @@ def test_two_replicas_survive_sigkill_of_one(sidecar_factory, make_worker, datab
             counts = dict(runs)
         distinct = len(counts)
         repeats = sum(n - 1 for n in counts.values())
-        assert distinct == sum(3 if isinstance(w, list) else (1 if isinstance(w, str) else 0)
-                               for w in expected.values()) + sum(
-            4 + i % 3 for batch in range(3) for i in range(12) if i % 3 == 1)
+        assert distinct == sum(
+            3 if isinstance(w, list) else (1 if isinstance(w, str) else 0) for w in expected.values()
+        ) + sum(4 + i % 3 for batch in range(3) for i in range(12) if i % 3 == 1)
         # an activity runs again only when the replica holding its lease died before the result got in
         assert max(counts.values()) <= 3, {k: n for k, n in counts.items() if n > 1}
         assert repeats <= 2 * 32, f"{repeats} repeated activity executions for two kills"
@@ -249,8 +270,10 @@ def test_two_replicas_survive_sigkill_of_one(sidecar_factory, make_worker, datab
         assert all(key.startswith(tuple(h.instance_id + ":" for h, _ in turns.values())) for key in tools), tools
         assert max(tools.values()) <= 3, tools
         tool_repeats = sum(n - 1 for n in tools.values())
-        print(f"activities: {distinct} distinct, {repeats} repeated; tool: {len(tools)} turns, {tool_repeats} "
-              f"repeated; model calls: {llm.count} for {2 * len(turns)} steps, after two SIGKILLs of replica A")
+        print(
+            f"activities: {distinct} distinct, {repeats} repeated; tool: {len(tools)} turns, {tool_repeats} "
+            f"repeated; model calls: {llm.count} for {2 * len(turns)} steps, after two SIGKILLs of replica A"
+        )
     finally:
         for w in agent_workers:
             w.stop()

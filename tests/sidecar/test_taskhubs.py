@@ -36,6 +36,7 @@ def box(ctx, inp):
 @pytest.fixture(scope="module")
 def hubs_sidecar(tmp_path_factory):
     from kit import SidecarFactory
+
     factory = SidecarFactory(tmp_path_factory.mktemp("hubs"))
     try:
         yield factory("hubs", task_hubs=["a", "b"])
@@ -78,8 +79,10 @@ def test_entities_are_isolated_per_hub(hubs_sidecar, make_worker, make_client):
     make_worker(hubs_sidecar, "dts", hub="b", entities=[box])
     eid = entities.EntityInstanceId("box", uid("k"))
     ca.signal_entity(eid, "set", "A")
-    wait_until(lambda: (m := ca.get_entity(eid)) is not None and m.get_typed_state(str) == "A",
-               message="entity state never set in hub a")
+    wait_until(
+        lambda: (m := ca.get_entity(eid)) is not None and m.get_typed_state(str) == "A",
+        message="entity state never set in hub a",
+    )
     assert cb.get_entity(eid) is None
 
 

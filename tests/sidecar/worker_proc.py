@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from durabletask import task  # noqa: E402
+from durabletask import task
 from helpers import new_worker
 
 ACTIVITY_SLEEP = 0.0

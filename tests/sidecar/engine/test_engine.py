@@ -29,8 +29,13 @@ ORCH, ACTIVITY, ENTITY = WorkKind.ORCHESTRATION, WorkKind.ACTIVITY, WorkKind.ENT
 HUB = "default"
 LEASE_SECONDS = 30.0
 RUNNING, COMPLETED, FAILED, TERMINATED, PENDING, SUSPENDED = (
-    pb.ORCHESTRATION_STATUS_RUNNING, pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED,
-    pb.ORCHESTRATION_STATUS_TERMINATED, pb.ORCHESTRATION_STATUS_PENDING, pb.ORCHESTRATION_STATUS_SUSPENDED)
+    pb.ORCHESTRATION_STATUS_RUNNING,
+    pb.ORCHESTRATION_STATUS_COMPLETED,
+    pb.ORCHESTRATION_STATUS_FAILED,
+    pb.ORCHESTRATION_STATUS_TERMINATED,
+    pb.ORCHESTRATION_STATUS_PENDING,
+    pb.ORCHESTRATION_STATUS_SUSPENDED,
+)
 
 
 def sv(value: str | None) -> wrappers_pb2.StringValue | None:
@@ -49,8 +54,10 @@ def schedule(task_id: int, name: str, input: str | None = None) -> pb.Orchestrat
 
 
 def finish(result: str | None, status: int = COMPLETED, action_id: int = 99) -> pb.OrchestratorAction:
-    return pb.OrchestratorAction(id=action_id, completeOrchestration=pb.CompleteOrchestrationAction(
-        orchestrationStatus=status, result=sv(result)))
+    return pb.OrchestratorAction(
+        id=action_id,
+        completeOrchestration=pb.CompleteOrchestrationAction(orchestrationStatus=status, result=sv(result)),
+    )
 
 
 def timer(task_id: int, fire_at: float) -> pb.OrchestratorAction:
@@ -58,44 +65,71 @@ def timer(task_id: int, fire_at: float) -> pb.OrchestratorAction:
 
 
 def sub_orchestration(task_id: int, name: str, instance_id: str, input: str | None = None) -> pb.OrchestratorAction:
-    return pb.OrchestratorAction(id=task_id, createSubOrchestration=pb.CreateSubOrchestrationAction(
-        instanceId=instance_id, name=name, input=sv(input)))
+    return pb.OrchestratorAction(
+        id=task_id,
+        createSubOrchestration=pb.CreateSubOrchestrationAction(instanceId=instance_id, name=name, input=sv(input)),
+    )
 
 
-def entity_call(task_id: int, entity_id: str, operation: str, parent: str, request_id: str,
-                input: str | None = None) -> pb.OrchestratorAction:
-    return pb.OrchestratorAction(id=task_id, sendEntityMessage=pb.SendEntityMessageAction(
-        entityOperationCalled=pb.EntityOperationCalledEvent(
-            requestId=request_id, operation=operation, input=sv(input), targetInstanceId=sv(entity_id),
-            parentInstanceId=sv(parent))))
+def entity_call(
+    task_id: int, entity_id: str, operation: str, parent: str, request_id: str, input: str | None = None
+) -> pb.OrchestratorAction:
+    return pb.OrchestratorAction(
+        id=task_id,
+        sendEntityMessage=pb.SendEntityMessageAction(
+            entityOperationCalled=pb.EntityOperationCalledEvent(
+                requestId=request_id,
+                operation=operation,
+                input=sv(input),
+                targetInstanceId=sv(entity_id),
+                parentInstanceId=sv(parent),
+            )
+        ),
+    )
 
 
 def lock(task_id: int, section: str, parent: str, entities: list[str]) -> pb.OrchestratorAction:
-    return pb.OrchestratorAction(id=task_id, sendEntityMessage=pb.SendEntityMessageAction(
-        entityLockRequested=pb.EntityLockRequestedEvent(criticalSectionId=section, lockSet=entities,
-                                                        parentInstanceId=sv(parent))))
+    return pb.OrchestratorAction(
+        id=task_id,
+        sendEntityMessage=pb.SendEntityMessageAction(
+            entityLockRequested=pb.EntityLockRequestedEvent(
+                criticalSectionId=section, lockSet=entities, parentInstanceId=sv(parent)
+            )
+        ),
+    )
 
 
 def unlock(task_id: int, section: str, parent: str, entity_id: str) -> pb.OrchestratorAction:
-    return pb.OrchestratorAction(id=task_id, sendEntityMessage=pb.SendEntityMessageAction(
-        entityUnlockSent=pb.EntityUnlockSentEvent(criticalSectionId=section, parentInstanceId=sv(parent),
-                                                  targetInstanceId=sv(entity_id))))
+    return pb.OrchestratorAction(
+        id=task_id,
+        sendEntityMessage=pb.SendEntityMessageAction(
+            entityUnlockSent=pb.EntityUnlockSentEvent(
+                criticalSectionId=section, parentInstanceId=sv(parent), targetInstanceId=sv(entity_id)
+            )
+        ),
+    )
 
 
-def reply(item: engine.OrchestratorItem, *actions: pb.OrchestratorAction,
-          custom_status: str | None = None) -> pb.OrchestratorResponse:
-    res = pb.OrchestratorResponse(instanceId=item.row.instance_id, completionToken=item.row.lease_token or "",
-                                  actions=list(actions))
+def reply(
+    item: engine.OrchestratorItem, *actions: pb.OrchestratorAction, custom_status: str | None = None
+) -> pb.OrchestratorResponse:
+    res = pb.OrchestratorResponse(
+        instanceId=item.row.instance_id, completionToken=item.row.lease_token or "", actions=list(actions)
+    )
     if custom_status is not None:
         res.customStatus.value = custom_status
     return res
 
 
-def batch_result(item: engine.EntityItem, results: list[str | None], state: str | None,
-                 actions: Sequence[pb.OperationAction] = ()) -> pb.EntityBatchResult:
+def batch_result(
+    item: engine.EntityItem, results: list[str | None], state: str | None, actions: Sequence[pb.OperationAction] = ()
+) -> pb.EntityBatchResult:
     return pb.EntityBatchResult(
-        completionToken=item.row.lease_token or "", entityState=sv(state), actions=list(actions),
-        results=[pb.OperationResult(success=pb.OperationResultSuccess(result=sv(r))) for r in results])
+        completionToken=item.row.lease_token or "",
+        entityState=sv(state),
+        actions=list(actions),
+        results=[pb.OperationResult(success=pb.OperationResultSuccess(result=sv(r))) for r in results],
+    )
 
 
 class Hub:
@@ -127,11 +161,13 @@ class Hub:
         row, _ = await self.do(engine.create_instance, instance_id=instance_id, name=name, input=input, **kw)
         return row
 
-    async def lease_orchestrations(self, at: float | None = None, owner: str = "w1", limit: int = 10,
-                                   filters: Filters | None = None) -> list[engine.OrchestratorItem]:
+    async def lease_orchestrations(
+        self, at: float | None = None, owner: str = "w1", limit: int = 10, filters: Filters | None = None
+    ) -> list[engine.OrchestratorItem]:
         t = time.time() if at is None else at
-        items, _ = await self.do(engine.lease_orchestrations, Lease(owner, t, t + LEASE_SECONDS),
-                                 filters or Filters(), limit)
+        items, _ = await self.do(
+            engine.lease_orchestrations, Lease(owner, t, t + LEASE_SECONDS), filters or Filters(), limit
+        )
         return items
 
     async def lease_one(self, instance_id: str, at: float | None = None) -> engine.OrchestratorItem:
@@ -144,11 +180,11 @@ class Hub:
         assert len(mine) == 1, f"no orchestrator work item for {instance_id}"
         return mine[0]
 
-    async def lease_activities(self, at: float | None = None, owner: str = "w1",
-                               filters: Filters | None = None) -> list[Any]:
+    async def lease_activities(
+        self, at: float | None = None, owner: str = "w1", filters: Filters | None = None
+    ) -> list[Any]:
         t = time.time() if at is None else at
-        items, _ = await self.do(engine.lease_activities, Lease(owner, t, t + LEASE_SECONDS), filters or Filters(),
-                                 10)
+        items, _ = await self.do(engine.lease_activities, Lease(owner, t, t + LEASE_SECONDS), filters or Filters(), 10)
         return items
 
     async def lease_entities(self, at: float | None = None, owner: str = "w1") -> list[engine.EntityItem]:
@@ -165,6 +201,7 @@ def run_hub(tmp_path: Path) -> Callable[[Callable[[Hub], Any]], None]:
     def run(body: Callable[[Hub], Any]) -> None:
         async def with_hub(store: Store) -> None:
             await body(Hub(store))
+
         stores.run(with_hub)
 
     return run
@@ -175,12 +212,18 @@ def run_hub(tmp_path: Path) -> Callable[[Callable[[Hub], Any]], None]:
 
 def test_create_queues_execution_started_and_wakes_orchestration_streams(run_hub) -> None:
     async def body(h: Hub) -> None:
-        row, fx = await h.do(engine.create_instance, instance_id="i1", name="orch", input='"in"', version="2",
-                             tags={"team": "a"})
+        row, fx = await h.do(
+            engine.create_instance, instance_id="i1", name="orch", input='"in"', version="2", tags={"team": "a"}
+        )
         assert fx.changed == {"i1"} and fx.work == {ORCH}
         stored = await h.instance("i1")
-        assert (stored.status, stored.name, stored.version, stored.input, stored.tags) == \
-            (PENDING, "orch", "2", '"in"', {"team": "a"})
+        assert (stored.status, stored.name, stored.version, stored.input, stored.tags) == (
+            PENDING,
+            "orch",
+            "2",
+            '"in"',
+            {"team": "a"},
+        )
         assert stored.execution_id == row.execution_id != ""
         ((_, started),) = await h.look(lambda tx: tx.get_inbox("i1"))
         assert started.executionStarted.name == "orch" and started.executionStarted.input.value == '"in"'
@@ -243,19 +286,26 @@ def test_orchestration_with_an_activity_runs_to_completion(run_hub) -> None:
         assert kinds(item.new) == ["orchestratorStarted", "executionStarted"] and item.past == []
         assert item.row.lease_owner == "w1" and item.row.lease_token
 
-        ok, fx = await h.do(engine.complete_orchestration, reply(item, schedule(1, "act", '"x"'),
-                                                                 custom_status='"step 1"'))
+        ok, fx = await h.do(
+            engine.complete_orchestration, reply(item, schedule(1, "act", '"x"'), custom_status='"step 1"')
+        )
         assert ok and fx.work >= {ACTIVITY} and fx.changed == {"i1"}
         row = await h.instance("i1")
         assert row.status == RUNNING and row.custom_status == '"step 1"' and row.lease_token is None
-        assert await h.history("i1") == ["orchestratorStarted", "executionStarted", "taskScheduled",
-                                         "orchestratorCompleted"]
+        assert await h.history("i1") == [
+            "orchestratorStarted",
+            "executionStarted",
+            "taskScheduled",
+            "orchestratorCompleted",
+        ]
 
         (act,) = await h.lease_activities()
         assert (act.name, act.input, act.task_id, act.instance_id) == ("act", '"x"', 1, "i1")
         assert await h.lease_activities() == []  # leased: not handed out twice
-        ok, fx = await h.do(engine.complete_activity, pb.ActivityResponse(
-            instanceId="i1", taskId=1, result=sv('"y"'), completionToken=act.lease_token))
+        ok, fx = await h.do(
+            engine.complete_activity,
+            pb.ActivityResponse(instanceId="i1", taskId=1, result=sv('"y"'), completionToken=act.lease_token),
+        )
         assert ok and fx.work == {ORCH}
         assert await h.inbox("i1") == ["taskCompleted"]
 
@@ -276,14 +326,24 @@ def test_failed_activity_and_failed_orchestration(run_hub) -> None:
         await h.start("i1")
         await h.do(engine.complete_orchestration, reply(await h.lease_one("i1"), schedule(1, "act")))
         (act,) = await h.lease_activities()
-        await h.do(engine.complete_activity, pb.ActivityResponse(
-            instanceId="i1", taskId=1, completionToken=act.lease_token,
-            failureDetails=pb.TaskFailureDetails(errorType="ValueError", errorMessage="bad")))
+        await h.do(
+            engine.complete_activity,
+            pb.ActivityResponse(
+                instanceId="i1",
+                taskId=1,
+                completionToken=act.lease_token,
+                failureDetails=pb.TaskFailureDetails(errorType="ValueError", errorMessage="bad"),
+            ),
+        )
         item = await h.lease_one("i1")
         assert item.new[1].taskFailed.failureDetails.errorMessage == "bad"
         res = reply(item)
-        res.actions.add(id=2, completeOrchestration=pb.CompleteOrchestrationAction(
-            orchestrationStatus=FAILED, failureDetails=pb.TaskFailureDetails(errorType="E", errorMessage="gave up")))
+        res.actions.add(
+            id=2,
+            completeOrchestration=pb.CompleteOrchestrationAction(
+                orchestrationStatus=FAILED, failureDetails=pb.TaskFailureDetails(errorType="E", errorMessage="gave up")
+            ),
+        )
         await h.do(engine.complete_orchestration, res)
         row = await h.instance("i1")
         assert row.status == FAILED and engine.failure_details(row.failure).errorMessage == "gave up"  # type: ignore[union-attr]
@@ -412,8 +472,9 @@ def test_continue_as_new_starts_a_new_execution(run_hub) -> None:
     async def body(h: Hub) -> None:
         first = await h.start("i1", input="1")
         item = await h.lease_one("i1")
-        await h.do(engine.complete_orchestration,
-                   reply(item, finish("2", status=pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW)))
+        await h.do(
+            engine.complete_orchestration, reply(item, finish("2", status=pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW))
+        )
         row = await h.instance("i1")
         assert row.status == RUNNING and row.input == "2" and row.execution_id != first.execution_id
         assert await h.history("i1") == []
@@ -453,8 +514,10 @@ def test_terminating_a_running_instance_goes_through_its_worker(run_hub) -> None
         assert (await h.instance("i1")).status == TERMINATED
         # the activity still in the queue reports to a finished instance: accepted, dropped
         (act,) = await h.lease_activities()
-        ok, fx = await h.do(engine.complete_activity, pb.ActivityResponse(
-            instanceId="i1", taskId=1, result=sv("1"), completionToken=act.lease_token))
+        ok, fx = await h.do(
+            engine.complete_activity,
+            pb.ActivityResponse(instanceId="i1", taskId=1, result=sv("1"), completionToken=act.lease_token),
+        )
         assert ok and fx.work == set() and await h.inbox("i1") == []
 
     run_hub(body)
@@ -509,8 +572,9 @@ def test_purge_instance_says_why_and_purge_many_batches(run_hub) -> None:
             await h.do(engine.terminate, iid, None, False)
         assert (await h.do(engine.purge_instance, "d1", False))[0] == 1
         assert (await h.do(engine.purge_many, ["d2", "live", "nobody"], False))[0] == 1
-        assert [r.instance_id for r in await h.look(lambda tx: tx.query_instances(InstanceQuery(), None, 10))] == \
-            ["live"]
+        assert [r.instance_id for r in await h.look(lambda tx: tx.query_instances(InstanceQuery(), None, 10))] == [
+            "live"
+        ]
         with pytest.raises(engine.NotFound):
             await h.look(lambda tx: engine.get_history(tx, "d1"))
         assert await h.look(lambda tx: engine.get_history(tx, "live")) == []
@@ -529,8 +593,9 @@ def test_purge_matching_pages_through_a_filter(run_hub) -> None:
         assert count == 3 and more_left is False
         (count, done), _ = await h.do(engine.purge_matching, q, False, 3)
         assert count == 2 and done is True
-        assert [r.instance_id for r in await h.look(lambda tx: tx.query_instances(InstanceQuery(), None, 10))] == \
-            ["keep"]
+        assert [r.instance_id for r in await h.look(lambda tx: tx.query_instances(InstanceQuery(), None, 10))] == [
+            "keep"
+        ]
 
     run_hub(body)
 
@@ -541,8 +606,10 @@ def test_purge_matching_pages_through_a_filter(run_hub) -> None:
 def test_sub_orchestration_reports_to_its_parent_and_recursive_terminate_and_purge(run_hub) -> None:
     async def body(h: Hub) -> None:
         await h.start("parent")
-        await h.do(engine.complete_orchestration, reply(await h.lease_one("parent"),
-                                                        sub_orchestration(1, "child_orch", "child", '"c"')))
+        await h.do(
+            engine.complete_orchestration,
+            reply(await h.lease_one("parent"), sub_orchestration(1, "child_orch", "child", '"c"')),
+        )
         child = await h.instance("child")
         assert (child.parent_instance_id, child.parent_task_id, child.input) == ("parent", 1, '"c"')
         item = await h.lease_one("child")
@@ -566,8 +633,9 @@ def test_a_duplicate_sub_orchestration_id_fails_the_task_not_the_parent(run_hub)
     async def body(h: Hub) -> None:
         await h.start("taken")
         await h.start("parent")
-        ok, _ = await h.do(engine.complete_orchestration, reply(await h.lease_one("parent"),
-                                                                sub_orchestration(1, "x", "taken")))
+        ok, _ = await h.do(
+            engine.complete_orchestration, reply(await h.lease_one("parent"), sub_orchestration(1, "x", "taken"))
+        )
         assert ok and (await h.instance("parent")).status == RUNNING
         item = await h.lease_one("parent")
         failed = item.new[1].subOrchestrationInstanceFailed
@@ -615,8 +683,9 @@ def test_entity_batch_lease_expiry_and_failed_batches_keep_messages(run_hub) -> 
         (second,) = await h.lease_entities(at=t0 + LEASE_SECONDS + 1, owner="w2")
         assert second.row.lease_token != first.row.lease_token
         assert (await h.do(engine.complete_entity, batch_result(first, [None], "1")))[0] is False
-        failed = pb.EntityBatchResult(completionToken=second.row.lease_token,
-                                      failureDetails=pb.TaskFailureDetails(errorMessage="worker broke"))
+        failed = pb.EntityBatchResult(
+            completionToken=second.row.lease_token, failureDetails=pb.TaskFailureDetails(errorMessage="worker broke")
+        )
         assert (await h.do(engine.complete_entity, failed))[0] is True
         (third,) = await h.lease_entities()
         assert len(third.operations) == 1  # the failed batch's message waits for another try
@@ -637,8 +706,10 @@ def test_scheduled_signals_wait_for_their_time(run_hub) -> None:
 def test_entity_calls_answer_the_calling_orchestration(run_hub) -> None:
     async def body(h: Hub) -> None:
         await h.start("caller")
-        await h.do(engine.complete_orchestration, reply(await h.lease_one("caller"),
-                                                        entity_call(1, "@counter@k", "get", "caller", "req-1")))
+        await h.do(
+            engine.complete_orchestration,
+            reply(await h.lease_one("caller"), entity_call(1, "@counter@k", "get", "caller", "req-1")),
+        )
         (item,) = await h.lease_entities()
         assert item.operations[0].entityOperationCalled.requestId == "req-1"
         await h.do(engine.complete_entity, batch_result(item, ["42"], "42"))
@@ -653,9 +724,15 @@ def test_entity_actions_signal_and_start_orchestrations(run_hub) -> None:
     async def body(h: Hub) -> None:
         await h.do(engine.signal_entity, "@counter@k", "fan-out", None, "r1", None)
         (item,) = await h.lease_entities()
-        actions = [pb.OperationAction(id=0, sendSignal=pb.SendSignalAction(instanceId="@other@k", name="ping")),
-                   pb.OperationAction(id=1, startNewOrchestration=pb.StartNewOrchestrationAction(
-                       instanceId="started-by-entity", name="orch", input=sv('"hi"')))]
+        actions = [
+            pb.OperationAction(id=0, sendSignal=pb.SendSignalAction(instanceId="@other@k", name="ping")),
+            pb.OperationAction(
+                id=1,
+                startNewOrchestration=pb.StartNewOrchestrationAction(
+                    instanceId="started-by-entity", name="orch", input=sv('"hi"')
+                ),
+            ),
+        ]
         _, fx = await h.do(engine.complete_entity, batch_result(item, [None], "1", actions))
         assert ORCH in fx.work and fx.entity_messages == {"@other@k"}
         assert (await h.instance("started-by-entity")).input == '"hi"'
@@ -672,8 +749,9 @@ def test_critical_sections_grant_in_order_and_hold_off_others(run_hub) -> None:
     async def body(h: Hub) -> None:
         for iid in ("a", "b"):
             await h.start(iid)
-        await h.do(engine.complete_orchestration, reply(await h.lease_one("a"),
-                                                        lock(1, "cs-a", "a", ["@acct@1", "@acct@2"])))
+        await h.do(
+            engine.complete_orchestration, reply(await h.lease_one("a"), lock(1, "cs-a", "a", ["@acct@1", "@acct@2"]))
+        )
         assert await h.inbox("a") == ["entityLockGranted"]
         ent = await h.look(lambda tx: tx.get_entity("@acct@1"))
         assert ent is not None and (ent.locked_by, ent.locked_by_instance) == ("cs-a", "a")
@@ -710,8 +788,7 @@ def test_critical_sections_grant_in_order_and_hold_off_others(run_hub) -> None:
 def test_clean_entities_releases_orphaned_locks(run_hub) -> None:
     async def body(h: Hub) -> None:
         await h.start("holder")
-        await h.do(engine.complete_orchestration, reply(await h.lease_one("holder"),
-                                                        lock(1, "cs", "holder", ["@e@1"])))
+        await h.do(engine.complete_orchestration, reply(await h.lease_one("holder"), lock(1, "cs", "holder", ["@e@1"])))
         # the holder vanishes from under its lock (deleted behind the engine's back): the lock is orphaned
         await h.store.run(HUB, lambda tx: tx.delete_instance("holder"))
         (removed, released), _ = await h.do(engine.clean_entities, False, False)

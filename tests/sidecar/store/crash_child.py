@@ -23,8 +23,13 @@ from moorage.sidecar.store.base import EntityRow, InstanceRow, StoreTx, open_sto
 
 
 def row(instance_id: str) -> InstanceRow:
-    return InstanceRow(instance_id=instance_id, name="orch", status=pb.ORCHESTRATION_STATUS_RUNNING,
-                       created_at=1000.0, last_updated_at=1000.0)
+    return InstanceRow(
+        instance_id=instance_id,
+        name="orch",
+        status=pb.ORCHESTRATION_STATUS_RUNNING,
+        created_at=1000.0,
+        last_updated_at=1000.0,
+    )
 
 
 def raised(name: str) -> pb.HistoryEvent:
@@ -56,7 +61,7 @@ async def mid_transaction(url: str) -> None:
 
 async def acknowledged(url: str, acked_path: str) -> None:
     store = open_store(url)
-    acked = open(acked_path, "a")  # noqa: SIM115 - written until the process dies
+    acked = open(acked_path, "a")  # no `with`: written until the process dies
     count = 0
 
     async def one(n: int) -> None:

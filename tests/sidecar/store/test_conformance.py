@@ -38,8 +38,12 @@ T = TypeVar("T")
 HUB = "conformance"
 OTHER_HUB = "other"
 RUNNING, COMPLETED, FAILED, TERMINATED, PENDING = (
-    pb.ORCHESTRATION_STATUS_RUNNING, pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED,
-    pb.ORCHESTRATION_STATUS_TERMINATED, pb.ORCHESTRATION_STATUS_PENDING)
+    pb.ORCHESTRATION_STATUS_RUNNING,
+    pb.ORCHESTRATION_STATUS_COMPLETED,
+    pb.ORCHESTRATION_STATUS_FAILED,
+    pb.ORCHESTRATION_STATUS_TERMINATED,
+    pb.ORCHESTRATION_STATUS_PENDING,
+)
 CRASH_CHILD = Path(__file__).resolve().parent / "crash_child.py"
 
 
@@ -59,8 +63,14 @@ def names(events: list[tuple[int, pb.HistoryEvent]] | list[pb.HistoryEvent]) -> 
 
 
 def instance(instance_id: str, created: float = 1000.0, status: int = RUNNING, **kw: Any) -> InstanceRow:
-    return InstanceRow(instance_id=instance_id, name=kw.pop("name", "orch"), status=status, created_at=created,
-                       last_updated_at=created, **kw)
+    return InstanceRow(
+        instance_id=instance_id,
+        name=kw.pop("name", "orch"),
+        status=status,
+        created_at=created,
+        last_updated_at=created,
+        **kw,
+    )
 
 
 async def tx(store: Store, fn: Callable[[StoreTx], T], hub: str = HUB, durable: bool = True) -> T:
@@ -76,12 +86,29 @@ async def read(store: Store, fn: Callable[[StoreTx], T], hub: str = HUB) -> T:
 
 def test_instance_round_trips_every_field(store_factory: StoreUnderTest) -> None:
     row = InstanceRow(
-        instance_id="i-1", name="orch", status=RUNNING, created_at=1000.25, last_updated_at=1001.5, version="v2",
-        execution_id="exec-1", input='{"a": 1}', output='"out"', custom_status='"half"',
-        failure=pb.TaskFailureDetails(errorType="E", errorMessage="boom").SerializeToString(), completed_at=1002.0,
-        scheduled_start_at=999.0, tags={"team": "shop", "ü": "ß"}, parent_instance_id="p-1", parent_task_id=7,
-        lease_token="tok", lease_owner="owner-1", lease_until=1010.0, leased_inbox=[3, 5], lease_started_at=1000.5,
-        trace_context=b"\x0a\x12\x0a\x10b7ad6b7169203331")  # opaque to the store: bytes in, bytes out
+        instance_id="i-1",
+        name="orch",
+        status=RUNNING,
+        created_at=1000.25,
+        last_updated_at=1001.5,
+        version="v2",
+        execution_id="exec-1",
+        input='{"a": 1}',
+        output='"out"',
+        custom_status='"half"',
+        failure=pb.TaskFailureDetails(errorType="E", errorMessage="boom").SerializeToString(),
+        completed_at=1002.0,
+        scheduled_start_at=999.0,
+        tags={"team": "shop", "ü": "ß"},
+        parent_instance_id="p-1",
+        parent_task_id=7,
+        lease_token="tok",
+        lease_owner="owner-1",
+        lease_until=1010.0,
+        leased_inbox=[3, 5],
+        lease_started_at=1000.5,
+        trace_context=b"\x0a\x12\x0a\x10b7ad6b7169203331",  # opaque to the store: bytes in, bytes out
+    )
 
     async def body(store: Store) -> None:
         await tx(store, lambda t: t.put_instance(row))
@@ -114,8 +141,10 @@ def test_delete_instance_takes_history_inbox_and_activities_along(store_factory:
                 t.put_instance(instance(iid))
                 t.append_history(iid, [raised("h")])
                 t.add_inbox(iid, raised("in"))
-                t.add_activity(ActivityRow(id=None, instance_id=iid, execution_id="e", name="act", task_id=1,
-                                           input=None))
+                t.add_activity(
+                    ActivityRow(id=None, instance_id=iid, execution_id="e", name="act", task_id=1, input=None)
+                )
+
         await tx(store, fill)
         await tx(store, lambda t: t.delete_instance("gone"))
 
@@ -124,6 +153,7 @@ def test_delete_instance_takes_history_inbox_and_activities_along(store_factory:
             assert [a.instance_id for a in t.available_activities(2000.0, 10)] == ["kept"]
             assert t.get_instance("kept") is not None and len(t.get_history("kept")) == 1
             assert len(t.get_inbox("kept")) == 1
+
         await read(store, check)
 
     store_factory.run(body)
@@ -136,6 +166,7 @@ def test_child_instances(store_factory: StoreUnderTest) -> None:
             t.put_instance(instance("c1", parent_instance_id="parent", parent_task_id=1))
             t.put_instance(instance("c2", parent_instance_id="parent", parent_task_id=2))
             t.put_instance(instance("unrelated", parent_instance_id="other", parent_task_id=1))
+
         await tx(store, fill)
         children = await read(store, lambda t: t.child_instances("parent"))
         assert sorted(c.instance_id for c in children) == ["c1", "c2"]
@@ -216,6 +247,7 @@ def test_inbox_is_in_arrival_order_and_respects_visibility(store_factory: StoreU
             t.add_inbox("i", raised("now"))
             t.add_inbox("i", raised("later"), visible_at=2000.0)
             t.add_inbox("i", raised("also-now"), visible_at=500.0)
+
         await tx(store, fill)
 
         def check(t: StoreTx) -> list[int]:
@@ -228,6 +260,7 @@ def test_inbox_is_in_arrival_order_and_respects_visibility(store_factory: StoreU
             assert t.get_inbox("i", ids=[]) == []
             assert t.has_inbox("i", 1000.0) and not t.has_inbox("nobody", 1000.0)
             return ids
+
         ids = await read(store, check)
         await tx(store, lambda t: t.delete_inbox("i", [ids[0], ids[2]]))
         assert not await read(store, lambda t: t.has_inbox("i", 1999.0))
@@ -258,12 +291,15 @@ def test_instances_with_work_honours_visibility_leases_and_order(store_factory: 
             expired.lease_token, expired.lease_owner, expired.lease_until = "t2", "w", 900.0
             t.put_instance(leased)
             t.put_instance(expired)
+
         await tx(store, fill)
 
         work = await read(store, lambda t: [r.instance_id for r in t.instances_with_work(1000.0, 10)])
         assert work == ["second", "first", "expired"]  # by their oldest visible event
-        assert await read(store, lambda t: [r.instance_id for r in t.instances_with_work(1000.0, 2)]) == \
-            ["second", "first"]
+        assert await read(store, lambda t: [r.instance_id for r in t.instances_with_work(1000.0, 2)]) == [
+            "second",
+            "first",
+        ]
         later = await read(store, lambda t: {r.instance_id for r in t.instances_with_work(6000.0, 10)})
         assert later == {"first", "second", "future", "leased", "expired"}  # every lease ran out by then
 
@@ -278,6 +314,7 @@ def test_next_due_is_the_earliest_future_visibility(store_factory: StoreUnderTes
             t.add_inbox("i", raised("now"))
             t.add_inbox("i", raised("timer"), visible_at=3000.0)
             t.add_entity_message("@e@k", raised("signal"), visible_at=2000.0)
+
         await tx(store, fill)
         assert await read(store, lambda t: t.next_due(1000.0)) == 2000.0
         assert await read(store, lambda t: t.next_due(2000.0)) == 3000.0
@@ -293,25 +330,41 @@ def test_next_due_is_the_earliest_future_visibility(store_factory: StoreUnderTes
 def test_activity_leasing(store_factory: StoreUnderTest) -> None:
     async def body(store: Store) -> None:
         def fill(t: StoreTx) -> list[ActivityRow]:
-            rows = [ActivityRow(id=None, instance_id="i", execution_id="e", name=f"act{n}", task_id=n,
-                                input=f'"in{n}"', version="1" if n == 0 else None, tags={"n": str(n)})
-                    for n in range(3)]
+            rows = [
+                ActivityRow(
+                    id=None,
+                    instance_id="i",
+                    execution_id="e",
+                    name=f"act{n}",
+                    task_id=n,
+                    input=f'"in{n}"',
+                    version="1" if n == 0 else None,
+                    tags={"n": str(n)},
+                )
+                for n in range(3)
+            ]
             for r in rows:
                 t.add_activity(r)
             return rows
+
         added = await tx(store, fill)
         ids = [r.id for r in added if r.id is not None]  # set by the commit (StoreTx.add_activity)
         assert len(ids) == 3 and len(set(ids)) == 3
 
         first = await read(store, lambda t: t.available_activities(1000.0, 10))
         assert [a.name for a in first] == ["act0", "act1", "act2"]  # scheduling order
-        assert (first[0].version, first[0].input, first[0].tags, first[0].lease_token) == ("1", '"in0"', {"n": "0"},
-                                                                                         None)
+        assert (first[0].version, first[0].input, first[0].tags, first[0].lease_token) == (
+            "1",
+            '"in0"',
+            {"n": "0"},
+            None,
+        )
 
         def lease(t: StoreTx) -> None:
             a = t.available_activities(1000.0, 1)[0]
             a.lease_token, a.lease_owner, a.lease_until = "tok-a", "w1", 1100.0
             t.update_activity_lease(a)
+
         await tx(store, lease, durable=False)
 
         assert [a.name for a in await read(store, lambda t: t.available_activities(1000.0, 10))] == ["act1", "act2"]
@@ -319,7 +372,7 @@ def test_activity_leasing(store_factory: StoreUnderTest) -> None:
         assert found is not None and (found.name, found.lease_owner, found.lease_until) == ("act0", "w1", 1100.0)
         assert await read(store, lambda t: t.find_activity("nope")) is None
         # the lease runs out: the activity is offered again
-        assert [a.name for a in await read(store, lambda t: t.available_activities(1100.5, 10))][0] == "act0"
+        assert (await read(store, lambda t: t.available_activities(1100.5, 10)))[0].name == "act0"
 
         def release(t: StoreTx) -> None:
             a = t.find_activity("tok-a")
@@ -327,6 +380,7 @@ def test_activity_leasing(store_factory: StoreUnderTest) -> None:
             a.lease_token = a.lease_owner = None
             a.lease_until = None
             t.update_activity_lease(a)
+
         await tx(store, release)
         assert len(await read(store, lambda t: t.available_activities(1000.0, 10))) == 3
         await tx(store, lambda t: t.delete_activity(ids[1]))
@@ -347,6 +401,7 @@ def test_take_inbox_and_take_activity_delete_and_return(store_factory: StoreUnde
             a.lease_token, a.lease_owner, a.lease_until = "tok", "w1", 5000.0
             t.update_activity_lease(a)
             return [i for i, _ in t.get_inbox("i")]
+
         ids = await tx(store, fill)
         taken = await tx(store, lambda t: t.take_inbox("i", [ids[2], ids[0]]))
         assert [i for i, _ in taken] == [ids[0], ids[2]] and names(taken) == ["a", "c"]  # arrival order
@@ -371,6 +426,7 @@ def test_take_entity_messages_deletes_and_returns_in_arrival_order(store_factory
                 t.add_entity_message("@e@1", raised(name))
             t.add_entity_message("@e@2", raised("z"))
             return [i for i, _ in t.get_entity_messages("@e@1")]
+
         ids = await tx(store, fill)
         taken = await tx(store, lambda t: t.take_entity_messages("@e@1", [ids[2], ids[0]]))
         assert [i for i, _ in taken] == [ids[0], ids[2]] and names(taken) == ["a", "c"]
@@ -392,6 +448,7 @@ def test_renew_leases_extends_only_the_given_owners(store_factory: StoreUnderTes
             a = t.available_activities(0.0, 1)[0]
             a.lease_token, a.lease_owner, a.lease_until = "d", "w1", 1010.0
             t.update_activity_lease(a)
+
         await tx(store, fill)
         await tx(store, lambda t: t.renew_leases(["w1", "w3"], 2000.0), durable=False)
         await tx(store, lambda t: t.renew_leases([], 9999.0), durable=False)
@@ -403,6 +460,7 @@ def test_renew_leases_extends_only_the_given_owners(store_factory: StoreUnderTes
             assert theirs is not None and theirs.lease_until == 1010.0
             assert ent is not None and ent.lease_until == 2000.0
             assert act is not None and act.lease_until == 2000.0
+
         await read(store, check)
         await tx(store, check)
 
@@ -413,8 +471,10 @@ def test_leased_instance_and_entity_by_token(store_factory: StoreUnderTest) -> N
     async def body(store: Store) -> None:
         def fill(t: StoreTx) -> None:
             t.put_instance(instance("i", lease_token="tok-i", lease_owner="w", lease_until=1.0, leased_inbox=[1, 2]))
-            t.put_entity(EntityRow(entity_id="@e@k", lease_token="tok-e", lease_owner="w", lease_until=1.0,
-                                   leased_inbox=[4]))
+            t.put_entity(
+                EntityRow(entity_id="@e@k", lease_token="tok-e", lease_owner="w", lease_until=1.0, leased_inbox=[4])
+            )
+
         await tx(store, fill)
 
         def check(t: StoreTx) -> None:
@@ -423,6 +483,7 @@ def test_leased_instance_and_entity_by_token(store_factory: StoreUnderTest) -> N
             assert e is not None and e.entity_id == "@e@k" and e.leased_inbox == [4]
             assert t.leased_instance("tok-e") is None and t.leased_entity("tok-i") is None
             assert t.leased_instance("stale") is None
+
         await read(store, check)
         assert await read(store, lambda t: t.leased_instance("tok-i"), hub=OTHER_HUB) is None
 
@@ -437,14 +498,23 @@ def test_entity_rows_and_paged_queries(store_factory: StoreUnderTest) -> None:
         def fill(t: StoreTx) -> None:
             for n in range(7):
                 t.put_entity(EntityRow(entity_id=f"@counter@{n:02d}", state=json.dumps(n), last_modified_at=1000.0 + n))
-            t.put_entity(EntityRow(entity_id="@cart@a", state="{}", last_modified_at=500.0, locked_by="cs-1",
-                                   locked_by_instance="orch-1"))
+            t.put_entity(
+                EntityRow(
+                    entity_id="@cart@a",
+                    state="{}",
+                    last_modified_at=500.0,
+                    locked_by="cs-1",
+                    locked_by_instance="orch-1",
+                )
+            )
+
         await tx(store, fill)
 
         def check(t: StoreTx) -> None:
             cart = t.get_entity("@cart@a")
-            assert cart == EntityRow(entity_id="@cart@a", state="{}", last_modified_at=500.0, locked_by="cs-1",
-                                     locked_by_instance="orch-1")
+            assert cart == EntityRow(
+                entity_id="@cart@a", state="{}", last_modified_at=500.0, locked_by="cs-1", locked_by_instance="orch-1"
+            )
             assert t.get_entity("@cart@none") is None
             seen, after = [], None
             while True:
@@ -456,7 +526,8 @@ def test_entity_rows_and_paged_queries(store_factory: StoreUnderTest) -> None:
             assert seen == [f"@counter@{n:02d}" for n in range(7)]
             ranged = t.query_entities(None, 1002.0, 1004.0, None, 100)
             assert [e.entity_id for e in ranged] == ["@counter@02", "@counter@03"]
-            assert [e.entity_id for e in t.query_entities(None, None, None, None, 100)][0] == "@cart@a"
+            assert t.query_entities(None, None, None, None, 100)[0].entity_id == "@cart@a"
+
         await read(store, check)
         await tx(store, lambda t: t.delete_entity("@cart@a"))
         assert await read(store, lambda t: t.get_entity("@cart@a")) is None
@@ -478,17 +549,26 @@ def test_entity_rows_without_their_state(store_factory: StoreUnderTest) -> None:
             row.lease_token, row.lease_owner, row.lease_until, row.leased_inbox = "tok", "w", 9.0, [3]
             t.put_entity(row, with_state=False)
             t.put_entity(EntityRow(entity_id="@s@new", last_modified_at=2.0, locked_by="cs"), with_state=False)
+
         await tx(store, lease)
 
         def check_leased(t: StoreTx) -> None:
             row = t.get_entity("@s@a")
-            assert row == EntityRow(entity_id="@s@a", state=big, last_modified_at=1.0, lease_token="tok",
-                                    lease_owner="w", lease_until=9.0, leased_inbox=[3])
+            assert row == EntityRow(
+                entity_id="@s@a",
+                state=big,
+                last_modified_at=1.0,
+                lease_token="tok",
+                lease_owner="w",
+                lease_until=9.0,
+                leased_inbox=[3],
+            )
             assert t.leased_entity("tok") == row
             bare = t.leased_entity("tok", with_state=False)
             assert bare is not None and bare.state is None and bare.leased_inbox == [3]
             assert t.get_entity("@s@new") == EntityRow(entity_id="@s@new", last_modified_at=2.0, locked_by="cs")
             assert [e.state for e in t.query_entities("@s@", None, None, None, 10)] == [big, None]
+
         await read(store, check_leased)
 
         def release(t: StoreTx) -> None:
@@ -497,10 +577,12 @@ def test_entity_rows_without_their_state(store_factory: StoreUnderTest) -> None:
             row.lease_token = row.lease_owner = row.lease_until = None
             row.leased_inbox = []
             t.put_entity(row, with_state=False)
+
         await tx(store, release)
         await tx(store, lambda t: t.renew_leases(["w"], 20.0))
-        assert await read(store, lambda t: t.get_entity("@s@a")) == EntityRow(entity_id="@s@a", state=big,
-                                                                               last_modified_at=1.0)
+        assert await read(store, lambda t: t.get_entity("@s@a")) == EntityRow(
+            entity_id="@s@a", state=big, last_modified_at=1.0
+        )
 
         def rewrite(t: StoreTx) -> None:  # with the state: the same one again, then another, then none
             t.put_entity(EntityRow(entity_id="@s@a", state=big, last_modified_at=3.0))
@@ -508,14 +590,15 @@ def test_entity_rows_without_their_state(store_factory: StoreUnderTest) -> None:
             t.put_entity(EntityRow(entity_id="@s@a", state='"small"', last_modified_at=4.0))
             assert t.get_entity("@s@a") == EntityRow(entity_id="@s@a", state='"small"', last_modified_at=4.0)
             t.put_entity(EntityRow(entity_id="@s@new", state=None, last_modified_at=5.0))
+
         await tx(store, rewrite)
-        assert (await read(store, lambda t: t.get_entity("@s@new"))) == EntityRow(entity_id="@s@new",
-                                                                                  last_modified_at=5.0)
+        assert (await read(store, lambda t: t.get_entity("@s@new"))) == EntityRow(
+            entity_id="@s@new", last_modified_at=5.0
+        )
         await tx(store, lambda t: t.delete_entity("@s@a"))
         assert await read(store, lambda t: t.get_entity("@s@a")) is None
         await tx(store, lambda t: t.put_entity(EntityRow(entity_id="@s@a", last_modified_at=6.0), with_state=False))
-        assert (await read(store, lambda t: t.get_entity("@s@a"))) == EntityRow(entity_id="@s@a",
-                                                                                last_modified_at=6.0)
+        assert (await read(store, lambda t: t.get_entity("@s@a"))) == EntityRow(entity_id="@s@a", last_modified_at=6.0)
 
     store_factory.run(body)
 
@@ -525,12 +608,30 @@ def test_entities_locked_by_finds_exactly_the_holders_entities(store_factory: St
         def fill(t: StoreTx) -> None:
             for n in range(1203):  # more than the default's pages of 500
                 holder = "orch-1" if n % 400 == 7 else ("orch-2" if n == 5 else None)
-                t.put_entity(EntityRow(entity_id=f"@e@{n:04d}", state="1", last_modified_at=1000.0,
-                                       locked_by=f"cs-{holder}" if holder else None, locked_by_instance=holder))
+                t.put_entity(
+                    EntityRow(
+                        entity_id=f"@e@{n:04d}",
+                        state="1",
+                        last_modified_at=1000.0,
+                        locked_by=f"cs-{holder}" if holder else None,
+                        locked_by_instance=holder,
+                    )
+                )
+
         await tx(store, fill)
-        await tx(store, lambda t: t.put_entity(EntityRow(entity_id="@e@0007", state="1", last_modified_at=1000.0,
-                                                         locked_by="cs-orch-1", locked_by_instance="orch-1")),
-                 hub=OTHER_HUB)
+        await tx(
+            store,
+            lambda t: t.put_entity(
+                EntityRow(
+                    entity_id="@e@0007",
+                    state="1",
+                    last_modified_at=1000.0,
+                    locked_by="cs-orch-1",
+                    locked_by_instance="orch-1",
+                )
+            ),
+            hub=OTHER_HUB,
+        )
 
         def check(t: StoreTx) -> None:
             held = t.entities_locked_by("orch-1")
@@ -540,10 +641,13 @@ def test_entities_locked_by_finds_exactly_the_holders_entities(store_factory: St
             assert t.entities_locked_by("orch-3") == []
             # the default in base.py (a scan) agrees with whatever the store overrides it with
             assert sorted(e.entity_id for e in StoreTx.entities_locked_by(t, "orch-1")) == sorted(
-                e.entity_id for e in held)
+                e.entity_id for e in held
+            )
+
         await read(store, check)
-        assert [e.entity_id for e in await read(store, lambda t: t.entities_locked_by("orch-1"), hub=OTHER_HUB)] \
-            == ["@e@0007"]
+        assert [e.entity_id for e in await read(store, lambda t: t.entities_locked_by("orch-1"), hub=OTHER_HUB)] == [
+            "@e@0007"
+        ]
 
     store_factory.run(body)
 
@@ -557,6 +661,7 @@ def test_entity_messages_visibility_and_work(store_factory: StoreUnderTest) -> N
             t.add_entity_message("@e@leased", raised("l1"))
             t.put_entity(EntityRow(entity_id="@e@leased", lease_token="tok", lease_owner="w", lease_until=1500.0))
             t.add_entity_message("@e@future", raised("f1"), visible_at=3000.0)
+
         await tx(store, fill)
 
         def check(t: StoreTx) -> list[int]:
@@ -571,6 +676,7 @@ def test_entity_messages_visibility_and_work(store_factory: StoreUnderTest) -> N
             assert names(t.get_entity_messages("@e@a", ids=ids[1:])) == ["a-later"]
             assert t.get_entity_messages("@e@a", ids=[]) == []
             return ids
+
         ids = await read(store, check)
         await tx(store, lambda t: t.delete_entity_messages("@e@a", ids[:1]))
         await tx(store, lambda t: t.delete_entity_messages("@e@a", []))
@@ -582,11 +688,16 @@ def test_entity_messages_visibility_and_work(store_factory: StoreUnderTest) -> N
 def test_lock_requests_queue_in_order(store_factory: StoreUnderTest) -> None:
     async def body(store: Store) -> None:
         def fill(t: StoreTx) -> list[LockRequest]:
-            reqs = [LockRequest(id=None, critical_section_id=f"cs{n}", parent_instance_id=f"o{n}",
-                                lock_set=["@e@a", f"@e@{n}"]) for n in range(3)]
+            reqs = [
+                LockRequest(
+                    id=None, critical_section_id=f"cs{n}", parent_instance_id=f"o{n}", lock_set=["@e@a", f"@e@{n}"]
+                )
+                for n in range(3)
+            ]
             for r in reqs:
                 t.add_lock_request(r)
             return reqs
+
         reqs = await tx(store, fill)
         assert all(r.id is not None for r in reqs)
         got = await read(store, lambda t: t.lock_requests())
@@ -600,18 +711,25 @@ def test_lock_requests_queue_in_order(store_factory: StoreUnderTest) -> None:
 
 
 def test_in_critical_section_sees_requests_and_held_locks_and_peek_reads_the_instance(
-        store_factory: StoreUnderTest) -> None:
+    store_factory: StoreUnderTest,
+) -> None:
     """What decides whether an orchestration's end must serialise with the hub's grants (the engine's lock order):
     a pending lock request or a held entity lock of that instance, in this hub only; and ``peek_instance`` reads the
     same row as ``get_instance``."""
+
     async def body(store: Store) -> None:
         def fill(t: StoreTx) -> None:
             t.lock_critical_sections()
-            t.add_lock_request(LockRequest(id=None, critical_section_id="cs-w", parent_instance_id="waiting",
-                                           lock_set=["@e@a"]))
-            t.put_entity(EntityRow(entity_id="@e@a", state="1", last_modified_at=1000.0, locked_by="cs-h",
-                                   locked_by_instance="holding"))
+            t.add_lock_request(
+                LockRequest(id=None, critical_section_id="cs-w", parent_instance_id="waiting", lock_set=["@e@a"])
+            )
+            t.put_entity(
+                EntityRow(
+                    entity_id="@e@a", state="1", last_modified_at=1000.0, locked_by="cs-h", locked_by_instance="holding"
+                )
+            )
             t.put_instance(instance("holding"))
+
         await tx(store, fill)
 
         def check(t: StoreTx) -> None:
@@ -621,6 +739,7 @@ def test_in_critical_section_sees_requests_and_held_locks_and_peek_reads_the_ins
             assert [StoreTx.in_critical_section(t, i) for i in ("waiting", "holding", "free")] == [True, True, False]
             assert t.peek_instance("holding") == t.get_instance("holding") is not None
             assert t.peek_instance("free") is None
+
         await read(store, check)
         await tx(store, check)
         assert not await read(store, lambda t: t.in_critical_section("holding"), hub=OTHER_HUB)
@@ -638,6 +757,7 @@ def test_counts(store_factory: StoreUnderTest) -> None:
             t.add_inbox("c", raised("y"))
             t.add_entity_message("@e@k", raised("s"))
             t.add_activity(ActivityRow(id=None, instance_id="c", execution_id="e", name="act", task_id=1, input=None))
+
         await tx(store, fill)
         await tx(store, lambda t: t.put_instance(instance("elsewhere", status=FAILED)), hub=OTHER_HUB)
 
@@ -648,6 +768,7 @@ def test_counts(store_factory: StoreUnderTest) -> None:
             assert counts["orchestrations_active"] == 1
             assert counts["activities_pending"] == 1 and counts["activities_active"] == 0
             assert counts["entity_messages_pending"] == 1 and counts["entities_active"] == 0
+
         await read(store, check)
 
     store_factory.run(body)
@@ -675,9 +796,16 @@ def _fill_for_queries(t: StoreTx) -> None:
     # created_at ties on purpose: paging must order by (time, id) and lose or repeat nothing
     for n in range(12):
         status = (COMPLETED, FAILED, RUNNING, TERMINATED)[n % 4]
-        t.put_instance(instance(
-            f"job-{n:02d}", created=1000.0 + n // 3, status=status, name="even" if n % 2 == 0 else "odd",
-            completed_at=2000.0 - n if status != RUNNING else None, tags={"team": "a" if n < 6 else "b"}))
+        t.put_instance(
+            instance(
+                f"job-{n:02d}",
+                created=1000.0 + n // 3,
+                status=status,
+                name="even" if n % 2 == 0 else "odd",
+                completed_at=2000.0 - n if status != RUNNING else None,
+                tags={"team": "a" if n < 6 else "b"},
+            )
+        )
     t.put_instance(instance("zz-other", created=900.0, status=PENDING, name="even", tags={"team": "a", "x": "1"}))
     t.put_instance(instance("zz|pipe", created=1000.1 + 1e-7, status=PENDING, name="odd"))  # a "|" and a fine time
 
@@ -694,6 +822,7 @@ def test_query_pages_cover_everything_once(store_factory: StoreUnderTest) -> Non
             by_completion = _all_pages(t, InstanceQuery(), 3, order="completed")
             finished = [f"job-{n:02d}" for n in range(12) if n % 4 != 2]
             assert by_completion == sorted(finished, key=lambda i: 2000.0 - int(i[-2:]))
+
         await read(store, check)
 
     store_factory.run(body)
@@ -720,6 +849,7 @@ def test_query_filters(store_factory: StoreUnderTest) -> None:
             assert ids(t, tags={"team": "a", "x": "1"}) == ["zz-other"]
             assert ids(t, tags={"team": "b"}, statuses=[COMPLETED]) == ["job-08"]
             assert ids(t, tags={"missing": "y"}) == []
+
         await read(store, check)
         assert await read(store, lambda t: t.query_instances(InstanceQuery(), None, 100), hub=OTHER_HUB) == []
 
@@ -738,8 +868,7 @@ def test_run_returns_the_result_and_a_failing_transaction_leaves_nothing(store_f
             t.add_inbox("half", raised("x"))
             t.append_history("half", [raised("h")])
             t.put_entity(EntityRow(entity_id="@e@half", state="1"))
-            t.add_activity(ActivityRow(id=None, instance_id="half", execution_id="e", name="a", task_id=1,
-                                       input=None))
+            t.add_activity(ActivityRow(id=None, instance_id="half", execution_id="e", name="a", task_id=1, input=None))
             assert t.get_instance("half") is not None  # a transaction sees its own writes
             raise KeyError("boom")
 
@@ -752,6 +881,7 @@ def test_run_returns_the_result_and_a_failing_transaction_leaves_nothing(store_f
             assert t.get_instance("half") is None and t.get_inbox("half") == [] and t.get_history("half") == []
             assert t.get_entity("@e@half") is None and t.available_activities(1e12, 10) == []
             assert t.get_instance("after") is not None
+
         await read(store, nothing_left)
         await tx(store, nothing_left)  # and from inside a transaction
 
@@ -761,17 +891,20 @@ def test_run_returns_the_result_and_a_failing_transaction_leaves_nothing(store_f
 def test_a_failing_transaction_leaves_the_rows_it_changed_as_they_were(store_factory: StoreUnderTest) -> None:
     """Rows read and changed before a failure (a store may keep copies of what it read or wrote) are afterwards
     what was committed, whether the failing transaction ran alone or inside a batch of others."""
+
     async def body(store: Store) -> None:
         def fill(t: StoreTx) -> None:
             t.put_instance(instance("i", lease_token="t1", lease_owner="w", lease_until=5.0))
             t.append_history("i", [raised("h1")])
             t.put_entity(EntityRow(entity_id="@e@k", state="1", lease_token="e1", lease_owner="w", lease_until=5.0))
+
         await tx(store, fill)
 
         def look(t: StoreTx) -> None:  # what a store may remember
             assert t.get_instance("i") is not None and t.leased_instance("t1") is not None
             assert names(t.get_history("i")) == ["h1"] and t.get_history_bytes("i")
             assert t.get_entity("@e@k") is not None and t.leased_entity("e1") is not None
+
         await tx(store, look)
 
         def change_then_fail(t: StoreTx) -> None:
@@ -800,8 +933,9 @@ def test_a_failing_transaction_leaves_the_rows_it_changed_as_they_were(store_fac
             await tx(store, change_then_fail)
         await tx(store, unchanged)
         # the same inside a batch: another transition first, one after
-        results = await asyncio.gather(tx(store, look), tx(store, change_then_fail), tx(store, unchanged),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            tx(store, look), tx(store, change_then_fail), tx(store, unchanged), return_exceptions=True
+        )
         assert results[0] is None and isinstance(results[1], KeyError) and results[2] is None
         await tx(store, unchanged)
         await read(store, unchanged)
@@ -819,11 +953,13 @@ def test_a_commit_by_another_store_on_the_same_database_is_seen(store_factory: S
             t.put_instance(instance("i", lease_token="t1", lease_owner="w", lease_until=5.0))
             t.append_history("i", [raised("h1")])
             t.put_entity(EntityRow(entity_id="@e@k", state="1"))
+
         await tx(store, fill)
         await tx(store, lambda t: (t.get_instance("i"), t.get_history_bytes("i"), t.get_entity("@e@k")))
 
         other = store_factory.open(url)
         try:
+
             def change(t: StoreTx) -> None:
                 row = t.get_instance("i")
                 assert row is not None
@@ -831,6 +967,7 @@ def test_a_commit_by_another_store_on_the_same_database_is_seen(store_factory: S
                 t.put_instance(row)
                 t.append_history("i", [raised("h2")])
                 t.put_entity(EntityRow(entity_id="@e@k", state="2"))
+
             await other.run(HUB, change)
         finally:
             await other.close()
@@ -842,13 +979,13 @@ def test_a_commit_by_another_store_on_the_same_database_is_seen(store_factory: S
             assert names(t.get_history("i")) == ["h1", "h2"] and len(t.get_history_bytes("i")) == 2
             ent = t.get_entity("@e@k")
             assert ent is not None and ent.state == "2"
+
         await tx(store, seen)
 
     store_factory.run(body, url)
 
 
-def test_group_commit_concurrent_runs_all_commit_and_one_failure_loses_no_other(
-        store_factory: StoreUnderTest) -> None:
+def test_group_commit_concurrent_runs_all_commit_and_one_failure_loses_no_other(store_factory: StoreUnderTest) -> None:
     async def body(store: Store) -> None:
         def write(n: int) -> Callable[[StoreTx], int]:
             def fn(t: StoreTx) -> int:
@@ -859,10 +996,12 @@ def test_group_commit_concurrent_runs_all_commit_and_one_failure_loses_no_other(
                 if n == 13:
                     raise RuntimeError("thirteen fails")
                 return n
+
             return fn
 
-        results = await asyncio.gather(*(tx(store, write(n), durable=n % 3 != 0) for n in range(60)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(tx(store, write(n), durable=n % 3 != 0) for n in range(60)), return_exceptions=True
+        )
         assert isinstance(results[13], RuntimeError)
         assert [r for i, r in enumerate(results) if i != 13] == [n for n in range(60) if n != 13]
 
@@ -870,6 +1009,7 @@ def test_group_commit_concurrent_runs_all_commit_and_one_failure_loses_no_other(
             present = {r.instance_id for r in t.query_instances(InstanceQuery(), None, 1000)}
             assert present == {f"g-{n:03d}" for n in range(60) if n != 13}
             assert t.get_inbox("g-013") == [] and names(t.get_inbox("g-012")) == ["12"]
+
         await read(store, check)
 
     store_factory.run(body)
@@ -877,11 +1017,13 @@ def test_group_commit_concurrent_runs_all_commit_and_one_failure_loses_no_other(
 
 def test_concurrent_transactions_of_different_hubs(store_factory: StoreUnderTest) -> None:
     async def body(store: Store) -> None:
-        await asyncio.gather(*(tx(store, lambda t, n=n: t.put_instance(instance(f"i{n}")), hub=f"hub{n % 3}")
-                               for n in range(30)))
+        await asyncio.gather(
+            *(tx(store, lambda t, n=n: t.put_instance(instance(f"i{n}")), hub=f"hub{n % 3}") for n in range(30))
+        )
         for h in range(3):
-            got = await read(store, lambda t: [r.instance_id for r in t.query_instances(InstanceQuery(), None, 100)],
-                             hub=f"hub{h}")
+            got = await read(
+                store, lambda t: [r.instance_id for r in t.query_instances(InstanceQuery(), None, 100)], hub=f"hub{h}"
+            )
             assert sorted(got) == sorted(f"i{n}" for n in range(30) if n % 3 == h)
 
     store_factory.run(body)
@@ -914,6 +1056,7 @@ def test_soft_state_is_seen_at_once_and_kept_by_the_next_durable_commit(store_fa
             assert row is not None
             row.lease_token, row.lease_owner, row.lease_until = token, "w1", 5000.0
             t.put_instance(row)
+
         return fn
 
     async def write(store: Store) -> None:
@@ -981,8 +1124,9 @@ def _crash(url: str, tmp_path: Path, mode: str) -> ManagedProcess:
     return child
 
 
-def test_sigkill_in_the_middle_of_a_transaction_leaves_none_of_it(store_factory: StoreUnderTest,
-                                                                   tmp_path: Path) -> None:
+def test_sigkill_in_the_middle_of_a_transaction_leaves_none_of_it(
+    store_factory: StoreUnderTest, tmp_path: Path
+) -> None:
     """The child commits one transaction, then SIGKILLs itself inside a second (rows written, not committed)."""
     url = store_factory.fresh_url()
     _crash(url, tmp_path, "mid-transaction")
@@ -994,6 +1138,7 @@ def test_sigkill_in_the_middle_of_a_transaction_leaves_none_of_it(store_factory:
             assert t.get_instance("torn") is None and t.get_history("torn") == [] and t.get_inbox("torn") == []
             assert t.get_entity("@e@torn") is None
             assert len(t.query_instances(InstanceQuery(), None, 100)) == 1
+
         await read(store, look)
         await tx(store, lambda t: t.put_instance(instance("after-crash")))
         assert await read(store, lambda t: t.get_instance("after-crash")) is not None
@@ -1016,7 +1161,6 @@ def test_sigkill_loses_no_acknowledged_transaction(store_factory: StoreUnderTest
     store_factory.run(check, url)
 
 
-
 # -- trace contexts and the backlog autoscalers read ------------------------------------------------------------
 
 
@@ -1024,10 +1168,20 @@ def test_activity_keeps_its_trace_context(store_factory: StoreUnderTest) -> None
     trace = pb.TraceContext(traceParent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").SerializeToString()
 
     async def body(store: Store) -> None:
-        await tx(store, lambda t: t.add_activity(ActivityRow(id=None, instance_id="i", execution_id="e", name="a",
-                                                             task_id=1, input=None, trace_context=trace)))
-        await tx(store, lambda t: t.add_activity(ActivityRow(id=None, instance_id="i", execution_id="e", name="b",
-                                                             task_id=2, input=None)))
+        await tx(
+            store,
+            lambda t: t.add_activity(
+                ActivityRow(
+                    id=None, instance_id="i", execution_id="e", name="a", task_id=1, input=None, trace_context=trace
+                )
+            ),
+        )
+        await tx(
+            store,
+            lambda t: t.add_activity(
+                ActivityRow(id=None, instance_id="i", execution_id="e", name="b", task_id=2, input=None)
+            ),
+        )
         rows = await read(store, lambda t: t.available_activities(2000.0, 10))
         assert [(r.name, r.trace_context) for r in rows] == [("a", trace), ("b", None)]
 
@@ -1050,14 +1204,14 @@ def test_backlog_counts_work_a_worker_could_take_now(store_factory: StoreUnderTe
             t.add_inbox("held", raised("more"))
             t.put_instance(instance("lapsed", lease_token="old", lease_owner="gone", lease_until=now - 1))
             t.add_inbox("lapsed", raised("retry"))
-            t.add_activity(ActivityRow(id=None, instance_id="ready", execution_id="e", name="a", task_id=1,
-                                       input=None))
+            t.add_activity(ActivityRow(id=None, instance_id="ready", execution_id="e", name="a", task_id=1, input=None))
             leased = ActivityRow(id=None, instance_id="ready", execution_id="e", name="b", task_id=2, input=None)
             t.add_activity(leased)
             leased.lease_token, leased.lease_owner, leased.lease_until = "t2", "w", now + 10
             t.update_activity_lease(leased)
             t.add_entity_message("@e@now", raised("op"))
             t.add_entity_message("@e@later", raised("ttl"), visible_at=now + 3600)
+
         await tx(store, fill)
         backlog = await read(store, lambda t: t.backlog(now))
         assert dict(backlog.pending) == {WorkKind.ORCHESTRATION: 2, WorkKind.ACTIVITY: 1, WorkKind.ENTITY: 1}

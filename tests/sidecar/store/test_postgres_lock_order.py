@@ -58,21 +58,49 @@ class Section:
         kinds = {str(e.WhichOneof("eventType")) for e in new}
         me = sv(self.instance_id)
         if "executionStarted" in kinds:
-            return [entity_message(1, entityLockRequested=pb.EntityLockRequestedEvent(
-                criticalSectionId=self.section, lockSet=self.lock_set, parentInstanceId=me))]
+            return [
+                entity_message(
+                    1,
+                    entityLockRequested=pb.EntityLockRequestedEvent(
+                        criticalSectionId=self.section, lockSet=self.lock_set, parentInstanceId=me
+                    ),
+                )
+            ]
         actions: list[pb.OrchestratorAction] = []
         if "entityLockGranted" in kinds:
-            actions += [entity_message(10 + n, entityOperationCalled=pb.EntityOperationCalledEvent(
-                requestId=f"{self.instance_id}-{eid}", operation="add", input=sv("1"), targetInstanceId=sv(eid),
-                parentInstanceId=me)) for n, eid in enumerate(self.lock_set)]
+            actions += [
+                entity_message(
+                    10 + n,
+                    entityOperationCalled=pb.EntityOperationCalledEvent(
+                        requestId=f"{self.instance_id}-{eid}",
+                        operation="add",
+                        input=sv("1"),
+                        targetInstanceId=sv(eid),
+                        parentInstanceId=me,
+                    ),
+                )
+                for n, eid in enumerate(self.lock_set)
+            ]
         self.replies += sum(1 for e in new if e.HasField("entityOperationCompleted"))
         if self.replies == len(self.lock_set) and "entityOperationCompleted" in kinds:
             if self.unlocks:
-                actions += [entity_message(50 + n, entityUnlockSent=pb.EntityUnlockSentEvent(
-                    criticalSectionId=self.section, parentInstanceId=me, targetInstanceId=sv(eid)))
-                    for n, eid in enumerate(self.lock_set)]
-            actions.append(pb.OrchestratorAction(id=99, completeOrchestration=pb.CompleteOrchestrationAction(
-                orchestrationStatus=pb.ORCHESTRATION_STATUS_COMPLETED)))
+                actions += [
+                    entity_message(
+                        50 + n,
+                        entityUnlockSent=pb.EntityUnlockSentEvent(
+                            criticalSectionId=self.section, parentInstanceId=me, targetInstanceId=sv(eid)
+                        ),
+                    )
+                    for n, eid in enumerate(self.lock_set)
+                ]
+            actions.append(
+                pb.OrchestratorAction(
+                    id=99,
+                    completeOrchestration=pb.CompleteOrchestrationAction(
+                        orchestrationStatus=pb.ORCHESTRATION_STATUS_COMPLETED
+                    ),
+                )
+            )
         return actions
 
 
@@ -93,6 +121,14 @@ def test_concurrent_critical_sections_on_two_replicas_never_deadlock(monkeypatch
         for s in sections.values():
             engine.create_instance(tx, fx, instance_id=s.instance_id, name="section", input=None)
 
+    async def lease(store: PostgresStore, owner: str, t: float, want: dict[WorkKind, int]) -> engine.LeasedWork:
+        grant = engine.Lease(owner=owner, now=t, until=t + 600)
+        return await store.run(
+            HUB,
+            lambda tx: engine.lease_work(tx, engine.Effects(), grant, engine.Filters(), want),
+            durable=False,
+        )
+
     async def main() -> dict[str, int]:
         stores = [PostgresStore(url, pool_size=6), PostgresStore(url, pool_size=6)]
         try:
@@ -103,33 +139,33 @@ def test_concurrent_critical_sections_on_two_replicas_never_deadlock(monkeypatch
                 turn += 1
                 t = engine.now()
                 want = {WorkKind.ORCHESTRATION: 8, WorkKind.ENTITY: 8}
-
-                async def lease(store: PostgresStore, n: int) -> engine.LeasedWork:
-                    grant = engine.Lease(owner=f"stream-{turn}-{n}", now=t, until=t + 600)
-                    return await store.run(HUB, lambda tx: engine.lease_work(
-                        tx, engine.Effects(), grant, engine.Filters(), want), durable=False)
-
-                leased = await asyncio.gather(*(lease(s, n) for n, s in enumerate(stores * 2)))
+                leased = await asyncio.gather(
+                    *(lease(s, f"stream-{turn}-{n}", t, want) for n, s in enumerate(stores * 2))
+                )
                 completions = []
                 for n, work in enumerate(leased):
                     store = stores[(n + 1) % 2]  # completed on the other replica than the one that leased it
                     for item in work.orchestrations:
                         res = pb.OrchestratorResponse(
-                            instanceId=item.row.instance_id, completionToken=item.row.lease_token or "",
-                            actions=sections[item.row.instance_id].respond(item.new))
-                        completions.append(store.run(HUB, lambda tx, res=res: engine.complete_orchestration(
-                            tx, engine.Effects(), res)))
+                            instanceId=item.row.instance_id,
+                            completionToken=item.row.lease_token or "",
+                            actions=sections[item.row.instance_id].respond(item.new),
+                        )
+                        completions.append(
+                            store.run(HUB, lambda tx, res=res: engine.complete_orchestration(tx, engine.Effects(), res))
+                        )
                     for ent in work.entities:
                         value = int(json.loads(ent.row.state)) if ent.row.state else 0
                         results = []
                         for _ in ent.operations:
                             value += 1
-                            results.append(pb.OperationResult(success=pb.OperationResultSuccess(
-                                result=sv(str(value)))))
-                        batch = pb.EntityBatchResult(completionToken=ent.row.lease_token or "",
-                                                     entityState=sv(str(value)), results=results)
-                        completions.append(store.run(HUB, lambda tx, batch=batch: engine.complete_entity(
-                            tx, engine.Effects(), batch)))
+                            results.append(pb.OperationResult(success=pb.OperationResultSuccess(result=sv(str(value)))))
+                        batch = pb.EntityBatchResult(
+                            completionToken=ent.row.lease_token or "", entityState=sv(str(value)), results=results
+                        )
+                        completions.append(
+                            store.run(HUB, lambda tx, batch=batch: engine.complete_entity(tx, engine.Effects(), batch))
+                        )
                 assert all(await asyncio.gather(*completions)), "a completion token went stale"
                 statuses = await stores[0].read(HUB, lambda tx: tx.count_instances_by_status())
                 if statuses.get(pb.ORCHESTRATION_STATUS_COMPLETED) == SECTIONS:
@@ -165,4 +201,5 @@ def test_concurrent_critical_sections_on_two_replicas_never_deadlock(monkeypatch
     database = url.rsplit("/", 1)[1].split("?")[0]
     counted = int(server.sql(f"SELECT deadlocks FROM pg_stat_database WHERE datname = '{database}'").strip())
     assert (retried, logged, counted) == (0, 0, 0), (
-        f"deadlocks: {retried} transitions retried, {logged} in the server's log, {counted} in pg_stat_database")
+        f"deadlocks: {retried} transitions retried, {logged} in the server's log, {counted} in pg_stat_database"
+    )

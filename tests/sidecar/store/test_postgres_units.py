@@ -16,13 +16,16 @@ from moorage.sidecar.terms import WorkKind
 pytestmark = pytest.mark.unit  # no sidecar and no gRPC; the tests marked postgresql talk to a server (end to end)
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("postgresql://u:s3cret@h:5432/db?sslmode=require", "postgresql://u:***@h:5432/db?sslmode=require"),
-    ("postgresql://u@h/db?password=s3cret&sslmode=require", "postgresql://u@h/db?password=***&sslmode=require"),
-    ("postgres://h/db?sslmode=require&PASSWORD=s3cret", "postgres://h/db?sslmode=require&PASSWORD=***"),
-    ("postgresql://u@h/db", "postgresql://u@h/db"),
-    ("sqlite:///./moorage.db", "sqlite:///./moorage.db"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:s3cret@h:5432/db?sslmode=require", "postgresql://u:***@h:5432/db?sslmode=require"),
+        ("postgresql://u@h/db?password=s3cret&sslmode=require", "postgresql://u@h/db?password=***&sslmode=require"),
+        ("postgres://h/db?sslmode=require&PASSWORD=s3cret", "postgres://h/db?sslmode=require&PASSWORD=***"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("sqlite:///./moorage.db", "sqlite:///./moorage.db"),
+    ],
+)
 def test_urls_never_show_a_password(url: str, shown: str) -> None:
     assert redact_url(url) == shown
     assert "s3cret" not in redact_url(url)
@@ -109,13 +112,19 @@ def test_a_version_1_database_migrates_on_open_and_keeps_its_rows(monkeypatch) -
     version_1 = resources.files("moorage.sidecar.store").joinpath("postgres_schema.sql").read_text()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(version_1)
-        conn.execute("CREATE TABLE moorage_schema_version (version INTEGER PRIMARY KEY, "
-                     "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        conn.execute(
+            "CREATE TABLE moorage_schema_version (version INTEGER PRIMARY KEY, "
+            "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
         conn.execute("INSERT INTO moorage_schema_version (version) VALUES (1)")
-        conn.execute("INSERT INTO instances (hub, instance_id, name, status, created_at, last_updated_at) "
-                     "VALUES ('default', 'old', 'orch', 0, 1.0, 1.0)")
-        conn.execute("INSERT INTO activities (hub, instance_id, execution_id, name, task_id) "
-                     "VALUES ('default', 'old', 'e', 'act', 1)")
+        conn.execute(
+            "INSERT INTO instances (hub, instance_id, name, status, created_at, last_updated_at) "
+            "VALUES ('default', 'old', 'orch', 0, 1.0, 1.0)"
+        )
+        conn.execute(
+            "INSERT INTO activities (hub, instance_id, execution_id, name, task_id) "
+            "VALUES ('default', 'old', 'e', 'act', 1)"
+        )
     trace = b"\x0a\x02tp"
 
     async def main() -> tuple[InstanceRow | None, list[ActivityRow], InstanceRow | None, list[ActivityRow]]:
@@ -125,10 +134,27 @@ def test_a_version_1_database_migrates_on_open_and_keeps_its_rows(monkeypatch) -
             old_acts = await store.read("default", lambda t: t.available_activities(2.0, 10))
 
             def write(t) -> None:
-                t.put_instance(InstanceRow(instance_id="new", name="orch", status=0, created_at=2.0,
-                                           last_updated_at=2.0, trace_context=trace))
-                t.add_activity(ActivityRow(id=None, instance_id="new", execution_id="e", name="act", task_id=1,
-                                           input=None, trace_context=trace))
+                t.put_instance(
+                    InstanceRow(
+                        instance_id="new",
+                        name="orch",
+                        status=0,
+                        created_at=2.0,
+                        last_updated_at=2.0,
+                        trace_context=trace,
+                    )
+                )
+                t.add_activity(
+                    ActivityRow(
+                        id=None,
+                        instance_id="new",
+                        execution_id="e",
+                        name="act",
+                        task_id=1,
+                        input=None,
+                        trace_context=trace,
+                    )
+                )
 
             await store.run("default", write)
             new = await store.read("default", lambda t: t.get_instance("new"))
@@ -168,8 +194,11 @@ def test_two_replicas_leasing_at_once_never_share_an_item(monkeypatch) -> None:
             engine.signal_entity(tx, fx, f"@counter@e{i}", "add", "1", "", None)
         row = tx.get_instance("o0")
         for i in range(n):
-            tx.add_activity(engine.ActivityRow(id=None, instance_id="o0", execution_id=row.execution_id, name="act",
-                                               task_id=i, input=None))
+            tx.add_activity(
+                engine.ActivityRow(
+                    id=None, instance_id="o0", execution_id=row.execution_id, name="act", task_id=i, input=None
+                )
+            )
 
     async def main() -> list[engine.LeasedWork]:
         a, b = PostgresStore(url, pool_size=6), PostgresStore(url, pool_size=6)
@@ -181,8 +210,11 @@ def test_two_replicas_leasing_at_once_never_share_an_item(monkeypatch) -> None:
                 owner = f"stream-{next(counter)}"
                 lease = engine.Lease(owner=owner, now=now + 1, until=now + 600)
                 want = {kind: 3 for kind in engine.WorkKind}
-                return await store.run("default", lambda tx: engine.lease_work(tx, engine.Effects(), lease,
-                                                                               engine.Filters(), want), durable=False)
+                return await store.run(
+                    "default",
+                    lambda tx: engine.lease_work(tx, engine.Effects(), lease, engine.Filters(), want),
+                    durable=False,
+                )
 
             got: list[engine.LeasedWork] = []
             while True:
@@ -275,8 +307,9 @@ def test_work_leased_in_the_transaction_that_made_it_is_not_announced(monkeypatc
     async def body() -> None:
         a = PostgresStore(url, pool_size=2)  # within its first PEER_TIMEOUT: it assumes company and notifies
         try:
-            await a.run("h", lambda tx: engine.create_instance(tx, engine.Effects(), instance_id="o", name="orch",
-                                                               input=None))
+            await a.run(
+                "h", lambda tx: engine.create_instance(tx, engine.Effects(), instance_id="o", name="orch", input=None)
+            )
             execution = (await a.read("h", lambda tx: tx.get_instance("o"))).execution_id
             now = engine.now()
             lease = engine.Lease(owner="s", now=now + 1, until=now + 600)
@@ -284,11 +317,20 @@ def test_work_leased_in_the_transaction_that_made_it_is_not_announced(monkeypatc
             def make(lease_it: bool, task_id: int):  # type: ignore[no-untyped-def]
                 def fn(tx) -> list[engine.ActivityRow]:  # type: ignore[no-untyped-def]
                     if task_id >= 0:
-                        tx.add_activity(engine.ActivityRow(id=None, instance_id="o", execution_id=execution,
-                                                           name="act", task_id=task_id, input=None))
+                        tx.add_activity(
+                            engine.ActivityRow(
+                                id=None,
+                                instance_id="o",
+                                execution_id=execution,
+                                name="act",
+                                task_id=task_id,
+                                input=None,
+                            )
+                        )
                     if not lease_it:
                         return []
                     return engine.lease_activities(tx, engine.Effects(), lease, engine.Filters(), 5)
+
                 return fn
 
             with psycopg.connect(url, autocommit=True) as spy:
@@ -327,8 +369,9 @@ def test_reads_on_the_event_loop_are_opt_in_and_give_way_when_slow(monkeypatch) 
     async def body() -> None:
         off, on = PostgresStore(url, pool_size=2), PostgresStore(url, pool_size=2, loop_reads=True)
         try:
-            await on.run("h", lambda tx: engine.create_instance(tx, engine.Effects(), instance_id="o", name="orch",
-                                                                input=None))
+            await on.run(
+                "h", lambda tx: engine.create_instance(tx, engine.Effects(), instance_id="o", name="orch", input=None)
+            )
             for _ in range(3):
                 assert (await off.read("h", lambda tx: tx.get_instance("o"))) is not None
             assert off._loop_conn is None

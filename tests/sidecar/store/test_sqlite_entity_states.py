@@ -52,8 +52,9 @@ def test_lease_release_and_an_unchanged_state_do_not_rewrite_the_state(tmp_path:
             await store.run(HUB, release)
             unchanged = _wal(path) - before
             changed_state = BIG[:-2] + ', "y"]}'  # a longer state: SQLite writes it whole
-            await store.run(HUB, lambda t: t.put_entity(EntityRow(entity_id="@s@a", state=changed_state,
-                                                                  last_modified_at=3.0)))
+            await store.run(
+                HUB, lambda t: t.put_entity(EntityRow(entity_id="@s@a", state=changed_state, last_modified_at=3.0))
+            )
             changed = _wal(path) - before - unchanged
             row = await store.read(HUB, lambda t: t.get_entity("@s@a"))
             assert row == EntityRow(entity_id="@s@a", state=changed_state, last_modified_at=3.0)
@@ -77,8 +78,9 @@ def test_a_file_with_inline_states_is_migrated(tmp_path: Path) -> None:
         "leased_inbox TEXT, PRIMARY KEY (hub, entity_id));"
     )
     db.execute("INSERT INTO entities (hub, entity_id, state, last_modified_at) VALUES (?, '@c@a', '5', 1.0)", (HUB,))
-    db.execute("INSERT INTO entities (hub, entity_id, last_modified_at, locked_by) VALUES (?, '@c@b', 2.0, 'cs')",
-               (HUB,))
+    db.execute(
+        "INSERT INTO entities (hub, entity_id, last_modified_at, locked_by) VALUES (?, '@c@b', 2.0, 'cs')", (HUB,)
+    )
     db.commit()
     db.close()
 
@@ -89,8 +91,10 @@ def test_a_file_with_inline_states_is_migrated(tmp_path: Path) -> None:
         finally:
             await store.close()
 
-    assert asyncio.run(main()) == [EntityRow(entity_id="@c@a", state="5", last_modified_at=1.0),
-                                   EntityRow(entity_id="@c@b", last_modified_at=2.0, locked_by="cs")]
+    assert asyncio.run(main()) == [
+        EntityRow(entity_id="@c@a", state="5", last_modified_at=1.0),
+        EntityRow(entity_id="@c@b", last_modified_at=2.0, locked_by="cs"),
+    ]
     db = sqlite3.connect(path)
     assert "state" not in {r[1] for r in db.execute("PRAGMA table_info(entities)")}
     db.close()
