@@ -45,7 +45,7 @@ async def _start(core: SidecarCore, instance_id: str, hub: str = "default") -> I
 def test_unknown_hub_is_a_typed_error_with_the_emulator_message(tmp_path: Path) -> None:
     async def body(core: SidecarCore, store: SqliteStore) -> None:
         assert core.hub_names == ["default", "other"] and core.default_hub == "default"
-        with pytest.raises(UnknownHub, match="^Task hub not found: nohub$"):
+        with pytest.raises(UnknownHub, match=r"^Task hub not found: nohub$"):
             await core.read("nohub", lambda tx: tx.get_instance("x"))
         with pytest.raises(UnknownHub):
             await _start(core, "x", hub="nohub")
@@ -95,8 +95,9 @@ def test_a_stream_leases_tracks_and_counts_work(tmp_path: Path) -> None:
 def test_a_local_transition_wakes_a_waiter(tmp_path: Path) -> None:
     async def body(core: SidecarCore, store: SqliteStore) -> None:
         await _start(core, "i1")
-        waiter = asyncio.create_task(core.wait_instance("default", "i1", lambda r: r.status in TERMINAL_STATUSES,
-                                                        timeout=None))
+        waiter = asyncio.create_task(
+            core.wait_instance("default", "i1", lambda r: r.status in TERMINAL_STATUSES, timeout=None)
+        )
         await asyncio.sleep(0.1)
         assert not waiter.done()
         await core.run("default", engine.terminate, "i1", None, False)
@@ -122,10 +123,12 @@ def test_a_change_from_another_process_wakes_waiters_and_streams(tmp_path: Path)
             await asyncio.sleep(0.2)
             assert not first.done()
             fx = engine.Effects()
-            await other.run("default", lambda tx: engine.create_instance(
-                tx, fx, instance_id="i1", name="orch", input=None))
-            waiter = asyncio.create_task(core.wait_instance("default", "i1", lambda r: r.custom_status == "x",
-                                                            timeout=None))
+            await other.run(
+                "default", lambda tx: engine.create_instance(tx, fx, instance_id="i1", name="orch", input=None)
+            )
+            waiter = asyncio.create_task(
+                core.wait_instance("default", "i1", lambda r: r.custom_status == "x", timeout=None)
+            )
             store._changed(Change(hub="default", instances=frozenset(fx.changed), work=frozenset(fx.work)))
             leased = await asyncio.wait_for(first, 5.0)
             (item,) = leased.orchestrations
@@ -144,8 +147,11 @@ def test_a_change_from_another_process_wakes_waiters_and_streams(tmp_path: Path)
             store._changed(Change(hub="default", instances=frozenset({"i1"}), work=frozenset()))
             row = await asyncio.wait_for(waiter, 3.0)  # before the waiter's own 5 s re-check
             assert row is not None and row.custom_status == "x"
-            store._changed(Change(hub="a-hub-this-sidecar-does-not-serve", instances=frozenset(),
-                                  work=frozenset({WorkKind.ENTITY})))
+            store._changed(
+                Change(
+                    hub="a-hub-this-sidecar-does-not-serve", instances=frozenset(), work=frozenset({WorkKind.ENTITY})
+                )
+            )
             await work.aclose()
         finally:
             await other.close()
