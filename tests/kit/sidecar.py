@@ -38,6 +38,10 @@ INMEMORY_LAUNCHER = Path(__file__).resolve().parent / "inmemory_backend.py"
 # Every sidecar still running: failure reports show their stderr tails.
 LIVE_SIDECARS: list[SidecarProcess] = []
 
+# Seconds a sidecar may take to answer Hello after a (re)start: generous, as on a loaded 2-core CI machine its start
+# competes with xdist workers, PostgreSQL servers and Maven builds.
+READY_TIMEOUT = 90.0
+
 
 def sidecar_only(reason: str = "only meaningful on the Moorage sidecar") -> Any:
     """Skip a test on the in-memory reference backend (a ``pytest.mark.skipif``)."""
@@ -143,7 +147,7 @@ class SidecarProcess:
         return self.process.starts
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
-    def start(self, timeout: float = 90.0) -> SidecarProcess:
+    def start(self, timeout: float = READY_TIMEOUT) -> SidecarProcess:
         self.process.argv = self.command()
         self.process.start()
         if self not in LIVE_SIDECARS:
@@ -155,7 +159,7 @@ class SidecarProcess:
             raise
         return self
 
-    def wait_ready(self, timeout: float = 90.0) -> None:
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Until the process answers ``Hello`` on its first hub (or exits, or the time is up)."""
         deadline = time.monotonic() + timeout
         channel = self.channel(self.task_hubs[0] if self.task_hubs else None)
@@ -207,7 +211,7 @@ class SidecarProcess:
         if self in LIVE_SIDECARS:
             LIVE_SIDECARS.remove(self)
 
-    def restart(self, timeout: float = 90.0) -> SidecarProcess:
+    def restart(self, timeout: float = READY_TIMEOUT) -> SidecarProcess:
         """Start again on the same port and the same store (after :meth:`kill` or :meth:`stop`)."""
         if self.is_running():
             self.stop()
