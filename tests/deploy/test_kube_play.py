@@ -95,14 +95,28 @@ def test_rendered_deployments_answer_an_agent_turn(tmp_path: Path) -> None:
     secret_file, play_file = tmp_path / "secret.yaml", tmp_path / "play.yaml"
     secret_file.write_text(yaml.safe_dump_all(secrets))
     play_file.write_text(yaml.safe_dump_all(rest))
-    # the release's names are fixed ("rel-..."): clear what an interrupted earlier run may have left
-    subprocess.run(["podman", "kube", "down", str(play_file)], env=env, capture_output=True, timeout=120, check=False)
-    for leftover in (["secret", "rm", "rel-moorage-auth"], ["volume", "rm", "-f", "rel-moorage-sidecar-data"]):
-        subprocess.run(["podman", *leftover], env=env, capture_output=True, timeout=60, check=False)
+    containers = ("rel-moorage-sidecar-pod-0-sidecar", "rel-moorage-worker-pod-0-worker")
+
+    def clear() -> None:
+        """The release's names are fixed ("rel-..."): remove what this run or an interrupted earlier one left. A
+        ``kube play`` killed mid-way leaves its pod and a storage-only container (shown by ``ps --external``
+        alone) that ``kube down`` does not remove and that block the next run's names."""
+        subprocess.run(
+            ["podman", "kube", "down", str(play_file)], env=env, capture_output=True, timeout=120, check=False
+        )
+        for leftover in (
+            ["pod", "rm", "-f", "rel-moorage-sidecar-pod-0", "rel-moorage-worker-pod-0"],
+            ["rm", "-f", "--storage", *containers],
+            ["secret", "rm", "rel-moorage-auth"],
+            ["volume", "rm", "-f", "rel-moorage-sidecar-data"],
+        ):
+            subprocess.run(["podman", *leftover], env=env, capture_output=True, timeout=60, check=False)
+
+    clear()
 
     def logs() -> str:
         out = []
-        for name in ("rel-moorage-sidecar-pod-0-sidecar", "rel-moorage-worker-pod-0-worker"):
+        for name in containers:
             r = subprocess.run(
                 ["podman", "logs", name], env=env, capture_output=True, text=True, timeout=60, check=False
             )
@@ -157,16 +171,4 @@ def test_rendered_deployments_answer_an_agent_turn(tmp_path: Path) -> None:
         )
         assert user.stdout.strip().split(":")[0] == "65532"  # the chart's runAsUser
     finally:
-        subprocess.run(
-            ["podman", "kube", "down", str(play_file)], env=env, capture_output=True, timeout=120, check=False
-        )
-        subprocess.run(
-            ["podman", "secret", "rm", "rel-moorage-auth"], env=env, capture_output=True, timeout=60, check=False
-        )
-        subprocess.run(
-            ["podman", "volume", "rm", "-f", "rel-moorage-sidecar-data"],
-            env=env,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        clear()
