@@ -310,7 +310,9 @@ def _dump_pg_statements(pg: Any, store_url: str | None, label: str) -> None:
         rows = pg.sql(
             "SELECT calls, round(total_exec_time::numeric, 1), round(total_plan_time::numeric, 1), plans, rows, "
             "round(((total_exec_time + total_plan_time) * 1000 / greatest(calls, 1))::numeric, 1), "
-            "left(regexp_replace(query, '\\s+', ' ', 'g'), 200) FROM pg_stat_statements "
+            "CASE WHEN length(query) > 240 THEN left(regexp_replace(query, '\\s+', ' ', 'g'), 100) || ' ... ' || "
+            "right(regexp_replace(query, '\\s+', ' ', 'g'), 140) ELSE regexp_replace(query, '\\s+', ' ', 'g') END "
+            "FROM pg_stat_statements "
             "ORDER BY total_exec_time + total_plan_time DESC LIMIT 40",
             database=db,
         )

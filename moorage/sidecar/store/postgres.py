@@ -96,6 +96,10 @@ LOOP_READ_BUDGET = 0.001
 LOOP_READ_PAUSE = 30.0
 HEARTBEAT_SECONDS = 2.0  # how often each listener says "I am here" on the channel
 PEER_TIMEOUT = 10.0  # silence from every other replica for this long: alone, change notifications stop
+# Tables looked up by key inside the lease scans, analyzed by the store itself the first time they hold this many
+# rows (``PostgresStore._analyze_new_tables``, looked at with each heartbeat until all have statistics).
+KEYED_TABLES = ("instances", "activities", "entities")
+ANALYZE_MIN_ROWS = 50
 
 _TERMINAL = sorted(TERMINAL_STATUSES)
 _KIND_CODES = {WorkKind.ORCHESTRATION: "o", WorkKind.ACTIVITY: "a", WorkKind.ENTITY: "e"}
@@ -998,6 +1002,8 @@ class PostgresStore(Store):
         self._down_since: float | None = None  # monotonic: when the current outage was first seen
         self._outage_logged_at = -OUTAGE_LOG_SECONDS  # when the last "unreachable" line was logged (monotonic)
         self._outage_told = False  # the current outage was logged: its end is logged too
+        self._unanalyzed = set(KEYED_TABLES)  # tables without planner statistics yet (_analyze_new_tables)
+        self._analyzing = False
         try:
             with psycopg.connect(
                 self._conninfo, autocommit=True, connect_timeout=10, application_name="moorage-migrate"
@@ -1264,6 +1270,12 @@ class PostgresStore(Store):
                         if time.monotonic() - said >= HEARTBEAT_SECONDS:
                             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, hello))
                             said = time.monotonic()
+                            if self._unanalyzed and not self._analyzing and not self._closed:
+                                self._analyzing = True
+                                try:
+                                    self._threads.submit(self._analyze_new_tables)
+                                except RuntimeError:  # the store closed meanwhile
+                                    self._analyzing = False
             except psycopg.Error as exc:
                 if self._closed:
                     return
@@ -1275,6 +1287,48 @@ class PostgresStore(Store):
                     log.debug("change notifications interrupted url=%s: %s", self.safe_url, _reason(exc))
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+
+    def _analyze_new_tables(self) -> None:
+        """ANALYZE the keyed tables (``KEYED_TABLES``) that hold rows but were never analyzed; after that,
+        autovacuum keeps their statistics (and the planner scales them to a table's current size by itself).
+
+        Why: without statistics the planner joins the lease scan's few inbox rows to ``instances`` by scanning every
+        instance of the hub for each of them (an index scan on the key's first column, ``hub``, with the id as a
+        filter), because on no statistics that path looks as cheap as the lookup by the whole key. On a hub of a
+        thousand instances that is 4-11 ms of server CPU per scan, against 0.3-0.9 ms once ``instances`` has been
+        analyzed (measured in ``bench.run``, ``BENCH_PG_STATEMENTS``: it was most of the server's time on
+        hello_cities). Autovacuum analyzes a table only after its naptime (a minute by default) and 50 changed rows,
+        so every new database ran with the slow plan for its first minute or more. The statistics of the queues
+        themselves (inbox, entity_inbox) are left to autovacuum: they swing between empty and full, and the good
+        plan needs only those of the table looked up. ``SKIP_LOCKED``: never waits on another replica's ANALYZE or
+        on autovacuum; a table this role does not own is skipped by the server with a warning."""
+        try:
+            with self._pool.connection() as conn:
+                due = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT t FROM unnest(%s::text[]) AS u(t) WHERE to_regclass(t) IS NOT NULL AND "
+                        "(SELECT reltuples FROM pg_class WHERE oid = to_regclass(t)) <= 0 AND "
+                        "pg_stat_get_live_tuples(to_regclass(t)) >= %s",
+                        (list(self._unanalyzed), ANALYZE_MIN_ROWS),
+                    )
+                ]
+                if due:
+                    conn.execute(f"ANALYZE (SKIP_LOCKED) {', '.join(due)}")  # names from KEYED_TABLES only
+                    log.debug("analyzed %s (first statistics)", ", ".join(due))
+                done = {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT t FROM unnest(%s::text[]) AS u(t) "
+                        "WHERE (SELECT reltuples FROM pg_class WHERE oid = to_regclass(t)) > 0",
+                        (list(self._unanalyzed),),
+                    )
+                }
+                self._unanalyzed -= done
+        except (psycopg.Error, PoolTimeout) as exc:  # statistics are an optimisation: try again later
+            log.debug("no first ANALYZE (%s)", _reason(exc))
+        finally:
+            self._analyzing = False
 
     def _on_notify(self, payload: str) -> None:
         parsed = _parse(payload)
