@@ -96,6 +96,13 @@ LOOP_READ_BUDGET = 0.001
 LOOP_READ_PAUSE = 30.0
 HEARTBEAT_SECONDS = 2.0  # how often each listener says "I am here" on the channel
 PEER_TIMEOUT = 10.0  # silence from every other replica for this long: alone, change notifications stop
+# Transactions in flight at once: connections in the pool and the threads that run them. Each thread spends most of a
+# transaction in Python (psycopg's pipeline, the engine), so more threads mostly fight over the GIL with the event
+# loop: with 8, the sidecar made ~20,000 voluntary context switches per busy second and spent 35% of its CPU in the
+# kernel, with 3 ~14,000 and 30% (hello_cities, /proc). Interleaved bench runs, 3 against 8: sidecar CPU per hello
+# activity -4 to -12%, throughput +2 to +17% on every workload in three runs (docs/benchmarks.md, Session 7). A
+# database far away (each round trip ~1 ms) wants more transactions waiting on it at once: raise ``pool_size``.
+POOL_SIZE = 3
 # Tables looked up by key inside the lease scans, analyzed by the store itself the first time they hold this many
 # rows (``PostgresStore._analyze_new_tables``, looked at with each heartbeat until all have statistics).
 KEYED_TABLES = ("instances", "activities", "entities")
@@ -982,7 +989,7 @@ class PostgresStore(Store):
     schema is migrated on open. ``loop_reads`` runs one-statement reads on the event loop (see
     ``LOOP_READ_BUDGET``): less CPU per read, but each holds the loop for its round trip."""
 
-    def __init__(self, url: str, pool_size: int = 8, loop_reads: bool = False) -> None:
+    def __init__(self, url: str, pool_size: int = POOL_SIZE, loop_reads: bool = False) -> None:
         self.url = url
         self.safe_url = redact_url(url)
         self.process_id = uuid.uuid4().hex[:16]
