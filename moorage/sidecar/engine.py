@@ -47,8 +47,20 @@ class Effects:
     # looks for more (so the core wakes no stream for a signal to a busy entity: the look would find nothing)
     entity_messages: set[str] = field(default_factory=set)
 
+    # work that exists if a check answers True once the transaction has committed (``StoreTx.has_inbox_after_commit``)
+    work_if: list[tuple[Callable[[], bool], WorkKind]] = field(default_factory=list)
+
     def wake(self, *kinds: WorkKind) -> None:
         self.work.update(kinds)
+
+    def wake_if(self, check: Callable[[], bool], kind: WorkKind) -> None:
+        self.work_if.append((check, kind))
+
+    def settle(self) -> None:
+        """After the commit: the work whose checks say it exists joins ``work`` (the caller wakes streams for it).
+        A check from an attempt that was rolled back and retried answers False: only the last attempt's count."""
+        checks, self.work_if = self.work_if, []
+        self.work.update(kind for check, kind in checks if check())
 
     def message_for(self, entity_id: str) -> None:
         self.entity_messages.add(entity_id)
@@ -466,8 +478,8 @@ def complete_orchestration(tx: StoreTx, fx: Effects, res: pb.OrchestratorRespons
     if row.status in TERMINAL_STATUSES:
         _close_finished(tx, fx, row)
     fx.changed.add(row.instance_id)
-    if tx.has_inbox(row.instance_id, turn.t):  # arrivals held while the work item was out
-        fx.wake(WorkKind.ORCHESTRATION)
+    # arrivals held while the work item was out: new work, known after the commit (only the wake-up needs it)
+    fx.wake_if(tx.has_inbox_after_commit(row.instance_id, turn.t), WorkKind.ORCHESTRATION)
     return True
 
 

@@ -338,6 +338,7 @@ class _Tx(StoreTx):
         self._unleased: set[tuple[WorkKind, str]] = set()
         self._ahead: tuple[str, Any, psycopg.Cursor[Any]] | None = None  # a read sent before it was asked for
         self._ids: list[tuple[ActivityRow, psycopg.Cursor[Any]]] = []  # activities added, their ids not read yet
+        self._after_commit: list[tuple[psycopg.Cursor[Any], list[bool]]] = []  # reads answered after the commit
 
     def _q(self, sql: str, *args: Any) -> psycopg.Cursor[Any]:
         return self._x(sql, (self.hub, *args))
@@ -561,6 +562,22 @@ class _Tx(StoreTx):
             ).fetchone()
             is not None
         )
+
+    def has_inbox_after_commit(self, instance_id: str, now: float) -> Callable[[], bool]:
+        # Sent now, read once the transaction's last round trip (its COMMIT's Sync) has brought every result back
+        # (``_read_after_commit``): the end of a turn waited a round trip for an answer only its wake-up needs.
+        cur = self._q(
+            "SELECT 1 FROM inbox WHERE hub=%s AND instance_id=%s AND visible_at<=%s LIMIT 1", instance_id, now
+        )
+        found: list[bool] = []
+        self._after_commit.append((cur, found))
+        return lambda: bool(found and found[0])
+
+    def _read_after_commit(self) -> None:
+        """Fill in the answers of ``has_inbox_after_commit`` (their results came back with the commit's Sync)."""
+        pending, self._after_commit = self._after_commit, []
+        for cur, found in pending:
+            found.append(cur.fetchone() is not None)
 
     def delete_inbox(self, instance_id: str, ids: Sequence[int] | None = None) -> None:
         if ids is None:
@@ -1186,6 +1203,7 @@ class PostgresStore(Store):
                         for payload in _payloads(self.process_id, hub, tx.changed, tx.work):
                             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
                 tx._read_ids()  # after the pipeline's Sync: every result is in, no wait
+                tx._read_after_commit()
                 self._reachable()
                 return result
             except _RETRYABLE as exc:

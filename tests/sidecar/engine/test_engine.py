@@ -141,6 +141,7 @@ class Hub:
     async def do(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, Effects]:
         fx = Effects()
         result = await self.store.run(HUB, lambda tx: fn(tx, fx, *args, **kwargs))
+        fx.settle()  # as the core does after the commit
         return result, fx
 
     async def look(self, fn: Callable[[StoreTx], T]) -> T:
