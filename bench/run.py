@@ -29,6 +29,10 @@ Environment knobs (all optional):
   BENCH_INTERLEAVE 1 (default): both targets up at once, runs alternate; 0: one target after the other
   BENCH_SQLTRACE=1 count the sidecar's SQLite statements per operation (diagnostic; slows it down)
   BENCH_KEEP=1     keep the temp dir (SQLite db, process logs)
+  BENCH_PG_SETTINGS="k=v;k=v"  extra settings of the bench's PostgreSQL server (e.g. auto_explain's)
+  BENCH_PG_STATEMENTS=DIR  load pg_stat_statements on the bench's PostgreSQL server and, before it stops, write
+                   DIR/<label>-statements.txt: its statements by server time, and the commits (diagnostic: the
+                   extension adds a little server CPU per statement; warm-up included)
 """
 
 from __future__ import annotations
@@ -157,7 +161,7 @@ class Target:
                 if self.pg is None:
                     from tests.kit.postgres import PostgresServer
 
-                    self.pg = PostgresServer()
+                    self.pg = PostgresServer(settings=_pg_settings())
                 if self.pg_store is None:
                     self.pg_store = self.pg.create_database()
                 store = self.pg_store
@@ -190,6 +194,7 @@ class Target:
 
     def after_run(self, workdir: Path) -> str:
         if self.pg is not None:
+            _dump_pg_statements(self.pg, self.pg_store, self.label)
             self.pg.close()
             self.pg, self.pg_store = None, None
             return "PostgreSQL server stopped"
@@ -275,6 +280,51 @@ class WorkloadResult:
         if self.error or not self.runs or role not in self.runs[0].cpu:
             return None
         return statistics.median(r.cpu[role] / r.m.seconds for r in self.runs)
+
+
+# --------------------------------------------------------------------------- PostgreSQL statements
+def _pg_settings() -> dict[str, str]:
+    """The bench server's extra settings: pg_stat_statements when BENCH_PG_STATEMENTS asks for its report."""
+    extra = dict(kv.split("=", 1) for kv in _env("BENCH_PG_SETTINGS", "").split(";") if "=" in kv)
+    if not _env("BENCH_PG_STATEMENTS", ""):
+        return extra
+    libraries = ",".join(x for x in ("pg_stat_statements", extra.pop("shared_preload_libraries", "")) if x)
+    return {**extra, "shared_preload_libraries": libraries, "pg_stat_statements.track_planning": "on"}
+
+
+def _dump_pg_statements(pg: Any, store_url: str | None, label: str) -> None:
+    """BENCH_PG_STATEMENTS: the server's statements by total time (execution + planning) and its commit count,
+    written before the server stops: which statements cost the server its CPU, and how many transactions (each
+    durable one a WAL flush) the runs made."""
+    out = _env("BENCH_PG_STATEMENTS", "")
+    if not out or store_url is None:
+        return
+    db = store_url.rsplit("/", 1)[1].split("?", 1)[0]
+    try:
+        pg.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", database=db)
+        totals = pg.sql(
+            "SELECT 'commits ' || xact_commit || ', rollbacks ' || xact_rollback || ', WAL syncs ' || "
+            "(SELECT wal_sync FROM pg_stat_wal) FROM pg_stat_database WHERE datname = current_database()",
+            database=db,
+        )
+        rows = pg.sql(
+            "SELECT calls, round(total_exec_time::numeric, 1), round(total_plan_time::numeric, 1), plans, rows, "
+            "round(((total_exec_time + total_plan_time) * 1000 / greatest(calls, 1))::numeric, 1), "
+            "CASE WHEN length(query) > 240 THEN left(regexp_replace(query, '\\s+', ' ', 'g'), 100) || ' ... ' || "
+            "right(regexp_replace(query, '\\s+', ' ', 'g'), 140) ELSE regexp_replace(query, '\\s+', ' ', 'g') END "
+            "FROM pg_stat_statements "
+            "ORDER BY total_exec_time + total_plan_time DESC LIMIT 40",
+            database=db,
+        )
+        report = totals + "calls|exec ms|plan ms|plans|rows|us per call|query\n" + rows
+    except Exception as exc:  # a diagnostic: never fail the bench for it
+        report = f"pg_stat_statements unavailable: {exc}"
+    path = Path(out).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    (path / f"{label}-statements.txt").write_text(report + "\n")
+    if pg.log_path.exists():  # what BENCH_PG_SETTINGS had the server log (auto_explain, say)
+        shutil.copy(pg.log_path, path / f"{label}-postgres.log")
+    print(f"  {label}: PostgreSQL statements -> {path / f'{label}-statements.txt'}")
 
 
 # --------------------------------------------------------------------------- profiling

@@ -213,6 +213,7 @@ class SidecarCore:
         stream = prefer if prefer is not None and prefer.live else self._waiting_stream(h)
         if stream is None:
             result = await self._store.run(h.name, lambda tx: transition(tx, fx, *args, **kwargs))
+            fx.settle()
             self._wake(h, fx.changed, fx.work, fx.entity_messages)
             return result
         # Decided here, on the loop, so that the transaction touches no core state (a store may run it elsewhere).
@@ -246,6 +247,7 @@ class SidecarCore:
             h.lease_expiries[kind] += n
         if leased is not None:
             self._deliver(h, stream, leased, asked, generation)
+        fx.settle()
         self._wake(h, fx.changed, fx.work, fx.entity_messages)
         return result
 

@@ -186,6 +186,13 @@ class StoreTx(abc.ABC):
     def has_inbox(self, instance_id: str, now: float) -> bool:
         """Whether a visible inbox row waits for the instance."""
 
+    def has_inbox_after_commit(self, instance_id: str, now: float) -> Callable[[], bool]:
+        """``has_inbox`` as this transaction sees it, for a caller that needs the answer only once the transaction
+        has committed (a wake-up): call the result then. A store may send the read and not wait for it (PostgreSQL:
+        it comes back with the commit's round trip); this one answers at once."""
+        found = self.has_inbox(instance_id, now)
+        return lambda: found
+
     @abc.abstractmethod
     def delete_inbox(self, instance_id: str, ids: Sequence[int] | None = None) -> None:
         """Delete the given rows, or the whole inbox of the instance."""

@@ -96,6 +96,17 @@ LOOP_READ_BUDGET = 0.001
 LOOP_READ_PAUSE = 30.0
 HEARTBEAT_SECONDS = 2.0  # how often each listener says "I am here" on the channel
 PEER_TIMEOUT = 10.0  # silence from every other replica for this long: alone, change notifications stop
+# Transactions in flight at once: connections in the pool and the threads that run them. Each thread spends most of a
+# transaction in Python (psycopg's pipeline, the engine), so more threads mostly fight over the GIL with the event
+# loop: with 8, the sidecar made ~20,000 voluntary context switches per busy second and spent 35% of its CPU in the
+# kernel, with 3 ~14,000 and 30% (hello_cities, /proc). Interleaved bench runs, 3 against 8: sidecar CPU per hello
+# activity -4 to -12%, throughput +2 to +17% on every workload in three runs (docs/benchmarks.md, Session 7). A
+# database far away (each round trip ~1 ms) wants more transactions waiting on it at once: raise ``pool_size``.
+POOL_SIZE = 3
+# Tables looked up by key inside the lease scans, analyzed by the store itself the first time they hold this many
+# rows (``PostgresStore._analyze_new_tables``, looked at with each heartbeat until all have statistics).
+KEYED_TABLES = ("instances", "activities", "entities")
+ANALYZE_MIN_ROWS = 50
 
 _TERMINAL = sorted(TERMINAL_STATUSES)
 _KIND_CODES = {WorkKind.ORCHESTRATION: "o", WorkKind.ACTIVITY: "a", WorkKind.ENTITY: "e"}
@@ -327,6 +338,7 @@ class _Tx(StoreTx):
         self._unleased: set[tuple[WorkKind, str]] = set()
         self._ahead: tuple[str, Any, psycopg.Cursor[Any]] | None = None  # a read sent before it was asked for
         self._ids: list[tuple[ActivityRow, psycopg.Cursor[Any]]] = []  # activities added, their ids not read yet
+        self._after_commit: list[tuple[psycopg.Cursor[Any], list[bool]]] = []  # reads answered after the commit
 
     def _q(self, sql: str, *args: Any) -> psycopg.Cursor[Any]:
         return self._x(sql, (self.hub, *args))
@@ -550,6 +562,22 @@ class _Tx(StoreTx):
             ).fetchone()
             is not None
         )
+
+    def has_inbox_after_commit(self, instance_id: str, now: float) -> Callable[[], bool]:
+        # Sent now, read once the transaction's last round trip (its COMMIT's Sync) has brought every result back
+        # (``_read_after_commit``): the end of a turn waited a round trip for an answer only its wake-up needs.
+        cur = self._q(
+            "SELECT 1 FROM inbox WHERE hub=%s AND instance_id=%s AND visible_at<=%s LIMIT 1", instance_id, now
+        )
+        found: list[bool] = []
+        self._after_commit.append((cur, found))
+        return lambda: bool(found and found[0])
+
+    def _read_after_commit(self) -> None:
+        """Fill in the answers of ``has_inbox_after_commit`` (their results came back with the commit's Sync)."""
+        pending, self._after_commit = self._after_commit, []
+        for cur, found in pending:
+            found.append(cur.fetchone() is not None)
 
     def delete_inbox(self, instance_id: str, ids: Sequence[int] | None = None) -> None:
         if ids is None:
@@ -978,7 +1006,7 @@ class PostgresStore(Store):
     schema is migrated on open. ``loop_reads`` runs one-statement reads on the event loop (see
     ``LOOP_READ_BUDGET``): less CPU per read, but each holds the loop for its round trip."""
 
-    def __init__(self, url: str, pool_size: int = 8, loop_reads: bool = False) -> None:
+    def __init__(self, url: str, pool_size: int = POOL_SIZE, loop_reads: bool = False) -> None:
         self.url = url
         self.safe_url = redact_url(url)
         self.process_id = uuid.uuid4().hex[:16]
@@ -998,6 +1026,8 @@ class PostgresStore(Store):
         self._down_since: float | None = None  # monotonic: when the current outage was first seen
         self._outage_logged_at = -OUTAGE_LOG_SECONDS  # when the last "unreachable" line was logged (monotonic)
         self._outage_told = False  # the current outage was logged: its end is logged too
+        self._unanalyzed = set(KEYED_TABLES)  # tables without planner statistics yet (_analyze_new_tables)
+        self._analyzing = False
         try:
             with psycopg.connect(
                 self._conninfo, autocommit=True, connect_timeout=10, application_name="moorage-migrate"
@@ -1173,6 +1203,7 @@ class PostgresStore(Store):
                         for payload in _payloads(self.process_id, hub, tx.changed, tx.work):
                             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
                 tx._read_ids()  # after the pipeline's Sync: every result is in, no wait
+                tx._read_after_commit()
                 self._reachable()
                 return result
             except _RETRYABLE as exc:
@@ -1264,6 +1295,12 @@ class PostgresStore(Store):
                         if time.monotonic() - said >= HEARTBEAT_SECONDS:
                             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, hello))
                             said = time.monotonic()
+                            if self._unanalyzed and not self._analyzing and not self._closed:
+                                self._analyzing = True
+                                try:
+                                    self._threads.submit(self._analyze_new_tables)
+                                except RuntimeError:  # the store closed meanwhile
+                                    self._analyzing = False
             except psycopg.Error as exc:
                 if self._closed:
                     return
@@ -1275,6 +1312,48 @@ class PostgresStore(Store):
                     log.debug("change notifications interrupted url=%s: %s", self.safe_url, _reason(exc))
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+
+    def _analyze_new_tables(self) -> None:
+        """ANALYZE the keyed tables (``KEYED_TABLES``) that hold rows but were never analyzed; after that,
+        autovacuum keeps their statistics (and the planner scales them to a table's current size by itself).
+
+        Why: without statistics the planner joins the lease scan's few inbox rows to ``instances`` by scanning every
+        instance of the hub for each of them (an index scan on the key's first column, ``hub``, with the id as a
+        filter), because on no statistics that path looks as cheap as the lookup by the whole key. On a hub of a
+        thousand instances that is 4-11 ms of server CPU per scan, against 0.3-0.9 ms once ``instances`` has been
+        analyzed (measured in ``bench.run``, ``BENCH_PG_STATEMENTS``: it was most of the server's time on
+        hello_cities). Autovacuum analyzes a table only after its naptime (a minute by default) and 50 changed rows,
+        so every new database ran with the slow plan for its first minute or more. The statistics of the queues
+        themselves (inbox, entity_inbox) are left to autovacuum: they swing between empty and full, and the good
+        plan needs only those of the table looked up. ``SKIP_LOCKED``: never waits on another replica's ANALYZE or
+        on autovacuum; a table this role does not own is skipped by the server with a warning."""
+        try:
+            with self._pool.connection() as conn:
+                due = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT t FROM unnest(%s::text[]) AS u(t) WHERE to_regclass(t) IS NOT NULL AND "
+                        "(SELECT reltuples FROM pg_class WHERE oid = to_regclass(t)) <= 0 AND "
+                        "pg_stat_get_live_tuples(to_regclass(t)) >= %s",
+                        (list(self._unanalyzed), ANALYZE_MIN_ROWS),
+                    )
+                ]
+                if due:
+                    conn.execute(f"ANALYZE (SKIP_LOCKED) {', '.join(due)}")  # names from KEYED_TABLES only
+                    log.debug("analyzed %s (first statistics)", ", ".join(due))
+                done = {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT t FROM unnest(%s::text[]) AS u(t) "
+                        "WHERE (SELECT reltuples FROM pg_class WHERE oid = to_regclass(t)) > 0",
+                        (list(self._unanalyzed),),
+                    )
+                }
+                self._unanalyzed -= done
+        except (psycopg.Error, PoolTimeout) as exc:  # statistics are an optimisation: try again later
+            log.debug("no first ANALYZE (%s)", _reason(exc))
+        finally:
+            self._analyzing = False
 
     def _on_notify(self, payload: str) -> None:
         parsed = _parse(payload)

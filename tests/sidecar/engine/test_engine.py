@@ -141,6 +141,7 @@ class Hub:
     async def do(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, Effects]:
         fx = Effects()
         result = await self.store.run(HUB, lambda tx: fn(tx, fx, *args, **kwargs))
+        fx.settle()  # as the core does after the commit
         return result, fx
 
     async def look(self, fn: Callable[[StoreTx], T]) -> T:
@@ -781,6 +782,36 @@ def test_critical_sections_grant_in_order_and_hold_off_others(run_hub) -> None:
         ent2 = await h.look(lambda tx: tx.get_entity("@acct@2"))
         assert ent2 is not None and (ent2.locked_by, ent2.locked_by_instance) == ("cs-b", "b")
         assert await h.look(lambda tx: tx.lock_requests()) == []
+
+    run_hub(body)
+
+
+def test_an_end_outside_any_critical_section_reads_no_locks(run_hub) -> None:
+    """``in_critical_section`` said no: the end releases nothing, so it reads neither the hub's lock requests nor the
+    entities the instance locks (two round trips on PostgreSQL); an end inside a section still releases (above)."""
+
+    class Spy:
+        def __init__(self, tx: StoreTx) -> None:
+            self.tx, self.calls = tx, []
+
+        def __getattr__(self, name: str) -> Any:
+            self.calls.append(name)
+            return getattr(self.tx, name)
+
+    async def body(h: Hub) -> None:
+        await h.start("a")
+        item = await h.lease_one("a")
+        spies: list[Spy] = []
+
+        def finish_it(tx: StoreTx) -> bool:
+            spies.append(Spy(tx))
+            return engine.complete_orchestration(spies[-1], Effects(), reply(item, finish('"done"')))  # type: ignore[arg-type]
+
+        assert await h.store.run(HUB, finish_it)
+        assert (await h.instance("a")).status == COMPLETED
+        calls = spies[-1].calls
+        assert "in_critical_section" in calls
+        assert "lock_requests" not in calls and "entities_locked_by" not in calls, calls
 
     run_hub(body)
 

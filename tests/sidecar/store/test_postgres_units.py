@@ -393,3 +393,65 @@ def test_reads_on_the_event_loop_are_opt_in_and_give_way_when_slow(monkeypatch) 
             await on.close()
 
     asyncio.run(body())
+
+
+@pytest.mark.postgresql
+def test_a_new_database_gets_the_statistics_that_make_the_lease_scan_look_instances_up_by_key(monkeypatch) -> None:
+    """On a database never analyzed, the lease scan (``instances_with_work``) read every instance of the hub for each
+    instance with work (the plan's instance lookup used ``hub`` alone); the store analyzes ``instances`` once it has
+    rows, so the lookup uses the whole key from the first heartbeat on, without waiting for autovacuum."""
+    import asyncio
+    import time
+
+    import moorage.sidecar.store.postgres as pg
+
+    monkeypatch.setattr(pg, "HEARTBEAT_SECONDS", 0.2)
+    server = shared_server()
+    monkeypatch.setenv("PGPASSWORD", server.password)
+    url = server.create_database()
+    hub = "h"
+
+    def fill(tx: pg.StoreTx) -> None:
+        for n in range(1000):
+            tx.put_instance(
+                pg.InstanceRow(instance_id=f"i{n}", name="o", status=0, created_at=1.0, last_updated_at=1.0)
+            )
+        for n in range(0, 1000, 20):
+            tx.add_inbox(f"i{n}", pg.pb.HistoryEvent())
+
+    def lease_scan_plan() -> str:
+        with psycopg.connect(url, autocommit=True) as conn:
+            (sql,) = [s for s in _statements_of(lambda tx: tx.instances_with_work(2.0, 264), hub) if "FROM inbox" in s]
+            return "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql))
+
+    async def body() -> None:
+        store = pg.PostgresStore(url, pool_size=2)
+        try:
+            await store.run(hub, fill)
+            deadline = time.monotonic() + 10
+            while "instances" in store._unanalyzed:
+                assert time.monotonic() < deadline, "instances never analyzed"
+                await asyncio.sleep(0.05)
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+    plan = lease_scan_plan()
+    assert "instance_id = b.instance_id" in plan and "Join Filter" not in plan, plan
+
+
+def _statements_of(fn, hub: str) -> list[str]:
+    """The SQL (with its parameters inlined) that ``fn`` sends through a store transaction: what EXPLAIN needs."""
+    from psycopg import sql as psql
+
+    from moorage.sidecar.store.postgres import _Tx
+
+    sent: list[str] = []
+
+    class Recorder:
+        def execute(self, query: str, params=()) -> list:
+            sent.append(psql.SQL(query.replace("%s", "{}")).format(*map(psql.Literal, params)).as_string(None))
+            return []
+
+    fn(_Tx(Recorder(), hub, True))  # type: ignore[arg-type]
+    return sent
