@@ -187,6 +187,15 @@ def main() -> None:
     "replicas on one database.",
 )
 @click.option(
+    "--store-connections",
+    type=click.IntRange(1, 64),
+    default=None,
+    envvar="MOORAGE_STORE_CONNECTIONS",
+    show_envvar=True,
+    help="PostgreSQL only: transactions in flight at once (connections and the threads that run them; default 3, "
+    "right for a database on the same host or LAN). A database ~1 ms or more away wants more, e.g. 8.",
+)
+@click.option(
     "--task-hubs",
     default="default",
     envvar="MOORAGE_TASK_HUBS",
@@ -250,6 +259,7 @@ def sidecar(
     port: int,
     host: str | None,
     store: str,
+    store_connections: int | None,
     task_hubs: str,
     lease_seconds: float,
     dashboard_port: int,
@@ -279,6 +289,7 @@ def sidecar(
                     port=port,
                     host=host,
                     store=store,
+                    store_connections=store_connections,
                     task_hubs=hubs,
                     lease_seconds=lease_seconds,
                     dashboard_port=dashboard_port,

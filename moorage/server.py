@@ -40,6 +40,7 @@ class SidecarConfig:
     port: int = 8080
     host: str | None = None  # None: every address with auth configured, loopback without (SecurityConfig)
     store: str = "sqlite:///./moorage.db"
+    store_connections: int | None = None  # PostgreSQL: transactions in flight at once (None: the store's default)
     task_hubs: list[str] = field(default_factory=lambda: ["default"])
     lease_seconds: float = 10.0
     dashboard_port: int = 0  # 0: no dashboard (the CLI's default is 8082)
@@ -59,7 +60,7 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     tls = security.tls
     security.announce(host)
     registry, metrics = sidecar_registry()
-    store = metrics.timed(open_store(config.store))
+    store = metrics.timed(open_store(config.store, connections=config.store_connections))
     core = SidecarCore(store, config.task_hubs, config.lease_seconds)
     metrics.attach(core)
     gateway_hub = config.task_hubs[0]

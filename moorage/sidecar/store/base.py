@@ -439,8 +439,9 @@ class Store(abc.ABC):
     async def close(self) -> None: ...
 
 
-def open_store(url: str) -> Store:
-    """Open a store from its URL (``sqlite:///path/to.db`` or ``postgresql://user@host:5432/db?sslmode=...``)."""
+def open_store(url: str, connections: int | None = None) -> Store:
+    """Open a store from its URL (``sqlite:///path/to.db`` or ``postgresql://user@host:5432/db?sslmode=...``).
+    ``connections``: PostgreSQL's transactions in flight at once (None: its default); SQLite has one writer."""
     if url.startswith("sqlite:"):
         from moorage.sidecar.store.sqlite import SqliteStore
 
@@ -452,7 +453,7 @@ def open_store(url: str) -> Store:
             raise ValueError(
                 f"the PostgreSQL store needs psycopg ({exc.name} is missing): pip install 'moorage[postgresql]'"
             ) from None
-        return PostgresStore(url)
+        return PostgresStore(url) if connections is None else PostgresStore(url, pool_size=connections)
     raise ValueError(
         f"unknown store URL {redact_url(url)!r}: expected sqlite:///path/to/moorage.db or "
         "postgresql://user@host:5432/db"

@@ -101,7 +101,8 @@ PEER_TIMEOUT = 10.0  # silence from every other replica for this long: alone, ch
 # loop: with 8, the sidecar made ~20,000 voluntary context switches per busy second and spent 35% of its CPU in the
 # kernel, with 3 ~14,000 and 30% (hello_cities, /proc). Interleaved bench runs, 3 against 8: sidecar CPU per hello
 # activity -4 to -12%, throughput +2 to +17% on every workload in three runs (docs/benchmarks.md, Session 7). A
-# database far away (each round trip ~1 ms) wants more transactions waiting on it at once: raise ``pool_size``.
+# database far away (each round trip ~1 ms) wants more transactions waiting on it at once: ``pool_size``
+# (``moorage sidecar --store-connections``).
 POOL_SIZE = 3
 # Tables looked up by key inside the lease scans, analyzed by the store itself the first time they hold this many
 # rows (``PostgresStore._analyze_new_tables``, looked at with each heartbeat until all have statistics).

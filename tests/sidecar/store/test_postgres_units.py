@@ -455,3 +455,43 @@ def _statements_of(fn, hub: str) -> list[str]:
 
     fn(_Tx(Recorder(), hub, True))  # type: ignore[arg-type]
     return sent
+
+
+@pytest.mark.postgresql
+def test_transactions_in_flight_are_the_stores_default_or_what_the_sidecar_is_told(monkeypatch) -> None:
+    """``moorage sidecar --store-connections N`` (``open_store(url, connections=N)``) sizes both the pool and the
+    threads that run its transactions; without it the store's default (right for a database close by)."""
+    import asyncio
+
+    from moorage.sidecar.store.base import open_store
+    from moorage.sidecar.store.postgres import POOL_SIZE, PostgresStore
+
+    server = shared_server()
+    monkeypatch.setenv("PGPASSWORD", server.password)
+    url = server.create_database()
+
+    async def body() -> None:
+        default, told = open_store(url), open_store(url, connections=POOL_SIZE + 4)
+        try:
+            assert isinstance(default, PostgresStore) and isinstance(told, PostgresStore)
+            assert (default._pool.max_size, default._threads._max_workers) == (POOL_SIZE, POOL_SIZE)
+            assert (told._pool.max_size, told._threads._max_workers) == (POOL_SIZE + 4, POOL_SIZE + 4)
+        finally:
+            await default.close()
+            await told.close()
+
+    asyncio.run(body())
+
+
+def test_the_sidecar_refuses_a_store_connection_count_out_of_range() -> None:
+    from click.testing import CliRunner
+
+    from moorage.cli import main
+
+    for bad in ("0", "65", "many"):
+        result = CliRunner().invoke(main, ["sidecar", "--store-connections", bad])
+        assert result.exit_code == 2, result.output
+        assert "--store-connections" in result.output
+        assert "No such option" not in result.output
+    accepted = CliRunner().invoke(main, ["sidecar", "--store-connections", "5", "--store", "bogus://x"])
+    assert accepted.exit_code == 1 and "unknown store URL" in accepted.output  # parsed; then the store is refused
