@@ -112,7 +112,13 @@ ANALYZE_MIN_ROWS = 50
 _TERMINAL = sorted(TERMINAL_STATUSES)
 _KIND_CODES = {WorkKind.ORCHESTRATION: "o", WorkKind.ACTIVITY: "a", WorkKind.ENTITY: "e"}
 _CODE_KINDS = {v: k for k, v in _KIND_CODES.items()}
-_RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+# InvalidSqlStatementName: a prepared statement the connection's cache and the server disagree on (see ``_rollback``,
+# which closes such a connection): the retry runs on another.
+_RETRYABLE = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.InvalidSqlStatementName,
+)
 # A statement the server refused, its transaction rolled back, nothing of it kept (see ``PostgresStore._refused``).
 # DiskFull (SQLSTATE 53100) is an OperationalError to psycopg: it must be caught before the outage handling.
 _REFUSED = (psycopg.DataError, psycopg.errors.DiskFull)
@@ -1208,13 +1214,13 @@ class PostgresStore(Store):
                 self._reachable()
                 return result
             except _RETRYABLE as exc:
-                _rollback(conn)
+                _rollback(conn, exc)
                 if attempt >= RETRIES:
                     raise
                 log.debug("transaction retried after %s (attempt %d)", type(exc).__name__, attempt)
                 time.sleep(random.uniform(0, 0.002 * attempt))
             except _REFUSED as exc:  # before OperationalError, which DiskFull is
-                _rollback(conn)
+                _rollback(conn, exc)
                 raise self._refused(exc) from None
             except psycopg.OperationalError as exc:
                 if committing and write:
@@ -1226,8 +1232,8 @@ class PostgresStore(Store):
                     self._unreachable(_reason(exc))
                     raise StoreUnavailable(f"the database is unavailable ({self.safe_url}): {_reason(exc)}") from None
                 time.sleep(min(0.05 * attempt, 0.5))
-            except BaseException:
-                _rollback(conn)
+            except BaseException as exc:
+                _rollback(conn, exc)
                 raise
             finally:
                 _close_if_in_pipeline(conn)
@@ -1396,9 +1402,21 @@ def _close_if_in_pipeline(conn: psycopg.Connection) -> bool:
     return True
 
 
-def _rollback(conn: psycopg.Connection) -> None:
+def _rollback(conn: psycopg.Connection, exc: BaseException) -> None:
+    """End a failed transaction: after an error of the server's, by closing its connection (the server rolls the
+    transaction back; the pool opens another); after one of the caller's (an engine error), with ROLLBACK.
+
+    Why close: after an error inside a pipeline the server skips the rest of it, the PREPARE of a statement reaching
+    psycopg's ``prepare_threshold`` there included, while psycopg's cache of prepared statements may count it as
+    done; the connection's next use of that statement then fails with "prepared statement _pg3_N does not exist"
+    (seen after a full disk refused a transaction). Server errors are rare (a deadlock, a refused value, a full
+    disk), so a fresh connection each time costs little."""
     if _close_if_in_pipeline(conn):
-        return  # closed: the server rolls its transaction back
+        return
+    if isinstance(exc, psycopg.Error):
+        if not conn.closed:
+            conn.close()
+        return
     try:
         conn.execute("ROLLBACK")
     except psycopg.Error:
