@@ -213,8 +213,7 @@ class SidecarCore:
         stream = prefer if prefer is not None and prefer.live else self._waiting_stream(h)
         if stream is None:
             result = await self._store.run(h.name, lambda tx: transition(tx, fx, *args, **kwargs))
-            fx.settle()
-            self._wake(h, fx.changed, fx.work, fx.entity_messages)
+            self._committed(h, fx)
             return result
         # Decided here, on the loop, so that the transaction touches no core state (a store may run it elsewhere).
         want = self._free(stream, token)
@@ -247,8 +246,7 @@ class SidecarCore:
             h.lease_expiries[kind] += n
         if leased is not None:
             self._deliver(h, stream, leased, asked, generation)
-        fx.settle()
-        self._wake(h, fx.changed, fx.work, fx.entity_messages)
+        self._committed(h, fx)
         return result
 
     def _waiting_stream(self, h: _Hub) -> WorkStream | None:
@@ -520,6 +518,11 @@ class SidecarCore:
         return not self._stopping.is_set()
 
     # -- wake-ups --------------------------------------------------------------------------------------------
+
+    def _committed(self, h: _Hub, fx: Effects) -> None:
+        """Wake whoever a committed transition concerns, the work only known after its commit included."""
+        fx.settle()
+        self._wake(h, fx.changed, fx.work, fx.entity_messages)
 
     def _wake(
         self, h: _Hub, instances: Iterable[str], work: Iterable[WorkKind], entity_messages: Iterable[str] = ()

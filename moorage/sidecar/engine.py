@@ -47,14 +47,18 @@ class Effects:
     # looks for more (so the core wakes no stream for a signal to a busy entity: the look would find nothing)
     entity_messages: set[str] = field(default_factory=set)
 
-    # work that exists if a check answers True once the transaction has committed (``StoreTx.has_inbox_after_commit``)
+    # work that exists if a check answers True once the transaction has committed (``wake_if``)
     work_if: list[tuple[Callable[[], bool], WorkKind]] = field(default_factory=list)
 
     def wake(self, *kinds: WorkKind) -> None:
         self.work.update(kinds)
 
-    def wake_if(self, check: Callable[[], bool], kind: WorkKind) -> None:
-        self.work_if.append((check, kind))
+    def wake_if(self, answer: bool | Callable[[], bool], kind: WorkKind) -> None:
+        """``wake(kind)`` if ``answer`` is True; a function is asked after the commit (``settle``)."""
+        if callable(answer):
+            self.work_if.append((answer, kind))
+        elif answer:
+            self.work.add(kind)
 
     def settle(self) -> None:
         """After the commit: the work whose checks say it exists joins ``work`` (the caller wakes streams for it).

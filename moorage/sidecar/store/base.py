@@ -186,12 +186,12 @@ class StoreTx(abc.ABC):
     def has_inbox(self, instance_id: str, now: float) -> bool:
         """Whether a visible inbox row waits for the instance."""
 
-    def has_inbox_after_commit(self, instance_id: str, now: float) -> Callable[[], bool]:
-        """``has_inbox`` as this transaction sees it, for a caller that needs the answer only once the transaction
-        has committed (a wake-up): call the result then. A store may send the read and not wait for it (PostgreSQL:
-        it comes back with the commit's round trip); this one answers at once."""
-        found = self.has_inbox(instance_id, now)
-        return lambda: found
+    def has_inbox_after_commit(self, instance_id: str, now: float) -> bool | Callable[[], bool]:
+        """``has_inbox`` as this transaction sees it, for a caller that needs the answer no sooner than the commit
+        (a wake-up). A store that has it at no cost answers at once, as here (then the transaction itself can act
+        on it: the core leases the arrivals to the completing stream in it); one that would wait for the read
+        (PostgreSQL: a round trip) may return a function to call once the transaction has committed."""
+        return self.has_inbox(instance_id, now)
 
     @abc.abstractmethod
     def delete_inbox(self, instance_id: str, ids: Sequence[int] | None = None) -> None:

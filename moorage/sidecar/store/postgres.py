@@ -110,6 +110,7 @@ KEYED_TABLES = ("instances", "activities", "entities")
 ANALYZE_MIN_ROWS = 50
 
 _TERMINAL = sorted(TERMINAL_STATUSES)
+_HAS_INBOX = "SELECT 1 FROM inbox WHERE hub=%s AND instance_id=%s AND visible_at<=%s LIMIT 1"
 _KIND_CODES = {WorkKind.ORCHESTRATION: "o", WorkKind.ACTIVITY: "a", WorkKind.ENTITY: "e"}
 _CODE_KINDS = {v: k for k, v in _KIND_CODES.items()}
 # InvalidSqlStatementName: a prepared statement the connection's cache and the server disagree on (see ``_rollback``,
@@ -563,19 +564,12 @@ class _Tx(StoreTx):
         return [(r[0], _event(r[1])) for r in rows]
 
     def has_inbox(self, instance_id: str, now: float) -> bool:
-        return (
-            self._q(
-                "SELECT 1 FROM inbox WHERE hub=%s AND instance_id=%s AND visible_at<=%s LIMIT 1", instance_id, now
-            ).fetchone()
-            is not None
-        )
+        return self._q(_HAS_INBOX, instance_id, now).fetchone() is not None
 
     def has_inbox_after_commit(self, instance_id: str, now: float) -> Callable[[], bool]:
         # Sent now, read once the transaction's last round trip (its COMMIT's Sync) has brought every result back
         # (``_read_after_commit``): the end of a turn waited a round trip for an answer only its wake-up needs.
-        cur = self._q(
-            "SELECT 1 FROM inbox WHERE hub=%s AND instance_id=%s AND visible_at<=%s LIMIT 1", instance_id, now
-        )
+        cur = self._q(_HAS_INBOX, instance_id, now)
         found: list[bool] = []
         self._after_commit.append((cur, found))
         return lambda: bool(found and found[0])

@@ -816,6 +816,28 @@ def test_an_end_outside_any_critical_section_reads_no_locks(run_hub) -> None:
     run_hub(body)
 
 
+def test_arrivals_held_during_a_turn_are_work_inside_its_transaction_on_sqlite(run_hub) -> None:
+    """SQLite answers ``has_inbox_after_commit`` at once, so the turn's own transaction already counts the arrivals
+    as work: the core then leases them to the completing stream in that transaction (its fold), not in one more."""
+
+    async def body(h: Hub) -> None:
+        await h.start("a")
+        item = await h.lease_one("a")
+        await h.do(engine.raise_event, "a", "approve", '"yes"')  # arrives while the work item is out
+        seen: list[set[WorkKind]] = []
+
+        def complete(tx: StoreTx) -> bool:
+            fx = Effects()
+            done = engine.complete_orchestration(tx, fx, reply(item))
+            seen.append(set(fx.work))  # before the commit: what the fold decides on
+            return done
+
+        assert await h.store.run(HUB, complete)
+        assert seen == [{WorkKind.ORCHESTRATION}]
+
+    run_hub(body)
+
+
 def test_clean_entities_releases_orphaned_locks(run_hub) -> None:
     async def body(h: Hub) -> None:
         await h.start("holder")
