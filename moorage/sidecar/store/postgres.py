@@ -1398,7 +1398,8 @@ def _close_if_in_pipeline(conn: psycopg.Connection) -> bool:
 
 def _rollback(conn: psycopg.Connection, exc: BaseException) -> None:
     """End a failed transaction: after an error of the server's, by closing its connection (the server rolls the
-    transaction back; the pool opens another); after one of the caller's (an engine error), with ROLLBACK.
+    transaction back; the pool opens another); after any other (the engine's, or a value psycopg refused to send),
+    with ROLLBACK.
 
     Why close: after an error inside a pipeline the server skips the rest of it, the PREPARE of a statement reaching
     psycopg's ``prepare_threshold`` there included, while psycopg's cache of prepared statements may count it as
@@ -1407,7 +1408,7 @@ def _rollback(conn: psycopg.Connection, exc: BaseException) -> None:
     disk), so a fresh connection each time costs little."""
     if _close_if_in_pipeline(conn):
         return
-    if isinstance(exc, psycopg.Error):
+    if isinstance(exc, psycopg.Error) and exc.sqlstate is not None:  # the server's (a driver-side one has none)
         if not conn.closed:
             conn.close()
         return
