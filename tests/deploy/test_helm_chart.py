@@ -65,6 +65,7 @@ MODES = {
         "sidecar.store.type=postgresql",
         "sidecar.store.postgresql.existingSecret=pg",
         "sidecar.replicas=3",
+        "sidecar.store.postgresql.connections=12",
         "keda.trigger=prometheus",
     ],
     "dts": [
@@ -136,6 +137,9 @@ def test_postgresql_mode_replicas_pdb_and_prometheus_trigger() -> None:
     sidecar = by_kind(docs, "Deployment")["rel-moorage-sidecar"]
     assert sidecar["spec"]["replicas"] == 3 and "strategy" not in sidecar["spec"]
     assert env_of(sidecar)["MOORAGE_STORE"] == {"secretKeyRef": {"name": "pg", "key": "url"}}
+    assert env_of(sidecar)["MOORAGE_STORE_CONNECTIONS"] == "12"
+    unset = by_kind(render(*[s for s in MODES["postgresql"] if "connections" not in s]), "Deployment")
+    assert "MOORAGE_STORE_CONNECTIONS" not in env_of(unset["rel-moorage-sidecar"])  # the sidecar's own default
     assert not by_kind(docs, "PersistentVolumeClaim")
     assert by_kind(docs, "PodDisruptionBudget")["rel-moorage-sidecar"]["spec"]["minAvailable"] == 1
     trigger = by_kind(docs, "ScaledObject")["rel-moorage-worker"]["spec"]["triggers"][0]
@@ -185,6 +189,13 @@ def test_without_keda_or_auth() -> None:
         (["backend=dts"], "dts.endpoint is required"),
         (["sidecar.store.type=postgresql"], "sidecar.store.postgresql.existingSecret is required"),
         (["sidecar.store.type=mysql"], "sidecar.store.type must be sqlite or postgresql"),
+        *(
+            (
+                MODES["postgresql"] + [f"sidecar.store.postgresql.connections={bad}"],
+                "sidecar.store.postgresql.connections must be a whole number from 1 to 64",
+            )
+            for bad in ["0", "65", "many", "2.5"]
+        ),
         (["keda.trigger=cpu"], "keda.trigger must be metrics-api or prometheus"),
         (["workloadIdentity.enabled=true"], "workloadIdentity.clientId is required"),
     ],

@@ -35,6 +35,11 @@ param workerExists bool = false
 param workerMaxReplicas int = 10
 param taskHubName string = 'default'
 
+@minValue(0)
+@maxValue(64)
+@description('backend sidecar: transactions each replica runs at once (MOORAGE_STORE_CONNECTIONS); 0: the sidecar default, 3. A managed database ~1 ms away wants 8-16 (docs/scale-out.md)')
+param storeConnections int = 0
+
 var tags = { 'azd-env-name': environmentName }
 var token = toLower(uniqueString(subscription().id, environmentName, location))
 
@@ -59,6 +64,7 @@ module resources 'resources.bicep' = {
     workerExists: workerExists
     workerMaxReplicas: workerMaxReplicas
     taskHubName: taskHubName
+    storeConnections: storeConnections
   }
 }
 

@@ -14,6 +14,7 @@ param sidecarExists bool
 param workerExists bool
 param workerMaxReplicas int
 param taskHubName string
+param storeConnections int
 
 var useDts = backend == 'dts'
 var acrPullRole = '7f951dda-4ed3-4680-a7ca-43fe172d538d'
@@ -140,10 +141,10 @@ resource sidecar 'Microsoft.App/containerApps@2024-03-01' = if (!useDts) {
         name: 'sidecar'
         image: sidecarExists ? '${registry.properties.loginServer}/moorage/sidecar:latest' : placeholderImage
         args: ['--port', '8080', '--http-port', '7071', '--dashboard-port', '8082', '--metrics-port', '9090']
-        env: [
+        env: concat([
           { name: 'MOORAGE_STORE', secretRef: 'postgres-url' }
           { name: 'MOORAGE_AUTH_TOKEN_FILE', value: '/run/secrets/moorage/tokens' }
-        ]
+        ], storeConnections > 0 ? [{ name: 'MOORAGE_STORE_CONNECTIONS', value: string(storeConnections) }] : [])
         volumeMounts: [{ volumeName: 'auth', mountPath: '/run/secrets/moorage' }]
         probes: sidecarExists ? probes : []   // the placeholder image of the first provision has no probes
         resources: { cpu: json('0.5'), memory: '1Gi' }
