@@ -45,6 +45,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import random
 import threading
 import time
@@ -56,8 +57,9 @@ from typing import Any, TypeVar
 import durabletask.internal.orchestrator_service_pb2 as pb
 import psycopg
 import psycopg.errors
+from greenlet import getcurrent, greenlet
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from moorage.sidecar.store.base import (
     ActivityRow,
@@ -307,6 +309,74 @@ def _entity(r: Sequence[Any]) -> EntityRow:
         lease_until=r[7],
         leased_inbox=list(r[8] or []),
     )
+
+
+class _TxGreenlet(greenlet):  # type: ignore[misc]
+    """The greenlet a transition runs in, on the event loop's thread: ``driver`` is the greenlet (the loop's task)
+    that awaits what the transition hands it (``_await``)."""
+
+    def __init__(self, fn: Callable[..., Any], driver: greenlet) -> None:
+        super().__init__(fn, driver)
+        self.driver = driver
+
+
+def _await(awaitable: Any) -> Any:
+    """From a synchronous transition: await ``awaitable`` on the event loop and return its result (or raise). The
+    transition's greenlet switches to its driver, which awaits it and switches back (SQLAlchemy's ``await_only``)."""
+    current = getcurrent()
+    if not isinstance(current, _TxGreenlet):
+        raise RuntimeError("a loop connection used outside a transition's greenlet")
+    return current.driver.switch(awaitable)
+
+
+async def _on_greenlet(fn: Callable[..., T], *args: Any) -> T:
+    """Run the synchronous ``fn(*args)`` on this thread, awaiting for it each awaitable it hands over with
+    ``_await`` (SQLAlchemy's ``greenlet_spawn``): no thread, no hand-off of the GIL."""
+    context = _TxGreenlet(fn, getcurrent())
+    result = context.switch(*args)
+    while not context.dead:
+        try:
+            value = await result
+        except BaseException as exc:  # noqa: BLE001 - handed to the transition, which may catch it
+            result = context.throw(exc)
+        else:
+            result = context.switch(value)
+    return result  # type: ignore[no-any-return]
+
+
+class _LoopCursor:
+    """A synchronous face of an ``AsyncCursor`` for ``_Tx``: each fetch awaits on the event loop (``_await``)."""
+
+    __slots__ = ("_cur",)
+
+    def __init__(self, cur: psycopg.AsyncCursor[Any]) -> None:
+        self._cur = cur
+
+    def fetchone(self) -> Any:
+        return _await(self._cur.fetchone())
+
+    def fetchall(self) -> list[Any]:
+        return _await(self._cur.fetchall())  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Any:
+        return iter(self.fetchall())
+
+
+class _LoopConn:
+    """A synchronous face of an ``AsyncConnection`` for ``_Tx`` (``execute`` only, which is all it uses)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, query: Any, params: Any = None) -> _LoopCursor:
+        return _LoopCursor(_await(self._conn.execute(query, params)))
+
+
+def _finish(tx: _Tx) -> None:
+    tx._read_ids()  # after the pipeline's Sync: every result is in, no wait
+    tx._read_after_commit()
 
 
 class _NeedsSnapshot(BaseException):
@@ -1052,6 +1122,10 @@ class PostgresStore(Store):
             },
         )
         self._pool.open(wait=True, timeout=30)
+        self._pool_size = pool_size
+        self._on_loop = os.environ.get("MOORAGE_PG_ON_LOOP", "1") != "0"  # prototype switch
+        self._apool: AsyncConnectionPool | None = None  # opened by the first transaction, on its loop
+        self._apool_loop: asyncio.AbstractEventLoop | None = None
         self._threads = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="moorage-pg")
         self._listening = threading.Event()
         self._listener = threading.Thread(target=self._listen_forever, name="moorage-pg-listen", daemon=True)
@@ -1066,7 +1140,96 @@ class PostgresStore(Store):
         if self._closed:
             raise RuntimeError("the store is closed")
         self._hubs.add(hub)
+        if self._on_loop:
+            loop = asyncio.get_running_loop()
+            if self._apool is None:
+                self._open_loop_pool(loop)
+            if self._apool_loop is loop:
+                # Its own task, shielded: a caller that goes away does not cut a transaction short (as with a thread)
+                return await asyncio.shield(loop.create_task(self._transact_on_loop(hub, fn, durable, True)))
         return await asyncio.get_running_loop().run_in_executor(self._threads, self._transact, hub, fn, durable, True)
+
+    def _open_loop_pool(self, loop: asyncio.AbstractEventLoop) -> None:
+        pool: AsyncConnectionPool = AsyncConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=self._pool_size,
+            open=False,
+            name=f"moorage-{self.process_id[:8]}-loop",
+            timeout=CONNECT_WAIT,
+            reconnect_timeout=RECONNECT_ATTEMPT,
+            kwargs={
+                "autocommit": True,
+                "application_name": "moorage-sidecar",
+                "connect_timeout": 10,
+                "options": "-c synchronous_commit=on",
+            },
+        )
+        self._apool, self._apool_loop = pool, loop
+        self._apool_opened = loop.create_task(pool.open(wait=False))
+
+    async def _transact_on_loop(self, hub: str, fn: Callable[[StoreTx], T], durable: bool, write: bool) -> T:
+        """``_transact`` on the event loop: the transition runs in a greenlet, each statement awaited on the loop."""
+        pool = self._apool
+        assert pool is not None
+        await self._apool_opened
+        give_up = time.monotonic() + OUTAGE_RETRY_SECONDS
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                conn = await pool.getconn()
+            except PoolTimeout:
+                refused = _CHATTER.connect_error(pool.name, CONNECT_WAIT + RECONNECT_ATTEMPT)
+                if refused is not None:
+                    self._unreachable(refused)
+                raise StoreUnavailable(
+                    f"the database is unavailable ({self.safe_url}): no connection within {CONNECT_WAIT:g} s"
+                ) from None
+            committing = False
+            try:
+                async with conn.pipeline():
+                    if not write:
+                        await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    else:
+                        await conn.execute("BEGIN")
+                        if not durable:
+                            await conn.execute("SET LOCAL synchronous_commit = off")
+                    tx = _Tx(_LoopConn(conn), hub, write)
+                    result = await _on_greenlet(fn, tx)
+                    committing = True
+                    await conn.execute("COMMIT")
+                    if write and (tx.changed or tx.work) and self.has_peers():
+                        for payload in _payloads(self.process_id, hub, tx.changed, tx.work):
+                            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                await _on_greenlet(_finish, tx)
+                self._reachable()
+                return result
+            except _RETRYABLE as exc:
+                await _rollback_async(conn, exc)
+                if attempt >= RETRIES:
+                    raise
+                log.debug("transaction retried after %s (attempt %d)", type(exc).__name__, attempt)
+                await asyncio.sleep(random.uniform(0, 0.002 * attempt))
+            except _REFUSED as exc:
+                await _rollback_async(conn, exc)
+                raise self._refused(exc) from None
+            except psycopg.OperationalError as exc:
+                if committing and write:
+                    raise StoreUnavailable(
+                        f"the database connection was lost while committing; the outcome is "
+                        f"unknown, retry the call ({_reason(exc)})"
+                    ) from None
+                if time.monotonic() > give_up:
+                    self._unreachable(_reason(exc))
+                    raise StoreUnavailable(f"the database is unavailable ({self.safe_url}): {_reason(exc)}") from None
+                await asyncio.sleep(min(0.05 * attempt, 0.5))
+            except BaseException as exc:
+                await _rollback_async(conn, exc)
+                raise
+            finally:
+                await _close_if_in_pipeline_async(conn)
+                await pool.putconn(conn)
 
     async def read(self, hub: str, fn: Callable[[StoreTx], T]) -> T:
         if self._closed:
@@ -1375,6 +1538,8 @@ class PostgresStore(Store):
     async def close(self) -> None:
         self._closed = True
         loop = asyncio.get_running_loop()
+        if self._apool is not None and self._apool_loop is loop:
+            await self._apool.close(timeout=5)
         await loop.run_in_executor(None, self._shutdown)
 
     def _shutdown(self) -> None:
@@ -1394,6 +1559,29 @@ def _close_if_in_pipeline(conn: psycopg.Connection) -> bool:
     log.debug("closing a connection left in pipeline mode")
     conn.close()
     return True
+
+
+async def _close_if_in_pipeline_async(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """``_close_if_in_pipeline`` for a connection of the loop's pool."""
+    if conn.closed or conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF:
+        return False
+    log.debug("closing a connection left in pipeline mode")
+    await conn.close()
+    return True
+
+
+async def _rollback_async(conn: psycopg.AsyncConnection[Any], exc: BaseException) -> None:
+    """``_rollback`` for a connection of the loop's pool."""
+    if await _close_if_in_pipeline_async(conn):
+        return
+    if isinstance(exc, psycopg.Error) and exc.sqlstate is not None:
+        if not conn.closed:
+            await conn.close()
+        return
+    try:
+        await conn.execute("ROLLBACK")
+    except psycopg.Error:
+        pass
 
 
 def _rollback(conn: psycopg.Connection, exc: BaseException) -> None:
