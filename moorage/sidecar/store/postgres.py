@@ -58,6 +58,7 @@ import durabletask.internal.orchestrator_service_pb2 as pb
 import psycopg
 import psycopg.errors
 from greenlet import getcurrent, greenlet
+from psycopg import waiting
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
@@ -342,6 +343,73 @@ async def _on_greenlet(fn: Callable[..., T], *args: Any) -> T:
         else:
             result = context.switch(value)
     return result  # type: ignore[no-any-return]
+
+
+_READY_NOW = waiting._ready  # psycopg's zero-timeout readiness check (C where available), as wait_async uses it
+_WAIT_R, _WAIT_W = waiting.Wait.R, waiting.Wait.W
+_READY_R, _READY_W = waiting.Ready.R, waiting.Ready.W
+
+
+async def _readable(fileno: int, wait: int) -> int:
+    """Await the socket's readiness on the event loop (what psycopg's generator asked for)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    ready = 0
+
+    def wake(state: int) -> None:
+        nonlocal ready
+        ready |= state
+        if not fut.done():
+            fut.set_result(None)
+
+    if wait & _WAIT_R:
+        loop.add_reader(fileno, wake, _READY_R)
+    if wait & _WAIT_W:
+        loop.add_writer(fileno, wake, _READY_W)
+    try:
+        await fut
+    finally:
+        if wait & _WAIT_R:
+            loop.remove_reader(fileno)
+        if wait & _WAIT_W:
+            loop.remove_writer(fileno)
+    return ready
+
+
+def _wait_in_greenlet(gen: Any, fileno: int) -> Any:
+    """psycopg's wait for a connection used in a transition's greenlet: run the generator while the socket is
+    ready (a zero-timeout check, as psycopg's own wait); when it would block, await readiness on the event loop."""
+    try:
+        s = next(gen)
+        while True:
+            ready = _READY_NOW(fileno, s)
+            if not ready:
+                ready = _await(_readable(fileno, s))
+            s = gen.send(ready)
+    except StopIteration as ex:
+        return ex.value
+    except OSError as ex:
+        raise psycopg.OperationalError("connection socket closed") from ex
+
+
+class _LoopableConnection(psycopg.Connection[Any]):
+    """A connection that, used from a transition's greenlet on the event loop, waits for the server through the
+    loop instead of blocking the thread; from any other thread, it is an ordinary connection."""
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        if isinstance(getcurrent(), _TxGreenlet):
+            try:
+                return _wait_in_greenlet(gen, self.pgconn.socket)
+            except psycopg.errors._NO_TRACEBACK as ex:  # as psycopg's own wait does
+                raise ex.with_traceback(None) from None
+        return super().wait(gen, interval, timeout)
+
+
+def _sleep(seconds: float) -> None:
+    if isinstance(getcurrent(), _TxGreenlet):
+        _await(asyncio.sleep(seconds))
+    else:
+        time.sleep(seconds)
 
 
 class _LoopCursor:
@@ -1112,6 +1180,7 @@ class PostgresStore(Store):
             max_size=pool_size,
             open=False,
             name=f"moorage-{self.process_id[:8]}",  # its connect errors are told apart from another store's
+            connection_class=_LoopableConnection,
             timeout=CONNECT_WAIT,
             reconnect_timeout=RECONNECT_ATTEMPT,
             kwargs={
@@ -1123,7 +1192,10 @@ class PostgresStore(Store):
         )
         self._pool.open(wait=True, timeout=30)
         self._pool_size = pool_size
-        self._on_loop = os.environ.get("MOORAGE_PG_ON_LOOP", "1") != "0"  # prototype switch
+        mode = os.environ.get("MOORAGE_PG_ON_LOOP", "2")  # prototype switch: 0 threads, 1 async psycopg, 2 greenlet
+        self._on_loop = mode == "1"
+        self._in_greenlet = mode == "2"
+        self._slots: asyncio.Semaphore | None = None
         self._apool: AsyncConnectionPool | None = None  # opened by the first transaction, on its loop
         self._apool_loop: asyncio.AbstractEventLoop | None = None
         self._threads = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="moorage-pg")
@@ -1140,6 +1212,9 @@ class PostgresStore(Store):
         if self._closed:
             raise RuntimeError("the store is closed")
         self._hubs.add(hub)
+        if self._in_greenlet:
+            loop = asyncio.get_running_loop()
+            return await asyncio.shield(loop.create_task(self._greenlet_transact(hub, fn, durable, True)))
         if self._on_loop:
             loop = asyncio.get_running_loop()
             if self._apool is None:
@@ -1188,6 +1263,13 @@ class PostgresStore(Store):
                 ) from None
             committing = False
             try:
+                if not write and attempt == 1:  # most reads are one statement: try it without a transaction
+                    try:
+                        result = await _on_greenlet(fn, _Tx(_OneStatement(_LoopConn(conn)), hub, False))  # type: ignore[arg-type]
+                        self._reachable()
+                        return result
+                    except _NeedsSnapshot:
+                        pass
                 async with conn.pipeline():
                     if not write:
                         await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -1235,6 +1317,15 @@ class PostgresStore(Store):
         if self._closed:
             raise RuntimeError("the store is closed")
         self._hubs.add(hub)
+        if self._in_greenlet:
+            loop = asyncio.get_running_loop()
+            return await asyncio.shield(loop.create_task(self._greenlet_transact(hub, fn, True, False)))
+        if self._on_loop:
+            loop = asyncio.get_running_loop()
+            if self._apool is None:
+                self._open_loop_pool(loop)
+            if self._apool_loop is loop:
+                return await asyncio.shield(loop.create_task(self._transact_on_loop(hub, fn, True, False)))
         if not self._loop_conn_busy and time.monotonic() >= self._loop_reads_from:
             if self._loop_conn is not None:
                 done, result = self._read_on_loop(self._loop_conn, hub, fn)
@@ -1330,7 +1421,7 @@ class PostgresStore(Store):
         while True:
             attempt += 1
             try:
-                conn = self._pool.getconn()
+                conn = self._getconn()
             except PoolTimeout:
                 refused = _CHATTER.connect_error(self._pool.name, CONNECT_WAIT + RECONNECT_ATTEMPT)
                 if refused is not None:  # else every connection was busy: a load, not an outage
@@ -1375,7 +1466,7 @@ class PostgresStore(Store):
                 if attempt >= RETRIES:
                     raise
                 log.debug("transaction retried after %s (attempt %d)", type(exc).__name__, attempt)
-                time.sleep(random.uniform(0, 0.002 * attempt))
+                _sleep(random.uniform(0, 0.002 * attempt))
             except _REFUSED as exc:  # before OperationalError, which DiskFull is
                 _rollback(conn, exc)
                 raise self._refused(exc) from None
@@ -1388,13 +1479,31 @@ class PostgresStore(Store):
                 if time.monotonic() > give_up:
                     self._unreachable(_reason(exc))
                     raise StoreUnavailable(f"the database is unavailable ({self.safe_url}): {_reason(exc)}") from None
-                time.sleep(min(0.05 * attempt, 0.5))
+                _sleep(min(0.05 * attempt, 0.5))
             except BaseException as exc:
                 _rollback(conn, exc)
                 raise
             finally:
                 _close_if_in_pipeline(conn)
                 self._pool.putconn(conn)
+
+    async def _greenlet_transact(self, hub: str, fn: Callable[[StoreTx], T], durable: bool, write: bool) -> T:
+        """``_transact`` in a greenlet on the loop; at most ``pool_size`` at once, so that a connection is free for
+        each (the others wait here, on the loop, not for the pool on a thread)."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._pool_size)
+        async with self._slots:
+            return await _on_greenlet(self._transact, hub, fn, durable, write)
+
+    def _getconn(self) -> psycopg.Connection[Any]:
+        """A pooled connection; in a transition's greenlet on the event loop, a wait for one (all busy, or being
+        opened) happens on a thread, never on the loop."""
+        if not isinstance(getcurrent(), _TxGreenlet):
+            return self._pool.getconn()
+        try:
+            return self._pool.getconn(timeout=0)
+        except PoolTimeout:
+            return _await(asyncio.get_running_loop().run_in_executor(self._threads, self._pool.getconn))  # type: ignore[no-any-return]
 
     def _unreachable(self, reason: str) -> None:
         """The one log line of an outage, from any thread that met it: an ERROR saying what to do, repeated at most
