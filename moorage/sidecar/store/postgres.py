@@ -338,7 +338,7 @@ async def _on_greenlet(fn: Callable[..., T], *args: Any) -> T:
     while not context.dead:
         try:
             value = await result
-        except BaseException as exc:  # noqa: BLE001 - handed to the transition, which may catch it
+        except BaseException as exc:
             result = context.throw(exc)
         else:
             result = context.switch(value)
