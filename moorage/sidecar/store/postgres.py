@@ -413,33 +413,52 @@ def _sleep(seconds: float) -> None:
 
 
 class _LoopCursor:
-    """A synchronous face of an ``AsyncCursor`` for ``_Tx``: each fetch awaits on the event loop (``_await``)."""
+    """A synchronous face of an ``AsyncCursor`` for ``_Tx``: its statement is sent with the next fetch of the
+    transaction (or before its COMMIT); each fetch is one await on the event loop (``_await``)."""
 
-    __slots__ = ("_cur",)
+    __slots__ = ("_conn", "cur")
 
-    def __init__(self, cur: psycopg.AsyncCursor[Any]) -> None:
-        self._cur = cur
+    def __init__(self, conn: _LoopConn) -> None:
+        self._conn = conn
+        self.cur: psycopg.AsyncCursor[Any] | None = None
 
     def fetchone(self) -> Any:
-        return _await(self._cur.fetchone())
+        return _await(self._conn.fetch(self, False))
 
     def fetchall(self) -> list[Any]:
-        return _await(self._cur.fetchall())  # type: ignore[no-any-return]
+        return _await(self._conn.fetch(self, True))  # type: ignore[no-any-return]
 
     def __iter__(self) -> Any:
         return iter(self.fetchall())
 
 
 class _LoopConn:
-    """A synchronous face of an ``AsyncConnection`` for ``_Tx`` (``execute`` only, which is all it uses)."""
+    """A synchronous face of an ``AsyncConnection`` for ``_Tx`` (``execute`` only, which is all it uses).
 
-    __slots__ = ("_conn",)
+    Statements are queued and sent together by the next fetch, in order: one switch to the loop per result read,
+    not one per statement (the pipeline sends them in one go either way)."""
+
+    __slots__ = ("_conn", "_queue")
 
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._conn = conn
+        self._queue: list[tuple[_LoopCursor, Any, Any]] = []
 
     def execute(self, query: Any, params: Any = None) -> _LoopCursor:
-        return _LoopCursor(_await(self._conn.execute(query, params)))
+        cur = _LoopCursor(self)
+        self._queue.append((cur, query, params))
+        return cur
+
+    async def send(self) -> None:
+        queue, self._queue = self._queue, []
+        for cur, query, params in queue:
+            cur.cur = await self._conn.execute(query, params)
+
+    async def fetch(self, cur: _LoopCursor, all_rows: bool) -> Any:
+        if self._queue:
+            await self.send()
+        assert cur.cur is not None
+        return await (cur.cur.fetchall() if all_rows else cur.cur.fetchone())
 
 
 def _finish(tx: _Tx) -> None:
@@ -1265,7 +1284,9 @@ class PostgresStore(Store):
             try:
                 if not write and attempt == 1:  # most reads are one statement: try it without a transaction
                     try:
-                        result = await _on_greenlet(fn, _Tx(_OneStatement(_LoopConn(conn)), hub, False))  # type: ignore[arg-type]
+                        one = _LoopConn(conn)
+                        result = await _on_greenlet(fn, _Tx(_OneStatement(one), hub, False))  # type: ignore[arg-type]
+                        await one.send()
                         self._reachable()
                         return result
                     except _NeedsSnapshot:
@@ -1277,8 +1298,10 @@ class PostgresStore(Store):
                         await conn.execute("BEGIN")
                         if not durable:
                             await conn.execute("SET LOCAL synchronous_commit = off")
-                    tx = _Tx(_LoopConn(conn), hub, write)
+                    facade = _LoopConn(conn)
+                    tx = _Tx(facade, hub, write)
                     result = await _on_greenlet(fn, tx)
+                    await facade.send()
                     committing = True
                     await conn.execute("COMMIT")
                     if write and (tx.changed or tx.work) and self.has_peers():
