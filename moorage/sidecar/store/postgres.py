@@ -45,7 +45,6 @@ import asyncio
 import json
 import logging
 import math
-import os
 import random
 import threading
 import time
@@ -57,10 +56,8 @@ from typing import Any, TypeVar
 import durabletask.internal.orchestrator_service_pb2 as pb
 import psycopg
 import psycopg.errors
-from greenlet import getcurrent, greenlet
-from psycopg import waiting
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from moorage.sidecar.store.base import (
     ActivityRow,
@@ -310,160 +307,6 @@ def _entity(r: Sequence[Any]) -> EntityRow:
         lease_until=r[7],
         leased_inbox=list(r[8] or []),
     )
-
-
-class _TxGreenlet(greenlet):  # type: ignore[misc]
-    """The greenlet a transition runs in, on the event loop's thread: ``driver`` is the greenlet (the loop's task)
-    that awaits what the transition hands it (``_await``)."""
-
-    def __init__(self, fn: Callable[..., Any], driver: greenlet) -> None:
-        super().__init__(fn, driver)
-        self.driver = driver
-
-
-def _await(awaitable: Any) -> Any:
-    """From a synchronous transition: await ``awaitable`` on the event loop and return its result (or raise). The
-    transition's greenlet switches to its driver, which awaits it and switches back (SQLAlchemy's ``await_only``)."""
-    current = getcurrent()
-    if not isinstance(current, _TxGreenlet):
-        raise RuntimeError("a loop connection used outside a transition's greenlet")
-    return current.driver.switch(awaitable)
-
-
-async def _on_greenlet(fn: Callable[..., T], *args: Any) -> T:
-    """Run the synchronous ``fn(*args)`` on this thread, awaiting for it each awaitable it hands over with
-    ``_await`` (SQLAlchemy's ``greenlet_spawn``): no thread, no hand-off of the GIL."""
-    context = _TxGreenlet(fn, getcurrent())
-    result = context.switch(*args)
-    while not context.dead:
-        try:
-            value = await result
-        except BaseException as exc:
-            result = context.throw(exc)
-        else:
-            result = context.switch(value)
-    return result  # type: ignore[no-any-return]
-
-
-_READY_NOW = waiting._ready  # psycopg's zero-timeout readiness check (C where available), as wait_async uses it
-_WAIT_R, _WAIT_W = waiting.Wait.R, waiting.Wait.W
-_READY_R, _READY_W = waiting.Ready.R, waiting.Ready.W
-
-
-async def _readable(fileno: int, wait: int) -> int:
-    """Await the socket's readiness on the event loop (what psycopg's generator asked for)."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[None] = loop.create_future()
-    ready = 0
-
-    def wake(state: int) -> None:
-        nonlocal ready
-        ready |= state
-        if not fut.done():
-            fut.set_result(None)
-
-    if wait & _WAIT_R:
-        loop.add_reader(fileno, wake, _READY_R)
-    if wait & _WAIT_W:
-        loop.add_writer(fileno, wake, _READY_W)
-    try:
-        await fut
-    finally:
-        if wait & _WAIT_R:
-            loop.remove_reader(fileno)
-        if wait & _WAIT_W:
-            loop.remove_writer(fileno)
-    return ready
-
-
-def _wait_in_greenlet(gen: Any, fileno: int) -> Any:
-    """psycopg's wait for a connection used in a transition's greenlet: run the generator while the socket is
-    ready (a zero-timeout check, as psycopg's own wait); when it would block, await readiness on the event loop."""
-    try:
-        s = next(gen)
-        while True:
-            ready = _READY_NOW(fileno, s)
-            if not ready:
-                ready = _await(_readable(fileno, s))
-            s = gen.send(ready)
-    except StopIteration as ex:
-        return ex.value
-    except OSError as ex:
-        raise psycopg.OperationalError("connection socket closed") from ex
-
-
-class _LoopableConnection(psycopg.Connection[Any]):
-    """A connection that, used from a transition's greenlet on the event loop, waits for the server through the
-    loop instead of blocking the thread; from any other thread, it is an ordinary connection."""
-
-    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-        if isinstance(getcurrent(), _TxGreenlet):
-            try:
-                return _wait_in_greenlet(gen, self.pgconn.socket)
-            except psycopg.errors._NO_TRACEBACK as ex:  # as psycopg's own wait does
-                raise ex.with_traceback(None) from None
-        return super().wait(gen, interval, timeout)
-
-
-def _sleep(seconds: float) -> None:
-    if isinstance(getcurrent(), _TxGreenlet):
-        _await(asyncio.sleep(seconds))
-    else:
-        time.sleep(seconds)
-
-
-class _LoopCursor:
-    """A synchronous face of an ``AsyncCursor`` for ``_Tx``: its statement is sent with the next fetch of the
-    transaction (or before its COMMIT); each fetch is one await on the event loop (``_await``)."""
-
-    __slots__ = ("_conn", "cur")
-
-    def __init__(self, conn: _LoopConn) -> None:
-        self._conn = conn
-        self.cur: psycopg.AsyncCursor[Any] | None = None
-
-    def fetchone(self) -> Any:
-        return _await(self._conn.fetch(self, False))
-
-    def fetchall(self) -> list[Any]:
-        return _await(self._conn.fetch(self, True))  # type: ignore[no-any-return]
-
-    def __iter__(self) -> Any:
-        return iter(self.fetchall())
-
-
-class _LoopConn:
-    """A synchronous face of an ``AsyncConnection`` for ``_Tx`` (``execute`` only, which is all it uses).
-
-    Statements are queued and sent together by the next fetch, in order: one switch to the loop per result read,
-    not one per statement (the pipeline sends them in one go either way)."""
-
-    __slots__ = ("_conn", "_queue")
-
-    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        self._conn = conn
-        self._queue: list[tuple[_LoopCursor, Any, Any]] = []
-
-    def execute(self, query: Any, params: Any = None) -> _LoopCursor:
-        cur = _LoopCursor(self)
-        self._queue.append((cur, query, params))
-        return cur
-
-    async def send(self) -> None:
-        queue, self._queue = self._queue, []
-        for cur, query, params in queue:
-            cur.cur = await self._conn.execute(query, params)
-
-    async def fetch(self, cur: _LoopCursor, all_rows: bool) -> Any:
-        if self._queue:
-            await self.send()
-        assert cur.cur is not None
-        return await (cur.cur.fetchall() if all_rows else cur.cur.fetchone())
-
-
-def _finish(tx: _Tx) -> None:
-    tx._read_ids()  # after the pipeline's Sync: every result is in, no wait
-    tx._read_after_commit()
 
 
 class _NeedsSnapshot(BaseException):
@@ -1199,7 +1042,6 @@ class PostgresStore(Store):
             max_size=pool_size,
             open=False,
             name=f"moorage-{self.process_id[:8]}",  # its connect errors are told apart from another store's
-            connection_class=_LoopableConnection,
             timeout=CONNECT_WAIT,
             reconnect_timeout=RECONNECT_ATTEMPT,
             kwargs={
@@ -1210,13 +1052,6 @@ class PostgresStore(Store):
             },
         )
         self._pool.open(wait=True, timeout=30)
-        self._pool_size = pool_size
-        mode = os.environ.get("MOORAGE_PG_ON_LOOP", "2")  # prototype switch: 0 threads, 1 async psycopg, 2 greenlet
-        self._on_loop = mode == "1"
-        self._in_greenlet = mode == "2"
-        self._slots: asyncio.Semaphore | None = None
-        self._apool: AsyncConnectionPool | None = None  # opened by the first transaction, on its loop
-        self._apool_loop: asyncio.AbstractEventLoop | None = None
         self._threads = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="moorage-pg")
         self._listening = threading.Event()
         self._listener = threading.Thread(target=self._listen_forever, name="moorage-pg-listen", daemon=True)
@@ -1231,124 +1066,12 @@ class PostgresStore(Store):
         if self._closed:
             raise RuntimeError("the store is closed")
         self._hubs.add(hub)
-        if self._in_greenlet:
-            loop = asyncio.get_running_loop()
-            return await asyncio.shield(loop.create_task(self._greenlet_transact(hub, fn, durable, True)))
-        if self._on_loop:
-            loop = asyncio.get_running_loop()
-            if self._apool is None:
-                self._open_loop_pool(loop)
-            if self._apool_loop is loop:
-                # Its own task, shielded: a caller that goes away does not cut a transaction short (as with a thread)
-                return await asyncio.shield(loop.create_task(self._transact_on_loop(hub, fn, durable, True)))
         return await asyncio.get_running_loop().run_in_executor(self._threads, self._transact, hub, fn, durable, True)
-
-    def _open_loop_pool(self, loop: asyncio.AbstractEventLoop) -> None:
-        pool: AsyncConnectionPool = AsyncConnectionPool(
-            self._conninfo,
-            min_size=1,
-            max_size=self._pool_size,
-            open=False,
-            name=f"moorage-{self.process_id[:8]}-loop",
-            timeout=CONNECT_WAIT,
-            reconnect_timeout=RECONNECT_ATTEMPT,
-            kwargs={
-                "autocommit": True,
-                "application_name": "moorage-sidecar",
-                "connect_timeout": 10,
-                "options": "-c synchronous_commit=on",
-            },
-        )
-        self._apool, self._apool_loop = pool, loop
-        self._apool_opened = loop.create_task(pool.open(wait=False))
-
-    async def _transact_on_loop(self, hub: str, fn: Callable[[StoreTx], T], durable: bool, write: bool) -> T:
-        """``_transact`` on the event loop: the transition runs in a greenlet, each statement awaited on the loop."""
-        pool = self._apool
-        assert pool is not None
-        await self._apool_opened
-        give_up = time.monotonic() + OUTAGE_RETRY_SECONDS
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                conn = await pool.getconn()
-            except PoolTimeout:
-                refused = _CHATTER.connect_error(pool.name, CONNECT_WAIT + RECONNECT_ATTEMPT)
-                if refused is not None:
-                    self._unreachable(refused)
-                raise StoreUnavailable(
-                    f"the database is unavailable ({self.safe_url}): no connection within {CONNECT_WAIT:g} s"
-                ) from None
-            committing = False
-            try:
-                if not write and attempt == 1:  # most reads are one statement: try it without a transaction
-                    try:
-                        one = _LoopConn(conn)
-                        result = await _on_greenlet(fn, _Tx(_OneStatement(one), hub, False))  # type: ignore[arg-type]
-                        await one.send()
-                        self._reachable()
-                        return result
-                    except _NeedsSnapshot:
-                        pass
-                async with conn.pipeline():
-                    if not write:
-                        await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    else:
-                        await conn.execute("BEGIN")
-                        if not durable:
-                            await conn.execute("SET LOCAL synchronous_commit = off")
-                    facade = _LoopConn(conn)
-                    tx = _Tx(facade, hub, write)
-                    result = await _on_greenlet(fn, tx)
-                    await facade.send()
-                    committing = True
-                    await conn.execute("COMMIT")
-                    if write and (tx.changed or tx.work) and self.has_peers():
-                        for payload in _payloads(self.process_id, hub, tx.changed, tx.work):
-                            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-                await _on_greenlet(_finish, tx)
-                self._reachable()
-                return result
-            except _RETRYABLE as exc:
-                await _rollback_async(conn, exc)
-                if attempt >= RETRIES:
-                    raise
-                log.debug("transaction retried after %s (attempt %d)", type(exc).__name__, attempt)
-                await asyncio.sleep(random.uniform(0, 0.002 * attempt))
-            except _REFUSED as exc:
-                await _rollback_async(conn, exc)
-                raise self._refused(exc) from None
-            except psycopg.OperationalError as exc:
-                if committing and write:
-                    raise StoreUnavailable(
-                        f"the database connection was lost while committing; the outcome is "
-                        f"unknown, retry the call ({_reason(exc)})"
-                    ) from None
-                if time.monotonic() > give_up:
-                    self._unreachable(_reason(exc))
-                    raise StoreUnavailable(f"the database is unavailable ({self.safe_url}): {_reason(exc)}") from None
-                await asyncio.sleep(min(0.05 * attempt, 0.5))
-            except BaseException as exc:
-                await _rollback_async(conn, exc)
-                raise
-            finally:
-                await _close_if_in_pipeline_async(conn)
-                await pool.putconn(conn)
 
     async def read(self, hub: str, fn: Callable[[StoreTx], T]) -> T:
         if self._closed:
             raise RuntimeError("the store is closed")
         self._hubs.add(hub)
-        if self._in_greenlet:
-            loop = asyncio.get_running_loop()
-            return await asyncio.shield(loop.create_task(self._greenlet_transact(hub, fn, True, False)))
-        if self._on_loop:
-            loop = asyncio.get_running_loop()
-            if self._apool is None:
-                self._open_loop_pool(loop)
-            if self._apool_loop is loop:
-                return await asyncio.shield(loop.create_task(self._transact_on_loop(hub, fn, True, False)))
         if not self._loop_conn_busy and time.monotonic() >= self._loop_reads_from:
             if self._loop_conn is not None:
                 done, result = self._read_on_loop(self._loop_conn, hub, fn)
@@ -1444,7 +1167,7 @@ class PostgresStore(Store):
         while True:
             attempt += 1
             try:
-                conn = self._getconn()
+                conn = self._pool.getconn()
             except PoolTimeout:
                 refused = _CHATTER.connect_error(self._pool.name, CONNECT_WAIT + RECONNECT_ATTEMPT)
                 if refused is not None:  # else every connection was busy: a load, not an outage
@@ -1489,7 +1212,7 @@ class PostgresStore(Store):
                 if attempt >= RETRIES:
                     raise
                 log.debug("transaction retried after %s (attempt %d)", type(exc).__name__, attempt)
-                _sleep(random.uniform(0, 0.002 * attempt))
+                time.sleep(random.uniform(0, 0.002 * attempt))
             except _REFUSED as exc:  # before OperationalError, which DiskFull is
                 _rollback(conn, exc)
                 raise self._refused(exc) from None
@@ -1502,31 +1225,13 @@ class PostgresStore(Store):
                 if time.monotonic() > give_up:
                     self._unreachable(_reason(exc))
                     raise StoreUnavailable(f"the database is unavailable ({self.safe_url}): {_reason(exc)}") from None
-                _sleep(min(0.05 * attempt, 0.5))
+                time.sleep(min(0.05 * attempt, 0.5))
             except BaseException as exc:
                 _rollback(conn, exc)
                 raise
             finally:
                 _close_if_in_pipeline(conn)
                 self._pool.putconn(conn)
-
-    async def _greenlet_transact(self, hub: str, fn: Callable[[StoreTx], T], durable: bool, write: bool) -> T:
-        """``_transact`` in a greenlet on the loop; at most ``pool_size`` at once, so that a connection is free for
-        each (the others wait here, on the loop, not for the pool on a thread)."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self._pool_size)
-        async with self._slots:
-            return await _on_greenlet(self._transact, hub, fn, durable, write)
-
-    def _getconn(self) -> psycopg.Connection[Any]:
-        """A pooled connection; in a transition's greenlet on the event loop, a wait for one (all busy, or being
-        opened) happens on a thread, never on the loop."""
-        if not isinstance(getcurrent(), _TxGreenlet):
-            return self._pool.getconn()
-        try:
-            return self._pool.getconn(timeout=0)
-        except PoolTimeout:
-            return _await(asyncio.get_running_loop().run_in_executor(self._threads, self._pool.getconn))  # type: ignore[no-any-return]
 
     def _unreachable(self, reason: str) -> None:
         """The one log line of an outage, from any thread that met it: an ERROR saying what to do, repeated at most
@@ -1670,8 +1375,6 @@ class PostgresStore(Store):
     async def close(self) -> None:
         self._closed = True
         loop = asyncio.get_running_loop()
-        if self._apool is not None and self._apool_loop is loop:
-            await self._apool.close(timeout=5)
         await loop.run_in_executor(None, self._shutdown)
 
     def _shutdown(self) -> None:
@@ -1691,29 +1394,6 @@ def _close_if_in_pipeline(conn: psycopg.Connection) -> bool:
     log.debug("closing a connection left in pipeline mode")
     conn.close()
     return True
-
-
-async def _close_if_in_pipeline_async(conn: psycopg.AsyncConnection[Any]) -> bool:
-    """``_close_if_in_pipeline`` for a connection of the loop's pool."""
-    if conn.closed or conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF:
-        return False
-    log.debug("closing a connection left in pipeline mode")
-    await conn.close()
-    return True
-
-
-async def _rollback_async(conn: psycopg.AsyncConnection[Any], exc: BaseException) -> None:
-    """``_rollback`` for a connection of the loop's pool."""
-    if await _close_if_in_pipeline_async(conn):
-        return
-    if isinstance(exc, psycopg.Error) and exc.sqlstate is not None:
-        if not conn.closed:
-            await conn.close()
-        return
-    try:
-        await conn.execute("ROLLBACK")
-    except psycopg.Error:
-        pass
 
 
 def _rollback(conn: psycopg.Connection, exc: BaseException) -> None:
