@@ -36,7 +36,9 @@ After a commit, ``NOTIFY`` tells the other replicas what changed; a listening co
 into ``Change``s for this process's waiters and streams. Each listener also announces itself every
 ``HEARTBEAT_SECONDS``; a replica that has heard no other for ``PEER_TIMEOUT`` seconds is alone on the database and
 sends no change notifications (nobody would hear them, and each cost a statement, a server-side fan-out and a
-wake-up of its own listener). It starts out assuming company, so a replica joining is told of every commit at once.
+wake-up of its own listener). A replica starting says hello and assumes company for ``JOIN_DOUBT`` seconds; every
+live replica answers a hello from one it has not heard lately at once, so the newcomer knows within a round trip
+whether it is alone, and the others tell it of every commit from its hello on.
 """
 
 from __future__ import annotations
@@ -96,6 +98,10 @@ LOOP_READ_BUDGET = 0.001
 LOOP_READ_PAUSE = 30.0
 HEARTBEAT_SECONDS = 2.0  # how often each listener says "I am here" on the channel
 PEER_TIMEOUT = 10.0  # silence from every other replica for this long: alone, change notifications stop
+# A replica just started counts as in company this long: the answers to its hello come within a round trip, and a
+# live replica says hello every HEARTBEAT_SECONDS anyway. (It was PEER_TIMEOUT: a lone replica then notified for its
+# first 10 s, which every bench run of one replica measured, 2.6 notifications per hello_cities activity.)
+JOIN_DOUBT = 2.5
 # Transactions in flight at once: connections in the pool and the threads that run them. Each thread spends most of a
 # transaction in Python (psycopg's pipeline, the engine), so more threads mostly fight over the GIL with the event
 # loop: with 8, the sidecar made ~20,000 voluntary context switches per busy second and spent 35% of its CPU in the
@@ -1015,7 +1021,8 @@ class PostgresStore(Store):
         self._closed = False
         self._hubs: set[str] = set()
         # until when another replica counts as present (monotonic): at first, for a whole timeout
-        self._peers_until = time.monotonic() + PEER_TIMEOUT
+        self._peers_until = time.monotonic() + JOIN_DOUBT
+        self._heard: dict[str, float] = {}  # another replica's process id: when it was last heard (monotonic)
         self._loop_conn: psycopg.Connection | None = None  # one-statement reads, on the event loop
         self._loop_conn_busy = False  # in use, or being opened (on a thread: a connect never blocks the loop)
         self._loop_conn_retry_at = 0.0
@@ -1057,7 +1064,7 @@ class PostgresStore(Store):
         self._listener = threading.Thread(target=self._listen_forever, name="moorage-pg-listen", daemon=True)
         self._listener.start()
         self._listening.wait(10)
-        self._peers_until = time.monotonic() + PEER_TIMEOUT  # a whole timeout from now on, however slow the start
+        self._peers_until = time.monotonic() + JOIN_DOUBT  # counted from the hello, however slow the start
         log.info("store opened url=%s", self.safe_url)
 
     # -- transactions ------------------------------------------------------------------------------------------
@@ -1268,7 +1275,7 @@ class PostgresStore(Store):
     # -- change notifications --------------------------------------------------------------------------------------
 
     def has_peers(self) -> bool:
-        """Whether another replica has announced itself lately (or this one has not been up a ``PEER_TIMEOUT``)."""
+        """Whether another replica has announced itself lately (or this one has not been up ``JOIN_DOUBT``)."""
         return time.monotonic() < self._peers_until
 
     def _listen_forever(self) -> None:
@@ -1360,9 +1367,27 @@ class PostgresStore(Store):
         parsed = _parse(payload)
         if parsed is None or parsed[0] == self.process_id:
             return
-        self._peers_until = time.monotonic() + PEER_TIMEOUT
+        now = time.monotonic()
+        self._peers_until = now + PEER_TIMEOUT
+        last = self._heard.get(parsed[0])
+        if last is None or now - last > PEER_TIMEOUT:  # new to this replica (or back): it may think itself alone
+            self._heard = {p: t for p, t in self._heard.items() if now - t <= PEER_TIMEOUT}
+            try:
+                self._threads.submit(self._answer_hello)  # not here: the listening connection is in notifies()
+            except RuntimeError:  # the store closed meanwhile
+                pass
+        self._heard[parsed[0]] = now
         if parsed[1].instances or parsed[1].work:  # not only a heartbeat
             self._post(parsed[1])
+
+    def _answer_hello(self) -> None:
+        """On a pool thread: say "I am here" to a replica just heard for the first time, so that it does not count
+        itself alone after its ``JOIN_DOUBT`` (nor wait for this one's next heartbeat to know better)."""
+        try:
+            with self._pool.connection(timeout=CONNECT_WAIT) as conn:
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, _heartbeat(self.process_id)))
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.debug("no answer to a new replica's hello (%s): it hears the next heartbeat", _reason(exc))
 
     def _post_everything(self) -> None:
         """Notifications may have been lost: every stream looks for work (waiters re-read on their own timer)."""

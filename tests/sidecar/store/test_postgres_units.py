@@ -287,6 +287,44 @@ def test_a_replica_alone_sends_no_change_notifications(monkeypatch) -> None:
 
 
 @pytest.mark.postgresql
+def test_a_replica_joining_is_answered_at_once_so_it_knows_it_has_company(monkeypatch) -> None:
+    """A replica starting assumes company only for ``JOIN_DOUBT``; the replicas already there answer its hello at once,
+    so it goes on telling them of its commits without waiting for their next heartbeat (here: never, within the
+    test). A replica alone stops notifying after ``JOIN_DOUBT``, not after a whole ``PEER_TIMEOUT``."""
+    import asyncio
+
+    import moorage.sidecar.store.postgres as pg
+
+    monkeypatch.setattr(pg, "HEARTBEAT_SECONDS", 600.0)  # only hellos and their answers are heard
+    monkeypatch.setattr(pg, "JOIN_DOUBT", 1.0)
+    server = shared_server()
+    monkeypatch.setenv("PGPASSWORD", server.password)
+    url = server.create_database()
+    row = pg.InstanceRow(instance_id="x", name="n", status=0, created_at=1.0, last_updated_at=1.0)
+
+    async def body() -> None:
+        a = pg.PostgresStore(url, pool_size=2)
+        try:
+            await asyncio.sleep(1.3)
+            assert not a.has_peers()  # alone after JOIN_DOUBT, though PEER_TIMEOUT (10 s) has not passed
+            b = pg.PostgresStore(url, pool_size=2)
+            try:
+                await asyncio.sleep(1.3)  # past B's JOIN_DOUBT: only A's answer to B's hello keeps B in company
+                assert b.has_peers() and a.has_peers()
+                with psycopg.connect(url, autocommit=True) as spy:
+                    spy.execute(f"LISTEN {CHANNEL}")
+                    await b.run("h", lambda t: t.put_instance(row))
+                    got = [_parse(n.payload) for n in spy.notifies(timeout=0.5)]
+                    assert b.process_id in [p[0] for p in got if p is not None and p[1].instances]
+            finally:
+                await b.close()
+        finally:
+            await a.close()
+
+    asyncio.run(body())
+
+
+@pytest.mark.postgresql
 def test_work_leased_in_the_transaction_that_made_it_is_not_announced(monkeypatch) -> None:
     """The core leases the work a transition makes to a stream in the same transaction; announcing it woke every
     other replica's streams to scan the queues for nothing (SKIP LOCKED finds it held). Work left available is
@@ -304,8 +342,12 @@ def test_work_leased_in_the_transaction_that_made_it_is_not_announced(monkeypatc
         got = [_parse(n.payload) for n in conn.notifies(timeout=0.4)]
         return [p[1].work for p in got if p is not None and p[1].work]
 
+    import moorage.sidecar.store.postgres as pg
+
+    monkeypatch.setattr(pg, "JOIN_DOUBT", 60.0)
+
     async def body() -> None:
-        a = PostgresStore(url, pool_size=2)  # within its first PEER_TIMEOUT: it assumes company and notifies
+        a = PostgresStore(url, pool_size=2)  # within its first JOIN_DOUBT: it assumes company and notifies
         try:
             await a.run(
                 "h", lambda tx: engine.create_instance(tx, engine.Effects(), instance_id="o", name="orch", input=None)
