@@ -1020,7 +1020,7 @@ class PostgresStore(Store):
         self._conninfo = url if not url.startswith("postgres://") else "postgresql://" + url[len("postgres://") :]
         self._closed = False
         self._hubs: set[str] = set()
-        # until when another replica counts as present (monotonic): at first, for a whole timeout
+        # until when another replica counts as present (monotonic): at first, for JOIN_DOUBT
         self._peers_until = time.monotonic() + JOIN_DOUBT
         self._heard: dict[str, float] = {}  # another replica's process id: when it was last heard (monotonic)
         self._loop_conn: psycopg.Connection | None = None  # one-statement reads, on the event loop
