@@ -994,6 +994,11 @@ def _heartbeat(process_id: str) -> str:
     return json.dumps({"p": process_id, "h": "", "i": [], "w": ""}, separators=(",", ":"))
 
 
+def _notify(conn: psycopg.Connection, payload: str) -> None:
+    """Put ``payload`` on the replicas' channel: a change after a commit, a heartbeat, or the answer to a hello."""
+    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+
+
 def _parse(payload: str) -> tuple[str, Change] | None:
     try:
         msg = json.loads(payload)
@@ -1209,7 +1214,7 @@ class PostgresStore(Store):
                         # PostgreSQL's cluster-wide notification lock through the WAL flush and serialise every
                         # commit. A crash between the two loses only the wake-up (the fallback looks again).
                         for payload in _payloads(self.process_id, hub, tx.changed, tx.work):
-                            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                            _notify(conn, payload)
                 tx._read_ids()  # after the pipeline's Sync: every result is in, no wait
                 tx._read_after_commit()
                 self._reachable()
@@ -1289,7 +1294,7 @@ class PostgresStore(Store):
                 ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     hello = _heartbeat(self.process_id)
-                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, hello))
+                    _notify(conn, hello)
                     said = time.monotonic()
                     self._listening.set()
                     self._reachable()
@@ -1301,7 +1306,7 @@ class PostgresStore(Store):
                         for note in conn.notifies(timeout=0.5):
                             self._on_notify(note.payload)
                         if time.monotonic() - said >= HEARTBEAT_SECONDS:
-                            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, hello))
+                            _notify(conn, hello)
                             said = time.monotonic()
                             if self._unanalyzed and not self._analyzing and not self._closed:
                                 self._analyzing = True
@@ -1385,7 +1390,7 @@ class PostgresStore(Store):
         itself alone after its ``JOIN_DOUBT`` (nor wait for this one's next heartbeat to know better)."""
         try:
             with self._pool.connection(timeout=CONNECT_WAIT) as conn:
-                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, _heartbeat(self.process_id)))
+                _notify(conn, _heartbeat(self.process_id))
         except (psycopg.Error, PoolTimeout) as exc:
             log.debug("no answer to a new replica's hello (%s): it hears the next heartbeat", _reason(exc))
 
