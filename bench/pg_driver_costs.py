@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import resource
 import sqlite3
 import tempfile
 import time
@@ -32,19 +31,15 @@ _KEYS = itertools.count(1)  # keys of the inserted rows, unique over every shape
 READ_ROWS = 10  # rows of iid "r" the reads look up; the inserts add rows of iid "w"
 
 
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)  # user + system: a round trip's cost is mostly in the kernel
-    return r.ru_utime + r.ru_stime
-
-
 def _per_call(fn: Callable[[int], None], n: int) -> tuple[float, float]:
-    """Client CPU and wall time per call of ``fn``, in microseconds, after a warm-up (prepared statements)."""
+    """Client CPU (user + system: a round trip's cost is mostly in the kernel) and wall time per call of ``fn``, in
+    microseconds, after a warm-up (prepared statements)."""
     for k in range(20):
         fn(-1 - k)
-    c0, t0 = _cpu(), time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     for k in range(n):
         fn(k)
-    return 1e6 * (_cpu() - c0) / n, 1e6 * (time.perf_counter() - t0) / n
+    return 1e6 * (time.process_time() - c0) / n, 1e6 * (time.perf_counter() - t0) / n
 
 
 def _postgres(conn: psycopg.Connection, statements: int, reads: int) -> Callable[[int], None]:
