@@ -31,10 +31,21 @@ log = logging.getLogger("moorage.sidecar")
 HEALTH_PING_SECONDS = 30.0
 DEFAULT_PAGE = 100
 HISTORY_CHUNK_BYTES = 2 * 1024 * 1024
+# A wait with a deadline ends this much (at most a tenth of its time) before it, so that the caller hears the
+# sidecar's DEADLINE_EXCEEDED naming the instance rather than its transport's bare one: waiting to the very deadline,
+# 142 of 160 concurrent 0.3 s waits found the call already over. (The Go front has its own, front/main.go.)
+DEADLINE_MARGIN = 0.1
 
 
 async def _abort_for(name: str, exc: Exception, context: grpc.aio.ServicerContext) -> None:
-    """The one mapping of engine and store errors to gRPC statuses with a message (raises ``AbortError``)."""
+    """The one mapping of engine and store errors to gRPC statuses with a message (raises ``AbortError``).
+
+    A call already over (its deadline passed, or the caller went away) hears no status: an abort then fails inside
+    grpcio (``ExecuteBatchError``), and answering that failure with INTERNAL failed again ("Abort already called") and
+    logged both as a failed RPC. Such a handler ends as cancelled, quietly."""
+    if context.done():
+        log.debug("rpc %s ended after its call was over: %s: %s", name, type(exc).__name__, exc)
+        raise asyncio.CancelledError from exc
     if isinstance(exc, (engine.NotFound, UnknownHub)):
         await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
     elif isinstance(exc, engine.AlreadyExists):
@@ -319,7 +330,10 @@ class Service(pb_grpc.TaskHubSidecarServiceServicer):
         what: str,
     ) -> pb.GetInstanceResponse:
         hub = await self._hub(context)
-        row = await self.core.wait_instance(hub, request.instanceId, done, context.time_remaining())
+        left = context.time_remaining()
+        if left is not None:  # answer before the caller's deadline ends the call under this one (see DEADLINE_MARGIN)
+            left -= min(DEADLINE_MARGIN, left / 10)
+        row = await self.core.wait_instance(hub, request.instanceId, done, left)
         if row is None:
             await context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"timed out waiting for instance '{request.instanceId}' to {what}"

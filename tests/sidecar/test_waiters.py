@@ -77,3 +77,35 @@ def test_200_concurrent_completion_waiters(fresh_sidecar, make_worker, make_clie
         assert state is not None, iid
         assert state.runtime_status == OrchestrationStatus.COMPLETED, (iid, state.runtime_status)
         assert state.get_output() == {"me": iid, "data": iid[-3:]}
+
+
+def test_waits_that_reach_their_deadline_end_deadline_exceeded_and_log_no_error(fresh_sidecar):
+    """A wait the caller gives a deadline answers DEADLINE_EXCEEDED with the sidecar's own message, before the caller's
+    deadline ends the call under it: a wait that ran to the very deadline found the call already over, its status
+    could not be sent, and the sidecar logged that as a failed RPC with two tracebacks (CI, a gateway test)."""
+    import durabletask.internal.orchestrator_service_pb2 as pb
+    import grpc
+
+    sc = fresh_sidecar
+    ch, stub = sc.stub()
+    try:
+        iid = uid("never-runs")
+        stub.StartInstance(pb.CreateInstanceRequest(instanceId=iid, name="nobody-serves-this"), timeout=10)
+
+        def wait_once(_: int) -> tuple[grpc.StatusCode, str]:
+            try:
+                stub.WaitForInstanceCompletion(pb.GetInstanceRequest(instanceId=iid), timeout=1.0)
+            except grpc.RpcError as exc:
+                return exc.code(), exc.details() or ""
+            return grpc.StatusCode.OK, ""
+
+        with ThreadPoolExecutor(16) as pool:
+            outcomes = list(pool.map(wait_once, range(64)))
+        assert {code for code, _ in outcomes} == {grpc.StatusCode.DEADLINE_EXCEEDED}, outcomes
+        tail = sc.stderr_tail(2000)
+        assert "failed" not in tail and "Traceback" not in tail, tail
+        ours = sum(1 for _, details in outcomes if "timed out waiting for instance" in details)
+        # the sidecar's answer, not the transport's (at most DEADLINE_MARGIN late: a loaded machine misses some)
+        assert ours >= len(outcomes) * 3 / 4, outcomes
+    finally:
+        ch.close()
