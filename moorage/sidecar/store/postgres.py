@@ -1069,7 +1069,6 @@ class PostgresStore(Store):
         self._listener = threading.Thread(target=self._listen_forever, name="moorage-pg-listen", daemon=True)
         self._listener.start()
         self._listening.wait(10)
-        self._peers_until = time.monotonic() + JOIN_DOUBT  # counted from the hello, however slow the start
         log.info("store opened url=%s", self.safe_url)
 
     # -- transactions ------------------------------------------------------------------------------------------
@@ -1294,6 +1293,11 @@ class PostgresStore(Store):
                 ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     hello = _heartbeat(self.process_id)
+                    # JOIN_DOUBT counts from the hello, however slow the start. Set here, on the thread that hears
+                    # the answers, not by the constructor after it: an answer can come before the constructor's
+                    # thread runs again, and the constructor then cut the answer's PEER_TIMEOUT back to JOIN_DOUBT
+                    # (CI, on a loaded machine: the newcomer counted itself alone with a live replica there).
+                    self._peers_until = max(self._peers_until, time.monotonic() + JOIN_DOUBT)
                     _notify(conn, hello)
                     said = time.monotonic()
                     self._listening.set()
