@@ -80,6 +80,50 @@ class ActivityRow:
     trace_context: bytes | None = None  # the scheduling orchestration's W3C TraceContext (serialized)
 
 
+# The columns of ``instances`` and ``activities`` that hold a row's fields (beside ``hub``), in the order both stores
+# select and write them; each store's row mapping reads them by position. One list, so that a field added to a row
+# reaches both stores and ``moorage store copy`` together (each had spelled its own). Entities differ per store:
+# SQLite keeps the state in a table of its own.
+INSTANCE_COLUMNS: tuple[str, ...] = (
+    "instance_id",
+    "name",
+    "version",
+    "execution_id",
+    "status",
+    "input",
+    "output",
+    "custom_status",
+    "failure",
+    "created_at",
+    "last_updated_at",
+    "completed_at",
+    "scheduled_start_at",
+    "tags",
+    "parent_instance_id",
+    "parent_task_id",
+    "lease_token",
+    "lease_owner",
+    "lease_until",
+    "leased_inbox",
+    "lease_started_at",
+    "trace_context",
+)
+ACTIVITY_COLUMNS: tuple[str, ...] = (
+    "id",
+    "instance_id",
+    "execution_id",
+    "name",
+    "version",
+    "task_id",
+    "input",
+    "tags",
+    "lease_token",
+    "lease_owner",
+    "lease_until",
+    "trace_context",
+)
+
+
 @dataclass
 class EntityRow:
     """A durable entity: its state, the critical section holding it, its batch lease."""

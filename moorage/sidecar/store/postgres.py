@@ -62,6 +62,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from moorage.sidecar.store.base import (
+    ACTIVITY_COLUMNS,
+    INSTANCE_COLUMNS,
     ActivityRow,
     Backlog,
     Change,
@@ -183,41 +185,14 @@ for _name in ("psycopg", "psycopg.pool"):  # a logger's filters see only its own
     if _CHATTER not in logging.getLogger(_name).filters:
         logging.getLogger(_name).addFilter(_CHATTER)
 
-_INSTANCE_COLS = (
-    "instance_id",
-    "name",
-    "version",
-    "execution_id",
-    "status",
-    "input",
-    "output",
-    "custom_status",
-    "failure",
-    "created_at",
-    "last_updated_at",
-    "completed_at",
-    "scheduled_start_at",
-    "tags",
-    "parent_instance_id",
-    "parent_task_id",
-    "lease_token",
-    "lease_owner",
-    "lease_until",
-    "leased_inbox",
-    "lease_started_at",
-    "trace_context",
-)
-_I = ", ".join(_INSTANCE_COLS)
-_I_ALIASED = ", ".join(f"i.{c}" for c in _INSTANCE_COLS)
+_I = ", ".join(INSTANCE_COLUMNS)
+_I_ALIASED = ", ".join(f"i.{c}" for c in INSTANCE_COLUMNS)
 _I_UPSERT = (
-    f"INSERT INTO instances (hub, {_I}) VALUES ({', '.join(['%s'] * (len(_INSTANCE_COLS) + 1))}) "
-    f"ON CONFLICT (hub, instance_id) DO UPDATE SET " + ", ".join(f"{c}=EXCLUDED.{c}" for c in _INSTANCE_COLS[1:])
+    f"INSERT INTO instances (hub, {_I}) VALUES ({', '.join(['%s'] * (len(INSTANCE_COLUMNS) + 1))}) "
+    f"ON CONFLICT (hub, instance_id) DO UPDATE SET " + ", ".join(f"{c}=EXCLUDED.{c}" for c in INSTANCE_COLUMNS[1:])
 )
 
-_ACTIVITY_COLS = (
-    "id, instance_id, execution_id, name, version, task_id, input, tags, lease_token, lease_owner, lease_until, "
-    "trace_context"
-)
+_ACTIVITY_COLS = ", ".join(ACTIVITY_COLUMNS)
 
 _ENTITY_COLS = (
     "entity_id",

@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from moorage.sidecar.store.base import redact_url, sqlite_path
+from moorage.sidecar.store.base import ACTIVITY_COLUMNS, INSTANCE_COLUMNS, redact_url, sqlite_path
 from moorage.sidecar.store.postgres_migrations import migrate
 from moorage.sidecar.store.sqlite import create_schema
 
@@ -37,31 +37,7 @@ _LEASE = ("lease_token", "lease_owner", "lease_until")
 TABLES: tuple[Table, ...] = (
     Table(
         "instances",
-        (
-            "hub",
-            "instance_id",
-            "name",
-            "version",
-            "execution_id",
-            "status",
-            "input",
-            "output",
-            "custom_status",
-            "failure",
-            "created_at",
-            "last_updated_at",
-            "completed_at",
-            "scheduled_start_at",
-            "tags",
-            "parent_instance_id",
-            "parent_task_id",
-            "lease_token",
-            "lease_owner",
-            "lease_until",
-            "leased_inbox",
-            "lease_started_at",
-            "trace_context",
-        ),
+        ("hub", *INSTANCE_COLUMNS),
         json_cols=("tags",),
         array_cols=("leased_inbox",),
         lease_cols=(*_LEASE, "leased_inbox", "lease_started_at"),
@@ -70,21 +46,7 @@ TABLES: tuple[Table, ...] = (
     Table("inbox", ("id", "hub", "instance_id", "visible_at", "event"), identity=True),
     Table(
         "activities",
-        (
-            "id",
-            "hub",
-            "instance_id",
-            "execution_id",
-            "name",
-            "version",
-            "task_id",
-            "input",
-            "tags",
-            "lease_token",
-            "lease_owner",
-            "lease_until",
-            "trace_context",
-        ),
+        ("id", "hub", *ACTIVITY_COLUMNS[1:]),
         json_cols=("tags",),
         lease_cols=_LEASE,
         identity=True,

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import durabletask.internal.orchestrator_service_pb2 as pb
 
 from moorage.sidecar.store.base import (
+    ACTIVITY_COLUMNS,
+    INSTANCE_COLUMNS,
     ActivityRow,
     Backlog,
     EntityRow,
@@ -38,11 +40,7 @@ log = logging.getLogger("moorage.store.sqlite")
 
 _TERMINAL = tuple(sorted(TERMINAL_STATUSES))  # as SQL parameters
 
-_INSTANCE_COLS = (
-    "instance_id, name, version, execution_id, status, input, output, custom_status, failure, created_at, "
-    "last_updated_at, completed_at, scheduled_start_at, tags, parent_instance_id, parent_task_id, lease_token, "
-    "lease_owner, lease_until, leased_inbox, lease_started_at, trace_context"
-)
+_INSTANCE_COLS = ", ".join(INSTANCE_COLUMNS)
 
 
 def _event(blob: bytes) -> pb.HistoryEvent:
@@ -78,10 +76,7 @@ def _instance(r: sqlite3.Row) -> InstanceRow:
     )
 
 
-_ACTIVITY_COLS = (
-    "id, instance_id, execution_id, name, version, task_id, input, tags, lease_token, lease_owner, "
-    "lease_until, trace_context"
-)
+_ACTIVITY_COLS = ", ".join(ACTIVITY_COLUMNS)
 
 
 def _activity(r: sqlite3.Row) -> ActivityRow:
@@ -341,7 +336,7 @@ class _Tx(StoreTx):
 
     def instances_with_work(self, now: float, limit: int) -> list[InstanceRow]:
         rows = self._q(
-            f"SELECT {', '.join('i.' + c.strip() for c in _INSTANCE_COLS.split(','))} FROM "
+            f"SELECT {', '.join('i.' + c for c in INSTANCE_COLUMNS)} FROM "
             "(SELECT instance_id, MIN(id) AS first FROM inbox WHERE hub=?1 AND visible_at<=?2 GROUP BY instance_id) b "
             "JOIN instances i ON i.hub=?1 AND i.instance_id=b.instance_id "
             "WHERE (i.lease_until IS NULL OR i.lease_until < ?2) ORDER BY b.first LIMIT ?3",
