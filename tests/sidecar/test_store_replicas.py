@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from datetime import timedelta
 
+import grpc
 import pytest
 from agents.agent_testkit import ScriptedLLM  # the agent tests' scripted OpenAI-compatible server
 from durabletask import entities, task
@@ -110,6 +111,17 @@ def pilot():
         yield Agent(name=uid("Pilot"), instructions="Answer with the lookup tool.", model=model, tools=[lookup]), llm
     finally:
         llm.close()
+
+
+def _answers(call) -> bool:
+    """Whether ``call`` reached the sidecar: ``False`` for UNAVAILABLE (not reached yet), any other error raised."""
+    try:
+        call()
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            return False
+        raise
+    return True
 
 
 def _value(client, eid) -> int | None:
@@ -228,6 +240,17 @@ def test_two_replicas_survive_sigkill_of_one(sidecar_factory, make_worker, datab
             a.restart()
             clients["a"] = new_client(a.port)
             agent_clients["a"] = AgentClient(a.connection_string)
+            # The in-process workers' channels to A were backing off while it was down, and a new channel to the same
+            # target shares their connection (grpcio's global subchannel pool): its first call may fail UNAVAILABLE
+            # with the refusal from before the restart (seen once in make test) until the next reconnect.
+            wait_until(
+                lambda: (
+                    _answers(lambda: clients["a"].get_orchestration_state("no-such-instance"))
+                    and _answers(lambda: agent_clients["a"].get_session(agent.name, "no-such-session"))
+                ),
+                timeout=30,
+                message="the restarted replica never answered a new client",
+            )
         schedule(2)
 
         for iid, want in expected.items():
