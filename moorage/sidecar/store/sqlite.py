@@ -41,6 +41,7 @@ log = logging.getLogger("moorage.store.sqlite")
 _TERMINAL = tuple(sorted(TERMINAL_STATUSES))  # as SQL parameters
 
 _INSTANCE_COLS = ", ".join(INSTANCE_COLUMNS)
+_INSTANCE_ALIASED = ", ".join(f"i.{c}" for c in INSTANCE_COLUMNS)  # the lease scan's join (once, not per scan)
 
 
 def _event(blob: bytes) -> pb.HistoryEvent:
@@ -336,7 +337,7 @@ class _Tx(StoreTx):
 
     def instances_with_work(self, now: float, limit: int) -> list[InstanceRow]:
         rows = self._q(
-            f"SELECT {', '.join('i.' + c for c in INSTANCE_COLUMNS)} FROM "
+            f"SELECT {_INSTANCE_ALIASED} FROM "
             "(SELECT instance_id, MIN(id) AS first FROM inbox WHERE hub=?1 AND visible_at<=?2 GROUP BY instance_id) b "
             "JOIN instances i ON i.hub=?1 AND i.instance_id=b.instance_id "
             "WHERE (i.lease_until IS NULL OR i.lease_until < ?2) ORDER BY b.first LIMIT ?3",
