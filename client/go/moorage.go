@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -30,6 +31,13 @@ import (
 )
 
 const maxMessageBytes = 64 * 1024 * 1024
+
+// reconnect caps gRPC's reconnect backoff at 5 s (its default grows to 120 s), so that a client notices a restarted
+// gateway within seconds rather than half a minute later.
+var reconnect = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 500 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+	MinConnectTimeout: 20 * time.Second,
+}
 
 // Error is a call the gateway refused or could not complete. status.Code(err) gives its gRPC code.
 type Error struct {
@@ -72,6 +80,7 @@ func Dial(address string, opts ...grpc.DialOption) (*Client, error) {
 	all := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)),
+		grpc.WithConnectParams(reconnect),
 	}, opts...)
 	conn, err := grpc.NewClient(target, all...)
 	if err != nil {

@@ -90,9 +90,10 @@ class ChunkPublisher:
                     import grpc
 
                     from moorage._proto import agents_pb2_grpc
+                    from moorage.connection import reconnecting_channel_args
 
                     assert self.endpoint
-                    self._channel = grpc.insecure_channel(self.endpoint)
+                    self._channel = grpc.insecure_channel(self.endpoint, reconnecting_channel_args())
                     self._stub = agents_pb2_grpc.AgentStreamSinkStub(self._channel)
         return self._stub
 

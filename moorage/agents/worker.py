@@ -80,12 +80,14 @@ class AgentWorker:
         sdk_logger.addFilter(self._quiet)
         self._sdk_logger = sdk_logger
         self._worker = DurableTaskSchedulerWorker(
-            **self.settings.sdk_kwargs(),
-            concurrency_options=concurrency_options,
-            data_converter=worker_kwargs.pop("data_converter", None) or MoorageDataConverter(),
-            # The SDK's default is an INFO stderr logger per worker; use the application's logging config instead.
-            logger=sdk_logger,
-            **worker_kwargs,
+            **self.settings.sdk_kwargs(
+                worker=True,
+                concurrency_options=concurrency_options,
+                data_converter=worker_kwargs.pop("data_converter", None) or MoorageDataConverter(),
+                # The SDK's default is an INFO stderr logger per worker; use the application's logging config.
+                logger=sdk_logger,
+                **worker_kwargs,
+            )
         )
         self.agents: dict[str, Agent] = {}
         self._started = False

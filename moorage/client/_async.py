@@ -19,6 +19,7 @@ from moorage.client._types import (
     RunStatus,
     Session,
     SessionSummary,
+    channel_options,
     dumps,
     iso,
     resume_request,
@@ -28,8 +29,6 @@ from moorage.client._types import (
     translate,
 )
 from moorage.connection import bearer_metadata
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class AsyncClient:
@@ -46,10 +45,7 @@ class AsyncClient:
     ):
         if channel is None:
             addr, secure = target(address)
-            options = [
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ]
+            options = channel_options()
             if secure or credentials is not None:
                 channel = grpc.aio.secure_channel(addr, credentials or grpc.ssl_channel_credentials(), options)
             else:

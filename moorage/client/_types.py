@@ -64,6 +64,19 @@ def translate(exc: grpc.RpcError) -> MoorageError:
     return _ERRORS.get(code, MoorageError)(code, details)
 
 
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def channel_options() -> list[tuple[str, Any]]:
+    """The thin client's channel arguments: the gateway's message size, and Moorage's reconnect backoff so that a
+    client notices a restarted gateway within seconds (:data:`moorage.connection.RECONNECT_CHANNEL_ARGS`)."""
+    from moorage.connection import reconnecting_channel_args
+
+    return reconnecting_channel_args(
+        [("grpc.max_send_message_length", MAX_MESSAGE_BYTES), ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+    )
+
+
 def target(address: str | None) -> tuple[str, bool]:
     """``localhost:8080`` / ``http://host:port`` / ``https://host`` -> (grpc target, secure)."""
     import os

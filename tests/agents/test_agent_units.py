@@ -18,7 +18,13 @@ from moorage.agents.structured import (
     to_typed,
     validate_reply,
 )
-from moorage.connection import DEFAULT_CONNECTION_STRING, parse_connection_string, resolve_connection_string
+from moorage.connection import (
+    DEFAULT_CONNECTION_STRING,
+    RECONNECT_CHANNEL_ARGS,
+    WORKER_RECONNECT_CAP_SECONDS,
+    parse_connection_string,
+    resolve_connection_string,
+)
 
 pytestmark = pytest.mark.unit  # no process: the fast layer
 
@@ -55,6 +61,28 @@ def test_azure_connection_string():
         "Endpoint=https://x.durabletask.io;Authentication=ManagedIdentity;TaskHub=h;ClientID=id1"
     ).sdk_kwargs()
     assert type(kw["token_credential"]).__name__ == "ManagedIdentityCredential"
+
+
+def test_sdk_kwargs_reconnect_defaults_and_the_callers_own_options():
+    """Moorage's reconnect backoff reaches every SDK channel and worker it builds; what the caller sets wins."""
+    from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
+
+    s = parse_connection_string("Endpoint=http://localhost:1;TaskHub=h")
+    kw = s.sdk_kwargs()
+    assert kw["channel_options"].to_grpc_options() == list(RECONNECT_CHANNEL_ARGS)
+    assert "resiliency_options" not in kw  # a client's, the SDK's own
+    assert s.sdk_kwargs(worker=True)["resiliency_options"].reconnect_backoff_cap_seconds == WORKER_RECONNECT_CAP_SECONDS
+
+    own = GrpcChannelOptions(max_receive_message_length=7, raw_options=[("grpc.max_reconnect_backoff_ms", 900)])
+    mine = GrpcWorkerResiliencyOptions(reconnect_backoff_cap_seconds=2.0)
+    kw = s.sdk_kwargs(worker=True, channel_options=own, resiliency_options=mine, logger=None)
+    assert dict(kw["channel_options"].to_grpc_options()) == {
+        "grpc.max_reconnect_backoff_ms": 900,
+        "grpc.initial_reconnect_backoff_ms": 500,
+        "grpc.max_receive_message_length": 7,
+    }
+    assert own.raw_options == [("grpc.max_reconnect_backoff_ms", 900)]  # the caller's object is not changed
+    assert kw["resiliency_options"] is mine and kw["logger"] is None
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -29,9 +32,11 @@ from kit import (
     uid,
     wait_until,
 )
+from kit.relay import TcpRelay
 from prometheus_client.parser import text_string_to_metric_families
 
 from moorage.agents.registry import REGISTRY_ENTITY
+from moorage.client import Client, MoorageError
 
 pytestmark = pytest.mark.skipif(IS_INMEMORY, reason="needs the Moorage sidecar's gateway")
 HERE = Path(__file__).resolve().parent
@@ -74,14 +79,21 @@ def metric(all_samples: dict[Any, float], name: str, **labels: str) -> float:
 
 class WorkerProcess:
     def __init__(
-        self, target: str, cwd: Path, sidecar: SidecarProcess, log: Path, *args: str, env: dict[str, str] | None = None
+        self,
+        target: str,
+        cwd: Path,
+        sidecar: SidecarProcess,
+        log: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,  # where it connects, when not the sidecar's own port (a relay in front of it)
     ) -> None:
         self.metrics_port = free_port()
         self.log = log
         environment = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
         environment.update(env or {})
         environment["DURABLE_TASK_SCHEDULER_CONNECTION_STRING"] = (
-            f"Endpoint=http://localhost:{sidecar.port};Authentication=None;TaskHub=default"
+            f"Endpoint=http://localhost:{port or sidecar.port};Authentication=None;TaskHub=default"
         )
         environment["PYTHONUNBUFFERED"] = "1"
         with open(log, "ab") as out:
@@ -179,6 +191,59 @@ def test_joker_worker_probes_metrics_and_sigterm(gateway_sidecar: tuple[SidecarP
         assert "worker stopped" in w.tail()
     finally:
         w.kill()
+
+
+OUTAGE_SECONDS = 30  # long enough for gRPC's and the SDK's default backoff to reach 10 s and more between attempts
+MAX_ATTEMPT_GAP_SECONDS = 8  # Moorage's cap is 5 s (plus gRPC's 20% jitter); the defaults' gaps were 10-30 s by now
+
+
+def test_worker_and_client_find_a_restarted_sidecar_within_seconds(
+    gateway_sidecar: tuple[SidecarProcess, int], tmp_path: Path
+) -> None:
+    """gRPC's reconnect backoff grows to 120 s and the SDK worker's stream loop to 30 s: after a sidecar restart a
+    worker or client sat out up to half a minute more (docs/deploy.md, "When the sidecar restarts"). Through a 30 s
+    outage, a `moorage worker` and a `moorage.client.Client` with no options of their own (each through a relay of
+    its own that counts its connection attempts) never let more than a few seconds pass between attempts, and both
+    work again within seconds of the restart."""
+    sc, _ = gateway_sidecar
+    with TcpRelay(sc.port) as worker_relay, TcpRelay(sc.port) as client_relay:
+        w = WorkerProcess(
+            "joker:joker_agent", REPO_ROOT / "examples", sc, tmp_path / "worker.log", port=worker_relay.port
+        )
+        client = Client(client_relay.address)
+        try:
+            wait_until(w.ready, timeout=60, message=w.tail)
+            assert "offline model" in client.agent("Joker").new_session().run("A joke, please").text
+
+            sc.kill()
+            down = time.monotonic()
+            while time.monotonic() - down < OUTAGE_SECONDS:  # a client that keeps asking meanwhile
+                with contextlib.suppress(MoorageError):
+                    client.agents()
+                time.sleep(0.5)
+            sc.restart()
+            up = time.monotonic()
+
+            def turn_ok() -> bool:
+                try:
+                    return "offline model" in client.agent("Joker").new_session().run("Another").text
+                except MoorageError:
+                    return False
+
+            wait_until(w.ready, timeout=30, message=w.tail)
+            wait_until(turn_ok, timeout=30, interval=0.1)
+            recovered = time.monotonic() - up
+
+            for who, relay in (("worker", worker_relay), ("client", client_relay)):
+                attempts = relay.failed_attempts(since=down)
+                assert len(attempts) >= OUTAGE_SECONDS // MAX_ATTEMPT_GAP_SECONDS, (who, attempts)
+                times = [down, *attempts, up]
+                gap = max(b - a for a, b in itertools.pairwise(times))
+                assert gap <= MAX_ATTEMPT_GAP_SECONDS, f"the {who} waited {gap:.1f}s between reconnect attempts"
+            assert recovered < 2 * MAX_ATTEMPT_GAP_SECONDS, f"worker and client back {recovered:.1f}s after the restart"
+        finally:
+            client.close()
+            w.kill()
 
 
 def hold_registry_entry(ctx: task.OrchestrationContext, key: str):  # type: ignore[no-untyped-def]

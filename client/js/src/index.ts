@@ -305,6 +305,9 @@ export class MoorageClient {
     this.stub = new Service(target, credentials, {
       "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
       "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+      // gRPC's default backoff grows to 120 s: a client would notice a restarted gateway only half a minute later.
+      "grpc.initial_reconnect_backoff_ms": 500,
+      "grpc.max_reconnect_backoff_ms": 5000,
     });
     this.metadata = new grpc.Metadata();
     for (const [k, v] of Object.entries(options.metadata ?? {})) this.metadata.set(k, v);

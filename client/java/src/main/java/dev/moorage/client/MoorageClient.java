@@ -49,7 +49,8 @@ public final class MoorageClient implements AutoCloseable {
 
   private MoorageClient(ManagedChannel channel, String token) {
     this.channel = channel;
-    AgentServiceGrpc.AgentServiceBlockingStub s = AgentServiceGrpc.newBlockingStub(channel);
+    AgentServiceGrpc.AgentServiceBlockingStub s =
+        AgentServiceGrpc.newBlockingStub(channel).withInterceptors(new ReconnectOnUnavailable(channel));
     if (token != null && !token.isEmpty()) {
       Metadata headers = new Metadata();
       headers.put(Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER), "Bearer " + token);

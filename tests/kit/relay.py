@@ -1,0 +1,81 @@
+"""A TCP relay in front of a sidecar, as a Kubernetes Service or a load balancer stands in front of its replicas:
+the reconnect tests send one client through each relay, so that every connection attempt it accepts is that
+client's, with its time. While the target is down a connection is accepted and closed at once (a failed attempt
+to the client, as an address with no endpoints behind it)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+
+
+class TcpRelay:
+    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+        self.target = (host, target_port)
+        self._listener = socket.create_server((host, 0))
+        self.port: int = self._listener.getsockname()[1]
+        self.attempts: list[tuple[float, bool]] = []  # (time.monotonic(), reached the target) per connection
+        self._closed = False
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept_loop, name=f"relay:{self.port}", daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"localhost:{self.port}"
+
+    def failed_attempts(self, since: float = 0.0) -> list[float]:
+        with self._lock:
+            return [t for t, ok in self.attempts if not ok and t >= since]
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=2)
+            except OSError:
+                with self._lock:
+                    self.attempts.append((time.monotonic(), False))
+                conn.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self.attempts.append((time.monotonic(), True))
+                self._open.update((conn, upstream))
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:  # one side gone (the sidecar was killed): drop both, as a proxy does
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+                with self._lock:
+                    self._open.discard(s)
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        with self._lock:
+            sockets, self._open = list(self._open), set()
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def __enter__(self) -> TcpRelay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
