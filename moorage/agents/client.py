@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import grpc
 from durabletask.client import EntityQuery, OrchestrationState, OrchestrationStatus
 
 from ..connection import load_settings
@@ -166,6 +167,12 @@ class AgentHandle:
         return self._client.list_sessions(self.name)
 
 
+def _unavailable(exc: grpc.RpcError) -> bool:
+    """A sidecar down or restarting: a wait rides it out until its own deadline (the SDK client raises the
+    status as is, and its channel comes back within seconds, see ``moorage.connection``)."""
+    return getattr(exc, "code", lambda: None)() == grpc.StatusCode.UNAVAILABLE
+
+
 class AgentClient:
     """Synchronous client (wraps ``durabletask.azuremanaged``'s ``DurableTaskSchedulerClient``)."""
 
@@ -220,13 +227,22 @@ class AgentClient:
         """Wait for a turn (``WaitForInstanceCompletion`` on its deterministic instance id)."""
         deadline = time.monotonic() + timeout
         delay = 0.01
+        unavailable: grpc.RpcError | None = None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                if unavailable is not None:  # down all along: say so, not "no response"
+                    raise unavailable
                 raise TimeoutError(
                     f"no response from agent {handle.agent_name!r} within {timeout}s (turn {handle.instance_id})"
                 )
-            state = self._client.wait_for_orchestration_completion(handle.instance_id, timeout=remaining)
+            try:
+                state = self._client.wait_for_orchestration_completion(handle.instance_id, timeout=remaining)
+                unavailable = None
+            except grpc.RpcError as exc:
+                if not _unavailable(exc):
+                    raise
+                state, unavailable = None, exc  # the sidecar restarting: the turn is durable, asking again a read
             if state is not None:
                 return _response_from_state(state, handle)
             # The turn does not exist yet (queued behind another turn, and the backend does not wait for
@@ -371,13 +387,22 @@ class AsyncAgentClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         delay = 0.01
+        unavailable: grpc.RpcError | None = None
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
+                if unavailable is not None:
+                    raise unavailable
                 raise TimeoutError(
                     f"no response from agent {handle.agent_name!r} within {timeout}s (turn {handle.instance_id})"
                 )
-            state = await self._client.wait_for_orchestration_completion(handle.instance_id, timeout=remaining)
+            try:
+                state = await self._client.wait_for_orchestration_completion(handle.instance_id, timeout=remaining)
+                unavailable = None
+            except grpc.RpcError as exc:
+                if not _unavailable(exc):
+                    raise
+                state, unavailable = None, exc  # as in AgentClient.wait_for_response
             if state is not None:
                 return _response_from_state(state, handle)
             await asyncio.sleep(min(delay, max(remaining, 0)))

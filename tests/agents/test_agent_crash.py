@@ -3,6 +3,8 @@ interrupted tool call is retried with the same idempotency key, and the turn fin
 
 from __future__ import annotations
 
+import concurrent.futures
+import time
 from pathlib import Path
 
 import pytest
@@ -264,6 +266,39 @@ def test_conversation_survives_a_sidecar_kill(tmp_path, llm, model):
         info = client.get_session(agent.name, session)
         assert info.turns == 3
         assert [e["$type"] for e in info.conversation_history] == ["request", "response"] * 3
+    finally:
+        if client is not None:
+            client.close()
+        if worker is not None:
+            worker.stop()
+        sidecar.stop()
+
+
+def test_waiting_for_a_turn_rides_out_a_sidecar_restart(tmp_path, llm, model):
+    """A wait that begins while the sidecar is down (or restarting) is a read of a durable turn: it keeps asking
+    until its deadline instead of raising UNAVAILABLE at once, and gets the answer once the sidecar is back."""
+    sidecar = SidecarProcess(tmp_path / "own-sidecar", lease_seconds=2, extra_args=["--log-level", "warning"]).start()
+    worker = None
+    client = None
+    try:
+        agent = Agent(name=uid("Patient"), model=model)
+        llm.responder = lambda body: {"text": "answer", "delay": 0.3}
+        worker = AgentWorker(
+            [agent],
+            connection_string=sidecar.connection_string,
+            logger=SDK_LOGGER,
+            channel_options=CHANNEL_OPTIONS,
+            resiliency_options=WORKER_RESILIENCY,
+        ).start()
+        client = AgentClient(sidecar.connection_string)
+        handle = client.start_run(agent.name, "one", session=uid("s"))
+        sidecar.kill()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(client.wait_for_response, handle, timeout=60)
+            time.sleep(3)  # the wait began while the sidecar was down
+            assert not waiting.done(), waiting.exception()
+            sidecar.start()
+            assert waiting.result(timeout=70).text == "answer"
     finally:
         if client is not None:
             client.close()
