@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 from kit import REPO_ROOT
 from kit.gateway_stack import Stack
+from kit.shared import exclusive
+from kit.toolchains import require_tool
+
+JS = REPO_ROOT / "client" / "js"
 
 
 def run_suite(
@@ -33,3 +37,14 @@ def run_suite(
             f"--- sidecar log ---\n{stack.log_tail(40)}"
         )
     return output
+
+
+def build_js_client(stack: Stack) -> None:
+    """Install and build client/js once (``npm ci`` runs its ``prepare``: tsc), and again when its source is newer."""
+    require_tool("node")
+    npm = require_tool("npm")
+    with exclusive("client-js"):  # one build at a time in client/js
+        if not (JS / "node_modules" / "@grpc" / "grpc-js").is_dir() or not (JS / "dist" / "index.js").is_file():
+            run_suite(stack, [npm, "ci", "--no-audit", "--no-fund"], JS)
+        elif (JS / "src" / "index.ts").stat().st_mtime > (JS / "dist" / "index.js").stat().st_mtime:
+            run_suite(stack, [npm, "run", "build"], JS)

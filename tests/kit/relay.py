@@ -6,9 +6,13 @@ to the client, as an address with no endpoints behind it)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import threading
 import time
+
+OUTAGE_SECONDS = 30  # long enough for gRPC's and the SDK's default backoff to reach 10 s and more between attempts
+MAX_ATTEMPT_GAP_SECONDS = 8  # Moorage's cap is 5 s (plus gRPC's 20% jitter); the defaults' gaps were 10-30 s by now
 
 
 class TcpRelay:
@@ -29,6 +33,11 @@ class TcpRelay:
     def failed_attempts(self, since: float = 0.0) -> list[float]:
         with self._lock:
             return [t for t, ok in self.attempts if not ok and t >= since]
+
+    def longest_wait(self, down: float, up: float) -> float:
+        """The longest time the client let pass without a connection attempt while the target was down."""
+        times = [down, *self.failed_attempts(since=down), up]
+        return max(b - a for a, b in itertools.pairwise(times))
 
     def _accept_loop(self) -> None:
         while not self._closed:

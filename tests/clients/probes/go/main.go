@@ -1,0 +1,45 @@
+// The Go client across a gateway restart (see ../reconnect_probe.mjs for the env and the output).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	moorage "github.com/moorage/moorage/client/go"
+	"google.golang.org/grpc/status"
+)
+
+func envInt(name string, fallback int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return fallback
+}
+
+func main() {
+	interval := time.Duration(envInt("PROBE_INTERVAL_MS", 500)) * time.Millisecond
+	until := time.Now().Add(time.Duration(envInt("PROBE_SECONDS", 180)) * time.Second)
+	client, err := moorage.Dial(os.Getenv("MOORAGE_ADDRESS"))
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close()
+	for time.Now().Before(until) {
+		if _, err := os.Stat(os.Getenv("PROBE_STOP")); err == nil {
+			return
+		}
+		line := map[string]any{"t": float64(time.Now().UnixMicro()) / 1e6, "ok": true}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if _, err := client.Agents(ctx); err != nil {
+			line["ok"], line["code"] = false, status.Code(err).String()
+		}
+		cancel()
+		out, _ := json.Marshal(line)
+		fmt.Println(string(out))
+		time.Sleep(interval)
+	}
+}
