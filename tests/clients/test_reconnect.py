@@ -105,14 +105,15 @@ def test_js_go_and_java_clients_find_a_restarted_sidecar_within_seconds(tmp_path
         restart_wall = time.time()
         stack.sidecar.restart()
         up, up_wall = time.monotonic(), time.time()
-        wait_until(
+        wait_until(  # as long as gRPC's own backoff may take (120 s), so that a failure says by how much
             lambda: all(p.ok_after(up_wall) is not None for p in probes),
-            timeout=4 * MAX_ATTEMPT_GAP_SECONDS,
+            timeout=150,
             interval=0.05,
             message=lambda: "\n".join(p.tail() for p in probes),
         )
 
         stop_file.touch()
+        problems = []
         for p in probes:
             assert p.process.wait(timeout=120) == 0, p.tail()  # the Java probe is a JUnit test: mvn says it passed
             failed = [c for c in p.calls() if down_wall <= c["t"] < restart_wall]
@@ -125,6 +126,10 @@ def test_js_go_and_java_clients_find_a_restarted_sidecar_within_seconds(tmp_path
             assert back is not None
             recovered = max(0.0, back - up_wall)
             print(f"{p.name}: {len(attempts)} attempts in the outage, longest wait {gap:.1f}s, back {recovered:.2f}s")
-            assert len(attempts) >= OUTAGE_SECONDS // MAX_ATTEMPT_GAP_SECONDS, (p.name, attempts)
-            assert gap <= MAX_ATTEMPT_GAP_SECONDS, f"the {p.name} client waited {gap:.1f}s between reconnect attempts"
-            assert recovered < 2 * MAX_ATTEMPT_GAP_SECONDS, f"the {p.name} client was back {recovered:.1f}s after"
+            if len(attempts) < OUTAGE_SECONDS // MAX_ATTEMPT_GAP_SECONDS:
+                problems.append(f"the {p.name} client tried to reconnect only {len(attempts)} times in the outage")
+            if gap > MAX_ATTEMPT_GAP_SECONDS:
+                problems.append(f"the {p.name} client waited {gap:.1f}s between reconnect attempts")
+            if recovered >= 2 * MAX_ATTEMPT_GAP_SECONDS:
+                problems.append(f"the {p.name} client was back only {recovered:.1f}s after the restart")
+        assert not problems, problems
