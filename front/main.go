@@ -392,6 +392,7 @@ func main() {
 	certFile := flag.String("tls-cert", "", "PEM certificate for the listeners marked :tls")
 	keyFile := flag.String("tls-key", "", "PEM key of --tls-cert")
 	clientCA := flag.String("tls-client-ca", "", "PEM CA bundle: require client certificates it signed")
+	keepaliveSeconds := flag.Float64("keepalive-seconds", 10, "ping each connection this often, close it if unanswered as long again (0: never)")
 	flag.Parse()
 	if os.Getenv("GOMAXPROCS") == "" {
 		// One P: the front waits on sockets; handing a call between its goroutines on one thread is a switch,
@@ -420,6 +421,10 @@ func main() {
 		grpc.InitialWindowSize(16 << 20),
 		grpc.InitialConnWindowSize(16 << 20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	if *keepaliveSeconds > 0 { // see moorage.connection.KEEPALIVE_SECONDS: a peer cut off, not closed, is found
+		every := time.Duration(*keepaliveSeconds * float64(time.Second))
+		options = append(options, grpc.KeepaliveParams(keepalive.ServerParameters{Time: every, Timeout: every}))
 	}
 	var secure credentials.TransportCredentials
 	type served struct {

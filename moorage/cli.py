@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from moorage import logs
+from moorage.connection import KEEPALIVE_SECONDS
 from moorage.sidecar.store.base import StoreUnavailable
 from moorage.store_cli import store
 
@@ -211,6 +212,15 @@ def main() -> None:
     help="How long a work item of a vanished worker stays locked before another worker gets it.",
 )
 @click.option(
+    "--keepalive-seconds",
+    type=click.FloatRange(0, 3600),
+    default=KEEPALIVE_SECONDS,
+    envvar="MOORAGE_KEEPALIVE_SECONDS",
+    show_envvar=True,
+    help="Ping every connection this often; one that does not answer within as long again is closed (a worker "
+    "cut off by a lost node or network path: its work goes to other workers after --lease-seconds). 0: never.",
+)
+@click.option(
     "--dashboard-port",
     type=click.IntRange(0, 65535),
     default=8082,
@@ -262,6 +272,7 @@ def sidecar(
     store_connections: int | None,
     task_hubs: str,
     lease_seconds: float,
+    keepalive_seconds: float,
     dashboard_port: int,
     dashboard_actions: bool,
     http_port: int,
@@ -292,6 +303,7 @@ def sidecar(
                     store_connections=store_connections,
                     task_hubs=hubs,
                     lease_seconds=lease_seconds,
+                    keepalive_seconds=keepalive_seconds,
                     dashboard_port=dashboard_port,
                     dashboard_actions=dashboard_actions,
                     http_port=http_port,

@@ -65,6 +65,28 @@ def reconnecting_channel_args(options: list[tuple[str, Any]] | None = None) -> l
     return out
 
 
+# How soon a server finds a peer it can no longer reach. A worker on a lost node, or behind a dropped network path,
+# leaves no FIN and no RST: its connection looks open, its stream keeps renewing its leases, and its work stayed
+# stuck until the kernel gave up on the connection (about 15 minutes of TCP retransmissions, and never while nothing is
+# written to it). With an HTTP/2 keepalive ping every KEEPALIVE_SECONDS, answered within as long again, the server
+# closes such a connection within twice that, its leases lapse, and the work goes to other workers. A live peer's
+# gRPC answers the ping itself, however busy its application is.
+KEEPALIVE_SECONDS = 10.0
+
+
+def server_keepalive_args(seconds: float = KEEPALIVE_SECONDS) -> list[tuple[str, int]]:
+    """gRPC server options for a keepalive ping every ``seconds`` (0: none, as gRPC's own default of 2 hours)."""
+    if seconds <= 0:
+        return []
+    ms = max(1, round(seconds * 1000))
+    return [
+        ("grpc.keepalive_time_ms", ms),
+        ("grpc.keepalive_timeout_ms", ms),
+        ("grpc.http2.ping_timeout_ms", ms),  # gRPC 1.85's C core waits this long (default 60 s) for any ping's ack
+        ("grpc.http2.max_pings_without_data", 0),  # an idle work-item stream is pinged as often as a busy one
+    ]
+
+
 class StaticTokenCredential:
     """A ``TokenCredential`` (sync and async alike) for a fixed bearer token, so that the DTS SDK sends
     ``authorization: Bearer <token>`` exactly as it does with an Entra ID credential. The token is not in

@@ -39,6 +39,7 @@ from typing import Any, NoReturn
 import grpc
 from grpc.aio import AbortError
 
+from moorage.connection import KEEPALIVE_SECONDS
 from moorage.security.tls import ServerTls
 
 log = logging.getLogger("moorage.front")
@@ -302,9 +303,11 @@ class FrontServer(grpc.aio.Server):
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         max_receive_bytes: int,
         max_send_bytes: int,
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
         tls: ServerTls | None = None,
     ) -> None:
         self.binary = binary
+        self.keepalive_seconds = keepalive_seconds
         self.tls = tls
         self.interceptors = tuple(interceptors)
         self.max_receive_bytes = max_receive_bytes
@@ -395,6 +398,8 @@ class FrontServer(grpc.aio.Server):
             str(self.max_receive_bytes),
             "--max-send-bytes",
             str(self.max_send_bytes),
+            "--keepalive-seconds",
+            f"{self.keepalive_seconds:g}",
         ]
         tls = next((t for _, t in self._listeners if t is not None), None)
         if tls is not None:

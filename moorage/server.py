@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from moorage.connection import KEEPALIVE_SECONDS, server_keepalive_args
 from moorage.dashboard import start_dashboard
 from moorage.front import BINARY_NAME, FrontServer, find_binary
 from moorage.gateway import GatewayConfig, GatewayRuntime, attach
@@ -43,6 +44,7 @@ class SidecarConfig:
     store_connections: int | None = None  # PostgreSQL: transactions in flight at once (None: the store's default)
     task_hubs: list[str] = field(default_factory=lambda: ["default"])
     lease_seconds: float = 10.0
+    keepalive_seconds: float = KEEPALIVE_SECONDS  # 0: no keepalive pings (moorage.connection.server_keepalive_args)
     dashboard_port: int = 0  # 0: no dashboard (the CLI's default is 8082)
     dashboard_actions: bool = False
     http_port: int = 0  # the gateway's HTTP API; 0: none (the CLI's default is 7071, as Azure Functions')
@@ -67,7 +69,7 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
     guard = CallGuard(
         authenticator, hub_of=lambda method, hub: gateway_hub if method.startswith("/moorage.v1.") else hub or "default"
     )
-    server = _grpc_server(config.front, guard, security)
+    server = _grpc_server(config.front, guard, security, config.keepalive_seconds)
     services = guard.register_on(server)  # the decoding check, on the handlers instead of per call
     add_to_server(Service(core), services)
     address = f"{host}:{config.port}"
@@ -121,7 +123,7 @@ async def serve(config: SidecarConfig, ready: asyncio.Event | None = None) -> No
         private.close()
 
 
-def _grpc_server(front: str, guard: CallGuard, security: SecurityConfig) -> grpc.aio.Server:
+def _grpc_server(front: str, guard: CallGuard, security: SecurityConfig, keepalive_seconds: float) -> grpc.aio.Server:
     """The Go front (``moorage.front``) when asked for or, with ``auto``, when its binary is installed; else
     grpc.aio. Both serve the same handlers behind the same guard."""
     binary = find_binary() if front in ("auto", "go") else None
@@ -136,6 +138,7 @@ def _grpc_server(front: str, guard: CallGuard, security: SecurityConfig) -> grpc
             interceptors=guard.interceptors(),  # none with auth off: an interceptor costs every call
             max_receive_bytes=security.max_payload_bytes,
             max_send_bytes=MAX_MESSAGE_BYTES,
+            keepalive_seconds=keepalive_seconds,
             tls=security.tls,
         )
     if front == "auto":
@@ -146,6 +149,7 @@ def _grpc_server(front: str, guard: CallGuard, security: SecurityConfig) -> grpc
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", security.max_payload_bytes),
             ("grpc.so_reuseport", 0),
+            *server_keepalive_args(keepalive_seconds),
         ],
     )
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from moorage.connection import server_keepalive_args
 from moorage.gateway.core import Gateway
 from moorage.gateway.grpc_service import add_to_server
 from moorage.gateway.http import DEFAULT_MAX_BODY_BYTES, create_app
@@ -176,6 +177,7 @@ async def serve(config: GatewayConfig, ready: asyncio.Event | None = None) -> No
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", min(MAX_MESSAGE_BYTES, security.max_payload_bytes)),
             ("grpc.so_reuseport", 0),
+            *server_keepalive_args(),  # a client gone with its node leaves no stream of a turn's reply open
         ],
     )
     add_to_server(runtime.gateway, server)

@@ -22,6 +22,7 @@ class TcpRelay:
         self.port: int = self._listener.getsockname()[1]
         self.attempts: list[tuple[float, bool]] = []  # (time.monotonic(), reached the target) per connection
         self._closed = False
+        self._partitioned = False
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._accept_loop, name=f"relay:{self.port}", daemon=True).start()
@@ -39,12 +40,20 @@ class TcpRelay:
         times = [down, *self.failed_attempts(since=down), up]
         return max(b - a for a, b in itertools.pairwise(times))
 
+    def partition(self) -> None:
+        """From now on every byte through the relay is dropped and new connections hang, until :meth:`close`."""
+        self._partitioned = True
+
     def _accept_loop(self) -> None:
         while not self._closed:
             try:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
+            if self._partitioned:  # the connection never gets anywhere, and nothing says so
+                with self._lock:
+                    self._open.add(conn)
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=2)
             except OSError:
@@ -62,7 +71,8 @@ class TcpRelay:
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self._partitioned:
+                    dst.sendall(data)
         except OSError:
             pass
         finally:  # one side gone (the sidecar was killed): drop both, as a proxy does

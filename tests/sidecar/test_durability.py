@@ -16,6 +16,7 @@ from durabletask import entities, task
 from durabletask.client import OrchestrationStatus
 from helpers import SIDECAR_TESTS_DIR, RawWorker, assert_completed, complete, new_client, status_of, wait_status
 from kit import PYTHON, ManagedProcess, sidecar_only, uid, wait_until
+from kit.relay import TcpRelay
 
 pytestmark = [pytest.mark.timeout(180), sidecar_only("the in-memory backend is neither durable nor leased")]
 
@@ -208,12 +209,18 @@ def _markers(d: Path, iid: str) -> dict[int, Path]:
     return {int(p.name.rsplit(".", 1)[1]): p for p in d.glob(f"{iid}.*")}
 
 
-def test_worker_sigkill_mid_activity_is_redelivered_after_lease(sidecar_factory, make_worker, tmp_path):
-    sc = sidecar_factory("lease", lease_seconds=2)
+@pytest.mark.parametrize("vanish", ["sigkill", "partition"])
+def test_worker_lost_mid_activity_is_redelivered_after_lease(sidecar_factory, make_worker, tmp_path, vanish):
+    """Worker 1 is lost while it runs an activity: SIGKILLed (its connection closes), or cut off by a partition
+    (a lost node, a dropped path: its connection looks open and nothing says otherwise), which the sidecar finds
+    out by its HTTP/2 keepalive. Either way worker 2 runs the activity after the lease, and not before: a worker
+    alive and busy keeps it, its pings answered while its activity runs."""
+    sc = sidecar_factory("lease", lease_seconds=2, extra_args=["--keepalive-seconds", "1"])
     markers = tmp_path / "markers"
     markers.mkdir()
+    relay = TcpRelay(sc.port)  # worker 1's network path
     proc = ManagedProcess(
-        [PYTHON, SIDECAR_TESTS_DIR / "worker_proc.py", "--port", str(sc.port), "--activity-sleep", "300"],
+        [PYTHON, SIDECAR_TESTS_DIR / "worker_proc.py", "--port", str(relay.port), "--activity-sleep", "300"],
         tmp_path / "worker1.log",
     ).start()
     client = new_client(sc.port)
@@ -227,11 +234,14 @@ def test_worker_sigkill_mid_activity_is_redelivered_after_lease(sidecar_factory,
 
         # a second worker connects while worker 1 is alive and busy: the activity stays with worker 1
         make_worker(sc, orchestrators=[lease_orch], activities=[marker_act])
-        time.sleep(5.0)  # > 2 leases
+        time.sleep(5.0)  # > 2 leases, > 2 keepalive rounds
         assert set(_markers(markers, iid)) == {proc.pid}, "activity handed out while its worker was alive"
         assert status_of(client, iid) == OrchestrationStatus.RUNNING
 
-        proc.kill()
+        if vanish == "sigkill":
+            proc.kill()
+        else:
+            relay.partition()
 
         state = complete(client, iid, timeout=60)
         assert_completed(state)
@@ -239,6 +249,7 @@ def test_worker_sigkill_mid_activity_is_redelivered_after_lease(sidecar_factory,
         assert set(_markers(markers, iid)) == {proc.pid, os.getpid()}
     finally:
         client.close()
+        relay.close()
         proc.stop()
 
 
