@@ -13,6 +13,11 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; th
     echo "test-deps: chromium or npm missing and not root: the browser test will skip" >&2
   fi
 fi
+# iptables: tests/sidecar/store/test_postgres_partition.py cuts a replica off from its database by dropping packets.
+if ! command -v iptables >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null
+fi
 # PostgreSQL server binaries for the PostgreSQL store's tests (they start their own cluster; nothing runs as a service).
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then

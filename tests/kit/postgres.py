@@ -90,6 +90,8 @@ class PostgresServer:
             stderr=subprocess.PIPE,
         )
         pwfile.unlink()
+        with open(self.data / "pg_hba.conf", "a") as hba:  # all of loopback: a relay may connect from 127.0.0.2
+            hba.write("host all all 127.0.0.0/8 scram-sha-256\n")
         self.start()
 
     @property

@@ -7,17 +7,28 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
+
+import pytest
+
+from .toolchains import CI
 
 OUTAGE_SECONDS = 30  # long enough for gRPC's and the SDK's default backoff to reach 10 s and more between attempts
 MAX_ATTEMPT_GAP_SECONDS = 8  # Moorage's cap is 5 s (plus gRPC's 20% jitter); the defaults' gaps were 10-30 s by now
 
 
 class TcpRelay:
-    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, target_port: int, host: str = "127.0.0.1", source_host: str | None = None) -> None:
+        """``source_host``: the loopback address its connections to the target come from (127.0.0.2, ...), so that
+        :func:`kernel_blackhole` can cut them and nothing else to that target."""
         self.target = (host, target_port)
+        self.source = (source_host, 0) if source_host else None
         self._listener = socket.create_server((host, 0))
         self.port: int = self._listener.getsockname()[1]
         self.attempts: list[tuple[float, bool]] = []  # (time.monotonic(), reached the target) per connection
@@ -55,7 +66,7 @@ class TcpRelay:
                     self._open.add(conn)
                 continue
             try:
-                upstream = socket.create_connection(self.target, timeout=2)
+                upstream = socket.create_connection(self.target, timeout=2, source_address=self.source)
             except OSError:
                 with self._lock:
                     self.attempts.append((time.monotonic(), False))
@@ -98,3 +109,29 @@ class TcpRelay:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def kernel_blackhole(port: int | None = None, host: str | None = None) -> Iterator[None]:
+    """Drop every TCP segment to or from ``port``, and every packet to or from the loopback address ``host``, on
+    this machine (iptables, removed on exit). Unlike :meth:`TcpRelay.partition` nothing acknowledges what is sent,
+    so TCP's own timeouts and keepalives apply, as on a real partition. Needs root with CAP_NET_ADMIN: skipped
+    without it, except in CI."""
+    iptables = shutil.which("iptables")
+    reason = None if iptables and os.geteuid() == 0 else "iptables as root is needed to drop a port's packets"
+    rules = [["INPUT", "-p", "tcp", f"--{end}", str(port), "-j", "DROP"] for end in ("dport", "sport") if port]
+    rules += [["INPUT", flag, host, "-j", "DROP"] for flag in ("-s", "-d") if host]
+    added = []
+    try:
+        for rule in rules if reason is None else []:
+            done = subprocess.run([str(iptables), "-w", "-I", *rule], capture_output=True, text=True)
+            if done.returncode != 0:
+                reason = f"iptables refused a rule: {done.stderr.strip()}"
+                break
+            added.append(rule)
+        if reason is not None:
+            (pytest.fail if CI else pytest.skip)(reason)
+        yield
+    finally:
+        for rule in added:
+            subprocess.run([str(iptables), "-w", "-D", *rule], capture_output=True)

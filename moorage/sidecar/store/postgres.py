@@ -58,6 +58,7 @@ from typing import Any, TypeVar
 import durabletask.internal.orchestrator_service_pb2 as pb
 import psycopg
 import psycopg.errors
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -92,6 +93,17 @@ OUTAGE_RETRY_SECONDS = 3.0  # how long a transition retries on broken connection
 # one) keeps a long outage from delaying the recovery by minutes.
 RECONNECT_ATTEMPT = 5.0
 LOOP_READ_TIMEOUT = 2.0  # a read on the event loop's own connection gives up after this (server or network hung)
+# A network path to the server that drops everything (a partition, a lost route, a NAT or load balancer that forgot
+# the flow) closes nothing. Measured (psycopg 3 through a port black-holed with iptables): a replica's query waited
+# 90 s and more, never failing, and the rows its open transaction had locked stayed locked on the server, hidden from
+# every other replica's SKIP LOCKED lease scan, for as long (Linux gives up on unacknowledged data after ~15 minutes,
+# the server's own keepalive after 2 hours). Now the client gives up on data unacknowledged for NETWORK_TIMEOUT
+# (libpq's tcp_user_timeout, and TCP keepalives for connections with nothing to send, such as LISTEN's), and the
+# server's end of each connection is told the same (its own tcp_user_timeout and keepalive settings, and a session
+# idle inside a transaction that long is ended): it finds the replica gone, rolls the transaction back and releases
+# its locks. The store's transactions are short and wait on nothing but their own statements; a caller's own
+# settings in the URL win.
+NETWORK_TIMEOUT = 30.0
 # Reads on the event loop (``PostgresStore(loop_reads=True)``) hold every other call of the sidecar for their round
 # trip, one after another: off by default (bench/pg_loop_reads.py: with 50 concurrent readers the loop woke 54-73 ms
 # late instead of about 1 ms, even on loopback). When on, one that takes longer than the budget (a remote server, a
@@ -964,6 +976,40 @@ def _payloads(process_id: str, hub: str, changed: set[str], work: set[WorkKind])
     return out
 
 
+def _session_kwargs(
+    conninfo: str, *, application_name: str, network_timeout_ms: int | None = None, **settings: str | int
+) -> dict[str, Any]:
+    """``psycopg.connect`` arguments of the sidecar's own connections: autocommit; the bounds of
+    :data:`NETWORK_TIMEOUT`, unless the URL sets them itself (its ``options`` come after ours and win); then the
+    server ``settings`` given, which the store's guarantees rest on (``synchronous_commit``), after the URL's."""
+    given = conninfo_to_dict(conninfo)
+    ms = network_timeout_ms or int(NETWORK_TIMEOUT * 1000)
+    probe = max(1, ms // 3000)  # seconds: the idle time and two unanswered probes fit in the timeout
+    bounds = {
+        "tcp_user_timeout": ms,
+        "keepalives": 1,
+        "keepalives_idle": probe,
+        "keepalives_interval": probe,
+        "keepalives_count": 2,
+    }
+    server_side = {  # the same bounds on the server's end of the connection: it rolls back and frees the locks
+        "tcp_user_timeout": ms,
+        "tcp_keepalives_idle": probe,
+        "tcp_keepalives_interval": probe,
+        "tcp_keepalives_count": 2,
+        "idle_in_transaction_session_timeout": ms,
+    }
+    options = [*(f"-c {k}={v}" for k, v in server_side.items()), str(given.get("options") or "")]
+    options += [f"-c {k}={v}" for k, v in settings.items()]
+    return {
+        "autocommit": True,
+        "connect_timeout": 10,
+        "application_name": application_name,
+        **{k: v for k, v in bounds.items() if k not in given},
+        "options": " ".join(o for o in options if o),
+    }
+
+
 def _heartbeat(process_id: str) -> str:
     """The payload by which a listener says it is there: a change of nothing."""
     return json.dumps({"p": process_id, "h": "", "i": [], "w": ""}, separators=(",", ":"))
@@ -1025,18 +1071,13 @@ class PostgresStore(Store):
             raise StoreUnavailable(f"cannot open the PostgreSQL store {self.safe_url}: {_reason(exc)}") from None
         self._pool = ConnectionPool(
             self._conninfo,
+            kwargs=_session_kwargs(self._conninfo, application_name="moorage-sidecar", synchronous_commit="on"),
             min_size=1,
             max_size=pool_size,
             open=False,
             name=f"moorage-{self.process_id[:8]}",  # its connect errors are told apart from another store's
             timeout=CONNECT_WAIT,
             reconnect_timeout=RECONNECT_ATTEMPT,
-            kwargs={
-                "autocommit": True,
-                "application_name": "moorage-sidecar",
-                "connect_timeout": 10,
-                "options": "-c synchronous_commit=on",
-            },
         )
         self._pool.open(wait=True, timeout=30)
         self._threads = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="moorage-pg")
@@ -1125,11 +1166,9 @@ class PostgresStore(Store):
             ms = int(LOOP_READ_TIMEOUT * 1000)
             self._loop_conn = psycopg.connect(
                 self._conninfo,
-                autocommit=True,
-                connect_timeout=10,
-                application_name="moorage-sidecar-read",
-                options=f"-c statement_timeout={ms}",
-                tcp_user_timeout=ms,
+                **_session_kwargs(
+                    self._conninfo, application_name="moorage-sidecar-read", network_timeout_ms=ms, statement_timeout=ms
+                ),
             )
         except psycopg.Error as exc:
             log.debug("no event-loop read connection (%s); reads use the pool", _reason(exc))
@@ -1264,7 +1303,7 @@ class PostgresStore(Store):
         while not self._closed:
             try:
                 with psycopg.connect(
-                    self._conninfo, autocommit=True, connect_timeout=10, application_name="moorage-listen"
+                    self._conninfo, **_session_kwargs(self._conninfo, application_name="moorage-listen")
                 ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     hello = _heartbeat(self.process_id)
