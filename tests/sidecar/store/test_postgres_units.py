@@ -537,3 +537,25 @@ def test_the_sidecar_refuses_a_store_connection_count_out_of_range() -> None:
         assert "No such option" not in result.output
     accepted = CliRunner().invoke(main, ["sidecar", "--store-connections", "5", "--store", "bogus://x"])
     assert accepted.exit_code == 1 and "unknown store URL" in accepted.output  # parsed; then the store is refused
+
+
+def test_connections_bound_a_dead_network_unless_the_url_says_otherwise() -> None:
+    """Every sidecar connection gets the network bounds (client and server side); a URL's own libpq parameters and
+    ``options`` win over them, and the settings the store's guarantees rest on come last of all."""
+    from moorage.sidecar.store.postgres import NETWORK_TIMEOUT, _session_kwargs
+
+    ms = int(NETWORK_TIMEOUT * 1000)
+    plain = _session_kwargs("postgresql://h/db", application_name="a", synchronous_commit="on")
+    assert plain["tcp_user_timeout"] == ms and plain["keepalives"] == 1
+    options = plain["options"].split(" -c ")
+    assert f"-c tcp_user_timeout={ms}" in plain["options"]
+    assert f"idle_in_transaction_session_timeout={ms}" in options
+    assert options[-1] == "synchronous_commit=on"
+
+    url = "postgresql://h/db?tcp_user_timeout=90000&options=-c%20idle_in_transaction_session_timeout%3D0"
+    own = _session_kwargs(url, application_name="a", synchronous_commit="on")
+    assert "tcp_user_timeout" not in own  # not overridden: libpq takes the URL's
+    assert own["options"].index("idle_in_transaction_session_timeout=0") > own["options"].index(
+        f"idle_in_transaction_session_timeout={ms}"
+    )  # later -c wins
+    assert own["options"].endswith("-c synchronous_commit=on")
