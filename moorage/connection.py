@@ -56,6 +56,17 @@ RECONNECT_CHANNEL_ARGS: tuple[tuple[str, int], ...] = (
 )
 WORKER_RECONNECT_CAP_SECONDS = 5.0
 
+# How soon a thin client finds that the gateway it waits on can no longer be reached (its node lost, its path dropped):
+# a call in flight, a reply being streamed, would otherwise wait for as long as TCP keeps the dead connection. Only
+# for channels to Moorage's own gateway, which accepts pings this often while a call is open (grpc.aio; the Go front
+# from 10 s): other servers may refuse them (GOAWAY too_many_pings), so the SDK channels that may reach DTS get none.
+# The JavaScript, Go and Java clients use the same 20 s.
+GATEWAY_CLIENT_KEEPALIVE_ARGS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 20000),
+    ("grpc.keepalive_timeout_ms", 20000),
+    ("grpc.http2.ping_timeout_ms", 20000),  # gRPC 1.85's C core waits this long for the ack, not keepalive_timeout
+)
+
 
 def reconnecting_channel_args(options: list[tuple[str, Any]] | None = None) -> list[tuple[str, Any]]:
     """``options`` plus :data:`RECONNECT_CHANNEL_ARGS` for each backoff key it does not set itself."""

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kit import REPO_ROOT, ManagedProcess, hermetic_env
+from kit import PYTHON, REPO_ROOT, ManagedProcess, hermetic_env
 from kit.gateway_stack import Stack
-from kit.relay import MAX_ATTEMPT_GAP_SECONDS, OUTAGE_SECONDS, TcpRelay
+from kit.relay import MAX_ATTEMPT_GAP_SECONDS, OUTAGE_SECONDS, TcpRelay, kernel_blackhole
 from kit.shared import exclusive
 from kit.toolchains import require_tool
 from kit.waits import wait_until
@@ -41,8 +41,9 @@ class Probe:
     def calls(self) -> list[dict[str, Any]]:
         """The probe's calls so far, one per JSON line it printed (Maven's own lines are skipped)."""
         with contextlib.suppress(OSError):
-            lines = self.out.read_text(errors="replace").splitlines()
-            self.seen = [json.loads(line) for line in lines[:-1] if line.startswith("{")]  # the last may be partial
+            text = self.out.read_text(errors="replace")
+            lines = text.split("\n")[:-1]  # what follows the last newline may be a line half written
+            self.seen = [json.loads(line) for line in lines if line.startswith("{")]
         return self.seen
 
     def ok_after(self, t: float) -> float | None:
@@ -57,6 +58,7 @@ def probe_commands() -> dict[str, tuple[list[str], Path, dict[str, str]]]:
     require_tool("java")
     offline = ["-o"] if (JAVA / "target" / "classes" / "dev" / "moorage" / "client").is_dir() else []
     return {
+        "python": ([PYTHON, str(PROBES / "reconnect_probe.py")], PROBES, {}),
         "js": (["node", str(PROBES / "reconnect_probe.mjs")], PROBES, {}),
         "go": ([go, "run", "."], PROBES / "go", {"GOFLAGS": "-buildvcs=false -mod=mod"}),
         "java": (
@@ -67,37 +69,46 @@ def probe_commands() -> dict[str, tuple[list[str], Path, dict[str, str]]]:
     }
 
 
-def test_js_go_and_java_clients_find_a_restarted_sidecar_within_seconds(tmp_path: Path) -> None:
-    stack = Stack(tmp_path / "stack").start(with_worker=False)
+def start_probes(
+    tmp_path: Path, stack: Stack, cleanup: contextlib.ExitStack, names: tuple[str, ...]
+) -> tuple[list[Probe], Path]:
+    """One probe per client in ``names``, each through a relay of its own, all answering; and their stop file."""
     stop_file = tmp_path / "stop"
     probes: list[Probe] = []
+    build_js_client(stack)
+    commands = probe_commands()
+    for name in names:
+        argv, cwd, env = commands[name]
+        if name == "java":
+            cleanup.enter_context(exclusive("client-java"))  # one Maven at a time in client/java/target
+        relay = cleanup.enter_context(TcpRelay(stack.grpc_port))
+        extra = {"MOORAGE_ADDRESS": relay.address, "PROBE_STOP": str(stop_file), "PROBE_SECONDS": "900", **env}
+        process = ManagedProcess(
+            argv,
+            tmp_path / f"{name}.log",
+            name=f"{name}-probe",
+            env=hermetic_env(extra),
+            cwd=cwd,
+            stdout_path=tmp_path / f"{name}.out",
+        )
+        probes.append(Probe(name, relay, process, tmp_path / f"{name}.out"))
+        cleanup.callback(process.stop)
+        process.start()
+
+    def all_answered() -> bool:
+        for p in probes:
+            assert p.process.is_running(), p.tail()
+        return all(p.ok_after(0) is not None for p in probes)
+
+    wait_until(all_answered, timeout=600, message=lambda: "\n".join(p.tail() for p in probes))  # builds first
+    return probes, stop_file
+
+
+def test_js_go_and_java_clients_find_a_restarted_sidecar_within_seconds(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "stack").start(with_worker=False)
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(stack.stop)
-        build_js_client(stack)
-        for name, (argv, cwd, env) in probe_commands().items():
-            if name == "java":
-                cleanup.enter_context(exclusive("client-java"))  # one Maven at a time in client/java/target
-            relay = cleanup.enter_context(TcpRelay(stack.grpc_port))
-            extra = {"MOORAGE_ADDRESS": relay.address, "PROBE_STOP": str(stop_file), "PROBE_SECONDS": "900", **env}
-            process = ManagedProcess(
-                argv,
-                tmp_path / f"{name}.log",
-                name=f"{name}-probe",
-                env=hermetic_env(extra),
-                cwd=cwd,
-                stdout_path=tmp_path / f"{name}.out",
-            )
-            probe = Probe(name, relay, process, tmp_path / f"{name}.out")
-            probes.append(probe)
-            cleanup.callback(process.stop)
-            process.start()
-
-        def all_answered() -> bool:
-            for p in probes:
-                assert p.process.is_running(), p.tail()
-            return all(p.ok_after(0) is not None for p in probes)
-
-        wait_until(all_answered, timeout=600, message=lambda: "\n".join(p.tail() for p in probes))  # builds first
+        probes, stop_file = start_probes(tmp_path, stack, cleanup, ("js", "go", "java"))
 
         stack.sidecar.kill()
         down, down_wall = time.monotonic(), time.time()
@@ -133,3 +144,53 @@ def test_js_go_and_java_clients_find_a_restarted_sidecar_within_seconds(tmp_path
             if recovered >= 2 * MAX_ATTEMPT_GAP_SECONDS:
                 problems.append(f"the {p.name} client was back only {recovered:.1f}s after the restart")
         assert not problems, problems
+
+
+CUT_NOTICED_SECONDS = 50  # the clients' keepalive: a ping 20 s after the last traffic, unanswered for 20 s more
+
+
+def test_every_thin_client_finds_a_gateway_cut_off_and_comes_back(tmp_path: Path) -> None:
+    """A gateway whose node is lost, or whose path drops everything, closes nothing: a call sent to it then waited
+    for as long as TCP kept the dead connection (nothing here failed in 60 s). Each thin client pings a connection
+    with a call open every 20 s and fails the call UNAVAILABLE when the ping goes unanswered; once the path is back,
+    the next calls succeed."""
+    stack = Stack(tmp_path / "stack").start(with_worker=False)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(stack.stop)
+        probes, stop_file = start_probes(tmp_path, stack, cleanup, ("python", "js", "go", "java"))
+        with contextlib.ExitStack() as cut:
+            cut_at, cut_wall = time.monotonic(), time.time()
+            for p in probes:
+                cut.enter_context(kernel_blackhole(port=p.relay.port))
+            noticed: dict[str, float] = {}
+
+            def all_noticed() -> bool:
+                for p in probes:
+                    if p.name not in noticed and any(not c["ok"] and c["t"] >= cut_wall - 1 for c in p.calls()):
+                        noticed[p.name] = time.monotonic() - cut_at
+                return len(noticed) == len(probes)
+
+            wait_until(
+                all_noticed,
+                timeout=CUT_NOTICED_SECONDS + 10,
+                interval=0.2,
+                message=lambda: f"still waiting on the cut gateway: {sorted({p.name for p in probes} - set(noticed))}",
+            )
+        healed_wall = time.time()
+        wait_until(
+            lambda: all(p.ok_after(healed_wall) is not None for p in probes),
+            timeout=60,
+            interval=0.2,
+            message=lambda: "\n".join(p.tail() for p in probes),
+        )
+        stop_file.touch()
+        for p in probes:
+            assert p.process.wait(timeout=120) == 0, p.tail()
+            back = p.ok_after(healed_wall)
+            assert back is not None
+            print(
+                f"{p.name}: failed {noticed[p.name]:.1f}s after the cut, back {back - healed_wall:.1f}s after the heal"
+            )
+            codes = {c["code"].upper() for c in p.calls() if not c["ok"] and c["t"] >= cut_wall - 1}
+            assert codes == {"UNAVAILABLE"}, f"the {p.name} client saw {codes} while cut off"
+            assert noticed[p.name] < CUT_NOTICED_SECONDS

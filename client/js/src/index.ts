@@ -308,6 +308,9 @@ export class MoorageClient {
       // gRPC's default backoff grows to 120 s: a client would notice a restarted gateway only half a minute later.
       "grpc.initial_reconnect_backoff_ms": 500,
       "grpc.max_reconnect_backoff_ms": 5000,
+      // A gateway cut off (node lost, path dropped) closes nothing: a ping every 20 s, answered within 20 s, finds it.
+      "grpc.keepalive_time_ms": 20000,
+      "grpc.keepalive_timeout_ms": 20000,
     });
     this.metadata = new grpc.Metadata();
     for (const [k, v] of Object.entries(options.metadata ?? {})) this.metadata.set(k, v);

@@ -33,7 +33,7 @@ func main() {
 			return
 		}
 		line := map[string]any{"t": float64(time.Now().UnixMicro()) / 1e6, "ok": true}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second) // longer than the client's keepalive
 		if _, err := client.Agents(ctx); err != nil {
 			line["ok"], line["code"] = false, status.Code(err).String()
 		}
