@@ -56,16 +56,26 @@ RECONNECT_CHANNEL_ARGS: tuple[tuple[str, int], ...] = (
 )
 WORKER_RECONNECT_CAP_SECONDS = 5.0
 
+
+def keepalive_args(seconds: float) -> list[tuple[str, int]]:
+    """Channel or server arguments for an HTTP/2 ping every ``seconds``, the connection closed when one is not
+    answered within as long again (0: none)."""
+    if seconds <= 0:
+        return []
+    ms = max(1, round(seconds * 1000))
+    return [
+        ("grpc.keepalive_time_ms", ms),
+        ("grpc.keepalive_timeout_ms", ms),
+        ("grpc.http2.ping_timeout_ms", ms),  # gRPC 1.85's C core waits this long (default 60 s) for the ack
+    ]
+
+
 # How soon a thin client finds that the gateway it waits on can no longer be reached (its node lost, its path dropped):
 # a call in flight, a reply being streamed, would otherwise wait for as long as TCP keeps the dead connection. Only
 # for channels to Moorage's own gateway, which accepts pings this often while a call is open (grpc.aio; the Go front
 # from 10 s): other servers may refuse them (GOAWAY too_many_pings), so the SDK channels that may reach DTS get none.
 # The JavaScript, Go and Java clients use the same 20 s.
-GATEWAY_CLIENT_KEEPALIVE_ARGS: tuple[tuple[str, int], ...] = (
-    ("grpc.keepalive_time_ms", 20000),
-    ("grpc.keepalive_timeout_ms", 20000),
-    ("grpc.http2.ping_timeout_ms", 20000),  # gRPC 1.85's C core waits this long for the ack, not keepalive_timeout
-)
+GATEWAY_CLIENT_KEEPALIVE_ARGS: tuple[tuple[str, int], ...] = tuple(keepalive_args(20.0))
 
 
 def reconnecting_channel_args(options: list[tuple[str, Any]] | None = None) -> list[tuple[str, Any]]:
@@ -87,15 +97,10 @@ KEEPALIVE_SECONDS = 10.0
 
 def server_keepalive_args(seconds: float = KEEPALIVE_SECONDS) -> list[tuple[str, int]]:
     """gRPC server options for a keepalive ping every ``seconds`` (0: none, as gRPC's own default of 2 hours)."""
-    if seconds <= 0:
+    pings = keepalive_args(seconds)
+    if not pings:
         return []
-    ms = max(1, round(seconds * 1000))
-    return [
-        ("grpc.keepalive_time_ms", ms),
-        ("grpc.keepalive_timeout_ms", ms),
-        ("grpc.http2.ping_timeout_ms", ms),  # gRPC 1.85's C core waits this long (default 60 s) for any ping's ack
-        ("grpc.http2.max_pings_without_data", 0),  # an idle work-item stream is pinged as often as a busy one
-    ]
+    return [*pings, ("grpc.http2.max_pings_without_data", 0)]  # an idle work-item stream is pinged like a busy one
 
 
 class StaticTokenCredential:

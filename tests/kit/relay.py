@@ -121,14 +121,15 @@ def kernel_blackhole(port: int | None = None, host: str | None = None) -> Iterat
     reason = None if iptables and os.geteuid() == 0 else "iptables as root is needed to drop a port's packets"
     rules = [["INPUT", "-p", "tcp", f"--{end}", str(port), "-j", "DROP"] for end in ("dport", "sport") if port]
     rules += [["INPUT", flag, host, "-j", "DROP"] for flag in ("-s", "-d") if host]
-    added = []
+    added: list[list[str]] = []
     try:
-        for rule in rules if reason is None else []:
+        while reason is None and len(added) < len(rules):
+            rule = rules[len(added)]
             done = subprocess.run([str(iptables), "-w", "-I", *rule], capture_output=True, text=True)
             if done.returncode != 0:
                 reason = f"iptables refused a rule: {done.stderr.strip()}"
-                break
-            added.append(rule)
+            else:
+                added.append(rule)
         if reason is not None:
             (pytest.fail if CI else pytest.skip)(reason)
         yield

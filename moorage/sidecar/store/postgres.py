@@ -985,18 +985,11 @@ def _session_kwargs(
     given = conninfo_to_dict(conninfo)
     ms = network_timeout_ms or int(NETWORK_TIMEOUT * 1000)
     probe = max(1, ms // 3000)  # seconds: the idle time and two unanswered probes fit in the timeout
-    bounds = {
-        "tcp_user_timeout": ms,
-        "keepalives": 1,
-        "keepalives_idle": probe,
-        "keepalives_interval": probe,
-        "keepalives_count": 2,
-    }
+    keepalive = {"idle": probe, "interval": probe, "count": 2}
+    bounds = {"tcp_user_timeout": ms, "keepalives": 1, **{f"keepalives_{k}": v for k, v in keepalive.items()}}
     server_side = {  # the same bounds on the server's end of the connection: it rolls back and frees the locks
         "tcp_user_timeout": ms,
-        "tcp_keepalives_idle": probe,
-        "tcp_keepalives_interval": probe,
-        "tcp_keepalives_count": 2,
+        **{f"tcp_keepalives_{k}": v for k, v in keepalive.items()},
         "idle_in_transaction_session_timeout": ms,
     }
     options = [*(f"-c {k}={v}" for k, v in server_side.items()), str(given.get("options") or "")]
