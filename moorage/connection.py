@@ -13,6 +13,7 @@ sidecar is used. :func:`parse_connection_string` turns it into what
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -76,6 +77,41 @@ def keepalive_args(seconds: float) -> list[tuple[str, int]]:
 # from 10 s): other servers may refuse them (GOAWAY too_many_pings), so the SDK channels that may reach DTS get none.
 # The JavaScript, Go and Java clients use the same 20 s.
 GATEWAY_CLIENT_KEEPALIVE_ARGS: tuple[tuple[str, int], ...] = tuple(keepalive_args(20.0))
+
+# The thin clients' calls that change nothing, so that sending one again is safe: a read or a wait. One that fails
+# UNAVAILABLE (its gateway killed mid-call, a replica behind a Service gone, the connection broken) is sent again up to
+# four times over about 2 s (gRPC's retry policy, which only retries a call that got no response yet), which reaches
+# another replica, or the same one restarted. Run, StartRun, RaiseEvent, SignalEntity and the rest are not retried:
+# sent twice they could act twice. The JavaScript, Go and Java clients use the same methods and policy.
+GATEWAY_RETRIED_METHODS = (
+    "ListAgents",
+    "GetRunResult",
+    "GetSession",
+    "ListSessions",
+    "GetOrchestration",
+    "WaitForOrchestration",
+    "GetEntity",
+)
+GATEWAY_RETRY_POLICY: dict[str, Any] = {
+    "maxAttempts": 5,
+    "initialBackoff": "0.25s",
+    "maxBackoff": "2s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+
+
+def gateway_retry_args() -> list[tuple[str, Any]]:
+    """Channel arguments that retry :data:`GATEWAY_RETRIED_METHODS` of ``moorage.v1.AgentService`` on UNAVAILABLE."""
+    config = {
+        "methodConfig": [
+            {
+                "name": [{"service": "moorage.v1.AgentService", "method": m} for m in GATEWAY_RETRIED_METHODS],
+                "retryPolicy": GATEWAY_RETRY_POLICY,
+            }
+        ]
+    }
+    return [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(config))]
 
 
 def reconnecting_channel_args(options: list[tuple[str, Any]] | None = None) -> list[tuple[str, Any]]:

@@ -70,14 +70,16 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 def channel_options() -> list[tuple[str, Any]]:
     """The thin client's channel arguments: the gateway's message size, and Moorage's reconnect backoff so that a
     client notices a restarted gateway within seconds (:data:`moorage.connection.RECONNECT_CHANNEL_ARGS`) and a lost one
-    within a minute (:data:`moorage.connection.GATEWAY_CLIENT_KEEPALIVE_ARGS`)."""
-    from moorage.connection import GATEWAY_CLIENT_KEEPALIVE_ARGS, reconnecting_channel_args
+    within a minute (:data:`moorage.connection.GATEWAY_CLIENT_KEEPALIVE_ARGS`); reads and waits sent again when their
+    gateway goes away mid-call (:func:`moorage.connection.gateway_retry_args`)."""
+    from moorage.connection import GATEWAY_CLIENT_KEEPALIVE_ARGS, gateway_retry_args, reconnecting_channel_args
 
     return reconnecting_channel_args(
         [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             *GATEWAY_CLIENT_KEEPALIVE_ARGS,
+            *gateway_retry_args(),
         ]
     )
 

@@ -15,59 +15,16 @@ from typing import Any
 
 import grpc
 import pytest
-from kit import PYTHON, ManagedProcess, free_port, hermetic_env, wait_until
 from kit.gateway_app import GATES
-from kit.gateway_stack import Stack
-from kit.http import Http
+from kit.gateway_stack import Stack, StandaloneGateway
 from sse import SSE
 
 from moorage.client import AsyncClient, Client, MoorageError, NotFoundError
 
 
-class OtherGateway:
-    """``python -m moorage gateway`` on the stack's backend: a second gateway instance."""
-
-    def __init__(self, workdir: Path, grpc_port: int):
-        self.http_port = free_port()
-        self.grpc_port = free_port()
-        cs = f"Endpoint=http://localhost:{grpc_port};Authentication=None;TaskHub=default"
-        self.process = ManagedProcess(
-            [
-                PYTHON,
-                "-m",
-                "moorage",
-                "gateway",
-                "--connection-string",
-                cs,
-                "--grpc-port",
-                str(self.grpc_port),
-                "--http-port",
-                str(self.http_port),
-                "--host",
-                "127.0.0.1",
-                "--log-level",
-                "warning",
-            ],
-            workdir / "other-gateway.log",
-            env=hermetic_env(drop_prefixes=("MOORAGE_", "DURABLE_TASK_"), keep=()),
-        )
-        self.process.start()
-        self.base = f"http://127.0.0.1:{self.http_port}"
-        http = Http(self.base)
-        wait_until(
-            lambda: http.request("GET", "/healthz", timeout=2)[0] == 200,
-            timeout=30,
-            transient=(OSError,),
-            message=lambda: self.process.log_path.read_text(),
-        )
-
-    def stop(self) -> None:
-        self.process.stop(grace=10)
-
-
 @pytest.fixture
-def other(stack: Stack, tmp_path: Path) -> Iterator[OtherGateway]:
-    gw = OtherGateway(tmp_path, stack.grpc_port)
+def other(stack: Stack, tmp_path: Path) -> Iterator[StandaloneGateway]:
+    gw = StandaloneGateway(tmp_path, stack.grpc_port)
     try:
         yield gw
     finally:
@@ -87,7 +44,7 @@ def _chunks(stream: SSE) -> tuple[list[tuple[int, str]], dict[str, Any]]:
     raise AssertionError("the stream ended without a completed event")
 
 
-def test_a_cut_stream_resumes_after_the_last_event_id_on_any_gateway(stack: Stack, other: OtherGateway) -> None:
+def test_a_cut_stream_resumes_after_the_last_event_id_on_any_gateway(stack: Stack, other: StandaloneGateway) -> None:
     token = uuid.uuid4().hex[:8]
     message = f"count one two three four five six seven eight [gate:{token}]"
     first = SSE(stack.http_base, "/api/agents/Joker/sessions", {"message": message})
@@ -147,7 +104,9 @@ def test_resuming_an_unknown_turn_or_with_a_bad_id_is_a_4xx(stack: Stack) -> Non
     assert status == 404, body
 
 
-def test_a_cut_grpc_stream_resumes_after_the_last_sequence_on_any_gateway(stack: Stack, other: OtherGateway) -> None:
+def test_a_cut_grpc_stream_resumes_after_the_last_sequence_on_any_gateway(
+    stack: Stack, other: StandaloneGateway
+) -> None:
     token = uuid.uuid4().hex[:8]
     message = f"count one two three four five six seven eight [gate:{token}]"
     with Client(stack.grpc_address) as first_client:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from .http import Http
+from .paths import PYTHON
 from .ports import free_port
+from .processes import ManagedProcess, hermetic_env
 from .sidecar import SidecarProcess
 from .waits import wait_until
 
@@ -91,3 +93,44 @@ class Stack:
             finally:
                 self.worker = None
         self.sidecar.stop(grace=10)
+
+
+class StandaloneGateway:
+    """``python -m moorage gateway`` on a stack's backend: another gateway instance, as a replica of the deployment."""
+
+    def __init__(self, workdir: Path, grpc_port: int, name: str = "other-gateway"):
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        cs = f"Endpoint=http://localhost:{grpc_port};Authentication=None;TaskHub=default"
+        self.process = ManagedProcess(
+            [
+                PYTHON,
+                "-m",
+                "moorage",
+                "gateway",
+                "--connection-string",
+                cs,
+                "--grpc-port",
+                str(self.grpc_port),
+                "--http-port",
+                str(self.http_port),
+                "--host",
+                "127.0.0.1",
+                "--log-level",
+                "warning",
+            ],
+            workdir / f"{name}.log",
+            env=hermetic_env(drop_prefixes=("MOORAGE_", "DURABLE_TASK_"), keep=()),
+        )
+        self.process.start()
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        http = Http(self.base)
+        wait_until(
+            lambda: http.request("GET", "/healthz", timeout=2)[0] == 200,
+            timeout=30,
+            transient=(OSError,),
+            message=lambda: self.process.log_path.read_text(),
+        )
+
+    def stop(self) -> None:
+        self.process.stop(grace=10)

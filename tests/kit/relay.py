@@ -13,7 +13,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -24,10 +24,18 @@ MAX_ATTEMPT_GAP_SECONDS = 8  # Moorage's cap is 5 s (plus gRPC's 20% jitter); th
 
 
 class TcpRelay:
-    def __init__(self, target_port: int, host: str = "127.0.0.1", source_host: str | None = None) -> None:
+    def __init__(
+        self,
+        target_port: int,
+        host: str = "127.0.0.1",
+        source_host: str | None = None,
+        fallback_ports: Sequence[int] = (),
+    ) -> None:
         """``source_host``: the loopback address its connections to the target come from (127.0.0.2, ...), so that
-        :func:`kernel_blackhole` can cut them and nothing else to that target."""
+        :func:`kernel_blackhole` can cut them and nothing else to that target. ``fallback_ports``: tried in order when
+        the target refuses a connection, as a Service's other endpoints are when one replica is gone."""
         self.target = (host, target_port)
+        self.fallbacks = [(host, port) for port in fallback_ports]
         self.source = (source_host, 0) if source_host else None
         self._listener = socket.create_server((host, 0))
         self.port: int = self._listener.getsockname()[1]
@@ -65,9 +73,8 @@ class TcpRelay:
                 with self._lock:
                     self._open.add(conn)
                 continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=2, source_address=self.source)
-            except OSError:
+            upstream = self._connect()
+            if upstream is None:
                 with self._lock:
                     self.attempts.append((time.monotonic(), False))
                 conn.close()
@@ -78,6 +85,14 @@ class TcpRelay:
                 self._open.update((conn, upstream))
             for a, b in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _connect(self) -> socket.socket | None:
+        for target in (self.target, *self.fallbacks):
+            try:
+                return socket.create_connection(target, timeout=2, source_address=self.source)
+            except OSError:
+                continue
+        return None
 
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
