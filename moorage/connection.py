@@ -82,7 +82,9 @@ GATEWAY_CLIENT_KEEPALIVE_ARGS: tuple[tuple[str, int], ...] = tuple(keepalive_arg
 # UNAVAILABLE (its gateway killed mid-call, a replica behind a Service gone, the connection broken) is sent again up to
 # four times over about 2 s (gRPC's retry policy, which only retries a call that got no response yet), which reaches
 # another replica, or the same one restarted. Run, StartRun, RaiseEvent, SignalEntity and the rest are not retried:
-# sent twice they could act twice. The JavaScript, Go and Java clients use the same methods and policy.
+# sent twice they could act twice. The Go and Java clients use the same methods and policy. The JavaScript client
+# does not: grpc-js has no connect timeout, so a read sent again while the path is dark would wait minutes in
+# CONNECTING.
 GATEWAY_RETRIED_METHODS = (
     "ListAgents",
     "GetRunResult",

@@ -64,6 +64,29 @@ func wrap(err error) error {
 	return err
 }
 
+// retryServiceConfig sends again the calls that change nothing when they fail UNAVAILABLE (their gateway killed
+// mid-call, a replica behind a Service gone): up to 5 attempts over about 2 s, which reach another replica or the
+// same one restarted. Run, StartRun, RaiseEvent, SignalEntity and the rest act, so they are not. The same methods and
+// policy as the Python client's (moorage.connection.gateway_retry_args).
+const retryServiceConfig = `{"methodConfig": [{
+  "name": [
+    {"service": "moorage.v1.AgentService", "method": "ListAgents"},
+    {"service": "moorage.v1.AgentService", "method": "GetRunResult"},
+    {"service": "moorage.v1.AgentService", "method": "GetSession"},
+    {"service": "moorage.v1.AgentService", "method": "ListSessions"},
+    {"service": "moorage.v1.AgentService", "method": "GetOrchestration"},
+    {"service": "moorage.v1.AgentService", "method": "WaitForOrchestration"},
+    {"service": "moorage.v1.AgentService", "method": "GetEntity"}
+  ],
+  "retryPolicy": {
+    "maxAttempts": 5,
+    "initialBackoff": "0.25s",
+    "maxBackoff": "2s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"]
+  }
+}]}`
+
 // Client talks to one gateway. It is safe for concurrent use.
 type Client struct {
 	conn *grpc.ClientConn
@@ -84,6 +107,7 @@ func Dial(address string, opts ...grpc.DialOption) (*Client, error) {
 		grpc.WithConnectParams(reconnect),
 		// A gateway cut off (node lost, path dropped) closes nothing: a ping every 20 s, answered within 20 s, finds it.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 20 * time.Second}),
+		grpc.WithDefaultServiceConfig(retryServiceConfig),
 	}, opts...)
 	conn, err := grpc.NewClient(target, all...)
 	if err != nil {

@@ -7,12 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
-from kit import REPO_ROOT
+from kit import PYTHON, REPO_ROOT
 from kit.gateway_stack import Stack
 from kit.shared import exclusive
 from kit.toolchains import require_tool
 
 JS = REPO_ROOT / "client" / "js"
+JAVA = REPO_ROOT / "client" / "java"
+PROBES = Path(__file__).resolve().parent / "probes"
 
 
 def run_suite(
@@ -48,3 +50,20 @@ def build_js_client(stack: Stack) -> None:
             run_suite(stack, [npm, "ci", "--no-audit", "--no-fund"], JS)
         elif (JS / "src" / "index.ts").stat().st_mtime > (JS / "dist" / "index.js").stat().st_mtime:
             run_suite(stack, [npm, "run", "build"], JS)
+
+
+def probe_commands() -> dict[str, tuple[list[str], Path, dict[str, str]]]:
+    """Per client: the argv, working directory and extra environment of its probe (tests/clients/probes)."""
+    go, mvn = require_tool("go"), require_tool("mvn")
+    require_tool("java")
+    offline = ["-o"] if (JAVA / "target" / "classes" / "dev" / "moorage" / "client").is_dir() else []
+    return {
+        "python": ([PYTHON, str(PROBES / "reconnect_probe.py")], PROBES, {}),
+        "js": (["node", str(PROBES / "reconnect_probe.mjs")], PROBES, {}),
+        "go": ([go, "run", "."], PROBES / "go", {"GOFLAGS": "-buildvcs=false -mod=mod"}),
+        "java": (
+            [mvn, "-B", *offline, "test", "-Dtest=ReconnectProbeTest", "-Dsurefire.failIfNoSpecifiedTests=false"],
+            JAVA,
+            {},
+        ),
+    }

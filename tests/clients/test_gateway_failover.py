@@ -7,6 +7,8 @@ SIGKILLed; only a call the client sends again finds the answer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import threading
 import time
 import uuid
@@ -14,13 +16,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kit import ManagedProcess, hermetic_env, wait_until
 from kit.gateway_app import GATES
 from kit.gateway_stack import Stack, StandaloneGateway
 from kit.relay import TcpRelay
+from kit.shared import exclusive
+from langs import probe_commands
 
 from moorage.client import AsyncClient, Client, RunHandle, RunStatus, UnavailableError
 
 IN_FLIGHT_SECONDS = 1.0  # how long the wait has been on the first gateway when it is killed
+# Not the JavaScript client: grpc-js has no connect timeout, so a read sent again while the path to the gateway is
+# dark would wait minutes in CONNECTING (the kernel's SYN retries) where it now fails within 40 s (test_reconnect.py).
+OTHER_CLIENTS = ("go", "java")
 
 
 @pytest.fixture
@@ -87,6 +95,57 @@ def test_a_run_is_not_sent_again(replicas: tuple[StandaloneGateway, TcpRelay]) -
     with Client(relay.address) as client, pytest.raises(UnavailableError):
         client.agent("Joker").run(f"echo not again [gate:{token}]", timeout=30)
     assert len(relay.attempts) == 1, relay.attempts
+
+
+def _lines(out: Path) -> list[dict[str, object]]:
+    try:
+        text = out.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.split("\n")[:-1] if line.startswith("{")]
+
+
+@pytest.mark.long(minutes=2)
+def test_go_and_java_waits_survive_their_gateway_killed_mid_call(
+    stack: Stack, replicas: tuple[StandaloneGateway, TcpRelay], tmp_path: Path
+) -> None:
+    """Each client's probe (``PROBE_WAIT``) waits on an orchestration that waits for an event, through the relay to
+    the first gateway; that gateway is killed, then the event raised: each wait must end COMPLETED."""
+    first, relay = replicas
+    commands = probe_commands()
+    outs: dict[str, Path] = {}
+    with Client(stack.grpc_address) as direct, contextlib.ExitStack() as cleanup:
+        ids = {name: direct.start_orchestration("wait_for_approval", {"who": name}) for name in OTHER_CLIENTS}
+        for name in OTHER_CLIENTS:
+            argv, cwd, env = commands[name]
+            if name == "java":
+                cleanup.enter_context(exclusive("client-java"))  # one Maven at a time in client/java/target
+            outs[name] = tmp_path / f"{name}.out"
+            process = ManagedProcess(
+                argv,
+                tmp_path / f"{name}.log",
+                name=f"{name}-probe",
+                env=hermetic_env({"MOORAGE_ADDRESS": relay.address, "PROBE_WAIT": ids[name], **env}),
+                cwd=cwd,
+                stdout_path=outs[name],
+            )
+            cleanup.callback(process.stop)
+            process.start()
+        wait_until(  # the builds come first (go run, mvn)
+            lambda: all(_lines(out) for out in outs.values()),
+            timeout=600,
+            message=lambda: "\n".join(f"{n}: {o.read_text(errors='replace')[-2000:]}" for n, o in outs.items()),
+        )
+        time.sleep(IN_FLIGHT_SECONDS + 1.0)  # each wait is on the first gateway
+        connected = len(relay.attempts)
+        first.process.kill()
+        time.sleep(0.5)
+        for instance_id in ids.values():
+            direct.raise_event(instance_id, "approve", True)
+        wait_until(lambda: all(len(_lines(out)) >= 2 for out in outs.values()), timeout=120)
+    results = {name: _lines(out)[1] for name, out in outs.items()}
+    assert all(r == {"ok": True, "status": "COMPLETED"} for r in results.values()), results
+    assert len(relay.attempts) > connected, relay.attempts  # each retry came in on a new connection
 
 
 @pytest.mark.unit

@@ -20,6 +20,20 @@ func envInt(name string, fallback int) int {
 	return fallback
 }
 
+// waitOnce is the probe's PROBE_WAIT mode (see ../reconnect_probe.mjs).
+func waitOnce(client *moorage.Client, id string) {
+	fmt.Println(`{"waiting": true}`)
+	line := map[string]any{"ok": true}
+	o, err := client.WaitForOrchestration(context.Background(), id, 60*time.Second)
+	if err != nil {
+		line["ok"], line["code"] = false, status.Code(err).String()
+	} else {
+		line["status"] = o.Status
+	}
+	out, _ := json.Marshal(line)
+	fmt.Println(string(out))
+}
+
 func main() {
 	interval := time.Duration(envInt("PROBE_INTERVAL_MS", 500)) * time.Millisecond
 	until := time.Now().Add(time.Duration(envInt("PROBE_SECONDS", 180)) * time.Second)
@@ -28,6 +42,10 @@ func main() {
 		panic(err)
 	}
 	defer client.Close()
+	if id := os.Getenv("PROBE_WAIT"); id != "" {
+		waitOnce(client, id)
+		return
+	}
 	for time.Now().Before(until) {
 		if _, err := os.Stat(os.Getenv("PROBE_STOP")); err == nil {
 			return

@@ -24,8 +24,10 @@ import java.io.File;
 import java.io.IOException;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Supplier;
+import java.util.stream.Stream;
 
 /**
  * Talks to Moorage's gateway over gRPC ({@code moorage.v1.AgentService}).
@@ -108,8 +110,42 @@ public final class MoorageClient implements AutoCloseable {
    * a call waiting on it fails UNAVAILABLE instead of waiting for as long as TCP keeps the dead connection.
    */
   private static ManagedChannelBuilder<?> keepAlive(ManagedChannelBuilder<?> builder) {
-    return builder.keepAliveTime(20, TimeUnit.SECONDS).keepAliveTimeout(20, TimeUnit.SECONDS);
+    return builder
+        .keepAliveTime(20, TimeUnit.SECONDS)
+        .keepAliveTimeout(20, TimeUnit.SECONDS)
+        .defaultServiceConfig(RETRY_SERVICE_CONFIG)
+        .enableRetry();
   }
+
+  /**
+   * The calls that change nothing, sent again when they fail UNAVAILABLE (their gateway killed mid-call, a replica
+   * behind a Service gone): up to 5 attempts over about 2 s, which reach another replica or the same one restarted.
+   * Run, StartRun, RaiseEvent, SignalEntity and the rest act, so they are not. The same methods and policy as the
+   * Python client's (moorage.connection.gateway_retry_args). Numbers are doubles, as grpc-java's JSON parser makes.
+   */
+  private static final Map<String, ?> RETRY_SERVICE_CONFIG =
+      Map.of(
+          "methodConfig",
+          List.of(
+              Map.of(
+                  "name",
+                  Stream.of(
+                          "ListAgents",
+                          "GetRunResult",
+                          "GetSession",
+                          "ListSessions",
+                          "GetOrchestration",
+                          "WaitForOrchestration",
+                          "GetEntity")
+                      .map(m -> Map.of("service", "moorage.v1.AgentService", "method", m))
+                      .toList(),
+                  "retryPolicy",
+                  Map.of(
+                      "maxAttempts", 5.0,
+                      "initialBackoff", "0.25s",
+                      "maxBackoff", "2s",
+                      "backoffMultiplier", 2.0,
+                      "retryableStatusCodes", List.of("UNAVAILABLE")))));
 
   /** {target "host:port", "1" for TLS or "" for plaintext}. */
   private static String[] parseAddress(String address) {

@@ -19,11 +19,34 @@ class ReconnectProbeTest {
     return v == null || v.isEmpty() ? fallback : Long.parseLong(v);
   }
 
+  /** PROBE_WAIT mode (tests/clients/test_gateway_failover.py): one wait for an orchestration, through a gateway
+   * that is killed meanwhile; prints {"waiting": true} before it and the outcome after. */
+  private static void waitOnce(String address, String instanceId) {
+    try (MoorageClient client = MoorageClient.connect(address)) {
+      System.out.println("{\"waiting\": true}");
+      System.out.flush();
+      String line;
+      try {
+        Orchestration o = client.waitForOrchestration(instanceId, java.time.Duration.ofSeconds(60));
+        line = "{\"ok\": true, \"status\": \"" + o.status() + "\"}";
+      } catch (MoorageException e) {
+        line = "{\"ok\": false, \"code\": \"" + e.code() + "\"}";
+      }
+      System.out.println(line);
+      System.out.flush();
+    }
+  }
+
   @Test
   void listsAgentsUntilStopped() throws InterruptedException {
     String address = System.getenv("MOORAGE_ADDRESS");
     String stop = System.getenv("PROBE_STOP");
     assertNotNull(address, "MOORAGE_ADDRESS is not set (run through tests/clients/test_reconnect.py)");
+    String waitFor = System.getenv("PROBE_WAIT");
+    if (waitFor != null && !waitFor.isEmpty()) {
+      waitOnce(address, waitFor);
+      return;
+    }
     assertNotNull(stop, "PROBE_STOP is not set");
     long interval = env("PROBE_INTERVAL_MS", 500);
     long until = System.currentTimeMillis() + 1000 * env("PROBE_SECONDS", 180);
