@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from kit import ManagedProcess, hermetic_env, wait_until
 from kit.gateway_app import GATES
-from kit.gateway_stack import Stack, StandaloneGateway
+from kit.gateway_stack import Stack, StandaloneGateway, backend_connection_string
 from kit.relay import TcpRelay
 from kit.shared import exclusive
 from langs import probe_commands
@@ -33,7 +33,7 @@ OTHER_CLIENTS = ("go", "java")
 
 @pytest.fixture
 def replicas(stack: Stack, tmp_path: Path) -> Iterator[tuple[StandaloneGateway, TcpRelay]]:
-    first = StandaloneGateway(tmp_path, stack.grpc_port, name="first-gateway")
+    first = StandaloneGateway(tmp_path, backend_connection_string(stack.grpc_port))
     relay = TcpRelay(first.grpc_port, fallback_ports=(stack.grpc_port,))
     try:
         yield first, relay

@@ -5,66 +5,17 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from kit import PYTHON, REPO_ROOT, ManagedProcess, free_port, hermetic_env, wait_until
-from kit.gateway_stack import Stack
-from kit.http import Http
+from kit import PYTHON, REPO_ROOT, free_port
+from kit.gateway_stack import Stack, StandaloneGateway, backend_connection_string
 
 from moorage.client import Client, UnavailableError
 
 
-class Gateway:
-    """``python -m moorage gateway`` on free ports, ready once it answers ``/healthz``."""
-
-    def __init__(self, workdir: Path, connection_string: str, *extra: str):
-        self.grpc_port = free_port()
-        self.http_port = free_port()
-        self.process = ManagedProcess(
-            [
-                PYTHON,
-                "-m",
-                "moorage",
-                "gateway",
-                "--connection-string",
-                connection_string,
-                "--grpc-port",
-                str(self.grpc_port),
-                "--http-port",
-                str(self.http_port),
-                "--host",
-                "127.0.0.1",
-                "--log-level",
-                "warning",
-                *extra,
-            ],
-            workdir / f"gateway-{self.http_port}.log",
-            env=hermetic_env(drop_prefixes=("MOORAGE_", "DURABLE_TASK_"), keep=()),
-        ).start()
-        self.log = self.process.log_path
-        self.http = Http(f"http://127.0.0.1:{self.http_port}")
-        try:
-            wait_until(self._healthy, timeout=30, transient=(OSError,), message=lambda: self.process.log_tail())
-        except BaseException:
-            self.stop()
-            raise
-
-    def _healthy(self) -> bool:
-        assert self.process.is_running(), self.process.log_tail()
-        return self.http.request("GET", "/healthz", timeout=2)[0] == 200
-
-    @property
-    def proc(self) -> Any:
-        return self.process.proc
-
-    def stop(self) -> None:
-        self.process.stop(grace=10)
-
-
 @pytest.fixture
-def gateway(stack: Stack, tmp_path: Path) -> Iterator[Gateway]:
-    gw = Gateway(tmp_path, f"Endpoint=http://localhost:{stack.grpc_port};Authentication=None;TaskHub=default")
+def gateway(stack: Stack, tmp_path: Path) -> Iterator[StandaloneGateway]:
+    gw = StandaloneGateway(tmp_path, backend_connection_string(stack.grpc_port))
     try:
         yield gw
     finally:
@@ -72,7 +23,7 @@ def gateway(stack: Stack, tmp_path: Path) -> Iterator[Gateway]:
         assert gw.proc.returncode == 0, gw.log.read_text()  # a clean stop on SIGTERM
 
 
-def test_standalone_gateway_serves_http_and_grpc(gateway: Gateway) -> None:
+def test_standalone_gateway_serves_http_and_grpc(gateway: StandaloneGateway) -> None:
     status, _, first = gateway.http.request("POST", "/api/agents/Joker/threads", {"message": "My name is Lin"})
     assert status == 200, first
     status, _, second = gateway.http.request(
@@ -92,7 +43,7 @@ def test_standalone_gateway_serves_http_and_grpc(gateway: Gateway) -> None:
 
 def test_standalone_gateway_with_unreachable_backend_says_so(tmp_path: Path) -> None:
     dead = free_port()
-    gw = Gateway(tmp_path, f"Endpoint=http://127.0.0.1:{dead};Authentication=None;TaskHub=default", "--agents", "Joker")
+    gw = StandaloneGateway(tmp_path, backend_connection_string(dead, "127.0.0.1"), "--agents", "Joker")
     try:
         status, _, body = gw.http.request("POST", "/api/agents/Joker/threads", {"message": "hi"}, timeout=60)
         assert status == 503, body

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from kit.gateway_app import GATES
-from kit.gateway_stack import Stack, StandaloneGateway
+from kit.gateway_stack import Stack, StandaloneGateway, backend_connection_string
 from sse import SSE
 
 from moorage.client import AsyncClient, Client, MoorageError, NotFoundError
@@ -24,7 +24,7 @@ from moorage.client import AsyncClient, Client, MoorageError, NotFoundError
 
 @pytest.fixture
 def other(stack: Stack, tmp_path: Path) -> Iterator[StandaloneGateway]:
-    gw = StandaloneGateway(tmp_path, stack.grpc_port)
+    gw = StandaloneGateway(tmp_path, backend_connection_string(stack.grpc_port))
     try:
         yield gw
     finally:

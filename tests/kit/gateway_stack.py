@@ -95,13 +95,18 @@ class Stack:
         self.sidecar.stop(grace=10)
 
 
-class StandaloneGateway:
-    """``python -m moorage gateway`` on a stack's backend: another gateway instance, as a replica of the deployment."""
+def backend_connection_string(port: int, host: str = "localhost") -> str:
+    """The connection string of a sidecar (or backend) on ``host:port`` without authentication."""
+    return f"Endpoint=http://{host}:{port};Authentication=None;TaskHub=default"
 
-    def __init__(self, workdir: Path, grpc_port: int, name: str = "other-gateway"):
-        self.http_port = free_port()
+
+class StandaloneGateway:
+    """``python -m moorage gateway`` on free ports against the backend ``connection_string`` names, ready once it
+    answers ``/healthz``: a gateway alone, or another replica of a deployment's."""
+
+    def __init__(self, workdir: Path, connection_string: str, *extra: str):
         self.grpc_port = free_port()
-        cs = f"Endpoint=http://localhost:{grpc_port};Authentication=None;TaskHub=default"
+        self.http_port = free_port()
         self.process = ManagedProcess(
             [
                 PYTHON,
@@ -109,7 +114,7 @@ class StandaloneGateway:
                 "moorage",
                 "gateway",
                 "--connection-string",
-                cs,
+                connection_string,
                 "--grpc-port",
                 str(self.grpc_port),
                 "--http-port",
@@ -118,19 +123,27 @@ class StandaloneGateway:
                 "127.0.0.1",
                 "--log-level",
                 "warning",
+                *extra,
             ],
-            workdir / f"{name}.log",
+            workdir / f"gateway-{self.http_port}.log",
             env=hermetic_env(drop_prefixes=("MOORAGE_", "DURABLE_TASK_"), keep=()),
-        )
-        self.process.start()
+        ).start()
+        self.log = self.process.log_path
         self.base = f"http://127.0.0.1:{self.http_port}"
-        http = Http(self.base)
-        wait_until(
-            lambda: http.request("GET", "/healthz", timeout=2)[0] == 200,
-            timeout=30,
-            transient=(OSError,),
-            message=lambda: self.process.log_path.read_text(),
-        )
+        self.http = Http(self.base)
+        try:
+            wait_until(self._healthy, timeout=30, transient=(OSError,), message=lambda: self.process.log_tail())
+        except BaseException:
+            self.stop()
+            raise
+
+    def _healthy(self) -> bool:
+        assert self.process.is_running(), self.process.log_tail()
+        return self.http.request("GET", "/healthz", timeout=2)[0] == 200
+
+    @property
+    def proc(self) -> Any:
+        return self.process.proc
 
     def stop(self) -> None:
         self.process.stop(grace=10)
